@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   creates .venv if missing, installs the package, runs the main job on the sim arm
+#   make test   the same set-up, then the test suite (in a private network namespace if possible)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat setup.py | md5sum | cut -c1-12)
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup bench ros-build-tools clean
+
+setup: $(STAMP)
+
+$(STAMP):
+	@echo "== set-up: virtual environment $(VENV) (torch 2.13.0 CPU first, then mbrl_ros[ros,dev]) =="
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	@$(PY) -m pip install -q -e ".[ros,dev]"
+	@rm -f $(VENV)/.installed-* && touch $@
+	@echo "== set-up done =="
+
+demo: setup
+	$(VENV)/bin/mbrl-ros demo $(DEMO_ARGS)
+
+# colcon (Debian) for the ROS 2 build check; installed when missing and apt is usable as root.
+ros-build-tools:
+	@command -v colcon >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { echo "== installing colcon + python3-colcon-ros (apt) for the ROS 2 build test =="; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq colcon python3-colcon-ros) >/dev/null; } \
+	  || echo "== colcon not available: the colcon build test will skip =="; }
+
+test: setup ros-build-tools
+	@tools/isolated $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; exit 1; fi; exit $$rc
+
+bench: setup
+	tools/isolated $(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf build install log .pytest_cache

@@ -1,0 +1,111 @@
+"""Reading ROS messages into arrays, duck-typed (works on rclpy messages and on messages that the
+``rosbags`` library deserialised from a bag). No rclpy import: this is shared by nodes and by the
+offline data tools.
+
+Command tagging: a command on ``/effort_controller/commands`` (std_msgs/Float64MultiArray) may name
+the joint-state stamp it answers in its first layout dimension's label, ``"stamp=<ns>"`` (integer
+nanoseconds). ros2_control's ForwardCommandController ignores the layout, so tagged commands stay
+valid for a real arm; the simulator uses the tag in lockstep to match commands to steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+STAMP_LABEL_PREFIX = "stamp="
+
+
+class MessageError(ValueError):
+    """A received message is malformed; the text says what is wrong."""
+
+
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time (``sec``, ``nanosec``) → integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_sec_nanosec(ns: int) -> tuple[int, int]:
+    """Integer nanoseconds (≥ 0) → (sec, nanosec) for builtin_interfaces/Time."""
+    if ns < 0:
+        raise ValueError(f"negative time {ns} ns")
+    return int(ns // 1_000_000_000), int(ns % 1_000_000_000)
+
+
+@dataclass(frozen=True)
+class JointSample:
+    """One joint state in a fixed joint order: stamp (ns) and (n,) position (rad), velocity
+    (rad/s), effort (N·m; NaN where the message carried none)."""
+
+    stamp_ns: int
+    position: np.ndarray
+    velocity: np.ndarray
+    effort: np.ndarray
+
+
+def read_joint_state(msg, joint_names: Sequence[str]) -> JointSample:
+    """sensor_msgs/JointState → JointSample ordered as ``joint_names``.
+
+    The message may carry more joints than asked for, in any order. Raises MessageError when a joint
+    is missing, names are duplicated, array lengths disagree with ``name``, position or velocity is
+    absent, or any used value is not finite.
+    """
+    names = list(msg.name)
+    if len(set(names)) != len(names):
+        raise MessageError(f"JointState has duplicate joint names {names}")
+    n_msg = len(names)
+    pos, vel, eff = (np.asarray(msg.position, float), np.asarray(msg.velocity, float),
+                     np.asarray(msg.effort, float))
+    if len(pos) != n_msg or len(vel) != n_msg:
+        raise MessageError(
+            f"JointState has {n_msg} names but {len(pos)} positions and {len(vel)} velocities")
+    if len(eff) not in (0, n_msg):
+        raise MessageError(f"JointState has {n_msg} names but {len(eff)} efforts")
+    index = {name: i for i, name in enumerate(names)}
+    missing = [j for j in joint_names if j not in index]
+    if missing:
+        raise MessageError(f"JointState lacks joints {missing} (has {names})")
+    order = np.array([index[j] for j in joint_names], dtype=int)
+    q, qd = pos[order], vel[order]
+    tau = eff[order] if len(eff) else np.full(len(order), np.nan)
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qd))):
+        raise MessageError("JointState has non-finite position or velocity")
+    return JointSample(stamp_to_ns(msg.header.stamp), q, qd, tau)
+
+
+def command_stamp_label(stamp_ns: int) -> str:
+    """Layout label that tags a command with the joint-state stamp it answers."""
+    return f"{STAMP_LABEL_PREFIX}{int(stamp_ns)}"
+
+
+def command_tag(msg) -> int | None:
+    """The joint-state stamp (ns) a Float64MultiArray command is tagged with, or None.
+
+    Raises MessageError for a tag that is not a non-negative integer.
+    """
+    dims = list(msg.layout.dim)
+    if not dims or not dims[0].label.startswith(STAMP_LABEL_PREFIX):
+        return None
+    text = dims[0].label[len(STAMP_LABEL_PREFIX):]
+    try:
+        stamp = int(text)
+    except ValueError:
+        raise MessageError(f"command stamp tag {dims[0].label!r} is not an integer") from None
+    if stamp < 0:
+        raise MessageError(f"command stamp tag {stamp} is negative")
+    return stamp
+
+
+def read_command(msg, n_joints: int) -> tuple[np.ndarray, int | None]:
+    """std_msgs/Float64MultiArray → ((n,) torques in N·m, tagged stamp in ns or None).
+
+    Raises MessageError for a wrong length, non-finite values or an unreadable stamp tag.
+    """
+    stamp = command_tag(msg)
+    data = np.asarray(msg.data, dtype=float)
+    if data.shape != (n_joints,):
+        raise MessageError(f"command has {data.size} values, expected {n_joints}")
+    if not np.all(np.isfinite(data)):
+        raise MessageError("command has non-finite values")
+    return data, stamp

@@ -1,0 +1,309 @@
+"""Simulator node ``arm_sim``: a MuJoCo arm that stands in for the real one on ROS 2.
+
+Publishes ``/joint_states`` and ``/clock``, applies ``/effort_controller/commands`` (torques in
+``joint_names`` order), offers ``~/reset`` (std_srvs/Trigger) and reports on ``/diagnostics``.
+
+* lockstep: publish the state of step k, wait for the command for step k (tagged with that state's
+  stamp, or untagged), step one control period, publish step k+1. A command that is malformed gets the
+  safe hold for that step; if no command comes within ``lockstep_timeout`` (wall s), the safe hold is
+  applied and the timeout reported. Stepping starts once a command publisher and a joint-state
+  subscriber are matched (``wait_for_peers``). The result does not depend on machine speed.
+* realtime: the physics follows the wall clock (times ``real_time_factor``); the latest valid command
+  is held (zero-order hold) until ``command_timeout`` passes, then the safe hold applies.
+
+A reset advances sim time by one control period without physics, so a command computed for the
+state before the reset is stale and cannot be applied to the state after it.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+from rosgraph_msgs.msg import Clock as ClockMsg
+
+from mbrl_ros.msgconv import MessageError, command_tag, read_command
+from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
+from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, clock_msg, joint_state_msg
+from mbrl_ros.nodes.params import ConfigError, Param, declare_params
+from mbrl_ros.nodes.runner import run_node
+from mbrl_ros.robot import load_robot
+from mbrl_ros.simulation import ArmSimulator, SimConfig
+
+PARAMS = [
+    Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2) or a URDF path"),
+    Param("scene", "scene", "MuJoCo scene parts: a name in sim/ or an MJCF path"),
+    Param("joint_names", [], "order of the torques in a command; [] = the robot's joint order"),
+    Param("mode", "lockstep", "lockstep (deterministic) or realtime (wall clock)",
+          choices=("lockstep", "realtime")),
+    Param("physics_timestep", 0.002, "MuJoCo timestep (s)", (1e-5, 0.05)),
+    Param("control_period", 0.01, "time between joint states / commands (s)", (1e-4, 1.0)),
+    Param("lockstep_timeout", 1.0, "wall time to wait for a command before the safe hold (s)",
+          (1e-3, 600.0)),
+    Param("wait_for_peers", True, "lockstep: start stepping once a command publisher is matched"),
+    Param("command_timeout", 0.1, "realtime: wall age after which a command is dropped (s)",
+          (1e-3, 60.0)),
+    Param("real_time_factor", 1.0, "realtime: sim seconds per wall second", (0.01, 100.0)),
+    Param("torque_noise_std", 0.0, "Gaussian noise added to applied torques (N·m)", (0.0, 100.0)),
+    Param("position_noise_std", 0.0, "Gaussian noise on published positions (rad)", (0.0, 1.0)),
+    Param("velocity_noise_std", 0.0, "Gaussian noise on published velocities (rad/s)", (0.0, 10.0)),
+    Param("initial_position", [], "reset position (rad, robot joint order); [] = zero or mid-range",
+          (-10.0, 10.0)),
+    Param("initial_position_noise", 0.0, "uniform ± noise on the reset position (rad)", (0.0, 3.2)),
+    Param("hold_damping", 1.0, "safe hold: torque −d·q̇ (N·m·s/rad)", (0.0, 1000.0)),
+    Param("seed", 0, "seed of the noise and reset randomisation", (0, 2**31 - 1)),
+    Param("duration", 0.0, "stop after this much sim time (s); 0 = run until stopped",
+          (0.0, 1e7)),
+    Param("status_period", 0.0, "wall seconds between status lines; 0 = none", (0.0, 3600.0)),
+    Param("command_topic", "/effort_controller/commands", "topic of the torque commands"),
+]
+
+
+class ArmSimNode(Node):
+    """The simulator node; ``node_kwargs`` go to rclpy's Node (parameter_overrides, context...)."""
+
+    def __init__(self, **node_kwargs):
+        super().__init__("arm_sim", **node_kwargs)
+        p = self.p = declare_params(self, PARAMS)
+        robot = load_robot(p.robot)
+        names = list(p.joint_names) or list(robot.joint_names)
+        unknown = [j for j in names if j not in robot.joint_names]
+        if unknown:
+            raise ConfigError(f"parameter 'joint_names': unknown joints {unknown}; "
+                              f"{robot.name} has {list(robot.joint_names)}")
+        if sorted(names) != sorted(robot.joint_names):
+            raise ConfigError(f"parameter 'joint_names' = {names} must list every joint of "
+                              f"{robot.name} once: {list(robot.joint_names)}")
+        try:
+            self.sim = ArmSimulator(robot, SimConfig(
+                physics_timestep=p.physics_timestep, control_period=p.control_period,
+                torque_noise_std=p.torque_noise_std, position_noise_std=p.position_noise_std,
+                velocity_noise_std=p.velocity_noise_std, initial_position=tuple(p.initial_position),
+                initial_position_noise=p.initial_position_noise, hold_damping=p.hold_damping,
+                seed=p.seed, scene=p.scene))
+        except ValueError as exc:  # period/timestep mismatch, initial position
+            raise ConfigError(str(exc)) from None
+        self.robot = robot
+        self.command_order = robot.index_of(names)  # command element i → robot joint
+        self.period_ns = int(round(p.control_period * 1e9))
+        self.step_index = 0  # time index; advances on steps and on resets
+        self.episode = 0
+        self.pending_stamp: int | None = None
+        self.pending_since = 0.0
+        self.latest_command: np.ndarray | None = None
+        self.latest_command_wall = 0.0
+        self.latest_tag = -1
+        self.exit_status = 0
+        self._window = _StatusWindow(robot.n_joints)
+
+        self.state_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
+        self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
+        self.event_pub = self.create_publisher(String, "/mbrl/episode_events", 10)
+        self.create_subscription(Float64MultiArray, p.command_topic, self._on_command, COMMAND_QOS)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.diag = Diagnostics(self, "simulator", self._report)
+        wall = Clock(clock_type=ClockType.STEADY_TIME)
+        if p.mode == "lockstep":
+            self.create_timer(min(0.01, p.lockstep_timeout / 4), self._lockstep_tick, clock=wall)
+        else:
+            self.create_timer(p.control_period, self._realtime_tick, clock=wall)
+        if p.status_period > 0:
+            self.create_timer(p.status_period, self._status_line, clock=wall)
+        self.wall_start: float | None = None
+        self.get_logger().info(
+            f"{robot.name}: {robot.n_joints} joints, {p.mode} at {1 / p.control_period:.0f} Hz "
+            f"({self.sim.n_substeps} physics steps of {p.physics_timestep * 1e3:g} ms)")
+
+    # -- time and publishing -------------------------------------------------------------------
+    @property
+    def stamp_ns(self) -> int:
+        return self.step_index * self.period_ns
+
+    def _publish_state(self) -> None:
+        s = self.sim.measure()
+        stamp = self.stamp_ns
+        self.clock_pub.publish(clock_msg(stamp))
+        self.state_pub.publish(joint_state_msg(stamp, self.robot.joint_names, s.position,
+                                               s.velocity, s.effort))
+        self._window.add(s.position)
+        self.pending_stamp, self.pending_since = stamp, time.monotonic()
+
+    def _advance(self, torque_robot_order: np.ndarray) -> None:
+        self.sim.step(torque_robot_order)
+        self.step_index += 1
+        if self.p.duration > 0 and self.stamp_ns >= self.p.duration * 1e9:
+            self._finish()
+            return
+        self._publish_state()
+
+    def _finish(self) -> None:
+        self.pending_stamp = None
+        self._status_line()
+        self.get_logger().info(f"duration {self.p.duration:g} s of sim time reached; stopping")
+        self.context.try_shutdown()
+
+    # -- commands ------------------------------------------------------------------------------
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        n = self.robot.n_joints
+        try:
+            tag = command_tag(msg)
+        except MessageError as exc:
+            self.diag.warn("rejected_command", f"command rejected: {exc}")
+            self._hold_after_bad_command(None)
+            return
+        try:
+            data, _ = read_command(msg, n)
+        except MessageError as exc:
+            self.diag.warn("rejected_command", f"command rejected: {exc}")
+            self._hold_after_bad_command(tag)
+            return
+        torque = np.empty(n)
+        torque[self.command_order] = data
+        if self.p.mode == "lockstep":
+            if self.pending_stamp is None:
+                self.diag.warn("early_command", "command before the first state: ignored")
+                return
+            if tag is not None and tag != self.pending_stamp:
+                self.diag.warn("stale_command", f"command for stamp {tag} ns rejected: waiting "
+                                                f"for {self.pending_stamp} ns")
+                return
+            self.diag.count("commands_applied")
+            self._advance(torque)
+        else:
+            if tag is not None and (tag <= self.latest_tag or tag > self.stamp_ns):
+                self.diag.warn("stale_command", f"command for stamp {tag} ns rejected (latest "
+                                                f"{self.latest_tag}, now {self.stamp_ns})")
+                self.latest_command = None
+                return
+            self.latest_tag = tag if tag is not None else self.latest_tag
+            self.latest_command, self.latest_command_wall = torque, time.monotonic()
+            self.diag.count("commands_applied")
+
+    def _hold_after_bad_command(self, tag: int | None) -> None:
+        """A malformed command gets the safe hold: for this step (lockstep) or until the next
+        valid command (realtime)."""
+        if self.p.mode == "realtime":
+            self.latest_command = None
+        elif self.pending_stamp is not None and tag in (None, self.pending_stamp):
+            self.diag.count("safe_holds")
+            self._advance(self.sim.hold_torque())
+
+    # -- scheduling ----------------------------------------------------------------------------
+    def _peers_ready(self) -> bool:
+        return (self.count_publishers(self.p.command_topic) > 0
+                and self.count_subscribers("/joint_states") > 0)
+
+    def _lockstep_tick(self) -> None:
+        if self.pending_stamp is None:
+            if self.wall_start is None and (not self.p.wait_for_peers or self._peers_ready()):
+                self.wall_start = time.monotonic()
+                self._publish_state()
+            return
+        if time.monotonic() - self.pending_since > self.p.lockstep_timeout:
+            self.diag.warn("lockstep_timeouts", f"no command for stamp {self.pending_stamp} ns "
+                                                f"within {self.p.lockstep_timeout:g} s: safe hold")
+            self.diag.count("safe_holds")
+            self._advance(self.sim.hold_torque())
+
+    def _realtime_tick(self) -> None:
+        now = time.monotonic()
+        if self.wall_start is None:
+            self.wall_start = now
+            self._publish_state()
+            return
+        due = int((now - self.wall_start) * self.p.real_time_factor / self.p.control_period)
+        behind = due - self.step_index
+        if behind > 10:  # too far behind the wall clock: skip ahead instead of bursting
+            self.diag.count("overruns")
+            self.wall_start += (behind - 1) * self.p.control_period / self.p.real_time_factor
+            behind = 1
+        for _ in range(max(0, behind)):
+            if self.latest_command is None or now - self.latest_command_wall > self.p.command_timeout:
+                if self.latest_command is not None:
+                    self.diag.warn("command_timeouts", "command older than "
+                                                       f"{self.p.command_timeout:g} s: safe hold")
+                    self.latest_command = None
+                self.diag.count("safe_holds")
+                torque = self.sim.hold_torque()
+            else:
+                torque = self.latest_command
+            self._advance(torque)
+            if self.pending_stamp is None:  # finished
+                return
+
+    # -- reset, status ---------------------------------------------------------------------------
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.sim.reset(randomize=True)
+        self.episode += 1
+        self.step_index += 1
+        self.latest_command = None
+        self.diag.count("resets")
+        self.event_pub.publish(String(data=json.dumps(
+            {"event": "reset", "episode": self.episode, "stamp_ns": self.stamp_ns,
+             "source": self.get_name()})))
+        if self.pending_stamp is not None or self.p.mode == "realtime":
+            self._publish_state()
+        response.success = True
+        response.message = (f"reset to episode {self.episode} at sim time "
+                            f"{self.stamp_ns / 1e9:.3f} s")
+        return response
+
+    def _report(self) -> tuple[int, str, dict]:
+        w = self._window
+        rate, rtf = w.rates(self.step_index, self.p.control_period)
+        problems = self.diag.counters["lockstep_timeouts"] + self.diag.counters["rejected_command"]
+        level = WARN if problems else OK
+        return level, f"{self.p.mode}, {rate:.0f} steps/s", {
+            "sim_time_s": self.stamp_ns / 1e9, "steps_per_s": rate, "real_time_factor": rtf,
+            "episode": self.episode}
+
+    def _status_line(self) -> None:
+        w = self._window
+        rate, rtf = w.rates(self.step_index, self.p.control_period)
+        c = self.diag.counters
+        ranges = " ".join(f"{lo:+.0f}..{hi:+.0f}" for lo, hi in zip(*w.ranges_deg()))
+        self.get_logger().info(
+            f"t={self.stamp_ns / 1e9:7.2f} s | {rate:6.0f} steps/s | RTF {rtf:5.2f} | "
+            f"cmds {c['commands_applied']} ok {c['rejected_command'] + c['stale_command']} bad "
+            f"{c['lockstep_timeouts'] + c['command_timeouts']} timeouts | q range (deg) {ranges}")
+        w.restart(self.step_index)
+
+
+class _StatusWindow:
+    """Step rate, real-time factor and joint ranges since the last status line."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.restart(0)
+
+    def restart(self, step_index: int) -> None:
+        self.t0, self.k0 = time.monotonic(), step_index
+        self.lo, self.hi = np.full(self.n, np.inf), np.full(self.n, -np.inf)
+
+    def add(self, q: np.ndarray) -> None:
+        np.minimum(self.lo, q, out=self.lo)
+        np.maximum(self.hi, q, out=self.hi)
+
+    def rates(self, step_index: int, period: float) -> tuple[float, float]:
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        steps = (step_index - self.k0) / elapsed
+        return steps, steps * period
+
+    def ranges_deg(self) -> tuple[np.ndarray, np.ndarray]:
+        if not np.isfinite(self.lo).all():
+            return np.zeros(self.n), np.zeros(self.n)
+        return np.degrees(self.lo), np.degrees(self.hi)
+
+
+def main(args=None) -> int:
+    return run_node(lambda: ArmSimNode(), "arm_sim", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

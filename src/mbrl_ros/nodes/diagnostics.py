@@ -1,0 +1,55 @@
+"""Periodic /diagnostics publishing and throttled warnings, on the wall clock (so they keep
+running while a lockstep simulation waits)."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+
+
+class Diagnostics:
+    """Publishes one DiagnosticStatus named ``<node name>: <title>`` every ``period`` seconds.
+
+    ``report()`` returns (level, message, values); ``counters`` is a Counter the node increments
+    (``diag.count('rejected_command')``); all counters are published as values too.
+    """
+
+    def __init__(self, node: Node, title: str, report: Callable[[], tuple[int, str, dict]],
+                 period: float = 1.0, topic: str = "/diagnostics"):
+        self._node, self._report = node, report
+        self.name = f"{node.get_name()}: {title}"
+        self.counters: Counter = Counter()
+        self._pub = node.create_publisher(DiagnosticArray, topic, 10)
+        self._wall = Clock(clock_type=ClockType.STEADY_TIME)
+        self._timer = node.create_timer(period, self.publish, clock=self._wall) if period > 0 else None
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counters[key] += n
+
+    def warn(self, key: str, text: str, throttle_s: float = 2.0) -> None:
+        """Count event ``key`` and log ``text`` at most once per ``throttle_s`` for that key."""
+        self.counters[key] += 1
+        self._node.get_logger().warning(f"{text} [{key} x{self.counters[key]}]",
+                                        throttle_duration_sec=throttle_s)
+
+    def status(self) -> DiagnosticStatus:
+        level, message, values = self._report()
+        kv = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
+        kv += [KeyValue(key=k, value=str(v)) for k, v in sorted(self.counters.items())]
+        return DiagnosticStatus(level=bytes([level]) if isinstance(level, int) else level,
+                                name=self.name, message=message,
+                                hardware_id=self._node.get_name(), values=kv)
+
+    def publish(self) -> None:
+        msg = DiagnosticArray(status=[self.status()])
+        msg.header.stamp = self._node.get_clock().now().to_msg()
+        self._pub.publish(msg)
+
+
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,46 @@
+"""Building the standard messages of the graph (DESIGN.md §4) from arrays."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+from mbrl_ros.msgconv import command_stamp_label, ns_to_sec_nanosec
+
+# Reliable, keep-last: joint states and commands must not be dropped in lockstep.
+STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Latched artifacts: a late subscriber gets the latest model / controller.
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def time_msg(ns: int) -> Time:
+    sec, nanosec = ns_to_sec_nanosec(ns)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def clock_msg(ns: int) -> Clock:
+    return Clock(clock=time_msg(ns))
+
+
+def joint_state_msg(stamp_ns: int, names: Sequence[str], position: np.ndarray,
+                    velocity: np.ndarray, effort: np.ndarray) -> JointState:
+    msg = JointState(name=list(names), position=position.tolist(), velocity=velocity.tolist(),
+                     effort=effort.tolist())
+    msg.header.stamp = time_msg(stamp_ns)
+    return msg
+
+
+def command_msg(torque: np.ndarray, stamp_ns: int | None = None) -> Float64MultiArray:
+    """Torques (n,) N·m, optionally tagged with the joint-state stamp they answer."""
+    msg = Float64MultiArray(data=np.asarray(torque, dtype=float).tolist())
+    if stamp_ns is not None:
+        n = len(msg.data)
+        msg.layout.dim = [MultiArrayDimension(label=command_stamp_label(stamp_ns), size=n, stride=n)]
+    return msg

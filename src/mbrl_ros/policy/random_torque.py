@@ -1,0 +1,29 @@
+"""The lecture's base policy π0: random torques, to collect the first data set D."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class RandomTorquePolicy:
+    """Uniform random torques in ±``scale``·effort_limit (N·m), each drawn value held for
+    ``hold_steps`` control periods (piecewise constant, so the arm moves rather than jitters).
+    Seeded: the same seed gives the same torque sequence."""
+
+    def __init__(self, effort_limit: np.ndarray, scale: float = 0.3, hold_steps: int = 5,
+                 seed: int = 0):
+        if not 0.0 <= scale <= 1.0:
+            raise ValueError(f"scale {scale} must be in [0, 1]")
+        if hold_steps < 1:
+            raise ValueError(f"hold_steps {hold_steps} must be ≥ 1")
+        self.bound = scale * np.asarray(effort_limit, dtype=float)
+        self.hold_steps = hold_steps
+        self.rng = np.random.default_rng(seed)
+        self._steps = 0
+        self._torque = np.zeros_like(self.bound)
+
+    def act(self) -> np.ndarray:
+        """The torque (n,) N·m for the next control period."""
+        if self._steps % self.hold_steps == 0:
+            self._torque = self.rng.uniform(-self.bound, self.bound)
+        self._steps += 1
+        return self._torque.copy()

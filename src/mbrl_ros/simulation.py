@@ -1,0 +1,122 @@
+"""MuJoCo simulation of an arm at a fixed control period (pure core: no ROS).
+
+``ArmSimulator`` owns the MuJoCo model and data, applies a torque for one control period
+(``n_substeps`` physics steps, zero-order hold), adds seeded torque and sensor noise, and resets to a
+configured or randomised initial state. The simulator node and the offline tests use this same class,
+so a run over ROS and a run offline with the same seed give the same trajectory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mujoco
+import numpy as np
+
+from mbrl_ros.robot import RobotDescription, build_mujoco_model, mujoco_joint_indices
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Physics and noise settings. Times in s, noise standard deviations in the state's units."""
+
+    physics_timestep: float = 0.002
+    control_period: float = 0.01
+    torque_noise_std: float = 0.0       # N·m, added to the commanded torque before the clamp
+    position_noise_std: float = 0.0     # rad, added to the published position
+    velocity_noise_std: float = 0.0     # rad/s, added to the published velocity
+    initial_position: tuple[float, ...] = ()   # rad, robot joint order; () = home_position()
+    initial_position_noise: float = 0.0        # rad, uniform ± on reset
+    hold_damping: float = 1.0                  # N·m·s/rad of the safe hold (−d·q̇)
+    seed: int = 0
+    scene: str | None = "scene"
+
+    @property
+    def n_substeps(self) -> int:
+        ratio = self.control_period / self.physics_timestep
+        n = int(round(ratio))
+        if n < 1 or abs(ratio - n) > 1e-6 * max(1.0, ratio):
+            raise ValueError(
+                f"control_period {self.control_period} s is not a whole multiple of "
+                f"physics_timestep {self.physics_timestep} s")
+        return n
+
+
+@dataclass
+class SimState:
+    """Measured state after a step: (n,) position rad, velocity rad/s, applied effort N·m."""
+
+    position: np.ndarray
+    velocity: np.ndarray
+    effort: np.ndarray
+    steps: int = field(default=0)
+
+
+def home_position(robot: RobotDescription) -> np.ndarray:
+    """Default start pose (n,) rad: zero, or the middle of the range where zero is outside it."""
+    lower, upper = robot.limits.lower, robot.limits.upper
+    inside = (lower <= 0.0) & (upper >= 0.0)
+    return np.where(inside, 0.0, 0.5 * (lower + upper))
+
+
+class ArmSimulator:
+    """One arm in MuJoCo, stepped one control period at a time."""
+
+    def __init__(self, robot: RobotDescription, config: SimConfig = SimConfig()):
+        self.robot, self.config = robot, config
+        self.n_substeps = config.n_substeps
+        self.model = build_mujoco_model(robot, scene=config.scene, timestep=config.physics_timestep)
+        self.data = mujoco.MjData(self.model)
+        self.qpos_idx, self.dof_idx = mujoco_joint_indices(self.model, robot)
+        n = robot.n_joints
+        init = (home_position(robot) if not config.initial_position
+                else np.asarray(config.initial_position, float))
+        if init.shape != (n,):
+            raise ValueError(f"initial_position has {init.size} values, the robot has {n} joints")
+        lower, upper = robot.limits.lower, robot.limits.upper
+        if np.any(init < lower) or np.any(init > upper):
+            raise ValueError(f"initial_position {init.tolist()} is outside the joint limits")
+        self.initial_position = init
+        self.effort_limit = robot.limits.effort
+        self.rng = np.random.default_rng(config.seed)
+        self.steps = 0
+        self.applied = np.zeros(n)
+        self.reset(randomize=False)
+
+    def reset(self, randomize: bool = True) -> None:
+        """Back to the initial position (± uniform noise if ``randomize``), zero velocity."""
+        mujoco.mj_resetData(self.model, self.data)
+        q = self.initial_position.copy()
+        if randomize and self.config.initial_position_noise > 0:
+            q += self.rng.uniform(-1, 1, q.shape) * self.config.initial_position_noise
+            q = np.clip(q, self.robot.limits.lower, self.robot.limits.upper)
+        self.data.qpos[self.qpos_idx] = q
+        self.data.qvel[self.dof_idx] = 0.0
+        self.applied = np.zeros_like(q)
+        mujoco.mj_forward(self.model, self.data)
+
+    def hold_torque(self) -> np.ndarray:
+        """The safe hold: joint damping −d·q̇ (N·m), within the effort limits."""
+        return np.clip(-self.config.hold_damping * self.data.qvel[self.dof_idx],
+                       -self.effort_limit, self.effort_limit)
+
+    def step(self, torque: np.ndarray) -> None:
+        """Apply ``torque`` (n,) N·m (+ noise, clamped to the effort limits) for one control period."""
+        torque = np.asarray(torque, dtype=float)
+        if torque.shape != self.applied.shape or not np.all(np.isfinite(torque)):
+            raise ValueError(f"torque must be {self.applied.shape[0]} finite values, got {torque}")
+        if self.config.torque_noise_std > 0:
+            torque = torque + self.rng.normal(0.0, self.config.torque_noise_std, torque.shape)
+        self.applied = np.clip(torque, -self.effort_limit, self.effort_limit)
+        self.data.ctrl[:] = self.applied
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        self.steps += 1
+
+    def measure(self) -> SimState:
+        """Current state as the sensors report it (with sensor noise, if configured)."""
+        q = self.data.qpos[self.qpos_idx].copy()
+        qd = self.data.qvel[self.dof_idx].copy()
+        if self.config.position_noise_std > 0:
+            q += self.rng.normal(0.0, self.config.position_noise_std, q.shape)
+        if self.config.velocity_noise_std > 0:
+            qd += self.rng.normal(0.0, self.config.velocity_noise_std, qd.shape)
+        return SimState(q, qd, self.applied.copy(), self.steps)

@@ -1,0 +1,114 @@
+"""The package as a ROS 2 ament_python package: package.xml, setup.py, graphs, launch files, and a
+real colcon build whose installed tree has the ROS layout."""
+import ast
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from mbrl_ros.graphs import GRAPHS, graph
+from mbrl_ros.launcher import node_command, parse_graph_args
+from mbrl_ros.paths import share_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def setup_nodes() -> dict[str, str]:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "NODES":
+            return ast.literal_eval(node.value)
+    raise AssertionError("setup.py has no NODES table")
+
+
+def test_package_xml_is_format_3_ament_python():
+    root = ET.parse(ROOT / "package.xml").getroot()
+    assert root.tag == "package" and root.get("format") == "3"
+    assert root.findtext("name") == "mbrl_ros"
+    assert root.find("export/build_type").text == "ament_python"
+    deps = {e.text for e in root.findall("exec_depend")}
+    assert {"rclpy", "sensor_msgs", "std_msgs", "std_srvs", "diagnostic_msgs",
+            "launch_ros"} <= deps
+    assert "python3-pytest" in {e.text for e in root.findall("test_depend")}
+
+
+def test_every_node_module_has_main_and_every_graph_node_is_installed():
+    nodes = setup_nodes()
+    for name, target in nodes.items():
+        module, func = target.split(":")
+        assert module == f"mbrl_ros.nodes.{name}" and func == "main"
+        assert (ROOT / "src" / (module.replace(".", "/") + ".py")).is_file()
+    for gname in GRAPHS:
+        for spec in graph(gname):
+            assert spec.executable in nodes, f"graph {gname} uses uninstalled {spec.executable}"
+            for cfg in spec.config:
+                assert share_path("config", cfg).is_file()
+
+
+def test_each_graph_has_a_launch_file_that_uses_the_shared_description():
+    for gname in GRAPHS:
+        text = (ROOT / "launch" / f"{gname}.launch.py").read_text()
+        tree = ast.parse(text)
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                 and getattr(n.func, "id", "") == "launch_description"]
+        assert [c.args[0].value for c in calls] == [gname]
+
+
+def test_launcher_command_line_matches_the_spec(tmp_path):
+    spec = graph("sim", robot="arm2", duration="3")[0]
+    cmd = node_command(spec, tmp_path)
+    assert cmd[1:3] == ["-m", "mbrl_ros.nodes.arm_sim"]
+    assert "__node:=arm_sim" in cmd and str(share_path("config", "sim.yaml")) in cmd
+    assert "robot: arm2" in (tmp_path / "arm_sim.yaml").read_text()
+
+
+def test_graph_arguments_are_checked():
+    with pytest.raises(ValueError, match="unknown graph 'nope'"):
+        graph("nope")
+    with pytest.raises(ValueError, match=r"no argument\(s\) \['speed'\]"):
+        graph("sim", speed="2")
+    with pytest.raises(ValueError, match="bad argument value"):
+        graph("sim", duration="soon")
+    with pytest.raises(ValueError, match="name:=value"):
+        parse_graph_args(["robot=arm2"])
+
+
+@pytest.mark.launch_test
+def test_launch_file_builds_with_launch_ros():
+    pytest.importorskip("launch_ros", reason="launch_ros is not installable from PyPI; "
+                                             "runs on a ROS 2 install")
+    pytest.importorskip("launch_pytest", reason="launch_pytest needs a ROS 2 install")
+    from mbrl_ros.launch_support import launch_description
+    assert len(launch_description("sim").entities) == len(GRAPHS["sim"].args) + 1
+
+
+@pytest.mark.slow
+def test_colcon_build_installs_the_ros_layout(tmp_path):
+    if shutil.which("colcon") is None:
+        if os.environ.get("CI"):
+            pytest.fail("colcon is missing in CI (make test installs colcon + python3-colcon-ros)")
+        pytest.skip("colcon not installed (apt-get install colcon python3-colcon-ros)")
+    result = subprocess.run(
+        ["colcon", "build", "--base-paths", str(ROOT), "--packages-select", "mbrl_ros",
+         "--build-base", str(tmp_path / "build"), "--install-base", str(tmp_path / "install")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    prefix = tmp_path / "install" / "mbrl_ros"
+    share = prefix / "share" / "mbrl_ros"
+    for folder in ("launch", "config", "urdf", "sim"):
+        repo_files = sorted(p.name for p in (ROOT / folder).iterdir() if p.is_file())
+        assert sorted(p.name for p in (share / folder).iterdir()) == repo_files
+    assert (share / "package.xml").is_file()
+    assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "mbrl_ros").is_file()
+    for name in setup_nodes():
+        exe = prefix / "lib" / "mbrl_ros" / name
+        assert exe.is_file() and os.access(exe, os.X_OK), name
+        assert f"'console_scripts', '{name}'" in exe.read_text()
+    site = list((prefix / "lib").glob("python3*/site-packages"))
+    assert (site[0] / "mbrl_ros" / "nodes" / "arm_sim.py").is_file()
+    entry_points = next(site[0].glob("mbrl_ros*.egg-info/entry_points.txt")).read_text()
+    for name, target in setup_nodes().items():
+        assert f"{name} = {target}" in entry_points
