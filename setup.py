@@ -10,6 +10,7 @@ PACKAGE = "mbrl_ros"
 NODES = {
     "arm_sim": "mbrl_ros.nodes.arm_sim:main",
     "base_policy": "mbrl_ros.nodes.base_policy:main",
+    "episode_manager": "mbrl_ros.nodes.episode_manager:main",
 }
 
 ROS_WHEELS = [

@@ -195,3 +195,22 @@ def test_startup_errors_name_the_problem(node_process, tmp_path, params, message
     out = proc.output()
     assert "[arm_sim] cannot start" in out and message in out, out
     assert "Traceback" not in out
+
+
+def test_automatic_episodes_have_deterministic_boundaries(ros, node_process):
+    """episode_steps = N: N steps, the terminal state, then a reset; episode e starts at
+    e·(N+1) control periods."""
+    robot = load_robot("arm2")
+    events = []
+    driver = Driver(ros, robot, answer=lambda k, s: command_msg(0.5 * robot.limits.effort,
+                                                                s.stamp_ns))
+    driver.node.create_subscription(String, "/mbrl/episode_events",
+                                    lambda m: events.append(json.loads(m.data)), 10)
+    node_process("arm_sim", sim_params(robot="arm2", episode_steps=4))
+    wait_for(lambda: driver.count() >= 11 and len(events) >= 2, 30, "two automatic resets")
+    assert [s.stamp_ns for s in driver.states[:11]] == [k * 10_000_000 for k in range(11)]
+    assert [(e["episode"], e["stamp_ns"]) for e in events[:2]] == [(1, 50_000_000),
+                                                                   (2, 100_000_000)]
+    for start in (5, 10):
+        np.testing.assert_array_equal(driver.states[start].velocity, 0.0)
+    assert np.all(np.abs(driver.states[4].velocity) > 0)

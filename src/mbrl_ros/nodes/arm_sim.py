@@ -12,7 +12,11 @@ Publishes ``/joint_states`` and ``/clock``, applies ``/effort_controller/command
   is held (zero-order hold) until ``command_timeout`` passes, then the safe hold applies.
 
 A reset advances sim time by one control period without physics, so a command computed for the
-state before the reset is stale and cannot be applied to the state after it.
+state before the reset is stale and cannot be applied to the state after it. With
+``episode_steps`` = N > 0 the sim resets by itself: an episode is N control steps, its terminal state
+is published, and the command answering the terminal state triggers the reset instead of a step.
+Episode e then starts at stamp e·(N+1)·control_period, so episode boundaries (and targets published
+ahead of them) are deterministic in lockstep.
 """
 from __future__ import annotations
 
@@ -58,6 +62,8 @@ PARAMS = [
     Param("initial_position_noise", 0.0, "uniform ± noise on the reset position (rad)", (0.0, 3.2)),
     Param("hold_damping", 1.0, "safe hold: torque −d·q̇ (N·m·s/rad)", (0.0, 1000.0)),
     Param("seed", 0, "seed of the noise and reset randomisation", (0, 2**31 - 1)),
+    Param("episode_steps", 0, "control steps per episode before an automatic reset; 0 = none",
+          (0, 10**9)),
     Param("duration", 0.0, "stop after this much sim time (s); 0 = run until stopped",
           (0.0, 1e7)),
     Param("status_period", 0.0, "wall seconds between status lines; 0 = none", (0.0, 3600.0)),
@@ -94,6 +100,7 @@ class ArmSimNode(Node):
         self.period_ns = int(round(p.control_period * 1e9))
         self.step_index = 0  # time index; advances on steps and on resets
         self.episode = 0
+        self.episode_step = 0
         self.pending_stamp: int | None = None
         self.pending_since = 0.0
         self.latest_command: np.ndarray | None = None
@@ -135,8 +142,12 @@ class ArmSimNode(Node):
         self.pending_stamp, self.pending_since = stamp, time.monotonic()
 
     def _advance(self, torque_robot_order: np.ndarray) -> None:
+        if self.p.episode_steps and self.episode_step >= self.p.episode_steps:
+            self._reset()  # the terminal state's command starts the next episode
+            return
         self.sim.step(torque_robot_order)
         self.step_index += 1
+        self.episode_step += 1
         if self.p.duration > 0 and self.stamp_ns >= self.p.duration * 1e9:
             self._finish()
             return
@@ -239,8 +250,17 @@ class ArmSimNode(Node):
 
     # -- reset, status ---------------------------------------------------------------------------
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._reset()
+        response.success = True
+        response.message = (f"reset to episode {self.episode} at sim time "
+                            f"{self.stamp_ns / 1e9:.3f} s")
+        return response
+
+    def _reset(self) -> None:
+        """New episode: reset the arm, advance time one period, announce it, publish the state."""
         self.sim.reset(randomize=True)
         self.episode += 1
+        self.episode_step = 0
         self.step_index += 1
         self.latest_command = None
         self.diag.count("resets")
@@ -249,10 +269,6 @@ class ArmSimNode(Node):
              "source": self.get_name()})))
         if self.pending_stamp is not None or self.p.mode == "realtime":
             self._publish_state()
-        response.success = True
-        response.message = (f"reset to episode {self.episode} at sim time "
-                            f"{self.stamp_ns / 1e9:.3f} s")
-        return response
 
     def _report(self) -> tuple[int, str, dict]:
         w = self._window

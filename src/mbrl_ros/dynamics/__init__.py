@@ -1,0 +1,1 @@
+"""Global dynamics models f(s, a) → p(s') behind one interface (``base.DynamicsModel``)."""

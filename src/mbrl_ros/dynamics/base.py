@@ -1,0 +1,217 @@
+"""The interface every dynamics model implements, and what they share.
+
+A model predicts the next state s' from (s, a) as a Gaussian per state dimension. Learned models
+work on normalised inputs and predict the normalised change Δs = s' − s; ``normalise_inputs`` and
+``delta_to_next`` do that conversion once for all of them. Models travel as artifacts
+(``mbrl_ros.artifacts``): each kind declares a Schema and registers itself with ``register`` so
+``model_from_bytes`` can rebuild any model from its bytes.
+
+Shapes: s (..., dx), a (..., du); leading dimensions are batch dimensions and broadcast.
+Units: the dataset's (rad, rad/s, N·m, and m for end-effector features).
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from mbrl_ros.artifacts import ArtifactError, read_header
+from mbrl_ros.data.dataset import Dataset, NormStats
+
+Progress = Callable[[str], None]
+Propagation = Literal["mean", "sample", "ts1", "tsinf"]
+
+
+class ModelError(ValueError):
+    """A model cannot be fit or used with the given data; the message says why."""
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What a model was trained on: joints, state columns, control period (s)."""
+
+    joint_names: tuple[str, ...]
+    state_names: tuple[str, ...]
+    dt: float
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> "ModelSignature":
+        return cls(tuple(dataset.joint_names), tuple(dataset.state_names), float(dataset.dt))
+
+    def meta(self) -> dict:
+        return {"joint_names": list(self.joint_names), "state_names": list(self.state_names),
+                "dt": self.dt}
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "ModelSignature":
+        try:
+            return cls(tuple(str(j) for j in meta["joint_names"]),
+                       tuple(str(s) for s in meta["state_names"]), float(meta["dt"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"model metadata lacks a valid signature: {exc}") from None
+
+    def check(self, other: "ModelSignature", what: str = "data") -> None:
+        """ModelError if ``other`` (a dataset's or a robot's) differs from this model's."""
+        if other.joint_names != self.joint_names:
+            raise ModelError(f"model is for joints {list(self.joint_names)}, {what} has "
+                             f"{list(other.joint_names)}")
+        if other.state_names != self.state_names:
+            raise ModelError(f"model state layout {list(self.state_names)} differs from the "
+                             f"{what}'s {list(other.state_names)}")
+        if abs(other.dt - self.dt) > 1e-9:
+            raise ModelError(f"model control period {self.dt} s differs from the {what}'s "
+                             f"{other.dt} s")
+
+
+@dataclass
+class FitReport:
+    """Outcome of ``fit``: training and validation loss per epoch/iteration, time (s), and
+    whether training diverged and was rolled back."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    rolled_back: bool = False
+    message: str = ""
+
+
+class DynamicsModel(abc.ABC):
+    """p(s' | s, a) = N(mean, diag(var)). Subclasses set ``kind``, ``min_transitions`` and
+    ``SCHEMA``, implement ``fit``, ``predict``, ``_tensors``/``_meta`` and ``_from_artifact``."""
+
+    kind: ClassVar[str]
+    min_transitions: ClassVar[int] = 1
+
+    def __init__(self, signature: ModelSignature, stats: NormStats | None = None,
+                 device: str | torch.device | None = None):
+        self.signature, self.stats = signature, stats
+        # Free-form JSON metadata carried in the artifact's "info" (e.g. the fitter's model
+        # version, data size, validation error); every model writes and restores it.
+        self.info: dict = {}
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    # -- to implement ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def fit(self, train: Dataset, val: Dataset | None = None,
+            progress: Progress | None = None) -> FitReport:
+        """Fit to ``train`` (early stopping / model selection on ``val`` where used)."""
+
+    @abc.abstractmethod
+    def predict(self, s: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (..., dx) and variance (..., dx) of s'; differentiable in s and a."""
+
+    # -- shared ------------------------------------------------------------------------------
+    @property
+    def dx(self) -> int:
+        return len(self.signature.state_names)
+
+    @property
+    def du(self) -> int:
+        return len(self.signature.joint_names)
+
+    def check_data(self, dataset: Dataset) -> None:
+        """ModelError for data of other joints / layout, or fewer than ``min_transitions``."""
+        self.signature.check(ModelSignature.of(dataset))
+        if len(dataset) < self.min_transitions:
+            raise ModelError(f"{self.kind} model needs at least {self.min_transitions} "
+                             f"transitions, the dataset has {len(dataset)}")
+        for name, arr in (("states", dataset.states), ("actions", dataset.actions),
+                          ("next_states", dataset.next_states)):
+            if not np.all(np.isfinite(arr)):
+                raise ModelError(f"dataset {name} contain non-finite values")
+        inputs = np.hstack([dataset.states, dataset.actions])
+        names = dataset.state_names + dataset.action_names
+        constant = [n for n, x in zip(names, inputs.T) if np.ptp(x) <= 1e-12 * max(1.0, abs(x[0]))]
+        if constant:
+            raise ModelError(f"input columns {constant} are constant in the data: the model cannot "
+                             "learn their effect (drop them or record data that varies them)")
+
+    def check_inputs_vary(self, dataset: Dataset, floor: float = 1e-6) -> None:
+        """ModelError naming the state and action columns that are constant (std < ``floor``)
+        in ``dataset``: a learned model cannot tell what they do, and normalising them would blow
+        up any later variation."""
+        names = dataset.state_names + dataset.action_names
+        std = np.concatenate([dataset.states.std(0), dataset.actions.std(0)])
+        flat = [n for n, v in zip(names, std) if not v >= floor]
+        if flat:
+            raise ModelError(f"{self.kind} model: input columns {flat} are constant in the "
+                             f"training data (std < {floor:g}); record data that moves them")
+
+    def _norm(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        if self.stats is None:
+            raise ModelError(f"{self.kind} model is not fitted")
+        return {k: torch.as_tensor(v, dtype=dtype, device=self.device)
+                for k, v in vars(self.stats).items()}
+
+    def normalise_inputs(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Concatenated normalised inputs (..., dx + du), broadcasting s and a."""
+        n = self._norm(s.dtype)
+        shape = torch.broadcast_shapes(s.shape[:-1], a.shape[:-1])
+        s_n = (s - n["state_mean"]) / n["state_std"]
+        a_n = (a - n["action_mean"]) / n["action_std"]
+        return torch.cat([s_n.expand(*shape, -1), a_n.expand(*shape, -1)], dim=-1)
+
+    def delta_to_next(self, s: torch.Tensor, delta_mean_n: torch.Tensor,
+                      delta_var_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised Δs mean and variance → mean and variance of s' = s + Δs."""
+        n = self._norm(delta_mean_n.dtype)
+        mean = s + n["delta_mean"] + n["delta_std"] * delta_mean_n
+        return mean, delta_var_n * n["delta_std"] ** 2
+
+    def sample(self, s: torch.Tensor, a: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """One draw of s' (..., dx) from the predictive Gaussian."""
+        mean, var = self.predict(s, a)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + var.sqrt() * noise
+
+    def propagate(self, s: torch.Tensor, a: torch.Tensor, mode: Propagation = "mean",
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+        """Next state for planners: the mean, or a sample. Ensembles add 'ts1' / 'tsinf'."""
+        if mode == "mean":
+            return self.predict(s, a)[0]
+        if mode == "sample":
+            return self.sample(s, a, generator)
+        raise ModelError(f"{self.kind} model has no propagation mode '{mode}'")
+
+    def rollout(self, s0: torch.Tensor, actions: torch.Tensor, mode: Propagation = "mean",
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """States (..., H + 1, dx) from s0 (..., dx) under actions (..., H, du)."""
+        states = [s0]
+        for t in range(actions.shape[-2]):
+            states.append(self.propagate(states[-1], actions[..., t, :], mode, generator))
+        return torch.stack(states, dim=-2)
+
+    # -- artifacts -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def to_bytes(self) -> bytes:
+        """Artifact bytes (the kind's Schema; signature and norm stats included)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_bytes(cls, data: bytes, device=None) -> "DynamicsModel":
+        """Rebuild from artifact bytes; ArtifactError if they are not a valid model of this kind."""
+
+
+_REGISTRY: dict[str, type[DynamicsModel]] = {}
+
+
+def register(schema_name: str):
+    """Class decorator: artifacts of schema ``schema_name`` are rebuilt by this class."""
+    def wrap(cls):
+        _REGISTRY[schema_name] = cls
+        return cls
+    return wrap
+
+
+def model_from_bytes(data: bytes, device=None) -> DynamicsModel:
+    """Any registered model from its artifact bytes (dispatch on the schema name)."""
+    _, meta = read_header(data)
+    cls = _REGISTRY.get(meta.get("schema"))
+    if cls is None:
+        raise ArtifactError(f"artifact schema {meta.get('schema')!r} is not a dynamics model "
+                            f"(known: {sorted(_REGISTRY)})")
+    return cls.from_bytes(data, device=device)

@@ -1,0 +1,134 @@
+"""Episodes of a reaching task (pure core): reachable targets, scoring, the summary table and the
+learning-curve plot that the episode manager prints and writes.
+
+Targets are end-effector points of random joint configurations (so every target is reachable),
+kept inside a workspace box and above the floor. Training and held-out targets come from separate
+seeds, so held-out targets are never used while learning.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mbrl_ros.robot import ForwardKinematics, RobotDescription
+
+
+class TargetSampler:
+    """Reachable end-effector targets (3,) m inside ``box`` = (min xyz, max xyz), base frame."""
+
+    def __init__(self, robot: RobotDescription, box: tuple[np.ndarray, np.ndarray], seed: int,
+                 margin: float = 0.1, max_tries: int = 10_000):
+        self.fk = ForwardKinematics(robot)
+        self.lower = robot.limits.lower + margin * (robot.limits.upper - robot.limits.lower)
+        self.upper = robot.limits.upper - margin * (robot.limits.upper - robot.limits.lower)
+        self.box = (np.asarray(box[0], float), np.asarray(box[1], float))
+        if np.any(self.box[0] >= self.box[1]):
+            raise ValueError(f"target box {self.box[0].tolist()}..{self.box[1].tolist()} is empty")
+        self.rng = np.random.default_rng(seed)
+        self.max_tries = max_tries
+
+    def sample(self) -> np.ndarray:
+        """One target; ValueError if the box holds no reachable point the sampler can find."""
+        for _ in range(self.max_tries // 100):
+            q = self.rng.uniform(self.lower, self.upper, (100, len(self.lower)))
+            p = self.fk.ee_position(torch.as_tensor(q)).numpy()
+            inside = np.all((p >= self.box[0]) & (p <= self.box[1]), axis=1)
+            if inside.any():
+                return p[np.argmax(inside)]
+        raise ValueError(f"no reachable end-effector point found in the target box "
+                         f"{self.box[0].tolist()}..{self.box[1].tolist()}")
+
+    def clip(self, target: np.ndarray) -> np.ndarray:
+        """``target`` clipped into the workspace box."""
+        return np.clip(target, self.box[0], self.box[1])
+
+
+@dataclass
+class EpisodeResult:
+    """Score of one episode: distances (m) of the end effector to the target."""
+
+    episode: int
+    held_out: bool
+    target: list[float]
+    final_distance: float
+    mean_distance: float
+    success: bool
+    robot_seconds: float          # cumulative sim time of robot data at the episode's end
+    data_size: int = 0            # transitions the latest model was trained on
+    model_version: int = -1
+    val_error: float = float("nan")
+    plan_rate_hz: float = float("nan")
+
+
+def score(episode: int, held_out: bool, target: np.ndarray, distances: np.ndarray,
+          tolerance: float, robot_seconds: float, **info) -> EpisodeResult:
+    """EpisodeResult from the per-step end-effector distances (T,) m of an episode."""
+    if len(distances) == 0:
+        raise ValueError(f"episode {episode} has no states to score")
+    final = float(distances[-1])
+    return EpisodeResult(episode, held_out, [float(v) for v in target], final,
+                         float(np.mean(distances)), final <= tolerance, robot_seconds, **info)
+
+
+def progress_line(r: EpisodeResult, tolerance: float) -> str:
+    kind = "held-out" if r.held_out else "train"
+    model = (f"model v{r.model_version} ({r.data_size} tr, val {r.val_error:.3g})"
+             if r.model_version >= 0 else "no model yet (π0)")
+    return (f"episode {r.episode:3d} {kind:8s} | data {r.robot_seconds:6.1f} s | {model} | "
+            f"plan {r.plan_rate_hz:5.1f} Hz | final {100 * r.final_distance:5.1f} cm, mean "
+            f"{100 * r.mean_distance:5.1f} cm | {'SUCCESS' if r.success else 'miss'} "
+            f"(tol {100 * tolerance:.0f} cm)")
+
+
+@dataclass
+class Summary:
+    results: list[EpisodeResult] = field(default_factory=list)
+
+    def held_out(self) -> list[EpisodeResult]:
+        return [r for r in self.results if r.held_out]
+
+    def table(self, tolerance: float) -> str:
+        """Markdown table of every episode plus the held-out success rate."""
+        rows = ["| episode | targets | robot data (s) | final (cm) | mean (cm) | success |",
+                "|---:|---|---:|---:|---:|:---:|"]
+        rows += [f"| {r.episode} | {'held-out' if r.held_out else 'train'} | "
+                 f"{r.robot_seconds:.1f} | {100 * r.final_distance:.1f} | "
+                 f"{100 * r.mean_distance:.1f} | {'yes' if r.success else 'no'} |"
+                 for r in self.results]
+        ho = self.held_out()
+        if ho:
+            rate = np.mean([r.success for r in ho])
+            rows.append(f"\nheld-out success: {100 * rate:.0f} % of {len(ho)} (tolerance "
+                        f"{100 * tolerance:.0f} cm), mean final distance "
+                        f"{100 * np.mean([r.final_distance for r in ho]):.1f} cm")
+        return "\n".join(rows)
+
+    def plot(self, path: Path, tolerance: float, title: str) -> Path:
+        """PNG learning curve: final distance per episode against seconds of robot data."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for held_out, style in ((False, "o-"), (True, "s")):
+            rs = [r for r in self.results if r.held_out == held_out]
+            if rs:
+                ax.plot([r.robot_seconds for r in rs], [100 * r.final_distance for r in rs], style,
+                        label="held-out targets" if held_out else "training targets")
+        ax.axhline(100 * tolerance, color="gray", ls="--", label="success tolerance")
+        ax.set_xlabel("robot data (s of sim time)")
+        ax.set_ylabel("final end-effector distance (cm)")
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.legend()
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    def records(self) -> list[dict]:
+        return [asdict(r) for r in self.results]
