@@ -19,7 +19,6 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String, UInt8MultiArray
 
@@ -27,13 +26,10 @@ from mbrl_ros.artifacts import ArtifactError, read_header
 from mbrl_ros.episodes import Summary, TargetSampler, progress_line, score
 from mbrl_ros.msgconv import MessageError, read_joint_state
 from mbrl_ros.nodes.diagnostics import OK, Diagnostics
-from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, time_msg
+from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS, time_msg
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import ForwardKinematics, load_robot
-
-TARGET_QOS = QoSProfile(depth=8, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),

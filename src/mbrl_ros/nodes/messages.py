@@ -15,6 +15,9 @@ from mbrl_ros.msgconv import command_stamp_label, ns_to_sec_nanosec
 # Reliable, keep-last: joint states and commands must not be dropped in lockstep.
 STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Targets are sent ahead of the episode they belong to; keep a few for late subscribers.
+TARGET_QOS = QoSProfile(depth=8, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Latched artifacts: a late subscriber gets the latest model / controller.
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
