@@ -10,7 +10,13 @@ PACKAGE = "mbrl_ros"
 NODES = {
     "arm_sim": "mbrl_ros.nodes.arm_sim:main",
     "base_policy": "mbrl_ros.nodes.base_policy:main",
+    "dynamics_fitter": "mbrl_ros.nodes.dynamics_fitter:main",
     "episode_manager": "mbrl_ros.nodes.episode_manager:main",
+    "gps_trainer": "mbrl_ros.nodes.gps_trainer:main",
+    "lg_executor": "mbrl_ros.nodes.lg_executor:main",
+    "mpc_planner": "mbrl_ros.nodes.mpc_planner:main",
+    "recorder": "mbrl_ros.nodes.recorder:main",
+    "replay": "mbrl_ros.nodes.replay:main",
 }
 
 ROS_WHEELS = [
@@ -54,7 +60,7 @@ setup(
         "scipy>=1.10",
         "torch>=2.2",
         "mujoco>=3.2",
-        "rosbags>=0.10",
+        "rosbags>=0.11,<0.12",  # the MCAP writer builds on rosbags internals
         "safetensors>=0.4",
         "pyyaml>=6",
         "matplotlib>=3.7",

@@ -14,6 +14,8 @@ from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 
+from mbrl_ros.launcher import die_with_parent
+
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
     """Poll ``predicate`` every 10 ms; AssertionError naming ``what`` after ``timeout`` s."""
@@ -72,7 +74,8 @@ class NodeProcess:
             cmd += ["-r", f"{src}:={dst}"]
         self.log_path = workdir / f"{self.name}.log"
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=die_with_parent)
 
     def output(self) -> str:
         self._log.flush()

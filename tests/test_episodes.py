@@ -51,7 +51,8 @@ def test_score_and_summary(tmp_path):
 def test_episode_manager_runs_scores_and_writes_the_summary(node_process, tmp_path):
     steps, period = 20, 0.01
     node_process("arm_sim", {"robot": "arm2", "mode": "lockstep", "episode_steps": steps,
-                             "control_period": period, "lockstep_timeout": 60.0})
+                             "control_period": period, "lockstep_timeout": 60.0,
+                             "min_state_subscribers": 2})
     node_process("base_policy", {"robot": "arm2", "seed": 3})
     manager = node_process("episode_manager", {
         "robot": "arm2", "episode_steps": steps, "control_period": period, "train_episodes": 3,

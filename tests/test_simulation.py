@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mbrl_ros.robot import build_mujoco_model, load_robot, mujoco_joint_indices
+from mbrl_ros.safety import robot_gain_caps
 from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
 
 
@@ -71,13 +72,20 @@ def test_reset_randomises_within_limits_and_stops_the_arm():
         np.testing.assert_array_equal(s.velocity, 0.0)
 
 
-def test_hold_torque_damps_velocity():
+def test_hold_torque_damps_velocity_with_capped_gain():
     robot = load_robot("arm2")
-    sim = ArmSimulator(robot, SimConfig(hold_damping=0.5))
+    sim = ArmSimulator(robot, SimConfig(hold_damping=5.0))
+    kd_cap = robot_gain_caps(robot, robot.joint_names, sim.config.control_period)[1]
+    np.testing.assert_array_equal(sim.hold_damping, np.minimum(5.0, kd_cap))
+    assert np.all(sim.hold_damping < 5.0)
     sim.step(robot.limits.effort)
     qd = sim.measure().velocity
-    np.testing.assert_allclose(sim.hold_torque(), np.clip(-0.5 * qd, -robot.limits.effort,
+    np.testing.assert_allclose(sim.hold_torque(), np.clip(-sim.hold_damping * qd,
+                                                          -robot.limits.effort,
                                                           robot.limits.effort))
+    for _ in range(100):  # the capped hold brings the arm to rest without a limit cycle
+        sim.step(sim.hold_torque())
+    assert np.all(np.abs(sim.measure().velocity) < 1e-2)
 
 
 @pytest.mark.parametrize("cfg, match", [

@@ -12,22 +12,34 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mbrl_ros.cli_launch", "run the main job on the simulated arm"),
     "launch": ("mbrl_ros.cli_launch", "start a graph (the same nodes as launch/<graph>.launch.py)"),
+    "bag": ("mbrl_ros.data.cli", "inspect (info) or repair a rosbag2 bag"),
+    "dataset": ("mbrl_ros.data.cli", "build a transition dataset from bags"),
+    "fit": ("mbrl_ros.dynamics.cli", "fit a dynamics model to bags or a dataset file"),
+    "eval-model": ("mbrl_ros.dynamics.cli", "evaluate a dynamics model on bags or a dataset file"),
+    "replay": ("mbrl_ros.nodes.replay", "publish a bag's topics with their original timing"),
+    "send-controller": ("mbrl_ros.nodes.send_controller",
+                        "publish a controller artifact on /mbrl/controller (or write a scripted "
+                        "hold/PD controller)"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (the others are listed by name)."""
     parser = argparse.ArgumentParser(prog="mbrl-ros", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        mod = importlib.import_module(module)
-        getattr(mod, "add_arguments")(sp, name)
-        sp.set_defaults(_module=mod)
+        if name == command:
+            mod = importlib.import_module(module)
+            mod.add_arguments(sp, name)
+            sp.set_defaults(_module=mod)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if a in COMMANDS), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args._module.run(args) or 0)
     except (ValueError, FileNotFoundError) as exc:

@@ -13,6 +13,7 @@ Controllers are immutable; arrays are read-only. The artifact form (safetensors 
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -84,7 +85,8 @@ def _factor_psd(cov: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, boo
         if w.min() < -1e-9 * scale[t]:
             raise ValueError(f"{name}[{t}] is not positive semidefinite "
                              f"(smallest eigenvalue {w.min():.3g})")
-        root = np.sqrt(np.clip(w, 0.0, None))[:, None] * v.T  # rootᵀ root = Σ
+        w = np.where(w > 1e-12 * max(w.max(), 0.0), w, 0.0)  # rounding noise of zero modes
+        root = np.sqrt(w)[:, None] * v.T  # rootᵀ root = Σ
         chol[t] = np.linalg.qr(root, mode="r").T  # root = Q R  →  Σ = Rᵀ R
         logdet[t] = -np.inf
     return chol, logdet, False
@@ -95,8 +97,9 @@ class LinearGaussianController:
 
     Arrays: x_hat (T, dx), u_hat (T, du), K (T, du, dx), k (T, du), cov (T, du, du) symmetric PSD
     (zeros: deterministic). Derived: ``chol`` (T, du, du) lower triangular with chol·cholᵀ = Σ,
-    ``logdet`` (T,) (−inf where Σ_t is singular), ``inv_cov`` (T, du, du) or None unless every
-    Σ_t is positive definite. Raises ValueError naming the first inconsistent field.
+    ``logdet`` (T,) (−inf where Σ_t is singular), ``positive_definite`` (every Σ_t),
+    ``inv_cov`` (T, du, du) or None unless positive definite. Raises ValueError naming the first
+    inconsistent field.
     """
 
     def __init__(self, x_hat, u_hat, K, k=None, cov=None, *, dt_ns: int, start_ns: int = 0,
@@ -136,13 +139,19 @@ class LinearGaussianController:
         chol, logdet, pd = _factor_psd(cov, "cov")
         self.x_hat, self.u_hat, self.K, self.k = (_readonly(a) for a in (x_hat, u_hat, K, k))
         self.cov, self.chol, self.logdet = _readonly(cov), _readonly(chol), _readonly(logdet)
-        self.inv_cov = None
-        if pd:
-            chol_inv = np.linalg.inv(chol)
-            self.inv_cov = _readonly(np.swapaxes(chol_inv, 1, 2) @ chol_inv)
+        self.positive_definite = pd
         self.deterministic = not np.any(cov)
         self.dt_ns, self.start_ns = int(dt_ns), int(start_ns)
         self.joint_names, self.state_layout = names, state_layout
+
+    @functools.cached_property
+    def inv_cov(self) -> np.ndarray | None:
+        """(T, du, du) Σ_t⁻¹, or None unless every Σ_t is positive definite (computed on first
+        use: the executor never needs it)."""
+        if not self.positive_definite:
+            return None
+        chol_inv = np.linalg.inv(self.chol)
+        return _readonly(np.swapaxes(chol_inv, 1, 2) @ chol_inv)
 
     # -- the lecture's three versions ------------------------------------------------------
     @classmethod

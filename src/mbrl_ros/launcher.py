@@ -7,6 +7,7 @@ The graph ends when a required node exits (or on Ctrl-C); the others get SIGINT,
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import signal
@@ -29,6 +30,18 @@ def ros_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the launcher dies, however it dies, so no node
+    outlives its graph (Linux; a no-op elsewhere)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def node_command(spec: NodeSpec, overrides_dir: Path) -> list[str]:
@@ -64,7 +77,8 @@ def launch(name: str, args: dict[str, str], environ: dict[str, str] | None = Non
           f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
           f"ROS_AUTOMATIC_DISCOVERY_RANGE={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mbrl_ros_launch_") as tmp:
-        procs = {s.name: (s, subprocess.Popen(node_command(s, Path(tmp)), env=env))
+        procs = {s.name: (s, subprocess.Popen(node_command(s, Path(tmp)), env=env,
+                                              preexec_fn=die_with_parent))
                  for s in specs}
         status = 0
         try:

@@ -438,3 +438,10 @@ def mujoco_joint_indices(model: mujoco.MjModel, robot: RobotDescription) -> tupl
     if missing:
         raise ValueError(f"joints {missing} of robot '{robot.name}' are not in the MuJoCo model")
     return model.jnt_qposadr[ids].astype(np.int64), model.jnt_dofadr[ids].astype(np.int64)
+
+
+def home_position(robot: RobotDescription) -> np.ndarray:
+    """Default start pose (n,) rad: zero, or the middle of the range where zero is outside it."""
+    lower, upper = robot.limits.lower, robot.limits.upper
+    inside = (lower <= 0.0) & (upper >= 0.0)
+    return np.where(inside, 0.0, 0.5 * (lower + upper))

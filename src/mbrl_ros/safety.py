@@ -15,13 +15,22 @@ safe to send, and reports what it did as events. In order:
 
 The effort clamp and the non-finite guard always run; ``enabled = False`` switches off the
 watchdogs and limit guards only. The output is always finite and within the effort limits.
+
+Gains and the control period: a torque held for a period h acts like a discrete-time controller,
+and a damping or stiffness that is large against the joint's inertia makes it unstable (damping d
+on inertia I oscillates once d·h/I > 2: on arm2's 3e-4 kg·m² elbow at 100 Hz, from d = 0.07
+N·m·s/rad). ``gain_caps(inertia, h)`` bounds kd ≤ 0.5·I/h and kp ≤ 0.25·I/h² per joint, with I
+the effective inertia 1/(M⁻¹)_ii (coupling and armature included) from ``effective_inertia``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import mujoco
 import numpy as np
+
+from mbrl_ros.robot import RobotDescription, build_mujoco_model, home_position
 
 HOLD_LAWS = ("zero", "damping", "pd")
 LIMIT_RESPONSES = ("brake", "hold")
@@ -52,11 +61,52 @@ class SafetyConfig:
     max_plan_age: float = 0.0                  # s
 
 
+KD_PER_INERTIA = 0.5    # kd ≤ 0.5·I/h: half of a dead-beat velocity loop
+KP_PER_INERTIA = 0.25   # kp ≤ 0.25·I/h²
+
+
+def effective_inertia(model: mujoco.MjModel, poses) -> np.ndarray:
+    """(n,) smallest effective joint inertia 1/(M(q)⁻¹)_ii (kg·m²) over ``poses`` (P, n) rad, for
+    a MuJoCo model whose qpos/qvel are exactly the n joints."""
+    data = mujoco.MjData(model)
+    full = np.zeros((model.nv, model.nv))
+    best = np.full(model.nv, np.inf)
+    for q in np.atleast_2d(poses):
+        data.qpos[:] = q
+        mujoco.mj_forward(model, data)
+        mujoco.mj_fullM(model, data, full)
+        best = np.minimum(best, 1.0 / np.diag(np.linalg.inv(full)))
+    return best
+
+
+def gain_caps(inertia, period: float) -> tuple[np.ndarray, np.ndarray]:
+    """(kp_max (n,) N·m/rad, kd_max (n,) N·m·s/rad) that keep a PD law on a joint of effective
+    inertia ``inertia`` (n,) kg·m² stable when its torque is held for ``period`` s."""
+    inertia = np.asarray(inertia, dtype=np.float64)
+    return KP_PER_INERTIA * inertia / period**2, KD_PER_INERTIA * inertia / period
+
+
+def robot_gain_caps(robot: RobotDescription, joint_names, period: float, n_poses: int = 32,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``gain_caps`` for ``joint_names`` of ``robot`` at control period ``period`` s, with the
+    smallest effective inertia over the home pose and ``n_poses`` seeded random poses."""
+    model = build_mujoco_model(robot, scene=None)
+    lower = np.where(np.isfinite(robot.limits.lower), robot.limits.lower, -np.pi)
+    upper = np.where(np.isfinite(robot.limits.upper), robot.limits.upper, np.pi)
+    rng = np.random.default_rng(seed)
+    poses = np.vstack([home_position(robot), rng.uniform(lower, upper, (n_poses, robot.n_joints))])
+    kp, kd = gain_caps(effective_inertia(model, poses), period)
+    idx = robot.index_of(joint_names)
+    return kp[idx], kd[idx]
+
+
 class SafetyLayer:
     """Filters commands for an arm with limits ``lower``, ``upper`` (rad), ``velocity`` (rad/s),
-    ``effort`` (N·m), each (n,), in the order of the q, q̇, u arrays given to ``filter``."""
+    ``effort`` (N·m), each (n,), in the order of the q, q̇, u arrays given to ``filter``.
+    ``caps`` = (kp_max, kd_max) from ``gain_caps`` bounds the configured gains (``self.gains``)."""
 
-    def __init__(self, lower, upper, velocity, effort, config: SafetyConfig = SafetyConfig()):
+    def __init__(self, lower, upper, velocity, effort, config: SafetyConfig = SafetyConfig(),
+                 caps: tuple[np.ndarray, np.ndarray] | None = None):
         self.lower, self.upper, self.velocity, self.effort = (
             np.asarray(a, dtype=np.float64) for a in (lower, upper, velocity, effort))
         n = self.effort.shape[0] if self.effort.ndim == 1 else -1
@@ -74,13 +124,18 @@ class SafetyLayer:
                              f"got {config.limit_response!r}")
         self.config = config
         self.n = n
+        self._hi_edge = self.upper - config.position_margin
+        self._lo_edge = self.lower + config.position_margin
+        self._v_edge = self.velocity - config.velocity_margin
         gains = {}
         for name in ("damping", "hold_kp", "hold_kd", "brake_kp", "brake_kd"):
             g = np.broadcast_to(np.asarray(getattr(config, name), dtype=np.float64), (n,)).copy()
             if not (np.all(np.isfinite(g)) and np.all(g >= 0)):
                 raise ValueError(f"{name} must be finite and ≥ 0, got {g}")
+            if caps is not None:
+                g = np.minimum(g, caps[0] if name.endswith("kp") else caps[1])
             gains[name] = g
-        self._gains = gains
+        self.gains = gains
         self.estopped = False
         self.holding = False
         self._hold_position: np.ndarray | None = None
@@ -93,7 +148,7 @@ class SafetyLayer:
         """The hold law at state (q, q̇), finite even where q or q̇ is not (those joints get 0)."""
         q = np.asarray(q, dtype=np.float64)
         qd = np.where(np.isfinite(qd), qd, 0.0)
-        law, g = self.config.hold_law, self._gains
+        law, g = self.config.hold_law, self.gains
         if law == "zero":
             return np.zeros(self.n)
         if law == "damping":
@@ -111,14 +166,17 @@ class SafetyLayer:
         """Safe torque (n,) for state q, q̇ (n,) and proposed torque ``u`` (n,) or None (then the
         hold law, with event ``why``). ``state_time_ns`` / ``plan_time_ns``: when the state and the
         plan were received on the clock of ``now_ns``; compared with max_state_age/max_plan_age."""
+        with np.errstate(over="ignore", invalid="ignore"):  # huge inputs: handled below
+            return self._filter(q, qd, u, now_ns, state_time_ns, plan_time_ns, why)
+
+    def _filter(self, q, qd, u, now_ns, state_time_ns, plan_time_ns, why):
         cfg, events = self.config, []
         q = np.asarray(q, dtype=np.float64)
         qd = np.asarray(qd, dtype=np.float64)
         hold = None
         if q.shape != (self.n,) or qd.shape != (self.n,):
             raise ValueError(f"q and qd must be ({self.n},), got {q.shape} and {qd.shape}")
-        state_ok = bool(np.all(np.isfinite(q)) and np.all(np.isfinite(qd)))
-        if not state_ok:
+        if not (np.isfinite(q).all() and np.isfinite(qd).all()):
             hold = SafetyEvent("non_finite_state", "joint state has non-finite values: hold")
         elif self.estopped:
             hold = SafetyEvent("estop", "e-stop engaged: hold (call ~/estop false to release)")
@@ -134,7 +192,7 @@ class SafetyLayer:
             hold = SafetyEvent(why, f"no command ({why}): hold")
         else:
             u = np.asarray(u, dtype=np.float64)
-            if u.shape != (self.n,) or not np.all(np.isfinite(u)):
+            if u.shape != (self.n,) or not np.isfinite(u).all():
                 hold = SafetyEvent("non_finite_command",
                                    f"command of shape {u.shape} is not {self.n} finite values: "
                                    "hold")
@@ -153,30 +211,35 @@ class SafetyLayer:
         else:
             self.holding = False
             self._hold_position = None
-        clamped = np.clip(u, -self.effort, self.effort)
-        if np.any(clamped != u):
-            over = np.flatnonzero(clamped != u)
-            events.append(SafetyEvent("effort_clamped", f"torque clamped on joints {list(over)}"))
+        clamped = np.minimum(np.maximum(u, -self.effort), self.effort)
+        over = clamped != u
+        if over.any():
+            events.append(SafetyEvent("effort_clamped",
+                                      f"torque clamped on joints {list(np.flatnonzero(over))}"))
+        if not np.isfinite(clamped).all():  # cannot happen; the output must be finite regardless
+            clamped = np.where(np.isfinite(clamped), clamped, 0.0)
         return clamped, events
 
     def _guard(self, q, qd, u) -> tuple[np.ndarray, list[SafetyEvent]]:
         """Position walls and velocity brakes; returns the bounded torque and events."""
-        cfg, g = self.config, self._gains
+        hi, lo = q > self._hi_edge, q < self._lo_edge
+        fast = np.abs(qd) > self._v_edge
+        if not (hi.any() or lo.any() or fast.any()):
+            return u, []
+        cfg, g = self.config, self.gains
         events = []
-        hi_edge, lo_edge = self.upper - cfg.position_margin, self.lower + cfg.position_margin
-        wall_hi = -g["brake_kp"] * (q - hi_edge) - g["brake_kd"] * qd
-        wall_lo = g["brake_kp"] * (lo_edge - q) - g["brake_kd"] * qd
-        bounded = np.where((q > hi_edge) & (u > wall_hi), wall_hi, u)
-        bounded = np.where((q < lo_edge) & (bounded < wall_lo), wall_lo, bounded)
+        wall_hi = -g["brake_kp"] * (q - self._hi_edge) - g["brake_kd"] * qd
+        wall_lo = g["brake_kp"] * (self._lo_edge - q) - g["brake_kd"] * qd
+        bounded = np.where(hi & (u > wall_hi), wall_hi, u)
+        bounded = np.where(lo & (bounded < wall_lo), wall_lo, bounded)
         hit = np.flatnonzero(bounded != u)
         if hit.size:
             events.append(SafetyEvent("position_guard",
                                       f"joints {list(hit)} within {cfg.position_margin} rad of a "
                                       "position limit: braking"))
-        v_edge = self.velocity - cfg.velocity_margin
         brake = -g["brake_kd"] * qd
-        braked = np.where((qd > v_edge) & (bounded > brake), brake, bounded)
-        braked = np.where((qd < -v_edge) & (braked < brake), brake, braked)
+        braked = np.where(fast & (qd > 0) & (bounded > brake), brake, bounded)
+        braked = np.where(fast & (qd < 0) & (braked < brake), brake, braked)
         hit = np.flatnonzero(braked != bounded)
         if hit.size:
             events.append(SafetyEvent("velocity_guard",

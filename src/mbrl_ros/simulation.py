@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
-from mbrl_ros.robot import RobotDescription, build_mujoco_model, mujoco_joint_indices
+from mbrl_ros.robot import (RobotDescription, build_mujoco_model, home_position,
+                            mujoco_joint_indices)
+from mbrl_ros.safety import robot_gain_caps
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,8 @@ class SimConfig:
     velocity_noise_std: float = 0.0     # rad/s, added to the published velocity
     initial_position: tuple[float, ...] = ()   # rad, robot joint order; () = home_position()
     initial_position_noise: float = 0.0        # rad, uniform ± on reset
-    hold_damping: float = 1.0                  # N·m·s/rad of the safe hold (−d·q̇)
+    hold_damping: float = 1.0                  # N·m·s/rad of the safe hold (−d·q̇), capped per
+                                               # joint so the held torque cannot oscillate
     seed: int = 0
     scene: str | None = "scene"
 
@@ -51,13 +54,6 @@ class SimState:
     steps: int = field(default=0)
 
 
-def home_position(robot: RobotDescription) -> np.ndarray:
-    """Default start pose (n,) rad: zero, or the middle of the range where zero is outside it."""
-    lower, upper = robot.limits.lower, robot.limits.upper
-    inside = (lower <= 0.0) & (upper >= 0.0)
-    return np.where(inside, 0.0, 0.5 * (lower + upper))
-
-
 class ArmSimulator:
     """One arm in MuJoCo, stepped one control period at a time."""
 
@@ -77,6 +73,9 @@ class ArmSimulator:
             raise ValueError(f"initial_position {init.tolist()} is outside the joint limits")
         self.initial_position = init
         self.effort_limit = robot.limits.effort
+        self.hold_damping = np.minimum(config.hold_damping,
+                                       robot_gain_caps(robot, robot.joint_names,
+                                                       config.control_period)[1])
         self.rng = np.random.default_rng(config.seed)
         self.steps = 0
         self.applied = np.zeros(n)
@@ -95,8 +94,9 @@ class ArmSimulator:
         mujoco.mj_forward(self.model, self.data)
 
     def hold_torque(self) -> np.ndarray:
-        """The safe hold: joint damping −d·q̇ (N·m), within the effort limits."""
-        return np.clip(-self.config.hold_damping * self.data.qvel[self.dof_idx],
+        """The safe hold: joint damping −d·q̇ (N·m), d capped by ``safety.gain_caps``, within the
+        effort limits."""
+        return np.clip(-self.hold_damping * self.data.qvel[self.dof_idx],
                        -self.effort_limit, self.effort_limit)
 
     def step(self, torque: np.ndarray) -> None:

@@ -12,7 +12,7 @@ Units: the dataset's (rad, rad/s, N·m, and m for end-effector features).
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, ClassVar, Literal
 
 import numpy as np
@@ -113,7 +113,8 @@ class DynamicsModel(abc.ABC):
         return len(self.signature.joint_names)
 
     def check_data(self, dataset: Dataset) -> None:
-        """ModelError for data of other joints / layout, or fewer than ``min_transitions``."""
+        """ModelError for data of other joints / layout, fewer than ``min_transitions``,
+        non-finite values or constant input columns."""
         self.signature.check(ModelSignature.of(dataset))
         if len(dataset) < self.min_transitions:
             raise ModelError(f"{self.kind} model needs at least {self.min_transitions} "
@@ -122,12 +123,7 @@ class DynamicsModel(abc.ABC):
                           ("next_states", dataset.next_states)):
             if not np.all(np.isfinite(arr)):
                 raise ModelError(f"dataset {name} contain non-finite values")
-        inputs = np.hstack([dataset.states, dataset.actions])
-        names = dataset.state_names + dataset.action_names
-        constant = [n for n, x in zip(names, inputs.T) if np.ptp(x) <= 1e-12 * max(1.0, abs(x[0]))]
-        if constant:
-            raise ModelError(f"input columns {constant} are constant in the data: the model cannot "
-                             "learn their effect (drop them or record data that varies them)")
+        self.check_inputs_vary(dataset)
 
     def check_inputs_vary(self, dataset: Dataset, floor: float = 1e-6) -> None:
         """ModelError naming the state and action columns that are constant (std < ``floor``)
@@ -186,6 +182,29 @@ class DynamicsModel(abc.ABC):
         return torch.stack(states, dim=-2)
 
     # -- artifacts -----------------------------------------------------------------------------
+    def artifact_meta(self, **extra) -> dict:
+        """Artifact metadata shared by every kind: signature, ``config`` (a dataclass) and
+        ``info``, plus ``extra``."""
+        return {**self.signature.meta(), "config": asdict(self.config), "info": self.info,
+                **extra}
+
+    @staticmethod
+    def config_from_meta(schema_name: str, meta: dict, config_cls):
+        """``config_cls`` rebuilt from artifact metadata; ArtifactError naming what is wrong."""
+        raw = meta.get("config")
+        names = {f.name for f in fields(config_cls)}
+        if not isinstance(raw, dict) or set(raw) - names:
+            raise ArtifactError(f"{schema_name}: metadata 'config' must be an object with "
+                                f"keys from {sorted(names)}")
+        try:
+            return replace(config_cls(), **raw)
+        except (ModelError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{schema_name}: invalid config: {exc}") from None
+
+    def restore_info(self, meta: dict) -> None:
+        info = meta.get("info", {})
+        self.info = info if isinstance(info, dict) else {}
+
     @abc.abstractmethod
     def to_bytes(self) -> bytes:
         """Artifact bytes (the kind's Schema; signature and norm stats included)."""

@@ -6,8 +6,9 @@ Publishes ``/joint_states`` and ``/clock``, applies ``/effort_controller/command
 * lockstep: publish the state of step k, wait for the command for step k (tagged with that state's
   stamp, or untagged), step one control period, publish step k+1. A command that is malformed gets the
   safe hold for that step; if no command comes within ``lockstep_timeout`` (wall s), the safe hold is
-  applied and the timeout reported. Stepping starts once a command publisher and a joint-state
-  subscriber are matched (``wait_for_peers``). The result does not depend on machine speed.
+  applied and the timeout reported. Stepping starts once a command publisher and
+  ``min_state_subscribers`` joint-state subscribers are matched (``wait_for_peers``). The result
+  does not depend on machine speed.
 * realtime: the physics follows the wall clock (times ``real_time_factor``); the latest valid command
   is held (zero-order hold) until ``command_timeout`` passes, then the safe hold applies.
 
@@ -50,7 +51,10 @@ PARAMS = [
     Param("control_period", 0.01, "time between joint states / commands (s)", (1e-4, 1.0)),
     Param("lockstep_timeout", 1.0, "wall time to wait for a command before the safe hold (s)",
           (1e-3, 600.0)),
-    Param("wait_for_peers", True, "lockstep: start stepping once a command publisher is matched"),
+    Param("wait_for_peers", True, "lockstep: start stepping once a command publisher and "
+          "'min_state_subscribers' joint-state subscribers are matched"),
+    Param("min_state_subscribers", 1, "lockstep: joint-state subscribers to wait for (every node "
+          "of the graph that must see every state)", (1, 1000)),
     Param("command_timeout", 0.1, "realtime: wall age after which a command is dropped (s)",
           (1e-3, 60.0)),
     Param("real_time_factor", 1.0, "realtime: sim seconds per wall second", (0.01, 100.0)),
@@ -107,6 +111,9 @@ class ArmSimNode(Node):
         self.latest_command_wall = 0.0
         self.latest_tag = -1
         self.exit_status = 0
+        self.answered = False  # a command (or a safe hold) has been applied in lockstep
+        self._sent: tuple = ()  # last clock and state messages, for re-sending
+        self._sent_at = 0.0
         self._window = _StatusWindow(robot.n_joints)
 
         self.state_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
@@ -135,13 +142,19 @@ class ArmSimNode(Node):
     def _publish_state(self) -> None:
         s = self.sim.measure()
         stamp = self.stamp_ns
-        self.clock_pub.publish(clock_msg(stamp))
-        self.state_pub.publish(joint_state_msg(stamp, self.robot.joint_names, s.position,
-                                               s.velocity, s.effort))
+        self._sent = (clock_msg(stamp), joint_state_msg(stamp, self.robot.joint_names, s.position,
+                                                        s.velocity, s.effort))
+        self._send()
         self._window.add(s.position)
         self.pending_stamp, self.pending_since = stamp, time.monotonic()
 
+    def _send(self) -> None:
+        self.clock_pub.publish(self._sent[0])
+        self.state_pub.publish(self._sent[1])
+        self._sent_at = time.monotonic()
+
     def _advance(self, torque_robot_order: np.ndarray) -> None:
+        self.answered = True
         if self.p.episode_steps and self.episode_step >= self.p.episode_steps:
             self._reset()  # the terminal state's command starts the next episode
             return
@@ -208,7 +221,7 @@ class ArmSimNode(Node):
     # -- scheduling ----------------------------------------------------------------------------
     def _peers_ready(self) -> bool:
         return (self.count_publishers(self.p.command_topic) > 0
-                and self.count_subscribers("/joint_states") > 0)
+                and self.count_subscribers("/joint_states") >= self.p.min_state_subscribers)
 
     def _lockstep_tick(self) -> None:
         if self.pending_stamp is None:
@@ -216,6 +229,8 @@ class ArmSimNode(Node):
                 self.wall_start = time.monotonic()
                 self._publish_state()
             return
+        if not self.answered and time.monotonic() - self._sent_at > 0.25:
+            self._send()
         if time.monotonic() - self.pending_since > self.p.lockstep_timeout:
             self.diag.warn("lockstep_timeouts", f"no command for stamp {self.pending_stamp} ns "
                                                 f"within {self.p.lockstep_timeout:g} s: safe hold")

@@ -51,9 +51,11 @@ class BasePolicyNode(Node):
         except MessageError as exc:
             self.diag.warn("rejected_state", f"joint state rejected: {exc}")
             return
-        if state.stamp_ns <= self.last_stamp:
-            self.diag.warn("stale_state", f"joint state stamp {state.stamp_ns} ns does not advance "
-                                          f"past {self.last_stamp} ns: dropped")
+        if state.stamp_ns == self.last_stamp:
+            return  # the same state re-sent
+        if state.stamp_ns < self.last_stamp:
+            self.diag.warn("stale_state", f"joint state stamp {state.stamp_ns} ns goes back "
+                                          f"before {self.last_stamp} ns: dropped")
             return
         self.last_stamp = state.stamp_ns
         self.pub.publish(command_msg(self.policy.act(), state.stamp_ns))

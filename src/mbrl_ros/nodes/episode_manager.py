@@ -138,9 +138,10 @@ class EpisodeManagerNode(Node):
             self._finish_episode(e)
 
     def _finish_episode(self, e: int) -> None:
-        info = {"data_size": int(self.model_info.get("data_size", 0)),
-                "model_version": int(self.model_info.get("model_version", -1)),
-                "val_error": float(self.model_info.get("val_error", float("nan"))),
+        m = self.model_info  # the fitter's artifact info
+        info = {"data_size": int(m.get("transitions", 0)),
+                "model_version": int(m.get("version", -1)),
+                "val_error": float(m.get("val_rmse_1step", float("nan"))),
                 "plan_rate_hz": self.plan_rate}
         result = score(e, self.schedule[e], self.targets[e], np.array(self.distances.pop(e)),
                        self.p.success_tolerance,
@@ -170,7 +171,8 @@ class EpisodeManagerNode(Node):
         except ArtifactError as exc:
             self.diag.warn("rejected_model", f"dynamics model header unreadable: {exc}")
             return
-        self.model_info = meta
+        info = meta.get("info")
+        self.model_info = info if isinstance(info, dict) else {}
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:

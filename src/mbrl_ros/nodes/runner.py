@@ -9,6 +9,7 @@ import sys
 from typing import Callable
 
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
@@ -27,12 +28,19 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = 
         print(f"[{name}] cannot start: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return EXIT_CONFIG
+    except (KeyboardInterrupt, ExternalShutdownException, RCLError):
+        if rclpy.ok():  # not a signal arriving during construction
+            raise
+        return 0
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:  # a signal can invalidate the context under a spinning executor
+        if rclpy.ok():
+            raise
     finally:
         close = getattr(node, "close", None)
         if close is not None:

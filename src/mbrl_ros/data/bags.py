@@ -1,0 +1,513 @@
+"""rosbag2 bags (metadata version 9, MCAP storage) written and read with ``rosbags``.
+
+A bag is a folder holding ``metadata.yaml`` and one or more MCAP files ``<name>_<k>.mcap``, as
+``ros2 bag record -s mcap`` writes it; ``ros2 bag info/play`` read these bags unchanged. Message
+definitions and type hashes come from rosbags' ROS 2 Kilted type store (they equal the hashes
+rclpy Kilted reports for the standard messages).
+
+* ``BagWriter``: CDR bytes written as received, files split by size or duration, ``checkpoint``
+  makes everything so far durable; on a write error (disk full) the current file is rolled back
+  to its last checkpoint and finished in space kept in reserve, and a ``BagError`` says what the
+  bag holds.
+* ``BagReader``: messages in log-time order, deserialised or raw; errors name the bag and file.
+* ``repair_bag``: after a crash (SIGKILL, power loss) rewrites each unfinished file from its intact
+  records and rebuilds ``metadata.yaml``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from contextlib import suppress
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Collection, Iterable, Iterator, Sequence
+
+import yaml
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.interfaces import (Connection, ConnectionExtRosbag2, MessageDefinition,
+                                MessageDefinitionFormat, Qos)
+from rosbags.rosbag2.errors import ReaderError
+from rosbags.rosbag2.metadata import dump_qos_v9, parse_qos
+from rosbags.rosbag2.storage_mcap import Channel, McapReader, Schema
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
+
+from mbrl_ros.data.errors import BagError
+from mbrl_ros.data.mcap_files import McapFile, McapSalvage, channel_metadata
+
+VERSION = 9
+ROS_DISTRO = "kilted"
+QOS_KEY = "offered_qos_profiles"
+RESERVE_NAME = ".space_reserve"  # disk space kept free while recording, to finish the bag
+RESERVE_MIN = 64 * 1024
+
+
+@lru_cache(maxsize=1)
+def typestore() -> Typestore:
+    """rosbags' type store of ROS 2 Kilted message definitions."""
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+def known_type(msgtype: str) -> bool:
+    """Whether ``msgtype`` (e.g. 'sensor_msgs/msg/JointState') can be recorded."""
+    return msgtype in typestore().fielddefs
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    type: str
+    count: int
+    qos: tuple[Qos, ...] = ()
+    type_hash: str = ""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str
+    start_ns: int
+    end_ns: int
+    count: int
+
+
+def qos_text(qos: Sequence[Qos]) -> str:
+    """Offered QoS profiles as rosbag2 (v9) stores them in an MCAP channel record."""
+    return yaml.safe_dump(dump_qos_v9(list(qos)), sort_keys=False).strip()
+
+
+def metadata_document(files: Sequence[FileInfo], topics: Sequence[TopicInfo],
+                      custom_data: dict[str, str] | None = None) -> dict:
+    """The ``rosbag2_bagfile_information`` of metadata.yaml (version 9) for these files/topics."""
+    used = [f for f in files if f.count]
+    start = min((f.start_ns for f in used), default=0)
+    end = max((f.end_ns for f in used), default=0)
+    return {"rosbag2_bagfile_information": {
+        "version": VERSION,
+        "storage_identifier": "mcap",
+        "duration": {"nanoseconds": end - start},
+        "starting_time": {"nanoseconds_since_epoch": start},
+        "message_count": sum(f.count for f in files),
+        "topics_with_message_count": [
+            {"topic_metadata": {"name": t.name, "type": t.type, "serialization_format": "cdr",
+                                "offered_qos_profiles": dump_qos_v9(list(t.qos)),
+                                "type_description_hash": t.type_hash},
+             "message_count": t.count} for t in topics],
+        "compression_format": "",
+        "compression_mode": "",
+        "relative_file_paths": [f.name for f in files],
+        "files": [{"path": f.name, "starting_time": {"nanoseconds_since_epoch": f.start_ns if
+                                                     f.count else 0},
+                   "duration": {"nanoseconds": f.end_ns - f.start_ns if f.count else 0},
+                   "message_count": f.count} for f in files],
+        "custom_data": dict(custom_data or {}),
+        "ros_distro": ROS_DISTRO,
+    }}
+
+
+def write_metadata(bag: Path, files: Sequence[FileInfo], topics: Sequence[TopicInfo],
+                   custom_data: dict[str, str] | None = None) -> None:
+    """Write ``bag``/metadata.yaml atomically."""
+    text = yaml.safe_dump(metadata_document(files, topics, custom_data), sort_keys=False)
+    tmp = bag / "metadata.yaml.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, bag / "metadata.yaml")
+
+
+def _connection(cid: int, topic: str, msgtype: str, msgdef: MessageDefinition, digest: str,
+                qos: Sequence[Qos]) -> Connection:
+    return Connection(cid, topic, msgtype, msgdef, digest, 0,
+                      ConnectionExtRosbag2("cdr", list(qos)), None)
+
+
+def _add_connection(file: McapFile, conn: Connection) -> None:
+    if all(s.name != conn.msgtype for s in file.schemas):
+        file.add_msgtype(conn)
+    file.add_connection(conn, qos_text(conn.ext.offered_qos_profiles))
+
+
+def _close_file(file: McapFile, conns: Iterable[Connection]) -> tuple[FileInfo, dict[str, int]]:
+    """Finish ``file`` (its own copy of the rosbag2 metadata goes into the MCAP metadata record);
+    returns its FileInfo and message count per topic."""
+    conns = list(conns)
+    counts = {c.topic: file.channel_stats.get(c.id, 0) for c in conns}
+    info = FileInfo(file.path.name, file.message_start_time, file.message_end_time,
+                    file.message_count)
+    topics = [TopicInfo(c.topic, c.msgtype, counts[c.topic], tuple(c.ext.offered_qos_profiles),
+                        c.digest) for c in conns]
+    meta = metadata_document([info], topics)["rosbag2_bagfile_information"]
+    file.close(VERSION, yaml.safe_dump(meta, sort_keys=False).strip())
+    return info, counts
+
+
+class BagWriter:
+    """A bag being recorded at ``path`` (a new folder).
+
+    ``split_bytes`` / ``split_ns`` (0 = off): start a new file once the current one reaches this
+    size (bytes) or spans this much log time (ns). Log times are in ns. Every OSError (a full disk)
+    stops the writer: the current file is cut back to its last checkpoint and finished, metadata.yaml
+    is written, and BagError says what is kept. The space to finish comes from a reserve file in the
+    bag folder (``.space_reserve``), grown at each checkpoint to cover the summary still to write
+    and deleted when the writer stops.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, split_bytes: int = 0, split_ns: int = 0,
+                 custom_data: dict[str, str] | None = None):
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"bag {self.path} exists already; choose a new path")
+        try:
+            self.path.mkdir(parents=True)
+        except OSError as exc:
+            raise BagError(f"cannot create bag folder {self.path}: {exc.strerror}") from None
+        self.split_bytes, self.split_ns = int(split_bytes), int(split_ns)
+        self.custom_data = dict(custom_data or {})
+        self._connections: dict[str, Connection] = {}
+        self._done: list[tuple[FileInfo, dict[str, int]]] = []  # finished files, topic counts
+        self._file: McapFile | None = None
+        self._closed = False
+        self._reserve, self._reserved = self.path / RESERVE_NAME, 0
+        self._guard(self._open_file)
+        self._guard(self._grow_reserve)
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def files(self) -> list[str]:
+        current = [self._file.path.name] if self._file else []
+        return [info.name for info, _ in self._done] + current
+
+    @property
+    def message_count(self) -> int:
+        return sum(i.count for i, _ in self._done) + (self._file.message_count if self._file else 0)
+
+    @property
+    def durable_count(self) -> int:
+        """Messages on disk that survive a crash (finished files + the last checkpoint)."""
+        return sum(i.count for i, _ in self._done) + (
+            self._file.checkpoint_count if self._file else 0)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum((self.path / i.name).stat().st_size for i, _ in self._done) + (
+            self._file.size if self._file else 0)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def has_topic(self, topic: str) -> bool:
+        return topic in self._connections
+
+    # -- writing ---------------------------------------------------------------------------------
+    def add_topic(self, topic: str, msgtype: str, qos: Sequence[Qos] = ()) -> None:
+        """Register ``topic`` with its message type and the QoS profiles its publishers offer."""
+        self._check_open()
+        if topic in self._connections:
+            raise BagError(f"bag {self.path}: topic {topic} is already registered")
+        store = typestore()
+        try:
+            msgdef, _ = store.generate_msgdef(msgtype, ros_version=2)
+            digest = store.hash_rihs01(msgtype)
+        except Exception:  # rosbags raises several kinds of error for an unknown type
+            raise BagError(f"topic {topic}: message type {msgtype} is not in the ROS 2 Kilted "
+                           "type store; it cannot be recorded") from None
+        conn = _connection(len(self._connections) + 1, topic, msgtype,
+                           MessageDefinition(MessageDefinitionFormat.MSG, msgdef), digest, qos)
+        self._connections[topic] = conn
+        self._guard(lambda: _add_connection(self._file, conn))
+
+    def write(self, topic: str, log_ns: int, data: bytes) -> None:
+        """Append one serialised (CDR) message of a registered topic at log time ``log_ns``."""
+        self._check_open()
+        conn = self._connections.get(topic)
+        if conn is None:
+            raise BagError(f"bag {self.path}: topic {topic} is not registered")
+        f = self._file
+        if f.message_count and ((self.split_bytes and f.size >= self.split_bytes) or (
+                self.split_ns and log_ns - f.message_start_time >= self.split_ns)):
+            self._guard(self._next_file)
+        self._guard(lambda: self._file.write(conn, log_ns, data))
+
+    def checkpoint(self) -> None:
+        """Make every message written so far durable (close the pending chunk, flush, fsync)."""
+        self._check_open()
+        self._guard(self._file.checkpoint)
+        self._guard(self._grow_reserve)
+
+    def close(self) -> None:
+        """Finish the current file and write metadata.yaml. Idempotent."""
+        if self._closed:
+            return
+        self._guard(lambda: self._done.append(_close_file(self._file,
+                                                          self._connections.values())))
+        self._file = None
+        self._closed = True
+        self._reserve.unlink(missing_ok=True)
+        self._guard(self._write_metadata)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BagError(f"bag {self.path} is closed")
+
+    def _grow_reserve(self) -> None:
+        """Keep at least twice the bytes still needed to finish (summary, metadata.yaml) free."""
+        need = max(RESERVE_MIN, 2 * (self._file.summary_bound() + 2048
+                                     + 512 * len(self._connections) + 256 * len(self._done)))
+        if need > self._reserved:
+            with self._reserve.open("ab") as f:
+                f.write(bytes(need - self._reserved))
+                f.flush()
+                os.fsync(f.fileno())
+            self._reserved = need
+
+    def _open_file(self) -> None:
+        self._file = McapFile(self.path / f"{self.path.name}_{len(self._done)}.mcap")
+        for conn in self._connections.values():
+            _add_connection(self._file, conn)
+
+    def _next_file(self) -> None:
+        self._done.append(_close_file(self._file, self._connections.values()))
+        self._file = None
+        self._write_metadata()
+        self._open_file()
+
+    def _write_metadata(self) -> None:
+        topics = [TopicInfo(t, c.msgtype, sum(k.get(t, 0) for _, k in self._done),
+                            tuple(c.ext.offered_qos_profiles), c.digest)
+                  for t, c in self._connections.items()]
+        write_metadata(self.path, [i for i, _ in self._done], topics, self.custom_data)
+
+    def _guard(self, action) -> None:
+        """Run a write action; on OSError stop writing, keep what is durable, raise BagError."""
+        try:
+            action()
+        except OSError as exc:
+            raise BagError(self._stop_after_error(exc)) from None
+
+    def _stop_after_error(self, exc: OSError) -> str:
+        self._closed = True
+        self._reserve.unlink(missing_ok=True)
+        f, self._file = self._file, None
+        unfinished = 0
+        if f is not None:
+            try:
+                f.rollback()
+                self._done.append(_close_file(f, self._connections.values()))
+            except OSError:
+                with suppress(OSError):
+                    f.rollback()
+                f.abort()
+                unfinished = f.checkpoint_count
+        try:
+            self._write_metadata()
+            complete = not unfinished
+        except OSError:
+            complete = False
+        kept = sum(i.count for i, _ in self._done) + unfinished
+        state = ("the bag is complete and readable" if complete else
+                 f"finish it with `mbrl-ros bag repair {self.path}` once there is space")
+        return (f"cannot write bag {self.path}: {exc.strerror or exc}; recording stopped. The bag "
+                f"keeps {kept} messages (everything up to the last flush); {state}")
+
+
+class BagReader:
+    """A bag opened for reading (use as a context manager). Message types come from the
+    definitions stored in the bag, with the Kilted type store as fallback."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BagError(f"bag {self.path} does not exist")
+        if not self.path.is_dir():
+            raise BagError(f"{self.path} is not a rosbag2 bag (a folder with metadata.yaml)")
+        if not (self.path / "metadata.yaml").is_file():
+            raise BagError(f"bag {self.path} has no metadata.yaml (recording interrupted?); "
+                           f"run `mbrl-ros bag repair {self.path}`")
+        self._reader = AnyReader([self.path], default_typestore=typestore())
+        try:
+            self._reader.open()
+        except READ_ERRORS as exc:
+            raise BagError(self._describe(exc)) from None
+        bag = self._reader.readers[0]
+        counts: dict[str, int] = {}
+        for c in self._reader.connections:
+            counts[c.topic] = counts.get(c.topic, 0) + c.msgcount
+        self.topics = {c.topic: TopicInfo(c.topic, c.msgtype, counts[c.topic],
+                                          tuple(c.ext.offered_qos_profiles), c.digest)
+                       for c in self._reader.connections}
+        self.files = [FileInfo(f["path"], f["starting_time"]["nanoseconds_since_epoch"],
+                               f["starting_time"]["nanoseconds_since_epoch"]
+                               + f["duration"]["nanoseconds"], f["message_count"])
+                      for f in bag.storage.files]
+        self.message_count = bag.message_count
+        self.start_ns = bag.start_time if self.message_count else 0
+        self.end_ns = bag.end_time - 1 if self.message_count else 0
+
+    def __enter__(self) -> "BagReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._reader.stack is not None:
+            self._reader.close()
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    def require(self, topic: str, msgtype: str) -> None:
+        """BagError unless the bag has ``topic`` with type ``msgtype``."""
+        info = self.topics.get(topic)
+        if info is None:
+            raise BagError(f"bag {self.path} has no topic {topic} ({msgtype}); its topics: "
+                           f"{sorted(self.topics) or 'none'}")
+        if info.type != msgtype:
+            raise BagError(f"bag {self.path}: topic {topic} has type {info.type}, expected "
+                           f"{msgtype}")
+
+    def messages(self, topics: Collection[str] | None = None,
+                 raw: bool = False) -> Iterator[tuple[str, int, object]]:
+        """(topic, log time ns, message) in log-time order; ``raw``: CDR bytes instead."""
+        conns = [c for c in self._reader.connections if topics is None or c.topic in topics]
+        if not conns:
+            return
+        try:
+            for conn, log_ns, data in self._reader.messages(connections=conns):
+                yield conn.topic, log_ns, (bytes(data) if raw else
+                                           self._reader.deserialize(data, conn.msgtype))
+        except READ_ERRORS as exc:
+            raise BagError(self._describe(exc)) from None
+
+    def _describe(self, exc: Exception) -> str:
+        damaged = [p.name for p in sorted(self.path.glob("*.mcap"), key=_split_index)
+                   if _file_problem(p)]
+        where = f" (file {', '.join(damaged)})" if damaged else ""
+        return (f"bag {self.path} is damaged or incomplete{where}: {str(exc).rstrip('.')}. If the "
+                f"recording was interrupted, run `mbrl-ros bag repair {self.path}`")
+
+
+READ_ERRORS = (AnyReaderError, ReaderError, OSError, ValueError, KeyError, IndexError)
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why rosbags cannot open the MCAP file ``path``, or None."""
+    reader = McapReader(path)
+    try:
+        reader.open()
+    except READ_ERRORS as exc:
+        return str(exc)
+    reader.close()
+    return None
+
+
+# -- repair --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileRepair:
+    """What ``repair_bag`` did to one file: status "intact", "repaired" or "unreadable"."""
+
+    name: str
+    status: str
+    messages: int
+    dropped_bytes: int = 0
+    problem: str | None = None
+
+
+def _split_index(path: Path) -> tuple[int, str]:
+    m = re.search(r"_(\d+)\.mcap$", path.name)
+    return (int(m.group(1)) if m else -1, path.name)
+
+
+def _type_hash(msgtype: str, msgdef: MessageDefinition) -> str:
+    try:
+        return typestore().hash_rihs01(msgtype)
+    except Exception:  # not a Kilted type: hash the definition stored in the file
+        store = get_typestore(Stores.EMPTY)
+        store.register(get_types_from_msg(msgdef.data, msgtype))
+        return store.hash_rihs01(msgtype)
+
+
+def _repair_file(path: Path) -> FileRepair:
+    """Check ``path``; if its end is missing or damaged, rewrite it from its intact records."""
+    check = McapSalvage(path)
+    count = sum(1 for rec in check.records() if not isinstance(rec, (Schema, Channel)))
+    problem = check.problem if not check.complete else _file_problem(path)
+    if problem is None:
+        return FileRepair(path.name, "intact", count)
+    if check.intact_end == 0:
+        return FileRepair(path.name, "unreadable", 0, path.stat().st_size, check.problem)
+    tmp = path.with_name(path.name + ".repair")
+    tmp.unlink(missing_ok=True)
+    out = McapFile(tmp)
+    conns: dict[int, Connection] = {}
+    schemas: dict[str, Schema] = {}
+    try:
+        for rec in McapSalvage(path).records():
+            if isinstance(rec, Schema):
+                schemas[rec.name] = rec
+            elif isinstance(rec, Channel):
+                schema = schemas[rec.schema]
+                fmt = (MessageDefinitionFormat.IDL if schema.encoding == "ros2idl"
+                       else MessageDefinitionFormat.MSG)
+                msgdef = MessageDefinition(fmt, schema.data)
+                qos = parse_qos(channel_metadata(rec.metadata).get(QOS_KEY, ""))
+                conns[rec.id] = _connection(rec.id, rec.topic, rec.schema, msgdef,
+                                            _type_hash(rec.schema, msgdef), qos)
+                _add_connection(out, conns[rec.id])
+            else:
+                out.write(conns[rec.channel_id], rec.log_time, rec.data)
+        _close_file(out, conns.values())
+    except BaseException:
+        out.abort()
+        tmp.unlink(missing_ok=True)
+        raise
+    dropped = 0 if check.complete else path.stat().st_size - check.intact_end
+    os.replace(tmp, path)
+    return FileRepair(path.name, "repaired", count, dropped, problem)
+
+
+def _old_custom_data(bag: Path) -> dict[str, str]:
+    try:
+        info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        return dict(info.get("custom_data") or {})
+    except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError):
+        return {}
+
+
+def repair_bag(path: str | os.PathLike) -> list[FileRepair]:
+    """Make a bag whose recording was interrupted readable: rewrite every MCAP file that lacks its
+    summary (or ends in a damaged record) from its intact records, then rebuild metadata.yaml
+    from the files. Unreadable files are left untouched and not listed. Returns one FileRepair
+    per file."""
+    bag = Path(path)
+    if not bag.is_dir():
+        raise BagError(f"bag {bag} is not a folder")
+    paths = sorted(bag.glob("*.mcap"), key=_split_index)
+    if not paths:
+        raise BagError(f"bag {bag} has no .mcap files")
+    custom = _old_custom_data(bag)
+    (bag / RESERVE_NAME).unlink(missing_ok=True)
+    report = [_repair_file(p) for p in paths]
+    files: list[FileInfo] = []
+    topics: dict[str, TopicInfo] = {}
+    for p, r in zip(paths, report):
+        if r.status == "unreadable":
+            continue
+        reader = McapReader(p)
+        try:
+            reader.open()
+        except READ_ERRORS as exc:
+            raise BagError(f"bag {bag}: file {p.name} is still unreadable after repair: {exc}")
+        m = reader.metadata
+        files.append(FileInfo(p.name, m.start_time if m.message_count else 0,
+                              m.end_time - 1 if m.message_count else 0, m.message_count))
+        for c in reader.connections:
+            old = topics.get(c.topic)
+            topics[c.topic] = TopicInfo(c.topic, c.msgtype, c.msgcount + (old.count if old else 0),
+                                        tuple(c.ext.offered_qos_profiles),
+                                        old.type_hash if old else _type_hash(c.msgtype, c.msgdef))
+        reader.close()
+    write_metadata(bag, files, list(topics.values()), custom)
+    return report

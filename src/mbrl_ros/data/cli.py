@@ -1,0 +1,159 @@
+"""``mbrl-ros bag info BAG``, ``mbrl-ros bag repair BAG`` and ``mbrl-ros dataset BAG... -o FILE``.
+
+Each command module of ``mbrl-ros`` exposes ``add_arguments(parser, command)`` and
+``run(args) -> int``; errors are raised as ValueError (BagError, DataError) and printed as one line.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mbrl_ros.data.bags import BagReader, repair_bag
+from mbrl_ros.data.errors import DataError
+from mbrl_ros.data.extract import BagDescription, Extraction, dataset_from_bags, describe_bag
+from mbrl_ros.data.topics import COMMANDS, EVENT_KINDS, EVENTS, STATES, TopicNames
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    if command == "bag":
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        info = sub.add_parser("info", help="topics, counts, duration, episodes, transitions",
+                              description="Topics, message counts, duration, episodes and the "
+                                          "(s, a, s') transitions that can be extracted.")
+        info.add_argument("bag", help="bag folder (rosbag2, MCAP storage)")
+        _extraction_arguments(info)
+        repair = sub.add_parser("repair", help="finish a bag whose recording was interrupted",
+                                description="Rewrite unfinished MCAP files from their intact "
+                                            "records and rebuild metadata.yaml.")
+        repair.add_argument("bag", help="bag folder")
+    else:
+        parser.add_argument("bags", nargs="+", metavar="BAG", help="bag folders")
+        parser.add_argument("-o", "--output", required=True, metavar="FILE",
+                            help="dataset file to write (.safetensors)")
+        _extraction_arguments(parser)
+        parser.add_argument("--ee-features", metavar="ROBOT",
+                            help="append the end-effector position of ROBOT (arm7, arm2 or a URDF)"
+                                 " to the state")
+        parser.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+
+
+def _extraction_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--joints", nargs="+", metavar="NAME",
+                        help="joints, in state and command order (default: the first joint "
+                             "state's names)")
+    parser.add_argument("--dt", type=float, help="control period in s (default: the median "
+                                                 "joint-state stamp step)")
+    parser.add_argument("--gap-tolerance", type=float, default=0.1,
+                        help="largest |stamp step − dt| of a transition, as a fraction of dt")
+    parser.add_argument("--states-topic", default=STATES)
+    parser.add_argument("--commands-topic", default=COMMANDS)
+    parser.add_argument("--events-topic", default=EVENTS)
+
+
+class _ProgressLines:
+    """Status lines on stderr, at most one every ``period`` s (and a last one at 100 % once any
+    was printed)."""
+
+    def __init__(self, period: float = 2.0):
+        self.period, self.last, self.printed = period, time.monotonic(), False
+
+    def __call__(self, bag: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.period and not (done == total and self.printed):
+            return
+        self.last, self.printed = now, True
+        print(f"[{bag}] {done}/{total} messages ({100 * done / max(total, 1):.0f}%)",
+              file=sys.stderr, flush=True)
+
+
+def _options(args: argparse.Namespace) -> dict:
+    return dict(joint_names=args.joints, dt=args.dt, gap_tolerance=args.gap_tolerance,
+                topics=TopicNames(args.states_topic, args.commands_topic, args.events_topic),
+                progress=_ProgressLines())
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "dataset":
+        return _dataset(args)
+    if args.action == "info":
+        print(format_description(describe_bag(args.bag, **_options(args))))
+        return 0
+    return _repair(args.bag)
+
+
+def _stamp(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _rejections(ex: Extraction) -> str:
+    skip = {f"event_{k}" for k in EVENT_KINDS}
+    items = sorted((k, v) for k, v in ex.counts.items() if k not in skip)
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in items) or "none"
+
+
+def format_description(d: BagDescription) -> str:
+    duration = (d.end_ns - d.start_ns) / 1e9
+    size = sum((d.path / f.name).stat().st_size for f in d.files if (d.path / f.name).exists())
+    lines = [f"bag:          {d.path}",
+             f"files:        {len(d.files)} MCAP ({size / 2**20:.2f} MiB): "
+             + ", ".join(f.name for f in d.files),
+             f"duration:     {duration:.3f} s"
+             + (f" (from {_stamp(d.start_ns)})" if d.message_count else ""),
+             f"messages:     {d.message_count}",
+             "topics:"]
+    width = max((len(t) for t in d.topics), default=0)
+    for name, t in sorted(d.topics.items()):
+        rate = f"{t.count / duration:8.1f} Hz" if duration > 0 and t.count > 1 else ""
+        lines.append(f"  {name:<{width}}  {t.type:<34} {t.count:>9} msgs {rate}")
+    if d.extraction is None:
+        lines.append(f"transitions:  none: {d.problem}")
+        return "\n".join(lines)
+    ds, counts = d.extraction.dataset, d.extraction.counts
+    events = ", ".join(f"{counts[f'event_{k}']} {k}" for k in EVENT_KINDS)
+    lines += [f"joints:       {len(ds.joint_names)}: {' '.join(ds.joint_names)}",
+              f"control period: {ds.dt * 1e3:g} ms",
+              f"episode events: {events}",
+              f"episodes:     {ds.n_episodes} with transitions",
+              f"transitions:  {len(ds)} extractable (state dim {len(ds.state_names)}, action dim "
+              f"{len(ds.joint_names)})",
+              f"not extracted: {_rejections(d.extraction)}"]
+    return "\n".join(lines)
+
+
+def _repair(bag: str) -> int:
+    report = repair_bag(bag)
+    for r in report:
+        line = f"{r.name}: {r.status}, {r.messages} messages"
+        if r.status != "intact":
+            line += f" ({r.dropped_bytes} bytes dropped: {r.problem})"
+        print(line)
+    with BagReader(bag) as reader:
+        print(f"bag {bag}: metadata.yaml rebuilt; {reader.message_count} messages in "
+              f"{len(reader.files)} file(s), {reader.duration_ns / 1e9:.3f} s")
+    return 1 if any(r.status == "unreadable" for r in report) else 0
+
+
+def _dataset(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise DataError(f"{out} exists; use --force to overwrite it")
+    t0 = time.perf_counter()
+    ex = dataset_from_bags(args.bags, **_options(args))
+    elapsed = time.perf_counter() - t0
+    data = ex.dataset
+    if args.ee_features:
+        from mbrl_ros.data.features import add_ee_features
+        from mbrl_ros.robot import load_robot
+        data = add_ee_features(data, load_robot(args.ee_features))
+    if len(data) == 0:
+        raise DataError(f"no transitions in {', '.join(args.bags)} (not extracted: "
+                        f"{_rejections(ex)})")
+    data.save(out)
+    print(f"{out}: {len(data)} transitions, {data.n_episodes} episodes from {len(args.bags)} "
+          f"bag(s); state dim {len(data.state_names)}, action dim {len(data.joint_names)}, "
+          f"dt {data.dt * 1e3:g} ms; extracted at {len(data) / max(elapsed, 1e-9):.0f} "
+          f"transitions/s; not extracted: {_rejections(ex)}")
+    return 0

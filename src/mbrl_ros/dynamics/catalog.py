@@ -1,0 +1,81 @@
+"""The model kinds by name, for the command line and the fitter node: which module defines each,
+which exist in this install, how to make a new one and how to load any from its artifact."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import fields
+
+import torch
+
+from mbrl_ros.dynamics.base import _REGISTRY, DynamicsModel, ModelError, ModelSignature, \
+    model_from_bytes
+
+# kind → module whose import registers the class with that ``kind``
+MODEL_MODULES = {
+    "ensemble": "mbrl_ros.dynamics.ensemble",
+    "mlp": "mbrl_ros.dynamics.ensemble",
+    "gp": "mbrl_ros.dynamics.gp",
+    "sparse-gp": "mbrl_ros.dynamics.gp",
+    "gmm": "mbrl_ros.dynamics.gmm",
+    "physics": "mbrl_ros.dynamics.physics",
+}
+NETWORK_KINDS = ("ensemble", "mlp")
+
+
+def _import(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return False
+    return True
+
+
+def _classes() -> dict[str, type[DynamicsModel]]:
+    for module in dict.fromkeys(MODEL_MODULES.values()):
+        _import(module)
+    return {cls.kind: cls for cls in _REGISTRY.values()}
+
+
+def available_kinds() -> list[str]:
+    """The kinds of MODEL_MODULES whose class exists in this install."""
+    classes = _classes()
+    return [k for k in MODEL_MODULES if k in classes]
+
+
+def model_class(kind: str) -> type[DynamicsModel]:
+    """The class of model ``kind``; ModelError naming the kinds that exist otherwise."""
+    cls = _classes().get(kind)
+    if cls is None:
+        known = "" if kind in MODEL_MODULES else f" (kinds: {', '.join(MODEL_MODULES)})"
+        raise ModelError(f"model kind '{kind}' is not available in this install{known}; "
+                         f"available: {', '.join(available_kinds())}")
+    return cls
+
+
+def new_model(kind: str, signature: ModelSignature, device: str | torch.device | None = None,
+              robot: str | None = None, **network_options) -> DynamicsModel:
+    """An unfitted model of ``kind``. ``robot`` (name or URDF path) is the physics model's arm;
+    ``network_options`` (EnsembleConfig fields: members, hidden, layers, max_epochs, ...) apply
+    to the network kinds only; None values are ignored."""
+    cls = model_class(kind)
+    options = {k: v for k, v in network_options.items() if v is not None}
+    if kind == "physics" and robot:
+        from mbrl_ros.dynamics.physics import PhysicsConfig
+        return cls(signature, device=device, config=PhysicsConfig(robot=robot))
+    if kind not in NETWORK_KINDS:
+        return cls(signature, device=device)
+    from mbrl_ros.dynamics.ensemble import EnsembleConfig, MLPModel
+    names = {f.name for f in fields(EnsembleConfig)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise ModelError(f"unknown network options {unknown} (known: {sorted(names)})")
+    defaults = {"members": 1, "bootstrap": False} if cls is MLPModel else {}
+    return cls(signature, device=device, config=EnsembleConfig(**{**defaults, **options}))
+
+
+def load_model(data: bytes, device: str | torch.device | None = None) -> DynamicsModel:
+    """Any model of an available kind from its artifact bytes."""
+    _classes()
+    return model_from_bytes(data, device)

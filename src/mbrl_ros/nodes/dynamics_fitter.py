@@ -1,0 +1,227 @@
+"""Node ``dynamics_fitter``: learns f(s, a) from the live arm and publishes the model.
+
+* Builds (s, a, s') transitions from ``/joint_states``, ``/effort_controller/commands`` and
+  ``/mbrl/episode_events`` with the same ``TransitionBuilder`` the offline tools use; optionally
+  starts from a dataset file (``dataset``).
+* Once ``min_transitions`` are there, and then after every ``refit_every`` new transitions, it fits
+  the model in a background thread (the callbacks never wait for it; a lock guards the data),
+  warm-starting network models from the previous weights. Episodes are split into training and
+  held-out validation data (the tail of the stream while there is only one episode).
+* Every successful fit is published on ``/mbrl/dynamics_model`` (std_msgs/UInt8MultiArray,
+  transient local: a late planner gets the latest) as a model artifact whose metadata ``info``
+  holds ``version``, ``transitions``, ``episodes``, ``val_rmse_1step``, ``fit_seconds`` and
+  ``stamp_ns`` (newest data). A fit that diverges is rolled back and never published.
+* /diagnostics: model version, age, data size, validation loss and error, fit time.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import torch
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
+
+from mbrl_ros.data.dataset import Dataset, joint_state_names
+from mbrl_ros.data.errors import DataError, StampOrderError
+from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, TopicNames
+from mbrl_ros.data.transitions import TransitionBuilder
+from mbrl_ros.dynamics.base import ModelError, ModelSignature
+from mbrl_ros.dynamics.catalog import MODEL_MODULES, NETWORK_KINDS, new_model
+from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
+from mbrl_ros.msgconv import MessageError
+from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.nodes.messages import COMMAND_QOS, LATCHED_QOS, STATE_QOS
+from mbrl_ros.nodes.params import ConfigError, Param, declare_params
+from mbrl_ros.nodes.runner import run_node
+from mbrl_ros.robot import load_robot
+
+PARAMS = [
+    Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
+    Param("joint_names", [], "joints of the model, in state and command order; [] = all"),
+    Param("control_period", 0.01, "time between joint states / commands (s)", (1e-4, 1.0)),
+    Param("model", "ensemble", "model kind", choices=tuple(MODEL_MODULES)),
+    Param("dataset", "", "dataset file to start from (mbrl-ros dataset); '' = live data only"),
+    Param("min_transitions", 500, "first fit once this many transitions are there (and at "
+                                  "least the model's minimum)", (1, 10**9)),
+    Param("refit_every", 1000, "new transitions between fits", (1, 10**9)),
+    Param("val_fraction", 0.2, "fraction of episodes held out for early stopping and the "
+                               "validation error", (0.0, 0.9)),
+    Param("warm_start", True, "network models: continue from the previous weights"),
+    Param("members", 5, "network models: ensemble members (mlp: use 1)", (1, 100)),
+    Param("hidden", 200, "network models: units per hidden layer", (1, 4096)),
+    Param("layers", 3, "network models: hidden layers", (1, 16)),
+    Param("max_epochs", 100, "network models: most epochs per fit", (1, 100000)),
+    Param("patience", 10, "network models: epochs without improvement before a fit stops",
+          (1, 100000)),
+    Param("max_fit_seconds", 300.0, "network models: time budget of one fit (s)", (0.1, 1e6)),
+    Param("seed", 0, "seed of the split and the training", (0, 2**31 - 1)),
+    Param("device", "", "torch device; '' = cuda if available, else cpu"),
+    Param("torch_threads", 0, "CPU threads of a fit; 0 = torch's default (leave cores to the "
+                              "callbacks and other nodes with a small number)", (0, 1024)),
+    Param("model_topic", "/mbrl/dynamics_model", "topic of the model artifacts"),
+    Param("states_topic", STATES, "joint states"),
+    Param("commands_topic", COMMANDS, "torque commands"),
+    Param("events_topic", EVENTS, "episode events"),
+]
+
+
+class DynamicsFitterNode(Node):
+    """The fitter; ``node_kwargs`` go to rclpy's Node (parameter_overrides, context...)."""
+
+    def __init__(self, **node_kwargs):
+        super().__init__("dynamics_fitter", **node_kwargs)
+        p = self.p = declare_params(self, PARAMS)
+        if p.torch_threads:
+            torch.set_num_threads(p.torch_threads)
+        robot = load_robot(p.robot)
+        names = list(p.joint_names) or list(robot.joint_names)
+        try:
+            robot.index_of(names)
+        except ValueError as exc:
+            raise ConfigError(f"parameter 'joint_names': {exc}") from None
+        signature = ModelSignature(tuple(names), joint_state_names(names), p.control_period)
+        self._start: Dataset | None = None
+        if p.dataset:
+            try:
+                start = Dataset.load(p.dataset)
+                signature.check(ModelSignature.of(start), f"dataset file {p.dataset}")
+            except (DataError, ModelError, OSError) as exc:
+                raise ConfigError(f"parameter 'dataset': {exc}") from None
+            self._start = start
+        options = {k: getattr(p, k) for k in ("members", "hidden", "layers", "max_epochs",
+                                              "patience", "seed")} if p.model in NETWORK_KINDS \
+            else {}
+        if options:
+            options["max_seconds"] = p.max_fit_seconds
+        try:
+            self.model = new_model(p.model, signature, p.device or None, p.robot, **options)
+        except ModelError as exc:
+            raise ConfigError(f"parameter 'model': {exc}") from None
+        self.topics = TopicNames(p.states_topic, p.commands_topic, p.events_topic)
+        self.builder = TransitionBuilder(names, p.control_period, topics=self.topics)
+        self._lock = threading.Lock()          # guards _parts, the counts and the status
+        self._parts = [Dataset.empty(names, p.control_period, signature.state_names)]
+        self._new = self._total = len(self._start) if self._start is not None else 0
+        self._attempts = 0                     # fits started (a failed one waits for new data)
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self.version = 0
+        self.published_at: float | None = None
+        self.last_fit: dict = {}
+        self.failure: str | None = None
+        self.pub = self.create_publisher(UInt8MultiArray, p.model_topic, LATCHED_QOS)
+        self.create_subscription(JointState, p.states_topic, self._on_state, STATE_QOS)
+        self.create_subscription(Float64MultiArray, p.commands_topic,
+                                 lambda m: self._feed(p.commands_topic, m), COMMAND_QOS)
+        self.create_subscription(String, p.events_topic, lambda m: self._feed(p.events_topic, m),
+                                 10)
+        self.diag = Diagnostics(self, "dynamics fitter", self._report)
+        self.get_logger().info(f"fitting a {p.model} model of joints {names}"
+                               + (f", starting from {len(self._start)} transitions of {p.dataset}"
+                                  if p.dataset else ""))
+        self._maybe_fit()
+
+    # -- data ------------------------------------------------------------------------------------
+    def _feed(self, topic: str, msg) -> bool:
+        try:
+            self.builder.feed(topic, msg)
+        except (MessageError, StampOrderError) as exc:
+            self.diag.warn("rejected_message", f"{topic}: {exc}")
+            return False
+        return True
+
+    def _on_state(self, msg: JointState) -> None:
+        if not self._feed(self.p.states_topic, msg):
+            return
+        new = self.builder.take()
+        if len(new):
+            with self._lock:
+                self._parts.append(new)
+                self._new += len(new)
+                self._total += len(new)
+            self._maybe_fit()
+
+    def dataset(self) -> Dataset:
+        """The start dataset (its own episodes) and all live transitions so far."""
+        with self._lock:
+            live = Dataset.concat(self._parts, renumber=False)
+            self._parts = [live]
+        return live if self._start is None else Dataset.concat([self._start, live], renumber=True)
+
+    # -- fitting ---------------------------------------------------------------------------------
+    def _maybe_fit(self) -> None:
+        if self._closing or (self._thread is not None and self._thread.is_alive()):
+            return
+        with self._lock:
+            due = self._new >= self.p.refit_every if self._attempts else \
+                self._total >= max(self.p.min_transitions, self.model.min_transitions)
+            if not due:
+                return
+            self._new = 0
+            self._attempts += 1
+        self._thread = threading.Thread(target=self._fit, name="dynamics_fit", daemon=True)
+        self._thread.start()
+
+    def _fit(self) -> None:
+        data = self.dataset()
+        try:
+            train, val = holdout_split(data, self.p.val_fraction, self.p.seed)
+            kwargs = {"warm_start": True} if (self.p.warm_start and self.version
+                                              and self.p.model in NETWORK_KINDS) else {}
+            report = self.model.fit(train, val if len(val) else None, **kwargs)
+            if report.rolled_back:
+                raise ModelError(report.message)
+            error = evaluate(self.model, val if len(val) else train, (1,)).rmse(1)
+            info = {"version": self.version + 1, "transitions": len(data),
+                    "episodes": data.n_episodes, "val_rmse_1step": error,
+                    "val_loss": min(report.val_loss) if report.val_loss else None,
+                    "fit_seconds": report.seconds, "stamp_ns": int(data.stamps.max())}
+            self.model.info = info
+            blob = self.model.to_bytes()
+        except (ValueError, RuntimeError) as exc:   # ModelError, DataError, torch errors
+            with self._lock:
+                self.failure = f"fit on {len(data)} transitions failed, model not published: {exc}"
+            self.diag.warn("failed_fit", self.failure)
+            return
+        if self._closing:
+            return
+        self.pub.publish(UInt8MultiArray(data=blob))
+        with self._lock:
+            self.version, self.published_at, self.failure = info["version"], time.monotonic(), None
+            self.last_fit = info
+        self.get_logger().info(
+            f"model v{self.version}: {len(data)} transitions, {data.n_episodes} episodes, "
+            f"1-step validation RMSE {error:.4g}, fitted in {report.seconds:.1f} s "
+            f"({report.message})")
+
+    # -- status ----------------------------------------------------------------------------------
+    def _report(self) -> tuple[int, str, dict]:
+        with self._lock:
+            size = self._total
+            values = {"model": self.p.model, "model_version": self.version, "transitions": size,
+                      **{f"builder {k}": v for k, v in sorted(self.builder.counts.items())}}
+            if self.published_at is not None:
+                values["model_age_s"] = time.monotonic() - self.published_at
+                values.update({k: v for k, v in self.last_fit.items()
+                               if k in ("val_rmse_1step", "val_loss", "fit_seconds")})
+            failure, version = self.failure, self.version
+        if failure:
+            return (WARN if version else ERROR), failure, values
+        if not version:
+            return OK, f"collecting data: {size} transitions", values
+        return OK, f"model v{version} published", values
+
+    def close(self) -> None:
+        """Stop publishing; a fit in progress finishes in its (daemon) thread."""
+        self._closing = True
+
+
+def main(args=None) -> int:
+    return run_node(lambda: DynamicsFitterNode(), "dynamics_fitter", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

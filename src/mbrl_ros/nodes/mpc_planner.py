@@ -1,0 +1,206 @@
+"""Node ``mpc_planner``: model-predictive control through the latest learned dynamics model.
+
+Subscribes ``/joint_states``, ``/mbrl/target`` (PointStamped; ``header.stamp`` = the stamp from
+which the target holds, so targets can be sent ahead of their episode) and ``/mbrl/dynamics_model``
+(model artifacts, transient-local). Every ``replan_every`` control periods it publishes a controller
+artifact on ``/mbrl/controller`` (starting at the state's stamp, covering at least the steps until
+the next replan) and the predicted end-effector path on ``/mbrl/planned_path``. Until a model
+arrives (and for ``random_seconds`` at the start) it sends the base policy π0: random torques.
+
+Planning runs in the joint-state callback: in a lockstep graph the whole graph waits for it, so
+results do not depend on machine speed. A model for other joints, another control period or an
+unknown state layout is refused (diagnostic, the previous model stays); a plan with NaN falls back
+to the previous plan and is reported.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+from geometry_msgs.msg import PointStamped, PoseStamped
+from nav_msgs.msg import Path
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import UInt8MultiArray
+
+from mbrl_ros.artifacts import ArtifactError
+from mbrl_ros.dynamics.base import ModelError, model_from_bytes
+from mbrl_ros.mpc import MPC
+from mbrl_ros.msgconv import MessageError, read_joint_state, stamp_to_ns
+from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
+from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS, time_msg
+from mbrl_ros.nodes.params import ConfigError, Param, declare_params
+from mbrl_ros.nodes.runner import run_node
+from mbrl_ros.planning import PLANNERS, PlanError
+from mbrl_ros.policy.random_torque import RandomTorquePolicy
+from mbrl_ros.robot import load_robot
+from mbrl_ros.tasks.reach import ReachCost
+from mbrl_ros.tasks.terms import TaskError
+
+PARAMS = [
+    Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
+    Param("joint_names", [], "joints to control, in command order; [] = all, robot order"),
+    Param("control_period", 0.05, "control period of the graph = the model's dt (s)", (1e-4, 1.0)),
+    Param("planner", "icem", "planning algorithm", choices=tuple(sorted(PLANNERS))),
+    Param("horizon", 20, "planning horizon (control periods)", (1, 1000)),
+    Param("replan_every", 1, "control periods between replans (≤ horizon)", (1, 1000)),
+    Param("samples", 200, "population (cem, icem), samples (mppi, random)", (1, 1_000_000)),
+    Param("elites", 20, "elites (cem, icem)", (1, 100_000)),
+    Param("iterations", 3, "optimiser iterations", (1, 1000)),
+    Param("propagation", "mean", "model propagation for sampling planners",
+          choices=("mean", "sample", "ts1", "tsinf")),
+    Param("particles", 1, "particles per action sequence (1 for 'mean')", (1, 1000)),
+    Param("seed", 0, "planner and base-policy seed", (0, 2**31 - 1)),
+    Param("random_seconds", 0.0, "run π0 for this much time at the start (s)", (0.0, 1e6)),
+    Param("random_scale", 0.3, "π0 torque amplitude, fraction of the effort limits", (0.0, 1.0)),
+    Param("random_hold_steps", 2, "control periods each π0 torque is held", (1, 100000)),
+    Param("w_l2", 1.0, "reach cost: weight of ½·d² (1/m²)", (0.0, 1e6)),
+    Param("w_log", 1.0, "reach cost: weight of log(d² + α)", (0.0, 1e6)),
+    Param("alpha", 1e-4, "reach cost: α of the log term (m²)", (1e-12, 1.0)),
+    Param("terminal_weight", 10.0, "reach cost: weight of the last step", (0.0, 1e6)),
+    Param("w_velocity", 0.0, "reach cost: weight of the final joint speed²", (0.0, 1e6)),
+    Param("w_action", 1e-3, "action penalty weight (per (N·m)²)", (0.0, 1e6)),
+    Param("w_limit", 1.0, "joint-limit penalty weight", (0.0, 1e6)),
+    Param("device", "", "torch device for planning; '' = cuda if available, else cpu"),
+]
+
+
+class MPCPlannerNode(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__("mpc_planner", **node_kwargs)
+        p = self.p = declare_params(self, PARAMS)
+        robot = load_robot(p.robot)
+        self.joint_names = tuple(p.joint_names) or robot.joint_names
+        try:
+            idx = robot.index_of(self.joint_names)
+        except ValueError as exc:
+            raise ConfigError(f"parameter 'joint_names': {exc}") from None
+        effort = robot.limits.effort[idx]
+        self.device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            planner = PLANNERS[p.planner](p.horizon, -effort, effort, seed=p.seed,
+                                          **self._planner_kwargs(p))
+            cost = ReachCost(robot, w_l2=p.w_l2, w_log=p.w_log, alpha=p.alpha,
+                             terminal_weight=p.terminal_weight, w_velocity=p.w_velocity,
+                             w_action=p.w_action, w_limit=p.w_limit).to(self.device)
+            self.mpc = MPC(robot, self.joint_names, planner, cost, dt=p.control_period,
+                           replan_every=p.replan_every,
+                           random_steps=int(round(p.random_seconds / p.control_period)),
+                           base_policy=RandomTorquePolicy(effort, p.random_scale,
+                                                          p.random_hold_steps, p.seed + 1))
+        except (PlanError, TaskError, ValueError) as exc:
+            raise ConfigError(f"planner configuration: {exc}") from None
+        self.frame = robot.link_names[0]
+        self.period_ns = int(round(p.control_period * 1e9))
+        self.targets: list[tuple[int, np.ndarray]] = []
+        self.next_plan_ns: int | None = None
+        self.last_stamp = -1
+        self.model_version = -1
+        self.plan_times: list[float] = []
+        self.last_cost = float("nan")
+
+        self.controller_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller",
+                                                    LATCHED_QOS)
+        self.path_pub = self.create_publisher(Path, "/mbrl/planned_path", 10)
+        self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
+        self.create_subscription(PointStamped, "/mbrl/target", self._on_target, TARGET_QOS)
+        self.create_subscription(UInt8MultiArray, "/mbrl/dynamics_model", self._on_model,
+                                 LATCHED_QOS)
+        self.diag = Diagnostics(self, "planner", self._report)
+        self.get_logger().info(f"{p.planner} planner, horizon {p.horizon} × "
+                               f"{p.control_period:g} s, replanning every {p.replan_every} "
+                               f"step(s) on {self.device}")
+
+    @staticmethod
+    def _planner_kwargs(p) -> dict:
+        sampling = {"mode": p.propagation, "particles": p.particles}
+        return {"cem": dict(population=p.samples, elites=p.elites, iterations=p.iterations,
+                            **sampling),
+                "icem": dict(population=p.samples, elites=p.elites, iterations=p.iterations,
+                             **sampling),
+                "mppi": dict(samples=p.samples, iterations=p.iterations, **sampling),
+                "random": dict(samples=p.samples, **sampling),
+                "ilqr": dict(iterations=p.iterations)}[p.planner]
+
+    # -- inputs --------------------------------------------------------------------------------
+    def _on_target(self, msg: PointStamped) -> None:
+        target = np.array([msg.point.x, msg.point.y, msg.point.z])
+        if not np.all(np.isfinite(target)):
+            self.diag.warn("rejected_target", "target with non-finite coordinates rejected")
+            return
+        self.targets.append((stamp_to_ns(msg.header.stamp), target))
+        self.targets.sort(key=lambda st: st[0])
+        del self.targets[:-16]
+
+    def _target_at(self, stamp_ns: int) -> np.ndarray | None:
+        valid = [t for s, t in self.targets if s <= stamp_ns]
+        return valid[-1] if valid else None
+
+    def _on_model(self, msg: UInt8MultiArray) -> None:
+        try:
+            model = model_from_bytes(bytes(msg.data), device=self.device)
+            self.mpc.set_model(model)
+        except (ArtifactError, ModelError) as exc:
+            self.diag.warn("refused_models", f"dynamics model refused: {exc}")
+            return
+        self.model_version = int(model.info.get("version", self.model_version + 1))
+        self.diag.count("models_received")
+
+    def _on_state(self, msg: JointState) -> None:
+        try:
+            s = read_joint_state(msg, self.joint_names)
+        except MessageError as exc:
+            self.diag.warn("rejected_state", f"joint state rejected: {exc}")
+            return
+        if s.stamp_ns <= self.last_stamp:
+            self.diag.warn("stale_state", f"joint state stamp {s.stamp_ns} ns does not advance")
+            return
+        self.last_stamp = s.stamp_ns
+        if self.next_plan_ns is not None and s.stamp_ns < self.next_plan_ns:
+            return
+        tic = time.perf_counter()
+        step = self.mpc.act(s.position, s.velocity, s.stamp_ns, self._target_at(s.stamp_ns))
+        self.diag.count(f"controllers_{step.source}")
+        if step.plan is not None:
+            self.plan_times.append(time.perf_counter() - tic)
+            del self.plan_times[:-50]
+            self.last_cost = step.plan.cost
+            if not step.plan.ok:
+                self.diag.warn("nan_plans", f"plan at {s.stamp_ns} ns produced NaN: "
+                                            f"using the {step.source} controller")
+        self.next_plan_ns = s.stamp_ns + self.p.replan_every * self.period_ns
+        self.controller_pub.publish(UInt8MultiArray(data=step.controller.to_bytes()))
+        if step.source == "plan":
+            self._publish_path(step.plan.states, s.stamp_ns)
+
+    def _publish_path(self, states: np.ndarray, stamp_ns: int) -> None:
+        n = len(self.joint_names)
+        ee = self.mpc.fk.ee_position(torch.as_tensor(states[:, :n], dtype=torch.float64)).numpy()
+        path = Path()
+        path.header.stamp, path.header.frame_id = time_msg(stamp_ns), self.frame
+        for t, point in enumerate(ee):
+            pose = PoseStamped()
+            pose.header.stamp, pose.header.frame_id = time_msg(stamp_ns + t * self.period_ns), \
+                self.frame
+            pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, point)
+            pose.pose.orientation.w = 1.0
+            path.poses.append(pose)
+        self.path_pub.publish(path)
+
+    def _report(self) -> tuple[int, str, dict]:
+        rate = 1.0 / np.mean(self.plan_times) if self.plan_times else float("nan")
+        level = WARN if self.diag.counters["nan_plans"] or self.diag.counters["refused_models"] \
+            else OK
+        return level, f"{self.p.planner}, model v{self.model_version}", {
+            "plan_rate_hz": rate, "last_cost": self.last_cost,
+            "model_version": self.model_version}
+
+
+def main(args=None) -> int:
+    return run_node(lambda: MPCPlannerNode(), "mpc_planner", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

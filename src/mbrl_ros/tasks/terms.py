@@ -1,0 +1,72 @@
+"""Cost terms shared by the tasks. States are laid out [q (n), q̇ (n), optional features]."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mbrl_ros.robot import ForwardKinematics, RobotDescription
+
+
+class TaskError(ValueError):
+    """A task was configured with bad values; the message names the value."""
+
+
+def nonnegative(name: str, value) -> float:
+    value = float(value)
+    if not (np.isfinite(value) and value >= 0.0):
+        raise TaskError(f"{name} must be a finite number ≥ 0, got {value}")
+    return value
+
+
+def point3(name: str, value) -> np.ndarray:
+    p = np.asarray(value, dtype=np.float64)
+    if p.shape != (3,) or not np.all(np.isfinite(p)):
+        raise TaskError(f"{name} must be 3 finite coordinates (m), got "
+                        f"{np.asarray(value).tolist()}")
+    return p
+
+
+class ArmTerms(torch.nn.Module):
+    """The robot-dependent pieces every arm task uses: forward kinematics of the end effector,
+    torques normalised by the effort limits, and the joint-limit penalty.
+
+    w_action: weight of Σ_j (u_j / effort_j)² per step; w_limit: weight of
+    Σ_j (max(0, q_j − (upper_j − m), (lower_j + m) − q_j) / m)² per step with margin m (rad).
+    Move to another dtype/device with ``.to``.
+    """
+
+    def __init__(self, robot: RobotDescription, *, w_action: float, w_limit: float,
+                 limit_margin: float, dtype: torch.dtype):
+        super().__init__()
+        self.n = robot.n_joints
+        self.fk = ForwardKinematics(robot, dtype=dtype)
+        self.w_action = nonnegative("w_action", w_action)
+        self.w_limit = nonnegative("w_limit", w_limit)
+        self.limit_margin = nonnegative("limit_margin", limit_margin)
+        if self.limit_margin <= 0.0:
+            raise TaskError(f"limit_margin must be > 0, got {limit_margin}")
+        lim = robot.limits
+        for name, value in (("effort", lim.effort), ("lower", lim.lower + limit_margin),
+                            ("upper", lim.upper - limit_margin)):
+            self.register_buffer(f"_{name}", torch.tensor(value, dtype=dtype))
+
+    def check(self, states: torch.Tensor, actions: torch.Tensor) -> None:
+        if states.ndim < 2 or actions.ndim < 2 or states.shape[-1] < 2 * self.n \
+                or actions.shape[-1] != self.n or states.shape[-2] != actions.shape[-2] + 1:
+            raise TaskError(f"cost needs states (..., T+1, ≥{2 * self.n}) and actions "
+                            f"(..., T, {self.n}); got {tuple(states.shape)} and "
+                            f"{tuple(actions.shape)}")
+
+    def ee(self, states: torch.Tensor) -> torch.Tensor:
+        """End-effector positions (..., 3) in m of states (..., dx) (e.g. a planned path)."""
+        return self.fk.ee_position(states[..., :self.n]).to(states.dtype)
+
+    def action_penalty(self, actions: torch.Tensor) -> torch.Tensor:
+        """w_action · Σ_t Σ_j (u_tj / effort_j)², shape (...)."""
+        return self.w_action * ((actions / self._effort) ** 2).sum((-1, -2))
+
+    def limit_penalty(self, states: torch.Tensor) -> torch.Tensor:
+        """w_limit · Σ_{t≥1} Σ_j (distance into the margin / margin)², shape (...)."""
+        q = states[..., 1:, :self.n]
+        inside = torch.relu(q - self._upper) + torch.relu(self._lower - q)
+        return self.w_limit * ((inside / self.limit_margin) ** 2).sum((-1, -2))

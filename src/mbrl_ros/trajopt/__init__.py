@@ -1,0 +1,1 @@
+"""Local models and KL-constrained trajectory optimisation (guided policy search's inner loop)."""

@@ -1,0 +1,215 @@
+"""TransitionBuilder: pairing rules, boundaries, gaps and bad input, on hand-built message streams
+whose expected transitions are written out by hand."""
+import numpy as np
+import pytest
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, String
+
+from mbrl_ros.data.bags import typestore
+from mbrl_ros.data.errors import StampOrderError
+from mbrl_ros.data.topics import episode_event_json
+from mbrl_ros.data.transitions import TransitionBuilder
+from mbrl_ros.msgconv import MessageError
+from mbrl_ros.nodes.messages import command_msg, joint_state_msg
+
+NAMES = ("a", "b")
+DT_NS = 10_000_000  # 10 ms
+
+
+def state(k: int, stamp_ns: int | None = None) -> JointState:
+    """State k: position (k, -k), velocity (10k, 0.5), stamped k·dt (unless given)."""
+    return joint_state_msg(k * DT_NS if stamp_ns is None else stamp_ns, NAMES,
+                           np.array([k, -k], float), np.array([10.0 * k, 0.5]), np.zeros(2))
+
+
+def torque(k: int) -> np.ndarray:
+    return np.array([k + 0.25, -k - 0.75])
+
+
+def event(kind: str, stamp_ns: int, episode: int = 1) -> String:
+    return String(data=episode_event_json(kind, episode, stamp_ns))
+
+
+def x(k: int) -> np.ndarray:
+    return np.array([k, -k, 10.0 * k, 0.5])
+
+
+def build(stream, **kwargs) -> tuple:
+    b = TransitionBuilder(NAMES, DT_NS / 1e9, **kwargs)
+    for kind, msg in stream:
+        getattr(b, f"add_{kind}")(msg)
+    b.finish()
+    return b.take(), b.counts
+
+
+def lockstep(n: int):
+    """States 0..n-1, each answered by a command tagged with its stamp (sim lockstep)."""
+    for k in range(n):
+        yield "state", state(k)
+        yield "command", command_msg(torque(k), k * DT_NS)
+
+
+def test_lockstep_n_states_give_n_minus_1_exact_transitions():
+    ds, counts = build(lockstep(50))
+    assert len(ds) == 49
+    np.testing.assert_array_equal(ds.states, np.stack([x(k) for k in range(49)]))
+    np.testing.assert_array_equal(ds.actions, np.stack([torque(k) for k in range(49)]))
+    np.testing.assert_array_equal(ds.next_states, np.stack([x(k) for k in range(1, 50)]))
+    np.testing.assert_array_equal(ds.stamps, np.arange(49) * DT_NS)
+    np.testing.assert_array_equal(ds.episodes, 0)
+    assert ds.state_names == ("position/a", "position/b", "velocity/a", "velocity/b")
+    assert ds.action_names == ("effort/a", "effort/b")
+
+
+def test_tagged_command_arriving_after_the_next_state_is_still_paired():
+    stream = []
+    for k in range(10):
+        stream.append(("state", state(k)))
+        if k:
+            stream.append(("command", command_msg(torque(k - 1), (k - 1) * DT_NS)))
+    ds, counts = build(stream)
+    assert len(ds) == 9 and counts["no_command"] == 0  # each command came after the next state
+    np.testing.assert_array_equal(ds.actions, np.stack([torque(k) for k in range(9)]))
+
+
+def test_joint_order_follows_joint_names_not_the_message():
+    msg = joint_state_msg(0, ("b", "a"), np.array([2.0, 1.0]), np.array([4.0, 3.0]), np.zeros(2))
+    msg2 = joint_state_msg(DT_NS, ("b", "a"), np.array([6.0, 5.0]), np.array([8.0, 7.0]),
+                           np.zeros(2))
+    ds, _ = build([("state", msg), ("command", command_msg(torque(0), 0)), ("state", msg2)])
+    np.testing.assert_array_equal(ds.states[0], [1, 2, 3, 4])
+    np.testing.assert_array_equal(ds.next_states[0], [5, 6, 7, 8])
+
+
+def test_untagged_commands_zero_order_hold_and_nothing_before_the_first_command():
+    stream = [("state", state(0)), ("state", state(1)),            # no command yet
+              ("command", command_msg(torque(1))), ("state", state(2)),
+              ("state", state(3)),                                  # held: torque(1)
+              ("command", command_msg(torque(7))), ("command", command_msg(torque(3))),
+              ("state", state(4))]                                  # latest wins: torque(3)
+    ds, counts = build(stream)
+    np.testing.assert_array_equal(ds.stamps, np.array([1, 2, 3]) * DT_NS)
+    np.testing.assert_array_equal(ds.actions, np.stack([torque(1), torque(1), torque(3)]))
+    assert counts["no_command"] == 1
+
+
+def test_tagged_command_wins_over_held_untagged_command():
+    stream = [("state", state(0)), ("command", command_msg(torque(9))),
+              ("command", command_msg(torque(0), 0)), ("state", state(1))]
+    ds, _ = build(stream)
+    np.testing.assert_array_equal(ds.actions, [torque(0)])
+
+
+def test_reset_cuts_the_transition_even_when_the_event_arrives_after_the_state():
+    stream = []
+    for k in range(6):
+        stream.append(("state", state(k)))
+        if k == 3:  # reset: state 3 is the first of the new episode; its event comes late
+            stream.append(("event", event("reset", 3 * DT_NS)))
+        stream.append(("command", command_msg(torque(k), k * DT_NS)))
+    ds, counts = build(stream)
+    np.testing.assert_array_equal(ds.stamps, np.array([0, 1, 3, 4]) * DT_NS)
+    np.testing.assert_array_equal(ds.episodes, [0, 0, 1, 1])
+    assert counts["boundary"] == 1 and counts["event_reset"] == 1
+
+
+def test_held_command_from_before_a_reset_is_not_used_after_it():
+    stream = [("state", state(0)), ("command", command_msg(torque(0))), ("state", state(1)),
+              ("event", event("reset", 2 * DT_NS)), ("state", state(2)), ("state", state(3)),
+              ("command", command_msg(torque(3))), ("state", state(4))]
+    ds, counts = build(stream)
+    np.testing.assert_array_equal(ds.stamps, np.array([0, 3]) * DT_NS)
+    np.testing.assert_array_equal(ds.actions, np.stack([torque(0), torque(3)]))
+    np.testing.assert_array_equal(ds.episodes, [0, 1])
+    assert counts["no_command"] == 1 and counts["boundary"] == 1
+
+
+def test_end_and_start_events_exclude_the_states_between_episodes():
+    stream = [("event", event("start", 0, 1)), ("event", event("end", 3 * DT_NS, 1)),
+              ("event", event("start", 6 * DT_NS, 2))] + list(lockstep(9))
+    ds, counts = build(stream)
+    np.testing.assert_array_equal(ds.stamps, np.array([0, 1, 6, 7]) * DT_NS)
+    np.testing.assert_array_equal(ds.episodes, [1, 1, 2, 2])
+    assert counts["outside_episode"] == 2 and counts["boundary"] == 2
+
+
+def test_gap_in_the_states_breaks_the_chain_and_tolerance_allows_jitter():
+    stamps = [0, 10, 20, 40, 50, 61]  # ms: state at 30 missing; 61 is 10 % late
+    stream = []
+    for k, ms in enumerate(stamps):
+        stream += [("state", state(k, ms * 1_000_000)),
+                   ("command", command_msg(torque(k), ms * 1_000_000))]
+    ds, counts = build(stream, gap_tolerance=0.15)
+    np.testing.assert_array_equal(ds.stamps // 1_000_000, [0, 10, 40, 50])
+    assert counts["gap"] == 1
+    ds, counts = build(stream, gap_tolerance=0.05)
+    assert counts["gap"] == 2 and len(ds) == 3
+
+
+def test_repeated_stamp_is_dropped_and_backwards_stamp_raises_then_restarts():
+    b = TransitionBuilder(NAMES, DT_NS / 1e9)
+    for kind, msg in lockstep(3):
+        getattr(b, f"add_{kind}")(msg)
+    b.add_state(state(2))
+    assert b.counts["repeated_state"] == 1
+    with pytest.raises(StampOrderError, match="goes backwards"):
+        b.add_state(state(1))
+    b.add_command(command_msg(torque(1), DT_NS))
+    b.add_state(state(2))
+    b.finish()
+    ds = b.take()
+    np.testing.assert_array_equal(ds.stamps, np.array([0, 1, 1]) * DT_NS)
+    np.testing.assert_array_equal(ds.episodes, [0, 0, 1])
+
+
+def test_late_tagged_command_and_late_event_are_counted():
+    b = TransitionBuilder(NAMES, DT_NS / 1e9)
+    for kind, msg in lockstep(4):
+        getattr(b, f"add_{kind}")(msg)
+    b.add_command(command_msg(torque(0), 0))
+    b.add_event(event("reset", DT_NS))
+    assert b.counts["late_command"] == 1 and b.counts["late_event"] == 1
+
+
+@pytest.mark.parametrize("kind,msg,match", [
+    ("state", JointState(name=["a"], position=[0.0], velocity=[0.0]), "lacks joints"),
+    ("state", JointState(name=["a", "b"], position=[0.0, float("nan")], velocity=[0.0, 0.0]),
+     "non-finite"),
+    ("command", Float64MultiArray(data=[1.0]), "expected 2"),
+    ("command", Float64MultiArray(data=[1.0, float("inf")]), "non-finite"),
+    ("event", String(data="not json"), "not JSON"),
+    ("event", String(data='{"event": "pause", "stamp_ns": 1}'), "kind"),
+    ("event", String(data='{"event": "reset", "stamp_ns": -5}'), "negative"),
+])
+def test_malformed_messages_raise_message_error(kind, msg, match):
+    b = TransitionBuilder(NAMES, DT_NS / 1e9)
+    with pytest.raises(MessageError, match=match):
+        getattr(b, f"add_{kind}")(msg)
+
+
+def test_bag_messages_from_rosbags_give_the_same_transitions():
+    """The builder is duck-typed: rosbags' deserialised messages work like rclpy's."""
+    store = typestore()
+    live = list(lockstep(20))
+    converted = [(kind, store.deserialize_cdr(serialize_message(msg), _type_of(msg)))
+                 for kind, msg in live]
+    assert isinstance(converted[0][1], store.types["sensor_msgs/msg/JointState"])
+    a, _ = build(live)
+    b, _ = build(converted)
+    for name in ("states", "actions", "next_states", "episodes", "stamps"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def _type_of(msg) -> str:
+    return {JointState: "sensor_msgs/msg/JointState",
+            Float64MultiArray: "std_msgs/msg/Float64MultiArray"}[type(msg)]
+
+
+def test_bad_construction_arguments():
+    with pytest.raises(ValueError, match="unique"):
+        TransitionBuilder(("a", "a"), 0.01)
+    with pytest.raises(ValueError, match="positive"):
+        TransitionBuilder(NAMES, 0.0)
+    with pytest.raises(ValueError, match="gap_tolerance"):
+        TransitionBuilder(NAMES, 0.01, gap_tolerance=1.5)

@@ -1,0 +1,26 @@
+"""Every learned model kind carries its ``info`` (the fitter's version, data size, validation
+error) through its artifact and is rebuilt by ``model_from_bytes``."""
+import pytest
+import torch
+
+from mbrl_ros.dynamics.base import ModelSignature, model_from_bytes
+from mbrl_ros.dynamics.catalog import new_model
+from dynamics_systems import linear_dataset
+
+
+@pytest.mark.parametrize("kind", ["ensemble", "mlp", "gp", "sparse-gp", "gmm"])
+def test_info_and_predictions_survive_the_artifact(kind):
+    torch.manual_seed(0)
+    data = linear_dataset(episodes=4, steps=30, noise=0.01)
+    model = new_model(kind, ModelSignature.of(data), device="cpu",
+                      **({"members": 2, "hidden": 16, "layers": 2, "max_epochs": 3}
+                         if kind in ("ensemble", "mlp") else {}))
+    train, val = data.split(0.25, seed=0)
+    assert not model.fit(train, val).rolled_back
+    model.info = {"version": 3, "transitions": len(data), "val_rmse_1step": 0.1}
+    again = model_from_bytes(model.to_bytes(), device="cpu")
+    assert type(again) is type(model) and again.info == model.info
+    s = torch.as_tensor(val.states, dtype=torch.float64)
+    a = torch.as_tensor(val.actions, dtype=torch.float64)
+    for x, y in zip(model.predict(s, a), again.predict(s, a)):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)

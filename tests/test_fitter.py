@@ -1,0 +1,135 @@
+"""The ``dynamics_fitter`` node over real DDS: models fitted from a dataset file and from the live
+lockstep simulator under the random base policy are published (transient local) and received in
+this process; bad configuration stops the node with a message naming the parameter."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.parameter import Parameter
+from std_msgs.msg import UInt8MultiArray
+
+from mbrl_ros.dynamics.catalog import load_model
+from mbrl_ros.dynamics.simdata import random_torque_dataset
+from mbrl_ros.nodes.diagnostics import ERROR
+from mbrl_ros.nodes.dynamics_fitter import DynamicsFitterNode
+from mbrl_ros.nodes.messages import LATCHED_QOS
+from mbrl_ros.nodes.params import ConfigError
+from mbrl_ros.robot import load_robot
+
+from ros_harness import wait_for
+
+pytestmark = pytest.mark.ros
+torch.set_num_threads(1)
+
+ARM2 = ["joint1", "joint2"]
+SMALL_NET = {"torch_threads": 1, "hidden": 32, "layers": 2, "max_epochs": 15, "patience": 5}
+
+
+class ModelReceiver:
+    """Collects the model artifacts published on /mbrl/dynamics_model (a late subscriber)."""
+
+    def __init__(self, ros):
+        self.models, self.lock = [], threading.Lock()
+        self.node = ros.node("model_receiver")
+        self.node.create_subscription(UInt8MultiArray, "/mbrl/dynamics_model", self._on_model,
+                                      LATCHED_QOS)
+
+    def _on_model(self, msg):
+        with self.lock:
+            self.models.append(load_model(bytes(msg.data), device="cpu"))
+
+    def versions(self) -> list[int]:
+        with self.lock:
+            return [m.info["version"] for m in self.models]
+
+
+def test_publishes_a_model_fitted_to_a_dataset_file(ros, node_process, tmp_path):
+    robot = load_robot("arm2")
+    assert list(robot.joint_names) == ARM2
+    data = random_torque_dataset(robot, 6, 100, seed=4)
+    data.save(tmp_path / "d.safetensors")
+    fitter = node_process("dynamics_fitter", {
+        "robot": "arm2", "dataset": str(tmp_path / "d.safetensors"), "model": "mlp",
+        "members": 1, "min_transitions": 100, **SMALL_NET, "max_epochs": 150, "patience": 20})
+    receiver = ModelReceiver(ros)   # subscribes whenever; transient local delivers the latest
+    wait_for(lambda: receiver.versions() == [1], 90, f"model v1 ({fitter.output()[-2000:]})")
+    model = receiver.models[0]
+    assert model.kind == "mlp" and model.signature.joint_names == tuple(ARM2)
+    assert model.info["transitions"] == 600 and model.info["episodes"] == 6
+    no_motion = np.sqrt(np.mean(data.deltas ** 2))   # error of predicting s' = s
+    assert 0 < model.info["val_rmse_1step"] < 0.3 * no_motion and model.info["fit_seconds"] > 0
+    with torch.no_grad():
+        mean, var = model.predict(torch.as_tensor(data.states), torch.as_tensor(data.actions))
+    assert torch.isfinite(mean).all() and (var > 0).all()
+    assert fitter.proc.poll() is None
+
+
+def test_refits_from_the_live_simulator(ros, node_process):
+    """Lockstep arm2 simulator + random base policy: the fitter builds transitions from the
+    topics, publishes v1 after 300 and v2 after 300 more (warm start), with diagnostics."""
+    statuses = []
+    diag = ros.node("diag_listener")
+    diag.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(
+        s for s in m.status if s.name.startswith("dynamics_fitter")), 10)
+    receiver = ModelReceiver(ros)
+    fitter = node_process("dynamics_fitter", {
+        "robot": "arm2", "model": "ensemble", "members": 2, "min_transitions": 300,
+        "refit_every": 300, **SMALL_NET})
+    node_process("base_policy", {"robot": "arm2", "seed": 1, "scale": 0.5})
+    node_process("arm_sim", {"robot": "arm2", "mode": "lockstep", "lockstep_timeout": 60.0,
+                             "seed": 1})
+    wait_for(lambda: len(receiver.versions()) >= 2, 120,
+             f"two model versions ({fitter.output()[-2000:]})")
+    v1, v2 = receiver.models[:2]
+    assert [v1.info["version"], v2.info["version"]] == [1, 2]
+    assert 300 <= v1.info["transitions"] < v2.info["transitions"]
+    assert v2.info["transitions"] - v1.info["transitions"] >= 300
+    assert v2.info["stamp_ns"] > v1.info["stamp_ns"]
+    assert v1.stats is not None and np.array_equal(v1.stats.state_mean, v2.stats.state_mean)
+    wait_for(lambda: any(kv.key == "model_version" and kv.value != "0"
+                         for s in list(statuses) for kv in s.values), 10, "fitter diagnostics")
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"dataset": "/nonexistent/d.safetensors"}, "parameter 'dataset'"),
+    ({"refit_every": 0}, "parameter 'refit_every' = 0 is out of range"),
+    ({"model": "linear"}, "parameter 'model' = 'linear' must be one of"),
+    ({"joint_names": ["joint1", "wrist"]}, "parameter 'joint_names'"),
+])
+def test_bad_configuration_names_the_parameter(ros, params, message):
+    overrides = [Parameter(k, value=v) for k, v in {"robot": "arm2", **params}.items()]
+    with pytest.raises(ConfigError, match=message):
+        DynamicsFitterNode(context=ros.context, parameter_overrides=overrides)
+
+
+def test_dataset_of_other_joints_is_refused(ros, tmp_path):
+    random_torque_dataset(load_robot("arm2"), 2, 60).save(tmp_path / "d.safetensors")
+    overrides = [Parameter("robot", value="arm7"),
+                 Parameter("dataset", value=str(tmp_path / "d.safetensors"))]
+    with pytest.raises(ConfigError, match="model is for joints .* dataset file .* has "
+                                          r"\[.joint1., .joint2.\]"):
+        DynamicsFitterNode(context=ros.context, parameter_overrides=overrides)
+
+
+def test_a_failed_fit_is_reported_and_nothing_is_published(ros, tmp_path):
+    """A start dataset whose joint-2 torque never varies cannot be fitted: the failure is kept
+    for /diagnostics (ERROR while no model exists) and no model is published."""
+    data = random_torque_dataset(load_robot("arm2"), 3, 60)
+    actions = data.actions.copy()
+    actions[:, 1] = 0.0
+    flat = type(data)(data.states, actions, data.next_states, data.episodes,
+                                 data.stamps, data.joint_names, data.dt, data.state_names)
+    flat.save(tmp_path / "d.safetensors")
+    overrides = [Parameter(k, value=v) for k, v in {
+        "robot": "arm2", "dataset": str(tmp_path / "d.safetensors"), "min_transitions": 100,
+        **SMALL_NET}.items()]
+    node = ros.add(DynamicsFitterNode(context=ros.context, parameter_overrides=overrides))
+    wait_for(lambda: node.failure is not None, 30, "the failed fit")
+    assert "model not published" in node.failure and "effort/joint2" in node.failure
+    level, message, values = node._report()
+    assert node.version == 0 and values["model_version"] == 0 and message == node.failure
+    assert node.published_at is None and level == ERROR

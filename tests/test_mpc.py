@@ -1,0 +1,97 @@
+"""The MPC step logic (pure core): π0 before a model, planning through a model on the simulated
+arm, NaN fallback, refusal of incompatible models."""
+import numpy as np
+import pytest
+import torch
+
+from mbrl_ros.dynamics.base import ModelError, ModelSignature
+from mbrl_ros.mpc import MPC
+from mbrl_ros.planning import ICEM, ILQR
+from mbrl_ros.policy.random_torque import RandomTorquePolicy
+from mbrl_ros.robot import ForwardKinematics, load_robot
+from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.tasks.reach import ReachCost
+from planning_models import LinearModel, NaNModel, TwoLinkArm
+
+DT = 0.02
+
+
+def make_mpc(planner_cls=ICEM, replan_every=1, random_steps=0, **kw):
+    robot = load_robot("arm2")
+    effort = robot.limits.effort
+    planner = planner_cls(15, -effort, effort, seed=0, **kw)
+    cost = ReachCost(robot, w_action=1e-3)
+    return robot, MPC(robot, robot.joint_names, planner, cost, dt=DT, replan_every=replan_every,
+                      random_steps=random_steps,
+                      base_policy=RandomTorquePolicy(effort, 0.3, 2, seed=1))
+
+
+def test_base_policy_until_a_model_and_a_target_arrive():
+    robot, mpc = make_mpc(replan_every=3)
+    step = mpc.act(np.zeros(2), np.zeros(2), 0, np.array([0.1, 0.1, 0.07]))
+    assert step.source == "pi0" and step.controller.T == 3 and step.plan is None
+    assert np.all(np.abs(step.controller.u_hat) <= 0.3 * robot.limits.effort)
+    mpc.set_model(TwoLinkArm(dt=DT))
+    assert mpc.act(np.zeros(2), np.zeros(2), 1, None).source == "pi0"
+
+
+def test_random_warm_up_period_then_plans():
+    _, mpc = make_mpc(random_steps=2, population=50, elites=5, iterations=2)
+    mpc.set_model(TwoLinkArm(dt=DT))
+    target = np.array([0.1, 0.1, 0.07])
+    sources = [mpc.act(np.zeros(2), np.zeros(2), k * 20_000_000, target).source for k in range(3)]
+    assert sources == ["pi0", "pi0", "plan"]
+
+
+@pytest.mark.parametrize("planner_cls, kw", [(ICEM, dict(population=100, elites=10,
+                                                          iterations=3)),
+                                              (ILQR, dict(iterations=5))])
+def test_mpc_through_a_model_reaches_a_target_on_the_simulated_arm(planner_cls, kw):
+    """Receding-horizon control of the MuJoCo arm through an (approximate) analytic model of it:
+    the end effector ends within 2 cm of the target."""
+    torch.manual_seed(0)
+    robot, mpc = make_mpc(planner_cls, **kw)
+    mpc.set_model(TwoLinkArm(dt=DT))
+    sim = ArmSimulator(robot, SimConfig(control_period=DT))
+    fk = ForwardKinematics(robot)
+    target = fk.ee_position(torch.tensor([0.9, 1.2], dtype=torch.float64)).numpy()
+    for k in range(60):
+        s = sim.measure()
+        step = mpc.act(s.position, s.velocity, k * 20_000_000, target)
+        assert step.source == "plan"
+        x = np.concatenate([s.position, s.velocity])
+        sim.step(np.clip(step.controller.act(x, 0), -robot.limits.effort, robot.limits.effort))
+    ee = fk.ee_position(torch.as_tensor(sim.measure().position)).numpy()
+    assert np.linalg.norm(ee - target) < 0.02
+
+
+def test_nan_plan_falls_back_to_the_previous_plan_then_pi0():
+    robot = load_robot("arm2")
+    # a double integrator for arm2's joint names
+    base = LinearModel.double_integrator()
+    good = LinearModel(base.A, base.B, DT)
+    planner = ILQR(10, -robot.limits.effort, robot.limits.effort, iterations=2)
+    mpc = MPC(robot, robot.joint_names, planner, ReachCost(robot), dt=DT, replan_every=1,
+              random_steps=0, base_policy=RandomTorquePolicy(robot.limits.effort, seed=0))
+    mpc.set_model(good)
+    target = np.array([0.1, 0.1, 0.07])
+    first = mpc.act(np.zeros(2), np.zeros(2), 0, target)
+    assert first.source == "plan"
+    nan = NaNModel()
+    nan.signature = ModelSignature(good.signature.joint_names, good.signature.state_names, DT)
+    mpc.set_model(nan)
+    step = mpc.act(np.zeros(2), np.zeros(2), 20_000_000, target)
+    assert step.source == "previous" and step.plan.status == "nan"
+    assert step.controller is first.controller
+    late = mpc.act(np.zeros(2), np.zeros(2), 10 * 20_000_000, target)
+    assert late.source == "pi0"
+
+
+def test_incompatible_models_are_refused():
+    _, mpc = make_mpc()
+    other = TwoLinkArm(dt=DT)
+    other.signature = ModelSignature(("a", "b"), other.signature.state_names, DT)
+    with pytest.raises(ModelError, match="joints"):
+        mpc.set_model(other)
+    with pytest.raises(ModelError, match="control period"):
+        mpc.set_model(TwoLinkArm(dt=0.05))
