@@ -25,6 +25,7 @@ from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.robot import load_robot
+from timing import best_seconds  # noqa: E402  (benchmarks/timing.py)
 
 STEPS = 100            # transitions per episode
 TEST_EPISODES = 30
@@ -32,16 +33,6 @@ TEST_EPISODES = 30
 SKIP = {("gp", 20000): "exact GP: O(N³) time and O(N²) memory at 20k points; use sparse-gp",
         ("gp", 5000): "exact GP: O(N³) hyperparameter optimisation at 5k points takes too long "
                       "on 2 cores; use sparse-gp"}
-
-
-def best_seconds(fn, repeats: int = 5) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def throughput(batch: int) -> dict:

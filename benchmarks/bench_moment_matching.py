@@ -19,18 +19,9 @@ from mbrl_ros.dynamics.gp import GPConfig, SparseGPModel
 from mbrl_ros.dynamics.moment_matching import predict_moments
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.robot import load_robot
+from timing import best_seconds  # noqa: E402  (benchmarks/timing.py)
 
 N_MC = 100_000
-
-
-def best_seconds(fn, repeats: int = 5) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:

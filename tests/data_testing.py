@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from mcap.reader import make_reader
 from rclpy.serialization import serialize_message
 from std_msgs.msg import String
 
@@ -72,3 +74,13 @@ def small_filesystem(path: Path, size: str = "256k"):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def mcap_counts(bag) -> Counter:
+    """Messages per topic, read with the independent mcap library (not rosbags)."""
+    counts = Counter()
+    for path in sorted(bag.glob("*.mcap")):
+        with open(path, "rb") as f:
+            for _, channel, _ in make_reader(f).iter_messages():
+                counts[channel.topic] += 1
+    return counts

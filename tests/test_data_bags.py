@@ -7,10 +7,9 @@ from collections import Counter
 import numpy as np
 import pytest
 import yaml
-from mcap.reader import make_reader
 from rclpy.serialization import serialize_message
 
-from data_testing import DT_NS, T0, lockstep_messages, small_filesystem, write_bag
+from data_testing import DT_NS, T0, lockstep_messages, mcap_counts, small_filesystem, write_bag
 from mbrl_ros.data import cli
 from mbrl_ros.data.bags import BagReader, BagWriter, repair_bag
 from mbrl_ros.data.dataset import Dataset
@@ -21,14 +20,6 @@ from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.nodes.messages import joint_state_msg
 
 
-def mcap_counts(bag) -> Counter:
-    """Messages per topic, read with the mcap library (not rosbags)."""
-    counts = Counter()
-    for path in sorted(bag.glob("*.mcap")):
-        with open(path, "rb") as f:
-            for _, channel, _ in make_reader(f).iter_messages():
-                counts[channel.topic] += 1
-    return counts
 
 
 def rosbags_counts(bag) -> Counter:

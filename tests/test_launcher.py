@@ -39,7 +39,6 @@ def test_list_prints_graph_arguments():
 
 def test_nodes_do_not_outlive_a_killed_launcher():
     """SIGKILL of `mbrl-ros launch` (e.g. a timeout) still takes its nodes down."""
-    import os
     import signal
     import time
     proc = subprocess.Popen([sys.executable, "-m", "mbrl_ros.cli", "launch", "sim",

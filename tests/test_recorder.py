@@ -20,14 +20,13 @@ import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
-from mcap.reader import make_reader
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from data_testing import small_filesystem
+from data_testing import mcap_counts, small_filesystem
 from mbrl_ros.data.bags import BagReader, repair_bag
 from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.extract import dataset_from_bag
@@ -85,13 +84,6 @@ class LiveBuilder:
             self.events.append(json.loads(msg.data))
 
 
-def mcap_counts(bag) -> Counter:
-    counts = Counter()
-    for path in sorted(bag.glob("*.mcap")):
-        with open(path, "rb") as f:
-            for _, channel, _ in make_reader(f).iter_messages():
-                counts[channel.topic] += 1
-    return counts
 
 
 def rosbags_messages(bag, topic=None) -> list:

@@ -183,7 +183,7 @@ def test_lockstep_timeout_applies_the_safe_hold(ros, node_process):
     ({"robot": "/nonexistent/arm.urdf"}, "/nonexistent/arm.urdf"),
     ({"robot": "BROKEN"}, "broken.urdf"),
     ({"scene": "/nonexistent/scene.xml"}, "/nonexistent/scene.xml"),
-    ({"joint_names": ["joint1", "elbow"]}, "unknown joints ['elbow']"),
+    ({"joint_names": ["joint1", "elbow"]}, "unknown joint(s) ['elbow']"),
     ({"control_period": 5.0}, "'control_period' = 5.0 is out of range"),
     ({"mode": "fast"}, "'mode' = 'fast' must be one of"),
     ({"control_period": 0.005, "physics_timestep": 0.002}, "whole multiple"),

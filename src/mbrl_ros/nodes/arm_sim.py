@@ -36,7 +36,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from mbrl_ros.msgconv import MessageError, command_tag, read_command
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, clock_msg, joint_state_msg
-from mbrl_ros.nodes.params import ConfigError, Param, declare_params
+from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, SimConfig
@@ -82,11 +82,7 @@ class ArmSimNode(Node):
         super().__init__("arm_sim", **node_kwargs)
         p = self.p = declare_params(self, PARAMS)
         robot = load_robot(p.robot)
-        names = list(p.joint_names) or list(robot.joint_names)
-        unknown = [j for j in names if j not in robot.joint_names]
-        if unknown:
-            raise ConfigError(f"parameter 'joint_names': unknown joints {unknown}; "
-                              f"{robot.name} has {list(robot.joint_names)}")
+        names, self.command_order = select_joints(robot, p.joint_names)  # command i → joint
         if sorted(names) != sorted(robot.joint_names):
             raise ConfigError(f"parameter 'joint_names' = {names} must list every joint of "
                               f"{robot.name} once: {list(robot.joint_names)}")
@@ -100,7 +96,6 @@ class ArmSimNode(Node):
         except ValueError as exc:  # period/timestep mismatch, initial position
             raise ConfigError(str(exc)) from None
         self.robot = robot
-        self.command_order = robot.index_of(names)  # command element i → robot joint
         self.period_ns = int(round(p.control_period * 1e9))
         self.step_index = 0  # time index; advances on steps and on resets
         self.episode = 0

@@ -14,7 +14,7 @@ from std_msgs.msg import Float64MultiArray
 from mbrl_ros.msgconv import MessageError, read_joint_state
 from mbrl_ros.nodes.diagnostics import OK, Diagnostics
 from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, command_msg
-from mbrl_ros.nodes.params import ConfigError, Param, declare_params
+from mbrl_ros.nodes.params import Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.robot import load_robot
@@ -34,11 +34,7 @@ class BasePolicyNode(Node):
         super().__init__("base_policy", **node_kwargs)
         p = declare_params(self, PARAMS)
         robot = load_robot(p.robot)
-        self.joint_names = list(p.joint_names) or list(robot.joint_names)
-        try:
-            idx = robot.index_of(self.joint_names)
-        except ValueError as exc:
-            raise ConfigError(f"parameter 'joint_names': {exc}") from None
+        self.joint_names, idx = select_joints(robot, p.joint_names)
         self.policy = RandomTorquePolicy(robot.limits.effort[idx], p.scale, p.hold_steps, p.seed)
         self.last_stamp = -1
         self.pub = self.create_publisher(Float64MultiArray, p.command_topic, COMMAND_QOS)

@@ -34,7 +34,7 @@ from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
 from mbrl_ros.msgconv import MessageError
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.messages import COMMAND_QOS, LATCHED_QOS, STATE_QOS
-from mbrl_ros.nodes.params import ConfigError, Param, declare_params
+from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import load_robot
 
@@ -77,11 +77,7 @@ class DynamicsFitterNode(Node):
         if p.torch_threads:
             torch.set_num_threads(p.torch_threads)
         robot = load_robot(p.robot)
-        names = list(p.joint_names) or list(robot.joint_names)
-        try:
-            robot.index_of(names)
-        except ValueError as exc:
-            raise ConfigError(f"parameter 'joint_names': {exc}") from None
+        names, _ = select_joints(robot, p.joint_names)
         signature = ModelSignature(tuple(names), joint_state_names(names), p.control_period)
         self._start: Dataset | None = None
         if p.dataset:

@@ -2,7 +2,7 @@
 
 Per iteration: ``samples`` times, reset the arm (``reset_service``, std_srvs/Trigger; the sim
 announces the reset state's stamp on /mbrl/episode_events, and the reset is asked for again after
-``reset_timeout`` without one), publish the current linear-Gaussian controller restamped to start
+``reset_timeout`` without one, as is a sample that stalls that long), publish the current linear-Gaussian controller restamped to start
 at the reset state's stamp on
 ``/mbrl/controller`` (the executor in sync mode with ``stochastic`` samples it), and record the
 T + 1 joint states and the T commands that answer them; then fit the local dynamics, make the
@@ -134,6 +134,7 @@ class GPSTrainerNode(Node):
         self.reset_stamp = None     # the announced stamp of the reset state being waited for
         self.reset_sent = 0.0       # wall (monotonic) time of the last reset request
         self.latest = None          # (stamp_ns, x) of the newest joint state
+        self.last_progress = 0.0    # wall (monotonic) time the current sample last advanced
         self.X = self.U = None
         self.failure = ""
         self.exit_status = 0
@@ -171,6 +172,14 @@ class GPSTrainerNode(Node):
                 and time.monotonic() - self.reset_sent > self.p.reset_timeout:
             self.diag.warn("reset_retries", f"no reset announced within "
                                             f"{self.p.reset_timeout:g} s: asking again")
+            self._reset()
+        elif self.phase == "sampling" \
+                and time.monotonic() - self.last_progress > self.p.reset_timeout:
+            missing_x = np.flatnonzero(np.isnan(self.X[:, 0])).tolist()
+            missing_u = np.flatnonzero(np.isnan(self.U[:, 0])).tolist()
+            self.diag.warn("sample_restarts", f"sample stalled for {self.p.reset_timeout:g} s "
+                                              f"without states {missing_x[:5]} / commands "
+                                              f"{missing_u[:5]}: starting it again")
             self._reset()
 
     def _graph_ready(self) -> bool:
@@ -214,6 +223,7 @@ class GPSTrainerNode(Node):
             t = self._index(s.stamp_ns)
             if t is not None and 1 <= t <= self.T:
                 self.X[t] = x
+                self.last_progress = time.monotonic()
                 self._maybe_complete()
 
     def _on_command(self, msg: Float64MultiArray) -> None:
@@ -229,6 +239,7 @@ class GPSTrainerNode(Node):
             self.diag.count("unmatched_commands")
             return
         self.U[t] = torque
+        self.last_progress = time.monotonic()
         self._maybe_complete()
 
     def _index(self, stamp_ns: int) -> int | None:
@@ -244,6 +255,7 @@ class GPSTrainerNode(Node):
             self.diag.warn("start_mismatch", f"reset state {np.round(x[:self.n], 3).tolist()} "
                                              f"rad is not initial_position at rest")
         self.phase, self.start_ns = "sampling", stamp_ns
+        self.last_progress = time.monotonic()
         self.X = np.full((self.T + 1, 2 * self.n), np.nan)
         self.U = np.full((self.T, self.n), np.nan)
         self.X[0] = x

@@ -40,7 +40,7 @@ from mbrl_ros.controller import (STATE_LAYOUT_QQD, LinearGaussianController,
 from mbrl_ros.msgconv import JointSample, MessageError, read_joint_state, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.messages import COMMAND_QOS, LATCHED_QOS, STATE_QOS, command_msg
-from mbrl_ros.nodes.params import ConfigError, Param, declare_params
+from mbrl_ros.nodes.params import Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import load_robot
 from mbrl_ros.safety import (HOLD_LAWS, LIMIT_RESPONSES, SafetyConfig, SafetyLayer,
@@ -92,13 +92,7 @@ class LGExecutorNode(Node):
         super().__init__("lg_executor", **node_kwargs)
         p = self.p = declare_params(self, PARAMS)
         robot = load_robot(p.robot)
-        self.names = list(p.joint_names) or list(robot.joint_names)
-        try:
-            idx = robot.index_of(self.names)
-        except ValueError as exc:
-            raise ConfigError(f"parameter 'joint_names': {exc}") from None
-        if len(set(self.names)) != len(self.names):
-            raise ConfigError(f"parameter 'joint_names' = {self.names} repeats a joint")
+        self.names, idx = select_joints(robot, p.joint_names)
         lim = robot.limits
         caps = robot_gain_caps(robot, self.names, p.control_period) if p.cap_gains else None
         self.safety = SafetyLayer(

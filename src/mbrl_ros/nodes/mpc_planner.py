@@ -26,12 +26,13 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros.artifacts import ArtifactError
-from mbrl_ros.dynamics.base import ModelError, model_from_bytes
+from mbrl_ros.dynamics.base import ModelError
+from mbrl_ros.dynamics.catalog import load_model
 from mbrl_ros.mpc import MPC
 from mbrl_ros.msgconv import MessageError, read_joint_state, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS, time_msg
-from mbrl_ros.nodes.params import ConfigError, Param, declare_params
+from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.planning import PLANNERS, PlanError
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
@@ -72,11 +73,8 @@ class MPCPlannerNode(Node):
         super().__init__("mpc_planner", **node_kwargs)
         p = self.p = declare_params(self, PARAMS)
         robot = load_robot(p.robot)
-        self.joint_names = tuple(p.joint_names) or robot.joint_names
-        try:
-            idx = robot.index_of(self.joint_names)
-        except ValueError as exc:
-            raise ConfigError(f"parameter 'joint_names': {exc}") from None
+        names, idx = select_joints(robot, p.joint_names)
+        self.joint_names = tuple(names)
         effort = robot.limits.effort[idx]
         self.device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
@@ -140,7 +138,7 @@ class MPCPlannerNode(Node):
 
     def _on_model(self, msg: UInt8MultiArray) -> None:
         try:
-            model = model_from_bytes(bytes(msg.data), device=self.device)
+            model = load_model(bytes(msg.data), device=self.device)
             self.mpc.set_model(model)
         except (ArtifactError, ModelError) as exc:
             self.diag.warn("refused_models", f"dynamics model refused: {exc}")

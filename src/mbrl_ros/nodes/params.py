@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Sequence
 
+import numpy as np
+
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
@@ -87,6 +89,18 @@ class Param:
     def _check_range(self, value: float, bad: str) -> None:
         if self.range is not None and not (self.range[0] <= value <= self.range[1]):
             raise ConfigError(f"{bad} is out of range [{self.range[0]}, {self.range[1]}]")
+
+
+def select_joints(robot, names: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The 'joint_names' parameter resolved against ``robot`` ([] = all joints in robot order):
+    (names, their indices in the robot); ConfigError naming unknown or repeated joints."""
+    names = list(names) or list(robot.joint_names)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"parameter 'joint_names' = {names} repeats a joint")
+    try:
+        return names, robot.index_of(names)
+    except ValueError as exc:
+        raise ConfigError(f"parameter 'joint_names': {exc}") from None
 
 
 def _initial(default: Any) -> Any:
