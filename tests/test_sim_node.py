@@ -90,13 +90,14 @@ def test_realtime_mode_holds_its_rate(ros, node_process):
     driver = Driver(ros, robot, answer=lambda k, s: command_msg(np.zeros(2), s.stamp_ns))
     node_process("arm_sim", {"robot": "arm2", "mode": "realtime", "control_period": 0.01})
     wait_for(lambda: driver.count() > 50, 30, "the first real-time states")
-    time.sleep(2.0)
+    time.sleep(2.5)
     with driver.lock:
         stamps = np.array([s.stamp_ns for s in driver.states]) / 1e9
         wall = np.array(driver.arrivals)
-    window = wall >= wall[-1] - 1.5
+    window = wall >= wall[-1] - 2.0
     rate = (stamps[window][-1] - stamps[window][0]) / (wall[window][-1] - wall[window][0])
-    assert 0.85 < rate < 1.15, f"sim time advanced {rate:.3f} s per wall second"
+    # coarse on purpose (a loaded 2-core machine); precise jitter figures are in benchmarks/
+    assert 0.8 < rate < 1.2, f"sim time advanced {rate:.3f} s per wall second"
     steps = np.diff(np.round(stamps[window] * 100).astype(int))
     assert np.all(steps >= 1), "sim time must advance by whole control periods"
 

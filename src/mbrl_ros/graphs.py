@@ -8,6 +8,7 @@ remapping. Per-node defaults live in ``config/<file>.yaml``; graph arguments ove
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -113,6 +114,51 @@ def gps_graph(robot: str = "arm7", target: str = "0.4,0.0,0.6", initial_position
     ]
 
 
+# Control period (s) of each robot in the 'mpc' graph; other robots (URDF paths) use arm7's.
+MPC_CONTROL_PERIOD = {"arm2": 0.05, "arm7": 0.02}
+
+
+def mpc_graph(robot: str = "arm7", train_episodes: str = "20", final_eval_episodes: str = "10",
+              episode_length: str = "3.0", planner: str = "", model: str = "",
+              output_dir: str = "", record: str = "false", seed: str = "0",
+              status_period: str = "5.0") -> list[NodeSpec]:
+    """The lecture's MBRL v1.5 from zero data: the sim arm (lockstep) runs reaching episodes; the
+    planner replans through the latest learned model in every joint-state callback (π0 until the
+    first model), the executor runs its controllers, the fitter refits on the growing data and
+    publishes, the episode manager sets the targets, scores and ends the graph."""
+    seed_i, n_train, n_eval = int(seed), int(train_episodes), int(final_eval_episodes)
+    if n_train < 0 or n_eval < 0 or n_train + n_eval < 1:
+        raise ValueError(f"train_episodes = {n_train}, final_eval_episodes = {n_eval}: need "
+                         f"≥ 0 each and at least one episode")
+    if record not in ("true", "false"):
+        raise ValueError(f"record = {record!r} must be true or false")
+    name = robot if robot in MPC_CONTROL_PERIOD else "arm7"
+    period = MPC_CONTROL_PERIOD[name]
+    steps = int(round(float(episode_length) / period))
+    if steps < 1:
+        raise ValueError(f"episode_length = {episode_length} s is shorter than the control "
+                         f"period {period:g} s")
+    out = output_dir or f"runs/mpc_{Path(robot).stem}"
+    config = "mpc.yaml" if name == "arm7" else f"mpc_{name}.yaml"
+    timing = {"robot": robot, "control_period": period, "use_sim_time": True}
+    recorder = [NodeSpec("recorder", "recorder", ("recorder.yaml",),
+                         {"bag_path": str(Path(out) / "bag"), "use_sim_time": True})] \
+        if record == "true" else []
+    sim = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), config,
+                     4 + len(recorder))
+    sim[0].parameters.update(control_period=period, episode_steps=steps)
+    planner_args = {"seed": seed_i + 2} | ({"planner": planner} if planner else {})
+    fitter_args = {"seed": seed_i + 3} | ({"model": model} if model else {})
+    return sim + [
+        NodeSpec("lg_executor", "lg_executor", (config,), timing | {"seed": seed_i + 1}),
+        NodeSpec("dynamics_fitter", "dynamics_fitter", (config,), timing | fitter_args),
+        NodeSpec("mpc_planner", "mpc_planner", (config,), timing | planner_args),
+        NodeSpec("episode_manager", "episode_manager", (config,), timing | {
+            "episode_steps": steps, "train_episodes": n_train, "final_eval_episodes": n_eval,
+            "output_dir": out}, required=True),
+    ] + recorder
+
+
 GRAPHS: dict[str, Graph] = {
     "sim": Graph("sim", "simulated arm driven by random torques (the lecture's π0)", (
         GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path"),
@@ -141,6 +187,20 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("seed", "0", "random seed (sim; executor noise uses seed+1)"),
         GraphArg("status_period", "2.0", "wall seconds between the sim's status lines"),
     ), gps_graph),
+    "mpc": Graph("mpc", "model-based RL from zero data: learn the arm's dynamics and reach "
+                        "targets by MPC (the lecture's v1.5)", (
+        GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path"),
+        GraphArg("train_episodes", "20", "reaching episodes on training targets"),
+        GraphArg("final_eval_episodes", "10", "episodes on held-out targets at the end"),
+        GraphArg("episode_length", "3.0", "sim seconds per episode"),
+        GraphArg("planner", "", "planner (icem, cem, mppi, random, ilqr); '' = the config's"),
+        GraphArg("model", "", "dynamics model kind; '' = the config's"),
+        GraphArg("output_dir", "", "folder for summary.md, results.json, learning_curve.png "
+                                   "(and the bag); '' = runs/mpc_<robot>"),
+        GraphArg("record", "false", "true: also record a bag into output_dir/bag"),
+        GraphArg("seed", "0", "seed of the sim (executor +1, planner +2, fitter +3)"),
+        GraphArg("status_period", "5.0", "wall seconds between the sim's status lines"),
+    ), mpc_graph),
 }
 
 

@@ -35,7 +35,8 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 
 from mbrl_ros.msgconv import MessageError, command_tag, read_command
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
-from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, clock_msg, joint_state_msg
+from mbrl_ros.nodes.messages import (COMMAND_QOS, EVENT_QOS, STATE_QOS, clock_msg,
+                                     joint_state_msg)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import load_robot
@@ -113,7 +114,7 @@ class ArmSimNode(Node):
 
         self.state_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
-        self.event_pub = self.create_publisher(String, "/mbrl/episode_events", 10)
+        self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
         self.create_subscription(Float64MultiArray, p.command_topic, self._on_command, COMMAND_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.diag = Diagnostics(self, "simulator", self._report)

@@ -33,7 +33,7 @@ from mbrl_ros.dynamics.catalog import MODEL_MODULES, NETWORK_KINDS, new_model
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
 from mbrl_ros.msgconv import MessageError
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
-from mbrl_ros.nodes.messages import COMMAND_QOS, LATCHED_QOS, STATE_QOS
+from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import load_robot
@@ -113,7 +113,7 @@ class DynamicsFitterNode(Node):
         self.create_subscription(Float64MultiArray, p.commands_topic,
                                  lambda m: self._feed(p.commands_topic, m), COMMAND_QOS)
         self.create_subscription(String, p.events_topic, lambda m: self._feed(p.events_topic, m),
-                                 10)
+                                 EVENT_QOS)
         self.diag = Diagnostics(self, "dynamics fitter", self._report)
         self.get_logger().info(f"fitting a {p.model} model of joints {names}"
                                + (f", starting from {len(self._start)} transitions of {p.dataset}"

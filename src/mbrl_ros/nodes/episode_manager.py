@@ -26,7 +26,7 @@ from mbrl_ros.artifacts import ArtifactError, read_header
 from mbrl_ros.episodes import Summary, TargetSampler, progress_line, score
 from mbrl_ros.msgconv import MessageError, read_joint_state
 from mbrl_ros.nodes.diagnostics import OK, Diagnostics
-from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS, time_msg
+from mbrl_ros.nodes.messages import EVENT_QOS, LATCHED_QOS, STATE_QOS, TARGET_QOS, time_msg
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import ForwardKinematics, load_robot
@@ -82,7 +82,7 @@ class EpisodeManagerNode(Node):
         self.exit_status = 0
 
         self.target_pub = self.create_publisher(PointStamped, "/mbrl/target", TARGET_QOS)
-        self.event_pub = self.create_publisher(String, "/mbrl/episode_events", 10)
+        self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
         self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
         self.create_subscription(UInt8MultiArray, "/mbrl/dynamics_model", self._on_model,
                                  LATCHED_QOS)

@@ -2,8 +2,8 @@
 
 Per iteration: ``samples`` times, reset the arm (``reset_service``, std_srvs/Trigger; the sim
 announces the reset state's stamp on /mbrl/episode_events, and the reset is asked for again after
-``reset_timeout`` without one, as is a sample that stalls that long), publish the current linear-Gaussian controller restamped to start
-at the reset state's stamp on
+``reset_timeout`` without one, as is a sample that stalls that long: a lost state or command),
+publish the current linear-Gaussian controller restamped to start at the reset state's stamp on
 ``/mbrl/controller`` (the executor in sync mode with ``stochastic`` samples it), and record the
 T + 1 joint states and the T commands that answer them; then fit the local dynamics, make the
 KL-constrained update (``mbrl_ros.trajopt.gps``) and log a progress line (cost, KL, ε, η, step
@@ -34,7 +34,7 @@ from std_srvs.srv import Trigger
 from mbrl_ros.controller import seconds_to_ns
 from mbrl_ros.msgconv import MessageError, read_command, read_joint_state
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
-from mbrl_ros.nodes.messages import COMMAND_QOS, LATCHED_QOS, STATE_QOS
+from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import load_robot
@@ -143,7 +143,7 @@ class GPSTrainerNode(Node):
         self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
         self.create_subscription(Float64MultiArray, "/effort_controller/commands",
                                  self._on_command, COMMAND_QOS)
-        self.create_subscription(String, "/mbrl/episode_events", self._on_event, 10)
+        self.create_subscription(String, "/mbrl/episode_events", self._on_event, EVENT_QOS)
         self.reset_client = self.create_client(Trigger, p.reset_service)
         self.reset_future = None
         wall = Clock(clock_type=ClockType.STEADY_TIME)

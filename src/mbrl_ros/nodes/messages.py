@@ -12,9 +12,13 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from mbrl_ros.msgconv import command_stamp_label, ns_to_sec_nanosec
 
-# Reliable, keep-last: joint states and commands must not be dropped in lockstep.
-STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Reliable with a deep history: a lockstep graph runs as fast as its slowest *answering* node, and
+# listeners outside the loop (fitter, recorder, trainer, episode manager) must not be overrun —
+# with keep-last 10 a busy listener silently lost states. Both ends keep 1000 samples (≈ 10 s at
+# 100 Hz); nodes that only want the newest state (the real-time executor) skip the backlog.
+STATE_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+COMMAND_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+EVENT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 # Targets are sent ahead of the episode they belong to; keep a few for late subscribers.
 TARGET_QOS = QoSProfile(depth=8, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -1,0 +1,69 @@
+"""The whole 'mpc' graph (sim + executor + fitter + planner + episode manager) learns to reach on
+the 2-link arm from zero data, run as `mbrl-ros launch mpc` in lockstep; plus its argument checks.
+
+What the learning test asserts and why:
+* the episodes run through a learned ensemble model (model_version ≥ 0) on held-out targets end
+  within 2 cm of the target in at least 3 of 4 (success rate ≥ 75 %);
+* their mean final distance is below a third of that of the π0 episodes (no model yet) of the
+  same run: the learning curve improves.
+The run is NOT bit-reproducible: the fitter fits in a background thread while the lockstep graph
+keeps stepping, so the step at which each model reaches the planner depends on machine speed
+(π0 steps are fast: the first model typically arrives after 10–30 s of π0 data). The assertions
+therefore count model episodes, not fixed episode indices.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mbrl_ros.graphs import graph
+
+
+def launch_mpc(tmp_path, timeout, **args):
+    cmd = [sys.executable, "-m", "mbrl_ros.cli", "launch", "mpc",
+           *(f"{k}:={v}" for k, v in args.items()), f"output_dir:={tmp_path}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_graph_gives_every_node_the_same_control_period_and_episode_steps():
+    specs = {s.name: s for s in graph("mpc", robot="arm2", episode_length="2.0", record="true")}
+    assert set(specs) == {"arm_sim", "lg_executor", "dynamics_fitter", "mpc_planner",
+                          "episode_manager", "recorder"}
+    assert {s.parameters["control_period"] for s in specs.values()
+            if "control_period" in s.parameters} == {0.05}
+    assert specs["arm_sim"].parameters["episode_steps"] == 40
+    assert specs["episode_manager"].parameters["episode_steps"] == 40
+    assert specs["arm_sim"].parameters["min_state_subscribers"] == 5
+    assert specs["episode_manager"].required and specs["arm_sim"].config == ("mpc_arm2.yaml",)
+
+
+@pytest.mark.parametrize("args, words", [
+    (dict(episode_length="0.01"), "shorter than the control period"),
+    (dict(train_episodes="0", final_eval_episodes="0"), "at least one episode"),
+    (dict(record="yes"), "true or false"),
+])
+def test_bad_graph_arguments_give_clear_errors(args, words):
+    with pytest.raises(ValueError, match=words):
+        graph("mpc", robot="arm2", **args)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_mpc_graph_learns_to_reach_on_the_2_link_arm_from_zero_data(tmp_path):
+    result = launch_mpc(tmp_path, 400, robot="arm2", train_episodes=14, final_eval_episodes=8,
+                        episode_length=2.0, seed=0)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert len(records) == 22
+    assert (tmp_path / "learning_curve.png").stat().st_size > 0
+    pi0 = [r for r in records if r["model_version"] < 0]
+    learned = [r for r in records if r["model_version"] >= 0 and r["held_out"]]
+    assert len(pi0) >= 3, "the run should start on π0 (no data, no model)"
+    assert len(learned) >= 4, (f"only {len(learned)} held-out episodes ran with a model: "
+                               f"the fitter's first model came too late")
+    final = np.array([r["final_distance"] for r in learned])
+    assert np.mean(final < 0.02) >= 0.75, f"held-out final distances (m) {final}"
+    pi0_final = np.mean([r["final_distance"] for r in pi0])
+    assert final.mean() < pi0_final / 3, (final.mean(), pi0_final)
