@@ -115,7 +115,7 @@ def gps_graph(robot: str = "arm7", target: str = "0.4,0.0,0.6", initial_position
 
 
 # Control period (s) of each robot in the 'mpc' graph; other robots (URDF paths) use arm7's.
-MPC_CONTROL_PERIOD = {"arm2": 0.05, "arm7": 0.02}
+MPC_CONTROL_PERIOD = {"arm2": 0.05, "arm7": 0.05}
 
 
 def mpc_graph(robot: str = "arm7", train_episodes: str = "20", final_eval_episodes: str = "10",
