@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
@@ -23,7 +24,7 @@ class Driver:
     """Answers joint state k with ``torques[k]`` (tagged with the state's stamp), or with
     ``answer(k, state)`` when given; records every state and its wall arrival time."""
 
-    def __init__(self, ros, robot, torques=None, answer=None):
+    def __init__(self, ros, robot, torques=None, answer=None, state_qos=STATE_QOS):
         self.node = ros.node("driver")
         self.names = robot.joint_names
         self.torques, self.answer = torques, answer
@@ -31,7 +32,7 @@ class Driver:
         self.lock = threading.Lock()
         self.pub = self.node.create_publisher(Float64MultiArray, "/effort_controller/commands",
                                               COMMAND_QOS)
-        self.node.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
+        self.node.create_subscription(JointState, "/joint_states", self._on_state, state_qos)
 
     def _on_state(self, msg):
         s = read_joint_state(msg, self.names)
@@ -87,7 +88,9 @@ def test_lockstep_trajectory_equals_offline_mujoco(ros, node_process):
 
 def test_realtime_mode_holds_its_rate(ros, node_process):
     robot = load_robot("arm2")
-    driver = Driver(ros, robot, answer=lambda k, s: command_msg(np.zeros(2), s.stamp_ns))
+    # a real-time consumer takes the newest state (like the executor in realtime mode)
+    driver = Driver(ros, robot, answer=lambda k, s: command_msg(np.zeros(2), s.stamp_ns),
+                    state_qos=QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
     node_process("arm_sim", {"robot": "arm2", "mode": "realtime", "control_period": 0.01})
     wait_for(lambda: driver.count() > 50, 30, "the first real-time states")
     time.sleep(2.5)
