@@ -159,25 +159,30 @@ def mpc_graph(robot: str = "arm7", train_episodes: str = "20", final_eval_episod
     ] + recorder
 
 
+# Arguments several graphs share.
+ROBOT_ARG = GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path")
+MODE_ARG = GraphArg("mode", "lockstep", "lockstep (deterministic) or realtime")
+STATUS_ARG = GraphArg("status_period", "2.0", "wall seconds between the sim's status lines")
+
 GRAPHS: dict[str, Graph] = {
     "sim": Graph("sim", "simulated arm driven by random torques (the lecture's π0)", (
-        GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path"),
-        GraphArg("mode", "lockstep", "lockstep (deterministic) or realtime"),
+        ROBOT_ARG,
+        MODE_ARG,
         GraphArg("duration", "60.0", "sim seconds to run; 0 = until stopped"),
         GraphArg("seed", "0", "random seed of the sim (the policy uses seed+1)"),
-        GraphArg("status_period", "2.0", "wall seconds between the sim's status lines"),
+        STATUS_ARG,
     ), sim_graph),
     "record": Graph("record", "collect random-torque episodes from the sim arm into a bag", (
-        GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path"),
+        ROBOT_ARG,
         GraphArg("episodes", "5", "episodes to record (the sim is reset before each)"),
         GraphArg("episode_length", "5.0", "sim seconds per episode"),
         GraphArg("bag", "", "bag folder to create; empty = bags/mbrl_<date and time>"),
-        GraphArg("mode", "lockstep", "lockstep (deterministic) or realtime"),
+        MODE_ARG,
         GraphArg("seed", "0", "random seed of the sim (the policy uses seed+1)"),
-        GraphArg("status_period", "2.0", "wall seconds between the sim's status lines"),
+        STATUS_ARG,
     ), record_graph),
     "gps": Graph("gps", "guided policy search: local models + KL-constrained LQR on the sim arm", (
-        GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path"),
+        ROBOT_ARG,
         GraphArg("target", "0.4,0.0,0.6", "end-effector target x,y,z in the base frame (m)"),
         GraphArg("initial_position", "", "start pose (rad, comma-separated); '' = home pose"),
         GraphArg("iterations", "10", "GPS iterations"),
@@ -185,11 +190,11 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("prior", "gmm", "local dynamics prior: gmm or none"),
         GraphArg("output_dir", "", "folder for summary.txt and learning_curve.png"),
         GraphArg("seed", "0", "random seed (sim; executor noise uses seed+1)"),
-        GraphArg("status_period", "2.0", "wall seconds between the sim's status lines"),
+        STATUS_ARG,
     ), gps_graph),
     "mpc": Graph("mpc", "model-based RL from zero data: learn the arm's dynamics and reach "
                         "targets by MPC (the lecture's v1.5)", (
-        GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path"),
+        ROBOT_ARG,
         GraphArg("train_episodes", "20", "reaching episodes on training targets"),
         GraphArg("final_eval_episodes", "10", "episodes on held-out targets at the end"),
         GraphArg("episode_length", "3.0", "sim seconds per episode"),
