@@ -11,7 +11,7 @@ from typing import Callable
 import rclpy
 import yaml
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 from mbrl_ros.launcher import die_with_parent
@@ -27,12 +27,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str = "conditi
 
 
 class RosHarness:
-    """An rclpy context and an executor spinning in a thread; nodes are added with ``add``."""
+    """An rclpy context and a single-threaded executor spinning in a thread (as the nodes run in
+    production; rclpy's MultiThreadedExecutor re-submits ready entities in a busy loop and starved
+    the fuzz test on 2 cores); nodes are added with ``add``."""
 
     def __init__(self):
         self.context = Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.nodes: list[Node] = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
