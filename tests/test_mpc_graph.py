@@ -63,7 +63,8 @@ def test_mpc_graph_learns_to_reach_on_the_2_link_arm_from_zero_data(tmp_path):
     assert (tmp_path / "learning_curve.png").stat().st_size > 0
     pi0 = [r for r in records if r["model_version"] < 0]
     learned = [r for r in records if r["model_version"] >= 0 and r["held_out"]]
-    assert len(pi0) >= 3, "the run should start on π0 (no data, no model)"
+    # π0 for random_seconds = 5 s, then the graph waits for the first model (80 transitions = 4 s)
+    assert len(pi0) == 2, "the run should start on π0 (no data, no model)"
     assert len(learned) >= 4, (f"only {len(learned)} held-out episodes ran with a model: "
                                f"the fitter's first model came too late")
     final = np.array([r["final_distance"] for r in learned])

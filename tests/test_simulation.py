@@ -104,3 +104,18 @@ def test_step_rejects_bad_torque():
         sim.step(np.array([np.nan, 0.0]))
     with pytest.raises(ValueError):
         sim.step(np.zeros(3))
+
+
+def test_gravity_compensation_cancels_the_arms_weight():
+    """With gravity compensation a bent arm under zero torque stays where it is; without, it
+    falls (arm7 is vertical-plane loaded)."""
+    robot = load_robot("arm7")
+    pose = (0.0, -0.3, 0.0, -2.0, 0.0, 1.7, 0.0)
+    moved = {}
+    for gc in (False, True):
+        sim = ArmSimulator(robot, SimConfig(control_period=0.05, initial_position=pose,
+                                            gravity_compensation=gc))
+        for _ in range(10):
+            sim.step(np.zeros(7))
+        moved[gc] = np.abs(sim.measure().position - np.array(pose)).max()
+    assert moved[True] < 1e-9 and moved[False] > 0.05

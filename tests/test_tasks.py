@@ -27,7 +27,7 @@ def test_reach_cost_is_the_gps_formula(arm7):
     rng = np.random.default_rng(0)
     target = np.array([0.4, 0.1, 0.5])
     w = dict(w_l2=2.0, w_log=0.5, alpha=1e-3, terminal_weight=7.0, w_velocity=0.3,
-             w_action=0.01, w_limit=3.0, limit_margin=0.2)
+             w_action=0.01, w_limit=3.0, limit_margin=0.2, velocity_margin=1.5)
     cost = ReachCost(arm7, target, **w)
     states, actions = random_trajectory(arm7, rng)
     fk = ForwardKinematics(arm7)
@@ -40,6 +40,8 @@ def test_reach_cost_is_the_gps_formula(arm7):
         q = states[t, :n].numpy()
         expected += w["w_limit"] * np.sum((np.maximum(0, q - hi) + np.maximum(0, lo - q)) ** 2
                                           / 0.2 ** 2)
+        fast = np.maximum(0, np.abs(states[t, n:].numpy()) - (arm7.limits.velocity - 1.5))
+        expected += w["w_limit"] * np.sum(fast ** 2 / 1.5 ** 2)
     expected += w["w_velocity"] * float((states[5, n:] ** 2).sum())
     expected += w["w_action"] * float(((actions / torch.tensor(arm7.limits.effort)) ** 2).sum())
     assert float(cost(states, actions)) == pytest.approx(expected, rel=1e-12)
@@ -87,11 +89,18 @@ def test_joint_limit_penalty_is_zero_inside_the_margin_and_grows_outside(arm7):
     q_edge = q_inside.copy()
     q_edge[3] = upper[3] - 0.05  # half-way into the margin of joint 4
     q_edge[0] = lower[0] + 0.0   # at the lower limit of joint 1
-    def value(q):
-        s = torch.as_tensor(np.concatenate([q, np.zeros(7)])).expand(2, 14)
+    def value(q, qd=np.zeros(7)):
+        s = torch.as_tensor(np.concatenate([q, qd])).expand(2, 14)
         return float(cost(s, torch.zeros(1, 7, dtype=torch.float64)))
     assert value(q_inside) == 0.0
     assert value(q_edge) == pytest.approx(0.5 ** 2 + 1.0 ** 2)
+    # velocities: zero up to (limit − 0.5 rad/s), then the squared fraction of the margin
+    vmax = arm7.limits.velocity
+    qd = np.zeros(7)
+    qd[2] = -(vmax[2] - 0.5)
+    assert value(q_inside, qd) == 0.0
+    qd[2], qd[5] = -(vmax[2] - 0.25), vmax[5] + 0.5
+    assert value(q_inside, qd) == pytest.approx(0.5 ** 2 + 2.0 ** 2)
 
 
 def test_tracking_projects_onto_the_path_and_rewards_progress():
@@ -121,6 +130,7 @@ def test_tracking_projects_onto_the_path_and_rewards_progress():
     (lambda r: ReachCost(r, w_l2=-1.0), "w_l2"),
     (lambda r: ReachCost(r, alpha=0.0), "alpha must be > 0"),
     (lambda r: ReachCost(r, limit_margin=0.0), "limit_margin"),
+    (lambda r: ReachCost(r, velocity_margin=0.0), "velocity_margin"),
     (lambda r: ReachCost(r, w_action=float("nan")), "w_action"),
     (lambda r: TrackingCost(r, [(0, 0, 0)]), "waypoints must be"),
     (lambda r: TrackingCost(r, [(0, 0, 0), (0, 0, 0)]), "zero length"),

@@ -11,7 +11,7 @@ The same object serves the planner node and offline experiments.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from mbrl_ros.controller import LinearGaussianController
 from mbrl_ros.data.dataset import joint_state_names
 from mbrl_ros.data.features import EE_NAMES
 from mbrl_ros.dynamics.base import DynamicsModel, ModelError
+from mbrl_ros.planning import PLANNERS
 from mbrl_ros.planning.base import Planner, PlanResult
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.robot import ForwardKinematics, RobotDescription
@@ -80,13 +81,16 @@ class MPC:
         ee = self.fk.ee_position(torch.as_tensor(q, dtype=torch.float64)).numpy()
         return np.concatenate([q, qd, ee])
 
+    def warming_up(self, stamp_ns: int) -> bool:
+        """Whether ``stamp_ns`` is within the first ``random_steps`` periods (π0 by design)."""
+        if self.first_stamp is None:
+            self.first_stamp = stamp_ns
+        return stamp_ns - self.first_stamp < self.random_steps * self.dt_ns
+
     def act(self, q: np.ndarray, qd: np.ndarray, stamp_ns: int,
             target: np.ndarray | None) -> MPCStep:
         """The controller to run from ``stamp_ns`` (see the module docstring)."""
-        if self.first_stamp is None:
-            self.first_stamp = stamp_ns
-        warming_up = stamp_ns - self.first_stamp < self.random_steps * self.dt_ns
-        if self.model is None or target is None or warming_up:
+        if self.model is None or target is None or self.warming_up(stamp_ns):
             return MPCStep(self._random(stamp_ns), "pi0")
         self.cost.set_target(target)
         result = self.planner.plan(self.model_state(q, qd), self.model, self.cost,
@@ -102,3 +106,38 @@ class MPC:
         u = np.stack([self.base_policy.act() for _ in range(self.replan_every)])
         return LinearGaussianController.open_loop(u, 2 * len(self.joint_names), dt_ns=self.dt_ns,
                                                   start_ns=stamp_ns, joint_names=self.joint_names)
+
+
+def planner_options(settings: Mapping[str, Any]) -> dict:
+    """Keyword arguments of planner ``settings['planner']`` from the planner node's parameters."""
+    sampling = {"mode": settings["propagation"], "particles": settings["particles"]}
+    population = dict(population=settings["samples"], elites=settings["elites"],
+                      iterations=settings["iterations"], **sampling)
+    return {"cem": population, "icem": population,
+            "mppi": dict(samples=settings["samples"], iterations=settings["iterations"],
+                         **sampling),
+            "random": dict(samples=settings["samples"], **sampling),
+            "ilqr": dict(iterations=settings["iterations"])}[settings["planner"]]
+
+
+def build_mpc(robot: RobotDescription, joint_index: Sequence[int],
+              settings: Mapping[str, Any]) -> MPC:
+    """The MPC of the planner node from its parameters (``settings``: the names and meanings of
+    ``nodes/mpc_planner.py``'s PARAMS) for the joints ``joint_index`` of ``robot``. PlanError,
+    TaskError or ValueError name a bad setting."""
+    s = settings
+    idx = list(joint_index)
+    effort = robot.limits.effort[idx]
+    box = s["effort_fraction"] * effort
+    planner = PLANNERS[s["planner"]](s["horizon"], -box, box, seed=s["seed"],
+                                     **planner_options(s))
+    cost = ReachCost(robot, w_l2=s["w_l2"], w_log=s["w_log"], alpha=s["alpha"],
+                     terminal_weight=s["terminal_weight"], w_velocity=s["w_velocity"],
+                     w_action=s["w_action"], w_limit=s["w_limit"],
+                     limit_margin=s["limit_margin"],
+                     velocity_margin=s["velocity_margin"]).to(s["device"] or "cpu")
+    return MPC(robot, [robot.joint_names[i] for i in idx], planner, cost,
+               dt=s["control_period"], replan_every=s["replan_every"],
+               random_steps=int(round(s["random_seconds"] / s["control_period"])),
+               base_policy=RandomTorquePolicy(effort, s["random_scale"],
+                                              s["random_hold_steps"], s["seed"] + 1))

@@ -413,10 +413,19 @@ def build_mujoco_spec(robot: RobotDescription, scene: str | Path | None = "scene
 
 
 def build_mujoco_model(robot: RobotDescription, scene: str | Path | None = "scene",
-                       timestep: float | None = None) -> mujoco.MjModel:
-    """Compiled ``build_mujoco_spec``; qpos, qvel and ctrl are in ``robot.joint_names`` order."""
+                       timestep: float | None = None,
+                       gravity_compensation: bool = False) -> mujoco.MjModel:
+    """Compiled ``build_mujoco_spec``; qpos, qvel and ctrl are in ``robot.joint_names`` order.
+
+    ``gravity_compensation``: the arm's own weight is cancelled by a passive force on every body
+    (MuJoCo ``gravcomp``), so commanded torques act on a weightless arm, as on torque interfaces
+    that add gravity compensation in the robot controller (e.g. Franka's FCI)."""
+    spec = build_mujoco_spec(robot, scene, timestep)
+    if gravity_compensation:  # before compiling: MuJoCo counts gravcomp bodies at compile time
+        for body in spec.bodies[1:]:  # every body but the world
+            body.gravcomp = 1.0
     try:
-        model = build_mujoco_spec(robot, scene, timestep).compile()
+        model = spec.compile()
     except ValueError as e:
         raise RobotDescriptionError(
             f"{robot.urdf_path} (scene {scene}): MuJoCo cannot compile the model ({e})") from None

@@ -30,6 +30,8 @@ class SimConfig:
     initial_position_noise: float = 0.0        # rad, uniform ± on reset
     hold_damping: float = 1.0                  # N·m·s/rad of the safe hold (−d·q̇), capped per
                                                # joint so the held torque cannot oscillate
+    gravity_compensation: bool = False         # the robot cancels its own weight (see
+                                               # robot.build_mujoco_model)
     seed: int = 0
     scene: str | None = "scene"
 
@@ -60,7 +62,8 @@ class ArmSimulator:
     def __init__(self, robot: RobotDescription, config: SimConfig = SimConfig()):
         self.robot, self.config = robot, config
         self.n_substeps = config.n_substeps
-        self.model = build_mujoco_model(robot, scene=config.scene, timestep=config.physics_timestep)
+        self.model = build_mujoco_model(robot, scene=config.scene, timestep=config.physics_timestep,
+                                        gravity_compensation=config.gravity_compensation)
         self.data = mujoco.MjData(self.model)
         self.qpos_idx, self.dof_idx = mujoco_joint_indices(self.model, robot)
         n = robot.n_joints

@@ -55,15 +55,18 @@ def model_class(kind: str) -> type[DynamicsModel]:
 
 
 def new_model(kind: str, signature: ModelSignature, device: str | torch.device | None = None,
-              robot: str | None = None, **network_options) -> DynamicsModel:
-    """An unfitted model of ``kind``. ``robot`` (name or URDF path) is the physics model's arm;
-    ``network_options`` (EnsembleConfig fields: members, hidden, layers, max_epochs, ...) apply
+              robot: str | None = None, gravity_compensation: bool = False,
+              **network_options) -> DynamicsModel:
+    """An unfitted model of ``kind``. ``robot`` (name or URDF path) is the physics model's arm,
+    ``gravity_compensation`` whether that arm cancels its own weight; ``network_options`` (EnsembleConfig fields: members, hidden, layers, max_epochs, ...) apply
     to the network kinds only; None values are ignored."""
     cls = model_class(kind)
     options = {k: v for k, v in network_options.items() if v is not None}
-    if kind == "physics" and robot:
+    if kind == "physics":
         from mbrl_ros.dynamics.physics import PhysicsConfig
-        return cls(signature, device=device, config=PhysicsConfig(robot=robot))
+        config = PhysicsConfig(gravity_compensation=gravity_compensation,
+                               **({"robot": robot} if robot else {}))
+        return cls(signature, device=device, config=config)
     if kind not in NETWORK_KINDS:
         return cls(signature, device=device)
     from mbrl_ros.dynamics.ensemble import EnsembleConfig, MLPModel

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
     parser.add_argument("--robot", help="physics model: the arm (a name in urdf/, e.g. arm7 or "
                                         "arm2, or a URDF path; default arm7)")
+    parser.add_argument("--gravity-compensation", action="store_true",
+                        help="physics model: the data comes from an arm that cancels its own "
+                             "weight (arm_sim gravity_compensation:=true)")
     net = parser.add_argument_group("network models (ensemble, mlp)")
     net.add_argument("--members", type=int, help="ensemble members (ensemble: 5, mlp: 1)")
     net.add_argument("--hidden", type=int, help="units per hidden layer (200)")
@@ -87,7 +90,8 @@ def _fit(args: argparse.Namespace) -> int:
     if args.kind in ("ensemble", "mlp"):
         options["seed"] = args.seed
     data = _load_data(args)
-    model = new_model(args.kind, ModelSignature.of(data), args.device, args.robot, **options)
+    model = new_model(args.kind, ModelSignature.of(data), args.device, args.robot,
+                      args.gravity_compensation, **options)
     train, val = holdout_split(data, args.val_fraction, args.seed)
     status = _StatusLines()
     status(f"fitting a {args.kind} model to {len(train)} transitions ({train.n_episodes} "

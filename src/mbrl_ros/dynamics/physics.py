@@ -45,11 +45,13 @@ MASS_SCALE_BOUNDS = (0.1, 10.0)
 class PhysicsConfig:
     """``robot``: URDF name or path; ``identify``: parameter kinds to fit; ``max_transitions``:
     random subset used for identification; ``max_evaluations``: least-squares function
-    evaluations; ``threads``: MuJoCo rollout threads."""
+    evaluations; ``threads``: MuJoCo rollout threads; ``gravity_compensation``: the robot
+    cancels its own weight (must match the arm the data came from)."""
 
     robot: str = "arm7"
     scene: str | None = "scene"
     physics_timestep: float = 0.002
+    gravity_compensation: bool = False
     identify: tuple[str, ...] = KINDS
     max_transitions: int = 2000
     max_evaluations: int = 30
@@ -62,6 +64,9 @@ class PhysicsConfig:
         if unknown or not self.identify:
             raise ModelError(f"physics setting identify = {list(self.identify)} must be a "
                              f"non-empty subset of {list(KINDS)}")
+        if not isinstance(self.gravity_compensation, bool):
+            raise ModelError(f"physics setting gravity_compensation = "
+                             f"{self.gravity_compensation!r} must be true or false")
         for name in ("max_transitions", "max_evaluations", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -78,7 +83,8 @@ class _Simulator:
     def __init__(self, config: PhysicsConfig, dt: float):
         try:
             self.robot = load_robot(config.robot)
-            self.model = build_mujoco_model(self.robot, config.scene, config.physics_timestep)
+            self.model = build_mujoco_model(self.robot, config.scene, config.physics_timestep,
+                                            config.gravity_compensation)
         except (FileNotFoundError, RobotDescriptionError, ValueError) as exc:
             raise ModelError(f"physics model: cannot build robot '{config.robot}': {exc}") from None
         self.urdf_sha256 = hashlib.sha256(self.robot.urdf_path.read_bytes()).hexdigest()

@@ -66,6 +66,8 @@ PARAMS = [
           (-10.0, 10.0)),
     Param("initial_position_noise", 0.0, "uniform ± noise on the reset position (rad)", (0.0, 3.2)),
     Param("hold_damping", 1.0, "safe hold: torque −d·q̇ (N·m·s/rad)", (0.0, 1000.0)),
+    Param("gravity_compensation", False,
+          "the arm cancels its own weight; commands are torques on top of it (as Franka's FCI)"),
     Param("seed", 0, "seed of the noise and reset randomisation", (0, 2**31 - 1)),
     Param("episode_steps", 0, "control steps per episode before an automatic reset; 0 = none",
           (0, 10**9)),
@@ -93,7 +95,7 @@ class ArmSimNode(Node):
                 torque_noise_std=p.torque_noise_std, position_noise_std=p.position_noise_std,
                 velocity_noise_std=p.velocity_noise_std, initial_position=tuple(p.initial_position),
                 initial_position_noise=p.initial_position_noise, hold_damping=p.hold_damping,
-                seed=p.seed, scene=p.scene))
+                gravity_compensation=p.gravity_compensation, seed=p.seed, scene=p.scene))
         except ValueError as exc:  # period/timestep mismatch, initial position
             raise ConfigError(str(exc)) from None
         self.robot = robot

@@ -40,6 +40,7 @@ from mbrl_ros.robot import load_robot
 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
+    Param("gravity_compensation", False, "physics model: the arm cancels its own weight"),
     Param("joint_names", [], "joints of the model, in state and command order; [] = all"),
     Param("control_period", 0.01, "time between joint states / commands (s)", (1e-4, 1.0)),
     Param("model", "ensemble", "model kind", choices=tuple(MODEL_MODULES)),
@@ -93,7 +94,8 @@ class DynamicsFitterNode(Node):
         if options:
             options["max_seconds"] = p.max_fit_seconds
         try:
-            self.model = new_model(p.model, signature, p.device or None, p.robot, **options)
+            self.model = new_model(p.model, signature, p.device or None, p.robot,
+                                   p.gravity_compensation, **options)
         except ModelError as exc:
             raise ConfigError(f"parameter 'model': {exc}") from None
         self.topics = TopicNames(p.states_topic, p.commands_topic, p.events_topic)

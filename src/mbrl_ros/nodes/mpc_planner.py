@@ -28,16 +28,14 @@ from std_msgs.msg import UInt8MultiArray
 from mbrl_ros.artifacts import ArtifactError
 from mbrl_ros.dynamics.base import ModelError
 from mbrl_ros.dynamics.catalog import load_model
-from mbrl_ros.mpc import MPC
-from mbrl_ros.msgconv import MessageError, read_joint_state, stamp_to_ns
+from mbrl_ros.mpc import build_mpc
+from mbrl_ros.msgconv import JointSample, MessageError, read_joint_state, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS, time_msg
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.planning import PLANNERS, PlanError
-from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.robot import load_robot
-from mbrl_ros.tasks.reach import ReachCost
 from mbrl_ros.tasks.terms import TaskError
 
 PARAMS = [
@@ -55,6 +53,10 @@ PARAMS = [
     Param("particles", 1, "particles per action sequence (1 for 'mean')", (1, 1000)),
     Param("seed", 0, "planner and base-policy seed", (0, 2**31 - 1)),
     Param("random_seconds", 0.0, "run π0 for this much time at the start (s)", (0.0, 1e6)),
+    Param("wait_for_model", False, "lockstep graphs: after random_seconds, hold back the answer to "
+                                   "a joint state until the first model arrives (the graph waits, "
+                                   "so runs do not depend on fit speed; random_seconds must give "
+                                   "the fitter its min_transitions)"),
     Param("random_scale", 0.3, "π0 torque amplitude, fraction of the effort limits", (0.0, 1.0)),
     Param("random_hold_steps", 2, "control periods each π0 torque is held", (1, 100000)),
     Param("w_l2", 1.0, "reach cost: weight of ½·d² (1/m²)", (0.0, 1e6)),
@@ -63,7 +65,13 @@ PARAMS = [
     Param("terminal_weight", 10.0, "reach cost: weight of the last step", (0.0, 1e6)),
     Param("w_velocity", 0.0, "reach cost: weight of the final joint speed²", (0.0, 1e6)),
     Param("w_action", 1e-3, "action penalty weight (per (N·m)²)", (0.0, 1e6)),
-    Param("w_limit", 1.0, "joint-limit penalty weight", (0.0, 1e6)),
+    Param("w_limit", 1.0, "joint position and velocity limit penalty weight", (0.0, 1e6)),
+    Param("limit_margin", 0.1, "limit penalty: starts this far inside a position limit (rad)",
+          (1e-6, 10.0)),
+    Param("velocity_margin", 0.5, "limit penalty: starts this far below a velocity limit "
+                                  "(rad/s)", (1e-6, 100.0)),
+    Param("effort_fraction", 1.0, "planned torques stay within this fraction of the effort "
+                                  "limits (the executor clamps at the full limits)", (0.01, 1.0)),
     Param("device", "", "torch device for planning; '' = cuda if available, else cpu"),
 ]
 
@@ -75,19 +83,9 @@ class MPCPlannerNode(Node):
         robot = load_robot(p.robot)
         names, idx = select_joints(robot, p.joint_names)
         self.joint_names = tuple(names)
-        effort = robot.limits.effort[idx]
         self.device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            planner = PLANNERS[p.planner](p.horizon, -effort, effort, seed=p.seed,
-                                          **self._planner_kwargs(p))
-            cost = ReachCost(robot, w_l2=p.w_l2, w_log=p.w_log, alpha=p.alpha,
-                             terminal_weight=p.terminal_weight, w_velocity=p.w_velocity,
-                             w_action=p.w_action, w_limit=p.w_limit).to(self.device)
-            self.mpc = MPC(robot, self.joint_names, planner, cost, dt=p.control_period,
-                           replan_every=p.replan_every,
-                           random_steps=int(round(p.random_seconds / p.control_period)),
-                           base_policy=RandomTorquePolicy(effort, p.random_scale,
-                                                          p.random_hold_steps, p.seed + 1))
+            self.mpc = build_mpc(robot, idx, vars(p) | {"device": self.device})
         except (PlanError, TaskError, ValueError) as exc:
             raise ConfigError(f"planner configuration: {exc}") from None
         self.frame = robot.link_names[0]
@@ -98,6 +96,7 @@ class MPCPlannerNode(Node):
         self.model_version = -1
         self.plan_times: list[float] = []
         self.last_cost = float("nan")
+        self.pending: JointSample | None = None  # a state held back until the first model
 
         self.controller_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller",
                                                     LATCHED_QOS)
@@ -110,17 +109,6 @@ class MPCPlannerNode(Node):
         self.get_logger().info(f"{p.planner} planner, horizon {p.horizon} × "
                                f"{p.control_period:g} s, replanning every {p.replan_every} "
                                f"step(s) on {self.device}")
-
-    @staticmethod
-    def _planner_kwargs(p) -> dict:
-        sampling = {"mode": p.propagation, "particles": p.particles}
-        return {"cem": dict(population=p.samples, elites=p.elites, iterations=p.iterations,
-                            **sampling),
-                "icem": dict(population=p.samples, elites=p.elites, iterations=p.iterations,
-                             **sampling),
-                "mppi": dict(samples=p.samples, iterations=p.iterations, **sampling),
-                "random": dict(samples=p.samples, **sampling),
-                "ilqr": dict(iterations=p.iterations)}[p.planner]
 
     # -- inputs --------------------------------------------------------------------------------
     def _on_target(self, msg: PointStamped) -> None:
@@ -145,6 +133,9 @@ class MPCPlannerNode(Node):
             return
         self.model_version = int(model.info.get("version", self.model_version + 1))
         self.diag.count("models_received")
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self._answer(pending)
 
     def _on_state(self, msg: JointState) -> None:
         try:
@@ -158,6 +149,16 @@ class MPCPlannerNode(Node):
         self.last_stamp = s.stamp_ns
         if self.next_plan_ns is not None and s.stamp_ns < self.next_plan_ns:
             return
+        if self.p.wait_for_model and self.mpc.model is None \
+                and not self.mpc.warming_up(s.stamp_ns):
+            if self.pending is None:
+                self.get_logger().info("π0 data collected: waiting for the first model")
+            self.pending = s
+            return
+        self._answer(s)
+
+    def _answer(self, s: JointSample) -> None:
+        """Publish the controller for joint state ``s``."""
         tic = time.perf_counter()
         step = self.mpc.act(s.position, s.velocity, s.stamp_ns, self._target_at(s.stamp_ns))
         self.diag.count(f"controllers_{step.source}")

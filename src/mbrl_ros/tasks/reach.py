@@ -21,8 +21,10 @@ class ReachCost(ArmTerms):
     def __init__(self, robot: RobotDescription, target=(0.5, 0.0, 0.5), *, w_l2: float = 1.0,
                  w_log: float = 1.0, alpha: float = 1e-4, terminal_weight: float = 10.0,
                  w_velocity: float = 0.0, w_action: float = 1e-3, w_limit: float = 1.0,
-                 limit_margin: float = 0.1, dtype: torch.dtype = torch.float64):
+                 limit_margin: float = 0.1, velocity_margin: float = 0.5,
+                 dtype: torch.dtype = torch.float64):
         super().__init__(robot, w_action=w_action, w_limit=w_limit, limit_margin=limit_margin,
+                         velocity_margin=velocity_margin,
                          dtype=dtype)
         self.w_l2, self.w_log = nonnegative("w_l2", w_l2), nonnegative("w_log", w_log)
         self.alpha = nonnegative("alpha", alpha)

@@ -31,23 +31,29 @@ class ArmTerms(torch.nn.Module):
     torques normalised by the effort limits, and the joint-limit penalty.
 
     w_action: weight of Σ_j (u_j / effort_j)² per step; w_limit: weight of
-    Σ_j (max(0, q_j − (upper_j − m), (lower_j + m) − q_j) / m)² per step with margin m (rad).
-    Move to another dtype/device with ``.to``.
+    Σ_j (max(0, q_j − (upper_j − m), (lower_j + m) − q_j) / m)² per step with margin m (rad)
+    plus Σ_j (max(0, |q̇_j| − (vmax_j − m_v)) / m_v)² with velocity margin m_v (rad/s): plans keep
+    clear of the executor's position and velocity guards. Move to another dtype/device with
+    ``.to``.
     """
 
     def __init__(self, robot: RobotDescription, *, w_action: float, w_limit: float,
-                 limit_margin: float, dtype: torch.dtype):
+                 limit_margin: float, velocity_margin: float, dtype: torch.dtype):
         super().__init__()
         self.n = robot.n_joints
         self.fk = ForwardKinematics(robot, dtype=dtype)
         self.w_action = nonnegative("w_action", w_action)
         self.w_limit = nonnegative("w_limit", w_limit)
         self.limit_margin = nonnegative("limit_margin", limit_margin)
-        if self.limit_margin <= 0.0:
-            raise TaskError(f"limit_margin must be > 0, got {limit_margin}")
+        self.velocity_margin = nonnegative("velocity_margin", velocity_margin)
+        for name, value in (("limit_margin", self.limit_margin),
+                            ("velocity_margin", self.velocity_margin)):
+            if value <= 0.0:
+                raise TaskError(f"{name} must be > 0, got {value}")
         lim = robot.limits
         for name, value in (("effort", lim.effort), ("lower", lim.lower + limit_margin),
-                            ("upper", lim.upper - limit_margin)):
+                            ("upper", lim.upper - limit_margin),
+                            ("speed", np.maximum(lim.velocity - velocity_margin, 0.0))):
             self.register_buffer(f"_{name}", torch.tensor(value, dtype=dtype))
 
     def check(self, states: torch.Tensor, actions: torch.Tensor) -> None:
@@ -66,7 +72,11 @@ class ArmTerms(torch.nn.Module):
         return self.w_action * ((actions / self._effort) ** 2).sum((-1, -2))
 
     def limit_penalty(self, states: torch.Tensor) -> torch.Tensor:
-        """w_limit · Σ_{t≥1} Σ_j (distance into the margin / margin)², shape (...)."""
+        """w_limit · Σ_{t≥1} Σ_j (distance into the position or velocity margin / margin)²,
+        shape (...)."""
         q = states[..., 1:, :self.n]
+        qd = states[..., 1:, self.n:2 * self.n]
         inside = torch.relu(q - self._upper) + torch.relu(self._lower - q)
-        return self.w_limit * ((inside / self.limit_margin) ** 2).sum((-1, -2))
+        fast = torch.relu(qd.abs() - self._speed)
+        return self.w_limit * (((inside / self.limit_margin) ** 2).sum((-1, -2))
+                               + ((fast / self.velocity_margin) ** 2).sum((-1, -2)))

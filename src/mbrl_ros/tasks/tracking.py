@@ -23,8 +23,10 @@ class TrackingCost(ArmTerms):
 
     def __init__(self, robot: RobotDescription, waypoints, *, w_distance: float = 10.0,
                  w_progress: float = 5.0, w_action: float = 1e-3, w_limit: float = 1.0,
-                 limit_margin: float = 0.1, dtype: torch.dtype = torch.float64):
+                 limit_margin: float = 0.1, velocity_margin: float = 0.5,
+                 dtype: torch.dtype = torch.float64):
         super().__init__(robot, w_action=w_action, w_limit=w_limit, limit_margin=limit_margin,
+                         velocity_margin=velocity_margin,
                          dtype=dtype)
         self.w_distance = nonnegative("w_distance", w_distance)
         self.w_progress = nonnegative("w_progress", w_progress)

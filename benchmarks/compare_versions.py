@@ -1,0 +1,86 @@
+"""The lecture's MBRL versions (v0.5, v1.0, v1.5, v1.5 with iLQR feedback) compared on the same
+seeds, data budget and held-out targets, offline on the simulated arm with the mpc graph's settings
+(``config/mpc_<robot>.yaml`` over the nodes' defaults). Prints a progress line per training
+episode and a markdown table at the end (``mbrl_ros.versions``).
+
+    python benchmarks/compare_versions.py [--robot arm2|arm7] [--budget S] [--seed-data S]
+                                          [--eval N] [--seed K] [--versions v0.5,v1.0,...]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from mbrl_ros.graphs import MPC_CONTROL_PERIOD
+from mbrl_ros.nodes import arm_sim, dynamics_fitter, episode_manager, mpc_planner
+from mbrl_ros.robot import load_robot
+from mbrl_ros.simulation import SimConfig
+from mbrl_ros.versions import VERSIONS, Setup, run_version, table
+
+CONFIG = Path(__file__).resolve().parent.parent / "config"
+
+
+def node_settings(config: dict, node: str, params) -> dict:
+    """The node's parameter defaults overlaid with its section of the graph config."""
+    return {p.name: p.default for p in params} | config.get(node, {}).get("ros__parameters", {})
+
+
+def setup_for(robot_name: str, episode_length: float) -> Setup:
+    config = yaml.safe_load((CONFIG / ("mpc.yaml" if robot_name == "arm7"
+                                       else f"mpc_{robot_name}.yaml")).read_text())
+    period = MPC_CONTROL_PERIOD[robot_name]
+    sim = node_settings(config, "arm_sim", arm_sim.PARAMS)
+    fit = node_settings(config, "dynamics_fitter", dynamics_fitter.PARAMS)
+    plan = node_settings(config, "mpc_planner", mpc_planner.PARAMS) | {"control_period": period}
+    episodes = node_settings(config, "episode_manager", episode_manager.PARAMS)
+    model = {"kind": fit["model"]}
+    if fit["model"] in ("ensemble", "mlp"):
+        model |= {k: fit[k] for k in ("members", "hidden", "layers", "max_epochs", "patience")}
+        model["max_seconds"] = fit["max_fit_seconds"]
+    return Setup(
+        robot=load_robot(robot_name),
+        sim=SimConfig(physics_timestep=sim["physics_timestep"], control_period=period,
+                      initial_position=tuple(sim["initial_position"]),
+                      initial_position_noise=sim["initial_position_noise"],
+                      hold_damping=sim["hold_damping"],
+                      gravity_compensation=sim["gravity_compensation"]),
+        planner=plan, model=model,
+        box=(np.array(episodes["target_box_min"]), np.array(episodes["target_box_max"])),
+        episode_steps=int(round(episode_length / period)),
+        tolerance=episodes["success_tolerance"], train_seed=episodes["train_seed"],
+        eval_seed=episodes["eval_seed"], random_scale=plan["random_scale"],
+        random_hold_steps=plan["random_hold_steps"])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--robot", default="arm2", choices=sorted(MPC_CONTROL_PERIOD))
+    ap.add_argument("--budget", type=float, default=45.0, help="robot data per version (s)")
+    ap.add_argument("--seed-data", type=float, default=6.0, help="π0 data before aggregation (s)")
+    ap.add_argument("--episode-length", type=float, default=3.0, help="s")
+    ap.add_argument("--eval", type=int, default=10, help="held-out episodes per version")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--versions", default=",".join(VERSIONS))
+    args = ap.parse_args()
+    versions = args.versions.split(",")
+    unknown = [v for v in versions if v not in VERSIONS]
+    if unknown:
+        ap.error(f"unknown versions {unknown}; known: {', '.join(VERSIONS)}")
+    torch.set_num_threads(args.threads)
+    setup = setup_for(args.robot, args.episode_length)
+    results = [run_version(v, setup, args.budget, args.seed_data, args.eval, args.seed,
+                           progress=lambda line: print(line, flush=True)) for v in versions]
+    print(f"\n{args.robot}, {args.budget:g} s of robot data per version, seed {args.seed}, "
+          f"{args.eval} held-out targets\n")
+    print(table(results, setup.tolerance))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
