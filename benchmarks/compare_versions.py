@@ -5,6 +5,7 @@ episode and a markdown table at the end (``mbrl_ros.versions``).
 
     python benchmarks/compare_versions.py [--robot arm2|arm7] [--budget S] [--seed-data S]
                                           [--eval N] [--seed K] [--versions v0.5,v1.0,...]
+                                          [--set planner_parameter=value ...]
 """
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--versions", default=",".join(VERSIONS))
+    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                    help="override planner node parameters, e.g. effort_fraction=0.2")
     args = ap.parse_args()
     versions = args.versions.split(",")
     unknown = [v for v in versions if v not in VERSIONS]
@@ -74,6 +77,12 @@ def main() -> int:
         ap.error(f"unknown versions {unknown}; known: {', '.join(VERSIONS)}")
     torch.set_num_threads(args.threads)
     setup = setup_for(args.robot, args.episode_length)
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in setup.planner or not value:
+            ap.error(f"--set {item!r}: expected NAME=VALUE with a planner parameter NAME "
+                     f"({', '.join(sorted(setup.planner))})")
+        setup.planner[name] = yaml.safe_load(value)
     results = [run_version(v, setup, args.budget, args.seed_data, args.eval, args.seed,
                            progress=lambda line: print(line, flush=True)) for v in versions]
     print(f"\n{args.robot}, {args.budget:g} s of robot data per version, seed {args.seed}, "

@@ -7,12 +7,11 @@ What the learning test asserts and why:
   runs: 80–90 % within 2 cm);
 * their median final distance is below a third of the π0 episodes' (no model yet) mean of the
   same run: the learning curve improves.
-The run is NOT bit-reproducible: the fitter fits in a background thread while the lockstep graph
-keeps stepping, so the step at which each model reaches the planner depends on machine speed
-(π0 steps are fast: the first model typically arrives after 10–30 s of π0 data). The assertions
-therefore count model episodes, not fixed episode indices, and leave room for one or two misses
-(7 of 8 repeated runs met the stricter 75 %-within-2-cm bound). Making the graph exact needs the
-planner to wait in lockstep for the model fitted at each episode boundary (a follow-up).
+The start is exact: π0 runs for random_seconds, then the planner holds the graph until the first
+model arrives (``wait_for_model``). Later refits are NOT synchronised: the fitter fits in a
+background thread while the lockstep graph keeps stepping, so the step at which each refit reaches
+the planner depends on machine speed. The assertions therefore leave room for one or two misses
+(7 of 8 repeated runs met the stricter 75 %-within-2-cm bound).
 """
 import json
 import subprocess
@@ -21,6 +20,7 @@ import sys
 import numpy as np
 import pytest
 
+from mbrl_ros.cli_launch import DEMO_ARGS, DEMO_GRAPH
 from mbrl_ros.graphs import graph
 
 
@@ -50,6 +50,12 @@ def test_graph_gives_every_node_the_same_control_period_and_episode_steps():
 def test_bad_graph_arguments_give_clear_errors(args, words):
     with pytest.raises(ValueError, match=words):
         graph("mpc", robot="arm2", **args)
+
+
+def test_the_main_job_is_this_graph_on_the_2_link_arm():
+    assert DEMO_GRAPH == "mpc" and DEMO_ARGS["robot"] == "arm2"
+    specs = graph(DEMO_GRAPH, **DEMO_ARGS)
+    assert {s.name for s in specs} >= {"arm_sim", "mpc_planner", "episode_manager"}
 
 
 @pytest.mark.slow
