@@ -119,3 +119,14 @@ def test_gravity_compensation_cancels_the_arms_weight():
             sim.step(np.zeros(7))
         moved[gc] = np.abs(sim.measure().position - np.array(pose)).max()
     assert moved[True] < 1e-9 and moved[False] > 0.05
+
+
+def test_set_state_puts_the_arm_in_a_given_state():
+    robot = load_robot("arm2")
+    sim = ArmSimulator(robot, SimConfig(control_period=0.05))
+    sim.set_state(np.array([0.3, -0.4]), np.array([0.5, 0.0]))
+    m = sim.measure()
+    np.testing.assert_allclose(m.position, [0.3, -0.4])
+    np.testing.assert_allclose(m.velocity, [0.5, 0.0])
+    with pytest.raises(ValueError, match="finite"):
+        sim.set_state(np.array([np.nan, 0.0]), np.zeros(2))

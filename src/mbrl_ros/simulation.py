@@ -96,6 +96,20 @@ class ArmSimulator:
         self.applied = np.zeros_like(q)
         mujoco.mj_forward(self.model, self.data)
 
+    def set_state(self, position: np.ndarray, velocity: np.ndarray) -> None:
+        """Put the arm at joint ``position`` (n,) rad (clipped into the limits) moving at
+        ``velocity`` (n,) rad/s, e.g. a start state drawn by a learner."""
+        q, qd = np.asarray(position, dtype=float), np.asarray(velocity, dtype=float)
+        n = self.robot.n_joints
+        if q.shape != (n,) or qd.shape != (n,) or not (np.all(np.isfinite(q))
+                                                          and np.all(np.isfinite(qd))):
+            raise ValueError(f"state must be {n} finite positions and {n} finite velocities")
+        self.reset(randomize=False)
+        self.data.qpos[self.qpos_idx] = np.clip(q, self.robot.limits.lower,
+                                                self.robot.limits.upper)
+        self.data.qvel[self.dof_idx] = qd
+        mujoco.mj_forward(self.model, self.data)
+
     def hold_torque(self) -> np.ndarray:
         """The safe hold: joint damping −d·q̇ (N·m), d capped by ``safety.gain_caps``, within the
         effort limits."""
