@@ -15,6 +15,7 @@ NODES = {
     "gps_trainer": "mbrl_ros.nodes.gps_trainer:main",
     "lg_executor": "mbrl_ros.nodes.lg_executor:main",
     "mpc_planner": "mbrl_ros.nodes.mpc_planner:main",
+    "policy_runner": "mbrl_ros.nodes.policy_runner:main",
     "recorder": "mbrl_ros.nodes.recorder:main",
     "replay": "mbrl_ros.nodes.replay:main",
 }

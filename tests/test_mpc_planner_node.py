@@ -83,7 +83,7 @@ def planner(ros):
     target = PointStamped()
     target.point.x, target.point.y, target.point.z = 0.1, 0.2, 0.07
     probe.target_pub.publish(target)
-    wait_for(lambda: len(node.targets) == 1, 10, "the target")
+    wait_for(lambda: node.targets.at(0) is not None, 10, "the target")
     return node, probe
 
 

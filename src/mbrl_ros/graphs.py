@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from mbrl_ros.artifacts import ArtifactError, read_file, read_header
+
 
 @dataclass(frozen=True)
 class NodeSpec:
@@ -159,6 +161,46 @@ def mpc_graph(robot: str = "arm7", train_episodes: str = "20", final_eval_episod
     ] + recorder
 
 
+def policy_graph(policy_file: str = "", robot: str = "", episodes: str = "10",
+                 episode_length: str = "3.0", output_dir: str = "", seed: str = "0",
+                 status_period: str = "5.0") -> list[NodeSpec]:
+    """A trained network policy (BPTT v2.0 or distilled) on the sim arm, in lockstep: the policy
+    runner answers every joint state behind the safety layer; the episode manager sets held-out
+    targets (the 'mpc' graph's task and seeds), scores and ends the graph. With a policy file the
+    robot (unless given) and the control period come from its header; without one the runner
+    waits for a policy on /mbrl/policy, for ``robot`` (default arm2) at the 'mpc' graph's
+    control period."""
+    if policy_file:
+        try:
+            _, meta = read_header(read_file(policy_file))
+            period = float(meta["dt"])
+            robot = robot or str(meta["robot"])
+        except (OSError, ArtifactError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"policy_file {policy_file!r} is not a readable policy: "
+                             f"{exc}") from None
+    else:
+        robot = robot or "arm2"
+        period = MPC_CONTROL_PERIOD.get(robot, MPC_CONTROL_PERIOD["arm7"])
+    seed_i, n = int(seed), int(episodes)
+    if n < 1:
+        raise ValueError(f"episodes = {n} must be at least 1")
+    steps = int(round(float(episode_length) / period))
+    if steps < 1:
+        raise ValueError(f"episode_length = {episode_length} s is shorter than the control "
+                         f"period {period:g} s")
+    task = "mpc_arm2.yaml" if robot == "arm2" else "mpc.yaml"  # the mpc graph's task
+    timing = {"robot": robot, "control_period": period, "use_sim_time": True}
+    sim = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), task, 2)
+    sim[0].parameters.update(control_period=period, episode_steps=steps)
+    runner = timing | ({"policy_file": str(Path(policy_file).resolve())} if policy_file else {})
+    return sim + [
+        NodeSpec("policy_runner", "policy_runner", ("policy.yaml",), runner),
+        NodeSpec("episode_manager", "episode_manager", (task,), timing | {
+            "episode_steps": steps, "train_episodes": 0, "final_eval_episodes": n,
+            "output_dir": output_dir or f"runs/policy_{Path(robot).stem}"}, required=True),
+    ]
+
+
 # Arguments several graphs share.
 ROBOT_ARG = GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path")
 MODE_ARG = GraphArg("mode", "lockstep", "lockstep (deterministic) or realtime")
@@ -206,6 +248,18 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("seed", "0", "seed of the sim (executor +1, planner +2, fitter +3)"),
         GraphArg("status_period", "5.0", "wall seconds between the sim's status lines"),
     ), mpc_graph),
+    "policy": Graph("policy", "a trained network policy (BPTT v2.0 or distilled MPC) reaching "
+                              "held-out targets on the sim arm", (
+        GraphArg("policy_file", "", "policy artifact (sets robot and control period); '' = wait "
+                                    "for one on /mbrl/policy"),
+        GraphArg("robot", "", "robot; '' = the policy's (arm2 without a policy file)"),
+        GraphArg("episodes", "10", "episodes on held-out targets"),
+        GraphArg("episode_length", "3.0", "sim seconds per episode"),
+        GraphArg("output_dir", "", "folder for summary.md, results.json, learning_curve.png; "
+                                   "'' = runs/policy_<robot>"),
+        GraphArg("seed", "0", "seed of the sim"),
+        GraphArg("status_period", "5.0", "wall seconds between the sim's status lines"),
+    ), policy_graph),
 }
 
 

@@ -22,13 +22,14 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from mbrl_ros.data.dataset import Dataset, joint_state_names
+from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.episodes import EpisodeResult, TargetSampler, score
 from mbrl_ros.mpc import MPC, build_mpc
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
+from mbrl_ros.policy.rollout import run_episode
 from mbrl_ros.robot import ForwardKinematics, RobotDescription
 from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps
 from mbrl_ros.simulation import ArmSimulator, SimConfig
@@ -95,31 +96,20 @@ class _Arm:
                                   robot_gain_caps(robot, robot.joint_names,
                                                   setup.sim.control_period))
         self.fk = ForwardKinematics(robot)
-        self.dt_ns = int(round(setup.sim.control_period * 1e9))
         self.episode = 0
 
-    def run(self, act: Callable[[int, np.ndarray], np.ndarray], target: np.ndarray | None
+    def run(self, act: Callable[[np.ndarray, int], np.ndarray], target: np.ndarray | None
             ) -> tuple[Dataset, np.ndarray]:
-        """One episode from a reset: ``act(t, x)`` → torque (n,); returns its transitions and the
+        """One episode from a reset: ``act(x, t)`` → torque (n,); returns its transitions and the
         end-effector distances (T,) m to ``target`` after each step (empty without target)."""
-        steps, n = self.setup.episode_steps, self.n
-        self.sim.reset()
-        x = np.empty((steps + 1, 2 * n))
-        u = np.empty((steps, n))
-        for t in range(steps + 1):
-            m = self.sim.measure()
-            x[t] = np.concatenate([m.position, m.velocity])
-            if t < steps:
-                u[t], _ = self.safety.filter(m.position, m.velocity, act(t, x[t]))
-                self.sim.step(u[t])
-        names = self.setup.robot.joint_names
-        data = Dataset(x[:-1], u, x[1:], np.full(steps, self.episode),
-                       (self.episode * (steps + 1) + np.arange(steps)) * self.dt_ns, names,
-                       self.setup.sim.control_period, joint_state_names(names), ("sim",))
+        ep = run_episode(self.sim, act, np.zeros(3) if target is None else target,
+                         self.setup.episode_steps, safety=self.safety)
+        data = Dataset.from_rollout(ep.states, ep.actions, self.episode,
+                                    self.setup.robot.joint_names, self.setup.sim.control_period)
         self.episode += 1
         dist = np.empty(0)
         if target is not None:
-            ee = self.fk.ee_position(torch.as_tensor(x[1:, :n])).numpy()
+            ee = self.fk.ee_position(torch.as_tensor(ep.states[1:, :self.n])).numpy()
             dist = np.linalg.norm(ee - target, axis=1)
         return data, dist
 
@@ -148,7 +138,7 @@ def _controller(version: str, setup: Setup, result: VersionResult
         mpc.previous, plan = None, None
         dt_ns = mpc.dt_ns
 
-        def act(t: int, x: np.ndarray) -> np.ndarray:
+        def act(x: np.ndarray, t: int) -> np.ndarray:
             nonlocal plan
             every = {"v1.5": 1, "v1.5+ilqr": setup.feedback_every}.get(version)
             if plan is None or (every is not None and t % every == 0):
@@ -187,7 +177,7 @@ def run_version(version: str, setup: Setup, budget_seconds: float, seed_seconds:
     parts = []
     random_s = budget_seconds if version == "v0.5" else seed_seconds
     while result.data_seconds + episode_s <= random_s + 1e-9:
-        parts.append(arm.run(lambda t, x: policy.act(), None)[0])
+        parts.append(arm.run(lambda x, t: policy.act(), None)[0])
         result.data_seconds += episode_s
     if not parts:
         raise ValueError(f"seed data of {random_s} s is shorter than one episode ({episode_s} s)")

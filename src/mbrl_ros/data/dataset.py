@@ -127,6 +127,21 @@ class Dataset:
                        np.hstack([self.next_states, extra_next]), self.episodes, self.stamps,
                        self.joint_names, self.dt, self.state_names + tuple(names), self.sources)
 
+    @classmethod
+    def from_rollout(cls, states: np.ndarray, actions: np.ndarray, episode: int,
+                     joint_names: Sequence[str], dt: float,
+                     state_names: Sequence[str] | None = None, source: str = "sim") -> "Dataset":
+        """The transitions of one rollout, states (T+1, dx) and actions (T, du), as episode
+        ``episode``, stamped as the simulator's automatic episodes are (episode e starts at
+        e·(T+1)·dt). ``state_names``: default [q, q̇] of ``joint_names``."""
+        T = len(actions)
+        dt_ns = int(round(dt * 1e9))
+        names = tuple(joint_names)
+        return cls(states[:-1], actions, states[1:], np.full(T, episode),
+                   (episode * (T + 1) + np.arange(T)) * dt_ns, names, dt,
+                   tuple(state_names) if state_names is not None else joint_state_names(names),
+                   (source,))
+
     @staticmethod
     def concat(parts: Sequence["Dataset"], renumber: bool = False) -> "Dataset":
         """Rows of ``parts`` in order. ``renumber``: give each part's episodes new ids after the

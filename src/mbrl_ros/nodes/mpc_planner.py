@@ -29,11 +29,12 @@ from mbrl_ros.artifacts import ArtifactError
 from mbrl_ros.dynamics.base import ModelError
 from mbrl_ros.dynamics.catalog import load_model
 from mbrl_ros.mpc import build_mpc
-from mbrl_ros.msgconv import JointSample, MessageError, read_joint_state, stamp_to_ns
+from mbrl_ros.msgconv import JointSample, MessageError, read_joint_state
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS, time_msg
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
+from mbrl_ros.nodes.targets import TargetSchedule
 from mbrl_ros.planning import PLANNERS, PlanError
 from mbrl_ros.robot import load_robot
 from mbrl_ros.tasks.terms import TaskError
@@ -90,7 +91,7 @@ class MPCPlannerNode(Node):
             raise ConfigError(f"planner configuration: {exc}") from None
         self.frame = robot.link_names[0]
         self.period_ns = int(round(p.control_period * 1e9))
-        self.targets: list[tuple[int, np.ndarray]] = []
+        self.targets = TargetSchedule()
         self.next_plan_ns: int | None = None
         self.last_stamp = -1
         self.model_version = -1
@@ -112,17 +113,10 @@ class MPCPlannerNode(Node):
 
     # -- inputs --------------------------------------------------------------------------------
     def _on_target(self, msg: PointStamped) -> None:
-        target = np.array([msg.point.x, msg.point.y, msg.point.z])
-        if not np.all(np.isfinite(target)):
-            self.diag.warn("rejected_target", "target with non-finite coordinates rejected")
-            return
-        self.targets.append((stamp_to_ns(msg.header.stamp), target))
-        self.targets.sort(key=lambda st: st[0])
-        del self.targets[:-16]
-
-    def _target_at(self, stamp_ns: int) -> np.ndarray | None:
-        valid = [t for s, t in self.targets if s <= stamp_ns]
-        return valid[-1] if valid else None
+        try:
+            self.targets.add_msg(msg)
+        except MessageError as exc:
+            self.diag.warn("rejected_target", f"target rejected: {exc}")
 
     def _on_model(self, msg: UInt8MultiArray) -> None:
         try:
@@ -160,7 +154,7 @@ class MPCPlannerNode(Node):
     def _answer(self, s: JointSample) -> None:
         """Publish the controller for joint state ``s``."""
         tic = time.perf_counter()
-        step = self.mpc.act(s.position, s.velocity, s.stamp_ns, self._target_at(s.stamp_ns))
+        step = self.mpc.act(s.position, s.velocity, s.stamp_ns, self.targets.at(s.stamp_ns))
         self.diag.count(f"controllers_{step.source}")
         if step.plan is not None:
             self.plan_times.append(time.perf_counter() - tic)

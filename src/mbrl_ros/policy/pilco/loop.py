@@ -137,13 +137,10 @@ def rollout(system: System, controller: Callable[[np.ndarray], np.ndarray], x0: 
 
 def episode_dataset(system: System, states: np.ndarray, actions: np.ndarray,
                     episode: int) -> Dataset:
-    """The transitions of one rollout (states (H + 1, dx), torques (H, du)) as episode
-    ``episode`` of a Dataset."""
-    n = len(actions)
-    dt_ns = int(round(system.dt * 1e9))
-    return Dataset(states[:-1], actions, states[1:], np.full(n, episode),
-                   (episode * (n + 1) + np.arange(n)) * dt_ns, system.joint_names, system.dt,
-                   system.state_names)
+    """The transitions of one rollout (states (H + 1, dx), torques (H, du)) of ``system`` as
+    episode ``episode``."""
+    return Dataset.from_rollout(states, actions, episode, system.joint_names, system.dt,
+                                system.state_names, source="pilco")
 
 
 def fit_dynamics(data: Dataset, config: GPConfig, device: str = "cpu") -> tuple[GPModel, float]:

@@ -1,0 +1,46 @@
+"""The lecture's versions run offline (``mbrl_ros.versions``): each spends exactly its data budget,
+plans as its version prescribes, and v1.5 learns to reach on the 2-link arm."""
+import numpy as np
+import pytest
+import torch
+
+from mbrl_ros.nodes.mpc_planner import PARAMS
+from mbrl_ros.robot import load_robot
+from mbrl_ros.simulation import SimConfig
+from mbrl_ros.versions import Setup, run_version, table
+
+torch.set_num_threads(1)
+
+
+def setup(steps=20):
+    planner = {p.name: p.default for p in PARAMS} | dict(
+        planner="ilqr", horizon=10, iterations=3, control_period=0.05, w_l2=1.0)
+    return Setup(robot=load_robot("arm2"),
+                 sim=SimConfig(control_period=0.05, initial_position_noise=0.3),
+                 planner=planner, model=dict(kind="ensemble", members=2, hidden=32, layers=2,
+                                             max_epochs=100),
+                 box=(np.array([-0.27, -0.27, 0.0]), np.array([0.27, 0.27, 0.15])),
+                 episode_steps=steps, random_scale=0.5)
+
+
+@pytest.mark.parametrize("version, plans_per_episode, fits", [
+    ("v0.5", 1, 1), ("v1.0", 1, 3), ("v1.5", 20, 3), ("v1.5+ilqr", 4, 3)])
+def test_budget_and_planning_schedule(version, plans_per_episode, fits):
+    """6 s of data in 1 s episodes: v0.5 all π0; the others 4 s π0 + 2 aggregated episodes."""
+    r = run_version(version, setup(), budget_seconds=6.0, seed_seconds=4.0, eval_episodes=1)
+    train_episodes = 0 if version == "v0.5" else 2
+    assert r.data_seconds == pytest.approx(6.0) and r.fits == fits
+    assert r.plans == plans_per_episode * (train_episodes + 1) and len(r.episodes) == 1
+    assert version in table([r], 0.02)
+
+
+def test_mpc_learns_to_reach_the_2_link_arm():
+    r = run_version("v1.5", setup(40), budget_seconds=14.0, seed_seconds=6.0, eval_episodes=4)
+    assert r.within(0.05) >= 0.75, [e.final_distance for e in r.episodes]
+
+
+def test_unknown_version_and_short_seed_data_are_named():
+    with pytest.raises(ValueError, match="version must be one of"):
+        run_version("v3", setup(), 6.0, 4.0, 1)
+    with pytest.raises(ValueError, match="shorter than one episode"):
+        run_version("v1.5", setup(), 6.0, 0.5, 1)
