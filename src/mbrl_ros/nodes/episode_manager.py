@@ -1,9 +1,9 @@
 """Node ``episode_manager``: runs the reaching episodes of a learning run and scores them.
 
 Works with the simulator's automatic episodes (``episode_steps`` = N on both nodes): episode e
-starts at stamp e·(N+1)·control_period, so the target of episode e is published on ``/mbrl/target``
-ahead of time with ``header.stamp`` = that start stamp (planners use the newest target whose stamp is
-not after the state's). Training targets and held-out targets come from separate seeds. Each
+starts at stamp e·(N+1)·control_period, so every episode's target is published on ``/mbrl/target``
+at start-up with ``header.stamp`` = its episode's start stamp (planners use the newest target whose
+stamp is not after the state's; transient-local, so late subscribers get them all). Training targets and held-out targets come from separate seeds. Each
 episode's start and end go to ``/mbrl/episode_events``; one progress line per episode; at the end a
 summary table, ``results.json`` and a learning-curve PNG in ``output_dir``, then the node exits
 (the graph ends with it).
@@ -26,7 +26,8 @@ from mbrl_ros.artifacts import ArtifactError, read_header
 from mbrl_ros.episodes import Summary, TargetSampler, progress_line, score
 from mbrl_ros.msgconv import MessageError, read_joint_state
 from mbrl_ros.nodes.diagnostics import OK, Diagnostics
-from mbrl_ros.nodes.messages import EVENT_QOS, LATCHED_QOS, STATE_QOS, TARGET_QOS, time_msg
+from mbrl_ros.nodes.messages import (EVENT_QOS, LATCHED_QOS, MAX_TARGETS, STATE_QOS,
+                                     TARGET_QOS, time_msg)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import ForwardKinematics, load_robot
@@ -74,6 +75,9 @@ class EpisodeManagerNode(Node):
         self.schedule = self._schedule()
         if not self.schedule:
             raise ConfigError("no episodes to run: set 'train_episodes' or 'final_eval_episodes'")
+        if len(self.schedule) > MAX_TARGETS:
+            raise ConfigError(f"{len(self.schedule)} episodes: at most {MAX_TARGETS} per run "
+                              "(every target is published at start-up)")
         self.targets = [self.samplers[held_out].sample() for held_out in self.schedule]
         self.distances: dict[int, list[float]] = {}
         self.summary = Summary()
@@ -88,7 +92,10 @@ class EpisodeManagerNode(Node):
                                  LATCHED_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.diag = Diagnostics(self, "episodes", self._report)
-        for e in range(min(2, len(self.schedule))):
+        # Every episode's target at once, each stamped with its episode's start: a node acting on
+        # a state then never races the delivery of the next target (lockstep episodes can be
+        # shorter than a DDS delivery under load).
+        for e in range(len(self.schedule)):
             self._publish_target(e)
         self.get_logger().info(
             f"{len(self.schedule)} episodes of {p.episode_steps * p.control_period:g} s "
@@ -129,8 +136,6 @@ class EpisodeManagerNode(Node):
         if e not in self.distances:
             self.distances[e] = []
             self._event("start", e, s.stamp_ns)
-            if e + 1 < len(self.schedule):
-                self._publish_target(e + 1)
         ee = self.fk.ee_position(torch.as_tensor(s.position)).numpy()
         self.distances[e].append(float(np.linalg.norm(ee - self.targets[e])))
         if k == self.p.episode_steps:
