@@ -1,7 +1,9 @@
-"""Test fixtures. DDS stays on this machine: discovery is limited to localhost and every pytest run
-gets its own ROS_DOMAIN_ID (``make test`` also runs the suite in a private network namespace)."""
+"""Test fixtures. DDS stays on this machine: discovery is limited to localhost and every test
+gets its own ROS_DOMAIN_ID (``make test`` also runs the suite in a private network namespace), so
+a process an earlier test left behind cannot talk to a later test's nodes."""
 from __future__ import annotations
 
+import itertools
 import os
 import random
 
@@ -11,6 +13,18 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
 import pytest  # noqa: E402
 
 from ros_harness import NodeProcess, RosHarness  # noqa: E402
+
+_FIRST_DOMAIN = int(os.environ["ROS_DOMAIN_ID"])
+_tests = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def ros_domain(monkeypatch) -> int:
+    """This test's ROS_DOMAIN_ID (1..100, the next one for each test); in-process contexts and the
+    processes the test starts use it."""
+    domain = 1 + (_FIRST_DOMAIN - 1 + next(_tests)) % 100
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    return domain
 
 
 @pytest.fixture
