@@ -13,6 +13,7 @@ import yaml
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from std_srvs.srv import SetBool
 
 from mbrl_ros.launcher import die_with_parent
 
@@ -24,6 +25,25 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
+
+
+class CommandProbe:
+    """Mixin for test nodes that record tagged torque commands (``self.commands``: (u, stamp tag)
+    under ``self.lock``) and hold an e-stop client (``self.estop``)."""
+
+    def command_for(self, stamp_ns, timeout=10.0):
+        """The command tagged with ``stamp_ns`` (waits for it)."""
+        def find():
+            with self.lock:
+                return [u for u, tag in self.commands if tag == stamp_ns]
+        wait_for(lambda: find(), timeout, f"a command for stamp {stamp_ns}")
+        return find()[-1]
+
+    def call_estop(self, engage: bool):
+        assert self.estop.wait_for_service(timeout_sec=10.0)
+        future = self.estop.call_async(SetBool.Request(data=engage))
+        wait_for(future.done, 10.0, "the e-stop service")
+        return future.result()
 
 
 class RosHarness:

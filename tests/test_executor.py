@@ -26,7 +26,7 @@ from mbrl_ros.robot import load_robot
 from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps
 from mbrl_ros.scripted import scripted_controller
 from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
-from ros_harness import wait_for
+from ros_harness import CommandProbe, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -39,7 +39,7 @@ PERIOD_NS = seconds_to_ns(PERIOD)
 DEEP = QoSProfile(depth=10_000, reliability=ReliabilityPolicy.RELIABLE)
 
 
-class Probe:
+class Probe(CommandProbe):
     """Test node: publishes states, controllers and /clock; records commands and the executor's
     diagnostics (sim-time stamp, level, message)."""
 
@@ -94,19 +94,6 @@ class Probe:
         self.state_pub.publish(joint_state_msg(stamp_ns, names, np.asarray(q, float),
                                                np.asarray(qd, float), np.zeros(len(names))))
 
-    def command_for(self, stamp_ns, timeout=10.0):
-        """The command tagged with ``stamp_ns`` (waits for it)."""
-        def find():
-            with self.lock:
-                return [u for u, tag in self.commands if tag == stamp_ns]
-        wait_for(lambda: find(), timeout, f"a command for stamp {stamp_ns}")
-        return find()[-1]
-
-    def call_estop(self, engage: bool):
-        assert self.estop.wait_for_service(timeout_sec=10.0)
-        future = self.estop.call_async(SetBool.Request(data=engage))
-        wait_for(future.done, 10.0, "the e-stop service")
-        return future.result()
 
 
 def executor(ros, **params):

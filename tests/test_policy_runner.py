@@ -29,7 +29,7 @@ from mbrl_ros.policy.rollout import final_distance, run_episode
 from mbrl_ros.robot import ForwardKinematics, home_position, load_robot
 from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps
 from mbrl_ros.simulation import ArmSimulator, SimConfig
-from ros_harness import wait_for
+from ros_harness import CommandProbe, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -55,7 +55,7 @@ def make_policy(robot="arm2", names=NAMES, dt=DT, seed=0, overflow=False):
     return p
 
 
-class Probe:
+class Probe(CommandProbe):
     """Test node: publishes states, targets and policies; records commands and the runner's
     diagnostics."""
 
@@ -99,18 +99,6 @@ class Probe:
     def send_policy(self, data: bytes):
         self.policy_pub.publish(UInt8MultiArray(data=data))
 
-    def command_for(self, stamp_ns, timeout=10.0):
-        def find():
-            with self.lock:
-                return [u for u, tag in self.commands if tag == stamp_ns]
-        wait_for(lambda: find(), timeout, f"a command for stamp {stamp_ns}")
-        return find()[-1]
-
-    def call_estop(self, engage: bool):
-        assert self.estop.wait_for_service(timeout_sec=10.0)
-        future = self.estop.call_async(SetBool.Request(data=engage))
-        wait_for(future.done, 10.0, "the e-stop service")
-        return future.result()
 
 
 def runner(ros, **params):

@@ -134,13 +134,14 @@ def _controller(version: str, setup: Setup, result: VersionResult
         result.plans += 1
         return step.controller
 
+    every = {"v1.5": 1, "v1.5+ilqr": setup.feedback_every}.get(version)  # None: plan once
+
     def episode(mpc: MPC, target: np.ndarray):
         mpc.previous, plan = None, None
         dt_ns = mpc.dt_ns
 
         def act(x: np.ndarray, t: int) -> np.ndarray:
             nonlocal plan
-            every = {"v1.5": 1, "v1.5+ilqr": setup.feedback_every}.get(version)
             if plan is None or (every is not None and t % every == 0):
                 plan = timed_act(mpc, x, t * dt_ns, target)
             i = plan.index(t * dt_ns)
