@@ -1,6 +1,7 @@
 """Helpers for tests with real rclpy nodes over real DDS (no mocks)."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +26,26 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
+
+
+def launch_graph(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """``mbrl-ros launch ARGS`` with its output captured. After ``timeout`` s the launcher is
+    interrupted (it stops its nodes) and an AssertionError carries the tail of its output, so a
+    stuck graph says where it stopped."""
+    cmd = [sys.executable, "-m", "mbrl_ros.cli", "launch", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        raise AssertionError(f"{' '.join(cmd)} did not finish in {timeout} s; its output ends:\n"
+                             f"{out[-6000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
 class CommandProbe:

@@ -3,8 +3,6 @@ targets it gets (sync waiting, target stamps), a policy producing NaN gives the 
 policy for another robot / joints / control period is refused, the e-stop latches; and the
 'policy' graph in lockstep equals the same policy run offline."""
 import json
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -29,7 +27,7 @@ from mbrl_ros.policy.rollout import final_distance, run_episode
 from mbrl_ros.robot import ForwardKinematics, home_position, load_robot
 from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps
 from mbrl_ros.simulation import ArmSimulator, SimConfig
-from ros_harness import CommandProbe, wait_for
+from ros_harness import CommandProbe, launch_graph, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -223,11 +221,9 @@ def test_policy_graph_in_lockstep_equals_the_policy_run_offline(tmp_path):
     path = tmp_path / "policy.safetensors"
     write_file(path, p.to_bytes())
     episodes, length = 3, 1.0
-    result = subprocess.run(
-        [sys.executable, "-m", "mbrl_ros.cli", "launch", "policy", f"policy_file:={path}",
-         f"episodes:={episodes}", f"episode_length:={length}", f"output_dir:={tmp_path}"],
-        capture_output=True, text=True, timeout=200)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = launch_graph(["policy", f"policy_file:={path}", f"episodes:={episodes}",
+                           f"episode_length:={length}", f"output_dir:={tmp_path}"], 200)
+    assert result.returncode == 0, result.stdout[-6000:]
     records = json.loads((tmp_path / "results.json").read_text())
     got = [r["final_distance"] for r in records]
 
