@@ -290,24 +290,39 @@ class ForwardKinematics(torch.nn.Module):
         for name, value in constants.items():
             self.register_buffer(name, torch.tensor(value, dtype=dtype, device=device))
 
-    def _frames(self, q: torch.Tensor, last_link: int) -> tuple[list, list]:
-        """World positions [(..., 3)] and rotations [(..., 3, 3)] of links 0..last_link."""
+    def _local_rotations(self, q: torch.Tensor, last_link: int, batch_last: bool = False
+                         ) -> tuple[torch.Tensor, list]:
+        """q as a tensor of the module's dtype, and the rotations of chain joints
+        0..last_link − 1 (link j + 1 relative to link j): (..., 3, 3) each, or with
+        ``batch_last`` (3, 3, batch) for q flattened to (batch, n) (fixed joints: (3, 3, 1))."""
         q = torch.as_tensor(q, dtype=self._A.dtype, device=self._A.device)
         if q.ndim == 0 or q.shape[-1] != self.robot.n_joints:
             raise ValueError(f"q must have shape (..., {self.robot.n_joints}), got {tuple(q.shape)}")
         # Local rotations of the n moving joints as one batched GEMM, joint first (contiguous slices):
         # A + [sin q, 1 − cos q] @ [B; C], flattened 3×3 matrices.
-        angle = q.reshape(-1, q.shape[-1]).T  # (n, batch)
-        sin_cos = torch.stack([torch.sin(angle), 1.0 - torch.cos(angle)], -1)  # (n, batch, 2)
-        flat = torch.baddbmm(self._A9, sin_cos, self._BC9)  # (n, batch, 9)
-        moving = flat.view(q.shape[-1], *q.shape[:-1], 3, 3).unbind(0)
-        A, t = self._A.unbind(0), self._t.unbind(0)
+        n = q.shape[-1]
+        angle = q.reshape(-1, n).T  # (n, batch)
+        if batch_last:
+            sin_cos = torch.stack([torch.sin(angle), 1.0 - torch.cos(angle)], 1)  # (n, 2, batch)
+            flat = torch.baddbmm(self._A9.transpose(1, 2), self._BC9.transpose(1, 2), sin_cos)
+            moving = flat.view(n, 3, 3, -1).unbind(0)
+            fixed = self._A.unsqueeze(-1).unbind(0)
+        else:
+            sin_cos = torch.stack([torch.sin(angle), 1.0 - torch.cos(angle)], -1)  # (n, batch, 2)
+            flat = torch.baddbmm(self._A9, sin_cos, self._BC9)  # (n, batch, 9)
+            moving = flat.view(n, *q.shape[:-1], 3, 3).unbind(0)
+            fixed = self._A.unbind(0)
+        return q, [fixed[j] if self._q_index[j] is None else moving[self._q_index[j]]
+                   for j in range(last_link)]
+
+    def _frames(self, q: torch.Tensor, last_link: int) -> tuple[list, list]:
+        """World positions [(..., 3)] and rotations [(..., 3, 3)] of links 0..last_link."""
+        q, locals_ = self._local_rotations(q, last_link)
+        t = self._t.unbind(0)
         eye = torch.eye(3, dtype=q.dtype, device=q.device)
         positions = [torch.zeros(q.shape[:-1] + (3,), dtype=q.dtype, device=q.device)]
         rotations = [eye.expand(q.shape[:-1] + (3, 3))]
-        for j in range(last_link):
-            i = self._q_index[j]
-            local = A[j] if i is None else moving[i]
+        for j, local in enumerate(locals_):
             if j == 0:  # the root link is the world frame: skip the identity products
                 positions.append(t[j].expand_as(positions[0]))
                 rotations.append(local.expand_as(rotations[0]))
@@ -329,9 +344,16 @@ class ForwardKinematics(torch.nn.Module):
                             for link, offset in zip(self._point_links, self._offsets.unbind(0))], -2)
 
     def ee_position(self, q: torch.Tensor) -> torch.Tensor:
-        """World position (..., 3) in m of the ``ee_link`` origin (MuJoCo's 'ee' site)."""
-        positions, _ = self._frames(q, self._ee_index)
-        return positions[self._ee_index]
+        """World position (..., 3) in m of the ``ee_link`` origin (MuJoCo's 'ee' site), evaluated
+        from the tip inwards, p = t₀ + R₀(t₁ + R₁(… + t_e−1)), with the batch as the last,
+        contiguous dimension: matrix–vector products only (the planners' costs call this for
+        every predicted state)."""
+        q, locals_ = self._local_rotations(q, self._ee_index, batch_last=True)
+        t = self._t.unsqueeze(-1).unbind(0)  # (3, 1) each
+        p = t[self._ee_index - 1] if locals_ else torch.zeros_like(self._t[0]).unsqueeze(-1)
+        for j in range(len(locals_) - 2, -1, -1):
+            p = t[j] + (locals_[j] * p.unsqueeze(0)).sum(1)
+        return p.expand(3, q.reshape(-1, q.shape[-1]).shape[0]).T.reshape(q.shape[:-1] + (3,))
 
     def jacobian(self, q: torch.Tensor) -> torch.Tensor:
         """Position Jacobian d ee_position / dq, shape (..., 3, n) in m/rad (analytic: axis × lever)."""

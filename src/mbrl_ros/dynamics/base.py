@@ -136,11 +136,24 @@ class DynamicsModel(abc.ABC):
             raise ModelError(f"{self.kind} model: input columns {flat} are constant in the "
                              f"training data (std < {floor:g}); record data that moves them")
 
+    @property
+    def stats(self) -> NormStats | None:
+        """The normalisation statistics (None until fitted)."""
+        return self._stats
+
+    @stats.setter
+    def stats(self, stats: NormStats | None) -> None:
+        self._stats, self._norm_tensors = stats, {}
+
     def _norm(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The statistics as tensors of ``dtype`` on the model's device (converted once per
+        dtype: the planners call this at every predicted step)."""
         if self.stats is None:
             raise ModelError(f"{self.kind} model is not fitted")
-        return {k: torch.as_tensor(v, dtype=dtype, device=self.device)
-                for k, v in vars(self.stats).items()}
+        if dtype not in self._norm_tensors:
+            self._norm_tensors[dtype] = {k: torch.as_tensor(v, dtype=dtype, device=self.device)
+                                         for k, v in vars(self.stats).items()}
+        return self._norm_tensors[dtype]
 
     def normalise_inputs(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Concatenated normalised inputs (..., dx + du), broadcasting s and a."""

@@ -98,10 +98,11 @@ class _Networks(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.weights) - 1
+        inplace = not torch.is_grad_enabled()  # no graph to keep: activate the GEMM's output
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             x = torch.baddbmm(b, x, w)
             if i < last:
-                x = torch.nn.functional.silu(x)
+                x = torch.nn.functional.silu(x, inplace=inplace)
         return x
 
     def decay_terms(self) -> torch.Tensor:
