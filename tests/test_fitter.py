@@ -94,6 +94,30 @@ def test_refits_from_the_live_simulator(ros, node_process):
                          for s in list(statuses) for kv in s.values), 10, "fitter diagnostics")
 
 
+def test_with_automatic_episodes_fits_start_at_episode_starts(ros, node_process):
+    """Sim episodes of 20 steps (a new one every 21 stamps): each model's data was taken at the
+    first state of an episode (``seen_until_ns``) and holds the episodes before it; without
+    warm start every fit takes its normalisation from all its data."""
+    receiver = ModelReceiver(ros)
+    fitter = node_process("dynamics_fitter", {
+        "robot": "arm2", "model": "mlp", "members": 1, "min_transitions": 30, "refit_every": 1,
+        "episode_steps": 20, "warm_start": False, **SMALL_NET})
+    node_process("base_policy", {"robot": "arm2", "seed": 1, "scale": 0.5})
+    node_process("arm_sim", {"robot": "arm2", "mode": "lockstep", "lockstep_timeout": 60.0,
+                             "seed": 1, "episode_steps": 20})
+    wait_for(lambda: len(receiver.versions()) >= 2, 120,
+             f"two model versions ({fitter.output()[-2000:]})")
+    episode_ns = 21 * 10_000_000  # control period 0.01 s
+    for model in receiver.models[:2]:
+        seen = model.info["seen_until_ns"]
+        assert seen >= episode_ns and seen % episode_ns == 0, seen
+        # the episode before is in (its last transition starts 2 periods before), none after
+        assert seen - episode_ns < model.info["stamp_ns"] < seen
+    v1, v2 = receiver.models[:2]
+    assert v1.info["seen_until_ns"] < v2.info["seen_until_ns"]
+    assert not np.array_equal(v1.stats.state_mean, v2.stats.state_mean)
+
+
 @pytest.mark.parametrize("params, message", [
     ({"dataset": "/nonexistent/d.safetensors"}, "parameter 'dataset'"),
     ({"refit_every": 0}, "parameter 'refit_every' = 0 is out of range"),

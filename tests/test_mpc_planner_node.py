@@ -1,6 +1,8 @@
 """The ``mpc_planner`` node over real DDS: π0 controllers during the warm-up, then (with
 ``wait_for_model``) the answer to a joint state is held back until the first model arrives, and
-the controller for that very state is a plan; models for other joints are refused."""
+the controller for that very state is a plan; with automatic episodes, every episode start waits
+for the model fitted on the episodes before it (or, after ``model_wait_seconds``, plans with the
+model it has); models for other joints are refused."""
 from __future__ import annotations
 
 import threading
@@ -31,7 +33,7 @@ PERIOD_NS = 50_000_000
 ARM2 = load_robot("arm2")
 
 
-def _model_bytes(joint_names=ARM2.joint_names) -> bytes:
+def _model_bytes(joint_names=ARM2.joint_names, seen_until_ns: int | None = None) -> bytes:
     data = random_torque_dataset(ARM2, 3, 40, control_period=0.05, hold_steps=2)
     if tuple(joint_names) != ARM2.joint_names:  # the same numbers, labelled for other joints
         data = type(data)(data.states, data.actions, data.next_states, data.episodes,
@@ -40,6 +42,8 @@ def _model_bytes(joint_names=ARM2.joint_names) -> bytes:
                                 for j in joint_names))
     model = new_model("mlp", ModelSignature.of(data), "cpu", hidden=16, layers=1, max_epochs=3)
     model.fit(data, None)
+    if seen_until_ns is not None:  # as the fitter labels its artifacts: data up to this state
+        model.info = {"version": 1 + seen_until_ns // PERIOD_NS, "seen_until_ns": seen_until_ns}
     return model.to_bytes()
 
 
@@ -70,12 +74,11 @@ class Probe:
             return [c.start_ns for c in self.controllers]
 
 
-@pytest.fixture
-def planner(ros):
+def _planner(ros, **params):
     node = MPCPlannerNode(context=ros.context, parameter_overrides=[
-        Parameter(k, value=v) for k, v in dict(
+        Parameter(k, value=v) for k, v in (dict(
             robot="arm2", control_period=0.05, planner="ilqr", horizon=5, iterations=1,
-            random_seconds=0.1, wait_for_model=True).items()])
+            random_seconds=0.1, wait_for_model=True) | params).items()])
     ros.add(node)
     probe = Probe(ros)
     wait_for(lambda: probe.state_pub.get_subscription_count() > 0
@@ -85,6 +88,18 @@ def planner(ros):
     probe.target_pub.publish(target)
     wait_for(lambda: node.targets.at(0) is not None, 10, "the target")
     return node, probe
+
+
+@pytest.fixture
+def planner(ros):
+    return _planner(ros)
+
+
+@pytest.fixture
+def episodic_planner(ros):
+    """Episodes of 2 steps (states k = 0, 1, 2; the next episode starts at k = 3); π0's 0.1 s
+    are rounded up to the whole first episode."""
+    return _planner(ros, episode_steps=2, model_wait_seconds=1.0)
 
 
 def test_waits_for_the_first_model_then_plans_for_the_held_state(planner):
@@ -115,3 +130,46 @@ def test_a_model_for_other_joints_is_refused_and_the_state_stays_held(planner):
     wait_for(lambda: node.diag.counters["refused_models"] == 1, 10, "the refusal")
     assert node.pending is not None and node.diag.counters["controllers_pi0"] == 2
     assert np.isnan(node.last_cost)
+
+
+def test_each_episode_start_waits_for_the_model_fitted_on_the_episodes_before_it(
+        episodic_planner):
+    node, probe = episodic_planner
+    for k in range(3):
+        probe.send_state(k)
+        wait_for(lambda: len(probe.starts()) == k + 1, 10, f"π0 controller {k}")
+    assert node.diag.counters["controllers_pi0"] == 3  # the whole first episode
+    probe.send_state(3)  # episode 1 starts: no model yet
+    wait_for(lambda: node.pending is not None, 10, "the held state")
+    # a model fitted on the data the fitter had when it saw state 3: all of episode 0
+    probe.model_pub.publish(UInt8MultiArray(data=_model_bytes(seen_until_ns=3 * PERIOD_NS)))
+    wait_for(lambda: len(probe.starts()) == 4, 30, "the plan for episode 1's first state")
+    for k in (4, 5):  # within the episode: no waiting
+        probe.send_state(k)
+        wait_for(lambda: len(probe.starts()) == k + 1, 30, f"the plan for state {k}")
+    # horizon 5, cut where the episode ends (its last state is k = 5): the executor never runs
+    # a plan of this episode on the next episode's reset state
+    assert [c.T for c in probe.controllers[3:6]] == [3, 2, 1]
+    probe.send_state(6)  # episode 2 starts: the model has not seen episode 1
+    wait_for(lambda: node.pending is not None, 10, "the held episode start")
+    probe.model_pub.publish(UInt8MultiArray(data=_model_bytes(seen_until_ns=5 * PERIOD_NS)))
+    wait_for(lambda: node.model_seen == 5 * PERIOD_NS, 10, "the stale refit")
+    assert node.pending is not None and len(probe.starts()) == 6  # fitted before state 6
+    probe.model_pub.publish(UInt8MultiArray(data=_model_bytes(seen_until_ns=6 * PERIOD_NS)))
+    wait_for(lambda: len(probe.starts()) == 7, 30, "the plan for episode 2's first state")
+    assert probe.starts()[6] == 6 * PERIOD_NS and node.diag.counters["controllers_plan"] == 4
+    assert node.diag.counters["late_refits"] == 0
+
+
+def test_a_refit_that_does_not_come_is_waited_for_model_wait_seconds(episodic_planner):
+    node, probe = episodic_planner
+    probe.model_pub.publish(UInt8MultiArray(data=_model_bytes(seen_until_ns=3 * PERIOD_NS)))
+    wait_for(lambda: node.model_seen == 3 * PERIOD_NS, 10, "the model")
+    for k in range(6):
+        probe.send_state(k)
+        wait_for(lambda: len(probe.starts()) == k + 1, 30, f"controller {k}")
+    assert node.diag.counters["late_refits"] == 0
+    probe.send_state(6)
+    wait_for(lambda: node.pending is not None, 10, "the held episode start")
+    wait_for(lambda: len(probe.starts()) == 7, 10, "the plan after model_wait_seconds")
+    assert node.diag.counters["late_refits"] == 1 and probe.starts()[6] == 6 * PERIOD_NS

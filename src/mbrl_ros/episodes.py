@@ -16,6 +16,38 @@ import torch
 from mbrl_ros.robot import ForwardKinematics, RobotDescription
 
 
+@dataclass(frozen=True)
+class EpisodeClock:
+    """The simulator's automatic episodes in stamps: N = ``steps`` control steps of
+    ``period_ns`` each; episode e's states k = 0..N are stamped (e·(N+1) + k)·period_ns (a reset
+    advances time by one period)."""
+
+    steps: int
+    period_ns: int
+
+    @property
+    def episode_ns(self) -> int:
+        return (self.steps + 1) * self.period_ns
+
+    def locate(self, stamp_ns: int) -> tuple[int, int]:
+        """(episode e, step k) of the state stamped ``stamp_ns`` (rounded to the nearest step)."""
+        e, offset = divmod(stamp_ns + self.period_ns // 2, self.episode_ns)
+        return int(e), int(offset // self.period_ns)
+
+    def starts_episode(self, stamp_ns: int) -> bool:
+        """Whether the state is the first of an episode after the first one."""
+        e, k = self.locate(stamp_ns)
+        return e > 0 and k == 0
+
+    def states_left(self, stamp_ns: int) -> int:
+        """States of the episode from this one on, this one included (N + 1 − k)."""
+        return self.steps + 1 - self.locate(stamp_ns)[1]
+
+    def start_ns(self, episode: int) -> int:
+        """Stamp of episode ``episode``'s first state."""
+        return episode * self.episode_ns
+
+
 class TargetSampler:
     """Reachable end-effector targets (3,) m inside ``box`` = (min xyz, max xyz), base frame."""
 

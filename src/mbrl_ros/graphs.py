@@ -126,8 +126,10 @@ def mpc_graph(robot: str = "arm7", train_episodes: str = "20", final_eval_episod
               status_period: str = "5.0") -> list[NodeSpec]:
     """The lecture's MBRL v1.5 from zero data: the sim arm (lockstep) runs reaching episodes; the
     planner replans through the latest learned model in every joint-state callback (π0 until the
-    first model), the executor runs its controllers, the fitter refits on the growing data and
-    publishes, the episode manager sets the targets, scores and ends the graph."""
+    first model), the executor runs its controllers, the fitter refits on the growing data at
+    every episode end and publishes (the planner waits for that model at the next episode's start,
+    so the run does not depend on machine speed), the episode manager sets the targets, scores and
+    ends the graph."""
     seed_i, n_train, n_eval = int(seed), int(train_episodes), int(final_eval_episodes)
     if n_train < 0 or n_eval < 0 or n_train + n_eval < 1:
         raise ValueError(f"train_episodes = {n_train}, final_eval_episodes = {n_eval}: need "
@@ -153,8 +155,10 @@ def mpc_graph(robot: str = "arm7", train_episodes: str = "20", final_eval_episod
     fitter_args = {"seed": seed_i + 3} | ({"model": model} if model else {})
     return sim + [
         NodeSpec("lg_executor", "lg_executor", (config,), timing | {"seed": seed_i + 1}),
-        NodeSpec("dynamics_fitter", "dynamics_fitter", (config,), timing | fitter_args),
-        NodeSpec("mpc_planner", "mpc_planner", (config,), timing | planner_args),
+        NodeSpec("dynamics_fitter", "dynamics_fitter", (config,),
+                 timing | fitter_args | {"episode_steps": steps}),
+        NodeSpec("mpc_planner", "mpc_planner", (config,),
+                 timing | planner_args | {"episode_steps": steps}),
         NodeSpec("episode_manager", "episode_manager", (config,), timing | {
             "episode_steps": steps, "train_episodes": n_train, "final_eval_episodes": n_eval,
             "output_dir": out}, required=True),

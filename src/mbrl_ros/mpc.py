@@ -74,6 +74,10 @@ class MPC:
         self.with_ee = len(sig.state_names) > len(base)
         self.model = model
 
+    def reset(self) -> None:
+        """A new episode (the arm was reset): the next plan starts cold, not from the last one."""
+        self.previous = None
+
     def model_state(self, q: np.ndarray, qd: np.ndarray) -> np.ndarray:
         """The model's state vector for joint positions and velocities (n,) each."""
         if not self.with_ee:

@@ -137,7 +137,8 @@ def _controller(version: str, setup: Setup, result: VersionResult
     every = {"v1.5": 1, "v1.5+ilqr": setup.feedback_every}.get(version)  # None: plan once
 
     def episode(mpc: MPC, target: np.ndarray):
-        mpc.previous, plan = None, None
+        mpc.reset()
+        plan = None
         dt_ns = mpc.dt_ns
 
         def act(x: np.ndarray, t: int) -> np.ndarray:

@@ -4,13 +4,21 @@
   ``/mbrl/episode_events`` with the same ``TransitionBuilder`` the offline tools use; optionally
   starts from a dataset file (``dataset``).
 * Once ``min_transitions`` are there, and then after every ``refit_every`` new transitions, it fits
-  the model in a background thread (the callbacks never wait for it; a lock guards the data),
-  warm-starting network models from the previous weights. Episodes are split into training and
+  the model in a background thread (the callbacks never wait for it; a lock guards the data;
+  a fit that falls due while another runs starts when that one ends), warm-starting network
+  models from the previous weights when ``warm_start``. Episodes are split into training and
   held-out validation data (the tail of the stream while there is only one episode).
+* With the simulator's automatic episodes (``episode_steps`` = N, as on the sim), fits start only
+  at episode ends: at the first joint state of an episode (every transition of the one before is
+  built then), when the counts above are met. A lockstep planner that waits for the model of
+  the episodes before it (``mpc_planner wait_for_model``) then makes the whole learning run
+  independent of machine speed.
 * Every successful fit is published on ``/mbrl/dynamics_model`` (std_msgs/UInt8MultiArray,
   transient local: a late planner gets the latest) as a model artifact whose metadata ``info``
-  holds ``version``, ``transitions``, ``episodes``, ``val_rmse_1step``, ``fit_seconds`` and
-  ``stamp_ns`` (newest data). A fit that diverges is rolled back and never published.
+  holds ``version``, ``transitions``, ``episodes``, ``val_rmse_1step``, ``fit_seconds``,
+  ``stamp_ns`` (newest transition) and ``seen_until_ns`` (the newest joint state when the fit
+  took its data: every transition it decided is in the fit). A fit that diverges is rolled back
+  and never published.
 * /diagnostics: model version, age, data size, validation loss and error, fit time.
 """
 from __future__ import annotations
@@ -31,7 +39,8 @@ from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.dynamics.base import ModelError, ModelSignature
 from mbrl_ros.dynamics.catalog import MODEL_MODULES, NETWORK_KINDS, new_model
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
-from mbrl_ros.msgconv import MessageError
+from mbrl_ros.episodes import EpisodeClock
+from mbrl_ros.msgconv import MessageError, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
@@ -48,9 +57,12 @@ PARAMS = [
     Param("min_transitions", 500, "first fit once this many transitions are there (and at "
                                   "least the model's minimum)", (1, 10**9)),
     Param("refit_every", 1000, "new transitions between fits", (1, 10**9)),
+    Param("episode_steps", 0, "the simulator's automatic episode length (control steps): fit "
+                              "only at episode ends; 0 = by the counts alone", (0, 10**7)),
     Param("val_fraction", 0.2, "fraction of episodes held out for early stopping and the "
                                "validation error", (0.0, 0.9)),
-    Param("warm_start", True, "network models: continue from the previous weights"),
+    Param("warm_start", True, "network models: continue from the previous weights (and the "
+                               "first fit's input normalisation); false = a fresh fit each time"),
     Param("members", 5, "network models: ensemble members (mlp: use 1)", (1, 100)),
     Param("hidden", 200, "network models: units per hidden layer", (1, 4096)),
     Param("layers", 3, "network models: hidden layers", (1, 16)),
@@ -104,7 +116,10 @@ class DynamicsFitterNode(Node):
         self._parts = [Dataset.empty(names, p.control_period, signature.state_names)]
         self._new = self._total = len(self._start) if self._start is not None else 0
         self._attempts = 0                     # fits started (a failed one waits for new data)
-        self._thread: threading.Thread | None = None
+        self._fitting = False                  # a fit thread runs
+        self._seen_until = -1                  # stamp of the newest joint state (ns)
+        self._at_episode_start = False         # that state starts an automatic episode
+        self._episodes = EpisodeClock(p.episode_steps, int(round(p.control_period * 1e9)))
         self._closing = False
         self.version = 0
         self.published_at: float | None = None
@@ -140,7 +155,11 @@ class DynamicsFitterNode(Node):
                 self._parts.append(new)
                 self._new += len(new)
                 self._total += len(new)
-            self._maybe_fit()
+        with self._lock:
+            self._seen_until = stamp_to_ns(msg.header.stamp)
+            # the first state of an episode: every transition of the one before is built
+            self._at_episode_start = self._episodes.starts_episode(self._seen_until)
+        self._maybe_fit()
 
     def dataset(self) -> Dataset:
         """The start dataset (its own episodes) and all live transitions so far."""
@@ -151,19 +170,35 @@ class DynamicsFitterNode(Node):
 
     # -- fitting ---------------------------------------------------------------------------------
     def _maybe_fit(self) -> None:
-        if self._closing or (self._thread is not None and self._thread.is_alive()):
-            return
+        if self._claim_fit():
+            threading.Thread(target=self._fit_while_due, name="dynamics_fit", daemon=True).start()
+
+    def _claim_fit(self) -> bool:
+        """Whether a fit is due and no other runs; if so, count it as started."""
         with self._lock:
             due = self._new >= self.p.refit_every if self._attempts else \
                 self._total >= max(self.p.min_transitions, self.model.min_transitions)
-            if not due:
-                return
+            if self.p.episode_steps and not self._at_episode_start:
+                due = False
+            if self._closing or self._fitting or not due:
+                return False
             self._new = 0
             self._attempts += 1
-        self._thread = threading.Thread(target=self._fit, name="dynamics_fit", daemon=True)
-        self._thread.start()
+            self._fitting = True
+            return True
+
+    def _fit_while_due(self) -> None:
+        """The fit thread: fit, then again while a fit fell due meanwhile."""
+        while True:
+            self._fit()
+            with self._lock:
+                self._fitting = False
+            if not self._claim_fit():
+                return
 
     def _fit(self) -> None:
+        with self._lock:
+            seen_until = self._seen_until   # the data below holds all it decided
         data = self.dataset()
         try:
             train, val = holdout_split(data, self.p.val_fraction, self.p.seed)
@@ -176,7 +211,8 @@ class DynamicsFitterNode(Node):
             info = {"version": self.version + 1, "transitions": len(data),
                     "episodes": data.n_episodes, "val_rmse_1step": error,
                     "val_loss": min(report.val_loss) if report.val_loss else None,
-                    "fit_seconds": report.seconds, "stamp_ns": int(data.stamps.max())}
+                    "fit_seconds": report.seconds, "stamp_ns": int(data.stamps.max()),
+                    "seen_until_ns": seen_until}
             self.model.info = info
             blob = self.model.to_bytes()
         except (ValueError, RuntimeError) as exc:   # ModelError, DataError, torch errors

@@ -23,7 +23,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String, UInt8MultiArray
 
 from mbrl_ros.artifacts import ArtifactError, read_header
-from mbrl_ros.episodes import Summary, TargetSampler, progress_line, score
+from mbrl_ros.episodes import EpisodeClock, Summary, TargetSampler, progress_line, score
 from mbrl_ros.msgconv import MessageError, read_joint_state
 from mbrl_ros.nodes.diagnostics import OK, Diagnostics
 from mbrl_ros.nodes.messages import (EVENT_QOS, LATCHED_QOS, MAX_TARGETS, STATE_QOS,
@@ -70,8 +70,7 @@ class EpisodeManagerNode(Node):
         self.joint_names = robot.joint_names
         self.frame = robot.link_names[0]
         self.fk = ForwardKinematics(robot)
-        self.period_ns = int(round(p.control_period * 1e9))
-        self.episode_ns = (p.episode_steps + 1) * self.period_ns
+        self.clock = EpisodeClock(p.episode_steps, int(round(p.control_period * 1e9)))
         self.schedule = self._schedule()
         if not self.schedule:
             raise ConfigError("no episodes to run: set 'train_episodes' or 'final_eval_episodes'")
@@ -113,7 +112,7 @@ class EpisodeManagerNode(Node):
 
     def _publish_target(self, e: int) -> None:
         msg = PointStamped()
-        msg.header.stamp = time_msg(e * self.episode_ns)
+        msg.header.stamp = time_msg(self.clock.start_ns(e))
         msg.header.frame_id = self.frame
         msg.point.x, msg.point.y, msg.point.z = (float(v) for v in self.targets[e])
         self.target_pub.publish(msg)
@@ -129,8 +128,7 @@ class EpisodeManagerNode(Node):
         except MessageError as exc:
             self.diag.warn("rejected_state", f"joint state rejected: {exc}")
             return
-        e, offset = divmod(s.stamp_ns, self.episode_ns)
-        k = offset // self.period_ns
+        e, k = self.clock.locate(s.stamp_ns)
         if e >= len(self.schedule) or e in {r.episode for r in self.summary.results}:
             return
         if e not in self.distances:

@@ -8,12 +8,18 @@ the next replan) and the predicted end-effector path on ``/mbrl/planned_path``. 
 arrives (and for ``random_seconds`` at the start) it sends the base policy π0: random torques.
 
 Planning runs in the joint-state callback: in a lockstep graph the whole graph waits for it, so
-results do not depend on machine speed. A model for other joints, another control period or an
+results do not depend on machine speed. With ``wait_for_model`` the planner also holds back its
+answer until the model it needs has arrived: after ``random_seconds`` the first model, and with
+the simulator's automatic episodes (``episode_steps``) at the first state of every episode a
+model fitted on all data before it (the fitter fits at episode ends; after
+``model_wait_seconds`` of wall time without one it plans with the model it has and warns). π0
+then runs whole episodes (``random_seconds`` rounded up). A model for other joints, another control period or an
 unknown state layout is refused (diagnostic, the previous model stays); a plan with NaN falls back
 to the previous plan and is reported.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -21,6 +27,7 @@ import numpy as np
 import torch
 from geometry_msgs.msg import PointStamped, PoseStamped
 from nav_msgs.msg import Path
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import UInt8MultiArray
@@ -28,6 +35,7 @@ from std_msgs.msg import UInt8MultiArray
 from mbrl_ros.artifacts import ArtifactError
 from mbrl_ros.dynamics.base import ModelError
 from mbrl_ros.dynamics.catalog import load_model
+from mbrl_ros.episodes import EpisodeClock
 from mbrl_ros.mpc import build_mpc
 from mbrl_ros.msgconv import JointSample, MessageError, read_joint_state
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
@@ -57,7 +65,12 @@ PARAMS = [
     Param("wait_for_model", False, "lockstep graphs: after random_seconds, hold back the answer to "
                                    "a joint state until the first model arrives (the graph waits, "
                                    "so runs do not depend on fit speed; random_seconds must give "
-                                   "the fitter its min_transitions)"),
+                                   "the fitter its min_transitions); with episode_steps also, at each episode "
+          "start, a model fitted on the data before it"),
+    Param("episode_steps", 0, "the simulator's automatic episode length (control steps); "
+                              "0 = none", (0, 10**7)),
+    Param("model_wait_seconds", 30.0, "wall time to wait at an episode start for the refit "
+                                      "before planning with the current model (s)", (0.1, 1e6)),
     Param("random_scale", 0.3, "π0 torque amplitude, fraction of the effort limits", (0.0, 1.0)),
     Param("random_hold_steps", 2, "control periods each π0 torque is held", (1, 100000)),
     Param("w_l2", 1.0, "reach cost: weight of ½·d² (1/m²)", (0.0, 1e6)),
@@ -85,19 +98,27 @@ class MPCPlannerNode(Node):
         names, idx = select_joints(robot, p.joint_names)
         self.joint_names = tuple(names)
         self.device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.period_ns = int(round(p.control_period * 1e9))
+        self.episodes = EpisodeClock(p.episode_steps, self.period_ns) if p.episode_steps else None
+        random_seconds = p.random_seconds
+        if self.episodes and random_seconds > 0:  # π0 for whole episodes
+            n = math.ceil(random_seconds * 1e9 / self.episodes.episode_ns - 1e-9)
+            random_seconds = self.episodes.start_ns(n) / 1e9
         try:
-            self.mpc = build_mpc(robot, idx, vars(p) | {"device": self.device})
+            self.mpc = build_mpc(robot, idx, vars(p) | {"device": self.device,
+                                                       "random_seconds": random_seconds})
         except (PlanError, TaskError, ValueError) as exc:
             raise ConfigError(f"planner configuration: {exc}") from None
         self.frame = robot.link_names[0]
-        self.period_ns = int(round(p.control_period * 1e9))
         self.targets = TargetSchedule()
         self.next_plan_ns: int | None = None
         self.last_stamp = -1
         self.model_version = -1
+        self.model_seen = -1                     # the model's data: up to this state (ns)
         self.plan_times: list[float] = []
         self.last_cost = float("nan")
-        self.pending: JointSample | None = None  # a state held back until the first model
+        self.pending: JointSample | None = None  # a state held back until its model arrives
+        self.pending_since = 0.0                 # monotonic s
 
         self.controller_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller",
                                                     LATCHED_QOS)
@@ -107,6 +128,8 @@ class MPCPlannerNode(Node):
         self.create_subscription(UInt8MultiArray, "/mbrl/dynamics_model", self._on_model,
                                  LATCHED_QOS)
         self.diag = Diagnostics(self, "planner", self._report)
+        if p.wait_for_model and p.episode_steps:
+            self.create_timer(0.5, self._check_wait, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"{p.planner} planner, horizon {p.horizon} × "
                                f"{p.control_period:g} s, replanning every {p.replan_every} "
                                f"step(s) on {self.device}")
@@ -126,10 +149,35 @@ class MPCPlannerNode(Node):
             self.diag.warn("refused_models", f"dynamics model refused: {exc}")
             return
         self.model_version = int(model.info.get("version", self.model_version + 1))
+        self.model_seen = int(model.info.get("seen_until_ns", -1))
         self.diag.count("models_received")
-        if self.pending is not None:
+        if self.pending is not None and not self._must_wait(self.pending):
             pending, self.pending = self.pending, None
             self._answer(pending)
+
+    def _must_wait(self, s: JointSample) -> bool:
+        """Whether the answer to ``s`` waits for a model (``wait_for_model``, see the module
+        docstring): after the warm-up, none yet; with automatic episodes instead: ``s`` starts
+        an episode and no model's data was taken after the fitter had seen ``s`` (so with the
+        last episode)."""
+        if not self.p.wait_for_model or self.mpc.warming_up(s.stamp_ns):
+            return False
+        if self.episodes is None:
+            return self.mpc.model is None
+        return self.episodes.starts_episode(s.stamp_ns) and self.model_seen < s.stamp_ns
+
+    def _check_wait(self) -> None:
+        """Wall-clock timer: answer a held episode start with the current model (π0 without one)
+        once ``model_wait_seconds`` have passed without the refit."""
+        s = self.pending
+        if s is None or time.monotonic() - self.pending_since < self.p.model_wait_seconds:
+            return
+        using = f"planning with model v{self.model_version}" if self.mpc.model is not None \
+            else "π0 runs on (is min_transitions more than the π0 episodes give?)"
+        self.diag.warn("late_refits", f"no model fitted on the data before {s.stamp_ns} ns "
+                                      f"within {self.p.model_wait_seconds:g} s: {using}")
+        self.pending = None
+        self._answer(s)
 
     def _on_state(self, msg: JointState) -> None:
         try:
@@ -143,18 +191,29 @@ class MPCPlannerNode(Node):
         self.last_stamp = s.stamp_ns
         if self.next_plan_ns is not None and s.stamp_ns < self.next_plan_ns:
             return
-        if self.p.wait_for_model and self.mpc.model is None \
-                and not self.mpc.warming_up(s.stamp_ns):
-            if self.pending is None:
+        if self._must_wait(s):
+            if self.mpc.model is None and self.pending is None:
                 self.get_logger().info("π0 data collected: waiting for the first model")
-            self.pending = s
+            self.pending, self.pending_since = s, time.monotonic()
             return
+        self.pending = None  # a newer state supersedes a held one (e.g. after a sim timeout)
         self._answer(s)
 
     def _answer(self, s: JointSample) -> None:
         """Publish the controller for joint state ``s``."""
+        next_plan_ns = s.stamp_ns + self.p.replan_every * self.period_ns
+        if self.episodes is not None:
+            if self.episodes.starts_episode(s.stamp_ns):
+                self.mpc.reset()  # the arm was reset: no warm start from the last episode
+            left = self.episodes.states_left(s.stamp_ns)
+            next_plan_ns = min(next_plan_ns, s.stamp_ns + left * self.period_ns)
         tic = time.perf_counter()
         step = self.mpc.act(s.position, s.velocity, s.stamp_ns, self.targets.at(s.stamp_ns))
+        controller = step.controller
+        if self.episodes is not None and controller.T > left:
+            # never cover the next episode's states: the executor would run this plan from the
+            # reset state before the plan for it arrives
+            controller = controller.slice(0, left)
         self.diag.count(f"controllers_{step.source}")
         if step.plan is not None:
             self.plan_times.append(time.perf_counter() - tic)
@@ -163,8 +222,8 @@ class MPCPlannerNode(Node):
             if not step.plan.ok:
                 self.diag.warn("nan_plans", f"plan at {s.stamp_ns} ns produced NaN: "
                                             f"using the {step.source} controller")
-        self.next_plan_ns = s.stamp_ns + self.p.replan_every * self.period_ns
-        self.controller_pub.publish(UInt8MultiArray(data=step.controller.to_bytes()))
+        self.next_plan_ns = next_plan_ns
+        self.controller_pub.publish(UInt8MultiArray(data=controller.to_bytes()))
         if step.source == "plan":
             self._publish_path(step.plan.states, s.stamp_ns)
 
