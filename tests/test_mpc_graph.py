@@ -50,8 +50,8 @@ def test_bad_graph_arguments_give_clear_errors(args, words):
         graph("mpc", robot="arm2", **args)
 
 
-def test_the_main_job_is_this_graph_on_the_2_link_arm():
-    assert DEMO_GRAPH == "mpc" and DEMO_ARGS["robot"] == "arm2"
+def test_the_main_job_is_this_graph_on_the_7_dof_arm():
+    assert DEMO_GRAPH == "mpc" and DEMO_ARGS["robot"] == "arm7"
     specs = graph(DEMO_GRAPH, **DEMO_ARGS)
     assert {s.name for s in specs} >= {"arm_sim", "mpc_planner", "episode_manager"}
 

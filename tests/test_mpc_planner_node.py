@@ -173,3 +173,16 @@ def test_a_refit_that_does_not_come_is_waited_for_model_wait_seconds(episodic_pl
     wait_for(lambda: node.pending is not None, 10, "the held episode start")
     wait_for(lambda: len(probe.starts()) == 7, 10, "the plan after model_wait_seconds")
     assert node.diag.counters["late_refits"] == 1 and probe.starts()[6] == 6 * PERIOD_NS
+
+
+def test_with_cover_until_replan_each_controller_ends_at_the_next_replan(ros):
+    node, probe = _planner(ros, cover_until_replan=True, replan_every=2, random_seconds=0.0,
+                           wait_for_model=False)
+    probe.model_pub.publish(UInt8MultiArray(data=_model_bytes()))
+    wait_for(lambda: node.mpc.model is not None, 10, "the model")
+    for i, k in enumerate((0, 2, 4)):  # states 1, 3 are covered by the plan before them
+        probe.send_state(k)
+        wait_for(lambda: len(probe.starts()) == i + 1, 30, f"the plan for state {k}")
+        probe.send_state(k + 1)
+    assert probe.starts() == [0, 2 * PERIOD_NS, 4 * PERIOD_NS]
+    assert [c.T for c in probe.controllers] == [2, 2, 2]  # horizon 5 cut at the next replan

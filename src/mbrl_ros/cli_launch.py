@@ -8,9 +8,9 @@ from mbrl_ros.launcher import launch, parse_graph_args
 
 # The main job: model-based RL from zero data (the lecture's v1.5) on the 2-link arm, which learns
 # to reach within about a minute; robot:=arm7 runs the 7-DOF arm (see the README's status).
-DEMO_GRAPH, DEMO_ARGS = "mpc", {"robot": "arm2", "train_episodes": "16",
-                                "final_eval_episodes": "10", "episode_length": "2.0",
-                                "status_period": "5.0"}
+DEMO_GRAPH, DEMO_ARGS = "mpc", {"robot": "arm7", "train_episodes": "20",
+                                "final_eval_episodes": "10", "episode_length": "3.0",
+                                "status_period": "10.0"}
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:

@@ -3,8 +3,8 @@
 Subscribes ``/joint_states``, ``/mbrl/target`` (PointStamped; ``header.stamp`` = the stamp from
 which the target holds, so targets can be sent ahead of their episode) and ``/mbrl/dynamics_model``
 (model artifacts, transient-local). Every ``replan_every`` control periods it publishes a controller
-artifact on ``/mbrl/controller`` (starting at the state's stamp, covering at least the steps until
-the next replan) and the predicted end-effector path on ``/mbrl/planned_path``. Until a model
+artifact on ``/mbrl/controller`` (starting at the state's stamp, covering the steps until the next
+replan with ``cover_until_replan``, else the whole plan; never past the end of an episode) and the predicted end-effector path on ``/mbrl/planned_path``. Until a model
 arrives (and for ``random_seconds`` at the start) it sends the base policy π0: random torques.
 
 Planning runs in the joint-state callback: in a lockstep graph the whole graph waits for it, so
@@ -69,6 +69,11 @@ PARAMS = [
           "start, a model fitted on the data before it"),
     Param("episode_steps", 0, "the simulator's automatic episode length (control steps); "
                               "0 = none", (0, 10**7)),
+    Param("cover_until_replan", False, "publish controllers that end at the next replan, so a "
+                                       "sync executor waits for every plan (lockstep: each state "
+                                       "gets the plan made for it or for the replan before it); "
+                                       "false = the whole plan, which a realtime executor can "
+                                       "run on while the next plan is late"),
     Param("model_wait_seconds", 30.0, "wall time to wait at an episode start for the refit "
                                       "before planning with the current model (s)", (0.1, 1e6)),
     Param("random_scale", 0.3, "π0 torque amplitude, fraction of the effort limits", (0.0, 1.0)),
@@ -202,18 +207,21 @@ class MPCPlannerNode(Node):
     def _answer(self, s: JointSample) -> None:
         """Publish the controller for joint state ``s``."""
         next_plan_ns = s.stamp_ns + self.p.replan_every * self.period_ns
+        cover = None  # steps the published controller covers; None = all of the plan
         if self.episodes is not None:
             if self.episodes.starts_episode(s.stamp_ns):
                 self.mpc.reset()  # the arm was reset: no warm start from the last episode
-            left = self.episodes.states_left(s.stamp_ns)
-            next_plan_ns = min(next_plan_ns, s.stamp_ns + left * self.period_ns)
+            # never cover the next episode's states: the executor would run this plan from the
+            # reset state before the plan for it arrives
+            cover = self.episodes.states_left(s.stamp_ns)
+            next_plan_ns = min(next_plan_ns, s.stamp_ns + cover * self.period_ns)
+        if self.p.cover_until_replan:
+            cover = (next_plan_ns - s.stamp_ns) // self.period_ns
         tic = time.perf_counter()
         step = self.mpc.act(s.position, s.velocity, s.stamp_ns, self.targets.at(s.stamp_ns))
         controller = step.controller
-        if self.episodes is not None and controller.T > left:
-            # never cover the next episode's states: the executor would run this plan from the
-            # reset state before the plan for it arrives
-            controller = controller.slice(0, left)
+        if cover is not None and controller.T > cover:
+            controller = controller.slice(0, cover)
         self.diag.count(f"controllers_{step.source}")
         if step.plan is not None:
             self.plan_times.append(time.perf_counter() - tic)
