@@ -3,15 +3,14 @@ the 2-link arm from zero data, run as `mbrl-ros launch mpc` in lockstep; plus it
 
 What the learning test asserts and why:
 * the episodes run through a learned ensemble model (model_version ≥ 0) on held-out targets end
-  within 2 cm of the target in at least half of them and within 5 cm in at least 3 of 4 (typical
-  runs: 80–90 % within 2 cm);
+  within 2 cm of the target in at least 7 of 8 and all within 5 cm (seed 0: 8 of 8, mean 0.1 cm);
 * their median final distance is below a third of the π0 episodes' (no model yet) mean of the
   same run: the learning curve improves.
-The start is exact: π0 runs for random_seconds, then the planner holds the graph until the first
-model arrives (``wait_for_model``). Later refits are NOT synchronised: the fitter fits in a
-background thread while the lockstep graph keeps stepping, so the step at which each refit reaches
-the planner depends on machine speed. The assertions therefore leave room for one or two misses
-(7 of 8 repeated runs met the stricter 75 %-within-2-cm bound).
+The run is reproducible: π0 runs for whole episodes, then the fitter fits at every episode start
+and the planner holds the graph until that model has arrived (``wait_for_model`` with
+``episode_steps``), and each controller ends at the next replan (``cover_until_replan``), so
+every state is answered by the plan made for it. Two runs side by side on the loaded 2-core
+machine gave the same distances in every episode.
 """
 import json
 
@@ -34,8 +33,8 @@ def test_graph_gives_every_node_the_same_control_period_and_episode_steps():
                           "episode_manager", "recorder"}
     assert {s.parameters["control_period"] for s in specs.values()
             if "control_period" in s.parameters} == {0.05}
-    assert specs["arm_sim"].parameters["episode_steps"] == 40
-    assert specs["episode_manager"].parameters["episode_steps"] == 40
+    assert {specs[n].parameters["episode_steps"] for n in
+            ("arm_sim", "episode_manager", "dynamics_fitter", "mpc_planner")} == {40}
     assert specs["arm_sim"].parameters["min_state_subscribers"] == 5
     assert specs["episode_manager"].required and specs["arm_sim"].config == ("mpc_arm2.yaml",)
 
@@ -67,12 +66,14 @@ def test_mpc_graph_learns_to_reach_on_the_2_link_arm_from_zero_data(tmp_path):
     assert (tmp_path / "learning_curve.png").stat().st_size > 0
     pi0 = [r for r in records if r["model_version"] < 0]
     learned = [r for r in records if r["model_version"] >= 0 and r["held_out"]]
-    # π0 for random_seconds = 5 s, then the graph waits for the first model (80 transitions = 4 s)
-    assert len(pi0) == 2, "the run should start on π0 (no data, no model)"
+    # π0 for random_seconds = 6 s rounded to whole episodes (3 × 2 s), then the graph waits for
+    # the first model
+    assert len(pi0) == 3, "the run should start on π0 (no data, no model)"
     assert len(learned) >= 4, (f"only {len(learned)} held-out episodes ran with a model: "
                                f"the fitter's first model came too late")
     final = np.array([r["final_distance"] for r in learned])
-    assert np.mean(final < 0.02) >= 0.5, f"held-out final distances (m) {final}"
-    assert np.mean(final < 0.05) >= 0.75, f"held-out final distances (m) {final}"
+    # seed 0 reaches all 8 within 2 cm (mean 0.1 cm); a margin of one miss for other CPUs' rounding
+    assert np.mean(final < 0.02) >= 0.85, f"held-out final distances (m) {final}"
+    assert np.all(final < 0.05), f"held-out final distances (m) {final}"
     pi0_final = np.mean([r["final_distance"] for r in pi0])
     assert np.median(final) < pi0_final / 3, (np.median(final), pi0_final)
