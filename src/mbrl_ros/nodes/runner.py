@@ -38,8 +38,8 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = 
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except RCLError:  # a signal can invalidate the context under a spinning executor
-        if rclpy.ok():
+    except RuntimeError:  # RCLError, or a failed take_message: a signal can invalidate the
+        if rclpy.ok():    # context under a spinning executor
             raise
     finally:
         close = getattr(node, "close", None)
