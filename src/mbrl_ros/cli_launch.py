@@ -6,8 +6,8 @@ import argparse
 from mbrl_ros.graphs import GRAPHS
 from mbrl_ros.launcher import launch, parse_graph_args
 
-# The main job: model-based RL from zero data (the lecture's v1.5) on the 2-link arm, which learns
-# to reach within about a minute; robot:=arm7 runs the 7-DOF arm (see the README's status).
+# The main job: model-based RL from zero data (the lecture's v1.5) on the 7-DOF arm, which learns
+# to reach within 60 s of robot data (a few minutes of wall time); robot:=arm2 runs the 2-link arm.
 DEMO_GRAPH, DEMO_ARGS = "mpc", {"robot": "arm7", "train_episodes": "20",
                                 "final_eval_episodes": "10", "episode_length": "3.0",
                                 "status_period": "10.0"}

@@ -150,12 +150,11 @@ class DynamicsFitterNode(Node):
         if not self._feed(self.p.states_topic, msg):
             return
         new = self.builder.take()
-        if len(new):
-            with self._lock:
+        with self._lock:
+            if len(new):
                 self._parts.append(new)
                 self._new += len(new)
                 self._total += len(new)
-        with self._lock:
             self._seen_until = stamp_to_ns(msg.header.stamp)
             # the first state of an episode: every transition of the one before is built
             self._at_episode_start = self._episodes.starts_episode(self._seen_until)

@@ -4,8 +4,9 @@ Subscribes ``/joint_states``, ``/mbrl/target`` (PointStamped; ``header.stamp`` =
 which the target holds, so targets can be sent ahead of their episode) and ``/mbrl/dynamics_model``
 (model artifacts, transient-local). Every ``replan_every`` control periods it publishes a controller
 artifact on ``/mbrl/controller`` (starting at the state's stamp, covering the steps until the next
-replan with ``cover_until_replan``, else the whole plan; never past the end of an episode) and the predicted end-effector path on ``/mbrl/planned_path``. Until a model
-arrives (and for ``random_seconds`` at the start) it sends the base policy π0: random torques.
+replan with ``cover_until_replan``, else the whole plan; never past the end of an episode) and
+the predicted end-effector path on ``/mbrl/planned_path``. Until a model arrives (and for
+``random_seconds`` at the start) it sends the base policy π0: random torques.
 
 Planning runs in the joint-state callback: in a lockstep graph the whole graph waits for it, so
 results do not depend on machine speed. With ``wait_for_model`` the planner also holds back its
@@ -13,9 +14,9 @@ answer until the model it needs has arrived: after ``random_seconds`` the first 
 the simulator's automatic episodes (``episode_steps``) at the first state of every episode a
 model fitted on all data before it (the fitter fits at episode ends; after
 ``model_wait_seconds`` of wall time without one it plans with the model it has and warns). π0
-then runs whole episodes (``random_seconds`` rounded up). A model for other joints, another control period or an
-unknown state layout is refused (diagnostic, the previous model stays); a plan with NaN falls back
-to the previous plan and is reported.
+then runs whole episodes (``random_seconds`` rounded up). A model for other joints, another
+control period or an unknown state layout is refused (diagnostic, the previous model stays); a
+plan with NaN falls back to the previous plan and is reported.
 """
 from __future__ import annotations
 
@@ -65,8 +66,8 @@ PARAMS = [
     Param("wait_for_model", False, "lockstep graphs: after random_seconds, hold back the answer to "
                                    "a joint state until the first model arrives (the graph waits, "
                                    "so runs do not depend on fit speed; random_seconds must give "
-                                   "the fitter its min_transitions); with episode_steps also, at each episode "
-          "start, a model fitted on the data before it"),
+                                   "the fitter its min_transitions); with episode_steps also, "
+                                   "at each episode start, a model fitted on the data before it"),
     Param("episode_steps", 0, "the simulator's automatic episode length (control steps); "
                               "0 = none", (0, 10**7)),
     Param("cover_until_replan", False, "publish controllers that end at the next replan, so a "
