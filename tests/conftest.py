@@ -52,3 +52,17 @@ def node_process(tmp_path):
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def pi0(node_process):
+    """Start the base policy π0 as it runs on the arm: ``base_policy`` publishing random-torque
+    controllers and ``lg_executor`` running them (sync, for a lockstep sim) behind the safety
+    layer: ``pi0('arm2', seed=1, scale=0.5)``. Returns (executor, base policy) processes."""
+    def start(robot: str, seed: int = 0, use_sim_time: bool = False, **params):
+        common = {"robot": robot, "use_sim_time": use_sim_time}
+        executor = node_process("lg_executor", {**common, "mode": "sync"})
+        policy = node_process("base_policy", {**common, "mode": "sync", "seed": seed, **params})
+        return executor, policy
+
+    return start

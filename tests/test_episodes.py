@@ -48,12 +48,12 @@ def test_score_and_summary(tmp_path):
 
 
 @pytest.mark.ros
-def test_episode_manager_runs_scores_and_writes_the_summary(node_process, tmp_path):
+def test_episode_manager_runs_scores_and_writes_the_summary(node_process, pi0, tmp_path):
     steps, period = 20, 0.01
     node_process("arm_sim", {"robot": "arm2", "mode": "lockstep", "episode_steps": steps,
                              "control_period": period, "lockstep_timeout": 60.0,
-                             "min_state_subscribers": 2})
-    node_process("base_policy", {"robot": "arm2", "seed": 3})
+                             "min_state_subscribers": 3})
+    pi0("arm2", seed=3)
     manager = node_process("episode_manager", {
         "robot": "arm2", "episode_steps": steps, "control_period": period, "train_episodes": 3,
         "eval_every": 2, "final_eval_episodes": 1, "success_tolerance": 0.02,

@@ -476,7 +476,8 @@ def test_fuzz_never_crashes_and_never_commands_beyond_limits(ros):
         np.zeros((20, 2 * N)), np.full((20, N), 1e3), np.zeros((20, N, 2 * N)), None,
         np.broadcast_to(np.eye(N), (20, N, N)), dt_ns=PERIOD_NS, joint_names=NAMES)
     good = base.to_bytes()
-    state_keys = ("states", "rejected_state", "stamp_backwards")
+    state_keys = ("states", "rejected_state", "implausible_state", "stamp_backwards",
+                  "repeated_state")
     ctrl_keys = ("controllers", "rejected_controller")
     n_states = n_ctrls = 0
     for i in range(2400):

@@ -68,7 +68,7 @@ def test_publishes_a_model_fitted_to_a_dataset_file(ros, node_process, tmp_path)
     assert fitter.proc.poll() is None
 
 
-def test_refits_from_the_live_simulator(ros, node_process):
+def test_refits_from_the_live_simulator(ros, node_process, pi0):
     """Lockstep arm2 simulator + random base policy: the fitter builds transitions from the
     topics, publishes v1 after 300 and v2 after 300 more (warm start), with diagnostics."""
     statuses = []
@@ -79,7 +79,7 @@ def test_refits_from_the_live_simulator(ros, node_process):
     fitter = node_process("dynamics_fitter", {
         "robot": "arm2", "model": "ensemble", "members": 2, "min_transitions": 300,
         "refit_every": 300, **SMALL_NET})
-    node_process("base_policy", {"robot": "arm2", "seed": 1, "scale": 0.5})
+    pi0("arm2", seed=1, scale=0.5)
     node_process("arm_sim", {"robot": "arm2", "mode": "lockstep", "lockstep_timeout": 60.0,
                              "seed": 1})
     wait_for(lambda: len(receiver.versions()) >= 2, 120,
@@ -94,7 +94,7 @@ def test_refits_from_the_live_simulator(ros, node_process):
                          for s in list(statuses) for kv in s.values), 10, "fitter diagnostics")
 
 
-def test_with_automatic_episodes_fits_start_at_episode_starts(ros, node_process):
+def test_with_automatic_episodes_fits_start_at_episode_starts(ros, node_process, pi0):
     """Sim episodes of 20 steps (a new one every 21 stamps): each model's data was taken at the
     first state of an episode (``seen_until_ns``) and holds the episodes before it; without
     warm start every fit takes its normalisation from all its data."""
@@ -102,7 +102,7 @@ def test_with_automatic_episodes_fits_start_at_episode_starts(ros, node_process)
     fitter = node_process("dynamics_fitter", {
         "robot": "arm2", "model": "mlp", "members": 1, "min_transitions": 30, "refit_every": 1,
         "episode_steps": 20, "warm_start": False, **SMALL_NET})
-    node_process("base_policy", {"robot": "arm2", "seed": 1, "scale": 0.5})
+    pi0("arm2", seed=1, scale=0.5)
     node_process("arm_sim", {"robot": "arm2", "mode": "lockstep", "lockstep_timeout": 60.0,
                              "seed": 1, "episode_steps": 20})
     wait_for(lambda: len(receiver.versions()) >= 2, 120,

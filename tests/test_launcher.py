@@ -16,7 +16,7 @@ def test_sim_graph_runs_to_its_duration_and_prints_status():
     result = mbrl_ros("launch", "sim", "robot:=arm2", "duration:=2.0", "status_period:=0.5")
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    assert "graph 'sim': arm_sim, base_policy" in out
+    assert "graph 'sim': arm_sim, lg_executor, base_policy" in out
     assert "steps/s" in out and "q range (deg)" in out
     assert "duration 2 s of sim time reached" in out
 

@@ -102,7 +102,8 @@ def settle(read, period: float = 1.2, timeout: float = 30.0) -> None:
             last, since = now, time.monotonic()
 
 
-def test_lockstep_run_live_and_bag_give_the_same_exact_transitions(ros, node_process, tmp_path):
+def test_lockstep_run_live_and_bag_give_the_same_exact_transitions(ros, node_process, pi0,
+                                                                    tmp_path):
     robot = load_robot("arm2")
     bag, steps, dt_ns = tmp_path / "bag", 300, 10_000_000
     recorder = node_process("recorder", {"bag_path": str(bag)})
@@ -111,7 +112,7 @@ def test_lockstep_run_live_and_bag_give_the_same_exact_transitions(ros, node_pro
     sim_params = {"robot": "arm2", "seed": 3, "lockstep_timeout": 60.0,
                   "initial_position_noise": 0.2}
     sim = node_process("arm_sim", sim_params)
-    node_process("base_policy", {"robot": "arm2", "seed": 4, "use_sim_time": True})
+    pi0("arm2", seed=4, use_sim_time=True)
     # Data flows to both subscribers before the episode starts (DDS matching takes a moment).
     wait_for(lambda: all(status.count(f"messages {t}") for t in (STATES, COMMANDS, CLOCK))
              and live.counts[STATES] and live.counts[COMMANDS], 30, "data at both subscribers")

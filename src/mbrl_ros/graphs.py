@@ -59,28 +59,38 @@ def _sim_nodes(robot: str, mode: str, duration: float, seed: int, status_period:
         "use_sim_time": False}, required=duration > 0)]
 
 
+def _pi0_nodes(robot: str, mode: str, seed: int, config: tuple[str, ...]) -> list[NodeSpec]:
+    """The base policy π0 (random-torque controllers) and the executor that runs them behind the
+    safety layer: π0 never drives the motors directly."""
+    executor_mode = "sync" if mode == "lockstep" else "realtime"
+    return [
+        NodeSpec("lg_executor", "lg_executor", ("executor.yaml",) + config,
+                 {"robot": robot, "mode": executor_mode, "use_sim_time": True}),
+        NodeSpec("base_policy", "base_policy", config,
+                 {"robot": robot, "mode": executor_mode, "seed": seed, "use_sim_time": True}),
+    ]
+
+
 def sim_graph(robot: str = "arm7", mode: str = "lockstep", duration: str = "60.0",
               seed: str = "0", status_period: str = "2.0") -> list[NodeSpec]:
-    """MuJoCo arm driven by the random-torque base policy π0 over ROS 2 topics."""
+    """MuJoCo arm driven by the random-torque base policy π0 over ROS 2 topics (through the
+    executor and its safety layer)."""
     seed_i = int(seed)
     return _sim_nodes(robot, mode, float(duration), seed_i, float(status_period), "sim.yaml",
-                      1) + [
-        NodeSpec("base_policy", "base_policy", ("sim.yaml",),
-                 {"robot": robot, "seed": seed_i + 1, "use_sim_time": True}),
-    ]
+                      2) + _pi0_nodes(robot, mode, seed_i + 1, ("sim.yaml",))
 
 
 def record_graph(robot: str = "arm7", episodes: str = "5", episode_length: str = "5.0",
                  bag: str = "", mode: str = "lockstep", seed: str = "0",
                  status_period: str = "2.0") -> list[NodeSpec]:
-    """The lecture's step 1, run π0 to collect D: the sim arm under random torques, recorded to a
-    bag. The recorder resets the sim before each episode and ends the graph after the last."""
+    """The lecture's step 1, run π0 to collect D: the sim arm under random torques (through the
+    executor), recorded to a bag. The recorder resets the sim before each episode and ends the
+    graph after the last."""
     seed_i, n = int(seed), int(episodes)
     if n < 1:
         raise ValueError(f"episodes = {n} must be at least 1")
-    return _sim_nodes(robot, mode, 0.0, seed_i, float(status_period), "sim.yaml", 2) + [
-        NodeSpec("base_policy", "base_policy", ("sim.yaml", "record.yaml"),
-                 {"robot": robot, "seed": seed_i + 1, "use_sim_time": True}),
+    return _sim_nodes(robot, mode, 0.0, seed_i, float(status_period), "sim.yaml", 3) \
+        + _pi0_nodes(robot, mode, seed_i + 1, ("sim.yaml", "record.yaml")) + [
         NodeSpec("recorder", "recorder", ("recorder.yaml", "record.yaml"),
                  {"episodes": n, "episode_length": float(episode_length), "bag_path": bag,
                   "use_sim_time": True}, required=True),

@@ -107,9 +107,8 @@ class MPC:
         return MPCStep(self._random(stamp_ns), "pi0", result)
 
     def _random(self, stamp_ns: int) -> LinearGaussianController:
-        u = np.stack([self.base_policy.act() for _ in range(self.replan_every)])
-        return LinearGaussianController.open_loop(u, 2 * len(self.joint_names), dt_ns=self.dt_ns,
-                                                  start_ns=stamp_ns, joint_names=self.joint_names)
+        return self.base_policy.controller(self.replan_every, self.dt_ns, stamp_ns,
+                                           self.joint_names)
 
 
 def planner_options(settings: Mapping[str, Any]) -> dict:

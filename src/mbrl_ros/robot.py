@@ -98,6 +98,11 @@ class RobotDescription:
         """Links of the chain in order, root link first, ``ee_link`` last."""
         return (self.chain[0].parent,) + tuple(j.child for j in self.chain)
 
+    def reach(self) -> float:
+        """An upper bound (m) on the end effector's distance from the root link's origin: the
+        summed lengths of the chain's joint offsets."""
+        return float(sum(np.linalg.norm(j.origin[:3, 3]) for j in self.chain))
+
     def index_of(self, names: Sequence[str]) -> np.ndarray:
         """Positions of ``names`` in ``joint_names``; ValueError naming any unknown joint."""
         unknown = [n for n in names if n not in self.joint_names]

@@ -1,19 +1,28 @@
-"""Node ``base_policy``: answers each joint state with a random torque command (π0).
+"""Node ``base_policy``: the lecture's base policy π0 (random torques) as controllers.
 
-Each command is tagged with the stamp of the joint state it answers, so a lockstep simulator pairs
-them exactly. States that do not advance in time are dropped with a warning.
+π0 goes through the safety layer like every other command source: this node publishes open-loop
+controller artifacts (``RandomTorquePolicy.controller``) on ``/mbrl/controller`` and the executor
+(``lg_executor``) runs them against the arm with its limit guards, watchdogs and e-stop. It never
+publishes torques itself (the mpc graph's planner sends π0 the same way).
+
+* ``sync`` (lockstep graphs): a joint state that the last controller does not cover gets a new
+  one of ``horizon`` steps starting at its stamp; the executor waits for it, so the data do not
+  depend on timing.
+* ``realtime``: a new controller starts at the newest state's stamp whenever the last one covers
+  less than half of ``horizon`` ahead, so the executor never runs out while π0 runs.
 """
 from __future__ import annotations
 
 import sys
 
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import UInt8MultiArray
 
-from mbrl_ros.msgconv import MessageError, read_joint_state
+from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import OK, Diagnostics
-from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, command_msg
+from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake
+from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
@@ -22,40 +31,40 @@ from mbrl_ros.robot import load_robot
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
     Param("joint_names", [], "joints to command, in command order; [] = all, robot order"),
+    Param("control_period", 0.01, "the executor's control period (s): the controllers' step",
+          (1e-4, 1.0)),
+    Param("mode", "sync", "sync (answer each uncovered state; lockstep) or realtime (publish "
+                          "ahead)", choices=("sync", "realtime")),
+    Param("horizon", 10, "control periods per π0 controller", (1, 100_000)),
     Param("scale", 0.3, "torque amplitude as a fraction of each joint's effort limit", (0.0, 1.0)),
     Param("hold_steps", 5, "control periods each random torque is held", (1, 100000)),
     Param("seed", 0, "random seed", (0, 2**31 - 1)),
-    Param("command_topic", "/effort_controller/commands", "topic of the torque commands"),
-]
+    Param("controller_topic", "/mbrl/controller", "topic of the controller artifacts"),
+] + STATE_GATE_PARAMS
 
 
 class BasePolicyNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("base_policy", **node_kwargs)
-        p = declare_params(self, PARAMS)
+        p = self.p = declare_params(self, PARAMS)
         robot = load_robot(p.robot)
         self.joint_names, idx = select_joints(robot, p.joint_names)
         self.policy = RandomTorquePolicy(robot.limits.effort[idx], p.scale, p.hold_steps, p.seed)
-        self.last_stamp = -1
-        self.pub = self.create_publisher(Float64MultiArray, p.command_topic, COMMAND_QOS)
-        self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
-        self.diag = Diagnostics(self, "base policy", lambda: (OK, "random torques", {}))
+        self.dt_ns = seconds_to_ns(p.control_period)
+        self.lead = 0 if p.mode == "sync" else (p.horizon // 2) * self.dt_ns
+        self.last: LinearGaussianController | None = None
+        self.pub = self.create_publisher(UInt8MultiArray, p.controller_topic, LATCHED_QOS)
+        self.diag = Diagnostics(self, "base policy", lambda: (OK, "random torques (π0)", {}))
+        self.intake = JointStateIntake(self, self.diag, robot, self.joint_names, p,
+                                       self._on_state, STATE_QOS)
 
-    def _on_state(self, msg: JointState) -> None:
-        try:
-            state = read_joint_state(msg, self.joint_names)
-        except MessageError as exc:
-            self.diag.warn("rejected_state", f"joint state rejected: {exc}")
+    def _on_state(self, s: JointSample) -> None:
+        if self.last is not None and self.last.covers(s.stamp_ns + self.lead):
             return
-        if state.stamp_ns == self.last_stamp:
-            return  # the same state re-sent
-        if state.stamp_ns < self.last_stamp:
-            self.diag.warn("stale_state", f"joint state stamp {state.stamp_ns} ns goes back "
-                                          f"before {self.last_stamp} ns: dropped")
-            return
-        self.last_stamp = state.stamp_ns
-        self.pub.publish(command_msg(self.policy.act(), state.stamp_ns))
-        self.diag.count("commands")
+        self.last = self.policy.controller(self.p.horizon, self.dt_ns, s.stamp_ns,
+                                           self.joint_names)
+        self.pub.publish(UInt8MultiArray(data=self.last.to_bytes({"planner": "pi0"})))
+        self.diag.count("controllers")
 
 
 def main(args=None) -> int:

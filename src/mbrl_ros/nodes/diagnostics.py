@@ -19,7 +19,8 @@ class Diagnostics:
     """Publishes one DiagnosticStatus named ``<node name>: <title>`` every ``period`` seconds.
 
     ``report()`` returns (level, message, values); ``counters`` is a Counter the node increments
-    (``diag.count('rejected_command')``); all counters are published as values too.
+    (``diag.count('rejected_command')``); all counters are published as values too. After a
+    ``fault`` (an exception in the node's own code) the level is ERROR and the message names it.
     """
 
     def __init__(self, node: Node, title: str, report: Callable[[], tuple[int, str, dict]],
@@ -28,6 +29,7 @@ class Diagnostics:
         self.name = f"{node.get_name()}: {title}"
         self.counters: Counter = Counter()
         self._logged: dict[str, float] = {}
+        self.last_fault = ""
         self._pub = node.create_publisher(DiagnosticArray, topic, 10)
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)
         self._timer = node.create_timer(period, self.publish, clock=self._wall) if period > 0 else None
@@ -45,8 +47,21 @@ class Diagnostics:
             self._logged[key] = now
             self._node.get_logger().warning(f"{text} [{key} x{self.counters[key]}]")
 
+    def fault(self, text: str, details: str = "", throttle_s: float = 2.0) -> None:
+        """Count a fault of the node itself (``callback_errors``) and log ``text`` with
+        ``details`` (a traceback) as an error, at most once per ``throttle_s``."""
+        self.counters["callback_errors"] += 1
+        self.last_fault = text
+        now = time.monotonic()
+        if now - self._logged.get("callback_errors", -np.inf) >= throttle_s:
+            self._logged["callback_errors"] = now
+            self._node.get_logger().error(
+                f"{text} [callback_errors x{self.counters['callback_errors']}]\n{details}".rstrip())
+
     def status(self) -> DiagnosticStatus:
         level, message, values = self._report()
+        if self.last_fault:
+            level, message = ERROR, f"{message}; last fault: {self.last_fault}"
         kv = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
         kv += [KeyValue(key=k, value=str(v)) for k, v in sorted(self.counters.items())]
         return DiagnosticStatus(level=bytes([level]) if isinstance(level, int) else level,

@@ -15,9 +15,11 @@ answer it (``_answer_pending``). Commands are tagged with the stamp of the joint
   on the node clock (sim time under ``use_sim_time``) publishes the hold (untagged)
   ``max_state_age`` after the last joint state and then every ``control_period`` until one comes.
 
-A malformed joint state (missing joints, bad sizes, non-finite values) is answered with the hold
-law (at the last good position, zero velocity); a state whose stamp goes backwards is dropped; the
-same stamp again (the lockstep sim repeats its first state) is ignored.
+Joint states come through ``nodes.intake.JointStateIntake``: a malformed or implausible one
+(missing joints, bad sizes, non-finite values, beyond the URDF bounds, stamped too far ahead of
+the node clock) is answered with the hold law (at the last good position, zero velocity); a state
+whose stamp goes backwards is dropped; the same stamp again (the lockstep sim repeats its first
+state) is ignored. A fault in answering a state also publishes the hold.
 """
 from __future__ import annotations
 
@@ -31,8 +33,9 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
 from mbrl_ros.controller import seconds_to_ns
-from mbrl_ros.msgconv import JointSample, MessageError, read_joint_state, stamp_to_ns
+from mbrl_ros.msgconv import JointSample, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake
 from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, command_msg
 from mbrl_ros.nodes.params import Param, declare_params, select_joints
 from mbrl_ros.robot import load_robot
@@ -65,7 +68,7 @@ SAFETY_PARAMS = [
     Param("cap_gains", True, "bound all hold/brake gains to what is stable at control_period "
           "for the robot's inertia (see mbrl_ros.safety)"),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)),
-]
+] + STATE_GATE_PARAMS
 
 
 class SafeCommandNode(Node):
@@ -104,12 +107,13 @@ class SafeCommandNode(Node):
 
         self.cmd_pub = self.create_publisher(Float64MultiArray, "/effort_controller/commands",
                                              COMMAND_QOS)
+        self.diag = Diagnostics(self, title, self._report, p.diagnostics_period)
         # realtime: keep only the newest state, so a late callback never works through a backlog
         state_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE) \
             if self.realtime else STATE_QOS
-        self.create_subscription(JointState, "/joint_states", self._on_state, state_qos)
+        self.intake = JointStateIntake(self, self.diag, self.robot, self.names, p,
+                                       self._on_state, state_qos, on_rejected=self._on_bad_state)
         self.create_service(SetBool, "~/estop", self._on_estop)
-        self.diag = Diagnostics(self, title, self._report, p.diagnostics_period)
         # The stale-state watchdog (node clock: sim time if set) is re-armed by every state, so
         # it costs nothing while states flow; once it fires it holds every control period.
         self._watchdog_timer = None
@@ -131,37 +135,31 @@ class SafeCommandNode(Node):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    def _on_state(self, msg: JointState) -> None:
+    def _on_state(self, state: JointSample) -> None:
         start = time.perf_counter_ns()
         now = self._now_ns()
-        try:
-            state = read_joint_state(msg, self.names)
-        except MessageError as exc:
-            self._on_bad_state(msg, str(exc))
-            return
-        if self.last_state is not None and state.stamp_ns == self.last_state.stamp_ns:
-            return  # the same state re-sent (the lockstep sim repeats its first state)
-        if self.last_state is not None and state.stamp_ns < self.last_state.stamp_ns:
-            self.diag.warn("stamp_backwards", f"joint state stamp {state.stamp_ns} ns is before "
-                                              f"{self.last_state.stamp_ns} ns: dropped")
-            return
         self.last_state, self.state_time_ns = state, now
         if self._watchdog_timer is not None:
             if self._watchdog_timer.timer_period_ns != self._max_state_age_ns:
                 self._watchdog_timer.timer_period_ns = self._max_state_age_ns
             self._watchdog_timer.reset()
         self.diag.count("states")
-        self._answer(state, now, start)
+        try:
+            self._answer(state, now, start)
+        except Exception:
+            self.pending = None
+            self._send(state.position, state.velocity, None, state.stamp_ns, now=None,
+                       why="fault")
+            raise  # reported by the intake
 
     def _on_bad_state(self, msg: JointState, problem: str) -> None:
         """Hold at the last good position with zero velocity, tagged with the message's stamp
         when it is readable and not going backwards."""
-        self.diag.warn("rejected_state", f"joint state rejected: {problem}: hold")
         try:
             stamp = stamp_to_ns(msg.header.stamp)
         except (AttributeError, TypeError, ValueError):
             return
-        if self.last_state is not None and stamp < self.last_state.stamp_ns:
+        if stamp < 0 or (self.last_state is not None and stamp < self.last_state.stamp_ns):
             return
         q = self.last_state.position if self.last_state is not None else np.full(self.n, np.nan)
         self._send(q, np.zeros(self.n), None, stamp, now=None, why="bad_state")

@@ -1,7 +1,15 @@
-"""The lecture's base policy π0: random torques, to collect the first data set D."""
+"""The lecture's base policy π0: random torques, to collect the first data set D.
+
+On the arm π0 runs like every plan: as an open-loop linear-Gaussian controller (``controller``)
+that the executor runs behind the safety layer, never as torques sent straight to the motors.
+"""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+
+from mbrl_ros.controller import LinearGaussianController
 
 
 class RandomTorquePolicy:
@@ -27,3 +35,11 @@ class RandomTorquePolicy:
             self._torque = self.rng.uniform(-self.bound, self.bound)
         self._steps += 1
         return self._torque.copy()
+
+    def controller(self, steps: int, dt_ns: int, start_ns: int,
+                   joint_names: Sequence[str]) -> LinearGaussianController:
+        """The next ``steps`` torques (``act``) as an open-loop controller of state [q, q̇]
+        starting at ``start_ns`` with step ``dt_ns``."""
+        u = np.stack([self.act() for _ in range(steps)])
+        return LinearGaussianController.open_loop(u, 2 * len(joint_names), dt_ns=dt_ns,
+                                                  start_ns=start_ns, joint_names=joint_names)
