@@ -41,10 +41,11 @@ TYPES = {STATES: "sensor_msgs/msg/JointState", COMMANDS: "std_msgs/msg/Float64Mu
          EVENTS: "std_msgs/msg/String"}
 
 
-def write_bag(path: Path, messages, log_step_ns: int = DT_NS // 3,
+def write_bag(path: Path, messages, log_step_ns: int = DT_NS // 3, checkpoint_every: int = 0,
               **writer_kwargs) -> list[tuple[str, bytes]]:
-    """Write (topic, rclpy message) pairs at log times T0, T0 + step, ...; returns the (topic,
-    CDR bytes) written (rclpy leaves padding bytes undefined: serialise once, compare bytes)."""
+    """Write (topic, rclpy message) pairs at log times T0, T0 + step, ... (a checkpoint, which
+    closes a chunk, every ``checkpoint_every`` messages if > 0); returns the (topic, CDR bytes)
+    written (rclpy leaves padding bytes undefined: serialise once, compare bytes)."""
     writer = BagWriter(path, **writer_kwargs)
     written = []
     for i, (topic, msg) in enumerate(messages):
@@ -52,6 +53,8 @@ def write_bag(path: Path, messages, log_step_ns: int = DT_NS // 3,
             writer.add_topic(topic, TYPES.get(topic) or _type_name(msg))
         written.append((topic, serialize_message(msg)))
         writer.write(topic, T0 + i * log_step_ns, written[-1][1])
+        if checkpoint_every and (i + 1) % checkpoint_every == 0:
+            writer.checkpoint()
     writer.close()
     return written
 

@@ -2,22 +2,29 @@
 reader, datasets from bags, repair after a crash, and every kind of bad input."""
 import argparse
 import re
+import shutil
+import struct
 from collections import Counter
 
 import numpy as np
 import pytest
 import yaml
+from mcap.reader import make_reader
 from rclpy.serialization import serialize_message
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
+from std_msgs.msg import String, UInt8MultiArray
 
-from data_testing import DT_NS, T0, lockstep_messages, mcap_counts, small_filesystem, write_bag
+from data_testing import (DT_NS, T0, TYPES, lockstep_messages, mcap_counts, small_filesystem,
+                          write_bag)
 from mbrl_ros.data import cli
-from mbrl_ros.data.bags import BagReader, BagWriter, repair_bag
+from mbrl_ros.data.bags import BagReader, BagWriter, repair_bag, typestore
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.extract import dataset_from_bag, dataset_from_bags
 from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES
 from mbrl_ros.data.transitions import TransitionBuilder
-from mbrl_ros.nodes.messages import joint_state_msg
+from mbrl_ros.nodes.messages import command_msg, joint_state_msg
 
 
 
@@ -108,6 +115,99 @@ def test_truncated_bag_names_the_file_and_repair_keeps_the_intact_prefix(tmp_pat
     assert got == written[:kept]
 
 
+def message_ends(data: bytes) -> list[int]:
+    """Offsets where each message record of an MCAP file with uncompressed chunks ends, in file
+    order (read independently of the package's salvage code)."""
+    ends, pos = [], 8
+    while pos < len(data):
+        op, length = data[pos], struct.unpack_from("<Q", data, pos + 1)[0]
+        body = pos + 9
+        if op == 0x0F:  # data end: the summary follows
+            break
+        if op == 0x06:  # chunk: times, sizes, CRC, compression, records
+            assert struct.unpack_from("<I", data, body + 28)[0] == 0  # uncompressed
+            inner, end = body + 40, body + 40 + struct.unpack_from("<Q", data, body + 32)[0]
+            while inner < end:
+                inner_op = data[inner]
+                inner += 9 + struct.unpack_from("<Q", data, inner + 1)[0]
+                if inner_op == 0x05:
+                    ends.append(inner)
+        elif op == 0x05:
+            ends.append(body + length)
+        pos = body + length
+    return ends
+
+
+def repaired_copy(src, name: str, tmp_path, cut: int):
+    """A copy of bag ``src`` whose file ``name`` is cut to ``cut`` bytes, repaired; returns (the
+    copy, the FileRepair of that file, its bytes before the repair)."""
+    bag = tmp_path / f"cut_{cut}"
+    shutil.copytree(src, bag)
+    data = (bag / name).read_bytes()[:cut]
+    (bag / name).write_bytes(data)
+    report = {r.name: r for r in repair_bag(bag)}
+    return bag, report[name], data
+
+
+def test_repair_of_a_file_cut_anywhere_keeps_every_whole_message_and_a_backup(tmp_path):
+    src = tmp_path / "src"
+    written = write_bag(src, lockstep_messages(250), checkpoint_every=70)  # 8 chunks
+    full = (src / "src_0.mcap").read_bytes()
+    ends = message_ends(full)
+    assert len(ends) == len(written)
+    with open(src / "src_0.mcap", "rb") as f:
+        chunks = make_reader(f).get_summary().chunk_indexes
+    assert len(chunks) == 8
+    # Cuts: a stride through the file, around message ends, at and in chunk headers and ends,
+    # inside the summary.
+    cuts = sorted(set(range(0, len(full), len(full) // 90)) | {len(full) - 1, len(full) - 30}
+                  | {e + d for e in ends[::37] for d in (-1, 0, 1)}
+                  | {c.chunk_start_offset + d for c in chunks for d in (0, 1, 9, 40)}
+                  | {c.chunk_start_offset + c.chunk_length + d for c in chunks for d in (-1, 0)})
+    for cut in cuts:
+        bag, r, before = repaired_copy(src, "src_0.mcap", tmp_path, cut)
+        if cut < 8:  # not even the magic bytes: left as it is
+            assert r.status == "unreadable" and (bag / "src_0.mcap").read_bytes() == before
+            continue
+        assert r.status == "repaired", (cut, r)
+        assert (bag / r.backup).read_bytes() == before, cut  # the backup is the input
+        whole = sum(1 for e in ends if e <= cut)
+        with BagReader(bag) as reader:
+            got = [(t, d) for t, _, d in reader.messages(raw=True)]
+        assert len(got) >= whole and got == written[:len(got)], (cut, len(got), whole)
+        assert r.messages == len(got) == sum(mcap_counts(bag).values())
+        shutil.rmtree(bag)
+
+
+def test_repair_salvages_a_cut_zstd_chunk_of_a_bag_from_elsewhere(tmp_path):
+    """A bag written as ``ros2 bag record`` does (zstd-compressed 1 MiB chunks), cut inside its
+    last chunk: the stream decoder recovers the messages of the chunk's complete blocks."""
+    src = tmp_path / "src"
+    rng = np.random.default_rng(0)
+    payloads = [bytes(rng.integers(0, 256, 4000, dtype=np.uint8)) for _ in range(700)]
+    writer = Writer(src, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer:
+        conn = writer.add_connection("/blob", "std_msgs/msg/UInt8MultiArray",
+                                     typestore=typestore())
+        written = [serialize_message(UInt8MultiArray(data=p)) for p in payloads]
+        for i, data in enumerate(written):
+            writer.write(conn, T0 + i, data)
+    name = next(src.glob("*.mcap")).name
+    with open(src / name, "rb") as f:
+        chunks = make_reader(f).get_summary().chunk_indexes
+    assert len(chunks) == 3 and {c.compression for c in chunks} == {"zstd"}
+    last = chunks[-1]
+    in_whole_chunks = chunks[-2].message_end_time - T0 + 1
+    bag, r, before = repaired_copy(src, name, tmp_path,
+                                   last.chunk_start_offset + last.chunk_length * 3 // 4)
+    assert r.status == "repaired" and "zstd" in r.problem
+    assert (bag / r.backup).read_bytes() == before
+    with BagReader(bag) as reader:
+        got = [d for _, _, d in reader.messages(raw=True)]
+    assert in_whole_chunks < len(got) < len(written) and got == written[:len(got)]
+
+
 def test_missing_metadata_is_explained_and_rebuilt(tmp_path):
     bag = tmp_path / "bag"
     write_bag(bag, lockstep_messages(100), split_bytes=10_000)
@@ -167,14 +267,102 @@ def test_different_joint_names_across_bags(tmp_path):
         dataset_from_bags([a, b], joint_names=("a", "b"))
 
 
-def test_stamps_going_backwards_in_a_bag(tmp_path):
-    msgs = lockstep_messages(30)
-    msgs.insert(40, (STATES, joint_state_msg(5 * DT_NS, ("a", "b"), np.zeros(2), np.zeros(2),
-                                             np.zeros(2))))
+def bad_messages():
+    """A lockstep run of 100 steps with one of each bad message: a NaN joint state (k = 30), a
+    command of the wrong size (for k = 50), an episode event that is not JSON, a joint state
+    stamped back in time (after k = 70) and a joint state whose CDR is cut short (k = 85)."""
+    msgs = lockstep_messages(100)
+    nan = joint_state_msg(30 * DT_NS, ("a", "b"), np.array([np.nan, 0.0]), np.zeros(2),
+                          np.zeros(2))
+    msgs[2 * 30] = (STATES, nan)
+    msgs[2 * 50 + 1] = (COMMANDS, command_msg(np.zeros(3), 50 * DT_NS))
+    back = joint_state_msg(5 * DT_NS, ("a", "b"), np.zeros(2), np.zeros(2), np.zeros(2))
+    msgs.insert(2 * 71, (STATES, back))
+    msgs.insert(10, (EVENTS, String(data="{not json")))
+    return msgs
+
+
+def test_bad_messages_are_skipped_counted_and_reported_not_the_whole_bag(tmp_path, capsys):
     bag = tmp_path / "bag"
-    write_bag(bag, msgs)
-    with pytest.raises(BagError, match=f"topic {STATES}, message 40 .*goes backwards"):
-        dataset_from_bag(bag)
+    written = write_bag(bag, bad_messages())
+    # Damage one message's CDR in the file (state k = 85: cut its arrays short).
+    cut = [i for i, (t, _) in enumerate(written) if t == STATES][85 + 1]
+    data = bytearray((bag / "bag_0.mcap").read_bytes())
+    at = data.index(written[cut][1])
+    data[at + 20:at + 24] = (10**6).to_bytes(4, "little")  # frame_id length far past the end
+    (bag / "bag_0.mcap").write_bytes(bytes(data))
+    ex = dataset_from_bag(bag)
+    c = ex.counts
+    assert (c["malformed_state"], c["malformed_command"], c["malformed_event"],
+            c["stamp_backwards"]) == (2, 1, 1, 1)
+    # 99 pairs; lost: 2 around each bad state, 1 without its command, 1 after the stamp that
+    # went back (the new segment's first state has no successor one step later).
+    assert len(ex.dataset) == 99 - 2 - 1 - 1 - 2
+    assert c["gap"] == 3 and c["no_command"] == 1
+    assert ex.dataset.n_episodes == 2  # the backwards stamp starts a new segment
+    first = ex.skipped["malformed_state"]
+    assert first.bag == "bag" and first.at_s == pytest.approx((2 * 30 + 1) * DT_NS / 3 / 1e9)
+    assert "NaN" in first.detail or "finite" in first.detail
+    assert "not JSON" in ex.skipped["malformed_event"].detail
+    assert "goes backwards" in ex.skipped["stamp_backwards"].detail
+    # The command line prints one line per reason, for bag info and dataset.
+    assert cli.run(parse(["bag", "info", str(bag)])) == 0
+    out = capsys.readouterr().out
+    assert f"transitions:  {len(ex.dataset)} extractable" in out
+    lines = [line for line in out.splitlines() if line.startswith("skipped: ")]
+    assert [line.split(":")[1] for line in lines] == [
+        " malformed command", " malformed event", " malformed state", " stamp backwards"]
+    assert lines[2].startswith(f"skipped: malformed state: 2 message(s), the first in bag at "
+                               f"{first.at_s:.3f} s: {STATES}: ")
+    assert cli.run(parse(["dataset", str(bag), "-o", str(tmp_path / "d.safetensors")])) == 0
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("skipped: ")] == lines
+
+
+def test_log_times_going_backwards(tmp_path):
+    """The writer makes log times monotone; a bag from elsewhere whose log times go backwards
+    (per topic) is read in recorded order and extracts exactly."""
+    msgs = lockstep_messages(200, resets=(80,))
+    backwards = [T0 + i * 1000 - (50_000 if i % 7 == 3 else 0) for i in range(len(msgs))]
+    live = TransitionBuilder(("a", "b"), DT_NS / 1e9)
+    for topic, msg in msgs:
+        live.feed(topic, msg)
+    live.finish()
+    expected = live.take()
+    ours, other = tmp_path / "ours", tmp_path / "other"
+    writer = BagWriter(ours)
+    with Writer(other, version=9, storage_plugin=StoragePlugin.MCAP) as rosbags_writer:
+        conns = {}
+        for (topic, msg), log_ns in zip(msgs, backwards):
+            if topic not in conns:
+                writer.add_topic(topic, TYPES[topic])
+                conns[topic] = rosbags_writer.add_connection(topic, TYPES[topic],
+                                                             typestore=typestore())
+            writer.write(topic, log_ns, serialize_message(msg))
+            rosbags_writer.write(conns[topic], log_ns, serialize_message(msg))
+    writer.close()
+    assert writer.clamped_log_times == sum(1 for i in range(len(msgs)) if i % 7 == 3)
+    with BagReader(ours) as r:
+        logs = [log for _, log, _ in r.messages(raw=True)]
+        assert logs == sorted(logs) and [t for t, _, _ in r.messages()] == [t for t, _ in msgs]
+    with BagReader(other) as r:  # rosbags reads it in log-time order: joint states reordered
+        assert [t for t, _, _ in r.messages(raw=True)] != [t for t, _ in msgs]
+    for bag in (ours, other):
+        ex = dataset_from_bag(bag)
+        assert not ex.skipped and len(ex.dataset) == 198
+        for name in ("states", "actions", "next_states", "episodes", "stamps"):
+            np.testing.assert_array_equal(getattr(ex.dataset, name), getattr(expected, name))
+
+
+def test_a_writer_that_writes_nothing_leaves_no_folder(tmp_path):
+    writer = BagWriter(tmp_path / "bag")
+    writer.add_topic(STATES, TYPES[STATES])
+    writer.checkpoint()
+    writer.close()
+    assert not (tmp_path / "bag").exists() and not writer.exists
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BagError, match="not a writable folder"):
+        BagWriter(tmp_path / "file" / "bag")
 
 
 def test_full_disk_stops_cleanly_keeping_what_was_flushed(tmp_path):

@@ -5,18 +5,22 @@ A bag is a folder holding ``metadata.yaml`` and one or more MCAP files ``<name>_
 definitions and type hashes come from rosbags' ROS 2 Kilted type store (they equal the hashes
 rclpy Kilted reports for the standard messages).
 
-* ``BagWriter``: CDR bytes written as received, files split by size or duration, ``checkpoint``
-  makes everything so far durable; on a write error (disk full) the current file is rolled back
-  to its last checkpoint and finished in space kept in reserve, and a ``BagError`` says what the
-  bag holds.
-* ``BagReader``: messages in log-time order, deserialised or raw; errors name the bag and file.
-* ``repair_bag``: after a crash (SIGKILL, power loss) rewrites each unfinished file from its intact
-  records and rebuilds ``metadata.yaml``.
+* ``BagWriter``: CDR bytes written as received, log times made monotone, files split by size or
+  duration, ``checkpoint`` makes everything so far durable; the bag folder is created with the
+  first message and a bag left without messages is removed. On a write error (disk full) the
+  current file is rolled back to its last checkpoint and finished in space kept in reserve, and a
+  ``BagError`` says what the bag holds.
+* ``BagReader``: messages in log-time order or in recorded (file) order, deserialised or raw;
+  errors name the bag and file.
+* ``repair_bag``: after a crash (SIGKILL, power loss) rewrites each unfinished file from every
+  message it can salvage, keeping the original beside it as ``<file>.orig``, and rebuilds
+  ``metadata.yaml``.
 """
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,7 +38,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from mbrl_ros.data.errors import BagError
-from mbrl_ros.data.mcap_files import McapFile, McapSalvage, channel_metadata
+from mbrl_ros.data.mcap_files import McapFile, McapSalvage, RawMessage, channel_metadata
 
 VERSION = 9
 ROS_DISTRO = "kilted"
@@ -141,13 +145,19 @@ def _close_file(file: McapFile, conns: Iterable[Connection]) -> tuple[FileInfo, 
 
 
 class BagWriter:
-    """A bag being recorded at ``path`` (a new folder).
+    """A bag to be recorded at ``path`` (a folder that must not exist yet).
+
+    The folder and its first file are created with the first message, so a writer that never
+    writes leaves nothing behind; a bag that ends up without messages (nothing flushed before a
+    write error) is removed. Log times are in ns and made monotone: a message whose log time is
+    before the previous message's is written at the previous log time (``clamped_log_times``
+    counts them), so readers in log-time order see the messages in recorded order.
 
     ``split_bytes`` / ``split_ns`` (0 = off): start a new file once the current one reaches this
-    size (bytes) or spans this much log time (ns). Log times are in ns. Every OSError (a full disk)
-    stops the writer: the current file is cut back to its last checkpoint and finished, metadata.yaml
-    is written, and BagError says what is kept. The space to finish comes from a reserve file in the
-    bag folder (``.space_reserve``), grown at each checkpoint to cover the summary still to write
+    size (bytes) or spans this much log time (ns). Every OSError (a full disk) stops the writer:
+    the current file is cut back to its last checkpoint and finished, metadata.yaml is written,
+    and BagError says what is kept. The space to finish comes from a reserve file in the bag
+    folder (``.space_reserve``), grown at each checkpoint to cover the summary still to write
     and deleted when the writer stops.
     """
 
@@ -156,19 +166,20 @@ class BagWriter:
         self.path = Path(path)
         if self.path.exists():
             raise BagError(f"bag {self.path} exists already; choose a new path")
-        try:
-            self.path.mkdir(parents=True)
-        except OSError as exc:
-            raise BagError(f"cannot create bag folder {self.path}: {exc.strerror}") from None
+        parent = next(p for p in self.path.absolute().parents if p.exists())
+        if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+            raise BagError(f"cannot create bag folder {self.path}: {parent} is not a writable "
+                           "folder")
         self.split_bytes, self.split_ns = int(split_bytes), int(split_ns)
         self.custom_data = dict(custom_data or {})
+        self.clamped_log_times = 0
+        self._last_log_ns = 0
         self._connections: dict[str, Connection] = {}
         self._done: list[tuple[FileInfo, dict[str, int]]] = []  # finished files, topic counts
         self._file: McapFile | None = None
+        self._created = False
         self._closed = False
         self._reserve, self._reserved = self.path / RESERVE_NAME, 0
-        self._guard(self._open_file)
-        self._guard(self._grow_reserve)
 
     # -- state -----------------------------------------------------------------------------------
     @property
@@ -195,6 +206,11 @@ class BagWriter:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def exists(self) -> bool:
+        """Whether the bag folder is on disk (created by a message and not removed as empty)."""
+        return self._created
+
     def has_topic(self, topic: str) -> bool:
         return topic in self._connections
 
@@ -214,23 +230,33 @@ class BagWriter:
         conn = _connection(len(self._connections) + 1, topic, msgtype,
                            MessageDefinition(MessageDefinitionFormat.MSG, msgdef), digest, qos)
         self._connections[topic] = conn
-        self._guard(lambda: _add_connection(self._file, conn))
+        if self._file is not None:
+            self._guard(lambda: _add_connection(self._file, conn))
 
     def write(self, topic: str, log_ns: int, data: bytes) -> None:
-        """Append one serialised (CDR) message of a registered topic at log time ``log_ns``."""
+        """Append one serialised (CDR) message of a registered topic at log time ``log_ns``
+        (raised to the previous message's log time if it is earlier)."""
         self._check_open()
         conn = self._connections.get(topic)
         if conn is None:
             raise BagError(f"bag {self.path}: topic {topic} is not registered")
+        if log_ns < self._last_log_ns:
+            self.clamped_log_times += 1
+            log_ns = self._last_log_ns
+        if not self._created:
+            self._guard(self._create)
         f = self._file
         if f.message_count and ((self.split_bytes and f.size >= self.split_bytes) or (
                 self.split_ns and log_ns - f.message_start_time >= self.split_ns)):
             self._guard(self._next_file)
         self._guard(lambda: self._file.write(conn, log_ns, data))
+        self._last_log_ns = log_ns
 
     def checkpoint(self) -> None:
         """Make every message written so far durable (close the pending chunk, flush, fsync)."""
         self._check_open()
+        if self._file is None:
+            return
         self._guard(self._file.checkpoint)
         self._guard(self._grow_reserve)
 
@@ -238,10 +264,12 @@ class BagWriter:
         """Finish the current file and write metadata.yaml. Idempotent."""
         if self._closed:
             return
+        self._closed = True
+        if self._file is None:
+            return
         self._guard(lambda: self._done.append(_close_file(self._file,
                                                           self._connections.values())))
         self._file = None
-        self._closed = True
         self._reserve.unlink(missing_ok=True)
         self._guard(self._write_metadata)
 
@@ -249,6 +277,15 @@ class BagWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise BagError(f"bag {self.path} is closed")
+
+    def _create(self) -> None:
+        try:
+            self.path.mkdir(parents=True)
+        except FileExistsError:
+            raise BagError(f"bag {self.path} exists already; choose a new path") from None
+        self._created = True
+        self._open_file()
+        self._grow_reserve()
 
     def _grow_reserve(self) -> None:
         """Keep at least twice the bytes still needed to finish (summary, metadata.yaml) free."""
@@ -278,6 +315,17 @@ class BagWriter:
                   for t, c in self._connections.items()]
         write_metadata(self.path, [i for i, _ in self._done], topics, self.custom_data)
 
+    def _remove(self) -> None:
+        """Delete the files of a bag without messages and its folder (created by this writer)."""
+        names = [p.name for p in self.path.iterdir()
+                 if p.name.startswith(f"{self.path.name}_") and p.suffix == ".mcap"]
+        for name in names + ["metadata.yaml", "metadata.yaml.tmp", RESERVE_NAME]:
+            with suppress(OSError):
+                (self.path / name).unlink()
+        with suppress(OSError):
+            self.path.rmdir()
+        self._created = self.path.exists()
+
     def _guard(self, action) -> None:
         """Run a write action; on OSError stop writing, keep what is durable, raise BagError."""
         try:
@@ -299,16 +347,24 @@ class BagWriter:
                     f.rollback()
                 f.abort()
                 unfinished = f.checkpoint_count
+        kept = sum(i.count for i, _ in self._done) + unfinished
+        head = f"cannot write bag {self.path}: {exc.strerror or exc}; recording stopped."
+        if kept == 0 and self._created:
+            self._done.clear()
+            self._remove()
+            left = (f"nothing had been flushed; the folder {self.path} could not be removed"
+                    if self._created else "nothing had been flushed, so no bag is left behind")
+            return f"{head} The bag is empty: {left}"
+        if not self._created:
+            return f"{head} No bag was created"
         try:
             self._write_metadata()
             complete = not unfinished
         except OSError:
             complete = False
-        kept = sum(i.count for i, _ in self._done) + unfinished
         state = ("the bag is complete and readable" if complete else
                  f"finish it with `mbrl-ros bag repair {self.path}` once there is space")
-        return (f"cannot write bag {self.path}: {exc.strerror or exc}; recording stopped. The bag "
-                f"keeps {kept} messages (everything up to the last flush); {state}")
+        return (f"{head} The bag keeps {kept} messages (everything up to the last flush); {state}")
 
 
 class BagReader:
@@ -368,18 +424,35 @@ class BagReader:
             raise BagError(f"bag {self.path}: topic {topic} has type {info.type}, expected "
                            f"{msgtype}")
 
-    def messages(self, topics: Collection[str] | None = None,
-                 raw: bool = False) -> Iterator[tuple[str, int, object]]:
-        """(topic, log time ns, message) in log-time order; ``raw``: CDR bytes instead."""
+    def messages(self, topics: Collection[str] | None = None, raw: bool = False,
+                 recorded_order: bool = False) -> Iterator[tuple[str, int, object]]:
+        """(topic, log time ns, message) in log-time order, or with ``recorded_order`` in the
+        order they were written (file by file, record by record: the order the recorder received
+        them, whatever their log times say); ``raw``: CDR bytes instead (``decode`` them)."""
         conns = [c for c in self._reader.connections if topics is None or c.topic in topics]
         if not conns:
             return
         try:
-            for conn, log_ns, data in self._reader.messages(connections=conns):
-                yield conn.topic, log_ns, (bytes(data) if raw else
-                                           self._reader.deserialize(data, conn.msgtype))
+            source = (self._recorded({c.topic for c in conns}) if recorded_order else
+                      self._reader.messages(connections=conns))
+            for conn, log_ns, data in source:
+                yield conn.topic, log_ns, bytes(data) if raw else self.decode(conn.topic, data)
         except READ_ERRORS as exc:
             raise BagError(self._describe(exc)) from None
+
+    def decode(self, topic: str, data: bytes) -> object:
+        """The message of ``topic`` serialised in ``data`` (CDR); rosbags' errors pass through."""
+        return self._reader.deserialize(data, self.topics[topic].type)
+
+    def _recorded(self, topics: set[str]) -> Iterator[tuple[Connection, int, bytes]]:
+        for info in self.files:
+            reader = McapReader(self.path / info.name)
+            reader.open()
+            try:
+                yield from reader.messages_scan([c for c in reader.connections
+                                                 if c.topic in topics])
+            finally:
+                reader.close()
 
     def _describe(self, exc: Exception) -> str:
         damaged = [p.name for p in sorted(self.path.glob("*.mcap"), key=_split_index)
@@ -406,13 +479,16 @@ def _file_problem(path: Path) -> str | None:
 # -- repair --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FileRepair:
-    """What ``repair_bag`` did to one file: status "intact", "repaired" or "unreadable"."""
+    """What ``repair_bag`` did to one file: status "intact", "repaired" or "unreadable";
+    ``messages`` salvaged, ``dropped_bytes`` after the last intact record (a cut-off chunk's
+    salvaged messages among them), ``backup``: the original's name (repaired files)."""
 
     name: str
     status: str
     messages: int
     dropped_bytes: int = 0
     problem: str | None = None
+    backup: str | None = None
 
 
 def _split_index(path: Path) -> tuple[int, str]:
@@ -429,16 +505,8 @@ def _type_hash(msgtype: str, msgdef: MessageDefinition) -> str:
         return store.hash_rihs01(msgtype)
 
 
-def _repair_file(path: Path) -> FileRepair:
-    """Check ``path``; if its end is missing or damaged, rewrite it from its intact records."""
-    check = McapSalvage(path)
-    count = sum(1 for rec in check.records() if not isinstance(rec, (Schema, Channel)))
-    problem = check.problem if not check.complete else _file_problem(path)
-    if problem is None:
-        return FileRepair(path.name, "intact", count)
-    if check.intact_end == 0:
-        return FileRepair(path.name, "unreadable", 0, path.stat().st_size, check.problem)
-    tmp = path.with_name(path.name + ".repair")
+def _rewrite(path: Path, tmp: Path) -> None:
+    """Write every record ``McapSalvage`` recovers from ``path`` into a finished MCAP ``tmp``."""
     tmp.unlink(missing_ok=True)
     out = McapFile(tmp)
     conns: dict[int, Connection] = {}
@@ -463,9 +531,50 @@ def _repair_file(path: Path) -> FileRepair:
         out.abort()
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _keep_original(path: Path) -> Path:
+    """Keep ``path`` as ``<name>.orig`` (``.orig.1``, ... if taken) beside it, byte for byte."""
+    backup, k = path.with_name(path.name + ".orig"), 0
+    while backup.exists():
+        k += 1
+        backup = path.with_name(f"{path.name}.orig.{k}")
+    try:
+        os.link(path, backup)  # the same bytes, no copy
+    except OSError:  # a file system without hard links
+        shutil.copy2(path, backup)
+    return backup
+
+
+def _repair_file(path: Path) -> FileRepair:
+    """Check ``path``; if its end is missing or damaged, rewrite it from every message that can
+    be salvaged, keeping the original as a backup. BagError (original untouched) if the rewritten
+    file would hold fewer messages than were salvaged."""
+    check = McapSalvage(path)
+    count = sum(1 for rec in check.records() if isinstance(rec, RawMessage))
+    problem = check.problem if not check.complete else _file_problem(path)
+    if problem is None:
+        return FileRepair(path.name, "intact", count)
+    if check.intact_end == 0:
+        return FileRepair(path.name, "unreadable", 0, path.stat().st_size, check.problem)
+    tmp = path.with_name(path.name + ".repair")
+    _rewrite(path, tmp)
+    reader = McapReader(tmp)
+    try:
+        reader.open()
+        written = reader.metadata.message_count
+        reader.close()
+    except READ_ERRORS as exc:
+        written, problem = -1, f"{problem}; the rewritten file is unreadable: {exc}"
+    if written < count:
+        tmp.unlink(missing_ok=True)
+        raise BagError(f"bag {path.parent}: repair of {path.name} would keep {max(written, 0)} "
+                       f"of the {count} messages salvaged ({problem}); the file is left "
+                       "untouched")
     dropped = 0 if check.complete else path.stat().st_size - check.intact_end
+    backup = _keep_original(path)
     os.replace(tmp, path)
-    return FileRepair(path.name, "repaired", count, dropped, problem)
+    return FileRepair(path.name, "repaired", count, dropped, problem, backup.name)
 
 
 def _old_custom_data(bag: Path) -> dict[str, str]:
@@ -478,9 +587,9 @@ def _old_custom_data(bag: Path) -> dict[str, str]:
 
 def repair_bag(path: str | os.PathLike) -> list[FileRepair]:
     """Make a bag whose recording was interrupted readable: rewrite every MCAP file that lacks its
-    summary (or ends in a damaged record) from its intact records, then rebuild metadata.yaml
-    from the files. Unreadable files are left untouched and not listed. Returns one FileRepair
-    per file."""
+    summary (or ends in a damaged record) from every message that can be salvaged, keeping the
+    original beside it as ``<file>.orig``, then rebuild metadata.yaml from the files. Unreadable
+    files are left untouched and not listed. Returns one FileRepair per file."""
     bag = Path(path)
     if not bag.is_dir():
         raise BagError(f"bag {bag} is not a folder")

@@ -89,9 +89,16 @@ def _stamp(ns: int) -> str:
 
 
 def _rejections(ex: Extraction) -> str:
-    skip = {f"event_{k}" for k in EVENT_KINDS}
+    skip = {f"event_{k}" for k in EVENT_KINDS} | set(ex.skipped)
     items = sorted((k, v) for k, v in ex.counts.items() if k not in skip)
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in items) or "none"
+
+
+def skipped_lines(ex: Extraction) -> list[str]:
+    """One line per reason a message was skipped: the count and the first occurrence."""
+    return [f"skipped: {reason.replace('_', ' ')}: {ex.counts[reason]} message(s), the first in "
+            f"{first.bag} at {first.at_s:.3f} s: {first.detail}"
+            for reason, first in sorted(ex.skipped.items())]
 
 
 def format_description(d: BagDescription) -> str:
@@ -119,7 +126,7 @@ def format_description(d: BagDescription) -> str:
               f"episodes:     {ds.n_episodes} with transitions",
               f"transitions:  {len(ds)} extractable (state dim {len(ds.state_names)}, action dim "
               f"{len(ds.joint_names)})",
-              f"not extracted: {_rejections(d.extraction)}"]
+              f"not extracted: {_rejections(d.extraction)}"] + skipped_lines(d.extraction)
     return "\n".join(lines)
 
 
@@ -129,6 +136,8 @@ def _repair(bag: str) -> int:
         line = f"{r.name}: {r.status}, {r.messages} messages"
         if r.status != "intact":
             line += f" ({r.dropped_bytes} bytes dropped: {r.problem})"
+        if r.backup:
+            line += f"; the original is kept as {r.backup}"
         print(line)
     with BagReader(bag) as reader:
         print(f"bag {bag}: metadata.yaml rebuilt; {reader.message_count} messages in "
@@ -156,4 +165,6 @@ def _dataset(args: argparse.Namespace) -> int:
           f"bag(s); state dim {len(data.state_names)}, action dim {len(data.joint_names)}, "
           f"dt {data.dt * 1e3:g} ms; extracted at {len(data) / max(elapsed, 1e-9):.0f} "
           f"transitions/s; not extracted: {_rejections(ex)}")
+    for line in skipped_lines(ex):
+        print(line)
     return 0

@@ -1,10 +1,18 @@
-"""Datasets from bags: the bag's joint states, commands and episode events, in log-time order,
-through the same ``TransitionBuilder`` that live nodes use."""
+"""Datasets from bags: the bag's joint states, commands and episode events, in recorded order (the
+order the recorder received them, whatever their log times), through the same
+``TransitionBuilder`` that live nodes use.
+
+A bad message does not reject the bag: one that cannot be decoded or that the builder refuses as
+malformed (a NaN joint state, a command of the wrong size, an episode event that is not JSON) is
+skipped, and a joint-state stamp going backwards starts a new segment there (the builder's rule).
+Both are counted by reason in ``Extraction.counts``, with the first occurrence in
+``Extraction.skipped``.
+"""
 from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,12 +30,27 @@ PROGRESS_EVERY = 5000
 LAYOUT_SAMPLE = 200
 
 
+STAMP_BACKWARDS = "stamp_backwards"  # the builder's count of segments restarted there
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """The first message skipped for a reason: its bag, log time (s from the start of the bag)
+    and what was wrong."""
+
+    bag: str
+    at_s: float
+    detail: str
+
+
 @dataclass(frozen=True)
 class Extraction:
-    """A dataset and the builder's tally of rejected candidates and events, by reason."""
+    """A dataset; ``counts``: the builder's tally of rejected candidates and events, and the
+    messages skipped, by reason; ``skipped``: the first occurrence of each skip reason."""
 
     dataset: Dataset
     counts: Counter
+    skipped: dict[str, Skipped] = field(default_factory=dict)
 
 
 def _check_topics(bag: BagReader, topics: TopicNames) -> list[str]:
@@ -40,13 +63,20 @@ def _check_topics(bag: BagReader, topics: TopicNames) -> list[str]:
     return wanted
 
 
-def bag_layout(bag: BagReader, topics: TopicNames = TopicNames()) -> tuple[tuple[str, ...], float]:
+def bag_layout(bag: BagReader, topics: TopicNames = TopicNames(), *,
+               need_period: bool = True) -> tuple[tuple[str, ...], float | None]:
     """(joint names of the first joint state, control period in s = the median stamp step of the
-    first joint states) of an open bag."""
+    first joint states) of an open bag; the period is None when it cannot be inferred and
+    ``need_period`` is False (BagError otherwise)."""
     names, stamps = None, []
-    for _, _, msg in bag.messages([topics.states]):
+    for topic, _, data in bag.messages([topics.states], raw=True, recorded_order=True):
+        try:
+            msg = bag.decode(topic, data)
+            stamp = stamp_to_ns(msg.header.stamp)
+        except Exception:  # a damaged message (rosbags' parser raises many kinds): not sampled
+            continue
         names = names or tuple(msg.name)
-        stamps.append(stamp_to_ns(msg.header.stamp))
+        stamps.append(stamp)
         if len(stamps) >= LAYOUT_SAMPLE:
             break
     if names is None:
@@ -54,6 +84,8 @@ def bag_layout(bag: BagReader, topics: TopicNames = TopicNames()) -> tuple[tuple
     steps = np.diff(np.array(stamps, dtype=np.int64))
     steps = steps[steps > 0]
     if len(steps) == 0:
+        if not need_period:
+            return names, None
         raise BagError(f"bag {bag.path}: too few distinct joint-state stamps on {topics.states} "
                        "to infer the control period; give it (dt)")
     return names, float(np.median(steps)) / 1e9
@@ -66,25 +98,42 @@ def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | No
     path = Path(path)
     with BagReader(path) as bag:
         wanted = _check_topics(bag, topics)
-        if joint_names is None or dt is None:
-            names, period = bag_layout(bag, topics)
-            joint_names, dt = joint_names or names, dt or period
+        names, period = bag_layout(bag, topics, need_period=dt is None)
+        missing = [j for j in joint_names or () if j not in names]
+        if missing:
+            raise BagError(f"bag {path} lacks joints {missing}: its joint states name "
+                           f"{list(names)}")
+        joint_names, dt = joint_names or names, dt or period
         builder = TransitionBuilder(joint_names, dt, topics=topics, gap_tolerance=gap_tolerance)
+        kinds = {topics.states: "state", topics.commands: "command", topics.events: "event"}
+        skipped: dict[str, Skipped] = {}
         total = sum(bag.topics[t].count for t in wanted)
-        for i, (topic, log_ns, msg) in enumerate(bag.messages(wanted)):
+        messages = bag.messages(wanted, raw=True, recorded_order=True)
+        for i, (topic, log_ns, data) in enumerate(messages):
+            reason = None
             try:
-                builder.feed(topic, msg)
-            except (MessageError, StampOrderError) as exc:
-                at = (log_ns - bag.start_ns) / 1e9
-                raise BagError(f"bag {path}, topic {topic}, message {i} (log time {at:.3f} s "
-                               f"into the bag): {exc}") from None
+                msg = bag.decode(topic, data)
+            except Exception as exc:  # damaged CDR: rosbags' parser raises many kinds
+                reason, why = f"malformed_{kinds[topic]}", f"cannot be decoded ({exc!r})"
+            else:
+                try:
+                    builder.feed(topic, msg)
+                except MessageError as exc:
+                    reason, why = f"malformed_{kinds[topic]}", str(exc)
+                except StampOrderError as exc:  # counted by the builder, which restarts there
+                    reason, why = STAMP_BACKWARDS, f"{exc}; a new segment starts there"
+            if reason is not None:
+                if reason != STAMP_BACKWARDS:
+                    builder.counts[reason] += 1
+                skipped.setdefault(reason, Skipped(path.name, (log_ns - bag.start_ns) / 1e9,
+                                                   f"{topic}: {why}"))
             if progress is not None and i % PROGRESS_EVERY == 0:
                 progress(str(path), i, total)
         builder.finish()
         if progress is not None:
             progress(str(path), total, total)
     data = replace(builder.take(), sources=(path.name,))
-    return Extraction(data, builder.counts)
+    return Extraction(data, builder.counts, skipped)
 
 
 def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
@@ -95,7 +144,7 @@ def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
     ``joint_names`` / ``dt`` every bag must have the joints and control period of the first."""
     if not paths:
         raise BagError("no bags given")
-    parts, counts = [], Counter()
+    parts, counts, skipped = [], Counter(), {}
     first = None
     for path in paths:
         names, period = joint_names, dt
@@ -116,7 +165,8 @@ def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
                               gap_tolerance=gap_tolerance, progress=progress)
         parts.append(ex.dataset)
         counts.update(ex.counts)
-    return Extraction(Dataset.concat(parts, renumber=True), counts)
+        skipped = ex.skipped | skipped
+    return Extraction(Dataset.concat(parts, renumber=True), counts, skipped)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ Layout written (rosbags): magic, header, then chunks (uncompressed, closed at 1 
 checkpoint) each followed by its message indexes; ``close`` appends the summary (schemas, channels,
 chunk indexes, statistics) and the footer. A process killed while writing leaves a file that ends
 after its last complete chunk, or inside a record; ``McapSalvage`` reads such a file up to the last
-intact record.
+intact record, and from a chunk cut off at the end it takes every complete message: all of them
+from an uncompressed chunk (ours), those a stream decoder recovers from a zstd or lz4 chunk (as
+``ros2 bag record`` writes them).
 """
 from __future__ import annotations
 
@@ -19,9 +21,15 @@ from io import BytesIO
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+import lz4.frame
 from rosbags.rosbag2.enums import CompressionMode
 from rosbags.rosbag2.errors import ReaderError
 from rosbags.rosbag2.storage_mcap import Channel, McapWriter, PendingChunk, Schema, decompress
+
+try:  # the zstd module rosbags uses (Python 3.14+, or its backport)
+    from compression import zstd
+except ImportError:
+    from backports import zstd
 
 MAGIC = b"\x89MCAP0\r\n"
 OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK, OP_DATA_END = (
@@ -171,6 +179,9 @@ class McapSalvage:
     """Reads an MCAP file front to back, yielding the Schema, Channel and RawMessage of every
     intact record and stopping at the first truncated or damaged one.
 
+    A chunk cut off by the end of the file yields the complete records at its start that its
+    compression lets a stream decoder recover (``partial_messages`` counts its messages).
+
     After iterating ``records()``: ``complete`` is True when the data section ended cleanly (the
     file was closed); otherwise ``problem`` says where and why reading stopped, and
     ``intact_end`` is the byte offset after the last intact record.
@@ -181,6 +192,7 @@ class McapSalvage:
         self.complete = False
         self.problem: str | None = None
         self.intact_end = 0
+        self.partial_messages = 0
         self._schema_names: dict[int, str] = {}
         self._channels: set[int] = set()
 
@@ -204,6 +216,8 @@ class McapSalvage:
                 if length > size - offset - 9:
                     self.problem = (f"record at byte {offset} is cut off ({size - offset - 9} of "
                                     f"{length} bytes present)")
+                    if op == OP_CHUNK:
+                        yield from self._cut_chunk(f.read())
                     return
                 body = f.read(length)
                 if op in (OP_DATA_END, OP_FOOTER):
@@ -242,6 +256,42 @@ class McapSalvage:
             while records.pos < len(records.data):
                 inner_op, inner_len = records.take(1)[0], records.u64()
                 yield from self._parse(inner_op, records.take(inner_len))
+
+    def _cut_chunk(self, body: bytes) -> Iterator[Schema | Channel | RawMessage]:
+        """The complete records at the start of a chunk whose end is missing (``body``: the bytes
+        of the chunk record present), up to the first cut-off or damaged one."""
+        try:
+            c = _Cursor(body)
+            c.take(28)  # start and end time, uncompressed size, CRC: of the whole chunk
+            compression = c.text()
+            c.u64()  # length of the records, most of them missing
+            records = _Cursor(_decompress_start(c.rest(), compression))
+        except ValueError:
+            return
+        while True:
+            try:
+                inner_op, inner_len = records.take(1)[0], records.u64()
+                items = list(self._parse(inner_op, records.take(inner_len)))
+            except (ValueError, struct.error):
+                break
+            self.partial_messages += sum(isinstance(i, RawMessage) for i in items)
+            yield from items
+        self.problem += (f"; {self.partial_messages} complete messages of that chunk salvaged "
+                         f"({compression or 'uncompressed'})")
+
+
+def _decompress_start(data: bytes, compression: str) -> bytes:
+    """What a stream decoder recovers from the start of a chunk's records (all of ``data`` when
+    uncompressed); b"" for an unknown compression or damaged data."""
+    if compression == "":
+        return data
+    decoders = {"zstd": zstd.ZstdDecompressor, "lz4": lz4.frame.LZ4FrameDecompressor}
+    if compression not in decoders:
+        return b""
+    try:
+        return decoders[compression]().decompress(data)
+    except (zstd.ZstdError, RuntimeError, ValueError):
+        return b""
 
 
 def channel_metadata(metadata: bytes) -> dict[str, str]:
