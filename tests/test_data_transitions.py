@@ -126,12 +126,81 @@ def test_held_command_from_before_a_reset_is_not_used_after_it():
 
 
 def test_end_and_start_events_exclude_the_states_between_episodes():
+    """End at 3: state 3 is the episode's last (the transition into it counts), 4 and 5 belong
+    to no episode; start at 6 begins the next."""
     stream = [("event", event("start", 0, 1)), ("event", event("end", 3 * DT_NS, 1)),
               ("event", event("start", 6 * DT_NS, 2))] + list(lockstep(9))
     ds, counts = build(stream)
-    np.testing.assert_array_equal(ds.stamps, np.array([0, 1, 6, 7]) * DT_NS)
-    np.testing.assert_array_equal(ds.episodes, [1, 1, 2, 2])
-    assert counts["outside_episode"] == 2 and counts["boundary"] == 2
+    np.testing.assert_array_equal(ds.stamps, np.array([0, 1, 2, 6, 7]) * DT_NS)
+    np.testing.assert_array_equal(ds.episodes, [0, 0, 0, 1, 1])
+    assert counts["outside_episode"] == 2 and counts["boundary"] == 1
+
+
+def _episodes_stream(rng, episodes: int, steps: int):
+    """A lockstep run with the sim's automatic episodes of ``steps`` steps (a reset advances time
+    one period) and an episode manager's start/end events, in an arrival order drawn by ``rng``
+    as a busy subscriber sees it: commands up to 6 states late, start/end events up to 3 states
+    late, each reset event before its state."""
+    timed = []  # (arrival time, order, kind, message)
+    k = 0
+    for e in range(episodes):
+        first = k
+        if e:
+            timed.append((first - 0.5, len(timed), "event", event("reset", first * DT_NS, e)))
+        for i in range(steps + 1):
+            timed.append((k, len(timed), "state", state(k)))
+            timed.append((k + rng.uniform(0.1, 6), len(timed), "command",
+                          command_msg(torque(k), k * DT_NS)))
+            k += 1
+        timed.append((first + rng.uniform(0, 3), len(timed), "event",
+                      event("start", first * DT_NS, e)))
+        timed.append((k - 1 + rng.uniform(0, 3), len(timed), "event",
+                      event("end", (k - 1) * DT_NS, e)))
+    return [(kind, msg) for _, _, kind, msg in sorted(timed, key=lambda t: t[:2])]
+
+
+def test_arrival_order_of_commands_and_events_does_not_change_the_transitions():
+    """Every episode gives all its `steps` transitions, numbered one episode each, whatever the
+    order in which a loaded subscriber takes the three topics."""
+    steps, episodes = 8, 4
+    results = []
+    for seed in range(20):
+        ds, counts = build(_episodes_stream(np.random.default_rng(seed), episodes, steps))
+        results.append(ds)
+        assert len(ds) == episodes * steps, counts
+    first = results[0]
+    expected = [k for e in range(episodes) for k in range(e * (steps + 1), e * (steps + 1) + steps)]
+    np.testing.assert_array_equal(first.stamps, np.array(expected) * DT_NS)
+    np.testing.assert_array_equal(first.actions, np.stack([torque(k) for k in expected]))
+    assert len(set(first.episodes.tolist())) == episodes
+    for ds in results[1:]:
+        for name in ("states", "actions", "next_states", "episodes", "stamps"):
+            np.testing.assert_array_equal(getattr(ds, name), getattr(first, name), name)
+
+
+def test_a_reset_and_a_start_at_one_stamp_are_one_boundary_in_either_order():
+    for late in ("reset", "start"):
+        early = "start" if late == "reset" else "reset"
+        stream = list(lockstep(3)) + [("event", event(early, 3 * DT_NS)), ("state", state(3)),
+                                      ("command", command_msg(torque(3), 3 * DT_NS)),
+                                      ("state", state(4)), ("state", state(5)),
+                                      ("event", event(late, 3 * DT_NS))]
+        ds, counts = build(stream)
+        np.testing.assert_array_equal(ds.stamps, np.array([0, 1, 3]) * DT_NS)
+        np.testing.assert_array_equal(ds.episodes, [0, 0, 1])
+
+
+def test_a_transition_waits_for_its_tagged_command_and_undecided_says_so():
+    b = TransitionBuilder(NAMES, DT_NS / 1e9, command_wait=3)
+    b.add_command(command_msg(torque(9), 9 * DT_NS))  # a tagged stream
+    for k in range(3):
+        b.add_state(state(k))
+    assert b.undecided(2 * DT_NS) == 1 and b.undecided(3 * DT_NS) == 2 and not len(b.take())
+    b.add_command(command_msg(torque(0), 0))
+    assert b.undecided(3 * DT_NS) == 1 and len(b.take()) == 1
+    for k in range(3, 6):  # no command for state 1: given up after command_wait states
+        b.add_state(state(k))
+    assert b.counts["no_command"] == 1 and b.undecided(2 * DT_NS) == 0
 
 
 def test_gap_in_the_states_breaks_the_chain_and_tolerance_allows_jitter():

@@ -124,10 +124,10 @@ def test_a_model_for_other_joints_is_refused_and_the_state_stays_held(planner):
     node, probe = planner
     for k in range(3):
         probe.send_state(k)
-        wait_for(lambda: node.last_stamp == k * PERIOD_NS, 10, f"state {k}")
+        wait_for(lambda: node.intake.last_stamp == k * PERIOD_NS, 10, f"state {k}")
     wait_for(lambda: node.pending is not None, 10, "the held state")
     probe.model_pub.publish(UInt8MultiArray(data=_model_bytes(["shoulder", "elbow"])))
-    wait_for(lambda: node.diag.counters["refused_models"] == 1, 10, "the refusal")
+    wait_for(lambda: node.diag.counters["rejected_model"] == 1, 10, "the refusal")
     assert node.pending is not None and node.diag.counters["controllers_pi0"] == 2
     assert np.isnan(node.last_cost)
 

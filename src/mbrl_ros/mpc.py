@@ -58,8 +58,13 @@ class MPC:
         self.first_stamp: int | None = None
 
     def set_model(self, model: DynamicsModel) -> None:
-        """Use ``model`` from now on; ModelError if it is for other joints, another control period
-        or a state layout other than [q, q̇] (+ end-effector features)."""
+        """Use ``model`` from now on (``check_model`` first)."""
+        self.with_ee = self.check_model(model)
+        self.model = model
+
+    def check_model(self, model: DynamicsModel) -> bool:
+        """Whether ``model``'s state has end-effector features; ModelError if it is for other
+        joints, another control period or a state layout other than [q, q̇] (+ features)."""
         sig = model.signature
         if tuple(sig.joint_names) != self.joint_names:
             raise ModelError(f"model is for joints {list(sig.joint_names)}, the planner controls "
@@ -71,8 +76,7 @@ class MPC:
         if tuple(sig.state_names) not in (base, base + EE_NAMES):
             raise ModelError(f"model state layout {list(sig.state_names)} is not [q, q̇] "
                              f"(+ {list(EE_NAMES)})")
-        self.with_ee = len(sig.state_names) > len(base)
-        self.model = model
+        return len(sig.state_names) > len(base)
 
     def reset(self) -> None:
         """A new episode (the arm was reset): the next plan starts cold, not from the last one."""
@@ -112,15 +116,20 @@ class MPC:
 
 
 def planner_options(settings: Mapping[str, Any]) -> dict:
-    """Keyword arguments of planner ``settings['planner']`` from the planner node's parameters."""
+    """Keyword arguments of planner ``settings['planner']`` (a name of PLANNERS) from the planner
+    node's parameters; ValueError naming the planners for another name."""
     sampling = {"mode": settings["propagation"], "particles": settings["particles"]}
     population = dict(population=settings["samples"], elites=settings["elites"],
                       iterations=settings["iterations"], **sampling)
-    return {"cem": population, "icem": population,
-            "mppi": dict(samples=settings["samples"], iterations=settings["iterations"],
-                         **sampling),
-            "random": dict(samples=settings["samples"], **sampling),
-            "ilqr": dict(iterations=settings["iterations"])}[settings["planner"]]
+    options = {"cem": population, "icem": population,
+               "mppi": dict(samples=settings["samples"], iterations=settings["iterations"],
+                            **sampling),
+               "random_shooting": dict(samples=settings["samples"], **sampling),
+               "ilqr": dict(iterations=settings["iterations"])}
+    if settings["planner"] not in options:
+        raise ValueError(f"planner {settings['planner']!r} must be one of "
+                         f"{', '.join(sorted(options))}")
+    return options[settings["planner"]]
 
 
 def build_mpc(robot: RobotDescription, joint_index: Sequence[int],
@@ -132,8 +141,8 @@ def build_mpc(robot: RobotDescription, joint_index: Sequence[int],
     idx = list(joint_index)
     effort = robot.limits.effort[idx]
     box = s["effort_fraction"] * effort
-    planner = PLANNERS[s["planner"]](s["horizon"], -box, box, seed=s["seed"],
-                                     **planner_options(s))
+    options = planner_options(s)
+    planner = PLANNERS[s["planner"]](s["horizon"], -box, box, seed=s["seed"], **options)
     cost = ReachCost(robot, w_l2=s["w_l2"], w_log=s["w_log"], alpha=s["alpha"],
                      terminal_weight=s["terminal_weight"], w_velocity=s["w_velocity"],
                      w_action=s["w_action"], w_limit=s["w_limit"],

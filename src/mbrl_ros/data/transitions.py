@@ -13,21 +13,31 @@ The rules, for a transition from state s_k to the next state s_{k+1}:
   exactly that command). Without a tag for s_k, the latest untagged command received before
   s_{k+1} arrived, held since (zero-order hold, as ros2_control applies commands), provided it was
   received after the last episode boundary before s_k.
+* episodes: a "reset" or "start" event at stamp b makes the state at b the first of a new episode
+  (a reset and a start at the same stamp are one boundary, whichever arrives first, and a
+  boundary that arrives after the first decisions of the episode it begins is that episode's);
+  an "end"
+  event at e makes the state at e the last of its episode, and states after it belong to none.
 * no transition when: s_{k+1} − s_k differs from dt by more than ``gap_tolerance``·dt (states
-  missing or late); an episode boundary b (event stamp) lies in s_k < b ≤ s_{k+1}; s_k lies outside
-  an episode (after an "end" event); no command applies (e.g. before the first command).
+  missing or late); a reset/start b lies in s_k < b ≤ s_{k+1}; s_{k+1} lies after an "end" (s_k
+  outside an episode, or an end in s_k ≤ e < s_{k+1}); no command applies (e.g. before the
+  first command).
 * a repeated stamp is dropped; a stamp that goes backwards raises StampOrderError and the builder
   starts a new segment (and episode) at that state.
-* a transition is decided when the state after s_{k+1} arrives (or at ``finish``), so an episode
-  event or a tagged command that arrives shortly after s_{k+1} on its own topic still counts.
+* a transition is decided when the state after s_{k+1} has arrived and its tagged command too
+  (unless the stream holds untagged commands only and one is held), or once ``command_wait``
+  more states have come without it. So the result does not depend on the order in which the three topics' messages are
+  processed (a busy node takes one message per topic in turn): an event published before the
+  state it applies to, and every command, are in time. ``undecided(before_ns)`` tells whether
+  transitions into states before a stamp still wait (the fitter fits only when none does).
 
-Episode ids: 0 until the first boundary, then +1 at every reset or start event (and at a stamp
+Episode ids: 0 until the first boundary, then +1 at every new reset/start stamp (and at a stamp
 that goes backwards). ``counts`` tallies every rejected candidate by reason.
 """
 from __future__ import annotations
 
 from bisect import insort
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -39,41 +49,48 @@ from mbrl_ros.data.topics import TopicNames, read_episode_event
 from mbrl_ros.msgconv import JointSample, read_command, read_joint_state
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Candidate:
     s: JointSample
     s_next: JointSample
     held: np.ndarray | None   # latest untagged command when s_next arrived
     held_after: int           # stamp of the latest state when that command arrived (ns)
+    later: int = 0            # states that arrived after s_next
 
 
 class TransitionBuilder:
     """Aligns joint states and commands into (s, a, s') at the control period ``dt`` (s)."""
 
     def __init__(self, joint_names: Sequence[str], dt: float, *, topics: TopicNames = TopicNames(),
-                 gap_tolerance: float = 0.1):
+                 gap_tolerance: float = 0.1, command_wait: int = 10):
         if not joint_names or len(set(joint_names)) != len(joint_names):
             raise ValueError(f"joint_names {list(joint_names)} must be non-empty and unique")
         if not (np.isfinite(dt) and dt > 0):
             raise ValueError(f"control period dt = {dt} s must be positive")
         if not 0.0 < gap_tolerance < 1.0:
             raise ValueError(f"gap_tolerance {gap_tolerance} must be in (0, 1) (fraction of dt)")
+        if command_wait < 1:
+            raise ValueError(f"command_wait {command_wait} must be ≥ 1 (states)")
         self.joint_names = tuple(joint_names)
         self.dt = float(dt)
         self.topics = topics
+        self.command_wait = command_wait
         self.counts: Counter = Counter()
         self._dt_ns = int(round(dt * 1e9))
         self._tol_ns = gap_tolerance * self._dt_ns
         self._n = len(self.joint_names)
         self._state_names = joint_state_names(self.joint_names)
         self._prev: JointSample | None = None
-        self._pending: _Candidate | None = None
+        self._candidates: deque[_Candidate] = deque()
         self._held: np.ndarray | None = None
         self._held_after = -1
         self._tagged: dict[int, np.ndarray] = {}
+        self._tagged_stream = False                    # a tagged command has been seen
         self._events: list[tuple[int, int, str]] = []  # (stamp, arrival index, kind), not applied
         self._event_seq = 0
-        self._last_boundary = -1
+        self._last_boundary = -1                       # stamp of the last applied event
+        self._episode_start = -1                       # stamp of the last applied reset/start
+        self._first_decided: int | None = None         # s_k of the episode's first decision
         self._decided_until = -1
         self._episode = 0
         self._active = True
@@ -91,7 +108,10 @@ class TransitionBuilder:
 
     def add_state(self, msg) -> None:
         """A sensor_msgs/JointState. Raises MessageError (malformed) or StampOrderError."""
-        s = read_joint_state(msg, self.joint_names)
+        self.add_sample(read_joint_state(msg, self.joint_names))
+
+    def add_sample(self, s: JointSample) -> None:
+        """A joint state already read in ``joint_names`` order. Raises StampOrderError."""
         prev = self._prev
         if prev is not None:
             if s.stamp_ns == prev.stamp_ns:
@@ -101,13 +121,15 @@ class TransitionBuilder:
                 self._restart(s)
                 raise StampOrderError(f"joint state stamp {s.stamp_ns} ns goes backwards from "
                                       f"{prev.stamp_ns} ns")
-            self._decide_pending()
+            for c in self._candidates:
+                c.later += 1
             if abs(s.stamp_ns - prev.stamp_ns - self._dt_ns) > self._tol_ns:
                 self.counts["gap"] += 1
             else:
-                self._pending = _Candidate(prev, s, self._held, self._held_after)
+                self._candidates.append(_Candidate(prev, s, self._held, self._held_after))
         self._prev = s
-        oldest = self._pending.s.stamp_ns if self._pending else s.stamp_ns
+        self._decide_ready()
+        oldest = self._candidates[0].s.stamp_ns if self._candidates else s.stamp_ns
         for stamp in [t for t in self._tagged if t < oldest]:
             del self._tagged[stamp]
 
@@ -118,12 +140,14 @@ class TransitionBuilder:
             self._held = torque
             self._held_after = self._prev.stamp_ns if self._prev else -1
             return
-        oldest = self._pending.s.stamp_ns if self._pending else (
+        self._tagged_stream = True
+        oldest = self._candidates[0].s.stamp_ns if self._candidates else (
             self._prev.stamp_ns if self._prev else -1)
         if tag < oldest:
             self.counts["late_command"] += 1
             return
         self._tagged[tag] = torque
+        self._decide_ready()
 
     def add_event(self, msg) -> None:
         """A std_msgs/String episode event. Raises MessageError if malformed."""
@@ -135,8 +159,13 @@ class TransitionBuilder:
         insort(self._events, (event.stamp_ns, self._event_seq, event.kind))
 
     def finish(self) -> None:
-        """End of the stream: decide the last pending transition."""
-        self._decide_pending()
+        """End of the stream: decide every waiting transition."""
+        while self._candidates:
+            self._decide(self._candidates.popleft())
+
+    def undecided(self, before_ns: int) -> int:
+        """Transitions into states stamped before ``before_ns`` that are not decided yet."""
+        return sum(c.s_next.stamp_ns < before_ns for c in self._candidates)
 
     # -- output ----------------------------------------------------------------------------------
     def take(self) -> Dataset:
@@ -151,38 +180,58 @@ class TransitionBuilder:
 
     # -- internals -------------------------------------------------------------------------------
     def _restart(self, s: JointSample) -> None:
-        self._decide_pending()
+        self.finish()
         self.counts["stamp_backwards"] += 1
         self._prev, self._held, self._held_after = s, None, -1
         self._tagged.clear()
         self._events.clear()
         self._episode += 1
         self._active = True
-        self._last_boundary = self._decided_until = -1
+        self._last_boundary = self._episode_start = self._decided_until = -1
+        self._first_decided = None
+
+    def _decide_ready(self) -> None:
+        """Decide the oldest transitions whose next state has a successor and whose tagged
+        command has come (or cannot be expected any more)."""
+        while self._candidates:
+            c = self._candidates[0]
+            waits_for_tag = c.s.stamp_ns not in self._tagged and (
+                self._tagged_stream or c.held is None)
+            if c.later < 1 or (waits_for_tag and c.later < self.command_wait):
+                return
+            self._decide(self._candidates.popleft())
 
     def _apply_events(self, upto: int) -> None:
         while self._events and self._events[0][0] <= upto:
             stamp, _, kind = self._events.pop(0)
             if kind == "end":
+                if stamp < self._episode_start:
+                    continue  # an end of an episode already followed by a new one: stale
                 self._active = False
             else:
-                self._episode += 1
+                # A new episode unless the boundary is the current one's own (a reset and a
+                # start at one stamp, or one that comes after the first decisions it covers).
+                if stamp != self._episode_start and self._first_decided is not None \
+                        and self._first_decided < stamp:
+                    self._episode += 1
+                    self._first_decided = None
                 self._active = True
+                self._episode_start = stamp
             self._last_boundary = stamp
 
-    def _decide_pending(self) -> None:
-        c, self._pending = self._pending, None
-        if c is None:
-            return
+    def _decide(self, c: _Candidate) -> None:
         a, b = c.s.stamp_ns, c.s_next.stamp_ns
         self._decided_until = b
         self._apply_events(a)
+        if self._first_decided is None:
+            self._first_decided = a
         action = self._tagged.pop(a, None)
         if action is None and c.held is not None and c.held_after >= self._last_boundary:
             action = c.held
-        if self._events and self._events[0][0] <= b:
+        ahead = [(stamp, kind) for stamp, _, kind in self._events if stamp <= b]
+        if any(kind != "end" and stamp != self._episode_start for stamp, kind in ahead):
             self.counts["boundary"] += 1
-        elif not self._active:
+        elif not self._active or any(kind == "end" and stamp < b for stamp, kind in ahead):
             self.counts["outside_episode"] += 1
         elif action is None:
             self.counts["no_command"] += 1

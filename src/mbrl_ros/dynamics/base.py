@@ -215,8 +215,7 @@ class DynamicsModel(abc.ABC):
             raise ArtifactError(f"{schema_name}: invalid config: {exc}") from None
 
     def restore_info(self, meta: dict) -> None:
-        info = meta.get("info", {})
-        self.info = info if isinstance(info, dict) else {}
+        self.info = model_info(meta)
 
     @abc.abstractmethod
     def to_bytes(self) -> bytes:
@@ -226,6 +225,32 @@ class DynamicsModel(abc.ABC):
     @abc.abstractmethod
     def from_bytes(cls, data: bytes, device=None) -> "DynamicsModel":
         """Rebuild from artifact bytes; ArtifactError if they are not a valid model of this kind."""
+
+
+# Types of the entries of a model artifact's "info" that readers act on (the dynamics fitter's):
+# counts (integers ≥ 0), stamps (integers, ns; -1 = none) and numbers (or null).
+INFO_COUNTS = ("version", "transitions", "episodes")
+INFO_STAMPS = ("stamp_ns", "seen_until_ns")
+INFO_NUMBERS = ("val_rmse_1step", "val_loss", "fit_seconds")
+
+
+def model_info(meta: dict) -> dict:
+    """The ``info`` of model artifact metadata with the entries readers act on checked (see
+    INFO_COUNTS, INFO_STAMPS, INFO_NUMBERS); ArtifactError naming a wrong one."""
+    info = meta.get("info", {})
+    if not isinstance(info, dict):
+        raise ArtifactError(f"model info must be a JSON object, got {type(info).__name__}")
+    for key in INFO_COUNTS + INFO_STAMPS:
+        value = info.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) \
+                or value < (0 if key in INFO_COUNTS else -1):
+            raise ArtifactError(f"model info '{key}' = {value!r} is not "
+                                f"{'a count' if key in INFO_COUNTS else 'a stamp (ns)'}")
+    for key in INFO_NUMBERS:
+        value = info.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ArtifactError(f"model info '{key}' = {value!r} is not a number")
+    return info
 
 
 _REGISTRY: dict[str, type[DynamicsModel]] = {}

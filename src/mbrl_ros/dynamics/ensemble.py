@@ -38,7 +38,8 @@ LOG_EVERY_S = 2.0
 @dataclass(frozen=True)
 class EnsembleConfig:
     """Network and training settings. ``patience``: epochs without a ≥ 1 % improvement of any
-    member's validation error before training stops; ``max_seconds``: training time budget (s)."""
+    member's validation error before training stops; ``max_seconds``: training time budget (s;
+    0 = none: the result then does not depend on the machine's speed)."""
 
     members: int = 5
     hidden: int = 200
@@ -58,10 +59,11 @@ class EnsembleConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ModelError(f"ensemble setting {name} = {value!r} must be an integer ≥ {low}")
-        for name in ("lr", "max_seconds"):
+        for name, low in (("lr", 0.0), ("max_seconds", -1.0)):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ModelError(f"ensemble setting {name} = {value!r} must be positive")
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > low):
+                raise ModelError(f"ensemble setting {name} = {value!r} must be "
+                                 f"{'positive' if low == 0 else '≥ 0'}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ModelError(f"ensemble setting weight_decay = {self.weight_decay!r} must be ≥ 0")
 
@@ -344,7 +346,7 @@ class EnsembleModel(DynamicsModel):
             if stale >= cfg.patience:
                 stop = f"stopped after {epoch + 1} epochs ({cfg.patience} without improvement)"
                 break
-            if now - t0 > cfg.max_seconds:
+            if cfg.max_seconds and now - t0 > cfg.max_seconds:
                 stop = f"stopped after {epoch + 1} epochs (time budget {cfg.max_seconds:g} s)"
                 break
         else:

@@ -35,6 +35,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 
 from mbrl_ros.msgconv import MessageError, command_tag, read_command
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
+from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import (COMMAND_QOS, EVENT_QOS, STATE_QOS, clock_msg,
                                      joint_state_msg)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
@@ -117,9 +118,10 @@ class ArmSimNode(Node):
         self.state_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
         self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
-        self.create_subscription(Float64MultiArray, p.command_topic, self._on_command, COMMAND_QOS)
-        self.create_service(Trigger, "~/reset", self._on_reset)
         self.diag = Diagnostics(self, "simulator", self._report)
+        subscribe(self, self.diag, Float64MultiArray, p.command_topic, COMMAND_QOS,
+                  self._on_command, what="command")
+        self.create_service(Trigger, "~/reset", self._on_reset)
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         if p.mode == "lockstep":
             self.create_timer(min(0.01, p.lockstep_timeout / 4), self._lockstep_tick, clock=wall)

@@ -9,16 +9,17 @@
   models from the previous weights when ``warm_start``. Episodes are split into training and
   held-out validation data (the tail of the stream while there is only one episode).
 * With the simulator's automatic episodes (``episode_steps`` = N, as on the sim), fits start only
-  at episode ends: at the first joint state of an episode (every transition of the one before is
-  built then), when the counts above are met. A lockstep planner that waits for the model of
-  the episodes before it (``mpc_planner wait_for_model``) then makes the whole learning run
-  independent of machine speed.
+  at episode ends: at the first joint state of an episode once every transition of the one
+  before is decided (their commands have arrived), when the counts above are met. A lockstep
+  planner that waits for the model of the episodes before it (``mpc_planner wait_for_model``)
+  then makes the whole learning run independent of machine speed and load; so does a failed fit,
+  after which the last good model is published again with ``seen_until_ns`` moved on.
 * Every successful fit is published on ``/mbrl/dynamics_model`` (std_msgs/UInt8MultiArray,
   transient local: a late planner gets the latest) as a model artifact whose metadata ``info``
   holds ``version``, ``transitions``, ``episodes``, ``val_rmse_1step``, ``fit_seconds``,
   ``stamp_ns`` (newest transition) and ``seen_until_ns`` (the newest joint state when the fit
   took its data: every transition it decided is in the fit). A fit that diverges is rolled back
-  and never published.
+  and never published. ``max_fit_seconds`` = 0 bounds fits by epochs only (lockstep graphs).
 * /diagnostics: model version, age, data size, validation loss and error, fit time.
 """
 from __future__ import annotations
@@ -29,19 +30,19 @@ import time
 
 import torch
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import DataError, StampOrderError
 from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, TopicNames
 from mbrl_ros.data.transitions import TransitionBuilder
-from mbrl_ros.dynamics.base import ModelError, ModelSignature
+from mbrl_ros.dynamics.base import ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.catalog import MODEL_MODULES, NETWORK_KINDS, new_model
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
 from mbrl_ros.episodes import EpisodeClock
-from mbrl_ros.msgconv import MessageError, stamp_to_ns
+from mbrl_ros.msgconv import JointSample, MessageError
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
@@ -69,7 +70,9 @@ PARAMS = [
     Param("max_epochs", 100, "network models: most epochs per fit", (1, 100000)),
     Param("patience", 10, "network models: epochs without improvement before a fit stops",
           (1, 100000)),
-    Param("max_fit_seconds", 300.0, "network models: time budget of one fit (s)", (0.1, 1e6)),
+    Param("max_fit_seconds", 300.0, "network models: time budget of one fit (s); 0 = none "
+                                    "(max_epochs bounds it: lockstep runs must not depend on "
+                                    "the machine's speed)", (0.0, 1e6)),
     Param("seed", 0, "seed of the split and the training", (0, 2**31 - 1)),
     Param("device", "", "torch device; '' = cuda if available, else cpu"),
     Param("torch_threads", 0, "CPU threads of a fit; 0 = torch's default (leave cores to the "
@@ -78,7 +81,7 @@ PARAMS = [
     Param("states_topic", STATES, "joint states"),
     Param("commands_topic", COMMANDS, "torque commands"),
     Param("events_topic", EVENTS, "episode events"),
-]
+] + STATE_GATE_PARAMS
 
 
 class DynamicsFitterNode(Node):
@@ -118,46 +121,58 @@ class DynamicsFitterNode(Node):
         self._attempts = 0                     # fits started (a failed one waits for new data)
         self._fitting = False                  # a fit thread runs
         self._seen_until = -1                  # stamp of the newest joint state (ns)
-        self._at_episode_start = False         # that state starts an automatic episode
+        self._at_episode_start = False         # it starts an automatic episode, data complete
         self._episodes = EpisodeClock(p.episode_steps, int(round(p.control_period * 1e9)))
         self._closing = False
         self.version = 0
         self.published_at: float | None = None
         self.last_fit: dict = {}
+        self._last_blob: bytes | None = None   # the last model published
         self.failure: str | None = None
         self.pub = self.create_publisher(UInt8MultiArray, p.model_topic, LATCHED_QOS)
-        self.create_subscription(JointState, p.states_topic, self._on_state, STATE_QOS)
-        self.create_subscription(Float64MultiArray, p.commands_topic,
-                                 lambda m: self._feed(p.commands_topic, m), COMMAND_QOS)
-        self.create_subscription(String, p.events_topic, lambda m: self._feed(p.events_topic, m),
-                                 EVENT_QOS)
         self.diag = Diagnostics(self, "dynamics fitter", self._report)
+        self.intake = JointStateIntake(self, self.diag, robot, names, p, self._on_state,
+                                       STATE_QOS, topic=p.states_topic)
+        subscribe(self, self.diag, Float64MultiArray, p.commands_topic, COMMAND_QOS,
+                  lambda m: self._feed(p.commands_topic, m), what="command")
+        subscribe(self, self.diag, String, p.events_topic, EVENT_QOS,
+                  lambda m: self._feed(p.events_topic, m), what="event")
         self.get_logger().info(f"fitting a {p.model} model of joints {names}"
                                + (f", starting from {len(self._start)} transitions of {p.dataset}"
                                   if p.dataset else ""))
         self._maybe_fit()
 
     # -- data ------------------------------------------------------------------------------------
-    def _feed(self, topic: str, msg) -> bool:
+    def _feed(self, topic: str, msg) -> None:
+        """A command or an episode event (which can complete waiting transitions)."""
         try:
             self.builder.feed(topic, msg)
-        except (MessageError, StampOrderError) as exc:
+        except MessageError as exc:
             self.diag.warn("rejected_message", f"{topic}: {exc}")
-            return False
-        return True
-
-    def _on_state(self, msg: JointState) -> None:
-        if not self._feed(self.p.states_topic, msg):
             return
+        self._collect()
+
+    def _on_state(self, s: JointSample) -> None:
+        try:
+            self.builder.add_sample(s)
+        except StampOrderError as exc:  # after the clock jumped back: a new segment
+            self.diag.warn("new_segment", f"{exc}: a new segment starts")
+        with self._lock:
+            self._seen_until = s.stamp_ns
+        self._collect()
+
+    def _collect(self) -> None:
+        """Take the newly decided transitions; note whether every transition into a state before
+        the newest one is decided (data complete up to it), then fit if due."""
         new = self.builder.take()
+        complete = self.builder.undecided(self._seen_until) == 0
         with self._lock:
             if len(new):
                 self._parts.append(new)
                 self._new += len(new)
                 self._total += len(new)
-            self._seen_until = stamp_to_ns(msg.header.stamp)
-            # the first state of an episode: every transition of the one before is built
-            self._at_episode_start = self._episodes.starts_episode(self._seen_until)
+            # the first state of an episode: the episode before it is complete once decided
+            self._at_episode_start = complete and self._episodes.starts_episode(self._seen_until)
         self._maybe_fit()
 
     def dataset(self) -> Dataset:
@@ -218,17 +233,31 @@ class DynamicsFitterNode(Node):
             with self._lock:
                 self.failure = f"fit on {len(data)} transitions failed, model not published: {exc}"
             self.diag.warn("failed_fit", self.failure)
+            self._republish(seen_until)
             return
         if self._closing:
             return
         self.pub.publish(UInt8MultiArray(data=blob))
         with self._lock:
             self.version, self.published_at, self.failure = info["version"], time.monotonic(), None
-            self.last_fit = info
+            self.last_fit, self._last_blob = info, blob
         self.get_logger().info(
             f"model v{self.version}: {len(data)} transitions, {data.n_episodes} episodes, "
             f"1-step validation RMSE {error:.4g}, fitted in {report.seconds:.1f} s "
             f"({report.message})")
+
+    def _republish(self, seen_until: int) -> None:
+        """After a failed fit: the last good model again (also the one fitted from now on), its
+        ``seen_until_ns`` moved on, so a planner waiting for a model of the data up to
+        ``seen_until`` goes on with it at once (in lockstep, as on every run)."""
+        if self._last_blob is None or self._closing:
+            return
+        self.model = model_from_bytes(self._last_blob, device=self.model.device)
+        self.model.info = self.model.info | {"seen_until_ns": seen_until, "refit_failed": True}
+        self._last_blob = self.model.to_bytes()
+        self.pub.publish(UInt8MultiArray(data=self._last_blob))
+        self.get_logger().warning(f"model v{self.version} published again for the data up to "
+                                  f"{seen_until} ns (the refit failed)")
 
     # -- status ----------------------------------------------------------------------------------
     def _report(self) -> tuple[int, str, dict]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,14 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
 from std_msgs.msg import String, UInt8MultiArray
 
-from mbrl_ros.artifacts import ArtifactError, read_header
+from mbrl_ros.artifacts import read_header
+from mbrl_ros.dynamics.base import model_info
 from mbrl_ros.episodes import EpisodeClock, Summary, TargetSampler, progress_line, score
-from mbrl_ros.msgconv import MessageError, read_joint_state
+from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import OK, Diagnostics
+from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import (EVENT_QOS, LATCHED_QOS, MAX_TARGETS, STATE_QOS,
                                      TARGET_QOS, time_msg)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
@@ -51,7 +53,7 @@ PARAMS = [
     Param("eval_seed", 1000, "seed of the held-out targets", (0, 2**31 - 1)),
     Param("output_dir", "", "folder for summary.md, results.json, learning_curve.png; '' = none"),
     Param("planner_name", "mpc_planner", "node whose /diagnostics carry plan_rate_hz"),
-]
+] + STATE_GATE_PARAMS
 
 
 class EpisodeManagerNode(Node):
@@ -80,17 +82,20 @@ class EpisodeManagerNode(Node):
         self.targets = [self.samplers[held_out].sample() for held_out in self.schedule]
         self.distances: dict[int, list[float]] = {}
         self.summary = Summary()
-        self.model_info: dict = {}
+        self.models: deque[dict] = deque(maxlen=MAX_TARGETS)  # infos of the models received
         self.plan_rate = float("nan")
         self.exit_status = 0
 
         self.target_pub = self.create_publisher(PointStamped, "/mbrl/target", TARGET_QOS)
         self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
-        self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
-        self.create_subscription(UInt8MultiArray, "/mbrl/dynamics_model", self._on_model,
-                                 LATCHED_QOS)
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.diag = Diagnostics(self, "episodes", self._report)
+        self.intake = JointStateIntake(self, self.diag, robot, robot.joint_names, p,
+                                       self._on_state, STATE_QOS)
+        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/dynamics_model", LATCHED_QOS,
+                  self.models.append, lambda m: model_info(read_header(bytes(m.data))[1]),
+                  "model")
+        subscribe(self, self.diag, DiagnosticArray, "/diagnostics", 10, self._on_diagnostics,
+                  what="diagnostics")
         # Every episode's target at once, each stamped with its episode's start: a node acting on
         # a state then never races the delivery of the next target (lockstep episodes can be
         # shorter than a DDS delivery under load).
@@ -122,12 +127,7 @@ class EpisodeManagerNode(Node):
             "event": kind, "episode": e, "stamp_ns": stamp_ns, "held_out": self.schedule[e],
             "target": [float(v) for v in self.targets[e]], "source": self.get_name()})))
 
-    def _on_state(self, msg: JointState) -> None:
-        try:
-            s = read_joint_state(msg, self.joint_names)
-        except MessageError as exc:
-            self.diag.warn("rejected_state", f"joint state rejected: {exc}")
-            return
+    def _on_state(self, s: JointSample) -> None:
         e, k = self.clock.locate(s.stamp_ns)
         if e >= len(self.schedule) or e in {r.episode for r in self.summary.results}:
             return
@@ -140,11 +140,18 @@ class EpisodeManagerNode(Node):
             self._event("end", e, s.stamp_ns)
             self._finish_episode(e)
 
+    def _model_of(self, e: int) -> dict:
+        """Info of the model the planner used in episode ``e``: the newest one whose data was
+        taken by the episode's start (``seen_until_ns``; the fitter fits at episode starts)."""
+        start = self.clock.start_ns(e)
+        used = [m for m in self.models if m.get("seen_until_ns", -1) <= start]
+        return max(used, key=lambda m: m.get("version", 0), default={})
+
     def _finish_episode(self, e: int) -> None:
-        m = self.model_info  # the fitter's artifact info
-        info = {"data_size": int(m.get("transitions", 0)),
-                "model_version": int(m.get("version", -1)),
-                "val_error": float(m.get("val_rmse_1step", float("nan"))),
+        m = self._model_of(e)  # the fitter's artifact info
+        error = m.get("val_rmse_1step")
+        info = {"data_size": m.get("transitions", 0), "model_version": m.get("version", -1),
+                "val_error": float("nan") if error is None else float(error),
                 "plan_rate_hz": self.plan_rate}
         result = score(e, self.schedule[e], self.targets[e], np.array(self.distances.pop(e)),
                        self.p.success_tolerance,
@@ -167,15 +174,6 @@ class EpisodeManagerNode(Node):
                                     f"reaching on {self.p.robot}")
             print(f"[episode_manager] wrote {out / 'summary.md'}, results.json and {png}",
                   flush=True)
-
-    def _on_model(self, msg: UInt8MultiArray) -> None:
-        try:
-            _, meta = read_header(bytes(msg.data))
-        except ArtifactError as exc:
-            self.diag.warn("rejected_model", f"dynamics model header unreadable: {exc}")
-            return
-        info = meta.get("info")
-        self.model_info = info if isinstance(info, dict) else {}
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:

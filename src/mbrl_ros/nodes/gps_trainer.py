@@ -17,7 +17,6 @@ pose, which ``initial_position`` must equal (checked on every reset).
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,13 +26,14 @@ import numpy as np
 import torch
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_ros.controller import seconds_to_ns
-from mbrl_ros.msgconv import MessageError, read_command, read_joint_state
+from mbrl_ros.data.topics import EpisodeEvent, read_episode_event
+from mbrl_ros.msgconv import JointSample, read_command
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
+from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
@@ -87,7 +87,7 @@ PARAMS = [
                             "gps_<UTC date and time>"),
     Param("seed", 0, "seed of the GMM fits", (0, 2**31 - 1)),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)),
-]
+] + STATE_GATE_PARAMS
 
 
 class GPSTrainerNode(Node):
@@ -140,15 +140,17 @@ class GPSTrainerNode(Node):
         self.exit_status = 0
 
         self.ctrl_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller", LATCHED_QOS)
-        self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
-        self.create_subscription(Float64MultiArray, "/effort_controller/commands",
-                                 self._on_command, COMMAND_QOS)
-        self.create_subscription(String, "/mbrl/episode_events", self._on_event, EVENT_QOS)
+        self.diag = Diagnostics(self, "gps trainer", self._report, p.diagnostics_period)
+        self.intake = JointStateIntake(self, self.diag, robot, self.names, p, self._on_state,
+                                       STATE_QOS)
+        subscribe(self, self.diag, Float64MultiArray, "/effort_controller/commands", COMMAND_QOS,
+                  self._on_command, lambda m: read_command(m, self.n), "command")
+        subscribe(self, self.diag, String, "/mbrl/episode_events", EVENT_QOS, self._on_event,
+                  read_episode_event, "event")
         self.reset_client = self.create_client(Trigger, p.reset_service)
         self.reset_future = None
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(0.05, self._tick, clock=wall)
-        self.diag = Diagnostics(self, "gps trainer", self._report, p.diagnostics_period)
         self.get_logger().info(
             f"{robot.name}: reach {np.round(p.target, 3).tolist()} m from "
             f"{np.round(q0, 3).tolist()} rad; {p.iterations} iterations × {p.samples} samples of "
@@ -196,25 +198,14 @@ class GPSTrainerNode(Node):
         self.reset_sent = time.monotonic()
         self.reset_future = self.reset_client.call_async(Trigger.Request())
 
-    def _on_event(self, msg: String) -> None:
-        try:
-            event = json.loads(msg.data)
-            stamp = int(event["stamp_ns"]) if event.get("event") == "reset" else None
-        except (ValueError, TypeError, KeyError, AttributeError):
-            self.diag.warn("rejected_event", f"episode event not understood: {msg.data!r}")
+    def _on_event(self, event: EpisodeEvent) -> None:
+        if event.kind != "reset" or self.phase != "resetting":
             return
-        if stamp is None or self.phase != "resetting":
-            return
-        self.reset_stamp = stamp
-        if self.latest is not None and self.latest[0] == stamp:
+        self.reset_stamp = event.stamp_ns
+        if self.latest is not None and self.latest[0] == event.stamp_ns:
             self._start_sample(*self.latest)
 
-    def _on_state(self, msg: JointState) -> None:
-        try:
-            s = read_joint_state(msg, self.names)
-        except MessageError as exc:
-            self.diag.warn("rejected_state", f"joint state rejected: {exc}")
-            return
+    def _on_state(self, s: JointSample) -> None:
         x = np.concatenate([s.position, s.velocity])
         self.latest = (s.stamp_ns, x)
         if self.phase == "resetting" and s.stamp_ns == self.reset_stamp:
@@ -226,14 +217,10 @@ class GPSTrainerNode(Node):
                 self.last_progress = time.monotonic()
                 self._maybe_complete()
 
-    def _on_command(self, msg: Float64MultiArray) -> None:
+    def _on_command(self, command: tuple[np.ndarray, int | None]) -> None:
         if self.phase != "sampling":
             return
-        try:
-            torque, tag = read_command(msg, self.n)
-        except MessageError as exc:
-            self.diag.warn("rejected_command", f"command rejected: {exc}")
-            return
+        torque, tag = command
         t = None if tag is None else self._index(tag)
         if t is None or not 0 <= t < self.T:
             self.diag.count("unmatched_commands")

@@ -34,6 +34,7 @@ from std_msgs.msg import UInt8MultiArray
 from mbrl_ros.artifacts import ArtifactError
 from mbrl_ros.controller import STATE_LAYOUT_QQD, LinearGaussianController, exploration_noise
 from mbrl_ros.msgconv import JointSample
+from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.nodes.params import Param
 from mbrl_ros.nodes.runner import run_node
@@ -63,8 +64,8 @@ class LGExecutorNode(SafeCommandNode):
         self.controller: LinearGaussianController | None = None
         self.noise: np.ndarray | None = None
         self.last_index: int | None = None
-        self.create_subscription(UInt8MultiArray, "/mbrl/controller", self._on_controller,
-                                 LATCHED_QOS)
+        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/controller", LATCHED_QOS,
+                  self._on_controller, self._read_controller, "controller")
         g = self.safety.gains
         self.get_logger().info(
             f"{self.robot.name}: {self.n} joints, {p.mode} mode, "
@@ -72,17 +73,16 @@ class LGExecutorNode(SafeCommandNode):
             f"(damping {np.round(g['damping'], 3).tolist()} N·m·s/rad after caps), safety "
             f"{'on' if p.safety_enabled else 'off (clamp and NaN guard only)'}")
 
-    def _on_controller(self, msg: UInt8MultiArray) -> None:
-        now = self._now_ns()
-        try:
-            c = LinearGaussianController.from_bytes(bytes(msg.data), joint_names=self.names)
-            if c.state_layout != STATE_LAYOUT_QQD:
-                raise ArtifactError(f"state_layout '{c.state_layout}' is not supported by the "
-                                    f"executor (needs '{STATE_LAYOUT_QQD}')")
-        except ArtifactError as exc:
-            self.diag.warn("rejected_controller", f"controller rejected: {exc}")
-            return
-        self.controller, self.plan_time_ns = c, now
+    def _read_controller(self, msg: UInt8MultiArray) -> LinearGaussianController:
+        """A controller artifact this executor can run (ArtifactError naming what is wrong)."""
+        c = LinearGaussianController.from_bytes(bytes(msg.data), joint_names=self.names)
+        if c.state_layout != STATE_LAYOUT_QQD:
+            raise ArtifactError(f"state_layout '{c.state_layout}' is not supported by the "
+                                f"executor (needs '{STATE_LAYOUT_QQD}')")
+        return c
+
+    def _on_controller(self, c: LinearGaussianController) -> None:
+        self.controller, self.plan_time_ns = c, self._now_ns()
         self.noise = None
         if self.p.stochastic and not c.deterministic:
             rng = np.random.default_rng([self.p.seed, c.start_ns])

@@ -30,21 +30,21 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from nav_msgs.msg import Path
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
 from std_msgs.msg import UInt8MultiArray
 
-from mbrl_ros.artifacts import ArtifactError
-from mbrl_ros.dynamics.base import ModelError
+from mbrl_ros.dynamics.base import DynamicsModel
 from mbrl_ros.dynamics.catalog import load_model
 from mbrl_ros.episodes import EpisodeClock
 from mbrl_ros.mpc import build_mpc
-from mbrl_ros.msgconv import JointSample, MessageError, read_joint_state
+from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
+from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS, time_msg
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.targets import TargetSchedule
 from mbrl_ros.planning import PLANNERS, PlanError
+from mbrl_ros.plausibility import TargetGate
 from mbrl_ros.robot import load_robot
 from mbrl_ros.tasks.terms import TaskError
 
@@ -75,8 +75,10 @@ PARAMS = [
                                        "gets the plan made for it or for the replan before it); "
                                        "false = the whole plan, which a realtime executor can "
                                        "run on while the next plan is late"),
-    Param("model_wait_seconds", 30.0, "wall time to wait at an episode start for the refit "
-                                      "before planning with the current model (s)", (0.1, 1e6)),
+    Param("model_wait_seconds", 30.0, "wall time to wait for a held state's model or target "
+                                      "before going on without (s): the only wall-clock "
+                                      "dependence of a lockstep run, so far above any fit time",
+          (0.1, 1e6)),
     Param("random_scale", 0.3, "π0 torque amplitude, fraction of the effort limits", (0.0, 1.0)),
     Param("random_hold_steps", 2, "control periods each π0 torque is held", (1, 100000)),
     Param("w_l2", 1.0, "reach cost: weight of ½·d² (1/m²)", (0.0, 1e6)),
@@ -93,7 +95,10 @@ PARAMS = [
     Param("effort_fraction", 1.0, "planned torques stay within this fraction of the effort "
                                   "limits (the executor clamps at the full limits)", (0.01, 1.0)),
     Param("device", "", "torch device for planning; '' = cuda if available, else cpu"),
-]
+    Param("torch_threads", 1, "CPU threads of a plan (torch.set_num_threads): 1 leaves the other "
+                              "cores to the executor, sim and fitter and keeps plans "
+                              "reproducible; 0 = torch's default", (0, 1024)),
+] + STATE_GATE_PARAMS
 
 
 class MPCPlannerNode(Node):
@@ -103,6 +108,8 @@ class MPCPlannerNode(Node):
         robot = load_robot(p.robot)
         names, idx = select_joints(robot, p.joint_names)
         self.joint_names = tuple(names)
+        if p.torch_threads:
+            torch.set_num_threads(p.torch_threads)
         self.device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.period_ns = int(round(p.control_period * 1e9))
         self.episodes = EpisodeClock(p.episode_steps, self.period_ns) if p.episode_steps else None
@@ -116,9 +123,8 @@ class MPCPlannerNode(Node):
         except (PlanError, TaskError, ValueError) as exc:
             raise ConfigError(f"planner configuration: {exc}") from None
         self.frame = robot.link_names[0]
-        self.targets = TargetSchedule()
+        self.targets = TargetSchedule(TargetGate.for_robot(robot))
         self.next_plan_ns: int | None = None
-        self.last_stamp = -1
         self.model_version = -1
         self.model_seen = -1                     # the model's data: up to this state (ns)
         self.plan_times: list[float] = []
@@ -129,45 +135,51 @@ class MPCPlannerNode(Node):
         self.controller_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller",
                                                     LATCHED_QOS)
         self.path_pub = self.create_publisher(Path, "/mbrl/planned_path", 10)
-        self.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
-        self.create_subscription(PointStamped, "/mbrl/target", self._on_target, TARGET_QOS)
-        self.create_subscription(UInt8MultiArray, "/mbrl/dynamics_model", self._on_model,
-                                 LATCHED_QOS)
         self.diag = Diagnostics(self, "planner", self._report)
-        if p.wait_for_model and p.episode_steps:
+        self.intake = JointStateIntake(self, self.diag, robot, names, p, self._on_state,
+                                       STATE_QOS)
+        subscribe(self, self.diag, PointStamped, "/mbrl/target", TARGET_QOS,
+                  self._on_target, self.targets.add_msg, "target")
+        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/dynamics_model", LATCHED_QOS,
+                  self._on_model, self._read_model, "model")
+        if p.wait_for_model:
             self.create_timer(0.5, self._check_wait, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"{p.planner} planner, horizon {p.horizon} × "
                                f"{p.control_period:g} s, replanning every {p.replan_every} "
                                f"step(s) on {self.device}")
 
     # -- inputs --------------------------------------------------------------------------------
-    def _on_target(self, msg: PointStamped) -> None:
-        try:
-            self.targets.add_msg(msg)
-        except MessageError as exc:
-            self.diag.warn("rejected_target", f"target rejected: {exc}")
+    def _read_model(self, msg: UInt8MultiArray) -> DynamicsModel:
+        """A model artifact that this planner can use (ArtifactError, ModelError otherwise)."""
+        model = load_model(bytes(msg.data), device=self.device)
+        self.mpc.check_model(model)
+        return model
 
-    def _on_model(self, msg: UInt8MultiArray) -> None:
-        try:
-            model = load_model(bytes(msg.data), device=self.device)
-            self.mpc.set_model(model)
-        except (ArtifactError, ModelError) as exc:
-            self.diag.warn("refused_models", f"dynamics model refused: {exc}")
-            return
-        self.model_version = int(model.info.get("version", self.model_version + 1))
-        self.model_seen = int(model.info.get("seen_until_ns", -1))
+    def _on_model(self, model: DynamicsModel) -> None:
+        self.mpc.set_model(model)
+        self.model_version = model.info.get("version", self.model_version + 1)
+        self.model_seen = model.info.get("seen_until_ns", -1)
         self.diag.count("models_received")
+        self._answer_pending()
+
+    def _on_target(self, _target) -> None:
+        self._answer_pending()
+
+    def _answer_pending(self) -> None:
+        """Answer the held state once what it waited for has arrived."""
         if self.pending is not None and not self._must_wait(self.pending):
             pending, self.pending = self.pending, None
             self._answer(pending)
 
     def _must_wait(self, s: JointSample) -> bool:
         """Whether the answer to ``s`` waits for a model (``wait_for_model``, see the module
-        docstring): after the warm-up, none yet; with automatic episodes instead: ``s`` starts
-        an episode and no model's data was taken after the fitter had seen ``s`` (so with the
-        last episode)."""
+        docstring): after the warm-up, for its target, and for a model: none yet; with automatic
+        episodes instead: ``s`` starts an episode and no model's data was taken after the fitter
+        had seen ``s`` (so with the last episode)."""
         if not self.p.wait_for_model or self.mpc.warming_up(s.stamp_ns):
             return False
+        if self.targets.at(s.stamp_ns) is None:
+            return True
         if self.episodes is None:
             return self.mpc.model is None
         return self.episodes.starts_episode(s.stamp_ns) and self.model_seen < s.stamp_ns
@@ -178,23 +190,18 @@ class MPCPlannerNode(Node):
         s = self.pending
         if s is None or time.monotonic() - self.pending_since < self.p.model_wait_seconds:
             return
-        using = f"planning with model v{self.model_version}" if self.mpc.model is not None \
-            else "π0 runs on (is min_transitions more than the π0 episodes give?)"
-        self.diag.warn("late_refits", f"no model fitted on the data before {s.stamp_ns} ns "
-                                      f"within {self.p.model_wait_seconds:g} s: {using}")
+        if self.targets.at(s.stamp_ns) is None:
+            self.diag.warn("late_targets", f"no target for {s.stamp_ns} ns within "
+                                           f"{self.p.model_wait_seconds:g} s: π0 runs on")
+        else:
+            using = f"planning with model v{self.model_version}" if self.mpc.model is not None \
+                else "π0 runs on (is min_transitions more than the π0 episodes give?)"
+            self.diag.warn("late_refits", f"no model fitted on the data before {s.stamp_ns} ns "
+                                          f"within {self.p.model_wait_seconds:g} s: {using}")
         self.pending = None
         self._answer(s)
 
-    def _on_state(self, msg: JointState) -> None:
-        try:
-            s = read_joint_state(msg, self.joint_names)
-        except MessageError as exc:
-            self.diag.warn("rejected_state", f"joint state rejected: {exc}")
-            return
-        if s.stamp_ns <= self.last_stamp:
-            self.diag.warn("stale_state", f"joint state stamp {s.stamp_ns} ns does not advance")
-            return
-        self.last_stamp = s.stamp_ns
+    def _on_state(self, s: JointSample) -> None:
         if self.next_plan_ns is not None and s.stamp_ns < self.next_plan_ns:
             return
         if self._must_wait(s):
@@ -252,7 +259,7 @@ class MPCPlannerNode(Node):
 
     def _report(self) -> tuple[int, str, dict]:
         rate = 1.0 / np.mean(self.plan_times) if self.plan_times else float("nan")
-        level = WARN if self.diag.counters["nan_plans"] or self.diag.counters["refused_models"] \
+        level = WARN if self.diag.counters["nan_plans"] or self.diag.counters["rejected_model"] \
             else OK
         return level, f"{self.p.planner}, model v{self.model_version}", {
             "plan_rate_hz": rate, "last_cost": self.last_cost,

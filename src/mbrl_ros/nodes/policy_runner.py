@@ -29,12 +29,14 @@ from geometry_msgs.msg import PointStamped
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros.artifacts import ArtifactError, read_file
-from mbrl_ros.msgconv import JointSample, MessageError
+from mbrl_ros.msgconv import JointSample
+from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS, TARGET_QOS
 from mbrl_ros.nodes.params import ConfigError, Param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.safe_command_node import SAFETY_PARAMS, SafeCommandNode
 from mbrl_ros.nodes.targets import TargetSchedule
+from mbrl_ros.plausibility import TargetGate
 from mbrl_ros.policy.network import FrozenPolicy, GoalPolicy, PolicyError
 
 PARAMS = SAFETY_PARAMS + [
@@ -54,15 +56,17 @@ class PolicyRunnerNode(SafeCommandNode):
         self.policy: GoalPolicy | None = None
         self.frozen: FrozenPolicy | None = None
         self.policy_source = ""
-        self.targets = TargetSchedule()
+        self.targets = TargetSchedule(TargetGate.for_robot(self.robot))
         if self.p.policy_file:
             try:
                 self._use(GoalPolicy.from_bytes(read_file(self.p.policy_file)), "file")
             except (OSError, ArtifactError, PolicyError) as exc:
                 raise ConfigError(f"parameter 'policy_file' = {self.p.policy_file!r}: "
                                   f"{exc}") from None
-        self.create_subscription(UInt8MultiArray, "/mbrl/policy", self._on_policy, LATCHED_QOS)
-        self.create_subscription(PointStamped, "/mbrl/target", self._on_target, TARGET_QOS)
+        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/policy", LATCHED_QOS,
+                  self._on_policy, self._read_policy, "policy")
+        subscribe(self, self.diag, PointStamped, "/mbrl/target", TARGET_QOS,
+                  lambda _: self._answer_if_ready(), self.targets.add_msg, "target")
         self.get_logger().info(
             f"{self.robot.name}: {self.n} joints, {self.p.mode} mode, hold law "
             f"{self.p.hold_law}; policy "
@@ -76,21 +80,15 @@ class PolicyRunnerNode(SafeCommandNode):
         self.policy, self.frozen, self.policy_source = policy, policy.frozen(), source
         self.diag.count("policies")
 
-    def _on_policy(self, msg: UInt8MultiArray) -> None:
-        try:
-            self._use(GoalPolicy.from_bytes(bytes(msg.data)), "topic")
-        except (ArtifactError, PolicyError) as exc:
-            self.diag.warn("rejected_policy", f"policy rejected: {exc}")
-            return
-        self.get_logger().info(f"new policy from /mbrl/policy (hidden {self.policy.hidden})")
-        self._answer_if_ready()
+    def _read_policy(self, msg: UInt8MultiArray) -> GoalPolicy:
+        """A policy artifact for this robot, joints and control period (PolicyError if not)."""
+        policy = GoalPolicy.from_bytes(bytes(msg.data))
+        policy.signature.check(self.robot.name, self.names, self.p.control_period)
+        return policy
 
-    def _on_target(self, msg: PointStamped) -> None:
-        try:
-            self.targets.add_msg(msg)
-        except MessageError as exc:
-            self.diag.warn("rejected_target", f"target rejected: {exc}")
-            return
+    def _on_policy(self, policy: GoalPolicy) -> None:
+        self._use(policy, "topic")
+        self.get_logger().info(f"new policy from /mbrl/policy (hidden {self.policy.hidden})")
         self._answer_if_ready()
 
     def _answer_if_ready(self) -> None:

@@ -8,23 +8,23 @@ import bisect
 
 import numpy as np
 
-from mbrl_ros.msgconv import MessageError, stamp_to_ns
+from mbrl_ros.msgconv import stamp_to_ns
 from mbrl_ros.nodes.messages import MAX_TARGETS
+from mbrl_ros.plausibility import TargetGate
 
 
 class TargetSchedule:
-    """The newest ``keep`` targets (3,) m with the stamps (ns) from which they hold."""
+    """The newest ``keep`` targets (3,) m with the stamps (ns) from which they hold; ``gate``
+    rejects implausible targets (beyond the arm's reach)."""
 
-    def __init__(self, keep: int = MAX_TARGETS):
-        self.keep = keep
+    def __init__(self, gate: TargetGate, keep: int = MAX_TARGETS):
+        self.gate, self.keep = gate, keep
         self._stamps: list[int] = []
         self._targets: list[np.ndarray] = []
 
     def add_msg(self, msg) -> np.ndarray:
-        """Add a PointStamped; MessageError if its point is not finite."""
-        target = np.array([msg.point.x, msg.point.y, msg.point.z], dtype=np.float64)
-        if not np.all(np.isfinite(target)):
-            raise MessageError(f"target {target.tolist()} has non-finite coordinates")
+        """Add a PointStamped; MessageError if its point is not finite or out of reach."""
+        target = self.gate.check([msg.point.x, msg.point.y, msg.point.z])
         stamp = stamp_to_ns(msg.header.stamp)
         i = bisect.bisect_right(self._stamps, stamp)
         self._stamps.insert(i, stamp)
