@@ -136,7 +136,7 @@ def test_fit_and_eval_model_commands(tmp_path, capsys):
     model = load_model(read_file(out))
     assert model.kind == "mlp" and model.info["transitions"] == 400
     assert set(model.info["val_rmse"]) == {"1", "10"}
-    with pytest.raises(ModelError, match="exists; use --force"):
+    with pytest.raises(ValueError, match="exists; use --force"):
         cli.run(parse("fit", ["--dataset", str(tmp_path / "d.safetensors"), "--model", "mlp",
                               "-o", str(out)]))
     png = tmp_path / "r.png"

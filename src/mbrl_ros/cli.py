@@ -1,13 +1,18 @@
 """``mbrl-ros``: the package's command line (works without a ROS 2 install).
 
 Subcommands are registered in COMMANDS as modules exposing ``add_arguments(parser)`` and
-``run(args) -> int``; a module is imported only when its subcommand runs.
+``run(args) -> int``; a module is imported only when its subcommand runs. Every error, whether
+found while parsing (argument types of ``mbrl_ros.cli_args``) or raised by a command as a
+ValueError or OSError, is one line ``mbrl-ros <command>: error: <what>`` on stderr and exit
+status 2.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from mbrl_ros.cli_args import error_line
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mbrl_ros.cli_launch", "run the main job on the simulated arm"),
@@ -23,9 +28,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+EXIT_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (``--help`` shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, error_line(self.prog, message) + "\n")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (the others are listed by name)."""
-    parser = argparse.ArgumentParser(prog="mbrl-ros", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="mbrl-ros", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
@@ -38,13 +59,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    command = next((a for a in argv if a in COMMANDS), None)
+    command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
     try:
         return int(args._module.run(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"mbrl-ros {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as exc:
+        print(error_line(f"mbrl-ros {args.command}", _describe(exc)), file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Sequence
 import mujoco
 import numpy as np
 
-from mbrl_ros.controller import LinearGaussianController, concatenate
+from mbrl_ros.controller import MAX_STEPS, LinearGaussianController, concatenate
 from mbrl_ros.robot import RobotDescription, build_mujoco_model
 from mbrl_ros.safety import robot_gain_caps
 from mbrl_ros.simulation import home_position
@@ -93,12 +93,46 @@ def hold_controller(joint_names: Sequence[str], position, kp, kd, effort, *, T: 
                                   start_ns=start_ns, qd_ref=zeros, qdd_ref=zeros, model=model)
 
 
+DEFAULT_GAIN_FRACTIONS = (0.4, 0.6)  # of the stability caps: kp = 0.1·I/dt², kd = 0.3·I/dt
+
+
 def default_gains(robot: RobotDescription, joint_names: Sequence[str],
                   dt: float) -> tuple[np.ndarray, np.ndarray]:
-    """(kp, kd), each (n,), for PD tracking at period dt s: 0.4 and 0.6 of the stability caps of
-    ``mbrl_ros.safety.robot_gain_caps`` (kp = 0.1·I/dt², kd = 0.3·I/dt)."""
+    """(kp, kd), each (n,), for PD tracking at period dt s: DEFAULT_GAIN_FRACTIONS of the
+    stability caps of ``mbrl_ros.safety.robot_gain_caps``."""
     kp_max, kd_max = robot_gain_caps(robot, joint_names, dt)
-    return 0.4 * kp_max, 0.6 * kd_max
+    return DEFAULT_GAIN_FRACTIONS[0] * kp_max, DEFAULT_GAIN_FRACTIONS[1] * kd_max
+
+
+def _steps(kind: str, duration: float, hold_after: float, dt: float) -> tuple[int, int]:
+    """(move or hold steps, pd's hold steps) of a scripted controller; ValueError for times that
+    are not finite and positive (hold_after: ≥ 0) or more than MAX_STEPS steps in all."""
+    if not (np.isfinite(duration) and duration > 0 and np.isfinite(hold_after)
+            and hold_after >= 0):
+        raise ValueError(f"duration {duration:g} s must be > 0 and hold_after {hold_after:g} s "
+                         "≥ 0, both finite")
+    what, total = ("duration + hold_after", duration + hold_after) if kind == "pd" \
+        else ("duration", duration)
+    if total / dt > MAX_STEPS:
+        raise ValueError(f"{what} = {total:g} s at dt {dt:g} s is {total / dt:.3g} steps; a "
+                         f"controller has at most {MAX_STEPS} ({MAX_STEPS * dt:g} s at this dt)")
+    return max(2, int(round(duration / dt))), (int(round(hold_after / dt)) if kind == "pd" else 0)
+
+
+def _checked_gains(label: str, unit: str, value, cap: np.ndarray, names, dt: float) -> np.ndarray:
+    """``value`` (1 or n numbers) as (n,); ValueError unless each is in [0, cap], the largest gain
+    that is stable at period dt (``mbrl_ros.safety.robot_gain_caps``)."""
+    g = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if g.ndim != 1 or g.size not in (1, len(names)):
+        raise ValueError(f"{label} needs 1 or {len(names)} values, got {g.size}")
+    g = np.broadcast_to(g, (len(names),))
+    bad = ~(np.isfinite(g) & (g >= 0) & (g <= cap))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{label} {g[i]:g} {unit} of joint {names[i]} is outside [0, "
+                         f"{cap[i]:.4g}], the stable range at dt {dt:g} s (maxima: "
+                         f"{', '.join(f'{c:.4g}' for c in cap)})")
+    return g
 
 
 def scripted_controller(kind: str, robot: RobotDescription, *, dt_ns: int, start_ns: int = 0,
@@ -109,33 +143,39 @@ def scripted_controller(kind: str, robot: RobotDescription, *, dt_ns: int, start
 
     ``kind`` "hold": hold ``position`` (default: the sim's home pose) for ``duration`` s.
     ``kind`` "pd": minimum-jerk move from ``position`` to ``goal`` in ``duration`` s, then hold
-    ``goal`` for ``hold_after`` s. Gains default to ``default_gains``; ``feedforward``: inverse
-    dynamics (gravity, inertia, damping) from the robot's MuJoCo model.
+    ``goal`` for ``hold_after`` s. Gains default to ``default_gains`` and may be at most the
+    stability caps of ``mbrl_ros.safety.robot_gain_caps``; ``feedforward``: inverse dynamics
+    (gravity, inertia, damping) from the robot's MuJoCo model. Everything is checked before any
+    array is built (ValueError).
     """
+    if kind not in ("hold", "pd"):
+        raise ValueError(f"unknown scripted controller '{kind}'; choose hold or pd")
+    if isinstance(dt_ns, bool) or int(dt_ns) != dt_ns or dt_ns < 1:
+        raise ValueError(f"dt_ns must be a positive integer, got {dt_ns!r}")
     names = robot.joint_names
     n, dt = robot.n_joints, dt_ns * 1e-9
+    steps, hold_steps = _steps(kind, duration, hold_after, dt)
     q0 = home_position(robot) if position is None else np.asarray(position, dtype=np.float64)
     q1 = q0 if goal is None else np.asarray(goal, dtype=np.float64)
     for label, q in (("position", q0), ("goal", q1)):
         if q.shape != (n,):
             raise ValueError(f"{label} needs {n} values for {robot.name}, got {q.size}")
-        if np.any(q < robot.limits.lower) or np.any(q > robot.limits.upper):
+        if not np.all(np.isfinite(q)) or np.any(q < robot.limits.lower) \
+                or np.any(q > robot.limits.upper):
             raise ValueError(f"{label} {q.tolist()} is outside the joint limits of {robot.name}")
-    default_kp, default_kd = default_gains(robot, names, dt)
-    kp = default_kp if kp is None else kp
-    kd = default_kd if kd is None else kd
+    kp_max, kd_max = robot_gain_caps(robot, names, dt)
+    kp = DEFAULT_GAIN_FRACTIONS[0] * kp_max if kp is None else \
+        _checked_gains("kp", "N·m/rad", kp, kp_max, names, dt)
+    kd = DEFAULT_GAIN_FRACTIONS[1] * kd_max if kd is None else \
+        _checked_gains("kd", "N·m·s/rad", kd, kd_max, names, dt)
     model = build_mujoco_model(robot, scene=None) if feedforward else None
     effort = robot.limits.effort
-    steps = max(2, int(round(duration / dt)))
     if kind == "hold":
         return hold_controller(names, q0, kp, kd, effort, T=steps, dt_ns=dt_ns,
                                start_ns=start_ns, model=model)
-    if kind != "pd":
-        raise ValueError(f"unknown scripted controller '{kind}'; choose hold or pd")
     q, qd, qdd = minimum_jerk(q0, q1, steps, dt)
     move = pd_tracking_controller(names, q, kp, kd, effort, dt_ns=dt_ns, start_ns=start_ns,
                                   qd_ref=qd, qdd_ref=qdd, model=model)
-    hold_steps = int(round(hold_after / dt))
     if hold_steps < 1:
         return move
     rest = hold_controller(names, q1, kp, kd, effort, T=hold_steps, dt_ns=dt_ns,

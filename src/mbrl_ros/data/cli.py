@@ -9,8 +9,8 @@ import argparse
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
+from mbrl_ros.cli_args import check_bags, check_output, load_robot_arg, number
 from mbrl_ros.data.bags import BagReader, repair_bag
 from mbrl_ros.data.errors import DataError
 from mbrl_ros.data.extract import BagDescription, Extraction, dataset_from_bags, describe_bag
@@ -44,9 +44,9 @@ def _extraction_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--joints", nargs="+", metavar="NAME",
                         help="joints, in state and command order (default: the first joint "
                              "state's names)")
-    parser.add_argument("--dt", type=float, help="control period in s (default: the median "
-                                                 "joint-state stamp step)")
-    parser.add_argument("--gap-tolerance", type=float, default=0.1,
+    parser.add_argument("--dt", type=number(float, gt=0),
+                        help="control period in s (default: the median joint-state stamp step)")
+    parser.add_argument("--gap-tolerance", type=number(float, gt=0, lt=1), default=0.1,
                         help="largest |stamp step − dt| of a transition, as a fraction of dt")
     parser.add_argument("--states-topic", default=STATES)
     parser.add_argument("--commands-topic", default=COMMANDS)
@@ -146,17 +146,16 @@ def _repair(bag: str) -> int:
 
 
 def _dataset(args: argparse.Namespace) -> int:
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise DataError(f"{out} exists; use --force to overwrite it")
+    out = check_output(args.output, "-o", args.force)
+    check_bags(args.bags)
+    robot = load_robot_arg(args.ee_features, "--ee-features") if args.ee_features else None
     t0 = time.perf_counter()
     ex = dataset_from_bags(args.bags, **_options(args))
     elapsed = time.perf_counter() - t0
     data = ex.dataset
-    if args.ee_features:
+    if robot is not None:
         from mbrl_ros.data.features import add_ee_features
-        from mbrl_ros.robot import load_robot
-        data = add_ee_features(data, load_robot(args.ee_features))
+        data = add_ee_features(data, robot)
     if len(data) == 0:
         raise DataError(f"no transitions in {', '.join(args.bags)} (not extracted: "
                         f"{_rejections(ex)})")

@@ -15,7 +15,6 @@ for machines without ``ros2 bag play``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Qos, QosReliability
 from rosgraph_msgs.msg import Clock
 
+from mbrl_ros.cli_args import check_bags, confine_dds, number
 from mbrl_ros.data.bags import BagReader
 from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.topics import CLOCK
@@ -164,22 +164,31 @@ class ReplayNode(Node):
         self.bag.close()
 
 
+def _in_range(name: str):
+    """The argparse type of parameter ``name``: a finite number within its range."""
+    lo, hi = next(p.range for p in PARAMS if p.name == name)
+    return number(float, ge=lo, le=hi)
+
+
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("bag", help="bag folder (rosbag2, MCAP storage)")
-    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    parser.add_argument("--rate", type=_in_range("rate"), default=1.0,
+                        help="playback speed factor (0.01 to 100)")
     parser.add_argument("--loop", action="store_true", help="play again when the bag ends")
     parser.add_argument("--topics", nargs="+", default=[], metavar="TOPIC",
                         help="topics to play (default: all)")
-    parser.add_argument("--clock-rate", type=float, default=100.0, metavar="HZ",
-                        help="/clock rate when the bag has no /clock (0 = none)")
-    parser.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
+    parser.add_argument("--clock-rate", type=_in_range("clock_rate"), default=100.0,
+                        metavar="HZ", help="/clock rate when the bag has no /clock (0 = none)")
+    parser.add_argument("--wait-for-subscribers", type=_in_range("wait_for_subscribers"),
+                        default=0.0, metavar="S",
                         help="wait up to S wall seconds for subscribers before playing")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Play a bag on this machine's ROS 2 graph (DDS limited to localhost unless
-    ROS_AUTOMATIC_DISCOVERY_RANGE says otherwise)."""
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    """Play a bag on this machine's ROS 2 graph; DDS stays on this machine, in a domain of its own
+    unless ROS_AUTOMATIC_DISCOVERY_RANGE / ROS_DOMAIN_ID are set (``confine_dds``)."""
+    check_bags([args.bag])
+    confine_dds("replay")
     overrides = [Parameter("bag", value=str(args.bag)), Parameter("rate", value=args.rate),
                  Parameter("loop", value=args.loop), Parameter("clock_rate", value=args.clock_rate),
                  Parameter("wait_for_subscribers", value=args.wait_for_subscribers)]

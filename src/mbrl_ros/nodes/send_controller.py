@@ -8,7 +8,8 @@ scripted one (hold, PD tracking) to a file.
 Publishing uses transient-local durability (a late executor still gets it while this process
 runs: ``--keep`` stays until Ctrl-C). ``--restamp`` waits for one ``/joint_states`` message and
 starts the controller at its stamp, so a file made offline runs from "now" (in lockstep, from
-the state the sim is waiting on).
+the state the sim is waiting on). Like ``mbrl-ros launch``, it keeps DDS on this machine and picks
+a ROS_DOMAIN_ID unless they are set (it prints both): export the graph's to reach it.
 """
 from __future__ import annotations
 
@@ -25,42 +26,87 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros import artifacts
+from mbrl_ros.cli_args import check_output, confine_dds, error_line, input_file, \
+    load_robot_arg, number, topic_name
 from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
 from mbrl_ros.msgconv import stamp_to_ns
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS
-from mbrl_ros.robot import load_robot
 from mbrl_ros.scripted import scripted_controller
+
+COMMAND = "send-controller"
+PROG = f"mbrl-ros {COMMAND}"
+MAX_SECONDS = 1e9  # --wait and --start-time: a time in ns fits in a signed 64-bit integer
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str = "send-controller") -> None:
-    parser.add_argument("file", nargs="?", help="controller artifact (.safetensors) to publish")
-    parser.add_argument("--topic", default="/mbrl/controller", help="topic (default %(default)s)")
-    parser.add_argument("--restamp", action="store_true",
-                        help="start the controller at the stamp of the next /joint_states")
-    parser.add_argument("--wait", type=float, default=10.0,
-                        help="seconds to wait for a subscriber / a joint state (default 10)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep publishing (latched) until Ctrl-C")
-    make = parser.add_argument_group("scripted controllers")
+    parser.add_argument("file", nargs="?", type=input_file, metavar="FILE",
+                        help="controller artifact (.safetensors) to publish")
+    publish = parser.add_argument_group("publishing (not with -o)")
+    publish.add_argument("--topic", default="/mbrl/controller", type=topic_name,
+                         help="topic (default %(default)s)")
+    publish.add_argument("--restamp", action="store_true",
+                         help="start the controller at the stamp of the next /joint_states")
+    publish.add_argument("--wait", type=number(float, ge=0, le=MAX_SECONDS), default=10.0,
+                         help="seconds to wait for a subscriber / a joint state (default 10)")
+    publish.add_argument("--keep", action="store_true",
+                         help="keep publishing (latched) until Ctrl-C")
+    make = parser.add_argument_group("scripted controllers (--make only)")
     make.add_argument("--make", choices=("hold", "pd"),
                       help="build a hold or minimum-jerk PD-tracking controller")
-    make.add_argument("--robot", default="arm7", help="robot name or URDF (default arm7)")
-    make.add_argument("--position", type=float, nargs="+", metavar="Q",
+    make.add_argument("--robot", help="robot name or URDF (default arm7)")
+    q = number(float)
+    make.add_argument("--position", type=q, nargs="+", metavar="Q",
                       help="hold / start position (rad, robot joint order; default home pose)")
-    make.add_argument("--goal", type=float, nargs="+", metavar="Q", help="pd: goal (rad)")
-    make.add_argument("--duration", type=float, default=2.0,
+    make.add_argument("--goal", type=q, nargs="+", metavar="Q", help="pd (needed): goal (rad)")
+    make.add_argument("--duration", type=number(float, gt=0),
                       help="hold time or move time (s, default 2)")
-    make.add_argument("--hold-after", type=float, default=1.0,
+    make.add_argument("--hold-after", type=number(float, ge=0),
                       help="pd: hold the goal this long after the move (s, default 1)")
-    make.add_argument("--dt", type=float, default=0.01, help="step (s, default 0.01)")
-    make.add_argument("--start-time", type=float, default=0.0,
+    make.add_argument("--dt", type=number(float, gt=0), help="step (s, default 0.01)")
+    make.add_argument("--start-time", type=number(float, ge=0, le=MAX_SECONDS),
                       help="stamp of step 0 (s of the joint-state clock, default 0)")
-    make.add_argument("--kp", type=float, nargs="+", help="stiffness N·m/rad (1 or n values; "
-                      "default: stable for --dt and the robot's inertia)")
-    make.add_argument("--kd", type=float, nargs="+", help="damping N·m·s/rad (1 or n values)")
+    gain = number(float, ge=0)
+    make.add_argument("--kp", type=gain, nargs="+", help="stiffness N·m/rad (1 or n values, at "
+                      "most the stable maximum for --dt and the robot's inertia; default 0.4 of it)")
+    make.add_argument("--kd", type=gain, nargs="+",
+                      help="damping N·m·s/rad (1 or n values, likewise; default 0.6 of it)")
     make.add_argument("--no-feedforward", action="store_true",
                       help="no inverse-dynamics feed-forward torque")
     make.add_argument("-o", "--output", help="write the scripted controller here; do not publish")
+    make.add_argument("--force", action="store_true", help="overwrite the -o file if it exists")
+
+
+# options (argparse dest → flag) that only some uses of the command take
+MAKE_OPTIONS = {"robot": "--robot", "position": "--position", "goal": "--goal",
+                "duration": "--duration", "hold_after": "--hold-after", "dt": "--dt",
+                "start_time": "--start-time", "kp": "--kp", "kd": "--kd",
+                "no_feedforward": "--no-feedforward"}
+PD_OPTIONS = {"goal": "--goal", "hold_after": "--hold-after"}
+PUBLISH_OPTIONS = {"restamp": "--restamp", "keep": "--keep"}
+
+
+def _given(args: argparse.Namespace, options: dict[str, str]) -> str:
+    """The flags of ``options`` given on the command line, comma-separated ('' if none)."""
+    return ", ".join(flag for name, flag in options.items()
+                     if getattr(args, name) not in (None, False))
+
+
+def check(args: argparse.Namespace) -> None:
+    """ValueError for a missing source or options that would be ignored."""
+    if bool(args.make) == bool(args.file):
+        raise ValueError("give either a controller FILE or --make hold|pd" if not args.make
+                         else "give either FILE or --make, not both")
+    if not args.make and _given(args, MAKE_OPTIONS):
+        raise ValueError(f"{_given(args, MAKE_OPTIONS)}: only with --make")
+    if args.make == "hold" and _given(args, PD_OPTIONS):
+        raise ValueError(f"{_given(args, PD_OPTIONS)}: only with --make pd")
+    if args.make == "pd" and args.goal is None:
+        raise ValueError("--make pd needs --goal")
+    if args.output and _given(args, PUBLISH_OPTIONS):
+        raise ValueError(f"{_given(args, PUBLISH_OPTIONS)}: not with -o (which writes a file and "
+                         "publishes nothing)")
+    if args.output:
+        check_output(args.output, "-o", args.force)
 
 
 def _gains(values):
@@ -69,19 +115,22 @@ def _gains(values):
 
 def build(args: argparse.Namespace) -> tuple[LinearGaussianController, dict]:
     """The controller of ``args`` (scripted or from FILE) and its artifact ``info``."""
+    check(args)
     if args.make:
-        if args.file:
-            raise ValueError("give either FILE or --make, not both")
+        robot = args.robot or "arm7"
+        times = {k: getattr(args, k) for k in ("duration", "hold_after")
+                 if getattr(args, k) is not None}
         c = scripted_controller(
-            args.make, load_robot(args.robot), dt_ns=seconds_to_ns(args.dt),
-            start_ns=seconds_to_ns(args.start_time), position=args.position, goal=args.goal,
-            duration=args.duration, hold_after=args.hold_after, kp=_gains(args.kp),
-            kd=_gains(args.kd), feedforward=not args.no_feedforward)
-        return c, {"source": f"scripted {args.make}", "robot": args.robot}
-    if not args.file:
-        raise ValueError("give a controller FILE or --make hold|pd")
+            args.make, load_robot_arg(robot, "--robot"), dt_ns=seconds_to_ns(args.dt or 0.01),
+            start_ns=seconds_to_ns(args.start_time or 0.0), position=args.position,
+            goal=args.goal, kp=_gains(args.kp), kd=_gains(args.kd),
+            feedforward=not args.no_feedforward, **times)
+        return c, {"source": f"scripted {args.make}", "robot": robot}
     data = artifacts.read_file(args.file)
-    c = LinearGaussianController.from_bytes(data)
+    try:
+        c = LinearGaussianController.from_bytes(data)
+    except ValueError as exc:
+        raise ValueError(f"FILE {args.file}: {exc}") from None
     return c, artifacts.read_header(data)[1].get("info") or {}
 
 
@@ -97,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         artifacts.write_file(args.output, c.to_bytes(info))
         print(f"wrote {args.output}: {describe(c)}")
         return 0
+    confine_dds(COMMAND)
     context = Context()
     rclpy.init(context=context)
     node = Node("send_controller", context=context)
@@ -121,7 +171,7 @@ def _publish(node: Node, executor, c: LinearGaussianController, info: dict,
         while not stamps and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
         if not stamps:
-            print(f"send-controller: no /joint_states within {args.wait:g} s; cannot restamp",
+            print(error_line(PROG, f"no /joint_states within {args.wait:g} s; cannot restamp"),
                   file=sys.stderr)
             return 1
         c = c.restamp(stamps[0])
@@ -143,21 +193,16 @@ def _publish(node: Node, executor, c: LinearGaussianController, info: dict,
         except KeyboardInterrupt:
             return 0
     if subscribers == 0:
-        print(f"send-controller: nobody subscribed to {args.topic} within {args.wait:g} s",
+        print(error_line(PROG, f"nobody subscribed to {args.topic} within {args.wait:g} s"),
               file=sys.stderr)
         return 1
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="send_controller", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"send-controller: error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m mbrl_ros.nodes.send_controller ARGS`` is ``mbrl-ros send-controller ARGS``."""
+    from mbrl_ros.cli import main as cli_main
+    return cli_main([COMMAND, *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
