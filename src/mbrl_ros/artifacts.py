@@ -8,12 +8,16 @@ the newest version this code understands.
 
 ``decode`` trusts nothing: it checks the total size and the header before any tensor is read,
 then schema name, version (older than ``min_version`` or newer than ``version`` is rejected),
-tensor names, dtypes, shapes and their consistency, dimension limits and finiteness. It never
-unpickles: safetensors holds raw little-endian numbers only. Errors are ``ArtifactError`` with a
-message naming what is wrong.
+tensor names, dtypes, shapes and their consistency, dimension limits, finiteness and magnitudes
+(|value| ≤ ``Schema.max_abs``, so no finite-but-absurd number such as 1e300 gets through), and
+the checksum: the reserved tensor ``__sha256__`` (32 bytes) holds the SHA-256 of the metadata text
+and of every other tensor's name, dtype, shape and bytes, so a flipped bit anywhere is caught. It never unpickles:
+safetensors holds raw little-endian numbers only. Errors are ``ArtifactError`` with a message
+naming what is wrong.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -25,6 +29,8 @@ import numpy as np
 import safetensors.numpy
 
 META_KEY = "mbrl_ros"
+CHECKSUM_TENSOR = "__sha256__"  # a tensor, not metadata: safetensors orders tensors, not metadata
+DEFAULT_MAX_ABS = 1e9  # no quantity of an arm (SI units), network weight or statistic is larger
 MAX_ARTIFACT_BYTES = 64 * 2**20
 MAX_HEADER_BYTES = 1 * 2**20
 DEFAULT_DIM_LIMIT = 2**24
@@ -54,7 +60,8 @@ class TensorSpec:
 @dataclass(frozen=True)
 class Schema:
     """What an artifact kind holds. ``version`` is the version written (and the newest read);
-    ``extra_tensors``: also accept unlisted tensors (e.g. network weights) of ``extra_dtypes``."""
+    ``extra_tensors``: also accept unlisted tensors (e.g. network weights) of ``extra_dtypes``;
+    ``max_abs``: the largest magnitude a float tensor may hold."""
 
     name: str
     version: int
@@ -64,6 +71,7 @@ class Schema:
     min_version: int = 1
     extra_tensors: bool = False
     extra_dtypes: tuple[str, ...] = ("float64", "float32")
+    max_abs: float = DEFAULT_MAX_ABS
 
 
 def _check_layout(schema: Schema, entries: Mapping[str, tuple[str, tuple[int, ...]]]) -> None:
@@ -104,10 +112,28 @@ def _check_layout(schema: Schema, entries: Mapping[str, tuple[str, tuple[int, ..
                                     f"another tensor has {want} = {dims[want]}")
 
 
-def _check_finite(schema: Schema, tensors: Mapping[str, np.ndarray]) -> None:
+def _check_values(schema: Schema, tensors: Mapping[str, np.ndarray]) -> None:
+    """Float tensors finite and within ±``schema.max_abs``."""
     for name, a in tensors.items():
-        if a.dtype.name in _FLOAT and not np.all(np.isfinite(a)):
+        if a.dtype.name not in _FLOAT or not a.size:
+            continue
+        if not np.all(np.isfinite(a)):
             raise ArtifactError(f"{schema.name}: tensor '{name}' has non-finite values")
+        biggest = float(np.max(np.abs(a)))
+        if biggest > schema.max_abs:
+            raise ArtifactError(f"{schema.name}: tensor '{name}' holds {biggest:.3g}, beyond "
+                                f"the bound ±{schema.max_abs:.3g}")
+
+
+def checksum(meta_text: str, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(32,) uint8 SHA-256 of the metadata text and each tensor's name, dtype, shape and bytes
+    (the checksum tensor itself excluded)."""
+    digest = hashlib.sha256(meta_text.encode("utf-8"))
+    for name in sorted(set(tensors) - {CHECKSUM_TENSOR}):
+        a = np.ascontiguousarray(tensors[name])
+        digest.update(json.dumps([name, a.dtype.name, list(a.shape)]).encode("utf-8"))
+        digest.update(a.tobytes())
+    return np.frombuffer(digest.digest(), dtype=np.uint8).copy()
 
 
 def _as_numpy(value, dtype: str | None) -> np.ndarray:
@@ -126,15 +152,16 @@ def encode(schema: Schema, tensors: Mapping[str, object], meta: Mapping[str, obj
     if missing:
         raise ArtifactError(f"{schema.name}: missing metadata {missing}")
     arrays = {name: _as_numpy(value, getattr(schema.tensors.get(name), "dtype", None))
-              for name, value in tensors.items()}
+              for name, value in tensors.items() if name != CHECKSUM_TENSOR}  # written anew
     _check_layout(schema, {n: (a.dtype.name, a.shape) for n, a in arrays.items()})
-    _check_finite(schema, arrays)
+    _check_values(schema, arrays)
     try:
         header = json.dumps({"schema": schema.name, "version": schema.version, **meta},
                             allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"{schema.name}: metadata is not plain JSON: {exc}") from None
-    data = safetensors.numpy.save(arrays, metadata={META_KEY: header})
+    data = safetensors.numpy.save(arrays | {CHECKSUM_TENSOR: checksum(header, arrays)},
+                                  metadata={META_KEY: header})
     if len(data) > MAX_ARTIFACT_BYTES:
         raise ArtifactError(f"{schema.name}: artifact is {len(data)} bytes, over the limit "
                             f"{MAX_ARTIFACT_BYTES}")
@@ -148,6 +175,12 @@ def _reject_constant(name: str):
 def read_header(data: bytes, max_bytes: int = MAX_ARTIFACT_BYTES) -> tuple[dict, dict]:
     """(safetensors header without ``__metadata__``, our metadata dict) after checking sizes and
     JSON; reads no tensor data."""
+    header, _, meta = _read_header(data, max_bytes)
+    return header, meta
+
+
+def _read_header(data: bytes, max_bytes: int) -> tuple[dict, str, dict]:
+    """``read_header`` plus the metadata text (as the checksum covers it)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ArtifactError(f"artifact must be bytes, got {type(data).__name__}")
     size = len(data)
@@ -174,13 +207,17 @@ def read_header(data: bytes, max_bytes: int = MAX_ARTIFACT_BYTES) -> tuple[dict,
         raise ArtifactError(f"artifact metadata is not valid JSON: {exc}") from None
     if not isinstance(meta, dict):
         raise ArtifactError("artifact metadata is not a JSON object")
-    return header, meta
+    return header, raw[META_KEY], meta
 
 
 def decode(data: bytes, schema: Schema,
            max_bytes: int = MAX_ARTIFACT_BYTES) -> tuple[dict[str, np.ndarray], dict]:
     """Validated (tensors as numpy arrays, metadata) of artifact ``data`` of kind ``schema``."""
-    header, meta = read_header(data, max_bytes)
+    header, meta_text, meta = _read_header(data, max_bytes)
+    entry = header.pop(CHECKSUM_TENSOR, None)
+    if not isinstance(entry, dict) or (entry.get("dtype"), entry.get("shape")) != ("U8", [32]):
+        raise ArtifactError(f"artifact has no '{CHECKSUM_TENSOR}' checksum (written by an older "
+                            "mbrl_ros, or not by mbrl_ros): refused")
     name, version = meta.get("schema"), meta.get("version")
     if name != schema.name:
         raise ArtifactError(f"artifact schema is {name!r}, expected {schema.name!r}")
@@ -212,7 +249,10 @@ def decode(data: bytes, schema: Schema,
         tensors = safetensors.numpy.load(bytes(data))
     except Exception as exc:  # safetensors raises its own error types for corrupt data
         raise ArtifactError(f"{schema.name}: corrupt tensor data: {exc}") from None
-    _check_finite(schema, tensors)
+    if not np.array_equal(checksum(meta_text, tensors), tensors.pop(CHECKSUM_TENSOR)):
+        raise ArtifactError(f"{schema.name}: checksum mismatch: the artifact was corrupted or "
+                            "altered")
+    _check_values(schema, tensors)
     return tensors, meta
 
 

@@ -3,7 +3,8 @@
     u_t = K_t (x_t − x̂_t) + k_t + û_t + ε_t,   ε_t ~ N(0, Σ_t),   t = 0..T−1
 
 Step t applies from ``start_ns + t·dt_ns`` (integer nanoseconds, the clock of the joint-state
-stamps) for one ``dt_ns``. The lecture's three versions are special cases: open loop (K = 0, k = 0,
+stamps) for one ``dt_ns``, and only before ``valid_until_ns`` (≤ the end; a planner that replans
+states that its plan is stale after the next replan is due, the executor holds from then on). The lecture's three versions are special cases: open loop (K = 0, k = 0,
 Σ = 0: random shooting, CEM), feedback (Σ = 0: iLQR), Gaussian (GPS: Σ_t = Q_uu⁻¹, maximum
 entropy). The state x (dx) is laid out as ``state_layout`` names, e.g. ``"q,qd"`` = joint positions
 then velocities in ``joint_names`` order; u (du) is joint torques (N·m).
@@ -99,11 +100,13 @@ class LinearGaussianController:
     (zeros: deterministic). Derived: ``chol`` (T, du, du) lower triangular with chol·cholᵀ = Σ,
     ``logdet`` (T,) (−inf where Σ_t is singular), ``positive_definite`` (every Σ_t),
     ``inv_cov`` (T, du, du) or None unless positive definite. Raises ValueError naming the first
-    inconsistent field.
+    inconsistent field. ``valid_until_ns``: the first stamp at which the controller must not be
+    used any more (None: its end).
     """
 
     def __init__(self, x_hat, u_hat, K, k=None, cov=None, *, dt_ns: int, start_ns: int = 0,
-                 joint_names: Sequence[str] = (), state_layout: str = STATE_LAYOUT_QQD):
+                 joint_names: Sequence[str] = (), state_layout: str = STATE_LAYOUT_QQD,
+                 valid_until_ns: int | None = None):
         x_hat, u_hat, K = (np.asarray(a, dtype=np.float64) for a in (x_hat, u_hat, K))
         if x_hat.ndim != 2 or u_hat.ndim != 2:
             raise ValueError(f"x_hat and u_hat must be (T, dx) and (T, du); got {x_hat.shape} "
@@ -143,6 +146,14 @@ class LinearGaussianController:
         self.deterministic = not np.any(cov)
         self.dt_ns, self.start_ns = int(dt_ns), int(start_ns)
         self.joint_names, self.state_layout = names, state_layout
+        end = self.start_ns + T * self.dt_ns
+        if valid_until_ns is None:
+            valid_until_ns = end
+        if isinstance(valid_until_ns, bool) or int(valid_until_ns) != valid_until_ns \
+                or not self.start_ns < valid_until_ns <= end:
+            raise ValueError(f"valid_until_ns must be an integer in ({self.start_ns}, {end}] ns, "
+                             f"got {valid_until_ns!r}")
+        self.valid_until_ns = int(valid_until_ns)
 
     @functools.cached_property
     def inv_cov(self) -> np.ndarray | None:
@@ -203,6 +214,15 @@ class LinearGaussianController:
     def covers(self, stamp_ns: int) -> bool:
         return self.index(stamp_ns) is not None
 
+    def valid_at(self, stamp_ns: int) -> bool:
+        """Whether a step covers ``stamp_ns`` and the controller is still valid then."""
+        return self.covers(stamp_ns) and stamp_ns < self.valid_until_ns
+
+    def with_validity(self, valid_until_ns: int) -> "LinearGaussianController":
+        """The same controller, valid until ``valid_until_ns`` (clipped to its end)."""
+        return self._replace(*self._arrays(), start_ns=self.start_ns,
+                             valid_until_ns=min(int(valid_until_ns), self.end_ns))
+
     # -- acting --------------------------------------------------------------------------------
     def act(self, x, t) -> np.ndarray:
         """Deterministic action K_t (x − x̂_t) + k_t + û_t. x (..., dx); t an int or an int array
@@ -251,10 +271,13 @@ class LinearGaussianController:
         return 0.5 * (self.du * (1.0 + math.log(2 * math.pi)) + self.logdet)
 
     # -- receding horizon ----------------------------------------------------------------------
-    def _replace(self, x_hat, u_hat, K, k, cov, start_ns) -> "LinearGaussianController":
+    def _replace(self, x_hat, u_hat, K, k, cov, start_ns,
+                 valid_until_ns: int | None = None) -> "LinearGaussianController":
+        """A controller of these arrays from ``start_ns``, valid to its end unless given."""
         return LinearGaussianController(x_hat, u_hat, K, k, cov, dt_ns=self.dt_ns,
                                         start_ns=start_ns, joint_names=self.joint_names,
-                                        state_layout=self.state_layout)
+                                        state_layout=self.state_layout,
+                                        valid_until_ns=valid_until_ns)
 
     def _arrays(self):
         return self.x_hat, self.u_hat, self.K, self.k, self.cov
@@ -283,8 +306,9 @@ class LinearGaussianController:
         return self._replace(*arrays, start_ns=self.start_ns + steps * self.dt_ns)
 
     def restamp(self, start_ns: int) -> "LinearGaussianController":
-        """The same steps starting at ``start_ns``."""
-        return self._replace(*self._arrays(), start_ns=start_ns)
+        """The same steps (and validity) starting at ``start_ns``."""
+        return self._replace(*self._arrays(), start_ns=start_ns,
+                             valid_until_ns=self.valid_until_ns - self.start_ns + start_ns)
 
     def to_bytes(self, info: dict | None = None) -> bytes:
         """The controller artifact (safetensors; ``info``: free JSON metadata, e.g. planner)."""
@@ -292,7 +316,8 @@ class LinearGaussianController:
         if not self.deterministic:
             tensors["cov"] = self.cov
         meta = {"joint_names": list(self.joint_names), "dt_ns": self.dt_ns,
-                "start_ns": self.start_ns, "state_layout": self.state_layout}
+                "start_ns": self.start_ns, "state_layout": self.state_layout,
+                "valid_until_ns": self.valid_until_ns}
         if info:
             meta["info"] = info
         return artifacts.encode(CONTROLLER_SCHEMA, tensors, meta)
@@ -309,13 +334,16 @@ class LinearGaussianController:
         if joint_names is not None and list(joint_names) != names:
             raise artifacts.ArtifactError(
                 f"controller joint_names {names} differ from the expected {list(joint_names)}")
-        for key in ("dt_ns", "start_ns"):
-            if isinstance(meta[key], bool) or not isinstance(meta[key], int):
-                raise artifacts.ArtifactError(f"{key} must be an integer, got {meta[key]!r}")
+        for key in ("dt_ns", "start_ns", "valid_until_ns"):
+            value = meta.get(key)
+            if (value is not None or key != "valid_until_ns") and (
+                    isinstance(value, bool) or not isinstance(value, int)):
+                raise artifacts.ArtifactError(f"{key} must be an integer, got {value!r}")
         try:
             return cls(tensors["x_hat"], tensors["u_hat"], tensors["K"], tensors["k"],
                        tensors.get("cov"), dt_ns=meta["dt_ns"], start_ns=meta["start_ns"],
-                       joint_names=names, state_layout=meta["state_layout"])
+                       joint_names=names, state_layout=meta["state_layout"],
+                       valid_until_ns=meta.get("valid_until_ns"))
         except ValueError as exc:
             raise artifacts.ArtifactError(f"invalid controller: {exc}") from None
 

@@ -44,22 +44,32 @@ class StateGate:
         upper = np.where(np.isfinite(lim.upper[idx]), lim.upper[idx], CONTINUOUS_BOUND)
         return cls(lower, upper, np.asarray(lim.velocity[idx], float), **settings)
 
+    def problem(self, q: np.ndarray, qd: np.ndarray) -> str | None:
+        """What is implausible about positions ``q`` and velocities ``qd`` (..., n) (the first
+        offending joint, and the row when batched), or None."""
+        q, qd = np.asarray(q, dtype=np.float64), np.asarray(qd, dtype=np.float64)
+        low, high = self.lower - self.position_slack, self.upper + self.position_slack
+        for bad, text in (
+                ((q < low) | (q > high), lambda i, at: (
+                    f"joint {i} position {q[at]:.6g} rad is beyond its limits "
+                    f"[{self.lower[i]:.4g}, {self.upper[i]:.4g}] by more than "
+                    f"{self.position_slack:g} rad")),
+                (np.abs(qd) > self.velocity_factor * self.velocity, lambda i, at: (
+                    f"joint {i} velocity {qd[at]:.6g} rad/s is over {self.velocity_factor:g}× "
+                    f"its limit {self.velocity[i]:.4g} rad/s"))):
+            where = np.argwhere(bad)
+            if where.size:
+                at = tuple(int(v) for v in where[0])
+                row = f" (row {at[0]})" if len(at) > 1 else ""
+                return text(at[-1], at) + row
+        return None
+
     def check(self, s: JointSample, now_ns: int | None = None) -> None:
         """MessageError if ``s`` is implausible; ``now_ns``: the receiver's clock (None or 0,
         a sim-time clock before its first /clock message, skips the stamp check)."""
-        q, qd = s.position, s.velocity
-        low, high = self.lower - self.position_slack, self.upper + self.position_slack
-        bad = np.flatnonzero((q < low) | (q > high))
-        if bad.size:
-            i = int(bad[0])
-            raise MessageError(f"joint {i} position {q[i]:.6g} rad is beyond its limits "
-                               f"[{self.lower[i]:.4g}, {self.upper[i]:.4g}] by more than "
-                               f"{self.position_slack:g} rad")
-        fast = np.flatnonzero(np.abs(qd) > self.velocity_factor * self.velocity)
-        if fast.size:
-            i = int(fast[0])
-            raise MessageError(f"joint {i} velocity {qd[i]:.6g} rad/s is over "
-                               f"{self.velocity_factor:g}× its limit {self.velocity[i]:.4g} rad/s")
+        problem = self.problem(s.position, s.velocity)
+        if problem:
+            raise MessageError(problem)
         if self.max_ahead_ns and now_ns and s.stamp_ns - now_ns > self.max_ahead_ns:
             raise MessageError(f"stamp {s.stamp_ns * 1e-9:.6f} s is "
                                f"{(s.stamp_ns - now_ns) * 1e-9:.3f} s ahead of this node's clock "
@@ -88,3 +98,46 @@ class TargetGate:
                                f"the base, beyond {self.max_distance:.3g} m (twice the arm's "
                                "reach)")
         return target
+
+
+@dataclass(frozen=True)
+class ControllerBounds:
+    """What a controller may ask of an arm with effort limits ``effort`` (n,) N·m whose states
+    ``gate`` bounds, for state layout [q, q̇]:
+
+    * feedforward |û_t + k_t| ≤ ``max_feedforward_ratio`` · effort per joint,
+    * feedback: no gain that reaches a joint's effort limit for a state error smaller than
+      ``min_saturating_error`` (rad or rad/s): |K_t[i, j]| ≤ effort_i / min_saturating_error,
+    * exploration noise: √Σ_t[i, i] ≤ effort_i,
+    * nominal states x̂_t within the gate's position and velocity bounds.
+
+    A controller beyond these would be clamped at the limits (bang-bang) by the safety layer,
+    so it is refused instead."""
+
+    effort: np.ndarray
+    gate: StateGate
+    max_feedforward_ratio: float = 2.0
+    min_saturating_error: float = 1e-3
+
+    def check(self, c) -> None:
+        """MessageError naming the first step and joint beyond a bound of controller ``c``."""
+        n = len(self.effort)
+        if c.du != n or c.dx != 2 * n:
+            raise MessageError(f"controller has du = {c.du}, dx = {c.dx}; the arm needs "
+                               f"{n} and {2 * n}")
+        checks = (
+            ("feedforward û + k", np.abs(c.u_hat + c.k), self.max_feedforward_ratio * self.effort,
+             "N·m"),
+            ("feedback gain K", np.abs(c.K).max(axis=2),
+             self.effort / self.min_saturating_error, "N·m per rad or rad/s"),
+            ("noise std", np.sqrt(np.maximum(np.diagonal(c.cov, axis1=1, axis2=2), 0.0)),
+             self.effort, "N·m"))
+        for what, value, bound, unit in checks:
+            over = np.argwhere(value > bound)
+            if over.size:
+                t, i = (int(v) for v in over[0])
+                raise MessageError(f"controller {what} of joint {i} at step {t} is "
+                                   f"{value[t, i]:.4g} {unit}, over the bound {bound[i]:.4g}")
+        problem = self.gate.problem(c.x_hat[:, :n], c.x_hat[:, n:])
+        if problem:
+            raise MessageError(f"controller nominal state x̂: {problem.replace('row', 'step')}")

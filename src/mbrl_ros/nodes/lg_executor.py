@@ -1,7 +1,8 @@
 """Executor node ``lg_executor``: runs the latest linear-Gaussian controller against the arm.
 
-Subscribes ``/joint_states`` and ``/mbrl/controller`` (controller artifacts,
-std_msgs/UInt8MultiArray, transient local); publishes ``/effort_controller/commands`` (torques in
+Subscribes ``/joint_states``, ``/mbrl/controller`` (controller artifacts,
+std_msgs/UInt8MultiArray, transient local) and ``/mbrl/planner_heartbeat`` (std_msgs/Header);
+publishes ``/effort_controller/commands`` (torques in
 ``joint_names`` order, tagged with the stamp of the joint state they answer); service ``~/estop``
 (std_srvs/SetBool: true latches the hold, false releases it); ``/diagnostics`` with counters of
 every safety event. The safety glue (intake, watchdog, e-stop, output) is shared with the policy
@@ -9,36 +10,45 @@ runner (``nodes.safe_command_node``).
 
 For each joint state, step t = ⌊(stamp − start)/dt⌋ of the controller gives u (deterministic
 ``act``, or ``sample`` with noise seeded by (seed, controller start) when ``stochastic``), which
-goes through the safety layer (``mbrl_ros.safety``) and out.
+goes through the safety layer (``mbrl_ros.safety``) and out. A controller is used only for states
+stamped before its stated validity (``valid_until_ns``: a replanning planner's plan goes stale
+when the next one is due), so a dead or late planner's plan is held within one control period of
+going stale. Controllers beyond what the arm can do (``plausibility.ControllerBounds``:
+feedforward over the effort limits, gains that saturate a joint for a tiny state error, noise
+wider than the effort limit, nominal states beyond the joint limits) are refused, as are
+malformed ones; the last good controller stays.
 
 * ``sync`` (lockstep graphs): a state that no controller covers waits, and **nothing is
   published**, so a lockstep sim waits too; the state is answered as soon as a covering
   controller arrives. The graph advances at the planner's pace, deterministically. Safety holds
   (e-stop, non-finite state) are still published.
-* ``realtime``: the latest controller is used; past its end, before its start, without one or
-  when it is older than ``max_plan_age`` (node clock) the hold law is published. Only the newest
+* ``realtime``: the latest controller is used; past its validity, before its start, without one,
+  when it is older than ``max_plan_age`` (node clock), or when the planner's heartbeat, once
+  heard, has been silent for ``heartbeat_timeout`` (node clock) the hold law is published. Only the newest
   joint state is kept (a late callback skips a backlog rather than answering old states). A
   watchdog on the node clock (sim time under ``use_sim_time``) publishes the hold (untagged)
   ``max_state_age`` after the last joint state and then every ``control_period`` until one comes.
 
-A malformed joint state (missing joints, bad sizes, non-finite values) is answered with the hold
-law (at the last good position, zero velocity); a state whose stamp goes backwards is dropped.
+A malformed or implausible joint state is answered with the hold law (at the last good position,
+zero velocity); a state whose stamp goes backwards is dropped (``nodes.intake``).
 """
 from __future__ import annotations
 
 import sys
 
 import numpy as np
-from std_msgs.msg import UInt8MultiArray
+from std_msgs.msg import Header, UInt8MultiArray
 
 from mbrl_ros.artifacts import ArtifactError
-from mbrl_ros.controller import STATE_LAYOUT_QQD, LinearGaussianController, exploration_noise
+from mbrl_ros.controller import (STATE_LAYOUT_QQD, LinearGaussianController, exploration_noise,
+                                 seconds_to_ns)
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.nodes.params import Param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.safe_command_node import SAFETY_PARAMS, SafeCommandNode
+from mbrl_ros.plausibility import ControllerBounds
 
 PARAMS = SAFETY_PARAMS + [
     Param("mode", "sync", "sync (wait for a covering controller; lockstep) or realtime",
@@ -50,6 +60,14 @@ PARAMS = SAFETY_PARAMS + [
           (0.0, 1000.0)),
     Param("max_plan_age", 1.0, "realtime: hold when the controller is older than this (s); 0 = off",
           (0.0, 3600.0)),
+    Param("heartbeat_timeout", 0.5, "realtime: once a planner heartbeat has been heard, hold "
+                                    "while it is silent for longer than this (s); 0 = off",
+          (0.0, 3600.0)),
+    Param("max_feedforward_ratio", 2.0, "refuse controllers whose feedforward û + k exceeds "
+                                        "this many times a joint's effort limit", (0.1, 100.0)),
+    Param("min_saturating_error", 1e-3, "refuse controllers whose gains reach a joint's effort "
+                                        "limit for a smaller state error (rad or rad/s)",
+          (1e-9, 10.0)),
 ]
 
 
@@ -64,8 +82,14 @@ class LGExecutorNode(SafeCommandNode):
         self.controller: LinearGaussianController | None = None
         self.noise: np.ndarray | None = None
         self.last_index: int | None = None
+        self.heartbeat_ns: int | None = None  # node clock when the last heartbeat came
+        self._heartbeat_timeout_ns = seconds_to_ns(p.heartbeat_timeout)
+        self.bounds = ControllerBounds(self.safety.effort, self.intake.gate,
+                                       p.max_feedforward_ratio, p.min_saturating_error)
         subscribe(self, self.diag, UInt8MultiArray, "/mbrl/controller", LATCHED_QOS,
                   self._on_controller, self._read_controller, "controller")
+        subscribe(self, self.diag, Header, "/mbrl/planner_heartbeat", 10, self._on_heartbeat,
+                  what="heartbeat")
         g = self.safety.gains
         self.get_logger().info(
             f"{self.robot.name}: {self.n} joints, {p.mode} mode, "
@@ -79,7 +103,15 @@ class LGExecutorNode(SafeCommandNode):
         if c.state_layout != STATE_LAYOUT_QQD:
             raise ArtifactError(f"state_layout '{c.state_layout}' is not supported by the "
                                 f"executor (needs '{STATE_LAYOUT_QQD}')")
+        self.bounds.check(c)
         return c
+
+    def _on_heartbeat(self, _msg: Header) -> None:
+        self.heartbeat_ns = self._now_ns()
+
+    def _planner_silent(self, now: int) -> bool:
+        return bool(self._heartbeat_timeout_ns and self.heartbeat_ns is not None
+                    and now - self.heartbeat_ns > self._heartbeat_timeout_ns)
 
     def _on_controller(self, c: LinearGaussianController) -> None:
         self.controller, self.plan_time_ns = c, self._now_ns()
@@ -88,25 +120,28 @@ class LGExecutorNode(SafeCommandNode):
             rng = np.random.default_rng([self.p.seed, c.start_ns])
             self.noise = exploration_noise(c.T, c.du, rng, self.p.noise_smoothing)
         self.diag.count("controllers")
-        if self.pending is not None and c.covers(self.pending.stamp_ns):
+        if self.pending is not None and c.valid_at(self.pending.stamp_ns):
             self._answer_pending()
 
     # -- acting --------------------------------------------------------------------------------
     def _answer(self, state: JointSample, now: int, start_ns: int) -> None:
         c = self.controller
-        t = c.index(state.stamp_ns) if c is not None else None
+        t = c.index(state.stamp_ns) if c is not None and c.valid_at(state.stamp_ns) else None
         if t is None and not self.realtime and not self.safety.estopped:
             self.pending = state  # sync: wait (publish nothing) until a controller covers it
             self.diag.count("waiting")
             return
         self.pending = None
         u, why = None, "no_plan"
-        if t is not None:
+        if t is not None and self.realtime and self._planner_silent(now):
+            t, why = None, "planner_silent"
+        elif t is not None:
             x = np.concatenate([state.position, state.velocity])
             with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
                 u = c.sample(x, t, z=self.noise[t]) if self.noise is not None else c.act(x, t)
-        elif c is not None:
-            why = "plan_expired" if state.stamp_ns >= c.end_ns else "plan_not_started"
+        elif c is not None and why == "no_plan":
+            why = ("plan_expired" if state.stamp_ns >= c.end_ns else
+                   "plan_stale" if state.stamp_ns >= c.valid_until_ns else "plan_not_started")
         self.last_index = t
         self._send(state.position, state.velocity, u, state.stamp_ns,
                    now=now if self.realtime else None, why=why)

@@ -4,9 +4,12 @@ Subscribes ``/joint_states``, ``/mbrl/target`` (PointStamped; ``header.stamp`` =
 which the target holds, so targets can be sent ahead of their episode) and ``/mbrl/dynamics_model``
 (model artifacts, transient-local). Every ``replan_every`` control periods it publishes a controller
 artifact on ``/mbrl/controller`` (starting at the state's stamp, covering the steps until the next
-replan with ``cover_until_replan``, else the whole plan; never past the end of an episode) and
+replan with ``cover_until_replan``, else the whole plan; never past the end of an episode; valid
+until ``plan_validity`` after the next replan is due, so the executor holds when plans stop) and
 the predicted end-effector path on ``/mbrl/planned_path``. Until a model arrives (and for
-``random_seconds`` at the start) it sends the base policy π0: random torques.
+``random_seconds`` at the start) it sends the base policy π0: random torques. A heartbeat
+(std_msgs/Header, the node clock) goes to ``/mbrl/planner_heartbeat`` with every state handled
+and every 0.1 s of wall time: an executor in real time holds when it stops.
 
 Planning runs in the joint-state callback: in a lockstep graph the whole graph waits for it, so
 results do not depend on machine speed. With ``wait_for_model`` the planner also holds back its
@@ -30,8 +33,9 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from nav_msgs.msg import Path
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from std_msgs.msg import UInt8MultiArray
+from std_msgs.msg import Header, UInt8MultiArray
 
+from mbrl_ros.controller import seconds_to_ns
 from mbrl_ros.dynamics.base import DynamicsModel
 from mbrl_ros.dynamics.catalog import load_model
 from mbrl_ros.episodes import EpisodeClock
@@ -47,6 +51,8 @@ from mbrl_ros.planning import PLANNERS, PlanError
 from mbrl_ros.plausibility import TargetGate
 from mbrl_ros.robot import load_robot
 from mbrl_ros.tasks.terms import TaskError
+
+HEARTBEAT_PERIOD = 0.1  # s of wall time
 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
@@ -75,6 +81,9 @@ PARAMS = [
                                        "gets the plan made for it or for the replan before it); "
                                        "false = the whole plan, which a realtime executor can "
                                        "run on while the next plan is late"),
+    Param("plan_validity", 0.1, "a controller stays valid this long after the next replan is "
+                                "due (s): the latency a late plan may have before the executor "
+                                "holds", (0.0, 3600.0)),
     Param("model_wait_seconds", 30.0, "wall time to wait for a held state's model or target "
                                       "before going on without (s): the only wall-clock "
                                       "dependence of a lockstep run, so far above any fit time",
@@ -135,6 +144,9 @@ class MPCPlannerNode(Node):
         self.controller_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller",
                                                     LATCHED_QOS)
         self.path_pub = self.create_publisher(Path, "/mbrl/planned_path", 10)
+        self.heartbeat_pub = self.create_publisher(Header, "/mbrl/planner_heartbeat", 10)
+        self.create_timer(HEARTBEAT_PERIOD, self._heartbeat,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.diag = Diagnostics(self, "planner", self._report)
         self.intake = JointStateIntake(self, self.diag, robot, names, p, self._on_state,
                                        STATE_QOS)
@@ -201,7 +213,13 @@ class MPCPlannerNode(Node):
         self.pending = None
         self._answer(s)
 
+    def _heartbeat(self) -> None:
+        msg = Header(frame_id=self.get_name())
+        msg.stamp = self.get_clock().now().to_msg()
+        self.heartbeat_pub.publish(msg)
+
     def _on_state(self, s: JointSample) -> None:
+        self._heartbeat()
         if self.next_plan_ns is not None and s.stamp_ns < self.next_plan_ns:
             return
         if self._must_wait(s):
@@ -239,6 +257,7 @@ class MPCPlannerNode(Node):
                 self.diag.warn("nan_plans", f"plan at {s.stamp_ns} ns produced NaN: "
                                             f"using the {step.source} controller")
         self.next_plan_ns = next_plan_ns
+        controller = controller.with_validity(next_plan_ns + seconds_to_ns(self.p.plan_validity))
         self.controller_pub.publish(UInt8MultiArray(data=controller.to_bytes()))
         if step.source == "plan":
             self._publish_path(step.plan.states, s.stamp_ns)
