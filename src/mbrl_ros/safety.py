@@ -3,10 +3,12 @@
 ``SafetyLayer.filter(q, qd, u, now_ns, ...)`` turns a proposed torque (or none) into one that is
 safe to send, and reports what it did as events. In order:
 
-1. non-finite state or command, e-stop, stale state, stale plan, no command → the **hold law**
-   for the whole arm: ``zero`` (u = 0), ``damping`` (u = −D q̇) or ``pd`` (u = Kp (q_h − q) −
-   Kd q̇ with q_h the position latched when the hold began). With a stale state the velocity is
-   not trusted and taken as zero.
+1. non-finite or implausible state (``plausibility.StateGate`` of the limits: a state far beyond
+   them is a sensor fault or a lie, and a torque law computed from it would overflow), non-finite
+   command, e-stop, stale state, stale plan, no command → the **hold law** for the whole arm:
+   ``zero`` (u = 0), ``damping`` (u = −D q̇) or ``pd`` (u = Kp (q_h − q) − Kd q̇ with q_h the
+   position latched when the hold began). With a stale state the velocity is not trusted and
+   taken as zero; with an implausible one neither are the implausible positions.
 2. joint position guard: within ``position_margin`` of a limit, a virtual spring-damper wall
    starting at the margin (``brake_kp``, ``brake_kd``) bounds the torque towards the limit;
    velocity guard: within ``velocity_margin`` of the velocity limit, the torque along the motion
@@ -30,6 +32,7 @@ from typing import NamedTuple
 import mujoco
 import numpy as np
 
+from mbrl_ros.plausibility import CONTINUOUS_BOUND, StateGate
 from mbrl_ros.robot import RobotDescription, build_mujoco_model, home_position
 
 HOLD_LAWS = ("zero", "damping", "pd")
@@ -124,6 +127,9 @@ class SafetyLayer:
                              f"got {config.limit_response!r}")
         self.config = config
         self.n = n
+        self.gate = StateGate(np.where(np.isfinite(self.lower), self.lower, -CONTINUOUS_BOUND),
+                              np.where(np.isfinite(self.upper), self.upper, CONTINUOUS_BOUND),
+                              self.velocity, max_ahead_ns=0)
         self._hi_edge = self.upper - config.position_margin
         self._lo_edge = self.lower + config.position_margin
         self._v_edge = self.velocity - config.velocity_margin
@@ -176,8 +182,16 @@ class SafetyLayer:
         hold = None
         if q.shape != (self.n,) or qd.shape != (self.n,):
             raise ValueError(f"q and qd must be ({self.n},), got {q.shape} and {qd.shape}")
-        if not (np.isfinite(q).all() and np.isfinite(qd).all()):
+        finite = np.isfinite(q).all() and np.isfinite(qd).all()
+        problem = self.gate.problem(q, qd) if finite else None
+        if not finite:
             hold = SafetyEvent("non_finite_state", "joint state has non-finite values: hold")
+        elif problem is not None:
+            hold = SafetyEvent("implausible_state", f"implausible joint state ({problem}): hold")
+            slack = self.gate.position_slack
+            q = np.where((q >= self.gate.lower - slack) & (q <= self.gate.upper + slack), q,
+                         np.nan)
+            qd = np.zeros(self.n)
         elif self.estopped:
             hold = SafetyEvent("estop", "e-stop engaged: hold (call ~/estop false to release)")
         elif cfg.enabled and now_ns is not None and _older(now_ns, state_time_ns,
