@@ -4,7 +4,6 @@ flush period; a full disk stops the recorder cleanly; the record graph collects 
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
 import signal
@@ -27,18 +26,18 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from data_testing import mcap_counts, small_filesystem
+from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.bags import BagReader, repair_bag
-from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.extract import dataset_from_bag
 from mbrl_ros.data.topics import CLOCK, COMMANDS, EVENTS, STATES
 from mbrl_ros.data.transitions import TransitionBuilder
-from mbrl_ros.msgconv import stamp_to_ns
-from mbrl_ros.nodes.messages import joint_state_msg
+from mbrl_ros.msgconv import command_tag, stamp_to_ns
+from mbrl_ros.nodes.messages import command_msg, joint_state_msg
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.nodes.recorder import RecorderNode
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, SimConfig
-from ros_harness import wait_for
+from ros_harness import launch_graph, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
@@ -224,26 +223,60 @@ def test_sigterm_leaves_a_complete_split_bag(ros, node_process, tmp_path):
     assert all(r.status == "intact" for r in repair_bag(bag))
 
 
-def test_sigkill_loses_at_most_the_last_flush_period(ros, node_process, tmp_path):
-    bag = tmp_path / "bag"
+def test_sigkill_then_repair_and_dataset_lose_at_most_the_last_flush_period(ros, node_process,
+                                                                            tmp_path):
+    """Joint states k and commands tagged k (1 ms apart, from k = 1000): 400 pairs flushed, 300
+    more sent at once, the recorder killed. ``mbrl-ros bag repair`` and ``mbrl-ros dataset`` then
+    keep everything the recorder reported on disk before the kill (at least the 400 flushed
+    pairs), as a gap-free prefix whose transitions are the ones sent."""
+    bag, out = tmp_path / "bag", tmp_path / "data.safetensors"
     recorder = node_process("recorder", {"bag_path": str(bag), "flush_period": 0.2,
-                                         "topics": [STATES]})
+                                         "topics": [STATES, COMMANDS]})
     status = RecorderStatus(ros)
-    states = ros.node("publisher").create_publisher(JointState, STATES, RELIABLE)
-    base = prime(status, {STATES: (states, state_msg(0))})
-    publish_states(states, 400)
-    # Flushed: everything received more than one flush period ago is on disk.
-    wait_for(lambda: status.count("durable_messages") == base + 400, 30, "400 messages flushed")
-    publish_states(states, 300, start=400, period=0.0005)
+    node = ros.node("publisher")
+    states = node.create_publisher(JointState, STATES, RELIABLE)
+    commands = node.create_publisher(Float64MultiArray, COMMANDS, RELIABLE)
+    warm_up = command_msg(np.zeros(7), 0)  # answers the warm-up state (stamp 0)
+    prime(status, {STATES: (states, state_msg(0))})
+    wait_for(lambda: commands.publish(warm_up) or time.sleep(0.05)
+             or status.count(f"messages {COMMANDS}"), 30, "a warm-up command at the recorder")
+    settle(lambda: status.count("messages"))
+    base = status.count("messages")
+
+    def send(first: int, n: int) -> None:
+        for k in range(first, first + n):
+            states.publish(state_msg(1000 + k))
+            commands.publish(command_msg(np.full(7, float(k)), (1000 + k) * 1_000_000))
+            time.sleep(0.0005)
+
+    send(0, 400)
+    wait_for(lambda: status.count("durable_messages") == base + 800, 30, "400 pairs flushed")
+    send(400, 300)
+    durable = status.count("durable_messages")  # the recorder's latest report: on disk
     recorder.proc.send_signal(signal.SIGKILL)
     recorder.wait(timeout=10)
-    with pytest.raises(BagError, match="bag repair"):
-        rosbags_messages(bag)
-    report = repair_bag(bag)
-    assert [r.status for r in report] == ["repaired"]
-    got = sequence(bag)
-    assert 400 <= len(got) <= 700 and got == list(range(len(got)))
-    assert mcap_counts(bag) == Counter({STATES: base + len(got)})
+    cli = [sys.executable, "-m", "mbrl_ros.cli"]
+    repair = subprocess.run(cli + ["bag", "repair", str(bag)], capture_output=True, text=True,
+                            timeout=60)
+    assert repair.returncode == 0 and "repaired" in repair.stdout, repair.stdout + repair.stderr
+    kept = sum(mcap_counts(bag).values())
+    assert base + 800 <= durable <= kept <= base + 1400
+    dataset = subprocess.run(cli + ["dataset", str(bag), "-o", str(out)], capture_output=True,
+                             text=True, timeout=60)
+    assert dataset.returncode == 0, dataset.stdout + dataset.stderr
+    # The kept messages are a prefix of those received: the first states and commands sent, and
+    # every transition k → k+1 among them is in the dataset, with its command.
+    got = [k - 1000 for k in sequence(bag)]
+    tags = [command_tag(m) // 1_000_000 - 1000 for _, _, m in rosbags_messages(bag, COMMANDS)
+            if command_tag(m)]  # not the warm-ups (tag 0)
+    assert got == list(range(len(got))) and tags == list(range(len(tags)))
+    ds = Dataset.load(out)
+    n = len(ds)
+    assert n == min(len(got) - 1, len(tags)) >= 399
+    np.testing.assert_array_equal(ds.stamps, (1000 + np.arange(n)) * 1_000_000)
+    np.testing.assert_array_equal(ds.actions[:, 0], np.arange(n, dtype=float))
+    np.testing.assert_array_equal(ds.states[:, 0], (1000 + np.arange(n)) * 0.1)
+    np.testing.assert_array_equal(ds.next_states[:, 0], (1001 + np.arange(n)) * 0.1)
 
 
 def test_full_disk_is_reported_and_the_bag_stays_readable(ros, tmp_path):
@@ -312,7 +345,9 @@ def test_best_effort_publisher_is_recorded_after_resubscribing(ros, node_process
 
 
 @pytest.mark.parametrize("params,match", [
-    ({"episodes": 2}, "'episodes' = 2 needs use_sim_time"),
+    ({"episodes": 2, "topics": [STATES]}, r"'episodes' = 2 needs \['/mbrl/episode_events'\]"),
+    ({"episodes": 2, "episode_source": "service"}, "'episode_length' = 0.0 must be positive"),
+    ({"episode_source": "timer"}, "'episode_source' = 'timer'"),
     ({"flush_period": 0.0}, "'flush_period' = 0.0 is out of range"),
 ])
 def test_bad_parameters_stop_the_recorder_with_a_clear_message(node_process, tmp_path, params,
@@ -336,19 +371,59 @@ def test_existing_bag_path_is_refused(node_process, tmp_path):
     assert "exists already" in proc.output()
 
 
-def test_record_graph_collects_episodes(tmp_path):
+def bag_stamps(bag) -> tuple[list[int], list[int]]:
+    """(episode-event stamps, joint-state stamps) of a bag, in ns."""
+    with BagReader(bag) as r:
+        events = [json.loads(m.data)["stamp_ns"] for _, _, m in r.messages([EVENTS])]
+        states = [stamp_to_ns(m.header.stamp) for _, _, m in r.messages([STATES])]
+    return events, states
+
+
+def test_record_graph_records_exactly_the_requested_whole_episodes(tmp_path):
+    """The sim resets itself every 50 steps (episode e starts at stamp e·51·10 ms); the bag holds
+    3 of its episodes, whole, with a command for every step, and nothing else."""
     bag = tmp_path / "bag"
-    result = subprocess.run(
-        [sys.executable, "-m", "mbrl_ros.cli", "launch", "record", "robot:=arm2", "episodes:=3",
-         "episode_length:=0.5", f"bag:={bag}", "status_period:=0"],
-        capture_output=True, text=True, timeout=100, env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 episodes recorded" in result.stdout + result.stderr
+    result = launch_graph(["record", "robot:=arm2", "episodes:=3", "episode_length:=0.5",
+                           f"bag:={bag}", "status_period:=0"], timeout=100)
+    assert result.returncode == 0, result.stdout
+    assert "3 episodes recorded" in result.stdout
     ex = dataset_from_bag(bag)
-    assert ex.counts["event_reset"] == 3 and ex.counts["boundary"] == 3
     ds = ex.dataset
-    episodes = ds.episode_ids[-3:]  # a short segment before the first reset may come first
-    lengths = [int(np.sum(ds.episodes == e)) for e in episodes]
-    # At least 0.5 s of sim time at 100 Hz each (a reset goes out once the time is up; under load
-    # it lands some steps later; the last episode may lose the state in flight at the stop).
-    assert all(n >= 48 for n in lengths), lengths
+    assert ex.counts["event_reset"] == 3 and ex.counts["no_command"] == 0 and not ex.skipped
+    assert [int(np.sum(ds.episodes == e)) for e in ds.episode_ids] == [50, 50, 50]
+    events, states = bag_stamps(bag)
+    first = events[0]
+    assert first > 0 and first % 510_000_000 == 0  # a reset of the sim (not its first episode)
+    assert events == [first + e * 510_000_000 for e in range(3)]
+    assert states == [b + k * 10_000_000 for b in events for k in range(51)]
+    with BagReader(bag) as r:
+        assert r.topics[COMMANDS].count == 3 * 51
+
+
+def test_service_episodes_end_with_the_first_state_at_their_length(ros, node_process, pi0,
+                                                                   tmp_path):
+    """episode_source 'service': the recorder resets the lockstep sim itself; the sim runs on
+    while a reset is in flight, but each recorded episode is exactly 0.3 s."""
+    bag = tmp_path / "bag"
+    recorder = node_process("recorder", {"bag_path": str(bag), "episodes": 2,
+                                         "episode_source": "service", "episode_length": 0.3})
+    node_process("arm_sim", {"robot": "arm2", "seed": 1, "min_state_subscribers": 3})
+    pi0("arm2", seed=2, use_sim_time=True)
+    assert recorder.wait(timeout=90) == 0, recorder.output()
+    assert "2 episodes recorded" in recorder.output()
+    ex = dataset_from_bag(bag)
+    ds = ex.dataset
+    assert ex.counts["event_reset"] == 2 and ex.counts["no_command"] == 0 and not ex.skipped
+    assert [int(np.sum(ds.episodes == e)) for e in ds.episode_ids] == [30, 30]
+    events, states = bag_stamps(bag)
+    assert len(events) == 2 and states == [b + k * 10_000_000 for b in events for k in range(31)]
+
+
+def test_a_recorder_stopped_before_its_first_message_leaves_no_bag(node_process, tmp_path):
+    """A graph that fails at start-up stops its recorder before anything was recorded."""
+    bag = tmp_path / "bag"
+    recorder = node_process("recorder", {"bag_path": str(bag), "episodes": 1})
+    wait_for(lambda: "recording" in recorder.output(), 30, "the recorder to start")
+    assert recorder.stop() == 0
+    assert "no messages recorded: no bag written" in recorder.log_path.read_text()
+    assert not bag.exists()

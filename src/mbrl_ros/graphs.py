@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from mbrl_ros.artifacts import ArtifactError, read_file, read_header
+from mbrl_ros.paths import share_path
 
 
 @dataclass(frozen=True)
@@ -84,17 +87,30 @@ def record_graph(robot: str = "arm7", episodes: str = "5", episode_length: str =
                  bag: str = "", mode: str = "lockstep", seed: str = "0",
                  status_period: str = "2.0") -> list[NodeSpec]:
     """The lecture's step 1, run π0 to collect D: the sim arm under random torques (through the
-    executor), recorded to a bag. The recorder resets the sim before each episode and ends the
-    graph after the last."""
+    executor), recorded to a bag. The sim resets itself every ``episode_length`` (exactly, in sim
+    time); the recorder records ``episodes`` whole episodes from those resets (not the sim's first
+    episode, which starts before the recorder is known to receive everything) and ends the graph
+    after the last."""
     seed_i, n = int(seed), int(episodes)
     if n < 1:
         raise ValueError(f"episodes = {n} must be at least 1")
-    return _sim_nodes(robot, mode, 0.0, seed_i, float(status_period), "sim.yaml", 3) \
-        + _pi0_nodes(robot, mode, seed_i + 1, ("sim.yaml", "record.yaml")) + [
+    period = _config_param("sim.yaml", "arm_sim", "control_period")
+    steps = int(round(float(episode_length) / period))
+    if steps < 1:
+        raise ValueError(f"episode_length = {episode_length} s is shorter than the control "
+                         f"period {period:g} s")
+    sim = _sim_nodes(robot, mode, 0.0, seed_i, float(status_period), "sim.yaml", 3)
+    sim[0].parameters["episode_steps"] = steps
+    return sim + _pi0_nodes(robot, mode, seed_i + 1, ("sim.yaml", "record.yaml")) + [
         NodeSpec("recorder", "recorder", ("recorder.yaml", "record.yaml"),
-                 {"episodes": n, "episode_length": float(episode_length), "bag_path": bag,
+                 {"episodes": n, "episode_length": steps * period, "bag_path": bag,
                   "use_sim_time": True}, required=True),
     ]
+
+
+def _config_param(config: str, node: str, name: str) -> Any:
+    """Parameter ``name`` of ``node`` in config/``config`` (for values a graph derives from it)."""
+    return yaml.safe_load(share_path("config", config).read_text())[node]["ros__parameters"][name]
 
 
 def _floats(name: str, text: str) -> list[float]:

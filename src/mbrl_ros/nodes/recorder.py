@@ -1,21 +1,33 @@
 """Node ``recorder``: records topics into a rosbag2 bag (MCAP storage, metadata version 9).
 
 * Messages are taken as serialised CDR bytes (raw subscriptions) and written as received; the log
-  time is the middleware's receive time (system clock, ns), as ``ros2 bag record`` does.
+  time is the middleware's receive time (system clock, ns), as ``ros2 bag record`` does, made
+  monotone by the bag writer (receive times of different subscriptions can run backwards).
 * The graph's own topics (``data.topics.KNOWN_TYPES``) are subscribed at start-up, so nothing a
   late publisher sends is missed; other topics once they appear in the graph. The subscription QoS
   follows the publishers present (reliable unless one is best effort, transient local when all
   are), and a subscription that turns out incompatible with a publisher is remade to match.
+* The bag folder is created with the first message written: a recorder stopped before it (a
+  graph that failed at start-up) leaves nothing behind and says so.
 * Every ``flush_period`` the open chunk is closed, flushed and fsync'ed: a SIGKILL or power loss
   loses at most the messages of the last flush period; ``mbrl-ros bag repair`` finishes that bag.
   SIGINT / SIGTERM close the bag completely.
 * A write error (disk full) is logged and reported on /diagnostics; the bag is cut back to its last
-  flush and finished, and the node stops with exit status 1.
-* ``episodes`` > 0 makes the recorder drive episodes: once joint states, commands and /clock arrive,
-  it calls ``reset_service`` (std_srvs/Trigger, the simulator's reset), records for
-  ``episode_length`` s of sim time, resets again, and exits after the last episode. The simulator
-  publishes each reset on /mbrl/episode_events, so datasets split there. Data before the first
-  reset is recorded too (a short first segment).
+  flush and finished (removed if that leaves it empty), and the node stops with exit status 1.
+* ``episodes`` > 0 records exactly that many whole episodes, then the node exits: the bag starts
+  at an episode's first state and ends with an episode's last (``data.recording``: episodes are
+  stamp windows between episode events; the first begins once joint states and commands are
+  arriving, so no episode lacks its commands). ``episode_source``:
+
+  - ``events`` (the record graph): episodes come from the robot or simulator as "reset"/"start"
+    events on /mbrl/episode_events (``arm_sim episode_steps``: the sim resets itself every N
+    steps, exactly, in lockstep); the recorder only counts them.
+  - ``service``: the recorder calls ``reset_service`` (std_srvs/Trigger) to start each episode
+    and the next once the first joint state stamped ``episode_length`` after its start arrives;
+    the states the robot sends while that reset is in flight are not recorded.
+
+  ``episode_length`` (in the joint states' time: sim time in a simulation) bounds every episode:
+  with it the bag ends exactly at the last episode's end, whatever order the topics arrive in.
 """
 from __future__ import annotations
 
@@ -31,13 +43,17 @@ from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
                                 QosTime)
 from std_srvs.srv import Trigger
 
 from mbrl_ros.data.bags import BagWriter, known_type
 from mbrl_ros.data.errors import BagError
-from mbrl_ros.data.topics import CLOCK, COMMANDS, KNOWN_TYPES, RECORDED_BY_DEFAULT, STATES
+from mbrl_ros.data.recording import EpisodeRecording
+from mbrl_ros.data.topics import (CLOCK, COMMANDS, EVENTS, KNOWN_TYPES, RECORDED_BY_DEFAULT,
+                                  STATES, read_episode_event)
+from mbrl_ros.msgconv import command_tag, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
@@ -52,14 +68,22 @@ PARAMS = [
           (0.01, 60.0)),
     Param("queue_depth", 1000, "subscription queue depth (messages)", (1, 1_000_000)),
     Param("discovery_period", 0.5, "wall time between looks for new publishers (s)", (0.05, 60.0)),
-    Param("episodes", 0, "episodes to record, resetting the simulator before each; 0 = record "
-                         "until stopped", (0, 1_000_000)),
-    Param("episode_length", 10.0, "sim time per episode (s)", (0.001, 1e6)),
-    Param("reset_service", "/arm_sim/reset", "std_srvs/Trigger service that starts an episode"),
+    Param("episodes", 0, "whole episodes to record, then exit; 0 = record everything until "
+                         "stopped", (0, 1_000_000)),
+    Param("episode_source", "events", "events: episodes begin at reset/start events on "
+          "/mbrl/episode_events; service: the recorder calls reset_service",
+          choices=("events", "service")),
+    Param("episode_length", 0.0, "time per episode (s, in the joint states' stamps); 0 = until "
+                                 "the next episode event (events only)", (0.0, 1e6)),
+    Param("reset_service", "/arm_sim/reset", "service: std_srvs/Trigger that starts an episode"),
+    Param("drain_timeout", 5.0, "wall time to wait after the last episode for its messages "
+                                "still in flight (s)", (0.1, 600.0)),
     Param("status_period", 0.0, "wall time between status lines (s); 0 = none", (0.0, 3600.0)),
 ]
 
 INFINITE_NS = 2**63 - 1
+
+STAMPED = (STATES, COMMANDS, CLOCK, EVENTS)  # the graph's topics whose messages carry a stamp
 
 
 def message_class(msgtype: str):
@@ -70,6 +94,18 @@ def message_class(msgtype: str):
     except (ImportError, AttributeError):
         raise ValueError(f"message type {msgtype} is not installed (Python package "
                          f"'{package}')") from None
+
+
+def message_stamp(topic: str, msg) -> tuple[int | None, str | None]:
+    """(stamp in ns, episode-event kind or None) of a message of one of the STAMPED topics: the
+    joint-state stamp, the command's tag (None if untagged), the /clock time, the event's stamp.
+    Raises what the topic's reader raises for a malformed message."""
+    if topic == EVENTS:
+        event = read_episode_event(msg)
+        return event.stamp_ns, event.kind
+    if topic == COMMANDS:
+        return command_tag(msg), None
+    return stamp_to_ns(msg.clock if topic == CLOCK else msg.header.stamp), None
 
 
 def bag_qos(profile: QoSProfile) -> Qos:
@@ -89,12 +125,16 @@ class RecorderNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("recorder", **node_kwargs)
         p = self.p = declare_params(self, PARAMS)
-        if p.episodes and not self.get_parameter("use_sim_time").value:
-            raise ConfigError(f"parameter 'episodes' = {p.episodes} needs use_sim_time:=true "
-                              "(episode_length is sim time)")
         self.topics = [self.resolve_topic_name(t) for t in p.topics]
         if not self.topics:
             raise ConfigError("parameter 'topics' is empty: nothing to record")
+        missing = [t for t in (STATES, EVENTS) if t not in self.topics]
+        if p.episodes and missing:
+            raise ConfigError(f"parameter 'episodes' = {p.episodes} needs {missing} among the "
+                              f"'topics' (episodes are joint-state stamps between episode events)")
+        if p.episodes and p.episode_source == "service" and p.episode_length == 0:
+            raise ConfigError("parameter 'episode_length' = 0.0 must be positive with "
+                              "episode_source 'service' (the recorder ends each episode)")
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
         path = Path(p.bag_path or f"bags/mbrl_{stamp}").expanduser()
         self.exit_status = 0
@@ -109,12 +149,18 @@ class RecorderNode(Node):
         self.create_timer(p.discovery_period, self._discover, clock=wall)
         if p.status_period > 0:
             self.create_timer(p.status_period, self._status_line, clock=wall)
+        self.episodes: EpisodeRecording | None = None
         if p.episodes:
-            self.episode = 0
-            self._episode_start = None
+            self.episodes = EpisodeRecording(
+                p.episodes, states=STATES,
+                required=[t for t in (STATES, COMMANDS) if t in self.topics],
+                streams=[t for t in (STATES, COMMANDS, CLOCK) if t in self.topics],
+                length_ns=int(round(p.episode_length * 1e9)) or None, preroll=p.queue_depth)
+            self._ended_at: float | None = None
             self._reset_future = None
-            self._reset_client = self.create_client(Trigger, p.reset_service)
-            self.create_timer(0.02, self._drive_episodes, clock=wall)
+            if p.episode_source == "service":
+                self._reset_client = self.create_client(Trigger, p.reset_service)
+            self.create_timer(0.05, self._episode_tick, clock=wall)
         self._discover()
         # Last: nothing after this can fail, so a bag is never left behind unfinished at start-up
         # (a signal from here on reaches the runner, which calls close()).
@@ -123,7 +169,8 @@ class RecorderNode(Node):
                                     split_ns=int(p.split_duration * 1e9))
         except BagError as exc:
             raise ConfigError(f"parameter 'bag_path': {exc}") from None
-        self.get_logger().info(f"recording {', '.join(self.topics)} to {path}")
+        self.get_logger().info(f"recording {', '.join(self.topics)} to {path}" + (
+            f" ({p.episodes} episodes from {p.episode_source})" if p.episodes else ""))
 
     # -- subscriptions ---------------------------------------------------------------------------
     def _discover(self) -> None:
@@ -177,15 +224,40 @@ class RecorderNode(Node):
     def _on_message(self, topic: str, data: bytes, info) -> None:
         if self.writer.closed:
             return
+        self.counts[topic] += 1
+        log_ns = info["received_timestamp"] or time.time_ns()
+        if self.episodes is None:
+            self._write(topic, log_ns, data)
+            return
+        started = self.episodes.started
+        for msg in self.episodes.offer(topic, log_ns, data, *self._stamp(topic, data)):
+            if not self._write(*msg):
+                return
+        if self.episodes.started > started:
+            self.get_logger().info(f"episode {self.episodes.started}/{self.p.episodes}")
+        self._advance_episodes()
+
+    def _stamp(self, topic: str, data: bytes) -> tuple[int | None, str | None]:
+        """(stamp in ns, episode-event kind) of a message; (None, None) for a topic without
+        stamps or a message that cannot be read (recorded all the same)."""
+        if topic not in STAMPED:
+            return None, None
+        try:
+            cls = message_class(self.subscriptions_by_topic[topic][0])
+            return message_stamp(topic, deserialize_message(data, cls))
+        except Exception:  # any parser failure: the message carries no usable stamp
+            return None, None
+
+    def _write(self, topic: str, log_ns: int, data: bytes) -> bool:
         try:
             if not self.writer.has_topic(topic):
                 offered = [bag_qos(i.qos_profile) for i in self.get_publishers_info_by_topic(topic)]
                 self.writer.add_topic(topic, self.subscriptions_by_topic[topic][0], offered)
-            self.writer.write(topic, info["received_timestamp"] or time.time_ns(), data)
+            self.writer.write(topic, log_ns, data)
         except BagError as exc:
             self._fail(exc)
-            return
-        self.counts[topic] += 1
+            return False
+        return True
 
     def _flush(self) -> None:
         if self.writer.closed:
@@ -214,41 +286,53 @@ class RecorderNode(Node):
             self.get_logger().error(self._failure)
             return
         # printed: the node's context may already be shut down (no /rosout)
+        if not self.writer.exists:
+            print(f"[recorder] no messages recorded: no bag written at {self.writer.path}",
+                  file=sys.stderr, flush=True)
+            return
+        rec = self.episodes
+        note = (f" (stopped during episode {rec.started} of {rec.episodes})"
+                if rec is not None and not rec.complete else "")
         print(f"[recorder] bag {self.writer.path} closed: {self.writer.message_count} messages "
-              f"in {len(self.writer.files)} file(s)", file=sys.stderr, flush=True)
+              f"in {len(self.writer.files)} file(s){note}", file=sys.stderr, flush=True)
 
     # -- episodes --------------------------------------------------------------------------------
-    def _drive_episodes(self) -> None:
+    def _advance_episodes(self) -> None:
+        """Stop once every episode is complete (or its messages stopped coming); in service mode
+        start the next episode when it is due."""
+        rec = self.episodes
+        if rec.complete:
+            self._finish(f"{rec.episodes} episodes recorded")
+        elif rec.ended:
+            if self._ended_at is None:
+                self._ended_at = time.monotonic()
+            elif time.monotonic() - self._ended_at > self.p.drain_timeout:
+                self.get_logger().warning(
+                    f"{', '.join(rec.waiting_for)}: nothing stamped after the last episode "
+                    f"within {self.p.drain_timeout:g} s; its last messages there may be missing")
+                self._finish(f"{rec.episodes} episodes recorded")
+        elif self.p.episode_source == "service" and self._reset_future is None and (
+                rec.between_episodes or (rec.started == 0 and rec.can_start()
+                                         and self._reset_client.service_is_ready())):
+            self._reset_future = self._reset_client.call_async(Trigger.Request())
+
+    def _episode_tick(self) -> None:
         if self.writer.closed:
             return
-        now = self.get_clock().now().nanoseconds
-        if self._reset_future is not None:
-            if not self._reset_future.done():
-                return
-            result, self._reset_future = self._reset_future.result(), None
+        future = self._reset_future
+        if future is not None and future.done():
+            self._reset_future, result = None, future.result()
             if result is None or not result.success:
                 self.get_logger().error(f"reset via {self.p.reset_service} failed: "
                                         f"{getattr(result, 'message', 'no response')}")
                 self.exit_status = 1
+                self.close()
                 self.context.try_shutdown()
                 return
-            self.episode += 1
-            self._episode_start = now
-            self.get_logger().info(f"episode {self.episode}/{self.p.episodes}: {result.message}")
-            return
-        if self._episode_start is None:
-            # First reset once the service is up and states, commands and clock are arriving
-            # (DDS can take seconds to match a new publisher; episodes must not miss its start).
-            flowing = all(self.counts[t] for t in self.topics if t in (STATES, COMMANDS, CLOCK))
-            if now > 0 and flowing and self._reset_client.service_is_ready():
-                self._reset_future = self._reset_client.call_async(Trigger.Request())
-            return
-        if now - self._episode_start < self.p.episode_length * 1e9:
-            return
-        if self.episode < self.p.episodes:
-            self._reset_future = self._reset_client.call_async(Trigger.Request())
-            return
-        self.get_logger().info(f"{self.p.episodes} episodes recorded; stopping")
+        self._advance_episodes()
+
+    def _finish(self, why: str) -> None:
+        self.get_logger().info(f"{why}; stopping")
         self.close()
         self.context.try_shutdown()
 
@@ -256,7 +340,10 @@ class RecorderNode(Node):
     def _report(self) -> tuple[int, str, dict]:
         w = self.writer
         values = {"messages": w.message_count, "durable_messages": w.durable_count,
-                  "files": len(w.files), "bag": str(w.path)}
+                  "files": len(w.files), "bag": str(w.path),
+                  "clamped_log_times": w.clamped_log_times}
+        if self.episodes is not None:
+            values["episodes_begun"] = self.episodes.started
         values.update({f"messages {t}": n for t, n in sorted(self.counts.items())})
         if self._failure:
             return ERROR, self._failure, values
@@ -265,7 +352,10 @@ class RecorderNode(Node):
     def _status_line(self) -> None:
         w = self.writer
         per_topic = " ".join(f"{t} {n}" for t, n in sorted(self.counts.items()))
-        self.get_logger().info(f"{w.message_count} msgs ({w.durable_count} on disk), "
+        rec = self.episodes
+        episode = "" if rec is None else (f"episode {rec.started}/{rec.episodes} | " if rec.started
+                                          else "waiting for the first episode | ")
+        self.get_logger().info(f"{episode}{w.message_count} msgs ({w.durable_count} on disk), "
                                f"{w.size_bytes / 2**20:.1f} MiB, {len(w.files)} file(s) | "
                                f"{per_topic}")
 
