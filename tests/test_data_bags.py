@@ -391,6 +391,19 @@ def test_full_disk_stops_cleanly_keeping_what_was_flushed(tmp_path):
             disk / "bag").values())
 
 
+def test_a_write_error_before_the_first_flush_leaves_no_bag(tmp_path):
+    with small_filesystem(tmp_path / "small", "48k") as disk:
+        if disk is None:
+            pytest.skip("cannot mount a tmpfs here (not root)")
+        writer = BagWriter(disk / "bag")
+        writer.add_topic(STATES, TYPES[STATES])
+        state = joint_state_msg(0, ("a", "b"), np.zeros(2), np.zeros(2), np.zeros(2))
+        with pytest.raises(BagError, match="No space left.*The bag is empty: nothing had been "
+                                           "flushed, so no bag is left behind"):
+            writer.write(STATES, T0, serialize_message(state))
+        assert not (disk / "bag").exists() and not writer.exists
+
+
 def parse(argv):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")

@@ -76,8 +76,8 @@ PARAMS = [
     Param("episode_length", 0.0, "time per episode (s, in the joint states' stamps); 0 = until "
                                  "the next episode event (events only)", (0.0, 1e6)),
     Param("reset_service", "/arm_sim/reset", "service: std_srvs/Trigger that starts an episode"),
-    Param("drain_timeout", 5.0, "wall time to wait after the last episode for its messages "
-                                "still in flight (s)", (0.1, 600.0)),
+    Param("drain_timeout", 5.0, "wall time to wait for messages in flight (s): those of the last "
+          "episode, and (service) a reset's episode event", (0.1, 600.0)),
     Param("status_period", 0.0, "wall time between status lines (s); 0 = none", (0.0, 3600.0)),
 ]
 
@@ -158,12 +158,13 @@ class RecorderNode(Node):
                 length_ns=int(round(p.episode_length * 1e9)) or None, preroll=p.queue_depth)
             self._ended_at: float | None = None
             self._reset_future = None
+            self._resets, self._reset_at = 0, 0.0  # resets requested; when the last one answered
             if p.episode_source == "service":
                 self._reset_client = self.create_client(Trigger, p.reset_service)
             self.create_timer(0.05, self._episode_tick, clock=wall)
         self._discover()
-        # Last: nothing after this can fail, so a bag is never left behind unfinished at start-up
-        # (a signal from here on reaches the runner, which calls close()).
+        # Last: a bag_path that cannot be used stops the node here; the folder itself is created
+        # with the first message (a signal from here on reaches the runner, which calls close()).
         try:
             self.writer = BagWriter(path, split_bytes=int(p.split_size * 2**20),
                                     split_ns=int(p.split_duration * 1e9))
@@ -311,9 +312,21 @@ class RecorderNode(Node):
                     f"{', '.join(rec.waiting_for)}: nothing stamped after the last episode "
                     f"within {self.p.drain_timeout:g} s; its last messages there may be missing")
                 self._finish(f"{rec.episodes} episodes recorded")
-        elif self.p.episode_source == "service" and self._reset_future is None and (
-                rec.between_episodes or (rec.started == 0 and rec.can_start()
-                                         and self._reset_client.service_is_ready())):
+        elif self.p.episode_source == "service" and self._reset_future is None:
+            self._reset_if_due()
+
+    def _reset_if_due(self) -> None:
+        """Call the reset service for the next episode, once the one requested before has
+        begun (its event arrived) or did not within drain_timeout."""
+        rec = self.episodes
+        if self._resets > rec.started:
+            if time.monotonic() - self._reset_at < self.p.drain_timeout:
+                return
+            self.get_logger().warning(f"no episode began within {self.p.drain_timeout:g} s of "
+                                      f"reset {self._resets}; resetting again")
+        if rec.between_episodes or (rec.started == 0 and rec.can_start()
+                                    and self._reset_client.service_is_ready()):
+            self._resets = rec.started + 1
             self._reset_future = self._reset_client.call_async(Trigger.Request())
 
     def _episode_tick(self) -> None:
@@ -322,6 +335,7 @@ class RecorderNode(Node):
         future = self._reset_future
         if future is not None and future.done():
             self._reset_future, result = None, future.result()
+            self._reset_at = time.monotonic()
             if result is None or not result.success:
                 self.get_logger().error(f"reset via {self.p.reset_service} failed: "
                                         f"{getattr(result, 'message', 'no response')}")
