@@ -20,13 +20,13 @@ from mbrl_ros.controller import LinearGaussianController, exploration_noise, sec
 from mbrl_ros.msgconv import MessageError, read_command, read_joint_state, stamp_to_ns
 from mbrl_ros.nodes import send_controller
 from mbrl_ros.nodes.lg_executor import LGExecutorNode
-from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, clock_msg, joint_state_msg, time_msg
+from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, clock_msg, joint_state_msg
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.robot import load_robot
 from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps
 from mbrl_ros.scripted import scripted_controller
 from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
-from adversary import raw_controller
+import fuzz_messages as fm
 from ros_harness import CommandProbe, wait_for
 
 pytestmark = pytest.mark.ros
@@ -385,125 +385,47 @@ def test_send_controller_publishes_a_file_and_restamps(ros, tmp_path):
 
 
 # -- fuzz ------------------------------------------------------------------------------------------
-def _fuzz_state(rng, k):
-    """A random or mutated JointState (mostly increasing stamps)."""
-    names = list(NAMES)
-    q = HOME + rng.normal(0, 0.5, N)
-    qd = rng.normal(0, 1, N)
-    effort = rng.normal(0, 5, N)
-    kind = rng.integers(13)
-    if kind == 1:
-        q, qd = q * 10 ** rng.uniform(0, 6), qd * 10 ** rng.uniform(0, 6)  # far beyond limits
-    elif kind == 2:
-        order = rng.permutation(N)
-        names, q, qd, effort = [names[i] for i in order], q[order], qd[order], effort[order]
-    elif kind == 3:
-        drop = rng.integers(N)
-        names, q, qd, effort = (np.delete(a, drop).tolist() if not isinstance(a, list)
-                                else a[:drop] + a[drop + 1:] for a in (names, q, qd, effort))
-    elif kind == 4:
-        names[rng.integers(1, N)] = names[0]
-    elif kind == 5:
-        names, q, qd = names + ["extra"], np.append(q, 1.0), np.append(qd, 0.0)
-        effort = np.append(effort, 0.0)
-    elif kind == 6:
-        q = q[: rng.integers(N)]
-    elif kind == 7:
-        a = (q, qd, effort)[rng.integers(3)]
-        a[rng.integers(N)] = rng.choice([np.nan, np.inf, -np.inf])
-    elif kind == 8:
-        q = np.full(N, rng.choice([1e308, -1e308, 1e-308]))
-    elif kind == 9:
-        names, q, qd, effort = [], np.zeros(0), np.zeros(0), np.zeros(0)
-    elif kind == 10:
-        effort = effort[:2]
-    elif kind == 11:
-        names = ["".join(chr(c) for c in rng.integers(32, 0x2FFF, 6)) for _ in range(N)]
-    msg = JointState(name=names, position=np.asarray(q, float).tolist(),
-                     velocity=np.asarray(qd, float).tolist(),
-                     effort=np.asarray(effort, float).tolist())
-    stamp = k * PERIOD_NS if kind != 12 else int(rng.integers(0, max(1, k)) * PERIOD_NS)
-    msg.header.stamp = time_msg(stamp)  # kind 12: stamp going backwards
-    return msg
-
-
-def _fuzz_controller(rng, good: bytes):
-    kind = rng.integers(6)
-    T = int(rng.integers(1, 20))
-    if kind == 0:  # well-formed, possibly extreme numbers
-        scale = 10.0 ** rng.uniform(-3, 300)
-        return raw_controller(
-            rng.normal(0, scale, (T, 2 * N)), rng.normal(0, scale, (T, N)),
-            rng.normal(0, scale, (T, N, 2 * N)), rng.normal(0, 1, (T, N)),
-            np.broadcast_to(np.eye(N) * rng.uniform(0, 100), (T, N, N)), dt_ns=PERIOD_NS,
-            start_ns=int(rng.integers(0, 10**10)), joint_names=NAMES)
-    data = bytearray(good)
-    if kind == 1:
-        for _ in range(rng.integers(1, 10)):
-            i = rng.integers(len(data))
-            data[i] ^= 1 << int(rng.integers(8))
-    elif kind == 2:
-        data = data[: rng.integers(len(data))]
-    elif kind == 3:
-        data = bytearray(rng.bytes(int(rng.integers(0, 3000))))
-    elif kind == 4:
-        i = rng.integers(len(data))
-        data[i:i + 8] = rng.bytes(8)
-    else:  # shuffled 64-byte blocks
-        blocks = [data[i:i + 64] for i in range(0, len(data), 64)]
-        rng.shuffle(blocks)
-        data = bytearray(b"".join(blocks))
-    return bytes(data)
-
-
-def _wait_counters(node, keys, target, what):
-    deadline = time.monotonic() + 10
-    while sum(node.diag.counters[k] for k in keys) < target:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"executor did not process {what} #{target}")
-        time.sleep(0.0005)
-
-
-def test_fuzz_never_crashes_and_never_commands_beyond_limits(ros):
-    """1,200 random/mutated joint states and 1,200 random/mutated controllers, interleaved, with
-    e-stop toggles: every command is finite and within the effort limits, and afterwards the
-    executor still answers a good state correctly."""
+def test_fuzz_with_estop_toggles_never_commands_beyond_limits_and_recovers(ros):
+    """1,200 malformed, absurd and adversarial joint states and 1,200 controllers
+    (``fuzz_messages``), interleaved, each processed before the next, with e-stop toggles, to a
+    stochastic executor: every command is finite and within the effort limits, and afterwards
+    the executor answers a good state exactly. (``test_fuzz_nodes`` fuzzes every node at once.)"""
     node = executor(ros, mode="realtime", max_plan_age=0.0, max_state_age=0.0,
                     stochastic=True, noise_smoothing=1.0)
     probe = Probe(ros)
     connected(probe, node)
     rng = np.random.default_rng(1234)
-    base = LinearGaussianController(
-        np.zeros((20, 2 * N)), np.full((20, N), 1e3), np.zeros((20, N, 2 * N)), None,
-        np.broadcast_to(np.eye(N), (20, N, N)), dt_ns=PERIOD_NS, joint_names=NAMES)
-    good = base.to_bytes()
-    state_keys = ("states", "rejected_state", "implausible_state", "stamp_backwards",
-                  "repeated_state")
-    ctrl_keys = ("controllers", "rejected_controller")
-    n_states = n_ctrls = 0
+    good = LinearGaussianController.gaussian(
+        np.zeros((20, 2 * N)), np.full((20, N), 0.5), np.zeros((20, N, 2 * N)),
+        np.zeros((20, N)), np.broadcast_to(np.eye(N), (20, N, N)), dt_ns=PERIOD_NS,
+        start_ns=time.time_ns(), joint_names=NAMES).to_bytes()
+    lower, upper = ROBOT.limits.lower, ROBOT.limits.upper
+    counters = node.diag.counters
     for i in range(2400):
+        now = time.time_ns()
         if i % 2 == 0:
-            probe.state_pub.publish(_fuzz_state(rng, i // 2 + 1))
-            n_states += 1
-            _wait_counters(node, state_keys, n_states, "joint state")
+            probe.state_pub.publish(fm.joint_state(rng, NAMES, lower, upper, now, now - PERIOD_NS))
+            key = "received /joint_states"
         else:
-            probe.send_controller(_fuzz_controller(rng, good))
-            n_ctrls += 1
-            _wait_counters(node, ctrl_keys, n_ctrls, "controller")
+            probe.ctrl_pub.publish(fm.controller(rng, good, NAMES, PERIOD_NS, now))
+            key = "received /mbrl/controller"
+        wait_for(lambda: counters[key] == i // 2 + 1, 10, f"message {i} processed")
         if i % 400 == 399:
             assert probe.call_estop(bool(rng.integers(2))).success
     assert probe.call_estop(False).success
-    wait_for(lambda: probe.n_commands() >= node.diag.counters["commands"], 10, "all commands")
+    wait_for(lambda: probe.n_commands() >= counters["commands"], 10, "all commands")
     with probe.lock:
         sent = np.array([u for u, _ in probe.commands])
-    assert len(sent) > 600 and node.diag.counters["rejected_controller"] > 600
-    assert node.diag.counters["rejected_state"] > 400
+    assert len(sent) > 600 and counters["rejected_controller"] > 600
+    assert counters["rejected_state"] + counters["implausible_state"] > 400
     assert np.all(np.isfinite(sent)) and np.all(np.abs(sent) <= EFFORT)
     # extreme controllers were refused, not clamped: no command pins every joint at its limit
     assert not (np.abs(sent) == EFFORT).all(axis=1).any()
     assert ros._thread.is_alive()
-    probe.send_controller(open_loop(np.full(N, 0.125), start_ns=seconds_to_ns(100.0)))
-    wait_for(lambda: node.controller is not None
-             and node.controller.start_ns == seconds_to_ns(100.0), 10, "a good controller")
-    probe.send_state(seconds_to_ns(100.0), HOME, np.zeros(N))
-    np.testing.assert_array_equal(probe.command_for(seconds_to_ns(100.0)), np.full(N, 0.125))
+    time.sleep(0.6)  # past every fuzz stamp the executor accepted (≤ 0.5 s ahead of its clock)
+    start = time.time_ns()
+    probe.send_controller(open_loop(np.full(N, 0.125), start_ns=start))
+    wait_for(lambda: node.controller is not None and node.controller.start_ns == start, 10,
+             "a good controller")
+    probe.send_state(start, HOME, np.zeros(N))
+    np.testing.assert_array_equal(probe.command_for(start), np.full(N, 0.125))

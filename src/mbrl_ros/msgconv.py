@@ -49,7 +49,7 @@ def read_joint_state(msg, joint_names: Sequence[str]) -> JointSample:
 
     The message may carry more joints than asked for, in any order. Raises MessageError when a joint
     is missing, names are duplicated, array lengths disagree with ``name``, position or velocity is
-    absent, or any used value is not finite.
+    absent, any used value is not finite, or the stamp is negative.
     """
     names = list(msg.name)
     if len(set(names)) != len(names):
@@ -71,7 +71,10 @@ def read_joint_state(msg, joint_names: Sequence[str]) -> JointSample:
     tau = eff[order] if len(eff) else np.full(len(order), np.nan)
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qd))):
         raise MessageError("JointState has non-finite position or velocity")
-    return JointSample(stamp_to_ns(msg.header.stamp), q, qd, tau)
+    stamp = stamp_to_ns(msg.header.stamp)
+    if stamp < 0:
+        raise MessageError(f"JointState stamp {stamp} ns is before the epoch")
+    return JointSample(stamp, q, qd, tau)
 
 
 def command_stamp_label(stamp_ns: int) -> str:

@@ -1,5 +1,7 @@
 """How nodes take messages (DESIGN.md §5: no message can crash a node).
 
+Every message taken is counted on /diagnostics as ``received <topic>``.
+
 * ``subscribe``: a subscription whose callback first decodes the message with a parser; *any*
   exception of the parser (malformed, absurd, a RecursionError from deeply nested JSON, ...)
   rejects the message: counted as ``rejected_<what>`` on /diagnostics and logged (throttled).
@@ -52,7 +54,10 @@ def subscribe(node: Node, diag: Diagnostics, msg_type, topic: str, qos: QoSProfi
     """``node.create_subscription`` whose callback runs ``handle(parse(msg))`` (``parse`` None:
     ``handle(msg)``); see the module docstring for what happens to exceptions."""
 
+    received = f"received {node.resolve_topic_name(topic)}"
+
     def callback(msg) -> None:
+        diag.count(received)
         try:
             value = msg if parse is None else parse(msg)
         except Exception as exc:  # noqa: BLE001 - every parser failure is a rejected message
@@ -85,6 +90,7 @@ class JointStateIntake:
         self._jump = node.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1)),
             post_callback=self._on_clock_jump)
+        self._received = f"received {node.resolve_topic_name(topic)}"
         self.subscription = node.create_subscription(JointState, topic, self._on_message, qos)
 
     def _on_clock_jump(self, _jump) -> None:
@@ -96,6 +102,7 @@ class JointStateIntake:
             self.on_rejected(msg, problem)
 
     def _on_message(self, msg) -> None:
+        self.diag.count(self._received)
         try:
             s = read_joint_state(msg, self.names)
         except Exception as exc:  # noqa: BLE001 - malformed in any way
