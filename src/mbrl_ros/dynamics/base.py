@@ -12,6 +12,7 @@ Units: the dataset's (rad, rad/s, N·m, and m for end-effector features).
 from __future__ import annotations
 
 import abc
+import threading
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, ClassVar, Literal
 
@@ -27,6 +28,11 @@ Propagation = Literal["mean", "sample", "ts1", "tsinf"]
 
 class ModelError(ValueError):
     """A model cannot be fit or used with the given data; the message says why."""
+
+
+class FitStopped(ModelError):
+    """A fit ended early because ``DynamicsModel.stop_fits`` was called; the model is left as it
+    was before the fit."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class DynamicsModel(abc.ABC):
         # version, data size, validation error); every model writes and restores it.
         self.info: dict = {}
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._stop = threading.Event()
 
     # -- to implement ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -104,6 +111,17 @@ class DynamicsModel(abc.ABC):
         """Mean (..., dx) and variance (..., dx) of s'; differentiable in s and a."""
 
     # -- shared ------------------------------------------------------------------------------
+    def stop_fits(self) -> None:
+        """Stop this model's fits, from any thread: a running fit raises FitStopped at its next
+        batch, epoch or evaluation (leaving the model as it was), and so does any later fit at
+        its first (for a process that is shutting down)."""
+        self._stop.set()
+
+    def check_stop(self) -> None:
+        """For the fits' loops: FitStopped once ``stop_fits`` was called."""
+        if self._stop.is_set():
+            raise FitStopped(f"{self.kind} fit stopped on request")
+
     @property
     def dx(self) -> int:
         return len(self.signature.state_names)

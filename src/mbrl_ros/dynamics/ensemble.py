@@ -29,8 +29,8 @@ import torch
 
 from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import Dataset, NormStats
-from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, ModelError, ModelSignature,
-                                    Progress, Propagation, register)
+from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, FitStopped, ModelError,
+                                    ModelSignature, Progress, Propagation, register)
 
 LOG_EVERY_S = 2.0
 
@@ -225,6 +225,9 @@ class EnsembleModel(DynamicsModel):
         report = FitReport()
         try:
             self._train(train, val, report, progress, t0)
+        except FitStopped:
+            self._restore(saved)
+            raise
         except FloatingPointError as exc:
             self._restore(saved)
             report.rolled_back = True
@@ -313,6 +316,7 @@ class EnsembleModel(DynamicsModel):
             order = order.to(self.device)
             losses = []
             for i in range(0, n, batch):
+                self.check_stop()
                 idx = order[:, i:i + batch]
                 loss = self._loss(x[idx], y[idx]).sum()
                 loss = loss + cfg.weight_decay * self.net.decay_terms().sum()

@@ -15,14 +15,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 import torch
 
 from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import Dataset, NormStats
-from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, ModelError, ModelSignature,
-                                    Progress, register)
+from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, FitStopped, ModelError,
+                                    ModelSignature, Progress, register)
 
 F64 = torch.float64
 LOG_2PI = math.log(2 * math.pi)
@@ -167,11 +168,13 @@ class GMM:
         return torch.softmax(self._joint(x), 1)
 
     # -- EM --------------------------------------------------------------------------------------
-    def fit(self, x, progress: Progress | None = None, warm_start: bool = False) -> list[float]:
+    def fit(self, x, progress: Progress | None = None, warm_start: bool = False,
+            check_stop: Callable[[], None] | None = None) -> list[float]:
         """EM on points x (N, D) from a k-means++ start, or from the current parameters if
         ``warm_start`` (a fitted GMM of the same size); returns the mean log-likelihood per
         point after each iteration. ModelError for too few or non-finite points; if EM produces
-        non-finite numbers the last good parameters are kept and it stops."""
+        non-finite numbers the last good parameters are kept and it stops. ``check_stop`` is
+        called before every iteration (it raises to stop EM)."""
         x = _as_tensor(x, self.device)
         if x.ndim != 2 or len(x) < 2:
             raise ModelError(f"GMM needs at least 2 points (N, D), got shape {tuple(x.shape)}")
@@ -194,6 +197,8 @@ class GMM:
             resp = torch.nn.functional.one_hot(label, k).to(F64)
         history: list[float] = []
         for it in range(self.config.max_iter):
+            if check_stop is not None:
+                check_stop()
             params = self._m_step(x, resp, data_cov, floor)
             try:
                 log_joint = self._log_gauss(x, params[1], params[2]) + torch.log(params[0])
@@ -356,7 +361,11 @@ class GMMDynamicsModel(DynamicsModel):
             gmm = GMM(replace(self.config, n_components=k), self.device)
         report = FitReport()
         try:
-            report.train_loss = [-v for v in gmm.fit(self._z(train), progress, warm_start)]
+            report.train_loss = [-v for v in gmm.fit(self._z(train), progress, warm_start,
+                                                     self.check_stop)]
+        except FitStopped:
+            self.stats, self.gmm = saved
+            raise
         except (ModelError, torch.linalg.LinAlgError) as exc:
             self.stats, self.gmm = saved
             report.rolled_back = True

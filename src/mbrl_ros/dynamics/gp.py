@@ -33,8 +33,8 @@ import torch
 
 from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import Dataset, NormStats
-from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, ModelError, ModelSignature,
-                                    Progress, Propagation, register)
+from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, FitStopped, ModelError,
+                                    ModelSignature, Progress, Propagation, register)
 from mbrl_ros.dynamics.gmm import kmeans
 
 F64 = torch.float64
@@ -390,6 +390,7 @@ class GPModelBase(DynamicsModel):
                                 tolerance_change=1e-9)
 
         def closure():
+            self.check_stop()
             opt.zero_grad()
             loss = self._objective(xh, yh, bounded.constrain(raw))
             if not torch.isfinite(loss):
@@ -425,6 +426,8 @@ class GPModelBase(DynamicsModel):
         except (FloatingPointError, ModelError) as exc:
             for k, v in saved.items():
                 setattr(self, k, v)
+            if isinstance(exc, FitStopped):
+                raise
             report.rolled_back = True
             report.message = f"training diverged ({exc}); the model is unchanged"
         else:

@@ -33,8 +33,8 @@ from scipy.optimize import least_squares
 
 from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import Dataset, NormStats, joint_state_names
-from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, ModelError, ModelSignature,
-                                    Progress, register)
+from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, FitStopped, ModelError,
+                                    ModelSignature, Progress, register)
 from mbrl_ros.robot import RobotDescriptionError, build_mujoco_model, load_robot
 
 KINDS = ("damping", "frictionloss", "armature", "mass_scale")
@@ -279,6 +279,7 @@ class PhysicsModel(DynamicsModel):
         report = FitReport()
 
         def residuals(values):
+            self.check_stop()
             self.sim.set_params(values)
             r = ((self.sim.step(s, a) - nxt) / scale).ravel()
             cost = float(np.mean(r ** 2))
@@ -293,6 +294,9 @@ class PhysicsModel(DynamicsModel):
                                    x_scale="jac", max_nfev=self.config.max_evaluations,
                                    method="trf")
             ok = bool(np.all(np.isfinite(result.x)))
+        except FitStopped:
+            self.sim.set_params(saved)
+            raise
         except (ValueError, mujoco.FatalError) as exc:
             ok, result = False, exc
         if ok:

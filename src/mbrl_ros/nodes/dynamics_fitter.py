@@ -29,6 +29,9 @@ import threading
 import time
 
 import torch
+# The first optimizer imports torch._dynamo (seconds under load): imported here, a fit thread
+# asked to stop is never stuck in that import.
+import torch._dynamo  # noqa: F401
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
@@ -82,6 +85,7 @@ PARAMS = [
     Param("commands_topic", COMMANDS, "torque commands"),
     Param("events_topic", EVENTS, "episode events"),
 ] + STATE_GATE_PARAMS
+CLOSE_TIMEOUT_S = 1.0  # close(): the most it waits for a running fit to stop
 
 
 class DynamicsFitterNode(Node):
@@ -124,6 +128,7 @@ class DynamicsFitterNode(Node):
         self._at_episode_start = False         # it starts an automatic episode, data complete
         self._episodes = EpisodeClock(p.episode_steps, int(round(p.control_period * 1e9)))
         self._closing = False
+        self._fit_thread: threading.Thread | None = None
         self.version = 0
         self.published_at: float | None = None
         self.last_fit: dict = {}
@@ -185,7 +190,9 @@ class DynamicsFitterNode(Node):
     # -- fitting ---------------------------------------------------------------------------------
     def _maybe_fit(self) -> None:
         if self._claim_fit():
-            threading.Thread(target=self._fit_while_due, name="dynamics_fit", daemon=True).start()
+            self._fit_thread = threading.Thread(target=self._fit_while_due, name="dynamics_fit",
+                                                daemon=True)
+            self._fit_thread.start()
 
     def _claim_fit(self) -> bool:
         """Whether a fit is due and no other runs; if so, count it as started."""
@@ -277,8 +284,18 @@ class DynamicsFitterNode(Node):
         return OK, f"model v{version} published", values
 
     def close(self) -> None:
-        """Stop publishing; a fit in progress finishes in its (daemon) thread."""
-        self._closing = True
+        """Stop: no fit starts or publishes from now on, a running one stops at its next batch
+        (``stop_fits``) and its thread is joined, at most CLOSE_TIMEOUT_S, so that no fit runs
+        while the process exits."""
+        with self._lock:
+            self._closing = True
+        self.model.stop_fits()
+        thread = self._fit_thread
+        if thread is not None:
+            thread.join(CLOSE_TIMEOUT_S)
+            if thread.is_alive():
+                print(f"[dynamics_fitter] the fit did not stop within {CLOSE_TIMEOUT_S:g} s",
+                      file=sys.stderr, flush=True)
 
 
 def main(args=None) -> int:
