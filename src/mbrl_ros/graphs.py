@@ -7,6 +7,7 @@ remapping. Per-node defaults live in ``config/<file>.yaml``; graph arguments ove
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +15,7 @@ from typing import Any, Callable
 import yaml
 
 from mbrl_ros.artifacts import ArtifactError, read_file, read_header
-from mbrl_ros.paths import share_path
+from mbrl_ros.paths import resolve_resource, share_path
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,13 @@ class NodeSpec:
     remappings: tuple[tuple[str, str], ...] = ()
     required: bool = False
 
+    def __post_init__(self):
+        empty = sorted(k for k, v in self.parameters.items()
+                       if isinstance(v, (list, tuple)) and not v)
+        if empty:  # launch_ros rejects them; a parameter file cannot type them
+            raise ValueError(f"node '{self.name}': parameter(s) {empty} are empty lists, which "
+                             f"ROS parameters cannot carry; leave them out")
+
     @property
     def module(self) -> str:
         return f"mbrl_ros.nodes.{self.executable}"
@@ -37,11 +45,33 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class GraphArg:
-    """A graph argument (``name:=value`` on both launchers): default and description."""
+    """A graph argument (``name:=value`` on both launchers): default and description. ``check``
+    (for a value other than the default) raises a ValueError saying what is allowed."""
 
     name: str
     default: str
     description: str
+    check: Callable[[str], None] | None = None
+
+
+def node_choice(executable: str, param: str) -> Callable[[str], None]:
+    """A GraphArg check: one of the choices of parameter ``param`` of node ``executable`` (its
+    module is imported when a value is checked)."""
+    def check(value: str) -> None:
+        params = importlib.import_module(f"mbrl_ros.nodes.{executable}").PARAMS
+        allowed = next(p.choices for p in params if p.name == param)
+        if value not in allowed:
+            raise ValueError(f"must be one of: {', '.join(allowed)}")
+    return check
+
+
+def robot_choice(value: str) -> None:
+    """A GraphArg check: a robot name (a URDF in the package's urdf/) or a URDF file."""
+    try:
+        resolve_resource(value, "urdf", ".urdf")
+    except FileNotFoundError:
+        names = sorted(p.stem for p in share_path("urdf").glob("*.urdf"))
+        raise ValueError(f"must be one of: {', '.join(names)}, or a URDF file") from None
 
 
 @dataclass(frozen=True)
@@ -62,13 +92,16 @@ def _sim_nodes(robot: str, mode: str, duration: float, seed: int, status_period:
         "use_sim_time": False}, required=duration > 0)]
 
 
-def _pi0_nodes(robot: str, mode: str, seed: int, config: tuple[str, ...]) -> list[NodeSpec]:
+def _pi0_nodes(robot: str, mode: str, seed: int, config: tuple[str, ...],
+               command_subscribers: int = 1) -> list[NodeSpec]:
     """The base policy π0 (random-torque controllers) and the executor that runs them behind the
-    safety layer: π0 never drives the motors directly."""
+    safety layer: π0 never drives the motors directly. In lockstep the executor answers once
+    ``command_subscribers`` nodes (the sim, a recorder) receive its commands."""
     executor_mode = "sync" if mode == "lockstep" else "realtime"
     return [
         NodeSpec("lg_executor", "lg_executor", ("executor.yaml",) + config,
-                 {"robot": robot, "mode": executor_mode, "use_sim_time": True}),
+                 {"robot": robot, "mode": executor_mode, "use_sim_time": True,
+                  "min_command_subscribers": command_subscribers}),
         NodeSpec("base_policy", "base_policy", config,
                  {"robot": robot, "mode": executor_mode, "seed": seed, "use_sim_time": True}),
     ]
@@ -101,7 +134,7 @@ def record_graph(robot: str = "arm7", episodes: str = "5", episode_length: str =
                          f"period {period:g} s")
     sim = _sim_nodes(robot, mode, 0.0, seed_i, float(status_period), "sim.yaml", 3)
     sim[0].parameters["episode_steps"] = steps
-    return sim + _pi0_nodes(robot, mode, seed_i + 1, ("sim.yaml", "record.yaml")) + [
+    return sim + _pi0_nodes(robot, mode, seed_i + 1, ("sim.yaml", "record.yaml"), 2) + [
         NodeSpec("recorder", "recorder", ("recorder.yaml", "record.yaml"),
                  {"episodes": n, "episode_length": steps * period, "bag_path": bag,
                   "use_sim_time": True}, required=True),
@@ -129,16 +162,18 @@ def gps_graph(robot: str = "arm7", target: str = "0.4,0.0,0.6", initial_position
     KL-constrained update; it ends the graph after the last iteration."""
     seed_i = int(seed)
     start = _floats("initial_position", initial_position)
+    pose = {"initial_position": start} if start else {}  # none: the home pose (node default)
     sim = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), "gps.yaml", 2)
-    sim[0].parameters["initial_position"] = start
+    sim[0].parameters.update(pose)
     return sim + [
         NodeSpec("lg_executor", "lg_executor", ("gps.yaml",),
-                 {"robot": robot, "seed": seed_i + 1, "use_sim_time": True}),
+                 {"robot": robot, "seed": seed_i + 1, "use_sim_time": True,
+                  "min_command_subscribers": 2}),  # the sim and the trainer
         NodeSpec("gps_trainer", "gps_trainer", ("gps.yaml",),
-                 {"robot": robot, "target": _floats("target", target),
-                  "initial_position": start, "iterations": int(iterations),
-                  "samples": int(samples), "prior": prior, "output_dir": output_dir,
-                  "seed": seed_i, "use_sim_time": True}, required=True),
+                 {"robot": robot, "target": _floats("target", target), **pose,
+                  "iterations": int(iterations), "samples": int(samples), "prior": prior,
+                  "output_dir": output_dir, "seed": seed_i, "use_sim_time": True},
+                 required=True),
     ]
 
 
@@ -180,7 +215,8 @@ def mpc_graph(robot: str = "arm7", train_episodes: str = "20", final_eval_episod
     planner_args = {"seed": seed_i + 2} | ({"planner": planner} if planner else {})
     fitter_args = {"seed": seed_i + 3} | ({"model": model} if model else {})
     return sim + [
-        NodeSpec("lg_executor", "lg_executor", (config,), timing | {"seed": seed_i + 1}),
+        NodeSpec("lg_executor", "lg_executor", (config,), timing | {
+            "seed": seed_i + 1, "min_command_subscribers": 2 + len(recorder)}),  # sim, fitter
         NodeSpec("dynamics_fitter", "dynamics_fitter", (config,),
                  timing | fitter_args | {"episode_steps": steps}),
         NodeSpec("mpc_planner", "mpc_planner", (config,),
@@ -232,8 +268,9 @@ def policy_graph(policy_file: str = "", robot: str = "", episodes: str = "10",
 
 
 # Arguments several graphs share.
-ROBOT_ARG = GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path")
-MODE_ARG = GraphArg("mode", "lockstep", "lockstep (deterministic) or realtime")
+ROBOT_ARG = GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path", robot_choice)
+MODE_ARG = GraphArg("mode", "lockstep", "lockstep (deterministic) or realtime",
+                    node_choice("arm_sim", "mode"))
 STATUS_ARG = GraphArg("status_period", "2.0", "wall seconds between the sim's status lines")
 
 GRAPHS: dict[str, Graph] = {
@@ -259,7 +296,8 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("initial_position", "", "start pose (rad, comma-separated); '' = home pose"),
         GraphArg("iterations", "10", "GPS iterations"),
         GraphArg("samples", "5", "controller samples per iteration"),
-        GraphArg("prior", "gmm", "local dynamics prior: gmm or none"),
+        GraphArg("prior", "gmm", "local dynamics prior: gmm or none",
+                 node_choice("gps_trainer", "prior")),
         GraphArg("output_dir", "", "folder for summary.txt and learning_curve.png"),
         GraphArg("seed", "0", "random seed (sim; executor noise uses seed+1)"),
         STATUS_ARG,
@@ -270,8 +308,10 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("train_episodes", "20", "reaching episodes on training targets"),
         GraphArg("final_eval_episodes", "10", "episodes on held-out targets at the end"),
         GraphArg("episode_length", "3.0", "sim seconds per episode"),
-        GraphArg("planner", "", "planner (icem, cem, mppi, random, ilqr); '' = the config's"),
-        GraphArg("model", "", "dynamics model kind; '' = the config's"),
+        GraphArg("planner", "", "planner (icem, cem, mppi, random_shooting, ilqr); '' = the "
+                                "config's", node_choice("mpc_planner", "planner")),
+        GraphArg("model", "", "dynamics model kind; '' = the config's",
+                 node_choice("dynamics_fitter", "model")),
         GraphArg("output_dir", "", "folder for summary.md, results.json, learning_curve.png "
                                    "(and the bag); '' = runs/mpc_<robot>"),
         GraphArg("record", "false", "true: also record a bag into output_dir/bag"),
@@ -282,7 +322,8 @@ GRAPHS: dict[str, Graph] = {
                               "held-out targets on the sim arm", (
         GraphArg("policy_file", "", "policy artifact (sets robot and control period); '' = wait "
                                     "for one on /mbrl/policy"),
-        GraphArg("robot", "", "robot; '' = the policy's (arm2 without a policy file)"),
+        GraphArg("robot", "", "robot; '' = the policy's (arm2 without a policy file)",
+                 robot_choice),
         GraphArg("episodes", "10", "episodes on held-out targets"),
         GraphArg("episode_length", "3.0", "sim seconds per episode"),
         GraphArg("output_dir", "", "folder for summary.md, results.json, learning_curve.png; "
@@ -305,6 +346,18 @@ def graph(name: str, **args: str) -> list[NodeSpec]:
                          f"{sorted(known)}")
     values = {a.name: a.default for a in g.args} | args
     try:
+        _check_args(g, values)
         return g.build(**values)
-    except ValueError as exc:
+    except (ValueError, ArithmeticError) as exc:
         raise ValueError(f"graph '{name}': bad argument value: {exc}") from None
+
+
+def _check_args(g: Graph, values: dict[str, str]) -> None:
+    """Run each argument's check on a value other than its default."""
+    for a in g.args:
+        value = values[a.name]
+        if a.check is not None and value != a.default:
+            try:
+                a.check(value)
+            except ValueError as exc:
+                raise ValueError(f"{a.name} = {value!r} {exc}") from None

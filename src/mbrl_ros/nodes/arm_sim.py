@@ -220,8 +220,10 @@ class ArmSimNode(Node):
 
     # -- scheduling ----------------------------------------------------------------------------
     def _peers_ready(self) -> bool:
+        """A command publisher is there and the state publisher is matched with enough
+        subscriptions (matched: they will get the first state)."""
         return (self.count_publishers(self.p.command_topic) > 0
-                and self.count_subscribers("/joint_states") >= self.p.min_state_subscribers)
+                and self.state_pub.get_subscription_count() >= self.p.min_state_subscribers)
 
     def _lockstep_tick(self) -> None:
         if self.pending_stamp is None:

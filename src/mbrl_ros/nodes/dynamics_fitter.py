@@ -51,6 +51,9 @@ from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joi
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import load_robot
 
+# The builder's counts of candidate transitions it rejected (logged with each fit).
+REJECTIONS = ("gap", "boundary", "outside_episode", "no_command", "late_command", "late_event")
+
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
     Param("gravity_compensation", False, "physics model: the arm cancels its own weight"),
@@ -133,6 +136,7 @@ class DynamicsFitterNode(Node):
         self.published_at: float | None = None
         self.last_fit: dict = {}
         self._last_blob: bytes | None = None   # the last model published
+        self._rejected: dict[str, int] = {}    # the builder's rejections, at the last fit
         self.failure: str | None = None
         self.pub = self.create_publisher(UInt8MultiArray, p.model_topic, LATCHED_QOS)
         self.diag = Diagnostics(self, "dynamics fitter", self._report)
@@ -178,6 +182,9 @@ class DynamicsFitterNode(Node):
                 self._total += len(new)
             # the first state of an episode: the episode before it is complete once decided
             self._at_episode_start = complete and self._episodes.starts_episode(self._seen_until)
+            if self._at_episode_start:
+                self._rejected = {k: v for k, v in self.builder.counts.items()
+                                  if k in REJECTIONS and v}
         self._maybe_fit()
 
     def dataset(self) -> Dataset:
@@ -220,6 +227,7 @@ class DynamicsFitterNode(Node):
     def _fit(self) -> None:
         with self._lock:
             seen_until = self._seen_until   # the data below holds all it decided
+            rejected = self._rejected
         data = self.dataset()
         try:
             train, val = holdout_split(data, self.p.val_fraction, self.p.seed)
@@ -251,7 +259,7 @@ class DynamicsFitterNode(Node):
         self.get_logger().info(
             f"model v{self.version}: {len(data)} transitions, {data.n_episodes} episodes, "
             f"1-step validation RMSE {error:.4g}, fitted in {report.seconds:.1f} s "
-            f"({report.message})")
+            f"({report.message}); not transitions: {rejected or 'none'}")
 
     def _republish(self, seen_until: int) -> None:
         """After a failed fit: the last good model again (also the one fitted from now on), its

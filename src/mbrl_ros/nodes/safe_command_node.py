@@ -10,7 +10,10 @@ answer it (``_answer_pending``). Commands are tagged with the stamp of the joint
 (``msgconv``), so a lockstep simulator matches them to its steps.
 
 * ``sync``: a state that cannot be answered yet waits and nothing is published, so a lockstep sim
-  waits too; safety holds (e-stop, non-finite state) are still published.
+  waits too; safety holds (e-stop, non-finite state) are still published. The first state is
+  answered only once ``min_command_subscribers`` subscriptions are matched to the command topic
+  (the sim and the nodes that learn from or record commands), so none of them misses the first
+  commands because DDS had not connected it yet.
 * ``realtime``: only the newest joint state is kept (a late callback skips a backlog); a watchdog
   on the node clock (sim time under ``use_sim_time``) publishes the hold (untagged)
   ``max_state_age`` after the last joint state and then every ``control_period`` until one comes.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -68,6 +72,8 @@ SAFETY_PARAMS = [
     Param("cap_gains", True, "bound all hold/brake gains to what is stable at control_period "
           "for the robot's inertia (see mbrl_ros.safety)"),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)),
+    Param("min_command_subscribers", 1, "sync: answer the first state once this many "
+                                        "subscriptions are matched to the command topic", (1, 1000)),
 ] + STATE_GATE_PARAMS
 
 
@@ -104,6 +110,8 @@ class SafeCommandNode(Node):
         self._compute = [0, 0, 0]  # steps, total ns, max ns since the last report
         self._period_ns = seconds_to_ns(p.control_period)
         self._max_state_age_ns = seconds_to_ns(p.max_state_age)
+        self._matched = False       # sync: the command topic's subscribers are matched
+        self._match_timer = None
 
         self.cmd_pub = self.create_publisher(Float64MultiArray, "/effort_controller/commands",
                                              COMMAND_QOS)
@@ -144,6 +152,9 @@ class SafeCommandNode(Node):
                 self._watchdog_timer.timer_period_ns = self._max_state_age_ns
             self._watchdog_timer.reset()
         self.diag.count("states")
+        if not self._outputs_ready():
+            self.pending = state  # sync: answered by _wait_for_outputs once they are matched
+            return
         try:
             self._answer(state, now, start)
         except Exception:
@@ -151,6 +162,22 @@ class SafeCommandNode(Node):
             self._send(state.position, state.velocity, None, state.stamp_ns, now=None,
                        why="fault")
             raise  # reported by the intake
+
+    def _outputs_ready(self) -> bool:
+        """Sync: whether the command publisher is matched with ``min_command_subscribers``
+        subscriptions yet (checked until it is, then no more)."""
+        if self._matched or self.realtime:
+            return True
+        self._matched = self.cmd_pub.get_subscription_count() >= self.p.min_command_subscribers
+        if not self._matched and self._match_timer is None:
+            self._match_timer = self.create_timer(
+                0.05, self._wait_for_outputs, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        return self._matched
+
+    def _wait_for_outputs(self) -> None:
+        if self._outputs_ready():
+            self.destroy_timer(self._match_timer)
+            self._answer_pending()
 
     def _on_bad_state(self, msg: JointState, problem: str) -> None:
         """Hold at the last good position with zero velocity, tagged with the message's stamp
@@ -166,7 +193,7 @@ class SafeCommandNode(Node):
 
     def _answer_pending(self) -> None:
         """Answer the parked state (if any) now: call when what it waited for has arrived."""
-        if self.pending is not None:
+        if self.pending is not None and self._outputs_ready():
             state, self.pending = self.pending, None
             self._answer(state, self._now_ns(), time.perf_counter_ns())
 
