@@ -16,6 +16,19 @@ from planning_models import LinearModel, NaNModel, TwoLinkArm
 DT = 0.02
 
 
+class Arm2Model(TwoLinkArm):
+    """The approximate analytic model of the simulated arm2: ``TwoLinkArm`` without armature.
+    arm2's URDF has no transmission, so the MuJoCo arm has no armature; ``TwoLinkArm``'s
+    0.005 kg·m² makes the model's joint-2 inertia 9× the arm's (0.0062 against 0.00068 kg·m² at
+    q = (0.9, 1.2)). MPC through that model never settles: it switches between full torques and
+    swings the arm through the target at ±8 rad/s, so where the end effector is at any one
+    instant depends on floating-point rounding (iLQR ended 0.6 cm from the target with MKL's AVX2
+    kernels and 4.4 cm with its AVX-512 ones). The model stays approximate: uniform rods instead
+    of the URDF's inertias (joint-2 inertia 1.8× the arm's), no friction loss."""
+
+    armature = 0.0
+
+
 def make_mpc(planner_cls=ICEM, replan_every=1, random_steps=0, **kw):
     robot = load_robot("arm2")
     effort = robot.limits.effort
@@ -47,22 +60,30 @@ def test_random_warm_up_period_then_plans():
                                                           iterations=3)),
                                               (ILQR, dict(iterations=5))])
 def test_mpc_through_a_model_reaches_a_target_on_the_simulated_arm(planner_cls, kw):
-    """Receding-horizon control of the MuJoCo arm through an (approximate) analytic model of it:
-    the end effector ends within 2 cm of the target."""
+    """Receding-horizon control of the MuJoCo arm through an (approximate) analytic model of it
+    (``Arm2Model``): the end effector reaches the target and stays there. Over the last 0.4 s of
+    the 1.2 s run (20 control steps) its mean distance to the target is below 2 cm for iCEM,
+    which keeps sampling around it (measured 0.5-1.2 cm: seeds 0-5 here, seed 0 on 9 targets),
+    and below 0.5 cm for iLQR, which settles (measured at most 0.2 cm on 9 targets, with MKL's
+    AVX2 and AVX-512 kernels; through ``TwoLinkArm``, 9× too heavy at joint 2, 1-2.4 cm)."""
     torch.manual_seed(0)
     robot, mpc = make_mpc(planner_cls, **kw)
-    mpc.set_model(TwoLinkArm(dt=DT))
+    assert np.all(robot.armature == Arm2Model.armature)
+    mpc.set_model(Arm2Model(dt=DT))
     sim = ArmSimulator(robot, SimConfig(control_period=DT))
     fk = ForwardKinematics(robot)
     target = fk.ee_position(torch.tensor([0.9, 1.2], dtype=torch.float64)).numpy()
+    distances = []
     for k in range(60):
         s = sim.measure()
         step = mpc.act(s.position, s.velocity, k * 20_000_000, target)
         assert step.source == "plan"
         x = np.concatenate([s.position, s.velocity])
         sim.step(np.clip(step.controller.act(x, 0), -robot.limits.effort, robot.limits.effort))
-    ee = fk.ee_position(torch.as_tensor(sim.measure().position)).numpy()
-    assert np.linalg.norm(ee - target) < 0.02
+        ee = fk.ee_position(torch.as_tensor(sim.measure().position)).numpy()
+        distances.append(float(np.linalg.norm(ee - target)))
+    last = np.array(distances[-20:])
+    assert last.mean() < (0.005 if planner_cls is ILQR else 0.02), np.round(last, 4).tolist()
 
 
 def test_nan_plan_falls_back_to_the_previous_plan_then_pi0():
