@@ -18,6 +18,9 @@ from mbrl_ros.msgconv import command_stamp_label, ns_to_sec_nanosec
 # 100 Hz); nodes that only want the newest state (the real-time executor) skip the backlog.
 STATE_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 COMMAND_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+# Real-time consumers of joint states (executor, planner) keep only the newest: a late callback
+# skips a backlog instead of acting on old states.
+NEWEST_ONLY = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 MAX_TARGETS = 4096  # targets kept by publishers and subscribers of /mbrl/target
 EVENT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 # Targets are sent ahead of the episodes they belong to (all of a run's at once); late subscribers

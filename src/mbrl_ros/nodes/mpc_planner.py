@@ -11,8 +11,9 @@ the predicted end-effector path on ``/mbrl/planned_path``. Until a model arrives
 (std_msgs/Header, the node clock) goes to ``/mbrl/planner_heartbeat`` with every state handled
 and every 0.1 s of wall time: an executor in real time holds when it stops.
 
-Planning runs in the joint-state callback: in a lockstep graph the whole graph waits for it, so
-results do not depend on machine speed. With ``wait_for_model`` the planner also holds back its
+Planning runs in the joint-state callback: in a lockstep graph (``mode`` sync) the whole graph
+waits for it, so results do not depend on machine speed; in real time (``mode`` realtime) only
+the newest state is kept, so a plan is never made for a state that is already old. With ``wait_for_model`` the planner also holds back its
 answer until the model it needs has arrived: after ``random_seconds`` the first model, and with
 the simulator's automatic episodes (``episode_steps``) at the first state of every episode a
 model fitted on all data before it (the fitter fits at episode ends; after
@@ -43,7 +44,7 @@ from mbrl_ros.mpc import build_mpc
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
-from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS, time_msg
+from mbrl_ros.nodes.messages import LATCHED_QOS, NEWEST_ONLY, STATE_QOS, TARGET_QOS, time_msg
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.targets import TargetSchedule
@@ -58,6 +59,9 @@ PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
     Param("joint_names", [], "joints to control, in command order; [] = all, robot order"),
     Param("control_period", 0.05, "control period of the graph = the model's dt (s)", (1e-4, 1.0)),
+    Param("mode", "sync", "sync: plan for every joint state in order (lockstep graphs); "
+                          "realtime: only for the newest (a backlog is skipped, never planned "
+                          "late)", choices=("sync", "realtime")),
     Param("planner", "icem", "planning algorithm", choices=tuple(sorted(PLANNERS))),
     Param("horizon", 20, "planning horizon (control periods)", (1, 1000)),
     Param("replan_every", 1, "control periods between replans (≤ horizon)", (1, 1000)),
@@ -149,7 +153,7 @@ class MPCPlannerNode(Node):
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.diag = Diagnostics(self, "planner", self._report)
         self.intake = JointStateIntake(self, self.diag, robot, names, p, self._on_state,
-                                       STATE_QOS)
+                                       NEWEST_ONLY if p.mode == "realtime" else STATE_QOS)
         subscribe(self, self.diag, PointStamped, "/mbrl/target", TARGET_QOS,
                   self._on_target, self.targets.add_msg, "target")
         subscribe(self, self.diag, UInt8MultiArray, "/mbrl/dynamics_model", LATCHED_QOS,

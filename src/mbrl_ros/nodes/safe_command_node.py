@@ -31,7 +31,6 @@ import time
 import numpy as np
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
@@ -40,7 +39,7 @@ from mbrl_ros.controller import seconds_to_ns
 from mbrl_ros.msgconv import JointSample, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake
-from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, command_msg
+from mbrl_ros.nodes.messages import COMMAND_QOS, NEWEST_ONLY, STATE_QOS, command_msg
 from mbrl_ros.nodes.params import Param, declare_params, select_joints
 from mbrl_ros.robot import load_robot
 from mbrl_ros.safety import (HOLD_LAWS, LIMIT_RESPONSES, SafetyConfig, SafetyLayer,
@@ -116,9 +115,7 @@ class SafeCommandNode(Node):
         self.cmd_pub = self.create_publisher(Float64MultiArray, "/effort_controller/commands",
                                              COMMAND_QOS)
         self.diag = Diagnostics(self, title, self._report, p.diagnostics_period)
-        # realtime: keep only the newest state, so a late callback never works through a backlog
-        state_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE) \
-            if self.realtime else STATE_QOS
+        state_qos = NEWEST_ONLY if self.realtime else STATE_QOS
         self.intake = JointStateIntake(self, self.diag, self.robot, self.names, p,
                                        self._on_state, state_qos, on_rejected=self._on_bad_state)
         self.create_service(SetBool, "~/estop", self._on_estop)
