@@ -10,6 +10,10 @@
    (gravity feed-forward) every 50 ms. Reported: achieved command rate, period jitter of the
    commands' arrival (|Δt − 2 ms|) and of the states' (the sim's own), state→command latency (the
    same state's and its command's arrival here), and states left unanswered.
+3. The stale-state watchdog: joint states at 100 Hz stop; the delay until the executor's hold,
+   in control periods (configured: 5), on an idle machine, beside CPU hogs, and beside the hogs
+   with this process (executor and the stand-in robot driver) under SCHED_FIFO
+   (``realtime_priority``; needs root or an rtprio limit).
 
     tools/isolated .venv/bin/python benchmarks/bench_executor.py [--duration 60] [--skip-realtime]
 """
@@ -265,16 +269,86 @@ def bench_realtime(duration: float, max_state_age: float, warmup: float = 5.0):
                                                      "plan_expired", "no_plan") if k in diag))
 
 
+def bench_watchdog(trials: int = 20, hogs: int = 3) -> None:
+    """Delay from the last joint state to the executor's stale-state hold (periods)."""
+    from mbrl_ros.nodes.safe_command_node import fifo_scheduling
+    robot = load_robot("arm2")
+    period, max_age = 0.01, 0.05
+    rclpy.init()
+    ex = SingleThreadedExecutor()
+    node = LGExecutorNode(parameter_overrides=[Parameter(k, value=v) for k, v in dict(
+        robot="arm2", mode="realtime", control_period=period, max_state_age=max_age,
+        heartbeat_timeout=0.0, max_plan_age=0.0).items()])
+    probe = rclpy.create_node("watchdog_bench")
+    pub = probe.create_publisher(JointState, "/joint_states", 10)
+    ctrl = probe.create_publisher(UInt8MultiArray, "/mbrl/controller", LATCHED_QOS)
+    holds = []
+    probe.create_subscription(Float64MultiArray, "/effort_controller/commands", lambda m: (
+        holds.append(time.perf_counter()) if command_tag(m) is None else None), 1000)
+    for n in (node, probe):
+        ex.add_node(n)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05)
+                                               for _ in iter(stop.is_set, True)])
+    spinner.start()
+    zero = np.zeros(robot.n_joints)
+
+    def delays() -> np.ndarray:
+        out = []
+        for _ in range(trials):
+            start = time.time_ns()
+            ctrl.publish(UInt8MultiArray(data=LinearGaussianController.open_loop(
+                np.zeros((1000, robot.n_joints)), 2 * robot.n_joints, dt_ns=seconds_to_ns(period),
+                start_ns=start, joint_names=robot.joint_names).to_bytes()))
+            time.sleep(0.05)
+            for k in range(20):
+                last = time.perf_counter()
+                pub.publish(joint_state_msg(start + (k + 6) * seconds_to_ns(period),
+                                            robot.joint_names, zero, zero, zero))
+                time.sleep(period)
+            holds.clear()
+            time.sleep(0.3)
+            if holds:
+                out.append((holds[0] - last) / period)
+        return np.array(out)
+
+    time.sleep(1.0)
+    rows = [("idle", delays())]
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)]
+    try:
+        rows.append((f"{hogs} CPU hogs", delays()))
+        problem = fifo_scheduling(50)
+        rows.append((f"{hogs} CPU hogs, SCHED_FIFO 50" if problem is None else
+                     f"SCHED_FIFO not available ({problem})", delays() if problem is None
+                     else np.array([np.nan])))
+    finally:
+        for p in procs:
+            p.kill()
+        stop.set()
+        spinner.join()
+        rclpy.shutdown()
+    print(f"== bench_executor: stale-state watchdog (arm2, {1 / period:.0f} Hz states, "
+          f"max_state_age {max_age * 1e3:g} ms = {max_age / period:g} periods), delay from the "
+          f"last state to the hold, in control periods, {trials} trials each")
+    for name, d in rows:
+        print(f"  {name:32s} min {np.min(d):5.2f}  median {np.median(d):5.2f}  "
+              f"max {np.max(d):5.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (≥ 60)")
     parser.add_argument("--max-state-age", type=float, default=0.02,
                         help="executor watchdog (s); 0 = no watchdog timer (default 0.02)")
     parser.add_argument("--skip-realtime", action="store_true")
+    parser.add_argument("--watchdog-only", action="store_true",
+                        help="only the stale-state watchdog measurement (part 3)")
     args = parser.parse_args()
-    bench_compute()
-    if not args.skip_realtime:
-        bench_realtime(args.duration, args.max_state_age)
+    if not args.watchdog_only:
+        bench_compute()
+        if not args.skip_realtime:
+            bench_realtime(args.duration, args.max_state_age)
+    bench_watchdog()
 
 
 if __name__ == "__main__":

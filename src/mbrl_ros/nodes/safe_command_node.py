@@ -26,6 +26,7 @@ state) is ignored. A fault in answering a state also publishes the hold.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -38,7 +39,7 @@ from std_srvs.srv import SetBool
 from mbrl_ros.controller import seconds_to_ns
 from mbrl_ros.msgconv import JointSample, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
-from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake
+from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, describe
 from mbrl_ros.nodes.messages import COMMAND_QOS, NEWEST_ONLY, STATE_QOS, command_msg
 from mbrl_ros.nodes.params import Param, declare_params, select_joints
 from mbrl_ros.robot import load_robot
@@ -73,7 +74,23 @@ SAFETY_PARAMS = [
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)),
     Param("min_command_subscribers", 1, "sync: answer the first state once this many "
                                         "subscriptions are matched to the command topic", (1, 1000)),
+    Param("realtime_priority", 0, "realtime: run every thread of the node under SCHED_FIFO at "
+                                  "this priority (1-99, needs root or an rtprio limit), so other "
+                                  "work on the machine cannot delay commands and watchdogs; "
+                                  "0 = normal scheduling", (0, 99)),
 ] + STATE_GATE_PARAMS
+
+
+def fifo_scheduling(priority: int) -> str | None:
+    """Put every thread of this process (Linux) under SCHED_FIFO at ``priority``; children do
+    not inherit it. None, or why it could not be done."""
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setscheduler(int(tid), os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                                  os.sched_param(priority))
+    except (OSError, AttributeError) as exc:
+        return describe(exc)
+    return None
 
 
 class SafeCommandNode(Node):
@@ -119,6 +136,11 @@ class SafeCommandNode(Node):
         self.intake = JointStateIntake(self, self.diag, self.robot, self.names, p,
                                        self._on_state, state_qos, on_rejected=self._on_bad_state)
         self.create_service(SetBool, "~/estop", self._on_estop)
+        if self.realtime and p.realtime_priority:
+            problem = fifo_scheduling(p.realtime_priority)
+            if problem:
+                self.get_logger().warning(f"realtime_priority {p.realtime_priority} not applied "
+                                          f"({problem}): normal scheduling")
         # The stale-state watchdog (node clock: sim time if set) is re-armed by every state, so
         # it costs nothing while states flow; once it fires it holds every control period.
         self._watchdog_timer = None
