@@ -1,50 +1,148 @@
-"""Common ``main()`` for the nodes: init, construct, spin, clean shutdown on SIGINT/SIGTERM.
+"""Common ``main()`` for the nodes: init, construct, spin, and a bounded clean stop.
 
 A node that cannot start (bad parameter, missing file) prints one clear line naming the problem
 and exits with status 2 instead of a traceback.
+
+SIGINT and SIGTERM both stop a node with status 0 (or the node's ``exit_status``) and no
+traceback, within 2 s under load. The handlers are this module's, not rclpy's (which would shut
+the context down under the callbacks still running, so that their publishing fails): the executor
+waits at most ``SPIN_PERIOD_S`` at a time, so a signal stops an idle node at once; a callback
+still running ``INTERRUPT_AFTER_S`` after the signal (a plan, a fit in a callback) gets
+``NodeInterrupted`` raised in it, so long work cannot hold the node, while short callbacks finish
+undisturbed. Later signals are ignored, so ``close()`` (which nodes keep short: a worker thread is
+stopped and joined with a bound), ``destroy_node`` and the shutdown of the context run to their
+end. Then the process ends at once (``os._exit`` once stdout and stderr are flushed): the
+interpreter's own teardown of torch, mujoco and DDS takes seconds under load.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 import rclpy
-from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from mbrl_ros.nodes.params import ConfigError
 
 STARTUP_ERRORS = (ConfigError, FileNotFoundError, ValueError)
 EXIT_CONFIG = 2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+INTERRUPT_AFTER_S = 0.5  # a callback still running this long after a stop signal is interrupted
+SPIN_PERIOD_S = 0.1      # the longest wait of the executor: a signal's handler runs within it
+
+
+class NodeInterrupted(BaseException):
+    """Raised in the main thread when work outlasts ``INTERRUPT_AFTER_S`` after a stop signal (a
+    BaseException, so the nodes' ``except Exception`` fault handlers let it through)."""
+
+
+# How a spinning executor ends on a stop: the interrupt, or the node's own shutdown of its context.
+STOPPED = (NodeInterrupted, ExternalShutdownException)
+
+
+class StopSignals:
+    """SIGINT/SIGTERM handling for a node process (installed from the main thread; a no-op
+    elsewhere). The first signal arms a one-shot interrupt of the main thread, due after
+    ``interrupt_after_s`` while ``active``; every later signal is ignored, for the rest of the
+    process. Clearing ``active`` is a plain attribute store, so no interrupt can land between the
+    end of the work and the clearing."""
+
+    def __init__(self, interrupt_after_s: float = INTERRUPT_AFTER_S):
+        self.interrupt_after_s = interrupt_after_s
+        self.requested = False
+        self.active = True
+        self._due = False
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self._due and self.active:
+            self._due = False
+            raise NodeInterrupted()
+        if not self.requested:
+            self.requested = True
+            timer = threading.Timer(self.interrupt_after_s, self._interrupt_main)
+            timer.daemon = True
+            timer.start()
+
+    def _interrupt_main(self) -> None:
+        """Timer thread: a real signal to the main thread, so a blocking call returns too."""
+        if self.active:
+            self._due = True
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
 
 def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
-    """Run the node built by ``make_node`` until shutdown; returns the process exit status."""
-    rclpy.init(args=args)
+    """Run the node built by ``make_node`` until shutdown; returns the process exit status, or
+    after a stop signal ends the process with it."""
+    signals = StopSignals()
+    signals.install()
     try:
+        status = _run(make_node, name, args, signals)
+    except NodeInterrupted:  # the one interrupt, landing just as the work ended
+        status = 0
+    finally:
+        signals.active = False
+        rclpy.try_shutdown()
+    if signals.requested:
+        _end_process(status)
+    return status
+
+
+def _run(make_node: Callable[[], Node], name: str, args: list[str] | None,
+         signals: StopSignals) -> int:
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         node = make_node()
     except STARTUP_ERRORS as exc:
         print(f"[{name}] cannot start: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
         return EXIT_CONFIG
-    except (KeyboardInterrupt, ExternalShutdownException, RCLError):
-        if rclpy.ok():  # not a signal arriving during construction
-            raise
+    except NodeInterrupted:  # a stop signal during a long start-up
         return 0
+    try:
+        _spin(node, signals)
+    finally:
+        signals.active = False
+        _close(node)
+    return getattr(node, "exit_status", 0)
+
+
+def _spin(node: Node, signals: StopSignals) -> None:
+    """Spin ``node`` until a stop signal or the end of its context (the node shut it down)."""
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while rclpy.ok() and not signals.requested:
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+    except STOPPED:
         pass
-    except RuntimeError:  # RCLError, or a failed take_message: a signal can invalidate the
-        if rclpy.ok():    # context under a spinning executor
+    except RuntimeError:  # RCLError, or a failed take_message: the node shut its context down
+        if rclpy.ok():
             raise
     finally:
-        close = getattr(node, "close", None)
+        signals.active = False
+
+
+def _end_process(status: int) -> None:
+    """End the process now with ``status``, skipping the interpreter's teardown."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def _close(node: Node) -> None:
+    """The node's ``close()`` (if it has one), then ``destroy_node``."""
+    close = getattr(node, "close", None)
+    try:
         if close is not None:
             close()
+    finally:
         node.destroy_node()
-        rclpy.try_shutdown()
-    return getattr(node, "exit_status", 0)
