@@ -68,7 +68,9 @@ setup(
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "mcap>=1.1"],
+        # osrf-pycommon, argcomplete, psutil: for ROS 2's launch system in ../shared (tests)
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "mcap>=1.1", "osrf-pycommon", "argcomplete",
+                "psutil"],
     },
     zip_safe=True,
     entry_points={

@@ -1,19 +1,18 @@
-"""The package as a ROS 2 ament_python package: package.xml, setup.py, graphs, launch files, and a
-real colcon build whose installed tree has the ROS layout."""
+"""The package as a ROS 2 ament_python package: package.xml, setup.py, graphs, launch files, a real
+colcon build whose installed tree has the ROS layout, and ROS 2's launch system (the kit) loading
+the installed launch files."""
 import ast
 import os
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
+from launch_kit import ROOT, kit_environment, requires_kit, ros2
+from launch_kit import ros_install_fixture  # noqa: F401 - the ros_install fixture
 from mbrl_ros.graphs import GRAPHS, graph
 from mbrl_ros.launcher import node_command, parse_graph_args
 from mbrl_ros.paths import share_path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def setup_nodes() -> dict[str, str]:
@@ -76,27 +75,23 @@ def test_graph_arguments_are_checked():
         parse_graph_args(["robot=arm2"])
 
 
-@pytest.mark.launch_test
-def test_launch_file_builds_with_launch_ros():
-    pytest.importorskip("launch_ros", reason="launch_ros is not installable from PyPI; "
-                                             "runs on a ROS 2 install")
-    pytest.importorskip("launch_pytest", reason="launch_pytest needs a ROS 2 install")
-    from mbrl_ros.launch_support import launch_description
-    assert len(launch_description("sim").entities) == len(GRAPHS["sim"].args) + 1
+def test_no_graph_passes_an_empty_list():
+    """launch_ros rejects an empty list as a parameter value (a parameter file cannot type one):
+    graphs leave such parameters out (gps: initial_position '' = the home pose, the nodes'
+    default) and a NodeSpec refuses one."""
+    for gname in GRAPHS:
+        for spec in graph(gname):
+            assert [] not in spec.parameters.values(), (gname, spec.name)
+    sim, trainer = graph("gps")[0], graph("gps")[-1]
+    assert "initial_position" not in sim.parameters | trainer.parameters
+    assert graph("gps", initial_position="0.1,0.2")[0].parameters["initial_position"] == [0.1, 0.2]
+    with pytest.raises(ValueError, match=r"parameter\(s\) \['target'\] are empty lists"):
+        graph("gps", target="")
 
 
 @pytest.mark.slow
-def test_colcon_build_installs_the_ros_layout(tmp_path):
-    if shutil.which("colcon") is None:
-        if os.environ.get("CI"):
-            pytest.fail("colcon is missing in CI (make test installs colcon + python3-colcon-ros)")
-        pytest.skip("colcon not installed (apt-get install colcon python3-colcon-ros)")
-    result = subprocess.run(
-        ["colcon", "build", "--base-paths", str(ROOT), "--packages-select", "mbrl_ros",
-         "--build-base", str(tmp_path / "build"), "--install-base", str(tmp_path / "install")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    prefix = tmp_path / "install" / "mbrl_ros"
+def test_colcon_build_installs_the_ros_layout(ros_install):
+    prefix = ros_install
     share = prefix / "share" / "mbrl_ros"
     for folder in ("launch", "config", "urdf", "sim"):
         repo_files = sorted(p.name for p in (ROOT / folder).iterdir() if p.is_file())
@@ -112,3 +107,22 @@ def test_colcon_build_installs_the_ros_layout(tmp_path):
     entry_points = next(site[0].glob("mbrl_ros*.egg-info/entry_points.txt")).read_text()
     for name, target in setup_nodes().items():
         assert f"{name} = {target}" in entry_points
+
+
+@pytest.mark.slow
+@requires_kit
+def test_installed_launch_files_load_in_ros2_launch(ros_install, tmp_path):
+    """ROS 2's launch system (the kit) finds the installed package through the ament index and
+    loads each of its launch files: ``--show-args`` lists every graph argument with its default.
+    (tests/test_ros2_launch.py runs them.)"""
+    env = kit_environment(ros_install, tmp_path)
+    prefix = subprocess.run(ros2("pkg", "prefix", "mbrl_ros"), env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert prefix.stdout.strip() == str(ros_install), prefix.stdout + prefix.stderr
+    for gname, g in GRAPHS.items():
+        result = subprocess.run(ros2("launch", "mbrl_ros", f"{gname}.launch.py", "--show-args"),
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        for a in g.args:
+            assert f"'{a.name}':" in result.stdout, (a.name, result.stdout)
+            assert f"(default: '{a.default}')" in result.stdout, (a.name, result.stdout)

@@ -3,7 +3,9 @@
 Each node runs as ``python -m mbrl_ros.nodes.<executable> --ros-args ...`` with the graph's config
 files and overrides as parameter files. DDS stays on this machine unless the user says otherwise:
 ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a per-run ``ROS_DOMAIN_ID`` are set when absent.
-The graph ends when a required node exits (or on Ctrl-C); the others get SIGINT, then SIGTERM.
+The graph ends when a required node exits, when any node fails (a non-zero exit: the launcher
+returns that status) or on SIGINT/SIGTERM; the others get SIGINT, then SIGTERM, then SIGKILL, so the
+stop is bounded, and a node that fails while stopping makes the status non-zero too.
 """
 from __future__ import annotations
 
@@ -68,40 +70,69 @@ def parse_graph_args(items: list[str]) -> dict[str, str]:
     return args
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def launch(name: str, args: dict[str, str], environ: dict[str, str] | None = None,
            stop_grace_s: float = 5.0) -> int:
-    """Run graph ``name`` until a required node exits or Ctrl-C; returns the exit status."""
+    """Run graph ``name`` until a required node exits, a node fails or SIGINT/SIGTERM; returns the
+    exit status: 0, the first failed node's, or 128 + the signal's number."""
     specs = graph(name, **args)
     env = ros_environment(environ)
     print(f"[mbrl-ros] graph '{name}': {', '.join(s.name for s in specs)} | "
           f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
           f"ROS_AUTOMATIC_DISCOVERY_RANGE={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="mbrl_ros_launch_") as tmp:
-        procs = {s.name: (s, subprocess.Popen(node_command(s, Path(tmp)), env=env,
-                                              preexec_fn=die_with_parent))
-                 for s in specs}
-        status = 0
-        try:
-            while True:
-                ended = [(s, p) for s, p in procs.values() if p.poll() is not None]
-                failed = [(s, p) for s, p in ended if p.returncode != 0]
-                if failed:
-                    s, p = failed[0]
-                    print(f"[mbrl-ros] node '{s.name}' exited with status {p.returncode}; "
-                          "stopping the graph", file=sys.stderr, flush=True)
-                    status = p.returncode
-                    break
-                if any(s.required for s, _ in ended) or len(ended) == len(procs):
-                    break
-                time.sleep(0.1)
-        except KeyboardInterrupt:
-            print("[mbrl-ros] interrupted; stopping the graph", flush=True)
-            status = 130
-        _stop_all([p for _, p in procs.values()], stop_grace_s)
+    received: list[int] = []   # stop signals, recorded by the handler (later ones change nothing)
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in STOP_SIGNALS}
+    try:
+        with tempfile.TemporaryDirectory(prefix="mbrl_ros_launch_") as tmp:
+            procs = [(s, subprocess.Popen(node_command(s, Path(tmp)), env=env,
+                                          preexec_fn=die_with_parent)) for s in specs]
+            status, reported = _run_graph(procs, received)
+            _stop_all([p for _, p in procs], stop_grace_s)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for s, p in procs:   # nodes that failed (or had to be killed) while the graph stopped
+        if s is not reported and p.returncode != 0:
+            print(f"[mbrl-ros] node '{s.name}' exited with status {p.returncode} while the graph "
+                  "stopped", file=sys.stderr, flush=True)
+            status = status or _exit_code(p.returncode)
     return status
 
 
+def _run_graph(procs: list[tuple[NodeSpec, subprocess.Popen]],
+               received: list[int]) -> tuple[int, NodeSpec | None]:
+    """Wait until the graph should stop: (status, the failed node that stopped it, if one)."""
+    while True:
+        if received:
+            print(f"[mbrl-ros] {signal.Signals(received[0]).name}: stopping the graph",
+                  flush=True)
+            return 128 + received[0], None
+        ended = [(s, p) for s, p in procs if p.poll() is not None]
+        failed = [(s, p) for s, p in ended if p.returncode != 0]
+        if failed:
+            s, p = failed[0]
+            print(f"[mbrl-ros] node '{s.name}' exited with status {p.returncode}; "
+                  "stopping the graph", file=sys.stderr, flush=True)
+            return _exit_code(p.returncode), s
+        if any(s.required for s, _ in ended) or len(ended) == len(procs):
+            return 0, None
+        time.sleep(0.1)
+
+
+def _exit_code(returncode: int | None) -> int:
+    """A process exit code for a child's return code: killed by signal N, 128 + N; still running
+    (not even SIGKILL stopped it), 1."""
+    if returncode is None:
+        return 1
+    return returncode if returncode >= 0 else 128 - returncode
+
+
 def _stop_all(procs: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGINT, then after ``grace_s`` SIGTERM, then SIGKILL (2 s each) to the nodes still running:
+    at most ``grace_s`` + 4 s."""
     for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
         alive = [p for p in procs if p.poll() is None]
         if not alive:
