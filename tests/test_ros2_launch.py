@@ -56,8 +56,13 @@ class Launch:
         return "".join(self.lines)
 
     def wait_for_lines(self, texts: list[str], timeout: float) -> None:
-        wait_for(lambda: all(t in self.output() for t in texts) or self.proc.poll() is not None,
-                 timeout, f"{texts} (output so far: {self.output()[-3000:]})")
+        """Wait until the output holds every one of ``texts`` (or ros2 launch has ended)."""
+        try:
+            wait_for(lambda: all(t in self.output() for t in texts)
+                     or self.proc.poll() is not None, timeout, f"{texts}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; ros2 launch output ends:\n"
+                                 f"{self.output()[-3000:]}") from None
 
     def finish(self, timeout: float) -> int:
         """The exit status once ``ros2 launch`` ends (within ``timeout`` s) and its output is in."""
