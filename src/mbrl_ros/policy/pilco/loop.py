@@ -200,7 +200,7 @@ def run_pilco(task: PilcoTask, policy: PilcoPolicy, config: PilcoConfig = PilcoC
         trial = record("policy", *rollout(system, policy.act, start(), task.horizon),
                        predicted_cost=opt.final, fit_seconds=fit_seconds, opt=opt)
         if progress is not None:
-            note = f"; {opt.message}" if opt.diverged else ""
+            note = f"; {opt.message}" if opt.diverged or opt.restarts else ""
             progress(f"PILCO trial {trial.index}: cost {trial.cost:.2f} (predicted "
                      f"{opt.final:.2f}), {trial.data_seconds:.1f} s of data, GP fit on "
                      f"{len(data)} points {fit_seconds:.1f} s, policy optimisation "

@@ -1,9 +1,12 @@
 """Policy optimisation with analytic gradients: scipy's L-BFGS-B on the flattened policy
 parameters, the objective and its gradient from torch autograd (float64).
 
-A non-finite objective or gradient stops the optimisation: it is reported (``OptReport.diverged``,
-``message``) and the policy keeps the parameters of the lowest finite objective seen; the same
-parameters are kept when L-BFGS ends, so the result is never worse than the start.
+A trial point with a non-finite objective or gradient (a line search can try wild steps, e.g. a
+log-lengthscale of -400) restarts L-BFGS-B from the best point so far with the iterations and
+evaluations left, a few times at most (``OptReport.restarts``, ``message``); when the restarts are
+used up, or the start itself is non-finite, the optimisation stops as diverged
+(``OptReport.diverged``). The policy always ends at the parameters of the lowest finite objective
+seen, so the result is never worse than the start.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ from mbrl_ros.policy.pilco.policies import PolicyError
 @dataclass
 class OptReport:
     """Objective before and after, evaluations, L-BFGS iterations, wall time (s), whether it
-    diverged, and a one-line message."""
+    diverged, the restarts from the best point after non-finite trial points, and a one-line
+    message."""
 
     initial: float
     final: float
@@ -31,6 +35,7 @@ class OptReport:
     iterations: int
     seconds: float
     diverged: bool
+    restarts: int
     message: str
 
 
@@ -39,19 +44,24 @@ class _Diverged(Exception):
 
 
 def optimise_policy(policy: torch.nn.Module, objective: Callable[[], torch.Tensor],
-                    max_iterations: int = 50, max_evaluations: int | None = None) -> OptReport:
+                    max_iterations: int = 50, max_evaluations: int | None = None,
+                    max_restarts: int = 3) -> OptReport:
     """Minimise ``objective()`` (a scalar tensor that depends on ``policy``'s parameters) with
     L-BFGS-B, at most ``max_iterations`` iterations and ``max_evaluations`` objective evaluations
-    (default 1.5 × iterations). The policy ends at the best parameters found."""
+    (default 1.5 × iterations) in all, restarting from the best point at most ``max_restarts``
+    times after non-finite trial points. The policy ends at the best parameters found."""
     if max_iterations < 1:
         raise PolicyError(f"max_iterations must be ≥ 1, got {max_iterations}")
+    if max_restarts < 0:
+        raise PolicyError(f"max_restarts must be ≥ 0, got {max_restarts}")
     params = [p for p in policy.parameters() if p.requires_grad]
     if not params:
         raise PolicyError("the policy has no parameters to optimise")
     t0 = time.perf_counter()
     start = parameters_to_vector(params).detach().clone()
+    max_evaluations = max_evaluations or int(1.5 * max_iterations) + 1
     best = {"value": math.inf, "x": start.clone()}
-    count = {"evaluations": 0, "initial": math.nan}
+    count = {"evaluations": 0, "iterations": 0, "initial": math.nan}
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         vector_to_parameters(torch.as_tensor(x, dtype=start.dtype, device=start.device), params)
@@ -60,28 +70,43 @@ def optimise_policy(policy: torch.nn.Module, objective: Callable[[], torch.Tenso
         if count["evaluations"] == 1:
             count["initial"] = float(value.detach())
         if not bool(torch.isfinite(value)):
-            raise _Diverged(f"objective is {float(value.detach())}")
+            raise _Diverged(f"objective is {float(value.detach())} at evaluation "
+                            f"{count['evaluations']}")
         grad = torch.autograd.grad(value, params)
         g = torch.cat([t.reshape(-1) for t in grad])
         if not bool(torch.isfinite(g).all()):
-            raise _Diverged("gradient has non-finite entries")
+            raise _Diverged(f"gradient has non-finite entries at evaluation {count['evaluations']}")
         v = float(value.detach())
         if v < best["value"]:
             best.update(value=v, x=torch.as_tensor(x, dtype=start.dtype).clone())
         return v, g.detach().cpu().numpy()
 
-    diverged, iterations = False, 0
-    try:
-        result = scipy.optimize.minimize(
-            fun, start.cpu().numpy(), jac=True, method="L-BFGS-B",
-            options={"maxiter": max_iterations,
-                     "maxfun": max_evaluations or int(1.5 * max_iterations) + 1,
-                     "gtol": 1e-12, "ftol": 1e-12})  # saturating costs have tiny gradients
-        iterations, message = int(result.nit), str(result.message)
-    except _Diverged as exc:
-        diverged = True
-        message = f"optimisation diverged ({exc}); kept the best parameters found"
+    def iterated(_x: np.ndarray) -> None:
+        count["iterations"] += 1
+
+    diverged, faults = False, []
+    while True:
+        try:
+            result = scipy.optimize.minimize(
+                fun, best["x"].cpu().numpy(), jac=True, method="L-BFGS-B", callback=iterated,
+                options={"maxiter": max_iterations - count["iterations"],
+                         "maxfun": max_evaluations - count["evaluations"],
+                         "gtol": 1e-12, "ftol": 1e-12})  # saturating costs have tiny gradients
+            message = str(result.message)
+            break
+        except _Diverged as exc:
+            # a restart re-evaluates the best point, so it needs 2 evaluations left to move on
+            if (count["evaluations"] == 1 or len(faults) == max_restarts
+                    or count["iterations"] >= max_iterations
+                    or count["evaluations"] + 2 > max_evaluations):
+                diverged = True
+                message = f"optimisation diverged ({exc}); kept the best parameters found"
+                break
+            faults.append(str(exc))
+    if faults:
+        message += (f"; restarted from the best point {len(faults)} time"
+                    f"{'s' if len(faults) > 1 else ''} ({'; '.join(faults)})")
     with torch.no_grad():
         vector_to_parameters(best["x"].to(start.device), params)
-    return OptReport(count["initial"], best["value"], count["evaluations"], iterations,
-                     time.perf_counter() - t0, diverged, message)
+    return OptReport(count["initial"], best["value"], count["evaluations"], count["iterations"],
+                     time.perf_counter() - t0, diverged, len(faults), message)
