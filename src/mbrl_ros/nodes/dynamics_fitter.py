@@ -39,7 +39,7 @@ from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import DataError, StampOrderError
 from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, TopicNames
 from mbrl_ros.data.transitions import TransitionBuilder
-from mbrl_ros.dynamics.base import ModelError, ModelSignature, model_from_bytes
+from mbrl_ros.dynamics.base import FitStopped, ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.catalog import MODEL_MODULES, NETWORK_KINDS, new_model
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
 from mbrl_ros.episodes import EpisodeClock
@@ -244,6 +244,8 @@ class DynamicsFitterNode(Node):
                     "seen_until_ns": seen_until}
             self.model.info = info
             blob = self.model.to_bytes()
+        except FitStopped:  # close() asked for it: the node is shutting down
+            return
         except (ValueError, RuntimeError) as exc:   # ModelError, DataError, torch errors
             with self._lock:
                 self.failure = f"fit on {len(data)} transitions failed, model not published: {exc}"
