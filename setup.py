@@ -60,7 +60,7 @@ setup(
         "numpy>=1.24",
         "scipy>=1.10",
         "torch>=2.2",
-        "mujoco>=3.2",
+        "mujoco>=3.10",  # MjSpec.body and the other spec calls of robot.py; 3.2.7 lacks them
         "rosbags>=0.11,<0.12",  # the MCAP writer builds on rosbags internals
         "safetensors>=0.4",
         "pyyaml>=6",
