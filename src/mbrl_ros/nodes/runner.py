@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Callable
 
 import rclpy
@@ -32,7 +33,7 @@ from mbrl_ros.nodes.params import ConfigError
 STARTUP_ERRORS = (ConfigError, FileNotFoundError, ValueError)
 EXIT_CONFIG = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-INTERRUPT_AFTER_S = 0.5  # a callback still running this long after a stop signal is interrupted
+INTERRUPT_AFTER_S = 0.3  # a callback still running this long after a stop signal is interrupted
 SPIN_PERIOD_S = 0.1      # the longest wait of the executor: a signal's handler runs within it
 
 
@@ -49,17 +50,20 @@ class StopSignals:
     """SIGINT/SIGTERM handling for a node process (installed from the main thread; a no-op
     elsewhere). The first signal arms a one-shot interrupt of the main thread, due after
     ``interrupt_after_s`` while ``active``; every later signal is ignored, for the rest of the
-    process. Clearing ``active`` is a plain attribute store, so no interrupt can land between the
-    end of the work and the clearing."""
+    process. The handler only sets flags (a thread waiting from the start does the rest), and
+    clearing ``active`` is a plain attribute store, so no interrupt can land between the end of
+    the work and the clearing."""
 
     def __init__(self, interrupt_after_s: float = INTERRUPT_AFTER_S):
         self.interrupt_after_s = interrupt_after_s
         self.requested = False
         self.active = True
         self._due = False
+        self._signalled = threading.Event()
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
+            threading.Thread(target=self._interrupt_main, name="stop_signals", daemon=True).start()
             for sig in STOP_SIGNALS:
                 signal.signal(sig, self._handle)
 
@@ -69,12 +73,13 @@ class StopSignals:
             raise NodeInterrupted()
         if not self.requested:
             self.requested = True
-            timer = threading.Timer(self.interrupt_after_s, self._interrupt_main)
-            timer.daemon = True
-            timer.start()
+            self._signalled.set()
 
     def _interrupt_main(self) -> None:
-        """Timer thread: a real signal to the main thread, so a blocking call returns too."""
+        """The waiting thread: ``interrupt_after_s`` after the first signal, a real signal to the
+        main thread (so a blocking call returns too) that makes the handler raise."""
+        self._signalled.wait()
+        time.sleep(self.interrupt_after_s)
         if self.active:
             self._due = True
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
