@@ -43,9 +43,18 @@ def launch_graph(args: list[str], timeout: float) -> subprocess.CompletedProcess
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
-        raise AssertionError(f"{' '.join(cmd)} did not finish in {timeout} s; its output ends:\n"
-                             f"{out[-6000:]}") from None
+        raise AssertionError(f"{' '.join(cmd)} did not finish in {timeout} s; its output "
+                             f"(the sim's status lines but the last left out) ends:\n"
+                             f"{_without_status_lines(out)[-8000:]}") from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+def _without_status_lines(out: str) -> str:
+    """The launcher's output without the sim's periodic status lines, but for the last one."""
+    lines = out.splitlines()
+    status = [i for i, line in enumerate(lines) if "steps/s |" in line]
+    keep = set(status[-1:])
+    return "\n".join(line for i, line in enumerate(lines) if i in keep or i not in status)
 
 
 class CommandProbe:

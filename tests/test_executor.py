@@ -452,3 +452,30 @@ def test_realtime_priority_puts_every_thread_of_the_node_under_fifo(node_process
     found = policies()
     assert len(found) > 3 and all(p == os.SCHED_FIFO for p in found.values()), found
     assert all(os.sched_getparam(t).sched_priority == 10 for t in found)
+
+
+def test_one_state_stamped_ahead_cannot_lock_the_executor_out(ros):
+    """A state stamped 1000 s ahead of the node's (wall) clock is rejected and held; one stamped
+    0.4 s ahead (inside the window) is taken, and the real states after it, from an earlier
+    stamp, become the timeline again after RECOVER_AFTER of them (before: dropped for good)."""
+    node = executor(ros, mode="realtime", max_plan_age=0.0, max_state_age=0.0)
+    probe = Probe(ros)
+    connected(probe, node)
+    start = time.time_ns()
+    probe.send_controller(open_loop(np.full(N, 0.25), start_ns=start))
+    wait_for(lambda: node.controller is not None, 10, "the controller")
+    probe.send_state(start + seconds_to_ns(1000.0), HOME, np.zeros(N))
+    wait_for(lambda: node.diag.counters["implausible_state"] == 1, 10, "the rejection")
+    ahead = start + seconds_to_ns(0.4)
+    probe.send_state(ahead, HOME, np.zeros(N))
+    np.testing.assert_array_equal(probe.command_for(ahead), np.full(N, 0.25))
+    stamps = [start + k * PERIOD_NS for k in range(1, 6)]
+    for stamp in stamps:  # one at a time (the real-time executor keeps only the newest)
+        taken = node.diag.counters["received /joint_states"]
+        probe.send_state(stamp, HOME, np.zeros(N))
+        wait_for(lambda: node.diag.counters["received /joint_states"] > taken, 10, "the state")
+    for stamp in stamps[2:]:  # the third in a row from an earlier stamp restarts the timeline
+        np.testing.assert_array_equal(probe.command_for(stamp), np.full(N, 0.25))
+    assert node.diag.counters["stamp_backwards"] == 2
+    assert node.diag.counters["timeline_restarts"] == 1
+    assert not any(tag in stamps[:2] for _, tag in probe.commands)

@@ -32,7 +32,7 @@ class StateGate:
     upper: np.ndarray
     velocity: np.ndarray
     position_slack: float = 0.5
-    velocity_factor: float = 10.0
+    velocity_factor: float = 100.0   # a simulated arm falling freely reaches ~12× its rating
     max_ahead_ns: int = 500_000_000
 
     @classmethod

@@ -137,6 +137,7 @@ class DynamicsFitterNode(Node):
         self.last_fit: dict = {}
         self._last_blob: bytes | None = None   # the last model published
         self._rejected: dict[str, int] = {}    # the builder's rejections, at the last fit
+        self._short_at = -1                    # the episode start last reported short of data
         self.failure: str | None = None
         self.pub = self.create_publisher(UInt8MultiArray, p.model_topic, LATCHED_QOS)
         self.diag = Diagnostics(self, "dynamics fitter", self._report)
@@ -185,6 +186,16 @@ class DynamicsFitterNode(Node):
             if self._at_episode_start:
                 self._rejected = {k: v for k, v in self.builder.counts.items()
                                   if k in REJECTIONS and v}
+            short = (self._at_episode_start and not self._attempts
+                     and self._seen_until != self._short_at
+                     and self._total < max(self.p.min_transitions, self.model.min_transitions))
+            if short:
+                self._short_at = self._seen_until
+        if short:  # once per episode start before the first fit: the data so far
+            self.get_logger().info(
+                f"episode start at {self._seen_until * 1e-9:.2f} s: {self._total} transitions, "
+                f"the first fit needs {self.p.min_transitions}; not transitions: "
+                f"{self._rejected or 'none'}")
         self._maybe_fit()
 
     def dataset(self) -> Dataset:

@@ -9,9 +9,15 @@ Every message taken is counted on /diagnostics as ``received <topic>``.
   ``callback_errors`` (the diagnostics level becomes ERROR) and logged with its traceback; the
   node keeps running.
 * ``JointStateIntake``: the one way nodes take ``/joint_states``: decoded in the node's joint
-  order, checked for plausibility (``plausibility.StateGate``: URDF bounds, stamp window against
-  the node clock), repeated stamps ignored, stamps going backwards dropped — until the node's
-  clock itself jumps back (a restarted simulator), which starts a new timeline.
+  order, checked for plausibility (``plausibility.StateGate``: URDF bounds; on a wall clock also
+  a stamp window against it), repeated stamps ignored, stamps going backwards dropped — until
+  the node's clock itself jumps back (a restarted simulator), or ``RECOVER_AFTER`` states in a
+  row go on from an earlier stamp, which then is the timeline (one state stamped far ahead, a
+  spoof or a glitch, cannot lock a node out).
+
+Under simulated time (``use_sim_time``) no stamp window applies: a node's view of sim time comes
+from best-effort /clock messages and lags its states by any amount under load, so a window there
+would reject good states (and make lockstep runs depend on load).
 """
 from __future__ import annotations
 
@@ -30,15 +36,18 @@ from mbrl_ros.nodes.diagnostics import Diagnostics
 from mbrl_ros.nodes.params import Param
 from mbrl_ros.plausibility import StateGate
 
+RECOVER_AFTER = 3  # states in a row from an earlier stamp that make it the timeline again
+
 # Declared by every node that takes joint states (the gate's settings).
 STATE_GATE_PARAMS = [
-    Param("max_stamp_ahead", 0.5, "joint states stamped further ahead of this node's clock are "
-                                  "rejected (s; the clocks of robot and node must agree this "
-                                  "well); 0 = no check", (0.0, 3600.0)),
+    Param("max_stamp_ahead", 0.5, "joint states stamped further ahead of this node's wall clock "
+                                  "are rejected (s; the clocks of robot and node must agree this "
+                                  "well; not under use_sim_time); 0 = no check", (0.0, 3600.0)),
     Param("position_slack", 0.5, "joint states further beyond a URDF position limit are "
                                  "rejected (rad)", (0.0, 100.0)),
-    Param("velocity_factor", 10.0, "joint states faster than this many times a URDF velocity "
-                                   "limit are rejected", (1.0, 1e4)),
+    Param("velocity_factor", 100.0, "joint states faster than this many times a URDF velocity "
+                                    "limit are rejected (a simulated arm that falls without "
+                                    "gravity compensation reaches 12× arm7's)", (1.0, 1e4)),
 ]
 
 
@@ -87,6 +96,7 @@ class JointStateIntake:
                                          max_ahead_ns=seconds_to_ns(settings.max_stamp_ahead))
         self.handle, self.on_rejected = handle, on_rejected
         self.last_stamp: int | None = None
+        self._behind: list[int] = []  # stamps of the states in a row before last_stamp
         self._jump = node.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1)),
             post_callback=self._on_clock_jump)
@@ -95,6 +105,21 @@ class JointStateIntake:
 
     def _on_clock_jump(self, _jump) -> None:
         self.last_stamp = None  # the clock went back: a new timeline (e.g. a restarted sim)
+        self._behind = []
+
+    def _goes_back(self, stamp: int) -> bool:
+        """Whether the state stamped ``stamp`` (before last_stamp) is dropped; the last of
+        RECOVER_AFTER such states in a row, each after the one before, starts the timeline."""
+        if self._behind and stamp <= self._behind[-1]:
+            self._behind = []
+        self._behind.append(stamp)
+        if len(self._behind) < RECOVER_AFTER:
+            return True
+        self.diag.warn("timeline_restarts", f"{RECOVER_AFTER} joint states in a row from "
+                                            f"{self._behind[0]} ns on, before the stamp "
+                                            f"{self.last_stamp} ns taken earlier: they are the "
+                                            "timeline now")
+        return False
 
     def _reject(self, msg, key: str, problem: str) -> None:
         self.diag.warn(key, f"joint state rejected: {problem}")
@@ -108,19 +133,21 @@ class JointStateIntake:
         except Exception as exc:  # noqa: BLE001 - malformed in any way
             self._reject(msg, "rejected_state", describe(exc))
             return
+        clock = self.node.get_clock()
         try:
-            self.gate.check(s, self.node.get_clock().now().nanoseconds)
+            self.gate.check(s, None if clock.ros_time_is_active else clock.now().nanoseconds)
         except ValueError as exc:
             self._reject(msg, "implausible_state", describe(exc))
             return
-        if self.last_stamp is not None and s.stamp_ns <= self.last_stamp:
-            if s.stamp_ns == self.last_stamp:
-                self.diag.count("repeated_state")  # the same state re-sent (lockstep start)
-            else:
-                self.diag.warn("stamp_backwards", f"joint state stamp {s.stamp_ns} ns is before "
-                                                  f"{self.last_stamp} ns: dropped")
+        if self.last_stamp is not None and s.stamp_ns == self.last_stamp:
+            self.diag.count("repeated_state")  # the same state re-sent (lockstep start)
             return
-        self.last_stamp = s.stamp_ns
+        if self.last_stamp is not None and s.stamp_ns < self.last_stamp \
+                and self._goes_back(s.stamp_ns):
+            self.diag.warn("stamp_backwards", f"joint state stamp {s.stamp_ns} ns is before "
+                                              f"{self.last_stamp} ns: dropped")
+            return
+        self.last_stamp, self._behind = s.stamp_ns, []
         try:
             self.handle(s)
         except Exception as exc:  # noqa: BLE001 - a fault of this node, reported, not fatal

@@ -38,7 +38,7 @@ from std_msgs.msg import Header, UInt8MultiArray
 
 from mbrl_ros.controller import seconds_to_ns
 from mbrl_ros.dynamics.base import DynamicsModel
-from mbrl_ros.dynamics.catalog import load_model
+from mbrl_ros.dynamics.catalog import available_kinds, load_model
 from mbrl_ros.episodes import EpisodeClock
 from mbrl_ros.mpc import build_mpc
 from mbrl_ros.msgconv import JointSample
@@ -135,6 +135,7 @@ class MPCPlannerNode(Node):
                                                        "random_seconds": random_seconds})
         except (PlanError, TaskError, ValueError) as exc:
             raise ConfigError(f"planner configuration: {exc}") from None
+        available_kinds()  # import every model module now, not in the first model's callback
         self.frame = robot.link_names[0]
         self.targets = TargetSchedule(TargetGate.for_robot(robot))
         self.next_plan_ns: int | None = None
