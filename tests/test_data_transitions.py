@@ -178,6 +178,17 @@ def test_arrival_order_of_commands_and_events_does_not_change_the_transitions():
             np.testing.assert_array_equal(getattr(ds, name), getattr(first, name), name)
 
 
+def test_commands_caught_up_in_bulk_still_pair_with_their_states():
+    """A command subscription still connecting when the first states came: DDS delivers the
+    commands from the publisher's history only after 60 states. No transition is lost."""
+    stream = [("state", state(k)) for k in range(60)]
+    stream += [("command", command_msg(torque(k), k * DT_NS)) for k in range(60)]
+    stream += [("state", state(60))]
+    ds, counts = build(stream)
+    assert len(ds) == 60 and counts["no_command"] == 0 and counts["late_command"] == 0
+    np.testing.assert_array_equal(ds.actions, np.stack([torque(k) for k in range(60)]))
+
+
 def test_a_reset_and_a_start_at_one_stamp_are_one_boundary_in_either_order():
     for late in ("reset", "start"):
         early = "start" if late == "reset" else "reset"

@@ -26,7 +26,8 @@ The rules, for a transition from state s_k to the next state s_{k+1}:
   starts a new segment (and episode) at that state.
 * a transition is decided when the state after s_{k+1} has arrived and its tagged command too
   (unless the stream holds untagged commands only and one is held), or once ``command_wait``
-  more states have come without it. So the result does not depend on the order in which the three topics' messages are
+  (1000) more states have come without it: commands can come late in bulk (a subscription that
+  was still connecting gets the commands it missed from the publisher's history). So the result does not depend on the order in which the three topics' messages are
   processed (a busy node takes one message per topic in turn): an event published before the
   state it applies to, and every command, are in time. ``undecided(before_ns)`` tells whether
   transitions into states before a stamp still wait (the fitter fits only when none does).
@@ -62,7 +63,7 @@ class TransitionBuilder:
     """Aligns joint states and commands into (s, a, s') at the control period ``dt`` (s)."""
 
     def __init__(self, joint_names: Sequence[str], dt: float, *, topics: TopicNames = TopicNames(),
-                 gap_tolerance: float = 0.1, command_wait: int = 10):
+                 gap_tolerance: float = 0.1, command_wait: int = 1000):
         if not joint_names or len(set(joint_names)) != len(joint_names):
             raise ValueError(f"joint_names {list(joint_names)} must be non-empty and unique")
         if not (np.isfinite(dt) and dt > 0):
