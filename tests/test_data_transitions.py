@@ -139,18 +139,18 @@ def test_end_and_start_events_exclude_the_states_between_episodes():
 def _episodes_stream(rng, episodes: int, steps: int):
     """A lockstep run with the sim's automatic episodes of ``steps`` steps (a reset advances time
     one period) and an episode manager's start/end events, in an arrival order drawn by ``rng``
-    as a busy subscriber sees it: commands up to 6 states late, start/end events up to 3 states
-    late, each reset event before its state."""
+    as a busy subscriber sees it: commands up to 6 states late (in order: one publisher),
+    start/end events up to 3 states late, each reset event before its state."""
     timed = []  # (arrival time, order, kind, message)
-    k = 0
+    k, last_command = 0, 0.0
     for e in range(episodes):
         first = k
         if e:
             timed.append((first - 0.5, len(timed), "event", event("reset", first * DT_NS, e)))
         for i in range(steps + 1):
             timed.append((k, len(timed), "state", state(k)))
-            timed.append((k + rng.uniform(0.1, 6), len(timed), "command",
-                          command_msg(torque(k), k * DT_NS)))
+            last_command = max(last_command, k + rng.uniform(0.1, 6))
+            timed.append((last_command, len(timed), "command", command_msg(torque(k), k * DT_NS)))
             k += 1
         timed.append((first + rng.uniform(0, 3), len(timed), "event",
                       event("start", first * DT_NS, e)))
@@ -203,7 +203,6 @@ def test_a_reset_and_a_start_at_one_stamp_are_one_boundary_in_either_order():
 
 def test_a_transition_waits_for_its_tagged_command_and_undecided_says_so():
     b = TransitionBuilder(NAMES, DT_NS / 1e9, command_wait=3)
-    b.add_command(command_msg(torque(9), 9 * DT_NS))  # a tagged stream
     for k in range(3):
         b.add_state(state(k))
     assert b.undecided(2 * DT_NS) == 1 and b.undecided(3 * DT_NS) == 2 and not len(b.take())
@@ -212,6 +211,18 @@ def test_a_transition_waits_for_its_tagged_command_and_undecided_says_so():
     for k in range(3, 6):  # no command for state 1: given up after command_wait states
         b.add_state(state(k))
     assert b.counts["no_command"] == 1 and b.undecided(2 * DT_NS) == 0
+
+
+def test_a_missing_command_is_given_up_once_a_later_one_comes():
+    """Commands come in order, so the command for state 3 before any for state 2 means state 2
+    has none (a lockstep sim's safe hold after a timeout): decided at once, nothing waits."""
+    b = TransitionBuilder(NAMES, DT_NS / 1e9)
+    for k in range(5):
+        b.add_state(state(k))
+        if k != 2:
+            b.add_command(command_msg(torque(k), k * DT_NS))
+    assert b.counts["no_command"] == 1 and b.undecided(4 * DT_NS) == 0
+    np.testing.assert_array_equal(b.take().stamps, np.array([0, 1]) * DT_NS)  # (3, 4): next
 
 
 def test_gap_in_the_states_breaks_the_chain_and_tolerance_allows_jitter():

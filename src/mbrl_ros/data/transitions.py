@@ -25,9 +25,11 @@ The rules, for a transition from state s_k to the next state s_{k+1}:
 * a repeated stamp is dropped; a stamp that goes backwards raises StampOrderError and the builder
   starts a new segment (and episode) at that state.
 * a transition is decided when the state after s_{k+1} has arrived and its tagged command too
-  (unless the stream holds untagged commands only and one is held), or once ``command_wait``
-  (1000) more states have come without it: commands can come late in bulk (a subscription that
-  was still connecting gets the commands it missed from the publisher's history). So the result does not depend on the order in which the three topics' messages are
+  (unless the stream holds untagged commands only and one is held). Commands can come late in
+  bulk (a subscription that was still connecting gets the ones it missed from the publisher's
+  history), but in order (one publisher; DDS keeps its order): so a transition is decided without
+  its command once a command for a later stamp has come, or ``command_wait`` (1000) more states
+  have come without it. So the result does not depend on the order in which the three topics' messages are
   processed (a busy node takes one message per topic in turn): an event published before the
   state it applies to, and every command, are in time. ``undecided(before_ns)`` tells whether
   transitions into states before a stamp still wait (the fitter fits only when none does).
@@ -87,6 +89,7 @@ class TransitionBuilder:
         self._held_after = -1
         self._tagged: dict[int, np.ndarray] = {}
         self._tagged_stream = False                    # a tagged command has been seen
+        self._newest_tag = -1                          # the latest stamp a command was tagged with
         self._events: list[tuple[int, int, str]] = []  # (stamp, arrival index, kind), not applied
         self._event_seq = 0
         self._last_boundary = -1                       # stamp of the last applied event
@@ -142,6 +145,7 @@ class TransitionBuilder:
             self._held_after = self._prev.stamp_ns if self._prev else -1
             return
         self._tagged_stream = True
+        self._newest_tag = max(self._newest_tag, tag)
         oldest = self._candidates[0].s.stamp_ns if self._candidates else (
             self._prev.stamp_ns if self._prev else -1)
         if tag < oldest:
@@ -185,6 +189,7 @@ class TransitionBuilder:
         self.counts["stamp_backwards"] += 1
         self._prev, self._held, self._held_after = s, None, -1
         self._tagged.clear()
+        self._newest_tag = -1
         self._events.clear()
         self._episode += 1
         self._active = True
@@ -196,8 +201,8 @@ class TransitionBuilder:
         command has come (or cannot be expected any more)."""
         while self._candidates:
             c = self._candidates[0]
-            waits_for_tag = c.s.stamp_ns not in self._tagged and (
-                self._tagged_stream or c.held is None)
+            waits_for_tag = c.s.stamp_ns not in self._tagged and self._newest_tag <= \
+                c.s.stamp_ns and (self._tagged_stream or c.held is None)
             if c.later < 1 or (waits_for_tag and c.later < self.command_wait):
                 return
             self._decide(self._candidates.popleft())
