@@ -13,12 +13,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-import mujoco
 import numpy as np
 import torch
 
 from mbrl_ros.controller import LinearGaussianController, exploration_noise
 from mbrl_ros.dynamics.gmm import GMM, GMMConfig
+from mbrl_ros.gravity import GravityModel
 from mbrl_ros.simulation import ArmSimulator
 from mbrl_ros.trajopt.kl_update import KLSettings, adapt_step, kl_update
 from mbrl_ros.trajopt.local_dynamics import (LocalDynamics, check_samples, fit_bayesian,
@@ -208,18 +208,10 @@ def initial_controllers(sim: ArmSimulator, initial_positions, T: int, kp_fractio
     effort limits (kp in N·m/rad, kd in N·m·s/rad, std in N·m)."""
     effort = sim.robot.limits.effort
     dt_ns = int(round(sim.config.control_period * 1e9))
-    return [hold_controller(q, gravity_torque(sim, q), T, dt_ns, kp_fraction * effort,
+    gravity = GravityModel(sim.robot)
+    return [hold_controller(q, gravity.torque(q), T, dt_ns, kp_fraction * effort,
                             kd_fraction * effort, std_fraction * effort, sim.robot.joint_names)
             for q in initial_positions]
-
-
-def gravity_torque(sim: ArmSimulator, q) -> np.ndarray:
-    """(n,) N·m that hold the arm still at q (rad) in the simulator's MuJoCo model (the known
-    model's bias forces at zero velocity)."""
-    data = mujoco.MjData(sim.model)
-    data.qpos[sim.qpos_idx] = q
-    mujoco.mj_forward(sim.model, data)
-    return data.qfrc_bias[sim.dof_idx].copy()
 
 
 def rollout(sim: ArmSimulator, ctrl: LinearGaussianController, q0, z) -> tuple[np.ndarray,
