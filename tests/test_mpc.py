@@ -116,3 +116,31 @@ def test_incompatible_models_are_refused():
         mpc.set_model(other)
     with pytest.raises(ModelError, match="control period"):
         mpc.set_model(TwoLinkArm(dt=0.05))
+
+
+def test_a_lead_plans_from_the_state_predicted_under_the_previous_plan():
+    """With lead_ns, the plan starts ⌈lead/dt⌉ steps later from the model's prediction under the
+    previous plan's actions: on an exact linear model that prediction is A²x + ABu₀ + Bu₁."""
+    robot = load_robot("arm2")
+    base = LinearModel.double_integrator()
+    model = LinearModel(base.A, base.B, DT)
+    planner = ILQR(10, -robot.limits.effort, robot.limits.effort, iterations=2)
+    mpc = MPC(robot, robot.joint_names, planner, ReachCost(robot), dt=DT, replan_every=1,
+              random_steps=0, base_policy=RandomTorquePolicy(robot.limits.effort, seed=0))
+    mpc.set_model(model)
+    target = np.array([0.1, 0.1, 0.07])
+    dt_ns = int(DT * 1e9)
+    first = mpc.act(np.zeros(2), np.zeros(2), 0, target).controller
+    x = np.array([0.2, -0.1, 0.5, 0.3])
+    stamp = dt_ns // 2  # mid-step 0 of the first plan
+    predicted, start = mpc.predict_ahead(x, stamp, int(1.5 * dt_ns))
+    assert start == stamp + 2 * dt_ns
+    A, B = model.A.numpy().astype(float), model.B.numpy().astype(float)
+    u0 = first.act(x, 0)
+    x1 = A @ x + B @ u0
+    expected = A @ x1 + B @ first.act(x1, 1)
+    np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
+    step = mpc.act(x[:2], x[2:], stamp, target, lead_ns=int(1.5 * dt_ns))
+    assert step.source == "plan" and step.controller.start_ns == stamp + 2 * dt_ns
+    np.testing.assert_allclose(step.controller.x_hat[0], expected, rtol=1e-5, atol=1e-6)
+    assert mpc.predict_ahead(x, stamp, 0) == (x, stamp)

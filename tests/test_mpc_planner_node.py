@@ -6,6 +6,7 @@ model it has); models for other joints are refused."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,14 +14,15 @@ import torch
 from geometry_msgs.msg import PointStamped
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
-from std_msgs.msg import UInt8MultiArray
+from std_msgs.msg import String, UInt8MultiArray
 
 from mbrl_ros.controller import LinearGaussianController
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
+from mbrl_ros.data.topics import episode_event_json
 from mbrl_ros.msgconv import ns_to_sec_nanosec
-from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS
+from mbrl_ros.nodes.messages import EVENT_QOS, LATCHED_QOS, STATE_QOS, TARGET_QOS
 from mbrl_ros.nodes.mpc_planner import MPCPlannerNode
 from mbrl_ros.robot import load_robot
 
@@ -63,10 +65,11 @@ class Probe:
         with self.lock:
             self.controllers.append(LinearGaussianController.from_bytes(bytes(msg.data)))
 
-    def send_state(self, k: int) -> None:
+    def send_state(self, k: int, base_ns: int = 0) -> None:
         msg = JointState(name=list(ARM2.joint_names), position=[0.3, 0.4],
                          velocity=[0.0, 0.0], effort=[0.0, 0.0])
-        msg.header.stamp.sec, msg.header.stamp.nanosec = ns_to_sec_nanosec(k * PERIOD_NS)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = ns_to_sec_nanosec(
+            base_ns + k * PERIOD_NS)
         self.state_pub.publish(msg)
 
     def starts(self) -> list[int]:
@@ -186,3 +189,35 @@ def test_with_cover_until_replan_each_controller_ends_at_the_next_replan(ros):
         probe.send_state(k + 1)
     assert probe.starts() == [0, 2 * PERIOD_NS, 4 * PERIOD_NS]
     assert [c.T for c in probe.controllers] == [2, 2, 2]  # horizon 5 cut at the next replan
+
+
+def test_with_episode_events_it_plans_only_inside_episodes_and_leads_its_latency(ros):
+    """Without the simulator's episodes: no controller before a start event or after an end
+    event (the homing controller drives the arm then); a plan starts cold at each start. With
+    compensate_latency each plan starts at the first control step after the state's stamp plus
+    its measured latency (states stamped with the wall clock, as on a robot)."""
+    node, probe = _planner(ros, random_seconds=0.0, wait_for_model=False,
+                           episodes_from_events=True, compensate_latency=True, horizon=20)
+    events = probe.node.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
+    probe.model_pub.publish(UInt8MultiArray(data=_model_bytes()))
+    wait_for(lambda: node.mpc.model is not None, 10, "the model")
+    base = time.time_ns() // PERIOD_NS * PERIOD_NS
+    probe.send_state(0, base)
+    wait_for(lambda: node.intake.last_stamp == base, 10, "state 0")
+    events.publish(String(data=episode_event_json("start", 0, base + PERIOD_NS)))
+    wait_for(lambda: node.episode_events, 10, "the start event")
+    assert probe.starts() == []  # state 0 lies before the start
+    probe.send_state(1, base)
+    wait_for(lambda: len(probe.starts()) == 1, 30, "the first plan (no latency known yet)")
+    assert probe.starts() == [base + PERIOD_NS] and node.diag.counters["controllers_plan"] == 1
+    probe.send_state(2, base)
+    wait_for(lambda: len(probe.starts()) == 2, 30, "a plan with a lead")
+    lead = probe.starts()[1] - (base + 2 * PERIOD_NS)
+    assert lead > 0 and lead % PERIOD_NS == 0
+    assert node.diag.counters["latency_beyond_horizon"] == 0
+    events.publish(String(data=episode_event_json("end", 0, base + 3 * PERIOD_NS)))
+    wait_for(lambda: len(node.episode_events) == 2, 10, "the end event")
+    for k in (3, 4):
+        probe.send_state(k, base)
+        wait_for(lambda: node.intake.last_stamp == base + k * PERIOD_NS, 10, f"state {k}")
+    assert len(probe.starts()) == 2  # between episodes: nothing

@@ -6,6 +6,11 @@
 * otherwise a fresh plan from the planner (warm-started from the previous plan);
 * if the planner reports NaN: the previous plan when it still covers ``stamp_ns``, else π0 —
   and the step says so (``source``).
+
+In real time a plan takes effect some time after the state it starts from was measured (the
+latency of the plan and of DDS). With ``lead_ns`` > 0, ``act`` plans from the model's prediction of
+the state ⌈lead/dt⌉ control periods ahead, under the previous plan's actions (the ones the executor
+runs meanwhile), and the plan starts then.
 The same object serves the planner node and offline experiments.
 """
 from __future__ import annotations
@@ -96,19 +101,37 @@ class MPC:
         return stamp_ns - self.first_stamp < self.random_steps * self.dt_ns
 
     def act(self, q: np.ndarray, qd: np.ndarray, stamp_ns: int,
-            target: np.ndarray | None) -> MPCStep:
-        """The controller to run from ``stamp_ns`` (see the module docstring)."""
+            target: np.ndarray | None, lead_ns: int = 0) -> MPCStep:
+        """The controller to run from ``stamp_ns``, or with ``lead_ns`` > 0 from the first control
+        step at or after ``stamp_ns + lead_ns`` (see the module docstring)."""
         if self.model is None or target is None or self.warming_up(stamp_ns):
             return MPCStep(self._random(stamp_ns), "pi0")
         self.cost.set_target(target)
-        result = self.planner.plan(self.model_state(q, qd), self.model, self.cost,
-                                   warm=self.previous, start_ns=stamp_ns)
+        x, start_ns = self.predict_ahead(self.model_state(q, qd), stamp_ns, lead_ns)
+        result = self.planner.plan(x, self.model, self.cost, warm=self.previous,
+                                   start_ns=start_ns)
         if result.ok:
             self.previous = result.controller
             return MPCStep(result.controller, "plan", result)
         if self.previous is not None and self.previous.covers(stamp_ns):
             return MPCStep(self.previous, "previous", result)
         return MPCStep(self._random(stamp_ns), "pi0", result)
+
+    def predict_ahead(self, x: np.ndarray, stamp_ns: int, lead_ns: int) -> tuple[np.ndarray, int]:
+        """(model state (dx,), stamp ns) ⌈lead/dt⌉ control periods after ``stamp_ns``: the model's
+        mean prediction from x under the previous plan's actions where it covers the step (its
+        feedback on the predicted state), zero torque elsewhere. x unchanged for lead ≤ 0."""
+        steps = -(-int(lead_ns) // self.dt_ns) if lead_ns > 0 else 0
+        n = 2 * len(self.joint_names)
+        tensor = dict(dtype=self.planner.dtype, device=self.model.device)
+        with torch.no_grad():
+            for i in range(steps):
+                t = self.previous.index(stamp_ns + i * self.dt_ns) if self.previous else None
+                u = np.zeros(len(self.joint_names)) if t is None else self.previous.act(x[:n], t)
+                x = self.model.propagate(torch.as_tensor(x, **tensor),
+                                         torch.as_tensor(u, **tensor), "mean")
+                x = x.double().cpu().numpy()
+        return x, stamp_ns + steps * self.dt_ns
 
     def _random(self, stamp_ns: int) -> LinearGaussianController:
         return self.base_policy.controller(self.replan_every, self.dt_ns, stamp_ns,

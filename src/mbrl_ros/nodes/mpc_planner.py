@@ -21,6 +21,13 @@ model fitted on all data before it (the fitter fits at episode ends; after
 then runs whole episodes (``random_seconds`` rounded up). A model for other joints, another
 control period or an unknown state layout is refused (diagnostic, the previous model stays); a
 plan with NaN falls back to the previous plan and is reported.
+
+On a robot without the simulator's episodes (``episodes_from_events``) the planner plans only
+inside an episode, from a ``start`` to an ``end`` event on ``/mbrl/episode_events`` (between
+episodes the episode manager's homing controller drives the arm), and starts cold at each start.
+With ``compensate_latency`` (real time) it plans from the model's prediction of the state at the
+moment its plan takes effect: the median of its recent latencies (state stamp → plan published,
+on the node clock) ahead, under the previous plan's actions.
 """
 from __future__ import annotations
 
@@ -34,9 +41,10 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from nav_msgs.msg import Path
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from std_msgs.msg import Header, UInt8MultiArray
+from std_msgs.msg import Header, String, UInt8MultiArray
 
 from mbrl_ros.controller import seconds_to_ns
+from mbrl_ros.data.topics import EVENTS, read_episode_event
 from mbrl_ros.dynamics.base import DynamicsModel
 from mbrl_ros.dynamics.catalog import available_kinds, load_model
 from mbrl_ros.episodes import EpisodeClock
@@ -44,7 +52,8 @@ from mbrl_ros.mpc import build_mpc
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
-from mbrl_ros.nodes.messages import LATCHED_QOS, NEWEST_ONLY, STATE_QOS, TARGET_QOS, time_msg
+from mbrl_ros.nodes.messages import (EVENT_QOS, LATCHED_QOS, NEWEST_ONLY, STATE_QOS, TARGET_QOS,
+                                     time_msg)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.targets import TargetSchedule
@@ -88,6 +97,11 @@ PARAMS = [
     Param("plan_validity", 0.1, "a controller stays valid this long after the next replan is "
                                 "due (s): the latency a late plan may have before the executor "
                                 "holds", (0.0, 3600.0)),
+    Param("episodes_from_events", False, "plan only inside episodes, from a 'start' to an 'end' "
+                                         "event on /mbrl/episode_events (robots without the "
+                                         "simulator's automatic episodes)"),
+    Param("compensate_latency", False, "realtime: plan from the state predicted for when the "
+                                       "plan takes effect (the recent median latency ahead)"),
     Param("model_wait_seconds", 30.0, "wall time to wait for a held state's model or target "
                                       "before going on without (s): the only wall-clock "
                                       "dependence of a lockstep run, so far above any fit time",
@@ -145,6 +159,8 @@ class MPCPlannerNode(Node):
         self.last_cost = float("nan")
         self.pending: JointSample | None = None  # a state held back until its model arrives
         self.pending_since = 0.0                 # monotonic s
+        self.latencies: list[int] = []           # ns, state stamp → controller published
+        self.episode_events: list[tuple[int, str]] = []  # (stamp, kind) of starts and ends
 
         self.controller_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller",
                                                     LATCHED_QOS)
@@ -159,6 +175,9 @@ class MPCPlannerNode(Node):
                   self._on_target, self.targets.add_msg, "target")
         subscribe(self, self.diag, UInt8MultiArray, "/mbrl/dynamics_model", LATCHED_QOS,
                   self._on_model, self._read_model, "model")
+        if p.episodes_from_events:
+            subscribe(self, self.diag, String, EVENTS, EVENT_QOS, self._on_event,
+                      read_episode_event, "event")
         if p.wait_for_model:
             self.create_timer(0.5, self._check_wait, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"{p.planner} planner, horizon {p.horizon} × "
@@ -178,6 +197,24 @@ class MPCPlannerNode(Node):
         self.model_seen = model.info.get("seen_until_ns", -1)
         self.diag.count("models_received")
         self._answer_pending()
+
+    def _on_event(self, event) -> None:
+        if event.kind in ("start", "end"):
+            self.episode_events.append((event.stamp_ns, event.kind))
+            self.episode_events.sort()
+            del self.episode_events[:-4]
+
+    def _in_episode(self, stamp_ns: int) -> bool:
+        """Whether the newest start/end event at or before ``stamp_ns`` is a start."""
+        kinds = [k for t, k in self.episode_events if t <= stamp_ns]
+        return bool(kinds) and kinds[-1] == "start"
+
+    def _episode_starts(self, stamp_ns: int) -> bool:
+        """Whether a start event lies after the last state planned for and at or before
+        ``stamp_ns`` (the arm was brought to a new start pose)."""
+        last = self.next_plan_ns - self.p.replan_every * self.period_ns \
+            if self.next_plan_ns is not None else -1
+        return any(k == "start" and last < t <= stamp_ns for t, k in self.episode_events)
 
     def _on_target(self, _target) -> None:
         self._answer_pending()
@@ -225,7 +262,10 @@ class MPCPlannerNode(Node):
 
     def _on_state(self, s: JointSample) -> None:
         self._heartbeat()
-        if self.next_plan_ns is not None and s.stamp_ns < self.next_plan_ns:
+        if self.p.episodes_from_events and not self._in_episode(s.stamp_ns):
+            return
+        if self.next_plan_ns is not None and s.stamp_ns < self.next_plan_ns \
+                and not (self.p.episodes_from_events and self._episode_starts(s.stamp_ns)):
             return
         if self._must_wait(s):
             if self.mpc.model is None and self.pending is None:
@@ -246,10 +286,14 @@ class MPCPlannerNode(Node):
             # reset state before the plan for it arrives
             cover = self.episodes.states_left(s.stamp_ns)
             next_plan_ns = min(next_plan_ns, s.stamp_ns + cover * self.period_ns)
+        elif self.p.episodes_from_events and self._episode_starts(s.stamp_ns):
+            self.mpc.reset()
         if self.p.cover_until_replan:
             cover = (next_plan_ns - s.stamp_ns) // self.period_ns
+        lead = self._lead()
         tic = time.perf_counter()
-        step = self.mpc.act(s.position, s.velocity, s.stamp_ns, self.targets.at(s.stamp_ns))
+        step = self.mpc.act(s.position, s.velocity, s.stamp_ns, self.targets.at(s.stamp_ns),
+                            lead)
         controller = step.controller
         if cover is not None and controller.T > cover:
             controller = controller.slice(0, cover)
@@ -262,10 +306,27 @@ class MPCPlannerNode(Node):
                 self.diag.warn("nan_plans", f"plan at {s.stamp_ns} ns produced NaN: "
                                             f"using the {step.source} controller")
         self.next_plan_ns = next_plan_ns
-        controller = controller.with_validity(next_plan_ns + seconds_to_ns(self.p.plan_validity))
+        controller = controller.with_validity(
+            max(next_plan_ns, controller.start_ns) + seconds_to_ns(self.p.plan_validity))
         self.controller_pub.publish(UInt8MultiArray(data=controller.to_bytes()))
+        self.latencies.append(self.get_clock().now().nanoseconds - s.stamp_ns)
+        del self.latencies[:-20]
         if step.source == "plan":
             self._publish_path(step.plan.states, s.stamp_ns)
+
+    def _lead(self) -> int:
+        """ns to plan ahead: the median recent latency, with ``compensate_latency``; 0 (and a
+        warning) when it exceeds the plan's horizon: the node clock and the joint-state stamps
+        are then not one clock."""
+        if not (self.p.compensate_latency and self.latencies):
+            return 0
+        lead = int(np.median(self.latencies))
+        if lead >= self.p.horizon * self.period_ns:
+            self.diag.warn("latency_beyond_horizon", f"latency {lead * 1e-9:.3g} s is longer "
+                           f"than the plan: are the joint states stamped with this node's "
+                           f"clock (use_sim_time)? planning without a lead")
+            return 0
+        return lead
 
     def _publish_path(self, states: np.ndarray, stamp_ns: int) -> None:
         n = len(self.joint_names)
@@ -285,9 +346,10 @@ class MPCPlannerNode(Node):
         rate = 1.0 / np.mean(self.plan_times) if self.plan_times else float("nan")
         level = WARN if self.diag.counters["nan_plans"] or self.diag.counters["rejected_model"] \
             else OK
+        latency = float(np.median(self.latencies)) * 1e-6 if self.latencies else float("nan")
         return level, f"{self.p.planner}, model v{self.model_version}", {
             "plan_rate_hz": rate, "last_cost": self.last_cost,
-            "model_version": self.model_version}
+            "model_version": self.model_version, "plan_latency_ms": latency}
 
 
 def main(args=None) -> int:
