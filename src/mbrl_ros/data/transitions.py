@@ -139,7 +139,10 @@ class TransitionBuilder:
 
     def add_command(self, msg) -> None:
         """A std_msgs/Float64MultiArray torque command. Raises MessageError if malformed."""
-        torque, tag = read_command(msg, self._n)
+        self.add_torque(*read_command(msg, self._n))
+
+    def add_torque(self, torque: np.ndarray, tag: int | None) -> None:
+        """A command already read: (n,) N·m and its stamp tag (ns) or None."""
         if tag is None:
             self._held = torque
             self._held_after = self._prev.stamp_ns if self._prev else -1
