@@ -10,7 +10,7 @@ from scipy.linalg import expm
 from std_msgs.msg import String
 
 from mbrl_ros.data.errors import StampOrderError
-from mbrl_ros.data.resample import Resampler
+from mbrl_ros.data.resample import JointGravity, Resampler
 from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, episode_event_json
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.gravity import GravityModel
@@ -26,9 +26,10 @@ PERIOD_NS = 10_000_000          # model control period
 
 def robot_stream(seed: int, seconds: float = 2.0, rate: float = 500.0, jitter: float = 0.3e-3,
                  drop: float = 0.05, command_every: float = 7e-3, names=NAMES, b=B,
-                 holes=()) -> dict:
+                 holes=(), v0: float = 0.5, t0: int = T0) -> dict:
     """A double integrator q'' = b·u under commands switching at random times, its exact state
-    at the stamps of jittered joint states (some dropped, none in ``holes`` = [(from, to)] s).
+    at the stamps of jittered joint states (some dropped, none in ``holes`` = [(from, to)] s)
+    from stamp ``t0`` on, at rest at velocity ``v0`` before the first command.
     Returns stamps (ns), x (exact, (m, 2n)), commands [(tag ns, u)], and ``exact(t_ns)``."""
     rng = np.random.default_rng(seed)
     n = len(names)
@@ -42,17 +43,17 @@ def robot_stream(seed: int, seconds: float = 2.0, rate: float = 500.0, jitter: f
     tags = np.cumsum(rng.exponential(command_every, int(3 * seconds / command_every))) - 5e-3
     tags = tags[tags < seconds + 0.05]
     us = rng.normal(0.0, 3.0, (tags.size, n))
-    stamps = T0 + np.round(t * 1e9).astype(np.int64)
-    tag_ns = T0 + np.round(tags * 1e9).astype(np.int64)
+    stamps = t0 + np.round(t * 1e9).astype(np.int64)
+    tag_ns = t0 + np.round(tags * 1e9).astype(np.int64)
 
     a_mat = np.zeros((2 * n + 1, 2 * n + 1))
     a_mat[:n, n:2 * n] = np.eye(n)
 
     def exact(times_ns: np.ndarray) -> np.ndarray:
-        """x(t) = (q, qd) from x(first tag) = (0.3, -0.2, ...; 0.5, ...) by expm per piece."""
+        """x(t) = (q, qd) from x(first tag) = (0.3, ..., -0.2; v0, ...) by expm per piece."""
         order = np.argsort(times_ns)
         out = np.empty((len(times_ns), 2 * n))
-        x = np.concatenate([np.linspace(0.3, -0.2, n), np.full(n, 0.5), [1.0]])
+        x = np.concatenate([np.linspace(0.3, -0.2, n), np.full(n, v0), [1.0]])
         now, i = tag_ns[0], 0
         for j in order:
             target = times_ns[j]
@@ -69,7 +70,7 @@ def robot_stream(seed: int, seconds: float = 2.0, rate: float = 500.0, jitter: f
         return out
 
     return {"stamps": stamps, "x": exact(stamps), "commands": list(zip(tag_ns, us)),
-            "exact": exact, "tags": tag_ns, "u": us, "names": names}
+            "exact": exact, "tags": tag_ns, "u": us, "names": names, "b": b}
 
 
 def messages(stream: dict, events=()) -> list[tuple[str, object]]:
@@ -107,8 +108,8 @@ def mean_command(stream: dict, t0: int, t1: int, torque=None) -> np.ndarray:
 def interpolation_bound(stream: dict, t: int) -> np.ndarray:
     """Per state component, the largest error of Hermite q / linear qd at t between the
     bracketing states: zero while the acceleration is constant; each switch of it by Δa inside
-    the bracket (step h) adds 1.2·h²·|Δa| to q and h·|Δa|/4 to qd (the interpolants of the kink
-    ((t-τ)+)²·Δa/2 and its derivative)."""
+    the bracket (step h) adds 1.2·h²·|Δa| to q and h·|Δa|/4 to qd (the interpolants of the
+    kink ((t-τ)+)²·Δa/2 and its derivative)."""
     s = stream["stamps"]
     j = np.searchsorted(s, t)
     if s[j] == t:
@@ -124,7 +125,6 @@ def interpolation_bound(stream: dict, t: int) -> np.ndarray:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_transitions_match_the_exact_solution_and_the_mean_command(seed):
     stream = robot_stream(seed)
-    stream["b"] = B
     ds, r = resample(messages(stream))
     stamps = ds.stamps
     assert np.all((stamps - T0) % PERIOD_NS == 0)      # the grid from the first state's stamp
@@ -258,3 +258,29 @@ def test_bad_input():
     for bad in (dict(max_gap=0.0), dict(command_timeout=-1.0), dict(command_wait=0)):
         with pytest.raises(ValueError):
             Resampler(NAMES, 0.01, **bad)
+
+
+def test_lockstep_gravity_subtraction_is_the_resamplers():
+    """On lockstep data (each command applied at its state) JointGravity.subtract takes g(q_k)
+    off each action, the same as the resampler at each command's tag."""
+    robot = load_robot("arm7")
+    gravity = GravityModel(robot)
+    names = tuple(reversed(robot.joint_names))
+    rng = np.random.default_rng(9)
+    msgs = []
+    for k in range(60):
+        stamp = T0 + k * PERIOD_NS
+        msgs.append((STATES, joint_state_msg(stamp, names, rng.uniform(-1, 1, 7),
+                                             rng.normal(size=7), np.zeros(7))))
+        msgs.append((COMMANDS, command_msg(rng.normal(size=7), stamp)))
+    builder = TransitionBuilder(names, PERIOD_NS / 1e9)
+    for topic, msg in msgs:
+        builder.feed(topic, msg)
+    builder.finish()
+    plain = builder.take()
+    lockstep = JointGravity(gravity, names).subtract(plain)
+    g = np.stack([gravity.torque(s[:7][::-1])[::-1] for s in plain.states])
+    np.testing.assert_allclose(lockstep.actions, plain.actions - g, rtol=1e-12, atol=1e-12)
+    resampled, _ = resample(msgs, names=names, gravity=gravity)
+    np.testing.assert_allclose(resampled.actions, lockstep.actions, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(resampled.states, plain.states)

@@ -4,23 +4,26 @@ this process; bad configuration stops the node with a message naming the paramet
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.parameter import Parameter
-from std_msgs.msg import UInt8MultiArray
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 
 from mbrl_ros.dynamics.catalog import load_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.nodes.diagnostics import ERROR
 from mbrl_ros.nodes.dynamics_fitter import DynamicsFitterNode
-from mbrl_ros.nodes.messages import LATCHED_QOS
+from mbrl_ros.nodes.messages import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.robot import load_robot
 
 from ros_harness import wait_for
+from test_data_resample import messages, robot_stream
 
 pytestmark = pytest.mark.ros
 torch.set_num_threads(1)
@@ -118,11 +121,62 @@ def test_with_automatic_episodes_fits_start_at_episode_starts(ros, node_process,
     assert not np.array_equal(v1.stats.state_mean, v2.stats.state_mean)
 
 
+def diagnostic_values(statuses) -> dict[str, str]:
+    """The key-values of the newest fitter status (later keys win)."""
+    return {kv.key: kv.value for s in list(statuses) for kv in s.values}
+
+
+def test_resamples_a_real_robots_stream_and_fits(ros, node_process):
+    """A robot's stream as from ros2_control: jittered 500 Hz joint states (5 % dropped) stamped
+    with the wall clock, commands tagged with their send time (every 7 ms on average), no
+    episode events: the fitter (control period 10 ms) resamples it, fits after min_transitions
+    and reports the source rate and the dropped intervals."""
+    statuses = []
+    diag = ros.node("diag_listener")
+    diag.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(
+        s for s in m.status if s.name.startswith("dynamics_fitter")), 10)
+    receiver = ModelReceiver(ros)
+    fitter = node_process("dynamics_fitter", {
+        "robot": "arm2", "model": "mlp", "members": 1, "min_transitions": 200,
+        "refit_every": 100000, "resample": True, "control_period": 0.01, **SMALL_NET})
+    pub = ros.node("robot")
+    states = pub.create_publisher(JointState, "/joint_states", STATE_QOS)
+    commands = pub.create_publisher(Float64MultiArray, "/effort_controller/commands",
+                                    COMMAND_QOS)
+    wait_for(lambda: states.get_subscription_count() and commands.get_subscription_count(), 60,
+             f"the fitter's subscriptions ({fitter.output()[-2000:]})")
+    start = time.time_ns() + 50_000_000
+    stream = robot_stream(1, seconds=4.0, names=tuple(ARM2), b=np.array([0.2, 0.2]), v0=0.0,
+                          t0=start)
+    for topic, msg in messages(stream):   # in real time: nothing stamped ahead of the clock
+        stamp = msg.header.stamp if topic == "/joint_states" else None
+        if stamp is not None:
+            time.sleep(max(0.0, (stamp.sec * 10**9 + stamp.nanosec - time.time_ns()) * 1e-9))
+            states.publish(msg)
+        else:
+            commands.publish(msg)
+    wait_for(lambda: receiver.versions() == [1], 120, f"model v1 ({fitter.output()[-2000:]})")
+    info = receiver.models[0].info
+    assert 200 <= info["transitions"] < 399             # 10 ms intervals of 4 s; fitted at 200
+    assert start <= info["stamp_ns"] < start + 4 * 10**9
+    assert (info["stamp_ns"] - stream["stamps"][0]) % 10_000_000 == 0  # on the grid
+    wait_for(lambda: int(diagnostic_values(statuses).get("resampled_transitions", 0)) >= 300,
+             20, f"resampling diagnostics ({fitter.output()[-2000:]})")
+    values = diagnostic_values(statuses)
+    assert 470 < float(values["source_rate_hz"]) < 530
+    decided = int(values["resampled_transitions"]) + int(values.get("dropped state_gap", 0)) \
+        + int(values.get("dropped no_command", 0))
+    assert decided <= 399 and int(values["dropped state_gap"]) > 0, repr(values)
+
+
 @pytest.mark.parametrize("params, message", [
     ({"dataset": "/nonexistent/d.safetensors"}, "parameter 'dataset'"),
     ({"refit_every": 0}, "parameter 'refit_every' = 0 is out of range"),
     ({"model": "linear"}, "parameter 'model' = 'linear' must be one of"),
     ({"joint_names": ["joint1", "wrist"]}, "parameter 'joint_names'"),
+    ({"resample": True, "episode_steps": 20}, "parameter 'episode_steps' = 20"),
+    ({"robot_compensates_gravity": False, "joint_names": ["joint1"]},
+     "parameter 'robot_compensates_gravity' = false: the gravity torque needs"),
 ])
 def test_bad_configuration_names_the_parameter(ros, params, message):
     overrides = [Parameter(k, value=v) for k, v in {"robot": "arm2", **params}.items()]

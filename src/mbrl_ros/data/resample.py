@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter, deque
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -66,6 +67,28 @@ def hermite(t: float, a: JointSample, b: JointSample) -> tuple[np.ndarray, np.nd
     return q, (1 - s) * a.velocity + s * b.velocity
 
 
+class JointGravity:
+    """g(q) of a ``GravityModel`` for joints ``names`` (all of the robot's, any order)."""
+
+    def __init__(self, gravity, names: Sequence[str]):
+        robot_names = tuple(gravity.robot.joint_names)
+        if sorted(robot_names) != sorted(names):
+            raise ValueError(f"the gravity torque needs the positions of all joints "
+                             f"{list(robot_names)} of the robot; the data has {list(names)}")
+        self.gravity, self.n = gravity, len(names)
+        self._order = np.array([list(names).index(j) for j in robot_names])
+        self._back = np.argsort(self._order)
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        """(n,) N·m in ``names`` order for q (n,) rad in ``names`` order."""
+        return self.gravity.torque(q[self._order])[self._back]
+
+    def subtract(self, data: Dataset) -> Dataset:
+        """Lockstep data (each command applied at its state s_k): actions minus g(q_k)."""
+        g = np.stack([self(s[:self.n]) for s in data.states]) if len(data) else 0.0
+        return replace(data, actions=data.actions - g)
+
+
 class Resampler:
     """Joint states at any rate and sent-time-tagged commands → transitions at ``period`` (s).
 
@@ -90,14 +113,7 @@ class Resampler:
         self._max_gap = None if max_gap is None else int(round(max_gap * 1e9))
         self._timeout = None if command_timeout is None else int(round(command_timeout * 1e9))
         self.command_wait = command_wait
-        self._gravity, self._order = gravity, None
-        if gravity is not None:
-            robot_names = tuple(gravity.robot.joint_names)
-            if sorted(robot_names) != sorted(self.joint_names):
-                raise ValueError(f"gravity needs the positions of all joints {list(robot_names)}"
-                                 f" of the robot; resampling joints {list(self.joint_names)}")
-            self._order = np.array([self.joint_names.index(j) for j in robot_names])
-            self._back = np.argsort(self._order)
+        self._gravity = None if gravity is None else JointGravity(gravity, self.joint_names)
         self.resample_counts: Counter = Counter()
         self._reset()
 
@@ -283,7 +299,7 @@ class Resampler:
             a, b = (self._states[0], self._states[0]) if j == 0 else (
                 self._states[j - 1], self._states[min(j, len(self._states) - 1)])
             q = hermite(min(cmd[0], b.stamp_ns), a, b)[0]
-            cmd[2] = cmd[1] - self._gravity.torque(q[self._order])[self._back]
+            cmd[2] = cmd[1] - self._gravity(q)
         return cmd[2]
 
     def _trim(self) -> None:

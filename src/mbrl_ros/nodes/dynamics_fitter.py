@@ -8,6 +8,15 @@
   a fit that falls due while another runs starts when that one ends), warm-starting network
   models from the previous weights when ``warm_start``. Episodes are split into training and
   held-out validation data (the tail of the stream while there is only one episode).
+* ``resample`` (real robots, real-time graphs): joint states at any rate with wall-clock stamps
+  and commands tagged with their send time are resampled onto ``control_period``
+  (``data.resample.Resampler``: the action is the time-weighted mean of the commands in force);
+  fits go by the counts alone (``episode_steps`` must be 0). Without it (lockstep) the builder
+  pairs each state with the command tagged with its stamp, and a stream at another rate than
+  ``control_period`` gives no transitions (its steps are all gaps).
+* ``robot_compensates_gravity`` false: g(q) of the URDF is subtracted from every recorded command
+  (at the command's time when resampling, at the state it answers otherwise), so the model
+  learns the weightless arm that the executor's commands (which add g(q)) drive.
 * With the simulator's automatic episodes (``episode_steps`` = N, as on the sim), fits start only
   at episode ends: at the first joint state of an episode once every transition of the one
   before is decided (their commands have arrived), when the counts above are met. A lockstep
@@ -20,7 +29,8 @@
   ``stamp_ns`` (newest transition) and ``seen_until_ns`` (the newest joint state when the fit
   took its data: every transition it decided is in the fit). A fit that diverges is rolled back
   and never published. ``max_fit_seconds`` = 0 bounds fits by epochs only (lockstep graphs).
-* /diagnostics: model version, age, data size, validation loss and error, fit time.
+* /diagnostics: model version, age, data size, validation loss and error, fit time; when
+  resampling also the source joint-state rate and the intervals dropped by reason.
 """
 from __future__ import annotations
 
@@ -38,6 +48,7 @@ from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import DataError, StampOrderError
 from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, TopicNames
+from mbrl_ros.data.resample import JointGravity, Resampler
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.dynamics.base import FitStopped, ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.catalog import MODEL_MODULES, NETWORK_KINDS, new_model
@@ -49,16 +60,27 @@ from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.robot import load_robot
+from mbrl_ros.gravity import GravityModel
+from mbrl_ros.robot import RobotDescriptionError, load_robot
 
 # The builder's counts of candidate transitions it rejected (logged with each fit).
 REJECTIONS = ("gap", "boundary", "outside_episode", "no_command", "late_command", "late_event")
+# The resampler's intervals dropped, by reason, and commands it could not use.
+RESAMPLE_DROPS = ("state_gap", "no_command", "stale_command", "short_interval", "late_command",
+                  "command_order", "repeated_state")
 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
     Param("gravity_compensation", False, "physics model: the arm cancels its own weight"),
     Param("joint_names", [], "joints of the model, in state and command order; [] = all"),
     Param("control_period", 0.01, "time between joint states / commands (s)", (1e-4, 1.0)),
+    Param("resample", False, "resample joint states at any rate (wall-clock stamps, commands "
+                             "tagged with their send time) onto control_period: real robots"),
+    Param("command_timeout", 0.1, "resample: a command older than this (s) is no longer in "
+                                  "force (the robot's stale-command rule); 0 = never",
+          (0.0, 3600.0)),
+    Param("robot_compensates_gravity", True, "false: subtract the URDF's gravity torque g(q) "
+                                             "from the recorded commands"),
     Param("model", "ensemble", "model kind", choices=tuple(MODEL_MODULES)),
     Param("dataset", "", "dataset file to start from (mbrl-ros dataset); '' = live data only"),
     Param("min_transitions", 500, "first fit once this many transitions are there (and at "
@@ -121,7 +143,25 @@ class DynamicsFitterNode(Node):
         except ModelError as exc:
             raise ConfigError(f"parameter 'model': {exc}") from None
         self.topics = TopicNames(p.states_topic, p.commands_topic, p.events_topic)
-        self.builder = TransitionBuilder(names, p.control_period, topics=self.topics)
+        if p.resample and p.episode_steps:
+            raise ConfigError(f"parameter 'episode_steps' = {p.episode_steps}: the lockstep "
+                              "simulator's automatic episodes; with resample (real-time "
+                              "streams) fits go by the counts alone: set it to 0")
+        gravity = None
+        if not p.robot_compensates_gravity:
+            try:
+                gravity = GravityModel(robot)
+                self._lockstep_gravity = JointGravity(gravity, names)
+            except (RobotDescriptionError, ValueError) as exc:
+                raise ConfigError(f"parameter 'robot_compensates_gravity' = false: {exc}") \
+                    from None
+        if p.resample:
+            self.builder = Resampler(names, p.control_period, topics=self.topics,
+                                     gravity=gravity, command_timeout=p.command_timeout or None)
+        else:
+            self.builder = TransitionBuilder(names, p.control_period, topics=self.topics)
+        if p.resample or gravity is None:
+            self._lockstep_gravity = None
         self._lock = threading.Lock()          # guards _parts, the counts and the status
         self._parts = [Dataset.empty(names, p.control_period, signature.state_names)]
         self._new = self._total = len(self._start) if self._start is not None else 0
@@ -175,6 +215,8 @@ class DynamicsFitterNode(Node):
         """Take the newly decided transitions; note whether every transition into a state before
         the newest one is decided (data complete up to it), then fit if due."""
         new = self.builder.take()
+        if self._lockstep_gravity is not None and len(new):
+            new = self._lockstep_gravity.subtract(new)
         complete = self.builder.undecided(self._seen_until) == 0
         with self._lock:
             if len(new):
@@ -183,9 +225,8 @@ class DynamicsFitterNode(Node):
                 self._total += len(new)
             # the first state of an episode: the episode before it is complete once decided
             self._at_episode_start = complete and self._episodes.starts_episode(self._seen_until)
-            if self._at_episode_start:
-                self._rejected = {k: v for k, v in self.builder.counts.items()
-                                  if k in REJECTIONS and v}
+            if self._at_episode_start or not self.p.episode_steps:
+                self._rejected = self._rejections()
             short = (self._at_episode_start and not self._attempts
                      and self._seen_until != self._short_at
                      and self._total < max(self.p.min_transitions, self.model.min_transitions))
@@ -197,6 +238,14 @@ class DynamicsFitterNode(Node):
                 f"the first fit needs {self.p.min_transitions}; not transitions: "
                 f"{self._rejected or 'none'}")
         self._maybe_fit()
+
+    def _rejections(self) -> dict[str, int]:
+        """The builder's rejected candidates and the resampler's dropped intervals, by reason."""
+        out = {k: v for k, v in self.builder.counts.items() if k in REJECTIONS and v}
+        if self.p.resample:
+            out |= {f"resample {k}": v for k, v in self.builder.resample_counts.items()
+                    if k in RESAMPLE_DROPS and v}
+        return out
 
     def dataset(self) -> Dataset:
         """The start dataset (its own episodes) and all live transitions so far."""
@@ -293,6 +342,13 @@ class DynamicsFitterNode(Node):
             size = self._total
             values = {"model": self.p.model, "model_version": self.version, "transitions": size,
                       **{f"builder {k}": v for k, v in sorted(self.builder.counts.items())}}
+            if self.p.resample:
+                period = self.builder.source_period
+                values["source_rate_hz"] = round(1.0 / period, 1) if period else 0.0
+                values["resampled_transitions"] = size - (len(self._start) if self._start
+                                                          is not None else 0)
+                values.update({f"dropped {k}": v for k, v in
+                               sorted(self.builder.resample_counts.items())})
             if self.published_at is not None:
                 values["model_age_s"] = time.monotonic() - self.published_at
                 values.update({k: v for k, v in self.last_fit.items()
