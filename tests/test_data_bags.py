@@ -431,3 +431,61 @@ def test_cli_info_dataset_and_repair(tmp_path, capsys):
     write_bag(no_cmd, [(t, m) for t, m in lockstep_messages(5) if t == STATES])
     assert cli.run(parse(["bag", "info", str(no_cmd)])) == 0
     assert f"transitions:  none: bag {no_cmd} has no topic {COMMANDS}" in capsys.readouterr().out
+
+
+def test_bags_of_a_real_robot_resampled_by_the_command_line(tmp_path, capsys):
+    """A bag of a real robot (jittered 500 Hz wall-clock states, commands tagged with their send
+    time, an arm that does not compensate gravity): ``mbrl-ros dataset --resample`` and
+    ``mbrl-ros fit --bag --resample`` give what the fitter's Resampler gives on the messages."""
+    from mbrl_ros import cli as main_cli
+    from mbrl_ros.data.resample import Resampler
+    from mbrl_ros.gravity import GravityModel
+    from mbrl_ros.robot import load_robot
+    from test_data_resample import messages, robot_stream
+
+    robot = load_robot("arm7")
+    stream = robot_stream(11, seconds=1.0, names=robot.joint_names, b=np.full(7, 0.1), v0=0.0)
+    msgs = messages(stream)
+    write_bag(tmp_path / "bag", msgs)
+    gravity = GravityModel(robot)
+    for extra, resampler in (
+            ([], Resampler(robot.joint_names, 0.01)),
+            (["--robot-compensates-gravity", "false", "--robot", "arm7", "--command-timeout",
+              "0.02"], Resampler(robot.joint_names, 0.01, gravity=gravity,
+                                 command_timeout=0.02))):
+        for topic, msg in msgs:
+            resampler.feed(topic, msg)
+        resampler.finish()
+        expected = resampler.take()
+        out = tmp_path / f"d{len(extra)}.safetensors"
+        assert cli.run(parse(["dataset", str(tmp_path / "bag"), "-o", str(out), "--resample",
+                              "0.01", *extra])) == 0
+        got = Dataset.load(out)
+        assert len(got) == len(expected) > 80
+        for field in ("states", "actions", "next_states", "stamps"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(expected, field))
+        printed = capsys.readouterr().out
+        if resampler.resample_counts["state_gap"]:
+            assert f"interval state gap {resampler.resample_counts['state_gap']}" in printed
+    assert not np.array_equal(got.actions, Dataset.load(tmp_path / "d0.safetensors").actions)
+    # without resampling the 2 ms steps are all gaps against the median step: no 10 ms data
+    assert len(dataset_from_bag(tmp_path / "bag", dt=0.01).dataset) == 0
+    model = tmp_path / "m.safetensors"
+    assert main_cli.main(["fit", "--bag", str(tmp_path / "bag"), "--resample", "0.01",
+                          "--robot-compensates-gravity", "false", "--robot", "arm7",
+                          "--model", "mlp", "--members", "1", "--epochs", "2", "--hidden", "8",
+                          "--horizons", "1", "-o", str(model)]) == 0
+    assert model.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--resample", "0.01", "--dt", "0.01"], "--dt and --resample"),
+    (["--robot-compensates-gravity", "false"], "needs --robot"),
+    (["--command-timeout", "0.1"], "--command-timeout needs --resample"),
+    (["--robot", "arm7"], "--robot is only used with"),
+])
+def test_bad_stream_options(tmp_path, argv, message):
+    write_bag(tmp_path / "bag", lockstep_messages(20))
+    with pytest.raises(ValueError, match=message):
+        cli.run(parse(["dataset", str(tmp_path / "bag"), "-o", str(tmp_path / "d.safetensors"),
+                       *argv]))

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from mbrl_ros.cli_args import check_bags, check_output, load_robot_arg, number
 from mbrl_ros.data.bags import BagReader, repair_bag
 from mbrl_ros.data.errors import DataError
-from mbrl_ros.data.extract import BagDescription, Extraction, dataset_from_bags, describe_bag
+from mbrl_ros.data.extract import BagDescription, Extraction, Streams, dataset_from_bags, \
+    describe_bag
 from mbrl_ros.data.topics import COMMANDS, EVENT_KINDS, EVENTS, STATES, TopicNames
 
 
@@ -51,6 +52,41 @@ def _extraction_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--states-topic", default=STATES)
     parser.add_argument("--commands-topic", default=COMMANDS)
     parser.add_argument("--events-topic", default=EVENTS)
+    add_stream_arguments(parser)
+
+
+def add_stream_arguments(parser: argparse.ArgumentParser, robot: bool = True) -> None:
+    """Options for bags of a real robot (``stream_options`` reads them); ``robot``: add
+    ``--robot`` (a command that has its own leaves it out)."""
+    parser.add_argument("--resample", type=number(float, gt=0), metavar="PERIOD",
+                        help="resample joint states at any rate onto this control period (s); "
+                             "the action is the mean of the commands in force (each from its "
+                             "send-time tag): bags of a real robot")
+    parser.add_argument("--command-timeout", type=number(float, gt=0), metavar="S",
+                        help="with --resample: a command older than S s is no longer in force "
+                             "(the robot's stale-command rule; default: never)")
+    parser.add_argument("--robot-compensates-gravity", choices=("true", "false"),
+                        default="true", help="false: subtract the gravity torque g(q) of "
+                                             "--robot's URDF from the commands")
+    if robot:
+        parser.add_argument("--robot", help="the arm (a name in urdf/ or a URDF path): for "
+                                            "--robot-compensates-gravity false")
+
+
+def stream_options(args: argparse.Namespace) -> Streams:
+    """The Streams of ``add_stream_arguments``' options; ValueError naming a bad combination."""
+    if args.command_timeout is not None and args.resample is None:
+        raise ValueError("--command-timeout needs --resample")
+    if args.resample is not None and getattr(args, "dt", None) is not None:
+        raise ValueError("--dt and --resample: give one control period")
+    gravity = None
+    if args.robot_compensates_gravity == "false":
+        if not args.robot:
+            raise ValueError("--robot-compensates-gravity false needs --robot (the URDF whose "
+                             "gravity torque to subtract)")
+        from mbrl_ros.gravity import GravityModel
+        gravity = GravityModel(load_robot_arg(args.robot, "--robot"))
+    return Streams(args.resample, gravity, args.command_timeout)
 
 
 class _ProgressLines:
@@ -70,9 +106,11 @@ class _ProgressLines:
 
 
 def _options(args: argparse.Namespace) -> dict:
+    if args.robot and args.robot_compensates_gravity == "true":
+        raise ValueError("--robot is only used with --robot-compensates-gravity false")
     return dict(joint_names=args.joints, dt=args.dt, gap_tolerance=args.gap_tolerance,
                 topics=TopicNames(args.states_topic, args.commands_topic, args.events_topic),
-                progress=_ProgressLines())
+                progress=_ProgressLines(), streams=stream_options(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,8 +187,9 @@ def _dataset(args: argparse.Namespace) -> int:
     out = check_output(args.output, "-o", args.force)
     check_bags(args.bags)
     robot = load_robot_arg(args.ee_features, "--ee-features") if args.ee_features else None
+    options = _options(args)
     t0 = time.perf_counter()
-    ex = dataset_from_bags(args.bags, **_options(args))
+    ex = dataset_from_bags(args.bags, **options)
     elapsed = time.perf_counter() - t0
     data = ex.dataset
     if robot is not None:

@@ -1,6 +1,9 @@
 """Datasets from bags: the bag's joint states, commands and episode events, in recorded order (the
 order the recorder received them, whatever their log times), through the same
-``TransitionBuilder`` that live nodes use.
+``TransitionBuilder`` that live nodes use, or (``Streams.resample``: bags of a real robot, joint
+states at any rate, commands tagged with their send time) the same ``Resampler`` as the fitter's
+``resample`` mode; ``Streams.gravity`` subtracts the URDF's g(q) from the commands of a robot that
+does not compensate gravity (as the fitter does).
 
 A bad message does not reject the bag: one that cannot be decoded or that the builder refuses as
 malformed (a NaN joint state, a command of the wrong size, an episode event that is not JSON) is
@@ -22,6 +25,7 @@ from mbrl_ros.data.bags import BagReader, FileInfo, TopicInfo
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import BagError, StampOrderError
 from mbrl_ros.data.topics import COMMANDS, EVENTS, KNOWN_TYPES, STATES, TopicNames
+from mbrl_ros.data.resample import JointGravity, Resampler
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.msgconv import MessageError, stamp_to_ns
 
@@ -41,6 +45,35 @@ class Skipped:
     bag: str
     at_s: float
     detail: str
+
+
+@dataclass(frozen=True)
+class Streams:
+    """How commands and states become transitions: ``resample`` = the model's control period
+    (s) to resample onto, None = one state per control period, each paired with the command
+    tagged with its stamp (lockstep); ``gravity`` = a GravityModel to subtract, None = the robot
+    compensates gravity; ``command_timeout`` (s, resampling): commands older are not in force."""
+
+    resample: float | None = None
+    gravity: object = None
+    command_timeout: float | None = None
+
+    def builder(self, joint_names: Sequence[str], dt: float, topics: TopicNames,
+                gap_tolerance: float):
+        if self.resample is None:
+            return TransitionBuilder(joint_names, dt, topics=topics, gap_tolerance=gap_tolerance)
+        return Resampler(joint_names, self.resample, topics=topics, gravity=self.gravity,
+                         command_timeout=self.command_timeout)
+
+    def take(self, builder) -> tuple[Dataset, Counter]:
+        """The builder's dataset (lockstep data: minus g(q_k) here) and its counts (the
+        resampler's dropped intervals as ``interval_<reason>``)."""
+        data, counts = builder.take(), Counter(builder.counts)
+        if self.resample is None and self.gravity is not None:
+            data = JointGravity(self.gravity, data.joint_names).subtract(data)
+        if self.resample is not None:
+            counts.update({f"interval_{k}": v for k, v in builder.resample_counts.items()})
+        return data, counts
 
 
 @dataclass(frozen=True)
@@ -93,9 +126,13 @@ def bag_layout(bag: BagReader, topics: TopicNames = TopicNames(), *,
 
 def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | None = None,
                      dt: float | None = None, topics: TopicNames = TopicNames(),
-                     gap_tolerance: float = 0.1, progress: Progress | None = None) -> Extraction:
-    """Transitions of one bag. Joint names and dt default to those of the bag's joint states."""
+                     gap_tolerance: float = 0.1, progress: Progress | None = None,
+                     streams: Streams = Streams()) -> Extraction:
+    """Transitions of one bag. Joint names and dt default to those of the bag's joint states
+    (dt: the resampling period when resampling)."""
     path = Path(path)
+    if streams.resample is not None:
+        dt = streams.resample
     with BagReader(path) as bag:
         wanted = _check_topics(bag, topics)
         names, period = bag_layout(bag, topics, need_period=dt is None)
@@ -104,7 +141,7 @@ def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | No
             raise BagError(f"bag {path} lacks joints {missing}: its joint states name "
                            f"{list(names)}")
         joint_names, dt = joint_names or names, dt or period
-        builder = TransitionBuilder(joint_names, dt, topics=topics, gap_tolerance=gap_tolerance)
+        builder = streams.builder(joint_names, dt, topics, gap_tolerance)
         kinds = {topics.states: "state", topics.commands: "command", topics.events: "event"}
         skipped: dict[str, Skipped] = {}
         total = sum(bag.topics[t].count for t in wanted)
@@ -132,16 +169,20 @@ def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | No
         builder.finish()
         if progress is not None:
             progress(str(path), total, total)
-    data = replace(builder.take(), sources=(path.name,))
-    return Extraction(data, builder.counts, skipped)
+    data, counts = streams.take(builder)
+    return Extraction(replace(data, sources=(path.name,)), counts, skipped)
 
 
 def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
                       joint_names: Sequence[str] | None = None, dt: float | None = None,
                       topics: TopicNames = TopicNames(), gap_tolerance: float = 0.1,
-                      progress: Progress | None = None) -> Extraction:
+                      progress: Progress | None = None,
+                      streams: Streams = Streams()) -> Extraction:
     """Transitions of several bags, episodes renumbered so each bag's stay distinct. Without
-    ``joint_names`` / ``dt`` every bag must have the joints and control period of the first."""
+    ``joint_names`` / ``dt`` every bag must have the joints and (unless resampling) the control
+    period of the first."""
+    if streams.resample is not None:
+        dt = streams.resample
     if not paths:
         raise BagError("no bags given")
     parts, counts, skipped = [], Counter(), {}
@@ -151,7 +192,7 @@ def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
         if names is None or period is None:
             with BagReader(path) as bag:
                 _check_topics(bag, topics)
-                bag_names, bag_period = bag_layout(bag, topics)
+                bag_names, bag_period = bag_layout(bag, topics, need_period=period is None)
             if first is None:
                 first = (path, bag_names, bag_period)
             if names is None and sorted(bag_names) != sorted(first[1]):
@@ -162,7 +203,7 @@ def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
                                f"{first[0]} has {first[2]:g} s; give dt")
             names, period = names or first[1], period or first[2]
         ex = dataset_from_bag(path, joint_names=names, dt=period, topics=topics,
-                              gap_tolerance=gap_tolerance, progress=progress)
+                              gap_tolerance=gap_tolerance, progress=progress, streams=streams)
         parts.append(ex.dataset)
         counts.update(ex.counts)
         skipped = ex.skipped | skipped
@@ -186,7 +227,8 @@ class BagDescription:
 
 def describe_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | None = None,
                  dt: float | None = None, topics: TopicNames = TopicNames(),
-                 gap_tolerance: float = 0.1, progress: Progress | None = None) -> BagDescription:
+                 gap_tolerance: float = 0.1, progress: Progress | None = None,
+                 streams: Streams = Streams()) -> BagDescription:
     path = Path(path)
     with BagReader(path) as bag:
         files, bag_topics = bag.files, bag.topics
@@ -197,5 +239,6 @@ def describe_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | None =
         except BagError as exc:
             problem = str(exc)
     ex = None if problem else dataset_from_bag(path, joint_names=joint_names, dt=dt, topics=topics,
-                                               gap_tolerance=gap_tolerance, progress=progress)
+                                               gap_tolerance=gap_tolerance, progress=progress,
+                                               streams=streams)
     return BagDescription(path, files, bag_topics, count, start, end, ex, problem)

@@ -158,6 +158,7 @@ class Resampler:
                 self.resample_counts["repeated_state"] += 1
                 return
             if s.stamp_ns < last:
+                self.resample_counts["stamp_backwards"] += 1
                 self._decide_ready(final=True)
                 self._reset()
                 self._append(s)

@@ -15,6 +15,7 @@ import time
 from mbrl_ros.artifacts import read_file, write_file
 from mbrl_ros.cli_args import check_bags, check_output, input_file, load_robot_arg, number, \
     torch_device
+from mbrl_ros.data.cli import add_stream_arguments, stream_options
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import DataError
 from mbrl_ros.dynamics.base import ModelError, ModelSignature
@@ -64,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--gravity-compensation", action="store_true",
                         help="physics model: the data comes from an arm that cancels its own "
                              "weight (arm_sim gravity_compensation:=true)")
+    add_stream_arguments(parser.add_argument_group("bags of a real robot (with --bag)"),
+                         robot=False)
     net = parser.add_argument_group("network models (ensemble, mlp)")
     count = number(int, ge=1)
     net.add_argument("--members", type=count, help="ensemble members (ensemble: 5, mlp: 1)")
@@ -84,14 +87,15 @@ class _StatusLines:
         print(f"[{time.monotonic() - self.t0:7.1f} s] {text}", file=sys.stderr, flush=True)
 
 
-def _load_data(args: argparse.Namespace) -> Dataset:
+def _load_data(args: argparse.Namespace, streams=None) -> Dataset:
     if args.dataset:
         return Dataset.load(args.dataset)
-    from mbrl_ros.data.extract import dataset_from_bags
+    from mbrl_ros.data.extract import Streams, dataset_from_bags
     check_bags(args.bag)
     status = _StatusLines()
-    data = dataset_from_bags(args.bag, progress=lambda bag, done, total: status(
-        f"{bag}: {done}/{total} messages")).dataset
+    data = dataset_from_bags(args.bag, streams=streams or Streams(),
+                             progress=lambda bag, done, total: status(
+                                 f"{bag}: {done}/{total} messages")).dataset
     if len(data) == 0:
         raise DataError(f"no transitions in {', '.join(args.bag)}")
     return data
@@ -106,10 +110,15 @@ def _check_horizons(data: Dataset, horizons: list[int], what: str) -> None:
 
 
 def _check_fit_options(args: argparse.Namespace) -> None:
-    """ModelError for options given that the model kind does not use."""
+    """ModelError for options given that the model kind does not use (--robot also serves
+    --robot-compensates-gravity false), or stream options without --bag."""
+    gravity_robot = args.robot_compensates_gravity == "false"
     unused = [flag for kinds, options in ((NETWORK_KINDS, NETWORK_OPTIONS),
                                           (("physics",), PHYSICS_OPTIONS))
-              if args.kind not in kinds for name, flag in options.items() if getattr(args, name)]
+              if args.kind not in kinds for name, flag in options.items() if getattr(args, name)
+              and not (flag == "--robot" and gravity_robot)]
+    if args.dataset and (args.resample is not None or gravity_robot):
+        unused.append("--resample/--robot-compensates-gravity (they apply to --bag)")
     if unused:
         raise ModelError(f"{', '.join(unused)}: not used by a {args.kind} model")
 
@@ -134,7 +143,8 @@ def _fit(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in NETWORK_OPTIONS}
     if args.kind in NETWORK_KINDS:
         options["seed"] = args.seed
-    data = _load_data(args)
+    streams = stream_options(args)
+    data = _load_data(args, streams)
     model = new_model(args.kind, ModelSignature.of(data), args.device, args.robot,
                       args.gravity_compensation, **options)
     train, val = holdout_split(data, args.val_fraction, args.seed)
