@@ -169,6 +169,41 @@ def test_resamples_a_real_robots_stream_and_fits(ros, node_process):
     assert decided <= 399 and int(values["dropped state_gap"]) > 0, repr(values)
 
 
+@pytest.mark.parametrize("resample", [False, True])
+def test_gravity_is_taken_off_the_recorded_commands(ros, resample):
+    """robot_compensates_gravity false: the fitter's data holds the commands minus the URDF's
+    g(q) (lockstep: at the state each command answers; resampled: at its send time, here the
+    stamp of an unmoving arm's state)."""
+    from mbrl_ros.gravity import GravityModel
+    from mbrl_ros.nodes.messages import command_msg, joint_state_msg
+
+    robot = load_robot("arm7")
+    overrides = [Parameter(k, value=v) for k, v in {
+        "robot": "arm7", "robot_compensates_gravity": False, "resample": resample,
+        "min_transitions": 10**6, "torch_threads": 1}.items()]
+    node = ros.add(DynamicsFitterNode(context=ros.context, parameter_overrides=overrides))
+    pub = ros.node("robot")
+    states = pub.create_publisher(JointState, "/joint_states", STATE_QOS)
+    commands = pub.create_publisher(Float64MultiArray, "/effort_controller/commands",
+                                    COMMAND_QOS)
+    wait_for(lambda: states.get_subscription_count() and commands.get_subscription_count(), 30,
+             "the fitter's subscriptions")
+    rng = np.random.default_rng(3)
+    q = rng.uniform(-0.5, 0.5, 7)
+    us = rng.normal(0, 5.0, (40, 7))
+    start = time.time_ns()
+    for k in range(40):
+        stamp = start + k * 10_000_000
+        states.publish(joint_state_msg(stamp, robot.joint_names, q, np.zeros(7), np.zeros(7)))
+        commands.publish(command_msg(us[k], stamp))
+    wait_for(lambda: len(node.dataset()) >= 35, 30, "the transitions")
+    data = node.dataset()
+    k = ((data.stamps - start) // 10_000_000).astype(int)
+    g = GravityModel(robot).torque(q)
+    assert np.abs(g).max() > 1.0   # the arm's weight matters at this pose
+    np.testing.assert_allclose(data.actions, us[k] - g, atol=1e-9)
+
+
 @pytest.mark.parametrize("params, message", [
     ({"dataset": "/nonexistent/d.safetensors"}, "parameter 'dataset'"),
     ({"refit_every": 0}, "parameter 'refit_every' = 0 is out of range"),

@@ -47,20 +47,20 @@ from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import DataError, StampOrderError
-from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, TopicNames
 from mbrl_ros.data.resample import JointGravity, Resampler
+from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, TopicNames
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.dynamics.base import FitStopped, ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.catalog import MODEL_MODULES, NETWORK_KINDS, new_model
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
 from mbrl_ros.episodes import EpisodeClock
+from mbrl_ros.gravity import GravityModel
 from mbrl_ros.msgconv import JointSample, MessageError
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.gravity import GravityModel
 from mbrl_ros.robot import RobotDescriptionError, load_robot
 
 # The builder's counts of candidate transitions it rejected (logged with each fit).
@@ -147,11 +147,11 @@ class DynamicsFitterNode(Node):
             raise ConfigError(f"parameter 'episode_steps' = {p.episode_steps}: the lockstep "
                               "simulator's automatic episodes; with resample (real-time "
                               "streams) fits go by the counts alone: set it to 0")
-        gravity = None
+        gravity = joint_gravity = None
         if not p.robot_compensates_gravity:
             try:
                 gravity = GravityModel(robot)
-                self._lockstep_gravity = JointGravity(gravity, names)
+                joint_gravity = JointGravity(gravity, names)   # all the robot's joints?
             except (RobotDescriptionError, ValueError) as exc:
                 raise ConfigError(f"parameter 'robot_compensates_gravity' = false: {exc}") \
                     from None
@@ -160,8 +160,7 @@ class DynamicsFitterNode(Node):
                                      gravity=gravity, command_timeout=p.command_timeout or None)
         else:
             self.builder = TransitionBuilder(names, p.control_period, topics=self.topics)
-        if p.resample or gravity is None:
-            self._lockstep_gravity = None
+        self._lockstep_gravity = None if p.resample else joint_gravity
         self._lock = threading.Lock()          # guards _parts, the counts and the status
         self._parts = [Dataset.empty(names, p.control_period, signature.state_names)]
         self._new = self._total = len(self._start) if self._start is not None else 0
