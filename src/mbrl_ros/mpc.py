@@ -105,7 +105,7 @@ class MPC:
         """The controller to run from ``stamp_ns``, or with ``lead_ns`` > 0 from the first control
         step at or after ``stamp_ns + lead_ns`` (see the module docstring)."""
         if self.model is None or target is None or self.warming_up(stamp_ns):
-            return MPCStep(self._random(stamp_ns), "pi0")
+            return MPCStep(self.pi0(stamp_ns), "pi0")
         self.cost.set_target(target)
         x, start_ns = self.predict_ahead(self.model_state(q, qd), stamp_ns, lead_ns)
         result = self.planner.plan(x, self.model, self.cost, warm=self.previous,
@@ -115,7 +115,7 @@ class MPC:
             return MPCStep(result.controller, "plan", result)
         if self.previous is not None and self.previous.covers(stamp_ns):
             return MPCStep(self.previous, "previous", result)
-        return MPCStep(self._random(stamp_ns), "pi0", result)
+        return MPCStep(self.pi0(stamp_ns), "pi0", result)
 
     def predict_ahead(self, x: np.ndarray, stamp_ns: int, lead_ns: int) -> tuple[np.ndarray, int]:
         """(model state (dx,), stamp ns) ⌈lead/dt⌉ control periods after ``stamp_ns``: the model's
@@ -133,7 +133,8 @@ class MPC:
                 x = x.double().cpu().numpy()
         return x, stamp_ns + steps * self.dt_ns
 
-    def _random(self, stamp_ns: int) -> LinearGaussianController:
+    def pi0(self, stamp_ns: int) -> LinearGaussianController:
+        """The base policy's open-loop controller of ``replan_every`` steps from ``stamp_ns``."""
         return self.base_policy.controller(self.replan_every, self.dt_ns, stamp_ns,
                                            self.joint_names)
 

@@ -48,7 +48,7 @@ from mbrl_ros.data.topics import EVENTS, read_episode_event
 from mbrl_ros.dynamics.base import DynamicsModel
 from mbrl_ros.dynamics.catalog import available_kinds, load_model
 from mbrl_ros.episodes import EpisodeClock
-from mbrl_ros.mpc import build_mpc
+from mbrl_ros.mpc import MPCStep, build_mpc
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
@@ -100,6 +100,8 @@ PARAMS = [
     Param("episodes_from_events", False, "plan only inside episodes, from a 'start' to an 'end' "
                                          "event on /mbrl/episode_events (robots without the "
                                          "simulator's automatic episodes)"),
+    Param("random_episodes", 0, "with episodes_from_events: π0 for the first this many "
+                                "episodes (instead of random_seconds)", (0, 100000)),
     Param("compensate_latency", False, "realtime: plan from the state predicted for when the "
                                        "plan takes effect (the recent median latency ahead)"),
     Param("model_wait_seconds", 30.0, "wall time to wait for a held state's model or target "
@@ -161,6 +163,7 @@ class MPCPlannerNode(Node):
         self.pending_since = 0.0                 # monotonic s
         self.latencies: list[int] = []           # ns, state stamp → controller published
         self.episode_events: list[tuple[int, str]] = []  # (stamp, kind) of starts and ends
+        self.episodes_started = 0                # with episodes_from_events
 
         self.controller_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller",
                                                     LATCHED_QOS)
@@ -288,12 +291,16 @@ class MPCPlannerNode(Node):
             next_plan_ns = min(next_plan_ns, s.stamp_ns + cover * self.period_ns)
         elif self.p.episodes_from_events and self._episode_starts(s.stamp_ns):
             self.mpc.reset()
+            self.episodes_started += 1
         if self.p.cover_until_replan:
             cover = (next_plan_ns - s.stamp_ns) // self.period_ns
         lead = self._lead()
         tic = time.perf_counter()
-        step = self.mpc.act(s.position, s.velocity, s.stamp_ns, self.targets.at(s.stamp_ns),
-                            lead)
+        if self.p.episodes_from_events and self.episodes_started <= self.p.random_episodes:
+            step = MPCStep(self.mpc.pi0(s.stamp_ns), "pi0")
+        else:
+            step = self.mpc.act(s.position, s.velocity, s.stamp_ns,
+                                self.targets.at(s.stamp_ns), lead)
         controller = step.controller
         if cover is not None and controller.T > cover:
             controller = controller.slice(0, cover)
