@@ -129,8 +129,8 @@ def diagnostic_values(statuses) -> dict[str, str]:
 def test_resamples_a_real_robots_stream_and_fits(ros, node_process):
     """A robot's stream as from ros2_control: jittered 500 Hz joint states (5 % dropped) stamped
     with the wall clock, commands tagged with their send time (every 7 ms on average), no
-    episode events: the fitter (control period 10 ms) resamples it, fits after min_transitions
-    and reports the source rate and the dropped intervals."""
+    episode events, a 50 ms stall: the fitter (control period 10 ms) resamples it, fits after
+    min_transitions and reports the source rate and the dropped intervals."""
     statuses = []
     diag = ros.node("diag_listener")
     diag.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(
@@ -147,7 +147,7 @@ def test_resamples_a_real_robots_stream_and_fits(ros, node_process):
              f"the fitter's subscriptions ({fitter.output()[-2000:]})")
     start = time.time_ns() + 50_000_000
     stream = robot_stream(1, seconds=4.0, names=tuple(ARM2), b=np.array([0.2, 0.2]), v0=0.0,
-                          t0=start)
+                          t0=start, holes=[(2.0, 2.05)])   # the robot stalls for 50 ms
     for topic, msg in messages(stream):   # in real time: nothing stamped ahead of the clock
         stamp = msg.header.stamp if topic == "/joint_states" else None
         if stamp is not None:
@@ -160,13 +160,13 @@ def test_resamples_a_real_robots_stream_and_fits(ros, node_process):
     assert 200 <= info["transitions"] < 399             # 10 ms intervals of 4 s; fitted at 200
     assert start <= info["stamp_ns"] < start + 4 * 10**9
     assert (info["stamp_ns"] - stream["stamps"][0]) % 10_000_000 == 0  # on the grid
-    wait_for(lambda: int(diagnostic_values(statuses).get("resampled_transitions", 0)) >= 300,
+    wait_for(lambda: int(diagnostic_values(statuses).get("resampled_transitions", 0)) >= 250,
              20, f"resampling diagnostics ({fitter.output()[-2000:]})")
     values = diagnostic_values(statuses)
     assert 470 < float(values["source_rate_hz"]) < 530
     decided = int(values["resampled_transitions"]) + int(values.get("dropped state_gap", 0)) \
         + int(values.get("dropped no_command", 0))
-    assert decided <= 399 and int(values["dropped state_gap"]) > 0, repr(values)
+    assert decided <= 399 and int(values["dropped state_gap"]) >= 5, repr(values)  # the stall
 
 
 @pytest.mark.parametrize("resample", [False, True])
