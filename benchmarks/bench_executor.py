@@ -8,8 +8,10 @@
    (realtime mode) as subprocesses; this process measures: it listens to /joint_states and
    /effort_controller/commands, and, as a planner would, publishes a fresh T = 100 hold controller
    (gravity feed-forward) every 50 ms. Reported: achieved command rate, period jitter of the
-   commands' arrival (|Δt − 2 ms|) and of the states' (the sim's own), state→command latency (the
-   same state's and its command's arrival here), and states left unanswered.
+   commands' arrival (|Δt − 2 ms|) and of the states' (the sim's own), state→command latency (a
+   command's arrival here after the arrival of the newest state before it: realtime commands are
+   tagged with their send time, not with the state they answer), the executor's own latency
+   report (state stamp → send on its clock, sim time here), and states left unanswered.
 3. The stale-state watchdog: joint states at 100 Hz stop; the delay until the executor's hold,
    in control periods (configured: 5), on an idle machine, beside CPU hogs, and beside the hogs
    with this process (executor and the stand-in robot driver) under SCHED_FIFO
@@ -42,7 +44,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray  # noqa: E402
 
 from mbrl_ros.controller import LinearGaussianController, seconds_to_ns  # noqa: E402
-from mbrl_ros.msgconv import command_tag, read_joint_state, stamp_to_ns  # noqa: E402
+from mbrl_ros.msgconv import read_joint_state, stamp_to_ns  # noqa: E402
 from mbrl_ros.nodes.lg_executor import LGExecutorNode  # noqa: E402
 from mbrl_ros.nodes.messages import LATCHED_QOS, command_msg, joint_state_msg  # noqa: E402
 from mbrl_ros.robot import load_robot  # noqa: E402
@@ -154,17 +156,17 @@ def bench_realtime(duration: float, max_state_age: float, warmup: float = 5.0):
                                     "control_period": PERIOD, "physics_timestep": PERIOD,
                                     "command_timeout": 0.05}, tmp),
                  _spawn("lg_executor", {"robot": "arm7", "mode": "realtime",
-                                        "control_period": PERIOD,
+                                        "control_period": PERIOD, "use_sim_time": True,
                                         "max_state_age": max_state_age,
                                         "max_plan_age": 0.5}, tmp)]
         rclpy.init()
         node = rclpy.create_node("executor_bench")
         deep = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         lock = threading.Lock()
-        state_at, command_at, untagged = {}, {}, []
+        state_at, command_at = {}, []
         latest = {"stamp": None}
         recording = threading.Event()
-        diag = {}
+        diag, latencies = {}, []
 
         def on_state(msg):
             now = time.perf_counter()
@@ -177,17 +179,17 @@ def bench_realtime(duration: float, max_state_age: float, warmup: float = 5.0):
         def on_command(msg):
             now = time.perf_counter()
             if recording.is_set():
-                tag = command_tag(msg)
                 with lock:
-                    if tag is None:
-                        untagged.append(now)
-                    else:
-                        command_at[tag] = now
+                    command_at.append(now)
 
         def on_diag(msg):
             for s in msg.status:
                 if s.name.startswith("lg_executor"):
-                    diag.update({kv.key: kv.value for kv in s.values})
+                    values = {kv.key: kv.value for kv in s.values}
+                    diag.update(values)
+                    if recording.is_set() and "latency_ms_median" in values:
+                        latencies.append((float(values["latency_ms_median"]),
+                                          float(values["latency_ms_max"])))
 
         ctrl_pub = node.create_publisher(UInt8MultiArray, "/mbrl/controller", LATCHED_QOS)
 
@@ -236,10 +238,13 @@ def bench_realtime(duration: float, max_state_age: float, warmup: float = 5.0):
             rclpy.shutdown()
     with lock:
         states = sorted(state_at)
-        answered = [s for s in states if s in command_at]
-        cmd_times = np.sort(np.array([command_at[s] for s in command_at]))
+        cmd_times = np.sort(np.array(command_at))
     state_times = np.array([state_at[s] for s in states])
-    latency = np.array([command_at[s] - state_at[s] for s in answered])
+    newest = np.searchsorted(state_times, cmd_times) - 1  # the newest state before each command
+    first = np.unique(newest[newest >= 0], return_index=True)[1]  # its first command only
+    pairs = np.flatnonzero(newest >= 0)[first]
+    latency = cmd_times[pairs] - state_times[newest[pairs]]
+    answered = len(pairs)
     cmd_jitter = np.abs(np.diff(cmd_times) - PERIOD)
     state_jitter = np.abs(np.diff(state_times) - PERIOD)
     cmd_rate = len(cmd_times) / elapsed
@@ -248,16 +253,20 @@ def bench_realtime(duration: float, max_state_age: float, warmup: float = 5.0):
           f"republished at 20 Hz, {elapsed:.1f} s "
           f"measured after {warmup:.0f} s warm-up, {os.cpu_count()} CPU cores, load average "
           f"{load:.1f} before the run")
-    missed = len(states) - len(answered)
+    missed = len(states) - answered
     print(f"  states received {len(states)} ({len(states) / elapsed:.1f} Hz); commands "
-          f"{len(cmd_times)} tagged ({cmd_rate:.1f} Hz = {cmd_rate * PERIOD:.3f} of the target), "
-          f"{len(untagged)} untagged watchdog holds; states unanswered {missed} "
+          f"{len(cmd_times)} ({cmd_rate:.1f} Hz = {cmd_rate * PERIOD:.3f} of the target); states "
+          f"followed by no command before the next state {missed} "
           f"({missed / max(1, len(states)):.2%})")
     print(f"  command period jitter |Δt − 2 ms|: {stats_ms(cmd_jitter)}; "
           f"share ≤ 0.5 ms: {np.mean(cmd_jitter <= 0.0005):.2%}")
     print(f"  state period jitter (the sim's own): {stats_ms(state_jitter)}")
     print(f"  state→command latency: {stats_ms(latency)}  "
           f"(p50 = {np.percentile(latency, 50) / PERIOD:.2f} periods)")
+    if latencies:
+        med, worst = np.array(latencies).T
+        print(f"  executor's reported latency (state stamp → send, sim time): median of window "
+              f"medians {np.median(med):.3f} ms, max {worst.max():.3f} ms")
     print(f"  CPU use (share of one core): sim {cpu[0]:.0%}, executor {cpu[1]:.0%}, this "
           f"measuring/planner process {cpu[2]:.0%}; machine load average {os.getloadavg()[0]:.1f}"
           " after")
@@ -282,9 +291,9 @@ def bench_watchdog(trials: int = 20, hogs: int = 3) -> None:
     probe = rclpy.create_node("watchdog_bench")
     pub = probe.create_publisher(JointState, "/joint_states", 10)
     ctrl = probe.create_publisher(UInt8MultiArray, "/mbrl/controller", LATCHED_QOS)
-    holds = []
+    holds = []  # (arrival, the executor's stale_state count then: same thread, so up to date)
     probe.create_subscription(Float64MultiArray, "/effort_controller/commands", lambda m: (
-        holds.append(time.perf_counter()) if command_tag(m) is None else None), 1000)
+        holds.append((time.perf_counter(), node.diag.counters["stale_state"]))), 1000)
     for n in (node, probe):
         ex.add_node(n)
     stop = threading.Event()
@@ -306,10 +315,12 @@ def bench_watchdog(trials: int = 20, hogs: int = 3) -> None:
                 pub.publish(joint_state_msg(start + (k + 6) * seconds_to_ns(period),
                                             robot.joint_names, zero, zero, zero))
                 time.sleep(period)
+            fired = node.diag.counters["stale_state"]
             holds.clear()
             time.sleep(0.3)
-            if holds:
-                out.append((holds[0] - last) / period)
+            after = [t for t, count in holds if count > fired]
+            if after:
+                out.append((after[0] - last) / period)
         return np.array(out)
 
     time.sleep(1.0)

@@ -96,6 +96,18 @@ class Probe(CommandProbe):
         self.state_pub.publish(joint_state_msg(stamp_ns, names, np.asarray(q, float),
                                                np.asarray(qd, float), np.zeros(len(names))))
 
+    def answer(self, stamp_ns, q, qd, names=NAMES):
+        """Send a state to a realtime executor and return the command that answers it (the next
+        one: realtime commands are tagged with their send time, never before the state's stamp)."""
+        before = self.n_commands()
+        self.send_state(stamp_ns, q, qd, names)
+        wait_for(lambda: self.n_commands() > before, 10, f"the answer to state {stamp_ns}")
+        with self.lock:
+            assert len(self.commands) == before + 1
+            u, tag = self.commands[-1]
+        assert tag >= stamp_ns
+        return u
+
 
 
 def executor(ros, **params):
@@ -214,20 +226,19 @@ def test_estop_latches_the_hold_until_released(ros):
     wait_for(lambda: node.controller is not None, 10, "the controller")
     qd = np.full(N, 0.5)
     hold = -node.safety.gains["damping"] * qd
-    probe.send_state(PERIOD_NS, HOME, qd)
-    np.testing.assert_array_equal(probe.command_for(PERIOD_NS), np.full(N, 1.0))
+    np.testing.assert_array_equal(probe.answer(PERIOD_NS, HOME, qd), np.full(N, 1.0))
+    before = probe.n_commands()
     assert probe.call_estop(True).success
+    wait_for(lambda: probe.n_commands() > before, 10, "the hold at the e-stop")
     for k in range(2, 6):
         if k == 3:  # a new controller does not release the latch
             probe.send_controller(open_loop(np.full(N, 2.0)))
             wait_for(lambda: node.controller.u_hat[0, 0] == 2.0, 10, "the new controller")
-        probe.send_state(k * PERIOD_NS, HOME, qd)
-        np.testing.assert_allclose(probe.command_for(k * PERIOD_NS), hold)
+        np.testing.assert_allclose(probe.answer(k * PERIOD_NS, HOME, qd), hold)
     wait_for(lambda: any(level == DiagnosticStatus.ERROR and "e-stop" in text
                          for _, level, text in probe.diags), 10, "an ERROR diagnostic")
     assert probe.call_estop(False).success
-    probe.send_state(6 * PERIOD_NS, HOME, qd)
-    np.testing.assert_array_equal(probe.command_for(6 * PERIOD_NS), np.full(N, 2.0))
+    np.testing.assert_array_equal(probe.answer(6 * PERIOD_NS, HOME, qd), np.full(N, 2.0))
 
 
 # -- real-time mode: watchdogs in sim time -----------------------------------------------------
@@ -250,7 +261,7 @@ def test_stale_state_watchdog_fires_within_one_control_period_of_sim_time(ros):
         _tick(probe, node, k * PERIOD_NS)
         probe.send_state(k * PERIOD_NS, HOME, np.full(N, 0.1))
         np.testing.assert_array_equal(probe.command_for(k * PERIOD_NS), np.full(N, 0.5))
-    assert all(tag is not None for _, tag in probe.commands)  # no watchdog hold so far
+    assert probe.n_commands() == last  # no watchdog hold so far
     fired_at = None
     for k in range(last + 1, last + 20):  # states stop; sim time goes on
         before = probe.n_commands()
@@ -264,7 +275,8 @@ def test_stale_state_watchdog_fires_within_one_control_period_of_sim_time(ros):
     deadline = last * PERIOD_NS + seconds_to_ns(max_age)
     assert fired_at is not None and deadline <= fired_at < deadline + PERIOD_NS
     u, tag = probe.commands[-1]
-    assert tag is None and np.array_equal(u, np.zeros(N))  # damping at zero (untrusted) velocity
+    assert np.array_equal(u, np.zeros(N))  # damping at zero (untrusted) velocity
+    assert tag == fired_at  # tagged with its send time (sim time)
     wait_for(lambda: any("stale_state" in text for _, _, text in probe.diags), 10,
              "the stale_state diagnostic")
     stamp = next(s for s, _, text in probe.diags if "stale_state" in text)
@@ -293,20 +305,19 @@ def test_realtime_holds_past_the_plan_end_before_its_start_and_when_old(ros):
              (start + 10 * PERIOD_NS, hold, "plan_expired"),
              (start - PERIOD_NS, None, "stamp_backwards")]
     for stamp, expected, key in cases:
-        probe.send_state(stamp, HOME, qd)
         if expected is None:
+            probe.send_state(stamp, HOME, qd)
             wait_for(lambda: node.diag.counters[key] == 1, 10, key)
             continue
-        np.testing.assert_allclose(probe.command_for(stamp), expected)
+        np.testing.assert_allclose(probe.answer(stamp, HOME, qd), expected)
         assert key is None or node.diag.counters[key] == 1
     probe.send_controller(open_loop(np.full(N, 0.5), T=1000, start_ns=start))
     wait_for(lambda: node.controller.T == 1000, 10, "the long controller")
     _tick(probe, node, start + seconds_to_ns(1.0) + 1)  # plan received at 1.0 s: now too old
-    probe.send_state(start + 20 * PERIOD_NS, HOME, qd)
-    np.testing.assert_allclose(probe.command_for(start + 20 * PERIOD_NS), hold)
+    np.testing.assert_allclose(probe.answer(start + 20 * PERIOD_NS, HOME, qd), hold)
     assert node.diag.counters["stale_plan"] == 1
-    probe.send_state(start + 21 * PERIOD_NS, HOME, qd, names=["x"] + NAMES[1:])  # joint missing
-    np.testing.assert_allclose(probe.command_for(start + 21 * PERIOD_NS), np.zeros(N))
+    np.testing.assert_allclose(probe.answer(start + 21 * PERIOD_NS, HOME, qd,
+                                            names=["x"] + NAMES[1:]), np.zeros(N))  # joint missing
     assert node.diag.counters["rejected_state"] == 1
 
 
@@ -320,11 +331,10 @@ def test_reordered_joint_names_give_the_same_command(ros):
         np.zeros((1000, 2 * N)), np.zeros((1000, N)), K, dt_ns=PERIOD_NS, joint_names=NAMES))
     wait_for(lambda: node.controller is not None, 10, "the controller")
     q, qd = HOME + 0.01 * rng.standard_normal(N), 0.01 * rng.standard_normal(N)
-    probe.send_state(PERIOD_NS, q, qd)
-    first = probe.command_for(PERIOD_NS)
+    first = probe.answer(PERIOD_NS, q, qd)
     order = rng.permutation(N)
-    probe.send_state(PERIOD_NS + 1, q[order], qd[order], names=[NAMES[i] for i in order])
-    np.testing.assert_array_equal(probe.command_for(PERIOD_NS + 1), first)
+    np.testing.assert_array_equal(
+        probe.answer(PERIOD_NS + 1, q[order], qd[order], names=[NAMES[i] for i in order]), first)
 
 
 def test_bad_controllers_are_rejected_and_the_last_good_one_kept(ros):
@@ -343,8 +353,7 @@ def test_bad_controllers_are_rejected_and_the_last_good_one_kept(ros):
         probe.send_controller(data)
         wait_for(lambda: node.diag.counters["rejected_controller"] == i, 10, f"rejection {i}")
     assert node.controller is not None and node.controller.u_hat[0, 0] == 0.25
-    probe.send_state(PERIOD_NS, HOME, np.zeros(N))
-    np.testing.assert_array_equal(probe.command_for(PERIOD_NS), np.full(N, 0.25))
+    np.testing.assert_array_equal(probe.answer(PERIOD_NS, HOME, np.zeros(N)), np.full(N, 0.25))
 
 
 def test_invalid_parameters_stop_the_node_with_a_clear_error(ros):
@@ -428,8 +437,7 @@ def test_fuzz_with_estop_toggles_never_commands_beyond_limits_and_recovers(ros):
     probe.send_controller(open_loop(np.full(N, 0.125), start_ns=start))
     wait_for(lambda: node.controller is not None and node.controller.start_ns == start, 10,
              "a good controller")
-    probe.send_state(start, HOME, np.zeros(N))
-    np.testing.assert_array_equal(probe.command_for(start), np.full(N, 0.125))
+    np.testing.assert_array_equal(probe.answer(start, HOME, np.zeros(N)), np.full(N, 0.125))
 
 
 def test_realtime_priority_puts_every_thread_of_the_node_under_fifo(node_process):
@@ -467,15 +475,205 @@ def test_one_state_stamped_ahead_cannot_lock_the_executor_out(ros):
     probe.send_state(start + seconds_to_ns(1000.0), HOME, np.zeros(N))
     wait_for(lambda: node.diag.counters["implausible_state"] == 1, 10, "the rejection")
     ahead = start + seconds_to_ns(0.4)
-    probe.send_state(ahead, HOME, np.zeros(N))
-    np.testing.assert_array_equal(probe.command_for(ahead), np.full(N, 0.25))
+    np.testing.assert_array_equal(probe.answer(ahead, HOME, np.zeros(N)), np.full(N, 0.25))
+    before = probe.n_commands()
     stamps = [start + k * PERIOD_NS for k in range(1, 6)]
     for stamp in stamps:  # one at a time (the real-time executor keeps only the newest)
         taken = node.diag.counters["received /joint_states"]
         probe.send_state(stamp, HOME, np.zeros(N))
         wait_for(lambda: node.diag.counters["received /joint_states"] > taken, 10, "the state")
-    for stamp in stamps[2:]:  # the third in a row from an earlier stamp restarts the timeline
-        np.testing.assert_array_equal(probe.command_for(stamp), np.full(N, 0.25))
+    # the third in a row from an earlier stamp restarts the timeline: it and later are answered
+    wait_for(lambda: probe.n_commands() == before + 3, 10, "the answers after the restart")
+    with probe.lock:
+        answers = probe.commands[before:]
+    assert all(np.array_equal(u, np.full(N, 0.25)) for u, _ in answers)
     assert node.diag.counters["stamp_backwards"] == 2
     assert node.diag.counters["timeline_restarts"] == 1
-    assert not any(tag in stamps[:2] for _, tag in probe.commands)
+
+
+# -- issue 13: command timing, gravity, homing -----------------------------------------------------
+def _diag_values(ros, key, timeout=10.0):
+    """The executor's /diagnostics values once one of its statuses carries ``key``."""
+    node, found = ros.node("diag_reader"), []
+
+    def on_diag(msg):
+        for st in msg.status:
+            values = {kv.key: kv.value for kv in st.values}
+            if st.name.startswith("lg_executor") and key in values:
+                found.append(values)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 100)
+    wait_for(lambda: found, timeout, f"/diagnostics with {key}")
+    return found[-1]
+
+
+def test_realtime_tags_are_send_times_and_latency_is_reported(ros):
+    """Realtime: each command is tagged with the executor's clock time when it was sent (not
+    before the stamp of the state it answers, strictly increasing); the latency state stamp →
+    send is reported on /diagnostics (median and max, ms)."""
+    node = executor(ros, mode="realtime", max_plan_age=0.0, max_state_age=0.0,
+                    diagnostics_period=0.1)
+    probe = Probe(ros)
+    connected(probe, node)
+    start = time.time_ns()
+    probe.send_controller(open_loop(np.full(N, 0.25), start_ns=start - seconds_to_ns(1.0)))
+    wait_for(lambda: node.controller is not None, 10, "the controller")
+    late = seconds_to_ns(0.03)  # states stamped 30 ms before they are sent
+    for k in range(5):
+        received = time.time_ns()
+        stamp = received - late
+        np.testing.assert_array_equal(probe.answer(stamp, HOME, np.zeros(N)), np.full(N, 0.25))
+        with probe.lock:
+            tag = probe.commands[-1][1]
+        assert received <= tag <= time.time_ns()  # sent after the state was published
+    with probe.lock:
+        tags = [tag for _, tag in probe.commands]
+    assert tags == sorted(set(tags))
+    values = _diag_values(ros, "latency_ms_median")
+    assert 30.0 <= float(values["latency_ms_median"]) <= float(values["latency_ms_max"])
+
+
+def test_without_robot_gravity_compensation_commands_are_plan_plus_gravity(ros):
+    """robot_compensates_gravity false: the command is the plan's torque + the URDF's g(q) (to
+    1e-9), the hold law too, and an implausible state gets the gravity of the last plausible
+    one."""
+    from mbrl_ros.gravity import GravityModel
+    node = executor(ros, mode="realtime", max_plan_age=0.0, max_state_age=0.0,
+                    robot_compensates_gravity=False)
+    probe = Probe(ros)
+    connected(probe, node)
+    g = GravityModel(ROBOT)
+    rng = np.random.default_rng(5)
+    u_plan = 0.1 * EFFORT * rng.uniform(-1, 1, N)
+    probe.send_controller(open_loop(u_plan, T=50))
+    wait_for(lambda: node.controller is not None, 10, "the controller")
+    for k in range(1, 6):
+        q = HOME + 0.2 * rng.uniform(-1, 1, N)
+        expected = np.clip(u_plan + g.torque(q), -EFFORT, EFFORT)
+        np.testing.assert_allclose(probe.answer(k * PERIOD_NS, q, np.zeros(N)), expected,
+                                   rtol=0, atol=1e-9)
+    bad = HOME.copy()
+    bad[0] = ROBOT.limits.upper[0] + 2.0  # implausible: held, with the last plausible gravity
+    hold = probe.answer(6 * PERIOD_NS, bad, np.zeros(N))
+    np.testing.assert_allclose(hold, np.clip(g.torque(q), -EFFORT, EFFORT), rtol=0, atol=1e-9)
+    qd = np.full(N, 0.3)  # past the plan's end: the damping hold + g(q)
+    expected = np.clip(-node.safety.gains["damping"] * qd + g.torque(HOME), -EFFORT, EFFORT)
+    np.testing.assert_allclose(probe.answer(60 * PERIOD_NS, HOME, qd), expected, atol=1e-9)
+
+
+def test_gravity_needs_inertials_and_every_joint(ros, tmp_path):
+    import re
+    stripped = re.sub(r"<inertial>.*?</inertial>", "", ROBOT.urdf_path.read_text(), flags=re.S)
+    path = tmp_path / "massless.urdf"
+    path.write_text(stripped)
+    with pytest.raises(ConfigError, match="robot_compensates_gravity.*inertial"):
+        executor(ros, robot=str(path), robot_compensates_gravity=False)
+    executor(ros, robot=str(path))  # a robot that compensates needs no masses
+    from mbrl_ros.nodes.policy_runner import PolicyRunnerNode  # the same for the policy runner
+    with pytest.raises(ConfigError, match="robot_compensates_gravity.*inertial"):
+        PolicyRunnerNode(context=ros.context, parameter_overrides=[
+            Parameter("robot", value=str(path)),
+            Parameter("robot_compensates_gravity", value=False)])
+    with pytest.raises(ConfigError, match="every joint"):
+        executor(ros, joint_names=NAMES[:3], robot_compensates_gravity=False)
+
+
+def test_homing_controller_overrides_the_planner_and_hands_over_when_truncated(ros):
+    from mbrl_ros.homing import homing_controller
+    node = executor(ros, mode="realtime", max_plan_age=0.0, max_state_age=0.0)
+    probe = Probe(ros)
+    homing_pub = probe.node.create_publisher(UInt8MultiArray, "/mbrl/homing_controller",
+                                             LATCHED_QOS)
+    connected(probe, node)
+    wait_for(lambda: homing_pub.get_subscription_count() > 0, 10, "homing subscriber")
+    probe.send_controller(open_loop(np.full(N, 0.5)))
+    wait_for(lambda: node.controller is not None, 10, "the controller")
+    goal = HOME + 0.2
+    homing = homing_controller(HOME, goal, 0, PERIOD_NS, robot=ROBOT, hold=0.5)
+    homing_pub.publish(UInt8MultiArray(data=homing.to_bytes()))
+    wait_for(lambda: node.homing is not None, 10, "the homing controller")
+    rng = np.random.default_rng(2)
+    for k in (1, 5, 9):
+        q, qd = HOME + 0.01 * rng.standard_normal(N), 0.01 * rng.standard_normal(N)
+        expected = homing.act(np.concatenate([q, qd]), k)
+        np.testing.assert_allclose(probe.answer(k * PERIOD_NS, q, qd), expected, atol=1e-12)
+    assert node.homing_active
+    values = _diag_values(ros, "homing_active")
+    assert values["homing_active"] == "True"
+    homing_pub.publish(UInt8MultiArray(data=homing.with_validity(10 * PERIOD_NS).to_bytes()))
+    wait_for(lambda: node.homing.valid_until_ns == 10 * PERIOD_NS, 10, "the truncated homing")
+    np.testing.assert_array_equal(probe.answer(10 * PERIOD_NS, HOME, np.zeros(N)),
+                                  np.full(N, 0.5))  # the planner's controller again
+    assert not node.homing_active
+    too_stiff = LinearGaussianController.feedback(  # beyond ControllerBounds: refused
+        homing.x_hat, homing.u_hat, homing.K * 1e6, dt_ns=PERIOD_NS, joint_names=NAMES)
+    homing_pub.publish(UInt8MultiArray(data=too_stiff.to_bytes()))
+    wait_for(lambda: node.diag.counters["rejected_homing_controller"] == 1, 10, "the refusal")
+    np.testing.assert_array_equal(probe.answer(11 * PERIOD_NS, HOME, np.zeros(N)),
+                                  np.full(N, 0.5))
+
+
+def _lockstep_without_gravity_compensation(probe, node_process, **executor_params):
+    """arm7's lockstep sim without gravity compensation and a sync executor; returns the stamp of
+    the sim's first state, which the executor holds (waiting)."""
+    node_process("lg_executor", {"mode": "sync", "control_period": PERIOD,
+                                 "diagnostics_period": 0.05, **executor_params})
+    node_process("arm_sim", {"mode": "lockstep", "control_period": PERIOD,
+                             "lockstep_timeout": 600.0, "gravity_compensation": False})
+    return _synchronise(probe)
+
+
+def _states_from(probe, start, steps):
+    last = start + (steps - 1) * PERIOD_NS
+    wait_for(lambda: any(s.stamp_ns == last for s in probe.states), 120, "the lockstep run")
+    with probe.lock:
+        got = {s.stamp_ns: s for s in probe.states if start <= s.stamp_ns <= last}
+    assert len(got) == steps
+    return [got[t] for t in sorted(got)]
+
+
+@pytest.mark.parametrize("adds_gravity", [True, False])
+def test_the_hold_keeps_a_gravity_loaded_arm_in_place(ros, node_process, adds_gravity):
+    """arm7 in lockstep without gravity compensation in the sim, the executor holding (e-stop:
+    the damping hold law) for 2 s: with robot_compensates_gravity false (the executor adds g(q))
+    the arm stays where it is; with the default (true) it falls."""
+    probe = Probe(ros)
+    start = _lockstep_without_gravity_compensation(
+        probe, node_process, robot_compensates_gravity=not adds_gravity)
+    assert probe.call_estop(True).success
+    states = _states_from(probe, start, 200)
+    drift = np.abs(states[-1].position - states[0].position).max()
+    if adds_gravity:
+        assert drift < 0.02, drift
+    else:
+        assert drift > 0.1, drift  # the arm fell
+
+
+def test_homing_in_lockstep_without_gravity_compensation_settles_at_the_goal(ros, node_process):
+    """The homing controller, published on /mbrl/homing_controller, drives arm7 (lockstep sim
+    without gravity compensation, executor adding g(q)) from its start pose to another: every
+    command is homing + g(q) clamped (to 1e-9), the arm settles within tolerance and the settle
+    detector says so."""
+    from mbrl_ros.gravity import GravityModel
+    from mbrl_ros.homing import SettleDetector, homing_controller
+    probe = Probe(ros)
+    homing_pub = probe.node.create_publisher(UInt8MultiArray, "/mbrl/homing_controller",
+                                             LATCHED_QOS)
+    start = _lockstep_without_gravity_compensation(probe, node_process,
+                                                   robot_compensates_gravity=False)
+    q0 = next(s for s in probe.states if s.stamp_ns == start).position
+    goal = q0 + np.array([0.3, -0.25, 0.2, 0.3, -0.3, 0.25, 0.4])
+    homing = homing_controller(q0, goal, start, PERIOD_NS, robot=ROBOT, hold=1.0)
+    homing_pub.publish(UInt8MultiArray(data=homing.to_bytes()))
+    states = _states_from(probe, start, homing.T)
+    detector = SettleDetector(goal, 0.01, 0.05, 0.2, homing.T * PERIOD, NAMES)
+    for s in states:
+        detector.update(s.stamp_ns, s.position, s.velocity)
+    assert detector.settled, detector.message
+    assert np.abs(states[-1].position - goal).max() < 0.01
+    g = GravityModel(ROBOT)
+    with probe.lock:
+        commands = {tag: u for u, tag in probe.commands}
+    for k, s in enumerate(states[:-1]):
+        u = homing.act(np.concatenate([s.position, s.velocity]), k) + g.torque(s.position)
+        np.testing.assert_allclose(commands[s.stamp_ns], np.clip(u, -EFFORT, EFFORT), rtol=0,
+                                   atol=1e-9, err_msg=f"step {k}")

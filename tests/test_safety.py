@@ -201,3 +201,52 @@ def test_capped_damping_hold_is_stable_where_the_raw_gain_is_not():
     assert caps[1][1] < 0.5
     assert _elbow_swing(caps) < 1e-3  # the capped hold brings the elbow to rest
     assert _elbow_swing(None) > 0.5  # 0.5 N·m·s/rad on ~3e-4 kg·m² at 100 Hz: a limit cycle
+
+
+# -- gravity (a robot that does not compensate its own weight) ------------------------------------
+def test_gravity_is_added_to_every_output_from_the_last_plausible_state():
+    """u + g(q) before the clamp for commands, hold laws and brakes; g from the last plausible
+    state when the state is non-finite or implausible (a lie must not feed the model)."""
+    g_of = lambda q: np.array([3.0 * q[0], -1.0 - q[1]])  # noqa: E731 - any function of q
+    s = SafetyLayer(LOWER, UPPER, VEL, EFFORT, SafetyConfig(hold_law="damping", damping=2.0),
+                    gravity=g_of)
+    u, _ = s.filter([np.nan, 0.0], [0.0, 0.0], None)  # no plausible state yet: no gravity term
+    np.testing.assert_allclose(u, [0.0, 0.0])
+    u, _ = s.filter([0.0, 0.0], [0.0, 0.0], None)  # the hold at rest + g(0)
+    np.testing.assert_allclose(u, [0.0, -1.0])
+    u, ev = s.filter([0.5, 0.5], [0.0, 0.0], [1.0, 1.0])  # command + g
+    np.testing.assert_allclose(u, [1.0 + 1.5, 1.0 - 1.5])
+    u, ev = s.filter([0.5, 0.5], [0.5, -0.5], None)  # hold law + g
+    np.testing.assert_allclose(u, [-1.0 + 1.5, 1.0 - 1.5])
+    u, ev = s.filter([0.5, 0.5], [0.0, 0.0], [10.0, 0.0])  # clamped after adding g
+    np.testing.assert_allclose(u, [10.0, -1.5])
+    assert "effort_clamped" in keys(ev)
+    for q, key in [([np.nan, 0.2], "non_finite_state"), ([0.2, 900.0], "implausible_state")]:
+        u, ev = s.filter(q, [0.0, 0.0], [1.0, 1.0])
+        assert keys(ev)[0] == key
+        np.testing.assert_allclose(u, [1.5, -1.5])  # damping at zero velocity + g(0.5, 0.5)
+    u, ev = s.filter([0.96, 0.0], [0.0, 0.0], [5.0, 0.0])  # position wall, then + g
+    wall = -s.gains["brake_kp"][0] * (0.96 - 0.95)
+    np.testing.assert_allclose(u, [wall + 3 * 0.96, -1.0])
+    assert keys(ev) == ["position_guard"]
+
+
+@pytest.mark.parametrize("with_gravity", [True, False])
+def test_damping_hold_with_gravity_keeps_a_weighted_arm_in_place(with_gravity):
+    """arm7 in MuJoCo without gravity compensation, held by the damping hold law: with the URDF's
+    g(q) added it stays where it is (g is the exact static torque of the same model); without it
+    the arm falls."""
+    from mbrl_ros.gravity import GravityModel
+    robot = load_robot("arm7")
+    sim = ArmSimulator(robot, SimConfig(control_period=0.01, gravity_compensation=False))
+    q0 = sim.measure().position
+    model = GravityModel(robot)
+    s = SafetyLayer(robot.limits.lower, robot.limits.upper, robot.limits.velocity,
+                    robot.limits.effort, SafetyConfig(hold_law="damping"),
+                    robot_gain_caps(robot, robot.joint_names, 0.01),
+                    model.torque if with_gravity else None)
+    for _ in range(200):
+        m = sim.measure()
+        sim.step(s.filter(m.position, m.velocity, None)[0])
+    drift = np.abs(sim.measure().position - q0).max()
+    assert drift < 1e-3 if with_gravity else drift > 0.1, drift

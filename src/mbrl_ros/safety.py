@@ -13,7 +13,12 @@ safe to send, and reports what it did as events. In order:
    starting at the margin (``brake_kp``, ``brake_kd``) bounds the torque towards the limit;
    velocity guard: within ``velocity_margin`` of the velocity limit, the torque along the motion
    is bounded by −``brake_kd`` q̇. ``limit_response = "hold"`` applies the hold law instead.
-3. effort clamp to ±effort limit.
+3. gravity (a robot that does not compensate its own weight): + g(q) on every output, the hold
+   law and the brakes included, so a hold holds the arm instead of letting it fall. g is taken
+   at the state's positions when the state is plausible (finite and through the gate; a stale
+   state's last positions count), otherwise at the last plausible state's: a lie must not feed
+   the gravity model (before any plausible state, no gravity term).
+4. effort clamp to ±effort limit.
 
 The effort clamp and the non-finite guard always run; ``enabled = False`` switches off the
 watchdogs and limit guards only. The output is always finite and within the effort limits.
@@ -27,7 +32,7 @@ the effective inertia 1/(M⁻¹)_ii (coupling and armature included) from ``effe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import mujoco
 import numpy as np
@@ -106,10 +111,13 @@ def robot_gain_caps(robot: RobotDescription, joint_names, period: float, n_poses
 class SafetyLayer:
     """Filters commands for an arm with limits ``lower``, ``upper`` (rad), ``velocity`` (rad/s),
     ``effort`` (N·m), each (n,), in the order of the q, q̇, u arrays given to ``filter``.
-    ``caps`` = (kp_max, kd_max) from ``gain_caps`` bounds the configured gains (``self.gains``)."""
+    ``caps`` = (kp_max, kd_max) from ``gain_caps`` bounds the configured gains (``self.gains``).
+    ``gravity``: q (n,) rad → g(q) (n,) N·m in the same joint order, added to every output (a
+    robot that does not compensate gravity); None: the robot compensates."""
 
     def __init__(self, lower, upper, velocity, effort, config: SafetyConfig = SafetyConfig(),
-                 caps: tuple[np.ndarray, np.ndarray] | None = None):
+                 caps: tuple[np.ndarray, np.ndarray] | None = None,
+                 gravity: Callable[[np.ndarray], np.ndarray] | None = None):
         self.lower, self.upper, self.velocity, self.effort = (
             np.asarray(a, dtype=np.float64) for a in (lower, upper, velocity, effort))
         n = self.effort.shape[0] if self.effort.ndim == 1 else -1
@@ -142,6 +150,8 @@ class SafetyLayer:
                 g = np.minimum(g, caps[0] if name.endswith("kp") else caps[1])
             gains[name] = g
         self.gains = gains
+        self.gravity = gravity
+        self.gravity_torque = np.zeros(n)  # g at the last plausible state (N·m)
         self.estopped = False
         self.holding = False
         self._hold_position: np.ndarray | None = None
@@ -184,6 +194,8 @@ class SafetyLayer:
             raise ValueError(f"q and qd must be ({self.n},), got {q.shape} and {qd.shape}")
         finite = np.isfinite(q).all() and np.isfinite(qd).all()
         problem = self.gate.problem(q, qd) if finite else None
+        if self.gravity is not None and finite and problem is None:
+            self.gravity_torque = np.asarray(self.gravity(q), dtype=np.float64)
         if not finite:
             hold = SafetyEvent("non_finite_state", "joint state has non-finite values: hold")
         elif problem is not None:
@@ -225,6 +237,8 @@ class SafetyLayer:
         else:
             self.holding = False
             self._hold_position = None
+        if self.gravity is not None:
+            u = u + self.gravity_torque
         clamped = np.minimum(np.maximum(u, -self.effort), self.effort)
         over = clamped != u
         if over.any():

@@ -1,12 +1,14 @@
 """Executor node ``lg_executor``: runs the latest linear-Gaussian controller against the arm.
 
 Subscribes ``/joint_states``, ``/mbrl/controller`` (controller artifacts,
-std_msgs/UInt8MultiArray, transient local) and ``/mbrl/planner_heartbeat`` (std_msgs/Header);
-publishes ``/effort_controller/commands`` (torques in
-``joint_names`` order, tagged with the stamp of the joint state they answer); service ``~/estop``
-(std_srvs/SetBool: true latches the hold, false releases it); ``/diagnostics`` with counters of
-every safety event. The safety glue (intake, watchdog, e-stop, output) is shared with the policy
-runner (``nodes.safe_command_node``).
+std_msgs/UInt8MultiArray, transient local), ``/mbrl/homing_controller`` (the same artifacts, from
+the episode manager: ``mbrl_ros.homing``) and ``/mbrl/planner_heartbeat`` (std_msgs/Header);
+publishes ``/effort_controller/commands`` (torques in ``joint_names`` order, tagged in sync mode
+with the stamp of the joint state they answer, in realtime mode with the time they are sent:
+``nodes.safe_command_node``); service ``~/estop`` (std_srvs/SetBool: true latches the hold, false
+releases it); ``/diagnostics`` with counters of every safety event, whether homing is active and
+the latency state stamp → command. The safety glue (intake, watchdog, e-stop, gravity, output) is
+shared with the policy runner (``nodes.safe_command_node``).
 
 For each joint state, step t = ⌊(stamp − start)/dt⌋ of the controller gives u (deterministic
 ``act``, or ``sample`` with noise seeded by (seed, controller start) when ``stochastic``), which
@@ -18,16 +20,22 @@ feedforward over the effort limits, gains that saturate a joint for a tiny state
 wider than the effort limit, nominal states beyond the joint limits) are refused, as are
 malformed ones; the last good controller stays.
 
+**Homing.** A homing controller valid at a state's stamp takes precedence over the planner's
+(always deterministic; neither the planner's heartbeat nor ``max_plan_age`` applies to it: its
+own validity does). When the arm has settled the episode manager republishes it truncated
+(``with_validity``) and the planner's controllers take over from that stamp.
+
 * ``sync`` (lockstep graphs): a state that no controller covers waits, and **nothing is
   published**, so a lockstep sim waits too; the state is answered as soon as a covering
   controller arrives. The graph advances at the planner's pace, deterministically. Safety holds
   (e-stop, non-finite state) are still published.
 * ``realtime``: the latest controller is used; past its validity, before its start, without one,
   when it is older than ``max_plan_age`` (node clock), or when the planner's heartbeat, once
-  heard, has been silent for ``heartbeat_timeout`` (node clock) the hold law is published. Only the newest
-  joint state is kept (a late callback skips a backlog rather than answering old states). A
-  watchdog on the node clock (sim time under ``use_sim_time``) publishes the hold (untagged)
+  heard, has been silent for ``heartbeat_timeout`` (node clock) the hold law is published. Only
+  the newest joint state is kept (a late callback skips a backlog rather than answering old
+  states). A watchdog on the node clock (sim time under ``use_sim_time``) publishes the hold
   ``max_state_age`` after the last joint state and then every ``control_period`` until one comes.
+  Every command is tagged with its send time.
 
 A malformed or implausible joint state is answered with the hold law (at the last good position,
 zero velocity); a state whose stamp goes backwards is dropped (``nodes.intake``).
@@ -75,11 +83,14 @@ class LGExecutorNode(SafeCommandNode):
     """The executor; ``node_kwargs`` go to rclpy's Node (parameter_overrides, context, ...)."""
 
     WAITING = "waiting for a controller covering the current state"
+    SEND_TIME_TAGS = True
 
     def __init__(self, **node_kwargs):
         super().__init__("lg_executor", PARAMS, "executor", **node_kwargs)
         p = self.p
         self.controller: LinearGaussianController | None = None
+        self.homing: LinearGaussianController | None = None
+        self.homing_active = False  # the last state was answered by the homing controller
         self.noise: np.ndarray | None = None
         self.last_index: int | None = None
         self.heartbeat_ns: int | None = None  # node clock when the last heartbeat came
@@ -88,6 +99,8 @@ class LGExecutorNode(SafeCommandNode):
                                        p.max_feedforward_ratio, p.min_saturating_error)
         subscribe(self, self.diag, UInt8MultiArray, "/mbrl/controller", LATCHED_QOS,
                   self._on_controller, self._read_controller, "controller")
+        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/homing_controller", LATCHED_QOS,
+                  self._on_homing, self._read_controller, "homing_controller")
         subscribe(self, self.diag, Header, "/mbrl/planner_heartbeat", 10, self._on_heartbeat,
                   what="heartbeat")
         g = self.safety.gains
@@ -123,20 +136,37 @@ class LGExecutorNode(SafeCommandNode):
         if self.pending is not None and c.valid_at(self.pending.stamp_ns):
             self._answer_pending()
 
+    def _on_homing(self, c: LinearGaussianController) -> None:
+        self.homing = c
+        self.diag.count("homing_controllers")
+        if self.pending is not None and c.valid_at(self.pending.stamp_ns):
+            self._answer_pending()
+
     # -- acting --------------------------------------------------------------------------------
     def _answer(self, state: JointSample, now: int, start_ns: int) -> None:
+        x = np.concatenate([state.position, state.velocity])
+        h = self.homing
+        if h is not None and h.valid_at(state.stamp_ns):
+            self._set_homing(True)
+            self.pending, self.last_index = None, h.index(state.stamp_ns)
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
+                u = h.act(x, self.last_index)
+            self._send(state.position, state.velocity, u, state.stamp_ns,
+                       now=now if self.realtime else None, why="homing", plan_time_ns=None)
+            self._record_compute(start_ns)
+            return
         c = self.controller
         t = c.index(state.stamp_ns) if c is not None and c.valid_at(state.stamp_ns) else None
         if t is None and not self.realtime and not self.safety.estopped:
             self.pending = state  # sync: wait (publish nothing) until a controller covers it
             self.diag.count("waiting")
             return
+        self._set_homing(False)
         self.pending = None
         u, why = None, "no_plan"
         if t is not None and self.realtime and self._planner_silent(now):
             t, why = None, "planner_silent"
         elif t is not None:
-            x = np.concatenate([state.position, state.velocity])
             with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
                 u = c.sample(x, t, z=self.noise[t]) if self.noise is not None else c.act(x, t)
         elif c is not None and why == "no_plan":
@@ -147,9 +177,20 @@ class LGExecutorNode(SafeCommandNode):
                    now=now if self.realtime else None, why=why)
         self._record_compute(start_ns)
 
+    def _set_homing(self, active: bool) -> None:
+        """Log and report when homing starts or ends."""
+        if active != self.homing_active:
+            self.homing_active = active
+            self.get_logger().info("homing: following the homing controller" if active
+                                   else "homing over: planner controllers")
+            self.diag.publish()
+
     def _status(self) -> tuple[str, dict]:
-        c = self.controller
-        return "running" if c else "no controller yet", {
+        c, h = self.controller, self.homing
+        status = "homing" if self.homing_active else "running" if c else "no controller yet"
+        return status, {
+            "homing_active": self.homing_active,
+            "homing_valid_until_s": h.valid_until_ns * 1e-9 if h else 0.0,
             "controller_steps": c.T if c else 0,
             "controller_start_s": c.start_ns * 1e-9 if c else 0.0,
             "controller_end_s": c.end_ns * 1e-9 if c else 0.0,

@@ -19,6 +19,10 @@ A policy for another robot, other joints or their order, another observation lay
 control period is refused: from the topic it is counted (``rejected_policy``) and the previous
 policy stays; from ``policy_file`` the node does not start. A non-finite torque from the policy
 gives the safe hold (``non_finite_command``).
+
+``robot_compensates_gravity: false`` (a robot whose effort interface does not cancel the arm's
+weight): the URDF's gravity torque g(q) is added to every command, the holds included
+(``nodes.safe_command_node``); the policy itself acts on a weightless arm, as the learned models.
 """
 from __future__ import annotations
 

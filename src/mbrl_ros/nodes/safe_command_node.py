@@ -6,8 +6,18 @@ real-time stale-state watchdog and the common part of ``/diagnostics``.
 A subclass computes torques in ``_answer(state, now, start_ns)``: it either publishes with
 ``_send`` (the safety layer turns a missing or non-finite torque into the hold) or, in ``sync``
 mode (lockstep graphs), parks the state in ``self.pending`` and publishes nothing until it can
-answer it (``_answer_pending``). Commands are tagged with the stamp of the joint state they answer
-(``msgconv``), so a lockstep simulator matches them to its steps.
+answer it (``_answer_pending``). In ``sync`` mode commands are tagged with the stamp of the joint
+state they answer (``msgconv``), so a lockstep simulator matches them to its steps. In
+``realtime`` mode a node with ``SEND_TIME_TAGS`` (the executor) tags every command, holds
+included, with its clock time when it sends it: the time from which the command is in force on
+the robot, what the fitter resamples with. Such a tag is never before the stamp of the state it
+answers (clocks of two machines may disagree) and strictly increases. The latency state stamp →
+send (node clock, realtime) is reported on /diagnostics (``latency_ms_median``,
+``latency_ms_max`` over the commands since the last report, at most the last LATENCY_WINDOW).
+
+``robot_compensates_gravity: false``: the safety layer adds the URDF's gravity torque g(q)
+(``mbrl_ros.gravity``) to every command before the effort clamp (``mbrl_ros.safety``); the node
+refuses to start when the URDF cannot give g (no inertials) or ``joint_names`` leaves joints out.
 
 * ``sync``: a state that cannot be answered yet waits and nothing is published, so a lockstep sim
   waits too; safety holds (e-stop, non-finite state) are still published. The first state is
@@ -15,8 +25,9 @@ answer it (``_answer_pending``). Commands are tagged with the stamp of the joint
   (the sim and the nodes that learn from or record commands), so none of them misses the first
   commands because DDS had not connected it yet.
 * ``realtime``: only the newest joint state is kept (a late callback skips a backlog); a watchdog
-  on the node clock (sim time under ``use_sim_time``) publishes the hold (untagged)
-  ``max_state_age`` after the last joint state and then every ``control_period`` until one comes.
+  on the node clock (sim time under ``use_sim_time``) publishes the hold (untagged, or tagged
+  with its send time under ``SEND_TIME_TAGS``) ``max_state_age`` after the last joint state and
+  then every ``control_period`` until one comes.
 
 Joint states come through ``nodes.intake.JointStateIntake``: a malformed or implausible one
 (missing joints, bad sizes, non-finite values, beyond the URDF bounds, stamped too far ahead of
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 
 import numpy as np
 from rclpy.clock import Clock, ClockType
@@ -37,14 +49,17 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
 from mbrl_ros.controller import seconds_to_ns
+from mbrl_ros.gravity import GravityModel
 from mbrl_ros.msgconv import JointSample, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, describe
 from mbrl_ros.nodes.messages import COMMAND_QOS, NEWEST_ONLY, STATE_QOS, command_msg
-from mbrl_ros.nodes.params import Param, declare_params, select_joints
-from mbrl_ros.robot import load_robot
+from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
+from mbrl_ros.robot import RobotDescriptionError, load_robot
 from mbrl_ros.safety import (HOLD_LAWS, LIMIT_RESPONSES, SafetyConfig, SafetyLayer,
                              robot_gain_caps)
+
+LATENCY_WINDOW = 2000  # commands in the latency statistics
 
 SAFETY_PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2) or a URDF path"),
@@ -69,11 +84,14 @@ SAFETY_PARAMS = [
           (0.0, 1e5)),
     Param("brake_kd", 10.0, "damping of the position wall and velocity brake (N·m·s/rad)",
           (0.0, 1e4)),
+    Param("robot_compensates_gravity", True, "the robot's effort interface cancels the arm's "
+          "weight; false: add the URDF's gravity torque g(q) to every command"),
     Param("cap_gains", True, "bound all hold/brake gains to what is stable at control_period "
           "for the robot's inertia (see mbrl_ros.safety)"),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)),
     Param("min_command_subscribers", 1, "sync: answer the first state once this many "
-                                        "subscriptions are matched to the command topic", (1, 1000)),
+                                        "subscriptions are matched to the command topic",
+          (1, 1000)),
     Param("realtime_priority", 0, "realtime: run every thread of the node under SCHED_FIFO at "
                                   "this priority (1-99, needs root or an rtprio limit), so other "
                                   "work on the machine cannot delay commands and watchdogs; "
@@ -93,6 +111,26 @@ def fifo_scheduling(priority: int) -> str | None:
     return None
 
 
+def gravity_in_order(robot, names, idx):
+    """q (n,) in ``names`` order → g(q) (n,) N·m in that order; ConfigError when the URDF cannot
+    give g or ``names`` (indices ``idx`` in the robot) leave some of the robot's joints out."""
+    missing = [j for j in robot.joint_names if j not in names]
+    if missing:
+        raise ConfigError(f"parameter 'robot_compensates_gravity' = false needs every joint of "
+                          f"{robot.name} in 'joint_names' (gravity depends on all of them); "
+                          f"missing {missing}")
+    try:
+        model = GravityModel(robot)
+    except RobotDescriptionError as exc:
+        raise ConfigError(f"parameter 'robot_compensates_gravity' = false: {exc}") from None
+
+    def torque(q: np.ndarray) -> np.ndarray:
+        full = np.empty(robot.n_joints)
+        full[idx] = q
+        return model.torque(full)[idx]
+    return torque
+
+
 class SafeCommandNode(Node):
     """Base of the torque-commanding nodes. ``params`` must contain ``SAFETY_PARAMS`` and a
     ``mode`` parameter (sync or realtime); a node whose commands come from plans that go stale
@@ -101,6 +139,7 @@ class SafeCommandNode(Node):
     ``_answer`` and ``_status``."""
 
     WAITING = "waiting for what the current state needs"
+    SEND_TIME_TAGS = False  # realtime: tag commands with their send time (module doc)
 
     def __init__(self, node_name: str, params: list[Param], title: str, **node_kwargs):
         super().__init__(node_name, **node_kwargs)
@@ -109,13 +148,15 @@ class SafeCommandNode(Node):
         self.names, idx = select_joints(self.robot, p.joint_names)
         lim = self.robot.limits
         caps = robot_gain_caps(self.robot, self.names, p.control_period) if p.cap_gains else None
+        gravity = (None if p.robot_compensates_gravity
+                   else gravity_in_order(self.robot, self.names, idx))
         self.safety = SafetyLayer(
             lim.lower[idx], lim.upper[idx], lim.velocity[idx], lim.effort[idx], SafetyConfig(
                 enabled=p.safety_enabled, hold_law=p.hold_law, damping=p.damping,
                 hold_kp=p.hold_kp, hold_kd=p.hold_kd, position_margin=p.position_margin,
                 velocity_margin=p.velocity_margin, limit_response=p.limit_response,
                 brake_kp=p.brake_kp, brake_kd=p.brake_kd, max_state_age=p.max_state_age,
-                max_plan_age=getattr(p, "max_plan_age", 0.0)), caps)
+                max_plan_age=getattr(p, "max_plan_age", 0.0)), caps, gravity)
         self.n = len(self.names)
         self.realtime = p.mode == "realtime"
         self.plan_time_ns: int | None = None
@@ -124,6 +165,9 @@ class SafeCommandNode(Node):
         self.pending: JointSample | None = None
         self.hold_reason = ""
         self._compute = [0, 0, 0]  # steps, total ns, max ns since the last report
+        # realtime: state stamp → send (ns) of the commands since the last report (the newest)
+        self._latency_ns: deque[int] = deque(maxlen=LATENCY_WINDOW)
+        self._last_tag = -1
         self._period_ns = seconds_to_ns(p.control_period)
         self._max_state_age_ns = seconds_to_ns(p.max_state_age)
         self._matched = False       # sync: the command topic's subscribers are matched
@@ -232,15 +276,27 @@ class SafeCommandNode(Node):
         return response
 
     # -- output ----------------------------------------------------------------------------------
-    def _send(self, q, qd, u, stamp_ns: int | None, now: int | None, why: str) -> None:
+    def _send(self, q, qd, u, stamp_ns: int | None, now: int | None, why: str,
+              plan_time_ns: int | None | bool = True) -> None:
         """Publish the safety layer's output for state (q, q̇) and proposed torque ``u`` (None:
-        the hold, reported as ``why``), tagged with ``stamp_ns``; ``now`` (node clock) enables
-        the age watchdogs (realtime)."""
+        the hold, reported as ``why``) answering the state stamped ``stamp_ns`` (None: no state,
+        e.g. the watchdog); ``now`` (node clock) enables the age watchdogs (realtime);
+        ``plan_time_ns``: when the controller in use came (True: ``self.plan_time_ns``; None:
+        no plan-age check)."""
+        if plan_time_ns is True:
+            plan_time_ns = self.plan_time_ns
         u_safe, events = self.safety.filter(q, qd, u, now, state_time_ns=self.state_time_ns,
-                                            plan_time_ns=self.plan_time_ns, why=why)
+                                            plan_time_ns=plan_time_ns, why=why)
         for e in events:
             self.diag.warn(e.key, e.message)
-        self.cmd_pub.publish(command_msg(u_safe, stamp_ns))
+        tag = stamp_ns
+        if self.realtime:
+            sent = self._now_ns()
+            if stamp_ns is not None:
+                self._latency_ns.append(sent - stamp_ns)
+            if self.SEND_TIME_TAGS:
+                tag = self._last_tag = max(sent, stamp_ns or 0, self._last_tag + 1)
+        self.cmd_pub.publish(command_msg(u_safe, tag))
         self.diag.count("commands")
         reason = events[0].key if self.safety.holding and events else ""
         if reason != self.hold_reason:
@@ -269,12 +325,18 @@ class SafeCommandNode(Node):
         running, extra = self._status()
         values = {"mode": self.p.mode, "estop": self.safety.estopped,
                   "holding": self.safety.holding,
+                  "robot_compensates_gravity": self.p.robot_compensates_gravity,
                   "waiting_for_stamp_ns": -1 if self.pending is None else self.pending.stamp_ns,
                   **extra}
         steps, total, worst = self._compute
         if steps:
             values |= {"compute_us_mean": total / steps * 1e-3, "compute_us_max": worst * 1e-3}
             self._compute = [0, 0, 0]
+        if self._latency_ns:
+            latency = np.array(self._latency_ns) * 1e-6
+            self._latency_ns.clear()
+            values |= {"latency_ms_median": float(np.median(latency)),
+                       "latency_ms_max": float(latency.max())}
         if self.safety.estopped:
             return ERROR, "e-stop latched: holding", values
         if self.safety.holding:
