@@ -1,10 +1,15 @@
 """Episode scoring (pure core) and the episode_manager node in a lockstep graph."""
 import json
 
+from dataclasses import replace
+
+import mujoco
 import numpy as np
 import pytest
-from mbrl_ros.episodes import Summary, TargetSampler, score
-from mbrl_ros.robot import load_robot
+from mbrl_ros.episodes import StartPoseSampler, Summary, TargetSampler, score
+from mbrl_ros.paths import share_path
+from mbrl_ros.robot import build_mujoco_model, load_robot
+from mbrl_ros.robot_config import derive_robot_config
 
 ARM2_BOX = (np.array([-0.3, -0.3, -1.0]), np.array([0.3, 0.3, 1.0]))
 
@@ -31,6 +36,95 @@ def test_empty_or_unreachable_box_is_refused():
     with pytest.raises(ValueError, match="no reachable"):
         TargetSampler(robot, (np.array([2.0, 2, -1]), np.array([3.0, 3, 1])), 0,
                       max_tries=1000).sample()
+
+
+ROBOTS = sorted(p.stem for p in share_path("urdf").glob("*.urdf"))
+
+
+def mujoco_ee(robot, q: np.ndarray) -> np.ndarray:
+    """End-effector positions (P, 3) of poses q (P, n) from MuJoCo's 'ee' site: an FK
+    independent of ForwardKinematics."""
+    model = build_mujoco_model(robot, scene=None)
+    data = mujoco.MjData(model)
+    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "ee")
+    out = []
+    for pose in q:
+        data.qpos[:] = pose
+        mujoco.mj_kinematics(model, data)
+        out.append(data.site_xpos[site].copy())
+    return np.array(out)
+
+
+def home_config(name: str, seed: int = 0):
+    """The derived config of a package robot with a random home inside its limits."""
+    robot = load_robot(name)
+    lower = np.where(np.isfinite(robot.limits.lower), robot.limits.lower, -np.pi)
+    upper = np.where(np.isfinite(robot.limits.upper), robot.limits.upper, np.pi)
+    home = np.random.default_rng(seed).uniform(lower, upper)
+    return robot, derive_robot_config(robot, home, name=name)
+
+
+@pytest.mark.parametrize("name", ROBOTS)
+def test_targets_around_home_are_reached_inside_the_limits_above_the_base(name):
+    robot, config = home_config(name)
+    sampler = TargetSampler.around_home(robot, config, seed=3)
+    pairs = [sampler.sample_with_pose() for _ in range(30)]
+    targets, poses = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    np.testing.assert_allclose(mujoco_ee(robot, poses), targets, atol=1e-9)
+    margin = config.limit_margin
+    assert np.all(poses >= robot.limits.lower + margin - 1e-12)
+    assert np.all(poses <= robot.limits.upper - margin + 1e-12)
+    assert np.all(np.abs(poses - config.home) <= config.target_radius + 1e-12)
+    assert np.all(targets[:, 2] >= config.target_min_height)
+    again = TargetSampler.around(robot, config.home, config.target_radius,
+                                 config.target_min_height, config.limit_margin, seed=3)
+    other = TargetSampler.around_home(robot, config, seed=4)
+    np.testing.assert_array_equal([again.sample() for _ in range(30)], targets)
+    assert not np.allclose([other.sample() for _ in range(30)], targets)
+
+
+def test_an_empty_target_region_is_a_clear_error():
+    robot, config = home_config("arm2")
+    sampler = TargetSampler.around_home(robot, replace(config, target_min_height=1.0), seed=0,
+                                        max_tries=500)
+    with pytest.raises(ValueError, match=r"no reachable end-effector point .*1\.0\]"):
+        sampler.sample()
+
+
+@pytest.mark.parametrize("name", ROBOTS)
+def test_start_poses_around_home_inside_the_margins_seeded_per_episode(name):
+    robot, config = home_config(name, seed=1)
+    sampler = StartPoseSampler.from_config(robot, config, seed=5)
+    poses = np.array([sampler.pose(e) for e in range(50)])
+    assert np.all(np.abs(poses - config.home) <= config.start_radius + 1e-12)
+    assert np.all(poses >= robot.limits.lower + config.limit_margin - 1e-12)
+    assert np.all(poses <= robot.limits.upper - config.limit_margin + 1e-12)
+    assert len(np.unique(poses[:, 0])) == 50
+    again = StartPoseSampler(robot, config.home, config.start_radius, config.limit_margin, 5)
+    np.testing.assert_array_equal(again.pose(7), poses[7])
+    assert not np.allclose(StartPoseSampler.from_config(robot, config, seed=6).pose(7), poses[7])
+
+
+def test_start_pose_of_a_home_beyond_the_margin_is_pulled_inside():
+    robot = load_robot("arm2")
+    config = derive_robot_config(robot).with_home([2.99, 0.0])  # limit 3, margin 0.1
+    config = replace(config, start_radius=0.05)
+    sampler = StartPoseSampler.from_config(robot, config, seed=0)
+    poses = np.array([sampler.pose(e) for e in range(5)])
+    np.testing.assert_allclose(poses[:, 0], 3.0 - config.limit_margin)
+
+
+def test_continuous_joints_are_sampled_within_one_turn(tmp_path):
+    text = load_robot("arm2").urdf_path.read_text().replace(
+        '<joint name="joint1" type="revolute">', '<joint name="joint1" type="continuous">')
+    (tmp_path / "c.urdf").write_text(text)
+    robot = load_robot(tmp_path / "c.urdf")
+    box = TargetSampler(robot, ARM2_BOX, seed=0)
+    assert np.all(np.isfinite([box.lower, box.upper])) and box.upper[0] - box.lower[0] < 2 * np.pi
+    config = derive_robot_config(robot).with_home([10.0, 0.0])
+    pose = StartPoseSampler.from_config(robot, config, seed=0).pose(0)
+    assert abs(pose[0] - 10.0) <= config.start_radius
+    assert np.all(np.isfinite(TargetSampler.around_home(robot, config, 0).sample()))
 
 
 def test_score_and_summary(tmp_path):

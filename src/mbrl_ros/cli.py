@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("mbrl_ros.data.cli", "build a transition dataset from bags"),
     "fit": ("mbrl_ros.dynamics.cli", "fit a dynamics model to bags or a dataset file"),
     "eval-model": ("mbrl_ros.dynamics.cli", "evaluate a dynamics model on bags or a dataset file"),
+    "robot-config": ("mbrl_ros.robot_config_cli",
+                     "write a robot's per-robot settings, derived from its URDF, for review"),
     "replay": ("mbrl_ros.nodes.replay", "publish a bag's topics with their original timing"),
     "send-controller": ("mbrl_ros.nodes.send_controller",
                         "publish a controller artifact on /mbrl/controller (or write a scripted "

@@ -1,8 +1,8 @@
 """Argument checks shared by the ``mbrl-ros`` commands, so that bad input is refused before any
 work, in one line that names the argument, the value and what is allowed.
 
-* ``number``, ``input_file``, ``topic_name`` and ``torch_device`` are argparse ``type`` functions
-  (checked while parsing);
+* ``number``, ``number_list``, ``boolean``, ``input_file``, ``topic_name`` and ``torch_device``
+  are argparse ``type`` functions (checked while parsing);
 * ``check_output``, ``check_bags`` and ``load_robot_arg`` run at the start of a command, before
   it reads or writes anything else;
 * ``error_line`` is the one format of an error;
@@ -47,6 +47,27 @@ def number(kind: type = float, **bounds: float) -> Callable[[str], float | int]:
         return value
 
     return parse
+
+
+def number_list(kind: type = float, **bounds: float) -> Callable[[str], list]:
+    """An argparse type: comma-separated ``number(kind, **bounds)`` values, e.g. '0,-0.3,1.2'."""
+    item = number(kind, **bounds)
+
+    def parse(text: str) -> list:
+        parts = text.split(",")
+        if not text.strip() or any(not p.strip() for p in parts):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers")
+        return [item(p.strip()) for p in parts]
+
+    return parse
+
+
+def boolean(text: str) -> bool:
+    """An argparse type: 'true' or 'false' (any case)."""
+    value = {"true": True, "false": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+    return value
 
 
 def input_file(text: str) -> str:
@@ -116,13 +137,13 @@ def check_output(path: str | os.PathLike, option: str, force: bool | None = None
     return out
 
 
-def load_robot_arg(value: str, option: str):
-    """The RobotDescription of ``option``'s value (a name in urdf/ or a URDF file); ValueError
-    naming the option."""
+def load_robot_arg(value: str, option: str, ee_link: str | None = None):
+    """The RobotDescription of ``option``'s value (a name in urdf/ or a URDF file; ``ee_link``:
+    its end-effector link, default the URDF's); ValueError naming the option."""
     from mbrl_ros.robot import load_robot
 
     try:
-        return load_robot(value)
+        return load_robot(value, ee_link)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{option} {value!r}: {exc}") from None
 

@@ -2,8 +2,9 @@
 learning-curve plot that the episode manager prints and writes.
 
 Targets are end-effector points of random joint configurations (so every target is reachable),
-kept inside a workspace box and above the floor. Training and held-out targets come from separate
-seeds, so held-out targets are never used while learning.
+kept inside a workspace box, or (per robot, from a RobotConfig) drawn around the home pose above
+the base; start poses are drawn around the home pose. Training and held-out targets come from
+separate seeds, so held-out targets are never used while learning.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from mbrl_ros.robot import ForwardKinematics, RobotDescription
+from mbrl_ros.robot_config import RobotConfig, joint_box
 
 
 @dataclass(frozen=True)
@@ -49,33 +51,87 @@ class EpisodeClock:
 
 
 class TargetSampler:
-    """Reachable end-effector targets (3,) m inside ``box`` = (min xyz, max xyz), base frame."""
+    """Reachable end-effector targets (3,) m in the base frame, seeded: the end effector of joint
+    configurations drawn uniformly in ``joints`` = (low, high), each (n,) rad (default: the
+    limits minus ``margin`` × range, continuous joints within ±π), kept when inside ``box`` =
+    (min xyz, max xyz) m (±inf for an open side). ``around_home`` builds it from a RobotConfig."""
 
     def __init__(self, robot: RobotDescription, box: tuple[np.ndarray, np.ndarray], seed: int,
-                 margin: float = 0.1, max_tries: int = 10_000):
+                 margin: float = 0.1, max_tries: int = 10_000,
+                 joints: tuple[np.ndarray, np.ndarray] | None = None):
         self.fk = ForwardKinematics(robot)
-        self.lower = robot.limits.lower + margin * (robot.limits.upper - robot.limits.lower)
-        self.upper = robot.limits.upper - margin * (robot.limits.upper - robot.limits.lower)
+        if joints is None:
+            lower = np.where(np.isfinite(robot.limits.lower), robot.limits.lower, -np.pi)
+            upper = np.where(np.isfinite(robot.limits.upper), robot.limits.upper, np.pi)
+            joints = (lower + margin * (upper - lower), upper - margin * (upper - lower))
+        self.lower, self.upper = (np.asarray(j, float) for j in joints)
+        if self.lower.shape != (robot.n_joints,) or self.upper.shape != (robot.n_joints,) \
+                or not np.all(self.lower <= self.upper):
+            raise ValueError(f"joint bounds {self.lower.tolist()}..{self.upper.tolist()} are not "
+                             f"{robot.n_joints} intervals")
         self.box = (np.asarray(box[0], float), np.asarray(box[1], float))
         if np.any(self.box[0] >= self.box[1]):
             raise ValueError(f"target box {self.box[0].tolist()}..{self.box[1].tolist()} is empty")
         self.rng = np.random.default_rng(seed)
         self.max_tries = max_tries
 
-    def sample(self) -> np.ndarray:
-        """One target; ValueError if the box holds no reachable point the sampler can find."""
-        for _ in range(self.max_tries // 100):
+    @classmethod
+    def around(cls, robot: RobotDescription, home, radius: float, min_height: float,
+               margin: float, seed: int, max_tries: int = 10_000) -> TargetSampler:
+        """Targets of configurations within ``home`` (n,) rad ± ``radius`` rad inside the limits
+        minus ``margin`` rad, end effector at least ``min_height`` m above the base."""
+        box = (np.array([-np.inf, -np.inf, min_height]), np.full(3, np.inf))
+        return cls(robot, box, seed, max_tries=max_tries,
+                   joints=joint_box(robot, home, radius, margin))
+
+    @classmethod
+    def around_home(cls, robot: RobotDescription, config: RobotConfig, seed: int,
+                    max_tries: int = 10_000) -> TargetSampler:
+        """``around`` with ``config``'s home (which must be set), target_radius,
+        target_min_height and limit_margin."""
+        return cls.around(robot, config.home_pose(), config.target_radius,
+                          config.target_min_height, config.limit_margin, seed, max_tries)
+
+    def sample_with_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """One target (3,) m and the joint configuration (n,) rad that reaches it; ValueError if
+        none of ``max_tries`` configurations puts the end effector in the box."""
+        for _ in range(max(1, self.max_tries // 100)):
             q = self.rng.uniform(self.lower, self.upper, (100, len(self.lower)))
             p = self.fk.ee_position(torch.as_tensor(q)).numpy()
             inside = np.all((p >= self.box[0]) & (p <= self.box[1]), axis=1)
             if inside.any():
-                return p[np.argmax(inside)]
+                return p[np.argmax(inside)], q[np.argmax(inside)]
         raise ValueError(f"no reachable end-effector point found in the target box "
-                         f"{self.box[0].tolist()}..{self.box[1].tolist()}")
+                         f"{self.box[0].tolist()}..{self.box[1].tolist()} from joint "
+                         f"configurations in {self.lower.round(3).tolist()}.."
+                         f"{self.upper.round(3).tolist()} rad")
+
+    def sample(self) -> np.ndarray:
+        """One target (3,) m (``sample_with_pose`` without the pose)."""
+        return self.sample_with_pose()[0]
 
     def clip(self, target: np.ndarray) -> np.ndarray:
         """``target`` clipped into the workspace box."""
         return np.clip(target, self.box[0], self.box[1])
+
+
+class StartPoseSampler:
+    """Seeded episode start poses (n,) rad: uniform within ``home`` (n,) rad ± ``radius`` rad
+    inside the limits minus ``margin`` rad (``robot_config.joint_box``). Episode e's pose
+    depends only on (seed, e), so a retried or skipped episode does not shift the later ones.
+    ``from_config`` takes home, start_radius and limit_margin from a RobotConfig."""
+
+    def __init__(self, robot: RobotDescription, home, radius: float, margin: float, seed: int):
+        self.low, self.high = joint_box(robot, home, radius, margin)
+        self.seed = int(seed)
+
+    @classmethod
+    def from_config(cls, robot: RobotDescription, config: RobotConfig,
+                    seed: int) -> StartPoseSampler:
+        return cls(robot, config.home_pose(), config.start_radius, config.limit_margin, seed)
+
+    def pose(self, episode: int) -> np.ndarray:
+        return np.random.default_rng((self.seed, int(episode))).uniform(self.low, self.high)
 
 
 @dataclass
