@@ -8,14 +8,17 @@ remapping. Per-node defaults live in ``config/<file>.yaml``; graph arguments ove
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
 from mbrl_ros.artifacts import ArtifactError, read_file, read_header
 from mbrl_ros.paths import resolve_resource, share_path
+
+if TYPE_CHECKING:
+    from mbrl_ros.robot_config import RobotConfig
 
 
 @dataclass(frozen=True)
@@ -179,24 +182,148 @@ def gps_graph(robot: str = "arm7", target: str = "0.4,0.0,0.6", initial_position
 
 # Control period (s) of each robot in the 'mpc' graph; other robots (URDF paths) use arm7's.
 MPC_CONTROL_PERIOD = {"arm2": 0.05, "arm7": 0.05}
+ROBOT_TOPICS = {"joint_states": "/joint_states", "commands": "/effort_controller/commands"}
+HARDWARE_PERIOD = 0.002  # s: the hardware-like fixture's joint states, 500 Hz as on many arms
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a graph's nodes drive an arm: the package's simulator (``sim`` = true, in ``mode``
+    lockstep or realtime), a robot of the user's (false) or the hardware-like fixture standing in
+    for one (hardware); ``settings``: the robot's RobotConfig (None for the lockstep graphs,
+    whose robot facts are in their config files); ``remappings`` of the robot's topics."""
+
+    sim: str
+    mode: str
+    settings: "RobotConfig | None"
+    remappings: tuple[tuple[str, str], ...]
+
+    @property
+    def realtime(self) -> bool:
+        return self.mode == "realtime"
+
+    @property
+    def use_sim_time(self) -> bool:
+        """The package's simulator publishes /clock; a robot stamps with its wall clock."""
+        return self.sim == "true"
+
+
+def robot_target(robot: str, sim: str, mode: str, robot_config: str,
+                 robot_compensates_gravity: str, joint_states: str, commands: str) -> Target:
+    """The graph arguments that say which arm is driven, checked together."""
+    from mbrl_ros.robot import load_robot  # torch, mujoco: only for graphs that need them
+    from mbrl_ros.robot_config import derive_robot_config, load_robot_config, robot_name
+    if sim not in ("true", "false", "hardware"):
+        raise ValueError(f"sim = {sim!r} must be true, false or hardware")
+    if robot_compensates_gravity not in ("", "true", "false"):
+        raise ValueError(f"robot_compensates_gravity = {robot_compensates_gravity!r} must be "
+                         f"true or false")
+    if sim != "true" and mode == "lockstep":
+        mode = "realtime"  # a robot runs on its own clock
+    remap = tuple((src, dst) for src, dst in ((ROBOT_TOPICS["joint_states"], joint_states),
+                                               (ROBOT_TOPICS["commands"], commands)) if src != dst)
+    if mode == "lockstep":
+        if robot_config or robot_compensates_gravity or remap:
+            raise ValueError("robot_config, robot_compensates_gravity and the topic names are "
+                             "for real-time runs (sim:=false, sim:=hardware or mode:=realtime)")
+        return Target(sim, mode, None, ())
+    if robot_config:
+        try:
+            settings, _ = load_robot_config(robot_config)
+        except OSError as exc:
+            raise ValueError(f"robot_config {robot_config}: {exc.strerror or exc}") from None
+        if resolve_resource(settings.robot, "urdf", ".urdf").resolve() != \
+                resolve_resource(robot, "urdf", ".urdf").resolve():
+            raise ValueError(f"robot_config {robot_config} is for {settings.robot}, not {robot}")
+        if robot_compensates_gravity and \
+                settings.compensates_gravity != (robot_compensates_gravity == "true"):
+            raise ValueError(f"robot_compensates_gravity = {robot_compensates_gravity} "
+                             f"contradicts robot_config {robot_config}")
+    else:
+        if sim == "false" and not robot_compensates_gravity:
+            raise ValueError("on your robot, say whether it compensates gravity itself: "
+                             "robot_compensates_gravity:=true or false (or give robot_config)")
+        compensates = {"true": True, "false": False, "": sim == "true"}[
+            robot_compensates_gravity]
+        settings = derive_robot_config(load_robot(robot), compensates_gravity=compensates,
+                                       name=robot_name(robot))
+    return Target(sim, mode, settings, remap)
+
+
+def _realtime_mpc_nodes(robot: str, target: Target, steps: int, period: float, n_train: int,
+                        n_eval: int, out: str, recorder: list[NodeSpec], seed: int,
+                        status_period: float, planner_args: dict, fitter_args: dict
+                        ) -> list[NodeSpec]:
+    """The 'mpc' graph in real time: on the package's simulator (sim time; its reset service
+    starts the episodes), the hardware-like fixture or a robot (wall-clock stamps; homing between
+    episodes)."""
+    cfg = target.settings
+    config = ("mpc_realtime.yaml",)
+    gravity = {"robot_compensates_gravity": cfg.compensates_gravity}
+    common = {"robot": robot, "use_sim_time": target.use_sim_time}
+    nodes = []
+    if target.sim == "true":  # the lockstep graph's arm (start pose), reset around it
+        name = robot if robot in MPC_CONTROL_PERIOD else "arm7"
+        lockstep = "mpc.yaml" if name == "arm7" else f"mpc_{name}.yaml"
+        nodes = _sim_nodes(robot, "realtime", 0.0, seed, status_period, config[0], 1)
+        nodes[0] = replace(nodes[0], config=(lockstep,) + config)
+        nodes[0].parameters.update(control_period=period, initial_position_noise=cfg.start_radius,
+                                   gravity_compensation=cfg.compensates_gravity)
+    elif target.sim == "hardware":
+        nodes = _sim_nodes(robot, "hardware", 0.0, seed, status_period, config[0], 1)
+        nodes[0].parameters.update(control_period=HARDWARE_PERIOD,
+                                   gravity_compensation=cfg.compensates_gravity)
+    if cfg.home is not None and nodes:
+        nodes[0].parameters["initial_position"] = list(cfg.home)
+    source = "service" if target.sim == "true" else "homing"
+    nodes += [
+        NodeSpec("lg_executor", "lg_executor", config, common | gravity | {"seed": seed + 1}),
+        NodeSpec("dynamics_fitter", "dynamics_fitter", config, common | gravity | fitter_args | {
+            "control_period": period}),
+        NodeSpec("mpc_planner", "mpc_planner", config, common | planner_args | {
+            "control_period": period, "joint_effort_fraction": list(cfg.effort_fraction),
+            "limit_margin": cfg.limit_margin,
+            "velocity_margin": cfg.velocity_margin}),
+        NodeSpec("episode_manager", "episode_manager", config, common | {
+            "control_period": period, "episode_steps": steps, "episode_source": source,
+            "train_episodes": n_train, "final_eval_episodes": n_eval, "output_dir": out,
+            "start_radius": cfg.start_radius, "target_radius": cfg.target_radius,
+            "target_min_height": cfg.target_min_height, "limit_margin": cfg.limit_margin}
+            | ({"home": list(cfg.home)} if cfg.home is not None else {}), required=True),
+    ] + recorder
+    return [replace(n, remappings=n.remappings + target.remappings) for n in nodes]
 
 
 def mpc_graph(robot: str = "arm7", train_episodes: str = "20", final_eval_episodes: str = "10",
               episode_length: str = "3.0", planner: str = "", model: str = "",
               output_dir: str = "", record: str = "false", seed: str = "0",
-              status_period: str = "5.0") -> list[NodeSpec]:
-    """The lecture's MBRL v1.5 from zero data: the sim arm (lockstep) runs reaching episodes; the
+              status_period: str = "5.0", sim: str = "true", mode: str = "lockstep",
+              robot_config: str = "", robot_compensates_gravity: str = "",
+              joint_states: str = ROBOT_TOPICS["joint_states"],
+              commands: str = ROBOT_TOPICS["commands"]) -> list[NodeSpec]:
+    """The lecture's MBRL v1.5 from zero data.
+
+    In lockstep (the package's simulator, the default): the sim arm runs reaching episodes; the
     planner replans through the latest learned model in every joint-state callback (π0 until the
     first model), the executor runs its controllers, the fitter refits on the growing data at
     every episode end and publishes (the planner waits for that model at the next episode's start,
     so the run does not depend on machine speed), the episode manager sets the targets, scores and
-    ends the graph."""
+    ends the graph.
+
+    In real time (``mode:=realtime`` on the simulator, ``sim:=false`` on a robot, ``sim:=hardware``
+    on the hardware-like fixture) the same nodes run on the robot's clock: the planner plans for
+    the newest state only, ahead by its latency; the fitter resamples the joint states onto the
+    control period and refits in the background; the executor runs the time-indexed controllers
+    at the robot's rate; between episodes the arm is homed (or reset by the simulator's service).
+    Robot facts come from ``robot_config`` or are derived from the URDF."""
     seed_i, n_train, n_eval = int(seed), int(train_episodes), int(final_eval_episodes)
     if n_train < 0 or n_eval < 0 or n_train + n_eval < 1:
         raise ValueError(f"train_episodes = {n_train}, final_eval_episodes = {n_eval}: need "
                          f"≥ 0 each and at least one episode")
     if record not in ("true", "false"):
         raise ValueError(f"record = {record!r} must be true or false")
+    target = robot_target(robot, sim, mode, robot_config, robot_compensates_gravity,
+                          joint_states, commands)
     name = robot if robot in MPC_CONTROL_PERIOD else "arm7"
     period = MPC_CONTROL_PERIOD[name]
     steps = int(round(float(episode_length) / period))
@@ -204,17 +331,20 @@ def mpc_graph(robot: str = "arm7", train_episodes: str = "20", final_eval_episod
         raise ValueError(f"episode_length = {episode_length} s is shorter than the control "
                          f"period {period:g} s")
     out = output_dir or f"runs/mpc_{Path(robot).stem}"
-    config = "mpc.yaml" if name == "arm7" else f"mpc_{name}.yaml"
-    timing = {"robot": robot, "control_period": period, "use_sim_time": True}
     recorder = [NodeSpec("recorder", "recorder", ("recorder.yaml",),
-                         {"bag_path": str(Path(out) / "bag"), "use_sim_time": True})] \
-        if record == "true" else []
-    sim = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), config,
-                     4 + len(recorder))
-    sim[0].parameters.update(control_period=period, episode_steps=steps)
+                         {"bag_path": str(Path(out) / "bag"),
+                          "use_sim_time": target.use_sim_time})] if record == "true" else []
     planner_args = {"seed": seed_i + 2} | ({"planner": planner} if planner else {})
     fitter_args = {"seed": seed_i + 3} | ({"model": model} if model else {})
-    return sim + [
+    if target.realtime:
+        return _realtime_mpc_nodes(robot, target, steps, period, n_train, n_eval, out, recorder,
+                                   seed_i, float(status_period), planner_args, fitter_args)
+    config = "mpc.yaml" if name == "arm7" else f"mpc_{name}.yaml"
+    timing = {"robot": robot, "control_period": period, "use_sim_time": True}
+    sim_nodes = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), config,
+                           4 + len(recorder))
+    sim_nodes[0].parameters.update(control_period=period, episode_steps=steps)
+    return sim_nodes + [
         NodeSpec("lg_executor", "lg_executor", (config,), timing | {
             "seed": seed_i + 1, "min_command_subscribers": 2 + len(recorder)}),  # sim, fitter
         NodeSpec("dynamics_fitter", "dynamics_fitter", (config,),
@@ -271,6 +401,25 @@ def policy_graph(policy_file: str = "", robot: str = "", episodes: str = "10",
 ROBOT_ARG = GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path", robot_choice)
 MODE_ARG = GraphArg("mode", "lockstep", "lockstep (deterministic) or realtime",
                     node_choice("arm_sim", "mode"))
+# Arguments of the graphs that can drive a robot of the user's.
+TARGET_ARGS = (
+    GraphArg("sim", "true", "true: the package's simulated arm; false: your robot (publishing "
+                            "joint_states, taking commands); hardware: the hardware-like fixture "
+                            "standing in for a robot"),
+    GraphArg("mode", "lockstep", "with sim:=true: lockstep (deterministic) or realtime; a robot "
+                                 "always runs in real time"),
+    GraphArg("robot_config", "", "robot settings YAML (mbrl-ros robot-config); '' = derived "
+                                 "from the URDF"),
+    GraphArg("robot_compensates_gravity", "", "true | false: whether the robot cancels its own "
+                                              "weight (else the stack adds the URDF's gravity "
+                                              "torque); required for sim:=false without "
+                                              "robot_config"),
+    GraphArg("joint_states", ROBOT_TOPICS["joint_states"], "the robot's sensor_msgs/JointState "
+                                                          "topic"),
+    GraphArg("commands", ROBOT_TOPICS["commands"], "the robot's effort command topic "
+                                                  "(std_msgs/Float64MultiArray, ros2_control's "
+                                                  "ForwardCommandController)"),
+)
 STATUS_ARG = GraphArg("status_period", "2.0", "wall seconds between the sim's status lines")
 
 GRAPHS: dict[str, Graph] = {
@@ -317,7 +466,7 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("record", "false", "true: also record a bag into output_dir/bag"),
         GraphArg("seed", "0", "seed of the sim (executor +1, planner +2, fitter +3)"),
         GraphArg("status_period", "5.0", "wall seconds between the sim's status lines"),
-    ), mpc_graph),
+    ) + TARGET_ARGS, mpc_graph),
     "policy": Graph("policy", "a trained network policy (BPTT v2.0 or distilled MPC) reaching "
                               "held-out targets on the sim arm", (
         GraphArg("policy_file", "", "policy artifact (sets robot and control period); '' = wait "

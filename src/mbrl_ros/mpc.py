@@ -61,6 +61,9 @@ class MPC:
         self.previous: LinearGaussianController | None = None
         self.with_ee = False
         self.first_stamp: int | None = None
+        # π0 controllers' length: until the next replan (lockstep); in real time longer, so the
+        # executor runs on while the next one is on its way
+        self.pi0_steps = replan_every
 
     def set_model(self, model: DynamicsModel) -> None:
         """Use ``model`` from now on (``check_model`` first)."""
@@ -134,8 +137,8 @@ class MPC:
         return x, stamp_ns + steps * self.dt_ns
 
     def pi0(self, stamp_ns: int) -> LinearGaussianController:
-        """The base policy's open-loop controller of ``replan_every`` steps from ``stamp_ns``."""
-        return self.base_policy.controller(self.replan_every, self.dt_ns, stamp_ns,
+        """The base policy's open-loop controller of ``pi0_steps`` steps from ``stamp_ns``."""
+        return self.base_policy.controller(self.pi0_steps, self.dt_ns, stamp_ns,
                                            self.joint_names)
 
 
@@ -164,7 +167,15 @@ def build_mpc(robot: RobotDescription, joint_index: Sequence[int],
     s = settings
     idx = list(joint_index)
     effort = robot.limits.effort[idx]
-    box = s["effort_fraction"] * effort
+    per_joint = np.asarray(s.get("joint_effort_fraction") or [], dtype=float)
+    if per_joint.size and (per_joint.shape != (len(idx),) or not np.all(
+            (per_joint > 0) & (per_joint <= 1))):
+        raise ValueError(f"joint_effort_fraction {per_joint.tolist()} must be {len(idx)} values "
+                         f"in (0, 1], one per joint")
+    box = (per_joint if per_joint.size else s["effort_fraction"]) * effort
+    base_policy = RandomTorquePolicy(per_joint * effort, 1.0, s["random_hold_steps"],
+                                     s["seed"] + 1) if per_joint.size else \
+        RandomTorquePolicy(effort, s["random_scale"], s["random_hold_steps"], s["seed"] + 1)
     options = planner_options(s)
     planner = PLANNERS[s["planner"]](s["horizon"], -box, box, seed=s["seed"], **options)
     cost = ReachCost(robot, w_l2=s["w_l2"], w_log=s["w_log"], alpha=s["alpha"],
@@ -175,5 +186,4 @@ def build_mpc(robot: RobotDescription, joint_index: Sequence[int],
     return MPC(robot, [robot.joint_names[i] for i in idx], planner, cost,
                dt=s["control_period"], replan_every=s["replan_every"],
                random_steps=int(round(s["random_seconds"] / s["control_period"])),
-               base_policy=RandomTorquePolicy(effort, s["random_scale"],
-                                              s["random_hold_steps"], s["seed"] + 1))
+               base_policy=base_policy)

@@ -223,7 +223,8 @@ class DynamicsFitterNode(Node):
                 self._new += len(new)
                 self._total += len(new)
             # the first state of an episode: the episode before it is complete once decided
-            self._at_episode_start = complete and self._episodes.starts_episode(self._seen_until)
+            self._at_episode_start = complete and bool(self.p.episode_steps) and \
+                self._episodes.starts_episode(self._seen_until)
             if self._at_episode_start or not self.p.episode_steps:
                 self._rejected = self._rejections()
             short = (self._at_episode_start and not self._attempts

@@ -1,6 +1,23 @@
 """Node ``episode_manager``: runs the reaching episodes of a learning run and scores them.
 
-Works with the simulator's automatic episodes (``episode_steps`` = N on both nodes): episode e
+``episode_source`` says where episodes come from:
+
+* ``clock``: the lockstep simulator's automatic episodes (below);
+* ``homing`` (a robot without resets): before each episode the manager publishes a homing
+  controller on ``/mbrl/homing_controller`` that brings the arm from where it is to the episode's
+  start pose (home ± ``start_radius``, home = ``home`` or the pose at start-up); the episode starts
+  at the first state at which the arm has settled there (the homing controller is then republished
+  cut at that stamp, and the planner takes over) and lasts ``episode_steps`` control periods of
+  joint-state stamps. A homing that does not settle within ``homing_timeout`` ends the run with an
+  error naming the joints;
+* ``service``: the same, but the robot's (or simulator's) std_srvs/Trigger ``reset_service``
+  resets the arm and the episode starts at the first state at rest after its answer.
+
+Without the clock, targets are sampled around the home pose (``target_radius``,
+``target_min_height``) once the first state has arrived, and each is published when its episode
+starts, stamped with the start.
+
+With the simulator's automatic episodes (``episode_steps`` = N on both nodes): episode e
 starts at stamp e·(N+1)·control_period, so every episode's target is published on ``/mbrl/target``
 at start-up with ``header.stamp`` = its episode's start stamp (planners use the newest target whose
 stamp is not after the state's; transient-local, so late subscribers get them all). Training targets and held-out targets come from separate seeds. Each
@@ -21,35 +38,67 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
+from std_srvs.srv import Trigger
 
 from mbrl_ros.artifacts import read_header
 from mbrl_ros.dynamics.base import model_info
-from mbrl_ros.episodes import EpisodeClock, Summary, TargetSampler, progress_line, score
+from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.episodes import (EpisodeClock, StartPoseSampler, Summary, TargetSampler,
+                               progress_line, score)
+from mbrl_ros.homing import SettleDetector, homing_controller, homing_gains
 from mbrl_ros.msgconv import JointSample
-from mbrl_ros.nodes.diagnostics import OK, Diagnostics
+from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import (EVENT_QOS, LATCHED_QOS, MAX_TARGETS, STATE_QOS,
                                      TARGET_QOS, time_msg)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import ForwardKinematics, load_robot
+from mbrl_ros.robot_episodes import HOMING, SERVICE, EpisodeSequencer, Step
 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
-    Param("control_period", 0.01, "the simulator's control period (s)", (1e-4, 1.0)),
-    Param("episode_steps", 200, "control steps per episode (same value as the simulator's)",
+    Param("control_period", 0.01, "control period of the learning run (s)", (1e-4, 1.0)),
+    Param("episode_steps", 200, "control steps per episode (clock: the simulator's value)",
           (1, 10**7)),
+    Param("episode_source", "clock", "clock: the simulator's automatic episodes; homing: the "
+          "manager brings the arm to each start pose; service: a reset service does",
+          choices=("clock", HOMING, SERVICE)),
+    Param("reset_service", "/arm_sim/reset", "service: the std_srvs/Trigger that resets the arm"),
     Param("train_episodes", 10, "episodes on training targets", (0, 100000)),
     Param("eval_every", 0, "a held-out episode after every k training episodes; 0 = none",
           (0, 100000)),
     Param("final_eval_episodes", 10, "held-out episodes at the end", (0, 100000)),
     Param("success_tolerance", 0.02, "final end-effector distance that counts as success (m)",
           (1e-4, 1.0)),
-    Param("target_box_min", [0.2, -0.5, 0.2], "workspace box for targets, min corner (m)",
+    Param("target_box_min", [0.2, -0.5, 0.2], "clock: workspace box for targets, min corner (m)",
           (-10.0, 10.0)),
-    Param("target_box_max", [0.7, 0.5, 0.8], "workspace box for targets, max corner (m)",
+    Param("target_box_max", [0.7, 0.5, 0.8], "clock: workspace box for targets, max corner (m)",
           (-10.0, 10.0)),
-    Param("train_seed", 1, "seed of the training targets", (0, 2**31 - 1)),
+    Param("home", [], "homing, service: home pose (rad, robot joint order); [] = the pose at "
+          "start-up", (-10.0, 10.0)),
+    Param("start_radius", 0.2, "homing: start poses uniform within ± this around home (rad)",
+          (0.0, 3.2)),
+    Param("target_radius", 0.6, "homing, service: targets are end-effector points of poses "
+          "within ± this around home (rad)", (0.0, 6.3)),
+    Param("target_min_height", 0.1, "homing, service: targets at least this high above the "
+          "base (m)", (-10.0, 10.0)),
+    Param("limit_margin", 0.1, "start poses and target poses stay this far inside the joint "
+          "limits (rad)", (0.0, 3.2)),
+    Param("homing_speed", 0.3, "homing: peak joint speed, fraction of the velocity limits",
+          (0.01, 1.0)),
+    Param("homing_period", 0.01, "homing: time step of the homing controller and the period its "
+          "PD gains are stable at (s): not shorter than the robot's joint-state period",
+          (1e-4, 1.0)),
+    Param("settle_position_tolerance", 0.02, "homing: settled within this of the start pose "
+          "(rad)", (1e-4, 1.0)),
+    Param("settle_velocity_tolerance", 0.05, "homing, service: settled below this speed (rad/s)",
+          (1e-4, 10.0)),
+    Param("settle_time", 0.2, "homing, service: settled for this long (s of stamps)",
+          (0.0, 60.0)),
+    Param("homing_timeout", 20.0, "homing, service: the run fails if the arm has not settled "
+          "after this long (s of stamps)", (0.1, 3600.0)),
+    Param("train_seed", 1, "seed of the training targets (and start poses)", (0, 2**31 - 1)),
     Param("eval_seed", 1000, "seed of the held-out targets", (0, 2**31 - 1)),
     Param("output_dir", "", "folder for summary.md, results.json, learning_curve.png; '' = none"),
     Param("planner_name", "mpc_planner", "node whose /diagnostics carry plan_rate_hz"),
@@ -60,34 +109,45 @@ class EpisodeManagerNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("episode_manager", **node_kwargs)
         p = self.p = declare_params(self, PARAMS)
-        robot = load_robot(p.robot)
-        if len(p.target_box_min) != 3 or len(p.target_box_max) != 3:
-            raise ConfigError("parameters 'target_box_min' and 'target_box_max' need 3 values")
-        box = (np.array(p.target_box_min), np.array(p.target_box_max))
-        try:
-            self.samplers = {False: TargetSampler(robot, box, p.train_seed),
-                             True: TargetSampler(robot, box, p.eval_seed)}
-        except ValueError as exc:
-            raise ConfigError(f"target box: {exc}") from None
+        robot = self.robot = load_robot(p.robot)
         self.joint_names = robot.joint_names
         self.frame = robot.link_names[0]
         self.fk = ForwardKinematics(robot)
-        self.clock = EpisodeClock(p.episode_steps, int(round(p.control_period * 1e9)))
+        self.period_ns = int(round(p.control_period * 1e9))
+        self.clock = EpisodeClock(p.episode_steps, self.period_ns)
         self.schedule = self._schedule()
         if not self.schedule:
             raise ConfigError("no episodes to run: set 'train_episodes' or 'final_eval_episodes'")
         if len(self.schedule) > MAX_TARGETS:
             raise ConfigError(f"{len(self.schedule)} episodes: at most {MAX_TARGETS} per run "
                               "(every target is published at start-up)")
-        self.targets = [self.samplers[held_out].sample() for held_out in self.schedule]
+        self.external = p.episode_source != "clock"
+        self.targets: list[np.ndarray] = []
+        self.sequencer: EpisodeSequencer | None = None
+        if self.external:
+            self._check_home(robot)
+            self.sequencer = EpisodeSequencer(
+                len(self.schedule), p.episode_steps * self.period_ns, p.episode_source,
+                self._start_pose, self._settle_detector)
+            self.homing_dt_ns = int(round(p.homing_period * 1e9))
+            self.homing_gains = homing_gains(robot, robot.joint_names, p.homing_period)
+        else:
+            self._sample_box_targets(robot)
         self.distances: dict[int, list[float]] = {}
         self.summary = Summary()
         self.models: deque[dict] = deque(maxlen=MAX_TARGETS)  # infos of the models received
         self.plan_rate = float("nan")
         self.exit_status = 0
+        self.failure = ""
+        self.last_state: JointSample | None = None
+        self.homing: LinearGaussianController | None = None
 
         self.target_pub = self.create_publisher(PointStamped, "/mbrl/target", TARGET_QOS)
         self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
+        self.homing_pub = self.create_publisher(UInt8MultiArray, "/mbrl/homing_controller",
+                                                LATCHED_QOS)
+        self.reset_client = self.create_client(Trigger, p.reset_service) \
+            if p.episode_source == SERVICE else None
         self.diag = Diagnostics(self, "episodes", self._report)
         self.intake = JointStateIntake(self, self.diag, robot, robot.joint_names, p,
                                        self._on_state, STATE_QOS)
@@ -96,16 +156,19 @@ class EpisodeManagerNode(Node):
                   "model")
         subscribe(self, self.diag, DiagnosticArray, "/diagnostics", 10, self._on_diagnostics,
                   what="diagnostics")
-        # Every episode's target at once, each stamped with its episode's start: a node acting on
-        # a state then never races the delivery of the next target (lockstep episodes can be
-        # shorter than a DDS delivery under load).
-        for e in range(len(self.schedule)):
-            self._publish_target(e)
+        if not self.external:
+            # Every episode's target at once, each stamped with its episode's start: a node
+            # acting on a state then never races the delivery of the next target (lockstep
+            # episodes can be shorter than a DDS delivery under load).
+            for e in range(len(self.schedule)):
+                self._publish_target(e, self.clock.start_ns(e))
         self.get_logger().info(
             f"{len(self.schedule)} episodes of {p.episode_steps * p.control_period:g} s "
             f"({sum(self.schedule)} on held-out targets), success within "
-            f"{100 * p.success_tolerance:g} cm")
+            f"{100 * p.success_tolerance:g} cm" + (
+                f"; between episodes: {p.episode_source}" if self.external else ""))
 
+    # -- set-up --------------------------------------------------------------------------------
     def _schedule(self) -> list[bool]:
         """held_out flag of each episode in order."""
         out = []
@@ -115,9 +178,57 @@ class EpisodeManagerNode(Node):
                 out.append(True)
         return out + [True] * self.p.final_eval_episodes
 
-    def _publish_target(self, e: int) -> None:
+    def _sample_box_targets(self, robot) -> None:
+        p = self.p
+        if len(p.target_box_min) != 3 or len(p.target_box_max) != 3:
+            raise ConfigError("parameters 'target_box_min' and 'target_box_max' need 3 values")
+        box = (np.array(p.target_box_min), np.array(p.target_box_max))
+        try:
+            samplers = {False: TargetSampler(robot, box, p.train_seed),
+                        True: TargetSampler(robot, box, p.eval_seed)}
+        except ValueError as exc:
+            raise ConfigError(f"target box: {exc}") from None
+        self.targets = [samplers[held_out].sample() for held_out in self.schedule]
+
+    def _check_home(self, robot) -> None:
+        home = self.p.home
+        if home and (len(home) != robot.n_joints or not np.all(
+                (np.array(home) >= robot.limits.lower) & (np.array(home) <= robot.limits.upper))):
+            raise ConfigError(f"parameter 'home' = {home} must be {robot.n_joints} positions "
+                              f"within the joint limits of {robot.name}")
+
+    def _sample_region_targets(self, home: np.ndarray) -> None:
+        """Targets around ``home`` (training and held-out from their own seeds)."""
+        p = self.p
+        try:
+            samplers = {held_out: TargetSampler.around(
+                self.robot, home, p.target_radius, p.target_min_height, p.limit_margin, seed)
+                for held_out, seed in ((False, p.train_seed), (True, p.eval_seed))}
+            self.targets = [samplers[held_out].sample() for held_out in self.schedule]
+        except ValueError as exc:
+            raise ConfigError(f"targets around the home pose: {exc}") from None
+
+    def _start_pose(self, e: int, q: np.ndarray) -> np.ndarray:
+        """Episode e's start pose: home ± start_radius within the limits minus the margin (the
+        first call, at the first state, fixes home and the targets)."""
+        if not self.targets:
+            home = np.array(self.p.home, float) if self.p.home else np.array(q, float)
+            self._sample_region_targets(home)
+            self.start_poses = StartPoseSampler(self.robot, home, self.p.start_radius,
+                                                self.p.limit_margin, self.p.train_seed)
+            self.get_logger().info(f"home pose {np.round(home, 3).tolist()} rad; "
+                                   f"{len(self.targets)} targets around it")
+        return self.start_poses.pose(e)
+
+    def _settle_detector(self, goal: np.ndarray) -> SettleDetector:
+        p = self.p
+        return SettleDetector(goal, p.settle_position_tolerance, p.settle_velocity_tolerance,
+                              p.settle_time, p.homing_timeout, self.joint_names)
+
+    # -- output --------------------------------------------------------------------------------
+    def _publish_target(self, e: int, stamp_ns: int) -> None:
         msg = PointStamped()
-        msg.header.stamp = time_msg(self.clock.start_ns(e))
+        msg.header.stamp = time_msg(stamp_ns)
         msg.header.frame_id = self.frame
         msg.point.x, msg.point.y, msg.point.z = (float(v) for v in self.targets[e])
         self.target_pub.publish(msg)
@@ -127,28 +238,88 @@ class EpisodeManagerNode(Node):
             "event": kind, "episode": e, "stamp_ns": stamp_ns, "held_out": self.schedule[e],
             "target": [float(v) for v in self.targets[e]], "source": self.get_name()})))
 
+    # -- episodes ------------------------------------------------------------------------------
     def _on_state(self, s: JointSample) -> None:
+        if self.external:
+            self.last_state = s
+            for step in self.sequencer.on_state(s.stamp_ns, s.position, s.velocity):
+                self._do(step, s)
+            if self.sequencer.running:
+                self._track(self.sequencer.episode, s)
+            return
         e, k = self.clock.locate(s.stamp_ns)
         if e >= len(self.schedule) or e in {r.episode for r in self.summary.results}:
             return
         if e not in self.distances:
-            self.distances[e] = []
             self._event("start", e, s.stamp_ns)
-        ee = self.fk.ee_position(torch.as_tensor(s.position)).numpy()
-        self.distances[e].append(float(np.linalg.norm(ee - self.targets[e])))
+        self._track(e, s)
         if k == self.p.episode_steps:
             self._event("end", e, s.stamp_ns)
-            self._finish_episode(e)
+            self._finish_episode(e, self.clock.start_ns(e))
 
-    def _model_of(self, e: int) -> dict:
-        """Info of the model the planner used in episode ``e``: the newest one whose data was
-        taken by the episode's start (``seen_until_ns``; the fitter fits at episode starts)."""
-        start = self.clock.start_ns(e)
-        used = [m for m in self.models if m.get("seen_until_ns", -1) <= start]
+    def _track(self, e: int, s: JointSample) -> None:
+        ee = self.fk.ee_position(torch.as_tensor(s.position)).numpy()
+        self.distances.setdefault(e, []).append(float(np.linalg.norm(ee - self.targets[e])))
+
+    def _do(self, step: Step, s: JointSample) -> None:
+        """Carry out a step of the external episode sequence."""
+        e = step.episode
+        if step.kind == "home":
+            self.homing = homing_controller(
+                s.position, step.goal, s.stamp_ns, self.homing_dt_ns, robot=self.robot,
+                speed_fraction=self.p.homing_speed, hold=self.p.homing_timeout,
+                gains=self.homing_gains)
+            self.homing_pub.publish(UInt8MultiArray(data=self.homing.to_bytes()))
+            self.get_logger().info(f"episode {e}: homing to {np.round(step.goal, 3).tolist()}")
+        elif step.kind == "reset":
+            self._call_reset()
+        elif step.kind == "start":
+            if self.homing is not None:  # hand over to the planner from this state on
+                self.homing_pub.publish(UInt8MultiArray(
+                    data=self.homing.with_validity(step.stamp_ns).to_bytes()))
+                self.homing = None
+            self._publish_target(e, step.stamp_ns)
+            self._event("start", e, step.stamp_ns)
+        elif step.kind == "end":
+            self._event("end", e, step.stamp_ns)
+            self._finish_episode(e, self.sequencer.starts[e])
+        elif step.kind == "failed":
+            self.failure = f"episode {e}: {step.message}"
+            self.get_logger().error(f"{self.failure}; ending the run")
+            self.diag.count("episode_failures")
+            self.diag.publish()
+            self.exit_status = 1
+            self.context.try_shutdown()
+
+    def _call_reset(self) -> None:
+        if not self.reset_client.wait_for_service(timeout_sec=5.0):
+            self._fail_reset(f"reset service {self.p.reset_service} is not available")
+            return
+        future = self.reset_client.call_async(Trigger.Request())
+        future.add_done_callback(self._on_reset_answer)
+
+    def _on_reset_answer(self, future) -> None:
+        try:
+            answer = future.result()
+            ok, message = bool(answer.success), str(answer.message)
+        except Exception as exc:  # the call failed: say so, never crash
+            ok, message = False, f"{type(exc).__name__}: {exc}"
+        stamp = self.last_state.stamp_ns if self.last_state else 0
+        for step in self.sequencer.reset_done(ok, message, stamp):
+            self._do(step, self.last_state)
+
+    def _fail_reset(self, message: str) -> None:
+        self._do(Step("failed", self.sequencer.episode, 0, message=message), self.last_state)
+
+    def _model_of(self, start_ns: int) -> dict:
+        """Info of the model the planner used in an episode that started at ``start_ns``: the
+        newest one whose data was taken by then (``seen_until_ns``; the fitter fits at episode
+        starts)."""
+        used = [m for m in self.models if m.get("seen_until_ns", -1) <= start_ns]
         return max(used, key=lambda m: m.get("version", 0), default={})
 
-    def _finish_episode(self, e: int) -> None:
-        m = self._model_of(e)  # the fitter's artifact info
+    def _finish_episode(self, e: int, start_ns: int) -> None:
+        m = self._model_of(start_ns)  # the fitter's artifact info
         error = m.get("val_rmse_1step")
         info = {"data_size": m.get("transitions", 0), "model_version": m.get("version", -1),
                 "val_error": float("nan") if error is None else float(error),
@@ -187,8 +358,11 @@ class EpisodeManagerNode(Node):
 
     def _report(self) -> tuple[int, str, dict]:
         done = len(self.summary.results)
-        return OK, f"{done}/{len(self.schedule)} episodes", {
-            "episodes_done": done, "episodes": len(self.schedule)}
+        phase = self.sequencer.phase if self.sequencer else "clock"
+        if self.failure:
+            return ERROR, self.failure, {"episodes_done": done, "phase": phase}
+        return OK, f"{done}/{len(self.schedule)} episodes ({phase})", {
+            "episodes_done": done, "episodes": len(self.schedule), "phase": phase}
 
 
 def main(args=None) -> int:

@@ -123,6 +123,9 @@ PARAMS = [
                                   "(rad/s)", (1e-6, 100.0)),
     Param("effort_fraction", 1.0, "planned torques stay within this fraction of the effort "
                                   "limits (the executor clamps at the full limits)", (0.01, 1.0)),
+    Param("joint_effort_fraction", [], "per joint, in joint_names order: the fractions of the "
+          "effort limits that bound plans and π0 (a robot configuration's effort_fraction); "
+          "[] = effort_fraction and random_scale for all joints", (0.0, 1.0)),
     Param("device", "", "torch device for planning; '' = cuda if available, else cpu"),
     Param("torch_threads", 1, "CPU threads of a plan (torch.set_num_threads): 1 leaves the other "
                               "cores to the executor, sim and fitter and keeps plans "
@@ -151,6 +154,8 @@ class MPCPlannerNode(Node):
                                                        "random_seconds": random_seconds})
         except (PlanError, TaskError, ValueError) as exc:
             raise ConfigError(f"planner configuration: {exc}") from None
+        if p.mode == "realtime":
+            self.mpc.pi0_steps = p.horizon
         available_kinds()  # import every model module now, not in the first model's callback
         self.frame = robot.link_names[0]
         self.targets = TargetSchedule(TargetGate.for_robot(robot))
