@@ -1,12 +1,16 @@
 """MuJoCo simulation of an arm at a fixed control period (pure core: no ROS).
 
 ``ArmSimulator`` owns the MuJoCo model and data, applies a torque for one control period
-(``n_substeps`` physics steps, zero-order hold), adds seeded torque and sensor noise, and resets to a
-configured or randomised initial state. The simulator node and the offline tests use this same class,
+(``n_substeps`` physics steps, zero-order hold) or for any duration (``advance``), adds seeded
+torque and sensor noise, and resets to a configured or randomised initial state. ``CommandHold``
+is the effort interface of a ros2_control robot: the latest command held until it is too old, then
+zero torque. The simulator node and the offline tests use this same class,
 so a run over ROS and a run offline with the same seed give the same trajectory.
 """
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass, field
 
 import mujoco
@@ -118,6 +122,28 @@ class ArmSimulator:
 
     def step(self, torque: np.ndarray) -> None:
         """Apply ``torque`` (n,) N·m (+ noise, clamped to the effort limits) for one control period."""
+        self._apply(torque)
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        self.steps += 1
+
+    def advance(self, torque: np.ndarray, duration: float) -> None:
+        """Apply ``torque`` (n,) N·m (+ noise, clamped) for ``duration`` s of physics, in
+        ceil(duration / physics_timestep) equal substeps of at most the physics timestep, so the
+        physics follows a clock off its grid (a wall clock) exactly."""
+        if not duration >= 0:
+            raise ValueError(f"duration must be >= 0 s, got {duration}")
+        self._apply(torque)
+        n = math.ceil(duration / self.config.physics_timestep - 1e-9)
+        if n > 0:
+            self.model.opt.timestep = duration / n
+            try:
+                mujoco.mj_step(self.model, self.data, nstep=n)
+            finally:
+                self.model.opt.timestep = self.config.physics_timestep
+        self.steps += 1
+
+    def _apply(self, torque: np.ndarray) -> None:
+        """Set the motors to ``torque`` (+ noise), clamped to the effort limits."""
         torque = np.asarray(torque, dtype=float)
         if torque.shape != self.applied.shape or not np.all(np.isfinite(torque)):
             raise ValueError(f"torque must be {self.applied.shape[0]} finite values, got {torque}")
@@ -125,8 +151,6 @@ class ArmSimulator:
             torque = torque + self.rng.normal(0.0, self.config.torque_noise_std, torque.shape)
         self.applied = np.clip(torque, -self.effort_limit, self.effort_limit)
         self.data.ctrl[:] = self.applied
-        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
-        self.steps += 1
 
     def measure(self) -> SimState:
         """Current state as the sensors report it (with sensor noise, if configured)."""
@@ -137,3 +161,34 @@ class ArmSimulator:
         if self.config.velocity_noise_std > 0:
             qd += self.rng.normal(0.0, self.config.velocity_noise_std, qd.shape)
         return SimState(q, qd, self.applied.copy(), self.steps)
+
+
+class CommandHold:
+    """Zero-order hold of the latest command (n,) N·m, as a ros2_control effort interface applies
+    it: in force until it is older than ``timeout`` s, then zero torque; a malformed command
+    (``clear``) means zero torque until the next valid one. Times are one monotonic clock's, in s.
+    Thread-safe: commands come from one thread, the control loop reads from another."""
+
+    def __init__(self, n: int, timeout: float):
+        self.n, self.timeout = n, timeout
+        self._lock = threading.Lock()
+        self._torque: np.ndarray | None = None
+        self._since = 0.0
+
+    def set(self, torque: np.ndarray, now: float) -> None:
+        torque = np.array(torque, dtype=float)
+        if torque.shape != (self.n,) or not np.all(np.isfinite(torque)):
+            raise ValueError(f"torque must be {self.n} finite values, got {torque}")
+        with self._lock:
+            self._torque, self._since = torque, now
+
+    def clear(self) -> None:
+        with self._lock:
+            self._torque = None
+
+    def torque(self, now: float) -> tuple[np.ndarray, bool]:
+        """(torque in force at ``now``, whether it is a command: False for zero torque)."""
+        with self._lock:
+            if self._torque is None or now - self._since > self.timeout:
+                return np.zeros(self.n), False
+            return self._torque.copy(), True

@@ -1,7 +1,8 @@
 """Simulator node ``arm_sim``: a MuJoCo arm that stands in for the real one on ROS 2.
 
-Publishes ``/joint_states`` and ``/clock``, applies ``/effort_controller/commands`` (torques in
-``joint_names`` order), offers ``~/reset`` (std_srvs/Trigger) and reports on ``/diagnostics``.
+Publishes ``/joint_states`` (joints in ``joint_names`` order) and ``/clock``, applies
+``/effort_controller/commands`` (torques in ``joint_names`` order), offers ``~/reset``
+(std_srvs/Trigger) and reports on ``/diagnostics``.
 
 * lockstep: publish the state of step k, wait for the command for step k (tagged with that state's
   stamp, or untagged), step one control period, publish step k+1. A command that is malformed gets the
@@ -11,6 +12,14 @@ Publishes ``/joint_states`` and ``/clock``, applies ``/effort_controller/command
   does not depend on machine speed.
 * realtime: the physics follows the wall clock (times ``real_time_factor``); the latest valid command
   is held (zero-order hold) until ``command_timeout`` passes, then the safe hold applies.
+* hardware: behaves like a ros2_control robot (joint_state_broadcaster + an effort forward command
+  controller), not like a simulator: a loop thread measures the arm every ``control_period``
+  (default 2 ms) with Gaussian timing jitter (``state_jitter``), stamps the state with the wall
+  clock (``time.time_ns()``), drops it with ``drop_probability`` instead of publishing it, and
+  applies the latest command (zero-order hold, tags ignored) from the next cycle on; a command
+  older than ``command_timeout`` or a malformed one means ZERO torque (no safe hold), and the arm
+  has weight unless ``gravity_compensation``. The physics follows the wall clock exactly
+  (``ArmSimulator.advance``). No ``/clock``, no ``~/reset``, no episode events, no sim time.
 
 A reset advances sim time by one control period without physics, so a command computed for the
 state before the reset is stale and cannot be applied to the state after it. With
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 import numpy as np
@@ -41,24 +51,35 @@ from mbrl_ros.nodes.messages import (COMMAND_QOS, EVENT_QOS, STATE_QOS, clock_ms
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.simulation import ArmSimulator, CommandHold, SimConfig
+
+MODE_PERIODS = {"lockstep": 0.01, "realtime": 0.01, "hardware": 0.002}  # control_period 0 → s
+MAX_CATCH_UP_S = 0.25  # hardware: a loop stalled longer skips the rest instead of simulating it
 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2) or a URDF path"),
     Param("scene", "scene", "MuJoCo scene parts: a name in sim/ or an MJCF path"),
-    Param("joint_names", [], "order of the torques in a command; [] = the robot's joint order"),
-    Param("mode", "lockstep", "lockstep (deterministic) or realtime (wall clock)",
-          choices=("lockstep", "realtime")),
-    Param("physics_timestep", 0.002, "MuJoCo timestep (s)", (1e-5, 0.05)),
-    Param("control_period", 0.01, "time between joint states / commands (s)", (1e-4, 1.0)),
+    Param("joint_names", [], "order of the torques in a command and of the joints in "
+          "/joint_states; [] = the robot's joint order"),
+    Param("mode", "lockstep", "lockstep (deterministic), realtime (wall clock) or hardware (like "
+          "a ros2_control robot: wall-clock stamps, jitter, drops, zero torque on stale commands)",
+          choices=("lockstep", "realtime", "hardware")),
+    Param("physics_timestep", 0.002, "MuJoCo timestep (s; hardware: the longest substep)",
+          (1e-5, 0.05)),
+    Param("control_period", 0.0, "time between joint states / commands (s); 0 = the mode's "
+          "default: 0.01, hardware 0.002 (a 500 Hz ros2_control loop)", (0.0, 1.0)),
+    Param("state_jitter", 0.0002, "hardware: standard deviation of each state's time around its "
+          "period's schedule (s; clipped to half a period)", (0.0, 0.1)),
+    Param("drop_probability", 0.002, "hardware: probability that a measured state is not "
+          "published", (0.0, 0.5)),
     Param("lockstep_timeout", 1.0, "wall time to wait for a command before the safe hold (s)",
           (1e-3, 600.0)),
     Param("wait_for_peers", True, "lockstep: start stepping once a command publisher and "
           "'min_state_subscribers' joint-state subscribers are matched"),
     Param("min_state_subscribers", 1, "lockstep: joint-state subscribers to wait for (every node "
           "of the graph that must see every state)", (1, 1000)),
-    Param("command_timeout", 0.1, "realtime: wall age after which a command is dropped (s)",
-          (1e-3, 60.0)),
+    Param("command_timeout", 0.1, "realtime, hardware: wall age after which a command is dropped "
+          "(s; realtime: safe hold, hardware: zero torque)", (1e-3, 60.0)),
     Param("real_time_factor", 1.0, "realtime: sim seconds per wall second", (0.01, 100.0)),
     Param("torque_noise_std", 0.0, "Gaussian noise added to applied torques (N·m)", (0.0, 100.0)),
     Param("position_noise_std", 0.0, "Gaussian noise on published positions (rad)", (0.0, 1.0)),
@@ -68,11 +89,13 @@ PARAMS = [
     Param("initial_position_noise", 0.0, "uniform ± noise on the reset position (rad)", (0.0, 3.2)),
     Param("hold_damping", 1.0, "safe hold: torque −d·q̇ (N·m·s/rad)", (0.0, 1000.0)),
     Param("gravity_compensation", False,
-          "the arm cancels its own weight; commands are torques on top of it (as Franka's FCI)"),
+          "the arm cancels its own weight; commands are torques on top of it (as Franka's FCI); "
+          "false: a plain effort interface, where the arm has weight"),
     Param("seed", 0, "seed of the noise and reset randomisation", (0, 2**31 - 1)),
     Param("episode_steps", 0, "control steps per episode before an automatic reset; 0 = none",
           (0, 10**9)),
-    Param("duration", 0.0, "stop after this much sim time (s); 0 = run until stopped",
+    Param("duration", 0.0, "stop after this much sim time (s; hardware: wall time); 0 = run "
+          "until stopped",
           (0.0, 1e7)),
     Param("status_period", 0.0, "wall seconds between status lines; 0 = none", (0.0, 3600.0)),
     Param("command_topic", "/effort_controller/commands", "topic of the torque commands"),
@@ -85,11 +108,15 @@ class ArmSimNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("arm_sim", **node_kwargs)
         p = self.p = declare_params(self, PARAMS)
+        p.control_period = p.control_period or MODE_PERIODS[p.mode]
+        if p.mode == "hardware":
+            _check_hardware_params(p, self.get_parameter("use_sim_time").value)
         robot = load_robot(p.robot)
         names, self.command_order = select_joints(robot, p.joint_names)  # command i → joint
         if sorted(names) != sorted(robot.joint_names):
             raise ConfigError(f"parameter 'joint_names' = {names} must list every joint of "
                               f"{robot.name} once: {list(robot.joint_names)}")
+        self.state_names = names
         try:
             self.sim = ArmSimulator(robot, SimConfig(
                 physics_timestep=p.physics_timestep, control_period=p.control_period,
@@ -116,34 +143,49 @@ class ArmSimNode(Node):
         self._window = _StatusWindow(robot.n_joints)
 
         self.state_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
-        self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
-        self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
         self.diag = Diagnostics(self, "simulator", self._report)
         subscribe(self, self.diag, Float64MultiArray, p.command_topic, COMMAND_QOS,
                   self._on_command, what="command")
-        self.create_service(Trigger, "~/reset", self._on_reset)
         wall = Clock(clock_type=ClockType.STEADY_TIME)
+        self.wall_start: float | None = None
+        self.hardware: _HardwareLoop | None = None
+        if p.mode == "hardware":
+            self.hardware = _HardwareLoop(self)
+        else:
+            self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
+            self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
+            self.create_service(Trigger, "~/reset", self._on_reset)
         if p.mode == "lockstep":
             self.create_timer(min(0.01, p.lockstep_timeout / 4), self._lockstep_tick, clock=wall)
-        else:
+        elif p.mode == "realtime":
             self.create_timer(p.control_period, self._realtime_tick, clock=wall)
         if p.status_period > 0:
             self.create_timer(p.status_period, self._status_line, clock=wall)
-        self.wall_start: float | None = None
         self.get_logger().info(
             f"{robot.name}: {robot.n_joints} joints, {p.mode} at {1 / p.control_period:.0f} Hz "
             f"({self.sim.n_substeps} physics steps of {p.physics_timestep * 1e3:g} ms)")
+        if self.hardware is not None:
+            self.hardware.start()
+
+    def close(self) -> None:
+        if self.hardware is not None:
+            self.hardware.stop()
 
     # -- time and publishing -------------------------------------------------------------------
     @property
     def stamp_ns(self) -> int:
         return self.step_index * self.period_ns
 
+    def _state_msg(self, stamp_ns: int, s) -> JointState:
+        """The measured state ``s`` (robot order) as a JointState in ``joint_names`` order."""
+        order = self.command_order
+        return joint_state_msg(stamp_ns, self.state_names, s.position[order], s.velocity[order],
+                               s.effort[order])
+
     def _publish_state(self) -> None:
         s = self.sim.measure()
         stamp = self.stamp_ns
-        self._sent = (clock_msg(stamp), joint_state_msg(stamp, self.robot.joint_names, s.position,
-                                                        s.velocity, s.effort))
+        self._sent = (clock_msg(stamp), self._state_msg(stamp, s))
         self._send()
         self._window.add(s.position)
         self.pending_stamp, self.pending_since = stamp, time.monotonic()
@@ -175,6 +217,9 @@ class ArmSimNode(Node):
     # -- commands ------------------------------------------------------------------------------
     def _on_command(self, msg: Float64MultiArray) -> None:
         n = self.robot.n_joints
+        if self.hardware is not None:
+            self.hardware.on_command(msg)
+            return
         try:
             tag = command_tag(msg)
         except MessageError as exc:
@@ -288,6 +333,8 @@ class ArmSimNode(Node):
             self._publish_state()
 
     def _report(self) -> tuple[int, str, dict]:
+        if self.hardware is not None:
+            return self.hardware.report()
         w = self._window
         rate, rtf = w.rates(self.step_index, self.p.control_period)
         problems = self.diag.counters["lockstep_timeouts"] + self.diag.counters["rejected_command"]
@@ -297,6 +344,9 @@ class ArmSimNode(Node):
             "episode": self.episode}
 
     def _status_line(self) -> None:
+        if self.hardware is not None:
+            self.get_logger().info(self.hardware.status_line())
+            return
         w = self._window
         rate, rtf = w.rates(self.step_index, self.p.control_period)
         c = self.diag.counters
@@ -306,6 +356,132 @@ class ArmSimNode(Node):
             f"cmds {c['commands_applied']} ok {c['rejected_command'] + c['stale_command']} bad "
             f"{c['lockstep_timeouts'] + c['command_timeouts']} timeouts | q range (deg) {ranges}")
         w.restart(self.step_index)
+
+
+def _check_hardware_params(p, use_sim_time: bool) -> None:
+    """ConfigError for settings a ros2_control robot does not have."""
+    for bad, text in ((use_sim_time, "'use_sim_time' = True: it stamps with the wall clock"),
+                      (p.episode_steps, f"'episode_steps' = {p.episode_steps}: it has no resets"),
+                      (p.real_time_factor != 1.0, f"'real_time_factor' = {p.real_time_factor}: "
+                                                  "it runs at the wall clock's pace")):
+        if bad:
+            raise ConfigError(f"mode 'hardware' is a robot, so parameter {text}")
+
+
+class _HardwareLoop:
+    """Mode 'hardware': the robot's control loop in its own thread (see the module docstring).
+
+    Cycle k wakes at start + k·period + jitter, advances the physics to the wall clock under the
+    torque written in the cycle before, measures and publishes (or drops) the state stamped with
+    the wall clock, then takes the latest command as the torque to write. Cycles that the thread
+    missed (a loaded machine) are skipped and counted, not bunched."""
+
+    def __init__(self, node: ArmSimNode):
+        self.node, p = node, node.p
+        n = node.robot.n_joints
+        self.period = p.control_period
+        self.hold = CommandHold(n, p.command_timeout)
+        self.rng = np.random.default_rng([p.seed, 1])  # timing; the sim has its own noise rng
+        self._stop = threading.Event()
+        self._finished = node.create_guard_condition(node._finish)
+        self._thread = threading.Thread(target=self._run, name="arm_sim_hardware", daemon=True)
+        self._lock = threading.Lock()  # the counters below, the status window
+        self.stats = {"states_published": 0, "states_dropped": 0, "missed_cycles": 0,
+                      "command_timeouts": 0, "zero_torque_s": 0.0}
+        self.last_stamp = 0
+        self.start_wall = 0.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+
+    def on_command(self, msg: Float64MultiArray) -> None:
+        """A command from /effort_controller/commands (executor thread)."""
+        node = self.node
+        try:
+            data, _ = read_command(msg, node.robot.n_joints)
+        except MessageError as exc:
+            node.diag.warn("rejected_command", f"command rejected: {exc}; zero torque")
+            self.hold.clear()
+            return
+        torque = np.empty_like(data)
+        torque[node.command_order] = data
+        self.hold.set(torque, time.monotonic())
+        node.diag.count("commands_applied")
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # noqa: BLE001 - the robot stops publishing; the node says why
+            self.node.diag.fault(f"hardware loop stopped: {exc}")
+
+    def _loop(self) -> None:
+        node, sim, period = self.node, self.node.sim, self.period
+        jitter, drop = node.p.state_jitter, node.p.drop_probability
+        start = last = self.start_wall = time.monotonic()
+        torque, in_force = np.zeros(node.robot.n_joints), False
+        k = 0
+        while True:
+            k += 1
+            offset = float(np.clip(self.rng.normal(0.0, jitter), -period / 2, period / 2)) \
+                if jitter > 0 else 0.0
+            if self._stop.wait(max(0.0, start + k * period + offset - time.monotonic())):
+                return
+            now = time.monotonic()
+            missed = int((now - start) / period) - k
+            elapsed = min(now - last, MAX_CATCH_UP_S)
+            sim.advance(torque, elapsed)
+            last = now
+            state = sim.measure()
+            stamp = self.last_stamp = max(time.time_ns(), self.last_stamp + 1)
+            dropped = drop > 0 and self.rng.random() < drop
+            if not dropped:
+                node.state_pub.publish(node._state_msg(stamp, state))
+            torque, now_in_force = self.hold.torque(now)
+            with self._lock:
+                s = self.stats
+                s["states_dropped" if dropped else "states_published"] += 1
+                s["missed_cycles"] += max(0, missed)
+                s["zero_torque_s"] += 0.0 if in_force else elapsed
+                s["command_timeouts"] += in_force and not now_in_force
+                node._window.add(state.position)
+            in_force = now_in_force
+            k += max(0, missed)
+            if node.p.duration > 0 and now - start >= node.p.duration:
+                self._finished.trigger()
+                return
+
+    def _counts(self) -> tuple[dict, float, float]:
+        """A copy of the counters, the states per wall second since the last status line and the
+        wall time since the start (s)."""
+        with self._lock:
+            w = self.node._window
+            rate, _ = w.rates(self.stats["states_published"], self.period)
+            return dict(self.stats), rate, time.monotonic() - self.start_wall
+
+    def report(self) -> tuple[int, str, dict]:
+        stats, rate, elapsed = self._counts()
+        c = self.node.diag.counters
+        level = WARN if c["rejected_command"] or c["callback_errors"] else OK
+        return level, f"hardware, {rate:.0f} states/s", {
+            "wall_time_s": elapsed, "states_per_s": rate, "last_stamp_ns": self.last_stamp,
+            **stats}
+
+    def status_line(self) -> str:
+        stats, rate, elapsed = self._counts()
+        c = self.node.diag.counters
+        w = self.node._window
+        with self._lock:
+            ranges = " ".join(f"{lo:+.0f}..{hi:+.0f}" for lo, hi in zip(*w.ranges_deg()))
+            w.restart(stats["states_published"])
+        return (f"t={elapsed:7.2f} s | {rate:6.0f} states/s | cmds {c['commands_applied']} ok "
+                f"{c['rejected_command']} bad {stats['command_timeouts']} timeouts | zero torque "
+                f"{stats['zero_torque_s']:.2f} s | dropped {stats['states_dropped']} missed "
+                f"{stats['missed_cycles']} | q range (deg) {ranges}")
 
 
 class _StatusWindow:
