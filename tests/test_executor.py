@@ -52,6 +52,7 @@ class Probe(CommandProbe):
         self.states: list = []
         self.diags: list[tuple[int, bytes, str]] = []
         self.waiting_for: list[int] = []  # the executor's pending stamps, from /diagnostics
+        self.diag_values: list[dict] = []  # the executor's /diagnostics values
         self.state_pub = self.node.create_publisher(JointState, "/joint_states", STATE_QOS)
         self.ctrl_pub = self.node.create_publisher(UInt8MultiArray, "/mbrl/controller",
                                                    LATCHED_QOS)
@@ -82,6 +83,15 @@ class Probe(CommandProbe):
                 with self.lock:
                     self.diags.append((stamp_to_ns(msg.header.stamp), bytes(s.level), s.message))
                     self.waiting_for.append(int(values.get("waiting_for_stamp_ns", -1)))
+                    self.diag_values.append(values)
+
+    def diag_with(self, key, timeout=10.0) -> dict:
+        """The executor's latest /diagnostics values that carry ``key`` (waits for one)."""
+        def found():
+            with self.lock:
+                return [v for v in self.diag_values if key in v]
+        wait_for(found, timeout, f"/diagnostics with {key}")
+        return found()[-1]
 
     def n_commands(self):
         with self.lock:
@@ -492,20 +502,6 @@ def test_one_state_stamped_ahead_cannot_lock_the_executor_out(ros):
 
 
 # -- issue 13: command timing, gravity, homing -----------------------------------------------------
-def _diag_values(ros, key, timeout=10.0):
-    """The executor's /diagnostics values once one of its statuses carries ``key``."""
-    node, found = ros.node("diag_reader"), []
-
-    def on_diag(msg):
-        for st in msg.status:
-            values = {kv.key: kv.value for kv in st.values}
-            if st.name.startswith("lg_executor") and key in values:
-                found.append(values)
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 100)
-    wait_for(lambda: found, timeout, f"/diagnostics with {key}")
-    return found[-1]
-
-
 def test_realtime_tags_are_send_times_and_latency_is_reported(ros):
     """Realtime: each command is tagged with the executor's clock time when it was sent (not
     before the stamp of the state it answers, strictly increasing); the latency state stamp →
@@ -519,17 +515,27 @@ def test_realtime_tags_are_send_times_and_latency_is_reported(ros):
     wait_for(lambda: node.controller is not None, 10, "the controller")
     late = seconds_to_ns(0.03)  # states stamped 30 ms before they are sent
     for k in range(5):
-        received = time.time_ns()
-        stamp = received - late
+        published = time.time_ns()
+        stamp = published - late
         np.testing.assert_array_equal(probe.answer(stamp, HOME, np.zeros(N)), np.full(N, 0.25))
         with probe.lock:
             tag = probe.commands[-1][1]
-        assert received <= tag <= time.time_ns()  # sent after the state was published
+        assert published <= tag <= time.time_ns()  # sent after the state was published
+    probe.diag_with("latency_ms_median")  # every window so far has only the late states
+    with probe.lock:
+        windows = [v for v in probe.diag_values if "latency_ms_median" in v]
+    assert all(30.0 <= float(v["latency_ms_median"]) <= float(v["latency_ms_max"])
+               for v in windows), windows
+    before = probe.n_commands()  # a rejected state stamped far ahead: the hold, at send time
+    probe.send_state(time.time_ns() + seconds_to_ns(1000.0), HOME, np.zeros(N))
+    wait_for(lambda: probe.n_commands() > before, 10, "the hold for the rejected state")
+    assert probe.commands[-1][1] <= time.time_ns()
+    stamp = time.time_ns()  # and it did not move the tags of later commands either
+    np.testing.assert_array_equal(probe.answer(stamp, HOME, np.zeros(N)), np.full(N, 0.25))
+    assert probe.commands[-1][1] <= time.time_ns()
     with probe.lock:
         tags = [tag for _, tag in probe.commands]
     assert tags == sorted(set(tags))
-    values = _diag_values(ros, "latency_ms_median")
-    assert 30.0 <= float(values["latency_ms_median"]) <= float(values["latency_ms_max"])
 
 
 def test_without_robot_gravity_compensation_commands_are_plan_plus_gravity(ros):
@@ -597,8 +603,8 @@ def test_homing_controller_overrides_the_planner_and_hands_over_when_truncated(r
         expected = homing.act(np.concatenate([q, qd]), k)
         np.testing.assert_allclose(probe.answer(k * PERIOD_NS, q, qd), expected, atol=1e-12)
     assert node.homing_active
-    values = _diag_values(ros, "homing_active")
-    assert values["homing_active"] == "True"
+    wait_for(lambda: probe.diag_with("homing_active")["homing_active"] == "True", 10,
+             "homing_active on /diagnostics")
     homing_pub.publish(UInt8MultiArray(data=homing.with_validity(10 * PERIOD_NS).to_bytes()))
     wait_for(lambda: node.homing.valid_until_ns == 10 * PERIOD_NS, 10, "the truncated homing")
     np.testing.assert_array_equal(probe.answer(10 * PERIOD_NS, HOME, np.zeros(N)),

@@ -11,7 +11,9 @@ state they answer (``msgconv``), so a lockstep simulator matches them to its ste
 ``realtime`` mode a node with ``SEND_TIME_TAGS`` (the executor) tags every command, holds
 included, with its clock time when it sends it: the time from which the command is in force on
 the robot, what the fitter resamples with. Such a tag is never before the stamp of the state it
-answers (clocks of two machines may disagree) and strictly increases. The latency state stamp →
+answers (clocks of two machines may disagree; a state the intake accepted ahead of the clock,
+at most ``max_stamp_ahead``, holds the tags at its stamp until the clock passes it) and strictly
+increases while the node clock does (a rejected message's stamp never moves it). The latency state stamp →
 send (node clock, realtime) is reported on /diagnostics (``latency_ms_median``,
 ``latency_ms_max`` over the commands since the last report, at most the last LATENCY_WINDOW).
 
@@ -167,7 +169,8 @@ class SafeCommandNode(Node):
         self._compute = [0, 0, 0]  # steps, total ns, max ns since the last report
         # realtime: state stamp → send (ns) of the commands since the last report (the newest)
         self._latency_ns: deque[int] = deque(maxlen=LATENCY_WINDOW)
-        self._last_tag = -1
+        self._last_tag = -1   # realtime: the last send-time tag and send time (node clock, ns)
+        self._last_sent = -1
         self._period_ns = seconds_to_ns(p.control_period)
         self._max_state_age_ns = seconds_to_ns(p.max_state_age)
         self._matched = False       # sync: the command topic's subscribers are matched
@@ -252,7 +255,7 @@ class SafeCommandNode(Node):
         if stamp < 0 or (self.last_state is not None and stamp < self.last_state.stamp_ns):
             return
         q = self.last_state.position if self.last_state is not None else np.full(self.n, np.nan)
-        self._send(q, np.zeros(self.n), None, stamp, now=None, why="bad_state")
+        self._send(q, np.zeros(self.n), None, stamp, now=None, why="bad_state", accepted=False)
 
     def _answer_pending(self) -> None:
         """Answer the parked state (if any) now: call when what it waited for has arrived."""
@@ -277,12 +280,13 @@ class SafeCommandNode(Node):
 
     # -- output ----------------------------------------------------------------------------------
     def _send(self, q, qd, u, stamp_ns: int | None, now: int | None, why: str,
-              plan_time_ns: int | None | bool = True) -> None:
+              plan_time_ns: int | None | bool = True, accepted: bool = True) -> None:
         """Publish the safety layer's output for state (q, q̇) and proposed torque ``u`` (None:
         the hold, reported as ``why``) answering the state stamped ``stamp_ns`` (None: no state,
-        e.g. the watchdog); ``now`` (node clock) enables the age watchdogs (realtime);
-        ``plan_time_ns``: when the controller in use came (True: ``self.plan_time_ns``; None:
-        no plan-age check)."""
+        e.g. the watchdog; ``accepted`` False: a rejected message's stamp, which may be anything,
+        so it neither moves send-time tags nor counts in the latency); ``now`` (node clock)
+        enables the age watchdogs (realtime); ``plan_time_ns``: when the controller in use came
+        (True: ``self.plan_time_ns``; None: no plan-age check)."""
         if plan_time_ns is True:
             plan_time_ns = self.plan_time_ns
         u_safe, events = self.safety.filter(q, qd, u, now, state_time_ns=self.state_time_ns,
@@ -292,10 +296,14 @@ class SafeCommandNode(Node):
         tag = stamp_ns
         if self.realtime:
             sent = self._now_ns()
-            if stamp_ns is not None:
-                self._latency_ns.append(sent - stamp_ns)
+            if sent < self._last_sent:  # the clock went back (a restarted sim): tags restart
+                self._last_tag = -1
+            self._last_sent = sent
+            stamp = stamp_ns if accepted else None
+            if stamp is not None:
+                self._latency_ns.append(sent - stamp)
             if self.SEND_TIME_TAGS:
-                tag = self._last_tag = max(sent, stamp_ns or 0, self._last_tag + 1)
+                tag = self._last_tag = max(sent, stamp or 0, self._last_tag + 1)
         self.cmd_pub.publish(command_msg(u_safe, tag))
         self.diag.count("commands")
         reason = events[0].key if self.safety.holding and events else ""
