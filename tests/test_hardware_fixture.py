@@ -328,3 +328,16 @@ def test_hardware_mode_refuses_what_a_robot_does_not_have(node_process, params, 
     out = proc.output()
     assert "[arm_sim] cannot start" in out and message in out, out
     assert "Traceback" not in out
+
+
+@pytest.mark.ros
+def test_hardware_mode_stops_after_its_duration_and_on_sigint(node_process):
+    """The loop thread ends the node after ``duration`` s of wall time (status 0), and stops with
+    it on a stop signal."""
+    timed = node_process("arm_sim", hardware_params(duration=1.0), name="timed")
+    assert timed.wait(60) == 0
+    assert "duration 1 s" in timed.output() and "Traceback" not in timed.output()
+    running = node_process("arm_sim", hardware_params(), name="running")
+    wait_for(lambda: "hardware at 500 Hz" in running.output(), 60, "the fixture running")
+    running.proc.send_signal(2)
+    assert running.wait(30) == 0 and "Traceback" not in running.output()
