@@ -57,7 +57,8 @@ MODE_PERIODS = {"lockstep": 0.01, "realtime": 0.01, "hardware": 0.002}  # contro
 MAX_CATCH_UP_S = 0.25  # hardware: a loop stalled longer skips the rest instead of simulating it
 
 PARAMS = [
-    Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2) or a URDF path"),
+    Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2, arm6) or a URDF "
+          "path"),
     Param("scene", "scene", "MuJoCo scene parts: a name in sim/ or an MJCF path"),
     Param("joint_names", [], "order of the torques in a command and of the joints in "
           "/joint_states; [] = the robot's joint order"),
@@ -95,8 +96,7 @@ PARAMS = [
     Param("episode_steps", 0, "control steps per episode before an automatic reset; 0 = none",
           (0, 10**9)),
     Param("duration", 0.0, "stop after this much sim time (s; hardware: wall time); 0 = run "
-          "until stopped",
-          (0.0, 1e7)),
+          "until stopped", (0.0, 1e7)),
     Param("status_period", 0.0, "wall seconds between status lines; 0 = none", (0.0, 3600.0)),
     Param("command_topic", "/effort_controller/commands", "topic of the torque commands"),
 ]
