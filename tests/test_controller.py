@@ -246,3 +246,16 @@ def test_invalid_controllers_are_rejected(change, match):
     with pytest.raises(ValueError, match=match):
         LinearGaussianController(kw.pop("x_hat"), kw.pop("u_hat"), kw.pop("K"), kw.pop("k"),
                                  kw.pop("cov"), **kw)
+
+
+def test_without_feedback_runs_the_nominal_actions_open_loop():
+    rng = np.random.default_rng(3)
+    T, dx, du = 4, 4, 2
+    c = LinearGaussianController.feedback(rng.normal(size=(T, dx)), rng.normal(size=(T, du)),
+                                          rng.normal(size=(T, du, dx)), rng.normal(size=(T, du)),
+                                          dt_ns=10, start_ns=100, joint_names=("a", "b"))
+    o = c.without_feedback()
+    for t in range(T):  # the same action on the plan, and everywhere else too
+        np.testing.assert_allclose(o.act(c.x_hat[t], t), c.act(c.x_hat[t], t))
+        np.testing.assert_allclose(o.act(rng.normal(size=dx), t), c.act(c.x_hat[t], t))
+    assert (o.start_ns, o.T, o.valid_until_ns) == (c.start_ns, c.T, c.valid_until_ns)

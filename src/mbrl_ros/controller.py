@@ -282,6 +282,13 @@ class LinearGaussianController:
     def _arrays(self):
         return self.x_hat, self.u_hat, self.K, self.k, self.cov
 
+    def without_feedback(self) -> "LinearGaussianController":
+        """The actions along the nominal trajectory, open loop: û + k with K = 0, k = 0 (the
+        same steps, noise and validity)."""
+        return self._replace(self.x_hat, self.u_hat + self.k, np.zeros_like(self.K),
+                             np.zeros_like(self.k), self.cov, start_ns=self.start_ns,
+                             valid_until_ns=self.valid_until_ns)
+
     def slice(self, t0: int, t1: int) -> "LinearGaussianController":
         """Steps t0..t1−1, starting at start + t0·dt."""
         if not 0 <= t0 < t1 <= self.T:

@@ -399,15 +399,21 @@ def policy_graph(policy_file: str = "", robot: str = "", episodes: str = "10",
 
 # Arguments several graphs share.
 ROBOT_ARG = GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path", robot_choice)
+def lockstep_or_realtime(value: str) -> None:
+    """A GraphArg check: the package's simulator's modes (the fixture is ``sim:=hardware``)."""
+    if value not in ("lockstep", "realtime"):
+        raise ValueError("must be lockstep or realtime")
+
+
 MODE_ARG = GraphArg("mode", "lockstep", "lockstep (deterministic) or realtime",
-                    node_choice("arm_sim", "mode"))
+                    lockstep_or_realtime)
 # Arguments of the graphs that can drive a robot of the user's.
 TARGET_ARGS = (
     GraphArg("sim", "true", "true: the package's simulated arm; false: your robot (publishing "
                             "joint_states, taking commands); hardware: the hardware-like fixture "
                             "standing in for a robot"),
     GraphArg("mode", "lockstep", "with sim:=true: lockstep (deterministic) or realtime; a robot "
-                                 "always runs in real time"),
+                                 "always runs in real time", lockstep_or_realtime),
     GraphArg("robot_config", "", "robot settings YAML (mbrl-ros robot-config); '' = derived "
                                  "from the URDF"),
     GraphArg("robot_compensates_gravity", "", "true | false: whether the robot cancels its own "

@@ -173,9 +173,8 @@ def build_mpc(robot: RobotDescription, joint_index: Sequence[int],
         raise ValueError(f"joint_effort_fraction {per_joint.tolist()} must be {len(idx)} values "
                          f"in (0, 1], one per joint")
     box = (per_joint if per_joint.size else s["effort_fraction"]) * effort
-    base_policy = RandomTorquePolicy(per_joint * effort, 1.0, s["random_hold_steps"],
-                                     s["seed"] + 1) if per_joint.size else \
-        RandomTorquePolicy(effort, s["random_scale"], s["random_hold_steps"], s["seed"] + 1)
+    base_policy = RandomTorquePolicy(effort, per_joint if per_joint.size else s["random_scale"],
+                                     s["random_hold_steps"], s["seed"] + 1)
     options = planner_options(s)
     planner = PLANNERS[s["planner"]](s["horizon"], -box, box, seed=s["seed"], **options)
     cost = ReachCost(robot, w_l2=s["w_l2"], w_log=s["w_log"], alpha=s["alpha"],

@@ -48,13 +48,13 @@ class StateGate:
         """What is implausible about positions ``q`` and velocities ``qd`` (..., n) (the first
         offending joint, and the row when batched), or None."""
         q, qd = np.asarray(q, dtype=np.float64), np.asarray(qd, dtype=np.float64)
-        low, high = self.lower - self.position_slack, self.upper + self.position_slack
+        bad_q, bad_qd = self._outside(q, qd)
         for bad, text in (
-                ((q < low) | (q > high), lambda i, at: (
+                (bad_q, lambda i, at: (
                     f"joint {i} position {q[at]:.6g} rad is beyond its limits "
                     f"[{self.lower[i]:.4g}, {self.upper[i]:.4g}] by more than "
                     f"{self.position_slack:g} rad")),
-                (np.abs(qd) > self.velocity_factor * self.velocity, lambda i, at: (
+                (bad_qd, lambda i, at: (
                     f"joint {i} velocity {qd[at]:.6g} rad/s is over {self.velocity_factor:g}× "
                     f"its limit {self.velocity[i]:.4g} rad/s"))):
             where = np.argwhere(bad)
@@ -63,6 +63,18 @@ class StateGate:
                 row = f" (row {at[0]})" if len(at) > 1 else ""
                 return text(at[-1], at) + row
         return None
+
+    def _outside(self, q: np.ndarray, qd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masks (..., n) of positions beyond the limits ± slack and of speeds over the cap
+        (NaN counts as outside)."""
+        low, high = self.lower - self.position_slack, self.upper + self.position_slack
+        return ~((q >= low) & (q <= high)), ~(np.abs(qd) <= self.velocity_factor * self.velocity)
+
+    def first_implausible(self, q: np.ndarray, qd: np.ndarray) -> int | None:
+        """Index of the first row of q, qd (T, n) that ``problem`` would name, or None."""
+        bad_q, bad_qd = self._outside(np.asarray(q, float), np.asarray(qd, float))
+        rows = np.flatnonzero(bad_q.any(axis=-1) | bad_qd.any(axis=-1))
+        return int(rows[0]) if rows.size else None
 
     def check(self, s: JointSample, now_ns: int | None = None) -> None:
         """MessageError if ``s`` is implausible; ``now_ns``: the receiver's clock (None or 0,

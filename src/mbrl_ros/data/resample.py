@@ -22,7 +22,9 @@ The rules, for grid stamps t_k = t0 + k·period (ns; t0 = the segment's first st
 * the interval breaks the chain (the builder gets no command for t_k, or no state at a grid stamp
   whose bracket is a gap) when: a source step that overlaps it is longer than ``max_gap`` (default
   2.5 × the median of the segment's last 64 source steps: one dropped state at a steady rate
-  passes, two do not) — "state_gap"; no command was sent before t_k — "no_command"; a command in
+  passes, two do not; but at least a quarter of the control period, over which the Hermite
+  interpolation is still accurate: a loaded robot PC's 5–10 ms hiccups at 500 Hz pass) —
+  "state_gap"; no command was sent before t_k — "no_command"; a command in
   force is older than ``command_timeout`` (the robot's own stale-command rule) — "stale_command".
 * an interval is decided once a state at or after t_k+1 has come and a command tagged at or after
   t_k+1 (commands come in order from one publisher), or ``command_wait`` states at or after t_k+1
@@ -50,7 +52,8 @@ from mbrl_ros.data.topics import TopicNames, read_episode_event
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.msgconv import JointSample, MessageError, read_command, read_joint_state
 
-GAP_FACTOR = 2.5   # default max_gap: this many times the median source step
+GAP_FACTOR = 2.5   # default max_gap: this many times the median source step,
+MIN_GAP = 0.25     # but at least this fraction of the control period
 RATE_WINDOW = 64   # source steps in the running median
 
 
@@ -212,8 +215,9 @@ class Resampler:
         ok = True
         if self._stamps:
             step = s.stamp_ns - self._stamps[-1]
-            limit = self._max_gap if self._max_gap is not None else (
-                GAP_FACTOR * self._sorted[len(self._sorted) // 2] if self._sorted else None)
+            limit = self._max_gap if self._max_gap is not None else (max(
+                GAP_FACTOR * self._sorted[len(self._sorted) // 2], MIN_GAP * self._period)
+                if self._sorted else None)
             ok = limit is None or step <= limit
             self._steps.append(step)
             insort(self._sorted, step)

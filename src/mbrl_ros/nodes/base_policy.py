@@ -23,7 +23,7 @@ from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import OK, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS
-from mbrl_ros.nodes.params import Param, declare_params, select_joints
+from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.robot import load_robot
@@ -37,6 +37,9 @@ PARAMS = [
                           "ahead)", choices=("sync", "realtime")),
     Param("horizon", 10, "control periods per π0 controller", (1, 100_000)),
     Param("scale", 0.3, "torque amplitude as a fraction of each joint's effort limit", (0.0, 1.0)),
+    Param("joint_scale", [], "per joint, in joint_names order: the amplitude as a fraction of "
+          "its effort limit (a robot configuration's effort_fraction); [] = scale for all",
+          (0.0, 1.0)),
     Param("hold_steps", 5, "control periods each random torque is held", (1, 100000)),
     Param("seed", 0, "random seed", (0, 2**31 - 1)),
     Param("controller_topic", "/mbrl/controller", "topic of the controller artifacts"),
@@ -49,7 +52,11 @@ class BasePolicyNode(Node):
         p = self.p = declare_params(self, PARAMS)
         robot = load_robot(p.robot)
         self.joint_names, idx = select_joints(robot, p.joint_names)
-        self.policy = RandomTorquePolicy(robot.limits.effort[idx], p.scale, p.hold_steps, p.seed)
+        if p.joint_scale and len(p.joint_scale) != len(idx):
+            raise ConfigError(f"parameter 'joint_scale' has {len(p.joint_scale)} values for "
+                              f"{len(idx)} joints {self.joint_names}")
+        self.policy = RandomTorquePolicy(robot.limits.effort[idx], p.joint_scale or p.scale,
+                                         p.hold_steps, p.seed)
         self.dt_ns = seconds_to_ns(p.control_period)
         self.lead = 0 if p.mode == "sync" else (p.horizon // 2) * self.dt_ns
         self.last: LinearGaussianController | None = None

@@ -49,12 +49,14 @@ from mbrl_ros.homing import SettleDetector, homing_controller, homing_gains
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
-from mbrl_ros.nodes.messages import (EVENT_QOS, LATCHED_QOS, MAX_TARGETS, STATE_QOS,
-                                     TARGET_QOS, time_msg)
+from mbrl_ros.nodes.messages import (EVENT_QOS, LATCHED_QOS, MAX_TARGETS, NEWEST_ONLY,
+                                     STATE_QOS, TARGET_QOS, time_msg)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import ForwardKinematics, load_robot
 from mbrl_ros.robot_episodes import HOMING, SERVICE, EpisodeSequencer, Step
+
+SPIN_INTERVAL = 0.01  # s, between callbacks without the clock
 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
@@ -140,6 +142,9 @@ class EpisodeManagerNode(Node):
         self.exit_status = 0
         self.failure = ""
         self.last_state: JointSample | None = None
+        self.tracked_ns = -1                     # stamp of the last distance taken
+        # without the clock: the newest state every 10 ms is enough (see nodes.runner)
+        self.spin_interval = SPIN_INTERVAL if self.external else 0.0
         self.homing: LinearGaussianController | None = None
 
         self.target_pub = self.create_publisher(PointStamped, "/mbrl/target", TARGET_QOS)
@@ -149,8 +154,11 @@ class EpisodeManagerNode(Node):
         self.reset_client = self.create_client(Trigger, p.reset_service) \
             if p.episode_source == SERVICE else None
         self.diag = Diagnostics(self, "episodes", self._report)
+        # without the clock only the newest state matters (settling, and one distance per
+        # control period): a robot's 500 Hz stream is not queued
         self.intake = JointStateIntake(self, self.diag, robot, robot.joint_names, p,
-                                       self._on_state, STATE_QOS)
+                                       self._on_state,
+                                       NEWEST_ONLY if self.external else STATE_QOS)
         subscribe(self, self.diag, UInt8MultiArray, "/mbrl/dynamics_model", LATCHED_QOS,
                   self.models.append, lambda m: model_info(read_header(bytes(m.data))[1]),
                   "model")
@@ -208,16 +216,18 @@ class EpisodeManagerNode(Node):
         except ValueError as exc:
             raise ConfigError(f"targets around the home pose: {exc}") from None
 
+    def _set_home(self, q: np.ndarray) -> None:
+        """At the first state: home (the parameter, or this pose), the targets around it and
+        the start poses."""
+        home = np.array(self.p.home, float) if self.p.home else np.array(q, float)
+        self._sample_region_targets(home)
+        self.start_poses = StartPoseSampler(self.robot, home, self.p.start_radius,
+                                            self.p.limit_margin, self.p.train_seed)
+        self.get_logger().info(f"home pose {np.round(home, 3).tolist()} rad; "
+                               f"{len(self.targets)} targets around it")
+
     def _start_pose(self, e: int, q: np.ndarray) -> np.ndarray:
-        """Episode e's start pose: home ± start_radius within the limits minus the margin (the
-        first call, at the first state, fixes home and the targets)."""
-        if not self.targets:
-            home = np.array(self.p.home, float) if self.p.home else np.array(q, float)
-            self._sample_region_targets(home)
-            self.start_poses = StartPoseSampler(self.robot, home, self.p.start_radius,
-                                                self.p.limit_margin, self.p.train_seed)
-            self.get_logger().info(f"home pose {np.round(home, 3).tolist()} rad; "
-                                   f"{len(self.targets)} targets around it")
+        """Episode e's start pose: home ± start_radius within the limits minus the margin."""
         return self.start_poses.pose(e)
 
     def _settle_detector(self, goal: np.ndarray) -> SettleDetector:
@@ -241,11 +251,18 @@ class EpisodeManagerNode(Node):
     # -- episodes ------------------------------------------------------------------------------
     def _on_state(self, s: JointSample) -> None:
         if self.external:
+            if not self.targets:
+                self._set_home(s.position)
             self.last_state = s
+            episode = self.sequencer.episode
             for step in self.sequencer.on_state(s.stamp_ns, s.position, s.velocity):
+                if step.kind == "end":
+                    self._track(episode, s)  # the final distance: at the episode's end
                 self._do(step, s)
-            if self.sequencer.running:
-                self._track(self.sequencer.episode, s)
+            if self.sequencer.running and (not self.distances.get(episode) or
+                                           s.stamp_ns >= self.tracked_ns + self.period_ns):
+                self._track(episode, s)  # one distance per control period
+                self.tracked_ns = s.stamp_ns
             return
         e, k = self.clock.locate(s.stamp_ns)
         if e >= len(self.schedule) or e in {r.episode for r in self.summary.results}:

@@ -29,7 +29,9 @@ own validity does). When the arm has settled the episode manager republishes it 
   published**, so a lockstep sim waits too; the state is answered as soon as a covering
   controller arrives. The graph advances at the planner's pace, deterministically. Safety holds
   (e-stop, non-finite state) are still published.
-* ``realtime``: the latest controller is used; past its validity, before its start, without one,
+* ``realtime``: the newest of the last few controllers that is valid at the state's stamp is
+  used (a planner that plans ahead of its latency publishes plans that start in the future: the
+  one before runs until then); past its validity, before its start, without one,
   when it is older than ``max_plan_age`` (node clock), or when the planner's heartbeat, once
   heard, has been silent for ``heartbeat_timeout`` (node clock) the hold law is published. Only
   the newest joint state is kept (a late callback skips a backlog rather than answering old
@@ -43,6 +45,7 @@ zero velocity); a state whose stamp goes backwards is dropped (``nodes.intake``)
 from __future__ import annotations
 
 import sys
+from collections import deque
 
 import numpy as np
 from std_msgs.msg import Header, UInt8MultiArray
@@ -57,6 +60,8 @@ from mbrl_ros.nodes.params import Param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.safe_command_node import SAFETY_PARAMS, SafeCommandNode
 from mbrl_ros.plausibility import ControllerBounds
+
+RECENT_CONTROLLERS = 4  # realtime: controllers kept to choose from (the newest valid one runs)
 
 PARAMS = SAFETY_PARAMS + [
     Param("mode", "sync", "sync (wait for a covering controller; lockstep) or realtime",
@@ -92,6 +97,8 @@ class LGExecutorNode(SafeCommandNode):
         self.homing: LinearGaussianController | None = None
         self.homing_active = False  # the last state was answered by the homing controller
         self.noise: np.ndarray | None = None
+        # (controller, its noise, node clock at arrival): the newest few, realtime picks among them
+        self.recent: deque[tuple] = deque(maxlen=RECENT_CONTROLLERS)
         self.last_index: int | None = None
         self.heartbeat_ns: int | None = None  # node clock when the last heartbeat came
         self._heartbeat_timeout_ns = seconds_to_ns(p.heartbeat_timeout)
@@ -127,11 +134,12 @@ class LGExecutorNode(SafeCommandNode):
                     and now - self.heartbeat_ns > self._heartbeat_timeout_ns)
 
     def _on_controller(self, c: LinearGaussianController) -> None:
-        self.controller, self.plan_time_ns = c, self._now_ns()
-        self.noise = None
+        noise = None
         if self.p.stochastic and not c.deterministic:
             rng = np.random.default_rng([self.p.seed, c.start_ns])
-            self.noise = exploration_noise(c.T, c.du, rng, self.p.noise_smoothing)
+            noise = exploration_noise(c.T, c.du, rng, self.p.noise_smoothing)
+        self.recent.append((c, noise, self._now_ns()))
+        self._use(len(self.recent) - 1)
         self.diag.count("controllers")
         if self.pending is not None and c.valid_at(self.pending.stamp_ns):
             self._answer_pending()
@@ -155,6 +163,9 @@ class LGExecutorNode(SafeCommandNode):
                        now=now if self.realtime else None, why="homing", plan_time_ns=None)
             self._record_compute(start_ns)
             return
+        if self.realtime:  # the newest recent controller valid now (see the module docstring)
+            self._use(next((i for i in range(len(self.recent) - 1, -1, -1)
+                            if self.recent[i][0].valid_at(state.stamp_ns)), len(self.recent) - 1))
         c = self.controller
         t = c.index(state.stamp_ns) if c is not None and c.valid_at(state.stamp_ns) else None
         if t is None and not self.realtime and not self.safety.estopped:
@@ -176,6 +187,11 @@ class LGExecutorNode(SafeCommandNode):
         self._send(state.position, state.velocity, u, state.stamp_ns,
                    now=now if self.realtime else None, why=why)
         self._record_compute(start_ns)
+
+    def _use(self, i: int) -> None:
+        """Run recent controller i (with its noise and arrival time; none while there is none)."""
+        if self.recent:
+            self.controller, self.noise, self.plan_time_ns = self.recent[i]
 
     def _set_homing(self, active: bool) -> None:
         """Log and report when homing starts or ends."""

@@ -8,8 +8,8 @@ replan with ``cover_until_replan``, else the whole plan; never past the end of a
 until ``plan_validity`` after the next replan is due, so the executor holds when plans stop) and
 the predicted end-effector path on ``/mbrl/planned_path``. Until a model arrives (and for
 ``random_seconds`` at the start) it sends the base policy π0: random torques. A heartbeat
-(std_msgs/Header, the node clock) goes to ``/mbrl/planner_heartbeat`` with every state handled
-and every 0.1 s of wall time: an executor in real time holds when it stops.
+(std_msgs/Header, the node clock) goes to ``/mbrl/planner_heartbeat`` every 0.1 s of wall time and
+in lockstep with every state: an executor in real time holds when it stops.
 
 Planning runs in the joint-state callback: in a lockstep graph (``mode`` sync) the whole graph
 waits for it, so results do not depend on machine speed; in real time (``mode`` realtime) only
@@ -63,6 +63,7 @@ from mbrl_ros.robot import load_robot
 from mbrl_ros.tasks.terms import TaskError
 
 HEARTBEAT_PERIOD = 0.1  # s of wall time
+SPIN_INTERVAL = 0.005   # s between callbacks in real time: the newest state is all it plans for
 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
@@ -102,6 +103,9 @@ PARAMS = [
                                          "simulator's automatic episodes)"),
     Param("random_episodes", 0, "with episodes_from_events: π0 for the first this many "
                                 "episodes (instead of random_seconds)", (0, 100000)),
+    Param("feedback", True, "send the plan's feedback gains K; false: each plan runs open loop "
+                            "(û + k along the plan) until the next replan (gains from a young "
+                            "model drive a real-time arm hard off the plan)"),
     Param("compensate_latency", False, "realtime: plan from the state predicted for when the "
                                        "plan takes effect (the recent median latency ahead)"),
     Param("model_wait_seconds", 30.0, "wall time to wait for a held state's model or target "
@@ -143,6 +147,8 @@ class MPCPlannerNode(Node):
         if p.torch_threads:
             torch.set_num_threads(p.torch_threads)
         self.device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.realtime = p.mode == "realtime"
+        self.spin_interval = SPIN_INTERVAL if self.realtime else 0.0  # see nodes.runner
         self.period_ns = int(round(p.control_period * 1e9))
         self.episodes = EpisodeClock(p.episode_steps, self.period_ns) if p.episode_steps else None
         random_seconds = p.random_seconds
@@ -154,7 +160,7 @@ class MPCPlannerNode(Node):
                                                        "random_seconds": random_seconds})
         except (PlanError, TaskError, ValueError) as exc:
             raise ConfigError(f"planner configuration: {exc}") from None
-        if p.mode == "realtime":
+        if self.realtime:
             self.mpc.pi0_steps = p.horizon
         available_kinds()  # import every model module now, not in the first model's callback
         self.frame = robot.link_names[0]
@@ -169,6 +175,7 @@ class MPCPlannerNode(Node):
         self.latencies: list[int] = []           # ns, state stamp → controller published
         self.episode_events: list[tuple[int, str]] = []  # (stamp, kind) of starts and ends
         self.episodes_started = 0                # with episodes_from_events
+        self.last_planned_ns = -1                # stamp of the last state answered
 
         self.controller_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller",
                                                     LATCHED_QOS)
@@ -220,9 +227,8 @@ class MPCPlannerNode(Node):
     def _episode_starts(self, stamp_ns: int) -> bool:
         """Whether a start event lies after the last state planned for and at or before
         ``stamp_ns`` (the arm was brought to a new start pose)."""
-        last = self.next_plan_ns - self.p.replan_every * self.period_ns \
-            if self.next_plan_ns is not None else -1
-        return any(k == "start" and last < t <= stamp_ns for t, k in self.episode_events)
+        return any(k == "start" and self.last_planned_ns < t <= stamp_ns
+                   for t, k in self.episode_events)
 
     def _on_target(self, _target) -> None:
         self._answer_pending()
@@ -269,7 +275,8 @@ class MPCPlannerNode(Node):
         self.heartbeat_pub.publish(msg)
 
     def _on_state(self, s: JointSample) -> None:
-        self._heartbeat()
+        if not self.realtime:  # lockstep: with every state (in real time: the timer's)
+            self._heartbeat()
         if self.p.episodes_from_events and not self._in_episode(s.stamp_ns):
             return
         if self.next_plan_ns is not None and s.stamp_ns < self.next_plan_ns \
@@ -307,6 +314,8 @@ class MPCPlannerNode(Node):
             step = self.mpc.act(s.position, s.velocity, s.stamp_ns,
                                 self.targets.at(s.stamp_ns), lead)
         controller = step.controller
+        if not self.p.feedback:
+            controller = controller.without_feedback()
         if cover is not None and controller.T > cover:
             controller = controller.slice(0, cover)
         self.diag.count(f"controllers_{step.source}")
@@ -317,6 +326,12 @@ class MPCPlannerNode(Node):
             if not step.plan.ok:
                 self.diag.warn("nan_plans", f"plan at {s.stamp_ns} ns produced NaN: "
                                             f"using the {step.source} controller")
+        self.last_planned_ns = s.stamp_ns
+        controller = self._plausible_part(controller)
+        if controller is None:
+            self.next_plan_ns = None  # plan again for the next state
+            return
+        next_plan_ns = min(next_plan_ns, max(controller.end_ns, s.stamp_ns + self.period_ns))
         self.next_plan_ns = next_plan_ns
         controller = controller.with_validity(
             max(next_plan_ns, controller.start_ns) + seconds_to_ns(self.p.plan_validity))
@@ -325,6 +340,18 @@ class MPCPlannerNode(Node):
         del self.latencies[:-20]
         if step.source == "plan":
             self._publish_path(step.plan.states, s.stamp_ns)
+
+    def _plausible_part(self, c):
+        """The controller up to the first step whose nominal state the executor would find
+        implausible (a young model's prediction running far beyond the joint limits: the
+        executor refuses such a controller whole); None (and a warning) if its first step is."""
+        n = len(self.joint_names)
+        t = self.intake.gate.first_implausible(c.x_hat[:, :n], c.x_hat[:, n:2 * n])
+        if t is None:
+            return c
+        self.diag.warn("implausible_plan_steps", f"plan from {c.start_ns} ns leaves the joint "
+                       f"limits at step {t} of {c.T}: " + ("cut there" if t else "not sent"))
+        return c.slice(0, t) if t else None
 
     def _lead(self) -> int:
         """ns to plan ahead: the median recent latency, with ``compensate_latency``; 0 (and a

@@ -121,12 +121,18 @@ def _run(make_node: Callable[[], Node], name: str, args: list[str] | None,
 
 
 def _spin(node: Node, signals: StopSignals) -> None:
-    """Spin ``node`` until a stop signal or the end of its context (the node shut it down)."""
+    """Spin ``node`` until a stop signal or the end of its context (the node shut it down). A
+    node with a ``spin_interval`` (s) > 0 handles at most one callback per interval: its
+    newest-only subscriptions then skip the messages in between (a node that needs only the
+    latest of a robot's 500 Hz joint states does not pay for all of them)."""
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    interval = getattr(node, "spin_interval", 0.0)
     try:
         while rclpy.ok() and not signals.requested:
             executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+            if interval > 0:
+                time.sleep(interval)
     except STOPPED:
         pass
     except RuntimeError:  # RCLError, or a failed take_message: the node shut its context down

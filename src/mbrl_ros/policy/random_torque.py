@@ -15,15 +15,20 @@ from mbrl_ros.controller import LinearGaussianController
 class RandomTorquePolicy:
     """Uniform random torques in ±``scale``·effort_limit (N·m), each drawn value held for
     ``hold_steps`` control periods (piecewise constant, so the arm moves rather than jitters).
-    Seeded: the same seed gives the same torque sequence."""
+    ``scale``: one fraction for all joints or one per joint. Seeded: the same seed gives the
+    same torque sequence."""
 
-    def __init__(self, effort_limit: np.ndarray, scale: float = 0.3, hold_steps: int = 5,
+    def __init__(self, effort_limit: np.ndarray, scale=0.3, hold_steps: int = 5,
                  seed: int = 0):
-        if not 0.0 <= scale <= 1.0:
-            raise ValueError(f"scale {scale} must be in [0, 1]")
+        scale = np.asarray(scale, dtype=float)
+        effort = np.asarray(effort_limit, dtype=float)
+        if scale.ndim > 1 or (scale.ndim == 1 and scale.shape != effort.shape) or \
+                not np.all((scale >= 0.0) & (scale <= 1.0)):
+            raise ValueError(f"scale {scale.tolist()} must be in [0, 1], one value or one per "
+                             f"joint ({effort.size})")
         if hold_steps < 1:
             raise ValueError(f"hold_steps {hold_steps} must be ≥ 1")
-        self.bound = scale * np.asarray(effort_limit, dtype=float)
+        self.bound = scale * effort
         self.hold_steps = hold_steps
         self.rng = np.random.default_rng(seed)
         self._steps = 0
