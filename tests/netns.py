@@ -9,11 +9,17 @@ crosses namespaces through /dev/shm, so ``dds_environment`` keeps it to UDPv4. N
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 SUBNET_PREFIX = "10.213"
 
@@ -110,18 +116,78 @@ def dds_environment(host: Host, peer: Host | None = None,
     return env
 
 
+ROBOT_SIDE = ("arm_sim", "lg_executor")
+PROBE = __file__
+DIAG_KEYS = ("latency_ms_median", "latency_ms_max", "plan_latency_ms")
+
+
+def run_split_graph(net: SplitNetwork, specs, split: bool, out_dir: Path,
+                    timeout_s: float) -> tuple[list[str], dict[str, list[float]]]:
+    """Run graph ``specs`` (``mbrl_ros.graphs.graph``) with the nodes in ROBOT_SIDE in
+    ``net.robot`` and the others in ``net.learning`` (``split``) or also in ``net.robot``, logs in
+    ``out_dir/<node>.log``, until a required node exits, a node fails or ``timeout_s``; all are
+    then stopped. Returns the names of failed nodes and the /diagnostics latencies (DIAG_KEYS,
+    ms, finite values) read on the learning side."""
+    from mbrl_ros.launcher import die_with_parent, node_command
+
+    learn = net.learning if split else net.robot
+    peer = {net.robot: net.learning, net.learning: net.robot}
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="split_graph_") as tmp:
+        diag = subprocess.Popen(learn.command([sys.executable, PROBE, "diag", "3600"]),
+                                env=dds_environment(learn, peer[learn]), text=True,
+                                stdout=subprocess.PIPE, preexec_fn=die_with_parent)
+        try:
+            for spec in specs:
+                host = net.robot if spec.name in ROBOT_SIDE else learn
+                with open(out_dir / f"{spec.name}.log", "w") as log:
+                    procs.append(subprocess.Popen(
+                        host.command(node_command(spec, Path(tmp))),
+                        env=dds_environment(host, peer[host]), stdout=log,
+                        stderr=subprocess.STDOUT, preexec_fn=die_with_parent))
+            required = [p for s, p in zip(specs, procs) if s.required]
+            deadline = time.monotonic() + timeout_s
+            while (time.monotonic() < deadline and all(p.poll() is None for p in required)
+                   and not any(p.poll() not in (None, 0) for p in procs)):
+                time.sleep(0.2)
+            failed = [s.name for s, p in zip(specs, procs) if p.poll() not in (None, 0)]
+            if time.monotonic() >= deadline:
+                failed.append(f"(timed out after {timeout_s} s)")
+        finally:
+            stop(procs)
+            diag.send_signal(signal.SIGINT)
+            diag_out, _ = diag.communicate(timeout=30)
+    values: dict[str, list[float]] = {}
+    lines = diag_out.strip().splitlines()
+    for name, series in (json.loads(lines[-1]) if lines else {}).items():
+        values.setdefault(name.split("/")[-1], []).extend(v for v in series if math.isfinite(v))
+    return failed, values
+
+
+def stop(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+    """SIGINT, then after ``grace_s`` SIGKILL, to the processes still running."""
+    for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGKILL, 5.0)):
+        alive = [p for p in procs if p.poll() is None]
+        for p in alive:
+            p.send_signal(sig)
+        for p in alive:
+            try:
+                p.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                pass
+
+
 # --- the probe: one small rclpy program for both sides -----------------------------------------
 
-PROBE = __file__
 
 
 def _probe(argv: list[str]) -> int:
     """``send N`` publishes JointState and UInt8MultiArray (``--bytes``) messages N times;
     ``listen S`` prints one line per message received in S seconds; ``echo S`` answers every
     /probe/ping_* message on /probe/pong_*; ``ping N`` times N round trips of each kind and
-    prints their seconds as JSON."""
+    prints their seconds as JSON; ``diag S`` collects the latencies on /diagnostics
+    (DIAG_KEYS, by node) for S seconds or until SIGINT and prints them as JSON."""
     import argparse
-    import time
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -130,7 +196,7 @@ def _probe(argv: list[str]) -> int:
     from std_msgs.msg import UInt8MultiArray
 
     parser = argparse.ArgumentParser(prog="netns.py")
-    parser.add_argument("mode", choices=["send", "listen", "echo", "ping"])
+    parser.add_argument("mode", choices=["send", "listen", "echo", "ping", "diag"])
     parser.add_argument("count", type=float, help="messages (send, ping) or seconds")
     parser.add_argument("--bytes", type=int, default=30_000, help="artifact size, bytes")
     parser.add_argument("--joints", type=int, default=6)
@@ -156,6 +222,7 @@ def _probe(argv: list[str]) -> int:
     node = rclpy.create_node(f"netns_probe_{args.mode}_{os.getpid()}")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    diag: dict[str, list[float]] = {}
     try:
         if args.mode in ("send", "ping"):
             return _sender(args, node, executor, qos, kinds, make, seq_of)
@@ -167,6 +234,19 @@ def _probe(argv: list[str]) -> int:
             for kind, cls in kinds.items():
                 node.create_subscription(cls, f"/probe/{kind}",
                                          lambda msg, k=kind: report(k, msg), qos)
+        elif args.mode == "diag":
+            from diagnostic_msgs.msg import DiagnosticArray
+
+            def collect(msg) -> None:
+                for status in msg.status:
+                    for kv in status.values:
+                        if kv.key in DIAG_KEYS:
+                            diag.setdefault(f"{status.hardware_id}/{kv.key}", []).append(
+                                float(kv.value))
+
+            # Best effort matches any publisher's reliability.
+            node.create_subscription(DiagnosticArray, "/diagnostics", collect, QoSProfile(
+                depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
         else:  # echo
             for kind, cls in kinds.items():
                 pub = node.create_publisher(cls, f"/probe/pong_{kind}", qos)
@@ -179,6 +259,8 @@ def _probe(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        if args.mode == "diag":
+            print(json.dumps(diag), flush=True)
         node.destroy_node()
         rclpy.try_shutdown()
 
@@ -186,9 +268,6 @@ def _probe(argv: list[str]) -> int:
 def _sender(args, node, executor, qos, kinds, make, seq_of) -> int:
     """``send``: publish each kind ``count`` times, 20 ms apart, once a subscriber matched (or
     after 30 s without one). ``ping``: round trips, one at a time, via an ``echo`` probe."""
-    import json
-    import time
-
     count = int(args.count)
     if args.mode == "send":
         pubs = {k: node.create_publisher(c, f"/probe/{k}", qos) for k, c in kinds.items()}

@@ -238,7 +238,7 @@ CASES = {
     "launch sim mode:=fast": ("launch sim mode:=fast", ["mode = 'fast'", "lockstep, realtime"]),
     "launch record mode:=fast": ("launch record mode:=fast", ["mode = 'fast'"]),
     "launch gps prior:=x": ("launch gps prior:=x", ["prior = 'x'", "gmm, none"]),
-    "launch robot:=arm9": ("launch sim robot:=arm9", ["robot = 'arm9'", "arm2, arm7"]),
+    "launch robot:=arm9": ("launch sim robot:=arm9", ["robot = 'arm9'", "arm2, arm6, arm7"]),
     "launch policy robot:=arm9": ("launch policy robot:=arm9", ["robot = 'arm9'"]),
     "launch episode_length:=inf": ("launch mpc episode_length:=inf", ["graph 'mpc'", "infinity"]),
     # the top level

@@ -304,3 +304,17 @@ def test_bad_construction_arguments():
         TransitionBuilder(NAMES, 0.0)
     with pytest.raises(ValueError, match="gap_tolerance"):
         TransitionBuilder(NAMES, 0.01, gap_tolerance=1.5)
+
+
+def test_a_command_tagged_far_ahead_neither_waits_nor_gives_up_transitions():
+    """A command tagged for a state far in the future (a fuzzed or foreign tag) is dropped; it
+    does not count as 'a later command came', so the real commands, one state late, still
+    make every transition."""
+    b = TransitionBuilder(NAMES, DT_NS / 1e9, command_wait=10)
+    b.add_state(state(0))
+    b.add_command(command_msg(torque(0), 10**18))
+    for k in range(1, 6):
+        b.add_state(state(k))
+        b.add_command(command_msg(torque(k - 1), (k - 1) * DT_NS))
+    assert b.counts["future_command"] == 1 and b.counts["no_command"] == 0
+    assert len(b.take()) == 4  # (0,1) .. (3,4): (4,5) waits for the state after 5

@@ -1,16 +1,20 @@
 """Robot side and learning side in two network namespaces joined by a veth pair: a JointState and a
 controller-sized artifact cross over real Fast DDS (UDPv4), and a third namespace not joined to
-them receives nothing. Skips where ``ip netns add`` is not allowed."""
+them receives nothing; (slow) the 'mpc' graph on the hardware-like fixture runs split across them.
+Skips where ``ip netns add`` is not allowed."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
 
 import pytest
 
-from netns import PROBE, SplitNetwork, _ip, dds_environment, unavailable_reason
+from mbrl_ros.graphs import graph
+
+from netns import PROBE, SplitNetwork, _ip, dds_environment, run_split_graph, unavailable_reason
 from ros_harness import wait_for
 
 MESSAGES = 5
@@ -93,3 +97,23 @@ def test_namespaces_are_deleted_also_on_an_error(netns_allowed):
 
 def _netns_names() -> list[str]:
     return [line.split()[0] for line in _ip("netns", "list").stdout.splitlines() if line]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_mpc_graph_runs_split_across_the_namespaces(netns_allowed, tmp_path):
+    """Relaxed: the run ends, results.json is written, the fitter (learning side, fed by the
+    robot side's states and commands over the veth) fitted a model, and the executor and planner
+    reported their latencies."""
+    specs = graph("mpc", sim="hardware", robot="arm6", robot_compensates_gravity="false",
+                  train_episodes="3", final_eval_episodes="1", episode_length="2.0",
+                  output_dir=str(tmp_path))
+    with SplitNetwork() as net:
+        failed, latency = run_split_graph(net, specs, True, tmp_path, timeout_s=420)
+    logs = {p.stem: p.read_text() for p in tmp_path.glob("*.log")}
+    assert not failed, f"failed: {failed}; episode manager log:\n{logs['episode_manager'][-3000:]}"
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert len(records) == 4
+    assert re.search(r"model v1: \d+ transitions", logs["dynamics_fitter"]), \
+        logs["dynamics_fitter"][-3000:]
+    assert latency.get("latency_ms_median") and latency.get("plan_latency_ms"), latency

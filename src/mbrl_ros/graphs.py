@@ -402,7 +402,7 @@ ROBOT_ARG = GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path", robot_
 def lockstep_or_realtime(value: str) -> None:
     """A GraphArg check: the package's simulator's modes (the fixture is ``sim:=hardware``)."""
     if value not in ("lockstep", "realtime"):
-        raise ValueError("must be lockstep or realtime")
+        raise ValueError("must be one of: lockstep, realtime")
 
 
 MODE_ARG = GraphArg("mode", "lockstep", "lockstep (deterministic) or realtime",

@@ -28,8 +28,10 @@ The rules, for a transition from state s_k to the next state s_{k+1}:
   (unless the stream holds untagged commands only and one is held). Commands can come late in
   bulk (a subscription that was still connecting gets the ones it missed from the publisher's
   history), but in order (one publisher; DDS keeps its order): so a transition is decided without
-  its command once a command for a later stamp has come, or ``command_wait`` (1000) more states
-  have come without it. So the result does not depend on the order in which the three topics' messages are
+  its command once a command for a later state that has arrived has come, or ``command_wait``
+  (1000) more states have come without it. A command tagged more than ``command_wait`` periods
+  after the newest state answers nothing that can come in time and is dropped
+  ("future_command"). So the result does not depend on the order in which the three topics' messages are
   processed (a busy node takes one message per topic in turn): an event published before the
   state it applies to, and every command, are in time. ``undecided(before_ns)`` tells whether
   transitions into states before a stamp still wait (the fitter fits only when none does).
@@ -89,7 +91,6 @@ class TransitionBuilder:
         self._held_after = -1
         self._tagged: dict[int, np.ndarray] = {}
         self._tagged_stream = False                    # a tagged command has been seen
-        self._newest_tag = -1                          # the latest stamp a command was tagged with
         self._events: list[tuple[int, int, str]] = []  # (stamp, arrival index, kind), not applied
         self._event_seq = 0
         self._last_boundary = -1                       # stamp of the last applied event
@@ -148,11 +149,13 @@ class TransitionBuilder:
             self._held_after = self._prev.stamp_ns if self._prev else -1
             return
         self._tagged_stream = True
-        self._newest_tag = max(self._newest_tag, tag)
         oldest = self._candidates[0].s.stamp_ns if self._candidates else (
             self._prev.stamp_ns if self._prev else -1)
         if tag < oldest:
             self.counts["late_command"] += 1
+            return
+        if self._prev is not None and tag > self._prev.stamp_ns + self.command_wait * self._dt_ns:
+            self.counts["future_command"] += 1  # answers no state that can still come in time
             return
         self._tagged[tag] = torque
         self._decide_ready()
@@ -192,7 +195,6 @@ class TransitionBuilder:
         self.counts["stamp_backwards"] += 1
         self._prev, self._held, self._held_after = s, None, -1
         self._tagged.clear()
-        self._newest_tag = -1
         self._events.clear()
         self._episode += 1
         self._active = True
@@ -204,11 +206,17 @@ class TransitionBuilder:
         command has come (or cannot be expected any more)."""
         while self._candidates:
             c = self._candidates[0]
-            waits_for_tag = c.s.stamp_ns not in self._tagged and self._newest_tag <= \
-                c.s.stamp_ns and (self._tagged_stream or c.held is None)
+            waits_for_tag = c.s.stamp_ns not in self._tagged and not self._answered_after(
+                c.s.stamp_ns) and (self._tagged_stream or c.held is None)
             if c.later < 1 or (waits_for_tag and c.later < self.command_wait):
                 return
             self._decide(self._candidates.popleft())
+
+    def _answered_after(self, stamp_ns: int) -> bool:
+        """Whether a command has come for a state after ``stamp_ns`` that has arrived (commands
+        come in order: the one for ``stamp_ns`` will not come any more)."""
+        newest = self._prev.stamp_ns if self._prev else -1
+        return any(stamp_ns < t <= newest for t in self._tagged)
 
     def _apply_events(self, upto: int) -> None:
         while self._events and self._events[0][0] <= upto:

@@ -27,7 +27,9 @@ inside an episode, from a ``start`` to an ``end`` event on ``/mbrl/episode_event
 episodes the episode manager's homing controller drives the arm), and starts cold at each start.
 With ``compensate_latency`` (real time) it plans from the model's prediction of the state at the
 moment its plan takes effect: the median of its recent latencies (state stamp → plan published,
-on the node clock) ahead, under the previous plan's actions.
+on the node clock) ahead, under the previous plan's actions. A plan is cut at its first nominal
+state the executor would refuse (beyond the joint limits: a young model's prediction); with
+``feedback`` false it is sent open loop (û + k along the plan, K = 0).
 """
 from __future__ import annotations
 
