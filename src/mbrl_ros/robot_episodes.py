@@ -10,7 +10,8 @@ robot, sim time on the package's simulator).
 ``EpisodeSequencer.on_state`` takes each joint state and returns what the node must do now, as
 ``Step`` values: ``home`` (publish a homing controller from the current pose to ``goal``),
 ``reset`` (call the reset service), ``start``, ``end``, ``failed`` (with a message naming what did
-not settle). The node owns the messages; the sequence is testable without ROS.
+not settle). A homing that does not settle is started again from where the arm is
+(``homing_retries`` times; the step's message says why) before the run fails. The node owns the messages; the sequence is testable without ROS.
 """
 from __future__ import annotations
 
@@ -49,11 +50,13 @@ class EpisodeSequencer:
     source: str
     start_pose: Callable[[int, np.ndarray], np.ndarray]
     settle: Callable[[np.ndarray], SettleDetector]
+    homing_retries: int = 1        # homings from where the arm is after one did not settle
     episode: int = 0
     phase: str = "idle"            # idle | homing | resetting | settling | running | done | failed
     starts: list[int] = field(default_factory=list)  # start stamp of each episode begun (ns)
     _detector: SettleDetector | None = None
     _since: int | None = None          # service: stamp of the first state after the answer
+    _retries: int = 0                  # homings of this episode after the first
 
     def __post_init__(self):
         if self.source not in (HOMING, SERVICE):
@@ -78,6 +81,13 @@ class EpisodeSequencer:
             done = self._detector.update(stamp_ns, q, qd)
             if self._detector.timed_out or (not done and self._since is not None and
                                             stamp_ns - self._since >= self._detector.timeout_ns):
+                if self.phase == "homing" and self._retries < self.homing_retries:
+                    self._retries += 1  # e.g. the arm was bumped: home again from where it is
+                    why, goal = self._detector.message, self._detector.goal
+                    self._detector = self.settle(goal)
+                    return [Step("home", self.episode, stamp_ns, goal=goal,
+                                 message=f"again ({self._retries} of {self.homing_retries}): "
+                                         f"{why}")]
                 self.phase = "failed"
                 return [Step("failed", self.episode, stamp_ns,
                              message=self._detector.message)]
@@ -112,7 +122,7 @@ class EpisodeSequencer:
             self.phase = "resetting"
             return [Step("reset", self.episode, stamp_ns)]
         goal = np.asarray(self.start_pose(self.episode, np.asarray(q, float)), float)
-        self.phase = "homing"
+        self.phase, self._retries = "homing", 0
         self._detector = self.settle(goal)
         return [Step("home", self.episode, stamp_ns, goal=goal)]
 

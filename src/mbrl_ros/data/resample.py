@@ -49,8 +49,8 @@ import numpy as np
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import StampOrderError
 from mbrl_ros.data.topics import TopicNames, read_episode_event
-from mbrl_ros.data.transitions import TransitionBuilder
-from mbrl_ros.msgconv import JointSample, MessageError, read_command, read_joint_state
+from mbrl_ros.data.transitions import MessageStream, TransitionBuilder
+from mbrl_ros.msgconv import JointSample, MessageError, read_command
 
 GAP_FACTOR = 2.5   # default max_gap: this many times the median source step,
 MIN_GAP = 0.25     # but at least this fraction of the control period
@@ -92,7 +92,7 @@ class JointGravity:
         return replace(data, actions=data.actions - g)
 
 
-class Resampler:
+class Resampler(MessageStream):
     """Joint states at any rate and sent-time-tagged commands → transitions at ``period`` (s).
 
     ``gravity``: a ``mbrl_ros.gravity.GravityModel`` of a robot with exactly these joints (any
@@ -140,19 +140,6 @@ class Resampler:
         return self._sorted[len(self._sorted) // 2] * 1e-9 if self._sorted else None
 
     # -- input -----------------------------------------------------------------------------------
-    def feed(self, topic: str, msg) -> None:
-        """Dispatch a message by topic name; other topics are ignored."""
-        if topic == self.topics.states:
-            self.add_state(msg)
-        elif topic == self.topics.commands:
-            self.add_command(msg)
-        elif topic == self.topics.events:
-            self.add_event(msg)
-
-    def add_state(self, msg) -> None:
-        """A sensor_msgs/JointState. Raises MessageError (malformed) or StampOrderError."""
-        self.add_sample(read_joint_state(msg, self.joint_names))
-
     def add_sample(self, s: JointSample) -> None:
         """A joint state in ``joint_names`` order. Raises StampOrderError."""
         if self._stamps:

@@ -63,7 +63,25 @@ class _Candidate:
     later: int = 0            # states that arrived after s_next
 
 
-class TransitionBuilder:
+class MessageStream:
+    """Messages of the three topics (``self.topics``) into ``add_sample``, ``add_command`` and
+    ``add_event`` (the transition builder's and the resampler's one way in)."""
+
+    def feed(self, topic: str, msg) -> None:
+        """Dispatch a message by topic name; other topics are ignored."""
+        if topic == self.topics.states:
+            self.add_state(msg)
+        elif topic == self.topics.commands:
+            self.add_command(msg)
+        elif topic == self.topics.events:
+            self.add_event(msg)
+
+    def add_state(self, msg) -> None:
+        """A sensor_msgs/JointState. Raises MessageError (malformed) or StampOrderError."""
+        self.add_sample(read_joint_state(msg, self.joint_names))
+
+
+class TransitionBuilder(MessageStream):
     """Aligns joint states and commands into (s, a, s') at the control period ``dt`` (s)."""
 
     def __init__(self, joint_names: Sequence[str], dt: float, *, topics: TopicNames = TopicNames(),
@@ -102,19 +120,6 @@ class TransitionBuilder:
         self._rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, int]] = []
 
     # -- input -----------------------------------------------------------------------------------
-    def feed(self, topic: str, msg) -> None:
-        """Dispatch a message by topic name; other topics are ignored."""
-        if topic == self.topics.states:
-            self.add_state(msg)
-        elif topic == self.topics.commands:
-            self.add_command(msg)
-        elif topic == self.topics.events:
-            self.add_event(msg)
-
-    def add_state(self, msg) -> None:
-        """A sensor_msgs/JointState. Raises MessageError (malformed) or StampOrderError."""
-        self.add_sample(read_joint_state(msg, self.joint_names))
-
     def add_sample(self, s: JointSample) -> None:
         """A joint state already read in ``joint_names`` order. Raises StampOrderError."""
         prev = self._prev

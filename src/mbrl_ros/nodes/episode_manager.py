@@ -8,8 +8,9 @@
   start pose (home ± ``start_radius``, home = ``home`` or the pose at start-up); the episode starts
   at the first state at which the arm has settled there (the homing controller is then republished
   cut at that stamp, and the planner takes over) and lasts ``episode_steps`` control periods of
-  joint-state stamps. A homing that does not settle within ``homing_timeout`` ends the run with an
-  error naming the joints;
+  joint-state stamps. A homing that does not settle within ``homing_timeout`` is started again
+  from where the arm is (``homing_retries`` times), then ends the run with an error naming the
+  joints;
 * ``service``: the same, but the robot's (or simulator's) std_srvs/Trigger ``reset_service``
   resets the arm and the episode starts at the first state at rest after its answer.
 
@@ -100,6 +101,8 @@ PARAMS = [
           (0.0, 60.0)),
     Param("homing_timeout", 20.0, "homing, service: the run fails if the arm has not settled "
           "after this long (s of stamps)", (0.1, 3600.0)),
+    Param("homing_retries", 2, "homing: homings from where the arm is after one did not "
+          "settle, before the run fails", (0, 100)),
     Param("train_seed", 1, "seed of the training targets (and start poses)", (0, 2**31 - 1)),
     Param("eval_seed", 1000, "seed of the held-out targets", (0, 2**31 - 1)),
     Param("output_dir", "", "folder for summary.md, results.json, learning_curve.png; '' = none"),
@@ -130,7 +133,7 @@ class EpisodeManagerNode(Node):
             self._check_home(robot)
             self.sequencer = EpisodeSequencer(
                 len(self.schedule), p.episode_steps * self.period_ns, p.episode_source,
-                self._start_pose, self._settle_detector)
+                self._start_pose, self._settle_detector, p.homing_retries)
             self.homing_dt_ns = int(round(p.homing_period * 1e9))
             self.homing_gains = homing_gains(robot, robot.joint_names, p.homing_period)
         else:
@@ -287,7 +290,11 @@ class EpisodeManagerNode(Node):
                 speed_fraction=self.p.homing_speed, hold=self.p.homing_timeout,
                 gains=self.homing_gains)
             self.homing_pub.publish(UInt8MultiArray(data=self.homing.to_bytes()))
-            self.get_logger().info(f"episode {e}: homing to {np.round(step.goal, 3).tolist()}")
+            if step.message:
+                self.diag.warn("homing_retries", f"episode {e}: homing {step.message}")
+            else:
+                self.get_logger().info(f"episode {e}: homing to "
+                                       f"{np.round(step.goal, 3).tolist()}")
         elif step.kind == "reset":
             self._call_reset()
         elif step.kind == "start":
