@@ -201,7 +201,7 @@ def test_with_episode_events_it_plans_only_inside_episodes_and_leads_its_latency
     events = probe.node.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
     probe.model_pub.publish(UInt8MultiArray(data=_model_bytes()))
     wait_for(lambda: node.mpc.model is not None, 10, "the model")
-    base = time.time_ns() // PERIOD_NS * PERIOD_NS
+    base = (time.time_ns() // PERIOD_NS - 4) * PERIOD_NS  # measured 0.2 s ago, on the grid
     probe.send_state(0, base)
     wait_for(lambda: node.intake.last_stamp == base, 10, "state 0")
     events.publish(String(data=episode_event_json("start", 0, base + PERIOD_NS)))
