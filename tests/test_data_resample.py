@@ -10,7 +10,8 @@ from scipy.linalg import expm
 from std_msgs.msg import String
 
 from mbrl_ros.data.errors import StampOrderError
-from mbrl_ros.data.resample import JointGravity, Resampler
+from mbrl_ros.data.resample import Resampler
+from mbrl_ros.gravity import JointGravity
 from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, episode_event_json
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.gravity import GravityModel
@@ -85,6 +86,15 @@ def messages(stream: dict, events=()) -> list[tuple[str, object]]:
         first = stream["stamps"][np.searchsorted(stream["stamps"], stamp)]
         timed.append((int(first), 0, EVENTS, String(data=episode_event_json(kind, 1, stamp))))
     return [(topic, msg) for _, _, topic, msg in sorted(timed, key=lambda m: m[:2])]
+
+
+def built(msgs, names):
+    """The plain lockstep TransitionBuilder's transitions of (topic, message) pairs."""
+    builder = TransitionBuilder(names, PERIOD_NS / 1e9)
+    for topic, msg in msgs:
+        builder.feed(topic, msg)
+    builder.finish()
+    return builder.take()
 
 
 def resample(msgs, names=NAMES, **kwargs) -> tuple:
@@ -230,11 +240,7 @@ def test_a_lockstep_stream_gives_the_plain_builders_transitions():
                                              np.zeros(2))))
         if k != 150:   # one command lost
             msgs.append((COMMANDS, command_msg(rng.normal(size=2), stamp)))
-    builder = TransitionBuilder(NAMES, PERIOD_NS / 1e9)
-    for topic, msg in msgs:
-        builder.feed(topic, msg)
-    builder.finish()
-    expected = builder.take()
+    expected = built(msgs, NAMES)
     got, r = resample(msgs)
     # the lost command: the builder has no command for 150, the resampler holds 149's over it
     keep = expected.stamps != T0 + 150 * PERIOD_NS
@@ -273,11 +279,7 @@ def test_lockstep_gravity_subtraction_is_the_resamplers():
         msgs.append((STATES, joint_state_msg(stamp, names, rng.uniform(-1, 1, 7),
                                              rng.normal(size=7), np.zeros(7))))
         msgs.append((COMMANDS, command_msg(rng.normal(size=7), stamp)))
-    builder = TransitionBuilder(names, PERIOD_NS / 1e9)
-    for topic, msg in msgs:
-        builder.feed(topic, msg)
-    builder.finish()
-    plain = builder.take()
+    plain = built(msgs, names)
     lockstep = JointGravity(gravity, names).subtract(plain)
     g = np.stack([gravity.torque(s[:7][::-1])[::-1] for s in plain.states])
     np.testing.assert_allclose(lockstep.actions, plain.actions - g, rtol=1e-12, atol=1e-12)

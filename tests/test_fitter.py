@@ -71,13 +71,19 @@ def test_publishes_a_model_fitted_to_a_dataset_file(ros, node_process, tmp_path)
     assert fitter.proc.poll() is None
 
 
+def fitter_statuses(ros) -> list:
+    """The fitter's /diagnostics statuses, as they come (a list filled by a listener node)."""
+    statuses = []
+    ros.node("diag_listener").create_subscription(
+        DiagnosticArray, "/diagnostics", lambda m: statuses.extend(
+            s for s in m.status if s.name.startswith("dynamics_fitter")), 10)
+    return statuses
+
+
 def test_refits_from_the_live_simulator(ros, node_process, pi0):
     """Lockstep arm2 simulator + random base policy: the fitter builds transitions from the
     topics, publishes v1 after 300 and v2 after 300 more (warm start), with diagnostics."""
-    statuses = []
-    diag = ros.node("diag_listener")
-    diag.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(
-        s for s in m.status if s.name.startswith("dynamics_fitter")), 10)
+    statuses = fitter_statuses(ros)
     receiver = ModelReceiver(ros)
     fitter = node_process("dynamics_fitter", {
         "robot": "arm2", "model": "ensemble", "members": 2, "min_transitions": 300,
@@ -131,10 +137,7 @@ def test_resamples_a_real_robots_stream_and_fits(ros, node_process):
     with the wall clock, commands tagged with their send time (every 7 ms on average), no
     episode events, a 50 ms stall: the fitter (control period 10 ms) resamples it, fits after
     min_transitions and reports the source rate and the dropped intervals."""
-    statuses = []
-    diag = ros.node("diag_listener")
-    diag.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(
-        s for s in m.status if s.name.startswith("dynamics_fitter")), 10)
+    statuses = fitter_statuses(ros)
     receiver = ModelReceiver(ros)
     fitter = node_process("dynamics_fitter", {
         "robot": "arm2", "model": "mlp", "members": 1, "min_transitions": 200,

@@ -24,6 +24,7 @@ from std_msgs.msg import Float64MultiArray, Header, String, UInt8MultiArray
 
 import fuzz_messages as fm
 from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.data.topics import episode_event_json
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
@@ -287,6 +288,9 @@ def test_every_subscriber_of_every_node_survives_fuzz_and_recovers(ros, node_pro
 
     before = probe.value("dynamics_fitter", "transitions")
     s3 = s2 + 20 * DT_NS
+    # a new episode, as an episode manager would start it: a fuzzed 'end' event (stamped before
+    # s0) rightly keeps the fitter from taking states until the next start
+    probe.pub["/mbrl/episode_events"].publish(String(data=episode_event_json("start", 0, s3)))
     for k in range(30):
         probe.send_state(s3 + k * DT_NS, q + 0.001 * k)
         probe.pub["/effort_controller/commands"].publish(command_msg(u, s3 + k * DT_NS))

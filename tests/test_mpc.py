@@ -86,15 +86,20 @@ def test_mpc_through_a_model_reaches_a_target_on_the_simulated_arm(planner_cls, 
     assert last.mean() < (0.005 if planner_cls is ILQR else 0.02), np.round(last, 4).tolist()
 
 
-def test_nan_plan_falls_back_to_the_previous_plan_then_pi0():
+def linear_mpc():
+    """(arm2, iLQR MPC through an exact double integrator for arm2's joint names, the model)."""
     robot = load_robot("arm2")
-    # a double integrator for arm2's joint names
     base = LinearModel.double_integrator()
-    good = LinearModel(base.A, base.B, DT)
+    model = LinearModel(base.A, base.B, DT)
     planner = ILQR(10, -robot.limits.effort, robot.limits.effort, iterations=2)
     mpc = MPC(robot, robot.joint_names, planner, ReachCost(robot), dt=DT, replan_every=1,
               random_steps=0, base_policy=RandomTorquePolicy(robot.limits.effort, seed=0))
-    mpc.set_model(good)
+    mpc.set_model(model)
+    return robot, mpc, model
+
+
+def test_nan_plan_falls_back_to_the_previous_plan_then_pi0():
+    _, mpc, good = linear_mpc()
     target = np.array([0.1, 0.1, 0.07])
     first = mpc.act(np.zeros(2), np.zeros(2), 0, target)
     assert first.source == "plan"
@@ -121,13 +126,7 @@ def test_incompatible_models_are_refused():
 def test_a_lead_plans_from_the_state_predicted_under_the_previous_plan():
     """With lead_ns, the plan starts ⌈lead/dt⌉ steps later from the model's prediction under the
     previous plan's actions: on an exact linear model that prediction is A²x + ABu₀ + Bu₁."""
-    robot = load_robot("arm2")
-    base = LinearModel.double_integrator()
-    model = LinearModel(base.A, base.B, DT)
-    planner = ILQR(10, -robot.limits.effort, robot.limits.effort, iterations=2)
-    mpc = MPC(robot, robot.joint_names, planner, ReachCost(robot), dt=DT, replan_every=1,
-              random_steps=0, base_policy=RandomTorquePolicy(robot.limits.effort, seed=0))
-    mpc.set_model(model)
+    _, mpc, model = linear_mpc()
     target = np.array([0.1, 0.1, 0.07])
     dt_ns = int(DT * 1e9)
     first = mpc.act(np.zeros(2), np.zeros(2), 0, target).controller

@@ -208,6 +208,12 @@ class Target:
         return self.sim == "true"
 
 
+def _lockstep_config(robot: str) -> str:
+    """config/ file of the lockstep 'mpc' graph for ``robot`` (other robots: arm7's)."""
+    return "mpc.yaml" if robot not in MPC_CONTROL_PERIOD or robot == "arm7" \
+        else f"mpc_{robot}.yaml"
+
+
 def robot_target(robot: str, sim: str, mode: str, robot_config: str,
                  robot_compensates_gravity: str, joint_states: str, commands: str) -> Target:
     """The graph arguments that say which arm is driven, checked together."""
@@ -263,10 +269,8 @@ def _realtime_mpc_nodes(robot: str, target: Target, steps: int, period: float, n
     common = {"robot": robot, "use_sim_time": target.use_sim_time}
     nodes = []
     if target.sim == "true":  # the lockstep graph's arm (start pose), reset around it
-        name = robot if robot in MPC_CONTROL_PERIOD else "arm7"
-        lockstep = "mpc.yaml" if name == "arm7" else f"mpc_{name}.yaml"
         nodes = _sim_nodes(robot, "realtime", 0.0, seed, status_period, config[0], 1)
-        nodes[0] = replace(nodes[0], config=(lockstep,) + config)
+        nodes[0] = replace(nodes[0], config=(_lockstep_config(robot),) + config)
         nodes[0].parameters.update(control_period=period, initial_position_noise=cfg.start_radius,
                                    gravity_compensation=cfg.compensates_gravity)
     elif target.sim == "hardware":
@@ -339,7 +343,7 @@ def mpc_graph(robot: str = "arm7", train_episodes: str = "20", final_eval_episod
     if target.realtime:
         return _realtime_mpc_nodes(robot, target, steps, period, n_train, n_eval, out, recorder,
                                    seed_i, float(status_period), planner_args, fitter_args)
-    config = "mpc.yaml" if name == "arm7" else f"mpc_{name}.yaml"
+    config = _lockstep_config(robot)
     timing = {"robot": robot, "control_period": period, "use_sim_time": True}
     sim_nodes = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), config,
                            4 + len(recorder))
@@ -384,7 +388,7 @@ def policy_graph(policy_file: str = "", robot: str = "", episodes: str = "10",
     if steps < 1:
         raise ValueError(f"episode_length = {episode_length} s is shorter than the control "
                          f"period {period:g} s")
-    task = "mpc_arm2.yaml" if robot == "arm2" else "mpc.yaml"  # the mpc graph's task
+    task = _lockstep_config(robot)  # the mpc graph's task
     timing = {"robot": robot, "control_period": period, "use_sim_time": True}
     sim = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), task, 2)
     sim[0].parameters.update(control_period=period, episode_steps=steps)

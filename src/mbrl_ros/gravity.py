@@ -3,11 +3,14 @@
 For a robot whose effort interface does not compensate the arm's weight, the stack adds g(q) to
 every command it sends (``robot_compensates_gravity: false``), so a hold holds position and the
 learned dynamics see the same weightless arm as on a robot that compensates. The fitter subtracts
-the same g(q) from the recorded commands.
+the same g(q) from the recorded commands. ``JointGravity`` gives g in any joint order (the
+executor's, a bag's).
 """
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import replace
+from typing import Sequence
 
 import mujoco
 import numpy as np
@@ -59,3 +62,26 @@ class GravityModel:
         self.data.qvel[:] = 0.0
         mujoco.mj_forward(self.model, self.data)
         return self.data.qfrc_bias[:self.n].copy()
+
+
+class JointGravity:
+    """g(q) of a ``GravityModel`` for joints ``names`` (all of the robot's, any order)."""
+
+    def __init__(self, gravity, names: Sequence[str]):
+        robot_names = tuple(gravity.robot.joint_names)
+        if sorted(robot_names) != sorted(names):
+            raise ValueError(f"the gravity torque needs the positions of all joints "
+                             f"{list(robot_names)} of the robot; the data has {list(names)}")
+        self.gravity, self.n = gravity, len(names)
+        self._order = np.array([list(names).index(j) for j in robot_names])
+        self._back = np.argsort(self._order)
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        """(n,) N·m in ``names`` order for q (n,) rad in ``names`` order."""
+        return self.gravity.torque(q[self._order])[self._back]
+
+    def subtract(self, data):
+        """Lockstep data (a ``data.dataset.Dataset``: each command applied at its state s_k):
+        actions minus g(q_k)."""
+        g = np.stack([self(s[:self.n]) for s in data.states]) if len(data) else 0.0
+        return replace(data, actions=data.actions - g)

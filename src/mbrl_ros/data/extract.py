@@ -25,7 +25,8 @@ from mbrl_ros.data.bags import BagReader, FileInfo, TopicInfo
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import BagError, StampOrderError
 from mbrl_ros.data.topics import COMMANDS, EVENTS, KNOWN_TYPES, STATES, TopicNames
-from mbrl_ros.data.resample import JointGravity, Resampler
+from mbrl_ros.data.resample import Resampler
+from mbrl_ros.gravity import JointGravity
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.msgconv import MessageError, stamp_to_ns
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter, deque
-from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -50,6 +49,7 @@ from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import StampOrderError
 from mbrl_ros.data.topics import TopicNames, read_episode_event
 from mbrl_ros.data.transitions import MessageStream, TransitionBuilder
+from mbrl_ros.gravity import JointGravity
 from mbrl_ros.msgconv import JointSample, MessageError, read_command
 
 GAP_FACTOR = 2.5   # default max_gap: this many times the median source step,
@@ -68,28 +68,6 @@ def hermite(t: float, a: JointSample, b: JointSample) -> tuple[np.ndarray, np.nd
     q = ((2 * s3 - 3 * s2 + 1) * a.position + (s3 - 2 * s2 + s) * h * a.velocity
          + (3 * s2 - 2 * s3) * b.position + (s3 - s2) * h * b.velocity)
     return q, (1 - s) * a.velocity + s * b.velocity
-
-
-class JointGravity:
-    """g(q) of a ``GravityModel`` for joints ``names`` (all of the robot's, any order)."""
-
-    def __init__(self, gravity, names: Sequence[str]):
-        robot_names = tuple(gravity.robot.joint_names)
-        if sorted(robot_names) != sorted(names):
-            raise ValueError(f"the gravity torque needs the positions of all joints "
-                             f"{list(robot_names)} of the robot; the data has {list(names)}")
-        self.gravity, self.n = gravity, len(names)
-        self._order = np.array([list(names).index(j) for j in robot_names])
-        self._back = np.argsort(self._order)
-
-    def __call__(self, q: np.ndarray) -> np.ndarray:
-        """(n,) N·m in ``names`` order for q (n,) rad in ``names`` order."""
-        return self.gravity.torque(q[self._order])[self._back]
-
-    def subtract(self, data: Dataset) -> Dataset:
-        """Lockstep data (each command applied at its state s_k): actions minus g(q_k)."""
-        g = np.stack([self(s[:self.n]) for s in data.states]) if len(data) else 0.0
-        return replace(data, actions=data.actions - g)
 
 
 class Resampler(MessageStream):

@@ -47,14 +47,14 @@ from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import DataError, StampOrderError
-from mbrl_ros.data.resample import JointGravity, Resampler
+from mbrl_ros.data.resample import Resampler
 from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, TopicNames
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.dynamics.base import FitStopped, ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.catalog import MODEL_MODULES, NETWORK_KINDS, new_model
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
 from mbrl_ros.episodes import EpisodeClock
-from mbrl_ros.gravity import GravityModel
+from mbrl_ros.gravity import GravityModel, JointGravity
 from mbrl_ros.msgconv import JointSample, MessageError
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe

@@ -43,7 +43,7 @@ from std_srvs.srv import Trigger
 
 from mbrl_ros.artifacts import read_header
 from mbrl_ros.dynamics.base import model_info
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
 from mbrl_ros.episodes import (EpisodeClock, StartPoseSampler, Summary, TargetSampler,
                                progress_line, score)
 from mbrl_ros.homing import SettleDetector, homing_controller, homing_gains
@@ -118,7 +118,7 @@ class EpisodeManagerNode(Node):
         self.joint_names = robot.joint_names
         self.frame = robot.link_names[0]
         self.fk = ForwardKinematics(robot)
-        self.period_ns = int(round(p.control_period * 1e9))
+        self.period_ns = seconds_to_ns(p.control_period)
         self.clock = EpisodeClock(p.episode_steps, self.period_ns)
         self.schedule = self._schedule()
         if not self.schedule:
@@ -134,7 +134,7 @@ class EpisodeManagerNode(Node):
             self.sequencer = EpisodeSequencer(
                 len(self.schedule), p.episode_steps * self.period_ns, p.episode_source,
                 self._start_pose, self._settle_detector, p.homing_retries)
-            self.homing_dt_ns = int(round(p.homing_period * 1e9))
+            self.homing_dt_ns = seconds_to_ns(p.homing_period)
             self.homing_gains = homing_gains(robot, robot.joint_names, p.homing_period)
         else:
             self._sample_box_targets(robot)

@@ -51,7 +51,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool
 
 from mbrl_ros.controller import seconds_to_ns
-from mbrl_ros.gravity import GravityModel
+from mbrl_ros.gravity import GravityModel, JointGravity
 from mbrl_ros.msgconv import JointSample, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, describe
@@ -113,24 +113,18 @@ def fifo_scheduling(priority: int) -> str | None:
     return None
 
 
-def gravity_in_order(robot, names, idx):
+def gravity_in_order(robot, names) -> JointGravity:
     """q (n,) in ``names`` order → g(q) (n,) N·m in that order; ConfigError when the URDF cannot
-    give g or ``names`` (indices ``idx`` in the robot) leave some of the robot's joints out."""
+    give g or ``names`` leave some of the robot's joints out."""
     missing = [j for j in robot.joint_names if j not in names]
     if missing:
         raise ConfigError(f"parameter 'robot_compensates_gravity' = false needs every joint of "
                           f"{robot.name} in 'joint_names' (gravity depends on all of them); "
                           f"missing {missing}")
     try:
-        model = GravityModel(robot)
+        return JointGravity(GravityModel(robot), names)
     except RobotDescriptionError as exc:
         raise ConfigError(f"parameter 'robot_compensates_gravity' = false: {exc}") from None
-
-    def torque(q: np.ndarray) -> np.ndarray:
-        full = np.empty(robot.n_joints)
-        full[idx] = q
-        return model.torque(full)[idx]
-    return torque
 
 
 class SafeCommandNode(Node):
@@ -151,7 +145,7 @@ class SafeCommandNode(Node):
         lim = self.robot.limits
         caps = robot_gain_caps(self.robot, self.names, p.control_period) if p.cap_gains else None
         gravity = (None if p.robot_compensates_gravity
-                   else gravity_in_order(self.robot, self.names, idx))
+                   else gravity_in_order(self.robot, self.names))
         self.safety = SafetyLayer(
             lim.lower[idx], lim.upper[idx], lim.velocity[idx], lim.effort[idx], SafetyConfig(
                 enabled=p.safety_enabled, hold_law=p.hold_law, damping=p.damping,
