@@ -69,6 +69,19 @@ class CommandProbe:
         wait_for(lambda: find(), timeout, f"a command for stamp {stamp_ns}")
         return find()[-1]
 
+    def answer(self, stamp_ns, q, qd):
+        """Send a state to a realtime node and return the command that answers it (the next one:
+        realtime commands are tagged with their send time, never before the state's stamp).
+        Needs ``send_state(stamp_ns, q, qd)`` and ``n_commands()``."""
+        before = self.n_commands()
+        self.send_state(stamp_ns, q, qd)
+        wait_for(lambda: self.n_commands() > before, 10, f"the answer to state {stamp_ns}")
+        with self.lock:
+            assert len(self.commands) == before + 1
+            u, tag = self.commands[-1]
+        assert tag >= stamp_ns
+        return u
+
     def call_estop(self, engage: bool):
         assert self.estop.wait_for_service(timeout_sec=10.0)
         future = self.estop.call_async(SetBool.Request(data=engage))

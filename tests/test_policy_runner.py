@@ -156,13 +156,11 @@ def test_a_policy_producing_nan_gives_the_safe_hold(ros):
     wait_for(lambda: node.policy is not None and node.targets.at(0) is not None, 10, "inputs")
     q_nan, qd = np.array([2.0, 2.0]), np.array([0.3, -0.6])
     assert not np.all(np.isfinite(expected(p, q_nan, qd, TARGET)))
-    probe.send_state(DT_NS, q_nan, qd)
     hold = -node.safety.gains["damping"] * qd
-    np.testing.assert_allclose(probe.command_for(DT_NS), hold)
+    np.testing.assert_allclose(probe.answer(DT_NS, q_nan, qd), hold)
     assert node.diag.counters["non_finite_command"] == 1
     q = np.array([0.2, -0.3])  # finite there: the policy's torque again
-    probe.send_state(2 * DT_NS, q, qd)
-    np.testing.assert_array_equal(probe.command_for(2 * DT_NS), expected(p, q, qd, TARGET))
+    np.testing.assert_array_equal(probe.answer(2 * DT_NS, q, qd), expected(p, q, qd, TARGET))
 
 
 def test_policies_for_another_robot_joints_or_period_are_refused(ros, tmp_path):
@@ -181,8 +179,7 @@ def test_policies_for_another_robot_joints_or_period_are_refused(ros, tmp_path):
     probe.send_target(0, TARGET)
     wait_for(lambda: node.targets.at(0) is not None, 10, "the target")
     q, qd = np.array([0.1, 0.2]), np.zeros(N)
-    probe.send_state(DT_NS, q, qd)
-    np.testing.assert_array_equal(probe.command_for(DT_NS), expected(good, q, qd, TARGET))
+    np.testing.assert_array_equal(probe.answer(DT_NS, q, qd), expected(good, q, qd, TARGET))
     path = tmp_path / "arm7.safetensors"
     write_file(path, bad[0].to_bytes())
     with pytest.raises(ConfigError, match="robot 'arm7', not 'arm2'"):
@@ -201,18 +198,17 @@ def test_estop_latches_the_hold_until_released(ros, tmp_path):
     probe.send_target(0, TARGET)
     wait_for(lambda: node.targets.at(0) is not None, 10, "the target")
     q, qd = np.array([0.1, 0.2]), np.array([0.4, -0.4])
-    probe.send_state(DT_NS, q, qd)
-    np.testing.assert_array_equal(probe.command_for(DT_NS), expected(p, q, qd, TARGET))
+    np.testing.assert_array_equal(probe.answer(DT_NS, q, qd), expected(p, q, qd, TARGET))
+    before = probe.n_commands()
     assert probe.call_estop(True).success
+    wait_for(lambda: probe.n_commands() > before, 10, "the hold at the e-stop")
     hold = -node.safety.gains["damping"] * qd
     for k in range(2, 5):
-        probe.send_state(k * DT_NS, q, qd)
-        np.testing.assert_allclose(probe.command_for(k * DT_NS), hold)
+        np.testing.assert_allclose(probe.answer(k * DT_NS, q, qd), hold)
     wait_for(lambda: any(level == DiagnosticStatus.ERROR and "e-stop" in text
                          for level, text in probe.diags), 10, "an ERROR diagnostic")
     assert probe.call_estop(False).success
-    probe.send_state(5 * DT_NS, q, qd)
-    np.testing.assert_array_equal(probe.command_for(5 * DT_NS), expected(p, q, qd, TARGET))
+    np.testing.assert_array_equal(probe.answer(5 * DT_NS, q, qd), expected(p, q, qd, TARGET))
 
 
 @pytest.mark.timeout(240)

@@ -7,8 +7,9 @@ stamp from which the target holds, so targets can be sent ahead of their episode
 the newest target not after its stamp) and ``/mbrl/policy`` (policy artifacts of
 ``mbrl_ros.policy.network``, std_msgs/UInt8MultiArray, transient local like ``/mbrl/controller``),
 or loads ``policy_file`` at start. Publishes ``/effort_controller/commands`` (torques in
-``joint_names`` order, tagged with the stamp of the joint state they answer, so a lockstep sim
-accepts them); service ``~/estop`` (std_srvs/SetBool: true latches the hold, false releases it);
+``joint_names`` order, tagged as the executor's: in ``sync`` mode with the stamp of the joint state
+they answer, so a lockstep sim accepts them, in ``realtime`` mode with the time they are sent,
+holds included, so the fitter and recorder see when each command took effect); service ``~/estop`` (std_srvs/SetBool: true latches the hold, false releases it);
 ``/diagnostics`` with the safety events, the policy in use and the compute per step.
 
 * ``sync`` (lockstep graphs): a state waits, with nothing published, until a policy and a target
@@ -54,6 +55,7 @@ class PolicyRunnerNode(SafeCommandNode):
     """The policy runner; ``node_kwargs`` go to rclpy's Node (parameter_overrides, context...)."""
 
     WAITING = "waiting for a policy and a target for the current state"
+    SEND_TIME_TAGS = True
 
     def __init__(self, **node_kwargs):
         super().__init__("policy_runner", PARAMS, "policy runner", **node_kwargs)
