@@ -10,7 +10,8 @@
 In real time a plan takes effect some time after the state it starts from was measured (the
 latency of the plan and of DDS). With ``lead_ns`` > 0, ``act`` plans from the model's prediction of
 the state ⌈lead/dt⌉ control periods ahead, under the previous plan's actions (the ones the executor
-runs meanwhile), and the plan starts then.
+runs meanwhile, within the planner's torque box), and the plan starts then. With ``feedback``
+false every controller is open loop (K = 0), as the executor then runs it.
 The same object serves the planner node and offline experiments.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from mbrl_ros.controller import LinearGaussianController
 from mbrl_ros.data.dataset import joint_state_names
 from mbrl_ros.data.features import EE_NAMES
 from mbrl_ros.dynamics.base import DynamicsModel, ModelError
-from mbrl_ros.planning import PLANNERS
+from mbrl_ros.planning import PLANNERS, predict_ahead
 from mbrl_ros.planning.base import Planner, PlanResult
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.robot import ForwardKinematics, RobotDescription
@@ -47,7 +48,7 @@ class MPC:
 
     def __init__(self, robot: RobotDescription, joint_names: Sequence[str], planner: Planner,
                  cost: ReachCost, *, dt: float, replan_every: int, random_steps: int,
-                 base_policy: RandomTorquePolicy):
+                 base_policy: RandomTorquePolicy, feedback: bool = True):
         if replan_every < 1 or replan_every > planner.horizon:
             raise ValueError(f"replan_every {replan_every} must be in [1, horizon "
                              f"{planner.horizon}]")
@@ -56,6 +57,7 @@ class MPC:
         self.dt_ns = int(round(dt * 1e9))
         self.replan_every, self.random_steps = replan_every, random_steps
         self.base_policy = base_policy
+        self.feedback = feedback
         self.fk = ForwardKinematics(robot)
         self.model: DynamicsModel | None = None
         self.previous: LinearGaussianController | None = None
@@ -87,7 +89,8 @@ class MPC:
         return len(sig.state_names) > len(base)
 
     def reset(self) -> None:
-        """A new episode (the arm was reset): the next plan starts cold, not from the last one."""
+        """A new episode (the arm was reset), or the last plan was not run: the next plan starts
+        cold, not from the last one."""
         self.previous = None
 
     def model_state(self, q: np.ndarray, qd: np.ndarray) -> np.ndarray:
@@ -114,27 +117,22 @@ class MPC:
         result = self.planner.plan(x, self.model, self.cost, warm=self.previous,
                                    start_ns=start_ns)
         if result.ok:
-            self.previous = result.controller
-            return MPCStep(result.controller, "plan", result)
+            self.previous = result.controller if self.feedback \
+                else result.controller.without_feedback()
+            return MPCStep(self.previous, "plan", result)
         if self.previous is not None and self.previous.covers(stamp_ns):
             return MPCStep(self.previous, "previous", result)
         return MPCStep(self.pi0(stamp_ns), "pi0", result)
 
     def predict_ahead(self, x: np.ndarray, stamp_ns: int, lead_ns: int) -> tuple[np.ndarray, int]:
         """(model state (dx,), stamp ns) ⌈lead/dt⌉ control periods after ``stamp_ns``: the model's
-        mean prediction from x under the previous plan's actions where it covers the step (its
-        feedback on the predicted state), zero torque elsewhere. x unchanged for lead ≤ 0."""
+        mean prediction from x under the previous plan's actions where it covers the step (as the
+        executor runs it, clamped to the planner's torque box), zero torque elsewhere. x unchanged
+        for lead ≤ 0."""
         steps = -(-int(lead_ns) // self.dt_ns) if lead_ns > 0 else 0
-        n = 2 * len(self.joint_names)
-        tensor = dict(dtype=self.planner.dtype, device=self.model.device)
-        with torch.no_grad():
-            for i in range(steps):
-                t = self.previous.index(stamp_ns + i * self.dt_ns) if self.previous else None
-                u = np.zeros(len(self.joint_names)) if t is None else self.previous.act(x[:n], t)
-                x = self.model.propagate(torch.as_tensor(x, **tensor),
-                                         torch.as_tensor(u, **tensor), "mean")
-                x = x.double().cpu().numpy()
-        return x, stamp_ns + steps * self.dt_ns
+        until_ns = stamp_ns + steps * self.dt_ns
+        return predict_ahead(self.model, x, stamp_ns, until_ns, self.previous,
+                             self.planner.action_low, self.planner.action_high), until_ns
 
     def pi0(self, stamp_ns: int) -> LinearGaussianController:
         """The base policy's open-loop controller of ``pi0_steps`` steps from ``stamp_ns``."""
@@ -185,4 +183,4 @@ def build_mpc(robot: RobotDescription, joint_index: Sequence[int],
     return MPC(robot, [robot.joint_names[i] for i in idx], planner, cost,
                dt=s["control_period"], replan_every=s["replan_every"],
                random_steps=int(round(s["random_seconds"] / s["control_period"])),
-               base_policy=base_policy)
+               base_policy=base_policy, feedback=s.get("feedback", True))

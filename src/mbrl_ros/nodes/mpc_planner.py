@@ -316,8 +316,6 @@ class MPCPlannerNode(Node):
             step = self.mpc.act(s.position, s.velocity, s.stamp_ns,
                                 self.targets.at(s.stamp_ns), lead)
         controller = step.controller
-        if not self.p.feedback:
-            controller = controller.without_feedback()
         if cover is not None and controller.T > cover:
             controller = controller.slice(0, cover)
         self.diag.count(f"controllers_{step.source}")
@@ -331,6 +329,7 @@ class MPCPlannerNode(Node):
         self.last_planned_ns = s.stamp_ns
         controller = self._plausible_part(controller)
         if controller is None:
+            self.mpc.reset()          # the next plan starts cold, not from the refused one
             self.next_plan_ns = None  # plan again for the next state
             return
         next_plan_ns = min(next_plan_ns, max(controller.end_ns, s.stamp_ns + self.period_ns))
