@@ -225,14 +225,18 @@ def load_robot(urdf: str | Path, ee_link: str | None = None) -> RobotDescription
     if not joint_names:
         raise fail(f"no revolute or continuous joint between {roots[0]} and {ee_link}")
 
-    for transmission in root.findall("transmission"):  # reflected motor inertia, Drake's extension
+    # Reflected motor inertia (Drake's rotor_inertia), in ros2_control's transmissions (gear: the
+    # joint's <mechanical_reduction>) or in ROS 1's (gear: Drake's gear_ratio).
+    for transmission in root.findall("ros2_control/transmission") + root.findall("transmission"):
         what = f"transmission '{transmission.get('name')}'"
         names = [j.get("name") for j in transmission.findall("joint")]
         unknown = [n for n in names if n not in joint_names]
         if unknown:
             raise fail(f"{what} drives {unknown}, which are not actuated joints of the chain")
         rotor = floats(transmission.find(f"actuator/{DRAKE}rotor_inertia"), "value", "0", 1, what)[0]
-        gear = floats(transmission.find(f"actuator/{DRAKE}gear_ratio"), "value", "1", 1, what)[0]
+        reduction = transmission.find("joint/mechanical_reduction")
+        gear = floats(transmission.find(f"actuator/{DRAKE}gear_ratio"), "value", "1", 1, what)[0] \
+            if reduction is None else floats({"v": reduction.text}, "v", None, 1, what)[0]
         if rotor < 0:
             raise fail(f"{what} has a negative rotor inertia {rotor}")
         for n in names:
