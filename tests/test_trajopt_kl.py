@@ -1,13 +1,15 @@
 """Trajectory distributions and the KL-constrained update (trajopt.trajectory, trajopt.kl_update)
 against Monte Carlo, scipy's Riccati solution and the controller's own log-density."""
+import re
+
 import numpy as np
 import pytest
 from scipy.linalg import solve_discrete_are
 
 from mbrl_ros.controller import LinearGaussianController
 from mbrl_ros.planning.lqr import backward_pass
-from mbrl_ros.trajopt.kl_update import (KLSettings, KLUpdateError, adapt_step, kl_cost_terms,
-                                        kl_update)
+from mbrl_ros.trajopt.kl_update import (KLSearchWarning, KLSettings, KLUpdateError, adapt_step,
+                                        kl_cost_terms, kl_update, solve_for_eta)
 from mbrl_ros.trajopt.local_dynamics import LocalDynamics
 from mbrl_ros.trajopt.trajectory import (QuadraticCost, absolute_gains, expected_cost,
                                          forward_pass)
@@ -126,6 +128,44 @@ def test_eta_at_its_bound_is_an_error():
     dyn, prev, cost = problem()
     with pytest.raises(KLUpdateError, match="η reached its bound"):
         kl_update(cost, dyn, prev, 0.01, settings=KLSettings(eta_min=1e-6, eta_max=1e-3))
+
+
+def test_search_out_of_iterations_returns_its_best_feasible_controller_with_a_warning():
+    """From η far above the solution every iterate is inside the trust region: after 3 iterations
+    the update warns and returns the iterate with the largest KL ≤ ε (the smallest η), and the
+    warning pairs that η with its own KL."""
+    dyn, prev, cost = problem()
+    with pytest.warns(KLSearchWarning, match="did not converge in 3 iterations") as caught:
+        result = kl_update(cost, dyn, prev, 1.0, eta0=1e8, settings=KLSettings(max_iterations=3))
+    assert not result.converged and result.iterations == 3
+    etas = [1e8, 1e7]                       # the first (bounded) step from one point: ÷ eta_step
+    kls = [solve_for_eta(cost, dyn, prev, eta)[-1] for eta in etas]
+    assert kls[1] > kls[0]                  # the smaller η moves further from p̄
+    message = str(caught[0].message)
+    eta_used, kl_used = (float(v) for v in
+                         re.search(r"using η = (\S+) with KL = (\S+)$", message).groups())
+    assert result.eta < etas[1] and result.kl < 1.0 and result.kl > kls[1]
+    assert eta_used == pytest.approx(result.eta, rel=1e-3)
+    assert kl_used == pytest.approx(result.kl, rel=1e-3)
+    assert result.kl == pytest.approx(solve_for_eta(cost, dyn, prev, result.eta)[-1], rel=1e-12)
+    last_eta, last_kl = (float(v) for v in
+                         re.search(r"last η = (\S+): KL = (\S+),", message).groups())
+    assert last_kl == pytest.approx(solve_for_eta(cost, dyn, prev, last_eta)[-1], rel=1e-3)
+    # the controller is the maximum-entropy solution at the returned η
+    K, k, _ = absolute_gains(result.controller)
+    np.testing.assert_allclose(K, solve_for_eta(cost, dyn, prev, result.eta)[0], atol=1e-12)
+
+
+def test_search_out_of_iterations_without_a_feasible_controller_is_an_error():
+    """From η far below the solution every iterate's KL is above ε: no controller to return;
+    the message pairs the last η with its KL."""
+    dyn, prev, cost = problem()
+    with pytest.raises(KLUpdateError, match="no controller inside the trust region") as caught:
+        kl_update(cost, dyn, prev, 1.0, eta0=1e-4, settings=KLSettings(max_iterations=2))
+    eta, kl = (float(v) for v in
+               re.search(r"last η = (\S+): KL = (\S+),", str(caught.value)).groups())
+    assert eta > 1e-4 and kl > 1.0
+    assert kl == pytest.approx(solve_for_eta(cost, dyn, prev, eta)[-1], rel=1e-3)
 
 
 def test_inactive_trust_region_stops_at_the_smallest_eta():

@@ -396,14 +396,14 @@ def kl_divergence(p: LinearGaussianController, q: LinearGaussianController, stat
     ok = np.isfinite(p.logdet) & np.isfinite(q.logdet)
     if not ok.any():
         return out
-    Sq_inv = np.linalg.inv(q.cov[ok])
+    Sq_inv = q.inv_cov[ok] if q.inv_cov is not None else np.linalg.inv(q.cov[ok])
     D = (p.K - q.K)[ok]
     c_p = p.k + p.u_hat - np.einsum("tij,tj->ti", p.K, p.x_hat)
     c_q = q.k + q.u_hat - np.einsum("tij,tj->ti", q.K, q.x_hat)
     m = np.einsum("tij,tj->ti", D, mu[ok]) + (c_p - c_q)[ok]
     trace = np.einsum("tij,tji->t", Sq_inv, p.cov[ok])
     maha = np.einsum("ti,tij,tj->t", m, Sq_inv, m)
-    spread = np.einsum("tij,tjk,tki->t", np.swapaxes(D, 1, 2) @ Sq_inv, D, P[ok])
+    spread = np.einsum("tij,tij->t", Sq_inv @ D, D @ P[ok])  # P symmetric
     out[ok] = 0.5 * (trace - p.du + q.logdet[ok] - p.logdet[ok] + maha + spread)
     return out
 

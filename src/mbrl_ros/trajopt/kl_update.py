@@ -6,14 +6,18 @@ Its Lagrangian, divided by the dual variable η, is the maximum-entropy LQR prob
 c̃ = c/η − log p̄(u|x); the backward pass (``mbrl_ros.planning.lqr``) gives p = N(K x + k,
 Q̃_uu⁻¹). The dual's gradient is dg/dη = D_KL(p ‖ p̄) − ε, so η goes up while the KL is too large
 and down while it is too small: geometric steps (chosen by the secant of log KL on log η, between
-×/÷ 1.5 and ``eta_step``) until the sign changes, then steps inside the bracket by the same
-secant (bisection in log η as a safeguard), until |KL − ε| ≤ rel_tol·ε. A Q̃_uu that is not positive definite means η is too small:
-it counts as "KL too large". ε (``epsilon``) is the trust region in nats over the whole trajectory;
-``adapt_step`` rescales it from predicted against actual improvement, as guided policy search does.
+×/÷ 1.5 and ``eta_step``, ``eta_step``³ once a secant exists) until the sign changes, then steps
+inside the bracket by the same secant (bisection in log η as a safeguard), until
+|KL − ε| ≤ rel_tol·ε. A Q̃_uu that is not positive definite means η is too small: it counts as
+"KL too large". A search that runs out of iterations returns its best controller inside the trust
+region with a warning (as GPS does). ε (``epsilon``) is the trust region in nats over the whole
+trajectory; ``adapt_step`` rescales it from predicted against actual improvement, as guided policy
+search does.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +32,11 @@ from mbrl_ros.trajopt.trajectory import (QuadraticCost, TrajectoryDistribution, 
 class KLUpdateError(RuntimeError):
     """The update found no controller inside the trust region (η at its bound, or no Q̃_uu
     positive definite); nothing should be published."""
+
+
+class KLSearchWarning(RuntimeWarning):
+    """The η search ran out of iterations; the update returned its best controller inside the
+    trust region instead of one with KL ≈ ε."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,8 @@ class KLSettings:
 class KLUpdateResult:
     """The new controller (about its predicted mean states), its predicted trajectory
     distribution and expected cost (sum over t) under the local dynamics, η, the KL (nats),
-    iterations, and ``active``: False when even η = eta_min stays inside the trust region."""
+    iterations, ``active``: False when even η = eta_min stays inside the trust region, and
+    ``converged``: False when the search ran out and this is its best feasible controller."""
 
     controller: LinearGaussianController
     trajectory: TrajectoryDistribution
@@ -65,6 +75,7 @@ class KLUpdateResult:
     kl: float
     iterations: int
     active: bool
+    converged: bool = True
 
 
 def kl_cost_terms(prev: LinearGaussianController) -> tuple[np.ndarray, np.ndarray]:
@@ -100,9 +111,11 @@ def kl_update(cost: QuadraticCost, dyn: LocalDynamics, prev: LinearGaussianContr
               ) -> KLUpdateResult:
     """The KL-constrained update of ``prev`` (Gaussian, PD Σ̄, T = dyn.T steps) on the local
     dynamics ``dyn`` and the cost expansion ``cost``, with trust region ``epsilon`` nats, starting
-    the dual search at ``eta0`` (e.g. the last iteration's η). Raises KLUpdateError when η reaches
-    eta_max with the KL still above ε (or Q̃_uu never positive definite), ValueError on bad
-    input."""
+    the dual search at ``eta0`` (e.g. the last iteration's η). When the search runs out of
+    iterations it returns the best controller found inside the trust region (the largest KL ≤ ε)
+    with ``converged`` False and a KLSearchWarning, as GPS does. Raises KLUpdateError when η
+    reaches eta_max with the KL still above ε (or Q̃_uu never positive definite), or the search
+    ends without a controller inside the trust region; ValueError on bad input."""
     if prev.T != dyn.T or prev.dx != dyn.dx or prev.du != dyn.du:
         raise ValueError(f"controller (T, dx, du) = {(prev.T, prev.dx, prev.du)} does not match "
                          f"the local dynamics {(dyn.T, dyn.dx, dyn.du)}")
@@ -113,18 +126,25 @@ def kl_update(cost: QuadraticCost, dyn: LocalDynamics, prev: LinearGaussianContr
     eta = min(max(float(eta0), s.eta_min), s.eta_max)
     lo = hi = None  # (log η, log KL) of the largest η seen too small / smallest seen too large
     last = None     # the previous iteration's (log η, log KL)
+    best = None     # (η, solution) with the largest KL ≤ ε so far
+    converged = False
     for it in range(1, s.max_iterations + 1):
         try:
-            K, k, Sigma, traj, kl = solve_for_eta(cost, dyn, prev, eta, terms)
+            solution = solve_for_eta(cost, dyn, prev, eta, terms)
+            kl = solution[-1]
         except NotPositiveDefinite:
-            K, kl = None, math.inf
-        if K is not None and abs(kl - epsilon) <= s.rel_tol * epsilon:
+            solution, kl = None, math.inf
+        if kl <= epsilon and (best is None or kl > best[1][-1]):
+            best = (eta, solution)
+        if solution is not None and abs(kl - epsilon) <= s.rel_tol * epsilon:
+            converged = True
             break
-        if K is not None and kl < epsilon and eta <= s.eta_min:
+        if solution is not None and kl < epsilon and eta <= s.eta_min:
+            converged = True
             break  # the trust region is inactive: the unconstrained step is inside it
         too_small = kl > epsilon
         if too_small and eta >= s.eta_max:
-            what = ("Q̃_uu is not positive definite" if K is None
+            what = ("Q̃_uu is not positive definite" if solution is None
                     else f"KL {kl:.4g} > ε = {epsilon:.4g}")
             raise KLUpdateError(f"η reached its bound {s.eta_max:g} and {what}")
         point = (math.log(eta), math.log(kl) if 0 < kl < math.inf else None)
@@ -134,32 +154,42 @@ def kl_update(cost: QuadraticCost, dyn: LocalDynamics, prev: LinearGaussianContr
             hi = point
         if lo is None or hi is None:
             x = _outside(point, last, math.log(epsilon), too_small, math.log(s.eta_step))
-            eta = min(max(math.exp(x), s.eta_min), s.eta_max)
+            next_eta = min(max(math.exp(x), s.eta_min), s.eta_max)
         else:
-            eta = math.exp(_inside(lo, hi, math.log(epsilon)))
-        last = point
-    else:
-        raise KLUpdateError(f"η search did not converge in {s.max_iterations} iterations "
-                            f"(η = {eta:.4g}, KL = {kl:.4g}, ε = {epsilon:.4g})")
+            next_eta = math.exp(_inside(lo, hi, math.log(epsilon)))
+        if it < s.max_iterations:
+            eta, last = next_eta, point
+    if not converged:
+        what = ("Q̃_uu not positive definite" if solution is None else f"KL = {kl:.4g}")
+        message = (f"η search did not converge in {s.max_iterations} iterations (last η = "
+                   f"{eta:.4g}: {what}, ε = {epsilon:.4g})")
+        if best is None:
+            raise KLUpdateError(message + "; no controller inside the trust region")
+        warnings.warn(f"{message}; using η = {best[0]:.4g} with KL = {best[1][-1]:.4g}",
+                      KLSearchWarning, stacklevel=2)
+        eta, solution = best
+    K, k, Sigma, traj, kl = solution
     ctrl = controller_from_gains(K, k, Sigma, traj.x_mean[:-1], prev)
     return KLUpdateResult(ctrl, traj, expected_cost(cost, traj), eta, kl, it,
-                          active=kl >= (1 - s.rel_tol) * epsilon)
+                          active=kl >= (1 - s.rel_tol) * epsilon, converged=converged)
 
 
 def _outside(point, last, log_eps: float, up: bool, log_step: float) -> float:
     """Next log η before the bracket closes (``up``: the KL is too large). The secant of log KL
     on log η through the last two points, or with one point the slope −1.5 (the KL falls between
-    η⁻¹, its covariance part, and η⁻², its mean part), moving
-    by a factor between 1.5 and the step; the full step where Q̃_uu was not positive definite."""
+    η⁻¹, its covariance part, and η⁻², its mean part), moving by a factor between 1.5 and the
+    step (the step cubed along a secant: far from the solution log KL is close to linear in
+    log η); the full step where Q̃_uu was not positive definite."""
     (a, fa), sign = point, (1.0 if up else -1.0)
     if fa is None:
         return a + sign * log_step
-    slope = -1.5
+    slope, limit = -1.5, log_step
     if last is not None and last[1] is not None and last[0] != a:
         secant = (fa - last[1]) / (a - last[0])
-        slope = secant if secant < 0 else slope
+        if secant < 0:
+            slope, limit = secant, 3.0 * log_step
     move = abs((log_eps - fa) / slope)
-    return a + sign * min(max(move, math.log(1.5)), log_step)
+    return a + sign * min(max(move, math.log(1.5)), limit)
 
 
 def _inside(lo, hi, log_eps: float) -> float:
