@@ -90,3 +90,32 @@ def test_ilqr_on_a_known_model_gives_the_initial_controller():
     first = [r.final_metric for r in records[:2]]
     assert max(first) < 0.05                          # the plan alone gets within 5 cm
     assert max(r.final_metric for r in records[-2:]) < 0.02
+
+
+def test_fit_dynamics_takes_the_initial_state_prior_from_recent_samples():
+    """With the GMM prior, x_0's covariance is the MAP estimate under GPS's prior from the first
+    states of the condition's recent samples (both batches here), not the batch's own."""
+    from mbrl_ros.trajopt.local_dynamics import initial_state, initial_state_prior
+
+    _, gps = setup()
+    rng = np.random.default_rng(3)
+    batches = [(rng.standard_normal((5, T + 1, 4)) * (1.0 + i), rng.standard_normal((5, T, 2)))
+               for i in range(2)]
+    for X, U in batches:
+        dyn = gps.fit_dynamics(0, X, U)
+    prior = initial_state_prior(np.concatenate([b[0][:, 0] for b in batches]), 1.0)
+    np.testing.assert_allclose(dyn.x0_cov, initial_state(X, 1e-6, prior)[1], rtol=1e-12)
+    assert np.abs(dyn.x0_cov - initial_state(X, 1e-6)[1]).max() > 0.1
+
+
+def test_regularization_mode_reaches_the_fit():
+    from mbrl_ros.trajopt.local_dynamics import fit_linear_regression
+
+    with pytest.raises(ValueError, match="regularization_mode must be one of"):
+        GPSConfig(regularization_mode="ridge")
+    _, gps = setup(prior="none", regularization=0.1, regularization_mode="block")
+    rng = np.random.default_rng(4)
+    X, U = rng.standard_normal((8, T + 1, 4)), rng.standard_normal((8, T, 2))
+    np.testing.assert_array_equal(gps.fit_dynamics(0, X, U).Fx,
+                                  fit_linear_regression(X, U, 0.1, regularization_mode="block").Fx)
+    assert np.abs(gps.fit_dynamics(0, X, U).Fx - fit_linear_regression(X, U, 0.1).Fx).max() > 1e-3

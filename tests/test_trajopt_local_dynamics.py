@@ -5,7 +5,8 @@ import pytest
 
 from mbrl_ros.dynamics.gmm import GMM, GMMConfig
 from mbrl_ros.trajopt.local_dynamics import (FitError, fit_bayesian, fit_linear_regression,
-                                             initial_state, transition_points)
+                                             initial_state, initial_state_prior,
+                                             transition_points)
 
 DX, DU, T = 3, 2, 4
 
@@ -156,3 +157,85 @@ def test_bad_prior_output_is_named():
         fit_bayesian(X, U, HandPrior(np.zeros(D - 1), np.eye(D), 1.0, 1.0))
     with pytest.raises(FitError, match="negative pseudo-counts"):
         fit_bayesian(X, U, HandPrior(np.zeros(D), np.eye(D), -1.0, 1.0))
+
+
+def conditional(points, regularization, mode, prior=None):
+    """Direct Gaussian conditioning of x' on (x, u) at one step, from the points (N, D) of that
+    step: mean and covariance (1/N) by numpy, the N-IW MAP covariance if ``prior``, then the
+    regulariser on the (x, u) block's diagonal or on every entry of it."""
+    N, dxu = len(points), DX + DU
+    mu = points.mean(0)
+    S = np.cov(points.T, bias=True)
+    if prior is not None:
+        mu0, Phi, m, n0 = prior
+        S = (N * S + Phi + N * m / (N + m) * np.outer(mu - mu0, mu - mu0)) / (N + n0)
+    R = np.zeros_like(S)
+    R[:dxu, :dxu] = regularization if mode == "block" else regularization * np.eye(dxu)
+    S = S + R
+    Fx = np.linalg.solve(S[:dxu, :dxu], S[:dxu, dxu:]).T
+    return Fx, mu[dxu:] - Fx @ mu[:dxu], S[dxu:, dxu:] - Fx @ S[:dxu, :dxu] @ Fx.T
+
+
+@pytest.mark.parametrize("mode", ["diagonal", "block"])
+def test_regularization_modes_match_the_direct_conditional(mode):
+    """'diagonal' (the default) adds the regulariser to the (x, u) covariance's diagonal, 'block'
+    (cbfinn/gps) to every entry of it; both with and without a prior."""
+    rng = np.random.default_rng(9)
+    X, U = simulate(rng, *system(rng), 12)
+    D = 2 * DX + DU
+    M = rng.standard_normal((D, D))
+    prior = (rng.standard_normal(D), M @ M.T + np.eye(D), 3.0, 10.0)
+    points = transition_points(X, U)
+    fits = {"ls": fit_linear_regression(X, U, 0.3, regularization_mode=mode),
+            "bayes": fit_bayesian(X, U, HandPrior(*prior), regularization=0.3,
+                                  regularization_mode=mode)}
+    for name, dyn in fits.items():
+        for t in range(T):
+            Fx, fx, cov = conditional(points[:, t], 0.3, mode, prior if name == "bayes" else None)
+            np.testing.assert_allclose(dyn.Fx[t], Fx, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(dyn.fx[t], fx, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(dyn.cov[t], cov, rtol=1e-10, atol=1e-12)
+    other = "block" if mode == "diagonal" else "diagonal"
+    assert np.abs(fits["ls"].Fx - fit_linear_regression(X, U, 0.3, regularization_mode=other).Fx
+                  ).max() > 1e-3
+
+
+def test_block_regularization_is_no_ridge_and_bad_modes_are_named():
+    rng = np.random.default_rng(10)
+    X, U = simulate(rng, *system(rng), DX + DU)
+    with pytest.raises(FitError, match="too few for block-regularised regression.* at least 6"):
+        fit_linear_regression(X, U, 1e-6, regularization_mode="block")
+    with pytest.raises(FitError, match="regularization_mode must be one of"):
+        fit_linear_regression(X, U, 1e-6, regularization_mode="ridge")
+
+
+def test_initial_state_map_under_the_prior_of_earlier_first_states():
+    """x_0's covariance is the N-IW MAP estimate (closed form below) under GPS's prior from
+    earlier first states (μ0 = their mean, m = n0 = dx·strength, Φ = m·diag(their variance));
+    strength 0 leaves the empirical covariance, a huge strength gives the prior's variance."""
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((5, 2, DX)) * [0.1, 0.2, 0.3] + 1.0
+    earlier = rng.standard_normal((40, DX)) * [0.5, 0.1, 0.05] - 1.0
+    mu0, Phi, m, n0 = initial_state_prior(earlier, strength=2.0)
+    assert m == n0 == 2.0 * DX
+    np.testing.assert_allclose(mu0, earlier.mean(0))
+    np.testing.assert_allclose(Phi, m * np.diag(np.var(earlier, axis=0)))
+    N, x0 = 5, X[:, 0]
+    S = sum(np.outer(x - x0.mean(0), x - x0.mean(0)) for x in x0) / N
+    d = x0.mean(0) - mu0
+    expected = (N * S + Phi + N * m / (N + m) * np.outer(d, d)) / (N + n0) + 1e-6 * np.eye(DX)
+    mean, cov = initial_state(X, 1e-6, (mu0, Phi, m, n0))
+    np.testing.assert_allclose(mean, x0.mean(0))
+    np.testing.assert_allclose(cov, expected, rtol=1e-12)
+    _, plain = initial_state(X, 1e-6, initial_state_prior(earlier, strength=0.0))
+    np.testing.assert_allclose(plain, S + 1e-6 * np.eye(DX), rtol=1e-12)
+    _, strong = initial_state(X, 0.0, initial_state_prior(earlier, strength=1e12))
+    np.testing.assert_allclose(strong, np.diag(np.var(earlier, axis=0)), rtol=1e-6, atol=1e-9)
+    Xs, Us = simulate(rng, *system(rng), 5)
+    D = 2 * DX + DU
+    dyn = fit_bayesian(Xs, Us, HandPrior(np.zeros(D), np.eye(D), 1.0, 1.0),
+                       x0_prior=(mu0, Phi, m, n0))
+    np.testing.assert_allclose(dyn.x0_cov, initial_state(Xs, 1e-6, (mu0, Phi, m, n0))[1])
+    assert np.abs(dyn.x0_cov - initial_state(Xs, 1e-6)[1]).max() > 1e-2
+    with pytest.raises(FitError, match="initial-state prior gave μ0"):
+        initial_state(X, 1e-6, (np.zeros(DX + 1), Phi, m, n0))

@@ -21,8 +21,9 @@ from mbrl_ros.dynamics.gmm import GMM, GMMConfig
 from mbrl_ros.gravity import GravityModel
 from mbrl_ros.simulation import ArmSimulator
 from mbrl_ros.trajopt.kl_update import KLSettings, adapt_step, kl_update
-from mbrl_ros.trajopt.local_dynamics import (LocalDynamics, check_samples, fit_bayesian,
-                                             fit_linear_regression, transition_points)
+from mbrl_ros.trajopt.local_dynamics import (REGULARIZATION_MODES, LocalDynamics, check_samples,
+                                             fit_bayesian, fit_linear_regression,
+                                             initial_state_prior, transition_points)
 from mbrl_ros.trajopt.trajectory import (QuadraticCost, absolute_gains, expand_cost,
                                          expected_cost, forward_pass)
 
@@ -32,8 +33,10 @@ class GPSConfig:
     """kl_step: trust region in nats per time step (ε = kl_step · step_mult · T); step_mult
     bounds; prior: 'gmm' or 'none'; prior_samples: recent samples (per condition) the GMM is fit
     on; prior_clusters (max) and points_per_cluster set its size; prior_strength scales the N-IW
-    pseudo-counts; prior_em_iterations: EM iterations of its fit; regularization: ridge on the
-    (x, u) covariance; eta0: the first η; kl: the η search settings."""
+    pseudo-counts (of the dynamics and, as in GPS, of the initial state's prior from the recent
+    samples' first states); prior_em_iterations: EM iterations of its fit; regularization: ridge
+    on the (x, u) covariance (regularization_mode 'block': on all its entries, as cbfinn/gps);
+    eta0: the first η; kl: the η search settings."""
 
     kl_step: float = 0.5
     min_step_mult: float = 0.01
@@ -45,6 +48,7 @@ class GPSConfig:
     prior_strength: float = 1.0
     prior_em_iterations: int = 30
     regularization: float = 1e-6
+    regularization_mode: str = "diagonal"
     eta0: float = 1.0
     kl: KLSettings = field(default_factory=KLSettings)
     seed: int = 0
@@ -52,6 +56,9 @@ class GPSConfig:
     def __post_init__(self):
         if self.prior not in ("gmm", "none"):
             raise ValueError(f"prior must be 'gmm' or 'none', got {self.prior!r}")
+        if self.regularization_mode not in REGULARIZATION_MODES:
+            raise ValueError(f"regularization_mode must be one of {REGULARIZATION_MODES}, got "
+                             f"{self.regularization_mode!r}")
         if not 0 < self.min_step_mult <= 1 <= self.max_step_mult:
             raise ValueError(f"need 0 < min_step_mult ≤ 1 ≤ max_step_mult, got "
                              f"{self.min_step_mult}, {self.max_step_mult}")
@@ -129,13 +136,18 @@ class GPS:
     def fit_dynamics(self, condition: int, X, U) -> LocalDynamics:
         """Local dynamics from this condition's samples (the prior uses its recent ones too)."""
         cfg, cond = self.config, self.conditions[condition]
+        mode = cfg.regularization_mode
         if cfg.prior == "none":
-            return fit_linear_regression(X, U, cfg.regularization)
-        cond.samples.append(transition_points(X, U).reshape(-1, 2 * X.shape[2] + U.shape[2]))
-        while sum(map(len, cond.samples[1:])) >= cfg.prior_samples * U.shape[1]:
+            return fit_linear_regression(X, U, cfg.regularization, regularization_mode=mode)
+        T, dx = U.shape[1], X.shape[2]
+        cond.samples.append(transition_points(X, U).reshape(-1, 2 * dx + U.shape[2]))
+        while sum(map(len, cond.samples[1:])) >= cfg.prior_samples * T:
             cond.samples.pop(0)  # keep the newest prior_samples samples (whole batches)
         points = np.concatenate(cond.samples)
-        return fit_bayesian(X, U, GMMPrior(points, cfg), cfg.prior_strength, cfg.regularization)
+        x0 = points.reshape(-1, T, points.shape[1])[:, 0, :dx]
+        return fit_bayesian(X, U, GMMPrior(points, cfg), cfg.prior_strength, cfg.regularization,
+                            regularization_mode=mode,
+                            x0_prior=initial_state_prior(x0, cfg.prior_strength))
 
     def update(self, condition: int, X, U) -> IterationRecord:
         """Samples of the current controller of ``condition`` → its next controller (kept unless

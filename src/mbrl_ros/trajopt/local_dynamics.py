@@ -4,7 +4,9 @@
 
 fit per step t from N rollouts. Both fits condition a joint Gaussian over (x_t, u_t, x_{t+1}):
 * linear regression (the lecture's version 1.0): the empirical mean and covariance, with
-  ``regularization`` added to the (x, u) block's diagonal (ridge regression);
+  ``regularization`` added to the (x, u) block's diagonal (ridge regression; ``regularization_mode``
+  'block' adds it to every entry of the block instead, as cbfinn/gps's DynamicsLR and
+  DynamicsLRPrior do: a rank-one term, not a ridge, so it needs enough samples or a prior);
 * Bayesian linear regression (version 2.0): the covariance's MAP estimate under a
   normal-inverse-Wishart prior N-IW(μ0, Φ, m, n0) taken from a global model — GPS's
   DynamicsPriorGMM: a GMM fit on all recent (x, u, x') gives, for the N points of step t, the
@@ -12,7 +14,9 @@ fit per step t from N rollouts. Both fits condition a joint Gaussian over (x_t, 
 
     Σ = (N·S + Φ + N·m/(N + m)·(μ̂ − μ0)(μ̂ − μ0)ᵀ) / (N + n0),   μ = μ̂
 
-With m, n0, Φ → 0 this is the least-squares fit. Shapes: X (N, T+1, dx) states x_0..x_T,
+With m, n0, Φ → 0 this is the least-squares fit. The initial state x_0 gets the same MAP
+estimate under an N-IW prior built from earlier samples' first states (``initial_state_prior``,
+GPS's DynamicsPriorGMM.initial_state). Shapes: X (N, T+1, dx) states x_0..x_T,
 U (N, T, du) actions u_0..u_{T−1}; the fitted model has T transitions.
 """
 from __future__ import annotations
@@ -21,6 +25,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+
+REGULARIZATION_MODES = ("diagonal", "block")
 
 
 class FitError(ValueError):
@@ -83,20 +90,63 @@ def transition_points(X, U) -> np.ndarray:
     return np.concatenate([X[:, :-1], U, X[:, 1:]], axis=2)
 
 
-def initial_state(X, regularization: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """p(x_0) from the rollouts' first states: mean (dx,), empirical covariance (1/N) plus
-    ``regularization``·I (so one sample, or identical starts, still give a PD covariance)."""
+def initial_state(X, regularization: float = 1e-6, prior=None) -> tuple[np.ndarray, np.ndarray]:
+    """p(x_0) from the rollouts' first states: mean x̄ (dx,) and covariance, the empirical S
+    (1/N) or, with an N-IW ``prior`` (μ0 (dx,), Φ (dx, dx), m, n0), its MAP estimate
+    (N·S + Φ + N·m/(N + m)·(x̄ − μ0)(x̄ − μ0)ᵀ)/(N + n0); plus ``regularization``·I (so one
+    sample, or identical starts, still give a PD covariance)."""
     x0 = np.asarray(X, dtype=np.float64)[:, 0]
+    N, dx = x0.shape
     mean = x0.mean(axis=0)
     diff = x0 - mean
-    return mean, diff.T @ diff / x0.shape[0] + regularization * np.eye(x0.shape[1])
+    cov = diff.T @ diff / N
+    if prior is not None:
+        mu0, Phi, m, n0 = _check_prior(prior, dx, "the initial-state prior")
+        d = mean - mu0
+        coef = N * m / (N + m) if m > 0 else 0.0
+        cov = (N * cov + Phi + coef * np.outer(d, d)) / (N + n0)
+        cov = 0.5 * (cov + cov.T)
+    return mean, cov + regularization * np.eye(dx)
 
 
-def _condition(mu, sigma, dxu: int, regularization: float):
-    """Joint Gaussians over [xu, x'] (T, D) / (T, D, D) → Fx, fx, cov of x' | xu."""
+def initial_state_prior(x0, strength: float = 1.0) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """GPS's N-IW prior on x_0 from earlier samples' first states x0 (M, dx): μ0 their mean,
+    m = n0 = dx·strength, Φ = m·diag(their variance (1/M)). ``initial_state`` takes its MAP
+    estimate, as the dynamics fit does; cbfinn/gps's own code divides only the mean term by
+    N + n0, so there Φ enters undivided (about 1 + dx·strength times wider)."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    if x0.ndim != 2 or len(x0) < 1 or not np.all(np.isfinite(x0)):
+        raise FitError(f"initial-state prior needs finite first states (M, dx), got {x0.shape}")
+    if strength < 0 or not np.isfinite(strength):
+        raise FitError(f"prior strength must be finite and ≥ 0, got {strength}")
+    m = x0.shape[1] * float(strength)
+    return x0.mean(axis=0), m * np.diag(x0.var(axis=0)), m, m
+
+
+def _check_prior(prior, D: int, what: str, where: str = ""):
+    """(μ0, Φ, m, n0) as float arrays of sizes (D,), (D, D) and non-negative pseudo-counts;
+    errors name ``what`` gave it ``where``."""
+    mu0, Phi, m, n0 = prior
+    mu0, Phi = np.asarray(mu0, dtype=np.float64), np.asarray(Phi, dtype=np.float64)
+    if mu0.shape != (D,) or Phi.shape != (D, D) or not (np.all(np.isfinite(mu0))
+                                                       and np.all(np.isfinite(Phi))):
+        raise FitError(f"{what} gave μ0 {mu0.shape} / Φ {Phi.shape} (need finite ({D},) "
+                       f"and ({D}, {D})){where}")
+    m, n0 = float(m), float(n0)
+    if not (m >= 0 and n0 >= 0):
+        raise FitError(f"{what} gave negative pseudo-counts m={m}, n0={n0}{where}")
+    return mu0, Phi, m, n0
+
+
+def _condition(mu, sigma, dxu: int, regularization: float, mode: str):
+    """Joint Gaussians over [xu, x'] (T, D) / (T, D, D) → Fx, fx, cov of x' | xu, with
+    ``regularization`` on the xu block's diagonal or (mode 'block') on all its entries."""
     sigma = sigma.copy()
-    idx = np.arange(dxu)
-    sigma[:, idx, idx] += regularization
+    if mode == "block":
+        sigma[:, :dxu, :dxu] += regularization
+    else:
+        idx = np.arange(dxu)
+        sigma[:, idx, idx] += regularization
     try:
         Fx = np.swapaxes(np.linalg.solve(sigma[:, :dxu, :dxu], sigma[:, :dxu, dxu:]), 1, 2)
     except np.linalg.LinAlgError:
@@ -114,55 +164,64 @@ def _moments(points):
     return mu, np.einsum("nti,ntj->tij", diff, diff) / points.shape[0]
 
 
-def _result(X, Fx, fx, cov, x0_regularization) -> LocalDynamics:
+def _check_regularization(regularization: float, mode: str) -> None:
+    if regularization < 0 or not np.isfinite(regularization):
+        raise FitError(f"regularization must be finite and ≥ 0, got {regularization}")
+    if mode not in REGULARIZATION_MODES:
+        raise FitError(f"regularization_mode must be one of {REGULARIZATION_MODES}, got {mode!r}")
+
+
+def _result(X, Fx, fx, cov, x0_regularization, x0_prior=None) -> LocalDynamics:
     if not np.all(np.isfinite(Fx)) or not np.all(np.isfinite(cov)):
         raise FitError("the fit produced non-finite dynamics")
-    x0_mean, x0_cov = initial_state(X, x0_regularization)
+    x0_mean, x0_cov = initial_state(X, x0_regularization, x0_prior)
     return LocalDynamics(Fx, fx, cov, x0_mean, x0_cov)
 
 
 def fit_linear_regression(X, U, regularization: float = 1e-6,
-                          x0_regularization: float = 1e-6) -> LocalDynamics:
+                          x0_regularization: float = 1e-6,
+                          regularization_mode: str = "diagonal") -> LocalDynamics:
     """Version 1.0: per-step least squares of x_{t+1} on [x_t, u_t, 1] (ridge ``regularization``
-    on the (x, u) covariance). Without regularization it needs N ≥ dx + du + 1 samples."""
+    on the (x, u) covariance, or gps's 'block' term). Without a ridge it needs N ≥ dx + du + 1
+    samples."""
     X, U = check_samples(X, U)
     N, _, dx = X.shape
     dxu = dx + U.shape[2]
-    if regularization < 0 or not np.isfinite(regularization):
-        raise FitError(f"regularization must be finite and ≥ 0, got {regularization}")
-    if regularization == 0 and N < dxu + 1:
-        raise FitError(f"{N} samples are too few for unregularised regression on dx + du = {dxu} "
-                       f"inputs: need at least {dxu + 1}, or regularization > 0")
+    _check_regularization(regularization, regularization_mode)
+    if (regularization == 0 or regularization_mode == "block") and N < dxu + 1:
+        kind = "unregularised" if regularization == 0 else "block-regularised"
+        raise FitError(f"{N} samples are too few for {kind} regression on dx + du = {dxu} "
+                       f"inputs: need at least {dxu + 1}, or regularization > 0 with "
+                       f"regularization_mode 'diagonal'")
     mu, sigma = _moments(transition_points(X, U))
-    return _result(X, *_condition(mu, sigma, dxu, regularization), x0_regularization)
+    return _result(X, *_condition(mu, sigma, dxu, regularization, regularization_mode),
+                   x0_regularization)
 
 
 def fit_bayesian(X, U, prior: NIWPriorSource, strength: float = 1.0,
-                 regularization: float = 1e-6, x0_regularization: float = 1e-6) -> LocalDynamics:
+                 regularization: float = 1e-6, x0_regularization: float = 1e-6,
+                 regularization_mode: str = "diagonal", x0_prior=None) -> LocalDynamics:
     """Version 2.0: per-step MAP regression under the N-IW prior ``prior.niw_prior`` of that
-    step's points; ``strength`` scales the prior's pseudo-counts m, n0 and Φ (0: least squares)."""
+    step's points; ``strength`` scales the prior's pseudo-counts m, n0 and Φ (0: least squares).
+    ``x0_prior``: (μ0, Φ, m, n0) on x_0 (e.g. ``initial_state_prior``), used as given."""
     X, U = check_samples(X, U)
     N, T, du = U.shape
     dx = X.shape[2]
     dxu = dx + du
     if strength < 0 or not np.isfinite(strength):
         raise FitError(f"prior strength must be finite and ≥ 0, got {strength}")
+    _check_regularization(regularization, regularization_mode)
     points = transition_points(X, U)
     mu, S = _moments(points)
     D = points.shape[2]
     sigma = np.empty_like(S)
     for t in range(T):
-        mu0, Phi, m, n0 = prior.niw_prior(points[:, t])
-        mu0, Phi = np.asarray(mu0, dtype=np.float64), np.asarray(Phi, dtype=np.float64)
-        if mu0.shape != (D,) or Phi.shape != (D, D) or not (np.all(np.isfinite(mu0))
-                                                           and np.all(np.isfinite(Phi))):
-            raise FitError(f"the prior gave μ0 {mu0.shape} / Φ {Phi.shape} (need finite ({D},) "
-                           f"and ({D}, {D})) at step {t}")
-        m, n0 = strength * float(m), strength * float(n0)
-        if m < 0 or n0 < 0:
-            raise FitError(f"the prior gave negative pseudo-counts m={m}, n0={n0} at step {t}")
+        mu0, Phi, m, n0 = _check_prior(prior.niw_prior(points[:, t]), D, "the prior",
+                                       f" at step {t}")
+        m, n0 = strength * m, strength * n0
         d = mu[t] - mu0
         coef = N * m / (N + m) if m > 0 else 0.0
         sigma[t] = (N * S[t] + strength * Phi + coef * np.outer(d, d)) / (N + n0)
     sigma = 0.5 * (sigma + np.swapaxes(sigma, 1, 2))
-    return _result(X, *_condition(mu, sigma, dxu, regularization), x0_regularization)
+    return _result(X, *_condition(mu, sigma, dxu, regularization, regularization_mode),
+                   x0_regularization, x0_prior)
