@@ -69,8 +69,8 @@ setup(
     extras_require={
         "ros": ROS_WHEELS,
         # osrf-pycommon, argcomplete, psutil: for ROS 2's launch system in ../shared (tests)
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "mcap>=1.1", "osrf-pycommon", "argcomplete",
-                "psutil"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "mcap>=1.1", "mcap-ros2-support>=0.5",
+                "osrf-pycommon", "argcomplete", "psutil"],
     },
     zip_safe=True,
     entry_points={

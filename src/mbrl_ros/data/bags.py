@@ -2,8 +2,10 @@
 
 A bag is a folder holding ``metadata.yaml`` and one or more MCAP files ``<name>_<k>.mcap``, as
 ``ros2 bag record -s mcap`` writes it; ``ros2 bag info/play`` read these bags unchanged. Message
-definitions and type hashes come from rosbags' ROS 2 Kilted type store (they equal the hashes
-rclpy Kilted reports for the standard messages).
+definitions and type hashes come from the interface files installed on this machine, else from
+rosbags' ROS 2 Kilted type store (``interfaces``); each MCAP channel carries its QoS profiles and
+``topic_type_hash``, each message its log (receive) and publish (send) time, and metadata.yaml
+the ROS distribution of the environment (``ROS_DISTRO``).
 
 * ``BagWriter``: CDR bytes written as received, log times made monotone, files split by size or
   duration, ``checkpoint`` makes everything so far durable; the bag folder is created with the
@@ -23,7 +25,6 @@ import re
 import shutil
 from contextlib import suppress
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Collection, Iterable, Iterator, Sequence
 
@@ -35,27 +36,28 @@ from rosbags.rosbag2.errors import ReaderError
 from rosbags.rosbag2.metadata import dump_qos_v9, parse_qos
 from rosbags.rosbag2.storage_mcap import Channel, McapReader, Schema
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-from rosbags.typesys.store import Typestore
 
 from mbrl_ros.data.errors import BagError
-from mbrl_ros.data.mcap_files import McapFile, McapSalvage, RawMessage, channel_metadata
+from mbrl_ros.data.interfaces import UnknownType, definition, kilted, ros_distro
+from mbrl_ros.data.mcap_files import (HASH_KEY, QOS_KEY, McapFile, McapSalvage, RawMessage,
+                                      channel_metadata)
 
 VERSION = 9
-ROS_DISTRO = "kilted"
-QOS_KEY = "offered_qos_profiles"
 RESERVE_NAME = ".space_reserve"  # disk space kept free while recording, to finish the bag
 RESERVE_MIN = 64 * 1024
 
 
-@lru_cache(maxsize=1)
-def typestore() -> Typestore:
-    """rosbags' type store of ROS 2 Kilted message definitions."""
-    return get_typestore(Stores.ROS2_KILTED)
+typestore = kilted  # the readers' fallback for bags without definitions
 
 
 def known_type(msgtype: str) -> bool:
-    """Whether ``msgtype`` (e.g. 'sensor_msgs/msg/JointState') can be recorded."""
-    return msgtype in typestore().fielddefs
+    """Whether ``msgtype`` (e.g. 'sensor_msgs/msg/JointState') can be recorded: installed on
+    this machine or a ROS 2 Kilted type."""
+    try:
+        definition(msgtype)
+    except UnknownType:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def metadata_document(files: Sequence[FileInfo], topics: Sequence[TopicInfo],
                    "duration": {"nanoseconds": f.end_ns - f.start_ns if f.count else 0},
                    "message_count": f.count} for f in files],
         "custom_data": dict(custom_data or {}),
-        "ros_distro": ROS_DISTRO,
+        "ros_distro": ros_distro(),
     }}
 
 
@@ -220,22 +222,19 @@ class BagWriter:
         self._check_open()
         if topic in self._connections:
             raise BagError(f"bag {self.path}: topic {topic} is already registered")
-        store = typestore()
         try:
-            msgdef, _ = store.generate_msgdef(msgtype, ros_version=2)
-            digest = store.hash_rihs01(msgtype)
-        except Exception:  # rosbags raises several kinds of error for an unknown type
-            raise BagError(f"topic {topic}: message type {msgtype} is not in the ROS 2 Kilted "
-                           "type store; it cannot be recorded") from None
-        conn = _connection(len(self._connections) + 1, topic, msgtype,
-                           MessageDefinition(MessageDefinitionFormat.MSG, msgdef), digest, qos)
+            msgdef, digest = definition(msgtype)
+        except UnknownType as exc:
+            raise BagError(f"topic {topic}: {exc}; it cannot be recorded") from None
+        conn = _connection(len(self._connections) + 1, topic, msgtype, msgdef, digest, qos)
         self._connections[topic] = conn
         if self._file is not None:
             self._guard(lambda: _add_connection(self._file, conn))
 
-    def write(self, topic: str, log_ns: int, data: bytes) -> None:
+    def write(self, topic: str, log_ns: int, data: bytes, publish_ns: int | None = None) -> None:
         """Append one serialised (CDR) message of a registered topic at log time ``log_ns``
-        (raised to the previous message's log time if it is earlier)."""
+        (raised to the previous message's log time if it is earlier), published by its sender at
+        ``publish_ns`` (the DDS source timestamp; None or negative: the log time)."""
         self._check_open()
         conn = self._connections.get(topic)
         if conn is None:
@@ -249,7 +248,8 @@ class BagWriter:
         if f.message_count and ((self.split_bytes and f.size >= self.split_bytes) or (
                 self.split_ns and log_ns - f.message_start_time >= self.split_ns)):
             self._guard(self._next_file)
-        self._guard(lambda: self._file.write(conn, log_ns, data))
+        publish = log_ns if publish_ns is None or publish_ns < 0 else publish_ns
+        self._guard(lambda: self._file.write(conn, log_ns, data, publish))
         self._last_log_ns = log_ns
 
     def checkpoint(self) -> None:
@@ -496,13 +496,13 @@ def _split_index(path: Path) -> tuple[int, str]:
     return (int(m.group(1)) if m else -1, path.name)
 
 
-def _type_hash(msgtype: str, msgdef: MessageDefinition) -> str:
-    try:
-        return typestore().hash_rihs01(msgtype)
-    except Exception:  # not a Kilted type: hash the definition stored in the file
-        store = get_typestore(Stores.EMPTY)
-        store.register(get_types_from_msg(msgdef.data, msgtype))
-        return store.hash_rihs01(msgtype)
+def _type_hash(msgtype: str, msgdef: MessageDefinition, metadata: dict[str, str]) -> str:
+    """The hash a channel stated, else the hash of the definition stored in the file."""
+    if metadata.get(HASH_KEY):
+        return metadata[HASH_KEY]
+    store = get_typestore(Stores.EMPTY)
+    store.register(get_types_from_msg(msgdef.data, msgtype))
+    return store.hash_rihs01(msgtype)
 
 
 def _rewrite(path: Path, tmp: Path) -> None:
@@ -520,12 +520,13 @@ def _rewrite(path: Path, tmp: Path) -> None:
                 fmt = (MessageDefinitionFormat.IDL if schema.encoding == "ros2idl"
                        else MessageDefinitionFormat.MSG)
                 msgdef = MessageDefinition(fmt, schema.data)
-                qos = parse_qos(channel_metadata(rec.metadata).get(QOS_KEY, ""))
+                metadata = channel_metadata(rec.metadata)
+                qos = parse_qos(metadata.get(QOS_KEY, ""))
                 conns[rec.id] = _connection(rec.id, rec.topic, rec.schema, msgdef,
-                                            _type_hash(rec.schema, msgdef), qos)
+                                            _type_hash(rec.schema, msgdef, metadata), qos)
                 _add_connection(out, conns[rec.id])
             else:
-                out.write(conns[rec.channel_id], rec.log_time, rec.data)
+                out.write(conns[rec.channel_id], rec.log_time, rec.data, rec.publish_time)
         _close_file(out, conns.values())
     except BaseException:
         out.abort()
@@ -616,7 +617,9 @@ def repair_bag(path: str | os.PathLike) -> list[FileRepair]:
             old = topics.get(c.topic)
             topics[c.topic] = TopicInfo(c.topic, c.msgtype, c.msgcount + (old.count if old else 0),
                                         tuple(c.ext.offered_qos_profiles),
-                                        old.type_hash if old else _type_hash(c.msgtype, c.msgdef))
+                                        old.type_hash if old else _type_hash(
+                                            c.msgtype, c.msgdef,
+                                            channel_metadata(reader.channels[c.id].metadata)))
         reader.close()
     write_metadata(bag, files, list(topics.values()), custom)
     return report

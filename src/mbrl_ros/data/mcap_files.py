@@ -1,5 +1,6 @@
-"""MCAP files of a rosbag2 bag: rosbags' MCAP storage writer with checkpoints, and a reader that
-salvages the intact records of a file whose end is missing or damaged.
+"""MCAP files of a rosbag2 bag: rosbags' MCAP storage writer with checkpoints, channel metadata and
+message times as rosbag2's MCAP plugin writes them, and a reader that salvages the intact records
+of a file whose end is missing or damaged.
 
 Layout written (rosbags): magic, header, then chunks (uncompressed, closed at 1 MiB or at each
 checkpoint) each followed by its message indexes; ``close`` appends the summary (schemas, channels,
@@ -24,7 +25,9 @@ from typing import Iterator, NamedTuple
 import lz4.frame
 from rosbags.rosbag2.enums import CompressionMode
 from rosbags.rosbag2.errors import ReaderError
-from rosbags.rosbag2.storage_mcap import Channel, McapWriter, PendingChunk, Schema, decompress
+from rosbags.interfaces import Connection
+from rosbags.rosbag2.storage_mcap import (Channel, McapWriter, PendingChunk, Schema, decompress,
+                                          write_channel, write_record, write_string)
 
 try:  # the zstd module rosbags uses (Python 3.14+, or its backport)
     from compression import zstd
@@ -32,6 +35,7 @@ except ImportError:
     from backports import zstd
 
 MAGIC = b"\x89MCAP0\r\n"
+QOS_KEY, HASH_KEY = "offered_qos_profiles", "topic_type_hash"  # channel metadata, as rosbag2's
 OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK, OP_DATA_END = (
     0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0F)
 
@@ -101,6 +105,37 @@ class McapFile(McapWriter):
         return (4096 + 2 * definitions + 600 * len(self.channels)
                 + len(self.chunks) * (96 + 10 * len(self.channels)))
 
+    def add_connection(self, connection: Connection, offered_qos_profiles: str) -> None:
+        """A channel for ``connection`` whose metadata holds its offered QoS profiles (rosbag2's
+        YAML) and its type hash (``connection.digest``, RIHS01), as rosbag2 writes them."""
+        metadata = BytesIO()
+        for key, value in ((QOS_KEY, offered_qos_profiles), (HASH_KEY, connection.digest)):
+            write_string(metadata, key)
+            write_string(metadata, value)
+        self.channels.append(Channel(connection.id, connection.msgtype, connection.topic,
+                                     connection.ext.serialization_format, metadata.getvalue()))
+        self.channel_stats[connection.id] = 0
+        write_channel(self.chunk.bio, self.channels[-1], self.schemas)
+
+    def write(self, connection: Connection, timestamp: int, data: bytes,
+              publish_ns: int | None = None) -> None:
+        """One message record: log time ``timestamp`` (ns, when it was received) and publish
+        time ``publish_ns`` (when its sender published it; None: the log time)."""
+        self.message_start_time = min(timestamp, self.message_start_time)
+        self.message_end_time = max(timestamp, self.message_end_time)
+        self.channel_stats[connection.id] += 1
+        chunk = self.chunk
+        chunk.message_start_time = min(timestamp, chunk.message_start_time)
+        chunk.message_end_time = max(timestamp, chunk.message_end_time)
+        chunk.msgs[connection.id].append((timestamp, chunk.bio.tell()))
+        record = BytesIO()
+        record.write(struct.pack("<HIQQ", connection.id, 0, timestamp,
+                                 timestamp if publish_ns is None else publish_ns))
+        record.write(data)
+        write_record(chunk.bio, OP_MESSAGE, record)
+        if chunk.bio.tell() > 2**20:
+            self.close_chunk()
+
     def checkpoint(self) -> None:
         if self.chunk.msgs:
             self.close_chunk()
@@ -141,6 +176,7 @@ class RawMessage(NamedTuple):
     channel_id: int
     log_time: int
     data: bytes
+    publish_time: int
 
 
 class _Cursor:
@@ -245,10 +281,10 @@ class McapSalvage:
             self._channels.add(key)
             yield Channel(key, self._schema_names[schema_id], topic, encoding, metadata)
         elif op == OP_MESSAGE:
-            channel, _, log_time, _ = c.u16(), c.u32(), c.u64(), c.u64()
+            channel, _, log_time, publish_time = c.u16(), c.u32(), c.u64(), c.u64()
             if channel not in self._channels:
                 raise ValueError(f"message of unknown channel {channel}")
-            yield RawMessage(channel, log_time, c.rest())
+            yield RawMessage(channel, log_time, c.rest(), publish_time)
         elif op == OP_CHUNK:
             _, _, uncompressed, crc = c.u64(), c.u64(), c.u64(), c.u32()
             compression = c.text()

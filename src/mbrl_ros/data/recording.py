@@ -40,7 +40,8 @@ from typing import Collection
 
 STARTS = ("reset", "start")
 
-Message = tuple[str, int, bytes]  # (topic, log time ns, serialised message)
+# (topic, log time ns, serialised message[, publish time ns]): BagWriter.write's arguments
+Message = tuple[str, int, bytes] | tuple[str, int, bytes, int]
 
 
 @dataclass
@@ -108,10 +109,11 @@ class EpisodeRecording:
 
     # -- messages --------------------------------------------------------------------------------
     def offer(self, topic: str, log_ns: int, data: bytes, stamp: int | None,
-              event: str | None = None) -> list[Message]:
-        """A received message; ``event``: its kind if it is a valid episode event. Returns the
-        messages to write now, in the order received."""
-        msg = (topic, log_ns, data)
+              event: str | None = None, publish_ns: int | None = None) -> list[Message]:
+        """A received message; ``event``: its kind if it is a valid episode event; ``publish_ns``:
+        when its sender published it (kept with it). Returns the messages to write now, in the
+        order received."""
+        msg = (topic, log_ns, data) if publish_ns is None else (topic, log_ns, data, publish_ns)
         can_start = self.can_start()
         self._seen.add(topic)
         if not self._episodes:
