@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.linalg.lapack import dpotrf, dpotrs
+from scipy.linalg.lapack import dposv
 
 
 class NotPositiveDefinite(ArithmeticError):
@@ -105,29 +105,37 @@ def backward_pass(Fx, fx, Cxx, cx, *, reg: float = 0.0, Vxx_T=None, vx_T=None) -
     Va[:dx, :dx], Va[:dx, dx], Va[dx, :dx] = V, v, v
     if reg:
         Ca[:, a:, a:] += reg * np.eye(du)
+    # Few calls per step, into preallocated blocks: Q̃ of every step is kept (Q_uu and q_u are
+    # views of it); one LAPACK call factors Q_uu and solves for the gains. Vs holds 2Ṽ = Ṽ' + Ṽ'ᵀ
+    # (symmetric: rounding asymmetry grows through the recursion otherwise), its ½ carried by the
+    # halved F̃ of the next product (exact in binary floating point).
+    Fh = 0.5 * Fa
+    FaT = np.ascontiguousarray(np.swapaxes(Fa, 1, 2))
     gains = np.empty((T, du, a))     # [K_t | k_t]
-    Quu = np.empty((T, du, du))
-    qu = np.empty((T, du))
+    Qs = np.empty((T, a + du, a + du))
     Vs = np.empty((T + 1, a, a))
-    Vs[T] = Va
+    Vs[T] = 2.0 * Va
+    VF = np.empty((a, a + du))
+    Vn = np.empty((a, a))
     for t in range(T - 1, -1, -1):
-        F = Fa[t]
-        Q = F.T @ Va @ F
+        Q = Qs[t]
+        np.matmul(Vs[t + 1], Fh[t], out=VF)
+        np.matmul(FaT[t], VF, out=Q)
         Q += Ca[t]
-        L, info = dpotrf(Q[a:, a:], lower=1, clean=0, overwrite_a=0)
+        _, sol, info = dposv(Q[a:, a:], Q[a:, :a], lower=1)
         if info != 0:
             raise NotPositiveDefinite(t)
-        sol, _ = dpotrs(L, Q[a:, :a], lower=1)
-        np.negative(sol, out=gains[t])
-        Quu[t] = Q[a:, a:]
-        qu[t] = Q[a:, dx]
+        g = gains[t]
+        np.negative(sol, out=g)
         if reg:  # the exact value of the regularised controller under the unregularised Q
-            Qg = Q[a:, a:] @ gains[t] - reg * gains[t]
-            Va = Q[:a, :a] + gains[t].T @ Qg + gains[t].T @ Q[a:, :a] + Q[:a, a:] @ gains[t]
+            Qg = Q[a:, a:] @ g - reg * g
+            Vn = Q[:a, :a] + g.T @ Qg + g.T @ Q[a:, :a] + Q[:a, a:] @ g
         else:
-            Va = Q[:a, :a] - Q[:a, a:] @ sol
-        Va = 0.5 * (Va + Va.T)  # rounding asymmetry grows through the recursion otherwise
-        Vs[t] = Va
+            np.matmul(Q[:a, a:], sol, out=Vn)
+            np.subtract(Q[:a, :a], Vn, out=Vn)
+        np.add(Vn, Vn.T, out=Vs[t])
+    Vs *= 0.5
+    Quu, qu = Qs[:, a:, a:], Qs[:, a:, dx]
     Vxx, vx = Vs[:, :dx, :dx], Vs[:, :dx, dx]
     K, k = gains[:, :, :dx], gains[:, :, dx]
     Quu_inv = np.linalg.inv(Quu)
