@@ -80,11 +80,14 @@ class TrajectoryDistribution:
 
     @cached_property
     def cov(self) -> np.ndarray:
+        """Blocks P, P Kᵀ, K P, K P Kᵀ + Σ_u (the u rows and columns of step T are zero)."""
         T, du, dx = self.K.shape
-        Kz = np.concatenate([self.K, np.zeros((1, du, dx))])
-        G = np.concatenate([np.broadcast_to(np.eye(dx), (T + 1, dx, dx)), Kz], axis=1)
-        sig = G @ self.x_cov @ np.swapaxes(G, 1, 2)
-        sig[:T, dx:, dx:] += self.u_cov
+        sig = np.zeros((T + 1, dx + du, dx + du))
+        sig[:, :dx, :dx] = self.x_cov
+        KP = self.K @ self.x_cov[:T]
+        sig[:T, dx:, :dx] = KP
+        sig[:T, :dx, dx:] = np.swapaxes(KP, 1, 2)
+        sig[:T, dx:, dx:] = KP @ np.swapaxes(self.K, 1, 2) + self.u_cov
         return sig
 
 
@@ -132,5 +135,6 @@ def forward_pass(dyn: LocalDynamics, K, k_abs, cov) -> TrajectoryDistribution:
 def expected_cost(cost: QuadraticCost, traj: TrajectoryDistribution) -> float:
     """E_{p(τ)}[cost] = Σ_t ½ μᵀCμ + cᵀμ + ½ tr(C Σ) + c0."""
     mu = traj.mean
-    return float(0.5 * np.einsum("ti,tij,tj->", mu, cost.C, mu) + np.einsum("ti,ti->", mu, cost.c)
-                 + 0.5 * np.einsum("tij,tji->", cost.C, traj.cov) + cost.c0)
+    quadratic = 0.5 * np.einsum("tij,tj->ti", cost.C, mu) + cost.c
+    return float(np.einsum("ti,ti->", mu, quadratic)
+                 + 0.5 * np.einsum("tij,tij->", cost.C, traj.cov) + cost.c0)  # C symmetric
