@@ -1,6 +1,7 @@
 """Simulator node ``arm_sim``: a MuJoCo arm that stands in for the real one on ROS 2.
 
-Publishes ``/joint_states`` (joints in ``joint_names`` order) and ``/clock``, applies
+Publishes ``/joint_states`` (joints in ``joint_names`` order), ``/clock`` and the arm's URDF on
+``/robot_description`` (std_msgs/String, transient local, as robot_state_publisher does), applies
 ``/effort_controller/commands`` (torques in ``joint_names`` order), offers ``~/reset``
 (std_srvs/Trigger) and reports on ``/diagnostics``.
 
@@ -46,13 +47,14 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from mbrl_ros.msgconv import MessageError, command_tag, read_command
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import subscribe
-from mbrl_ros.nodes.messages import (COMMAND_QOS, EVENT_QOS, STATE_QOS, clock_msg,
-                                     joint_state_msg)
+from mbrl_ros.nodes.messages import (COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS,
+                                     clock_msg, joint_state_msg)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, CommandHold, SimConfig
 
+ROBOT_DESCRIPTION = "/robot_description"  # the URDF, latched, where robot_state_publisher puts it
 MODE_PERIODS = {"lockstep": 0.01, "realtime": 0.01, "hardware": 0.002}  # control_period 0 → s
 MAX_CATCH_UP_S = 0.25  # hardware: a loop stalled longer skips the rest instead of simulating it
 
@@ -143,6 +145,8 @@ class ArmSimNode(Node):
         self._window = _StatusWindow(robot.n_joints)
 
         self.state_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
+        self.description_pub = self.create_publisher(String, ROBOT_DESCRIPTION, LATCHED_QOS)
+        self.description_pub.publish(String(data=robot.urdf_path.read_text()))
         self.diag = Diagnostics(self, "simulator", self._report)
         subscribe(self, self.diag, Float64MultiArray, p.command_topic, COMMAND_QOS,
                   self._on_command, what="command")

@@ -58,6 +58,7 @@ from mbrl_ros.nodes.messages import (EVENT_QOS, LATCHED_QOS, NEWEST_ONLY, STATE_
                                      time_msg)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
+from mbrl_ros.nodes.markers import PlanMarkers
 from mbrl_ros.nodes.targets import TargetSchedule
 from mbrl_ros.planning import PLANNERS, PlanError
 from mbrl_ros.plausibility import TargetGate
@@ -182,6 +183,7 @@ class MPCPlannerNode(Node):
         self.controller_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller",
                                                     LATCHED_QOS)
         self.path_pub = self.create_publisher(Path, "/mbrl/planned_path", 10)
+        self.markers = PlanMarkers(self, self.mpc.fk, self.frame, len(names), self.period_ns)
         self.heartbeat_pub = self.create_publisher(Header, "/mbrl/planner_heartbeat", 10)
         self.create_timer(HEARTBEAT_PERIOD, self._heartbeat,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -341,6 +343,8 @@ class MPCPlannerNode(Node):
         del self.latencies[:-20]
         if step.source == "plan":
             self._publish_path(step.plan.states, s.stamp_ns)
+            self.markers.publish(step.plan, self.mpc.model, self.targets.at(s.stamp_ns),
+                                 s.stamp_ns)
 
     def _plausible_part(self, c):
         """The controller up to the first step whose nominal state the executor would find
