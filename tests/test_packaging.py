@@ -10,7 +10,7 @@ import pytest
 
 from launch_kit import ROOT, kit_environment, requires_kit, ros2
 from launch_kit import ros_install_fixture  # noqa: F401 - the ros_install fixture
-from mbrl_ros.graphs import GRAPHS, graph
+from mbrl_ros.graphs import GRAPHS, NodeSpec, graph
 from mbrl_ros.launcher import node_command, parse_graph_args
 from mbrl_ros.paths import share_path
 
@@ -86,7 +86,7 @@ def test_no_graph_passes_an_empty_list():
     assert "initial_position" not in sim.parameters | trainer.parameters
     assert graph("gps", initial_position="0.1,0.2")[0].parameters["initial_position"] == [0.1, 0.2]
     with pytest.raises(ValueError, match=r"parameter\(s\) \['target'\] are empty lists"):
-        graph("gps", target="")
+        NodeSpec("gps_trainer", "gps_trainer", parameters={"target": []})
 
 
 @pytest.mark.slow

@@ -85,6 +85,12 @@ class Graph:
     build: Callable[..., list[NodeSpec]]
 
 
+# Control period (s) of each robot in the 'mpc' graph; other robots (URDF paths) use arm7's.
+MPC_CONTROL_PERIOD = {"arm2": 0.05, "arm7": 0.05}
+ROBOT_TOPICS = {"joint_states": "/joint_states", "commands": "/effort_controller/commands"}
+HARDWARE_PERIOD = 0.002  # s: the hardware-like fixture's joint states, 500 Hz as on many arms
+
+
 def _sim_nodes(robot: str, mode: str, duration: float, seed: int, status_period: float,
                config: str, state_subscribers: int) -> list[NodeSpec]:
     """The simulator; in lockstep it starts once ``state_subscribers`` nodes of the graph listen
@@ -121,27 +127,100 @@ def sim_graph(robot: str = "arm7", mode: str = "lockstep", duration: str = "60.0
 
 def record_graph(robot: str = "arm7", episodes: str = "5", episode_length: str = "5.0",
                  bag: str = "", mode: str = "lockstep", seed: str = "0",
-                 status_period: str = "2.0") -> list[NodeSpec]:
-    """The lecture's step 1, run π0 to collect D: the sim arm under random torques (through the
-    executor), recorded to a bag. The sim resets itself every ``episode_length`` (exactly, in sim
-    time); the recorder records ``episodes`` whole episodes from those resets (not the sim's first
-    episode, which starts before the recorder is known to receive everything) and ends the graph
-    after the last."""
+                 status_period: str = "2.0", sim: str = "true", robot_config: str = "",
+                 robot_compensates_gravity: str = "",
+                 joint_states: str = ROBOT_TOPICS["joint_states"],
+                 commands: str = ROBOT_TOPICS["commands"]) -> list[NodeSpec]:
+    """The lecture's step 1, run π0 to collect D: the arm under random torques (through the
+    executor), recorded to a bag; the recorder ends the graph after ``episodes`` whole episodes.
+
+    In lockstep the sim resets itself every ``episode_length`` (exactly, in sim time); the
+    recorder records ``episodes`` whole episodes from those resets (not the sim's first episode,
+    which starts before the recorder is known to receive everything). In real time (a robot, the
+    hardware-like fixture, the simulator in ``mode:=realtime``) there are no resets: the episode
+    manager homes the arm to a start pose around home before each episode (π0 in between) and
+    announces each episode's start and end on /mbrl/episode_events, from which the recorder
+    records."""
     seed_i, n = int(seed), int(episodes)
     if n < 1:
         raise ValueError(f"episodes = {n} must be at least 1")
+    target = robot_target(robot, sim, mode, robot_config, robot_compensates_gravity,
+                          joint_states, commands)
     period = _config_param("sim.yaml", "arm_sim", "control_period")
     steps = int(round(float(episode_length) / period))
     if steps < 1:
         raise ValueError(f"episode_length = {episode_length} s is shorter than the control "
                          f"period {period:g} s")
-    sim = _sim_nodes(robot, mode, 0.0, seed_i, float(status_period), "sim.yaml", 3)
-    sim[0].parameters["episode_steps"] = steps
-    return sim + _pi0_nodes(robot, mode, seed_i + 1, ("sim.yaml", "record.yaml"), 2) + [
-        NodeSpec("recorder", "recorder", ("recorder.yaml", "record.yaml"),
-                 {"episodes": n, "episode_length": steps * period, "bag_path": bag,
-                  "use_sim_time": True}, required=True),
+    recorder = NodeSpec("recorder", "recorder", ("recorder.yaml", "record.yaml"),
+                        {"episodes": n, "episode_length": steps * period, "bag_path": bag,
+                         "use_sim_time": target.use_sim_time}, required=True)
+    if target.realtime:
+        return _record_realtime_nodes(robot, target, n, steps, period, seed_i,
+                                      float(status_period), recorder)
+    sim_nodes = _sim_nodes(robot, mode, 0.0, seed_i, float(status_period), "sim.yaml", 3)
+    sim_nodes[0].parameters["episode_steps"] = steps
+    return sim_nodes + _pi0_nodes(robot, mode, seed_i + 1, ("sim.yaml", "record.yaml"), 2) + [
+        recorder]
+
+
+def _record_realtime_nodes(robot: str, target: "Target", n: int, steps: int, period: float,
+                           seed: int, status_period: float, recorder: NodeSpec
+                           ) -> list[NodeSpec]:
+    """The 'record' graph in real time: π0 through the executor, episodes by homing (the episode
+    manager runs more episodes than recorded, so an episode that began before the recorder
+    received everything does not leave it one short; the recorder ends the graph)."""
+    from mbrl_ros.nodes.messages import MAX_TARGETS  # the episode manager's limit
+    cfg = target.settings
+    config = ("sim.yaml", "record.yaml", "record_realtime.yaml")
+    common = {"robot": robot, "use_sim_time": target.use_sim_time}
+    nodes = _stand_in_nodes(robot, target, seed, status_period, config) + [
+        NodeSpec("lg_executor", "lg_executor", ("executor.yaml",) + config, common | {
+            "robot_compensates_gravity": cfg.compensates_gravity, "seed": seed + 1}),
+        NodeSpec("base_policy", "base_policy", config, common | {
+            "seed": seed + 1, "joint_scale": list(cfg.effort_fraction)}),
+        _episode_manager(robot, target, steps, period, min(2 * n + 2, MAX_TARGETS), 0, "",
+                         "homing", config),
+        replace(recorder, config=recorder.config + ("record_realtime.yaml",)),
     ]
+    return [replace(node, remappings=node.remappings + target.remappings) for node in nodes]
+
+
+def _stand_in_nodes(robot: str, target: "Target", seed: int, status_period: float,
+                    config: tuple[str, ...]) -> list[NodeSpec]:
+    """What stands in for the robot of a real-time graph: the package's simulator in real time
+    (``sim:=true``, its joint-state rate from ``config``) or the hardware-like fixture
+    (``sim:=hardware``, 500 Hz), at the robot configuration's home, compensating gravity as the
+    configuration says; none on a robot (``sim:=false``)."""
+    if target.sim == "false":
+        return []
+    cfg = target.settings
+    mode = "realtime" if target.sim == "true" else "hardware"
+    nodes = _sim_nodes(robot, mode, 0.0, seed, status_period, config[0], 1)
+    nodes[0] = replace(nodes[0], config=config)
+    nodes[0].parameters.update(gravity_compensation=cfg.compensates_gravity,
+                               initial_position_noise=0.0)
+    if mode == "hardware":
+        nodes[0].parameters["control_period"] = HARDWARE_PERIOD
+    if cfg.home is not None:
+        nodes[0].parameters["initial_position"] = list(cfg.home)
+    return nodes
+
+
+def _episode_manager(robot: str, target: "Target", steps: int, period: float, n_train: int,
+                     n_eval: int, out: str, source: str, config: tuple[str, ...]
+                     ) -> NodeSpec:
+    """The episode manager of a real-time graph: ``n_train`` training then ``n_eval`` held-out
+    episodes of ``steps`` control periods, each begun by ``source`` (homing to a start pose
+    around home, or the simulator's reset service), targets around home; the robot facts from
+    the target's robot configuration."""
+    cfg = target.settings
+    return NodeSpec("episode_manager", "episode_manager", config, {
+        "robot": robot, "use_sim_time": target.use_sim_time, "control_period": period,
+        "episode_steps": steps, "episode_source": source, "train_episodes": n_train,
+        "final_eval_episodes": n_eval, "output_dir": out, "start_radius": cfg.start_radius,
+        "target_radius": cfg.target_radius, "target_min_height": cfg.target_min_height,
+        "limit_margin": cfg.limit_margin}
+        | ({"home": list(cfg.home)} if cfg.home is not None else {}))
 
 
 def _config_param(config: str, node: str, name: str) -> Any:
@@ -157,33 +236,67 @@ def _floats(name: str, text: str) -> list[float]:
         raise ValueError(f"{name} = {text!r} must be comma-separated numbers") from None
 
 
-def gps_graph(robot: str = "arm7", target: str = "0.4,0.0,0.6", initial_position: str = "",
+def gps_graph(robot: str = "arm7", target: str = "", initial_position: str = "",
               iterations: str = "10", samples: str = "5", prior: str = "gmm", output_dir: str = "",
-              seed: str = "0", status_period: str = "2.0") -> list[NodeSpec]:
-    """Guided policy search's inner loop on the sim arm: the trainer resets the arm, the executor
-    samples its linear-Gaussian controller, the trainer fits local dynamics and makes the
-    KL-constrained update; it ends the graph after the last iteration."""
+              seed: str = "0", status_period: str = "2.0", sim: str = "true",
+              mode: str = "lockstep", robot_config: str = "", robot_compensates_gravity: str = "",
+              joint_states: str = ROBOT_TOPICS["joint_states"],
+              commands: str = ROBOT_TOPICS["commands"]) -> list[NodeSpec]:
+    """Guided policy search's inner loop: the executor samples the trainer's linear-Gaussian
+    controller from the condition's pose, the trainer fits local dynamics and makes the
+    KL-constrained update; it ends the graph after the last iteration.
+
+    In lockstep the trainer resets the sim arm before each sample (exactly reproducible). In real
+    time (a robot, the hardware-like fixture, the simulator in ``mode:=realtime``) it homes the
+    arm to the condition's pose (``initial_position``, else the robot configuration's home, else
+    the pose at start-up) and starts each sample once the arm has settled there."""
     seed_i = int(seed)
     start = _floats("initial_position", initial_position)
+    goal = _floats("target", target)
+    if goal and len(goal) != 3:
+        raise ValueError(f"target = {target!r} must be x,y,z (m)")
+    where = robot_target(robot, sim, mode, robot_config, robot_compensates_gravity, joint_states,
+                      commands)
+    runs = {"robot": robot, "iterations": int(iterations), "samples": int(samples),
+            "prior": prior, "output_dir": output_dir, "seed": seed_i}
+    if where.realtime:
+        return _gps_realtime_nodes(robot, where, start, goal, runs, float(status_period))
     pose = {"initial_position": start} if start else {}  # none: the home pose (node default)
-    sim = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), "gps.yaml", 2)
-    sim[0].parameters.update(pose)
-    return sim + [
+    sim_nodes = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), "gps.yaml", 2)
+    sim_nodes[0].parameters.update(pose)
+    return sim_nodes + [
         NodeSpec("lg_executor", "lg_executor", ("gps.yaml",),
                  {"robot": robot, "seed": seed_i + 1, "use_sim_time": True,
                   "min_command_subscribers": 2}),  # the sim and the trainer
         NodeSpec("gps_trainer", "gps_trainer", ("gps.yaml",),
-                 {"robot": robot, "target": _floats("target", target), **pose,
-                  "iterations": int(iterations), "samples": int(samples), "prior": prior,
-                  "output_dir": output_dir, "seed": seed_i, "use_sim_time": True},
+                 runs | {"target": goal or LOCKSTEP_GPS_TARGET, **pose, "use_sim_time": True},
                  required=True),
     ]
 
 
-# Control period (s) of each robot in the 'mpc' graph; other robots (URDF paths) use arm7's.
-MPC_CONTROL_PERIOD = {"arm2": 0.05, "arm7": 0.05}
-ROBOT_TOPICS = {"joint_states": "/joint_states", "commands": "/effort_controller/commands"}
-HARDWARE_PERIOD = 0.002  # s: the hardware-like fixture's joint states, 500 Hz as on many arms
+LOCKSTEP_GPS_TARGET = [0.4, 0.0, 0.6]  # m: the lockstep gps graph's default (arm7's workspace)
+
+
+def _gps_realtime_nodes(robot: str, target: "Target", start: list[float], goal: list[float],
+                        runs: dict, status_period: float) -> list[NodeSpec]:
+    """The 'gps' graph in real time: samples start by homing (no resets)."""
+    cfg = target.settings
+    config = ("gps.yaml", "gps_realtime.yaml")
+    start = start or (list(cfg.home) if cfg.home is not None else [])
+    common = {"robot": robot, "use_sim_time": target.use_sim_time}
+    gravity = {"robot_compensates_gravity": cfg.compensates_gravity}
+    nodes = _stand_in_nodes(robot, target, runs["seed"], status_period, config) + [
+        NodeSpec("lg_executor", "lg_executor", config, common | gravity | {
+            "seed": runs["seed"] + 1}),
+        NodeSpec("gps_trainer", "gps_trainer", config, common | gravity | runs | {
+            "episode_source": "homing", "target_radius": cfg.target_radius,
+            "target_min_height": cfg.target_min_height, "limit_margin": cfg.limit_margin}
+            | {k: v for k, v in (("target", goal), ("initial_position", start)) if v},
+            required=True),
+    ]
+    if start and nodes[0].executable == "arm_sim":
+        nodes[0].parameters["initial_position"] = start
+    return [replace(node, remappings=node.remappings + target.remappings) for node in nodes]
 
 
 @dataclass(frozen=True)
@@ -288,12 +401,8 @@ def _realtime_mpc_nodes(robot: str, target: Target, steps: int, period: float, n
             "control_period": period, "joint_effort_fraction": list(cfg.effort_fraction),
             "limit_margin": cfg.limit_margin,
             "velocity_margin": cfg.velocity_margin}),
-        NodeSpec("episode_manager", "episode_manager", config, common | {
-            "control_period": period, "episode_steps": steps, "episode_source": source,
-            "train_episodes": n_train, "final_eval_episodes": n_eval, "output_dir": out,
-            "start_radius": cfg.start_radius, "target_radius": cfg.target_radius,
-            "target_min_height": cfg.target_min_height, "limit_margin": cfg.limit_margin}
-            | ({"home": list(cfg.home)} if cfg.home is not None else {}), required=True),
+        replace(_episode_manager(robot, target, steps, period, n_train, n_eval, out, source,
+                                 config), required=True),
     ] + recorder
     return [replace(n, remappings=n.remappings + target.remappings) for n in nodes]
 
@@ -363,13 +472,21 @@ def mpc_graph(robot: str = "arm7", train_episodes: str = "20", final_eval_episod
 
 def policy_graph(policy_file: str = "", robot: str = "", episodes: str = "10",
                  episode_length: str = "3.0", output_dir: str = "", seed: str = "0",
-                 status_period: str = "5.0") -> list[NodeSpec]:
-    """A trained network policy (BPTT v2.0 or distilled) on the sim arm, in lockstep: the policy
-    runner answers every joint state behind the safety layer; the episode manager sets held-out
-    targets (the 'mpc' graph's task and seeds), scores and ends the graph. With a policy file the
-    robot (unless given) and the control period come from its header; without one the runner
-    waits for a policy on /mbrl/policy, for ``robot`` (default arm2) at the 'mpc' graph's
-    control period."""
+                 status_period: str = "5.0", sim: str = "true", mode: str = "lockstep",
+                 robot_config: str = "", robot_compensates_gravity: str = "",
+                 joint_states: str = ROBOT_TOPICS["joint_states"],
+                 commands: str = ROBOT_TOPICS["commands"]) -> list[NodeSpec]:
+    """A trained network policy (BPTT v2.0 or distilled) on the arm: the policy runner answers
+    every joint state behind the safety layer; the episode manager sets held-out targets,
+    scores and ends the graph. With a policy file the robot (unless given) and the control period
+    come from its header; without one the runner waits for a policy on /mbrl/policy, for
+    ``robot`` (default arm2) at the 'mpc' graph's control period.
+
+    In lockstep: the 'mpc' graph's task and seeds on the sim arm. In real time (a robot, the
+    hardware-like fixture, the simulator in ``mode:=realtime``): the runner answers the newest
+    state at the robot's rate (commands tagged with their send time) and the episode manager
+    homes the arm to a start pose around home before each episode (the runner follows the homing
+    controller), with targets around home."""
     if policy_file:
         try:
             _, meta = read_header(read_file(policy_file))
@@ -388,16 +505,29 @@ def policy_graph(policy_file: str = "", robot: str = "", episodes: str = "10",
     if steps < 1:
         raise ValueError(f"episode_length = {episode_length} s is shorter than the control "
                          f"period {period:g} s")
+    target = robot_target(robot, sim, mode, robot_config, robot_compensates_gravity,
+                          joint_states, commands)
     task = _lockstep_config(robot)  # the mpc graph's task
+    out = output_dir or f"runs/policy_{Path(robot).stem}"
+    runner = {"robot": robot, "control_period": period, "use_sim_time": target.use_sim_time} | (
+        {"policy_file": str(Path(policy_file).resolve())} if policy_file else {})
+    if target.realtime:
+        cfg = target.settings
+        config = (task, "policy.yaml", "policy_realtime.yaml")
+        nodes = _stand_in_nodes(robot, target, seed_i, float(status_period), config) + [
+            NodeSpec("policy_runner", "policy_runner", config, runner | {
+                "robot_compensates_gravity": cfg.compensates_gravity}),
+            replace(_episode_manager(robot, target, steps, period, 0, n, out, "homing",
+                                     config), required=True)]
+        return [replace(node, remappings=node.remappings + target.remappings) for node in nodes]
     timing = {"robot": robot, "control_period": period, "use_sim_time": True}
-    sim = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), task, 2)
-    sim[0].parameters.update(control_period=period, episode_steps=steps)
-    runner = timing | ({"policy_file": str(Path(policy_file).resolve())} if policy_file else {})
-    return sim + [
+    sim_nodes = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), task, 2)
+    sim_nodes[0].parameters.update(control_period=period, episode_steps=steps)
+    return sim_nodes + [
         NodeSpec("policy_runner", "policy_runner", ("policy.yaml",), runner),
         NodeSpec("episode_manager", "episode_manager", (task,), timing | {
             "episode_steps": steps, "train_episodes": 0, "final_eval_episodes": n,
-            "output_dir": output_dir or f"runs/policy_{Path(robot).stem}"}, required=True),
+            "output_dir": out}, required=True),
     ]
 
 
@@ -440,19 +570,23 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("seed", "0", "random seed of the sim (the policy uses seed+1)"),
         STATUS_ARG,
     ), sim_graph),
-    "record": Graph("record", "collect random-torque episodes from the sim arm into a bag", (
+    "record": Graph("record", "collect random-torque episodes from the arm into a bag", (
         ROBOT_ARG,
-        GraphArg("episodes", "5", "episodes to record (the sim is reset before each)"),
-        GraphArg("episode_length", "5.0", "sim seconds per episode"),
+        GraphArg("episodes", "5", "episodes to record (the sim is reset, or a robot homed, "
+                                  "before each)"),
+        GraphArg("episode_length", "5.0", "seconds per episode (of the joint states' stamps)"),
         GraphArg("bag", "", "bag folder to create; empty = bags/mbrl_<date and time>"),
-        MODE_ARG,
         GraphArg("seed", "0", "random seed of the sim (the policy uses seed+1)"),
         STATUS_ARG,
-    ), record_graph),
-    "gps": Graph("gps", "guided policy search: local models + KL-constrained LQR on the sim arm", (
+    ) + TARGET_ARGS, record_graph),
+    "gps": Graph("gps", "guided policy search: local models + KL-constrained LQR on the arm", (
         ROBOT_ARG,
-        GraphArg("target", "0.4,0.0,0.6", "end-effector target x,y,z in the base frame (m)"),
-        GraphArg("initial_position", "", "start pose (rad, comma-separated); '' = home pose"),
+        GraphArg("target", "", "end-effector target x,y,z in the base frame (m); '' = lockstep: "
+                               "0.4,0.0,0.6 (arm7's workspace); real time: one sampled around "
+                               "the start pose"),
+        GraphArg("initial_position", "", "start pose (rad, comma-separated); '' = lockstep: the "
+                                         "home pose; real time: the robot configuration's home "
+                                         "or the pose at start-up"),
         GraphArg("iterations", "10", "GPS iterations"),
         GraphArg("samples", "5", "controller samples per iteration"),
         GraphArg("prior", "gmm", "local dynamics prior: gmm or none",
@@ -460,7 +594,7 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("output_dir", "", "folder for summary.txt and learning_curve.png"),
         GraphArg("seed", "0", "random seed (sim; executor noise uses seed+1)"),
         STATUS_ARG,
-    ), gps_graph),
+    ) + TARGET_ARGS, gps_graph),
     "mpc": Graph("mpc", "model-based RL from zero data: learn the arm's dynamics and reach "
                         "targets by MPC (the lecture's v1.5)", (
         ROBOT_ARG,
@@ -478,7 +612,7 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("status_period", "5.0", "wall seconds between the sim's status lines"),
     ) + TARGET_ARGS, mpc_graph),
     "policy": Graph("policy", "a trained network policy (BPTT v2.0 or distilled MPC) reaching "
-                              "held-out targets on the sim arm", (
+                              "held-out targets on the arm", (
         GraphArg("policy_file", "", "policy artifact (sets robot and control period); '' = wait "
                                     "for one on /mbrl/policy"),
         GraphArg("robot", "", "robot; '' = the policy's (arm2 without a policy file)",
@@ -489,7 +623,7 @@ GRAPHS: dict[str, Graph] = {
                                    "'' = runs/policy_<robot>"),
         GraphArg("seed", "0", "seed of the sim"),
         GraphArg("status_period", "5.0", "wall seconds between the sim's status lines"),
-    ), policy_graph),
+    ) + TARGET_ARGS, policy_graph),
 }
 
 

@@ -1,24 +1,46 @@
-"""Trainer node ``gps_trainer``: guided policy search's inner loop against the (sim) arm.
+"""Trainer node ``gps_trainer``: guided policy search's inner loop against the arm.
 
-Per iteration: ``samples`` times, reset the arm (``reset_service``, std_srvs/Trigger; the sim
-announces the reset state's stamp on /mbrl/episode_events, and the reset is asked for again after
-``reset_timeout`` without one, as is a sample that stalls that long: a lost state or command),
-publish the current linear-Gaussian controller restamped to start at the reset state's stamp on
-``/mbrl/controller`` (the executor in sync mode with ``stochastic`` samples it), and record the
-T + 1 joint states and the T commands that answer them; then fit the local dynamics, make the
-KL-constrained update (``mbrl_ros.trajopt.gps``) and log a progress line (cost, KL, ε, η, step
-multiplier, final distance). After the last iteration it writes ``summary.txt`` and
-``learning_curve.png`` to ``output_dir``, publishes the final controller and stops.
+Per iteration, ``samples`` times: bring the arm to the condition's start pose, publish the current
+linear-Gaussian controller restamped to start at the start state's stamp on ``/mbrl/controller``
+(the executor with ``stochastic`` samples it) and record the T + 1 joint states and the T commands
+of the sample; then fit the local dynamics, make the KL-constrained update
+(``mbrl_ros.trajopt.gps``) and log a progress line (cost, KL, ε, η, step multiplier, final
+distance). After the last iteration it writes ``summary.txt`` and ``learning_curve.png`` to
+``output_dir``, publishes the final controller and stops. ``episode_source`` says how a sample
+starts:
+
+* ``reset`` (the lockstep simulator): the trainer calls ``reset_service`` (std_srvs/Trigger); the
+  sim announces the reset state's stamp on /mbrl/episode_events (the reset is asked for again
+  after ``reset_timeout`` without one, as is a sample that stalls that long: a lost state or
+  command); the executor in sync mode answers each state with a command tagged with its stamp,
+  so the sample is those T + 1 states and T commands exactly. ``initial_position`` must be the
+  simulator's reset pose (checked on every reset); the initial controller holds it with the
+  URDF's gravity torque (the lockstep sim does not cancel the arm's weight).
+* ``homing`` (a robot, the hardware-like fixture, the simulator in real time): before each sample
+  the trainer publishes a homing controller on ``/mbrl/homing_controller`` (``mbrl_ros.homing``,
+  as the episode manager does: ``robot_episodes.EpisodeSequencer``) from where the arm is to the
+  condition's pose (``initial_position``; [] = the pose at the first joint state); the sample
+  starts at the first state at which the arm has settled there (the homing controller is then
+  cut at that stamp) and lasts T control periods of joint-state stamps, whatever their rate and
+  origin. Joint states at the robot's rate and the executor's send-time-tagged commands are
+  resampled onto the controller's grid (``trajopt.stream_sample``); with
+  ``robot_compensates_gravity`` false the executor adds g(q) to every command and the trainer
+  takes it off again, so the samples are the controller's own torques on a weightless arm (and
+  the initial controller holds with zero feedforward). A sample with a hole (a state gap, a
+  stale command) is dropped and counted (``dropped_samples``); a homing that does not settle
+  within ``homing_timeout`` (after ``homing_retries`` new tries) or joint states that stop for
+  ``reset_timeout`` end the run with an error. Start and end of every sample go to
+  /mbrl/episode_events. ``target`` [] samples a reachable target around the condition's pose.
 
 An update that fails (too few samples, a covariance that is not positive definite, η at its
 bound) is logged and counted on /diagnostics; no controller is published from it and the next
-iteration samples the previous controller again. One initial condition: the simulator's reset
-pose, which ``initial_position`` must equal (checked on every reset).
+iteration samples the previous controller again. One initial condition.
 """
 from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,27 +51,52 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from mbrl_ros.controller import seconds_to_ns
-from mbrl_ros.data.topics import EpisodeEvent, read_episode_event
+from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.data.topics import EpisodeEvent, episode_event_json, read_episode_event
+from mbrl_ros.episodes import TargetSampler
+from mbrl_ros.gravity import GravityModel
+from mbrl_ros.homing import SettleDetector, homing_controller, homing_gains
 from mbrl_ros.msgconv import JointSample, read_command
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
+from mbrl_ros.nodes.episode_manager import PARAMS as EPISODE_PARAMS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot import RobotDescriptionError, load_robot
+from mbrl_ros.robot_episodes import HOMING, EpisodeSequencer, Step
 from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
 from mbrl_ros.tasks.reach import ReachCost
-from mbrl_ros.trajopt.gps import (GPS, GPSConfig, format_curve, initial_controllers,
-                                  learning_curve, plot_curves)
+from mbrl_ros.trajopt.gps import (GPS, GPSConfig, format_curve, hold_controller,
+                                  initial_controllers, learning_curve, plot_curves)
 from mbrl_ros.trajopt.kl_update import KLSettings, KLUpdateError
 from mbrl_ros.trajopt.local_dynamics import FitError
+from mbrl_ros.trajopt.stream_sample import SampleError, StreamSample
+
+RESET = "reset"
+RECENT_COMMANDS = 1000  # homing: commands kept for the next sample's start (the one in force)
+# homing: the episode manager's homing and settling parameters, the same names and meaning
+HOMING_PARAMS = [p for p in EPISODE_PARAMS if p.name in (
+    "homing_speed", "homing_period", "settle_position_tolerance", "settle_velocity_tolerance",
+    "settle_time", "homing_timeout", "homing_retries", "target_radius", "target_min_height",
+    "limit_margin")]
 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2) or a URDF path"),
+    Param("episode_source", RESET, "reset: the lockstep simulator's reset service and events; "
+          "homing: the trainer homes the arm to the condition's pose before each sample",
+          choices=(RESET, HOMING)),
     Param("initial_position", [], "the condition's start pose (rad, robot joint order): the "
-                                  "simulator's reset pose; [] = zero or mid-range"),
-    Param("target", [0.4, 0.0, 0.6], "end-effector target in the base frame (m)"),
+                                  "simulator's reset pose; [] = reset: zero or mid-range, "
+                                  "homing: the pose at the first joint state"),
+    Param("target", [0.4, 0.0, 0.6], "end-effector target in the base frame (m); [] = one "
+          "sampled around the condition's pose (target_radius, target_min_height, seed)"),
+    Param("robot_compensates_gravity", True, "homing: the robot cancels its own weight; false: "
+          "the executor adds the URDF's g(q) to every command and the trainer takes it off"),
+    Param("max_gap", 0.01, "homing: the longest time between two joint states that a sample "
+          "bridges by interpolation (s); a longer gap drops the sample", (1e-4, 1.0)),
+    Param("command_timeout", 0.1, "homing: the robot's stale-command rule (s): an interval in "
+          "which the command in force is older drops the sample; 0 = none", (0.0, 60.0)),
     Param("horizon", 100, "controller steps T per sample", (2, 100_000)),
     Param("samples", 5, "samples per iteration", (2, 10_000)),
     Param("iterations", 10, "GPS iterations", (1, 100_000)),
@@ -87,7 +134,7 @@ PARAMS = [
                             "gps_<UTC date and time>"),
     Param("seed", 0, "seed of the GMM fits", (0, 2**31 - 1)),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)),
-] + STATE_GATE_PARAMS
+] + HOMING_PARAMS + STATE_GATE_PARAMS
 
 
 class GPSTrainerNode(Node):
@@ -96,40 +143,38 @@ class GPSTrainerNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("gps_trainer", **node_kwargs)
         p = self.p = declare_params(self, PARAMS)
-        robot = load_robot(p.robot)
+        robot = self.robot = load_robot(p.robot)
         self.names = list(robot.joint_names)
         self.n = robot.n_joints
-        q0 = np.asarray(p.initial_position, dtype=float) if p.initial_position \
-            else home_position(robot)
-        lim = robot.limits
-        if q0.shape != (self.n,) or np.any(q0 < lim.lower) or np.any(q0 > lim.upper):
-            raise ConfigError(f"parameter 'initial_position' = {p.initial_position} must be "
-                              f"{self.n} angles within the joint limits")
-        if len(p.target) != 3:
-            raise ConfigError(f"parameter 'target' = {p.target} must be 3 numbers (m)")
-        self.q0, self.T, self.dt_ns = q0, p.horizon, seconds_to_ns(p.control_period)
+        self.homing_mode = p.episode_source == HOMING
+        if p.target and len(p.target) != 3:
+            raise ConfigError(f"parameter 'target' = {p.target} must be 3 numbers (m) or []")
+        self.T, self.dt_ns = p.horizon, seconds_to_ns(p.control_period)
         try:
-            config = GPSConfig(kl_step=p.kl_step, min_step_mult=p.min_step_mult,
-                               max_step_mult=p.max_step_mult, prior=p.prior,
-                               prior_samples=p.prior_samples, prior_clusters=p.prior_clusters,
-                               prior_strength=p.prior_strength, regularization=p.regularization,
-                               kl=KLSettings(eta_max=p.eta_max), seed=p.seed)
-            self.cost = ReachCost(robot, p.target, w_l2=p.w_l2, w_log=p.w_log, alpha=p.alpha,
-                                  terminal_weight=p.terminal_weight, w_velocity=p.w_velocity,
-                                  w_action=p.w_action,
-                                  w_limit=p.w_limit)
+            self.config = GPSConfig(kl_step=p.kl_step, min_step_mult=p.min_step_mult,
+                                    max_step_mult=p.max_step_mult, prior=p.prior,
+                                    prior_samples=p.prior_samples,
+                                    prior_clusters=p.prior_clusters,
+                                    prior_strength=p.prior_strength,
+                                    regularization=p.regularization,
+                                    kl=KLSettings(eta_max=p.eta_max), seed=p.seed)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        # The known model (MuJoCo) gives the initial controller's gravity compensation.
-        known = ArmSimulator(robot, SimConfig(control_period=p.control_period,
-                                              physics_timestep=p.control_period, scene=None))
-        ctrl = initial_controllers(known, [q0], self.T, p.init_kp, p.init_kd, p.init_std)[0]
-        self.gps = GPS(self.cost, [ctrl], config, self._final_distance)
+        self.gravity = None
+        if self.homing_mode and not p.robot_compensates_gravity:
+            try:
+                self.gravity = GravityModel(robot)
+            except RobotDescriptionError as exc:
+                raise ConfigError(str(exc)) from None
+        self.q0 = self.gps = self.cost = None
+        if p.initial_position or not self.homing_mode:  # homing without one: at the first state
+            self._set_condition(np.asarray(p.initial_position, dtype=float)
+                                if p.initial_position else home_position(robot))
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
         self.output_dir = Path(p.output_dir or f"gps_{stamp}")
         self.records = []
         self.batch_X, self.batch_U = [], []
-        self.phase = "waiting"      # waiting → resetting → sampling → … → done
+        self.phase = "waiting"      # waiting → resetting | homing → sampling → … → done
         self.start_ns = None
         self.reset_stamp = None     # the announced stamp of the reset state being waited for
         self.reset_sent = 0.0       # wall (monotonic) time of the last reset request
@@ -138,23 +183,70 @@ class GPSTrainerNode(Node):
         self.X = self.U = None
         self.failure = ""
         self.exit_status = 0
+        # homing: the episode sequence, the sample being recorded, the newest commands
+        self.sequencer: EpisodeSequencer | None = None
+        self.homing: LinearGaussianController | None = None
+        self.sample: StreamSample | None = None
+        self.recent_commands: deque = deque(maxlen=RECENT_COMMANDS)  # (tag, message)
+        self.last_state_wall = time.monotonic()
 
         self.ctrl_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller", LATCHED_QOS)
         self.diag = Diagnostics(self, "gps trainer", self._report, p.diagnostics_period)
         self.intake = JointStateIntake(self, self.diag, robot, self.names, p, self._on_state,
                                        STATE_QOS)
-        subscribe(self, self.diag, Float64MultiArray, "/effort_controller/commands", COMMAND_QOS,
-                  self._on_command, lambda m: read_command(m, self.n), "command")
-        subscribe(self, self.diag, String, "/mbrl/episode_events", EVENT_QOS, self._on_event,
-                  read_episode_event, "event")
-        self.reset_client = self.create_client(Trigger, p.reset_service)
+        self.command_sub = subscribe(
+            self, self.diag, Float64MultiArray, "/effort_controller/commands", COMMAND_QOS,
+            self._on_command, lambda m: (read_command(m, self.n), m), "command")
+        if self.homing_mode:
+            self.homing_pub = self.create_publisher(UInt8MultiArray, "/mbrl/homing_controller",
+                                                    LATCHED_QOS)
+            self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
+            self.homing_dt_ns = seconds_to_ns(p.homing_period)
+            self.homing_gains = homing_gains(robot, self.names, p.homing_period)
+        else:
+            subscribe(self, self.diag, String, "/mbrl/episode_events", EVENT_QOS,
+                      self._on_event, read_episode_event, "event")
+            self.reset_client = self.create_client(Trigger, p.reset_service)
         self.reset_future = None
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(0.05, self._tick, clock=wall)
+        where = (f"from {np.round(self.q0, 3).tolist()} rad" if self.q0 is not None
+                 else "from the pose at the first joint state")
         self.get_logger().info(
-            f"{robot.name}: reach {np.round(p.target, 3).tolist()} m from "
-            f"{np.round(q0, 3).tolist()} rad; {p.iterations} iterations × {p.samples} samples of "
-            f"T = {self.T} steps; prior {p.prior}; output {self.output_dir}")
+            f"{robot.name}: reach {where}; {p.iterations} iterations × {p.samples} samples of "
+            f"T = {self.T} steps; prior {p.prior}; samples start by {p.episode_source}; "
+            f"output {self.output_dir}")
+
+    def _set_condition(self, q0: np.ndarray) -> None:
+        """The condition's pose (n,) rad, its target, cost and initial controller."""
+        p, robot = self.p, self.robot
+        lim = robot.limits
+        if q0.shape != (self.n,) or np.any(q0 < lim.lower) or np.any(q0 > lim.upper):
+            raise ConfigError(f"parameter 'initial_position' = {p.initial_position} must be "
+                              f"{self.n} angles within the joint limits")
+        try:
+            target = p.target or TargetSampler.around(
+                robot, q0, p.target_radius, p.target_min_height, p.limit_margin,
+                p.seed).sample()
+            self.cost = ReachCost(robot, target, w_l2=p.w_l2, w_log=p.w_log, alpha=p.alpha,
+                                  terminal_weight=p.terminal_weight, w_velocity=p.w_velocity,
+                                  w_action=p.w_action, w_limit=p.w_limit)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        effort = robot.limits.effort
+        if self.homing_mode:  # the robot or the executor cancels the weight: no feedforward
+            ctrl = hold_controller(q0, np.zeros(self.n), self.T, self.dt_ns, p.init_kp * effort,
+                                   p.init_kd * effort, p.init_std * effort, self.names)
+        else:  # the known model (MuJoCo) gives the initial controller's gravity compensation
+            known = ArmSimulator(robot, SimConfig(control_period=p.control_period,
+                                                  physics_timestep=p.control_period,
+                                                  scene=None))
+            ctrl = initial_controllers(known, [q0], self.T, p.init_kp, p.init_kd,
+                                       p.init_std)[0]
+        self.q0, self.gps = q0, GPS(self.cost, [ctrl], self.config, self._final_distance)
+        if not p.target:
+            self.get_logger().info(f"target {np.round(target, 3).tolist()} m (sampled around "
+                                   f"{np.round(q0, 3).tolist()} rad)")
 
     def _final_distance(self, X) -> np.ndarray:
         with torch.no_grad():
@@ -162,6 +254,9 @@ class GPSTrainerNode(Node):
 
     # -- episode driving -------------------------------------------------------------------------
     def _tick(self) -> None:
+        if self.homing_mode:
+            self._homing_tick()
+            return
         if self.reset_future is not None and self.reset_future.done():
             result, self.reset_future = self.reset_future.result(), None
             if result is None or not result.success:
@@ -208,7 +303,9 @@ class GPSTrainerNode(Node):
     def _on_state(self, s: JointSample) -> None:
         x = np.concatenate([s.position, s.velocity])
         self.latest = (s.stamp_ns, x)
-        if self.phase == "resetting" and s.stamp_ns == self.reset_stamp:
+        if self.homing_mode:
+            self._on_homing_state(s)
+        elif self.phase == "resetting" and s.stamp_ns == self.reset_stamp:
             self._start_sample(s.stamp_ns, x)
         elif self.phase == "sampling":
             t = self._index(s.stamp_ns)
@@ -217,10 +314,14 @@ class GPSTrainerNode(Node):
                 self.last_progress = time.monotonic()
                 self._maybe_complete()
 
-    def _on_command(self, command: tuple[np.ndarray, int | None]) -> None:
+    def _on_command(self, command: tuple[tuple[np.ndarray, int | None], Float64MultiArray]
+                    ) -> None:
+        (torque, tag), msg = command
+        if self.homing_mode:
+            self._on_homing_command(tag, msg)
+            return
         if self.phase != "sampling":
             return
-        torque, tag = command
         t = None if tag is None else self._index(tag)
         if t is None or not 0 <= t < self.T:
             self.diag.count("unmatched_commands")
@@ -252,17 +353,126 @@ class GPSTrainerNode(Node):
     def _maybe_complete(self) -> None:
         if np.isnan(self.X).any() or np.isnan(self.U).any():
             return
-        self.batch_X.append(self.X)
-        self.batch_U.append(self.U)
-        self.diag.count("samples")
-        if len(self.batch_X) < self.p.samples:
-            self._reset()
-            return
-        X, U = np.stack(self.batch_X), np.stack(self.batch_U)
-        self.batch_X, self.batch_U = [], []
-        self._update(X, U)
+        self._add_sample(self.X, self.U)
         if self.phase != "done":
             self._reset()
+
+    def _add_sample(self, X: np.ndarray, U: np.ndarray) -> None:
+        """A whole sample into the batch; the update once the batch is full."""
+        self.batch_X.append(X)
+        self.batch_U.append(U)
+        self.diag.count("samples")
+        if len(self.batch_X) == self.p.samples:
+            X, U = np.stack(self.batch_X), np.stack(self.batch_U)
+            self.batch_X, self.batch_U = [], []
+            self._update(X, U)
+
+    # -- homing (no simulator resets) ------------------------------------------------------------
+    def _homing_tick(self) -> None:
+        if self.phase == "waiting" and self._homing_graph_ready():
+            self.phase = "homing"  # the sequence starts at the next joint state
+            self.last_state_wall = time.monotonic()
+        elif self.phase in ("homing", "sampling") \
+                and time.monotonic() - self.last_state_wall > self.p.reset_timeout:
+            self._stop(f"no joint state on {self.intake.subscription.topic_name} for "
+                       f"{self.p.reset_timeout:g} s")
+
+    def _homing_graph_ready(self) -> bool:
+        """The robot's states and the executor (commands, both controller topics) are matched:
+        no homing or sample controller goes unheard."""
+        return (self.intake.subscription.get_publisher_count() > 0
+                and self.command_sub.get_publisher_count() > 0
+                and self.ctrl_pub.get_subscription_count() > 0
+                and self.homing_pub.get_subscription_count() > 0)
+
+    def _on_homing_state(self, s: JointSample) -> None:
+        self.last_state_wall = time.monotonic()
+        if self.q0 is None:
+            try:
+                self._set_condition(np.array(s.position, float))
+            except ConfigError as exc:
+                self._stop(f"the pose at start-up as the condition: {exc}")
+                return
+        if self.phase not in ("homing", "sampling"):
+            return
+        if self.sample is not None:
+            self.sample.add_sample(s)
+            self._sample_if_done()
+            if self.phase == "done":
+                return
+        if self.sequencer is None:
+            self.sequencer = EpisodeSequencer(
+                2**62, self.T * self.dt_ns, HOMING, lambda e, q: self.q0, self._settle_detector,
+                self.p.homing_retries)
+        for step in self.sequencer.on_state(s.stamp_ns, s.position, s.velocity):
+            self._do(step, s)
+            if self.phase == "done":
+                return
+
+    def _on_homing_command(self, tag: int | None, msg: Float64MultiArray) -> None:
+        if tag is None:  # not the executor's: no time of application to resample with
+            self.diag.warn("untagged_commands", "an untagged command: not used")
+            return
+        self.recent_commands.append((tag, msg))
+        if self.sample is not None:
+            self.sample.add_command(msg)
+            self._sample_if_done()
+
+    def _settle_detector(self, goal: np.ndarray) -> SettleDetector:
+        p = self.p
+        return SettleDetector(goal, p.settle_position_tolerance, p.settle_velocity_tolerance,
+                              p.settle_time, p.homing_timeout, self.names)
+
+    def _do(self, step: Step, s: JointSample) -> None:
+        """Carry out a step of the homing sequence (``robot_episodes``)."""
+        if step.kind == "home":
+            self.phase = "homing"
+            self.homing = homing_controller(
+                s.position, step.goal, s.stamp_ns, self.homing_dt_ns, robot=self.robot,
+                speed_fraction=self.p.homing_speed, hold=self.p.homing_timeout,
+                gains=self.homing_gains)
+            self.homing_pub.publish(UInt8MultiArray(data=self.homing.to_bytes()))
+            if step.message:
+                self.diag.warn("homing_retries", f"sample {step.episode}: homing "
+                                                 f"{step.message}")
+        elif step.kind == "start":
+            if self.sample is not None:
+                self.diag.warn("dropped_samples", "a sample was still incomplete when the next "
+                                                  "one started: dropped")
+            ctrl = self.gps.controller(0).restamp(step.stamp_ns)
+            self.ctrl_pub.publish(UInt8MultiArray(data=ctrl.to_bytes({"planner": "gps"})))
+            self.homing_pub.publish(UInt8MultiArray(  # hand over from this state on
+                data=self.homing.with_validity(step.stamp_ns).to_bytes()))
+            self.phase, self.start_ns = "sampling", step.stamp_ns
+            # from the command in force at the start on (the node may have taken commands
+            # sent after it before this state)
+            first = max([i for i, (t, _) in enumerate(self.recent_commands)
+                         if t <= step.stamp_ns], default=0)
+            self.sample = StreamSample(
+                self.names, self.p.control_period, self.T, s,
+                [m for _, m in list(self.recent_commands)[first:]], gravity=self.gravity,
+                command_timeout=self.p.command_timeout or None, max_gap=self.p.max_gap)
+            self._event("start", step)
+        elif step.kind == "end":
+            self._event("end", step)
+        elif step.kind == "failed":
+            self._stop(f"sample {step.episode}: {step.message}")
+
+    def _event(self, kind: str, step: Step) -> None:
+        self.event_pub.publish(String(data=episode_event_json(
+            kind, step.episode, step.stamp_ns, source=self.get_name())))
+
+    def _sample_if_done(self) -> None:
+        """The current sample, once decided: into the batch, or dropped with the reason."""
+        if not self.sample.done:
+            return
+        sample, self.sample = self.sample, None
+        try:
+            X, U = sample.arrays()
+        except SampleError as exc:
+            self.diag.warn("dropped_samples", f"sample dropped: {exc}")
+            return
+        self._add_sample(X, U)
 
     def _update(self, X: np.ndarray, U: np.ndarray) -> None:
         it = self.gps.iteration
@@ -310,15 +520,16 @@ class GPSTrainerNode(Node):
         self.context.try_shutdown()
 
     def _report(self) -> tuple[int, str, dict]:
-        values = {"iteration": self.gps.iteration, "phase": self.phase,
-                  "samples_used": self.gps.samples_used}
+        iteration = self.gps.iteration if self.gps else 0
+        values = {"iteration": iteration, "phase": self.phase,
+                  "samples_used": self.gps.samples_used if self.gps else 0}
         if self.records:
             r = self.records[-1]
             values.update({"cost": r.cost, "kl": r.kl, "epsilon": r.epsilon, "eta": r.eta,
                            "final_distance": r.final_metric})
         if self.failure:
             return ERROR, self.failure, values
-        return OK, f"iteration {self.gps.iteration}/{self.p.iterations}", values
+        return OK, f"iteration {iteration}/{self.p.iterations}", values
 
 
 def main(args=None) -> int:

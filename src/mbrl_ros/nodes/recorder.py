@@ -3,7 +3,8 @@
 * Messages are taken as serialised CDR bytes (raw subscriptions) and written as received; the log
   time is the middleware's receive time (system clock, ns), as ``ros2 bag record`` does, made
   monotone by the bag writer (receive times of different subscriptions can run backwards).
-* The graph's own topics (``data.topics.KNOWN_TYPES``) are subscribed at start-up, so nothing a
+* The graph's own topics (``data.topics.KNOWN_TYPES``, under their remapped names: a robot's
+  joint states may be ``/arm/joint_states``) are subscribed at start-up, so nothing a
   late publisher sends is missed; other topics once they appear in the graph. The subscription QoS
   follows the publishers present (reliable unless one is best effort, transient local when all
   are), and a subscription that turns out incompatible with a publisher is remade to match.
@@ -128,7 +129,12 @@ class RecorderNode(Node):
         self.topics = [self.resolve_topic_name(t) for t in p.topics]
         if not self.topics:
             raise ConfigError("parameter 'topics' is empty: nothing to record")
-        missing = [t for t in (STATES, EVENTS) if t not in self.topics]
+        # the graph's own topics under the names remapped for this robot (e.g. a robot's
+        # /arm/joint_states): resolved name → the graph's name
+        self.role = {self.resolve_topic_name(t): t for t in KNOWN_TYPES}
+        states, commands, clock, events = (self.resolve_topic_name(t)
+                                           for t in (STATES, COMMANDS, CLOCK, EVENTS))
+        missing = [t for t in (states, events) if t not in self.topics]
         if p.episodes and missing:
             raise ConfigError(f"parameter 'episodes' = {p.episodes} needs {missing} among the "
                               f"'topics' (episodes are joint-state stamps between episode events)")
@@ -152,9 +158,9 @@ class RecorderNode(Node):
         self.episodes: EpisodeRecording | None = None
         if p.episodes:
             self.episodes = EpisodeRecording(
-                p.episodes, states=STATES,
-                required=[t for t in (STATES, COMMANDS) if t in self.topics],
-                streams=[t for t in (STATES, COMMANDS, CLOCK) if t in self.topics],
+                p.episodes, states=states,
+                required=[t for t in (states, commands) if t in self.topics],
+                streams=[t for t in (states, commands, clock) if t in self.topics],
                 length_ns=int(round(p.episode_length * 1e9)) or None, preroll=p.queue_depth)
             self._ended_at: float | None = None
             self._reset_future = None
@@ -183,7 +189,8 @@ class RecorderNode(Node):
         for topic in self.topics:
             if topic in self.subscriptions_by_topic or topic in self._refused:
                 continue
-            types = graph.get(topic) or ([KNOWN_TYPES[topic]] if topic in KNOWN_TYPES else [])
+            known = self.role.get(topic)
+            types = graph.get(topic) or ([KNOWN_TYPES[known]] if known else [])
             if not types:
                 continue
             if len(types) > 1:
@@ -241,11 +248,12 @@ class RecorderNode(Node):
     def _stamp(self, topic: str, data: bytes) -> tuple[int | None, str | None]:
         """(stamp in ns, episode-event kind) of a message; (None, None) for a topic without
         stamps or a message that cannot be read (recorded all the same)."""
-        if topic not in STAMPED:
+        role = self.role.get(topic)
+        if role not in STAMPED:
             return None, None
         try:
             cls = message_class(self.subscriptions_by_topic[topic][0])
-            return message_stamp(topic, deserialize_message(data, cls))
+            return message_stamp(role, deserialize_message(data, cls))
         except Exception:  # any parser failure: the message carries no usable stamp
             return None, None
 
