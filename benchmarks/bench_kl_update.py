@@ -3,29 +3,33 @@
 The problem is the first GPS iteration of the 7-DOF reach: 5 rollouts of the initial controller on
 the sim arm, local dynamics by ridge regression, the reach cost expanded around the samples,
 ε = 0.5 nats/step · T. dx = 26 appends end-effector features to x = [q, q̇]: the positions of the
-end effector and the wrist (6) and their velocities (6). Each update is timed cold (η search from
-η = 1) and warm (from 2 × the solution's η: the loop starts from the previous iteration's η, which
-is typically within that factor), best of several repeats.
-Wall time and this process's CPU time (the better figure on a busy machine). Ratios in the same
-run: update / one LQR backward pass, update (wall) / the 20 ms goal.
+end effector and the wrist (6) and their velocities (6). Each update is timed from three starts of
+the η search: cold (η0 = 1, GPS's first iteration), warm (η0 = 2·η*, the loop starts from the
+previous iteration's η, typically within that factor of the solution η*) and far (η0 = η*·10^±4,
+the slower of the two).
 
-    python benchmarks/bench_kl_update.py [--seconds S]
+Rounds interleave every case with a same-run reference, one batched matmul of T (dx+du)×(dx+du)
+matrices (np.matmul on (T, n, n) stacks, T·n³ multiply-adds), and report medians over the rounds
+of wall time and of this process's CPU time (the better figure on a busy machine). Ratios: update
+(CPU) / reference (CPU), update (wall and CPU) / the 20 ms goal; one thread.
+
+    python benchmarks/bench_kl_update.py [--seconds S] [--rounds R]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import numpy as np
 import torch
 
 from mbrl_ros.controller import LinearGaussianController
-from mbrl_ros.planning.lqr import backward_pass
 from mbrl_ros.robot import ForwardKinematics, load_robot
 from mbrl_ros.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.reach import ReachCost
 from mbrl_ros.trajopt.gps import initial_controllers, rollout
-from mbrl_ros.trajopt.kl_update import kl_cost_terms, kl_update
+from mbrl_ros.trajopt.kl_update import kl_update
 from mbrl_ros.trajopt.local_dynamics import fit_linear_regression
 from mbrl_ros.trajopt.trajectory import expand_cost
 
@@ -33,18 +37,13 @@ T, SAMPLES, KL_STEP = 100, 5, 0.5
 GOAL_MS = 20.0
 
 
-def best_ms(fn, seconds: float, repeats: int = 5, clock=time.perf_counter) -> float:
-    """Best mean time of one call (ms) over ``repeats`` runs of about seconds/repeats each, on
-    ``clock`` (wall: perf_counter; this process's CPU: process_time, less hurt by a busy machine)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        calls, start = 0, clock()
-        while calls == 0 or clock() - start < seconds / repeats:
-            fn()
-            calls += 1
-        best = min(best, (clock() - start) / calls)
-    return best * 1e3
+def per_call(fn, seconds: float) -> tuple[float, float]:
+    """(wall ms, CPU ms) per call of ``fn``, called for about ``seconds`` (at least twice)."""
+    calls, wall, cpu = 0, time.perf_counter(), time.process_time()
+    while calls < 2 or time.perf_counter() - wall < seconds:
+        fn()
+        calls += 1
+    return ((time.perf_counter() - wall) / calls * 1e3, (time.process_time() - cpu) / calls * 1e3)
 
 
 def features(fk: ForwardKinematics, X: np.ndarray) -> np.ndarray:
@@ -79,28 +78,45 @@ def problem(dx: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="time budget per measurement")
+    parser.add_argument("--seconds", type=float, default=0.3,
+                        help="time per case and round (default 0.3)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     eps = KL_STEP * T
-    print(f"KL-constrained update, T = {T}, du = 7, ε = {eps:g} nats, best of 5 repeats")
-    print(f"{'dx':>3} {'start':>5} {'η iters':>7} {'ms/update':>9} {'CPU ms':>7} {'ms/iter':>7} "
-          f"{'backward ms':>11} {'update/backward':>15} {'update/goal':>11}")
+    print(f"KL-constrained update, T = {T}, du = 7, ε = {eps:g} nats, 1 thread, median of "
+          f"{args.rounds} interleaved rounds")
+    print(f"{'dx':>3} {'start':>5} {'η0':>9} {'η iters':>7} {'ms':>7} {'CPU ms':>7} "
+          f"{'CPU ms/iter':>11} {'ref CPU ms':>10} {'CPU/ref':>7} {'ms/goal':>7} "
+          f"{'CPU/goal':>8}")
+    rng = np.random.default_rng(0)
     for dx in (14, 26):
         cost, dyn, prev = problem(dx)
-        H, g = kl_cost_terms(prev)
-        bwd = best_ms(lambda: backward_pass(dyn.Fx, dyn.fx, cost.C[:T] + H, cost.c[:T] + g,
-                                            Vxx_T=cost.C[T, :dx, :dx], vx_T=cost.c[T, :dx]),
-                      args.seconds)
-        cold = kl_update(cost, dyn, prev, eps, eta0=1.0)
-        for name, eta0 in (("cold", 1.0), ("warm", 2.0 * cold.eta)):
-            result = kl_update(cost, dyn, prev, eps, eta0=eta0)
-            ms = best_ms(lambda: kl_update(cost, dyn, prev, eps, eta0=eta0), args.seconds)
-            cpu = best_ms(lambda: kl_update(cost, dyn, prev, eps, eta0=eta0), args.seconds,
-                          clock=time.process_time)
-            print(f"{dx:>3} {name:>5} {result.iterations:>7} {ms:>9.2f} {cpu:>7.2f} "
-                  f"{ms / result.iterations:>7.2f} {bwd:>11.2f} {ms / bwd:>15.1f} "
-                  f"{ms / GOAL_MS:>11.2f}", flush=True)
+        n = dx + 7
+        A, B, C = rng.standard_normal((3, T, n, n))
+        eta_star = kl_update(cost, dyn, prev, eps, eta0=1.0).eta
+        starts = {"cold": [1.0], "warm": [2.0 * eta_star],
+                  "far": [eta_star * 1e-4, eta_star * 1e4]}
+        cases = {(name, eta0): kl_update(cost, dyn, prev, eps, eta0=eta0).iterations
+                 for name, etas in starts.items() for eta0 in etas}
+        times = {key: [] for key in cases}
+        reference = []
+        for _ in range(args.rounds):
+            reference.append(per_call(lambda: np.matmul(A, B, out=C), args.seconds))
+            for (name, eta0) in cases:
+                times[name, eta0].append(per_call(
+                    lambda: kl_update(cost, dyn, prev, eps, eta0=eta0), args.seconds))
+        ref_cpu = statistics.median(c for _, c in reference)
+        rows = {}
+        for (name, eta0), its in cases.items():
+            wall = statistics.median(w for w, _ in times[name, eta0])
+            cpu = statistics.median(c for _, c in times[name, eta0])
+            if name not in rows or cpu > rows[name][3]:
+                rows[name] = (eta0, its, wall, cpu)
+        for name, (eta0, its, wall, cpu) in rows.items():
+            print(f"{dx:>3} {name:>5} {eta0:>9.3g} {its:>7} {wall:>7.2f} {cpu:>7.2f} "
+                  f"{cpu / its:>11.2f} {ref_cpu:>10.3f} {cpu / ref_cpu:>7.0f} "
+                  f"{wall / GOAL_MS:>7.2f} {cpu / GOAL_MS:>8.2f}", flush=True)
 
 
 if __name__ == "__main__":
