@@ -82,6 +82,9 @@ def test_plan_markers():
                                [[MIN_SIZE] * 3, [0.02, 0.04, 0.06], [0.04, 0.02, MIN_SIZE]])
     assert tube[2].header.stamp.sec == 1 and tube[2].header.stamp.nanosec == 2 * PERIOD_NS
     assert all(m.header.frame_id == "base_link" for m in msg.markers)
+    cov[1, 0, 0] = np.nan  # a model's NaN variance: that step has no ellipsoid
+    tube = plan_markers("base_link", 0, PERIOD_NS, ee, cov, None).markers[2:]
+    assert [m.id for m in tube] == [TUBE, TUBE + 2]
 
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,

@@ -51,6 +51,8 @@ def plan_markers(frame: str, stamp_ns: int, period_ns: int, ee: np.ndarray | Non
     if ee is not None and ee_cov is not None:
         sigma = np.sqrt(np.clip(np.diagonal(ee_cov, axis1=1, axis2=2), 0.0, None))
         for t, (p, s) in enumerate(zip(ee, sigma)):
+            if not np.all(np.isfinite(s)):
+                continue  # a model's infinite or NaN variance: no ellipsoid for that step
             m = _marker(Marker.SPHERE, TUBE + t, frame, stamp_ns + t * period_ns,
                         (0.95, 0.5, 0.1, 0.25))
             m.pose.position = Point(x=float(p[0]), y=float(p[1]), z=float(p[2]))

@@ -19,8 +19,8 @@ from mbrl_ros.controller import LinearGaussianController
 def state_tube(model, states: np.ndarray, controller: LinearGaussianController) -> np.ndarray:
     """State covariances P (T+1, dx, dx) along ``states`` (T+1, dx), the model's mean prediction
     under ``controller`` (T steps; its x_hat = states[:T], u_hat its nominal actions)."""
-    x = torch.as_tensor(states[:-1], dtype=torch.float64).clone().requires_grad_(True)
-    u = torch.as_tensor(controller.u_hat, dtype=torch.float64).clone().requires_grad_(True)
+    x = torch.tensor(states[:-1], dtype=torch.float64, requires_grad=True)
+    u = torch.tensor(controller.u_hat, dtype=torch.float64, requires_grad=True)
     mean, var = model.predict(x, u)
     dx = mean.shape[-1]
     rows = [torch.autograd.grad(mean[:, i].sum(), (x, u), retain_graph=i < dx - 1)
