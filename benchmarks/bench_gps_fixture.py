@@ -6,9 +6,10 @@ config/robots/arm6.yaml) and starts the sample once the arm has settled there; j
 the executor's send-time-tagged commands are resampled onto the controller's 10 ms grid. The run
 is the user's command, ``mbrl-ros launch gps sim:=hardware robot:=arm6 robot_config:=…``.
 
-Prints, per iteration: samples used, mean cost, mean and worst final end-effector distance of the
-iteration's samples (from the trainer's summary.txt), and for the run: the target, its distance
-from the start pose, samples dropped (holes in the stream), wall time; ``--json FILE`` writes them.
+Prints, per iteration: samples used so far, the mean cost and the mean final end-effector
+distance of the iteration's samples (from the trainer's summary.txt; one condition), and for the
+run: the target, its distance from the start pose, samples dropped (holes in the stream), wall
+time; ``--json FILE`` writes them.
 
     python benchmarks/bench_gps_fixture.py [--iterations 5] [--samples 5] [--seed 0]
                                            [--target x,y,z] [--json FILE]
@@ -78,13 +79,13 @@ def main() -> int:
     dropped = max([int(m) for m in re.findall(r"dropped_samples x(\d+)", log)] +
                   [1 if "sample dropped" in log else 0])
     iterations = [{"iteration": int(r[0]), "samples_used": int(r[1]), "mean_cost": float(r[2]),
-                   "mean_final_cm": float(r[3]), "worst_final_cm": float(r[4])} for r in rows]
+                   "mean_final_cm": float(r[3])} for r in rows]
     print(f"target {np.round(target, 4).tolist()} m, {start_cm:.1f} cm from the end effector at "
           f"the start pose; {dropped} sample(s) dropped; wall {wall:.0f} s")
-    print("iter  samples  mean cost  mean final cm  worst final cm")
+    print("iter  samples  mean cost  mean final cm")
     for it in iterations:
         print(f"{it['iteration']:4d}  {it['samples_used']:7d}  {it['mean_cost']:9.1f}  "
-              f"{it['mean_final_cm']:13.2f}  {it['worst_final_cm']:14.2f}")
+              f"{it['mean_final_cm']:13.2f}")
     if args.json:
         args.json.write_text(json.dumps({"target": target.tolist(), "start_cm": start_cm,
                                          "dropped_samples": dropped, "wall_s": wall,
