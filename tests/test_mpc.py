@@ -86,14 +86,15 @@ def test_mpc_through_a_model_reaches_a_target_on_the_simulated_arm(planner_cls, 
     assert last.mean() < (0.005 if planner_cls is ILQR else 0.02), np.round(last, 4).tolist()
 
 
-def linear_mpc():
+def linear_mpc(**feedback):
     """(arm2, iLQR MPC through an exact double integrator for arm2's joint names, the model)."""
     robot = load_robot("arm2")
     base = LinearModel.double_integrator()
     model = LinearModel(base.A, base.B, DT)
     planner = ILQR(10, -robot.limits.effort, robot.limits.effort, iterations=2)
     mpc = MPC(robot, robot.joint_names, planner, ReachCost(robot), dt=DT, replan_every=1,
-              random_steps=0, base_policy=RandomTorquePolicy(robot.limits.effort, seed=0))
+              random_steps=0, base_policy=RandomTorquePolicy(robot.limits.effort, seed=0),
+              **feedback)
     mpc.set_model(model)
     return robot, mpc, model
 
@@ -143,3 +144,34 @@ def test_a_lead_plans_from_the_state_predicted_under_the_previous_plan():
     assert step.source == "plan" and step.controller.start_ns == stamp + 2 * dt_ns
     np.testing.assert_allclose(step.controller.x_hat[0], expected, rtol=1e-5, atol=1e-6)
     assert mpc.predict_ahead(x, stamp, 0) == (x, stamp)
+
+
+def test_feedback_setting_gives_each_plan_the_gains_the_executor_runs():
+    """'plan' keeps iLQR's K; 'none' runs û + k open loop; 'tracking' puts the PD gains on the
+    deviation from the same nominal: û + k − kp (q − q̂) − kd (q̇ − q̂̇). Latency prediction runs
+    the previous plan with those gains, its actions clamped to the planner's torque box."""
+    target = np.array([0.1, 0.1, 0.07])
+    x = np.array([0.2, -0.1, 0.5, 0.3])
+    kp, kd = np.array([3.0, 2.0]), np.array([0.3, 0.2])
+    plans = {}
+    for feedback in ("plan", "none", "tracking"):
+        _, mpc, model = linear_mpc(feedback=feedback, tracking_gains=(kp, kd))
+        plans[feedback] = c = mpc.act(x[:2], x[2:], 0, target).controller
+        assert mpc.previous is c
+        off = c.x_hat[3] + np.array([0.05, -0.02, 0.1, 0.3])
+        expected = {"plan": c.K[3] @ (off - c.x_hat[3]) + c.k[3] + c.u_hat[3],
+                    "none": c.u_hat[3],
+                    "tracking": c.u_hat[3] - kp * (off[:2] - c.x_hat[3, :2])
+                    - kd * (off[2:] - c.x_hat[3, 2:])}[feedback]
+        np.testing.assert_allclose(c.act(off, 3), expected, rtol=1e-12, atol=1e-12)
+        A, B = model.A.numpy().astype(float), model.B.numpy().astype(float)
+        low, high = mpc.planner.action_low, mpc.planner.action_high
+        u0 = np.clip(c.act(off, 0), low, high)
+        predicted, _ = mpc.predict_ahead(off, 0, int(DT * 1e9))
+        np.testing.assert_allclose(predicted, A @ off + B @ u0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(plans["none"].u_hat, plans["plan"].u_hat + plans["plan"].k)
+    assert not plans["none"].K.any() and np.any(plans["plan"].K)
+    with pytest.raises(ValueError, match="tracking_gains"):
+        linear_mpc(feedback="tracking")
+    with pytest.raises(ValueError, match="must be one of"):
+        linear_mpc(feedback="yes")

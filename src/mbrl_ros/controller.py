@@ -282,12 +282,17 @@ class LinearGaussianController:
     def _arrays(self):
         return self.x_hat, self.u_hat, self.K, self.k, self.cov
 
+    def with_gains(self, K) -> "LinearGaussianController":
+        """The actions along the nominal trajectory (û + k) with feedback gains ``K`` (du, dx) or
+        (T, du, dx) on the deviation from it instead of the controller's own (the same steps,
+        noise and validity)."""
+        K = np.broadcast_to(np.asarray(K, dtype=np.float64), self.K.shape).copy()
+        return self._replace(self.x_hat, self.u_hat + self.k, K, np.zeros_like(self.k), self.cov,
+                             start_ns=self.start_ns, valid_until_ns=self.valid_until_ns)
+
     def without_feedback(self) -> "LinearGaussianController":
-        """The actions along the nominal trajectory, open loop: û + k with K = 0, k = 0 (the
-        same steps, noise and validity)."""
-        return self._replace(self.x_hat, self.u_hat + self.k, np.zeros_like(self.K),
-                             np.zeros_like(self.k), self.cov, start_ns=self.start_ns,
-                             valid_until_ns=self.valid_until_ns)
+        """The actions along the nominal trajectory, open loop: û + k with K = 0, k = 0."""
+        return self.with_gains(np.zeros_like(self.K))
 
     def slice(self, t0: int, t1: int) -> "LinearGaussianController":
         """Steps t0..t1−1, starting at start + t0·dt."""

@@ -10,8 +10,12 @@
 In real time a plan takes effect some time after the state it starts from was measured (the
 latency of the plan and of DDS). With ``lead_ns`` > 0, ``act`` plans from the model's prediction of
 the state ⌈lead/dt⌉ control periods ahead, under the previous plan's actions (the ones the executor
-runs meanwhile, within the planner's torque box), and the plan starts then. With ``feedback``
-false every controller is open loop (K = 0), as the executor then runs it.
+runs meanwhile, within the planner's torque box), and the plan starts then.
+
+``feedback`` says which gains a plan carries between replans: ``plan`` the planner's own (iLQR's
+K_t; none for the shooting planners), ``none`` open loop (K = 0), ``tracking`` a joint-space PD
+law on the deviation from the plan's nominal states, ``tracking_gains`` (kp, kd) in physical
+units (N·m/rad, N·m·s/rad) that hold off the plan, where a young model's K_t does not.
 The same object serves the planner node and offline experiments.
 """
 from __future__ import annotations
@@ -26,11 +30,15 @@ from mbrl_ros.controller import LinearGaussianController
 from mbrl_ros.data.dataset import joint_state_names
 from mbrl_ros.data.features import EE_NAMES
 from mbrl_ros.dynamics.base import DynamicsModel, ModelError
+from mbrl_ros.homing import homing_gains
 from mbrl_ros.planning import PLANNERS, predict_ahead
 from mbrl_ros.planning.base import Planner, PlanResult
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.robot import ForwardKinematics, RobotDescription
 from mbrl_ros.tasks.reach import ReachCost
+
+
+FEEDBACK = ("plan", "none", "tracking")  # the gains a plan carries between replans (see above)
 
 
 @dataclass
@@ -48,7 +56,8 @@ class MPC:
 
     def __init__(self, robot: RobotDescription, joint_names: Sequence[str], planner: Planner,
                  cost: ReachCost, *, dt: float, replan_every: int, random_steps: int,
-                 base_policy: RandomTorquePolicy, feedback: bool = True):
+                 base_policy: RandomTorquePolicy, feedback: str = "plan",
+                 tracking_gains: tuple[np.ndarray, np.ndarray] | None = None):
         if replan_every < 1 or replan_every > planner.horizon:
             raise ValueError(f"replan_every {replan_every} must be in [1, horizon "
                              f"{planner.horizon}]")
@@ -57,7 +66,11 @@ class MPC:
         self.dt_ns = int(round(dt * 1e9))
         self.replan_every, self.random_steps = replan_every, random_steps
         self.base_policy = base_policy
-        self.feedback = feedback
+        if feedback not in FEEDBACK:
+            raise ValueError(f"feedback {feedback!r} must be one of {', '.join(FEEDBACK)}")
+        if feedback == "tracking" and tracking_gains is None:
+            raise ValueError("feedback 'tracking' needs tracking_gains (kp, kd)")
+        self.feedback, self.tracking_gains = feedback, tracking_gains
         self.fk = ForwardKinematics(robot)
         self.model: DynamicsModel | None = None
         self.previous: LinearGaussianController | None = None
@@ -117,12 +130,23 @@ class MPC:
         result = self.planner.plan(x, self.model, self.cost, warm=self.previous,
                                    start_ns=start_ns)
         if result.ok:
-            self.previous = result.controller if self.feedback \
-                else result.controller.without_feedback()
+            self.previous = self._with_feedback(result.controller)
             return MPCStep(self.previous, "plan", result)
         if self.previous is not None and self.previous.covers(stamp_ns):
             return MPCStep(self.previous, "previous", result)
         return MPCStep(self.pi0(stamp_ns), "pi0", result)
+
+    def _with_feedback(self, c: LinearGaussianController) -> LinearGaussianController:
+        """Plan ``c`` with the gains of ``feedback``."""
+        if self.feedback == "plan":
+            return c
+        if self.feedback == "none":
+            return c.without_feedback()
+        kp, kd = self.tracking_gains
+        n = len(self.joint_names)
+        K = np.zeros((n, c.dx))
+        K[:, :n], K[:, n:2 * n] = -np.diag(kp), -np.diag(kd)
+        return c.with_gains(K)
 
     def predict_ahead(self, x: np.ndarray, stamp_ns: int, lead_ns: int) -> tuple[np.ndarray, int]:
         """(model state (dx,), stamp ns) ⌈lead/dt⌉ control periods after ``stamp_ns``: the model's
@@ -183,4 +207,7 @@ def build_mpc(robot: RobotDescription, joint_index: Sequence[int],
     return MPC(robot, [robot.joint_names[i] for i in idx], planner, cost,
                dt=s["control_period"], replan_every=s["replan_every"],
                random_steps=int(round(s["random_seconds"] / s["control_period"])),
-               base_policy=base_policy, feedback=s.get("feedback", True))
+               base_policy=base_policy, feedback=s.get("feedback", "plan"),
+               tracking_gains=homing_gains(robot, [robot.joint_names[i] for i in idx],
+                                           s["control_period"], s["tracking_gain_fraction"])
+               if s.get("feedback") == "tracking" else None)

@@ -28,8 +28,8 @@ episodes the episode manager's homing controller drives the arm), and starts col
 With ``compensate_latency`` (real time) it plans from the model's prediction of the state at the
 moment its plan takes effect: the median of its recent latencies (state stamp → plan published,
 on the node clock) ahead, under the previous plan's actions. A plan is cut at its first nominal
-state the executor would refuse (beyond the joint limits: a young model's prediction); with
-``feedback`` false it is sent open loop (û + k along the plan, K = 0).
+state the executor would refuse (beyond the joint limits: a young model's prediction). The gains
+it carries are ``feedback``'s (``mpc.MPC``): the planner's own, none, or PD tracking of the plan.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ from mbrl_ros.data.topics import EVENTS, read_episode_event
 from mbrl_ros.dynamics.base import DynamicsModel
 from mbrl_ros.dynamics.catalog import available_kinds, load_model
 from mbrl_ros.episodes import EpisodeClock
-from mbrl_ros.mpc import MPCStep, build_mpc
+from mbrl_ros.mpc import FEEDBACK, MPCStep, build_mpc
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
@@ -106,9 +106,14 @@ PARAMS = [
                                          "simulator's automatic episodes)"),
     Param("random_episodes", 0, "with episodes_from_events: π0 for the first this many "
                                 "episodes (instead of random_seconds)", (0, 100000)),
-    Param("feedback", True, "send the plan's feedback gains K; false: each plan runs open loop "
-                            "(û + k along the plan) until the next replan (gains from a young "
-                            "model drive a real-time arm hard off the plan)"),
+    Param("feedback", "plan", "gains a plan carries between replans: plan (the planner's own: "
+                              "iLQR's K), none (open loop: û + k along the plan) or tracking "
+                              "(joint-space PD on the deviation from the plan's nominal states: "
+                              "gains a young model's K cannot spoil)",
+          choices=FEEDBACK),
+    Param("tracking_gain_fraction", 0.5, "feedback tracking: PD gains as this fraction of the "
+                                         "gains stable at the control period (homing's rule)",
+          (1e-3, 1.0)),
     Param("compensate_latency", False, "realtime: plan from the state predicted for when the "
                                        "plan takes effect (the recent median latency ahead)"),
     Param("model_wait_seconds", 30.0, "wall time to wait for a held state's model or target "
