@@ -119,3 +119,18 @@ def test_regularization_mode_reaches_the_fit():
     np.testing.assert_array_equal(gps.fit_dynamics(0, X, U).Fx,
                                   fit_linear_regression(X, U, 0.1, regularization_mode="block").Fx)
     assert np.abs(gps.fit_dynamics(0, X, U).Fx - fit_linear_regression(X, U, 0.1).Fx).max() > 1e-3
+
+
+def test_an_eta_search_that_runs_out_still_updates_and_says_so():
+    """One η iteration from η0 = 1000 stays far inside the trust region: the update warns, keeps
+    that controller and records that the search did not meet ε."""
+    from mbrl_ros.trajopt.kl_update import KLSearchWarning
+
+    sim, gps = setup(prior="none", eta0=1e3, kl=KLSettings(max_iterations=1))
+    before = gps.controller(0)
+    runs = [rollout(sim, before, STARTS[0], np.random.default_rng(i).standard_normal((T, 2)))
+            for i in range(3)]
+    with pytest.warns(KLSearchWarning, match="using η = 1000 with KL"):
+        rec = gps.update(0, np.stack([r[0] for r in runs]), np.stack([r[1] for r in runs]))
+    assert not rec.kl_converged and rec.eta == 1e3 and rec.kl < rec.epsilon
+    assert gps.controller(0) is not before and gps.samples_used == 3

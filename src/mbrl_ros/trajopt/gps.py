@@ -75,7 +75,8 @@ class GPSConfig:
 class IterationRecord:
     """One condition's update: mean sample cost, mean final metric (e.g. distance in m), KL to
     the previous controller (nats), ε, η, step multiplier, predicted expected cost, samples
-    used so far (all conditions)."""
+    used so far (all conditions), and whether the η search met ε (False: it ran out and the
+    update took its best controller inside the trust region, with a KLSearchWarning)."""
 
     iteration: int
     condition: int
@@ -87,6 +88,7 @@ class IterationRecord:
     step_mult: float
     predicted_cost: float
     samples_used: int
+    kl_converged: bool = True
 
 
 class GMMPrior:
@@ -177,7 +179,7 @@ class GPS:
         final = float(np.mean(self.metric(X))) if self.metric is not None else math.nan
         return IterationRecord(self.iteration, condition, float(np.mean(costs)), final,
                                result.kl, epsilon, result.eta, step_mult, result.expected_cost,
-                               self.samples_used)
+                               self.samples_used, result.converged)
 
 
 def _expected(cost: QuadraticCost, dyn: LocalDynamics, ctrl: LinearGaussianController) -> float:
