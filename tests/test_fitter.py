@@ -17,7 +17,7 @@ from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from mbrl_ros.dynamics.catalog import load_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.nodes.diagnostics import ERROR
-from mbrl_ros.nodes.dynamics_fitter import DynamicsFitterNode
+from mbrl_ros.nodes.dynamics_fitter import DynamicsFitterNode, lower_thread_priority
 from mbrl_ros.nodes.messages import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.robot import load_robot
@@ -249,3 +249,23 @@ def test_a_failed_fit_is_reported_and_nothing_is_published(ros, tmp_path):
     level, message, values = node._report()
     assert node.version == 0 and values["model_version"] == 0 and message == node.failure
     assert node.published_at is None and level == ERROR
+
+
+def test_fit_thread_priority_is_lowered_for_that_thread_only():
+    """fit_niceness lowers the fit thread's priority (so a fit cannot starve the planner of
+    CPU), not the node's callbacks'."""
+    import os
+    seen = {}
+
+    def fit_thread():
+        lower_thread_priority(4)
+        seen["fit"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    t = threading.Thread(target=fit_thread)
+    t.start()
+    t.join()
+    assert seen["fit"] == before + 4
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+    lower_thread_priority(0)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before

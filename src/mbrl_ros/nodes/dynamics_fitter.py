@@ -34,6 +34,7 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -105,12 +106,25 @@ PARAMS = [
     Param("device", "", "torch device; '' = cuda if available, else cpu"),
     Param("torch_threads", 0, "CPU threads of a fit; 0 = torch's default (leave cores to the "
                               "callbacks and other nodes with a small number)", (0, 1024)),
+    Param("fit_niceness", 0, "nice value added to the fit thread (Linux; with torch_threads 1 "
+                             "the fit runs in it): in real time a fit must not starve the "
+                             "planner and the executor of CPU; 0 = the node's priority",
+          (0, 19)),
     Param("model_topic", "/mbrl/dynamics_model", "topic of the model artifacts"),
     Param("states_topic", STATES, "joint states"),
     Param("commands_topic", COMMANDS, "torque commands"),
     Param("events_topic", EVENTS, "episode events"),
 ] + STATE_GATE_PARAMS
 CLOSE_TIMEOUT_S = 1.0  # close(): the most it waits for a running fit to stop
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Add ``niceness`` to the calling thread's nice value (Linux schedules threads separately:
+    PRIO_PROCESS on a thread id is per thread); nothing for 0 or where the OS has no
+    setpriority."""
+    if niceness and hasattr(os, "setpriority"):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
 
 
 class DynamicsFitterNode(Node):
@@ -277,6 +291,7 @@ class DynamicsFitterNode(Node):
 
     def _fit_while_due(self) -> None:
         """The fit thread: fit, then again while a fit fell due meanwhile."""
+        lower_thread_priority(self.p.fit_niceness)
         while True:
             self._fit()
             with self._lock:
