@@ -199,11 +199,13 @@ def build_mpc(robot: RobotDescription, joint_index: Sequence[int],
                                      s["random_hold_steps"], s["seed"] + 1)
     options = planner_options(s)
     planner = PLANNERS[s["planner"]](s["horizon"], -box, box, seed=s["seed"], **options)
+    # the cost in the planner's dtype: float32 plans need no float64 pass through it
     cost = ReachCost(robot, w_l2=s["w_l2"], w_log=s["w_log"], alpha=s["alpha"],
                      terminal_weight=s["terminal_weight"], w_velocity=s["w_velocity"],
                      w_action=s["w_action"], w_limit=s["w_limit"],
                      limit_margin=s["limit_margin"],
-                     velocity_margin=s["velocity_margin"]).to(s["device"] or "cpu")
+                     velocity_margin=s["velocity_margin"]).to(s["device"] or "cpu",
+                                                              planner.dtype)
     return MPC(robot, [robot.joint_names[i] for i in idx], planner, cost,
                dt=s["control_period"], replan_every=s["replan_every"],
                random_steps=int(round(s["random_seconds"] / s["control_period"])),
