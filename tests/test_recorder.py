@@ -19,6 +19,7 @@ import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
+from mcap.reader import make_reader
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -221,6 +222,11 @@ def test_sigterm_leaves_a_complete_split_bag(ros, node_process, tmp_path):
     assert sum(mcap_counts(bag).values()) == base + 620
     assert len(list(bag.glob("*.mcap"))) >= 3  # split at 0.05 MiB
     assert all(r.status == "intact" for r in repair_bag(bag))
+    # publish time: the publisher's send time (DDS source timestamp), before the receipt
+    times = [(m.publish_time, m.log_time) for f in sorted(bag.glob("*.mcap"))
+             for _, _, m in make_reader(f.open("rb")).iter_messages()]
+    assert all(0 < pub <= log for pub, log in times)
+    assert sum(pub < log for pub, log in times) > len(times) // 2
 
 
 def test_sigkill_then_repair_and_dataset_lose_at_most_the_last_flush_period(ros, node_process,

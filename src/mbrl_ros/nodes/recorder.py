@@ -234,11 +234,13 @@ class RecorderNode(Node):
             return
         self.counts[topic] += 1
         log_ns = info["received_timestamp"] or time.time_ns()
+        publish_ns = info["source_timestamp"] or None  # the sender's clock (rosbag2's publish_time)
         if self.episodes is None:
-            self._write(topic, log_ns, data)
+            self._write(topic, log_ns, data, publish_ns)
             return
         started = self.episodes.started
-        for msg in self.episodes.offer(topic, log_ns, data, *self._stamp(topic, data)):
+        for msg in self.episodes.offer(topic, log_ns, data, *self._stamp(topic, data),
+                                       publish_ns=publish_ns):
             if not self._write(*msg):
                 return
         if self.episodes.started > started:
@@ -257,12 +259,12 @@ class RecorderNode(Node):
         except Exception:  # any parser failure: the message carries no usable stamp
             return None, None
 
-    def _write(self, topic: str, log_ns: int, data: bytes) -> bool:
+    def _write(self, topic: str, log_ns: int, data: bytes, publish_ns: int | None = None) -> bool:
         try:
             if not self.writer.has_topic(topic):
                 offered = [bag_qos(i.qos_profile) for i in self.get_publishers_info_by_topic(topic)]
                 self.writer.add_topic(topic, self.subscriptions_by_topic[topic][0], offered)
-            self.writer.write(topic, log_ns, data)
+            self.writer.write(topic, log_ns, data, publish_ns)
         except BagError as exc:
             self._fail(exc)
             return False
