@@ -7,7 +7,12 @@ be compared on the same seeds, the same data budget and the same held-out target
   open-loop, execute, append the episode to D, refit) until the budget is spent;
 * ``v1.5``: v1.0 with MPC: replan at every control step and execute only the first action;
 * ``v1.5+ilqr``: MPC replanning every ``feedback_every`` steps, executing the plan's iLQR feedback
-  K_t (x − x̂_t) between replans, as the graph's executor does.
+  K_t (x − x̂_t) between replans, as the graph's executor does;
+* ``v1.5+tracking``: the same with PD tracking of the plan's nominal states instead of K_t
+  (gains in physical units: the planner's ``feedback`` 'tracking').
+
+The two feedback versions plan ``feedback_every`` times less often, with ``feedback_every`` times
+the iterations per plan: the same planning budget as v1.5.
 
 Every command goes through the executor's ``SafetyLayer``. The settings are the mpc graph's: the
 planner node's parameters (``mpc.build_mpc``), the fitter's model options, the sim's and the
@@ -34,7 +39,8 @@ from mbrl_ros.robot import ForwardKinematics, RobotDescription
 from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps
 from mbrl_ros.simulation import ArmSimulator, SimConfig
 
-VERSIONS = ("v0.5", "v1.0", "v1.5", "v1.5+ilqr")
+VERSIONS = ("v0.5", "v1.0", "v1.5", "v1.5+ilqr", "v1.5+tracking")
+FEEDBACK = {"v1.5+ilqr": "plan", "v1.5+tracking": "tracking"}  # the planner's feedback setting
 
 
 @dataclass
@@ -134,7 +140,8 @@ def _controller(version: str, setup: Setup, result: VersionResult
         result.plans += 1
         return step.controller
 
-    every = {"v1.5": 1, "v1.5+ilqr": setup.feedback_every}.get(version)  # None: plan once
+    every = 1 if version == "v1.5" else setup.feedback_every if version in FEEDBACK \
+        else None  # None: plan once
 
     def episode(mpc: MPC, target: np.ndarray):
         mpc.reset()
@@ -147,7 +154,7 @@ def _controller(version: str, setup: Setup, result: VersionResult
                 plan = timed_act(mpc, x, t * dt_ns, target)
             i = plan.index(t * dt_ns)
             i = plan.T - 1 if i is None else i
-            return plan.act(x, i) if version == "v1.5+ilqr" else plan.u_hat[i]
+            return plan.act(x, i) if version in FEEDBACK else plan.u_hat[i]
         return act
     return episode
 
@@ -168,12 +175,13 @@ def run_version(version: str, setup: Setup, budget_seconds: float, seed_seconds:
     episode_s = setup.episode_steps * dt
     result = VersionResult(version, 0.0)
     horizon = setup.episode_steps if version in ("v0.5", "v1.0") else setup.planner["horizon"]
+    replan = setup.feedback_every if version in FEEDBACK else 1
     iterations = setup.open_loop_iterations if version in ("v0.5", "v1.0") \
-        else setup.planner["iterations"]
-    replan = {"v1.5+ilqr": setup.feedback_every}.get(version, 1)
+        else setup.planner["iterations"] * replan
     mpc = build_mpc(setup.robot, range(setup.robot.n_joints), {
         **setup.planner, "horizon": horizon, "iterations": iterations, "replan_every": replan,
-        "random_seconds": 0.0, "seed": seed, "device": "cpu"})
+        "feedback": FEEDBACK.get(version, "none"), "random_seconds": 0.0, "seed": seed,
+        "device": "cpu"})
     policy = RandomTorquePolicy(setup.robot.limits.effort, setup.random_scale,
                                 setup.random_hold_steps, seed + 1)
     parts = []

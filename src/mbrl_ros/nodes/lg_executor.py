@@ -50,16 +50,13 @@ from collections import deque
 import numpy as np
 from std_msgs.msg import Header, UInt8MultiArray
 
-from mbrl_ros.artifacts import ArtifactError
-from mbrl_ros.controller import (STATE_LAYOUT_QQD, LinearGaussianController, exploration_noise,
-                                 seconds_to_ns)
+from mbrl_ros.controller import LinearGaussianController, exploration_noise, seconds_to_ns
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.nodes.params import Param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.safe_command_node import SAFETY_PARAMS, SafeCommandNode
-from mbrl_ros.plausibility import ControllerBounds
 
 RECENT_CONTROLLERS = 4  # realtime: controllers kept to choose from (the newest valid one runs)
 
@@ -76,11 +73,6 @@ PARAMS = SAFETY_PARAMS + [
     Param("heartbeat_timeout", 0.5, "realtime: once a planner heartbeat has been heard, hold "
                                     "while it is silent for longer than this (s); 0 = off",
           (0.0, 3600.0)),
-    Param("max_feedforward_ratio", 2.0, "refuse controllers whose feedforward û + k exceeds "
-                                        "this many times a joint's effort limit", (0.1, 100.0)),
-    Param("min_saturating_error", 1e-3, "refuse controllers whose gains reach a joint's effort "
-                                        "limit for a smaller state error (rad or rad/s)",
-          (1e-9, 10.0)),
 ]
 
 
@@ -88,26 +80,19 @@ class LGExecutorNode(SafeCommandNode):
     """The executor; ``node_kwargs`` go to rclpy's Node (parameter_overrides, context, ...)."""
 
     WAITING = "waiting for a controller covering the current state"
-    SEND_TIME_TAGS = True
 
     def __init__(self, **node_kwargs):
         super().__init__("lg_executor", PARAMS, "executor", **node_kwargs)
         p = self.p
         self.controller: LinearGaussianController | None = None
-        self.homing: LinearGaussianController | None = None
-        self.homing_active = False  # the last state was answered by the homing controller
         self.noise: np.ndarray | None = None
         # (controller, its noise, node clock at arrival): the newest few, realtime picks among them
         self.recent: deque[tuple] = deque(maxlen=RECENT_CONTROLLERS)
         self.last_index: int | None = None
         self.heartbeat_ns: int | None = None  # node clock when the last heartbeat came
         self._heartbeat_timeout_ns = seconds_to_ns(p.heartbeat_timeout)
-        self.bounds = ControllerBounds(self.safety.effort, self.intake.gate,
-                                       p.max_feedforward_ratio, p.min_saturating_error)
         subscribe(self, self.diag, UInt8MultiArray, "/mbrl/controller", LATCHED_QOS,
                   self._on_controller, self._read_controller, "controller")
-        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/homing_controller", LATCHED_QOS,
-                  self._on_homing, self._read_controller, "homing_controller")
         subscribe(self, self.diag, Header, "/mbrl/planner_heartbeat", 10, self._on_heartbeat,
                   what="heartbeat")
         g = self.safety.gains
@@ -116,15 +101,6 @@ class LGExecutorNode(SafeCommandNode):
             f"{'stochastic' if p.stochastic else 'deterministic'}, hold law {p.hold_law} "
             f"(damping {np.round(g['damping'], 3).tolist()} N·m·s/rad after caps), safety "
             f"{'on' if p.safety_enabled else 'off (clamp and NaN guard only)'}")
-
-    def _read_controller(self, msg: UInt8MultiArray) -> LinearGaussianController:
-        """A controller artifact this executor can run (ArtifactError naming what is wrong)."""
-        c = LinearGaussianController.from_bytes(bytes(msg.data), joint_names=self.names)
-        if c.state_layout != STATE_LAYOUT_QQD:
-            raise ArtifactError(f"state_layout '{c.state_layout}' is not supported by the "
-                                f"executor (needs '{STATE_LAYOUT_QQD}')")
-        self.bounds.check(c)
-        return c
 
     def _on_heartbeat(self, _msg: Header) -> None:
         self.heartbeat_ns = self._now_ns()
@@ -144,25 +120,12 @@ class LGExecutorNode(SafeCommandNode):
         if self.pending is not None and c.valid_at(self.pending.stamp_ns):
             self._answer_pending()
 
-    def _on_homing(self, c: LinearGaussianController) -> None:
-        self.homing = c
-        self.diag.count("homing_controllers")
-        if self.pending is not None and c.valid_at(self.pending.stamp_ns):
-            self._answer_pending()
-
     # -- acting --------------------------------------------------------------------------------
     def _answer(self, state: JointSample, now: int, start_ns: int) -> None:
-        x = np.concatenate([state.position, state.velocity])
-        h = self.homing
-        if h is not None and h.valid_at(state.stamp_ns):
-            self._set_homing(True)
-            self.pending, self.last_index = None, h.index(state.stamp_ns)
-            with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
-                u = h.act(x, self.last_index)
-            self._send(state.position, state.velocity, u, state.stamp_ns,
-                       now=now if self.realtime else None, why="homing", plan_time_ns=None)
-            self._record_compute(start_ns)
+        if self._answer_homing(state, now, start_ns):
+            self.last_index = self.homing.index(state.stamp_ns)
             return
+        x = np.concatenate([state.position, state.velocity])
         if self.realtime:  # the newest recent controller valid now (see the module docstring)
             self._use(next((i for i in range(len(self.recent) - 1, -1, -1)
                             if self.recent[i][0].valid_at(state.stamp_ns)), len(self.recent) - 1))
@@ -172,7 +135,6 @@ class LGExecutorNode(SafeCommandNode):
             self.pending = state  # sync: wait (publish nothing) until a controller covers it
             self.diag.count("waiting")
             return
-        self._set_homing(False)
         self.pending = None
         u, why = None, "no_plan"
         if t is not None and self.realtime and self._planner_silent(now):
@@ -192,14 +154,6 @@ class LGExecutorNode(SafeCommandNode):
         """Run recent controller i (with its noise and arrival time; none while there is none)."""
         if self.recent:
             self.controller, self.noise, self.plan_time_ns = self.recent[i]
-
-    def _set_homing(self, active: bool) -> None:
-        """Log and report when homing starts or ends."""
-        if active != self.homing_active:
-            self.homing_active = active
-            self.get_logger().info("homing: following the homing controller" if active
-                                   else "homing over: planner controllers")
-            self.diag.publish()
 
     def _status(self) -> tuple[str, dict]:
         c, h = self.controller, self.homing

@@ -40,7 +40,6 @@ from geometry_msgs.msg import PointStamped
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros.artifacts import ArtifactError, read_file
-from mbrl_ros.controller import STATE_LAYOUT_QQD, LinearGaussianController
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS, TARGET_QOS
@@ -48,7 +47,7 @@ from mbrl_ros.nodes.params import ConfigError, Param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.safe_command_node import SAFETY_PARAMS, SafeCommandNode
 from mbrl_ros.nodes.targets import TargetSchedule
-from mbrl_ros.plausibility import ControllerBounds, TargetGate
+from mbrl_ros.plausibility import TargetGate
 from mbrl_ros.policy.network import FrozenPolicy, GoalPolicy, PolicyError
 
 PARAMS = SAFETY_PARAMS + [
@@ -62,7 +61,6 @@ class PolicyRunnerNode(SafeCommandNode):
     """The policy runner; ``node_kwargs`` go to rclpy's Node (parameter_overrides, context...)."""
 
     WAITING = "waiting for a policy and a target for the current state"
-    SEND_TIME_TAGS = True
 
     def __init__(self, **node_kwargs):
         super().__init__("policy_runner", PARAMS, "policy runner", **node_kwargs)
@@ -70,8 +68,6 @@ class PolicyRunnerNode(SafeCommandNode):
         self.frozen: FrozenPolicy | None = None
         self.policy_source = ""
         self.targets = TargetSchedule(TargetGate.for_robot(self.robot))
-        self.homing: LinearGaussianController | None = None
-        self.bounds = ControllerBounds(self.safety.effort, self.intake.gate)
         if self.p.policy_file:
             try:
                 self._use(GoalPolicy.from_bytes(read_file(self.p.policy_file)), "file")
@@ -80,8 +76,6 @@ class PolicyRunnerNode(SafeCommandNode):
                                   f"{exc}") from None
         subscribe(self, self.diag, UInt8MultiArray, "/mbrl/policy", LATCHED_QOS,
                   self._on_policy, self._read_policy, "policy")
-        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/homing_controller", LATCHED_QOS,
-                  self._on_homing, self._read_homing, "homing_controller")
         subscribe(self, self.diag, PointStamped, "/mbrl/target", TARGET_QOS,
                   lambda _: self._answer_if_ready(), self.targets.add_msg, "target")
         self.get_logger().info(
@@ -108,22 +102,6 @@ class PolicyRunnerNode(SafeCommandNode):
         self.get_logger().info(f"new policy from /mbrl/policy (hidden {self.policy.hidden})")
         self._answer_if_ready()
 
-    def _read_homing(self, msg: UInt8MultiArray) -> LinearGaussianController:
-        """A homing controller for these joints within the arm's bounds (ArtifactError or
-        MessageError naming what is wrong)."""
-        c = LinearGaussianController.from_bytes(bytes(msg.data), joint_names=self.names)
-        if c.state_layout != STATE_LAYOUT_QQD:
-            raise ArtifactError(f"state_layout '{c.state_layout}' is not supported (needs "
-                                f"'{STATE_LAYOUT_QQD}')")
-        self.bounds.check(c)
-        return c
-
-    def _on_homing(self, c: LinearGaussianController) -> None:
-        self.homing = c
-        self.diag.count("homing_controllers")
-        if self.pending is not None and c.valid_at(self.pending.stamp_ns):
-            self._answer_pending()
-
     def _answer_if_ready(self) -> None:
         if self.pending is not None and self.frozen is not None \
                 and self.targets.at(self.pending.stamp_ns) is not None:
@@ -131,15 +109,7 @@ class PolicyRunnerNode(SafeCommandNode):
 
     # -- acting ----------------------------------------------------------------------------------
     def _answer(self, state: JointSample, now: int, start_ns: int) -> None:
-        h = self.homing
-        if h is not None and h.valid_at(state.stamp_ns):  # bring the arm to the start pose
-            self.pending = None
-            with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
-                u = h.act(np.concatenate([state.position, state.velocity]),
-                          h.index(state.stamp_ns))
-            self._send(state.position, state.velocity, u, state.stamp_ns,
-                       now=now if self.realtime else None, why="homing", plan_time_ns=None)
-            self._record_compute(start_ns)
+        if self._answer_homing(state, now, start_ns):  # bring the arm to the start pose
             return
         target = self.targets.at(state.stamp_ns)
         ready = self.frozen is not None and target is not None
@@ -161,8 +131,7 @@ class PolicyRunnerNode(SafeCommandNode):
         values = {"policy_source": self.policy_source or "none",
                   "policy_hidden": list(self.policy.hidden) if self.policy else [],
                   "policy_dt": sig.dt if sig else 0.0}
-        if self.homing is not None and self.last_state is not None \
-                and self.homing.valid_at(self.last_state.stamp_ns):
+        if self.homing_active:
             return "homing", values
         if self.policy is None:
             return "no policy yet", values

@@ -3,13 +3,18 @@ the safety parameters, the ``SafetyLayer`` built from them, the joint-state inta
 on ``/effort_controller/commands`` through the safety layer, the ``~/estop`` service, the
 real-time stale-state watchdog and the common part of ``/diagnostics``.
 
+**Homing** (real-time graphs on a robot without resets): a homing controller from the episode
+manager on ``/mbrl/homing_controller`` (``mbrl_ros.homing``) that is valid at a state's stamp
+answers it before anything else (``_answer_homing``); controllers beyond what the arm can do
+(``plausibility.ControllerBounds``) are refused.
+
 A subclass computes torques in ``_answer(state, now, start_ns)``: it either publishes with
 ``_send`` (the safety layer turns a missing or non-finite torque into the hold) or, in ``sync``
 mode (lockstep graphs), parks the state in ``self.pending`` and publishes nothing until it can
 answer it (``_answer_pending``). In ``sync`` mode commands are tagged with the stamp of the joint
 state they answer (``msgconv``), so a lockstep simulator matches them to its steps. In
-``realtime`` mode a node with ``SEND_TIME_TAGS`` (the executor) tags every command, holds
-included, with its clock time when it sends it: the time from which the command is in force on
+``realtime`` mode every command, holds included, is tagged with the node's clock time when it is
+sent: the time from which the command is in force on
 the robot, what the fitter resamples with. Such a tag is never before the stamp of the state it
 answers (clocks of two machines may disagree; a state the intake accepted ahead of the clock,
 at most ``max_stamp_ahead``, holds the tags at its stamp until the clock passes it) and strictly
@@ -27,9 +32,9 @@ refuses to start when the URDF cannot give g (no inertials) or ``joint_names`` l
   (the sim and the nodes that learn from or record commands), so none of them misses the first
   commands because DDS had not connected it yet.
 * ``realtime``: only the newest joint state is kept (a late callback skips a backlog); a watchdog
-  on the node clock (sim time under ``use_sim_time``) publishes the hold (untagged, or tagged
-  with its send time under ``SEND_TIME_TAGS``) ``max_state_age`` after the last joint state and
-  then every ``control_period`` until one comes.
+  on the node clock (sim time under ``use_sim_time``) publishes the hold (tagged with its send
+  time) ``max_state_age`` after the last joint state and then every ``control_period`` until one
+  comes.
 
 Joint states come through ``nodes.intake.JointStateIntake``: a malformed or implausible one
 (missing joints, bad sizes, non-finite values, beyond the URDF bounds, stamped too far ahead of
@@ -47,16 +52,19 @@ import numpy as np
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import SetBool
 
-from mbrl_ros.controller import seconds_to_ns
+from mbrl_ros.artifacts import ArtifactError
+from mbrl_ros.controller import STATE_LAYOUT_QQD, LinearGaussianController, seconds_to_ns
 from mbrl_ros.gravity import GravityModel, JointGravity
 from mbrl_ros.msgconv import JointSample, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
-from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, describe
-from mbrl_ros.nodes.messages import COMMAND_QOS, NEWEST_ONLY, STATE_QOS, command_msg
+from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, describe, subscribe
+from mbrl_ros.nodes.messages import (COMMAND_QOS, LATCHED_QOS, NEWEST_ONLY, STATE_QOS,
+                                     command_msg)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
+from mbrl_ros.plausibility import ControllerBounds
 from mbrl_ros.robot import RobotDescriptionError, load_robot
 from mbrl_ros.safety import (HOLD_LAWS, LIMIT_RESPONSES, SafetyConfig, SafetyLayer,
                              robot_gain_caps)
@@ -98,6 +106,11 @@ SAFETY_PARAMS = [
                                   "this priority (1-99, needs root or an rtprio limit), so other "
                                   "work on the machine cannot delay commands and watchdogs; "
                                   "0 = normal scheduling", (0, 99)),
+    Param("max_feedforward_ratio", 2.0, "refuse controllers whose feedforward û + k exceeds "
+                                        "this many times a joint's effort limit", (0.1, 100.0)),
+    Param("min_saturating_error", 1e-3, "refuse controllers whose gains reach a joint's effort "
+                                        "limit for a smaller state error (rad or rad/s)",
+          (1e-9, 10.0)),
 ] + STATE_GATE_PARAMS
 
 
@@ -135,7 +148,6 @@ class SafeCommandNode(Node):
     ``_answer`` and ``_status``."""
 
     WAITING = "waiting for what the current state needs"
-    SEND_TIME_TAGS = False  # realtime: tag commands with their send time (module doc)
 
     def __init__(self, node_name: str, params: list[Param], title: str, **node_kwargs):
         super().__init__(node_name, **node_kwargs)
@@ -177,6 +189,12 @@ class SafeCommandNode(Node):
         self.intake = JointStateIntake(self, self.diag, self.robot, self.names, p,
                                        self._on_state, state_qos, on_rejected=self._on_bad_state)
         self.create_service(SetBool, "~/estop", self._on_estop)
+        self.bounds = ControllerBounds(self.safety.effort, self.intake.gate,
+                                       p.max_feedforward_ratio, p.min_saturating_error)
+        self.homing: LinearGaussianController | None = None
+        self.homing_active = False  # the last state was answered by the homing controller
+        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/homing_controller", LATCHED_QOS,
+                  self._on_homing, self._read_controller, "homing_controller")
         if self.realtime and p.realtime_priority:
             problem = fifo_scheduling(p.realtime_priority)
             if problem:
@@ -187,6 +205,40 @@ class SafeCommandNode(Node):
         self._watchdog_timer = None
         if self.realtime and p.safety_enabled and p.max_state_age > 0:
             self._watchdog_timer = self.create_timer(p.max_state_age, self._watchdog)
+
+    # -- linear-Gaussian controllers, homing ---------------------------------------------------
+    def _read_controller(self, msg: UInt8MultiArray) -> LinearGaussianController:
+        """A controller artifact this node can run (ArtifactError naming what is wrong)."""
+        c = LinearGaussianController.from_bytes(bytes(msg.data), joint_names=self.names)
+        if c.state_layout != STATE_LAYOUT_QQD:
+            raise ArtifactError(f"state_layout '{c.state_layout}' is not supported by the "
+                                f"{self.get_name()} (needs '{STATE_LAYOUT_QQD}')")
+        self.bounds.check(c)
+        return c
+
+    def _on_homing(self, c: LinearGaussianController) -> None:
+        self.homing = c
+        self.diag.count("homing_controllers")
+        if self.pending is not None and c.valid_at(self.pending.stamp_ns):
+            self._answer_pending()
+
+    def _answer_homing(self, state: JointSample, now: int, start_ns: int) -> bool:
+        """Answer ``state`` with the homing controller if one is valid at its stamp (True)."""
+        h = self.homing
+        active = h is not None and h.valid_at(state.stamp_ns)
+        if active != self.homing_active:
+            self.homing_active = active
+            self.get_logger().info("homing: following the homing controller" if active
+                                   else "homing over")
+        if not active:
+            return False
+        self.pending = None
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
+            u = h.act(np.concatenate([state.position, state.velocity]), h.index(state.stamp_ns))
+        self._send(state.position, state.velocity, u, state.stamp_ns,
+                   now=now if self.realtime else None, why="homing", plan_time_ns=None)
+        self._record_compute(start_ns)
+        return True
 
     # -- to implement ----------------------------------------------------------------------------
     def _answer(self, state: JointSample, now: int, start_ns: int) -> None:
@@ -296,8 +348,7 @@ class SafeCommandNode(Node):
             stamp = stamp_ns if accepted else None
             if stamp is not None:
                 self._latency_ns.append(sent - stamp)
-            if self.SEND_TIME_TAGS:
-                tag = self._last_tag = max(sent, stamp or 0, self._last_tag + 1)
+            tag = self._last_tag = max(sent, stamp or 0, self._last_tag + 1)
         self.cmd_pub.publish(command_msg(u_safe, tag))
         self.diag.count("commands")
         reason = events[0].key if self.safety.holding and events else ""
