@@ -128,6 +128,8 @@ class _Rollout:
         H = actions.shape[-2]
         n = model._norm(dtype)
         na = model._norm(torch.promote_types(dtype, actions.dtype))
+        while actions.ndim > 2 and actions.stride(0) == 0:  # particles sharing their actions:
+            actions = actions[0]                             # normalise them once
         a_n = ((actions - na["action_mean"]) / na["action_std"]).to(torch.float32)
         a_n = a_n.expand(*self.shape, H, model.du)
         # the actions as rows, step first: one copy per step into the inputs
