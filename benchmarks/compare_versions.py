@@ -1,10 +1,11 @@
-"""The lecture's MBRL versions (v0.5, v1.0, v1.5, v1.5 with iLQR feedback) compared on the same
-seeds, data budget and held-out targets, offline on the simulated arm with the mpc graph's settings
-(``config/mpc_<robot>.yaml`` over the nodes' defaults). Prints a progress line per training
-episode and a markdown table at the end (``mbrl_ros.versions``).
+"""The lecture's MBRL versions (v0.5, v1.0, v1.5, v1.5 with iLQR feedback or with PD tracking of
+the plan) compared on the same seeds, data budget and held-out targets, offline on the simulated
+arm with the mpc graph's settings (``config/mpc_<robot>.yaml`` over the nodes' defaults). Prints a
+progress line per training episode and a markdown table at the end (``mbrl_ros.versions``): mean
+± standard deviation over the seeds.
 
     python benchmarks/compare_versions.py [--robot arm2|arm7] [--budget S] [--seed-data S]
-                                          [--eval N] [--seed K] [--versions v0.5,v1.0,...]
+                                          [--eval N] [--seeds 0,1,2,3,4] [--versions v0.5,...]
                                           [--set planner_parameter=value ...]
 """
 from __future__ import annotations
@@ -65,7 +66,8 @@ def main() -> int:
     ap.add_argument("--seed-data", type=float, default=6.0, help="π0 data before aggregation (s)")
     ap.add_argument("--episode-length", type=float, default=3.0, help="s")
     ap.add_argument("--eval", type=int, default=10, help="held-out episodes per version")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds: the table gives mean ± "
+                                                  "standard deviation over them")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--versions", default=",".join(VERSIONS))
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
@@ -83,10 +85,15 @@ def main() -> int:
             ap.error(f"--set {item!r}: expected NAME=VALUE with a planner parameter NAME "
                      f"({', '.join(sorted(setup.planner))})")
         setup.planner[name] = yaml.safe_load(value)
-    results = [run_version(v, setup, args.budget, args.seed_data, args.eval, args.seed,
-                           progress=lambda line: print(line, flush=True)) for v in versions]
-    print(f"\n{args.robot}, {args.budget:g} s of robot data per version, seed {args.seed}, "
-          f"{args.eval} held-out targets\n")
+    try:
+        seeds = [int(v) for v in args.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds {args.seeds!r}: expected comma-separated integers")
+    results = [run_version(v, setup, args.budget, args.seed_data, args.eval, seed,
+                           progress=lambda line: print(line, flush=True))
+               for v in versions for seed in seeds]
+    print(f"\n{args.robot}, {args.budget:g} s of robot data per version, seeds {seeds}, "
+          f"{args.eval} held-out targets each\n")
     print(table(results, setup.tolerance))
     return 0
 

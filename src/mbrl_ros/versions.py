@@ -220,12 +220,22 @@ def run_version(version: str, setup: Setup, budget_seconds: float, seed_seconds:
 
 
 def table(results: list[VersionResult], tolerance: float) -> str:
-    """Markdown table of the versions' held-out results."""
-    lines = [f"| version | robot data (s) | success ≤ {100 * tolerance:g} cm | ≤ 5 cm | "
-             "mean final distance (cm) | plans | ms per plan | wall (s) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r.version} | {r.data_seconds:.0f} | {100 * r.success_rate:.0f} % | "
-                     f"{100 * r.within(0.05):.0f} % | {100 * r.mean_final:.1f} | {r.plans} | "
-                     f"{r.ms_per_plan:.0f} | {r.wall_seconds:.0f} |")
+    """Markdown table of the versions' held-out results: one row per version, over its results
+    (seeds) as mean ± standard deviation when there are several."""
+    def stat(values, scale=1.0, digits=0) -> str:
+        v = scale * np.asarray(values, dtype=float)
+        mean = f"{v.mean():.{digits}f}"
+        return mean if v.size == 1 else f"{mean} ± {v.std():.{digits}f}"
+
+    lines = [f"| version | seeds | robot data (s) | success ≤ {100 * tolerance:g} cm (%) | "
+             "≤ 5 cm (%) | mean final distance (cm) | plans | ms per plan | wall (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for version in dict.fromkeys(r.version for r in results):
+        rs = [r for r in results if r.version == version]
+        lines.append(
+            f"| {version} | {len(rs)} | {stat([r.data_seconds for r in rs])} | "
+            f"{stat([r.success_rate for r in rs], 100)} | "
+            f"{stat([r.within(0.05) for r in rs], 100)} | "
+            f"{stat([r.mean_final for r in rs], 100, 1)} | {stat([r.plans for r in rs])} | "
+            f"{stat([r.ms_per_plan for r in rs])} | {stat([r.wall_seconds for r in rs])} |")
     return "\n".join(lines)
