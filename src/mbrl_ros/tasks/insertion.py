@@ -119,8 +119,8 @@ def peg_pose(robot: RobotDescription, points: dict, hole: Hole, q0, height: floa
              ) -> np.ndarray:
     """Joint angles (n,) rad within the limits that put the peg on the hole's axis with its tip
     ``height`` m above the hole's floor (0: fully inserted; depth: at the opening) shifted by
-    ``offset`` (3,) m, by bounded least squares (dogbox) on the axis points from ``q0``. TaskError if it
-    ends farther than ``tolerance`` m (root-sum-square over the points)."""
+    ``offset`` (3,) m, by bounded least squares (dogbox) on the axis points from ``q0``.
+    TaskError if it ends farther than ``tolerance`` m (root-sum-square over the points)."""
     points = axis_points(points, tip)
     fk = ForwardKinematics(robot, {name: (robot.ee_link, p) for name, p in points.items()})
     goal = targets(points, hole, tip) + height * hole.axis + point3("offset", offset)

@@ -1,0 +1,100 @@
+"""Guided policy search's local-model loop (``mbrl_ros.trajopt.gps``) on peg insertion from
+several conditions, the conditions being hole positions.
+
+Each condition has its own scene (``InsertionSimulator`` with the hole at its position), cost
+(``InsertionCost`` aimed at its hole) and local-model learner (a one-condition ``trajopt.gps.GPS``:
+the local dynamics, GMM prior, trust region and step adaptation of a condition never depend on
+the other conditions' samples, as in GPS). ``run`` interleaves them iteration by iteration and
+reports the records as one loop over all conditions (condition index, samples used by then).
+Success of a sample: its peg tip ends within ``full_depth_tolerance`` m of the hole's floor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from mbrl_ros.robot import RobotDescription
+from mbrl_ros.simulation import SimConfig
+from mbrl_ros.tasks.insertion import InsertionCost, peg_pose
+from mbrl_ros.tasks.insertion_scene import InsertionSimulator
+from mbrl_ros.trajopt.gps import GPS, GPSConfig, IterationRecord, initial_controllers, run_offline
+
+
+@dataclass(frozen=True)
+class InsertionSetup:
+    """hole_positions (M, 3) m: the conditions; start: peg tip ``start_height`` m above the
+    floor of the hole at ``start_hole`` (3,) m (default: the first condition's), the same arm
+    pose for every condition; T steps of the simulator's control period; the initial controller
+    holds the start pose (gains and noise as fractions of the effort limits, ``trajopt.gps.
+    initial_controllers``); cost: ``InsertionCost``'s keyword arguments."""
+
+    hole_positions: tuple
+    start_height: float = 0.10
+    start_hole: tuple | None = None
+    T: int = 100
+    kp_fraction: float = 0.2
+    kd_fraction: float = 0.02
+    std_fraction: float = 0.05
+    full_depth_tolerance: float = 0.005
+    cost: dict | None = None
+    start_guess: tuple = (0.0, -0.6, 0.0, -1.7, 0.0, -0.8, 0.0)
+
+
+class InsertionConditions:
+    """The per-condition scenes, costs and learners of ``setup`` for ``robot`` (e.g. arm7)."""
+
+    def __init__(self, robot: RobotDescription, setup: InsertionSetup, config: GPSConfig,
+                 sim_config: SimConfig = SimConfig(scene="insertion")):
+        holes = np.asarray(setup.hole_positions, dtype=np.float64)
+        if holes.ndim != 2 or holes.shape[1] != 3 or len(holes) < 1:
+            raise ValueError(f"hole_positions must be (M ≥ 1, 3) m, got shape {holes.shape}")
+        self.setup = setup
+        self.sims = [InsertionSimulator(robot, p, sim_config) for p in holes]
+        self.costs = [InsertionCost(robot, sim.peg_points, sim.hole, **(setup.cost or {}))
+                      for sim in self.sims]
+        start_sim = (self.sims[0] if setup.start_hole is None
+                     else InsertionSimulator(robot, setup.start_hole, sim_config))
+        self.start = peg_pose(robot, start_sim.peg_points, start_sim.hole, setup.start_guess,
+                              height=setup.start_height)
+        self.depths: list[list[np.ndarray]] = [[] for _ in self.sims]  # per update (S,) m
+        self.learners = []
+        for m, (sim, cost) in enumerate(zip(self.sims, self.costs)):
+            ctrl, = initial_controllers(sim, [self.start], setup.T, setup.kp_fraction,
+                                        setup.kd_fraction, setup.std_fraction)
+            self.learners.append(GPS(cost, [ctrl], replace(config, seed=config.seed + m),
+                                     self._metric(m)))
+
+    def _metric(self, m: int) -> Callable[[np.ndarray], np.ndarray]:
+        def final_depth(X):
+            depth = self.costs[m].insertion_depth(X[:, -1])
+            self.depths[m].append(depth)
+            return depth
+        return final_depth
+
+    def full_depth(self, m: int) -> float:
+        """The depth (m) that counts as fully inserted in condition m."""
+        return self.costs[m].hole.depth - self.setup.full_depth_tolerance
+
+    def run(self, iterations: int, samples: int, seed: int = 0, noise_smoothing: float = 0.0,
+            log: Callable[[IterationRecord], None] | None = None) -> list[IterationRecord]:
+        """``iterations`` × (``samples`` rollouts and one update per condition); the records of
+        all conditions, with ``samples_used`` counted over all of them."""
+        records = []
+        for it in range(iterations):
+            for m, (gps, sim) in enumerate(zip(self.learners, self.sims)):
+                gps.iteration = it
+                rec, = run_offline(gps, sim, [self.start], 1, samples, noise_smoothing,
+                                   seed=seed + 1000 * m + it)
+                rec = replace(rec, iteration=it, condition=m,
+                              samples_used=sum(g.samples_used for g in self.learners))
+                records.append(rec)
+                if log is not None:
+                    log(rec)
+        return records
+
+    def success(self) -> list[list[float]]:
+        """Fraction of samples inserted to full depth, per iteration (rows) and condition."""
+        return [[float(np.mean(d[it] >= self.full_depth(m))) for m, d in enumerate(self.depths)]
+                for it in range(min(map(len, self.depths)))]
