@@ -318,7 +318,7 @@ def main() -> None:
 
     # mbrl-lib side by side, with the same quadratic cost on both sides
     q_target = torch.as_tensor(np.concatenate([home + 0.3, np.zeros(7)]), dtype=torch.float32)
-    quad = quadratic_cost(q_target, torch.as_tensor(effort, dtype=torch.float32))
+    quad = quadratic_cost(q_target, torch.tensor(effort, dtype=torch.float32))
     cem = planners["cem"]
     seconds, ours, _ = interleaved(floor, lambda: cem.plan(x0, model, quad), plan_flops,
                                    args.rounds)

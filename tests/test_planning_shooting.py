@@ -69,9 +69,11 @@ def test_planner_improves_on_zero_torque_within_limits_and_is_reproducible(setup
     assert not np.array_equal(other.actions, result.actions)
 
 
-def test_float32_planning_gives_a_float64_controller(setup):
+@pytest.mark.parametrize("name", PLANNERS)
+def test_float32_planning_gives_a_float64_controller(setup, name):
+    """float32 plans through the float64 cost too (MPPI's weights once failed on it)."""
     model, cost, lo, hi = setup
-    result = CEM(H, lo, hi, population=50, elites=5, iterations=2).plan(np.zeros(4), model, cost)
+    result = PLANNERS[name](lo, hi).plan(np.zeros(4), model, cost)
     assert result.ok and result.controller.u_hat.dtype == np.float64
 
 

@@ -67,8 +67,10 @@ class _Rollout:
         if self.sample_var:
             self.last_w = torch.cat([w_mean, weights[-1][..., dx:]], -1)  # (E, H, 2·dx)
             self.last_b = torch.cat([b_mean, biases[-1][..., dx:]], -1)
-            self.max_lv, self.min_lv = model.max_logvar.detach(), model.min_logvar.detach()
-            self.log_ds = ds.log().to(f32)
+            hi, lo = model.max_logvar.detach(), model.min_logvar.detach()
+            # log σ = lo/2 + log σ_Δ + softplus(hi − lo − softplus(hi − raw))/2 (state units)
+            self.hi, self.span = hi, hi - lo
+            self.log_std0 = (0.5 * lo.double() + ds.log()).to(f32)
             self.std = torch.empty(E, self.B, dx, dtype=f32, device=dev)
         else:
             self.last_w, self.last_b = w_mean, b_mean
@@ -112,21 +114,21 @@ class _Rollout:
 
     def bounded_std(self, logvar: torch.Tensor) -> torch.Tensor:
         """std (E, B, dx) in state units from the raw log-variance head, soft-bounded as
-        ``EnsembleModel._heads`` does."""
+        ``EnsembleModel._heads`` does: lo + softplus(hi − softplus(hi − raw) − lo)."""
         v = self.std
-        torch.sub(self.max_lv, logvar, out=v)
+        torch.sub(self.hi, logvar, out=v)
         SOFTPLUS(v, 1, 20, out=v)
-        torch.sub(self.max_lv, v, out=v)
-        v.sub_(self.min_lv)
+        torch.sub(self.span, v, out=v)
         SOFTPLUS(v, 1, 20, out=v)
-        v.add_(self.min_lv)
-        return v.mul_(0.5).add_(self.log_ds).exp_()
+        return torch.add(self.log_std0, v, alpha=0.5, out=v).exp_()
 
     def run(self, s0: torch.Tensor, actions: torch.Tensor,
             generator: torch.Generator | None) -> torch.Tensor:
         model, dx, dtype = self.model, self.model.dx, self.dtype
         H = actions.shape[-2]
         n = model._norm(dtype)
+        scale = 1.0 / n["state_std"]
+        offset = -n["state_mean"] * scale                 # z = s / σ_s − μ_s / σ_s
         na = model._norm(torch.promote_types(dtype, actions.dtype))
         while actions.ndim > 2 and actions.stride(0) == 0:  # particles sharing their actions:
             actions = actions[0]                             # normalise them once
@@ -140,8 +142,7 @@ class _Rollout:
         s.copy_(self.rows(states[..., 0, :]))
         x_state, x_action = self.x[..., :dx], self.x[..., dx:-1]
         for t in range(H):
-            torch.sub(s, n["state_mean"], out=self.z)
-            self.z.div_(n["state_std"])
+            torch.addcmul(offset, s, scale, out=self.z)
             if self.z.data_ptr() != x_state.data_ptr():
                 x_state.copy_(self.z)
             x_action.copy_(a_rows[t])

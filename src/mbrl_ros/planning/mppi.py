@@ -41,6 +41,7 @@ class MPPI(SamplingPlanner):
             samples = torch.cat([mu[None], torch.clamp(mu + std * noise, low, high)])
             costs = self._evaluate(model, cost, x0, samples, generator, stats)
             weights = torch.softmax(-(costs - costs.min()) / self.temperature, dim=0)
+            weights = weights.to(samples.dtype)  # a cost of another dtype weighs these samples
             mu = torch.einsum("n,ntu->tu", weights, samples)
             stats["effective_samples"] = float(1.0 / torch.sum(weights ** 2))
         stats.update(iterations=self.iterations, sample_cost=float(costs.min()))
