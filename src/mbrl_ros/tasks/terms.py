@@ -68,15 +68,19 @@ class ArmTerms(torch.nn.Module):
         return self.fk.ee_position(states[..., :self.n]).to(states.dtype)
 
     def action_penalty(self, actions: torch.Tensor) -> torch.Tensor:
-        """w_action · Σ_t Σ_j (u_tj / effort_j)², shape (...)."""
-        return self.w_action * ((actions / self._effort) ** 2).sum((-1, -2))
+        """w_action · Σ_t Σ_j (u_tj / effort_j)², shape (...). Leading dimensions that only
+        broadcast (a planner's particles sharing their actions) are evaluated once."""
+        shape, base = actions.shape[:-2], actions
+        while base.ndim > 2 and base.stride(0) == 0:
+            base = base[0]
+        return (self.w_action * ((base / self._effort) ** 2).sum((-1, -2))).expand(shape)
 
     def limit_penalty(self, states: torch.Tensor) -> torch.Tensor:
         """w_limit · Σ_{t≥1} Σ_j (distance into the position or velocity margin / margin)²,
         shape (...)."""
         q = states[..., 1:, :self.n]
         qd = states[..., 1:, self.n:2 * self.n]
-        inside = torch.relu(q - self._upper) + torch.relu(self._lower - q)
-        fast = torch.relu(qd.abs() - self._speed)
-        return self.w_limit * (((inside / self.limit_margin) ** 2).sum((-1, -2))
-                               + ((fast / self.velocity_margin) ** 2).sum((-1, -2)))
+        inside = q - torch.clamp(q, self._lower, self._upper)  # signed distance past a limit
+        fast = torch.relu_(qd.abs() - self._speed)
+        return self.w_limit * ((inside * inside).sum((-1, -2)) / self.limit_margin ** 2
+                               + (fast * fast).sum((-1, -2)) / self.velocity_margin ** 2)
