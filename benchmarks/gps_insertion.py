@@ -42,19 +42,26 @@ def run(prior: str, args) -> dict:
                        seed=args.seed)
     conditions = InsertionConditions(load_robot("arm7"), setup, config)
     start = time.perf_counter()
-    records = conditions.run(args.iterations, args.samples, seed=args.seed)
+    records = conditions.run(args.iterations, args.samples, seed=args.seed,
+                             noise_smoothing=args.noise_smoothing)
     seconds = time.perf_counter() - start
     rows = learning_curve(records)
     success = conditions.success()
+    mean_success = conditions.mean_success()
     depth = [[float(np.mean(d[it])) for d in conditions.depths] for it in range(len(success))]
     print(f"\n## {prior} prior ({seconds:.0f} s): final tip depth (mm) per condition")
     print(format_curve(rows, metric_scale=1000.0, unit="mm"))
     print("success (fraction of samples inserted to full depth) per condition:")
+    print("(and in brackets whether the noise-free controller inserted):")
     for it, s in enumerate(success):
-        print(f"{it + 1:>4} {rows[it]['samples']:>7} " + " ".join(f"{v:>5.2f}" for v in s))
+        print(f"{it + 1:>4} {rows[it]['samples']:>7} " + " ".join(
+            f"{v:>5.2f} [{'x' if ok else ' '}]" for v, ok in zip(s, mean_success[it])))
     return {"train_success": [float(np.mean(s)) for s in success],
             "samples": [r["samples"] for r in rows],
             "success_per_condition": success, "depth_per_condition_m": depth,
+            "mean_controller_success": [float(np.mean(s)) for s in mean_success],
+            "mean_controller_depth_m": [[d[it] for d in conditions.mean_depths]
+                                        for it in range(len(success))],
             "cost": [r["cost"] for r in rows], "kl": [r["kl"] for r in rows],
             "step_mult": [r["step_mult"] for r in rows], "seconds": seconds}
 
@@ -67,7 +74,9 @@ def plot(results: dict, path: str, samples: int) -> None:
     for prior, res in results.items():
         n = res["samples"]
         line, = ax_s.plot(n, 100 * np.array(res["train_success"]), "o-",
-                          label=f"{prior} prior: all conditions")
+                          label=f"{prior} prior: samples")
+        ax_s.plot(n, 100 * np.array(res["mean_controller_success"]), "s--",
+                  color=line.get_color(), label=f"{prior} prior: noise-free controllers")
         per = np.array(res["success_per_condition"])
         for m in range(per.shape[1]):
             ax_s.plot(n, 100 * per[:, m], ":", color=line.get_color(), lw=0.8)
@@ -76,8 +85,8 @@ def plot(results: dict, path: str, samples: int) -> None:
         ax_d.plot(n, depth.min(1), "--", color=line.get_color(),
                   label=f"{prior} prior: worst condition")
     ax_s.axhline(90, color="k", lw=0.8, ls=":")
-    ax_s.set(xlabel="samples (all conditions)", ylabel="samples inserted to full depth (%)",
-             title="success (dotted: each condition)", ylim=(-5, 105))
+    ax_s.set(xlabel="samples (all conditions)", ylabel="inserted to full depth (%)",
+             title="success, all conditions (dotted: samples per condition)", ylim=(-5, 105))
     ax_d.set(xlabel="samples (all conditions)", ylabel="final insertion depth (mm)",
              title="mean final depth of the samples")
     ax_s.legend(fontsize=8)
@@ -99,6 +108,8 @@ def main() -> None:
     parser.add_argument("--kl-step", type=float, default=0.3, help="nats per step")
     parser.add_argument("--max-step-mult", type=float, default=3.0)
     parser.add_argument("--init-std", type=float, default=0.05, help="fraction of effort limit")
+    parser.add_argument("--noise-smoothing", type=float, default=0.0,
+                        help="exploration noise smoothed over this many steps (0: white)")
     parser.add_argument("--start-height", type=float, default=0.10,
                         help="start: peg tip this far above the first hole's floor (m)")
     parser.add_argument("--json", help="write the results here")
@@ -119,14 +130,18 @@ def main() -> None:
            "prior": "gmm" if "gmm" in results else priors[0],
            "note": "train_success: fraction of the iteration's controller samples (all training "
                    "conditions) whose peg tip ends within 5 mm of the hole's floor; samples: "
-                   "rollouts used by then. No network policy is trained (deliverable 3 of "
-                   "issue 16 is not implemented here), so heldout_policy_success is null.",
+                   "rollouts used by then (the noise-free evaluation runs of the controllers, "
+                   "variants.*.mean_controller_*, are not counted: they are not used to "
+                   "learn). No network policy is trained (deliverable 3 of issue 16 is not "
+                   "implemented here), so heldout_policy_success is null.",
            "variants": results}
     for prior, res in results.items():
-        done = [i for i, s in enumerate(res["train_success"]) if s >= 0.9]
-        print(f"{prior} prior: ≥ 90 % of samples inserted first at " + (
-            f"iteration {done[0] + 1} ({res['samples'][done[0]]} samples)" if done
-            else "no iteration"))
+        for key, what in (("train_success", "≥ 90 % of samples"),
+                          ("mean_controller_success", "every noise-free controller")):
+            done = [i for i, s in enumerate(res[key]) if s >= 0.9]
+            print(f"{prior} prior: {what} inserted first at " + (
+                f"iteration {done[0] + 1} ({res['samples'][done[0]]} samples)" if done
+                else "no iteration"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

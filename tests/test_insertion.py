@@ -236,3 +236,4 @@ def test_gps_learns_to_insert_from_two_hole_positions(arm7):
     assert np.all(success[-3:] >= 0.8), success
     depth = np.array([[np.mean(d[it]) for d in conditions.depths] for it in range(8)])
     assert np.all(depth[0] == 0.0) and np.all(depth[-1] >= 0.035), depth
+    assert np.all(conditions.mean_success()[-1])              # the noise-free controllers too

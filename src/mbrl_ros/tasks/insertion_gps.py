@@ -19,7 +19,8 @@ from mbrl_ros.robot import RobotDescription
 from mbrl_ros.simulation import SimConfig
 from mbrl_ros.tasks.insertion import InsertionCost, peg_pose
 from mbrl_ros.tasks.insertion_scene import InsertionSimulator
-from mbrl_ros.trajopt.gps import GPS, GPSConfig, IterationRecord, initial_controllers, run_offline
+from mbrl_ros.trajopt.gps import (GPS, GPSConfig, IterationRecord, initial_controllers, rollout,
+                                  run_offline)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class InsertionConditions:
         self.start = peg_pose(robot, start_sim.peg_points, start_sim.hole, setup.start_guess,
                               height=setup.start_height)
         self.depths: list[list[np.ndarray]] = [[] for _ in self.sims]  # per update (S,) m
+        self.mean_depths: list[list[float]] = [[] for _ in self.sims]  # per iteration, m
         self.learners = []
         for m, (sim, cost) in enumerate(zip(self.sims, self.costs)):
             ctrl, = initial_controllers(sim, [self.start], setup.T, setup.kp_fraction,
@@ -80,11 +82,16 @@ class InsertionConditions:
     def run(self, iterations: int, samples: int, seed: int = 0, noise_smoothing: float = 0.0,
             log: Callable[[IterationRecord], None] | None = None) -> list[IterationRecord]:
         """``iterations`` × (``samples`` rollouts and one update per condition); the records of
-        all conditions, with ``samples_used`` counted over all of them."""
+        all conditions, with ``samples_used`` counted over all of them. Before each update the
+        controller also runs once without noise (not a training sample): its final depth is
+        appended to ``mean_depths``."""
         records = []
         for it in range(iterations):
             for m, (gps, sim) in enumerate(zip(self.learners, self.sims)):
                 gps.iteration = it
+                ctrl = gps.controller(0)
+                X, _ = rollout(sim, ctrl, self.start, np.zeros((ctrl.T, ctrl.du)))
+                self.mean_depths[m].append(float(self.costs[m].insertion_depth(X[-1])))
                 rec, = run_offline(gps, sim, [self.start], 1, samples, noise_smoothing,
                                    seed=seed + 1000 * m + it)
                 rec = replace(rec, iteration=it, condition=m,
@@ -97,4 +104,10 @@ class InsertionConditions:
     def success(self) -> list[list[float]]:
         """Fraction of samples inserted to full depth, per iteration (rows) and condition."""
         return [[float(np.mean(d[it] >= self.full_depth(m))) for m, d in enumerate(self.depths)]
+                for it in range(min(map(len, self.depths)))]
+
+    def mean_success(self) -> list[list[bool]]:
+        """Whether the noise-free controller inserted to full depth, per iteration and
+        condition."""
+        return [[d[it] >= self.full_depth(m) for m, d in enumerate(self.mean_depths)]
                 for it in range(min(map(len, self.depths)))]
