@@ -29,7 +29,9 @@ class InsertionSetup:
     floor of the hole at ``start_hole`` (3,) m (default: the first condition's), the same arm
     pose for every condition; T steps of the simulator's control period; the initial controller
     holds the start pose (gains and noise as fractions of the effort limits, ``trajopt.gps.
-    initial_controllers``); cost: ``InsertionCost``'s keyword arguments."""
+    initial_controllers``); cost: ``InsertionCost``'s keyword arguments; start_guess (n,) rad:
+    where the inverse kinematics of the start pose begins (the default suits arm7: elbow up,
+    wrist pointing the peg down on the −x side)."""
 
     hole_positions: tuple
     start_height: float = 0.10
