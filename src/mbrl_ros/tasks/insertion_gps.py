@@ -30,7 +30,7 @@ class InsertionSetup:
     pose for every condition; T steps of the simulator's control period; the initial controller
     holds the start pose (gains and noise as fractions of the effort limits, ``trajopt.gps.
     initial_controllers``); cost: ``InsertionCost``'s keyword arguments; start_guess (n,) rad:
-    where the inverse kinematics of the start pose begins (the default suits arm7: elbow up,
+    where the inverse kinematics of the start pose begins (the default suits arm7: elbow bent,
     wrist pointing the peg down on the −x side)."""
 
     hole_positions: tuple
