@@ -56,10 +56,10 @@ def run(prior: str, args) -> dict:
     for it, s in enumerate(success):
         print(f"{it + 1:>4} {rows[it]['samples']:>7} " + " ".join(
             f"{v:>5.2f} [{'x' if ok else ' '}]" for v, ok in zip(s, mean_success[it])))
-    return {"train_success": [float(np.mean(s)) for s in success],
+    return {"train_success": [round(float(np.mean(s)), 9) for s in success],  # 0.9, not 0.8999…
             "samples": [r["samples"] for r in rows],
             "success_per_condition": success, "depth_per_condition_m": depth,
-            "mean_controller_success": [float(np.mean(s)) for s in mean_success],
+            "mean_controller_success": [round(float(np.mean(s)), 9) for s in mean_success],
             "mean_controller_depth_m": [[d[it] for d in conditions.mean_depths]
                                         for it in range(len(success))],
             "cost": [r["cost"] for r in rows], "kl": [r["kl"] for r in rows],
