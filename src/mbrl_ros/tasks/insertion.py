@@ -17,7 +17,7 @@ from scipy.optimize import least_squares
 
 from mbrl_ros.robot import ForwardKinematics, RobotDescription
 from mbrl_ros.tasks.insertion_scene import Hole
-from mbrl_ros.tasks.terms import ArmTerms, TaskError, nonnegative, point3
+from mbrl_ros.tasks.terms import ArmTerms, TaskError, l2_log, l2_log_weights, nonnegative, point3
 
 RAMPS = ("constant", "linear", "quadratic", "final")
 
@@ -62,10 +62,7 @@ class InsertionCost(ArmTerms):
                          velocity_margin=velocity_margin, dtype=dtype)
         self.points = axis_points(points, tip)
         self.tip = tip
-        self.w_l2, self.w_log = nonnegative("w_l2", w_l2), nonnegative("w_log", w_log)
-        self.alpha = nonnegative("alpha", alpha)
-        if self.alpha <= 0.0:
-            raise TaskError(f"alpha must be > 0 (it keeps log(d² + α) finite), got {alpha}")
+        self.w_l2, self.w_log, self.alpha = l2_log_weights(w_l2, w_log, alpha)
         ramp_weights(ramp, 1)
         self.ramp = ramp
         self.terminal_weight = nonnegative("terminal_weight", terminal_weight)
@@ -88,7 +85,7 @@ class InsertionCost(ArmTerms):
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         self.check(states, actions)
         d2 = self.distance2(states[..., 1:, :])
-        ell = 0.5 * self.w_l2 * d2 + self.w_log * torch.log(d2 + self.alpha)
+        ell = l2_log(d2, self.w_l2, self.w_log, self.alpha)
         weights = torch.as_tensor(ramp_weights(self.ramp, d2.shape[-1]), dtype=d2.dtype,
                                   device=d2.device)
         weights[-1] *= self.terminal_weight

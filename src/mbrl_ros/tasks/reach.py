@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from mbrl_ros.robot import RobotDescription
-from mbrl_ros.tasks.terms import ArmTerms, TaskError, nonnegative, point3
+from mbrl_ros.tasks.terms import ArmTerms, l2_log, l2_log_weights, nonnegative, point3
 
 
 class ReachCost(ArmTerms):
@@ -26,10 +26,7 @@ class ReachCost(ArmTerms):
         super().__init__(robot, w_action=w_action, w_limit=w_limit, limit_margin=limit_margin,
                          velocity_margin=velocity_margin,
                          dtype=dtype)
-        self.w_l2, self.w_log = nonnegative("w_l2", w_l2), nonnegative("w_log", w_log)
-        self.alpha = nonnegative("alpha", alpha)
-        if self.alpha <= 0.0:
-            raise TaskError(f"alpha must be > 0 (it keeps log(d² + α) finite), got {alpha}")
+        self.w_l2, self.w_log, self.alpha = l2_log_weights(w_l2, w_log, alpha)
         self.terminal_weight = nonnegative("terminal_weight", terminal_weight)
         self.w_velocity = nonnegative("w_velocity", w_velocity)
         self.register_buffer("target", torch.tensor(point3("target", target), dtype=dtype))
@@ -45,7 +42,7 @@ class ReachCost(ArmTerms):
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         self.check(states, actions)
         d2 = self.distance2(states[..., 1:, :])
-        ell = 0.5 * self.w_l2 * d2 + self.w_log * torch.log(d2 + self.alpha)
+        ell = l2_log(d2, self.w_l2, self.w_log, self.alpha)
         weights = torch.ones(d2.shape[-1], dtype=d2.dtype, device=d2.device)
         weights[-1] = self.terminal_weight
         qd_T = states[..., -1, self.n:2 * self.n]

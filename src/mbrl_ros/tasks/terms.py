@@ -26,6 +26,21 @@ def point3(name: str, value) -> np.ndarray:
     return p
 
 
+def l2_log_weights(w_l2, w_log, alpha) -> tuple[float, float, float]:
+    """Checked weights of ``l2_log`` (TaskError naming a bad one)."""
+    w_l2, w_log, alpha = nonnegative("w_l2", w_l2), nonnegative("w_log", w_log), \
+        nonnegative("alpha", alpha)
+    if alpha <= 0.0:
+        raise TaskError(f"alpha must be > 0 (it keeps log(d² + α) finite), got {alpha}")
+    return w_l2, w_log, alpha
+
+
+def l2_log(d2: torch.Tensor, w_l2: float, w_log: float, alpha: float) -> torch.Tensor:
+    """GPS's distance cost ½·w_l2·d² + w_log·log(d² + α) of squared distances ``d2`` (m²): the l2
+    term pulls from far, the log term sharpens precision near the target (Levine et al.)."""
+    return 0.5 * w_l2 * d2 + w_log * torch.log(d2 + alpha)
+
+
 class ArmTerms(torch.nn.Module):
     """The robot-dependent pieces every arm task uses: forward kinematics of the end effector,
     torques normalised by the effort limits, and the joint-limit penalty.
