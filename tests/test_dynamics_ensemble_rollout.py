@@ -121,8 +121,9 @@ def test_fused_rollout_matches_a_plain_forward(arm2, cls, members, dtype, mode, 
 
 
 def test_fused_rollout_takes_any_batch_shape_and_keeps_the_errors(arm2):
-    """Batch (P, 2, 3): particle p still keeps member p mod E; a particle count that is not a
-    multiple of the members is refused with the reference's message; horizon 0 is s0."""
+    """Batch (P, 2, 3): particle p still keeps member p mod E; no batch ('mean', as ``plan``
+    rolls out its result); a particle count that is not a multiple of the members is refused
+    with the reference's message; horizon 0 is s0."""
     _, data = arm2
     model = make(EnsembleModel, data, 3)
     s0 = torch.as_tensor(data.states[:6].reshape(2, 3, -1)).expand(6, 2, 3, model.dx)
@@ -132,6 +133,11 @@ def test_fused_rollout_takes_any_batch_shape_and_keeps_the_errors(arm2):
         flat = model.rollout(s0.reshape(6, 6, -1), U.reshape(6, H, -1).expand(6, 6, H, -1),
                              "tsinf", torch.Generator().manual_seed(1))
         np.testing.assert_array_equal(got.reshape(6, 6, H + 1, -1).numpy(), flat.numpy())
+        single = model.rollout(s0[0, 0, 0], U[0, 0], "mean")
+        with torch.enable_grad():
+            reference = model.rollout(s0[0, 0, 0], U[0, 0], "mean").detach()
+        assert single.shape == (H + 1, model.dx)
+        np.testing.assert_allclose(single.numpy(), reference.numpy(), rtol=1e-6, atol=1e-9)
         with pytest.raises(ModelError, match="multiple of the 3 members"):
             model.rollout(s0[:4], U, "tsinf")
         empty = model.rollout(s0, U[..., :0, :], "tsinf")
