@@ -130,7 +130,8 @@ def test_record_graph_records_whole_homed_episodes(tmp_path, where, robot,
         assert len(inside) > min_states  # over 1 s; drops and a loaded machine allowed for
         assert max(inside) > start + 10**9 - 20_000_000  # the whole second
     assert all(any(b <= t <= b + 10**9 for b in starts) for t in stamps)  # nothing else
-    assert len(commands) > 2 * min_states and np.all(np.isfinite(commands))
+    # the executor answers the newest state only: how many depends on the load
+    assert len(commands) > 20 and np.all(np.isfinite(commands))
     assert np.all(np.abs(commands) <= robot.limits.effort + 1e-9)
 
 

@@ -43,12 +43,13 @@ from std_srvs.srv import Trigger
 
 from mbrl_ros.artifacts import read_header
 from mbrl_ros.dynamics.base import model_info
-from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.controller import seconds_to_ns
 from mbrl_ros.episodes import (EpisodeClock, StartPoseSampler, Summary, TargetSampler,
                                progress_line, score)
-from mbrl_ros.homing import SettleDetector, homing_controller, homing_gains
+from mbrl_ros.homing import SettleDetector
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
+from mbrl_ros.nodes.homing_sender import HomingSender
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import (EVENT_QOS, LATCHED_QOS, MAX_TARGETS, NEWEST_ONLY,
                                      STATE_QOS, TARGET_QOS, time_msg)
@@ -134,8 +135,6 @@ class EpisodeManagerNode(Node):
             self.sequencer = EpisodeSequencer(
                 len(self.schedule), p.episode_steps * self.period_ns, p.episode_source,
                 self._start_pose, self._settle_detector, p.homing_retries)
-            self.homing_dt_ns = seconds_to_ns(p.homing_period)
-            self.homing_gains = homing_gains(robot, robot.joint_names, p.homing_period)
         else:
             self._sample_box_targets(robot)
         self.distances: dict[int, list[float]] = {}
@@ -148,12 +147,11 @@ class EpisodeManagerNode(Node):
         self.tracked_ns = -1                     # stamp of the last distance taken
         # without the clock: the newest state every 10 ms is enough (see nodes.runner)
         self.spin_interval = SPIN_INTERVAL if self.external else 0.0
-        self.homing: LinearGaussianController | None = None
 
         self.target_pub = self.create_publisher(PointStamped, "/mbrl/target", TARGET_QOS)
         self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
-        self.homing_pub = self.create_publisher(UInt8MultiArray, "/mbrl/homing_controller",
-                                                LATCHED_QOS)
+        self.homing = HomingSender(self, robot, robot.joint_names, p.homing_period,
+                                   p.homing_speed, p.homing_timeout) if self.external else None
         self.reset_client = self.create_client(Trigger, p.reset_service) \
             if p.episode_source == SERVICE else None
         self.diag = Diagnostics(self, "episodes", self._report)
@@ -285,11 +283,7 @@ class EpisodeManagerNode(Node):
         """Carry out a step of the external episode sequence."""
         e = step.episode
         if step.kind == "home":
-            self.homing = homing_controller(
-                s.position, step.goal, s.stamp_ns, self.homing_dt_ns, robot=self.robot,
-                speed_fraction=self.p.homing_speed, hold=self.p.homing_timeout,
-                gains=self.homing_gains)
-            self.homing_pub.publish(UInt8MultiArray(data=self.homing.to_bytes()))
+            self.homing.home(s, step.goal)
             if step.message:
                 self.diag.warn("homing_retries", f"episode {e}: homing {step.message}")
             else:
@@ -298,10 +292,7 @@ class EpisodeManagerNode(Node):
         elif step.kind == "reset":
             self._call_reset()
         elif step.kind == "start":
-            if self.homing is not None:  # hand over to the planner from this state on
-                self.homing_pub.publish(UInt8MultiArray(
-                    data=self.homing.with_validity(step.stamp_ns).to_bytes()))
-                self.homing = None
+            self.homing.hand_over(step.stamp_ns)  # to the planner from this state on
             self._publish_target(e, step.stamp_ns)
             self._event("start", e, step.stamp_ns)
         elif step.kind == "end":

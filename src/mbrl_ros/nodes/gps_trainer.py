@@ -51,13 +51,14 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.controller import seconds_to_ns
 from mbrl_ros.data.topics import EpisodeEvent, episode_event_json, read_episode_event
 from mbrl_ros.episodes import TargetSampler
 from mbrl_ros.gravity import GravityModel
-from mbrl_ros.homing import SettleDetector, homing_controller, homing_gains
+from mbrl_ros.homing import SettleDetector
 from mbrl_ros.msgconv import JointSample, read_command
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
+from mbrl_ros.nodes.homing_sender import HomingSender
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.episode_manager import PARAMS as EPISODE_PARAMS
@@ -185,7 +186,6 @@ class GPSTrainerNode(Node):
         self.exit_status = 0
         # homing: the episode sequence, the sample being recorded, the newest commands
         self.sequencer: EpisodeSequencer | None = None
-        self.homing: LinearGaussianController | None = None
         self.sample: StreamSample | None = None
         self.recent_commands: deque = deque(maxlen=RECENT_COMMANDS)  # (tag, message)
         self.last_state_wall = time.monotonic()
@@ -198,11 +198,9 @@ class GPSTrainerNode(Node):
             self, self.diag, Float64MultiArray, "/effort_controller/commands", COMMAND_QOS,
             self._on_command, lambda m: (read_command(m, self.n), m), "command")
         if self.homing_mode:
-            self.homing_pub = self.create_publisher(UInt8MultiArray, "/mbrl/homing_controller",
-                                                    LATCHED_QOS)
+            self.homing = HomingSender(self, robot, self.names, p.homing_period,
+                                       p.homing_speed, p.homing_timeout)
             self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
-            self.homing_dt_ns = seconds_to_ns(p.homing_period)
-            self.homing_gains = homing_gains(robot, self.names, p.homing_period)
         else:
             subscribe(self, self.diag, String, "/mbrl/episode_events", EVENT_QOS,
                       self._on_event, read_episode_event, "event")
@@ -383,7 +381,7 @@ class GPSTrainerNode(Node):
         return (self.intake.subscription.get_publisher_count() > 0
                 and self.command_sub.get_publisher_count() > 0
                 and self.ctrl_pub.get_subscription_count() > 0
-                and self.homing_pub.get_subscription_count() > 0)
+                and self.homing.pub.get_subscription_count() > 0)
 
     def _on_homing_state(self, s: JointSample) -> None:
         self.last_state_wall = time.monotonic()
@@ -427,11 +425,7 @@ class GPSTrainerNode(Node):
         """Carry out a step of the homing sequence (``robot_episodes``)."""
         if step.kind == "home":
             self.phase = "homing"
-            self.homing = homing_controller(
-                s.position, step.goal, s.stamp_ns, self.homing_dt_ns, robot=self.robot,
-                speed_fraction=self.p.homing_speed, hold=self.p.homing_timeout,
-                gains=self.homing_gains)
-            self.homing_pub.publish(UInt8MultiArray(data=self.homing.to_bytes()))
+            self.homing.home(s, step.goal)
             if step.message:
                 self.diag.warn("homing_retries", f"sample {step.episode}: homing "
                                                  f"{step.message}")
@@ -441,8 +435,7 @@ class GPSTrainerNode(Node):
                                                   "one started: dropped")
             ctrl = self.gps.controller(0).restamp(step.stamp_ns)
             self.ctrl_pub.publish(UInt8MultiArray(data=ctrl.to_bytes({"planner": "gps"})))
-            self.homing_pub.publish(UInt8MultiArray(  # hand over from this state on
-                data=self.homing.with_validity(step.stamp_ns).to_bytes()))
+            self.homing.hand_over(step.stamp_ns)  # from this state on
             self.phase, self.start_ns = "sampling", step.stamp_ns
             # from the command in force at the start on (the node may have taken commands
             # sent after it before this state)
@@ -492,6 +485,8 @@ class GPSTrainerNode(Node):
                 f"{rec.step_mult:.2f}, final distance {100 * rec.final_metric:.2f} cm, "
                 f"{rec.samples_used} samples")
         self.gps.iteration = it + 1
+        # the joint-state watchdog does not count the update's own time (callbacks waited)
+        self.last_state_wall = time.monotonic()
         if self.gps.iteration >= self.p.iterations:
             self._finish()
 

@@ -1,0 +1,48 @@
+"""What a node that homes the arm between episodes or samples publishes (``episode_manager``,
+``gps_trainer``): on ``/mbrl/homing_controller`` (transient local) the homing controller from a
+state to a goal pose (``mbrl_ros.homing``: the min-jerk move, then the hold), and, when the arm
+has settled, the same controller valid only until a stamp: the hand-over to the controllers
+that follow (the executor prefers a valid homing controller)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from rclpy.node import Node
+from std_msgs.msg import UInt8MultiArray
+
+from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.homing import homing_controller, homing_gains
+from mbrl_ros.msgconv import JointSample
+from mbrl_ros.nodes.messages import LATCHED_QOS
+from mbrl_ros.robot import RobotDescription
+
+
+class HomingSender:
+    """Homing controllers for ``joint_names`` of ``robot``: steps of ``period`` s, PD gains
+    stable at it, the move at ``speed_fraction`` of the velocity limits, then a hold of ``hold``
+    s."""
+
+    def __init__(self, node: Node, robot: RobotDescription, joint_names: Sequence[str],
+                 period: float, speed_fraction: float, hold: float):
+        self.robot, self.names = robot, list(joint_names)
+        self.dt_ns = seconds_to_ns(period)
+        self.gains = homing_gains(robot, self.names, period)
+        self.speed_fraction, self.hold = speed_fraction, hold
+        self.controller: LinearGaussianController | None = None
+        self.pub = node.create_publisher(UInt8MultiArray, "/mbrl/homing_controller", LATCHED_QOS)
+
+    def home(self, s: JointSample, goal: np.ndarray) -> None:
+        """Publish the homing controller from state ``s`` (its stamp) to ``goal`` (n,) rad."""
+        self.controller = homing_controller(
+            s.position, goal, s.stamp_ns, self.dt_ns, robot=self.robot, joint_names=self.names,
+            speed_fraction=self.speed_fraction, hold=self.hold, gains=self.gains)
+        self.pub.publish(UInt8MultiArray(data=self.controller.to_bytes()))
+
+    def hand_over(self, stamp_ns: int) -> None:
+        """Republish the current homing controller valid only before ``stamp_ns`` (nothing
+        without one)."""
+        if self.controller is not None:
+            self.pub.publish(UInt8MultiArray(
+                data=self.controller.with_validity(stamp_ns).to_bytes()))
+            self.controller = None
