@@ -69,12 +69,12 @@ class CommandProbe:
         wait_for(lambda: find(), timeout, f"a command for stamp {stamp_ns}")
         return find()[-1]
 
-    def answer(self, stamp_ns, q, qd):
+    def answer(self, stamp_ns, q, qd, **state):
         """Send a state to a realtime node and return the command that answers it (the next one:
         realtime commands are tagged with their send time, never before the state's stamp).
-        Needs ``send_state(stamp_ns, q, qd)`` and ``n_commands()``."""
+        Needs ``send_state(stamp_ns, q, qd, **state)`` and ``n_commands()``."""
         before = self.n_commands()
-        self.send_state(stamp_ns, q, qd)
+        self.send_state(stamp_ns, q, qd, **state)
         wait_for(lambda: self.n_commands() > before, 10, f"the answer to state {stamp_ns}")
         with self.lock:
             assert len(self.commands) == before + 1

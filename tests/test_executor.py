@@ -106,19 +106,6 @@ class Probe(CommandProbe):
         self.state_pub.publish(joint_state_msg(stamp_ns, names, np.asarray(q, float),
                                                np.asarray(qd, float), np.zeros(len(names))))
 
-    def answer(self, stamp_ns, q, qd, names=NAMES):
-        """Send a state to a realtime executor and return the command that answers it (the next
-        one: realtime commands are tagged with their send time, never before the state's stamp)."""
-        before = self.n_commands()
-        self.send_state(stamp_ns, q, qd, names)
-        wait_for(lambda: self.n_commands() > before, 10, f"the answer to state {stamp_ns}")
-        with self.lock:
-            assert len(self.commands) == before + 1
-            u, tag = self.commands[-1]
-        assert tag >= stamp_ns
-        return u
-
-
 
 def executor(ros, **params):
     node = LGExecutorNode(context=ros.context, parameter_overrides=[
