@@ -89,6 +89,8 @@ class Graph:
 MPC_CONTROL_PERIOD = {"arm2": 0.05, "arm7": 0.05}
 ROBOT_TOPICS = {"joint_states": "/joint_states", "commands": "/effort_controller/commands"}
 HARDWARE_PERIOD = 0.002  # s: the hardware-like fixture's joint states, 500 Hz as on many arms
+REALTIME_SIM_PERIOD = 0.01  # s: the simulator's joint states in real time, 100 Hz (the slowest
+                            # robot rate the executor's gains are capped for)
 
 
 def _sim_nodes(robot: str, mode: str, duration: float, seed: int, status_period: float,
@@ -384,7 +386,8 @@ def _realtime_mpc_nodes(robot: str, target: Target, steps: int, period: float, n
     if target.sim == "true":  # the lockstep graph's arm (start pose), reset around it
         nodes = _sim_nodes(robot, "realtime", 0.0, seed, status_period, config[0], 1)
         nodes[0] = replace(nodes[0], config=(_lockstep_config(robot),) + config)
-        nodes[0].parameters.update(control_period=period, initial_position_noise=cfg.start_radius,
+        nodes[0].parameters.update(control_period=REALTIME_SIM_PERIOD,
+                                   initial_position_noise=cfg.start_radius,
                                    gravity_compensation=cfg.compensates_gravity)
     elif target.sim == "hardware":
         nodes = _sim_nodes(robot, "hardware", 0.0, seed, status_period, config[0], 1)
