@@ -108,6 +108,10 @@ def test_mpc_graph_runs_split_across_the_namespaces(netns_allowed, tmp_path):
     specs = graph("mpc", sim="hardware", robot="arm6", robot_compensates_gravity="false",
                   train_episodes="3", final_eval_episodes="1", episode_length="2.0",
                   output_dir=str(tmp_path))
+    # the fit at the node's priority: at the real-time config's lower one it may not finish
+    # within this short run on a loaded machine (what is tested is that data crosses the veth)
+    fitter = next(s for s in specs if s.name == "dynamics_fitter")
+    fitter.parameters["fit_niceness"] = 0
     with SplitNetwork() as net:
         failed, latency = run_split_graph(net, specs, True, tmp_path, timeout_s=420)
     logs = {p.stem: p.read_text() for p in tmp_path.glob("*.log")}
