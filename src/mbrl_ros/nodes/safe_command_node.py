@@ -230,6 +230,7 @@ class SafeCommandNode(Node):
             self.homing_active = active
             self.get_logger().info("homing: following the homing controller" if active
                                    else "homing over")
+            self.diag.publish()  # homing_active changed: say so now
         if not active:
             return False
         self.pending = None
