@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.dynamics.base import ModelError, ModelSignature
+from mbrl_ros.dynamics.base import DynamicsModel, ModelError, ModelSignature
 from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel, MLPModel
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.mpc import build_mpc
@@ -168,3 +168,42 @@ def test_the_planner_nodes_cost_is_in_the_planners_dtype(planner):
         "planner": planner, "horizon": 4, "samples": 8, "elites": 2, "device": "cpu"}
     mpc = build_mpc(robot, range(robot.n_joints), settings)
     assert {b.dtype for b in mpc.cost.buffers()} == {mpc.planner.dtype} == {torch.float32}
+
+
+@pytest.mark.parametrize("cls, members", [(EnsembleModel, 3), (MLPModel, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_closed_loop_rollout_matches_a_plain_forward(arm2, cls, members, dtype):
+    """``rollout_policy`` (the fused path) with a clamped linear feedback law, 4 rows: at every
+    step the policy sees the state the plain float64 forward reaches, and the states follow it;
+    the step-by-step reference (``DynamicsModel.rollout_policy``) agrees, and so does
+    ``propagate(…, 'mean')`` with the mixture mean of ``predict``."""
+    _, data = arm2
+    model = make(cls, data, members)
+    gen = torch.Generator().manual_seed(5)
+    s0 = torch.as_tensor(data.states[:4], dtype=dtype)
+    U = torch.as_tensor(data.actions[:H], dtype=dtype)
+    K = 0.5 * torch.randn(H, model.du, model.dx, generator=gen, dtype=dtype)
+    seen = []
+
+    def policy(t, s):
+        seen.append(s.clone())
+        return torch.clamp(U[t] + (s - s0[0]) @ K[t].T, -0.2, 0.2)
+
+    states, actions = model.rollout_policy(s0, policy, H)
+    assert states.shape == (4, H + 1, model.dx) and actions.shape == (4, H, model.du)
+    assert not states.requires_grad and states.dtype == dtype
+    want = [s0.double().numpy()]
+    for t in range(H):
+        np.testing.assert_allclose(seen[t].double().numpy(), want[-1], rtol=2e-5, atol=2e-5)
+        a = np.clip(U[t].double().numpy() + (want[-1] - s0[0].double().numpy())
+                    @ K[t].double().numpy().T, -0.2, 0.2)
+        np.testing.assert_allclose(actions[:, t].double().numpy(), a, rtol=2e-5, atol=2e-5)
+        step = numpy_rollout(model, torch.as_tensor(want[-1])[None], torch.as_tensor(a)[None, :,
+                             None], "mean", 0, torch.float64)
+        want.append(step[0, :, 1])
+    np.testing.assert_allclose(states.double().numpy(), np.stack(want, 1), rtol=2e-5,
+                               atol=2e-5 * np.abs(want).max())
+    reference, _ = DynamicsModel.rollout_policy(model, s0, policy, H)
+    np.testing.assert_allclose(reference.numpy(), states.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.propagate(s0, U[0], "mean").detach().numpy(),
+                               model.predict(s0, U[0])[0].detach().numpy(), rtol=1e-6, atol=1e-7)

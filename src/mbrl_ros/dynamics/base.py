@@ -212,6 +212,18 @@ class DynamicsModel(abc.ABC):
             states.append(self.propagate(states[-1], actions[..., t, :], mode, generator))
         return torch.stack(states, dim=-2)
 
+    def rollout_policy(self, s0: torch.Tensor, policy: Callable[[int, torch.Tensor], torch.Tensor],
+                       horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean prediction closed in a loop with ``policy(t, s) -> a``: states (B, H + 1, dx)
+        and the policy's actions (B, H, du) from s0 (B, dx), H = ``horizon``. Without autograd
+        (planners' line searches and forward passes)."""
+        with torch.no_grad():
+            states, actions = [s0], []
+            for t in range(horizon):
+                actions.append(policy(t, states[-1]))
+                states.append(self.propagate(states[-1], actions[-1], "mean"))
+            return torch.stack(states, 1), torch.stack(actions, 1)
+
     # -- artifacts -----------------------------------------------------------------------------
     def artifact_meta(self, **extra) -> dict:
         """Artifact metadata shared by every kind: signature, ``config`` (a dataclass) and

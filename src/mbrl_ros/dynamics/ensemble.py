@@ -34,7 +34,7 @@ from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import Dataset, NormStats
 from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, FitStopped, ModelError,
                                     ModelSignature, Progress, Propagation, register)
-from mbrl_ros.dynamics.ensemble_rollout import fused_rollout
+from mbrl_ros.dynamics.ensemble_rollout import fused_rollout, fused_rollout_policy
 
 LOG_EVERY_S = 2.0
 
@@ -172,7 +172,13 @@ class EnsembleModel(DynamicsModel):
 
     def propagate(self, s: torch.Tensor, a: torch.Tensor, mode: Propagation = "mean",
                   generator: torch.Generator | None = None) -> torch.Tensor:
-        if mode in ("mean", "sample"):
+        if mode == "mean":  # the members' average mean: no variance heads
+            x = self.normalise_inputs(s, a)
+            rows = x.reshape(1, -1, x.shape[-1]).to(torch.float32).expand(self.members, -1, -1)
+            delta_n = self.net(rows)[..., :self.dx].mean(0).reshape(*x.shape[:-1], self.dx)
+            n = self._norm(s.dtype)
+            return s + n["delta_mean"] + n["delta_std"] * delta_n.to(s.dtype)
+        if mode == "sample":
             return super().propagate(s, a, mode, generator)
         if mode == "ts1":
             means, variances = self.member_predictions(s, a)
@@ -194,6 +200,12 @@ class EnsembleModel(DynamicsModel):
         path of ``ensemble_rollout`` (same results up to float rounding)."""
         states = fused_rollout(self, s0, actions, mode, generator)
         return super().rollout(s0, actions, mode, generator) if states is None else states
+
+    def rollout_policy(self, s0, policy, horizon):
+        """As ``DynamicsModel.rollout_policy``; the fused path of ``ensemble_rollout`` once the
+        model is fitted (same results up to float rounding)."""
+        result = fused_rollout_policy(self, s0, policy, horizon)
+        return super().rollout_policy(s0, policy, horizon) if result is None else result
 
     def _fixed_member(self, s: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """TS∞: particle p (leading dim of s, size P = k·E) through member p mod E only."""

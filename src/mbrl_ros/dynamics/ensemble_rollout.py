@@ -5,7 +5,8 @@ Gives ``DynamicsModel.rollout`` through ``EnsembleModel.propagate`` (the step-by
 up to float rounding, with the same generator draws in the same order, for the two modes the
 planners use at scale: 'tsinf' (particle p through member p mod E, a draw from its Gaussian) and
 'mean' (the average of the members' means). Only without autograd; ``EnsembleModel.rollout``
-takes the reference path otherwise and for the other modes.
+takes the reference path otherwise and for the other modes. ``fused_rollout_policy`` is the
+'mean' path with the actions chosen at each step by a feedback law (iLQR's line search).
 
 What it saves (one CPU thread at PETS scale: ``benchmarks/bench_planners.py``):
 * the inputs [(s − μ_s)/σ_s, (a − μ_a)/σ_a, 1] live in one float32 buffer: the first layer's
@@ -42,6 +43,18 @@ def fused_rollout(model, s0: torch.Tensor, actions: torch.Tensor, mode: str,
     if H == 0 or (mode == "tsinf" and (not shape or shape[0] % E)):
         return None
     return _Rollout(model, shape, s0.dtype, mode).run(s0, actions, generator)
+
+
+def fused_rollout_policy(model, s0: torch.Tensor, policy, horizon: int
+                         ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """States (B, H + 1, dx) and actions (B, H, du) of the members' average mean closed with
+    ``policy(t, s) -> a`` (s (B, dx) read only, a (B, du)), as ``rollout_policy``; None where
+    this path does not apply (an unfitted model, s0 not (B, dx), H = 0). Never records
+    autograd history."""
+    if (model.stats is None or s0.ndim != 2
+            or s0.shape[-1] != model.dx or horizon <= 0):
+        return None
+    return _Rollout(model, s0.shape[:1], s0.dtype, "mean").run_policy(s0, policy, horizon)
 
 
 class _Rollout:
@@ -162,3 +175,28 @@ class _Rollout:
                 states[..., t + 1, :].view(1, self.B, dx).copy_(nxt)
             s, nxt = nxt, s
         return states
+
+    def run_policy(self, s0: torch.Tensor, policy, H: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """'mean' mode with the actions chosen step by step: ``fused_rollout_policy``."""
+        with torch.no_grad():
+            return self._run_policy(s0, policy, H)
+
+    def _run_policy(self, s0, policy, H):
+        model, dx, du, dtype = self.model, self.model.dx, self.model.du, self.dtype
+        n = model._norm(dtype)
+        scale, a_scale = 1.0 / n["state_std"], 1.0 / n["action_std"]
+        offset, a_offset = -n["state_mean"] * scale, -n["action_mean"] * a_scale
+        states = torch.empty(self.B, H + 1, dx, dtype=dtype, device=model.device)
+        actions = torch.empty(self.B, H, du, dtype=dtype, device=model.device)
+        states[:, 0] = s0
+        x_state, x_action = self.x[..., :dx], self.x[..., dx:-1]
+        z = self.z[0]
+        for t in range(H):
+            s = states[:, t]
+            a = actions[:, t]
+            a.copy_(policy(t, s))
+            x_state.copy_(torch.addcmul(offset, s, scale, out=z))
+            x_action.copy_(torch.addcmul(a_offset, a, a_scale))
+            torch.mean(self.forward(), 0, out=self.avg)
+            torch.add(s, self.avg, out=states[:, t + 1])
+        return states, actions

@@ -42,7 +42,7 @@ def dynamics_jacobians(model, X: torch.Tensor,
     separate reverse passes."""
     with torch.enable_grad():
         x, u = X.detach().requires_grad_(), U.detach().requires_grad_()
-        Y = model.predict(x, u)[0]
+        Y = model.propagate(x, u, "mean")
         n = Y.shape[-1]
         basis = torch.eye(n, dtype=Y.dtype, device=Y.device)[:, None, :].expand(n, *Y.shape)
         A, B = torch.autograd.grad(Y, (x, u), grad_outputs=basis, is_grads_batched=True,
@@ -104,19 +104,14 @@ class ILQR(Planner):
     def _rollout(self, model, x0, U, low, high, X_ref=None, K=None, k=None, alphas=None):
         """States (B, T+1, dx) and actions (B, T, du) of the feedback law for each α in
         ``alphas`` (B = len(alphas)), or of the open-loop U (B = 1)."""
-        with torch.no_grad():
-            B = 1 if alphas is None else alphas.shape[0]
-            x = x0.expand(B, -1)
-            states, actions = [x], []
-            for t in range(U.shape[0]):
-                u = U[t].expand(B, -1)
-                if alphas is not None:
-                    u = u + alphas[:, None] * k[t] + (x - X_ref[t]) @ K[t].T
-                u = torch.clamp(u, low, high)
-                x = model.predict(x, u)[0]
-                states.append(x)
-                actions.append(u)
-            return torch.stack(states, 1), torch.stack(actions, 1)
+        B = 1 if alphas is None else alphas.shape[0]
+
+        def policy(t, x):
+            u = U[t].expand(B, -1)
+            if alphas is not None:
+                u = u + alphas[:, None] * k[t] + (x - X_ref[t]) @ K[t].T
+            return torch.clamp(u, low, high)
+        return model.rollout_policy(x0.expand(B, -1), policy, U.shape[0])
 
     def _backward(self, F, g, H, mu, hold):
         """LQR backward pass around the nominal, raising μ until Q_uu is positive definite
