@@ -148,13 +148,14 @@ def test_a_lead_plans_from_the_state_predicted_under_the_previous_plan():
 
 def test_feedback_setting_gives_each_plan_the_gains_the_executor_runs():
     """'plan' keeps iLQR's K; 'none' runs û + k open loop; 'tracking' puts the PD gains on the
-    deviation from the same nominal: û + k − kp (q − q̂) − kd (q̇ − q̂̇). Latency prediction runs
-    the previous plan with those gains, its actions clamped to the planner's torque box."""
+    deviation from the same nominal: û + k − kp (q − q̂) − kd (q̇ − q̂̇); 'bounded' keeps K
+    with each row's position and velocity parts scaled to L1 norms ≤ kp_j, kd_j. Latency
+    prediction runs the previous plan with those gains, clamped to the planner's torque box."""
     target = np.array([0.1, 0.1, 0.07])
     x = np.array([0.2, -0.1, 0.5, 0.3])
     kp, kd = np.array([3.0, 2.0]), np.array([0.3, 0.2])
     plans = {}
-    for feedback in ("plan", "none", "tracking"):
+    for feedback in ("plan", "none", "tracking", "bounded"):
         _, mpc, model = linear_mpc(feedback=feedback, tracking_gains=(kp, kd))
         plans[feedback] = c = mpc.act(x[:2], x[2:], 0, target).controller
         assert mpc.previous is c
@@ -162,7 +163,18 @@ def test_feedback_setting_gives_each_plan_the_gains_the_executor_runs():
         expected = {"plan": c.K[3] @ (off - c.x_hat[3]) + c.k[3] + c.u_hat[3],
                     "none": c.u_hat[3],
                     "tracking": c.u_hat[3] - kp * (off[:2] - c.x_hat[3, :2])
-                    - kd * (off[2:] - c.x_hat[3, 2:])}[feedback]
+                    - kd * (off[2:] - c.x_hat[3, 2:]),
+                    "bounded": c.u_hat[3] + c.K[3] @ (off - c.x_hat[3])}.get(feedback)
+        if feedback == "bounded":  # iLQR's rows, each scaled to the PD gains' L1 bound
+            K = plans["plan"].K[3]
+            rows = [[min(1.0, cap[j] / np.abs(K[j, part]).sum()) for j in range(2)]
+                    for part, cap in ((slice(0, 2), kp), (slice(2, 4), kd))]
+            np.testing.assert_allclose(c.K[3][:, :2], K[:, :2] * np.array(rows[0])[:, None])
+            np.testing.assert_allclose(c.K[3][:, 2:], K[:, 2:] * np.array(rows[1])[:, None])
+            assert min(rows[0] + rows[1]) < 1.0  # the bound binds somewhere in this case
+            assert np.all(np.abs(c.K[:, :, :2]).sum(-1) <= kp * (1 + 1e-12))
+            assert np.all(np.abs(c.K[:, :, 2:]).sum(-1) <= kd * (1 + 1e-12))
+            np.testing.assert_allclose(c.u_hat, plans["plan"].u_hat + plans["plan"].k)
         np.testing.assert_allclose(c.act(off, 3), expected, rtol=1e-12, atol=1e-12)
         A, B = model.A.numpy().astype(float), model.B.numpy().astype(float)
         low, high = mpc.planner.action_low, mpc.planner.action_high

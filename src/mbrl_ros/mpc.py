@@ -15,7 +15,11 @@ runs meanwhile, within the planner's torque box), and the plan starts then.
 ``feedback`` says which gains a plan carries between replans: ``plan`` the planner's own (iLQR's
 K_t; none for the shooting planners), ``none`` open loop (K = 0), ``tracking`` a joint-space PD
 law on the deviation from the plan's nominal states, ``tracking_gains`` (kp, kd) in physical
-units (N·m/rad, N·m·s/rad) that hold off the plan, where a young model's K_t does not.
+units (N·m/rad, N·m·s/rad) that hold off the plan, where a young model's K_t does not;
+``bounded`` the planner's K_t with each joint's row bounded by those gains: the L1 norm of its
+position gains at most kp_j and of its velocity gains at most kd_j (rows scaled down, direction
+kept), so the feedback torque stays within kp_j·max|δq| + kd_j·max|δq̇| (on arm7 iLQR's rows
+were ~10× the gains stable at the control period, and the arm left the plan).
 The same object serves the planner node and offline experiments.
 """
 from __future__ import annotations
@@ -38,7 +42,7 @@ from mbrl_ros.robot import ForwardKinematics, RobotDescription
 from mbrl_ros.tasks.reach import ReachCost
 
 
-FEEDBACK = ("plan", "none", "tracking")  # the gains a plan carries between replans (see above)
+FEEDBACK = ("plan", "none", "tracking", "bounded")  # the gains between replans (see above)
 
 
 @dataclass
@@ -68,8 +72,8 @@ class MPC:
         self.base_policy = base_policy
         if feedback not in FEEDBACK:
             raise ValueError(f"feedback {feedback!r} must be one of {', '.join(FEEDBACK)}")
-        if feedback == "tracking" and tracking_gains is None:
-            raise ValueError("feedback 'tracking' needs tracking_gains (kp, kd)")
+        if feedback in ("tracking", "bounded") and tracking_gains is None:
+            raise ValueError(f"feedback '{feedback}' needs tracking_gains (kp, kd)")
         self.feedback, self.tracking_gains = feedback, tracking_gains
         self.fk = ForwardKinematics(robot)
         self.model: DynamicsModel | None = None
@@ -144,6 +148,8 @@ class MPC:
             return c.without_feedback()
         kp, kd = self.tracking_gains
         n = len(self.joint_names)
+        if self.feedback == "bounded":
+            return c.with_gains(bound_gains(c.K, kp, kd))
         K = np.zeros((n, c.dx))
         K[:, :n], K[:, n:2 * n] = -np.diag(kp), -np.diag(kd)
         return c.with_gains(K)
@@ -162,6 +168,19 @@ class MPC:
         """The base policy's open-loop controller of ``pi0_steps`` steps from ``stamp_ns``."""
         return self.base_policy.controller(self.pi0_steps, self.dt_ns, stamp_ns,
                                            self.joint_names)
+
+
+def bound_gains(K: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> np.ndarray:
+    """Gains K (T, n, dx) on a state [q, q̇, …] (n joints) with row j's position part scaled to
+    an L1 norm of at most kp_j (N·m/rad) and its velocity part to at most kd_j (N·m·s/rad), the
+    gains on further features set to 0 (they have no bound in joint units); a new array."""
+    K = np.array(K, dtype=np.float64)
+    n = K.shape[1]
+    for part, cap in ((slice(0, n), kp), (slice(n, 2 * n), kd)):
+        norm = np.abs(K[..., part]).sum(-1, keepdims=True)
+        K[..., part] *= np.minimum(1.0, np.asarray(cap)[:, None] / np.maximum(norm, 1e-300))
+    K[..., 2 * n:] = 0.0
+    return K
 
 
 def planner_options(settings: Mapping[str, Any]) -> dict:
@@ -212,4 +231,4 @@ def build_mpc(robot: RobotDescription, joint_index: Sequence[int],
                base_policy=base_policy, feedback=s.get("feedback", "plan"),
                tracking_gains=homing_gains(robot, [robot.joint_names[i] for i in idx],
                                            s["control_period"], s["tracking_gain_fraction"])
-               if s.get("feedback") == "tracking" else None)
+               if s.get("feedback") in ("tracking", "bounded") else None)

@@ -109,10 +109,12 @@ PARAMS = [
     Param("feedback", "plan", "gains a plan carries between replans: plan (the planner's own: "
                               "iLQR's K), none (open loop: û + k along the plan) or tracking "
                               "(joint-space PD on the deviation from the plan's nominal states: "
-                              "gains a young model's K cannot spoil)",
+                              "gains a young model's K cannot spoil) or bounded (iLQR's K with "
+                              "each joint's row bounded by the tracking gains, L1 norm)",
           choices=FEEDBACK),
-    Param("tracking_gain_fraction", 0.5, "feedback tracking: PD gains as this fraction of the "
-                                         "gains stable at the control period (homing's rule)",
+    Param("tracking_gain_fraction", 0.5, "feedback tracking and bounded: PD gains (bounds) as "
+                                         "this fraction of the gains stable at the control "
+                                         "period (homing's rule)",
           (1e-3, 1.0)),
     Param("compensate_latency", False, "realtime: plan from the state predicted for when the "
                                        "plan takes effect (the recent median latency ahead)"),
