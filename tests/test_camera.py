@@ -86,3 +86,18 @@ def test_backend_choice(monkeypatch):
     assert gl_backend() == "glfw"
     monkeypatch.setenv("MUJOCO_GL", "EGL")
     assert gl_backend() == "egl"
+
+
+def test_read_image_undoes_padding_and_channel_order():
+    from types import SimpleNamespace
+    from mbrl_ros.msgconv import MessageError, read_image
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    bgra = np.concatenate([rgb[..., ::-1], np.full((3, 4, 1), 255, np.uint8)], -1)
+    padded = np.zeros((3, 20), np.uint8)
+    padded[:, :16] = bgra.reshape(3, 16)
+    msg = SimpleNamespace(encoding="bgra8", height=3, width=4, step=20, data=padded.tobytes())
+    np.testing.assert_array_equal(read_image(msg), rgb)
+    with pytest.raises(MessageError, match="encoding '16UC1'"):
+        read_image(SimpleNamespace(encoding="16UC1", height=3, width=4, step=8, data=b""))
+    with pytest.raises(MessageError, match="does not fit its 35 bytes"):
+        read_image(SimpleNamespace(encoding="rgb8", height=3, width=4, step=12, data=b"x" * 35))

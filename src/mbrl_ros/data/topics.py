@@ -16,6 +16,8 @@ STATES = "/joint_states"
 COMMANDS = "/effort_controller/commands"
 EVENTS = "/mbrl/episode_events"
 CLOCK = "/clock"
+IMAGES = "/camera/image_raw"         # sensor_msgs/Image of the simulator's camera (rgb8)
+CAMERA_INFO = "/camera/camera_info"  # its sensor_msgs/CameraInfo, same stamps
 
 # Message types of the topics the graph defines, so a recorder can subscribe before a publisher
 # appears (no message of a late publisher is lost).
@@ -26,6 +28,8 @@ KNOWN_TYPES: dict[str, str] = {
     "/mbrl/controller": "std_msgs/msg/UInt8MultiArray",
     CLOCK: "rosgraph_msgs/msg/Clock",
     EVENTS: "std_msgs/msg/String",
+    IMAGES: "sensor_msgs/msg/Image",
+    CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
 }
 RECORDED_BY_DEFAULT = (STATES, COMMANDS, "/mbrl/target", "/mbrl/controller", CLOCK, EVENTS)
 
