@@ -31,18 +31,21 @@ KNOWN_TYPES: dict[str, str] = {
     IMAGES: "sensor_msgs/msg/Image",
     CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
 }
-RECORDED_BY_DEFAULT = (STATES, COMMANDS, "/mbrl/target", "/mbrl/controller", CLOCK, EVENTS)
+RECORDED_BY_DEFAULT = (STATES, COMMANDS, "/mbrl/target", "/mbrl/controller", CLOCK, EVENTS,
+                       IMAGES, CAMERA_INFO)  # the camera's: only where a camera publishes
 
 EVENT_KINDS = ("reset", "start", "end")
 
 
 @dataclass(frozen=True)
 class TopicNames:
-    """Where a transition builder finds joint states, commands and episode events."""
+    """Where a transition builder finds joint states, commands and episode events (and the
+    image observations, where asked for)."""
 
     states: str = STATES
     commands: str = COMMANDS
     events: str = EVENTS
+    images: str = IMAGES
 
 
 @dataclass(frozen=True)
