@@ -5,7 +5,9 @@ uint8 array (height, width, 3), row 0 at the top, the same bytes for the same st
 backend is MuJoCo's: ``MUJOCO_GL`` if set (osmesa, egl, glfw), else glfw with a ``DISPLAY`` and
 OSMesa (software, ``apt-get install libosmesa6``) without one. ``intrinsics`` and ``project``
 follow the ROS/OpenCV pinhole convention (optical frame: x right, y down, z forward; pixel centres
-at integer coordinates).
+at integer coordinates). Frames are rendered without shadows, reflections and skybox unless
+``effects``: in software rendering (OSMesa) those cost about 20 times the plain frame
+(benchmarks/bench_render.py).
 """
 from __future__ import annotations
 
@@ -49,10 +51,11 @@ def _gl_context(width: int, height: int):
 
 
 class Camera:
-    """A fixed camera of ``model`` rendered offscreen at ``width`` × ``height`` pixels."""
+    """A fixed camera of ``model`` rendered offscreen at ``width`` × ``height`` pixels
+    (``effects``: with shadows, reflections and skybox)."""
 
     def __init__(self, model: mujoco.MjModel, camera: str = SOLAR_CAMERA, width: int = 64,
-                 height: int = 64):
+                 height: int = 64, effects: bool = False):
         self.camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
         if self.camera_id < 0:
             names = [model.camera(i).name for i in range(model.ncam)]
@@ -70,6 +73,9 @@ class Camera:
         self._camera.fixedcamid = self.camera_id
         self._option = mujoco.MjvOption()
         self._scene = mujoco.MjvScene(model, maxgeom=max(1000, 2 * model.ngeom))
+        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
+                     mujoco.mjtRndFlag.mjRND_SKYBOX):
+            self._scene.flags[flag] = bool(effects)
         self._rect = mujoco.MjrRect(0, 0, self.width, self.height)
         self._rgb = np.empty((self.height, self.width, 3), np.uint8)
         self._gl = _gl_context(self.width, self.height)
