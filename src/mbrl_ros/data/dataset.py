@@ -258,9 +258,9 @@ class Dataset:
         images = {}
         if first.has_images:
             offsets = np.cumsum([0] + [len(p.frames) for p in parts])
-            images = {"frames": np.concatenate([p.frames for p in parts]),
-                      **{name: np.concatenate([getattr(p, name) + o for p, o in zip(parts, offsets)])
-                         for name in ("image_index", "next_image_index")}}
+            images = {"frames": np.concatenate([p.frames for p in parts])} | {
+                name: np.concatenate([getattr(p, name) + o for p, o in zip(parts, offsets)])
+                for name in ("image_index", "next_image_index")}
         return Dataset(np.concatenate([p.states for p in parts]),
                        np.concatenate([p.actions for p in parts]),
                        np.concatenate([p.next_states for p in parts]), np.concatenate(episodes),
