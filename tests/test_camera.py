@@ -101,3 +101,20 @@ def test_read_image_undoes_padding_and_channel_order():
         read_image(SimpleNamespace(encoding="16UC1", height=3, width=4, step=8, data=b""))
     with pytest.raises(MessageError, match="does not fit its 35 bytes"):
         read_image(SimpleNamespace(encoding="rgb8", height=3, width=4, step=12, data=b"x" * 35))
+
+
+def test_missing_backend_says_what_to_install(arm2, monkeypatch):
+    """A backend whose library is missing (as OSMesa without libosmesa6) gives a CameraError that
+    names the backend, the cause and the fix."""
+    import mbrl_ros.camera as camera_module
+
+    def missing(name):
+        raise ImportError("libOSMesa.so.8: cannot open shared object file")
+
+    monkeypatch.setattr(camera_module.importlib, "import_module", missing)
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    with pytest.raises(CameraError, match=r"no usable OpenGL backend 'osmesa' \(ImportError: "
+                                          r"libOSMesa.*apt-get install libosmesa6.*MUJOCO_GL="
+                                          r"osmesa"):
+        Camera(arm2.model, "solar")

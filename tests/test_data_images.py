@@ -131,3 +131,13 @@ def test_record_graph_records_the_rendered_frames(tmp_path):
             for state, frame in ((s, img), (s_next, nxt)):
                 sim.set_state(state[:2], state[2:])
                 np.testing.assert_array_equal(sim.render(camera), frame)
+
+
+def test_forget_before_bounds_the_frames_kept():
+    frames = ImageFrames()
+    for k in range(5):
+        frames.add(k * DT_NS, frame_of(k * DT_NS))
+    frames.forget_before(3 * DT_NS)
+    stamps, kept = frames.arrays()
+    assert list(stamps) == [3 * DT_NS, 4 * DT_NS]
+    np.testing.assert_array_equal(kept[0], frame_of(3 * DT_NS))

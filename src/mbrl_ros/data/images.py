@@ -4,6 +4,9 @@ A transition's image observations are the frames whose stamps are nearest to the
 s' (s' at s + dt), each within ``tolerance``·dt; the simulator stamps its frames with the joint
 state's stamp, so they match exactly. Transitions lacking either frame are dropped and counted
 (``no_image``). Frames are kept once each (``Dataset.frames``), however many transitions use them.
+Live (a node): feed the image topic to ``ImageFrames.add_msg`` beside the transition builder,
+``attach`` what the builder's ``take`` returns, then ``forget_before`` the oldest stamp still to
+come, so the frames kept stay bounded.
 """
 from __future__ import annotations
 
@@ -41,6 +44,11 @@ class ImageFrames:
             raise MessageError(f"image of {rgb.shape[1]} × {rgb.shape[0]} pixels; the first was "
                                f"{self.shape[1]} × {self.shape[0]}")
         self._frames.setdefault(int(stamp_ns), rgb)
+
+    def forget_before(self, stamp_ns: int) -> None:
+        """Drop the frames stamped before ``stamp_ns``."""
+        for stamp in [t for t in self._frames if t < stamp_ns]:
+            del self._frames[stamp]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(stamps (M,) ns ascending, frames (M, H, W, 3) uint8)."""
