@@ -6,7 +6,7 @@ backend is MuJoCo's: ``MUJOCO_GL`` if set (osmesa, egl, glfw), else glfw with a 
 OSMesa (software, ``apt-get install libosmesa6``) without one. ``intrinsics`` and ``project``
 follow the ROS/OpenCV pinhole convention (optical frame: x right, y down, z forward; pixel centres
 at integer coordinates). Frames are rendered without shadows, reflections and skybox unless
-``effects``: in software rendering (OSMesa) those cost about 20 times the plain frame
+``effects``: in software rendering (OSMesa) those cost 10–30 times the plain frame
 (benchmarks/bench_render.py).
 """
 from __future__ import annotations
