@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat setup.py | md5sum | cut -c1-12)
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup bench ros-build-tools clean
+.PHONY: demo test setup bench ros-build-tools osmesa clean
 
 setup: $(STAMP)
 
@@ -32,11 +32,20 @@ ros-build-tools:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq colcon python3-colcon-ros) >/dev/null; } \
 	  || echo "== colcon not available: the colcon build test will skip =="; }
 
-test: setup ros-build-tools
+# OSMesa (software OpenGL) for the simulator's camera on a machine without a display (MUJOCO_GL:
+# mbrl_ros.camera uses osmesa when no DISPLAY is set); installed when missing and apt is usable as
+# root, otherwise the camera tests skip and say why.
+osmesa:
+	@ldconfig -p 2>/dev/null | grep -q libOSMesa || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { echo "== installing libosmesa6 (apt) for offscreen camera rendering =="; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6) >/dev/null; } \
+	  || echo "== libosmesa6 not available: camera rendering (arm_sim camera:=true) and its tests skip =="; }
+
+test: setup ros-build-tools osmesa
 	@tools/isolated $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; exit 1; fi; exit $$rc
 
-bench: setup
+bench: setup osmesa
 	tools/isolated $(PY) benchmarks/run_all.py
 
 clean:

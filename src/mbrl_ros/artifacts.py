@@ -142,10 +142,11 @@ def _as_numpy(value, dtype: str | None) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(value, dtype=dtype))
 
 
-def encode(schema: Schema, tensors: Mapping[str, object], meta: Mapping[str, object]) -> bytes:
+def encode(schema: Schema, tensors: Mapping[str, object], meta: Mapping[str, object],
+           max_bytes: int = MAX_ARTIFACT_BYTES) -> bytes:
     """Artifact bytes of ``tensors`` (name → numpy array or torch tensor, converted to the
     schema's dtype) and ``meta`` (JSON-serialisable; "schema" and "version" are added).
-    Raises ArtifactError if the result would not pass ``decode``."""
+    Raises ArtifactError if the result would not pass ``decode`` (with ``max_bytes``)."""
     if "schema" in meta or "version" in meta:
         raise ArtifactError("meta must not set 'schema' or 'version'; the schema does")
     missing = [k for k in schema.required_meta if k not in meta]
@@ -162,9 +163,9 @@ def encode(schema: Schema, tensors: Mapping[str, object], meta: Mapping[str, obj
         raise ArtifactError(f"{schema.name}: metadata is not plain JSON: {exc}") from None
     data = safetensors.numpy.save(arrays | {CHECKSUM_TENSOR: checksum(header, arrays)},
                                   metadata={META_KEY: header})
-    if len(data) > MAX_ARTIFACT_BYTES:
+    if len(data) > max_bytes:
         raise ArtifactError(f"{schema.name}: artifact is {len(data)} bytes, over the limit "
-                            f"{MAX_ARTIFACT_BYTES}")
+                            f"{max_bytes}")
     return data
 
 

@@ -132,9 +132,11 @@ def record_graph(robot: str = "arm7", episodes: str = "5", episode_length: str =
                  status_period: str = "2.0", sim: str = "true", robot_config: str = "",
                  robot_compensates_gravity: str = "",
                  joint_states: str = ROBOT_TOPICS["joint_states"],
-                 commands: str = ROBOT_TOPICS["commands"]) -> list[NodeSpec]:
+                 commands: str = ROBOT_TOPICS["commands"], camera: str = "false"
+                 ) -> list[NodeSpec]:
     """The lecture's step 1, run π0 to collect D: the arm under random torques (through the
     executor), recorded to a bag; the recorder ends the graph after ``episodes`` whole episodes.
+    ``camera`` true: the simulator publishes its camera's images too, and they are recorded.
 
     In lockstep the sim resets itself every ``episode_length`` (exactly, in sim time); the
     recorder records ``episodes`` whole episodes from those resets (not the sim's first episode,
@@ -146,8 +148,13 @@ def record_graph(robot: str = "arm7", episodes: str = "5", episode_length: str =
     seed_i, n = int(seed), int(episodes)
     if n < 1:
         raise ValueError(f"episodes = {n} must be at least 1")
+    if camera not in ("true", "false"):
+        raise ValueError(f"camera = {camera!r} must be true or false")
     target = robot_target(robot, sim, mode, robot_config, robot_compensates_gravity,
                           joint_states, commands)
+    if camera == "true" and target.sim != "true":
+        raise ValueError(f"camera:=true needs the package's simulator (sim:=true), not "
+                         f"sim:={target.sim}")
     period = _config_param("sim.yaml", "arm_sim", "control_period")
     steps = int(round(float(episode_length) / period))
     if steps < 1:
@@ -157,10 +164,13 @@ def record_graph(robot: str = "arm7", episodes: str = "5", episode_length: str =
                         {"episodes": n, "episode_length": steps * period, "bag_path": bag,
                          "use_sim_time": target.use_sim_time}, required=True)
     if target.realtime:
-        return _record_realtime_nodes(robot, target, n, steps, period, seed_i,
-                                      float(status_period), recorder)
+        nodes = _record_realtime_nodes(robot, target, n, steps, period, seed_i,
+                                       float(status_period), recorder)
+        if camera == "true":
+            nodes[0].parameters["camera"] = True  # the simulator (sim:=true)
+        return nodes
     sim_nodes = _sim_nodes(robot, mode, 0.0, seed_i, float(status_period), "sim.yaml", 3)
-    sim_nodes[0].parameters["episode_steps"] = steps
+    sim_nodes[0].parameters.update(episode_steps=steps, camera=camera == "true")
     return sim_nodes + _pi0_nodes(robot, mode, seed_i + 1, ("sim.yaml", "record.yaml"), 2) + [
         recorder]
 
@@ -580,6 +590,8 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("episode_length", "5.0", "seconds per episode (of the joint states' stamps)"),
         GraphArg("bag", "", "bag folder to create; empty = bags/mbrl_<date and time>"),
         GraphArg("seed", "0", "random seed of the sim (the policy uses seed+1)"),
+        GraphArg("camera", "false", "true: the simulator's camera images (/camera/image_raw, "
+                                    "64×64 rgb8) are recorded too"),
         STATUS_ARG,
     ) + TARGET_ARGS, record_graph),
     "gps": Graph("gps", "guided policy search: local models + KL-constrained LQR on the arm", (

@@ -112,3 +112,27 @@ def read_command(msg, n_joints: int) -> tuple[np.ndarray, int | None]:
     if not np.all(np.isfinite(data)):
         raise MessageError("command has non-finite values")
     return data, stamp
+
+
+IMAGE_CHANNELS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]),
+                  "bgra8": (4, [2, 1, 0])}  # encoding → (bytes per pixel, rgb channel order)
+
+
+def read_image(msg) -> np.ndarray:
+    """sensor_msgs/Image (8-bit rgb8, bgr8, rgba8 or bgra8; rows may be padded to ``step``) →
+    a new uint8 array (height, width, 3), rgb, row 0 at the top. MessageError if the encoding is
+    another one or the sizes disagree with the data."""
+    encoding = str(msg.encoding).lower()
+    if encoding not in IMAGE_CHANNELS:
+        raise MessageError(f"Image encoding {msg.encoding!r} is not one of "
+                           f"{sorted(IMAGE_CHANNELS)}")
+    channels, order = IMAGE_CHANNELS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    data = msg.data
+    buf = (np.asarray(data, np.uint8).ravel() if isinstance(data, (np.ndarray, list))
+           else np.frombuffer(data, np.uint8))
+    if height < 1 or width < 1 or step < width * channels or buf.size != height * step:
+        raise MessageError(f"Image {width} × {height} {encoding} with step {step} does not fit "
+                           f"its {buf.size} bytes of data")
+    rows = buf.reshape(height, step)[:, :width * channels].reshape(height, width, channels)
+    return np.ascontiguousarray(rows[..., order])

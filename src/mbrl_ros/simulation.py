@@ -114,6 +114,26 @@ class ArmSimulator:
         self.data.qvel[self.dof_idx] = qd
         mujoco.mj_forward(self.model, self.data)
 
+    def set_target(self, point: np.ndarray) -> None:
+        """Move the scene's reach-target marker (mocap body 'target') to ``point`` (3,) m in the
+        base frame (the world: the robot is attached at its origin), so cameras see it. Visual
+        only: no physics changes. ValueError if the scene has no target."""
+        body = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "target")
+        point = np.asarray(point, dtype=float)
+        if body < 0 or self.model.body_mocapid[body] < 0:
+            raise ValueError(f"scene {self.config.scene!r} has no mocap body 'target'")
+        if point.shape != (3,) or not np.all(np.isfinite(point)):
+            raise ValueError(f"target must be 3 finite coordinates, got {point.tolist()}")
+        self.data.mocap_pos[self.model.body_mocapid[body]] = point
+
+    def render(self, camera) -> np.ndarray:
+        """``camera``'s (mbrl_ros.camera.Camera) view of the current state and target: rgb uint8
+        (height, width, 3). Positions are recomputed first: after mj_step MuJoCo's body poses
+        are those of the last substep's start."""
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_camlight(self.model, self.data)
+        return camera.render(self.data)
+
     def hold_torque(self) -> np.ndarray:
         """The safe hold: joint damping −d·q̇ (N·m), d capped by ``safety.gain_caps``, within the
         effort limits."""

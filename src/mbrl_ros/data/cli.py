@@ -1,4 +1,5 @@
-"""``mbrl-ros bag info BAG``, ``mbrl-ros bag repair BAG`` and ``mbrl-ros dataset BAG... -o FILE``.
+"""``mbrl-ros bag info BAG``, ``mbrl-ros bag repair BAG``, ``mbrl-ros bag images BAG -o PNG`` and
+``mbrl-ros dataset BAG... -o FILE [--images]``.
 
 Each command module of ``mbrl-ros`` exposes ``add_arguments(parser, command)`` and
 ``run(args) -> int``; errors are raised as ValueError (BagError, DataError) and printed as one line.
@@ -15,7 +16,8 @@ from mbrl_ros.data.bags import BagReader, repair_bag
 from mbrl_ros.data.errors import DataError
 from mbrl_ros.data.extract import BagDescription, Extraction, Streams, dataset_from_bags, \
     describe_bag
-from mbrl_ros.data.topics import COMMANDS, EVENT_KINDS, EVENTS, STATES, TopicNames
+from mbrl_ros.data.images import contact_sheet, read_bag_frames
+from mbrl_ros.data.topics import COMMANDS, EVENT_KINDS, EVENTS, IMAGES, STATES, TopicNames
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
@@ -30,6 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                                 description="Rewrite unfinished MCAP files from their intact "
                                             "records and rebuild metadata.yaml.")
         repair.add_argument("bag", help="bag folder")
+        images = sub.add_parser("images", help="the camera's images as one PNG contact sheet",
+                                description="Tile the bag's camera images (in log-time order) "
+                                            "into one PNG.")
+        images.add_argument("bag", help="bag folder")
+        images.add_argument("-o", "--output", required=True, metavar="PNG",
+                            help="PNG file to write")
+        images.add_argument("--images-topic", default=IMAGES)
+        images.add_argument("--every", type=number(int, ge=1), default=1, metavar="N",
+                            help="every N-th image")
+        images.add_argument("--count", type=number(int, ge=1, le=4096), default=64,
+                            help="at most this many images")
+        images.add_argument("--columns", type=number(int, ge=1, le=256), default=8)
+        images.add_argument("--force", action="store_true", help="overwrite PNG if it exists")
     else:
         parser.add_argument("bags", nargs="+", metavar="BAG", help="bag folders")
         parser.add_argument("-o", "--output", required=True, metavar="FILE",
@@ -38,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("--ee-features", metavar="ROBOT",
                             help="append the end-effector position of ROBOT (arm7, arm2 or a URDF)"
                                  " to the state")
+        parser.add_argument("--images", action="store_true",
+                            help="add the camera's images (--images-topic) as image "
+                                 "observations of s and s' (uint8, each frame stored once)")
         parser.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
 
@@ -52,6 +70,8 @@ def _extraction_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--states-topic", default=STATES)
     parser.add_argument("--commands-topic", default=COMMANDS)
     parser.add_argument("--events-topic", default=EVENTS)
+    parser.add_argument("--images-topic", default=IMAGES,
+                        help="camera images (sensor_msgs/Image) for image observations")
     add_stream_arguments(parser)
 
 
@@ -109,7 +129,8 @@ def _options(args: argparse.Namespace) -> dict:
     if args.robot and args.robot_compensates_gravity == "true":
         raise ValueError("--robot is only used with --robot-compensates-gravity false")
     return dict(joint_names=args.joints, dt=args.dt, gap_tolerance=args.gap_tolerance,
-                topics=TopicNames(args.states_topic, args.commands_topic, args.events_topic),
+                topics=TopicNames(args.states_topic, args.commands_topic, args.events_topic,
+                                  args.images_topic),
                 progress=_ProgressLines(), streams=stream_options(args))
 
 
@@ -119,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "info":
         print(format_description(describe_bag(args.bag, **_options(args))))
         return 0
+    if args.action == "images":
+        return _images(args)
     return _repair(args.bag)
 
 
@@ -153,6 +176,13 @@ def format_description(d: BagDescription) -> str:
     for name, t in sorted(d.topics.items()):
         rate = f"{t.count / duration:8.1f} Hz" if duration > 0 and t.count > 1 else ""
         lines.append(f"  {name:<{width}}  {t.type:<34} {t.count:>9} msgs {rate}")
+    if d.camera is not None:
+        c = d.camera
+        rate = c.count / duration if duration > 0 and c.count > 1 else 0.0
+        lines.append(f"camera:       {c.count} images {c.width}×{c.height} {c.encoding}, "
+                     f"{c.message_bytes / 1024:.1f} KiB each"
+                     + (f", {rate * c.message_bytes / 2**20:.2f} MiB/s at {rate:.1f} Hz"
+                        if rate else ""))
     if d.extraction is None:
         lines.append(f"transitions:  none: {d.problem}")
         return "\n".join(lines)
@@ -163,8 +193,12 @@ def format_description(d: BagDescription) -> str:
               f"episode events: {events}",
               f"episodes:     {ds.n_episodes} with transitions",
               f"transitions:  {len(ds)} extractable (state dim {len(ds.state_names)}, action dim "
-              f"{len(ds.joint_names)})",
-              f"not extracted: {_rejections(d.extraction)}"] + skipped_lines(d.extraction)
+              f"{len(ds.joint_names)})"]
+    if ds.has_images:
+        h, w, _ = ds.image_shape
+        lines.append(f"images:       {len(ds.frames)} frames {w}×{h} rgb as observations of s, "
+                     "s'")
+    lines += [f"not extracted: {_rejections(d.extraction)}"] + skipped_lines(d.extraction)
     return "\n".join(lines)
 
 
@@ -189,7 +223,7 @@ def _dataset(args: argparse.Namespace) -> int:
     robot = load_robot_arg(args.ee_features, "--ee-features") if args.ee_features else None
     options = _options(args)
     t0 = time.perf_counter()
-    ex = dataset_from_bags(args.bags, **options)
+    ex = dataset_from_bags(args.bags, images=args.images, **options)
     elapsed = time.perf_counter() - t0
     data = ex.dataset
     if robot is not None:
@@ -203,6 +237,22 @@ def _dataset(args: argparse.Namespace) -> int:
           f"bag(s); state dim {len(data.state_names)}, action dim {len(data.joint_names)}, "
           f"dt {data.dt * 1e3:g} ms; extracted at {len(data) / max(elapsed, 1e-9):.0f} "
           f"transitions/s; not extracted: {_rejections(ex)}")
+    if data.has_images:
+        h, w, _ = data.image_shape
+        print(f"images: {len(data.frames)} frames {w}×{h} rgb (uint8), "
+              f"{data.frames.nbytes / 2**20:.2f} MiB")
     for line in skipped_lines(ex):
         print(line)
+    return 0
+
+
+def _images(args: argparse.Namespace) -> int:
+    out = check_output(args.output, "-o", args.force)
+    check_bags([args.bag])
+    stamps, frames = read_bag_frames(args.bag, args.images_topic, args.every, args.count)
+    from matplotlib.image import imsave
+    imsave(out, contact_sheet(frames, min(args.columns, len(frames))), format="png")
+    h, w, _ = frames.shape[1:]
+    print(f"{out}: {len(frames)} images {w}×{h} from {args.bag} ({args.images_topic}), stamps "
+          f"{stamps[0] / 1e9:.3f} s to {stamps[-1] / 1e9:.3f} s, every {args.every}")
     return 0

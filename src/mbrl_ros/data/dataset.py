@@ -5,6 +5,11 @@ Arrays: states (N, dx), actions (N, du), next_states (N, dx) as float64; episode
 (N,) as int64 (stamp = the JointState stamp of s, ns). ``state_names`` names the dx columns
 (``position/<joint>``, ``velocity/<joint>``, then any features such as ``ee/x``); actions are
 torques in N·m in ``joint_names`` order; ``dt`` is the control period in s.
+
+Image observations (optional, e.g. the simulator's camera): ``frames`` (M, H, W, 3) uint8 rgb,
+each distinct camera frame once, and ``image_index`` / ``next_image_index`` (N,) int64 naming the
+frame of s and of s' (within an episode the next state's frame is the next transition's: stored
+once). ``images`` and ``next_images`` give the (N, H, W, 3) views.
 """
 from __future__ import annotations
 
@@ -19,12 +24,17 @@ from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.errors import DataError
 
 DATASET_SCHEMA = Schema(
-    "mbrl_ros.dataset", 1,
+    "mbrl_ros.dataset", 1,  # images are optional: files without them are as before
     {"states": TensorSpec(("N", "dx")), "actions": TensorSpec(("N", "du")),
      "next_states": TensorSpec(("N", "dx")), "episodes": TensorSpec(("N",), "int64"),
-     "stamps": TensorSpec(("N",), "int64")},
-    dim_limits={"dx": 4096, "du": 1024},
+     "stamps": TensorSpec(("N",), "int64"),
+     "frames": TensorSpec(("M", "H", "W", 3), "uint8", required=False),
+     "image_index": TensorSpec(("N",), "int64", required=False),
+     "next_image_index": TensorSpec(("N",), "int64", required=False)},
+    dim_limits={"dx": 4096, "du": 1024, "H": 4096, "W": 4096},
     required_meta=("joint_names", "dt", "state_names"))
+DATASET_MAX_BYTES = 2**34  # a dataset file (images make them large); still checked on reading
+IMAGE_TENSORS = ("frames", "image_index", "next_image_index")
 
 
 def joint_state_names(joint_names: Sequence[str]) -> tuple[str, ...]:
@@ -64,6 +74,9 @@ class Dataset:
     dt: float
     state_names: tuple[str, ...]
     sources: tuple[str, ...] = ()
+    frames: np.ndarray | None = None
+    image_index: np.ndarray | None = None
+    next_image_index: np.ndarray | None = None
 
     def __post_init__(self):
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -87,6 +100,73 @@ class Dataset:
         for name in ("states", "actions", "next_states"):
             if not np.all(np.isfinite(getattr(self, name))):
                 raise DataError(f"dataset: {name} has non-finite values")
+        self._check_images(put, n)
+
+    def _check_images(self, put, n: int) -> None:
+        given = [getattr(self, name) is not None for name in IMAGE_TENSORS]
+        if not any(given):
+            return
+        if not all(given):
+            raise DataError(f"dataset: image observations need all of {list(IMAGE_TENSORS)}")
+        frames = np.asarray(self.frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise DataError(f"dataset: frames must be uint8 (M, H, W, 3), got {frames.dtype} "
+                            f"{frames.shape}")
+        put("frames", frames)
+        for name in ("image_index", "next_image_index"):
+            index = np.asarray(getattr(self, name))
+            if index.shape != (n,) or not np.issubdtype(index.dtype, np.integer):
+                raise DataError(f"dataset: {name} must be ({n},) integers, got {index.dtype} "
+                                f"{index.shape}")
+            if n and (index.min() < 0 or index.max() >= len(frames)):
+                raise DataError(f"dataset: {name} points outside the {len(frames)} frames")
+            put(name, index.astype(np.int64))
+
+    @property
+    def has_images(self) -> bool:
+        return self.frames is not None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(H, W, 3) of the image observations, or None."""
+        return tuple(self.frames.shape[1:]) if self.has_images else None
+
+    @property
+    def images(self) -> np.ndarray:
+        """Image of each s, (N, H, W, 3) uint8 (a copy); DataError without images."""
+        return self._frames_at(self.image_index)
+
+    @property
+    def next_images(self) -> np.ndarray:
+        """Image of each s', (N, H, W, 3) uint8 (a copy); DataError without images."""
+        return self._frames_at(self.next_image_index)
+
+    def _frames_at(self, index) -> np.ndarray:
+        if not self.has_images:
+            raise DataError("dataset has no image observations")
+        return self.frames[index]
+
+    def _image_fields(self, index=slice(None)) -> dict:
+        if not self.has_images:
+            return {}
+        return {"frames": self.frames, "image_index": self.image_index[index],
+                "next_image_index": self.next_image_index[index]}
+
+    def with_images(self, frames: np.ndarray, image_index: np.ndarray,
+                    next_image_index: np.ndarray) -> "Dataset":
+        """This dataset with image observations (see the module docstring)."""
+        return Dataset(self.states, self.actions, self.next_states, self.episodes, self.stamps,
+                       self.joint_names, self.dt, self.state_names, self.sources, frames,
+                       image_index, next_image_index)
+
+    def compacted(self) -> "Dataset":
+        """The same transitions keeping only the frames they use (after ``select``)."""
+        if not self.has_images:
+            return self
+        used, inverse = np.unique(np.concatenate([self.image_index, self.next_image_index]),
+                                  return_inverse=True)
+        n = len(self)
+        return self.with_images(self.frames[used], inverse[:n], inverse[n:])
 
     @classmethod
     def empty(cls, joint_names: Sequence[str], dt: float, state_names: Sequence[str]) -> "Dataset":
@@ -118,29 +198,36 @@ class Dataset:
         """The rows picked by a boolean mask or an index array, in that order."""
         return Dataset(self.states[index], self.actions[index], self.next_states[index],
                        self.episodes[index], self.stamps[index], self.joint_names, self.dt,
-                       self.state_names, self.sources)
+                       self.state_names, self.sources, **self._image_fields(index))
 
     def with_state_columns(self, names: Sequence[str], extra: np.ndarray,
                            extra_next: np.ndarray) -> "Dataset":
         """This dataset with feature columns ``names`` (N, k) appended to states and next states."""
         return Dataset(np.hstack([self.states, extra]), self.actions,
                        np.hstack([self.next_states, extra_next]), self.episodes, self.stamps,
-                       self.joint_names, self.dt, self.state_names + tuple(names), self.sources)
+                       self.joint_names, self.dt, self.state_names + tuple(names), self.sources,
+                       **self._image_fields())
 
     @classmethod
     def from_rollout(cls, states: np.ndarray, actions: np.ndarray, episode: int,
                      joint_names: Sequence[str], dt: float,
-                     state_names: Sequence[str] | None = None, source: str = "sim") -> "Dataset":
+                     state_names: Sequence[str] | None = None, source: str = "sim",
+                     images: np.ndarray | None = None) -> "Dataset":
         """The transitions of one rollout, states (T+1, dx) and actions (T, du), as episode
         ``episode``, stamped as the simulator's automatic episodes are (episode e starts at
-        e·(T+1)·dt). ``state_names``: default [q, q̇] of ``joint_names``."""
+        e·(T+1)·dt). ``state_names``: default [q, q̇] of ``joint_names``. ``images``: the
+        (T+1, H, W, 3) uint8 camera frames of the states, if any."""
         T = len(actions)
         dt_ns = int(round(dt * 1e9))
         names = tuple(joint_names)
+        seen = {} if images is None else {"frames": images, "image_index": np.arange(T),
+                                          "next_image_index": np.arange(1, T + 1)}
+        if images is not None and len(images) != T + 1:
+            raise DataError(f"rollout of {T} actions needs {T + 1} images, got {len(images)}")
         return cls(states[:-1], actions, states[1:], np.full(T, episode),
                    (episode * (T + 1) + np.arange(T)) * dt_ns, names, dt,
                    tuple(state_names) if state_names is not None else joint_state_names(names),
-                   (source,))
+                   (source,), **seen)
 
     @staticmethod
     def concat(parts: Sequence["Dataset"], renumber: bool = False) -> "Dataset":
@@ -157,6 +244,9 @@ class Dataset:
                     raise DataError(f"dataset {i} has {what} {list(a)}, dataset 0 has {list(b)}")
             if abs(p.dt - first.dt) > 1e-9 * first.dt:
                 raise DataError(f"dataset {i} has dt = {p.dt} s, dataset 0 has {first.dt} s")
+            if p.image_shape != first.image_shape:
+                raise DataError(f"dataset {i} has images {p.image_shape}, dataset 0 has "
+                                f"{first.image_shape}")
         episodes, offset = [], 0
         for p in parts:
             ids = p.episodes
@@ -165,11 +255,17 @@ class Dataset:
                 offset += p.n_episodes
             episodes.append(ids)
         sources = tuple(dict.fromkeys(s for p in parts for s in p.sources))
+        images = {}
+        if first.has_images:
+            offsets = np.cumsum([0] + [len(p.frames) for p in parts])
+            images = {"frames": np.concatenate([p.frames for p in parts])} | {
+                name: np.concatenate([getattr(p, name) + o for p, o in zip(parts, offsets)])
+                for name in ("image_index", "next_image_index")}
         return Dataset(np.concatenate([p.states for p in parts]),
                        np.concatenate([p.actions for p in parts]),
                        np.concatenate([p.next_states for p in parts]), np.concatenate(episodes),
                        np.concatenate([p.stamps for p in parts]), first.joint_names, first.dt,
-                       first.state_names, sources)
+                       first.state_names, sources, **images)
 
     def split(self, val_fraction: float = 0.2, seed: int = 0) -> tuple["Dataset", "Dataset"]:
         """(train, validation) with whole episodes in each; round(val_fraction·E) of the E episodes
@@ -196,16 +292,19 @@ class Dataset:
 
     # -- files -----------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
+        """The dataset file's bytes (unused frames left out)."""
         return encode(DATASET_SCHEMA, {"states": self.states, "actions": self.actions,
                                        "next_states": self.next_states,
-                                       "episodes": self.episodes, "stamps": self.stamps},
+                                       "episodes": self.episodes, "stamps": self.stamps,
+                                       **self.compacted()._image_fields()},
                       {"joint_names": list(self.joint_names), "dt": self.dt,
                        "state_names": list(self.state_names),
-                       "action_names": list(self.action_names), "sources": list(self.sources)})
+                       "action_names": list(self.action_names), "sources": list(self.sources)},
+                      max_bytes=DATASET_MAX_BYTES)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Dataset":
-        tensors, meta = decode(data, DATASET_SCHEMA)
+        tensors, meta = decode(data, DATASET_SCHEMA, max_bytes=DATASET_MAX_BYTES)
         names, dt, state_names = meta["joint_names"], meta["dt"], meta["state_names"]
         for key, value in (("joint_names", names), ("state_names", state_names),
                            ("sources", meta.get("sources", []))):
@@ -215,7 +314,8 @@ class Dataset:
             raise DataError(f"dataset metadata 'dt' = {dt!r} must be a number")
         return cls(tensors["states"], tensors["actions"], tensors["next_states"],
                    tensors["episodes"], tensors["stamps"], tuple(names), float(dt),
-                   tuple(state_names), tuple(meta.get("sources", [])))
+                   tuple(state_names), tuple(meta.get("sources", [])),
+                   *(tensors.get(name) for name in IMAGE_TENSORS))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a .safetensors file atomically."""
@@ -225,7 +325,7 @@ class Dataset:
     def load(cls, path: str | os.PathLike) -> "Dataset":
         """Read and validate a dataset file; DataError naming the file if it is not one."""
         try:
-            data = read_file(path)
+            data = read_file(path, DATASET_MAX_BYTES)
             return cls.from_bytes(data)
         except (ArtifactError, DataError) as exc:
             raise DataError(f"{path}: {exc}") from None

@@ -10,6 +10,10 @@ malformed (a NaN joint state, a command of the wrong size, an episode event that
 skipped, and a joint-state stamp going backwards starts a new segment there (the builder's rule).
 Both are counted by reason in ``Extraction.counts``, with the first occurrence in
 ``Extraction.skipped``.
+
+``images=True`` adds the camera's frames (``topics.images``) as image observations
+(``data.images``: the frames stamped nearest to s and s'); transitions without both are dropped
+(``no_image``).
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import numpy as np
 from mbrl_ros.data.bags import BagReader, FileInfo, TopicInfo
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import BagError, StampOrderError
-from mbrl_ros.data.topics import COMMANDS, EVENTS, KNOWN_TYPES, STATES, TopicNames
+from mbrl_ros.data.images import ImageFrames
+from mbrl_ros.data.topics import COMMANDS, EVENTS, IMAGES, KNOWN_TYPES, STATES, TopicNames
 from mbrl_ros.data.resample import Resampler
 from mbrl_ros.gravity import JointGravity
 from mbrl_ros.data.transitions import TransitionBuilder
@@ -87,13 +92,16 @@ class Extraction:
     skipped: dict[str, Skipped] = field(default_factory=dict)
 
 
-def _check_topics(bag: BagReader, topics: TopicNames) -> list[str]:
+def _check_topics(bag: BagReader, topics: TopicNames, images: bool = False) -> list[str]:
     bag.require(topics.states, KNOWN_TYPES[STATES])
     bag.require(topics.commands, KNOWN_TYPES[COMMANDS])
     wanted = [topics.states, topics.commands]
     if topics.events in bag.topics:
         bag.require(topics.events, KNOWN_TYPES[EVENTS])
         wanted.append(topics.events)
+    if images:
+        bag.require(topics.images, KNOWN_TYPES[IMAGES])
+        wanted.append(topics.images)
     return wanted
 
 
@@ -128,14 +136,15 @@ def bag_layout(bag: BagReader, topics: TopicNames = TopicNames(), *,
 def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | None = None,
                      dt: float | None = None, topics: TopicNames = TopicNames(),
                      gap_tolerance: float = 0.1, progress: Progress | None = None,
-                     streams: Streams = Streams()) -> Extraction:
+                     streams: Streams = Streams(), images: bool = False) -> Extraction:
     """Transitions of one bag. Joint names and dt default to those of the bag's joint states
-    (dt: the resampling period when resampling)."""
+    (dt: the resampling period when resampling). ``images``: with image observations."""
     path = Path(path)
     if streams.resample is not None:
         dt = streams.resample
+    frames = ImageFrames() if images else None
     with BagReader(path) as bag:
-        wanted = _check_topics(bag, topics)
+        wanted = _check_topics(bag, topics, images)
         names, period = bag_layout(bag, topics, need_period=dt is None)
         missing = [j for j in joint_names or () if j not in names]
         if missing:
@@ -143,7 +152,8 @@ def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | No
                            f"{list(names)}")
         joint_names, dt = joint_names or names, dt or period
         builder = streams.builder(joint_names, dt, topics, gap_tolerance)
-        kinds = {topics.states: "state", topics.commands: "command", topics.events: "event"}
+        kinds = {topics.states: "state", topics.commands: "command", topics.events: "event",
+                 topics.images: "image"}
         skipped: dict[str, Skipped] = {}
         total = sum(bag.topics[t].count for t in wanted)
         messages = bag.messages(wanted, raw=True, recorded_order=True)
@@ -155,7 +165,10 @@ def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | No
                 reason, why = f"malformed_{kinds[topic]}", f"cannot be decoded ({exc!r})"
             else:
                 try:
-                    builder.feed(topic, msg)
+                    if frames is not None and topic == topics.images:
+                        frames.add_msg(msg)
+                    else:
+                        builder.feed(topic, msg)
                 except MessageError as exc:
                     reason, why = f"malformed_{kinds[topic]}", str(exc)
                 except StampOrderError as exc:  # counted by the builder, which restarts there
@@ -171,6 +184,11 @@ def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | No
         if progress is not None:
             progress(str(path), total, total)
     data, counts = streams.take(builder)
+    if frames is not None:
+        if not len(frames):
+            raise BagError(f"bag {path}: no readable images on {topics.images}")
+        data, dropped = frames.attach(data)
+        counts.update(dropped)
     return Extraction(replace(data, sources=(path.name,)), counts, skipped)
 
 
@@ -178,7 +196,7 @@ def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
                       joint_names: Sequence[str] | None = None, dt: float | None = None,
                       topics: TopicNames = TopicNames(), gap_tolerance: float = 0.1,
                       progress: Progress | None = None,
-                      streams: Streams = Streams()) -> Extraction:
+                      streams: Streams = Streams(), images: bool = False) -> Extraction:
     """Transitions of several bags, episodes renumbered so each bag's stay distinct. Without
     ``joint_names`` / ``dt`` every bag must have the joints and (unless resampling) the control
     period of the first."""
@@ -192,7 +210,7 @@ def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
         names, period = joint_names, dt
         if names is None or period is None:
             with BagReader(path) as bag:
-                _check_topics(bag, topics)
+                _check_topics(bag, topics, images)
                 bag_names, bag_period = bag_layout(bag, topics, need_period=period is None)
             if first is None:
                 first = (path, bag_names, bag_period)
@@ -204,7 +222,8 @@ def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
                                f"{first[0]} has {first[2]:g} s; give dt")
             names, period = names or first[1], period or first[2]
         ex = dataset_from_bag(path, joint_names=names, dt=period, topics=topics,
-                              gap_tolerance=gap_tolerance, progress=progress, streams=streams)
+                              gap_tolerance=gap_tolerance, progress=progress, streams=streams,
+                              images=images)
         parts.append(ex.dataset)
         counts.update(ex.counts)
         skipped = ex.skipped | skipped
@@ -224,16 +243,47 @@ class BagDescription:
     end_ns: int
     extraction: Extraction | None
     problem: str | None
+    camera: CameraStream | None = None
+
+
+@dataclass(frozen=True)
+class CameraStream:
+    """The bag's camera images: count, size of the first (pixels), its encoding and serialised
+    size (bytes)."""
+
+    count: int
+    width: int
+    height: int
+    encoding: str
+    message_bytes: int
+
+
+def _camera_stream(bag: BagReader, topic: str) -> CameraStream | None:
+    """The camera stream on ``topic``, or None if the bag has none (or none that can be read)."""
+    info = bag.topics.get(topic)
+    if info is None or info.type != KNOWN_TYPES[IMAGES]:
+        return None
+    for _, _, data in bag.messages([topic], raw=True):
+        try:
+            msg = bag.decode(topic, data)
+        except Exception:  # a damaged message (rosbags' parser raises many kinds): try the next
+            continue
+        return CameraStream(info.count, int(msg.width), int(msg.height), str(msg.encoding),
+                            len(data))
+    return None
 
 
 def describe_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | None = None,
                  dt: float | None = None, topics: TopicNames = TopicNames(),
                  gap_tolerance: float = 0.1, progress: Progress | None = None,
                  streams: Streams = Streams()) -> BagDescription:
+    """The bag's files and topics, its camera stream if any, and the transitions (with image
+    observations where the bag has a camera stream)."""
     path = Path(path)
     with BagReader(path) as bag:
         files, bag_topics = bag.files, bag.topics
         count, start, end = bag.message_count, bag.start_ns, bag.end_ns
+        camera = _camera_stream(bag, topics.images)
         try:
             _check_topics(bag, topics)
             problem = None
@@ -241,5 +291,5 @@ def describe_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | None =
             problem = str(exc)
     ex = None if problem else dataset_from_bag(path, joint_names=joint_names, dt=dt, topics=topics,
                                                gap_tolerance=gap_tolerance, progress=progress,
-                                               streams=streams)
-    return BagDescription(path, files, bag_topics, count, start, end, ex, problem)
+                                               streams=streams, images=camera is not None)
+    return BagDescription(path, files, bag_topics, count, start, end, ex, problem, camera)

@@ -16,6 +16,8 @@ STATES = "/joint_states"
 COMMANDS = "/effort_controller/commands"
 EVENTS = "/mbrl/episode_events"
 CLOCK = "/clock"
+IMAGES = "/camera/image_raw"         # sensor_msgs/Image of the simulator's camera (rgb8)
+CAMERA_INFO = "/camera/camera_info"  # its sensor_msgs/CameraInfo, same stamps
 
 # Message types of the topics the graph defines, so a recorder can subscribe before a publisher
 # appears (no message of a late publisher is lost).
@@ -26,19 +28,24 @@ KNOWN_TYPES: dict[str, str] = {
     "/mbrl/controller": "std_msgs/msg/UInt8MultiArray",
     CLOCK: "rosgraph_msgs/msg/Clock",
     EVENTS: "std_msgs/msg/String",
+    IMAGES: "sensor_msgs/msg/Image",
+    CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
 }
-RECORDED_BY_DEFAULT = (STATES, COMMANDS, "/mbrl/target", "/mbrl/controller", CLOCK, EVENTS)
+RECORDED_BY_DEFAULT = (STATES, COMMANDS, "/mbrl/target", "/mbrl/controller", CLOCK, EVENTS,
+                       IMAGES, CAMERA_INFO)  # the camera's: only where a camera publishes
 
 EVENT_KINDS = ("reset", "start", "end")
 
 
 @dataclass(frozen=True)
 class TopicNames:
-    """Where a transition builder finds joint states, commands and episode events."""
+    """Where a transition builder finds joint states, commands and episode events (and the
+    image observations, where asked for)."""
 
     states: str = STATES
     commands: str = COMMANDS
     events: str = EVENTS
+    images: str = IMAGES
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,12 @@ Publishes ``/joint_states`` (joints in ``joint_names`` order), ``/clock`` and th
   has weight unless ``gravity_compensation``. The physics follows the wall clock exactly
   (``ArmSimulator.advance``). No ``/clock``, no ``~/reset``, no episode events, no sim time.
 
+Camera (``camera`` true; lockstep and realtime): with every joint state the node renders the fixed
+MuJoCo camera ``camera_name`` of the scene offscreen (``mbrl_ros.camera``) and publishes it on
+``/camera/image_raw`` (sensor_msgs/Image, rgb8) and ``/camera/camera_info`` (sensor_msgs/CameraInfo)
+with the joint state's stamp, just before the state. The scene's target marker follows
+``/mbrl/target`` (the target that holds at the state's stamp), so the images show the goal.
+
 A reset advances sim time by one control period without physics, so a command computed for the
 state before the reset is stale and cannot be applied to the state after it. With
 ``episode_steps`` = N > 0 the sim resets by itself: an episode is N control steps, its terminal state
@@ -37,20 +43,26 @@ import threading
 import time
 
 import numpy as np
+from geometry_msgs.msg import PointStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from rosgraph_msgs.msg import Clock as ClockMsg
 
+from mbrl_ros.camera import SOLAR_CAMERA, Camera, CameraError
+from mbrl_ros.data.topics import CAMERA_INFO, IMAGES
 from mbrl_ros.msgconv import MessageError, command_tag, read_command
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import subscribe
-from mbrl_ros.nodes.messages import (COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS,
-                                     clock_msg, joint_state_msg)
+from mbrl_ros.nodes.messages import (COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS, TARGET_QOS,
+                                     camera_info_msg, clock_msg, image_msg, joint_state_msg,
+                                     time_msg)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
+from mbrl_ros.nodes.targets import TargetSchedule
+from mbrl_ros.plausibility import TargetGate
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, CommandHold, SimConfig
 
@@ -101,6 +113,11 @@ PARAMS = [
           "until stopped", (0.0, 1e7)),
     Param("status_period", 0.0, "wall seconds between status lines; 0 = none", (0.0, 3600.0)),
     Param("command_topic", "/effort_controller/commands", "topic of the torque commands"),
+    Param("camera", False, "lockstep, realtime: publish the camera's rgb8 image and camera info "
+          "with every joint state (offscreen rendering: OSMesa or EGL without a display)"),
+    Param("camera_name", SOLAR_CAMERA, "camera: a camera of the scene"),
+    Param("camera_width", 64, "camera: image width (pixels)", (1, 4096)),
+    Param("camera_height", 64, "camera: image height (pixels)", (1, 4096)),
 ]
 
 
@@ -150,6 +167,7 @@ class ArmSimNode(Node):
         self.diag = Diagnostics(self, "simulator", self._report)
         subscribe(self, self.diag, Float64MultiArray, p.command_topic, COMMAND_QOS,
                   self._on_command, what="command")
+        self.camera = _CameraPublisher(self) if p.camera else None
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.wall_start: float | None = None
         self.hardware: _HardwareLoop | None = None
@@ -174,6 +192,8 @@ class ArmSimNode(Node):
     def close(self) -> None:
         if self.hardware is not None:
             self.hardware.stop()
+        if self.camera is not None:
+            self.camera.close()
 
     # -- time and publishing -------------------------------------------------------------------
     @property
@@ -189,6 +209,8 @@ class ArmSimNode(Node):
     def _publish_state(self) -> None:
         s = self.sim.measure()
         stamp = self.stamp_ns
+        if self.camera is not None:
+            self.camera.publish(stamp)
         self._sent = (clock_msg(stamp), self._state_msg(stamp, s))
         self._send()
         self._window.add(s.position)
@@ -343,9 +365,10 @@ class ArmSimNode(Node):
         rate, rtf = w.rates(self.step_index, self.p.control_period)
         problems = self.diag.counters["lockstep_timeouts"] + self.diag.counters["rejected_command"]
         level = WARN if problems else OK
+        camera = self.camera.report() if self.camera is not None else {}
         return level, f"{self.p.mode}, {rate:.0f} steps/s", {
             "sim_time_s": self.stamp_ns / 1e9, "steps_per_s": rate, "real_time_factor": rtf,
-            "episode": self.episode}
+            "episode": self.episode, **camera}
 
     def _status_line(self) -> None:
         if self.hardware is not None:
@@ -360,6 +383,56 @@ class ArmSimNode(Node):
             f"cmds {c['commands_applied']} ok {c['rejected_command'] + c['stale_command']} bad "
             f"{c['lockstep_timeouts'] + c['command_timeouts']} timeouts | q range (deg) {ranges}")
         w.restart(self.step_index)
+
+
+class _CameraPublisher:
+    """The ``camera`` option: renders the scene's camera for each published state and publishes
+    Image and CameraInfo with the state's stamp; moves the scene's target marker to the target
+    of ``/mbrl/target`` that holds at that stamp."""
+
+    def __init__(self, node: ArmSimNode):
+        p = node.p
+        if p.mode == "hardware":
+            raise ConfigError("parameter 'camera' = True needs mode lockstep or realtime: the "
+                              "hardware mode stands in for a robot's control loop (no camera)")
+        try:
+            self.camera = Camera(node.sim.model, p.camera_name, p.camera_width, p.camera_height)
+        except CameraError as exc:
+            raise ConfigError(f"parameter 'camera' = True: {exc}") from None
+        self.node, self.sim = node, node.sim
+        self.frame_id = f"{p.camera_name}_camera_optical_frame"
+        self.info = camera_info_msg(0, self.frame_id, p.camera_width, p.camera_height,
+                                    self.camera.intrinsics())
+        self.image_pub = node.create_publisher(Image, IMAGES, STATE_QOS)
+        self.info_pub = node.create_publisher(CameraInfo, CAMERA_INFO, STATE_QOS)
+        self.targets = TargetSchedule(TargetGate.for_robot(node.robot))
+        self.has_target = True
+        subscribe(node, node.diag, PointStamped, "/mbrl/target", TARGET_QOS, lambda _: None,
+                  self.targets.add_msg, "target")
+        self.frames, self.render_s = 0, 0.0
+
+    def publish(self, stamp_ns: int) -> None:
+        target = self.targets.at(stamp_ns)
+        if target is not None and self.has_target:
+            try:
+                self.sim.set_target(target)
+            except ValueError as exc:  # a scene without the marker: images without a target
+                self.has_target = False
+                self.node.get_logger().warning(f"the target is not drawn: {exc}")
+        start = time.perf_counter()
+        rgb = self.sim.render(self.camera)
+        self.render_s += time.perf_counter() - start
+        self.frames += 1
+        self.info.header.stamp = time_msg(stamp_ns)
+        self.image_pub.publish(image_msg(stamp_ns, self.frame_id, rgb))
+        self.info_pub.publish(self.info)
+
+    def report(self) -> dict:
+        return {"camera_frames": self.frames,
+                "camera_render_ms": 1e3 * self.render_s / max(self.frames, 1)}
+
+    def close(self) -> None:
+        self.camera.close()
 
 
 def _check_hardware_params(p, use_sim_time: bool) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from mbrl_ros.msgconv import command_stamp_label, ns_to_sec_nanosec
@@ -55,4 +55,27 @@ def command_msg(torque: np.ndarray, stamp_ns: int | None = None) -> Float64Multi
     if stamp_ns is not None:
         n = len(msg.data)
         msg.layout.dim = [MultiArrayDimension(label=command_stamp_label(stamp_ns), size=n, stride=n)]
+    return msg
+
+
+def image_msg(stamp_ns: int, frame_id: str, rgb: np.ndarray) -> Image:
+    """sensor_msgs/Image (rgb8, rows unpadded) of ``rgb`` uint8 (height, width, 3), row 0 at the
+    top."""
+    height, width, _ = rgb.shape
+    msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=3 * width,
+                data=np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
+    msg.header.stamp, msg.header.frame_id = time_msg(stamp_ns), frame_id
+    return msg
+
+
+def camera_info_msg(stamp_ns: int, frame_id: str, width: int, height: int,
+                    intrinsics: tuple[float, float, float, float]) -> CameraInfo:
+    """sensor_msgs/CameraInfo of an ideal pinhole camera (no distortion) with ``intrinsics``
+    (fx, fy, cx, cy) in pixels."""
+    fx, fy, cx, cy = intrinsics
+    msg = CameraInfo(width=width, height=height, distortion_model="plumb_bob", d=[0.0] * 5,
+                     k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
+                     r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                     p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+    msg.header.stamp, msg.header.frame_id = time_msg(stamp_ns), frame_id
     return msg

@@ -52,8 +52,8 @@ from std_srvs.srv import Trigger
 from mbrl_ros.data.bags import BagWriter, known_type
 from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.recording import EpisodeRecording
-from mbrl_ros.data.topics import (CLOCK, COMMANDS, EVENTS, KNOWN_TYPES, RECORDED_BY_DEFAULT,
-                                  STATES, read_episode_event)
+from mbrl_ros.data.topics import (CAMERA_INFO, CLOCK, COMMANDS, EVENTS, IMAGES, KNOWN_TYPES,
+                                  RECORDED_BY_DEFAULT, STATES, read_episode_event)
 from mbrl_ros.msgconv import command_tag, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
@@ -84,7 +84,8 @@ PARAMS = [
 
 INFINITE_NS = 2**63 - 1
 
-STAMPED = (STATES, COMMANDS, CLOCK, EVENTS)  # the graph's topics whose messages carry a stamp
+# the graph's topics whose messages carry a stamp
+STAMPED = (STATES, COMMANDS, CLOCK, EVENTS, IMAGES, CAMERA_INFO)
 
 
 def message_class(msgtype: str):
@@ -132,8 +133,9 @@ class RecorderNode(Node):
         # the graph's own topics under the names remapped for this robot (e.g. a robot's
         # /arm/joint_states): resolved name → the graph's name
         self.role = {self.resolve_topic_name(t): t for t in KNOWN_TYPES}
-        states, commands, clock, events = (self.resolve_topic_name(t)
-                                           for t in (STATES, COMMANDS, CLOCK, EVENTS))
+        states, commands, clock, events, images, camera_info = (
+            self.resolve_topic_name(t) for t in (STATES, COMMANDS, CLOCK, EVENTS, IMAGES,
+                                                 CAMERA_INFO))
         missing = [t for t in (states, events) if t not in self.topics]
         if p.episodes and missing:
             raise ConfigError(f"parameter 'episodes' = {p.episodes} needs {missing} among the "
@@ -160,7 +162,8 @@ class RecorderNode(Node):
             self.episodes = EpisodeRecording(
                 p.episodes, states=states,
                 required=[t for t in (states, commands) if t in self.topics],
-                streams=[t for t in (states, commands, clock) if t in self.topics],
+                streams=[t for t in (states, commands, clock, images, camera_info)
+                         if t in self.topics],
                 length_ns=int(round(p.episode_length * 1e9)) or None, preroll=p.queue_depth)
             self._ended_at: float | None = None
             self._reset_future = None
