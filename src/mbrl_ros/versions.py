@@ -7,7 +7,9 @@ be compared on the same seeds, the same data budget and the same held-out target
   open-loop, execute, append the episode to D, refit) until the budget is spent;
 * ``v1.5``: v1.0 with MPC: replan at every control step and execute only the first action;
 * ``v1.5+ilqr``: MPC replanning every ``feedback_every`` steps, executing the plan's iLQR feedback
-  K_t (x − x̂_t) between replans, as the graph's executor does;
+  K_t (x − x̂_t) between replans, as the graph's executor does, each joint's gains bounded by
+  the tracking gains (the planner's ``feedback`` 'bounded': iLQR's raw K_t from a young 7-DOF
+  model is ~10× the gains stable at the control period and drove the arm off the plan);
 * ``v1.5+tracking``: the same with PD tracking of the plan's nominal states instead of K_t
   (gains in physical units: the planner's ``feedback`` 'tracking').
 
@@ -40,7 +42,7 @@ from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps
 from mbrl_ros.simulation import ArmSimulator, SimConfig
 
 VERSIONS = ("v0.5", "v1.0", "v1.5", "v1.5+ilqr", "v1.5+tracking")
-FEEDBACK = {"v1.5+ilqr": "plan", "v1.5+tracking": "tracking"}  # the planner's feedback setting
+FEEDBACK = {"v1.5+ilqr": "bounded", "v1.5+tracking": "tracking"}  # the planner's feedback setting
 
 
 @dataclass
