@@ -46,8 +46,10 @@ def add_save_service(node: Node, what: str, blob: Callable[[], bytes | None]) ->
     def serve(_request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         path = node.get_parameter(f"{what}_path").value
         response.success, response.message = save_artifact(path, blob(), what)
-        log = node.get_logger().info if response.success else node.get_logger().warning
-        log(f"~/save_{what}: {response.message}")
+        if response.success:  # (rclpy: one severity per logging call site)
+            node.get_logger().info(f"~/save_{what}: {response.message}")
+        else:
+            node.get_logger().warning(f"~/save_{what}: {response.message}")
         return response
 
     node.create_service(Trigger, f"~/save_{what}", serve)
