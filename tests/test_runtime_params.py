@@ -6,6 +6,7 @@ runner ~/save_policy write artifacts that decode, and refuse bad paths with a cl
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.nodes.dynamics_fitter import DynamicsFitterNode
 from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.nodes.params import Param
+from mbrl_ros.nodes.recorder import RecorderNode
 from mbrl_ros.policy.network import GoalPolicy
 from mbrl_ros.robot import load_robot
 from ros_harness import wait_for
@@ -59,6 +61,14 @@ def test_read_only_unless_runtime_and_never_for_robot_topics_seeds_or_dimensions
             assert p.name not in NEVER_RUNTIME and not p.name.endswith("_topic"), (node, p.name)
         if p.safer:
             assert "at run time only" in d.additional_constraints
+
+
+def test_readme_names_every_runtime_parameter():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Parameters at run time")[1].split("\n## ")[0]
+    missing = {(n, p.name) for n, p in node_params()
+               if p.runtime and f"`{p.name}`" not in section}
+    assert not missing
 
 
 def set_params(ros, node_name: str, **values):
@@ -241,3 +251,17 @@ def test_policy_runner_saves_the_policy_in_use(ros, tmp_path):
     response = call(ros, "/policy_runner/save_policy", Trigger)
     assert not response.success and "policy_path" in response.message
     assert "empty" in response.message
+
+
+def test_recorder_flush_period_retimes_the_flush(ros, tmp_path):
+    node = ros.add(RecorderNode(context=ros.context, parameter_overrides=[
+        Parameter("bag_path", value=str(tmp_path / "bag"))]))
+    timer = node.timers_by_param["flush_period"]
+    assert timer.timer_period_ns == 1_000_000_000
+    assert set_params(ros, "recorder", flush_period=0.25) == [(True, "")]
+    assert timer.timer_period_ns == 250_000_000 and node.p.flush_period == 0.25
+    ok, reason = set_params(ros, "recorder", flush_period=0.0)[0]
+    assert not ok and "flush_period" in reason
+    ok, reason = set_params(ros, "recorder", bag_path=str(tmp_path / "other"))[0]
+    assert not ok and "read-only" in reason
+    assert timer.timer_period_ns == 250_000_000
