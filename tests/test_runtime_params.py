@@ -71,24 +71,24 @@ def test_readme_names_every_runtime_parameter():
     assert not missing
 
 
-def set_params(ros, node_name: str, **values):
-    """SetParameters on ``node_name`` from a test node: [(successful, reason)] per value."""
-    client = ros.node(f"setter_{len(ros.nodes)}").create_client(
-        SetParameters, f"/{node_name}/set_parameters")
-    assert client.wait_for_service(timeout_sec=10.0)
-    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg()
-                                                for k, v in values.items()])
-    future = client.call_async(request)
-    wait_for(future.done, 10.0, f"{node_name}/set_parameters")
-    return [(r.successful, r.reason) for r in future.result().results]
-
-
 def call(ros, service: str, kind, **fields):
-    client = ros.node(f"caller_{len(ros.nodes)}").create_client(kind, service)
+    """``service`` called from one test node, one client per service for the whole test."""
+    clients = ros.__dict__.setdefault("service_clients", {})
+    if service not in clients:
+        node = clients.get(None) or clients.setdefault(None, ros.node("service_caller"))
+        clients[service] = node.create_client(kind, service)
+    client = clients[service]
     assert client.wait_for_service(timeout_sec=10.0)
     future = client.call_async(kind.Request(**fields))
     wait_for(future.done, 10.0, service)
     return future.result()
+
+
+def set_params(ros, node_name: str, **values):
+    """SetParameters on ``node_name`` from a test node: [(successful, reason)] per value."""
+    response = call(ros, f"/{node_name}/set_parameters", SetParameters, parameters=[
+        Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+    return [(r.successful, r.reason) for r in response.results]
 
 
 # -- safety settings: tighter only -----------------------------------------------------------
@@ -165,7 +165,8 @@ def test_planner_parameters_rebuild_the_planner_and_bad_combinations_are_refused
     probe.model_pub.publish(UInt8MultiArray(data=_model_bytes()))
     wait_for(lambda: node.mpc.model is not None, 30, "the model")
     probe.send_state(0)
-    wait_for(lambda: node.diag.counters["controllers_plan"] == 1, 30, "a plan")
+    wait_for(lambda: probe.starts() == [0], 30, "the plan")
+    assert node.diag.counters["controllers_plan"] == 1
     with probe.lock:
         c = probe.controllers[-1]
     assert np.all(np.abs(c.u_hat) <= 0.25 * effort + 1e-9)
