@@ -6,6 +6,7 @@ runner ~/save_policy write artifacts that decode, and refuse bad paths with a cl
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import torch
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
-from std_msgs.msg import UInt8MultiArray
+from std_msgs.msg import Header, UInt8MultiArray
 from std_srvs.srv import SetBool, Trigger
 
 from mbrl_ros.controller import LinearGaussianController
@@ -27,7 +28,7 @@ from mbrl_ros.policy.network import GoalPolicy
 from mbrl_ros.robot import load_robot
 from ros_harness import wait_for
 from test_executor import HOME, NAMES, Probe, connected, executor, open_loop
-from test_mpc_planner_node import ARM2, _model_bytes, _planner
+from test_mpc_planner_node import ARM2, PERIOD_NS, _model_bytes, _planner
 from test_policy_runner import make_policy, runner
 
 pytestmark = pytest.mark.ros
@@ -266,3 +267,21 @@ def test_recorder_flush_period_retimes_the_flush(ros, tmp_path):
     ok, reason = set_params(ros, "recorder", bag_path=str(tmp_path / "other"))[0]
     assert not ok and "read-only" in reason
     assert timer.timer_period_ns == 250_000_000
+
+
+def test_planner_pause_stops_plans_and_heartbeats_until_resumed(ros):
+    node, probe = _planner(ros, random_seconds=1.0, wait_for_model=False)
+    beats = []
+    probe.node.create_subscription(Header, "/mbrl/planner_heartbeat", beats.append, 10)
+    probe.send_state(0)
+    wait_for(lambda: probe.starts() == [0], 10, "π0's controller")
+    assert call(ros, "/mpc_planner/pause", SetBool, data=True).success
+    probe.send_state(1)
+    wait_for(lambda: node.intake.last_stamp == PERIOD_NS, 10, "state 1 at the planner")
+    n = len(beats)
+    time.sleep(0.5)   # 5 heartbeat periods: none while paused, and no controller for state 1
+    assert len(beats) == n and probe.starts() == [0] and node._report()[2]["paused"]
+    assert call(ros, "/mpc_planner/pause", SetBool, data=False).success
+    probe.send_state(2)
+    wait_for(lambda: probe.starts() == [0, 2 * PERIOD_NS], 10, "the controller after resuming")
+    wait_for(lambda: len(beats) > n, 10, "heartbeats again")

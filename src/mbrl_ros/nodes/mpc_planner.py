@@ -30,6 +30,10 @@ moment its plan takes effect: the median of its recent latencies (state stamp â†
 on the node clock) ahead, under the previous plan's actions. A plan is cut at its first nominal
 state the executor would refuse (beyond the joint limits: a young model's prediction). The gains
 it carries are ``feedback``'s (``mpc.MPC``): the planner's own, none, or PD tracking of the plan.
+
+Run control: ``~/pause`` (std_srvs/SetBool, ``_on_pause``) stops and resumes planning,
+``~/save_controller`` (std_srvs/Trigger) writes the last controller to ``controller_path``; cost
+weights, the torque box and the planner's size can be set at run time (``_set_params``).
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from nav_msgs.msg import Path
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from std_msgs.msg import Header, String, UInt8MultiArray
+from std_srvs.srv import SetBool
 
 from mbrl_ros.controller import seconds_to_ns
 from mbrl_ros.data.topics import EVENTS, read_episode_event
@@ -188,6 +193,7 @@ class MPCPlannerNode(Node):
         self.episodes_started = 0                # with episodes_from_events
         self.last_planned_ns = -1                # stamp of the last state answered
         self.last_controller: bytes | None = None  # the last controller published
+        self.paused = False                      # ~/pause: no plans, no heartbeat
 
         self.controller_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller",
                                                     LATCHED_QOS)
@@ -207,6 +213,7 @@ class MPCPlannerNode(Node):
             subscribe(self, self.diag, String, EVENTS, EVENT_QOS, self._on_event,
                       read_episode_event, "event")
         add_save_service(self, "controller", lambda: self.last_controller)
+        self.create_service(SetBool, "~/pause", self._on_pause)
         if p.wait_for_model:
             self.create_timer(0.5, self._check_wait, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"{p.planner} planner, horizon {p.horizon} Ã— "
@@ -307,12 +314,33 @@ class MPCPlannerNode(Node):
         self.pending = None
         self._answer(s)
 
+    def _on_pause(self, request: SetBool.Request, response: SetBool.Response):
+        """``~/pause``: true stops planning: no controller and no heartbeat is sent, so the
+        executor runs the last controller at most until its validity ends (``plan_validity``
+        after the next replan was due; in real time also ``heartbeat_timeout``) and then holds;
+        false resumes with the next joint state, planning cold."""
+        self.paused = request.data
+        if request.data:
+            self.pending = None
+        else:
+            self.mpc.reset()
+            self.next_plan_ns = None
+        response.success = True
+        response.message = ("planning paused: the executor holds once the last controller "
+                            "expires" if request.data else "planning resumed")
+        self.get_logger().info(f"~/pause: {response.message}")
+        return response
+
     def _heartbeat(self) -> None:
+        if self.paused:
+            return
         msg = Header(frame_id=self.get_name())
         msg.stamp = self.get_clock().now().to_msg()
         self.heartbeat_pub.publish(msg)
 
     def _on_state(self, s: JointSample) -> None:
+        if self.paused:
+            return
         if not self.realtime:  # lockstep: with every state (in real time: the timer's)
             self._heartbeat()
         if self.p.episodes_from_events and not self._in_episode(s.stamp_ns):
@@ -428,7 +456,8 @@ class MPCPlannerNode(Node):
         latency = float(np.median(self.latencies)) * 1e-6 if self.latencies else float("nan")
         return level, f"{self.p.planner}, model v{self.model_version}", {
             "plan_rate_hz": rate, "last_cost": self.last_cost,
-            "model_version": self.model_version, "plan_latency_ms": latency}
+            "model_version": self.model_version, "plan_latency_ms": latency,
+            "paused": self.paused}
 
 
 def main(args=None) -> int:
