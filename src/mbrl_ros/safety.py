@@ -31,7 +31,7 @@ the effective inertia 1/(M⁻¹)_ii (coupling and armature included) from ``effe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, NamedTuple
 
 import mujoco
@@ -138,9 +138,7 @@ class SafetyLayer:
         self.gate = StateGate(np.where(np.isfinite(self.lower), self.lower, -CONTINUOUS_BOUND),
                               np.where(np.isfinite(self.upper), self.upper, CONTINUOUS_BOUND),
                               self.velocity, max_ahead_ns=0)
-        self._hi_edge = self.upper - config.position_margin
-        self._lo_edge = self.lower + config.position_margin
-        self._v_edge = self.velocity - config.velocity_margin
+        self.set_margins(config.position_margin, config.velocity_margin)
         gains = {}
         for name in ("damping", "hold_kp", "hold_kd", "brake_kp", "brake_kd"):
             g = np.broadcast_to(np.asarray(getattr(config, name), dtype=np.float64), (n,)).copy()
@@ -155,6 +153,15 @@ class SafetyLayer:
         self.estopped = False
         self.holding = False
         self._hold_position: np.ndarray | None = None
+
+    def set_margins(self, position_margin: float, velocity_margin: float) -> None:
+        """Where the limit guards act: ``position_margin`` rad inside the position limits,
+        ``velocity_margin`` rad/s below the velocity limits (also on a running layer)."""
+        self.config = replace(self.config, position_margin=position_margin,
+                              velocity_margin=velocity_margin)
+        self._hi_edge = self.upper - position_margin
+        self._lo_edge = self.lower + position_margin
+        self._v_edge = self.velocity - velocity_margin
 
     def set_estop(self, engaged: bool) -> None:
         """Engage (latch) or release the e-stop; while engaged every output is the hold law."""

@@ -31,6 +31,9 @@
   and never published. ``max_fit_seconds`` = 0 bounds fits by epochs only (lockstep graphs).
 * /diagnostics: model version, age, data size, validation loss and error, fit time; when
   resampling also the source joint-state rate and the intervals dropped by reason.
+* Run control: ``~/pause`` (std_srvs/SetBool) stops and resumes learning (``_on_pause``);
+  ``~/save_model`` (std_srvs/Trigger) writes the last published model to ``model_path``;
+  ``min_transitions``, ``refit_every`` and ``val_fraction`` can be set at run time.
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ import torch
 import torch._dynamo  # noqa: F401
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
+from std_srvs.srv import SetBool
 
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import DataError, StampOrderError
@@ -61,6 +65,7 @@ from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
+from mbrl_ros.nodes.run_control import add_save_service, save_path_param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import RobotDescriptionError, load_robot
 
@@ -85,12 +90,12 @@ PARAMS = [
     Param("model", "ensemble", "model kind", choices=tuple(MODEL_MODULES)),
     Param("dataset", "", "dataset file to start from (mbrl-ros dataset); '' = live data only"),
     Param("min_transitions", 500, "first fit once this many transitions are there (and at "
-                                  "least the model's minimum)", (1, 10**9)),
-    Param("refit_every", 1000, "new transitions between fits", (1, 10**9)),
+                                  "least the model's minimum)", (1, 10**9), runtime=True),
+    Param("refit_every", 1000, "new transitions between fits", (1, 10**9), runtime=True),
     Param("episode_steps", 0, "the simulator's automatic episode length (control steps): fit "
                               "only at episode ends; 0 = by the counts alone", (0, 10**7)),
     Param("val_fraction", 0.2, "fraction of episodes held out for early stopping and the "
-                               "validation error", (0.0, 0.9)),
+                               "validation error", (0.0, 0.9), runtime=True),
     Param("warm_start", True, "network models: continue from the previous weights (and the "
                                "first fit's input normalisation); false = a fresh fit each time"),
     Param("members", 5, "network models: ensemble members (mlp: use 1)", (1, 100)),
@@ -110,6 +115,7 @@ PARAMS = [
                              "the fit runs in it): in real time a fit must not starve the "
                              "planner and the executor of CPU; 0 = the node's priority",
           (0, 19)),
+    save_path_param("model"),
     Param("model_topic", "/mbrl/dynamics_model", "topic of the model artifacts"),
     Param("states_topic", STATES, "joint states"),
     Param("commands_topic", COMMANDS, "torque commands"),
@@ -180,6 +186,7 @@ class DynamicsFitterNode(Node):
         self._new = self._total = len(self._start) if self._start is not None else 0
         self._attempts = 0                     # fits started (a failed one waits for new data)
         self._fitting = False                  # a fit thread runs
+        self._paused = False                   # ~/pause: no fit starts (data is still taken)
         self._seen_until = -1                  # stamp of the newest joint state (ns)
         self._at_episode_start = False         # it starts an automatic episode, data complete
         self._episodes = EpisodeClock(p.episode_steps, int(round(p.control_period * 1e9)))
@@ -200,6 +207,8 @@ class DynamicsFitterNode(Node):
                   lambda m: self._feed(p.commands_topic, m), what="command")
         subscribe(self, self.diag, String, p.events_topic, EVENT_QOS,
                   lambda m: self._feed(p.events_topic, m), what="event")
+        self.create_service(SetBool, "~/pause", self._on_pause)
+        add_save_service(self, "model", lambda: self._last_blob)
         self.get_logger().info(f"fitting a {p.model} model of joints {names}"
                                + (f", starting from {len(self._start)} transitions of {p.dataset}"
                                   if p.dataset else ""))
@@ -282,7 +291,7 @@ class DynamicsFitterNode(Node):
                 self._total >= max(self.p.min_transitions, self.model.min_transitions)
             if self.p.episode_steps and not self._at_episode_start:
                 due = False
-            if self._closing or self._fitting or not due:
+            if self._closing or self._fitting or self._paused or not due:
                 return False
             self._new = 0
             self._attempts += 1
@@ -351,11 +360,26 @@ class DynamicsFitterNode(Node):
         self.get_logger().warning(f"model v{self.version} published again for the data up to "
                                   f"{seen_until} ns (the refit failed)")
 
+    def _on_pause(self, request: SetBool.Request, response: SetBool.Response):
+        """``~/pause``: true stops learning (no fit starts; a running one finishes and publishes;
+        transitions are still collected; the planners go on with the last model), false resumes
+        (a fit that fell due meanwhile starts at once)."""
+        with self._lock:
+            self._paused = request.data
+        response.success = True
+        response.message = (f"learning paused at model v{self.version}; data is still collected"
+                            if request.data else "learning resumed")
+        self.get_logger().info(f"~/pause: {response.message}")
+        if not request.data:
+            self._maybe_fit()
+        return response
+
     # -- status ----------------------------------------------------------------------------------
     def _report(self) -> tuple[int, str, dict]:
         with self._lock:
             size = self._total
             values = {"model": self.p.model, "model_version": self.version, "transitions": size,
+                      "paused": self._paused,
                       **{f"builder {k}": v for k, v in sorted(self.builder.counts.items())}}
             if self.p.resample:
                 period = self.builder.source_period
@@ -368,9 +392,11 @@ class DynamicsFitterNode(Node):
                 values["model_age_s"] = time.monotonic() - self.published_at
                 values.update({k: v for k, v in self.last_fit.items()
                                if k in ("val_rmse_1step", "val_loss", "fit_seconds")})
-            failure, version = self.failure, self.version
+            failure, version, paused = self.failure, self.version, self._paused
         if failure:
             return (WARN if version else ERROR), failure, values
+        if paused:
+            return OK, f"learning paused at model v{version}: {size} transitions", values
         if not version:
             return OK, f"collecting data: {size} transitions", values
         return OK, f"model v{version} published", values

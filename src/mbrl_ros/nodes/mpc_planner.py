@@ -30,6 +30,10 @@ moment its plan takes effect: the median of its recent latencies (state stamp �
 on the node clock) ahead, under the previous plan's actions. A plan is cut at its first nominal
 state the executor would refuse (beyond the joint limits: a young model's prediction). The gains
 it carries are ``feedback``'s (``mpc.MPC``): the planner's own, none, or PD tracking of the plan.
+
+Run control: ``~/pause`` (std_srvs/SetBool, ``_on_pause``) stops and resumes planning,
+``~/save_controller`` (std_srvs/Trigger) writes the last controller to ``controller_path``; cost
+weights, the torque box and the planner's size can be set at run time (``_set_params``).
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from nav_msgs.msg import Path
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from std_msgs.msg import Header, String, UInt8MultiArray
+from std_srvs.srv import SetBool
 
 from mbrl_ros.controller import seconds_to_ns
 from mbrl_ros.data.topics import EVENTS, read_episode_event
@@ -57,6 +62,7 @@ from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import (EVENT_QOS, LATCHED_QOS, NEWEST_ONLY, STATE_QOS, TARGET_QOS,
                                      time_msg)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
+from mbrl_ros.nodes.run_control import add_save_service, save_path_param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.markers import PlanMarkers
 from mbrl_ros.nodes.targets import TargetSchedule
@@ -76,11 +82,13 @@ PARAMS = [
                           "realtime: only for the newest (a backlog is skipped, never planned "
                           "late)", choices=("sync", "realtime")),
     Param("planner", "icem", "planning algorithm", choices=tuple(sorted(PLANNERS))),
-    Param("horizon", 20, "planning horizon (control periods)", (1, 1000)),
-    Param("replan_every", 1, "control periods between replans (≤ horizon)", (1, 1000)),
-    Param("samples", 200, "population (cem, icem), samples (mppi, random)", (1, 1_000_000)),
-    Param("elites", 20, "elites (cem, icem)", (1, 100_000)),
-    Param("iterations", 3, "optimiser iterations", (1, 1000)),
+    Param("horizon", 20, "planning horizon (control periods)", (1, 1000), runtime=True),
+    Param("replan_every", 1, "control periods between replans (≤ horizon)", (1, 1000),
+          runtime=True),
+    Param("samples", 200, "population (cem, icem), samples (mppi, random)", (1, 1_000_000),
+          runtime=True),
+    Param("elites", 20, "elites (cem, icem)", (1, 100_000), runtime=True),
+    Param("iterations", 3, "optimiser iterations", (1, 1000), runtime=True),
     Param("propagation", "mean", "model propagation for sampling planners",
           choices=("mean", "sample", "ts1", "tsinf")),
     Param("particles", 1, "particles per action sequence (1 for 'mean')", (1, 1000)),
@@ -124,22 +132,26 @@ PARAMS = [
           (0.1, 1e6)),
     Param("random_scale", 0.3, "π0 torque amplitude, fraction of the effort limits", (0.0, 1.0)),
     Param("random_hold_steps", 2, "control periods each π0 torque is held", (1, 100000)),
-    Param("w_l2", 1.0, "reach cost: weight of ½·d² (1/m²)", (0.0, 1e6)),
-    Param("w_log", 1.0, "reach cost: weight of log(d² + α)", (0.0, 1e6)),
-    Param("alpha", 1e-4, "reach cost: α of the log term (m²)", (1e-12, 1.0)),
-    Param("terminal_weight", 10.0, "reach cost: weight of the last step", (0.0, 1e6)),
-    Param("w_velocity", 0.0, "reach cost: weight of the final joint speed²", (0.0, 1e6)),
-    Param("w_action", 1e-3, "action penalty weight (per (N·m)²)", (0.0, 1e6)),
-    Param("w_limit", 1.0, "joint position and velocity limit penalty weight", (0.0, 1e6)),
+    Param("w_l2", 1.0, "reach cost: weight of ½·d² (1/m²)", (0.0, 1e6), runtime=True),
+    Param("w_log", 1.0, "reach cost: weight of log(d² + α)", (0.0, 1e6), runtime=True),
+    Param("alpha", 1e-4, "reach cost: α of the log term (m²)", (1e-12, 1.0), runtime=True),
+    Param("terminal_weight", 10.0, "reach cost: weight of the last step", (0.0, 1e6), runtime=True),
+    Param("w_velocity", 0.0, "reach cost: weight of the final joint speed²", (0.0, 1e6),
+          runtime=True),
+    Param("w_action", 1e-3, "action penalty weight (per (N·m)²)", (0.0, 1e6), runtime=True),
+    Param("w_limit", 1.0, "joint position and velocity limit penalty weight", (0.0, 1e6),
+          runtime=True),
     Param("limit_margin", 0.1, "limit penalty: starts this far inside a position limit (rad)",
-          (1e-6, 10.0)),
+          (1e-6, 10.0), runtime=True),
     Param("velocity_margin", 0.5, "limit penalty: starts this far below a velocity limit "
-                                  "(rad/s)", (1e-6, 100.0)),
+                                  "(rad/s)", (1e-6, 100.0), runtime=True),
     Param("effort_fraction", 1.0, "planned torques stay within this fraction of the effort "
-                                  "limits (the executor clamps at the full limits)", (0.01, 1.0)),
+                                  "limits (the executor clamps at the full limits)", (0.01, 1.0),
+          runtime=True),
     Param("joint_effort_fraction", [], "per joint, in joint_names order: the fractions of the "
           "effort limits that bound plans and π0 (a robot configuration's effort_fraction); "
           "[] = effort_fraction and random_scale for all joints", (0.0, 1.0)),
+    save_path_param("controller"),
     Param("device", "", "torch device for planning; '' = cuda if available, else cpu"),
     Param("torch_threads", 1, "CPU threads of a plan (torch.set_num_threads): 1 leaves the other "
                               "cores to the executor, sim and fitter and keeps plans "
@@ -150,9 +162,10 @@ PARAMS = [
 class MPCPlannerNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("mpc_planner", **node_kwargs)
-        p = self.p = declare_params(self, PARAMS)
+        p = self.p = declare_params(self, PARAMS, self._set_params)
         robot = load_robot(p.robot)
         names, idx = select_joints(robot, p.joint_names)
+        self.robot, self.joint_index = robot, idx
         self.joint_names = tuple(names)
         if p.torch_threads:
             torch.set_num_threads(p.torch_threads)
@@ -165,13 +178,8 @@ class MPCPlannerNode(Node):
         if self.episodes and random_seconds > 0:  # π0 for whole episodes
             n = math.ceil(random_seconds * 1e9 / self.episodes.episode_ns - 1e-9)
             random_seconds = self.episodes.start_ns(n) / 1e9
-        try:
-            self.mpc = build_mpc(robot, idx, vars(p) | {"device": self.device,
-                                                       "random_seconds": random_seconds})
-        except (PlanError, TaskError, ValueError) as exc:
-            raise ConfigError(f"planner configuration: {exc}") from None
-        if self.realtime:
-            self.mpc.pi0_steps = p.horizon
+        self.random_seconds = random_seconds
+        self.mpc = self._build_mpc(vars(p))
         available_kinds()  # import every model module now, not in the first model's callback
         self.frame = robot.link_names[0]
         self.targets = TargetSchedule(TargetGate.for_robot(robot))
@@ -186,6 +194,8 @@ class MPCPlannerNode(Node):
         self.episode_events: list[tuple[int, str]] = []  # (stamp, kind) of starts and ends
         self.episodes_started = 0                # with episodes_from_events
         self.last_planned_ns = -1                # stamp of the last state answered
+        self.last_controller: bytes | None = None  # the last controller published
+        self.paused = False                      # ~/pause: no plans, no heartbeat
 
         self.controller_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller",
                                                     LATCHED_QOS)
@@ -204,11 +214,37 @@ class MPCPlannerNode(Node):
         if p.episodes_from_events:
             subscribe(self, self.diag, String, EVENTS, EVENT_QOS, self._on_event,
                       read_episode_event, "event")
+        add_save_service(self, "controller", lambda: self.last_controller)
+        self.create_service(SetBool, "~/pause", self._on_pause)
         if p.wait_for_model:
             self.create_timer(0.5, self._check_wait, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"{p.planner} planner, horizon {p.horizon} × "
                                f"{p.control_period:g} s, replanning every {p.replan_every} "
                                f"step(s) on {self.device}")
+
+    def _build_mpc(self, settings: dict):
+        """The MPC for the parameter values ``settings``; ConfigError naming a bad setting."""
+        try:
+            mpc = build_mpc(self.robot, self.joint_index, settings | {
+                "device": self.device, "random_seconds": self.random_seconds})
+        except (PlanError, TaskError, ValueError) as exc:
+            raise ConfigError(f"planner configuration: {exc}") from None
+        if self.realtime:
+            mpc.pi0_steps = settings["horizon"]
+        return mpc
+
+    def _set_params(self, changes) -> None:
+        """Runtime parameters (cost weights, torque box, planner size): a new MPC built from
+        them (ConfigError, nothing changed, if it cannot be) takes over the model, the warm-up
+        clock and π0's random stream; its first plan starts cold. The published controller
+        runs on until the next replan."""
+        mpc = self._build_mpc(vars(self.p) | dict(changes))
+        old = self.mpc
+        if old.model is not None:
+            mpc.set_model(old.model)
+        mpc.first_stamp, mpc.base_policy = old.first_stamp, old.base_policy
+        self.mpc = mpc
+        self.get_logger().info(f"parameters set at run time: {dict(changes)}")
 
     # -- inputs --------------------------------------------------------------------------------
     def _read_model(self, msg: UInt8MultiArray) -> DynamicsModel:
@@ -280,12 +316,33 @@ class MPCPlannerNode(Node):
         self.pending = None
         self._answer(s)
 
+    def _on_pause(self, request: SetBool.Request, response: SetBool.Response):
+        """``~/pause``: true stops planning: no controller and no heartbeat is sent, so the
+        executor runs the last controller at most until its validity ends (``plan_validity``
+        after the next replan was due; in real time also ``heartbeat_timeout``) and then holds;
+        false resumes with the next joint state, planning cold."""
+        self.paused = request.data
+        if request.data:
+            self.pending = None
+        else:
+            self.mpc.reset()
+            self.next_plan_ns = None
+        response.success = True
+        response.message = ("planning paused: the executor holds once the last controller "
+                            "expires" if request.data else "planning resumed")
+        self.get_logger().info(f"~/pause: {response.message}")
+        return response
+
     def _heartbeat(self) -> None:
+        if self.paused:
+            return
         msg = Header(frame_id=self.get_name())
         msg.stamp = self.get_clock().now().to_msg()
         self.heartbeat_pub.publish(msg)
 
     def _on_state(self, s: JointSample) -> None:
+        if self.paused:
+            return
         if not self.realtime:  # lockstep: with every state (in real time: the timer's)
             self._heartbeat()
         if self.p.episodes_from_events and not self._in_episode(s.stamp_ns):
@@ -345,7 +402,8 @@ class MPCPlannerNode(Node):
         self.next_plan_ns = next_plan_ns
         controller = controller.with_validity(
             max(next_plan_ns, controller.start_ns) + seconds_to_ns(self.p.plan_validity))
-        self.controller_pub.publish(UInt8MultiArray(data=controller.to_bytes()))
+        self.last_controller = controller.to_bytes()
+        self.controller_pub.publish(UInt8MultiArray(data=self.last_controller))
         self.latencies.append(self.get_clock().now().nanoseconds - s.stamp_ns)
         del self.latencies[:-20]
         if step.source == "plan":
@@ -400,7 +458,8 @@ class MPCPlannerNode(Node):
         latency = float(np.median(self.latencies)) * 1e-6 if self.latencies else float("nan")
         return level, f"{self.p.planner}, model v{self.model_version}", {
             "plan_rate_hz": rate, "last_cost": self.last_cost,
-            "model_version": self.model_version, "plan_latency_ms": latency}
+            "model_version": self.model_version, "plan_latency_ms": latency,
+            "paused": self.paused}
 
 
 def main(args=None) -> int:

@@ -3,17 +3,23 @@
 Each node lists its parameters as ``Param`` entries; ``declare_params`` declares them with a
 description and range (visible to ``ros2 param describe``), reads the values given by YAML or the
 command line, and raises ``ConfigError`` naming the parameter, the value and what is allowed.
+
+A ``Param`` is read-only on a running node unless it says ``runtime=True``; then ``ros2 param
+set`` (any SetParameters call) is checked like a start-up value, and a safety setting
+(``safer``) may only move in its safe direction from the value the node started with. An
+accepted set updates the namespace ``declare_params`` returned and the node's ``apply`` hook.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
@@ -25,17 +31,26 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Param:
     """One parameter: name, default (its type sets the parameter type), description with units,
-    inclusive numeric range (also applied to each element of a numeric list), or allowed strings."""
+    inclusive numeric range (also applied to each element of a numeric list), or allowed strings.
+    ``runtime``: settable on a running node (else read-only); ``safer``: for a runtime safety
+    setting, "higher" or "lower", the direction it may move from its start-up value."""
 
     name: str
     default: Any
     description: str
     range: tuple[float, float] | None = None
     choices: tuple[str, ...] | None = None
+    runtime: bool = False
+    safer: str | None = None
+
+    def __post_init__(self):
+        if self.safer not in (None, "higher", "lower") or (self.safer and not self.runtime):
+            raise TypeError(f"parameter '{self.name}': safer must be 'higher' or 'lower' and "
+                            "needs runtime=True")
 
     def descriptor(self) -> ParameterDescriptor:
-        d = ParameterDescriptor(name=self.name, description=self.description, read_only=True,
-                                dynamic_typing=True)
+        d = ParameterDescriptor(name=self.name, description=self.description,
+                                read_only=not self.runtime, dynamic_typing=True)
         if self.range is not None and isinstance(self.default, float):
             d.floating_point_range = [FloatingPointRange(
                 from_value=float(self.range[0]), to_value=float(self.range[1]), step=0.0)]
@@ -47,6 +62,9 @@ class Param:
             d.additional_constraints = "one of: " + ", ".join(self.choices)
         elif self.range is not None:
             d.additional_constraints = f"range [{self.range[0]}, {self.range[1]}]"
+        if self.safer:
+            d.additional_constraints += (f"; at run time only {self.safer} than the start-up "
+                                         "value")
         return d
 
     def check(self, value: Any) -> Any:
@@ -108,8 +126,12 @@ def _initial(default: Any) -> Any:
     return [] if default == [] else default
 
 
-def declare_params(node: Node, params: Sequence[Param]) -> SimpleNamespace:
-    """Declare ``params`` on ``node`` and return their checked values as attributes."""
+def declare_params(node: Node, params: Sequence[Param],
+                   apply: Callable[[Mapping[str, Any]], None] | None = None) -> SimpleNamespace:
+    """Declare ``params`` on ``node`` and return their checked values as attributes. If some are
+    ``runtime``, a set on the running node is validated (``RuntimeParams``) and then passed, as
+    {name: checked value}, to ``apply`` (which may raise ConfigError to refuse it) before the
+    namespace takes the new values."""
     values = {}
     for p in params:
         try:
@@ -121,4 +143,48 @@ def declare_params(node: Node, params: Sequence[Param]) -> SimpleNamespace:
             raise ConfigError(f"parameter '{p.name}': {exc}") from None
         raw = node.get_parameter(p.name).value
         values[p.name] = p.check(p.default if raw is None else raw)
-    return SimpleNamespace(**values)
+    namespace = SimpleNamespace(**values)
+    if any(p.runtime for p in params):
+        node.add_on_set_parameters_callback(RuntimeParams(params, namespace, apply))
+    return namespace
+
+
+class RuntimeParams:
+    """The on-set-parameters callback of ``declare_params``: checks every parameter of a set
+    (rclpy has already refused read-only ones), keeps safety settings on their safe side of the
+    start-up values, calls ``apply``, then stores the values in ``namespace``. A refusal's
+    reason names the parameter, the value and what is allowed; nothing changes then."""
+
+    def __init__(self, params: Sequence[Param], namespace: SimpleNamespace,
+                 apply: Callable[[Mapping[str, Any]], None] | None):
+        self.params = {p.name: p for p in params}
+        self.start = dict(vars(namespace))
+        self.namespace, self.apply = namespace, apply
+
+    def __call__(self, parameters) -> SetParametersResult:
+        try:
+            changes = {}
+            for parameter in parameters:
+                p = self.params.get(parameter.name)
+                if p is None:  # rclpy's own (use_sim_time) or one the node declared itself
+                    continue
+                if not p.runtime:
+                    raise ConfigError(f"parameter '{p.name}' is read-only on a running node")
+                changes[p.name] = self._checked(p, parameter.value)
+            if changes and self.apply is not None:
+                self.apply(changes)
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        for name, value in changes.items():
+            setattr(self.namespace, name, value)
+        return SetParametersResult(successful=True)
+
+    def _checked(self, p: Param, value: Any) -> Any:
+        value = p.check(value)
+        start = self.start[p.name]
+        if (p.safer == "higher" and value < start) or (p.safer == "lower" and value > start):
+            bound = "≥" if p.safer == "higher" else "≤"
+            raise ConfigError(f"parameter '{p.name}' = {value!r}: a running node takes only "
+                              f"values {bound} its start-up value {start!r} (safer); a looser "
+                              "safety setting needs a restart")
+        return value

@@ -9,8 +9,9 @@ the newest target not after its stamp) and ``/mbrl/policy`` (policy artifacts of
 or loads ``policy_file`` at start. Publishes ``/effort_controller/commands`` (torques in
 ``joint_names`` order, tagged as the executor's: in ``sync`` mode with the stamp of the joint state
 they answer, so a lockstep sim accepts them, in ``realtime`` mode with the time they are sent,
-holds included, so the fitter and recorder see when each command took effect); service
-``~/estop`` (std_srvs/SetBool: true latches the hold, false releases it); ``/diagnostics`` with
+holds included, so the fitter and recorder see when each command took effect); services
+``~/estop`` (std_srvs/SetBool: true latches the hold, false releases it) and ``~/save_policy``
+(std_srvs/Trigger: the policy in use to the file ``policy_path``); ``/diagnostics`` with
 the safety events, the policy in use and the compute per step.
 
 * ``sync`` (lockstep graphs): a state waits, with nothing published, until a policy and a target
@@ -44,6 +45,7 @@ from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS, TARGET_QOS
 from mbrl_ros.nodes.params import ConfigError, Param
+from mbrl_ros.nodes.run_control import add_save_service, save_path_param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.safe_command_node import SAFETY_PARAMS, SafeCommandNode
 from mbrl_ros.nodes.targets import TargetSchedule
@@ -54,6 +56,7 @@ PARAMS = SAFETY_PARAMS + [
     Param("mode", "sync", "sync (wait for a policy and a target; lockstep) or realtime",
           choices=("sync", "realtime")),
     Param("policy_file", "", "policy artifact to run from the start; '' = wait for /mbrl/policy"),
+    save_path_param("policy"),
 ]
 
 
@@ -78,6 +81,8 @@ class PolicyRunnerNode(SafeCommandNode):
                   self._on_policy, self._read_policy, "policy")
         subscribe(self, self.diag, PointStamped, "/mbrl/target", TARGET_QOS,
                   lambda _: self._answer_if_ready(), self.targets.add_msg, "target")
+        add_save_service(self, "policy",
+                         lambda: self.policy.to_bytes() if self.policy is not None else None)
         self.get_logger().info(
             f"{self.robot.name}: {self.n} joints, {self.p.mode} mode, hold law "
             f"{self.p.hold_law}; policy "

@@ -66,9 +66,10 @@ PARAMS = [
     Param("split_duration", 0.0, "start a new bag file after this long (s); 0 = never",
           (0.0, 1e7)),
     Param("flush_period", 1.0, "wall time between flushes to disk (s): the most a crash loses",
-          (0.01, 60.0)),
+          (0.01, 60.0), runtime=True),
     Param("queue_depth", 1000, "subscription queue depth (messages)", (1, 1_000_000)),
-    Param("discovery_period", 0.5, "wall time between looks for new publishers (s)", (0.05, 60.0)),
+    Param("discovery_period", 0.5, "wall time between looks for new publishers (s)", (0.05, 60.0),
+          runtime=True),
     Param("episodes", 0, "whole episodes to record, then exit; 0 = record everything until "
                          "stopped", (0, 1_000_000)),
     Param("episode_source", "events", "events: episodes begin at reset/start events on "
@@ -126,7 +127,7 @@ class RecorderNode(Node):
 
     def __init__(self, **node_kwargs):
         super().__init__("recorder", **node_kwargs)
-        p = self.p = declare_params(self, PARAMS)
+        p = self.p = declare_params(self, PARAMS, self._set_params)
         self.topics = [self.resolve_topic_name(t) for t in p.topics]
         if not self.topics:
             raise ConfigError("parameter 'topics' is empty: nothing to record")
@@ -153,8 +154,9 @@ class RecorderNode(Node):
         self._failure: str | None = None
         self.diag = Diagnostics(self, "recorder", self._report)
         wall = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(p.flush_period, self._flush, clock=wall)
-        self.create_timer(p.discovery_period, self._discover, clock=wall)
+        self.timers_by_param = {
+            "flush_period": self.create_timer(p.flush_period, self._flush, clock=wall),
+            "discovery_period": self.create_timer(p.discovery_period, self._discover, clock=wall)}
         if p.status_period > 0:
             self.create_timer(p.status_period, self._status_line, clock=wall)
         self.episodes: EpisodeRecording | None = None
@@ -181,6 +183,11 @@ class RecorderNode(Node):
             raise ConfigError(f"parameter 'bag_path': {exc}") from None
         self.get_logger().info(f"recording {', '.join(self.topics)} to {path}" + (
             f" ({p.episodes} episodes from {p.episode_source})" if p.episodes else ""))
+
+    def _set_params(self, changes) -> None:
+        """Runtime parameters: the flush and discovery timers' periods (wall s)."""
+        for name, value in changes.items():
+            self.timers_by_param[name].timer_period_ns = int(round(value * 1e9))
 
     # -- subscriptions ---------------------------------------------------------------------------
     def _discover(self) -> None:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 from rclpy.clock import Clock, ClockType
@@ -85,9 +86,9 @@ SAFETY_PARAMS = [
     Param("hold_kp", 50.0, "PD hold stiffness (N·m/rad)", (0.0, 1e5)),
     Param("hold_kd", 5.0, "PD hold damping (N·m·s/rad)", (0.0, 1e4)),
     Param("position_margin", 0.05, "distance from a position limit where the guard acts (rad)",
-          (0.0, 3.2)),
+          (0.0, 3.2), runtime=True, safer="higher"),
     Param("velocity_margin", 0.2, "distance from the velocity limit where the guard acts (rad/s)",
-          (0.0, 100.0)),
+          (0.0, 100.0), runtime=True, safer="higher"),
     Param("limit_response", "brake", "at a limit guard: brake the joint or hold the arm",
           choices=LIMIT_RESPONSES),
     Param("brake_kp", 200.0, "stiffness of the virtual wall at the position margin (N·m/rad)",
@@ -107,10 +108,11 @@ SAFETY_PARAMS = [
                                   "work on the machine cannot delay commands and watchdogs; "
                                   "0 = normal scheduling", (0, 99)),
     Param("max_feedforward_ratio", 2.0, "refuse controllers whose feedforward û + k exceeds "
-                                        "this many times a joint's effort limit", (0.1, 100.0)),
+                                        "this many times a joint's effort limit", (0.1, 100.0),
+          runtime=True, safer="lower"),
     Param("min_saturating_error", 1e-3, "refuse controllers whose gains reach a joint's effort "
                                         "limit for a smaller state error (rad or rad/s)",
-          (1e-9, 10.0)),
+          (1e-9, 10.0), runtime=True, safer="higher"),
 ] + STATE_GATE_PARAMS
 
 
@@ -151,7 +153,7 @@ class SafeCommandNode(Node):
 
     def __init__(self, node_name: str, params: list[Param], title: str, **node_kwargs):
         super().__init__(node_name, **node_kwargs)
-        p = self.p = declare_params(self, params)
+        p = self.p = declare_params(self, params, self._set_params)
         self.robot = load_robot(p.robot)
         self.names, idx = select_joints(self.robot, p.joint_names)
         lim = self.robot.limits
@@ -205,6 +207,15 @@ class SafeCommandNode(Node):
         self._watchdog_timer = None
         if self.realtime and p.safety_enabled and p.max_state_age > 0:
             self._watchdog_timer = self.create_timer(p.max_state_age, self._watchdog)
+
+    def _set_params(self, changes) -> None:
+        """Runtime parameters (only ever tighter than at start-up): the guards' margins and the
+        bounds on the controllers accepted from now on (the running one was checked already)."""
+        new = vars(self.p) | dict(changes)
+        self.safety.set_margins(new["position_margin"], new["velocity_margin"])
+        self.bounds = replace(self.bounds, max_feedforward_ratio=new["max_feedforward_ratio"],
+                              min_saturating_error=new["min_saturating_error"])
+        self.get_logger().info(f"parameters set at run time: {dict(changes)}")
 
     # -- linear-Gaussian controllers, homing ---------------------------------------------------
     def _read_controller(self, msg: UInt8MultiArray) -> LinearGaussianController:
