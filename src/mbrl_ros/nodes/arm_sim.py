@@ -44,6 +44,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from rosgraph_msgs.msg import Clock as ClockMsg
 
+from mbrl_ros.data.topics import CLOCK, COMMANDS, EVENTS, ROBOT_DESCRIPTION, STATES
 from mbrl_ros.msgconv import MessageError, command_tag, read_command
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import subscribe
@@ -54,7 +55,6 @@ from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, CommandHold, SimConfig
 
-ROBOT_DESCRIPTION = "/robot_description"  # the URDF, latched, where robot_state_publisher puts it
 MODE_PERIODS = {"lockstep": 0.01, "realtime": 0.01, "hardware": 0.002}  # control_period 0 → s
 MAX_CATCH_UP_S = 0.25  # hardware: a loop stalled longer skips the rest instead of simulating it
 
@@ -100,7 +100,7 @@ PARAMS = [
     Param("duration", 0.0, "stop after this much sim time (s; hardware: wall time); 0 = run "
           "until stopped", (0.0, 1e7)),
     Param("status_period", 0.0, "wall seconds between status lines; 0 = none", (0.0, 3600.0)),
-    Param("command_topic", "/effort_controller/commands", "topic of the torque commands"),
+    Param("command_topic", COMMANDS, "topic of the torque commands"),
 ]
 
 
@@ -144,7 +144,7 @@ class ArmSimNode(Node):
         self._sent_at = 0.0
         self._window = _StatusWindow(robot.n_joints)
 
-        self.state_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
+        self.state_pub = self.create_publisher(JointState, STATES, STATE_QOS)
         self.description_pub = self.create_publisher(String, ROBOT_DESCRIPTION, LATCHED_QOS)
         self.description_pub.publish(String(data=robot.urdf_path.read_text()))
         self.diag = Diagnostics(self, "simulator", self._report)
@@ -156,8 +156,8 @@ class ArmSimNode(Node):
         if p.mode == "hardware":
             self.hardware = _HardwareLoop(self)
         else:
-            self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
-            self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
+            self.clock_pub = self.create_publisher(ClockMsg, CLOCK, 10)
+            self.event_pub = self.create_publisher(String, EVENTS, EVENT_QOS)
             self.create_service(Trigger, "~/reset", self._on_reset)
         if p.mode == "lockstep":
             self.create_timer(min(0.01, p.lockstep_timeout / 4), self._lockstep_tick, clock=wall)

@@ -12,6 +12,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
+from mbrl_ros.data.topics import DIAGNOSTICS
+
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
 
@@ -24,7 +26,7 @@ class Diagnostics:
     """
 
     def __init__(self, node: Node, title: str, report: Callable[[], tuple[int, str, dict]],
-                 period: float = 1.0, topic: str = "/diagnostics"):
+                 period: float = 1.0, topic: str = DIAGNOSTICS):
         self._node, self._report = node, report
         self.name = f"{node.get_name()}: {title}"
         self.counters: Counter = Counter()

@@ -40,6 +40,7 @@ from geometry_msgs.msg import PointStamped
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros.artifacts import ArtifactError, read_file
+from mbrl_ros.data.topics import POLICY, TARGET
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS, TARGET_QOS
@@ -74,9 +75,9 @@ class PolicyRunnerNode(SafeCommandNode):
             except (OSError, ArtifactError, PolicyError) as exc:
                 raise ConfigError(f"parameter 'policy_file' = {self.p.policy_file!r}: "
                                   f"{exc}") from None
-        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/policy", LATCHED_QOS,
+        subscribe(self, self.diag, UInt8MultiArray, POLICY, LATCHED_QOS,
                   self._on_policy, self._read_policy, "policy")
-        subscribe(self, self.diag, PointStamped, "/mbrl/target", TARGET_QOS,
+        subscribe(self, self.diag, PointStamped, TARGET, TARGET_QOS,
                   lambda _: self._answer_if_ready(), self.targets.add_msg, "target")
         self.get_logger().info(
             f"{self.robot.name}: {self.n} joints, {self.p.mode} mode, hold law "
