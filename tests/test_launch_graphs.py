@@ -33,26 +33,25 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 from rcl_interfaces.srv import GetParameters  # noqa: E402
 from rclpy.parameter import parameter_value_to_python  # noqa: E402
 
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(300)]
 
 START_TIMEOUT_S = 120.0  # a loaded 2-core machine starts torch in six processes
 BAD_OUTPUT = ("Traceback", "terminate called", "[ERROR]")
 CASES = {  # id: (launch file, arguments, topics the graph's nodes offer, in its namespace)
-    "sim-namespace": ("sim", {"robot": "arm2", "duration": "0", "namespace": "/robot1"},
-                      ["joint_states", "effort_controller/commands", "mbrl/controller"]),
-    "record-arm2": ("record", {"robot": "arm2", "episodes": "20", "namespace": "lab"},
-                    ["joint_states", "effort_controller/commands", "mbrl/episode_events"]),
-    "mpc-arm2": ("mpc", {"robot": "arm2", "namespace": "/robot1"},
-                 ["joint_states", "mbrl/target", "mbrl/controller", "mbrl/dynamics_model"]),
-    "mpc-realtime": ("mpc", {"robot": "arm2", "mode": "realtime"},
-                     ["joint_states", "mbrl/target", "mbrl/controller", "mbrl/planned_path"]),
-    "mpc-robot": ("mpc", {"robot": "arm2", "sim": "false", "robot_compensates_gravity": "false",
-                          "namespace": "/arm"},
-                  ["joint_states", "effort_controller/commands", "mbrl/target"]),
+    "sim-arm2-namespace": ("sim", {"robot": "arm2", "duration": "0", "namespace": "/robot1"},
+                           ["joint_states", "effort_controller/commands", "mbrl/controller"]),
+    "record-realtime": ("record", {"robot": "arm2", "mode": "realtime", "namespace": "lab"},
+                        ["joint_states", "effort_controller/commands", "mbrl/episode_events"]),
+    "record-robot": ("record", {"robot": "arm2", "sim": "false",
+                                "robot_compensates_gravity": "false", "namespace": "/arm"},
+                     ["joint_states", "effort_controller/commands", "mbrl/episode_events"]),
+    "mpc-arm2-namespace": ("mpc", {"robot": "arm2", "namespace": "/robot1"},
+                           ["joint_states", "mbrl/target", "mbrl/controller",
+                            "mbrl/dynamics_model"]),
     "gps-arm2": ("gps", {"robot": "arm2"},
                  ["joint_states", "effort_controller/commands", "mbrl/controller"]),
-    "policy-arm2": ("policy", {"robot": "arm2", "namespace": "/robot2"},
-                    ["joint_states", "mbrl/target", "mbrl/policy"]),
+    "policy-realtime": ("policy", {"robot": "arm2", "mode": "realtime", "namespace": "/robot2"},
+                        ["joint_states", "mbrl/target", "mbrl/policy"]),
 }
 
 
@@ -73,6 +72,12 @@ class Processes:
         return "".join(self.output)
 
 
+def case_args(case: str, tmp_path) -> tuple[str, dict[str, str], list[str]]:
+    """(graph, arguments, topics) of ``case``; a record graph writes its bag into tmp_path."""
+    name, args, topics = CASES[case]
+    return name, args | ({"bag": str(tmp_path / "bag")} if name == "record" else {}), topics
+
+
 @pytest.fixture(params=sorted(CASES))
 def case(request):
     return request.param
@@ -90,8 +95,7 @@ def graph_launch(case, processes, ros_install, tmp_path, monkeypatch):
     for key, value in kit_environment(ros_install, tmp_path / "log").items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
-    name, args, _ = CASES[case]
-    args = args | ({"bag": str(tmp_path / "bag")} if name == "record" else {})
+    name, args, _ = case_args(case, tmp_path)
     source = ros_install / "share" / "mbrl_ros" / "launch" / f"{name}.launch.py"
     return LaunchDescription([
         RegisterEventHandler(OnProcessIO(on_stdout=processes.on_io, on_stderr=processes.on_io)),
@@ -135,8 +139,9 @@ def fqn(namespace: str, name: str) -> str:
 
 
 @pytest.mark.launch(fixture=graph_launch)
-def test_launch_file_starts_the_graph_in_its_namespace_and_stops_cleanly(case, processes, ros):
-    name, args, topics = CASES[case]
+def test_launch_file_starts_the_graph_in_its_namespace_and_stops_cleanly(case, processes, ros,
+                                                                         tmp_path):
+    name, args, topics = case_args(case, tmp_path)
     specs = graph(name, **args)
     namespace = specs[0].namespace
     probe = ros.node("launch_probe")
