@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from launch_kit import KIT, kit_environment, requires_kit
+from mbrl_ros.data.topics import resolve
 from mbrl_ros.graphs import graph
 from mbrl_ros.param_files import node_parameters
 from mbrl_ros.paths import share_path
@@ -43,8 +44,11 @@ CASES = {  # id: (launch file, arguments, topics the graph's nodes offer, in its
     "record-realtime": ("record", {"robot": "arm2", "mode": "realtime", "namespace": "lab"},
                         ["joint_states", "effort_controller/commands", "mbrl/episode_events"]),
     "record-robot": ("record", {"robot": "arm2", "sim": "false",
-                                "robot_compensates_gravity": "false", "namespace": "/arm"},
-                     ["joint_states", "effort_controller/commands", "mbrl/episode_events"]),
+                                "robot_compensates_gravity": "false", "namespace": "/arm",
+                                "joint_states": "/driver/joint_states",
+                                "commands": "/driver/effort_controller/commands"},
+                     ["/driver/joint_states", "/driver/effort_controller/commands",
+                      "mbrl/episode_events"]),
     "mpc-arm2-namespace": ("mpc", {"robot": "arm2", "namespace": "/robot1"},
                            ["joint_states", "mbrl/target", "mbrl/controller",
                             "mbrl/dynamics_model"]),
@@ -134,8 +138,6 @@ def get_parameters(probe, fqn: str, names: list[str]) -> dict:
         probe.destroy_client(client)
 
 
-def fqn(namespace: str, name: str) -> str:
-    return f"{namespace.rstrip('/')}/{name}"
 
 
 @pytest.mark.launch(fixture=graph_launch)
@@ -146,7 +148,7 @@ def test_launch_file_starts_the_graph_in_its_namespace_and_stops_cleanly(case, p
     namespace = specs[0].namespace
     probe = ros.node("launch_probe")
     nodes = {(s.name, namespace) for s in specs}
-    wanted = {fqn(namespace, t) for t in topics}
+    wanted = {resolve(t, namespace) for t in topics}
 
     def up() -> bool:
         return nodes <= set(probe.get_node_names_and_namespaces()) and \
@@ -161,7 +163,7 @@ def test_launch_file_starts_the_graph_in_its_namespace_and_stops_cleanly(case, p
         assert not root, root
     for spec in specs:
         expected = expected_parameters(spec)
-        got = get_parameters(probe, fqn(namespace, spec.name), sorted(expected))
+        got = get_parameters(probe, resolve(spec.name, namespace), sorted(expected))
         assert got == expected, spec.name
     yield  # the launch service shuts down (SIGINT to every node); it must return 0
     out = processes.text()
