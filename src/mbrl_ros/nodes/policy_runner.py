@@ -82,7 +82,8 @@ class PolicyRunnerNode(SafeCommandNode):
         self.get_logger().info(
             f"{self.robot.name}: {self.n} joints, {self.p.mode} mode, hold law "
             f"{self.p.hold_law}; policy "
-            + (f"from {self.p.policy_file}" if self.policy else "from /mbrl/policy (waiting)"))
+            + (f"from {self.p.policy_file}" if self.policy else
+               f"from {self.resolve_topic_name(POLICY)} (waiting)"))
 
     # -- inputs ----------------------------------------------------------------------------------
     def _use(self, policy: GoalPolicy, source: str) -> None:
@@ -100,7 +101,8 @@ class PolicyRunnerNode(SafeCommandNode):
 
     def _on_policy(self, policy: GoalPolicy) -> None:
         self._use(policy, "topic")
-        self.get_logger().info(f"new policy from /mbrl/policy (hidden {self.policy.hidden})")
+        self.get_logger().info(f"new policy from {self.resolve_topic_name(POLICY)} "
+                               f"(hidden {self.policy.hidden})")
         self._answer_if_ready()
 
     def _answer_if_ready(self) -> None:
