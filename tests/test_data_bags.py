@@ -344,7 +344,8 @@ def test_log_times_going_backwards(tmp_path):
     assert writer.clamped_log_times == sum(1 for i in range(len(msgs)) if i % 7 == 3)
     with BagReader(ours) as r:
         logs = [log for _, log, _ in r.messages(raw=True)]
-        assert logs == sorted(logs) and [t for t, _, _ in r.messages()] == [resolve(t) for t, _ in msgs]
+        assert logs == sorted(logs)
+        assert [t for t, _, _ in r.messages()] == [resolve(t) for t, _ in msgs]
     with BagReader(other) as r:  # rosbags reads it in log-time order: joint states reordered
         assert [t for t, _, _ in r.messages(raw=True)] != [t for t, _ in msgs]
     for bag in (ours, other):
