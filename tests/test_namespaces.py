@@ -14,6 +14,7 @@ import time
 
 import pytest
 import yaml
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import GetParameters
 from rclpy.parameter import parameter_value_to_python
 
@@ -119,6 +120,9 @@ def test_a_graph_in_a_namespace_keeps_its_topics_there_and_its_parameters_apply(
                             start_new_session=True, env=os.environ)
     try:
         probe = ros.node("probe")
+        statuses: set[str] = set()
+        probe.create_subscription(DiagnosticArray, "/diagnostics",
+                                  lambda m: statuses.update(st.name for st in m.status), 10)
         expected = {"/robot1/joint_states", "/robot1/effort_controller/commands",
                     "/robot1/mbrl/controller", "/clock", "/diagnostics"}
         nodes = {("arm_sim", "/robot1"), ("lg_executor", "/robot1"), ("base_policy", "/robot1")}
@@ -139,6 +143,10 @@ def test_a_graph_in_a_namespace_keeps_its_topics_there_and_its_parameters_apply(
             {"hold_damping": 2.0, "robot": "arm2", "seed": 4}
         assert _get_parameters(probe, "/robot1/base_policy", ["hold_steps", "seed"]) == \
             {"hold_steps": 10, "seed": 5}
+        # on the absolute /diagnostics, each status named with its node's namespace
+        wait_for(lambda: {n.split(":")[0] for n in statuses} >= {
+            "robot1/arm_sim", "robot1/lg_executor", "robot1/base_policy"}, 30.0,
+            "the nodes' diagnostics")
         deadline = time.monotonic() + 60.0
         out = ""
         while "steps/s" not in out and time.monotonic() < deadline:  # the sim is stepping

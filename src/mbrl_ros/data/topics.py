@@ -5,7 +5,7 @@ Names are relative, so a graph started in a namespace (``namespace:=/robot1``) k
 under it (``/robot1/joint_states``); every name is a default that can be remapped. Two stay
 absolute, as ROS expects: ``/clock`` (what every node's time source subscribes to with
 ``use_sim_time``) and ``/diagnostics`` (what diagnostic_updater publishes and the aggregator reads;
-each status is named after its node, whose name is fully qualified there).
+each status is named after its node with its namespace: ``robot1/mpc_planner: ...``).
 
 Episode events are std_msgs/String whose data is a JSON object
 ``{"event": "reset"|"start"|"end", "episode": int, "stamp_ns": int, ...}``. ``stamp_ns`` is the

@@ -18,7 +18,9 @@ OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.E
 
 
 class Diagnostics:
-    """Publishes one DiagnosticStatus named ``<node name>: <title>`` every ``period`` seconds.
+    """Publishes one DiagnosticStatus named ``<node name>: <title>`` every ``period`` seconds (on
+    the absolute /diagnostics; the node name with its namespace, e.g. ``robot1/mpc_planner``, so
+    graphs in different namespaces stay apart).
 
     ``report()`` returns (level, message, values); ``counters`` is a Counter the node increments
     (``diag.count('rejected_command')``); all counters are published as values too. After a
@@ -28,7 +30,7 @@ class Diagnostics:
     def __init__(self, node: Node, title: str, report: Callable[[], tuple[int, str, dict]],
                  period: float = 1.0, topic: str = DIAGNOSTICS):
         self._node, self._report = node, report
-        self.name = f"{node.get_name()}: {title}"
+        self.name = f"{node.get_fully_qualified_name().lstrip('/')}: {title}"
         self.counters: Counter = Counter()
         self._logged: dict[str, float] = {}
         self.last_fault = ""

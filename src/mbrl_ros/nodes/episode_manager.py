@@ -42,7 +42,8 @@ from std_msgs.msg import String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_ros.artifacts import read_header
-from mbrl_ros.data.topics import DIAGNOSTICS, DYNAMICS_MODEL, EVENTS, RESET_SERVICE, TARGET
+from mbrl_ros.data.topics import (DIAGNOSTICS, DYNAMICS_MODEL, EVENTS, RESET_SERVICE, TARGET,
+                                  resolve)
 from mbrl_ros.dynamics.base import model_info
 from mbrl_ros.controller import seconds_to_ns
 from mbrl_ros.episodes import (EpisodeClock, StartPoseSampler, Summary, TargetSampler,
@@ -164,6 +165,8 @@ class EpisodeManagerNode(Node):
         subscribe(self, self.diag, UInt8MultiArray, DYNAMICS_MODEL, LATCHED_QOS,
                   self.models.append, lambda m: model_info(read_header(bytes(m.data))[1]),
                   "model")
+        # the planner's status on /diagnostics, named with its namespace (as Diagnostics does)
+        self._planner_status = resolve(p.planner_name, self.get_namespace()).lstrip("/") + ":"
         subscribe(self, self.diag, DiagnosticArray, DIAGNOSTICS, 10, self._on_diagnostics,
                   what="diagnostics")
         if not self.external:
@@ -364,7 +367,7 @@ class EpisodeManagerNode(Node):
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.name.startswith(self.p.planner_name + ":"):
+            if status.name.startswith(self._planner_status):
                 for kv in status.values:
                     if kv.key == "plan_rate_hz":
                         try:
