@@ -4,6 +4,7 @@ all its traffic under /robot1 (except /clock and /diagnostics, absolute by ROS c
 config files still apply; over DDS with ``mbrl-ros launch``."""
 from __future__ import annotations
 
+import argparse
 import ast
 import os
 import re
@@ -12,13 +13,18 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import GetParameters
 from rclpy.parameter import parameter_value_to_python
 
+from data_testing import lockstep_messages, write_bag
 from launch_kit import ROOT
+from mbrl_ros.data import cli
+from mbrl_ros.data.errors import BagError
+from mbrl_ros.data.extract import dataset_from_bag
 from mbrl_ros.data.topics import TopicNames, check_namespace, resolve
 from mbrl_ros.graphs import GRAPHS, graph
 from mbrl_ros.launcher import node_command
@@ -160,3 +166,26 @@ def test_a_graph_in_a_namespace_keeps_its_topics_there_and_its_parameters_apply(
             proc.wait()
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "exited with status" not in out, out
+
+
+def test_a_bag_recorded_in_a_namespace_is_read_in_that_namespace(tmp_path, capsys):
+    """The bag holds /robot1/joint_states etc.: the same transitions as from a bag of the root
+    namespace, once the relative names are resolved in /robot1 (``--namespace`` on the CLI)."""
+    msgs = lockstep_messages(30, resets=(0,))
+    write_bag(tmp_path / "root", msgs)
+    write_bag(tmp_path / "ns", [(resolve(t, "/robot1"), m) for t, m in msgs])
+    expected = dataset_from_bag(tmp_path / "root").dataset
+    got = dataset_from_bag(tmp_path / "ns", topics=TopicNames().resolved("/robot1")).dataset
+    assert len(got) == len(expected) > 0
+    np.testing.assert_array_equal(got.states, expected.states)
+    np.testing.assert_array_equal(got.actions, expected.actions)
+    with pytest.raises(BagError, match="has no topic /joint_states"):
+        dataset_from_bag(tmp_path / "ns")
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser.add_subparsers(dest="command").add_parser("bag"), "bag")
+    args = parser.parse_args(["bag", "info", "--namespace", "robot1", str(tmp_path / "ns")])
+    assert args.namespace == "/robot1" and cli.run(args) == 0
+    assert f"transitions:  {len(expected)} extractable" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bag", "info", "--namespace", "/1robot", str(tmp_path / "ns")])
+    assert "'1robot' must be letters" in capsys.readouterr().err
