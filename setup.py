@@ -29,7 +29,6 @@ ROS_WHEELS = [
     "ros-kilted-visualization-msgs",
     "ros-kilted-diagnostic-msgs",
     "ros-kilted-std-srvs",
-    "ros-kilted-trajectory-msgs",
     "ros-kilted-rosgraph-msgs",
 ]
 

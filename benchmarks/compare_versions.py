@@ -20,6 +20,7 @@ import yaml
 
 from mbrl_ros.graphs import MPC_CONTROL_PERIOD
 from mbrl_ros.nodes import arm_sim, dynamics_fitter, episode_manager, mpc_planner
+from mbrl_ros.param_files import node_parameters
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import SimConfig
 from mbrl_ros.versions import VERSIONS, Setup, run_version, table
@@ -29,7 +30,7 @@ CONFIG = Path(__file__).resolve().parent.parent / "config"
 
 def node_settings(config: dict, node: str, params) -> dict:
     """The node's parameter defaults overlaid with its section of the graph config."""
-    return {p.name: p.default for p in params} | config.get(node, {}).get("ros__parameters", {})
+    return {p.name: p.default for p in params} | node_parameters(config, node)
 
 
 def setup_for(robot_name: str, episode_length: float) -> Setup:

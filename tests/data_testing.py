@@ -14,7 +14,7 @@ from rclpy.serialization import serialize_message
 from std_msgs.msg import String
 
 from mbrl_ros.data.bags import BagWriter
-from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, episode_event_json
+from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, episode_event_json, resolve
 from mbrl_ros.nodes.messages import command_msg, joint_state_msg
 
 DT_NS = 10_000_000
@@ -51,7 +51,7 @@ def write_bag(path: Path, messages, log_step_ns: int = DT_NS // 3, checkpoint_ev
     for i, (topic, msg) in enumerate(messages):
         if not writer.has_topic(topic):
             writer.add_topic(topic, TYPES.get(topic) or _type_name(msg))
-        written.append((topic, serialize_message(msg)))
+        written.append((resolve(topic), serialize_message(msg)))  # as the bag names it
         writer.write(topic, T0 + i * log_step_ns, written[-1][1])
         if checkpoint_every and (i + 1) % checkpoint_every == 0:
             writer.checkpoint()

@@ -22,7 +22,7 @@ from mbrl_ros.data.bags import BagReader, BagWriter, repair_bag, typestore
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.extract import dataset_from_bag, dataset_from_bags
-from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES
+from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, resolve
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.nodes.messages import command_msg, joint_state_msg
 
@@ -40,7 +40,7 @@ def test_split_bag_reads_back_identically_with_rosbags_and_mcap(tmp_path):
     written = write_bag(bag, msgs, split_bytes=20_000)
     files = sorted(p.name for p in bag.glob("*.mcap"))
     assert len(files) > 3 and files[0] == "bag_0.mcap"
-    expected = Counter(topic for topic, _ in msgs)
+    expected = Counter(resolve(topic) for topic, _ in msgs)
     assert rosbags_counts(bag) == expected == mcap_counts(bag)
     with BagReader(bag) as r:
         got = [(t, log, data) for t, log, data in r.messages(raw=True)]
@@ -53,8 +53,8 @@ def test_split_bag_reads_back_identically_with_rosbags_and_mcap(tmp_path):
     assert meta["relative_file_paths"] == files and meta["message_count"] == len(msgs)
     assert sum(f["message_count"] for f in meta["files"]) == len(msgs)
     topics = {t["topic_metadata"]["name"]: t for t in meta["topics_with_message_count"]}
-    assert topics[STATES]["message_count"] == 400
-    assert topics[STATES]["topic_metadata"]["type_description_hash"].startswith("RIHS01_")
+    assert topics[resolve(STATES)]["message_count"] == 400
+    assert topics[resolve(STATES)]["topic_metadata"]["type_description_hash"].startswith("RIHS01_")
 
 
 def test_split_by_duration(tmp_path):
@@ -64,7 +64,7 @@ def test_split_by_duration(tmp_path):
     with BagReader(bag) as r:
         assert len(r.files) == 6  # 600 messages 1 ms apart, 100 ms per file
         assert all(f.end_ns - f.start_ns < 100_000_000 for f in r.files)
-    assert mcap_counts(bag) == Counter(t for t, _ in msgs)
+    assert mcap_counts(bag) == Counter(resolve(t) for t, _ in msgs)
 
 
 def test_dataset_from_bag_equals_the_builder_on_the_original_messages(tmp_path):
@@ -253,7 +253,7 @@ def test_bag_without_the_needed_topics(tmp_path):
     msgs = [(t, m) for t, m in lockstep_messages(20) if t != COMMANDS]
     bag = tmp_path / "bag"
     write_bag(bag, msgs)
-    with pytest.raises(BagError, match=f"bag .*bag has no topic {COMMANDS}"):
+    with pytest.raises(BagError, match=f"bag .*bag has no topic {resolve(COMMANDS)}"):
         dataset_from_bag(bag)
 
 
@@ -286,7 +286,7 @@ def test_bad_messages_are_skipped_counted_and_reported_not_the_whole_bag(tmp_pat
     bag = tmp_path / "bag"
     written = write_bag(bag, bad_messages())
     # Damage one message's CDR in the file (state k = 85: cut its arrays short).
-    cut = [i for i, (t, _) in enumerate(written) if t == STATES][85 + 1]
+    cut = [i for i, (t, _) in enumerate(written) if t == resolve(STATES)][85 + 1]
     data = bytearray((bag / "bag_0.mcap").read_bytes())
     at = data.index(written[cut][1])
     data[at + 20:at + 24] = (10**6).to_bytes(4, "little")  # frame_id length far past the end
@@ -313,7 +313,7 @@ def test_bad_messages_are_skipped_counted_and_reported_not_the_whole_bag(tmp_pat
     assert [line.split(":")[1] for line in lines] == [
         " malformed command", " malformed event", " malformed state", " stamp backwards"]
     assert lines[2].startswith(f"skipped: malformed state: 2 message(s), the first in bag at "
-                               f"{first.at_s:.3f} s: {STATES}: ")
+                               f"{first.at_s:.3f} s: {resolve(STATES)}: ")
     assert cli.run(parse(["dataset", str(bag), "-o", str(tmp_path / "d.safetensors")])) == 0
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if line.startswith("skipped: ")] == lines
@@ -336,7 +336,7 @@ def test_log_times_going_backwards(tmp_path):
         for (topic, msg), log_ns in zip(msgs, backwards):
             if topic not in conns:
                 writer.add_topic(topic, TYPES[topic])
-                conns[topic] = rosbags_writer.add_connection(topic, TYPES[topic],
+                conns[topic] = rosbags_writer.add_connection(resolve(topic), TYPES[topic],
                                                              typestore=typestore())
             writer.write(topic, log_ns, serialize_message(msg))
             rosbags_writer.write(conns[topic], log_ns, serialize_message(msg))
@@ -344,7 +344,8 @@ def test_log_times_going_backwards(tmp_path):
     assert writer.clamped_log_times == sum(1 for i in range(len(msgs)) if i % 7 == 3)
     with BagReader(ours) as r:
         logs = [log for _, log, _ in r.messages(raw=True)]
-        assert logs == sorted(logs) and [t for t, _, _ in r.messages()] == [t for t, _ in msgs]
+        assert logs == sorted(logs)
+        assert [t for t, _, _ in r.messages()] == [resolve(t) for t, _ in msgs]
     with BagReader(other) as r:  # rosbags reads it in log-time order: joint states reordered
         assert [t for t, _, _ in r.messages(raw=True)] != [t for t, _ in msgs]
     for bag in (ours, other):
@@ -430,7 +431,8 @@ def test_cli_info_dataset_and_repair(tmp_path, capsys):
     no_cmd = tmp_path / "nocmd"
     write_bag(no_cmd, [(t, m) for t, m in lockstep_messages(5) if t == STATES])
     assert cli.run(parse(["bag", "info", str(no_cmd)])) == 0
-    assert f"transitions:  none: bag {no_cmd} has no topic {COMMANDS}" in capsys.readouterr().out
+    assert f"transitions:  none: bag {no_cmd} has no topic {resolve(COMMANDS)}" in \
+        capsys.readouterr().out
 
 
 def test_bags_of_a_real_robot_resampled_by_the_command_line(tmp_path, capsys):

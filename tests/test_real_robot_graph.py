@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from mbrl_ros.data.bags import BagReader
+from mbrl_ros.data.topics import COMMANDS, STATES
 from mbrl_ros.graphs import graph
 from mbrl_ros.robot import load_robot
 from ros_harness import launch_graph
@@ -31,8 +32,8 @@ def test_external_graph_has_no_simulator_and_takes_the_robots_topics():
     assert set(specs) == {"lg_executor", "dynamics_fitter", "mpc_planner", "episode_manager"}
     for s in specs.values():
         assert not s.parameters["use_sim_time"]
-        assert ("/joint_states", "/arm/joint_states") in s.remappings
-        assert ("/effort_controller/commands", "/arm/effort_controller/commands") in s.remappings
+        assert (STATES, "/arm/joint_states") in s.remappings
+        assert (COMMANDS, "/arm/effort_controller/commands") in s.remappings
     assert specs["lg_executor"].parameters["robot_compensates_gravity"] is False
     assert specs["dynamics_fitter"].parameters["robot_compensates_gravity"] is False
     assert specs["episode_manager"].parameters["episode_source"] == "homing"

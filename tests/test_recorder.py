@@ -30,7 +30,7 @@ from data_testing import mcap_counts, small_filesystem
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.bags import BagReader, repair_bag
 from mbrl_ros.data.extract import dataset_from_bag
-from mbrl_ros.data.topics import CLOCK, COMMANDS, EVENTS, STATES
+from mbrl_ros.data import topics
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.msgconv import command_tag, stamp_to_ns
 from mbrl_ros.nodes.messages import command_msg, joint_state_msg
@@ -39,6 +39,10 @@ from mbrl_ros.nodes.recorder import RecorderNode
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, SimConfig
 from ros_harness import launch_graph, wait_for
+
+# The graph's topics as the recorder (in the root namespace) names them in its bag and status.
+CLOCK, COMMANDS, EVENTS, STATES = (topics.resolve(t) for t in (
+    topics.CLOCK, topics.COMMANDS, topics.EVENTS, topics.STATES))
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
@@ -67,7 +71,8 @@ class LiveBuilder:
     """Builds transitions from the live topics, as a fitter node would."""
 
     def __init__(self, ros, joint_names, dt):
-        self.builder = TransitionBuilder(joint_names, dt)
+        self.builder = TransitionBuilder(joint_names, dt,
+                                         topics=topics.TopicNames(STATES, COMMANDS, EVENTS))
         self.counts: Counter = Counter()
         self.events: list[dict] = []
         self.last_stamp = -1

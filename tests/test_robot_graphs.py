@@ -20,7 +20,7 @@ from std_msgs.msg import Float64MultiArray
 
 from mbrl_ros.artifacts import write_file
 from mbrl_ros.data.bags import BagReader
-from mbrl_ros.data.topics import read_episode_event
+from mbrl_ros.data.topics import COMMANDS, STATES, read_episode_event
 from mbrl_ros.graphs import graph
 from mbrl_ros.nodes.messages import STATE_QOS
 from mbrl_ros.paths import share_path
@@ -45,8 +45,8 @@ def test_on_a_robot_there_is_no_simulator_and_every_node_takes_its_topics(name):
     assert "arm_sim" not in nodes
     for s in nodes.values():
         assert s.parameters.get("use_sim_time") is not True
-        assert set(s.remappings) == {("/joint_states", REMAP["joint_states"]),
-                                     ("/effort_controller/commands", REMAP["commands"])}
+        assert set(s.remappings) == {(STATES, REMAP["joint_states"]),
+                                     (COMMANDS, REMAP["commands"])}
     commander = nodes.get("lg_executor") or nodes["policy_runner"]
     assert commander.parameters["robot_compensates_gravity"] is False
     homing = nodes.get("episode_manager") or nodes["gps_trainer"]

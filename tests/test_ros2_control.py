@@ -122,7 +122,7 @@ def test_controllers_file_matches_the_controllers_schema():
     effort = config[EFFORT_CONTROLLER]["ros__parameters"]
     assert effort["interface_name"] == "effort"
     assert effort["joints"] == list(load_robot("arm7").joint_names)
-    assert f"/{EFFORT_CONTROLLER}/commands" == COMMANDS
+    assert f"{EFFORT_CONTROLLER}/commands" == COMMANDS  # its ~/commands, namespaced alike
 
 
 def test_controllers_config_takes_the_arms_joints():

@@ -14,6 +14,7 @@ from std_msgs.msg import String, UInt8MultiArray
 from visualization_msgs.msg import Marker, MarkerArray
 
 from launch_kit import ROOT
+from mbrl_ros.data.topics import PLANNED_PATH, TARGET
 from mbrl_ros.graphs import GRAPHS, graph
 from mbrl_ros.nodes.arm_sim import ROBOT_DESCRIPTION, ArmSimNode
 from mbrl_ros.nodes.markers import MARKERS, MIN_SIZE, TUBE, plan_markers
@@ -60,7 +61,8 @@ def test_rviz_config_names_only_topics_the_graphs_publish():
     assert {"rviz_default_plugins/RobotModel", "rviz_default_plugins/Path",
             "rviz_default_plugins/MarkerArray"} <= classes
     topics = rviz_topics(config)
-    assert topics == {ROBOT_DESCRIPTION, "/mbrl/planned_path", MARKERS, "/mbrl/target"}
+    assert topics == {ROBOT_DESCRIPTION, PLANNED_PATH, MARKERS, TARGET}  # relative: RViz in a
+    # namespace (rviz2 --ros-args -r __ns:=/robot1) shows that graph's
     publishers = published_topics()
     for topic in topics:
         assert publishers.get(topic), f"{topic}: no node of the graphs publishes it"

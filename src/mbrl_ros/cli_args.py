@@ -95,6 +95,16 @@ def topic_name(text: str) -> str:
     return text
 
 
+def namespace_name(text: str) -> str:
+    """An argparse type: a ROS 2 namespace, made absolute ('' → '/')."""
+    from mbrl_ros.data.topics import check_namespace
+
+    try:
+        return check_namespace(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def torch_device(text: str) -> str:
     """An argparse type: a torch device of this machine (cpu, cuda or cuda:N)."""
     import torch

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import yaml
 
 from mbrl_ros.artifacts import ArtifactError, read_file, read_header
+from mbrl_ros.data.topics import COMMANDS, STATES, check_namespace, resolve
+from mbrl_ros.param_files import node_parameters
 from mbrl_ros.paths import resolve_resource, share_path
 
 if TYPE_CHECKING:
@@ -24,8 +26,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class NodeSpec:
     """One node of a graph: the console script / module ``mbrl_ros.nodes.<executable>``, its node
-    name, config files (names in config/), parameter overrides, remappings, and whether the graph
-    ends when it exits."""
+    name, config files (names in config/), parameter overrides, remappings, whether the graph
+    ends when it exits, and its namespace (absolute; ``/`` = the root)."""
 
     executable: str
     name: str
@@ -33,6 +35,7 @@ class NodeSpec:
     parameters: dict[str, Any] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
     required: bool = False
+    namespace: str = "/"
 
     def __post_init__(self):
         empty = sorted(k for k, v in self.parameters.items()
@@ -87,7 +90,7 @@ class Graph:
 
 # Control period (s) of each robot in the 'mpc' graph; other robots (URDF paths) use arm7's.
 MPC_CONTROL_PERIOD = {"arm2": 0.05, "arm7": 0.05}
-ROBOT_TOPICS = {"joint_states": "/joint_states", "commands": "/effort_controller/commands"}
+ROBOT_TOPICS = {"joint_states": STATES, "commands": COMMANDS}
 HARDWARE_PERIOD = 0.002  # s: the hardware-like fixture's joint states, 500 Hz as on many arms
 REALTIME_SIM_PERIOD = 0.01  # s: the simulator's joint states in real time, 100 Hz (the slowest
                             # robot rate the executor's gains are capped for)
@@ -237,7 +240,7 @@ def _episode_manager(robot: str, target: "Target", steps: int, period: float, n_
 
 def _config_param(config: str, node: str, name: str) -> Any:
     """Parameter ``name`` of ``node`` in config/``config`` (for values a graph derives from it)."""
-    return yaml.safe_load(share_path("config", config).read_text())[node]["ros__parameters"][name]
+    return node_parameters(yaml.safe_load(share_path("config", config).read_text()), node)[name]
 
 
 def _floats(name: str, text: str) -> list[float]:
@@ -352,7 +355,8 @@ def robot_target(robot: str, sim: str, mode: str, robot_config: str,
     if sim != "true" and mode == "lockstep":
         mode = "realtime"  # a robot runs on its own clock
     remap = tuple((src, dst) for src, dst in ((ROBOT_TOPICS["joint_states"], joint_states),
-                                               (ROBOT_TOPICS["commands"], commands)) if src != dst)
+                                               (ROBOT_TOPICS["commands"], commands))
+                  if resolve(src) != resolve(dst))
     if mode == "lockstep":
         if robot_config or robot_compensates_gravity or remap:
             raise ValueError("robot_config, robot_compensates_gravity and the topic names are "
@@ -544,7 +548,19 @@ def policy_graph(policy_file: str = "", robot: str = "", episodes: str = "10",
     ]
 
 
+def namespace_choice(value: str) -> None:
+    """A GraphArg check: a ROS namespace."""
+    try:
+        check_namespace(value)
+    except ValueError:
+        raise ValueError("must be a ROS namespace: letters, digits and underscores in parts "
+                         "separated by single '/', no part starting with a digit") from None
+
+
 # Arguments several graphs share.
+NAMESPACE_ARG = GraphArg("namespace", "", "ROS namespace of every node and of the graph's topics "
+                                          "and services ('' = the root; /clock and /diagnostics "
+                                          "stay absolute)", namespace_choice)
 ROBOT_ARG = GraphArg("robot", "arm7", "robot: arm7, arm2 or a URDF path", robot_choice)
 def lockstep_or_realtime(value: str) -> None:
     """A GraphArg check: the package's simulator's modes (the fixture is ``sim:=hardware``)."""
@@ -582,7 +598,7 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("duration", "60.0", "sim seconds to run; 0 = until stopped"),
         GraphArg("seed", "0", "random seed of the sim (the policy uses seed+1)"),
         STATUS_ARG,
-    ), sim_graph),
+    ) + (NAMESPACE_ARG,), sim_graph),
     "record": Graph("record", "collect random-torque episodes from the arm into a bag", (
         ROBOT_ARG,
         GraphArg("episodes", "5", "episodes to record (the sim is reset, or a robot homed, "
@@ -593,7 +609,7 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("camera", "false", "true: the simulator's camera images (/camera/image_raw, "
                                     "64×64 rgb8) are recorded too"),
         STATUS_ARG,
-    ) + TARGET_ARGS, record_graph),
+    ) + TARGET_ARGS + (NAMESPACE_ARG,), record_graph),
     "gps": Graph("gps", "guided policy search: local models + KL-constrained LQR on the arm", (
         ROBOT_ARG,
         GraphArg("target", "", "end-effector target x,y,z in the base frame (m); '' = lockstep: "
@@ -609,7 +625,7 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("output_dir", "", "folder for summary.txt and learning_curve.png"),
         GraphArg("seed", "0", "random seed (sim; executor noise uses seed+1)"),
         STATUS_ARG,
-    ) + TARGET_ARGS, gps_graph),
+    ) + TARGET_ARGS + (NAMESPACE_ARG,), gps_graph),
     "mpc": Graph("mpc", "model-based RL from zero data: learn the arm's dynamics and reach "
                         "targets by MPC (the lecture's v1.5)", (
         ROBOT_ARG,
@@ -625,7 +641,7 @@ GRAPHS: dict[str, Graph] = {
         GraphArg("record", "false", "true: also record a bag into output_dir/bag"),
         GraphArg("seed", "0", "seed of the sim (executor +1, planner +2, fitter +3)"),
         GraphArg("status_period", "5.0", "wall seconds between the sim's status lines"),
-    ) + TARGET_ARGS, mpc_graph),
+    ) + TARGET_ARGS + (NAMESPACE_ARG,), mpc_graph),
     "policy": Graph("policy", "a trained network policy (BPTT v2.0 or distilled MPC) reaching "
                               "held-out targets on the arm", (
         GraphArg("policy_file", "", "policy artifact (sets robot and control period); '' = wait "
@@ -638,7 +654,7 @@ GRAPHS: dict[str, Graph] = {
                                    "'' = runs/policy_<robot>"),
         GraphArg("seed", "0", "seed of the sim"),
         GraphArg("status_period", "5.0", "wall seconds between the sim's status lines"),
-    ) + TARGET_ARGS, policy_graph),
+    ) + TARGET_ARGS + (NAMESPACE_ARG,), policy_graph),
 }
 
 
@@ -655,7 +671,8 @@ def graph(name: str, **args: str) -> list[NodeSpec]:
     values = {a.name: a.default for a in g.args} | args
     try:
         _check_args(g, values)
-        return g.build(**values)
+        namespace = check_namespace(values.pop("namespace"))
+        return [replace(spec, namespace=namespace) for spec in g.build(**values)]
     except (ValueError, ArithmeticError) as exc:
         raise ValueError(f"graph '{name}': bad argument value: {exc}") from None
 

@@ -2,7 +2,8 @@
 
 Used by ``launch/*.launch.py`` on a ROS 2 install (``ros2 launch mbrl_ros <name>.launch.py``); the
 ``launch`` and ``launch_ros`` packages are imported only here, so the rest of the package works
-without them.
+without them. ``namespace:=/robot1`` puts every node in that namespace; without it the nodes take
+the namespace of an including launch file's PushRosNamespace, if any.
 
 As with ``mbrl-ros launch``, the graph ends when a required node finishes, and any node's failure
 (a non-zero exit) stops the whole graph and makes ``ros2 launch`` return non-zero: the launch
@@ -29,6 +30,7 @@ def launch_description(name: str) -> LaunchDescription:
         values = {a.name: LaunchConfiguration(a.name).perform(context) for a in g.args}
         return [
             Node(package="mbrl_ros", executable=spec.executable, name=spec.name,
+                 namespace=None if spec.namespace == "/" else spec.namespace,
                  output="screen", emulate_tty=True,
                  parameters=[str(share_path("config", c)) for c in spec.config] + [spec.parameters],
                  remappings=list(spec.remappings), on_exit=_on_exit(spec))

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from mbrl_ros.graphs import NodeSpec, graph
+from mbrl_ros.param_files import parameter_file
 from mbrl_ros.paths import share_path
 
 
@@ -47,10 +48,13 @@ def die_with_parent() -> None:
 
 
 def node_command(spec: NodeSpec, overrides_dir: Path) -> list[str]:
-    """The command line that runs ``spec`` as a process (parameter overrides written to a file)."""
+    """The command line that runs ``spec`` as a process (parameter overrides written to a file,
+    keyed so they apply in the node's namespace)."""
     override_file = overrides_dir / f"{spec.name}.yaml"
-    override_file.write_text(yaml.safe_dump({spec.name: {"ros__parameters": spec.parameters}}))
+    override_file.write_text(yaml.safe_dump(parameter_file(spec.name, spec.parameters)))
     cmd = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
+    if spec.namespace != "/":
+        cmd += ["-r", f"__ns:={spec.namespace}"]
     for config in spec.config:
         cmd += ["--params-file", str(share_path("config", config))]
     cmd += ["--params-file", str(override_file)]
@@ -80,6 +84,7 @@ def launch(name: str, args: dict[str, str], environ: dict[str, str] | None = Non
     specs = graph(name, **args)
     env = ros_environment(environ)
     print(f"[mbrl-ros] graph '{name}': {', '.join(s.name for s in specs)} | "
+          f"namespace {specs[0].namespace if specs else '/'} | "
           f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
           f"ROS_AUTOMATIC_DISCOVERY_RANGE={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}", flush=True)
     received: list[int] = []   # stop signals, recorded by the handler (later ones change nothing)

@@ -41,6 +41,7 @@ from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.interfaces import UnknownType, definition, kilted, ros_distro
 from mbrl_ros.data.mcap_files import (HASH_KEY, QOS_KEY, McapFile, McapSalvage, RawMessage,
                                       channel_metadata)
+from mbrl_ros.data.topics import resolve
 
 VERSION = 9
 RESERVE_NAME = ".space_reserve"  # disk space kept free while recording, to finish the bag
@@ -214,12 +215,14 @@ class BagWriter:
         return self._created
 
     def has_topic(self, topic: str) -> bool:
-        return topic in self._connections
+        return resolve(topic) in self._connections
 
     # -- writing ---------------------------------------------------------------------------------
     def add_topic(self, topic: str, msgtype: str, qos: Sequence[Qos] = ()) -> None:
-        """Register ``topic`` with its message type and the QoS profiles its publishers offer."""
+        """Register ``topic`` with its message type and the QoS profiles its publishers offer (a
+        relative name is written fully qualified in the root namespace, as ROS names it there)."""
         self._check_open()
+        topic = resolve(topic)
         if topic in self._connections:
             raise BagError(f"bag {self.path}: topic {topic} is already registered")
         try:
@@ -236,7 +239,7 @@ class BagWriter:
         (raised to the previous message's log time if it is earlier), published by its sender at
         ``publish_ns`` (the DDS source timestamp; None or negative: the log time)."""
         self._check_open()
-        conn = self._connections.get(topic)
+        conn = self._connections.get(resolve(topic))
         if conn is None:
             raise BagError(f"bag {self.path}: topic {topic} is not registered")
         if log_ns < self._last_log_ns:
@@ -415,7 +418,9 @@ class BagReader:
         return self.end_ns - self.start_ns
 
     def require(self, topic: str, msgtype: str) -> None:
-        """BagError unless the bag has ``topic`` with type ``msgtype``."""
+        """BagError unless the bag has ``topic`` (relative: in the root namespace) with type
+        ``msgtype``."""
+        topic = resolve(topic)
         info = self.topics.get(topic)
         if info is None:
             raise BagError(f"bag {self.path} has no topic {topic} ({msgtype}); its topics: "
@@ -428,8 +433,10 @@ class BagReader:
                  recorded_order: bool = False) -> Iterator[tuple[str, int, object]]:
         """(topic, log time ns, message) in log-time order, or with ``recorded_order`` in the
         order they were written (file by file, record by record: the order the recorder received
-        them, whatever their log times say); ``raw``: CDR bytes instead (``decode`` them)."""
-        conns = [c for c in self._reader.connections if topics is None or c.topic in topics]
+        them, whatever their log times say); ``raw``: CDR bytes instead (``decode`` them).
+        Relative names in ``topics`` are in the root namespace; topics come out fully qualified."""
+        wanted = None if topics is None else {resolve(t) for t in topics}
+        conns = [c for c in self._reader.connections if wanted is None or c.topic in wanted]
         if not conns:
             return
         try:
@@ -442,7 +449,7 @@ class BagReader:
 
     def decode(self, topic: str, data: bytes) -> object:
         """The message of ``topic`` serialised in ``data`` (CDR); rosbags' errors pass through."""
-        return self._reader.deserialize(data, self.topics[topic].type)
+        return self._reader.deserialize(data, self.topics[resolve(topic)].type)
 
     def _recorded(self, topics: set[str]) -> Iterator[tuple[Connection, int, bytes]]:
         for info in self.files:

@@ -11,7 +11,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from mbrl_ros.cli_args import check_bags, check_output, load_robot_arg, number
+from mbrl_ros.cli_args import check_bags, check_output, load_robot_arg, namespace_name, number
 from mbrl_ros.data.bags import BagReader, repair_bag
 from mbrl_ros.data.errors import DataError
 from mbrl_ros.data.extract import BagDescription, Extraction, Streams, dataset_from_bags, \
@@ -72,6 +72,9 @@ def _extraction_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events-topic", default=EVENTS)
     parser.add_argument("--images-topic", default=IMAGES,
                         help="camera images (sensor_msgs/Image) for image observations")
+    parser.add_argument("--namespace", default="/", type=namespace_name,
+                        help="namespace the graph ran in: relative topic names are resolved in "
+                             "it (default: /)")
     add_stream_arguments(parser)
 
 
@@ -130,7 +133,7 @@ def _options(args: argparse.Namespace) -> dict:
         raise ValueError("--robot is only used with --robot-compensates-gravity false")
     return dict(joint_names=args.joints, dt=args.dt, gap_tolerance=args.gap_tolerance,
                 topics=TopicNames(args.states_topic, args.commands_topic, args.events_topic,
-                                  args.images_topic),
+                                  args.images_topic).resolved(args.namespace),
                 progress=_ProgressLines(), streams=stream_options(args))
 
 

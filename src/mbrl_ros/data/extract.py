@@ -109,7 +109,9 @@ def bag_layout(bag: BagReader, topics: TopicNames = TopicNames(), *,
                need_period: bool = True) -> tuple[tuple[str, ...], float | None]:
     """(joint names of the first joint state, control period in s = the median stamp step of the
     first joint states) of an open bag; the period is None when it cannot be inferred and
-    ``need_period`` is False (BagError otherwise)."""
+    ``need_period`` is False (BagError otherwise). Relative topic names are in the root
+    namespace."""
+    topics = topics.resolved()
     names, stamps = None, []
     for topic, _, data in bag.messages([topics.states], raw=True, recorded_order=True):
         try:
@@ -138,8 +140,9 @@ def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | No
                      gap_tolerance: float = 0.1, progress: Progress | None = None,
                      streams: Streams = Streams(), images: bool = False) -> Extraction:
     """Transitions of one bag. Joint names and dt default to those of the bag's joint states
-    (dt: the resampling period when resampling). ``images``: with image observations."""
-    path = Path(path)
+    (dt: the resampling period when resampling); relative topic names are in the root
+    namespace (a bag holds fully qualified names). ``images``: with image observations."""
+    path, topics = Path(path), topics.resolved()
     if streams.resample is not None:
         dt = streams.resample
     frames = ImageFrames() if images else None
@@ -279,7 +282,7 @@ def describe_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | None =
                  streams: Streams = Streams()) -> BagDescription:
     """The bag's files and topics, its camera stream if any, and the transitions (with image
     observations where the bag has a camera stream)."""
-    path = Path(path)
+    path, topics = Path(path), topics.resolved()
     with BagReader(path) as bag:
         files, bag_topics = bag.files, bag.topics
         count, start, end = bag.message_count, bag.start_ns, bag.end_ns

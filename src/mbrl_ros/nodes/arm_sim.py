@@ -52,7 +52,8 @@ from std_srvs.srv import Trigger
 from rosgraph_msgs.msg import Clock as ClockMsg
 
 from mbrl_ros.camera import SOLAR_CAMERA, Camera, CameraError
-from mbrl_ros.data.topics import CAMERA_INFO, IMAGES
+from mbrl_ros.data.topics import (CAMERA_INFO, CLOCK, COMMANDS, EVENTS, IMAGES, ROBOT_DESCRIPTION,
+                                  STATES, TARGET)
 from mbrl_ros.msgconv import MessageError, command_tag, read_command
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import subscribe
@@ -66,7 +67,6 @@ from mbrl_ros.plausibility import TargetGate
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, CommandHold, SimConfig
 
-ROBOT_DESCRIPTION = "/robot_description"  # the URDF, latched, where robot_state_publisher puts it
 MODE_PERIODS = {"lockstep": 0.01, "realtime": 0.01, "hardware": 0.002}  # control_period 0 → s
 MAX_CATCH_UP_S = 0.25  # hardware: a loop stalled longer skips the rest instead of simulating it
 
@@ -112,7 +112,7 @@ PARAMS = [
     Param("duration", 0.0, "stop after this much sim time (s; hardware: wall time); 0 = run "
           "until stopped", (0.0, 1e7)),
     Param("status_period", 0.0, "wall seconds between status lines; 0 = none", (0.0, 3600.0)),
-    Param("command_topic", "/effort_controller/commands", "topic of the torque commands"),
+    Param("command_topic", COMMANDS, "topic of the torque commands"),
     Param("camera", False, "lockstep, realtime: publish the camera's rgb8 image and camera info "
           "with every joint state (offscreen rendering: OSMesa or EGL without a display)"),
     Param("camera_name", SOLAR_CAMERA, "camera: a camera of the scene"),
@@ -161,7 +161,7 @@ class ArmSimNode(Node):
         self._sent_at = 0.0
         self._window = _StatusWindow(robot.n_joints)
 
-        self.state_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
+        self.state_pub = self.create_publisher(JointState, STATES, STATE_QOS)
         self.description_pub = self.create_publisher(String, ROBOT_DESCRIPTION, LATCHED_QOS)
         self.description_pub.publish(String(data=robot.urdf_path.read_text()))
         self.diag = Diagnostics(self, "simulator", self._report)
@@ -174,8 +174,8 @@ class ArmSimNode(Node):
         if p.mode == "hardware":
             self.hardware = _HardwareLoop(self)
         else:
-            self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
-            self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
+            self.clock_pub = self.create_publisher(ClockMsg, CLOCK, 10)
+            self.event_pub = self.create_publisher(String, EVENTS, EVENT_QOS)
             self.create_service(Trigger, "~/reset", self._on_reset)
         if p.mode == "lockstep":
             self.create_timer(min(0.01, p.lockstep_timeout / 4), self._lockstep_tick, clock=wall)
@@ -407,7 +407,7 @@ class _CameraPublisher:
         self.info_pub = node.create_publisher(CameraInfo, CAMERA_INFO, STATE_QOS)
         self.targets = TargetSchedule(TargetGate.for_robot(node.robot))
         self.has_target = True
-        subscribe(node, node.diag, PointStamped, "/mbrl/target", TARGET_QOS, lambda _: None,
+        subscribe(node, node.diag, PointStamped, TARGET, TARGET_QOS, lambda _: None,
                   self.targets.add_msg, "target")
         self.frames, self.render_s = 0, 0.0
 

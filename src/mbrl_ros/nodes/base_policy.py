@@ -19,6 +19,7 @@ from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.data.topics import CONTROLLER
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import OK, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake
@@ -42,7 +43,7 @@ PARAMS = [
           (0.0, 1.0)),
     Param("hold_steps", 5, "control periods each random torque is held", (1, 100000)),
     Param("seed", 0, "random seed", (0, 2**31 - 1)),
-    Param("controller_topic", "/mbrl/controller", "topic of the controller artifacts"),
+    Param("controller_topic", CONTROLLER, "topic of the controller artifacts"),
 ] + STATE_GATE_PARAMS
 
 

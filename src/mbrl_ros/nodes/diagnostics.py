@@ -12,11 +12,15 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
+from mbrl_ros.data.topics import DIAGNOSTICS
+
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
 
 class Diagnostics:
-    """Publishes one DiagnosticStatus named ``<node name>: <title>`` every ``period`` seconds.
+    """Publishes one DiagnosticStatus named ``<node name>: <title>`` every ``period`` seconds (on
+    the absolute /diagnostics; the node name with its namespace, e.g. ``robot1/mpc_planner``, so
+    graphs in different namespaces stay apart).
 
     ``report()`` returns (level, message, values); ``counters`` is a Counter the node increments
     (``diag.count('rejected_command')``); all counters are published as values too. After a
@@ -24,9 +28,9 @@ class Diagnostics:
     """
 
     def __init__(self, node: Node, title: str, report: Callable[[], tuple[int, str, dict]],
-                 period: float = 1.0, topic: str = "/diagnostics"):
+                 period: float = 1.0, topic: str = DIAGNOSTICS):
         self._node, self._report = node, report
-        self.name = f"{node.get_name()}: {title}"
+        self.name = f"{node.get_fully_qualified_name().lstrip('/')}: {title}"
         self.counters: Counter = Counter()
         self._logged: dict[str, float] = {}
         self.last_fault = ""

@@ -53,7 +53,7 @@ from std_srvs.srv import SetBool
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import DataError, StampOrderError
 from mbrl_ros.data.resample import Resampler
-from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, TopicNames
+from mbrl_ros.data.topics import COMMANDS, DYNAMICS_MODEL, EVENTS, STATES, TopicNames
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.dynamics.base import FitStopped, ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.catalog import MODEL_MODULES, NETWORK_KINDS, new_model
@@ -116,7 +116,7 @@ PARAMS = [
                              "planner and the executor of CPU; 0 = the node's priority",
           (0, 19)),
     save_path_param("model"),
-    Param("model_topic", "/mbrl/dynamics_model", "topic of the model artifacts"),
+    Param("model_topic", DYNAMICS_MODEL, "topic of the model artifacts"),
     Param("states_topic", STATES, "joint states"),
     Param("commands_topic", COMMANDS, "torque commands"),
     Param("events_topic", EVENTS, "episode events"),

@@ -42,6 +42,8 @@ from std_msgs.msg import String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_ros.artifacts import read_header
+from mbrl_ros.data.topics import (DIAGNOSTICS, DYNAMICS_MODEL, EVENTS, RESET_SERVICE, TARGET,
+                                  resolve)
 from mbrl_ros.dynamics.base import model_info
 from mbrl_ros.controller import seconds_to_ns
 from mbrl_ros.episodes import (EpisodeClock, StartPoseSampler, Summary, TargetSampler,
@@ -68,7 +70,7 @@ PARAMS = [
     Param("episode_source", "clock", "clock: the simulator's automatic episodes; homing: the "
           "manager brings the arm to each start pose; service: a reset service does",
           choices=("clock", HOMING, SERVICE)),
-    Param("reset_service", "/arm_sim/reset", "service: the std_srvs/Trigger that resets the arm"),
+    Param("reset_service", RESET_SERVICE, "service: the std_srvs/Trigger that resets the arm"),
     Param("train_episodes", 10, "episodes on training targets", (0, 100000)),
     Param("eval_every", 0, "a held-out episode after every k training episodes; 0 = none",
           (0, 100000)),
@@ -148,8 +150,8 @@ class EpisodeManagerNode(Node):
         # without the clock: the newest state every 10 ms is enough (see nodes.runner)
         self.spin_interval = SPIN_INTERVAL if self.external else 0.0
 
-        self.target_pub = self.create_publisher(PointStamped, "/mbrl/target", TARGET_QOS)
-        self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
+        self.target_pub = self.create_publisher(PointStamped, TARGET, TARGET_QOS)
+        self.event_pub = self.create_publisher(String, EVENTS, EVENT_QOS)
         self.homing = HomingSender(self, robot, robot.joint_names, p.homing_period,
                                    p.homing_speed, p.homing_timeout) if self.external else None
         self.reset_client = self.create_client(Trigger, p.reset_service) \
@@ -160,10 +162,12 @@ class EpisodeManagerNode(Node):
         self.intake = JointStateIntake(self, self.diag, robot, robot.joint_names, p,
                                        self._on_state,
                                        NEWEST_ONLY if self.external else STATE_QOS)
-        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/dynamics_model", LATCHED_QOS,
+        subscribe(self, self.diag, UInt8MultiArray, DYNAMICS_MODEL, LATCHED_QOS,
                   self.models.append, lambda m: model_info(read_header(bytes(m.data))[1]),
                   "model")
-        subscribe(self, self.diag, DiagnosticArray, "/diagnostics", 10, self._on_diagnostics,
+        # the planner's status on /diagnostics, named with its namespace (as Diagnostics does)
+        self._planner_status = resolve(p.planner_name, self.get_namespace()).lstrip("/") + ":"
+        subscribe(self, self.diag, DiagnosticArray, DIAGNOSTICS, 10, self._on_diagnostics,
                   what="diagnostics")
         if not self.external:
             # Every episode's target at once, each stamped with its episode's start: a node
@@ -363,7 +367,7 @@ class EpisodeManagerNode(Node):
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.name.startswith(self.p.planner_name + ":"):
+            if status.name.startswith(self._planner_status):
                 for kv in status.values:
                     if kv.key == "plan_rate_hz":
                         try:

@@ -52,7 +52,8 @@ from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_ros.controller import seconds_to_ns
-from mbrl_ros.data.topics import EpisodeEvent, episode_event_json, read_episode_event
+from mbrl_ros.data.topics import (COMMANDS, CONTROLLER, EVENTS, RESET_SERVICE, STATES, EpisodeEvent,
+                                  episode_event_json, read_episode_event)
 from mbrl_ros.episodes import TargetSampler
 from mbrl_ros.gravity import GravityModel
 from mbrl_ros.homing import SettleDetector
@@ -128,7 +129,7 @@ PARAMS = [
           (0.0, 1e9)),
     Param("w_action", 1e-3, "cost weight of Σ (u / effort limit)² per step", (0.0, 1e9)),
     Param("w_limit", 1.0, "cost weight of the joint-limit margin penalty", (0.0, 1e9)),
-    Param("reset_service", "/arm_sim/reset", "std_srvs/Trigger service that resets the arm"),
+    Param("reset_service", RESET_SERVICE, "std_srvs/Trigger service that resets the arm"),
     Param("reset_timeout", 5.0, "wall time to wait for a reset's announcement before asking "
                                 "again (s)", (0.1, 3600.0)),
     Param("output_dir", "", "folder for summary.txt and learning_curve.png; '' = "
@@ -190,19 +191,19 @@ class GPSTrainerNode(Node):
         self.recent_commands: deque = deque(maxlen=RECENT_COMMANDS)  # (tag, message)
         self.last_state_wall = time.monotonic()
 
-        self.ctrl_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller", LATCHED_QOS)
+        self.ctrl_pub = self.create_publisher(UInt8MultiArray, CONTROLLER, LATCHED_QOS)
         self.diag = Diagnostics(self, "gps trainer", self._report, p.diagnostics_period)
         self.intake = JointStateIntake(self, self.diag, robot, self.names, p, self._on_state,
                                        STATE_QOS)
         self.command_sub = subscribe(
-            self, self.diag, Float64MultiArray, "/effort_controller/commands", COMMAND_QOS,
+            self, self.diag, Float64MultiArray, COMMANDS, COMMAND_QOS,
             self._on_command, lambda m: (read_command(m, self.n), m), "command")
         if self.homing_mode:
             self.homing = HomingSender(self, robot, self.names, p.homing_period,
                                        p.homing_speed, p.homing_timeout)
-            self.event_pub = self.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
+            self.event_pub = self.create_publisher(String, EVENTS, EVENT_QOS)
         else:
-            subscribe(self, self.diag, String, "/mbrl/episode_events", EVENT_QOS,
+            subscribe(self, self.diag, String, EVENTS, EVENT_QOS,
                       self._on_event, read_episode_event, "event")
             self.reset_client = self.create_client(Trigger, p.reset_service)
         self.reset_future = None
@@ -281,10 +282,10 @@ class GPSTrainerNode(Node):
         """The sim's reset service and state publisher and the executor (command publisher,
         controller subscriber) are matched: a reset state cannot go unanswered."""
         return (self.reset_client.service_is_ready()
-                and self.count_publishers("/joint_states") > 0
-                and self.count_publishers("/mbrl/episode_events") > 0
-                and self.count_publishers("/effort_controller/commands") > 0
-                and self.count_subscribers("/mbrl/controller") > 0)
+                and self.count_publishers(STATES) > 0
+                and self.count_publishers(EVENTS) > 0
+                and self.count_publishers(COMMANDS) > 0
+                and self.count_subscribers(CONTROLLER) > 0)
 
     def _reset(self) -> None:
         self.phase, self.reset_stamp = "resetting", None

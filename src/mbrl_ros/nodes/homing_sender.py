@@ -12,6 +12,7 @@ from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.data.topics import HOMING_CONTROLLER
 from mbrl_ros.homing import homing_controller, homing_gains
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.messages import LATCHED_QOS
@@ -30,7 +31,7 @@ class HomingSender:
         self.gains = homing_gains(robot, self.names, period)
         self.speed_fraction, self.hold = speed_fraction, hold
         self.controller: LinearGaussianController | None = None
-        self.pub = node.create_publisher(UInt8MultiArray, "/mbrl/homing_controller", LATCHED_QOS)
+        self.pub = node.create_publisher(UInt8MultiArray, HOMING_CONTROLLER, LATCHED_QOS)
 
     def home(self, s: JointSample, goal: np.ndarray) -> None:
         """Publish the homing controller from state ``s`` (its stamp) to ``goal`` (n,) rad."""

@@ -31,6 +31,7 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState
 
 from mbrl_ros.controller import seconds_to_ns
+from mbrl_ros.data.topics import STATES
 from mbrl_ros.msgconv import JointSample, read_joint_state
 from mbrl_ros.nodes.diagnostics import Diagnostics
 from mbrl_ros.nodes.params import Param
@@ -89,7 +90,7 @@ class JointStateIntake:
     def __init__(self, node: Node, diag: Diagnostics, robot, names, settings,
                  handle: Callable[[JointSample], None], qos: QoSProfile | int,
                  on_rejected: Callable[[Any, str], None] | None = None,
-                 topic: str = "/joint_states"):
+                 topic: str = STATES):
         self.node, self.diag, self.names = node, diag, tuple(names)
         self.gate = StateGate.for_joints(robot, names, position_slack=settings.position_slack,
                                          velocity_factor=settings.velocity_factor,

@@ -51,6 +51,7 @@ import numpy as np
 from std_msgs.msg import Header, UInt8MultiArray
 
 from mbrl_ros.controller import LinearGaussianController, exploration_noise, seconds_to_ns
+from mbrl_ros.data.topics import CONTROLLER, PLANNER_HEARTBEAT
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS
@@ -91,9 +92,9 @@ class LGExecutorNode(SafeCommandNode):
         self.last_index: int | None = None
         self.heartbeat_ns: int | None = None  # node clock when the last heartbeat came
         self._heartbeat_timeout_ns = seconds_to_ns(p.heartbeat_timeout)
-        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/controller", LATCHED_QOS,
+        subscribe(self, self.diag, UInt8MultiArray, CONTROLLER, LATCHED_QOS,
                   self._on_controller, self._read_controller, "controller")
-        subscribe(self, self.diag, Header, "/mbrl/planner_heartbeat", 10, self._on_heartbeat,
+        subscribe(self, self.diag, Header, PLANNER_HEARTBEAT, 10, self._on_heartbeat,
                   what="heartbeat")
         g = self.safety.gains
         self.get_logger().info(

@@ -13,10 +13,10 @@ import numpy as np
 from geometry_msgs.msg import Point
 from visualization_msgs.msg import Marker, MarkerArray
 
+from mbrl_ros.data.topics import MARKERS
 from mbrl_ros.nodes.messages import time_msg
 from mbrl_ros.planning.tube import ee_tube, state_tube
 
-MARKERS = "/mbrl/markers"
 NAMESPACE = "mbrl"
 TARGET, PATH, TUBE = 0, 1, 2  # marker ids; the tube's are TUBE + step
 MIN_SIZE = 1e-3  # m: the smallest ellipsoid axis drawn

@@ -51,7 +51,8 @@ from std_msgs.msg import Header, String, UInt8MultiArray
 from std_srvs.srv import SetBool
 
 from mbrl_ros.controller import seconds_to_ns
-from mbrl_ros.data.topics import EVENTS, read_episode_event
+from mbrl_ros.data.topics import (CONTROLLER, DYNAMICS_MODEL, EVENTS, PLANNED_PATH,
+                                  PLANNER_HEARTBEAT, TARGET, read_episode_event)
 from mbrl_ros.dynamics.base import DynamicsModel
 from mbrl_ros.dynamics.catalog import available_kinds, load_model
 from mbrl_ros.episodes import EpisodeClock
@@ -197,19 +198,19 @@ class MPCPlannerNode(Node):
         self.last_controller: bytes | None = None  # the last controller published
         self.paused = False                      # ~/pause: no plans, no heartbeat
 
-        self.controller_pub = self.create_publisher(UInt8MultiArray, "/mbrl/controller",
+        self.controller_pub = self.create_publisher(UInt8MultiArray, CONTROLLER,
                                                     LATCHED_QOS)
-        self.path_pub = self.create_publisher(Path, "/mbrl/planned_path", 10)
+        self.path_pub = self.create_publisher(Path, PLANNED_PATH, 10)
         self.markers = PlanMarkers(self, self.mpc.fk, self.frame, len(names), self.period_ns)
-        self.heartbeat_pub = self.create_publisher(Header, "/mbrl/planner_heartbeat", 10)
+        self.heartbeat_pub = self.create_publisher(Header, PLANNER_HEARTBEAT, 10)
         self.create_timer(HEARTBEAT_PERIOD, self._heartbeat,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.diag = Diagnostics(self, "planner", self._report)
         self.intake = JointStateIntake(self, self.diag, robot, names, p, self._on_state,
                                        NEWEST_ONLY if p.mode == "realtime" else STATE_QOS)
-        subscribe(self, self.diag, PointStamped, "/mbrl/target", TARGET_QOS,
+        subscribe(self, self.diag, PointStamped, TARGET, TARGET_QOS,
                   self._on_target, self.targets.add_msg, "target")
-        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/dynamics_model", LATCHED_QOS,
+        subscribe(self, self.diag, UInt8MultiArray, DYNAMICS_MODEL, LATCHED_QOS,
                   self._on_model, self._read_model, "model")
         if p.episodes_from_events:
             subscribe(self, self.diag, String, EVENTS, EVENT_QOS, self._on_event,

@@ -41,6 +41,7 @@ from geometry_msgs.msg import PointStamped
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros.artifacts import ArtifactError, read_file
+from mbrl_ros.data.topics import POLICY, TARGET
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS, TARGET_QOS
@@ -77,16 +78,17 @@ class PolicyRunnerNode(SafeCommandNode):
             except (OSError, ArtifactError, PolicyError) as exc:
                 raise ConfigError(f"parameter 'policy_file' = {self.p.policy_file!r}: "
                                   f"{exc}") from None
-        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/policy", LATCHED_QOS,
+        subscribe(self, self.diag, UInt8MultiArray, POLICY, LATCHED_QOS,
                   self._on_policy, self._read_policy, "policy")
-        subscribe(self, self.diag, PointStamped, "/mbrl/target", TARGET_QOS,
+        subscribe(self, self.diag, PointStamped, TARGET, TARGET_QOS,
                   lambda _: self._answer_if_ready(), self.targets.add_msg, "target")
         add_save_service(self, "policy",
                          lambda: self.policy.to_bytes() if self.policy is not None else None)
         self.get_logger().info(
             f"{self.robot.name}: {self.n} joints, {self.p.mode} mode, hold law "
             f"{self.p.hold_law}; policy "
-            + (f"from {self.p.policy_file}" if self.policy else "from /mbrl/policy (waiting)"))
+            + (f"from {self.p.policy_file}" if self.policy else
+               f"from {self.resolve_topic_name(POLICY)} (waiting)"))
 
     # -- inputs ----------------------------------------------------------------------------------
     def _use(self, policy: GoalPolicy, source: str) -> None:
@@ -104,7 +106,8 @@ class PolicyRunnerNode(SafeCommandNode):
 
     def _on_policy(self, policy: GoalPolicy) -> None:
         self._use(policy, "topic")
-        self.get_logger().info(f"new policy from /mbrl/policy (hidden {self.policy.hidden})")
+        self.get_logger().info(f"new policy from {self.resolve_topic_name(POLICY)} "
+                               f"(hidden {self.policy.hidden})")
         self._answer_if_ready()
 
     def _answer_if_ready(self) -> None:

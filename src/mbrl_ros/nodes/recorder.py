@@ -53,7 +53,7 @@ from mbrl_ros.data.bags import BagWriter, known_type
 from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.recording import EpisodeRecording
 from mbrl_ros.data.topics import (CAMERA_INFO, CLOCK, COMMANDS, EVENTS, IMAGES, KNOWN_TYPES,
-                                  RECORDED_BY_DEFAULT, STATES, read_episode_event)
+                                  RECORDED_BY_DEFAULT, RESET_SERVICE, STATES, read_episode_event)
 from mbrl_ros.msgconv import command_tag, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
@@ -77,7 +77,7 @@ PARAMS = [
           choices=("events", "service")),
     Param("episode_length", 0.0, "time per episode (s, in the joint states' stamps); 0 = until "
                                  "the next episode event (events only)", (0.0, 1e6)),
-    Param("reset_service", "/arm_sim/reset", "service: std_srvs/Trigger that starts an episode"),
+    Param("reset_service", RESET_SERVICE, "service: std_srvs/Trigger that starts an episode"),
     Param("drain_timeout", 5.0, "wall time to wait for messages in flight (s): those of the last "
           "episode, and (service) a reset's episode event", (0.1, 600.0)),
     Param("status_period", 0.0, "wall time between status lines (s); 0 = none", (0.0, 3600.0)),

@@ -30,7 +30,7 @@ from rosgraph_msgs.msg import Clock
 from mbrl_ros.cli_args import check_bags, confine_dds, number
 from mbrl_ros.data.bags import BagReader
 from mbrl_ros.data.errors import BagError
-from mbrl_ros.data.topics import CLOCK
+from mbrl_ros.data.topics import CLOCK, resolve
 from mbrl_ros.nodes.messages import clock_msg
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.recorder import message_class
@@ -71,7 +71,7 @@ class ReplayNode(Node):
         if not p.bag:
             raise ConfigError("parameter 'bag' is empty: give the bag folder to play")
         self.bag = BagReader(p.bag)
-        self.topics = list(p.topics) or sorted(self.bag.topics)
+        self.topics = [resolve(t) for t in p.topics] or sorted(self.bag.topics)  # bag names
         missing = [t for t in self.topics if t not in self.bag.topics]
         if missing:
             self.bag.close()

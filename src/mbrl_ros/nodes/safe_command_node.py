@@ -58,6 +58,7 @@ from std_srvs.srv import SetBool
 
 from mbrl_ros.artifacts import ArtifactError
 from mbrl_ros.controller import STATE_LAYOUT_QQD, LinearGaussianController, seconds_to_ns
+from mbrl_ros.data.topics import COMMANDS, HOMING_CONTROLLER
 from mbrl_ros.gravity import GravityModel, JointGravity
 from mbrl_ros.msgconv import JointSample, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
@@ -184,7 +185,7 @@ class SafeCommandNode(Node):
         self._matched = False       # sync: the command topic's subscribers are matched
         self._match_timer = None
 
-        self.cmd_pub = self.create_publisher(Float64MultiArray, "/effort_controller/commands",
+        self.cmd_pub = self.create_publisher(Float64MultiArray, COMMANDS,
                                              COMMAND_QOS)
         self.diag = Diagnostics(self, title, self._report, p.diagnostics_period)
         state_qos = NEWEST_ONLY if self.realtime else STATE_QOS
@@ -195,7 +196,7 @@ class SafeCommandNode(Node):
                                        p.max_feedforward_ratio, p.min_saturating_error)
         self.homing: LinearGaussianController | None = None
         self.homing_active = False  # the last state was answered by the homing controller
-        subscribe(self, self.diag, UInt8MultiArray, "/mbrl/homing_controller", LATCHED_QOS,
+        subscribe(self, self.diag, UInt8MultiArray, HOMING_CONTROLLER, LATCHED_QOS,
                   self._on_homing, self._read_controller, "homing_controller")
         if self.realtime and p.realtime_priority:
             problem = fifo_scheduling(p.realtime_priority)

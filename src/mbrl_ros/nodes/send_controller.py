@@ -29,6 +29,7 @@ from mbrl_ros import artifacts
 from mbrl_ros.cli_args import check_output, confine_dds, error_line, input_file, \
     load_robot_arg, number, topic_name
 from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.data.topics import CONTROLLER, STATES
 from mbrl_ros.msgconv import stamp_to_ns
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS
 from mbrl_ros.scripted import scripted_controller
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "send-controll
     parser.add_argument("file", nargs="?", type=input_file, metavar="FILE",
                         help="controller artifact (.safetensors) to publish")
     publish = parser.add_argument_group("publishing (not with -o)")
-    publish.add_argument("--topic", default="/mbrl/controller", type=topic_name,
+    publish.add_argument("--topic", default=CONTROLLER, type=topic_name,
                          help="topic (default %(default)s)")
     publish.add_argument("--restamp", action="store_true",
                          help="start the controller at the stamp of the next /joint_states")
@@ -165,7 +166,7 @@ def _publish(node: Node, executor, c: LinearGaussianController, info: dict,
              args: argparse.Namespace) -> int:
     if args.restamp:
         stamps: list[int] = []
-        node.create_subscription(JointState, "/joint_states",
+        node.create_subscription(JointState, STATES,
                                  lambda m: stamps.append(stamp_to_ns(m.header.stamp)), STATE_QOS)
         deadline = time.monotonic() + args.wait
         while not stamps and time.monotonic() < deadline:

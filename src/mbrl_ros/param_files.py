@@ -1,0 +1,33 @@
+"""ROS 2 parameter files of the package, written so they apply in any namespace.
+
+A node's section is keyed ``/**/<node name>``: rcl matches ``/**`` against any namespace, so the
+section applies to ``/planner`` and to ``/robot1/planner`` alike, while sections stay per node
+(a bare ``planner:`` key means ``/planner`` only and silently misses a namespaced node). ``/**``
+alone applies to every node.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+ANY_NODE = "/**"
+
+
+def node_key(name: str) -> str:
+    """The section key of node ``name`` in any namespace: ``planner`` → ``/**/planner``."""
+    return f"{ANY_NODE}/{name}"
+
+
+def parameter_file(name: str, parameters: dict[str, Any]) -> dict:
+    """The contents of a parameter file that sets ``parameters`` on node ``name``."""
+    return {node_key(name): {"ros__parameters": parameters}}
+
+
+def node_parameters(document: dict, name: str) -> dict[str, Any]:
+    """The parameters a parsed parameter file gives node ``name`` in the root namespace: the
+    sections ``/**``, ``/**/name``, ``/name`` and ``name``, later ones in the file winning."""
+    keys = {ANY_NODE, node_key(name), f"/{name}", name}
+    out: dict[str, Any] = {}
+    for key, section in document.items():
+        if key in keys:
+            out.update((section or {}).get("ros__parameters", {}))
+    return out
