@@ -14,7 +14,7 @@ from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import DataError
 from mbrl_ros.data.extract import dataset_from_bag, describe_bag
 from mbrl_ros.data.images import ImageFrames, contact_sheet
-from mbrl_ros.data.topics import IMAGES
+from mbrl_ros.data.topics import IMAGES, STATES, resolve
 from mbrl_ros.msgconv import MessageError
 from mbrl_ros.nodes.messages import image_msg
 from mbrl_ros.robot import load_robot
@@ -83,7 +83,7 @@ def test_bag_tools_with_images(tmp_path, capsys):
     msgs = lockstep_messages(30, resets=(0,))
     for i in range(len(msgs) - 1, -1, -1):  # an image just before each joint state
         topic, msg = msgs[i]
-        if topic == "/joint_states":
+        if resolve(topic) == resolve(STATES):
             stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
             msgs.insert(i, (IMAGES, image_msg(stamp, "cam", frame_of(stamp))))
     write_bag(tmp_path / "bag", msgs)

@@ -55,7 +55,8 @@ def test_relative_names_resolve_in_the_namespace_and_absolute_ones_stay():
     assert resolve("mbrl/target", "/") == "/mbrl/target"
     assert resolve("/clock", "/robot1") == "/clock"
     assert TopicNames().resolved("/a/b") == TopicNames(
-        "/a/b/joint_states", "/a/b/effort_controller/commands", "/a/b/mbrl/episode_events")
+        "/a/b/joint_states", "/a/b/effort_controller/commands", "/a/b/mbrl/episode_events",
+        "/a/b/camera/image_raw")
 
 
 def test_node_parameters_read_the_sections_that_apply_to_a_node():
