@@ -2,9 +2,9 @@
 
     c(z) = ½ zᵀC z + cᵀz + c0,   C ⪰ 0,
 
-by least squares on the features [z_i z_j (i ≤ j), z, 1] of latents Z (N, dz) against observed
-scalar costs (N,) (e.g. the task's cost the robot reports; no state is needed), with a small ridge;
-C is then projected to its positive-semidefinite part so the LQR subproblem stays convex. The
+by least squares of latents Z (N, dz) against observed scalar costs (N,) (e.g. the task's cost
+the robot reports; no state is needed), with C = L Lᵀ kept positive semidefinite so the LQR
+subproblem stays convex. The
 trajectory cost for ``trajopt`` adds ½ uᵀ(action_weight·I)u per step.
 """
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from mbrl_ros.trajopt.trajectory import QuadraticCost
 
 
 @dataclass(frozen=True)
 class LatentQuadraticCost:
-    """C (dz, dz) PSD, c (dz,), c0; ``fit_r2``: R² of the unprojected fit on its data."""
+    """C (dz, dz) PSD, c (dz,), c0; ``fit_r2``: R² of the fit on its data."""
 
     C: np.ndarray
     c: np.ndarray
@@ -50,9 +51,12 @@ def quadratic_features(Z: np.ndarray) -> np.ndarray:
     return np.concatenate([Z[:, i] * Z[:, j], Z, np.ones((len(Z), 1))], axis=1)
 
 
-def fit_latent_cost(Z, costs, ridge: float = 1e-6) -> LatentQuadraticCost:
-    """Least-squares quadratic cost of latents Z (N, dz) against costs (N,); ValueError on
-    non-finite input or fewer samples than coefficients."""
+def fit_latent_cost(Z, costs, ridge: float = 1e-6, iterations: int = 200
+                    ) -> LatentQuadraticCost:
+    """Quadratic cost with C = L Lᵀ ⪰ 0 of latents Z (N, dz) against costs (N,), least squares:
+    the unconstrained fit with C clipped to its PSD part starts an L-BFGS fit of (L, c, c0)
+    (SOLAR fits its cost model by gradient descent). ValueError on non-finite input or fewer
+    samples than coefficients."""
     Z = np.asarray(Z, dtype=np.float64)
     y = np.asarray(costs, dtype=np.float64)
     if Z.ndim != 2 or y.shape != (len(Z),):
@@ -68,13 +72,27 @@ def fit_latent_cost(Z, costs, ridge: float = 1e-6) -> LatentQuadraticCost:
     scale[-1] = 1.0
     A = Phi / scale
     w = np.linalg.solve(A.T @ A + ridge * len(Z) * np.eye(A.shape[1]), A.T @ y) / scale
-    resid = y - Phi @ w
-    r2 = 1.0 - resid.var() / max(y.var(), 1e-300)
     iu, ju = np.triu_indices(dz)
-    n_quad = len(iu)
     C = np.zeros((dz, dz))
-    C[iu, ju] = w[:n_quad]
-    C = C + C.T  # off-diagonal z_i z_j = C_ij; diagonal ½ C_ii z_i² = w z_i²
+    C[iu, ju] = w[:len(iu)]
+    C = C + C.T  # off-diagonal z_i z_j: C_ij; diagonal ½ C_ii z_i² = w_ii z_i²
     ev, V = np.linalg.eigh(C)
-    C_psd = (V * np.maximum(ev, 0.0)) @ V.T
-    return LatentQuadraticCost(C_psd, w[n_quad:n_quad + dz], float(w[-1]), float(r2))
+    L0 = V * np.sqrt(np.maximum(ev, 1e-8))
+    Zt, yt = torch.as_tensor(Z), torch.as_tensor(y)
+    L = torch.tensor(L0, requires_grad=True)
+    c = torch.tensor(w[len(iu):len(iu) + dz], requires_grad=True)
+    c0 = torch.tensor(float(w[-1]), requires_grad=True)
+    opt = torch.optim.LBFGS([L, c, c0], max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def loss():
+        opt.zero_grad()
+        r = 0.5 * ((Zt @ L) ** 2).sum(1) + Zt @ c + c0 - yt
+        value = (r * r).mean() + ridge * (L * L).sum()
+        value.backward()
+        return value
+
+    opt.step(loss)
+    C = (L @ L.T).detach().numpy()
+    fit = LatentQuadraticCost(0.5 * (C + C.T), c.detach().numpy().copy(), c0.item())
+    r2 = 1.0 - np.var(y - fit(Z)) / max(np.var(y), 1e-300)
+    return LatentQuadraticCost(fit.C, fit.c, fit.c0, float(r2))
