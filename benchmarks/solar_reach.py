@@ -138,11 +138,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True, help="result file")
     parser.add_argument("--png", default="solar_reach.png")
-    parser.add_argument("--random-episodes", type=int, default=16)
-    parser.add_argument("--iterations", type=int, default=6)
-    parser.add_argument("--samples", type=int, default=6, help="episodes per iteration")
-    parser.add_argument("--fit-iterations", type=int, default=250)
-    parser.add_argument("--finetune-iterations", type=int, default=30)
+    parser.add_argument("--random-episodes", type=int, default=12)
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=5, help="episodes per iteration")
+    parser.add_argument("--fit-iterations", type=int, default=150)
+    parser.add_argument("--finetune-iterations", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=2, help="trajectories per fit iteration")
     parser.add_argument("--epsilon", type=float, default=20.0, help="KL step (nats)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -162,12 +163,13 @@ def main() -> None:
     noise = 0.3 * effort
     for _ in range(args.random_episodes):
         record(task.episode(lambda t, img: rng.normal(0.0, noise)))
-    config = VAEConfig(image_size=64, latent_dim=8, frames=2, channels=32, hidden=256,
+    config = VAEConfig(image_size=64, latent_dim=8, frames=2, channels=16, hidden=128,
                        pixel_std=0.05)
     model = SolarModel(config, du=2, seed=args.seed)
     fit_s = time.perf_counter()
     model.fit(np.stack(data_i), np.stack(data_u),
-              FitSettings(iterations=args.fit_iterations, batch_size=4, learning_rate=1e-3,
+              FitSettings(iterations=args.fit_iterations, batch_size=args.batch,
+                          learning_rate=1e-3,
                           warmup=args.fit_iterations // 2), seed=args.seed)
     fit_s = time.perf_counter() - fit_s
     ctrl = initial_latent_controller(T, config.latent_dim, 2, noise, task.dt_ns)
@@ -196,7 +198,7 @@ def main() -> None:
                     "min_final_distance_m": float(recent.min())})
         print(json.dumps(log[-1]), flush=True)
         model.fit(np.stack(data_i), np.stack(data_u),
-                  FitSettings(iterations=args.finetune_iterations, batch_size=4,
+                  FitSettings(iterations=args.finetune_iterations, batch_size=args.batch,
                               learning_rate=1e-3), seed=args.seed + it + 1)
     figure(model, data_i[-1], data_u[-1], args.png)
     solar = _curve(finals[args.random_episodes:], args.samples, args.random_episodes)
