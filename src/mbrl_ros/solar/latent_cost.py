@@ -64,35 +64,53 @@ def fit_latent_cost(Z, costs, ridge: float = 1e-6, iterations: int = 200
     if not (np.all(np.isfinite(Z)) and np.all(np.isfinite(y))):
         raise ValueError("latents or costs have non-finite values")
     dz = Z.shape[1]
-    Phi = quadratic_features(Z)
-    if len(Z) < Phi.shape[1]:
+    if len(Z) < (dz + 1) * (dz + 2) // 2:
         raise ValueError(f"{len(Z)} samples are too few for a quadratic in {dz} latents "
-                         f"({Phi.shape[1]} coefficients)")
-    scale = np.maximum(Phi.std(0), 1e-12)
-    scale[-1] = 1.0
-    A = Phi / scale
-    w = np.linalg.solve(A.T @ A + ridge * len(Z) * np.eye(A.shape[1]), A.T @ y) / scale
+                         f"({(dz + 1) * (dz + 2) // 2} coefficients)")
+    mu, sd = Z.mean(0), np.maximum(Z.std(0), 1e-9)
+    Cs, cs, c0s = _fit_standardised((Z - mu) / sd, y, ridge, iterations)
+    # back from z̃ = S (z − μ), S = diag(1/sd)
+    S = 1.0 / sd
+    C = Cs * S[:, None] * S[None, :]
+    c = S * cs - C @ mu
+    c0 = c0s - (S * cs) @ mu + 0.5 * mu @ C @ mu
+    fit = LatentQuadraticCost(0.5 * (C + C.T), c, float(c0))
+    r2 = 1.0 - np.var(y - fit(Z)) / max(np.var(y), 1e-300)
+    return LatentQuadraticCost(fit.C, fit.c, fit.c0, float(r2))
+
+
+def _fit_standardised(Z, y, ridge: float, iterations: int):
+    """(C, c, c0) on standardised latents: the better of the clipped least-squares quadratic
+    and the constant mean starts L-BFGS on (L, c, c0)."""
+    dz = Z.shape[1]
+    Phi = quadratic_features(Z)
+    w = np.linalg.solve(Phi.T @ Phi + ridge * len(Z) * np.eye(Phi.shape[1]), Phi.T @ y)
     iu, ju = np.triu_indices(dz)
     C = np.zeros((dz, dz))
     C[iu, ju] = w[:len(iu)]
     C = C + C.T  # off-diagonal z_i z_j: C_ij; diagonal ½ C_ii z_i² = w_ii z_i²
     ev, V = np.linalg.eigh(C)
-    L0 = V * np.sqrt(np.maximum(ev, 1e-8))
     Zt, yt = torch.as_tensor(Z), torch.as_tensor(y)
+
+    def residual(L, c, c0):
+        return 0.5 * ((Zt @ L) ** 2).sum(1) + Zt @ c + c0 - yt
+
+    starts = [(V * np.sqrt(np.maximum(ev, 1e-8)), w[len(iu):len(iu) + dz], w[-1]),
+              (1e-3 * np.eye(dz), np.zeros(dz), y.mean())]
+    errors = [float((residual(*(torch.as_tensor(np.asarray(a, float)) for a in st)) ** 2).mean())
+              for st in starts]
+    L0, c_init, c0_init = starts[int(np.argmin(errors))]
     L = torch.tensor(L0, requires_grad=True)
-    c = torch.tensor(w[len(iu):len(iu) + dz], requires_grad=True)
-    c0 = torch.tensor(float(w[-1]), requires_grad=True)
+    c = torch.tensor(np.asarray(c_init, float), requires_grad=True)
+    c0 = torch.tensor(float(c0_init), requires_grad=True)
     opt = torch.optim.LBFGS([L, c, c0], max_iter=iterations, line_search_fn="strong_wolfe")
 
     def loss():
         opt.zero_grad()
-        r = 0.5 * ((Zt @ L) ** 2).sum(1) + Zt @ c + c0 - yt
+        r = residual(L, c, c0)
         value = (r * r).mean() + ridge * (L * L).sum()
         value.backward()
         return value
 
     opt.step(loss)
-    C = (L @ L.T).detach().numpy()
-    fit = LatentQuadraticCost(0.5 * (C + C.T), c.detach().numpy().copy(), c0.item())
-    r2 = 1.0 - np.var(y - fit(Z)) / max(np.var(y), 1e-300)
-    return LatentQuadraticCost(fit.C, fit.c, fit.c0, float(r2))
+    return (L @ L.T).detach().numpy(), c.detach().numpy().copy(), c0.item()
