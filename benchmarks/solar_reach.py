@@ -144,6 +144,8 @@ def main() -> None:
     parser.add_argument("--fit-iterations", type=int, default=250)
     parser.add_argument("--finetune-iterations", type=int, default=20)
     parser.add_argument("--batch", type=int, default=2, help="trajectories per fit iteration")
+    parser.add_argument("--pixel-std", type=float, default=0.05,
+                        help="pixel likelihood standard deviation (intensity in [0, 1])")
     parser.add_argument("--epsilon", type=float, default=20.0, help="KL step (nats)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -164,7 +166,7 @@ def main() -> None:
     for _ in range(args.random_episodes):
         record(task.episode(lambda t, img: rng.normal(0.0, noise)))
     config = VAEConfig(image_size=64, latent_dim=8, frames=2, channels=16, hidden=128,
-                       pixel_std=0.05)
+                       pixel_std=args.pixel_std)
     model = SolarModel(config, du=2, seed=args.seed)
     fit_s = time.perf_counter()
     model.fit(np.stack(data_i), np.stack(data_u),

@@ -58,11 +58,9 @@ def image_tensor(images, dtype=torch.float32) -> torch.Tensor:
 def stack_frames(images: torch.Tensor, frames: int) -> torch.Tensor:
     """Per-trajectory frame stacks: (B, T, 3, H, W) → (B, T, 3·frames, H, W), newest first;
     the first step repeats its frame for the missing earlier ones."""
-    parts = []
-    for lag in range(frames):
-        shifted = torch.cat([images[:, :1].expand(-1, lag, -1, -1, -1), images[:, :images.shape[1]
-                                                                              - lag]], dim=1)
-        parts.append(shifted)
+    T = images.shape[1]
+    parts = [torch.cat([images[:, :1].expand(-1, lag, -1, -1, -1), images[:, :T - lag]], dim=1)
+             for lag in range(frames)]
     return torch.cat(parts, dim=2)
 
 
