@@ -1,0 +1,116 @@
+"""SOLAR's quadratic cost in latent space, fitted from observed costs.
+
+    c(z) = ½ zᵀC z + cᵀz + c0,   C ⪰ 0,
+
+by least squares of latents Z (N, dz) against observed scalar costs (N,) (e.g. the task's cost
+the robot reports; no state is needed), with C = L Lᵀ kept positive semidefinite so the LQR
+subproblem stays convex. The
+trajectory cost for ``trajopt`` adds ½ uᵀ(action_weight·I)u per step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mbrl_ros.trajopt.trajectory import QuadraticCost
+
+
+@dataclass(frozen=True)
+class LatentQuadraticCost:
+    """C (dz, dz) PSD, c (dz,), c0; ``fit_r2``: R² of the fit on its data."""
+
+    C: np.ndarray
+    c: np.ndarray
+    c0: float
+    fit_r2: float = float("nan")
+
+    def __call__(self, Z) -> np.ndarray:
+        Z = np.asarray(Z, dtype=np.float64)
+        return 0.5 * np.einsum("...i,ij,...j->...", Z, self.C, Z) + Z @ self.c + self.c0
+
+    def trajectory_cost(self, T: int, du: int, action_weight: float,
+                        terminal_weight: float = 1.0) -> QuadraticCost:
+        """``trajopt.QuadraticCost`` over z_t = [z; u] for t = 0..T (row T: terminal_weight·c(z),
+        no action)."""
+        dz = self.C.shape[0]
+        C = np.zeros((T + 1, dz + du, dz + du))
+        c = np.zeros((T + 1, dz + du))
+        C[:, :dz, :dz] = self.C
+        c[:, :dz] = self.c
+        C[:T, dz:, dz:] = action_weight * np.eye(du)
+        C[T] *= terminal_weight
+        c[T] *= terminal_weight
+        return QuadraticCost(C, c, self.c0 * (T + terminal_weight))
+
+
+def quadratic_features(Z: np.ndarray) -> np.ndarray:
+    """(N, dz) → (N, dz(dz+1)/2 + dz + 1): z_i z_j for i ≤ j, z, 1."""
+    i, j = np.triu_indices(Z.shape[1])
+    return np.concatenate([Z[:, i] * Z[:, j], Z, np.ones((len(Z), 1))], axis=1)
+
+
+def fit_latent_cost(Z, costs, ridge: float = 1e-6, iterations: int = 200
+                    ) -> LatentQuadraticCost:
+    """Quadratic cost with C = L Lᵀ ⪰ 0 of latents Z (N, dz) against costs (N,), least squares:
+    the unconstrained fit with C clipped to its PSD part starts an L-BFGS fit of (L, c, c0)
+    (SOLAR fits its cost model by gradient descent). ValueError on non-finite input or fewer
+    samples than coefficients."""
+    Z = np.asarray(Z, dtype=np.float64)
+    y = np.asarray(costs, dtype=np.float64)
+    if Z.ndim != 2 or y.shape != (len(Z),):
+        raise ValueError(f"need latents (N, dz) and costs (N,), got {Z.shape} and {y.shape}")
+    if not (np.all(np.isfinite(Z)) and np.all(np.isfinite(y))):
+        raise ValueError("latents or costs have non-finite values")
+    dz = Z.shape[1]
+    if len(Z) < (dz + 1) * (dz + 2) // 2:
+        raise ValueError(f"{len(Z)} samples are too few for a quadratic in {dz} latents "
+                         f"({(dz + 1) * (dz + 2) // 2} coefficients)")
+    mu, sd = Z.mean(0), np.maximum(Z.std(0), 1e-9)
+    Cs, cs, c0s = _fit_standardised((Z - mu) / sd, y, ridge, iterations)
+    # back from z̃ = S (z − μ), S = diag(1/sd)
+    S = 1.0 / sd
+    C = Cs * S[:, None] * S[None, :]
+    c = S * cs - C @ mu
+    c0 = c0s - (S * cs) @ mu + 0.5 * mu @ C @ mu
+    fit = LatentQuadraticCost(0.5 * (C + C.T), c, float(c0))
+    r2 = 1.0 - np.var(y - fit(Z)) / max(np.var(y), 1e-300)
+    return LatentQuadraticCost(fit.C, fit.c, fit.c0, float(r2))
+
+
+def _fit_standardised(Z, y, ridge: float, iterations: int):
+    """(C, c, c0) on standardised latents: the better of the clipped least-squares quadratic
+    and the constant mean starts L-BFGS on (L, c, c0)."""
+    dz = Z.shape[1]
+    Phi = quadratic_features(Z)
+    w = np.linalg.solve(Phi.T @ Phi + ridge * len(Z) * np.eye(Phi.shape[1]), Phi.T @ y)
+    iu, ju = np.triu_indices(dz)
+    C = np.zeros((dz, dz))
+    C[iu, ju] = w[:len(iu)]
+    C = C + C.T  # off-diagonal z_i z_j: C_ij; diagonal ½ C_ii z_i² = w_ii z_i²
+    ev, V = np.linalg.eigh(C)
+    Zt, yt = torch.as_tensor(Z), torch.as_tensor(y)
+
+    def residual(L, c, c0):
+        return 0.5 * ((Zt @ L) ** 2).sum(1) + Zt @ c + c0 - yt
+
+    starts = [(V * np.sqrt(np.maximum(ev, 1e-8)), w[len(iu):len(iu) + dz], w[-1]),
+              (1e-3 * np.eye(dz), np.zeros(dz), y.mean())]
+    errors = [float((residual(*(torch.as_tensor(np.asarray(a, float)) for a in st)) ** 2).mean())
+              for st in starts]
+    L0, c_init, c0_init = starts[int(np.argmin(errors))]
+    L = torch.tensor(L0, requires_grad=True)
+    c = torch.tensor(np.asarray(c_init, float), requires_grad=True)
+    c0 = torch.tensor(float(c0_init), requires_grad=True)
+    opt = torch.optim.LBFGS([L, c, c0], max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def loss():
+        opt.zero_grad()
+        r = residual(L, c, c0)
+        value = (r * r).mean() + ridge * (L * L).sum()
+        value.backward()
+        return value
+
+    opt.step(loss)
+    return (L @ L.T).detach().numpy(), c.detach().numpy().copy(), c0.item()

@@ -1,0 +1,184 @@
+"""The SOLAR model: encoder, decoder and the global MNIW latent dynamics, fitted jointly.
+
+Training alternates, per iteration on a minibatch of trajectories: a gradient step of the
+networks on the local ELBO (``inference``) under the current q(θ), and a natural-gradient step
+of q(θ) towards the conjugate posterior of the minibatch's expected statistics scaled to the
+whole data set (stochastic variational inference). Data: images uint8 (B, T, H, W, 3), actions
+(B, T−1, du) (the action between consecutive images). Artifacts: safetensors (``to_bytes``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mbrl_ros import artifacts
+from mbrl_ros.solar.inference import LatentPosterior, chain_prior, local_elbo, structured_posterior
+from mbrl_ros.solar.latent_dynamics import MNIW, transition_statistics
+from mbrl_ros.solar.vae import ImageDecoder, ImageEncoder, VAEConfig, image_tensor, stack_frames
+
+MODEL_SCHEMA = artifacts.Schema(
+    name="mbrl_ros/solar_model",
+    version=1,
+    tensors={name: artifacts.TensorSpec(shape) for name, shape in (
+        ("dyn_M", ("dz", "p")), ("dyn_V", ("p", "p")), ("dyn_Psi", ("dz", "dz")),
+        ("prior_M", ("dz", "p")), ("prior_V", ("p", "p")), ("prior_Psi", ("dz", "dz")))},
+    dim_limits={"dz": 256, "p": 1024},
+    required_meta=("vae", "du", "nu", "prior_nu"),
+    extra_tensors=True,
+    extra_dtypes=("float32", "float64"),
+)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Iterations, trajectories per minibatch, Adam learning rate, step of q(θ) per iteration,
+    ``warmup``: first iterations with q(θ) held at the prior (the networks learn to encode
+    before the dynamics adapt to the latents, as SOLAR pretrains its VAE)."""
+
+    iterations: int = 500
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    dynamics_step: float = 0.2
+    warmup: int = 0
+
+    def __post_init__(self):
+        if self.iterations < 1 or self.batch_size < 1:
+            raise ValueError(f"iterations and batch_size must be ≥ 1, got {self.iterations}, "
+                             f"{self.batch_size}")
+        if not (0 < self.learning_rate < 1 and 0 < self.dynamics_step <= 1):
+            raise ValueError(f"need 0 < learning_rate < 1 and 0 < dynamics_step ≤ 1, got "
+                             f"{self.learning_rate}, {self.dynamics_step}")
+
+
+class SolarModel:
+    """Encoder, decoder (torch, ``dtype``), q(θ) ``dynamics`` and its prior (MNIW) for du
+    actions."""
+
+    def __init__(self, config: VAEConfig, du: int, prior: MNIW | None = None,
+                 dtype=torch.float32, seed: int = 0):
+        if not (isinstance(du, int) and du >= 1):
+            raise ValueError(f"du must be a positive integer, got {du!r}")
+        torch.manual_seed(seed)
+        self.config, self.du, self.dtype = config, du, dtype
+        self.encoder = ImageEncoder(config).to(dtype)
+        self.decoder = ImageDecoder(config).to(dtype)
+        self.prior = prior if prior is not None else MNIW.prior(config.latent_dim, du)
+        if (self.prior.dz, self.prior.du) != (config.latent_dim, du):
+            raise ValueError(f"prior is for (dz, du) = {(self.prior.dz, self.prior.du)}, the "
+                             f"model for {(config.latent_dim, du)}")
+        self.dynamics = self.prior
+
+    def _check(self, images, actions=None):
+        images = np.asarray(images)
+        s = self.config.image_size
+        if images.ndim != 5 or images.shape[2:] != (s, s, 3) or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (B, T, {s}, {s}, 3), got {images.dtype} "
+                             f"{images.shape}")
+        if actions is None:
+            return images, None
+        actions = np.asarray(actions, dtype=np.float64)
+        expected = (images.shape[0], images.shape[1] - 1, self.du)
+        if actions.shape != expected:
+            raise ValueError(f"actions must be (B, T−1, du) = {expected}, got {actions.shape}")
+        if not np.all(np.isfinite(actions)):
+            raise ValueError("actions have non-finite values")
+        return images, actions
+
+    def potentials(self, images) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encoder potentials (B, T, dz) mean and log-variance of uint8 images (B, T, H, W, 3),
+        and the images as float (B, T, 3, H, W)."""
+        x = image_tensor(images, self.dtype)
+        B, T = x.shape[:2]
+        mean, logvar = self.encoder(stack_frames(x, self.config.frames).flatten(0, 1))
+        return mean.view(B, T, -1), logvar.view(B, T, -1), x
+
+    def elbo(self, images, actions, eps) -> tuple[torch.Tensor, LatentPosterior]:
+        """Local ELBO (B,) and q(z) (see ``inference.local_elbo``)."""
+        mean, logvar, x = self.potentials(images)
+        prior = chain_prior(self.dynamics.expected(), torch.as_tensor(actions, dtype=self.dtype))
+        return local_elbo(prior, mean, logvar, self.decoder, x, self.config.pixel_std, eps)
+
+    def fit(self, images, actions, settings: FitSettings = FitSettings(), seed: int = 0,
+            callback=None) -> list[float]:
+        """Fit on trajectories; returns the ELBO per image of each iteration. ``callback(it,
+        elbo)`` is called after each."""
+        images, actions = self._check(images, actions)
+        B_all, T = images.shape[:2]
+        rng = np.random.default_rng(seed)
+        gen = torch.Generator().manual_seed(seed)
+        params = list(self.encoder.parameters()) + list(self.decoder.parameters())
+        opt = torch.optim.Adam(params, lr=settings.learning_rate)
+        history = []
+        for it in range(settings.iterations):
+            idx = rng.choice(B_all, size=min(settings.batch_size, B_all), replace=False)
+            eps = torch.randn(len(idx), T, self.config.latent_dim, generator=gen,
+                              dtype=self.dtype)
+            elbo, q = self.elbo(images[idx], actions[idx], eps)
+            loss = -elbo.sum() / (len(idx) * T)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if it >= settings.warmup:
+                stats = transition_statistics(*q.moments(), actions[idx])
+                scale = B_all / len(idx)
+                self.dynamics = self.dynamics.posterior(
+                    *(scale * s for s in stats), step=settings.dynamics_step, prior=self.prior)
+            history.append(-loss.item())
+            if callback is not None:
+                callback(it, history[-1])
+        return history
+
+    @torch.no_grad()
+    def posterior(self, images, actions) -> LatentPosterior:
+        """q(z) of trajectories under the current q(θ)."""
+        images, actions = self._check(images, actions)
+        mean, logvar, _ = self.potentials(images)
+        prior = chain_prior(self.dynamics.expected(), torch.as_tensor(actions, dtype=self.dtype))
+        return structured_posterior(prior, mean, logvar)
+
+    @torch.no_grad()
+    def encode(self, images) -> np.ndarray:
+        """Encoder means (B, T, dz) of uint8 images (B, T, H, W, 3) (each step's frame stack)."""
+        images, _ = self._check(images)
+        return self.potentials(images)[0].double().numpy()
+
+    @torch.no_grad()
+    def decode(self, z) -> np.ndarray:
+        """uint8 images (..., H, W, 3) of latents z (..., dz)."""
+        z = torch.as_tensor(np.asarray(z), dtype=self.dtype)
+        out = self.decoder(z.reshape(-1, z.shape[-1])).movedim(1, -1)
+        img = (out.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+        return img.reshape(z.shape[:-1] + img.shape[1:])
+
+    def to_bytes(self) -> bytes:
+        """The model as a safetensors artifact (schema ``mbrl_ros/solar_model``)."""
+        tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        tensors |= {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
+        for tag, d in (("dyn", self.dynamics), ("prior", self.prior)):
+            tensors |= {f"{tag}_M": d.M, f"{tag}_V": d.V, f"{tag}_Psi": d.Psi}
+        meta = {"vae": self.config.to_dict(), "du": self.du, "nu": self.dynamics.nu,
+                "prior_nu": self.prior.nu}
+        return artifacts.encode(MODEL_SCHEMA, tensors, meta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, dtype=torch.float32) -> "SolarModel":
+        """The model of an artifact; ArtifactError naming what is wrong."""
+        tensors, meta = artifacts.decode(data, MODEL_SCHEMA)
+        try:
+            config = VAEConfig(**meta["vae"])
+            model = cls(config, int(meta["du"]), MNIW(tensors["prior_M"], tensors["prior_V"],
+                                                      tensors["prior_Psi"],
+                                                      float(meta["prior_nu"])), dtype)
+            model.dynamics = MNIW(tensors["dyn_M"], tensors["dyn_V"], tensors["dyn_Psi"],
+                                  float(meta["nu"]))
+            for name, net in (("encoder", model.encoder), ("decoder", model.decoder)):
+                state = {k[len(name) + 1:]: torch.as_tensor(v) for k, v in tensors.items()
+                         if k.startswith(name + ".")}
+                net.load_state_dict(state)
+        except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+            raise artifacts.ArtifactError(f"solar model artifact does not fit its metadata: "
+                                          f"{json.dumps(str(exc))[:300]}") from None
+        return model
