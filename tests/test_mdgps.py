@@ -195,3 +195,25 @@ def test_mdgps_trains_one_policy_for_two_goals_on_a_double_integrator():
     # the goals are 0.5 from the start: staying there costs 10·0.25·T = 50 per goal
     # (seed 4: 29.7 and 49.7 after the first iteration, 10.6 and 14.3 after the sixth)
     assert np.all(costs[-1] < 20.0) and costs[-1].sum() < 0.6 * costs[0].sum(), costs
+
+
+def test_mdgps_insertion_loop_runs_and_its_policy_is_the_network_artifact():
+    """Plumbing of the insertion MDGPS loop on a short variant (the learning figures are the
+    benchmark's: benchmarks/gps_insertion.py --policy)."""
+    from mbrl_ros.robot import load_robot
+    from mbrl_ros.tasks.insertion_gps import InsertionConditions, InsertionSetup
+    arm7 = load_robot("arm7")
+    setup = InsertionSetup([(-0.45, 0.0, 0.2), (-0.43, 0.02, 0.2)], start_height=0.07, T=20)
+    conditions = InsertionConditions(arm7, setup, GPSConfig(prior="none", kl_step=0.3))
+    sig = PolicySignature.for_joints(arm7.name, arm7.joint_names,
+                                     conditions.sims[0].config.control_period)
+    policy = GoalPolicy(sig, arm7.limits.effort, (16,))
+    out = conditions.run_mdgps(policy, 2, 3, SStepConfig(train_steps=20))
+    assert len(out) == 2 and [len(r.records) for r in out] == [2, 2]
+    assert out[-1].records[-1].samples_used == 12
+    assert np.array(conditions.policy_depths_train).shape == (2, 2)
+    assert np.all(np.isfinite([r.s_step_loss for r in out])) and np.all(out[-1].policy_std > 0)
+    # the trained network round-trips through the policy artifact and acts the same
+    again = GoalPolicy.from_bytes(policy.to_bytes())
+    np.testing.assert_array_equal(conditions.policy_depths(again, [(-0.44, 0.01, 0.2)]),
+                                  conditions.policy_depths(policy, [(-0.44, 0.01, 0.2)]))
