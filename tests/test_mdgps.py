@@ -212,6 +212,8 @@ def test_mdgps_insertion_loop_runs_and_its_policy_is_the_network_artifact():
     assert len(out) == 2 and [len(r.records) for r in out] == [2, 2]
     assert out[-1].records[-1].samples_used == 12
     assert np.array(conditions.policy_depths_train).shape == (2, 2)
+    assert np.array(conditions.success()).shape == np.array(conditions.mean_success()).shape \
+        == (2, 2)
     assert np.all(np.isfinite([r.s_step_loss for r in out])) and np.all(out[-1].policy_std > 0)
     # the trained network round-trips through the policy artifact and acts the same
     again = GoalPolicy.from_bytes(policy.to_bytes())

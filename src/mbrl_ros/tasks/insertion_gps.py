@@ -149,7 +149,6 @@ class InsertionConditions:
                                 exploration_noise(ctrl.T, ctrl.du, rng, noise_smoothing))
                         for _ in range(samples)]
                 Xs, Us = np.stack([r[0] for r in runs]), np.stack([r[1] for r in runs])
-                self.depths[m].append(self.costs[m].insertion_depth(Xs[:, -1]))
                 batch.append((Xs, Us))
             if it == 0:
                 policy.set_normalisation(np.concatenate([X[:, :-1].reshape(-1, X.shape[2])
