@@ -239,8 +239,8 @@ def main() -> None:
                    "conditions) whose peg tip ends within 5 mm of the hole's floor; samples: "
                    "rollouts used by then (the noise-free evaluation runs of the controllers, "
                    "variants.*.mean_controller_*, are not counted: they are not used to "
-                   "learn). No network policy is trained (deliverable 3 of issue 16 is not "
-                   "implemented here), so heldout_policy_success is null.",
+                   "learn). No network policy is trained in this mode (--policy trains one "
+                   "by MDGPS), so heldout_policy_success is null.",
            "variants": results}
     for prior, res in results.items():
         for key, what in (("train_success", "≥ 90 % of samples"),
