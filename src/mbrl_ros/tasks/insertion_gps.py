@@ -7,6 +7,9 @@ the local dynamics, GMM prior, trust region and step adaptation of a condition n
 the other conditions' samples, as in GPS). ``run`` interleaves them iteration by iteration and
 reports the records as one loop over all conditions (condition index, samples used by then).
 Success of a sample: its peg tip ends within ``full_depth_tolerance`` m of the hole's floor.
+``run_mdgps``: the same loop with a network policy trained from the controllers (mirror-descent
+GPS, ``trajopt.mdgps``; the policy's goal input is the hole's top centre (3,) m);
+``policy_depths``: the network alone on any hole positions (held-out generalisation).
 """
 from __future__ import annotations
 
@@ -15,12 +18,16 @@ from typing import Callable
 
 import numpy as np
 
+from mbrl_ros.controller import exploration_noise
+from mbrl_ros.policy.network import GoalPolicy
+from mbrl_ros.policy.rollout import run_episode
 from mbrl_ros.robot import RobotDescription
 from mbrl_ros.simulation import SimConfig
 from mbrl_ros.tasks.insertion import InsertionCost, peg_pose
 from mbrl_ros.tasks.insertion_scene import InsertionSimulator
 from mbrl_ros.trajopt.gps import (GPS, GPSConfig, IterationRecord, initial_controllers, rollout,
                                   run_offline)
+from mbrl_ros.trajopt.mdgps import MDGPS, MDGPSIteration, SStepConfig
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class InsertionConditions:
         holes = np.asarray(setup.hole_positions, dtype=np.float64)
         if holes.ndim != 2 or holes.shape[1] != 3 or len(holes) < 1:
             raise ValueError(f"hole_positions must be (M ≥ 1, 3) m, got shape {holes.shape}")
-        self.setup = setup
+        self.setup, self.robot, self.sim_config = setup, robot, sim_config
         self.sims = [InsertionSimulator(robot, p, sim_config) for p in holes]
         self.costs = [InsertionCost(robot, sim.peg_points, sim.hole, **(setup.cost or {}))
                       for sim in self.sims]
@@ -113,3 +120,62 @@ class InsertionConditions:
         condition."""
         return [[d[it] >= self.full_depth(m) for m, d in enumerate(self.mean_depths)]
                 for it in range(min(map(len, self.depths)))]
+
+    def targets(self) -> np.ndarray:
+        """The policy's goal input per condition: the hole's top centre (M, 3) m."""
+        return np.stack([sim.hole.top for sim in self.sims])
+
+    def run_mdgps(self, policy: GoalPolicy, iterations: int, samples: int,
+                  s_step: SStepConfig = SStepConfig(), seed: int = 0,
+                  noise_smoothing: float = 0.0,
+                  log: Callable[[MDGPSIteration], None] | None = None) -> list[MDGPSIteration]:
+        """Mirror-descent GPS: per iteration ``samples`` rollouts of every condition's controller,
+        then ``MDGPS.iterate`` (C-step against the policy's linearisation, S-step training
+        ``policy`` in place). As ``run``, each controller also runs once without noise per
+        iteration (``mean_depths``), and so does the policy alone after the S-step
+        (``policy_depths_train``, per iteration and condition, m). The policy's input
+        normalisation is set from the first samples and the training holes."""
+        mdgps = MDGPS(self.learners, self.targets(), policy, s_step)
+        self.policy_depths_train: list[list[float]] = []
+        out = []
+        for it in range(iterations):
+            batch = []
+            for m, (gps, sim) in enumerate(zip(self.learners, self.sims)):
+                ctrl = gps.controller(0)
+                X, _ = rollout(sim, ctrl, self.start, np.zeros((ctrl.T, ctrl.du)))
+                self.mean_depths[m].append(float(self.costs[m].insertion_depth(X[-1])))
+                rng = np.random.default_rng(seed + 1000 * m + it)
+                runs = [rollout(sim, ctrl, self.start,
+                                exploration_noise(ctrl.T, ctrl.du, rng, noise_smoothing))
+                        for _ in range(samples)]
+                Xs, Us = np.stack([r[0] for r in runs]), np.stack([r[1] for r in runs])
+                batch.append((Xs, Us))
+            if it == 0:
+                policy.set_normalisation(np.concatenate([X[:, :-1].reshape(-1, X.shape[2])
+                                                         for X, _ in batch]), self.targets())
+            result = mdgps.iterate(batch)
+            used = sum(g.samples_used for g in self.learners)
+            result.records = [replace(r, iteration=it, condition=m, samples_used=used)
+                              for m, r in enumerate(result.records)]
+            self.policy_depths_train.append(
+                [float(d) for d in self.policy_depths(policy, self.targets(), self.sims)])
+            out.append(result)
+            if log is not None:
+                log(result)
+        return out
+
+    def policy_depths(self, policy: GoalPolicy, holes, sims=None) -> np.ndarray:
+        """Final tip depth (len(holes),) m of the network policy alone (noise-free, from the
+        start pose, T steps) with the hole at each position (3,) m (``sims``: the scenes, if
+        already built)."""
+        frozen, n = policy.frozen(), self.robot.n_joints
+        depths = []
+        for i, hole in enumerate(np.asarray(holes, dtype=np.float64)):
+            sim = (sims[i] if sims is not None
+                   else InsertionSimulator(self.robot, hole, self.sim_config))
+            target = sim.hole.top
+            cost = InsertionCost(self.robot, sim.peg_points, sim.hole, **(self.setup.cost or {}))
+            episode = run_episode(sim, lambda x, t: frozen.act(x[:n], x[n:2 * n], target),
+                                  target, self.setup.T, self.start)
+            depths.append(float(cost.insertion_depth(episode.states[-1])))
+        return np.array(depths)

@@ -112,7 +112,7 @@ class _Condition:
     eta: float
     step_mult: float = 1.0
     samples: list = field(default_factory=list)     # recent (X, U) for the prior
-    previous: tuple | None = None                  # (dynamics, cost expansion, controller)
+    previous: tuple | None = None                  # (dynamics, cost expansion, reference)
 
 
 class GPS:
@@ -151,27 +151,35 @@ class GPS:
                             regularization_mode=mode,
                             x0_prior=initial_state_prior(x0, cfg.prior_strength))
 
-    def update(self, condition: int, X, U) -> IterationRecord:
+    def update(self, condition: int, X, U,
+               reference: LinearGaussianController | None = None) -> IterationRecord:
         """Samples of the current controller of ``condition`` → its next controller (kept unless
-        the update fails: FitError / KLUpdateError propagate and the controller is unchanged)."""
+        the update fails: FitError / KLUpdateError propagate and the controller is unchanged).
+        ``reference``: what the KL constraint and the step adaptation are taken against (mirror-
+        descent GPS: the policy's linearisation, ``trajopt.mdgps``); None: the current
+        controller (the local-model loop alone)."""
         X, U = check_samples(X, U)
         cfg, cond = self.config, self.conditions[condition]
         ctrl = cond.controller
         if U.shape[1:] != (ctrl.T, ctrl.du) or X.shape[2] != ctrl.dx:
             raise ValueError(f"samples {X.shape}/{U.shape} do not fit the controller "
                              f"(T={ctrl.T}, dx={ctrl.dx}, du={ctrl.du})")
+        ref = ctrl if reference is None else reference
+        if (ref.T, ref.dx, ref.du) != (ctrl.T, ctrl.dx, ctrl.du):
+            raise ValueError(f"reference (T, dx, du) = {(ref.T, ref.dx, ref.du)} does not match "
+                             f"the controller's {(ctrl.T, ctrl.dx, ctrl.du)}")
         dyn = self.fit_dynamics(condition, X, U)
         expansion = expand_cost(self.cost, X, U)
         step_mult = cond.step_mult
         if cond.previous is not None:
-            prev_dyn, prev_cost, prev_ctrl = cond.previous
-            step_mult = adapt_step(step_mult, _expected(prev_cost, prev_dyn, prev_ctrl),
-                                   _expected(prev_cost, prev_dyn, ctrl),
-                                   _expected(expansion, dyn, ctrl),
+            prev_dyn, prev_cost, prev_ref = cond.previous
+            step_mult = adapt_step(step_mult, _expected(prev_cost, prev_dyn, prev_ref),
+                                   _expected(prev_cost, prev_dyn, ref),
+                                   _expected(expansion, dyn, ref),
                                    (cfg.min_step_mult, cfg.max_step_mult))
         epsilon = cfg.kl_step * step_mult * ctrl.T
-        result = kl_update(expansion, dyn, ctrl, epsilon, cond.eta, cfg.kl)
-        cond.previous = (dyn, expansion, ctrl)
+        result = kl_update(expansion, dyn, ref, epsilon, cond.eta, cfg.kl)
+        cond.previous = (dyn, expansion, ref)
         cond.controller, cond.eta, cond.step_mult = result.controller, result.eta, step_mult
         self.samples_used += len(X)
         with torch.no_grad():
