@@ -184,6 +184,14 @@ def plot(results: dict, path: str, samples: int) -> None:
     plt.close(fig)
 
 
+def write_json(path, out: dict) -> None:
+    """The run's figures as JSON at ``path`` (None: not written)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1)
+        print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=15)
@@ -221,10 +229,7 @@ def main() -> None:
                         "policy_train_success: the network alone (noise-free) on them; "
                         "heldout_policy_success: the network alone on heldout_positions "
                         "(tip within 5 mm of the floor).", "mdgps": res}
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(out, f, indent=1)
-            print(f"wrote {args.json}")
+        write_json(args.json, out)
         plot_policy(res, args.png, args.samples)
         print(f"wrote {args.png}")
         return
@@ -249,10 +254,7 @@ def main() -> None:
             print(f"{prior} prior: {what} inserted first at " + (
                 f"iteration {done[0] + 1} ({res['samples'][done[0]]} samples)" if done
                 else "no iteration"))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
     plot(results, args.png, args.samples)
     print(f"wrote {args.png}")
 

@@ -9,11 +9,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import array
+
 import rclpy
 import yaml
+from rcl_interfaces.srv import GetParameters
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import parameter_value_to_python
 from std_srvs.srv import SetBool
 
 from mbrl_ros.launcher import die_with_parent
@@ -26,6 +30,21 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
+
+
+def get_parameters(node: Node, fqn: str, names: list[str]) -> dict:
+    """Parameters ``names`` of the node with fully qualified name ``fqn``, asked by ``node``
+    (spun by the caller's executor) through its ~/get_parameters service; arrays as lists."""
+    client = node.create_client(GetParameters, f"{fqn}/get_parameters")
+    try:
+        assert client.wait_for_service(timeout_sec=30.0), f"no {fqn}/get_parameters"
+        future = client.call_async(GetParameters.Request(names=names))
+        wait_for(future.done, 30.0, f"{fqn}/get_parameters answered")
+        values = [parameter_value_to_python(v) for v in future.result().values]
+        return {n: list(v) if isinstance(v, (array.array, tuple)) else v
+                for n, v in zip(names, values)}
+    finally:
+        node.destroy_client(client)
 
 
 def launch_graph(args: list[str], timeout: float) -> subprocess.CompletedProcess:

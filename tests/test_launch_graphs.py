@@ -7,7 +7,6 @@ and the graph's overrides give it, and the launch shuts down cleanly (the launch
 wheel provides: tests/test_ros2_control.py checks it structurally."""
 from __future__ import annotations
 
-import array
 import re
 import sys
 
@@ -19,7 +18,7 @@ from mbrl_ros.data.topics import resolve
 from mbrl_ros.graphs import graph
 from mbrl_ros.param_files import node_parameters
 from mbrl_ros.paths import share_path
-from ros_harness import wait_for
+from ros_harness import get_parameters, wait_for
 
 if not KIT.is_dir():
     pytest.skip(requires_kit.kwargs["reason"], allow_module_level=True)
@@ -31,8 +30,6 @@ from launch import LaunchDescription  # noqa: E402
 from launch.actions import IncludeLaunchDescription, RegisterEventHandler  # noqa: E402
 from launch.event_handlers import OnProcessExit, OnProcessIO  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
-from rcl_interfaces.srv import GetParameters  # noqa: E402
-from rclpy.parameter import parameter_value_to_python  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -123,21 +120,6 @@ def expected_parameters(spec) -> dict:
         out |= node_parameters(yaml.safe_load(share_path("config", config).read_text()),
                                spec.name)
     return out | spec.parameters
-
-
-def get_parameters(probe, fqn: str, names: list[str]) -> dict:
-    client = probe.create_client(GetParameters, f"{fqn}/get_parameters")
-    try:
-        assert client.wait_for_service(timeout_sec=30.0), f"no {fqn}/get_parameters"
-        future = client.call_async(GetParameters.Request(names=names))
-        wait_for(future.done, 30.0, f"{fqn}/get_parameters answered")
-        values = [parameter_value_to_python(v) for v in future.result().values]
-        return {n: list(v) if isinstance(v, (array.array, tuple)) else v
-                for n, v in zip(names, values)}
-    finally:
-        probe.destroy_client(client)
-
-
 
 
 @pytest.mark.launch(fixture=graph_launch)

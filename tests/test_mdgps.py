@@ -13,12 +13,7 @@ DT = 0.1
 T = 20
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+torch.set_num_threads(1)
 
 
 class LinearPolicy(torch.nn.Module):

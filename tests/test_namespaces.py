@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.srv import GetParameters
-from rclpy.parameter import parameter_value_to_python
 
 from data_testing import lockstep_messages, write_bag
 from launch_kit import ROOT
@@ -29,7 +27,7 @@ from mbrl_ros.data.topics import TopicNames, check_namespace, resolve
 from mbrl_ros.graphs import GRAPHS, graph
 from mbrl_ros.launcher import node_command
 from mbrl_ros.param_files import node_key, node_parameters
-from ros_harness import wait_for
+from ros_harness import get_parameters, wait_for
 
 CONFIGS = sorted(p for p in (ROOT / "config").glob("*.yaml") if p.name != "ros2_controllers.yaml")
 
@@ -103,17 +101,6 @@ def test_the_namespace_argument_reaches_every_node_of_every_graph(tmp_path):
     assert list(override) == [node_key("arm_sim")]
 
 
-def _get_parameters(node, fqn: str, names: list[str]) -> dict:
-    client = node.create_client(GetParameters, f"{fqn}/get_parameters")
-    try:
-        assert client.wait_for_service(timeout_sec=30.0), f"no {fqn}/get_parameters"
-        future = client.call_async(GetParameters.Request(names=names))
-        wait_for(future.done, 30.0, f"{fqn}/get_parameters answered")
-        return dict(zip(names, map(parameter_value_to_python, future.result().values)))
-    finally:
-        node.destroy_client(client)
-
-
 @pytest.mark.ros
 def test_a_graph_in_a_namespace_keeps_its_topics_there_and_its_parameters_apply(ros):
     """``mbrl-ros launch sim namespace:=/robot1``: the nodes, topics and services are under
@@ -146,9 +133,9 @@ def test_a_graph_in_a_namespace_keeps_its_topics_there_and_its_parameters_apply(
         assert not root, root
         # sim.yaml (arm_sim: hold_damping 2.0, base_policy: hold_steps 10; node defaults 1.0 and
         # 5) and the graph's overrides (robot, seed + 1) in the namespace
-        assert _get_parameters(probe, "/robot1/arm_sim", ["hold_damping", "robot", "seed"]) == \
+        assert get_parameters(probe, "/robot1/arm_sim", ["hold_damping", "robot", "seed"]) == \
             {"hold_damping": 2.0, "robot": "arm2", "seed": 4}
-        assert _get_parameters(probe, "/robot1/base_policy", ["hold_steps", "seed"]) == \
+        assert get_parameters(probe, "/robot1/base_policy", ["hold_steps", "seed"]) == \
             {"hold_steps": 10, "seed": 5}
         # on the absolute /diagnostics, each status named with its node's namespace
         wait_for(lambda: {n.split(":")[0] for n in statuses} >= {
