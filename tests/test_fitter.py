@@ -14,6 +14,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 
+from mbrl_ros.data.topics import STATES
 from mbrl_ros.dynamics.catalog import load_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.nodes.diagnostics import ERROR
@@ -152,7 +153,7 @@ def test_resamples_a_real_robots_stream_and_fits(ros, node_process):
     stream = robot_stream(1, seconds=4.0, names=tuple(ARM2), b=np.array([0.2, 0.2]), v0=0.0,
                           t0=start, holes=[(2.0, 2.05)])   # the robot stalls for 50 ms
     for topic, msg in messages(stream):   # in real time: nothing stamped ahead of the clock
-        stamp = msg.header.stamp if topic == "/joint_states" else None
+        stamp = msg.header.stamp if topic == STATES else None
         if stamp is not None:
             time.sleep(max(0.0, (stamp.sec * 10**9 + stamp.nanosec - time.time_ns()) * 1e-9))
             states.publish(msg)
