@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from mbrl_ros.msgconv import MessageError
 
@@ -97,8 +97,7 @@ class TopicNames:
 
     def resolved(self, namespace: str = "/") -> "TopicNames":
         """These names, fully qualified in ``namespace`` (as a bag recorded there holds them)."""
-        return TopicNames(*(resolve(t, namespace) for t in (self.states, self.commands,
-                                                              self.events, self.images)))
+        return TopicNames(*(resolve(getattr(self, f.name), namespace) for f in fields(self)))
 
 
 @dataclass(frozen=True)
