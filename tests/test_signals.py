@@ -36,9 +36,10 @@ SECOND_SIGNAL_S = 0.1  # the same signal again after this long, as from a launch
 READY_TIMEOUT_S = 90.0  # start-up, and the planners' first plan, on a loaded machine
 ARM2 = load_robot("arm2")
 PLANNER_PERIOD = 0.05
-# A plan takes seconds (4 s on an idle core): longer than the 2 s the planner has to stop.
+# A plan takes seconds (about 5 s on an idle core): longer than the 2 s the planner has to stop,
+# and long enough that the test sees each planner inside a plan (no heartbeat for 0.5 s).
 SLOW_PLANNER = {"robot": "arm2", "control_period": PLANNER_PERIOD, "planner": "cem",
-                "samples": 4000, "elites": 40, "horizon": 40, "iterations": 30,
+                "samples": 4000, "elites": 40, "horizon": 40, "iterations": 300,
                 "torch_threads": 1}
 BAD_OUTPUT = ("Traceback", "terminate called", "KeyboardInterrupt", "[ERROR]", "did not stop")
 
@@ -127,7 +128,7 @@ def _model_bytes() -> bytes:
     return model.to_bytes()
 
 
-def _make_plan(observer: Observer, planners: list[str]) -> None:
+def _make_plan(observer: Observer, planners: list) -> None:
     """Give the ``planners`` a model, a target and joint states until each has made a plan (its
     first model load and plan did their one-time imports) and is stuck in the next: no
     heartbeat for 0.5 s, as the heartbeat timer cannot run during the joint-state callback."""
@@ -143,10 +144,13 @@ def _make_plan(observer: Observer, planners: list[str]) -> None:
                      effort=[0.0, 0.0])
     deadline = time.monotonic() + READY_TIMEOUT_S
     for k in itertools.count():  # the first states may come before the model or the target
-        if all(observer.count(name, "controllers_plan") > 0 and observer.silent_for(name) > 0.5
-               for name in planners):
+        if all(observer.count(p.name, "controllers_plan") > 0 and observer.silent_for(p.name) > 0.5
+               for p in planners):
             return
-        assert time.monotonic() < deadline, "the planners did not start planning"
+        assert time.monotonic() < deadline, "the planners did not start planning: " + "; ".join(
+            f"{p.name}: {observer.count(p.name, 'controllers_plan')} plans, heartbeat silent "
+            f"{observer.silent_for(p.name):.1f} s, values {observer.values.get(p.name)}\n"
+            f"{p.output()[-2000:]}" for p in planners)
         msg.header.stamp.sec, msg.header.stamp.nanosec = ns_to_sec_nanosec(
             k * int(PLANNER_PERIOD * 1e9))
         state.publish(msg)
@@ -196,7 +200,7 @@ def test_node_exits_cleanly_within_2_s_of_sigint_and_sigterm_under_load(
                  READY_TIMEOUT_S, f"{proc.name} running")
         assert proc.proc.poll() is None, proc.output()
     if executable == "mpc_planner":
-        _make_plan(observer, [proc.name for proc in procs.values()])
+        _make_plan(observer, list(procs.values()))
     hog = _hog()
     try:
         for sig, proc in procs.items():

@@ -9,13 +9,15 @@ the context down under the callbacks still running, so that their publishing fai
 waits at most ``SPIN_PERIOD_S`` at a time, so a signal stops an idle node at once; a callback
 still running ``INTERRUPT_AFTER_S`` after the signal (a plan, a fit in a callback) gets
 ``NodeInterrupted`` raised in it, so long work cannot hold the node, while short callbacks finish
-undisturbed. Later signals are ignored, so ``close()`` (which nodes keep short: a worker thread is
+undisturbed. A process still running ``STUCK_AFTER_S`` after the signal prints every thread's
+stack to stderr, so a stop that hangs says where. Later signals are ignored, so ``close()`` (which nodes keep short: a worker thread is
 stopped and joined with a bound), ``destroy_node`` and the shutdown of the context run to their
 end. Then the process ends at once (``os._exit`` once stdout and stderr are flushed): the
 interpreter's own teardown of torch, mujoco and DDS takes seconds under load.
 """
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -35,6 +37,8 @@ EXIT_CONFIG = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 INTERRUPT_AFTER_S = 0.3  # a callback still running this long after a stop signal is interrupted
 SPIN_PERIOD_S = 0.1      # the longest wait of the executor: a signal's handler runs within it
+STUCK_AFTER_S = 4.0      # still running this long after a stop signal: every thread's stack to
+                         # stderr (before a launcher's SIGKILL, which comes after 5 s + 2 s)
 
 
 class NodeInterrupted(BaseException):
@@ -73,6 +77,7 @@ class StopSignals:
             raise NodeInterrupted()
         if not self.requested:
             self.requested = True
+            faulthandler.dump_traceback_later(STUCK_AFTER_S)
             self._signalled.set()
 
     def _interrupt_main(self) -> None:
