@@ -43,7 +43,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray  # noqa: E402
 
-from mbrl_ros.controller import LinearGaussianController, seconds_to_ns  # noqa: E402
+from mbrl_ros.controller import LinearGaussianController  # noqa: E402
+from mbrl_ros.msgconv import seconds_to_ns  # noqa: E402
 from mbrl_ros.msgconv import read_joint_state, stamp_to_ns  # noqa: E402
 from mbrl_ros.nodes.lg_executor import LGExecutorNode  # noqa: E402
 from mbrl_ros.nodes.messages import LATCHED_QOS, command_msg, joint_state_msg  # noqa: E402

@@ -72,6 +72,7 @@ from mbrl_ros.planning import CEM, ICEM, ILQR, MPPI, RandomShooting, predict_ahe
 from mbrl_ros.robot import ForwardKinematics, load_robot
 from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
 from mbrl_ros.tasks import ReachCost
+from mbrl_ros.msgconv import seconds_to_ns
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMBERS, HIDDEN, LAYERS = 5, 200, 3
@@ -175,7 +176,7 @@ def replan_seconds(robot, model, planner: str, plans: int) -> float:
     x = np.concatenate([home_position(robot), np.zeros(robot.n_joints)])
     mpc.cost.set_target(ForwardKinematics(robot).ee_position(
         torch.as_tensor(x[:robot.n_joints] + 0.3)).numpy())
-    dt_ns = int(round(model.signature.dt * 1e9))
+    dt_ns = seconds_to_ns(model.signature.dt)
     warm, times = None, []
     for i in range(plans + 1):
         t = CLOCK()
@@ -206,7 +207,7 @@ def closed_loop(robot, model, cost, planner, x_start, seconds: float, dt: float)
     sim = ArmSimulator(robot, SimConfig(control_period=dt, seed=1,
                                         initial_position=tuple(x_start[:7])))
     sim.reset()
-    dt_ns = int(round(dt * 1e9))
+    dt_ns = seconds_to_ns(dt)
     effort = robot.limits.effort
     fk = ForwardKinematics(robot)
     target = cost.target.double().numpy()

@@ -31,6 +31,7 @@ from mbrl_ros.solar.latent_cost import fit_latent_cost
 from mbrl_ros.solar.latent_lqr import initial_latent_controller, latent_update
 from mbrl_ros.solar.model import FitSettings, SolarModel
 from mbrl_ros.solar.vae import VAEConfig
+from mbrl_ros.msgconv import seconds_to_ns
 
 T = 50
 START = np.array([0.3, 0.5])
@@ -47,7 +48,7 @@ class Task:
         self.target = self.fk.ee_position(torch.tensor(TARGET_Q)).numpy()
         self.sim.set_target(self.target)
         self.camera = Camera(self.sim.model, "solar", 64, 64)
-        self.dt_ns = int(round(self.sim.config.control_period * 1e9))
+        self.dt_ns = seconds_to_ns(self.sim.config.control_period)
 
     def distance(self, q) -> float:
         with torch.no_grad():

@@ -5,7 +5,8 @@ import pytest
 from scipy import stats
 
 from mbrl_ros.controller import (TIME_TOLERANCE_NS, LinearGaussianController, concatenate,
-                                 exploration_noise, kl_divergence, seconds_to_ns)
+                                 exploration_noise, kl_divergence)
+from mbrl_ros.msgconv import seconds_to_ns
 
 DT = 2_000_000  # 2 ms
 

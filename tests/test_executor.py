@@ -17,7 +17,8 @@ from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import SetBool, Trigger
 
 from mbrl_ros import artifacts
-from mbrl_ros.controller import LinearGaussianController, exploration_noise, seconds_to_ns
+from mbrl_ros.controller import LinearGaussianController, exploration_noise
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.msgconv import MessageError, read_command, read_joint_state, stamp_to_ns
 from mbrl_ros.nodes import send_controller
 from mbrl_ros.nodes.lg_executor import LGExecutorNode

@@ -23,7 +23,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Header, String, UInt8MultiArray
 
 import fuzz_messages as fm
-from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import episode_event_json
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model

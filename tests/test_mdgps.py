@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mbrl_ros.policy.network import GoalPolicy, PolicySignature
-from mbrl_ros.trajopt.gps import GPS, GPSConfig, hold_controller
+from mbrl_ros.trajopt.gps import GPS, GPSConfig, initial_controller
 from mbrl_ros.trajopt.mdgps import MDGPS, SStepConfig, linearize_policy, s_step, s_step_loss
 
 DT = 0.1
@@ -84,7 +84,7 @@ def test_policy_linearisation_matches_finite_differences():
     rng = np.random.default_rng(1)
     policy, goal = _arm_policy(), np.array([0.3, -0.2, 0.5])
     X = rng.normal(scale=0.5, size=(5, T + 1, 4))
-    like = hold_controller(np.zeros(2), np.zeros(2), T, int(DT * 1e9), 1.0, 0.1, 0.5)
+    like = initial_controller(np.zeros(2), np.zeros(2), T, int(DT * 1e9), 1.0, 0.1, 0.5)
     var = np.array([0.04, 0.09])
     lin = linearize_policy(policy, X, goal, var, like)
     frozen = policy.frozen()
@@ -131,7 +131,7 @@ def _samples(act, rng, n, noise=0.01):
 
 
 def _learner(goal, seed=0):
-    ctrl = hold_controller([0.0], [0.0], T, int(DT * 1e9), 2.0, 1.0, 1.0)
+    ctrl = initial_controller([0.0], [0.0], T, int(DT * 1e9), 2.0, 1.0, 1.0)
     return GPS(ReachCost(goal), [ctrl], GPSConfig(prior="none", kl_step=1.0, seed=seed))
 
 

@@ -16,7 +16,8 @@ from mbrl_ros.planning import ILQR
 from mbrl_ros.policy.bptt import (BPTTConfig, V2Config, imagine, imagined_cost, reach_costs,
                                   run_v2, train_bptt)
 from mbrl_ros.policy.distill import ControllerExpert, DistillConfig, MPCExpert, distill
-from mbrl_ros.policy.network import (POLICY_SCHEMA, GoalPolicy, PolicyError,
+from mbrl_ros.policy.errors import PolicyError
+from mbrl_ros.policy.network import (POLICY_SCHEMA, GoalPolicy,
                                      PolicySignature)
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.policy.rollout import final_distance, run_episode

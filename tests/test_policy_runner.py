@@ -16,7 +16,7 @@ from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import SetBool
 
 from mbrl_ros.artifacts import ArtifactError, write_file
-from mbrl_ros.controller import seconds_to_ns
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.episodes import TargetSampler
 from mbrl_ros.msgconv import read_command
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS, joint_state_msg, time_msg

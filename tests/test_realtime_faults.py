@@ -17,7 +17,8 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 
-from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset

@@ -42,11 +42,6 @@ CONTROLLER_SCHEMA = artifacts.Schema(
 )
 
 
-def seconds_to_ns(seconds: float) -> int:
-    """Seconds → integer nanoseconds, rounded to the nearest nanosecond."""
-    return int(round(float(seconds) * 1e9))
-
-
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, dtype=np.float64, copy=True)
     a.setflags(write=False)

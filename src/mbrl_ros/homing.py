@@ -27,6 +27,7 @@ import numpy as np
 from mbrl_ros.controller import MAX_STEPS, LinearGaussianController
 from mbrl_ros.robot import RobotDescription
 from mbrl_ros.safety import robot_gain_caps
+from mbrl_ros.msgconv import seconds_to_ns
 
 MIN_SATURATING_ERROR = 1e-3  # rad or rad/s: ControllerBounds' default
 
@@ -114,7 +115,7 @@ class SettleDetector:
             raise ValueError("tolerances and the timeout must be positive and dwell ≥ 0")
         self.names = list(joint_names) if joint_names is not None else [
             f"joint {i}" for i in range(n)]
-        self.dwell_ns, self.timeout_ns = round(dwell * 1e9), round(timeout * 1e9)
+        self.dwell_ns, self.timeout_ns = seconds_to_ns(dwell), seconds_to_ns(timeout)
         self.start_ns: int | None = None
         self.inside_since: int | None = None
         self.last_stamp: int | None = None

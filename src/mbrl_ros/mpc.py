@@ -40,6 +40,7 @@ from mbrl_ros.planning.base import Planner, PlanResult
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.robot import ForwardKinematics, RobotDescription
 from mbrl_ros.tasks.reach import ReachCost
+from mbrl_ros.msgconv import seconds_to_ns
 
 
 FEEDBACK = ("plan", "none", "tracking", "bounded")  # the gains between replans (see above)
@@ -67,7 +68,7 @@ class MPC:
                              f"{planner.horizon}]")
         self.robot, self.joint_names = robot, tuple(joint_names)
         self.planner, self.cost = planner, cost
-        self.dt_ns = int(round(dt * 1e9))
+        self.dt_ns = seconds_to_ns(dt)
         self.replan_every, self.random_steps = replan_every, random_steps
         self.base_policy = base_policy
         if feedback not in FEEDBACK:

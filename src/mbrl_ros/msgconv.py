@@ -26,6 +26,11 @@ def stamp_to_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def seconds_to_ns(seconds: float) -> int:
+    """Seconds → integer nanoseconds, rounded to the nearest nanosecond."""
+    return int(round(float(seconds) * 1e9))
+
+
 def ns_to_sec_nanosec(ns: int) -> tuple[int, int]:
     """Integer nanoseconds (≥ 0) → (sec, nanosec) for builtin_interfaces/Time."""
     if ns < 0:

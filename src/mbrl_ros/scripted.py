@@ -4,7 +4,7 @@ Both are linear-Gaussian controllers of the ``"q,qd"`` layout: PD tracking of a 
 trajectory is x̂_t = [q_ref_t, q̇_ref_t], K_t = [−Kp, −Kd], k_t = 0, û_t = a feed-forward torque
 (inverse dynamics of the reference from MuJoCo's ``mj_inverse`` when a model is given, which
 compensates gravity, inertia and joint damping), clamped to the effort limits. A hold controller is
-PD tracking of a constant pose.
+PD tracking of a constant pose with a constant feed-forward (the gravity torque g(q)).
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import mujoco
 import numpy as np
 
 from mbrl_ros.controller import MAX_STEPS, LinearGaussianController, concatenate
-from mbrl_ros.robot import RobotDescription, build_mujoco_model
+from mbrl_ros.gravity import GravityModel
+from mbrl_ros.robot import RobotDescription
 from mbrl_ros.safety import robot_gain_caps
 from mbrl_ros.simulation import home_position
 
@@ -73,24 +74,33 @@ def pd_tracking_controller(joint_names: Sequence[str], q_ref, kp, kd, effort, *,
         if qdd_ref is None:
             qdd_ref = np.gradient(qd_ref, dt, axis=0) if T > 1 else np.zeros_like(q_ref)
         u_hat = inverse_dynamics(model, q_ref, qd_ref, qdd_ref)
-    effort = np.broadcast_to(np.asarray(effort, dtype=np.float64), (n,))
-    u_hat = np.clip(u_hat, -effort, effort)
-    gains = np.concatenate([-np.diag(np.broadcast_to(kp, (n,)).astype(float)),
-                            -np.diag(np.broadcast_to(kd, (n,)).astype(float))], axis=1)
-    return LinearGaussianController.feedback(
-        np.concatenate([q_ref, qd_ref], axis=1), u_hat, np.broadcast_to(gains, (T, n, 2 * n)),
-        dt_ns=dt_ns, start_ns=start_ns, joint_names=joint_names)
+    return _pd_controller(joint_names, q_ref, qd_ref, u_hat, kp, kd, effort, dt_ns, start_ns)
 
 
 def hold_controller(joint_names: Sequence[str], position, kp, kd, effort, *, T: int, dt_ns: int,
-                    start_ns: int = 0,
-                    model: mujoco.MjModel | None = None) -> LinearGaussianController:
-    """Hold ``position`` (n,) rad for T steps: PD with zero reference velocity, plus gravity
-    compensation (inverse dynamics at rest) when a MuJoCo ``model`` is given."""
+                    start_ns: int = 0, u_hold=None) -> LinearGaussianController:
+    """Hold ``position`` (n,) rad for T steps: PD (kp N·m/rad, kd N·m·s/rad, scalars or (n,))
+    with zero reference velocity plus the constant feed-forward ``u_hold`` (n,) N·m (e.g. the
+    gravity torque ``mbrl_ros.gravity.GravityModel.torque``; None = zero), clamped to ±effort."""
     q_ref = np.tile(np.asarray(position, dtype=np.float64), (T, 1))
-    zeros = np.zeros_like(q_ref)
-    return pd_tracking_controller(joint_names, q_ref, kp, kd, effort, dt_ns=dt_ns,
-                                  start_ns=start_ns, qd_ref=zeros, qdd_ref=zeros, model=model)
+    u_hat = np.zeros_like(q_ref) if u_hold is None else \
+        np.tile(np.asarray(u_hold, dtype=np.float64), (T, 1))
+    return _pd_controller(joint_names, q_ref, np.zeros_like(q_ref), u_hat, kp, kd, effort, dt_ns,
+                          start_ns)
+
+
+def _pd_controller(joint_names, q_ref, qd_ref, u_hat, kp, kd, effort, dt_ns: int,
+                   start_ns: int) -> LinearGaussianController:
+    """x̂ = [q_ref, qd_ref], û = u_hat clamped to ±effort, K = [−diag(kp), −diag(kd)]; arrays
+    (T, n), gains and effort scalars or (n,)."""
+    T, n = q_ref.shape
+    effort = np.broadcast_to(np.asarray(effort, dtype=np.float64), (n,))
+    gains = np.concatenate([-np.diag(np.broadcast_to(kp, (n,)).astype(float)),
+                            -np.diag(np.broadcast_to(kd, (n,)).astype(float))], axis=1)
+    return LinearGaussianController.feedback(
+        np.concatenate([q_ref, qd_ref], axis=1), np.clip(u_hat, -effort, effort),
+        np.broadcast_to(gains, (T, n, 2 * n)), dt_ns=dt_ns, start_ns=start_ns,
+        joint_names=joint_names)
 
 
 DEFAULT_GAIN_FRACTIONS = (0.4, 0.6)  # of the stability caps: kp = 0.1·I/dt², kd = 0.3·I/dt
@@ -168,16 +178,16 @@ def scripted_controller(kind: str, robot: RobotDescription, *, dt_ns: int, start
         _checked_gains("kp", "N·m/rad", kp, kp_max, names, dt)
     kd = DEFAULT_GAIN_FRACTIONS[1] * kd_max if kd is None else \
         _checked_gains("kd", "N·m·s/rad", kd, kd_max, names, dt)
-    model = build_mujoco_model(robot, scene=None) if feedforward else None
+    gravity = GravityModel(robot) if feedforward else None
     effort = robot.limits.effort
     if kind == "hold":
         return hold_controller(names, q0, kp, kd, effort, T=steps, dt_ns=dt_ns,
-                               start_ns=start_ns, model=model)
+                               start_ns=start_ns, u_hold=None if gravity is None else gravity.torque(q0))
     q, qd, qdd = minimum_jerk(q0, q1, steps, dt)
     move = pd_tracking_controller(names, q, kp, kd, effort, dt_ns=dt_ns, start_ns=start_ns,
-                                  qd_ref=qd, qdd_ref=qdd, model=model)
+                                  qd_ref=qd, qdd_ref=qdd, model=None if gravity is None else gravity.model)
     if hold_steps < 1:
         return move
     rest = hold_controller(names, q1, kp, kd, effort, T=hold_steps, dt_ns=dt_ns,
-                           start_ns=move.end_ns, model=model)
+                           start_ns=move.end_ns, u_hold=None if gravity is None else gravity.torque(q1))
     return concatenate([move, rest])

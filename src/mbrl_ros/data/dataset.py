@@ -22,6 +22,7 @@ import numpy as np
 from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode, read_file, \
     write_file
 from mbrl_ros.data.errors import DataError
+from mbrl_ros.msgconv import seconds_to_ns
 
 DATASET_SCHEMA = Schema(
     "mbrl_ros.dataset", 1,  # images are optional: files without them are as before
@@ -218,7 +219,7 @@ class Dataset:
         e·(T+1)·dt). ``state_names``: default [q, q̇] of ``joint_names``. ``images``: the
         (T+1, H, W, 3) uint8 camera frames of the states, if any."""
         T = len(actions)
-        dt_ns = int(round(dt * 1e9))
+        dt_ns = seconds_to_ns(dt)
         names = tuple(joint_names)
         seen = {} if images is None else {"frames": images, "image_index": np.arange(T),
                                           "next_image_index": np.arange(1, T + 1)}

@@ -19,6 +19,7 @@ from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import BagError, DataError
 from mbrl_ros.data.topics import IMAGES, KNOWN_TYPES
 from mbrl_ros.msgconv import MessageError, read_image, stamp_to_ns
+from mbrl_ros.msgconv import seconds_to_ns
 
 
 class ImageFrames:
@@ -63,7 +64,7 @@ class ImageFrames:
         if not self._frames:
             raise DataError("no images to attach")
         stamps = np.array(sorted(self._frames), dtype=np.int64)
-        dt_ns = int(round(data.dt * 1e9))
+        dt_ns = seconds_to_ns(data.dt)
         now, ok_now = _nearest(stamps, data.stamps, tolerance * dt_ns)
         nxt, ok_next = _nearest(stamps, data.stamps + dt_ns, tolerance * dt_ns)
         keep = ok_now & ok_next

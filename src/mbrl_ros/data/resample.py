@@ -51,6 +51,7 @@ from mbrl_ros.data.topics import TopicNames, read_episode_event
 from mbrl_ros.data.transitions import MessageStream, TransitionBuilder
 from mbrl_ros.gravity import JointGravity
 from mbrl_ros.msgconv import JointSample, MessageError, read_command
+from mbrl_ros.msgconv import seconds_to_ns
 
 GAP_FACTOR = 2.5   # default max_gap: this many times the median source step,
 MIN_GAP = 0.25     # but at least this fraction of the control period
@@ -90,9 +91,9 @@ class Resampler(MessageStream):
             raise ValueError(f"command_wait {command_wait} must be ≥ 1 (states)")
         self.joint_names, self.dt, self.topics = self.builder.joint_names, period, topics
         self._n = len(self.joint_names)
-        self._period = int(round(period * 1e9))
-        self._max_gap = None if max_gap is None else int(round(max_gap * 1e9))
-        self._timeout = None if command_timeout is None else int(round(command_timeout * 1e9))
+        self._period = seconds_to_ns(period)
+        self._max_gap = None if max_gap is None else seconds_to_ns(max_gap)
+        self._timeout = None if command_timeout is None else seconds_to_ns(command_timeout)
         self.command_wait = command_wait
         self._gravity = None if gravity is None else JointGravity(gravity, self.joint_names)
         self.resample_counts: Counter = Counter()

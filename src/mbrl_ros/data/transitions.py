@@ -52,6 +52,7 @@ from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import StampOrderError
 from mbrl_ros.data.topics import TopicNames, read_episode_event
 from mbrl_ros.msgconv import JointSample, read_command, read_joint_state
+from mbrl_ros.msgconv import seconds_to_ns
 
 
 @dataclass
@@ -99,7 +100,7 @@ class TransitionBuilder(MessageStream):
         self.topics = topics
         self.command_wait = command_wait
         self.counts: Counter = Counter()
-        self._dt_ns = int(round(dt * 1e9))
+        self._dt_ns = seconds_to_ns(dt)
         self._tol_ns = gap_tolerance * self._dt_ns
         self._n = len(self.joint_names)
         self._state_names = joint_state_names(self.joint_names)

@@ -8,6 +8,7 @@ from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.robot import RobotDescription
 from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.msgconv import seconds_to_ns
 
 
 def random_torque_dataset(robot: RobotDescription, episodes: int, steps: int, *, seed: int = 0,
@@ -31,7 +32,7 @@ def random_torque_dataset(robot: RobotDescription, episodes: int, steps: int, *,
             sim.step(actions[e, t])
             m = sim.measure()
             states[e, t + 1] = np.concatenate([m.position, m.velocity])
-    dt_ns = int(round(control_period * 1e9))
+    dt_ns = seconds_to_ns(control_period)
     stamps = np.tile(np.arange(steps) * dt_ns, episodes) + np.repeat(
         np.arange(episodes) * (steps + 1) * dt_ns, steps)
     return Dataset(states[:, :-1].reshape(-1, 2 * n), actions.reshape(-1, n),

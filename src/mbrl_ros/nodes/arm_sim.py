@@ -66,6 +66,7 @@ from mbrl_ros.nodes.targets import TargetSchedule
 from mbrl_ros.plausibility import TargetGate
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, CommandHold, SimConfig
+from mbrl_ros.msgconv import seconds_to_ns
 
 MODE_PERIODS = {"lockstep": 0.01, "realtime": 0.01, "hardware": 0.002}  # control_period 0 → s
 MAX_CATCH_UP_S = 0.25  # hardware: a loop stalled longer skips the rest instead of simulating it
@@ -146,7 +147,7 @@ class ArmSimNode(Node):
         except ValueError as exc:  # period/timestep mismatch, initial position
             raise ConfigError(str(exc)) from None
         self.robot = robot
-        self.period_ns = int(round(p.control_period * 1e9))
+        self.period_ns = seconds_to_ns(p.control_period)
         self.step_index = 0  # time index; advances on steps and on resets
         self.episode = 0
         self.episode_step = 0

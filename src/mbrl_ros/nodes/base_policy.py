@@ -18,7 +18,8 @@ import sys
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
-from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import CONTROLLER
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import OK, Diagnostics

@@ -68,6 +68,7 @@ from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joi
 from mbrl_ros.nodes.run_control import add_save_service, save_path_param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import RobotDescriptionError, load_robot
+from mbrl_ros.msgconv import seconds_to_ns
 
 # The builder's counts of candidate transitions it rejected (logged with each fit).
 REJECTIONS = ("gap", "boundary", "outside_episode", "no_command", "late_command", "late_event")
@@ -189,7 +190,7 @@ class DynamicsFitterNode(Node):
         self._paused = False                   # ~/pause: no fit starts (data is still taken)
         self._seen_until = -1                  # stamp of the newest joint state (ns)
         self._at_episode_start = False         # it starts an automatic episode, data complete
-        self._episodes = EpisodeClock(p.episode_steps, int(round(p.control_period * 1e9)))
+        self._episodes = EpisodeClock(p.episode_steps, seconds_to_ns(p.control_period))
         self._closing = False
         self._fit_thread: threading.Thread | None = None
         self.version = 0

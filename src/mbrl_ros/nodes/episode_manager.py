@@ -45,7 +45,7 @@ from mbrl_ros.artifacts import read_header
 from mbrl_ros.data.topics import (DIAGNOSTICS, DYNAMICS_MODEL, EVENTS, RESET_SERVICE, TARGET,
                                   resolve)
 from mbrl_ros.dynamics.base import model_info
-from mbrl_ros.controller import seconds_to_ns
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.episodes import (EpisodeClock, StartPoseSampler, Summary, TargetSampler,
                                progress_line, score)
 from mbrl_ros.homing import SettleDetector

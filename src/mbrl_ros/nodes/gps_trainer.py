@@ -51,7 +51,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from mbrl_ros.controller import seconds_to_ns
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import (COMMANDS, CONTROLLER, EVENTS, RESET_SERVICE, STATES, EpisodeEvent,
                                   episode_event_json, read_episode_event)
 from mbrl_ros.episodes import TargetSampler
@@ -69,7 +69,7 @@ from mbrl_ros.robot import RobotDescriptionError, load_robot
 from mbrl_ros.robot_episodes import HOMING, EpisodeSequencer, Step
 from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
 from mbrl_ros.tasks.reach import ReachCost
-from mbrl_ros.trajopt.gps import (GPS, GPSConfig, format_curve, hold_controller,
+from mbrl_ros.trajopt.gps import (GPS, GPSConfig, format_curve, initial_controller,
                                   initial_controllers, learning_curve, plot_curves)
 from mbrl_ros.trajopt.kl_update import KLSettings, KLUpdateError
 from mbrl_ros.trajopt.local_dynamics import FitError
@@ -234,7 +234,7 @@ class GPSTrainerNode(Node):
             raise ConfigError(str(exc)) from None
         effort = robot.limits.effort
         if self.homing_mode:  # the robot or the executor cancels the weight: no feedforward
-            ctrl = hold_controller(q0, np.zeros(self.n), self.T, self.dt_ns, p.init_kp * effort,
+            ctrl = initial_controller(q0, np.zeros(self.n), self.T, self.dt_ns, p.init_kp * effort,
                                    p.init_kd * effort, p.init_std * effort, self.names)
         else:  # the known model (MuJoCo) gives the initial controller's gravity compensation
             known = ArmSimulator(robot, SimConfig(control_period=p.control_period,

@@ -11,7 +11,8 @@ import numpy as np
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
-from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import HOMING_CONTROLLER
 from mbrl_ros.homing import homing_controller, homing_gains
 from mbrl_ros.msgconv import JointSample

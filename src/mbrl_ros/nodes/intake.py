@@ -30,7 +30,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState
 
-from mbrl_ros.controller import seconds_to_ns
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import STATES
 from mbrl_ros.msgconv import JointSample, read_joint_state
 from mbrl_ros.nodes.diagnostics import Diagnostics

@@ -50,7 +50,8 @@ from collections import deque
 import numpy as np
 from std_msgs.msg import Header, UInt8MultiArray
 
-from mbrl_ros.controller import LinearGaussianController, exploration_noise, seconds_to_ns
+from mbrl_ros.controller import LinearGaussianController, exploration_noise
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import CONTROLLER, PLANNER_HEARTBEAT
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.intake import subscribe

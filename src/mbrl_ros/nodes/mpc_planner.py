@@ -50,7 +50,7 @@ from rclpy.node import Node
 from std_msgs.msg import Header, String, UInt8MultiArray
 from std_srvs.srv import SetBool
 
-from mbrl_ros.controller import seconds_to_ns
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import (CONTROLLER, DYNAMICS_MODEL, EVENTS, PLANNED_PATH,
                                   PLANNER_HEARTBEAT, TARGET, read_episode_event)
 from mbrl_ros.dynamics.base import DynamicsModel
@@ -173,7 +173,7 @@ class MPCPlannerNode(Node):
         self.device = p.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.realtime = p.mode == "realtime"
         self.spin_interval = SPIN_INTERVAL if self.realtime else 0.0  # see nodes.runner
-        self.period_ns = int(round(p.control_period * 1e9))
+        self.period_ns = seconds_to_ns(p.control_period)
         self.episodes = EpisodeClock(p.episode_steps, self.period_ns) if p.episode_steps else None
         random_seconds = p.random_seconds
         if self.episodes and random_seconds > 0:  # π0 for whole episodes

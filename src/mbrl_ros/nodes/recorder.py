@@ -58,6 +58,7 @@ from mbrl_ros.msgconv import command_tag, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
+from mbrl_ros.msgconv import seconds_to_ns
 
 PARAMS = [
     Param("bag_path", "", "bag folder to create; '' = bags/mbrl_<UTC date and time>"),
@@ -166,7 +167,7 @@ class RecorderNode(Node):
                 required=[t for t in (states, commands) if t in self.topics],
                 streams=[t for t in (states, commands, clock, images, camera_info)
                          if t in self.topics],
-                length_ns=int(round(p.episode_length * 1e9)) or None, preroll=p.queue_depth)
+                length_ns=seconds_to_ns(p.episode_length) or None, preroll=p.queue_depth)
             self._ended_at: float | None = None
             self._reset_future = None
             self._resets, self._reset_at = 0, 0.0  # resets requested; when the last one answered
@@ -178,7 +179,7 @@ class RecorderNode(Node):
         # with the first message (a signal from here on reaches the runner, which calls close()).
         try:
             self.writer = BagWriter(path, split_bytes=int(p.split_size * 2**20),
-                                    split_ns=int(p.split_duration * 1e9))
+                                    split_ns=seconds_to_ns(p.split_duration))
         except BagError as exc:
             raise ConfigError(f"parameter 'bag_path': {exc}") from None
         self.get_logger().info(f"recording {', '.join(self.topics)} to {path}" + (
@@ -187,7 +188,7 @@ class RecorderNode(Node):
     def _set_params(self, changes) -> None:
         """Runtime parameters: the flush and discovery timers' periods (wall s)."""
         for name, value in changes.items():
-            self.timers_by_param[name].timer_period_ns = int(round(value * 1e9))
+            self.timers_by_param[name].timer_period_ns = seconds_to_ns(value)
 
     # -- subscriptions ---------------------------------------------------------------------------
     def _discover(self) -> None:

@@ -57,7 +57,8 @@ from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import SetBool
 
 from mbrl_ros.artifacts import ArtifactError
-from mbrl_ros.controller import STATE_LAYOUT_QQD, LinearGaussianController, seconds_to_ns
+from mbrl_ros.controller import STATE_LAYOUT_QQD, LinearGaussianController
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import COMMANDS, HOMING_CONTROLLER
 from mbrl_ros.gravity import GravityModel, JointGravity
 from mbrl_ros.msgconv import JointSample, stamp_to_ns

@@ -28,7 +28,8 @@ from std_msgs.msg import UInt8MultiArray
 from mbrl_ros import artifacts
 from mbrl_ros.cli_args import check_output, confine_dds, error_line, input_file, \
     load_robot_arg, number, topic_name
-from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import CONTROLLER, STATES
 from mbrl_ros.msgconv import stamp_to_ns
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS

@@ -25,7 +25,8 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.dataset import joint_state_names
 from mbrl_ros.dynamics.base import DynamicsModel
 

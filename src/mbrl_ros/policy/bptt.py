@@ -29,7 +29,8 @@ from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import DynamicsModel, FitReport, ModelError
 from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.episodes import TargetSampler
-from mbrl_ros.policy.network import FrozenPolicy, GoalPolicy, PolicyError
+from mbrl_ros.policy.errors import PolicyError
+from mbrl_ros.policy.network import FrozenPolicy, GoalPolicy
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.policy.rollout import episodes_dataset, final_distance, run_episode
 from mbrl_ros.robot import ForwardKinematics

@@ -32,7 +32,8 @@ import torch
 
 from mbrl_ros.controller import LinearGaussianController
 from mbrl_ros.mpc import MPC
-from mbrl_ros.policy.network import TARGET_DIM, FrozenPolicy, GoalPolicy, PolicyError
+from mbrl_ros.policy.errors import PolicyError
+from mbrl_ros.policy.network import TARGET_DIM, FrozenPolicy, GoalPolicy
 from mbrl_ros.policy.rollout import final_distance, run_episode
 from mbrl_ros.robot import ForwardKinematics
 from mbrl_ros.safety import SafetyLayer

@@ -25,6 +25,7 @@ import torch
 
 from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import joint_state_names
+from mbrl_ros.policy.errors import PolicyError
 
 ACTIVATIONS = {"tanh": torch.tanh, "silu": torch.nn.functional.silu}
 TARGET_DIM = 3
@@ -39,11 +40,6 @@ POLICY_SCHEMA = Schema(
     dim_limits={"dx": 2048, "du": 1024},
     required_meta=("robot", "joint_names", "state_names", "dt", "hidden", "activation"),
     extra_tensors=True, extra_dtypes=("float64",))
-
-
-class PolicyError(ValueError):
-    """A policy does not fit the robot, joints, observation layout or control period it is used
-    with, or was built with bad settings; the message says what differs."""
 
 
 @dataclass(frozen=True)

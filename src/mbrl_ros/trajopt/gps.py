@@ -19,6 +19,7 @@ import torch
 from mbrl_ros.controller import LinearGaussianController, exploration_noise
 from mbrl_ros.dynamics.gmm import GMM, GMMConfig
 from mbrl_ros.gravity import GravityModel
+from mbrl_ros.scripted import hold_controller
 from mbrl_ros.simulation import ArmSimulator
 from mbrl_ros.trajopt.kl_update import KLSettings, adapt_step, kl_update
 from mbrl_ros.trajopt.local_dynamics import (REGULARIZATION_MODES, LocalDynamics, check_samples,
@@ -26,6 +27,7 @@ from mbrl_ros.trajopt.local_dynamics import (REGULARIZATION_MODES, LocalDynamics
                                              initial_state_prior, transition_points)
 from mbrl_ros.trajopt.trajectory import (QuadraticCost, absolute_gains, expand_cost,
                                          expected_cost, forward_pass)
+from mbrl_ros.msgconv import seconds_to_ns
 
 
 @dataclass(frozen=True)
@@ -195,19 +197,13 @@ def _expected(cost: QuadraticCost, dyn: LocalDynamics, ctrl: LinearGaussianContr
     return expected_cost(cost, forward_pass(dyn, *absolute_gains(ctrl)))
 
 
-def hold_controller(q0, u_hold, T: int, dt_ns: int, kp, kd, std,
-                    joint_names=()) -> LinearGaussianController:
-    """The initial controller (GPS's init_pd): u ~ N(kp (q0 − q) − kd q̇ + u_hold, diag(std²)),
-    q0 (n,) rad, u_hold (n,) N·m (e.g. gravity compensation), kp, kd, std scalars or (n,)."""
-    q0, u_hold = np.asarray(q0, dtype=np.float64), np.asarray(u_hold, dtype=np.float64)
-    n = q0.shape[0]
-    kp, kd = (np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)) for v in (kp, kd))
-    K = np.concatenate([-np.diag(kp), -np.diag(kd)], axis=1)
-    x_hat = np.concatenate([q0, np.zeros(n)])
-    pd = LinearGaussianController.feedback(np.tile(x_hat, (T, 1)), np.tile(u_hold, (T, 1)),
-                                           np.tile(K, (T, 1, 1)), dt_ns=dt_ns,
-                                           joint_names=joint_names)
-    return with_exploration(pd, std)
+def initial_controller(q0, u_hold, T: int, dt_ns: int, kp, kd, std,
+                       joint_names=()) -> LinearGaussianController:
+    """GPS's initial controller (init_pd): ``scripted.hold_controller`` of q0 (n,) rad with the
+    feed-forward u_hold (n,) N·m (e.g. gravity compensation) and exploration Σ = diag(std²):
+    u ~ N(kp (q0 − q) − kd q̇ + u_hold, diag(std²)); kp, kd, std scalars or (n,)."""
+    hold = hold_controller(joint_names, q0, kp, kd, np.inf, T=T, dt_ns=dt_ns, u_hold=u_hold)
+    return with_exploration(hold, std)
 
 
 def with_exploration(ctrl: LinearGaussianController, std) -> LinearGaussianController:
@@ -225,14 +221,14 @@ def with_exploration(ctrl: LinearGaussianController, std) -> LinearGaussianContr
 def initial_controllers(sim: ArmSimulator, initial_positions, T: int, kp_fraction: float = 0.2,
                         kd_fraction: float = 0.02, std_fraction: float = 0.1
                         ) -> list[LinearGaussianController]:
-    """``hold_controller`` per initial position (n,) rad, for T steps of the simulator's control
+    """``initial_controller`` per initial position (n,) rad, for T steps of the simulator's control
     period, with the known model's gravity torque as u_hold and gains/noise as fractions of the
     effort limits (kp in N·m/rad, kd in N·m·s/rad, std in N·m)."""
     effort = sim.robot.limits.effort
-    dt_ns = int(round(sim.config.control_period * 1e9))
+    dt_ns = seconds_to_ns(sim.config.control_period)
     gravity = GravityModel(sim.robot)
-    return [hold_controller(q, gravity.torque(q), T, dt_ns, kp_fraction * effort,
-                            kd_fraction * effort, std_fraction * effort, sim.robot.joint_names)
+    return [initial_controller(q, gravity.torque(q), T, dt_ns, kp_fraction * effort,
+                               kd_fraction * effort, std_fraction * effort, sim.robot.joint_names)
             for q in initial_positions]
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from mbrl_ros.data.errors import StampOrderError
 from mbrl_ros.data.resample import Resampler
 from mbrl_ros.msgconv import JointSample
+from mbrl_ros.msgconv import seconds_to_ns
 
 
 class SampleError(ValueError):
@@ -37,7 +38,7 @@ class StreamSample:
         if T < 1:
             raise ValueError(f"a sample needs T ≥ 1 steps, got {T}")
         self.T, self.start_ns = T, start.stamp_ns
-        self.period_ns = int(round(period * 1e9))
+        self.period_ns = seconds_to_ns(period)
         self.end_ns = self.start_ns + T * self.period_ns
         self.resampler = Resampler(joint_names, period, gravity=gravity, max_gap=max_gap,
                                    command_timeout=command_timeout)

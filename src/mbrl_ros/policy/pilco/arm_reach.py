@@ -17,7 +17,8 @@ from mbrl_ros.data.dataset import joint_state_names
 from mbrl_ros.dynamics.base import Progress
 from mbrl_ros.policy.pilco.cost import SaturatingCost
 from mbrl_ros.policy.pilco.loop import PilcoConfig, PilcoResult, PilcoTask, run_pilco
-from mbrl_ros.policy.pilco.policies import LinearPolicy, PolicyError
+from mbrl_ros.policy.errors import PolicyError
+from mbrl_ros.policy.pilco.policies import LinearPolicy
 from mbrl_ros.robot import ForwardKinematics, RobotDescription, load_robot
 from mbrl_ros.simulation import ArmSimulator, SimConfig
 

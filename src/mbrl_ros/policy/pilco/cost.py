@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mbrl_ros.dynamics.gp import F64
-from mbrl_ros.policy.pilco.policies import PolicyError
+from mbrl_ros.policy.errors import PolicyError
 
 
 class SaturatingCost:

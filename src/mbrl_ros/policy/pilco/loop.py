@@ -19,7 +19,8 @@ from mbrl_ros.dynamics.base import ModelSignature, Progress
 from mbrl_ros.dynamics.gp import GPConfig, GPModel, GPModelBase
 from mbrl_ros.policy.pilco.cost import SaturatingCost
 from mbrl_ros.policy.pilco.optimise import OptReport, optimise_policy
-from mbrl_ros.policy.pilco.policies import PilcoPolicy, PolicyError
+from mbrl_ros.policy.errors import PolicyError
+from mbrl_ros.policy.pilco.policies import PilcoPolicy
 from mbrl_ros.policy.pilco.propagation import propagate
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 

@@ -20,7 +20,7 @@ import scipy.optimize
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from mbrl_ros.policy.pilco.policies import PolicyError
+from mbrl_ros.policy.errors import PolicyError
 
 
 @dataclass

@@ -19,7 +19,8 @@ from mbrl_ros.data.dataset import joint_state_names
 from mbrl_ros.paths import resolve_resource
 from mbrl_ros.policy.pilco.cost import SaturatingCost
 from mbrl_ros.policy.pilco.loop import PilcoConfig, PilcoResult, PilcoTask, run_pilco
-from mbrl_ros.policy.pilco.policies import PolicyError, RBFPolicy
+from mbrl_ros.policy.errors import PolicyError
+from mbrl_ros.policy.pilco.policies import RBFPolicy
 from mbrl_ros.dynamics.base import Progress
 
 JOINT = "hinge"

@@ -23,10 +23,7 @@ import torch
 
 from mbrl_ros.dynamics.gp import F64, GPPosterior, Hyperparameters, se_ard
 from mbrl_ros.dynamics.moment_matching import gp_moments
-
-
-class PolicyError(ValueError):
-    """A policy, cost or PILCO setting that cannot be used; the message says why."""
+from mbrl_ros.policy.errors import PolicyError
 
 
 @dataclass

@@ -15,7 +15,8 @@ import torch
 from mbrl_ros.dynamics.gp import F64, GPModelBase
 from mbrl_ros.dynamics.moment_matching import predict_moments
 from mbrl_ros.policy.pilco.cost import SaturatingCost
-from mbrl_ros.policy.pilco.policies import PilcoPolicy, PolicyError
+from mbrl_ros.policy.errors import PolicyError
+from mbrl_ros.policy.pilco.policies import PilcoPolicy
 
 
 @dataclass
