@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 import mujoco
 import numpy as np
@@ -181,6 +182,33 @@ class ArmSimulator:
         if self.config.velocity_noise_std > 0:
             qd += self.rng.normal(0.0, self.config.velocity_noise_std, qd.shape)
         return SimState(q, qd, self.applied.copy(), self.steps)
+
+
+def simulate(sim: ArmSimulator, act: Callable[[np.ndarray, int], np.ndarray], steps: int,
+             start=None, command_filter: Callable[[SimState, np.ndarray], np.ndarray] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """One episode offline: from ``start`` (n,) rad at rest (None: ``sim.reset()``, its pose and
+    noise), ``steps`` control periods of u_t = act(x_t, t), x = [q rad, q̇ rad/s] as measured,
+    passed through ``command_filter(state, u)`` when given (a safety layer) and applied for one
+    period (the simulator clamps to the effort limits). Returns the measured states X (T+1, 2n)
+    and the applied torques U (T, n) N·m."""
+    if start is not None:
+        sim.set_state(start, np.zeros(sim.robot.n_joints))
+    else:
+        sim.reset()
+    n = sim.robot.n_joints
+    X, U = np.empty((steps + 1, 2 * n)), np.empty((steps, n))
+    s = sim.measure()
+    X[0] = np.concatenate([s.position, s.velocity])
+    for t in range(steps):
+        u = act(X[t], t)
+        if command_filter is not None:
+            u = command_filter(s, u)
+        sim.step(u)
+        s = sim.measure()
+        X[t + 1] = np.concatenate([s.position, s.velocity])
+        U[t] = s.effort
+    return X, U
 
 
 class CommandHold:

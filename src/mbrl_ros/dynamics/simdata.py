@@ -7,7 +7,7 @@ import numpy as np
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.robot import RobotDescription
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.simulation import ArmSimulator, SimConfig, simulate
 from mbrl_ros.msgconv import seconds_to_ns
 
 
@@ -24,14 +24,7 @@ def random_torque_dataset(robot: RobotDescription, episodes: int, steps: int, *,
     states = np.empty((episodes, steps + 1, 2 * n))
     actions = np.empty((episodes, steps, n))
     for e in range(episodes):
-        sim.reset()
-        m = sim.measure()
-        states[e, 0] = np.concatenate([m.position, m.velocity])
-        for t in range(steps):
-            actions[e, t] = policy.act()
-            sim.step(actions[e, t])
-            m = sim.measure()
-            states[e, t + 1] = np.concatenate([m.position, m.velocity])
+        states[e], actions[e] = simulate(sim, lambda x, t: policy.act(), steps)
     dt_ns = seconds_to_ns(control_period)
     stamps = np.tile(np.arange(steps) * dt_ns, episodes) + np.repeat(
         np.arange(episodes) * (steps + 1) * dt_ns, steps)

@@ -3,7 +3,7 @@
 An episode resets an ``ArmSimulator``, then for t = 0..T−1 asks a controller ``act(x_t, t)`` for
 a torque (x = [q, q̇]), passes it through the ``SafetyLayer`` when one is given (as the executor
 and the policy runner do on the robot) and steps the arm one control period. The recorded action is
-the torque sent to the arm.
+the torque the arm applied (the simulator clamps to the effort limits).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.robot import ForwardKinematics
 from mbrl_ros.safety import SafetyLayer
-from mbrl_ros.simulation import ArmSimulator
+from mbrl_ros.simulation import ArmSimulator, simulate
 
 Act = Callable[[np.ndarray, int], np.ndarray]  # (x (2n,), step t) → torque (n,) N·m
 
@@ -32,25 +32,13 @@ class Episode:
 
 def run_episode(sim: ArmSimulator, act: Act, target, steps: int, start=None,
                 safety: SafetyLayer | None = None) -> Episode:
-    """One episode of ``steps`` control periods towards ``target``. ``start``: initial joint
-    positions (n,) rad at rest; None = the simulator's reset (its configured pose and noise)."""
-    if start is not None:
-        sim.set_state(start, np.zeros(sim.robot.n_joints))
-    else:
-        sim.reset()
-    n = sim.robot.n_joints
-    states, actions = np.empty((steps + 1, 2 * n)), np.empty((steps, n))
-    for t in range(steps):
-        s = sim.measure()
-        states[t] = np.concatenate([s.position, s.velocity])
-        u = act(states[t], t)
-        if safety is not None:
-            with np.errstate(invalid="ignore", over="ignore"):
-                u = safety.filter(s.position, s.velocity, u)[0]
-        sim.step(u)
-        actions[t] = u
-    s = sim.measure()
-    states[steps] = np.concatenate([s.position, s.velocity])
+    """One episode of ``steps`` control periods towards ``target`` (``simulation.simulate``).
+    ``start``: initial joint positions (n,) rad at rest; None = the simulator's reset (its
+    configured pose and noise)."""
+    def filtered(s, u):
+        with np.errstate(invalid="ignore", over="ignore"):
+            return safety.filter(s.position, s.velocity, u)[0]
+    states, actions = simulate(sim, act, steps, start, None if safety is None else filtered)
     return Episode(states, actions, np.asarray(target, dtype=np.float64))
 
 

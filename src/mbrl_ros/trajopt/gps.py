@@ -20,7 +20,7 @@ from mbrl_ros.controller import LinearGaussianController, exploration_noise
 from mbrl_ros.dynamics.gmm import GMM, GMMConfig
 from mbrl_ros.gravity import GravityModel
 from mbrl_ros.scripted import hold_controller
-from mbrl_ros.simulation import ArmSimulator
+from mbrl_ros.simulation import ArmSimulator, simulate
 from mbrl_ros.trajopt.kl_update import KLSettings, adapt_step, kl_update
 from mbrl_ros.trajopt.local_dynamics import (REGULARIZATION_MODES, LocalDynamics, check_samples,
                                              fit_bayesian, fit_linear_regression,
@@ -243,18 +243,7 @@ def rollout(sim: ArmSimulator, ctrl: LinearGaussianController, q0, z) -> tuple[n
     if q0.shape != lim.lower.shape or np.any(q0 < lim.lower) or np.any(q0 > lim.upper):
         raise ValueError(f"initial position {q0.tolist()} is not {lim.lower.size} values within "
                          f"the joint limits")
-    sim.initial_position = q0
-    sim.reset(randomize=False)
-    X = np.empty((ctrl.T + 1, ctrl.dx))
-    U = np.empty((ctrl.T, ctrl.du))
-    s = sim.measure()
-    X[0] = np.concatenate([s.position, s.velocity])
-    for t in range(ctrl.T):
-        sim.step(ctrl.sample(X[t], t, z=z[t]))
-        s = sim.measure()
-        X[t + 1] = np.concatenate([s.position, s.velocity])
-        U[t] = s.effort
-    return X, U
+    return simulate(sim, lambda x, t: ctrl.sample(x, t, z=z[t]), ctrl.T, start=q0)
 
 
 def run_offline(gps: GPS, sim: ArmSimulator, initial_positions, iterations: int, samples: int,
