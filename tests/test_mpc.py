@@ -56,6 +56,20 @@ def test_random_warm_up_period_then_plans():
     assert sources == ["pi0", "pi0", "plan"]
 
 
+def test_the_warm_up_counts_from_the_first_state_not_from_the_first_model():
+    """π0 runs for random_steps periods from the first state the MPC sees, whether or not a
+    model and a target exist then; asking whether a stamp is in the warm-up changes nothing."""
+    _, mpc = make_mpc(random_steps=3, population=50, elites=5, iterations=2)
+    target = np.array([0.1, 0.1, 0.07])
+    assert mpc.warming_up(10 * 20_000_000) and mpc.first_stamp is None
+    assert [mpc.act(np.zeros(2), np.zeros(2), k * 20_000_000, None).source
+            for k in range(2)] == ["pi0", "pi0"]
+    mpc.set_model(TwoLinkArm(dt=DT))
+    sources = [mpc.act(np.zeros(2), np.zeros(2), k * 20_000_000, target).source
+               for k in range(2, 5)]
+    assert sources == ["pi0", "plan", "plan"]
+
+
 @pytest.mark.parametrize("planner_cls, kw", [(ICEM, dict(population=100, elites=10,
                                                           iterations=3)),
                                               (ILQR, dict(iterations=5))])

@@ -119,15 +119,18 @@ class MPC:
         return np.concatenate([q, qd, ee])
 
     def warming_up(self, stamp_ns: int) -> bool:
-        """Whether ``stamp_ns`` is within the first ``random_steps`` periods (π0 by design)."""
-        if self.first_stamp is None:
-            self.first_stamp = stamp_ns
-        return stamp_ns - self.first_stamp < self.random_steps * self.dt_ns
+        """Whether ``stamp_ns`` is within the first ``random_steps`` periods (π0 by design),
+        counted from the first state ``act`` was asked about (``stamp_ns`` itself before that).
+        No side effect."""
+        first = stamp_ns if self.first_stamp is None else self.first_stamp
+        return stamp_ns - first < self.random_steps * self.dt_ns
 
     def act(self, q: np.ndarray, qd: np.ndarray, stamp_ns: int,
             target: np.ndarray | None, lead_ns: int = 0) -> MPCStep:
         """The controller to run from ``stamp_ns``, or with ``lead_ns`` > 0 from the first control
         step at or after ``stamp_ns + lead_ns`` (see the module docstring)."""
+        if self.first_stamp is None:  # the warm-up counts from here, model or not
+            self.first_stamp = stamp_ns
         if self.model is None or target is None or self.warming_up(stamp_ns):
             return MPCStep(self.pi0(stamp_ns), "pi0")
         self.cost.set_target(target)
