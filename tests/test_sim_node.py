@@ -191,6 +191,8 @@ def test_lockstep_timeout_applies_the_safe_hold(ros, node_process):
     ({"control_period": 5.0}, "'control_period' = 5.0 is out of range"),
     ({"mode": "fast"}, "'mode' = 'fast' must be one of"),
     ({"control_period": 0.005, "physics_timestep": 0.002}, "whole multiple"),
+    ({"control_perod": 0.01}, "unknown parameter(s) for node 'arm_sim': 'control_perod' (did "
+                              "you mean 'control_period'?)"),
 ])
 def test_startup_errors_name_the_problem(node_process, tmp_path, params, message):
     if params.get("robot") == "BROKEN":

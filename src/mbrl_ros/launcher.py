@@ -100,11 +100,16 @@ def launch(name: str, args: dict[str, str], environ: dict[str, str] | None = Non
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     for s, p in procs:   # nodes that failed (or had to be killed) while the graph stopped
-        if s is not reported and p.returncode != 0:
+        if s is not reported and p.returncode not in STOPPED_AS_ASKED:
             print(f"[mbrl-ros] node '{s.name}' exited with status {p.returncode} while the graph "
                   "stopped", file=sys.stderr, flush=True)
             status = status or _exit_code(p.returncode)
     return status
+
+
+# A node's return code after the stop: 0, or killed by the SIGINT/SIGTERM the launcher sent before
+# the node had installed its handlers (it was still starting: importing torch, say).
+STOPPED_AS_ASKED = (0, -signal.SIGINT, -signal.SIGTERM)
 
 
 def _run_graph(procs: list[tuple[NodeSpec, subprocess.Popen]],

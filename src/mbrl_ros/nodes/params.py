@@ -11,6 +11,7 @@ accepted set updates the namespace ``declare_params`` returned and the node's ``
 """
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -147,6 +148,23 @@ def declare_params(node: Node, params: Sequence[Param],
     if any(p.runtime for p in params):
         node.add_on_set_parameters_callback(RuntimeParams(params, namespace, apply))
     return namespace
+
+
+def check_unknown_parameters(node: Node) -> None:
+    """ConfigError naming every parameter given to ``node`` (parameter file, ``-p``, launch
+    ``parameters``) that it does not declare, with the nearest declared name: rclpy would drop
+    such a value silently, so a typo (``horizn: 5``) would leave the default in force. ROS's own
+    ``qos_overrides.*`` keys pass."""
+    declared = set(node._parameters)
+    given = getattr(node, "_parameter_overrides", {})
+    unknown = sorted(k for k in given if k not in declared and not k.startswith("qos_overrides."))
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(declared), n=1)
+            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise ConfigError(f"unknown parameter(s) for node '{node.get_name()}': "
+                          f"{', '.join(hints)}; `ros2 param list` on the node shows what it takes")
 
 
 class RuntimeParams:

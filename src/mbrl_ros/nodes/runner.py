@@ -1,6 +1,6 @@
 """Common ``main()`` for the nodes: init, construct, spin, and a bounded clean stop.
 
-A node that cannot start (bad parameter, missing file) prints one clear line naming the problem
+A node that cannot start (bad or unknown parameter, missing file) prints one clear line naming the problem
 and exits with status 2 instead of a traceback.
 
 SIGINT and SIGTERM both stop a node with status 0 (or the node's ``exit_status``) and no
@@ -30,7 +30,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from mbrl_ros.nodes.params import ConfigError
+from mbrl_ros.nodes.params import ConfigError, check_unknown_parameters
 
 STARTUP_ERRORS = (ConfigError, FileNotFoundError, ValueError)
 EXIT_CONFIG = 2
@@ -112,6 +112,7 @@ def _run(make_node: Callable[[], Node], name: str, args: list[str] | None,
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         node = make_node()
+        check_unknown_parameters(node)
     except STARTUP_ERRORS as exc:
         print(f"[{name}] cannot start: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG

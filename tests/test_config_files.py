@@ -1,0 +1,39 @@
+"""The shipped parameter files set only parameters their nodes declare (a node refuses to start
+on an unknown one, ``nodes.params.check_unknown_parameters``), and every value passes the node's
+own check."""
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mbrl_ros.nodes.params import ConfigError
+from mbrl_ros.param_files import ANY_NODE
+
+CONFIG = Path(__file__).resolve().parents[1] / "config"
+# ros2_controllers.yaml configures ros2_control's controller_manager, not this package's nodes
+FILES = sorted(f for f in CONFIG.glob("*.yaml") if f.name != "ros2_controllers.yaml")
+ROS_OWN = {"use_sim_time"}  # declared by rclpy itself
+
+
+def sections(path: Path):
+    """(node name, parameters) of each ``/**/<node>`` section of ``path``."""
+    document = yaml.safe_load(path.read_text()) or {}
+    for key, section in document.items():
+        assert key.startswith(f"{ANY_NODE}/"), f"{path.name}: section '{key}' is not /**/<node>"
+        yield key[len(ANY_NODE) + 1:], (section or {}).get("ros__parameters", {})
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.name for f in FILES])
+def test_every_key_of_a_parameter_file_is_a_declared_parameter_with_a_valid_value(path):
+    assert list(sections(path)), f"{path.name} has no node section"
+    for node, values in sections(path):
+        params = {p.name: p for p in importlib.import_module(f"mbrl_ros.nodes.{node}").PARAMS}
+        unknown = sorted(set(values) - set(params) - ROS_OWN)
+        assert not unknown, f"{path.name}: /**/{node} sets undeclared parameter(s) {unknown}"
+        for name, value in values.items():
+            if name in params:
+                try:
+                    params[name].check(value)
+                except ConfigError as exc:
+                    pytest.fail(f"{path.name}: /**/{node}: {exc}")
