@@ -65,8 +65,7 @@ import yaml
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.mpc import build_mpc
-from mbrl_ros.nodes.mpc_planner import PARAMS
+from mbrl_ros.mpc import PlannerSettings, build_mpc
 from mbrl_ros.param_files import node_parameters
 from mbrl_ros.planning import CEM, ICEM, ILQR, MPPI, RandomShooting, predict_ahead
 from mbrl_ros.robot import ForwardKinematics, load_robot
@@ -165,8 +164,8 @@ def graph_settings(planner: str) -> dict:
     """The planner node's settings in the mpc graph (config/mpc.yaml over the node's defaults)
     with ``planner``."""
     config = yaml.safe_load((ROOT / "config" / "mpc.yaml").read_text())
-    return {p.name: p.default for p in PARAMS} | node_parameters(config, "mpc_planner") | {
-        "planner": planner, "device": "cpu"}
+    return PlannerSettings.select(node_parameters(config, "mpc_planner")).replace(
+        planner=planner, device="cpu")
 
 
 def replan_seconds(robot, model, planner: str, plans: int) -> float:

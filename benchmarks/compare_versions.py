@@ -19,9 +19,11 @@ import torch
 import yaml
 
 from mbrl_ros.graphs import MPC_CONTROL_PERIOD
-from mbrl_ros.nodes import arm_sim, dynamics_fitter, episode_manager, mpc_planner
+from mbrl_ros.mpc import PlannerSettings
+from mbrl_ros.nodes import arm_sim, dynamics_fitter, episode_manager
 from mbrl_ros.param_files import node_parameters
 from mbrl_ros.robot import load_robot
+from mbrl_ros.settings import ConfigError
 from mbrl_ros.simulation import SimConfig
 from mbrl_ros.versions import VERSIONS, Setup, run_version, table
 
@@ -39,7 +41,8 @@ def setup_for(robot_name: str, episode_length: float) -> Setup:
     period = MPC_CONTROL_PERIOD[robot_name]
     sim = node_settings(config, "arm_sim", arm_sim.PARAMS)
     fit = node_settings(config, "dynamics_fitter", dynamics_fitter.PARAMS)
-    plan = node_settings(config, "mpc_planner", mpc_planner.PARAMS) | {"control_period": period}
+    plan = PlannerSettings.select(node_parameters(config, "mpc_planner")).replace(
+        control_period=period)
     episodes = node_settings(config, "episode_manager", episode_manager.PARAMS)
     model = {"kind": fit["model"]}
     if fit["model"] in ("ensemble", "mlp"):
@@ -82,10 +85,14 @@ def main() -> int:
     setup = setup_for(args.robot, args.episode_length)
     for item in args.set:
         name, _, value = item.partition("=")
-        if name not in setup.planner or not value:
-            ap.error(f"--set {item!r}: expected NAME=VALUE with a planner parameter NAME "
-                     f"({', '.join(sorted(setup.planner))})")
-        setup.planner[name] = yaml.safe_load(value)
+        if not value:
+            ap.error(f"--set {item!r}: expected NAME=VALUE with a planner setting NAME "
+                     f"({', '.join(sorted(PlannerSettings.names()))})")
+        try:
+            setup.planner = PlannerSettings.from_mapping(
+                setup.planner.as_dict() | {name: yaml.safe_load(value)}, f"--set {item!r}")
+        except ConfigError as exc:
+            ap.error(str(exc))
     try:
         seeds = [int(v) for v in args.seeds.split(",")]
     except ValueError:

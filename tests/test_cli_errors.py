@@ -26,8 +26,8 @@ from mbrl_ros.dynamics.catalog import load_model
 from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.graphs import graph
-from mbrl_ros.mpc import build_mpc
-from mbrl_ros.nodes import mpc_planner
+from mbrl_ros.mpc import PlannerSettings, build_mpc
+from mbrl_ros.settings import ConfigError
 from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.robot import load_robot
 
@@ -307,7 +307,7 @@ def test_fit_of_a_good_model_warns_nothing(files, tmp_path):
 
 
 # -- graph arguments that name a choice -------------------------------------------------------------
-PLANNER_CHOICES = next(p.choices for p in mpc_planner.PARAMS if p.name == "planner")
+PLANNER_CHOICES = next(p.choices for p in PlannerSettings.params() if p.name == "planner")
 
 
 @pytest.mark.parametrize("planner", PLANNER_CHOICES)
@@ -317,16 +317,15 @@ def test_every_planner_the_graph_accepts_builds_its_mpc(planner):
     specs = graph("mpc", planner=planner)
     assert next(s for s in specs if s.name == "mpc_planner").parameters["planner"] == planner
     robot = load_robot("arm2")
-    settings = {p.name: p.default for p in mpc_planner.PARAMS} | {
-        "planner": planner, "horizon": 4, "samples": 8, "elites": 2, "device": "cpu"}
+    settings = PlannerSettings(planner=planner, horizon=4, samples=8, elites=2, device="cpu")
     assert build_mpc(robot, range(robot.n_joints), settings).planner.name == planner
 
 
-def test_unknown_planner_is_a_clear_error_in_the_node_core():
-    settings = {p.name: p.default for p in mpc_planner.PARAMS} | {"planner": "random"}
-    robot = load_robot("arm2")
-    with pytest.raises(ValueError, match="planner 'random' must be one of .*random_shooting"):
-        build_mpc(robot, range(robot.n_joints), settings)
+def test_unknown_planner_is_a_clear_error_in_the_planner_settings():
+    with pytest.raises(ConfigError, match="'planner' = 'random' must be one of .*random_shooting"):
+        PlannerSettings(planner="random")
+    with pytest.raises(ConfigError, match=r"'horizn' \(did you mean 'horizon'\?\)"):
+        PlannerSettings.from_mapping({"horizn": 5})
 
 
 def test_a_urdf_path_is_a_robot():

@@ -11,8 +11,7 @@ import torch
 from mbrl_ros.dynamics.base import DynamicsModel, ModelError, ModelSignature
 from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel, MLPModel
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.mpc import build_mpc
-from mbrl_ros.nodes import mpc_planner
+from mbrl_ros.mpc import PlannerSettings, build_mpc
 from mbrl_ros.planning import rollout_costs
 from mbrl_ros.robot import load_robot
 from mbrl_ros.tasks import ReachCost
@@ -164,8 +163,7 @@ def test_rollout_costs_through_the_fused_path_match_the_reference_path(arm2):
 @pytest.mark.parametrize("planner", ["cem", "ilqr"])
 def test_the_planner_nodes_cost_is_in_the_planners_dtype(planner):
     robot = load_robot("arm2")
-    settings = {p.name: p.default for p in mpc_planner.PARAMS} | {
-        "planner": planner, "horizon": 4, "samples": 8, "elites": 2, "device": "cpu"}
+    settings = PlannerSettings(planner=planner, horizon=4, samples=8, elites=2, device="cpu")
     mpc = build_mpc(robot, range(robot.n_joints), settings)
     assert {b.dtype for b in mpc.cost.buffers()} == {mpc.planner.dtype} == {torch.float32}
 

@@ -22,7 +22,7 @@ from mbrl_ros.dynamics.base import model_from_bytes
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.nodes.dynamics_fitter import DynamicsFitterNode
 from mbrl_ros.nodes.messages import LATCHED_QOS
-from mbrl_ros.nodes.params import Param
+from mbrl_ros.nodes.params import Param, descriptor
 from mbrl_ros.nodes.recorder import RecorderNode
 from mbrl_ros.policy.network import GoalPolicy
 from mbrl_ros.robot import load_robot
@@ -56,7 +56,7 @@ def test_read_only_unless_runtime_and_never_for_robot_topics_seeds_or_dimensions
     runtime = [(n, p.name) for n, p in params if p.runtime]
     assert ("lg_executor", "position_margin") in runtime and ("mpc_planner", "w_l2") in runtime
     for node, p in params:
-        d = p.descriptor()
+        d = descriptor(p)
         assert d.read_only == (not p.runtime), (node, p.name)
         if p.runtime:
             assert p.name not in NEVER_RUNTIME and not p.name.endswith("_topic"), (node, p.name)

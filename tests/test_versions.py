@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.nodes.mpc_planner import PARAMS
+from mbrl_ros.mpc import PlannerSettings
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import SimConfig
 from mbrl_ros.versions import Setup, run_version, table
@@ -13,8 +13,8 @@ torch.set_num_threads(1)
 
 
 def setup(steps=20):
-    planner = {p.name: p.default for p in PARAMS} | dict(
-        planner="ilqr", horizon=10, iterations=3, control_period=0.05, w_l2=1.0)
+    planner = PlannerSettings(planner="ilqr", horizon=10, iterations=3, control_period=0.05,
+                              w_l2=1.0)
     return Setup(robot=load_robot("arm2"),
                  sim=SimConfig(control_period=0.05, initial_position_noise=0.3),
                  planner=planner, model=dict(kind="ensemble", members=2, hidden=32, layers=2,

@@ -25,7 +25,7 @@ The same object serves the planner node and offline experiments.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,9 +41,68 @@ from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.robot import ForwardKinematics, RobotDescription
 from mbrl_ros.tasks.reach import ReachCost
 from mbrl_ros.msgconv import seconds_to_ns
+from mbrl_ros.settings import Settings, setting
 
 
 FEEDBACK = ("plan", "none", "tracking", "bounded")  # the gains between replans (see above)
+
+
+@dataclass(frozen=True)
+class PlannerSettings(Settings):
+    """What ``build_mpc`` builds an MPC from: the planner node declares these as its parameters
+    (with its own, see ``nodes/mpc_planner.py``); offline code builds them directly."""
+
+    control_period: float = setting(0.05, "control period of the graph = the model's dt (s)",
+                                     (1e-4, 1.0))
+    planner: str = setting("icem", "planning algorithm", choices=tuple(sorted(PLANNERS)))
+    horizon: int = setting(20, "planning horizon (control periods)", (1, 1000), runtime=True)
+    replan_every: int = setting(1, "control periods between replans (≤ horizon)", (1, 1000),
+                                runtime=True)
+    samples: int = setting(200, "population (cem, icem), samples (mppi, random)",
+                           (1, 1_000_000), runtime=True)
+    elites: int = setting(20, "elites (cem, icem)", (1, 100_000), runtime=True)
+    iterations: int = setting(3, "optimiser iterations", (1, 1000), runtime=True)
+    propagation: str = setting("mean", "model propagation for sampling planners",
+                               choices=("mean", "sample", "ts1", "tsinf"))
+    particles: int = setting(1, "particles per action sequence (1 for 'mean')", (1, 1000))
+    seed: int = setting(0, "planner and base-policy seed", (0, 2**31 - 1))
+    random_seconds: float = setting(0.0, "run π0 for this much time at the start (s)",
+                                    (0.0, 1e6))
+    feedback: str = setting(
+        "plan", "gains a plan carries between replans: plan (the planner's own: iLQR's K), none "
+        "(open loop: û + k along the plan) or tracking (joint-space PD on the deviation from the "
+        "plan's nominal states: gains a young model's K cannot spoil) or bounded (iLQR's K with "
+        "each joint's row bounded by the tracking gains, L1 norm)", choices=FEEDBACK)
+    tracking_gain_fraction: float = setting(
+        0.5, "feedback tracking and bounded: PD gains (bounds) as this fraction of the gains "
+        "stable at the control period (homing's rule)", (1e-3, 1.0))
+    random_scale: float = setting(0.3, "π0 torque amplitude, fraction of the effort limits",
+                                  (0.0, 1.0))
+    random_hold_steps: int = setting(2, "control periods each π0 torque is held", (1, 100000))
+    w_l2: float = setting(1.0, "reach cost: weight of ½·d² (1/m²)", (0.0, 1e6), runtime=True)
+    w_log: float = setting(1.0, "reach cost: weight of log(d² + α)", (0.0, 1e6), runtime=True)
+    alpha: float = setting(1e-4, "reach cost: α of the log term (m²)", (1e-12, 1.0),
+                           runtime=True)
+    terminal_weight: float = setting(10.0, "reach cost: weight of the last step", (0.0, 1e6),
+                                     runtime=True)
+    w_velocity: float = setting(0.0, "reach cost: weight of the final joint speed²",
+                                (0.0, 1e6), runtime=True)
+    w_action: float = setting(1e-3, "action penalty weight (per (N·m)²)", (0.0, 1e6),
+                              runtime=True)
+    w_limit: float = setting(1.0, "joint position and velocity limit penalty weight",
+                             (0.0, 1e6), runtime=True)
+    limit_margin: float = setting(0.1, "limit penalty: starts this far inside a position limit "
+                                  "(rad)", (1e-6, 10.0), runtime=True)
+    velocity_margin: float = setting(0.5, "limit penalty: starts this far below a velocity "
+                                     "limit (rad/s)", (1e-6, 100.0), runtime=True)
+    effort_fraction: float = setting(1.0, "planned torques stay within this fraction of the "
+                                     "effort limits (the executor clamps at the full limits)",
+                                     (0.01, 1.0), runtime=True)
+    joint_effort_fraction: list = setting(
+        [], "per joint, in joint_names order: the fractions of the effort limits that bound "
+        "plans and π0 (a robot configuration's effort_fraction); [] = effort_fraction and "
+        "random_scale for all joints", (0.0, 1.0))
+    device: str = setting("", "torch device for planning; '' = cuda if available, else cpu")
 
 
 @dataclass
@@ -187,52 +246,41 @@ def bound_gains(K: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> np.ndarray:
     return K
 
 
-def planner_options(settings: Mapping[str, Any]) -> dict:
-    """Keyword arguments of planner ``settings['planner']`` (a name of PLANNERS) from the planner
-    node's parameters; ValueError naming the planners for another name."""
-    sampling = {"mode": settings["propagation"], "particles": settings["particles"]}
-    population = dict(population=settings["samples"], elites=settings["elites"],
-                      iterations=settings["iterations"], **sampling)
+def planner_options(s: PlannerSettings) -> dict:
+    """Keyword arguments of planner ``s.planner`` (a name of PLANNERS)."""
+    sampling = {"mode": s.propagation, "particles": s.particles}
+    population = dict(population=s.samples, elites=s.elites, iterations=s.iterations,
+                      **sampling)
     options = {"cem": population, "icem": population,
-               "mppi": dict(samples=settings["samples"], iterations=settings["iterations"],
-                            **sampling),
-               "random_shooting": dict(samples=settings["samples"], **sampling),
-               "ilqr": dict(iterations=settings["iterations"])}
-    if settings["planner"] not in options:
-        raise ValueError(f"planner {settings['planner']!r} must be one of "
-                         f"{', '.join(sorted(options))}")
-    return options[settings["planner"]]
+               "mppi": dict(samples=s.samples, iterations=s.iterations, **sampling),
+               "random_shooting": dict(samples=s.samples, **sampling),
+               "ilqr": dict(iterations=s.iterations)}
+    return options[s.planner]
 
 
-def build_mpc(robot: RobotDescription, joint_index: Sequence[int],
-              settings: Mapping[str, Any]) -> MPC:
-    """The MPC of the planner node from its parameters (``settings``: the names and meanings of
-    ``nodes/mpc_planner.py``'s PARAMS) for the joints ``joint_index`` of ``robot``. PlanError,
+def build_mpc(robot: RobotDescription, joint_index: Sequence[int], s: PlannerSettings) -> MPC:
+    """The MPC of settings ``s`` for the joints ``joint_index`` of ``robot``. PlanError,
     TaskError or ValueError name a bad setting."""
-    s = settings
     idx = list(joint_index)
+    names = [robot.joint_names[i] for i in idx]
     effort = robot.limits.effort[idx]
-    per_joint = np.asarray(s.get("joint_effort_fraction") or [], dtype=float)
+    per_joint = np.asarray(s.joint_effort_fraction, dtype=float)
     if per_joint.size and (per_joint.shape != (len(idx),) or not np.all(
             (per_joint > 0) & (per_joint <= 1))):
         raise ValueError(f"joint_effort_fraction {per_joint.tolist()} must be {len(idx)} values "
                          f"in (0, 1], one per joint")
-    box = (per_joint if per_joint.size else s["effort_fraction"]) * effort
-    base_policy = RandomTorquePolicy(effort, per_joint if per_joint.size else s["random_scale"],
-                                     s["random_hold_steps"], s["seed"] + 1)
-    options = planner_options(s)
-    planner = PLANNERS[s["planner"]](s["horizon"], -box, box, seed=s["seed"], **options)
+    box = (per_joint if per_joint.size else s.effort_fraction) * effort
+    base_policy = RandomTorquePolicy(effort, per_joint if per_joint.size else s.random_scale,
+                                     s.random_hold_steps, s.seed + 1)
+    planner = PLANNERS[s.planner](s.horizon, -box, box, seed=s.seed, **planner_options(s))
     # the cost in the planner's dtype: float32 plans need no float64 pass through it
-    cost = ReachCost(robot, w_l2=s["w_l2"], w_log=s["w_log"], alpha=s["alpha"],
-                     terminal_weight=s["terminal_weight"], w_velocity=s["w_velocity"],
-                     w_action=s["w_action"], w_limit=s["w_limit"],
-                     limit_margin=s["limit_margin"],
-                     velocity_margin=s["velocity_margin"]).to(s["device"] or "cpu",
-                                                              planner.dtype)
-    return MPC(robot, [robot.joint_names[i] for i in idx], planner, cost,
-               dt=s["control_period"], replan_every=s["replan_every"],
-               random_steps=int(round(s["random_seconds"] / s["control_period"])),
-               base_policy=base_policy, feedback=s.get("feedback", "plan"),
-               tracking_gains=homing_gains(robot, [robot.joint_names[i] for i in idx],
-                                           s["control_period"], s["tracking_gain_fraction"])
-               if s.get("feedback") in ("tracking", "bounded") else None)
+    cost = ReachCost(robot, w_l2=s.w_l2, w_log=s.w_log, alpha=s.alpha,
+                     terminal_weight=s.terminal_weight, w_velocity=s.w_velocity,
+                     w_action=s.w_action, w_limit=s.w_limit, limit_margin=s.limit_margin,
+                     velocity_margin=s.velocity_margin).to(s.device or "cpu", planner.dtype)
+    tracking = s.feedback in ("tracking", "bounded")
+    return MPC(robot, names, planner, cost, dt=s.control_period, replan_every=s.replan_every,
+               random_steps=int(round(s.random_seconds / s.control_period)),
+               base_policy=base_policy, feedback=s.feedback,
+               tracking_gains=homing_gains(robot, names, s.control_period,
+                                           s.tracking_gain_fraction) if tracking else None)

@@ -34,7 +34,7 @@ from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.episodes import EpisodeResult, TargetSampler, score
-from mbrl_ros.mpc import MPC, build_mpc
+from mbrl_ros.mpc import MPC, PlannerSettings, build_mpc
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.policy.rollout import run_episode
 from mbrl_ros.robot import ForwardKinematics, RobotDescription
@@ -47,12 +47,12 @@ FEEDBACK = {"v1.5+ilqr": "bounded", "v1.5+tracking": "tracking"}  # the planner'
 
 @dataclass
 class Setup:
-    """Everything but the version: ``planner`` holds the planner node's parameters, ``model``
+    """Everything but the version: ``planner`` the planner's settings, ``model``
     the fitter's (kind + network options), ``box`` the target workspace (min, max) in m."""
 
     robot: RobotDescription
     sim: SimConfig
-    planner: Mapping[str, Any]
+    planner: PlannerSettings
     model: Mapping[str, Any]
     box: tuple[np.ndarray, np.ndarray]
     episode_steps: int
@@ -176,14 +176,13 @@ def run_version(version: str, setup: Setup, budget_seconds: float, seed_seconds:
     dt = setup.sim.control_period
     episode_s = setup.episode_steps * dt
     result = VersionResult(version, 0.0)
-    horizon = setup.episode_steps if version in ("v0.5", "v1.0") else setup.planner["horizon"]
+    horizon = setup.episode_steps if version in ("v0.5", "v1.0") else setup.planner.horizon
     replan = setup.feedback_every if version in FEEDBACK else 1
     iterations = setup.open_loop_iterations if version in ("v0.5", "v1.0") \
-        else setup.planner["iterations"] * replan
-    mpc = build_mpc(setup.robot, range(setup.robot.n_joints), {
-        **setup.planner, "horizon": horizon, "iterations": iterations, "replan_every": replan,
-        "feedback": FEEDBACK.get(version, "none"), "random_seconds": 0.0, "seed": seed,
-        "device": "cpu"})
+        else setup.planner.iterations * replan
+    mpc = build_mpc(setup.robot, range(setup.robot.n_joints), setup.planner.replace(
+        horizon=horizon, iterations=iterations, replan_every=replan,
+        feedback=FEEDBACK.get(version, "none"), random_seconds=0.0, seed=seed, device="cpu"))
     policy = RandomTorquePolicy(setup.robot.limits.effort, setup.random_scale,
                                 setup.random_hold_steps, seed + 1)
     parts = []

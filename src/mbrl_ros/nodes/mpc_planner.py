@@ -56,7 +56,7 @@ from mbrl_ros.data.topics import (CONTROLLER, DYNAMICS_MODEL, EVENTS, PLANNED_PA
 from mbrl_ros.dynamics.base import DynamicsModel
 from mbrl_ros.dynamics.catalog import available_kinds, load_model
 from mbrl_ros.episodes import EpisodeClock
-from mbrl_ros.mpc import FEEDBACK, MPCStep, build_mpc
+from mbrl_ros.mpc import MPCStep, PlannerSettings, build_mpc
 from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
@@ -67,7 +67,7 @@ from mbrl_ros.nodes.run_control import add_save_service, save_path_param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.markers import PlanMarkers
 from mbrl_ros.nodes.targets import TargetSchedule
-from mbrl_ros.planning import PLANNERS, PlanError
+from mbrl_ros.planning import PlanError
 from mbrl_ros.plausibility import TargetGate
 from mbrl_ros.robot import load_robot
 from mbrl_ros.tasks.terms import TaskError
@@ -78,23 +78,9 @@ SPIN_INTERVAL = 0.005   # s between callbacks in real time: the newest state is 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
     Param("joint_names", [], "joints to control, in command order; [] = all, robot order"),
-    Param("control_period", 0.05, "control period of the graph = the model's dt (s)", (1e-4, 1.0)),
     Param("mode", "sync", "sync: plan for every joint state in order (lockstep graphs); "
                           "realtime: only for the newest (a backlog is skipped, never planned "
                           "late)", choices=("sync", "realtime")),
-    Param("planner", "icem", "planning algorithm", choices=tuple(sorted(PLANNERS))),
-    Param("horizon", 20, "planning horizon (control periods)", (1, 1000), runtime=True),
-    Param("replan_every", 1, "control periods between replans (≤ horizon)", (1, 1000),
-          runtime=True),
-    Param("samples", 200, "population (cem, icem), samples (mppi, random)", (1, 1_000_000),
-          runtime=True),
-    Param("elites", 20, "elites (cem, icem)", (1, 100_000), runtime=True),
-    Param("iterations", 3, "optimiser iterations", (1, 1000), runtime=True),
-    Param("propagation", "mean", "model propagation for sampling planners",
-          choices=("mean", "sample", "ts1", "tsinf")),
-    Param("particles", 1, "particles per action sequence (1 for 'mean')", (1, 1000)),
-    Param("seed", 0, "planner and base-policy seed", (0, 2**31 - 1)),
-    Param("random_seconds", 0.0, "run π0 for this much time at the start (s)", (0.0, 1e6)),
     Param("wait_for_model", False, "lockstep graphs: after random_seconds, hold back the answer to "
                                    "a joint state until the first model arrives (the graph waits, "
                                    "so runs do not depend on fit speed; random_seconds must give "
@@ -115,49 +101,17 @@ PARAMS = [
                                          "simulator's automatic episodes)"),
     Param("random_episodes", 0, "with episodes_from_events: π0 for the first this many "
                                 "episodes (instead of random_seconds)", (0, 100000)),
-    Param("feedback", "plan", "gains a plan carries between replans: plan (the planner's own: "
-                              "iLQR's K), none (open loop: û + k along the plan) or tracking "
-                              "(joint-space PD on the deviation from the plan's nominal states: "
-                              "gains a young model's K cannot spoil) or bounded (iLQR's K with "
-                              "each joint's row bounded by the tracking gains, L1 norm)",
-          choices=FEEDBACK),
-    Param("tracking_gain_fraction", 0.5, "feedback tracking and bounded: PD gains (bounds) as "
-                                         "this fraction of the gains stable at the control "
-                                         "period (homing's rule)",
-          (1e-3, 1.0)),
     Param("compensate_latency", False, "realtime: plan from the state predicted for when the "
                                        "plan takes effect (the recent median latency ahead)"),
     Param("model_wait_seconds", 30.0, "wall time to wait for a held state's model or target "
                                       "before going on without (s): the only wall-clock "
                                       "dependence of a lockstep run, so far above any fit time",
           (0.1, 1e6)),
-    Param("random_scale", 0.3, "π0 torque amplitude, fraction of the effort limits", (0.0, 1.0)),
-    Param("random_hold_steps", 2, "control periods each π0 torque is held", (1, 100000)),
-    Param("w_l2", 1.0, "reach cost: weight of ½·d² (1/m²)", (0.0, 1e6), runtime=True),
-    Param("w_log", 1.0, "reach cost: weight of log(d² + α)", (0.0, 1e6), runtime=True),
-    Param("alpha", 1e-4, "reach cost: α of the log term (m²)", (1e-12, 1.0), runtime=True),
-    Param("terminal_weight", 10.0, "reach cost: weight of the last step", (0.0, 1e6), runtime=True),
-    Param("w_velocity", 0.0, "reach cost: weight of the final joint speed²", (0.0, 1e6),
-          runtime=True),
-    Param("w_action", 1e-3, "action penalty weight (per (N·m)²)", (0.0, 1e6), runtime=True),
-    Param("w_limit", 1.0, "joint position and velocity limit penalty weight", (0.0, 1e6),
-          runtime=True),
-    Param("limit_margin", 0.1, "limit penalty: starts this far inside a position limit (rad)",
-          (1e-6, 10.0), runtime=True),
-    Param("velocity_margin", 0.5, "limit penalty: starts this far below a velocity limit "
-                                  "(rad/s)", (1e-6, 100.0), runtime=True),
-    Param("effort_fraction", 1.0, "planned torques stay within this fraction of the effort "
-                                  "limits (the executor clamps at the full limits)", (0.01, 1.0),
-          runtime=True),
-    Param("joint_effort_fraction", [], "per joint, in joint_names order: the fractions of the "
-          "effort limits that bound plans and π0 (a robot configuration's effort_fraction); "
-          "[] = effort_fraction and random_scale for all joints", (0.0, 1.0)),
     save_path_param("controller"),
-    Param("device", "", "torch device for planning; '' = cuda if available, else cpu"),
     Param("torch_threads", 1, "CPU threads of a plan (torch.set_num_threads): 1 leaves the other "
                               "cores to the executor, sim and fitter and keeps plans "
                               "reproducible; 0 = torch's default", (0, 1024)),
-] + STATE_GATE_PARAMS
+] + PlannerSettings.params() + STATE_GATE_PARAMS
 
 
 class MPCPlannerNode(Node):
@@ -223,15 +177,16 @@ class MPCPlannerNode(Node):
                                f"{p.control_period:g} s, replanning every {p.replan_every} "
                                f"step(s) on {self.device}")
 
-    def _build_mpc(self, settings: dict):
-        """The MPC for the parameter values ``settings``; ConfigError naming a bad setting."""
+    def _build_mpc(self, values: dict):
+        """The MPC for the parameter values ``values``; ConfigError naming a bad setting."""
         try:
-            mpc = build_mpc(self.robot, self.joint_index, settings | {
-                "device": self.device, "random_seconds": self.random_seconds})
+            settings = PlannerSettings.select(values | {"device": self.device,
+                                                        "random_seconds": self.random_seconds})
+            mpc = build_mpc(self.robot, self.joint_index, settings)
         except (PlanError, TaskError, ValueError) as exc:
             raise ConfigError(f"planner configuration: {exc}") from None
         if self.realtime:
-            mpc.pi0_steps = settings["horizon"]
+            mpc.pi0_steps = settings.horizon
         return mpc
 
     def _set_params(self, changes) -> None:

@@ -1,6 +1,7 @@
-"""Declared, described and range-checked node parameters.
+"""Declared, described and range-checked node parameters (the ROS side of ``mbrl_ros.settings``).
 
-Each node lists its parameters as ``Param`` entries; ``declare_params`` declares them with a
+Each node lists its parameters as ``Param`` entries (a core component's ``Settings.params()``
+and the node's own); ``declare_params`` declares them with a
 description and range (visible to ``ros2 param describe``), reads the values given by YAML or the
 command line, and raises ``ConfigError`` naming the parameter, the value and what is allowed.
 
@@ -12,8 +13,6 @@ accepted set updates the namespace ``declare_params`` returned and the node's ``
 from __future__ import annotations
 
 import difflib
-import math
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -24,90 +23,29 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
-
-class ConfigError(ValueError):
-    """A node's configuration (parameter, file) is invalid; the node must not start."""
+from mbrl_ros.settings import ConfigError, Param
 
 
-@dataclass(frozen=True)
-class Param:
-    """One parameter: name, default (its type sets the parameter type), description with units,
-    inclusive numeric range (also applied to each element of a numeric list), or allowed strings.
-    ``runtime``: settable on a running node (else read-only); ``safer``: for a runtime safety
-    setting, "higher" or "lower", the direction it may move from its start-up value."""
-
-    name: str
-    default: Any
-    description: str
-    range: tuple[float, float] | None = None
-    choices: tuple[str, ...] | None = None
-    runtime: bool = False
-    safer: str | None = None
-
-    def __post_init__(self):
-        if self.safer not in (None, "higher", "lower") or (self.safer and not self.runtime):
-            raise TypeError(f"parameter '{self.name}': safer must be 'higher' or 'lower' and "
-                            "needs runtime=True")
-
-    def descriptor(self) -> ParameterDescriptor:
-        d = ParameterDescriptor(name=self.name, description=self.description,
-                                read_only=not self.runtime, dynamic_typing=True)
-        if self.range is not None and isinstance(self.default, float):
-            d.floating_point_range = [FloatingPointRange(
-                from_value=float(self.range[0]), to_value=float(self.range[1]), step=0.0)]
-        elif self.range is not None and isinstance(self.default, int) \
-                and not isinstance(self.default, bool):
-            d.integer_range = [IntegerRange(
-                from_value=int(self.range[0]), to_value=int(self.range[1]), step=0)]
-        if self.choices:
-            d.additional_constraints = "one of: " + ", ".join(self.choices)
-        elif self.range is not None:
-            d.additional_constraints = f"range [{self.range[0]}, {self.range[1]}]"
-        if self.safer:
-            d.additional_constraints += (f"; at run time only {self.safer} than the start-up "
-                                         "value")
-        return d
-
-    def check(self, value: Any) -> Any:
-        """The value converted to this parameter's type; ConfigError if it does not fit."""
-        kind = type(self.default)
-        bad = f"parameter '{self.name}' = {value!r}"
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise ConfigError(f"{bad} must be true or false")
-            return value
-        if kind is float or kind is int:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{bad} must be a number")
-            if kind is int and not float(value).is_integer():
-                raise ConfigError(f"{bad} must be an integer")
-            value = kind(value)
-            if not math.isfinite(value):
-                raise ConfigError(f"{bad} must be finite")
-            self._check_range(value, bad)
-            return value
-        if kind is str:
-            if not isinstance(value, str):
-                raise ConfigError(f"{bad} must be a string")
-            if self.choices and value not in self.choices:
-                raise ConfigError(f"{bad} must be one of {list(self.choices)}")
-            return value
-        if kind is list:
-            if value is None or value == []:
-                return []
-            items = list(value)
-            if items and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
-                items = [float(v) for v in items]
-                for i, v in enumerate(items):
-                    if not math.isfinite(v):
-                        raise ConfigError(f"{bad}: element {i} must be finite")
-                    self._check_range(v, f"{bad}: element {i}")
-            return items
-        raise TypeError(f"unsupported parameter type for '{self.name}'")
-
-    def _check_range(self, value: float, bad: str) -> None:
-        if self.range is not None and not (self.range[0] <= value <= self.range[1]):
-            raise ConfigError(f"{bad} is out of range [{self.range[0]}, {self.range[1]}]")
+def descriptor(p: Param) -> ParameterDescriptor:
+    """The ROS parameter descriptor of ``p``: description, range or choices, read-only unless
+    ``runtime`` (visible to ``ros2 param describe``)."""
+    d = ParameterDescriptor(name=p.name, description=p.description, read_only=not p.runtime,
+                            dynamic_typing=True)
+    if p.range is not None and isinstance(p.default, float):
+        d.floating_point_range = [FloatingPointRange(
+            from_value=float(p.range[0]), to_value=float(p.range[1]), step=0.0)]
+    elif p.range is not None and isinstance(p.default, int) \
+            and not isinstance(p.default, bool):
+        d.integer_range = [IntegerRange(
+            from_value=int(p.range[0]), to_value=int(p.range[1]), step=0)]
+    if p.choices:
+        d.additional_constraints = "one of: " + ", ".join(p.choices)
+    elif p.range is not None:
+        d.additional_constraints = f"range [{p.range[0]}, {p.range[1]}]"
+    if p.safer:
+        d.additional_constraints += (f"; at run time only {p.safer} than the start-up "
+                                     "value")
+    return d
 
 
 def select_joints(robot, names: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -136,7 +74,7 @@ def declare_params(node: Node, params: Sequence[Param],
     values = {}
     for p in params:
         try:
-            node.declare_parameter(p.name, _initial(p.default), p.descriptor())
+            node.declare_parameter(p.name, _initial(p.default), descriptor(p))
         except ParameterException as exc:  # rclpy's own range check rejected an override
             override = getattr(node, "_parameter_overrides", {}).get(p.name)
             if override is not None:
