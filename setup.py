@@ -67,9 +67,11 @@ setup(
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        # osrf-pycommon, argcomplete, psutil: for ROS 2's launch system in ../shared (tests)
+        # osrf-pycommon, argcomplete, psutil: for ROS 2's launch system in ../shared (tests);
+        # ruff and mypy pinned, so `make lint` gives the same verdict everywhere
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "mcap>=1.1", "mcap-ros2-support>=0.5",
-                "osrf-pycommon", "argcomplete", "psutil"],
+                "osrf-pycommon", "argcomplete", "psutil", "ruff==0.17.6", "mypy==2.4.1",
+                "types-PyYAML"],
     },
     zip_safe=True,
     entry_points={

@@ -74,7 +74,7 @@ def test_image_dataset_file_select_concat_and_rollout(tmp_path):
     with pytest.raises(DataError, match="images"):
         Dataset.concat([a, plain])
     with pytest.raises(DataError, match="no image observations"):
-        plain.images
+        _ = plain.images
     with pytest.raises(DataError, match="points outside the 6 frames"):
         a.with_images(a.frames, a.image_index + 3, a.next_image_index)
 

@@ -147,7 +147,7 @@ def _episodes_stream(rng, episodes: int, steps: int):
         first = k
         if e:
             timed.append((first - 0.5, len(timed), "event", event("reset", first * DT_NS, e)))
-        for i in range(steps + 1):
+        for _ in range(steps + 1):
             timed.append((k, len(timed), "state", state(k)))
             last_command = max(last_command, k + rng.uniform(0.1, 6))
             timed.append((last_command, len(timed), "command", command_msg(torque(k), k * DT_NS)))

@@ -502,7 +502,7 @@ def test_realtime_tags_are_send_times_and_latency_is_reported(ros):
     probe.send_controller(open_loop(np.full(N, 0.25), start_ns=start - seconds_to_ns(1.0)))
     wait_for(lambda: node.controller is not None, 10, "the controller")
     late = seconds_to_ns(0.03)  # states stamped 30 ms before they are sent
-    for k in range(5):
+    for _ in range(5):
         published = time.time_ns()
         stamp = published - late
         np.testing.assert_array_equal(probe.answer(stamp, HOME, np.zeros(N)), np.full(N, 0.25))

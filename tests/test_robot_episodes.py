@@ -22,9 +22,10 @@ def sequencer(source="homing", n=3, episode_s=0.5):
                             homing_retries=1), goals
 
 
-def drive(seq, q0, seconds, reach=True, rng=np.random.default_rng(0)):
+def drive(seq, q0, seconds, reach=True, seed=0):
     """Feed ~500 Hz jittered states; the arm approaches the current goal with a 50 ms time
     constant (or stays put with reach=False). Returns every step with the state's stamp."""
+    rng = np.random.default_rng(seed)
     steps, q, goal, t = [], np.array(q0, float), None, T0
     while t < T0 + seconds * 1e9:
         qd = np.zeros(2) if goal is None or not reach else (goal - q) / 0.05

@@ -616,7 +616,8 @@ def repair_bag(path: str | os.PathLike) -> list[FileRepair]:
         try:
             reader.open()
         except READ_ERRORS as exc:
-            raise BagError(f"bag {bag}: file {p.name} is still unreadable after repair: {exc}")
+            raise BagError(f"bag {bag}: file {p.name} is still unreadable after repair: {exc}") \
+                from None
         m = reader.metadata
         files.append(FileInfo(p.name, m.start_time if m.message_count else 0,
                               m.end_time - 1 if m.message_count else 0, m.message_count))

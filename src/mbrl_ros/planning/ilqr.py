@@ -150,7 +150,7 @@ class ILQR(Planner):
         accepted = rejected = 0
         failed = False  # the last line search found no decrease (μ was raised)
         transitions = T
-        for iteration in range(1, self.iterations + 1):
+        for iteration in range(1, self.iterations + 1):  # noqa: B007 (reported after the loop)
             A, Bm = dynamics_jacobians(model, X[:-1], U)
             _, g, H = cost_derivatives(cost, X, U)
             if not (torch.isfinite(A).all() and torch.isfinite(Bm).all()

@@ -289,7 +289,7 @@ def format_curve(rows: list[dict], metric_scale: float = 100.0, unit: str = "cm"
     """The learning curve as a text table (final metric × metric_scale, in ``unit``)."""
     n = max((len(r["per_condition"]) for r in rows), default=0)
     head = (f"{'iter':>4} {'samples':>7} {'mean cost':>10} {'mean ' + unit:>8} "
-            f"{'worst ' + unit:>8} " + " ".join(f"{'c%d' % m:>6}" for m in range(n))
+            f"{'worst ' + unit:>8} " + " ".join(f"{f'c{m}':>6}" for m in range(n))
             + f" {'KL':>8} {'ε':>8} {'η':>9} {'mult':>5}")
     lines = [head]
     for r in rows:
