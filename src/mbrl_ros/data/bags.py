@@ -142,8 +142,8 @@ def _close_file(file: McapFile, conns: Iterable[Connection]) -> tuple[FileInfo, 
     counts = {c.topic: file.channel_stats.get(c.id, 0) for c in conns}
     info = FileInfo(file.path.name, file.message_start_time, file.message_end_time,
                     file.message_count)
-    topics = [TopicInfo(c.topic, c.msgtype, counts[c.topic], tuple(rosbag2_ext(c).offered_qos_profiles),
-                        c.digest) for c in conns]
+    topics = [TopicInfo(c.topic, c.msgtype, counts[c.topic],
+                        tuple(rosbag2_ext(c).offered_qos_profiles), c.digest) for c in conns]
     meta = metadata_document([info], topics)["rosbag2_bagfile_information"]
     file.close(VERSION, yaml.safe_dump(meta, sort_keys=False).strip())
     return info, counts
