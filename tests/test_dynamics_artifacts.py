@@ -1,8 +1,13 @@
 """Every learned model kind carries its ``info`` (the fitter's version, data size, validation
 error) through its artifact and is rebuilt by ``model_from_bytes``."""
+import json
+
+import numpy as np
 import pytest
+import safetensors.numpy
 import torch
 
+from mbrl_ros.artifacts import META_KEY, ArtifactError
 from mbrl_ros.dynamics.base import ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.catalog import new_model
 from dynamics_systems import linear_dataset
@@ -24,3 +29,12 @@ def test_info_and_predictions_survive_the_artifact(kind):
     a = torch.as_tensor(val.actions, dtype=torch.float64)
     for x, y in zip(model.predict(s, a), again.predict(s, a)):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("schema", ["mbrl_ros.policy.x", ["mbrl_ros.dynamics.gmm"], None])
+def test_an_artifact_of_no_model_schema_is_refused_by_name(schema):
+    """A schema that names no model kind, or is not a string at all, is an ArtifactError."""
+    data = safetensors.numpy.save({"x": np.zeros(1)},
+                                  metadata={META_KEY: json.dumps({"schema": schema})})
+    with pytest.raises(ArtifactError, match="is not a dynamics model"):
+        model_from_bytes(data)

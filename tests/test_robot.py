@@ -358,6 +358,7 @@ def test_default_ee_link_is_the_leaf_and_armature(tmp_path):
     (mini("fixed", ""), "no revolute or continuous joint"),
     (mini(limit=LIMIT.replace('"2"', '"two"')), "not a list of numbers"),
     (mini(transmission_joint="j9"), "transmission 't1' drives \\['j9'\\]"),
+    (mini().replace('<link name="base"/>', '<link/>'), "a <link> has no 'name'"),
 ])
 def test_bad_urdf(tmp_path, text, message):
     path = write(tmp_path, text)

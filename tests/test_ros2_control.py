@@ -89,6 +89,7 @@ def test_ros1_transmissions_still_read(tmp_path):
      "joint 'joint1' needs an effort command interface"),
     (lambda b: b.remove(b.find("joint")), r"joints \['joint2'\] are not the chain's"),
     (lambda b: b.find("joint").set("name", "wrist"), "are not the chain's actuated joints"),
+    (lambda b: b.find("joint").attrib.pop("name"), r"joints \['', 'joint2'\] are not the"),
 ])
 def test_bad_ros2_control_block_is_named(tmp_path, change, message):
     root = ET.parse(ROOT / "urdf" / "arm2.urdf").getroot()

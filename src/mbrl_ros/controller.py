@@ -83,7 +83,7 @@ def _factor_psd(cov: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, boo
                              f"(smallest eigenvalue {w.min():.3g})")
         w = np.where(w > 1e-12 * max(w.max(), 0.0), w, 0.0)  # rounding noise of zero modes
         root = np.sqrt(w)[:, None] * v.T  # rootᵀ root = Σ
-        chol[t] = np.linalg.qr(root, mode="r").T  # root = Q R  →  Σ = Rᵀ R
+        chol[t] = np.asarray(np.linalg.qr(root, mode="r")).T  # root = Q R  →  Σ = Rᵀ R
         logdet[t] = -np.inf
     return chol, logdet, False
 
@@ -215,7 +215,7 @@ class LinearGaussianController:
 
     def with_validity(self, valid_until_ns: int) -> "LinearGaussianController":
         """The same controller, valid until ``valid_until_ns`` (clipped to its end)."""
-        return self._replace(*self._arrays(), start_ns=self.start_ns,
+        return self._replace(self._arrays(), start_ns=self.start_ns,
                              valid_until_ns=min(int(valid_until_ns), self.end_ns))
 
     # -- acting --------------------------------------------------------------------------------
@@ -266,15 +266,17 @@ class LinearGaussianController:
         return 0.5 * (self.du * (1.0 + math.log(2 * math.pi)) + self.logdet)
 
     # -- receding horizon ----------------------------------------------------------------------
-    def _replace(self, x_hat, u_hat, K, k, cov, start_ns,
+    def _replace(self, arrays: Sequence[np.ndarray], start_ns: int,
                  valid_until_ns: int | None = None) -> "LinearGaussianController":
-        """A controller of these arrays from ``start_ns``, valid to its end unless given."""
+        """A controller of ``arrays`` (x_hat, u_hat, K, k, cov) from ``start_ns``, valid to its
+        end unless given."""
+        x_hat, u_hat, K, k, cov = arrays
         return LinearGaussianController(x_hat, u_hat, K, k, cov, dt_ns=self.dt_ns,
                                         start_ns=start_ns, joint_names=self.joint_names,
                                         state_layout=self.state_layout,
                                         valid_until_ns=valid_until_ns)
 
-    def _arrays(self):
+    def _arrays(self) -> tuple[np.ndarray, ...]:
         return self.x_hat, self.u_hat, self.K, self.k, self.cov
 
     def with_gains(self, K) -> "LinearGaussianController":
@@ -282,7 +284,7 @@ class LinearGaussianController:
         (T, du, dx) on the deviation from it instead of the controller's own (the same steps,
         noise and validity)."""
         K = np.broadcast_to(np.asarray(K, dtype=np.float64), self.K.shape).copy()
-        return self._replace(self.x_hat, self.u_hat + self.k, K, np.zeros_like(self.k), self.cov,
+        return self._replace((self.x_hat, self.u_hat + self.k, K, np.zeros_like(self.k), self.cov),
                              start_ns=self.start_ns, valid_until_ns=self.valid_until_ns)
 
     def without_feedback(self) -> "LinearGaussianController":
@@ -293,7 +295,7 @@ class LinearGaussianController:
         """Steps t0..t1−1, starting at start + t0·dt."""
         if not 0 <= t0 < t1 <= self.T:
             raise ValueError(f"slice [{t0}, {t1}) outside 0..{self.T}")
-        return self._replace(*(a[t0:t1] for a in self._arrays()),
+        return self._replace([a[t0:t1] for a in self._arrays()],
                              start_ns=self.start_ns + t0 * self.dt_ns)
 
     def shift(self, steps: int, fill: str | None = None) -> "LinearGaussianController":
@@ -310,11 +312,11 @@ class LinearGaussianController:
             if fill == "zero":
                 last = [last[0]] + [np.zeros_like(a) for a in last[1:]]
             arrays = [np.concatenate([a] + [b] * steps) for a, b in zip(arrays, last)]
-        return self._replace(*arrays, start_ns=self.start_ns + steps * self.dt_ns)
+        return self._replace(arrays, start_ns=self.start_ns + steps * self.dt_ns)
 
     def restamp(self, start_ns: int) -> "LinearGaussianController":
         """The same steps (and validity) starting at ``start_ns``."""
-        return self._replace(*self._arrays(), start_ns=start_ns,
+        return self._replace(self._arrays(), start_ns=start_ns,
                              valid_until_ns=self.valid_until_ns - self.start_ns + start_ns)
 
     def to_bytes(self, info: dict | None = None) -> bytes:
@@ -372,7 +374,7 @@ def concatenate(controllers: Sequence[LinearGaussianController],
             raise ValueError(f"controller {i} starts at {c.start_ns} ns, not where controller "
                              f"{i - 1} ends ({prev.end_ns} ns)")
     arrays = [np.concatenate(parts) for parts in zip(*(c._arrays() for c in controllers))]
-    return first._replace(*arrays, start_ns=first.start_ns)
+    return first._replace(arrays, start_ns=first.start_ns)
 
 
 def kl_divergence(p: LinearGaussianController, q: LinearGaussianController, state_mean,

@@ -141,7 +141,7 @@ class SettleDetector:
             self.inside_since = None
         elif self.inside_since is None:
             self.inside_since = stamp_ns
-        if inside and stamp_ns - self.inside_since >= self.dwell_ns:
+        if self.inside_since is not None and stamp_ns - self.inside_since >= self.dwell_ns:
             self.settled = True
         elif stamp_ns - self.start_ns >= self.timeout_ns:
             self.timed_out = True
@@ -150,7 +150,7 @@ class SettleDetector:
     @property
     def message(self) -> str:
         """What the detector says: settled, still settling, or what did not settle."""
-        if self.settled:
+        if self.settled and self.last_stamp is not None:  # (settling takes a stamped state)
             return (f"settled at {self.last_stamp * 1e-9:.3f} s (within "
                     f"{self.position_tol.max():g} rad, {self.velocity_tol.max():g} rad/s)")
         off = [f"{self.names[i]} {self.error[i]:.4g} rad from its goal (tolerance "

@@ -196,7 +196,7 @@ class MPC:
         x, start_ns = self.predict_ahead(self.model_state(q, qd), stamp_ns, lead_ns)
         result = self.planner.plan(x, self.model, self.cost, warm=self.previous,
                                    start_ns=start_ns)
-        if result.ok:
+        if result.ok and result.controller is not None:  # (an ok plan has a controller)
             self.previous = self._with_feedback(result.controller)
             return MPCStep(self.previous, "plan", result)
         if self.previous is not None and self.previous.covers(stamp_ns):
@@ -209,6 +209,7 @@ class MPC:
             return c
         if self.feedback == "none":
             return c.without_feedback()
+        assert self.tracking_gains is not None  # __init__ requires them for these modes
         kp, kd = self.tracking_gains
         n = len(self.joint_names)
         if self.feedback == "bounded":
@@ -222,6 +223,8 @@ class MPC:
         mean prediction from x under the previous plan's actions where it covers the step (as the
         executor runs it, clamped to the planner's torque box), zero torque elsewhere. x unchanged
         for lead ≤ 0."""
+        if self.model is None:
+            raise ValueError("MPC.predict_ahead needs a model")
         steps = -(-int(lead_ns) // self.dt_ns) if lead_ns > 0 else 0
         until_ns = stamp_ns + steps * self.dt_ns
         return predict_ahead(self.model, x, stamp_ns, until_ns, self.previous,

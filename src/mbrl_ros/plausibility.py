@@ -100,7 +100,7 @@ class TargetGate:
         """Targets within ``factor`` × the arm's reach (the summed lengths of its chain)."""
         return cls(factor * robot.reach())
 
-    def check(self, target: np.ndarray) -> np.ndarray:
+    def check(self, target: Sequence[float] | np.ndarray) -> np.ndarray:
         target = np.asarray(target, dtype=np.float64)
         if target.shape != (3,) or not np.all(np.isfinite(target)):
             raise MessageError(f"target {target.tolist()} is not 3 finite coordinates")

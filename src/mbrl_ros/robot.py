@@ -152,19 +152,28 @@ def load_robot(urdf: str | Path, ee_link: str | None = None) -> RobotDescription
             raise fail(f"{what}: '{attr}' needs {size} numbers, got '{text}'")
         return values
 
-    links = [link.get("name") for link in root.findall("link")]
+    def name_of(elem: ET.Element, what: str) -> str:
+        name = elem.get("name")
+        if name is None:
+            raise fail(f"{what} has no 'name'")
+        return name
+
+    links = [name_of(link, "a <link>") for link in root.findall("link")]
     joints: dict[str, dict] = {}
     parent_joint: dict[str, str] = {}  # child link -> joint name
     for elem in root.findall("joint"):
-        name, jtype = elem.get("name"), elem.get("type")
+        name, jtype = name_of(elem, "a <joint>"), elem.get("type")
         what = f"joint '{name}'"
         if jtype not in SUPPORTED_TYPES:
             raise fail(f"{what} has type '{jtype}'; supported: {', '.join(SUPPORTED_TYPES)}")
-        parent, child = (elem.find(tag).get("link") if elem.find(tag) is not None else None
-                         for tag in ("parent", "child"))
-        for role, link in (("parent", parent), ("child", child)):
-            if link not in links:
+        ends = []
+        for role in ("parent", "child"):
+            tag = elem.find(role)
+            link = None if tag is None else tag.get("link")
+            if link is None or link not in links:
                 raise fail(f"{what} has {role} link '{link}', which is not a <link> of the file")
+            ends.append(link)
+        parent, child = ends
         if child in parent_joint:
             raise fail(f"link '{child}' is the child of joints '{parent_joint[child]}' and '{name}'")
         parent_joint[child] = name
@@ -229,7 +238,7 @@ def load_robot(urdf: str | Path, ee_link: str | None = None) -> RobotDescription
     # joint's <mechanical_reduction>) or in ROS 1's (gear: Drake's gear_ratio).
     for transmission in root.findall("ros2_control/transmission") + root.findall("transmission"):
         what = f"transmission '{transmission.get('name')}'"
-        names = [j.get("name") for j in transmission.findall("joint")]
+        names = [name_of(j, f"a <joint> of {what}") for j in transmission.findall("joint")]
         unknown = [n for n in names if n not in joint_names]
         if unknown:
             raise fail(f"{what} drives {unknown}, which are not actuated joints of the chain")
@@ -268,7 +277,15 @@ class ForwardKinematics(torch.nn.Module):
     array) is converted to the module's dtype and device. Rotation matrices map link to world frame.
     """
 
-    def __init__(self, robot: RobotDescription, points: dict[str, tuple[str, Sequence[float]]] | None = None,
+    _A: torch.Tensor        # buffers (see ``constants`` in __init__)
+    _t: torch.Tensor
+    _A9: torch.Tensor
+    _BC9: torch.Tensor
+    _axes: torch.Tensor
+    _offsets: torch.Tensor
+
+    def __init__(self, robot: RobotDescription,
+                 points: dict[str, tuple[str, Sequence[float] | np.ndarray]] | None = None,
                  dtype: torch.dtype = torch.float64, device: torch.device | str | None = None):
         super().__init__()
         self.robot = robot
@@ -321,8 +338,8 @@ class ForwardKinematics(torch.nn.Module):
             flat = torch.baddbmm(self._A9, sin_cos, self._BC9)  # (n, batch, 9)
             moving = flat.view(n, *q.shape[:-1], 3, 3).unbind(0)
             fixed = self._A.unbind(0)
-        return q, [fixed[j] if self._q_index[j] is None else moving[self._q_index[j]]
-                   for j in range(last_link)]
+        return q, [fixed[j] if i is None else moving[i]
+                   for j, i in enumerate(self._q_index[:last_link])]
 
     def _frames(self, q: torch.Tensor, last_link: int) -> tuple[list, list]:
         """World positions [(..., 3)] and rotations [(..., 3, 3)] of links 0..last_link."""

@@ -78,19 +78,20 @@ class EpisodeSequencer:
             if self._since is None:
                 self._since = stamp_ns
         if self.phase in ("homing", "settling"):
-            done = self._detector.update(stamp_ns, q, qd)
-            if self._detector.timed_out or (not done and self._since is not None and
-                                            stamp_ns - self._since >= self._detector.timeout_ns):
+            detector = self._detector
+            assert detector is not None  # set where homing begins and just above for settling
+            done = detector.update(stamp_ns, q, qd)
+            if detector.timed_out or (not done and self._since is not None and
+                                      stamp_ns - self._since >= detector.timeout_ns):
                 if self.phase == "homing" and self._retries < self.homing_retries:
                     self._retries += 1  # e.g. the arm was bumped: home again from where it is
-                    why, goal = self._detector.message, self._detector.goal
+                    why, goal = detector.message, detector.goal
                     self._detector = self.settle(goal)
                     return [Step("home", self.episode, stamp_ns, goal=goal,
                                  message=f"again ({self._retries} of {self.homing_retries}): "
                                          f"{why}")]
                 self.phase = "failed"
-                return [Step("failed", self.episode, stamp_ns,
-                             message=self._detector.message)]
+                return [Step("failed", self.episode, stamp_ns, message=detector.message)]
             if done:
                 self.phase = "running"
                 self.starts.append(stamp_ns)

@@ -42,9 +42,9 @@ def hardware_joints(robot: RobotDescription) -> tuple[HardwareJoint, ...]:
     blocks = ET.parse(robot.urdf_path).getroot().findall("ros2_control")
     if len(blocks) != 1:
         raise Ros2ControlError(f"{robot.urdf_path}: {len(blocks)} <ros2_control> blocks, need one")
-    joints = tuple(HardwareJoint(
-        j.get("name"), tuple(c.get("name") for c in j.findall("command_interface")),
-        tuple(s.get("name") for s in j.findall("state_interface")))
+    joints = tuple(HardwareJoint(  # (a missing name reads as '', which no check accepts)
+        j.get("name", ""), tuple(c.get("name", "") for c in j.findall("command_interface")),
+        tuple(s.get("name", "") for s in j.findall("state_interface")))
         for j in blocks[0].findall("joint"))
     names = [j.name for j in joints]
     if sorted(names) != sorted(robot.joint_names):
@@ -80,6 +80,7 @@ def mujoco_description(robot: RobotDescription, mjcf: Path, headless: bool) -> s
     hardware_joints(robot)
     root = ET.parse(robot.urdf_path).getroot()
     block = root.find("ros2_control")
+    assert block is not None  # hardware_joints checked that there is one
     hardware = block.find("hardware")
     if hardware is None or (hardware.findtext("plugin") or "").strip() != MUJOCO_PLUGIN:
         raise Ros2ControlError(f"{robot.urdf_path}: the <ros2_control> hardware plugin is not "

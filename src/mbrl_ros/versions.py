@@ -133,8 +133,8 @@ def _fit(setup: Setup, data: Dataset, seed: int):
 
 
 def _controller(version: str, setup: Setup, result: VersionResult
-                ) -> Callable[[MPC, np.ndarray], Callable[[int, np.ndarray], np.ndarray]]:
-    """For ``version``: a factory (mpc, target) → act(t, x) for one episode."""
+                ) -> Callable[[MPC, np.ndarray], Callable[[np.ndarray, int], np.ndarray]]:
+    """For ``version``: a factory (mpc, target) → act(x, t) for one episode."""
     def timed_act(mpc, x, stamp, target):
         tic = time.perf_counter()
         step = mpc.act(x[:setup.robot.n_joints], x[setup.robot.n_joints:], stamp, target)

@@ -26,13 +26,15 @@ import shutil
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Iterable, Iterator, Sequence
+from typing import Any, Collection, Iterable, Iterator, Literal, Sequence, overload
 
 import yaml
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import (Connection, ConnectionExtRosbag2, MessageDefinition,
                                 MessageDefinitionFormat, Qos)
+from rosbags.rosbag2 import Reader as Reader2
 from rosbags.rosbag2.errors import ReaderError
+from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.rosbag2.metadata import dump_qos_v9, parse_qos
 from rosbags.rosbag2.storage_mcap import Channel, McapReader, Schema
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
@@ -40,7 +42,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.interfaces import UnknownType, definition, kilted, ros_distro
 from mbrl_ros.data.mcap_files import (HASH_KEY, QOS_KEY, McapFile, McapSalvage, RawMessage,
-                                      channel_metadata)
+                                      channel_metadata, rosbag2_ext)
 from mbrl_ros.data.topics import resolve
 
 VERSION = 9
@@ -130,7 +132,7 @@ def _connection(cid: int, topic: str, msgtype: str, msgdef: MessageDefinition, d
 def _add_connection(file: McapFile, conn: Connection) -> None:
     if all(s.name != conn.msgtype for s in file.schemas):
         file.add_msgtype(conn)
-    file.add_connection(conn, qos_text(conn.ext.offered_qos_profiles))
+    file.add_connection(conn, qos_text(rosbag2_ext(conn).offered_qos_profiles))
 
 
 def _close_file(file: McapFile, conns: Iterable[Connection]) -> tuple[FileInfo, dict[str, int]]:
@@ -140,8 +142,8 @@ def _close_file(file: McapFile, conns: Iterable[Connection]) -> tuple[FileInfo, 
     counts = {c.topic: file.channel_stats.get(c.id, 0) for c in conns}
     info = FileInfo(file.path.name, file.message_start_time, file.message_end_time,
                     file.message_count)
-    topics = [TopicInfo(c.topic, c.msgtype, counts[c.topic], tuple(c.ext.offered_qos_profiles),
-                        c.digest) for c in conns]
+    topics = [TopicInfo(c.topic, c.msgtype, counts[c.topic],
+                        tuple(rosbag2_ext(c).offered_qos_profiles), c.digest) for c in conns]
     meta = metadata_document([info], topics)["rosbag2_bagfile_information"]
     file.close(VERSION, yaml.safe_dump(meta, sort_keys=False).strip())
     return info, counts
@@ -231,8 +233,9 @@ class BagWriter:
             raise BagError(f"topic {topic}: {exc}; it cannot be recorded") from None
         conn = _connection(len(self._connections) + 1, topic, msgtype, msgdef, digest, qos)
         self._connections[topic] = conn
-        if self._file is not None:
-            self._guard(lambda: _add_connection(self._file, conn))
+        f = self._file
+        if f is not None:
+            self._guard(lambda: _add_connection(f, conn))
 
     def write(self, topic: str, log_ns: int, data: bytes, publish_ns: int | None = None) -> None:
         """Append one serialised (CDR) message of a registered topic at log time ``log_ns``
@@ -247,12 +250,12 @@ class BagWriter:
             log_ns = self._last_log_ns
         if not self._created:
             self._guard(self._create)
-        f = self._file
+        f = self._current_file()
         if f.message_count and ((self.split_bytes and f.size >= self.split_bytes) or (
                 self.split_ns and log_ns - f.message_start_time >= self.split_ns)):
             self._guard(self._next_file)
         publish = log_ns if publish_ns is None or publish_ns < 0 else publish_ns
-        self._guard(lambda: self._file.write(conn, log_ns, data, publish))
+        self._guard(lambda: self._current_file().write(conn, log_ns, data, publish))
         self._last_log_ns = log_ns
 
     def checkpoint(self) -> None:
@@ -268,10 +271,10 @@ class BagWriter:
         if self._closed:
             return
         self._closed = True
-        if self._file is None:
+        f = self._file
+        if f is None:
             return
-        self._guard(lambda: self._done.append(_close_file(self._file,
-                                                          self._connections.values())))
+        self._guard(lambda: self._done.append(_close_file(f, self._connections.values())))
         self._file = None
         self._reserve.unlink(missing_ok=True)
         self._guard(self._write_metadata)
@@ -280,6 +283,12 @@ class BagWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise BagError(f"bag {self.path} is closed")
+
+    def _current_file(self) -> McapFile:
+        """The file being written (opened with the first message, None once closed)."""
+        if self._file is None:
+            raise BagError(f"bag {self.path} has no file open")
+        return self._file
 
     def _create(self) -> None:
         try:
@@ -292,7 +301,7 @@ class BagWriter:
 
     def _grow_reserve(self) -> None:
         """Keep at least twice the bytes still needed to finish (summary, metadata.yaml) free."""
-        need = max(RESERVE_MIN, 2 * (self._file.summary_bound() + 2048
+        need = max(RESERVE_MIN, 2 * (self._current_file().summary_bound() + 2048
                                      + 512 * len(self._connections) + 256 * len(self._done)))
         if need > self._reserved:
             with self._reserve.open("ab") as f:
@@ -307,14 +316,14 @@ class BagWriter:
             _add_connection(self._file, conn)
 
     def _next_file(self) -> None:
-        self._done.append(_close_file(self._file, self._connections.values()))
+        self._done.append(_close_file(self._current_file(), self._connections.values()))
         self._file = None
         self._write_metadata()
         self._open_file()
 
     def _write_metadata(self) -> None:
         topics = [TopicInfo(t, c.msgtype, sum(k.get(t, 0) for _, k in self._done),
-                            tuple(c.ext.offered_qos_profiles), c.digest)
+                            tuple(rosbag2_ext(c).offered_qos_profiles), c.digest)
                   for t, c in self._connections.items()]
         write_metadata(self.path, [i for i, _ in self._done], topics, self.custom_data)
 
@@ -389,11 +398,13 @@ class BagReader:
         except READ_ERRORS as exc:
             raise BagError(self._describe(exc)) from None
         bag = self._reader.readers[0]
+        # a folder with metadata.yaml, so rosbags opened it with its rosbag2 directory reader
+        assert isinstance(bag, Reader2) and isinstance(bag.storage, DirectoryReader)
         counts: dict[str, int] = {}
         for c in self._reader.connections:
             counts[c.topic] = counts.get(c.topic, 0) + c.msgcount
         self.topics = {c.topic: TopicInfo(c.topic, c.msgtype, counts[c.topic],
-                                          tuple(c.ext.offered_qos_profiles), c.digest)
+                                          tuple(rosbag2_ext(c).offered_qos_profiles), c.digest)
                        for c in self._reader.connections}
         self.files = [FileInfo(f["path"], f["starting_time"]["nanoseconds_since_epoch"],
                                f["starting_time"]["nanoseconds_since_epoch"]
@@ -429,8 +440,16 @@ class BagReader:
             raise BagError(f"bag {self.path}: topic {topic} has type {info.type}, expected "
                            f"{msgtype}")
 
+    @overload
+    def messages(self, topics: Collection[str] | None = None, *, raw: Literal[True],
+                 recorded_order: bool = False) -> Iterator[tuple[str, int, bytes]]: ...
+
+    @overload
     def messages(self, topics: Collection[str] | None = None, raw: bool = False,
-                 recorded_order: bool = False) -> Iterator[tuple[str, int, object]]:
+                 recorded_order: bool = False) -> Iterator[tuple[str, int, Any]]: ...
+
+    def messages(self, topics: Collection[str] | None = None, raw: bool = False,
+                 recorded_order: bool = False) -> Iterator[tuple[str, int, Any]]:
         """(topic, log time ns, message) in log-time order, or with ``recorded_order`` in the
         order they were written (file by file, record by record: the order the recorder received
         them, whatever their log times say); ``raw``: CDR bytes instead (``decode`` them).
@@ -447,8 +466,9 @@ class BagReader:
         except READ_ERRORS as exc:
             raise BagError(self._describe(exc)) from None
 
-    def decode(self, topic: str, data: bytes) -> object:
-        """The message of ``topic`` serialised in ``data`` (CDR); rosbags' errors pass through."""
+    def decode(self, topic: str, data: bytes) -> Any:
+        """The message of ``topic`` serialised in ``data`` (CDR), a rosbags message dataclass;
+        rosbags' errors pass through."""
         return self._reader.deserialize(data, self.topics[resolve(topic)].type)
 
     def _recorded(self, topics: set[str]) -> Iterator[tuple[Connection, int, bytes]]:
@@ -624,7 +644,7 @@ def repair_bag(path: str | os.PathLike) -> list[FileRepair]:
         for c in reader.connections:
             old = topics.get(c.topic)
             topics[c.topic] = TopicInfo(c.topic, c.msgtype, c.msgcount + (old.count if old else 0),
-                                        tuple(c.ext.offered_qos_profiles),
+                                        tuple(rosbag2_ext(c).offered_qos_profiles),
                                         old.type_hash if old else _type_hash(
                                             c.msgtype, c.msgdef,
                                             channel_metadata(reader.channels[c.id].metadata)))

@@ -78,9 +78,10 @@ def _extraction_arguments(parser: argparse.ArgumentParser) -> None:
     add_stream_arguments(parser)
 
 
-def add_stream_arguments(parser: argparse.ArgumentParser, robot: bool = True) -> None:
-    """Options for bags of a real robot (``stream_options`` reads them); ``robot``: add
-    ``--robot`` (a command that has its own leaves it out)."""
+def add_stream_arguments(parser: argparse._ActionsContainer, robot: bool = True) -> None:
+    """Options for bags of a real robot (``stream_options`` reads them) on ``parser`` (a parser
+    or an argument group); ``robot``: add ``--robot`` (a command that has its own leaves it
+    out)."""
     parser.add_argument("--resample", type=number(float, gt=0), metavar="PERIOD",
                         help="resample joint states at any rate onto this control period (s); "
                              "the action is the mean of the commands in force (each from its "
@@ -181,11 +182,11 @@ def format_description(d: BagDescription) -> str:
         lines.append(f"  {name:<{width}}  {t.type:<34} {t.count:>9} msgs {rate}")
     if d.camera is not None:
         c = d.camera
-        rate = c.count / duration if duration > 0 and c.count > 1 else 0.0
+        hz = c.count / duration if duration > 0 and c.count > 1 else 0.0
         lines.append(f"camera:       {c.count} images {c.width}×{c.height} {c.encoding}, "
                      f"{c.message_bytes / 1024:.1f} KiB each"
-                     + (f", {rate * c.message_bytes / 2**20:.2f} MiB/s at {rate:.1f} Hz"
-                        if rate else ""))
+                     + (f", {hz * c.message_bytes / 2**20:.2f} MiB/s at {hz:.1f} Hz"
+                        if hz else ""))
     if d.extraction is None:
         lines.append(f"transitions:  none: {d.problem}")
         return "\n".join(lines)
@@ -197,8 +198,8 @@ def format_description(d: BagDescription) -> str:
               f"episodes:     {ds.n_episodes} with transitions",
               f"transitions:  {len(ds)} extractable (state dim {len(ds.state_names)}, action dim "
               f"{len(ds.joint_names)})"]
-    if ds.has_images:
-        h, w, _ = ds.image_shape
+    if ds.frames is not None:
+        h, w, _ = ds.frames.shape[1:]
         lines.append(f"images:       {len(ds.frames)} frames {w}×{h} rgb as observations of s, "
                      "s'")
     lines += [f"not extracted: {_rejections(d.extraction)}"] + skipped_lines(d.extraction)
@@ -240,8 +241,8 @@ def _dataset(args: argparse.Namespace) -> int:
           f"bag(s); state dim {len(data.state_names)}, action dim {len(data.joint_names)}, "
           f"dt {data.dt * 1e3:g} ms; extracted at {len(data) / max(elapsed, 1e-9):.0f} "
           f"transitions/s; not extracted: {_rejections(ex)}")
-    if data.has_images:
-        h, w, _ = data.image_shape
+    if data.frames is not None:
+        h, w, _ = data.frames.shape[1:]
         print(f"images: {len(data.frames)} frames {w}×{h} rgb (uint8), "
               f"{data.frames.nbytes / 2**20:.2f} MiB")
     for line in skipped_lines(ex):

@@ -130,7 +130,17 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int] | None:
         """(H, W, 3) of the image observations, or None."""
-        return tuple(self.frames.shape[1:]) if self.has_images else None
+        if self.frames is None:
+            return None
+        h, w, c = self.frames.shape[1:]
+        return h, w, c
+
+    def _images(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """frames, image_index, next_image_index; DataError without images (``__post_init__``
+        checks that all three or none are given)."""
+        if self.frames is None or self.image_index is None or self.next_image_index is None:
+            raise DataError("dataset has no image observations")
+        return self.frames, self.image_index, self.next_image_index
 
     @property
     def images(self) -> np.ndarray:
@@ -143,15 +153,14 @@ class Dataset:
         return self._frames_at(self.next_image_index)
 
     def _frames_at(self, index) -> np.ndarray:
-        if not self.has_images:
-            raise DataError("dataset has no image observations")
-        return self.frames[index]
+        return self._images()[0][index]
 
     def _image_fields(self, index=slice(None)) -> dict:
         if not self.has_images:
             return {}
-        return {"frames": self.frames, "image_index": self.image_index[index],
-                "next_image_index": self.next_image_index[index]}
+        frames, image_index, next_image_index = self._images()
+        return {"frames": frames, "image_index": image_index[index],
+                "next_image_index": next_image_index[index]}
 
     def with_images(self, frames: np.ndarray, image_index: np.ndarray,
                     next_image_index: np.ndarray) -> "Dataset":
@@ -164,10 +173,11 @@ class Dataset:
         """The same transitions keeping only the frames they use (after ``select``)."""
         if not self.has_images:
             return self
-        used, inverse = np.unique(np.concatenate([self.image_index, self.next_image_index]),
+        frames, image_index, next_image_index = self._images()
+        used, inverse = np.unique(np.concatenate([image_index, next_image_index]),
                                   return_inverse=True)
         n = len(self)
-        return self.with_images(self.frames[used], inverse[:n], inverse[n:])
+        return self.with_images(frames[used], inverse[:n], inverse[n:])
 
     @classmethod
     def empty(cls, joint_names: Sequence[str], dt: float, state_names: Sequence[str]) -> "Dataset":
@@ -258,8 +268,9 @@ class Dataset:
         sources = tuple(dict.fromkeys(s for p in parts for s in p.sources))
         images = {}
         if first.has_images:
-            offsets = np.cumsum([0] + [len(p.frames) for p in parts])
-            images = {"frames": np.concatenate([p.frames for p in parts])} | {
+            frames = [p._images()[0] for p in parts]   # all parts have images of one shape
+            offsets = np.cumsum([0] + [len(f) for f in frames])
+            images = {"frames": np.concatenate(frames)} | {
                 name: np.concatenate([getattr(p, name) + o for p, o in zip(parts, offsets)])
                 for name in ("image_index", "next_image_index")}
         return Dataset(np.concatenate([p.states for p in parts]),

@@ -154,16 +154,17 @@ def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | No
             raise BagError(f"bag {path} lacks joints {missing}: its joint states name "
                            f"{list(names)}")
         joint_names, dt = joint_names or names, dt or period
+        assert dt is not None  # bag_layout raises when it cannot infer a period it must
         builder = streams.builder(joint_names, dt, topics, gap_tolerance)
         kinds = {topics.states: "state", topics.commands: "command", topics.events: "event",
                  topics.images: "image"}
         skipped: dict[str, Skipped] = {}
         total = sum(bag.topics[t].count for t in wanted)
         messages = bag.messages(wanted, raw=True, recorded_order=True)
-        for i, (topic, log_ns, data) in enumerate(messages):
+        for i, (topic, log_ns, cdr) in enumerate(messages):
             reason = None
             try:
-                msg = bag.decode(topic, data)
+                msg = bag.decode(topic, cdr)
             except Exception as exc:  # damaged CDR: rosbags' parser raises many kinds
                 reason, why = f"malformed_{kinds[topic]}", f"cannot be decoded ({exc!r})"
             else:
@@ -207,7 +208,9 @@ def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
         dt = streams.resample
     if not paths:
         raise BagError("no bags given")
-    parts, counts, skipped = [], Counter(), {}
+    parts: list[Dataset] = []
+    counts: Counter[str] = Counter()
+    skipped: dict[str, Skipped] = {}
     first = None
     for path in paths:
         names, period = joint_names, dt
@@ -220,9 +223,11 @@ def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
             if names is None and sorted(bag_names) != sorted(first[1]):
                 raise BagError(f"bag {path} has joints {list(bag_names)} but bag {first[0]} has "
                                f"{list(first[1])}; give the joint names to use")
-            if period is None and abs(bag_period - first[2]) > 1e-6 * first[2]:
-                raise BagError(f"bag {path} has control period {bag_period:g} s but bag "
-                               f"{first[0]} has {first[2]:g} s; give dt")
+            if period is None:   # so every bag's period was needed: bag_layout gave floats
+                assert bag_period is not None and first[2] is not None
+                if abs(bag_period - first[2]) > 1e-6 * first[2]:
+                    raise BagError(f"bag {path} has control period {bag_period:g} s but bag "
+                                   f"{first[0]} has {first[2]:g} s; give dt")
             names, period = names or first[1], period or first[2]
         ex = dataset_from_bag(path, joint_names=names, dt=period, topics=topics,
                               gap_tolerance=gap_tolerance, progress=progress, streams=streams,

@@ -26,9 +26,9 @@ class ImageFrames:
     """rgb frames (H, W, 3) uint8 by stamp (ns), all of one size; a repeated stamp keeps the
     first frame."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._frames: dict[int, np.ndarray] = {}
-        self.shape: tuple[int, int, int] | None = None
+        self.shape: tuple[int, ...] | None = None   # (H, W, 3) of the first frame
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -61,7 +61,7 @@ class ImageFrames:
         count of those dropped (``no_image``)."""
         if not 0.0 <= tolerance <= 0.5:
             raise DataError(f"image tolerance {tolerance} must be in [0, 0.5] (fraction of dt)")
-        if not self._frames:
+        if not self._frames or self.shape is None:   # (the shape is set with the first frame)
             raise DataError("no images to attach")
         stamps = np.array(sorted(self._frames), dtype=np.int64)
         dt_ns = seconds_to_ns(data.dt)

@@ -25,7 +25,7 @@ from typing import Iterator, NamedTuple
 import lz4.frame
 from rosbags.rosbag2.enums import CompressionMode
 from rosbags.rosbag2.errors import ReaderError
-from rosbags.interfaces import Connection
+from rosbags.interfaces import Connection, ConnectionExtRosbag2
 from rosbags.rosbag2.storage_mcap import (Channel, McapWriter, PendingChunk, Schema, decompress,
                                           write_channel, write_record, write_string)
 
@@ -49,6 +49,14 @@ class _Checkpoint:
     end: int
 
 
+def rosbag2_ext(connection: Connection) -> ConnectionExtRosbag2:
+    """A connection's rosbag2 part (serialisation format, offered QoS); ValueError for a ROS 1
+    connection (every bag here is a rosbag2 bag)."""
+    if not isinstance(connection.ext, ConnectionExtRosbag2):
+        raise ValueError(f"topic {connection.topic} is not a rosbag2 connection")
+    return connection.ext
+
+
 class McapFile(McapWriter):
     """One MCAP file written by rosbags' storage writer at an explicit path, with checkpoints.
 
@@ -57,6 +65,8 @@ class McapFile(McapWriter):
     ``rollback()`` truncates the file to the last checkpoint and forgets the later messages, so
     ``close`` can still finish a valid file when the summary fits in the space freed.
     """
+
+    _checkpoint: _Checkpoint  # the last checkpoint (the first is taken in __init__)
 
     def __init__(self, path: Path):
         path = Path(path)
@@ -75,7 +85,6 @@ class McapFile(McapWriter):
         finally:
             folder.rmdir()
         self.path = path
-        self._checkpoint: _Checkpoint | None = None
         try:
             self.checkpoint()
         except OSError:
@@ -113,11 +122,12 @@ class McapFile(McapWriter):
             write_string(metadata, key)
             write_string(metadata, value)
         self.channels.append(Channel(connection.id, connection.msgtype, connection.topic,
-                                     connection.ext.serialization_format, metadata.getvalue()))
+                                     rosbag2_ext(connection).serialization_format,
+                                     metadata.getvalue()))
         self.channel_stats[connection.id] = 0
         write_channel(self.chunk.bio, self.channels[-1], self.schemas)
 
-    def write(self, connection: Connection, timestamp: int, data: bytes,
+    def write(self, connection: Connection, timestamp: int, data: bytes | memoryview,
               publish_ns: int | None = None) -> None:
         """One message record: log time ``timestamp`` (ns, when it was received) and publish
         time ``publish_ns`` (when its sender published it; None: the log time)."""
@@ -148,7 +158,8 @@ class McapFile(McapWriter):
         cp = self._checkpoint
         with suppress(OSError):
             self.bio.close()
-        self.bio = self.path.open("r+b")
+        # rosbags types bio as BufferedWriter; a BufferedRandom (it can truncate) does its job
+        self.bio = self.path.open("r+b")  # type: ignore[assignment]
         self.bio.truncate(cp.offset)
         self.bio.seek(cp.offset)
         del self.chunks[cp.n_chunks:]
@@ -312,6 +323,7 @@ class McapSalvage:
                 break
             self.partial_messages += sum(isinstance(i, RawMessage) for i in items)
             yield from items
+        assert self.problem is not None  # the caller said the chunk is cut off
         self.problem += (f"; {self.partial_messages} complete messages of that chunk salvaged "
                          f"({compression or 'uncompressed'})")
 

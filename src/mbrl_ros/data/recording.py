@@ -117,13 +117,13 @@ class EpisodeRecording:
         can_start = self.can_start()
         self._seen.add(topic)
         if not self._episodes:
-            if not (event in STARTS and can_start and stamp > self._let_go):
+            if stamp is None or not (event in STARTS and can_start and stamp > self._let_go):
                 self._hold(msg, stamp)
                 return []
             self._begin(stamp)
             return self._release(stamp) + self._kept(msg, stamp)
         last = self._episodes[-1]
-        if event is not None and stamp > max(last.start, self._let_go):
+        if event is not None and stamp is not None and stamp > max(last.start, self._let_go):
             boundary = (event in STARTS and last.end is None
                         and len(self._episodes) == self.episodes)
             if self._on_event(event, stamp):
@@ -188,7 +188,8 @@ class EpisodeRecording:
     def _keep(self, topic: str, stamp: int | None) -> bool:
         if stamp is None:
             return self.running
-        if self.ended and stamp >= self._episodes[-1].end:
+        end = self._episodes[-1].end if self.ended else None  # known once the last is over
+        if end is not None and stamp >= end:
             self._passed.add(topic)
         for ep in reversed(self._episodes):
             if stamp >= ep.start:

@@ -221,7 +221,7 @@ class Resampler(MessageStream):
                 return
             self._decide(t0, t1, i1)
             self._t = t1
-            self._trim()
+            self._trim(t1)
 
     def _decide(self, t0: int, t1: int, i1: int) -> None:
         """Decide [t0, t1): the builder gets its command (if the interval is good) and the
@@ -235,6 +235,7 @@ class Resampler(MessageStream):
         else:
             action, reason = self._action(t0, t1)
         if reason is None:
+            assert action is not None  # _action gives a torque exactly when it gives no reason
             self.builder.add_torque(action, t0)
         else:
             self.resample_counts[reason] += 1
@@ -273,12 +274,12 @@ class Resampler(MessageStream):
             cmd[2] = cmd[1] - self._gravity(q)
         return cmd[2]
 
-    def _trim(self) -> None:
-        """Forget states and commands that no undecided interval needs."""
-        i0 = bisect_right(self._stamps, self._t) - 1
+    def _trim(self, t: int) -> None:
+        """Forget states and commands that no undecided interval (from ``t``, ns) needs."""
+        i0 = bisect_right(self._stamps, t) - 1
         if i0 > 256:
             del self._states[:i0], self._stamps[:i0], self._step_ok[:i0]
-        c = self._in_force(self._t)
+        c = self._in_force(t)
         if c is not None and c > 256:
             del self._cmds[:c]
 

@@ -107,6 +107,12 @@ class EpisodeEvent:
     stamp_ns: int
 
 
+def _event_integer(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MessageError(f"episode event '{name}' = {value!r} is not an integer")
+    return value
+
+
 def read_episode_event(msg) -> EpisodeEvent:
     """std_msgs/String (duck-typed: ``.data``) → EpisodeEvent; MessageError if malformed."""
     try:
@@ -118,9 +124,7 @@ def read_episode_event(msg) -> EpisodeEvent:
     kind, episode, stamp = obj.get("event"), obj.get("episode", -1), obj.get("stamp_ns")
     if kind not in EVENT_KINDS:
         raise MessageError(f"episode event kind {kind!r} is not one of {list(EVENT_KINDS)}")
-    for name, value in (("stamp_ns", stamp), ("episode", episode)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise MessageError(f"episode event '{name}' = {value!r} is not an integer")
+    stamp, episode = _event_integer("stamp_ns", stamp), _event_integer("episode", episode)
     if stamp < 0:
         raise MessageError(f"episode event stamp_ns {stamp} is negative")
     return EpisodeEvent(kind, episode, stamp)

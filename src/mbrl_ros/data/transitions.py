@@ -41,6 +41,7 @@ that goes backwards). ``counts`` tallies every rejected candidate by reason.
 """
 from __future__ import annotations
 
+import abc
 from bisect import insort
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -64,9 +65,24 @@ class _Candidate:
     later: int = 0            # states that arrived after s_next
 
 
-class MessageStream:
+class MessageStream(abc.ABC):
     """Messages of the three topics (``self.topics``) into ``add_sample``, ``add_command`` and
     ``add_event`` (the transition builder's and the resampler's one way in)."""
+
+    topics: TopicNames
+    joint_names: tuple[str, ...]
+
+    @abc.abstractmethod
+    def add_sample(self, s: JointSample) -> None:
+        """A joint state sample."""
+
+    @abc.abstractmethod
+    def add_command(self, msg) -> None:
+        """A command message."""
+
+    @abc.abstractmethod
+    def add_event(self, msg) -> None:
+        """An episode event message."""
 
     def feed(self, topic: str, msg) -> None:
         """Dispatch a message by topic name; other topics are ignored."""

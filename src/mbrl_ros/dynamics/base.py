@@ -14,12 +14,12 @@ from __future__ import annotations
 import abc
 import threading
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 import torch
 
-from mbrl_ros.artifacts import ArtifactError, read_header
+from mbrl_ros.artifacts import ArtifactError, Schema, read_header
 from mbrl_ros.data.dataset import Dataset, NormStats
 
 Progress = Callable[[str], None]
@@ -89,7 +89,10 @@ class DynamicsModel(abc.ABC):
     ``SCHEMA``, implement ``fit``, ``predict``, ``_tensors``/``_meta`` and ``_from_artifact``."""
 
     kind: ClassVar[str]
-    min_transitions: ClassVar[int] = 1
+    SCHEMA: ClassVar[Schema]
+    min_transitions: int = 1  # a class constant, or set per instance (physics, gmm)
+    config: Any  # the kind's configuration dataclass
+    _norm_tensors: dict[torch.dtype, dict[str, torch.Tensor]]
 
     def __init__(self, signature: ModelSignature, stats: NormStats | None = None,
                  device: str | torch.device | None = None):
@@ -163,14 +166,19 @@ class DynamicsModel(abc.ABC):
     def stats(self, stats: NormStats | None) -> None:
         self._stats, self._norm_tensors = stats, {}
 
+    def fitted_stats(self) -> NormStats:
+        """The normalisation statistics; ModelError if the model is not fitted."""
+        if self.stats is None:
+            raise ModelError(f"{self.kind} model is not fitted")
+        return self.stats
+
     def _norm(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The statistics as tensors of ``dtype`` on the model's device (converted once per
         dtype: the planners call this at every predicted step)."""
-        if self.stats is None:
-            raise ModelError(f"{self.kind} model is not fitted")
+        stats = self.fitted_stats()
         if dtype not in self._norm_tensors:
             self._norm_tensors[dtype] = {k: torch.as_tensor(v, dtype=dtype, device=self.device)
-                                         for k, v in vars(self.stats).items()}
+                                         for k, v in vars(stats).items()}
         return self._norm_tensors[dtype]
 
     def normalise_inputs(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -297,7 +305,8 @@ def register(schema_name: str):
 def model_from_bytes(data: bytes, device=None) -> DynamicsModel:
     """Any registered model from its artifact bytes (dispatch on the schema name)."""
     _, meta = read_header(data)
-    cls = _REGISTRY.get(meta.get("schema"))
+    schema = meta.get("schema")
+    cls = _REGISTRY.get(schema) if isinstance(schema, str) else None
     if cls is None:
         raise ArtifactError(f"artifact schema {meta.get('schema')!r} is not a dynamics model "
                             f"(known: {sorted(_REGISTRY)})")

@@ -3,7 +3,7 @@ which exist in this install, how to make a new one and how to load any from its 
 from __future__ import annotations
 
 import importlib
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import torch
 
@@ -63,13 +63,15 @@ def new_model(kind: str, signature: ModelSignature, device: str | torch.device |
     cls = model_class(kind)
     options = {k: v for k, v in network_options.items() if v is not None}
     if kind == "physics":
-        from mbrl_ros.dynamics.physics import PhysicsConfig
-        config = PhysicsConfig(gravity_compensation=gravity_compensation,
-                               **({"robot": robot} if robot else {}))
-        return cls(signature, device=device, config=config)
+        from mbrl_ros.dynamics.physics import PhysicsConfig, PhysicsModel
+        assert issubclass(cls, PhysicsModel)  # the class registered as kind "physics"
+        config = PhysicsConfig(gravity_compensation=gravity_compensation)
+        return cls(signature, device=device,
+                   config=replace(config, robot=robot) if robot else config)
     if kind not in NETWORK_KINDS:
         return cls(signature, device=device)
-    from mbrl_ros.dynamics.ensemble import EnsembleConfig, MLPModel
+    from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel, MLPModel
+    assert issubclass(cls, EnsembleModel)  # NETWORK_KINDS are ensemble.py's classes
     names = {f.name for f in fields(EnsembleConfig)}
     unknown = sorted(set(options) - names)
     if unknown:

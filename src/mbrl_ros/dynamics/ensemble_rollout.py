@@ -21,10 +21,12 @@ What it saves (one CPU thread at PETS scale: ``benchmarks/bench_planners.py``):
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
-SOFTPLUS = torch._C._nn.softplus  # softplus with ``out=`` (beta 1, threshold 20 as F.softplus)
+# softplus with ``out=`` (beta 1, threshold 20 as F.softplus); torch's stub omits ``out``
+SOFTPLUS: Callable[..., torch.Tensor] = torch._C._nn.softplus
 
 
 def fused_rollout(model, s0: torch.Tensor, actions: torch.Tensor, mode: str,

@@ -115,31 +115,34 @@ class GMM:
     def __init__(self, config: GMMConfig = GMMConfig(), device=None):
         self.config = config
         self.device = torch.device(device or "cpu")
-        self.weights = self.means = self.covs = None
+        self.weights: torch.Tensor | None = None
+        self.means: torch.Tensor | None = None
+        self.covs: torch.Tensor | None = None
         self.n_points = 0
 
     @classmethod
     def from_parameters(cls, weights, means, covs, n_points: int = 0,
                         config: GMMConfig = GMMConfig(), device=None) -> "GMM":
         gmm = cls(config, device)
-        gmm.weights, gmm.means, gmm.covs = (_as_tensor(t, gmm.device)
-                                            for t in (weights, means, covs))
-        k, d = gmm.means.shape
-        if gmm.weights.shape != (k,) or gmm.covs.shape != (k, d, d):
+        w, mu, sigma = (_as_tensor(t, gmm.device) for t in (weights, means, covs))
+        k, d = mu.shape
+        if w.shape != (k,) or sigma.shape != (k, d, d):
             raise ModelError(f"GMM parameters have inconsistent shapes: weights "
-                             f"{tuple(gmm.weights.shape)}, means {(k, d)}, covs "
-                             f"{tuple(gmm.covs.shape)}")
-        symmetric = torch.allclose(gmm.covs, gmm.covs.transpose(1, 2), rtol=1e-10, atol=0)
-        if not symmetric or torch.linalg.cholesky_ex(gmm.covs)[1].any():
+                             f"{tuple(w.shape)}, means {(k, d)}, covs {tuple(sigma.shape)}")
+        symmetric = torch.allclose(sigma, sigma.transpose(1, 2), rtol=1e-10, atol=0)
+        if not symmetric or torch.linalg.cholesky_ex(sigma)[1].any():
             raise ModelError("GMM covariances must be symmetric positive definite")
-        if (gmm.weights < 0).any() or abs(float(gmm.weights.sum()) - 1) > 1e-9:
+        if (w < 0).any() or abs(float(w.sum()) - 1) > 1e-9:
             raise ModelError("GMM weights must be ≥ 0 and sum to 1")
+        gmm.weights, gmm.means, gmm.covs = w, mu, sigma
         gmm.n_points = int(n_points)
         return gmm
 
-    def _require(self):
-        if self.means is None:
+    def _require(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """weights, means, covs; ModelError if the GMM is not fitted."""
+        if self.weights is None or self.means is None or self.covs is None:
             raise ModelError("the GMM is not fitted")
+        return self.weights, self.means, self.covs
 
     # -- densities -------------------------------------------------------------------------------
     @staticmethod
@@ -152,12 +155,12 @@ class GMM:
         return (-0.5 * (z ** 2).sum(1) - 0.5 * (logdet[:, None] + x.shape[1] * LOG_2PI)).T
 
     def _joint(self, x) -> torch.Tensor:
-        self._require()
+        weights, means, covs = self._require()
         x = _as_tensor(x, self.device)
-        if x.ndim != 2 or x.shape[1] != self.means.shape[1]:
-            raise ModelError(f"GMM points must be (N, {self.means.shape[1]}), got "
+        if x.ndim != 2 or x.shape[1] != means.shape[1]:
+            raise ModelError(f"GMM points must be (N, {means.shape[1]}), got "
                              f"{tuple(x.shape)}")
-        return self._log_gauss(x, self.means, self.covs) + torch.log(self.weights)
+        return self._log_gauss(x, means, covs) + torch.log(weights)
 
     def log_prob(self, x) -> torch.Tensor:
         """log p(x) (N,) of points x (N, D)."""
@@ -249,26 +252,26 @@ class GMM:
     def condition(self, x_index, y_index, x) -> MixtureConditional:
         """p(y | x) where x = the ``x_index`` dimensions (B, dxi) and y the ``y_index`` ones;
         differentiable in x."""
-        self._require()
+        weights, means, covs = self._require()
         xi = torch.as_tensor(x_index, dtype=torch.long, device=self.device)
         yi = torch.as_tensor(y_index, dtype=torch.long, device=self.device)
         x = _as_tensor(x, self.device)
         if x.ndim != 2 or x.shape[1] != len(xi):
             raise ModelError(f"condition: x must be (B, {len(xi)}), got {tuple(x.shape)}")
-        mx, my = self.means[:, xi], self.means[:, yi]
-        sxx = self.covs[:, xi][:, :, xi]
-        syx = self.covs[:, yi][:, :, xi]
-        syy = self.covs[:, yi][:, :, yi]
+        mx, my = means[:, xi], means[:, yi]
+        sxx = covs[:, xi][:, :, xi]
+        syx = covs[:, yi][:, :, xi]
+        syy = covs[:, yi][:, :, yi]
         gain = torch.linalg.solve(sxx, syx.transpose(1, 2)).transpose(1, 2)   # (K, dy, dxi)
         cond_cov = syy - gain @ syx.transpose(1, 2)
         cond_cov = 0.5 * (cond_cov + cond_cov.transpose(1, 2))
-        w = torch.softmax(self._log_gauss(x, mx, sxx) + torch.log(self.weights), 1)   # (B, K)
-        means = my[None] + torch.einsum("kyx,bkx->bky", gain, x[:, None] - mx[None])
-        mean = torch.einsum("bk,bky->by", w, means)
-        dev = means - mean[:, None]
+        w = torch.softmax(self._log_gauss(x, mx, sxx) + torch.log(weights), 1)   # (B, K)
+        means_y = my[None] + torch.einsum("kyx,bkx->bky", gain, x[:, None] - mx[None])
+        mean = torch.einsum("bk,bky->by", w, means_y)
+        dev = means_y - mean[:, None]
         cov = torch.einsum("bk,kij->bij", w, cond_cov) + torch.einsum("bk,bki,bkj->bij", w, dev,
                                                                       dev)
-        return MixtureConditional(w, means, cond_cov, mean, cov)
+        return MixtureConditional(w, means_y, cond_cov, mean, cov)
 
     def niw_prior(self, points, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor,
                                                                  float, float]:
@@ -276,14 +279,15 @@ class GMM:
         as GPS's DynamicsPriorGMM.eval: cluster weights are the points' responsibilities
         averaged; μ0, Φ/m are the mean and covariance of the mixture under those weights;
         m = strength, n0 = strength · (n_points − 2 − D) / n_points."""
+        _, means, covs = self._require()
         resp = self.responsibilities(points)
         w = resp.mean(0)
-        mu0 = w @ self.means
-        diff = self.means - mu0
-        sigma = torch.einsum("k,kij->ij", w, self.covs + self.means[:, :, None] * diff[:, None])
+        mu0 = w @ means
+        diff = means - mu0
+        sigma = torch.einsum("k,kij->ij", w, covs + means[:, :, None] * diff[:, None])
         n = max(self.n_points, 1)
         m = float(strength)
-        n0 = float(strength) * (n - 2 - self.means.shape[1]) / n
+        n0 = float(strength) * (n - 2 - means.shape[1]) / n
         return mu0, 0.5 * (sigma + sigma.T) * m, m, n0
 
 
@@ -347,15 +351,15 @@ class GMMDynamicsModel(DynamicsModel):
         self.check_data(train)
         if val is not None and len(val):
             self.signature.check(ModelSignature.of(val), "validation data")
-        if warm_start and self.gmm is None:
-            raise ModelError("warm start needs a fitted model")
         saved = (self.stats, self.gmm)
         k = max(1, min(self.config.n_components, len(train) // (2 * (self.dim_z + 1))))
         if warm_start:
-            k = len(self.gmm.weights)
-            gmm = GMM.from_parameters(self.gmm.weights, self.gmm.means, self.gmm.covs,
-                                      self.gmm.n_points, replace(self.config, n_components=k),
-                                      self.device)
+            if self.gmm is None:
+                raise ModelError("warm start needs a fitted model")
+            weights, means, covs = self.gmm._require()
+            k = len(weights)
+            gmm = GMM.from_parameters(weights, means, covs, self.gmm.n_points,
+                                      replace(self.config, n_components=k), self.device)
         else:
             self.stats = train.stats()
             gmm = GMM(replace(self.config, n_components=k), self.device)
@@ -396,8 +400,8 @@ class GMMDynamicsModel(DynamicsModel):
     def to_bytes(self) -> bytes:
         if self.gmm is None:
             raise ModelError("gmm model is not fitted")
-        tensors = {**self.stats.tensors(), "weights": self.gmm.weights, "means": self.gmm.means,
-                   "covs": self.gmm.covs}
+        tensors = {**self.fitted_stats().tensors(), "weights": self.gmm.weights,
+                   "means": self.gmm.means, "covs": self.gmm.covs}
         meta = self.artifact_meta(n_points=self.gmm.n_points)
         return encode(self.SCHEMA, tensors, meta)
 

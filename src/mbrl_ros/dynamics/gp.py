@@ -292,7 +292,6 @@ class GPModelBase(DynamicsModel):
     """What the exact and the sparse GP share: fitting loop, prediction, artifacts."""
 
     min_transitions = 10
-    SCHEMA: Schema
     _STATE: tuple[str, ...] = ("stats", "posterior")
 
     def __init__(self, signature: ModelSignature, stats: NormStats | None = None,
@@ -314,7 +313,7 @@ class GPModelBase(DynamicsModel):
         shape = x.shape[:-1]
         mean_n, var_n = post.mean_var(x.reshape(-1, x.shape[-1]), with_var)
         mean_n = mean_n.reshape(*shape, -1)
-        var_n = var_n.reshape(*shape, -1) if with_var else torch.zeros_like(mean_n)
+        var_n = var_n.reshape(*shape, -1) if var_n is not None else torch.zeros_like(mean_n)
         mean, var = self.delta_to_next(s64, mean_n, var_n)
         return mean.to(s.dtype), var.to(s.dtype)
 
@@ -453,6 +452,7 @@ class GPModelBase(DynamicsModel):
         with torch.no_grad():
             post = self._posterior(xh, yh, hyp)
             mean, var = post.mean_var(xv)
+            assert var is not None  # mean_var returns the variance when with_var (default)
             nll = 0.5 * (LOG_2PI + torch.log(var) + (yv.T - mean) ** 2 / var)
         return float(nll.mean())
 
@@ -465,7 +465,8 @@ class GPModelBase(DynamicsModel):
         post = self._require()
         hyp = {k: v for k, v in vars(post.hyp).items()}
         meta = self.artifact_meta()
-        return encode(self.SCHEMA, {**self.stats.tensors(), **hyp, **self._extra_tensors()}, meta)
+        return encode(self.SCHEMA, {**self.fitted_stats().tensors(), **hyp,
+                                    **self._extra_tensors()}, meta)
 
     @classmethod
     def _decode(cls, data: bytes, device):
@@ -494,7 +495,8 @@ class GPModel(GPModelBase):
 
     _STATE = GPModelBase._STATE + ("train_data",)
 
-    def __init__(self, signature, stats=None, device=None, config=None):
+    def __init__(self, signature: ModelSignature, stats: NormStats | None = None, device=None,
+                 config: GPConfig | None = None):
         super().__init__(signature, stats, device, config)
         self.train_data: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -540,7 +542,8 @@ class SparseGPModel(GPModelBase):
 
     _STATE = GPModelBase._STATE + ("inducing",)
 
-    def __init__(self, signature, stats=None, device=None, config=None):
+    def __init__(self, signature: ModelSignature, stats: NormStats | None = None, device=None,
+                 config: GPConfig | None = None):
         super().__init__(signature, stats, device, config)
         self.inducing: torch.Tensor | None = None
 

@@ -326,7 +326,7 @@ class PhysicsModel(DynamicsModel):
             raise ModelError("physics model is not fitted")
         meta = self.artifact_meta(robot=self.sim.robot.name, urdf_sha256=self.sim.urdf_sha256,
                                   param_names=self.param_names)
-        return encode(self.SCHEMA, {**self.stats.tensors(), "params": self.sim.params,
+        return encode(self.SCHEMA, {**self.fitted_stats().tensors(), "params": self.sim.params,
                                     "residual_var": self.residual_var}, meta)
 
     @classmethod

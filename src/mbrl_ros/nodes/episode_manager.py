@@ -259,12 +259,13 @@ class EpisodeManagerNode(Node):
             if not self.targets:
                 self._set_home(s.position)
             self.last_state = s
-            episode = self.sequencer.episode
-            for step in self.sequencer.on_state(s.stamp_ns, s.position, s.velocity):
+            seq = self._sequencer()
+            episode = seq.episode
+            for step in seq.on_state(s.stamp_ns, s.position, s.velocity):
                 if step.kind == "end":
                     self._track(episode, s)  # the final distance: at the episode's end
                 self._do(step, s)
-            if self.sequencer.running and (not self.distances.get(episode) or
+            if seq.running and (not self.distances.get(episode) or
                                            s.stamp_ns >= self.tracked_ns + self.period_ns):
                 self._track(episode, s)  # one distance per control period
                 self.tracked_ns = s.stamp_ns
@@ -283,10 +284,18 @@ class EpisodeManagerNode(Node):
         ee = self.fk.ee_position(torch.as_tensor(s.position)).numpy()
         self.distances.setdefault(e, []).append(float(np.linalg.norm(ee - self.targets[e])))
 
-    def _do(self, step: Step, s: JointSample) -> None:
-        """Carry out a step of the external episode sequence."""
+    def _sequencer(self) -> EpisodeSequencer:
+        """The sequencer of an external episode source (the clock source has none)."""
+        if self.sequencer is None:
+            raise RuntimeError(f"episode_source '{self.p.episode_source}' has no sequencer")
+        return self.sequencer
+
+    def _do(self, step: Step, s: JointSample | None) -> None:
+        """Carry out a step of the external episode sequence (``s``: the latest state)."""
         e = step.episode
         if step.kind == "home":
+            # homing starts from a state (reset answers come after the episode's states)
+            assert s is not None and step.goal is not None, "home step without state or goal"
             self.homing.home(s, step.goal)
             if step.message:
                 self.diag.warn("homing_retries", f"episode {e}: homing {step.message}")
@@ -301,7 +310,7 @@ class EpisodeManagerNode(Node):
             self._event("start", e, step.stamp_ns)
         elif step.kind == "end":
             self._event("end", e, step.stamp_ns)
-            self._finish_episode(e, self.sequencer.starts[e])
+            self._finish_episode(e, self._sequencer().starts[e])
         elif step.kind == "failed":
             self.failure = f"episode {e}: {step.message}"
             self.get_logger().error(f"{self.failure}; ending the run")
@@ -324,11 +333,12 @@ class EpisodeManagerNode(Node):
         except Exception as exc:  # the call failed: say so, never crash
             ok, message = False, f"{type(exc).__name__}: {exc}"
         stamp = self.last_state.stamp_ns if self.last_state else 0
-        for step in self.sequencer.reset_done(ok, message, stamp):
+        for step in self._sequencer().reset_done(ok, message, stamp):
             self._do(step, self.last_state)
 
     def _fail_reset(self, message: str) -> None:
-        self._do(Step("failed", self.sequencer.episode, 0, message=message), self.last_state)
+        self._do(Step("failed", self._sequencer().episode, 0, message=message),
+                 self.last_state)
 
     def _model_of(self, start_ns: int) -> dict:
         """Info of the model the planner used in an episode that started at ``start_ns``: the

@@ -24,7 +24,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, Callable
 
-from rclpy.clock import JumpThreshold
+from rclpy.clock import JumpThreshold, ROSClock
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
@@ -136,7 +136,8 @@ class JointStateIntake:
             return
         clock = self.node.get_clock()
         try:
-            self.gate.check(s, None if clock.ros_time_is_active else clock.now().nanoseconds)
+            sim_time = isinstance(clock, ROSClock) and clock.ros_time_is_active  # a node's is
+            self.gate.check(s, None if sim_time else clock.now().nanoseconds)
         except ValueError as exc:
             self._reject(msg, "implausible_state", describe(exc))
             return

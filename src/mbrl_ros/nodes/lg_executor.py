@@ -125,6 +125,7 @@ class LGExecutorNode(SafeCommandNode):
     # -- acting --------------------------------------------------------------------------------
     def _answer(self, state: JointSample, now: int, start_ns: int) -> None:
         if self._answer_homing(state, now, start_ns):
+            assert self.homing is not None  # _answer_homing acts only with a homing controller
             self.last_index = self.homing.index(state.stamp_ns)
             return
         x = np.concatenate([state.position, state.velocity])
@@ -141,7 +142,7 @@ class LGExecutorNode(SafeCommandNode):
         u, why = None, "no_plan"
         if t is not None and self.realtime and self._planner_silent(now):
             t, why = None, "planner_silent"
-        elif t is not None:
+        elif t is not None and c is not None:  # (t is only set with a controller)
             with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
                 u = c.sample(x, t, z=self.noise[t]) if self.noise is not None else c.act(x, t)
         elif c is not None and why == "no_plan":

@@ -362,7 +362,7 @@ class MPCPlannerNode(Node):
         self.controller_pub.publish(UInt8MultiArray(data=self.last_controller))
         self.latencies.append(self.get_clock().now().nanoseconds - s.stamp_ns)
         del self.latencies[:-20]
-        if step.source == "plan":
+        if step.source == "plan" and step.plan is not None and step.plan.states is not None:
             self._publish_path(step.plan.states, s.stamp_ns)
             self.markers.publish(step.plan, self.mpc.model, self.targets.at(s.stamp_ns),
                                  s.stamp_ns)

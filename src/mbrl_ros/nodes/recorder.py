@@ -39,12 +39,14 @@ from collections import Counter
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
+from rclpy.subscription import Subscription
 from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
                                 QosTime)
 from std_srvs.srv import Trigger
@@ -149,7 +151,8 @@ class RecorderNode(Node):
         path = Path(p.bag_path or f"bags/mbrl_{stamp}").expanduser()
         self.exit_status = 0
         self.counts: Counter = Counter()
-        self.subscriptions_by_topic: dict[str, tuple[str, object]] = {}  # topic → (type, sub)
+        # topic → (type, subscription)
+        self.subscriptions_by_topic: dict[str, tuple[str, Subscription[Any]]] = {}
         self._refused: set[str] = set()
         self._resubscribe: set[str] = set()
         self._failure: str | None = None
@@ -256,7 +259,7 @@ class RecorderNode(Node):
                 return
         if self.episodes.started > started:
             self.get_logger().info(f"episode {self.episodes.started}/{self.p.episodes}")
-        self._advance_episodes()
+        self._advance_episodes(self.episodes)
 
     def _stamp(self, topic: str, data: bytes) -> tuple[int | None, str | None]:
         """(stamp in ns, episode-event kind) of a message; (None, None) for a topic without
@@ -319,10 +322,9 @@ class RecorderNode(Node):
               f"in {len(self.writer.files)} file(s){note}", file=sys.stderr, flush=True)
 
     # -- episodes --------------------------------------------------------------------------------
-    def _advance_episodes(self) -> None:
+    def _advance_episodes(self, rec: EpisodeRecording) -> None:
         """Stop once every episode is complete (or its messages stopped coming); in service mode
         start the next episode when it is due."""
-        rec = self.episodes
         if rec.complete:
             self._finish(f"{rec.episodes} episodes recorded")
         elif rec.ended:
@@ -334,12 +336,11 @@ class RecorderNode(Node):
                     f"within {self.p.drain_timeout:g} s; its last messages there may be missing")
                 self._finish(f"{rec.episodes} episodes recorded")
         elif self.p.episode_source == "service" and self._reset_future is None:
-            self._reset_if_due()
+            self._reset_if_due(rec)
 
-    def _reset_if_due(self) -> None:
+    def _reset_if_due(self, rec: EpisodeRecording) -> None:
         """Call the reset service for the next episode, once the one requested before has
         begun (its event arrived) or did not within drain_timeout."""
-        rec = self.episodes
         if self._resets > rec.started:
             if time.monotonic() - self._reset_at < self.p.drain_timeout:
                 return
@@ -351,7 +352,8 @@ class RecorderNode(Node):
             self._reset_future = self._reset_client.call_async(Trigger.Request())
 
     def _episode_tick(self) -> None:
-        if self.writer.closed:
+        rec = self.episodes  # (this timer runs only when recording episodes)
+        if self.writer.closed or rec is None:
             return
         future = self._reset_future
         if future is not None and future.done():
@@ -364,7 +366,7 @@ class RecorderNode(Node):
                 self.close()
                 self.context.try_shutdown()
                 return
-        self._advance_episodes()
+        self._advance_episodes(rec)
 
     def _finish(self, why: str) -> None:
         self.get_logger().info(f"{why}; stopping")

@@ -166,7 +166,9 @@ class ReplayNode(Node):
 
 def _in_range(name: str):
     """The argparse type of parameter ``name``: a finite number within its range."""
-    lo, hi = next(p.range for p in PARAMS if p.name == name)
+    bounds = next(p.range for p in PARAMS if p.name == name)
+    assert bounds is not None  # the replay's numeric parameters all have ranges
+    lo, hi = bounds
     return number(float, ge=lo, le=hi)
 
 

@@ -85,9 +85,10 @@ class StopSignals:
         main thread (so a blocking call returns too) that makes the handler raise."""
         self._signalled.wait()
         time.sleep(self.interrupt_after_s)
-        if self.active:
+        main = threading.main_thread().ident  # (None only before a thread starts)
+        if self.active and main is not None:
             self._due = True
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            signal.pthread_kill(main, signal.SIGINT)
 
 
 def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = None) -> int:

@@ -52,6 +52,7 @@ from dataclasses import replace
 import numpy as np
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
+from rclpy.timer import Timer
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import SetBool
@@ -184,7 +185,7 @@ class SafeCommandNode(Node):
         self._period_ns = seconds_to_ns(p.control_period)
         self._max_state_age_ns = seconds_to_ns(p.max_state_age)
         self._matched = False       # sync: the command topic's subscribers are matched
-        self._match_timer = None
+        self._match_timer: Timer | None = None
 
         self.cmd_pub = self.create_publisher(Float64MultiArray, COMMANDS,
                                              COMMAND_QOS)
@@ -206,7 +207,7 @@ class SafeCommandNode(Node):
                                           f"({problem}): normal scheduling")
         # The stale-state watchdog (node clock: sim time if set) is re-armed by every state, so
         # it costs nothing while states flow; once it fires it holds every control period.
-        self._watchdog_timer = None
+        self._watchdog_timer: Timer | None = None
         if self.realtime and p.safety_enabled and p.max_state_age > 0:
             self._watchdog_timer = self.create_timer(p.max_state_age, self._watchdog)
 
@@ -244,7 +245,7 @@ class SafeCommandNode(Node):
             self.get_logger().info("homing: following the homing controller" if active
                                    else "homing over")
             self.diag.publish()  # homing_active changed: say so now
-        if not active:
+        if h is None or not active:
             return False
         self.pending = None
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
@@ -302,7 +303,8 @@ class SafeCommandNode(Node):
 
     def _wait_for_outputs(self) -> None:
         if self._outputs_ready():
-            self.destroy_timer(self._match_timer)
+            if self._match_timer is not None:  # (this timer's callback: it is)
+                self.destroy_timer(self._match_timer)
             self._answer_pending()
 
     def _on_bad_state(self, msg: JointState, problem: str) -> None:
@@ -379,12 +381,12 @@ class SafeCommandNode(Node):
     def _watchdog(self) -> None:
         """Realtime: no joint state for max_state_age: hold (at the last position, the velocity
         untrusted), then again every control period until a state arrives."""
-        s = self.last_state
-        if s is None:
+        s, timer = self.last_state, self._watchdog_timer
+        if s is None or timer is None:
             return
-        if self._watchdog_timer.timer_period_ns != self._period_ns:
-            self._watchdog_timer.timer_period_ns = self._period_ns
-            self._watchdog_timer.reset()  # a new period applies from the next reset
+        if timer.timer_period_ns != self._period_ns:
+            timer.timer_period_ns = self._period_ns
+            timer.reset()  # a new period applies from the next reset
         self._send(s.position, np.zeros(self.n), None, None, now=self._now_ns(),
                    why="stale_state")
 

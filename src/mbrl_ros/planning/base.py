@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -76,7 +76,8 @@ def predict_ahead(model: DynamicsModel, x, stamp_ns: int, until_ns: int,
     with torch.no_grad():
         for i in range(steps):
             t = None if controller is None else controller.index(stamp_ns + i * dt_ns)
-            u = np.zeros(n) if t is None else controller.act(x[:controller.dx], t)
+            u = (np.zeros(n) if controller is None or t is None
+                 else controller.act(x[:controller.dx], t))
             if action_low is not None:
                 u = np.clip(u, action_low, action_high)
             x = model.predict(torch.as_tensor(x[None]), torch.as_tensor(u[None]))[0][0]
@@ -154,7 +155,7 @@ class Planner(abc.ABC):
             raise PlanError(f"warm must be a LinearGaussianController or None, got "
                             f"{type(warm).__name__}")
         dt_ns = seconds_to_ns(model.signature.dt)
-        tensor = dict(dtype=self.dtype, device=model.device)
+        tensor: dict[str, Any] = dict(dtype=self.dtype, device=model.device)
         low, high = (torch.as_tensor(a, **tensor) for a in (self.action_low, self.action_high))
         init = self._initial_actions(warm, start_ns, dt_ns)
         generator = torch.Generator(device=model.device)

@@ -12,6 +12,7 @@ lecture's version 2.0; GPS's KL-constrained update passes its modified cost c̃ 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,11 @@ class NotPositiveDefinite(ArithmeticError):
         self.t = t
 
 
+# An LQRSolution array: np.ndarray, or torch.Tensor from lqr_backward given tensors; None in a
+# solution with ok=False.
+Array = Any
+
+
 @dataclass(frozen=True)
 class LQRSolution:
     """K (T, du, dx), k (T, du): u_t = K_t x_t + k_t. Quu (T, du, du) as regularised,
@@ -35,13 +41,13 @@ class LQRSolution:
     cost change of the step αk is α·dV[0] + α²·dV[1] (iLQR line search; dV[0] = Σ kᵀq_u,
     dV[1] = Σ ½ kᵀQ_uu k)."""
 
-    K: np.ndarray
-    k: np.ndarray
-    Quu: np.ndarray
-    Quu_inv: np.ndarray
-    Vxx: np.ndarray
-    vx: np.ndarray
-    dV: np.ndarray
+    K: Array
+    k: Array
+    Quu: Array
+    Quu_inv: Array
+    Vxx: Array
+    vx: Array
+    dV: Array
     ok: bool = True
 
 
@@ -59,8 +65,10 @@ def lqr_backward(Fx, fx, Cxx, cx, Vxx_T=None, vx_T=None, *, mu: float = 0.0):
         return LQRSolution(None, None, None, None, None, None, None, ok=False)
     if like is None:
         return sol
-    return LQRSolution(*(torch.as_tensor(getattr(sol, f), dtype=like.dtype, device=like.device)
-                         for f in ("K", "k", "Quu", "Quu_inv", "Vxx", "vx", "dV")))
+    K, k, Quu, Quu_inv, Vxx, vx, dV = (
+        torch.as_tensor(a, dtype=like.dtype, device=like.device)
+        for a in (sol.K, sol.k, sol.Quu, sol.Quu_inv, sol.Vxx, sol.vx, sol.dV))
+    return LQRSolution(K, k, Quu, Quu_inv, Vxx, vx, dV)
 
 
 def _check(name: str, a, shape: tuple[int, ...]) -> np.ndarray:

@@ -27,6 +27,7 @@ import torch
 
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import DynamicsModel, FitReport, ModelError
+from mbrl_ros.dynamics.ensemble import EnsembleModel
 from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.episodes import TargetSampler
 from mbrl_ros.policy.errors import PolicyError
@@ -116,7 +117,7 @@ def _check_model(policy: GoalPolicy, model: DynamicsModel, propagation: str) -> 
     if abs(sig.dt - psig.dt) > 1e-9:
         raise PolicyError(f"model control period {sig.dt} s differs from the policy's "
                           f"{psig.dt} s")
-    if propagation == "member" and not hasattr(model, "member_predictions"):
+    if propagation == "member" and not isinstance(model, EnsembleModel):
         raise PolicyError(f"propagation 'member' needs an ensemble model, not '{model.kind}'")
 
 
@@ -131,9 +132,11 @@ def imagine(policy: GoalPolicy, model: DynamicsModel, x0: torch.Tensor, targets:
         u = policy(states[-1], targets)
         if members is None:
             nxt = model.predict(states[-1], u)[0]
-        else:
+        elif isinstance(model, EnsembleModel):
             means = model.member_predictions(states[-1], u)[0]            # (E, B, dx)
             nxt = means.gather(0, members.view(1, -1, 1).expand(1, *means.shape[1:]))[0]
+        else:
+            raise PolicyError(f"members need an ensemble model, not '{model.kind}'")
         states.append(nxt)
         actions.append(u)
     return torch.stack(states, -2), torch.stack(actions, -2)
@@ -186,7 +189,7 @@ def train_bptt(policy: GoalPolicy, model: DynamicsModel, cost: ReachCost, starts
         norm = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
                                                       for g in grads]))
                 if grads is not None else torch.tensor(math.nan))
-        if not torch.isfinite(norm):
+        if grads is None or not torch.isfinite(norm):
             policy.load_state_dict(good)
             what = "loss" if grads is None else "gradient"
             report.diverged = True

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, cast
 
 import numpy as np
 import torch
@@ -27,7 +27,8 @@ from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import joint_state_names
 from mbrl_ros.policy.errors import PolicyError
 
-ACTIVATIONS = {"tanh": torch.tanh, "silu": torch.nn.functional.silu}
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh, "silu": torch.nn.functional.silu}
 TARGET_DIM = 3
 MAX_HIDDEN = 4096
 MAX_LAYERS = 16
@@ -87,6 +88,12 @@ class GoalPolicy(torch.nn.Module):
     small, so the first torques are near zero). Normalisation starts at mean 0, std 1 and is set
     from data with ``set_normalisation``."""
 
+    state_mean: torch.Tensor   # buffers (float64)
+    state_std: torch.Tensor
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
+    effort: torch.Tensor
+
     def __init__(self, signature: PolicySignature, effort, hidden: Sequence[int] = (64, 64),
                  activation: str = "tanh", seed: int = 0):
         super().__init__()
@@ -120,12 +127,12 @@ class GoalPolicy(torch.nn.Module):
                 layer.weight.uniform_(-bound, bound, generator=gen)
                 layer.bias.zero_()
             self.layers.append(layer)
-        f64 = dict(dtype=torch.float64)
-        self.register_buffer("state_mean", torch.zeros(dx, **f64))
-        self.register_buffer("state_std", torch.ones(dx, **f64))
-        self.register_buffer("target_mean", torch.zeros(TARGET_DIM, **f64))
-        self.register_buffer("target_std", torch.ones(TARGET_DIM, **f64))
-        self.register_buffer("effort", torch.tensor(effort, **f64))
+        f64 = torch.float64
+        self.register_buffer("state_mean", torch.zeros(dx, dtype=f64))
+        self.register_buffer("state_std", torch.ones(dx, dtype=f64))
+        self.register_buffer("target_mean", torch.zeros(TARGET_DIM, dtype=f64))
+        self.register_buffer("target_std", torch.ones(TARGET_DIM, dtype=f64))
+        self.register_buffer("effort", torch.tensor(effort, dtype=f64))
 
     @property
     def dx(self) -> int:
@@ -209,7 +216,7 @@ class GoalPolicy(torch.nn.Module):
         # the layer shapes the metadata implies must be the tensors there, checked before any
         # network is built (so a small artifact cannot make the decoder allocate a large one)
         sizes = [len(states) + TARGET_DIM, *hidden, len(names)]
-        expected = {}
+        expected: dict[str, tuple[int, ...]] = {}
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             expected |= {f"net/{i}/weight": (b, a), f"net/{i}/bias": (b,)}
         got = {k: tuple(v.shape) for k, v in tensors.items() if k.startswith("net/")}
@@ -229,7 +236,8 @@ class GoalPolicy(torch.nn.Module):
                                            for k, v in tensors.items() if k.startswith("net/")})
             for key in ("state_mean", "state_std", "target_mean", "target_std"):
                 getattr(policy, key).copy_(torch.as_tensor(tensors[f"norm/{key}"]))
-        policy.info = meta.get("info") if isinstance(meta.get("info"), dict) else {}
+        info = meta.get("info")
+        policy.info = info if isinstance(info, dict) else {}
         return policy
 
 
@@ -237,7 +245,8 @@ def _silu(h: np.ndarray) -> np.ndarray:
     return h * 0.5 * (1.0 + np.tanh(0.5 * h))  # h·sigmoid(h), without exp overflow
 
 
-_NUMPY_ACTIVATIONS = {"tanh": np.tanh, "silu": _silu}
+_NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": np.tanh,
+                                                                     "silu": _silu}
 
 
 class FrozenPolicy:
@@ -252,7 +261,8 @@ class FrozenPolicy:
         def copy(t: torch.Tensor) -> np.ndarray:
             return t.detach().cpu().numpy().copy()
 
-        self._layers = [(copy(layer.weight), copy(layer.bias)) for layer in policy.layers]
+        linear = cast("list[torch.nn.Linear]", list(policy.layers))  # (ModuleList is untyped)
+        self._layers = [(copy(layer.weight), copy(layer.bias)) for layer in linear]
         self._in_mean = np.concatenate([copy(policy.state_mean), copy(policy.target_mean)])
         self._in_std = np.concatenate([copy(policy.state_std), copy(policy.target_std)])
         self.effort = copy(policy.effort)

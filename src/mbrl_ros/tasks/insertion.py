@@ -52,6 +52,8 @@ class InsertionCost(ArmTerms):
     """cost(states (..., T+1, dx), actions (..., T, du)) → (...) for inserting the peg whose axis
     points ``points`` (name → offset (3,) m in the end-effector frame) into ``hole``."""
 
+    target: torch.Tensor   # buffer (P, 3): the points' targets
+
     def __init__(self, robot: RobotDescription, points: dict, hole: Hole, *,
                  w_l2: float = 1.0, w_log: float = 1.0, alpha: float = 1e-5,
                  ramp: str = "constant", terminal_weight: float = 10.0, w_velocity: float = 0.0,

@@ -83,9 +83,9 @@ def peg_points(model: mujoco.MjModel) -> dict[str, np.ndarray]:
     peg = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "peg")
     if peg < 0:
         raise RobotDescriptionError("the model holds no body 'peg'")
-    rot = np.empty(9)
-    mujoco.mju_quat2Mat(rot, model.body_quat[peg])
-    rot = rot.reshape(3, 3)
+    flat = np.empty(9)
+    mujoco.mju_quat2Mat(flat, model.body_quat[peg])
+    rot = flat.reshape(3, 3)
     return {model.site(i).name: model.body_pos[peg] + rot @ model.site_pos[i]
             for i in range(model.nsite)
             if model.site_bodyid[i] == peg and model.site(i).name.startswith("peg_")}

@@ -18,6 +18,8 @@ class ReachCost(ArmTerms):
     """cost(states (..., T+1, dx), actions (..., T, du)) → (...). ``target`` (3,) m in the base
     frame, changed with ``set_target``."""
 
+    target: torch.Tensor   # buffer (3,)
+
     def __init__(self, robot: RobotDescription, target=(0.5, 0.0, 0.5), *, w_l2: float = 1.0,
                  w_log: float = 1.0, alpha: float = 1e-4, terminal_weight: float = 10.0,
                  w_velocity: float = 0.0, w_action: float = 1e-3, w_limit: float = 1.0,

@@ -52,6 +52,11 @@ class ArmTerms(torch.nn.Module):
     ``.to``.
     """
 
+    _effort: torch.Tensor   # buffers (n,): effort limits, guarded positions and speeds
+    _lower: torch.Tensor
+    _upper: torch.Tensor
+    _speed: torch.Tensor
+
     def __init__(self, robot: RobotDescription, *, w_action: float, w_limit: float,
                  limit_margin: float, velocity_margin: float, dtype: torch.dtype):
         super().__init__()
@@ -66,10 +71,10 @@ class ArmTerms(torch.nn.Module):
             if value <= 0.0:
                 raise TaskError(f"{name} must be > 0, got {value}")
         lim = robot.limits
-        for name, value in (("effort", lim.effort), ("lower", lim.lower + limit_margin),
+        for name, bound in (("effort", lim.effort), ("lower", lim.lower + limit_margin),
                             ("upper", lim.upper - limit_margin),
                             ("speed", np.maximum(lim.velocity - velocity_margin, 0.0))):
-            self.register_buffer(f"_{name}", torch.tensor(value, dtype=dtype))
+            self.register_buffer(f"_{name}", torch.tensor(bound, dtype=dtype))
 
     def check(self, states: torch.Tensor, actions: torch.Tensor) -> None:
         if states.ndim < 2 or actions.ndim < 2 or states.shape[-1] < 2 * self.n \

@@ -21,6 +21,12 @@ SMOOTHING_M = 1e-3
 class TrackingCost(ArmTerms):
     """cost(states (..., T+1, dx), actions (..., T, du)) → (...) for the path ``waypoints``."""
 
+    _start: torch.Tensor   # buffers: segment starts (S, 3), vectors (S, 3), squared lengths,
+    _seg: torch.Tensor     # arc length at each start and lengths (S,)
+    _len2: torch.Tensor
+    _arc0: torch.Tensor
+    _len: torch.Tensor
+
     def __init__(self, robot: RobotDescription, waypoints, *, w_distance: float = 10.0,
                  w_progress: float = 5.0, w_action: float = 1e-3, w_limit: float = 1.0,
                  limit_margin: float = 0.1, velocity_margin: float = 0.5,

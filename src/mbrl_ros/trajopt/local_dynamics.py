@@ -138,7 +138,8 @@ def _check_prior(prior, D: int, what: str, where: str = ""):
     return mu0, Phi, m, n0
 
 
-def _condition(mu, sigma, dxu: int, regularization: float, mode: str):
+def _condition(mu, sigma, dxu: int, regularization: float, mode: str
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Joint Gaussians over [xu, x'] (T, D) / (T, D, D) → Fx, fx, cov of x' | xu, with
     ``regularization`` on the xu block's diagonal or (mode 'block') on all its entries."""
     sigma = sigma.copy()

@@ -189,5 +189,6 @@ class MDGPS:
             ref = linearize_policy(self.policy, X, self.targets[m], self.var, self.controller(m))
             records.append(gps.update(0, X, U, reference=ref))
         loss = self._train(samples)
+        assert self.var is not None  # set by _train
         self.iteration += 1
         return MDGPSIteration(records, loss, np.sqrt(self.var))

@@ -39,6 +39,17 @@ class OptReport:
     message: str
 
 
+@dataclass
+class _Search:
+    """The best point so far and the counts of an optimisation."""
+
+    best_value: float
+    best_x: torch.Tensor
+    evaluations: int = 0
+    iterations: int = 0
+    initial: float = math.nan
+
+
 class _Diverged(Exception):
     pass
 
@@ -60,45 +71,45 @@ def optimise_policy(policy: torch.nn.Module, objective: Callable[[], torch.Tenso
     t0 = time.perf_counter()
     start = parameters_to_vector(params).detach().clone()
     max_evaluations = max_evaluations or int(1.5 * max_iterations) + 1
-    best = {"value": math.inf, "x": start.clone()}
-    count = {"evaluations": 0, "iterations": 0, "initial": math.nan}
+    search = _Search(math.inf, start.clone())
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         vector_to_parameters(torch.as_tensor(x, dtype=start.dtype, device=start.device), params)
-        count["evaluations"] += 1
+        search.evaluations += 1
         value = objective()
-        if count["evaluations"] == 1:
-            count["initial"] = float(value.detach())
+        if search.evaluations == 1:
+            search.initial = float(value.detach())
         if not bool(torch.isfinite(value)):
             raise _Diverged(f"objective is {float(value.detach())} at evaluation "
-                            f"{count['evaluations']}")
+                            f"{search.evaluations}")
         grad = torch.autograd.grad(value, params)
         g = torch.cat([t.reshape(-1) for t in grad])
         if not bool(torch.isfinite(g).all()):
-            raise _Diverged(f"gradient has non-finite entries at evaluation {count['evaluations']}")
+            raise _Diverged(f"gradient has non-finite entries at evaluation {search.evaluations}")
         v = float(value.detach())
-        if v < best["value"]:
-            best.update(value=v, x=torch.as_tensor(x, dtype=start.dtype).clone())
+        if v < search.best_value:
+            search.best_value, search.best_x = v, torch.as_tensor(x, dtype=start.dtype).clone()
         return v, g.detach().cpu().numpy()
 
     def iterated(_x: np.ndarray) -> None:
-        count["iterations"] += 1
+        search.iterations += 1
 
-    diverged, faults = False, []
+    diverged = False
+    faults: list[str] = []
     while True:
         try:
             result = scipy.optimize.minimize(
-                fun, best["x"].cpu().numpy(), jac=True, method="L-BFGS-B", callback=iterated,
-                options={"maxiter": max_iterations - count["iterations"],
-                         "maxfun": max_evaluations - count["evaluations"],
+                fun, search.best_x.cpu().numpy(), jac=True, method="L-BFGS-B", callback=iterated,
+                options={"maxiter": max_iterations - search.iterations,
+                         "maxfun": max_evaluations - search.evaluations,
                          "gtol": 1e-12, "ftol": 1e-12})  # saturating costs have tiny gradients
             message = str(result.message)
             break
         except _Diverged as exc:
             # a restart re-evaluates the best point, so it needs 2 evaluations left to move on
-            if (count["evaluations"] == 1 or len(faults) == max_restarts
-                    or count["iterations"] >= max_iterations
-                    or count["evaluations"] + 2 > max_evaluations):
+            if (search.evaluations == 1 or len(faults) == max_restarts
+                    or search.iterations >= max_iterations
+                    or search.evaluations + 2 > max_evaluations):
                 diverged = True
                 message = f"optimisation diverged ({exc}); kept the best parameters found"
                 break
@@ -107,6 +118,6 @@ def optimise_policy(policy: torch.nn.Module, objective: Callable[[], torch.Tenso
         message += (f"; restarted from the best point {len(faults)} time"
                     f"{'s' if len(faults) > 1 else ''} ({'; '.join(faults)})")
     with torch.no_grad():
-        vector_to_parameters(best["x"].to(start.device), params)
-    return OptReport(count["initial"], best["value"], count["evaluations"], count["iterations"],
+        vector_to_parameters(search.best_x.to(start.device), params)
+    return OptReport(search.initial, search.best_value, search.evaluations, search.iterations,
                      time.perf_counter() - t0, diverged, len(faults), message)

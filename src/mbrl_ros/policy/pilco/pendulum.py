@@ -31,7 +31,7 @@ class PendulumSystem:
     ``control_period`` s; measured states carry Gaussian noise of ``observation_noise_std``
     (rad, rad/s), seeded."""
 
-    joint_names = (JOINT,)
+    joint_names: tuple[str, ...] = (JOINT,)
     state_names = joint_state_names((JOINT,))
 
     def __init__(self, control_period: float = 0.1, observation_noise_std: float = 0.01,

@@ -78,6 +78,8 @@ class PilcoPolicy(torch.nn.Module, abc.ABC):
     """u = u_max·sin(ũ(x)) with ũ given by the subclass; dx state inputs, du torques bounded by
     ``u_max`` (du,) N·m > 0. Parameters are float64 ``torch.nn.Parameter``s."""
 
+    u_max: torch.Tensor   # buffer (du,)
+
     def __init__(self, dx: int, u_max):
         super().__init__()
         u_max = _as_f64(u_max, "u_max").reshape(-1)
@@ -111,8 +113,8 @@ class PilcoPolicy(torch.nn.Module, abc.ABC):
     @torch.no_grad()
     def act(self, x: np.ndarray) -> np.ndarray:
         """Torques (..., du) N·m for numpy states (..., dx)."""
-        x = torch.as_tensor(np.asarray(x, dtype=float), device=self.u_max.device)
-        return self.forward(x).cpu().numpy()
+        states = torch.as_tensor(np.asarray(x, dtype=float), device=self.u_max.device)
+        return self.forward(states).cpu().numpy()
 
     def moments(self, mean: torch.Tensor, cov: torch.Tensor) -> PolicyMoments:
         """Moments of u for x ~ N(mean (..., dx), cov (..., dx, dx)) (module docstring)."""
