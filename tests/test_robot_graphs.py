@@ -93,6 +93,7 @@ def test_several_conditions_or_mdgps_home_the_lockstep_arm():
                   target="0.05,0.2,0.07;0.1,0.25,0.07", algorithm="mdgps")
     trainer = nodes["gps_trainer"].parameters
     assert trainer["episode_source"] == "homing" and trainer["algorithm"] == "mdgps"
+    assert trainer["lockstep"] is True and trainer["max_step_mult"] == 1.0
     assert trainer["initial_position"] == [0.3, 0.5, -0.5, 1.0]
     assert trainer["target"] == [0.05, 0.2, 0.07, 0.1, 0.25, 0.07]
     sim = nodes["arm_sim"].parameters  # the first condition's pose, the weight cancelled

@@ -300,6 +300,8 @@ def gps_graph(robot: str = "arm7", target: str = "", initial_position: str = "",
                          commands)
     runs = {"robot": robot, "iterations": int(iterations), "samples": int(samples),
             "prior": prior, "algorithm": algorithm, "output_dir": output_dir, "seed": seed_i}
+    if algorithm == "mdgps":
+        runs["max_step_mult"] = MDGPS_MAX_STEP_MULT
     if where.realtime:
         return _gps_realtime_nodes(robot, where, starts, goal, runs, float(status_period))
     homing = len(starts) > 1 or algorithm == "mdgps"
@@ -319,6 +321,10 @@ def gps_graph(robot: str = "arm7", target: str = "", initial_position: str = "",
 
 
 LOCKSTEP_GPS_TARGET = [0.4, 0.0, 0.6]  # m: the lockstep gps graph's default (arm7's workspace)
+# mdgps: the largest step multiplier of ε. Measured on arm2 (2 conditions × 5 samples): with the
+# lqr default 3 the controllers outran the policy's linearisation and 3 of 8 updates asked for
+# more feedforward than the executor takes; with 1 none did and both conditions converged.
+MDGPS_MAX_STEP_MULT = 1.0
 
 
 def _gps_realtime_nodes(robot: str, target: "Target", starts: list[list[float]],

@@ -49,9 +49,10 @@ final distances) and ``learning_curve.png`` (one curve per condition) to ``outpu
   within ``homing_timeout`` (after ``homing_retries`` new tries) or joint states that stop for
   ``reset_timeout`` end the run with an error. Start and end of every sample go to
   /mbrl/episode_events. ``target`` [] samples a reachable target around each condition's pose.
-  On the lockstep simulator (``lockstep`` true) the homing controller is released one state at a
-  time, so the hand-over to a sample's controller at its start state is exact and a run is
-  reproducible.
+  On the lockstep simulator (``lockstep`` true) the homing controller is released only up to
+  the earliest state at which the arm could have settled (the executor waits there for the
+  trainer's decision), so the hand-over to a sample's controller at its start state is exact and
+  a run is reproducible.
 
 An update that fails (too few samples, a covariance that is not positive definite, η at its
 bound, a controller beyond the executor's default bounds: ``plausibility.ControllerBounds``,
@@ -138,8 +139,9 @@ PARAMS = [
     Param("policy_lr", 1e-3, "mdgps: Adam learning rate of the policy", (1e-9, 10.0)),
     Param("torch_threads", 1, "CPU threads of the updates and the policy training", (1, 256)),
     Param("lockstep", False, "homing on the lockstep simulator: the homing controller is "
-          "released one joint state at a time, so the executor answers each sample's first "
-          "state with the sample's controller (exactly reproducible runs)"),
+          "released only up to the earliest state at which the arm could have settled, so the "
+          "executor answers each sample's first state with the sample's controller (exactly "
+          "reproducible runs)"),
     Param("robot_compensates_gravity", True, "homing: the robot cancels its own weight; false: "
           "the executor adds the URDF's g(q) to every command and the trainer takes it off"),
     Param("max_gap", 0.01, "homing: the longest time between two joint states that a sample "
@@ -246,6 +248,7 @@ class GPSTrainerNode(Node):
         self.sequencer: EpisodeSequencer | None = None
         self.sample: StreamSample | None = None
         self.recent_commands: deque = deque(maxlen=RECENT_COMMANDS)  # (tag, message)
+        self.detector: SettleDetector | None = None  # the settling being waited for
         self.last_state_wall = time.monotonic()
 
         self.ctrl_pub = self.create_publisher(UInt8MultiArray, CONTROLLER, LATCHED_QOS)
@@ -507,8 +510,8 @@ class GPSTrainerNode(Node):
             self._do(step, s)
             if self.phase == "done":
                 return
-        if self.p.lockstep and self.phase == "homing":  # homing answers this state
-            self.homing.release(s.stamp_ns + 1)
+        if self.p.lockstep and self.phase == "homing":
+            self.homing.release(self._homing_validity(s.stamp_ns))
 
     def _on_homing_command(self, tag: int | None, msg: Float64MultiArray) -> None:
         if tag is None:  # not the executor's: no time of application to resample with
@@ -521,8 +524,19 @@ class GPSTrainerNode(Node):
 
     def _settle_detector(self, goal: np.ndarray) -> SettleDetector:
         p = self.p
-        return SettleDetector(goal, p.settle_position_tolerance, p.settle_velocity_tolerance,
-                              p.settle_time, p.homing_timeout, self.names)
+        self.detector = SettleDetector(goal, p.settle_position_tolerance,
+                                       p.settle_velocity_tolerance, p.settle_time,
+                                       p.homing_timeout, self.names)
+        return self.detector
+
+    def _homing_validity(self, stamp_ns: int) -> int:
+        """Lockstep: the stamp (ns) until which the homing controller may answer states after
+        the one at ``stamp_ns``: the earliest at which the arm could have settled (the executor
+        then waits there for the trainer's decision), so a sample's first state is always
+        answered by its own controller."""
+        d = self.detector
+        since = d.inside_since if d.inside_since is not None else stamp_ns + self.dt_ns
+        return max(since + d.dwell_ns, stamp_ns + 1)
 
     def _do(self, step: Step, s: JointSample) -> None:
         """Carry out a step of the homing sequence (``robot_episodes``)."""

@@ -46,8 +46,8 @@ class HomingSender:
 
     def release(self, valid_until_ns: int) -> None:
         """Republish the current homing controller valid until ``valid_until_ns`` (nothing
-        without one). On a lockstep arm, released one state at a time, it lets the sender decide
-        at each state whether homing or what follows it answers that state."""
+        without one). On a lockstep arm, released in steps, it lets the sender decide at a state
+        whether homing or what follows it answers that state."""
         if self.controller is not None:
             self.pub.publish(UInt8MultiArray(
                 data=self.controller.with_validity(valid_until_ns).to_bytes()))
