@@ -56,9 +56,10 @@ final distances) and ``learning_curve.png`` (one curve per condition) to ``outpu
 
 An update that fails (too few samples, a covariance that is not positive definite, η at its
 bound, a controller beyond the executor's default bounds: ``plausibility.ControllerBounds``,
-which the executor would refuse) is logged and counted on /diagnostics; no controller is published from it and the next
-iteration samples the previous controller again (``lqr``: per condition; ``mdgps``: the
-conditions before the failing one keep their update, the policy is not trained that iteration).
+which the executor would refuse) is logged and counted on /diagnostics; no controller is
+published from it and the next iteration samples the previous controller again (``lqr``: per
+condition; ``mdgps``: the conditions before the failing one keep their update, the policy is
+not trained that iteration).
 """
 from __future__ import annotations
 
