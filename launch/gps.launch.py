@@ -1,5 +1,10 @@
 """ros2 launch mbrl_ros gps.launch.py [robot:=arm7] [target:=0.4,0.0,0.6] [iterations:=10] ...
 
+Several conditions and the network policy: initial_position:=0.3,0.5;-0.5,1.0 (';' between the
+conditions' poses), target:=x,y,z (shared) or one x,y,z per condition, algorithm:=mdgps (the
+policy is published on /mbrl/policy and written to output_dir/policy.safetensors; run it with
+`ros2 launch mbrl_ros policy.launch.py policy_file:=...`).
+
 The nodes and parameters are described once in mbrl_ros.graphs ('gps'); `mbrl-ros launch gps`
 starts the same graph without a ROS install.
 """

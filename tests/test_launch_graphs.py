@@ -51,6 +51,9 @@ CASES = {  # id: (launch file, arguments, topics the graph's nodes offer, in its
                             "mbrl/dynamics_model"]),
     "gps-arm2": ("gps", {"robot": "arm2"},
                  ["joint_states", "effort_controller/commands", "mbrl/controller"]),
+    "gps-conditions-mdgps": ("gps", {"robot": "arm2", "initial_position": "0.3,0.5;-0.5,1.0",
+                                     "algorithm": "mdgps", "namespace": "/cell"},
+                             ["joint_states", "mbrl/controller", "mbrl/homing_controller"]),
     "policy-realtime": ("policy", {"robot": "arm2", "mode": "realtime", "namespace": "/robot2"},
                         ["joint_states", "mbrl/target", "mbrl/policy"]),
 }

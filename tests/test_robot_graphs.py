@@ -88,6 +88,25 @@ def test_lockstep_keeps_the_simulators_resets():
     assert "episode_steps" in specs("record")["arm_sim"].parameters
 
 
+def test_several_conditions_or_mdgps_home_the_lockstep_arm():
+    nodes = specs("gps", robot="arm2", initial_position="0.3,0.5; -0.5,1.0",
+                  target="0.05,0.2,0.07;0.1,0.25,0.07", algorithm="mdgps")
+    trainer = nodes["gps_trainer"].parameters
+    assert trainer["episode_source"] == "homing" and trainer["algorithm"] == "mdgps"
+    assert trainer["lockstep"] is True and trainer["max_step_mult"] == 1.0
+    assert trainer["initial_position"] == [0.3, 0.5, -0.5, 1.0]
+    assert trainer["target"] == [0.05, 0.2, 0.07, 0.1, 0.25, 0.07]
+    sim = nodes["arm_sim"].parameters  # the first condition's pose, the weight cancelled
+    assert sim["initial_position"] == [0.3, 0.5] and sim["gravity_compensation"] is True
+    single = specs("gps", robot="arm2", algorithm="mdgps")["gps_trainer"].parameters
+    assert single["episode_source"] == "homing" and single["target"] == [0.4, 0.0, 0.6]
+    fixture = specs("gps", sim="hardware", robot=ROBOT, robot_config=ARM6_CONFIG,
+                    initial_position="0,0.7,1.2,0,0,0;0.3,0.7,1.2,0,0,0")
+    assert fixture["gps_trainer"].parameters["initial_position"] == [
+        0.0, 0.7, 1.2, 0.0, 0.0, 0.0, 0.3, 0.7, 1.2, 0.0, 0.0, 0.0]
+    assert fixture["arm_sim"].parameters["initial_position"] == [0.0, 0.7, 1.2, 0.0, 0.0, 0.0]
+
+
 @pytest.mark.parametrize("name, args, words", [
     ("record", dict(sim="false"), "robot_compensates_gravity:=true or false"),
     ("gps", dict(sim="simulated"), "true, false or hardware"),
@@ -97,6 +116,10 @@ def test_lockstep_keeps_the_simulators_resets():
     ("policy", dict(robot="arm2", robot_compensates_gravity="false"), "real-time runs"),
     ("gps", dict(sim="hardware", target="0.1,0.2"), "must be x,y,z"),
     ("gps", dict(sim="hardware", initial_position="a,b"), "comma-separated numbers"),
+    ("gps", dict(initial_position="0.1,0.2;0.3"), "numbers of equal count per condition"),
+    ("gps", dict(initial_position="0,0,0,0,0,0;1,1,1,1,1,1",
+                 target="0.1,0.2,0.3;0.1,0.2,0.3;0.1,0.2,0.3"), "3 targets for 2 conditions"),
+    ("gps", dict(algorithm="ppo"), "algorithm = 'ppo' must be one of: lqr, mdgps"),
     ("record", dict(sim="hardware", episodes="0"), "at least 1"),
 ])
 def test_bad_graph_arguments_are_named(name, args, words):

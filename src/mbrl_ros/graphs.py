@@ -251,53 +251,90 @@ def _floats(name: str, text: str) -> list[float]:
         raise ValueError(f"{name} = {text!r} must be comma-separated numbers") from None
 
 
+def _groups(name: str, text: str, size: int | None = None) -> list[list[float]]:
+    """'0.3,0.5;-0.5,1.0' → [[0.3, 0.5], [-0.5, 1.0]] (one group per condition, ';' between
+    them; '' → []); ValueError naming ``name`` unless each group has ``size`` numbers (if given)
+    and all groups the same number."""
+    groups = [_floats(name, part) for part in text.split(";")] if text.strip() else []
+    sizes = {len(g) for g in groups}
+    if groups and (len(sizes) > 1 or 0 in sizes or (size is not None and sizes != {size})):
+        what = "x,y,z (m)" if size == 3 else "comma-separated numbers of equal count"
+        raise ValueError(f"{name} = {text!r} must be {what} per condition, conditions "
+                         f"separated by ';'")
+    return groups
+
+
 def gps_graph(robot: str = "arm7", target: str = "", initial_position: str = "",
-              iterations: str = "10", samples: str = "5", prior: str = "gmm", output_dir: str = "",
-              seed: str = "0", status_period: str = "2.0", sim: str = "true",
+              iterations: str = "10", samples: str = "5", prior: str = "gmm",
+              algorithm: str = "lqr", output_dir: str = "", seed: str = "0",
+              status_period: str = "2.0", sim: str = "true",
               mode: str = "lockstep", robot_config: str = "", robot_compensates_gravity: str = "",
               joint_states: str = ROBOT_TOPICS["joint_states"],
               commands: str = ROBOT_TOPICS["commands"]) -> list[NodeSpec]:
-    """Guided policy search's inner loop: the executor samples the trainer's linear-Gaussian
-    controller from the condition's pose, the trainer fits local dynamics and makes the
-    KL-constrained update; it ends the graph after the last iteration.
+    """Guided policy search: the executor samples the trainer's linear-Gaussian controller of
+    each condition (start pose, target) from its pose, the trainer fits local dynamics and makes
+    the KL-constrained updates (``algorithm:=mdgps``: against a network policy's linearisation,
+    the policy trained from all conditions' samples, published on /mbrl/policy and written to
+    output_dir/policy.safetensors); it ends the graph after the last iteration. Conditions:
+    ``initial_position`` and ``target`` with ';' between conditions (one target for all, or one
+    per condition).
 
-    In lockstep the trainer resets the sim arm before each sample (exactly reproducible). In real
-    time (a robot, the hardware-like fixture, the simulator in ``mode:=realtime``) it homes the
-    arm to the condition's pose (``initial_position``, else the robot configuration's home, else
-    the pose at start-up) and starts each sample once the arm has settled there."""
+    In lockstep with one condition and ``algorithm:=lqr`` the trainer resets the sim arm before
+    each sample (exactly reproducible); with several conditions or mdgps it homes the lockstep
+    sim arm to each condition's pose (the sim then cancels the arm's weight, as the policy
+    graph's: the samples and the policy are torques on a weightless arm). In real time (a robot,
+    the hardware-like fixture, the simulator in ``mode:=realtime``) it homes the arm to the
+    condition's pose (``initial_position``, else the robot configuration's home, else the pose at
+    start-up) and starts each sample once the arm has settled there."""
     seed_i = int(seed)
-    start = _floats("initial_position", initial_position)
-    goal = _floats("target", target)
-    if goal and len(goal) != 3:
-        raise ValueError(f"target = {target!r} must be x,y,z (m)")
+    starts = _groups("initial_position", initial_position)
+    goals = _groups("target", target, 3)
+    if len(goals) > 1 and len(goals) != max(len(starts), 1):
+        raise ValueError(f"target = {target!r} gives {len(goals)} targets for "
+                         f"{max(len(starts), 1)} conditions: give one, or one per condition")
+    if algorithm not in ("lqr", "mdgps"):
+        raise ValueError(f"algorithm = {algorithm!r} must be lqr or mdgps")
+    start = [v for g in starts for v in g]
+    goal = [v for g in goals for v in g]
     where = robot_target(robot, sim, mode, robot_config, robot_compensates_gravity, joint_states,
-                      commands)
+                         commands)
     runs = {"robot": robot, "iterations": int(iterations), "samples": int(samples),
-            "prior": prior, "output_dir": output_dir, "seed": seed_i}
+            "prior": prior, "algorithm": algorithm, "output_dir": output_dir, "seed": seed_i}
+    if algorithm == "mdgps":
+        runs["max_step_mult"] = MDGPS_MAX_STEP_MULT
     if where.realtime:
-        return _gps_realtime_nodes(robot, where, start, goal, runs, float(status_period))
+        return _gps_realtime_nodes(robot, where, starts, goal, runs, float(status_period))
+    homing = len(starts) > 1 or algorithm == "mdgps"
     pose = {"initial_position": start} if start else {}  # none: the home pose (node default)
     sim_nodes = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), "gps.yaml", 2)
-    sim_nodes[0].parameters.update(pose)
+    sim_nodes[0].parameters.update({"initial_position": starts[0]} if starts else {})
+    trainer = runs | {"target": goal or LOCKSTEP_GPS_TARGET, **pose, "use_sim_time": True}
+    if homing:
+        sim_nodes[0].parameters["gravity_compensation"] = True
+        trainer |= {"episode_source": "homing", "lockstep": True}
     return sim_nodes + [
         NodeSpec("lg_executor", "lg_executor", ("gps.yaml",),
                  {"robot": robot, "seed": seed_i + 1, "use_sim_time": True,
                   "min_command_subscribers": 2}),  # the sim and the trainer
-        NodeSpec("gps_trainer", "gps_trainer", ("gps.yaml",),
-                 runs | {"target": goal or LOCKSTEP_GPS_TARGET, **pose, "use_sim_time": True},
-                 required=True),
+        NodeSpec("gps_trainer", "gps_trainer", ("gps.yaml",), trainer, required=True),
     ]
 
 
 LOCKSTEP_GPS_TARGET = [0.4, 0.0, 0.6]  # m: the lockstep gps graph's default (arm7's workspace)
+# mdgps: the largest step multiplier of ε. Measured on arm2 (2 conditions × 5 samples): with the
+# lqr default 3 the controllers outran the policy's linearisation and 3 of 8 updates asked for
+# more feedforward than the executor takes; with 1 none did and both conditions converged.
+MDGPS_MAX_STEP_MULT = 1.0
 
 
-def _gps_realtime_nodes(robot: str, target: "Target", start: list[float], goal: list[float],
-                        runs: dict, status_period: float) -> list[NodeSpec]:
-    """The 'gps' graph in real time: samples start by homing (no resets)."""
+def _gps_realtime_nodes(robot: str, target: "Target", starts: list[list[float]],
+                        goal: list[float], runs: dict, status_period: float) -> list[NodeSpec]:
+    """The 'gps' graph in real time: samples start by homing (no resets); the stand-in arm
+    starts at the first condition's pose."""
     cfg = target.settings
     config = ("gps.yaml", "gps_realtime.yaml")
-    start = start or (list(cfg.home) if cfg.home is not None else [])
+    starts = starts or ([list(cfg.home)] if cfg.home is not None else [])
+    start = [v for g in starts for v in g]
     common = {"robot": robot, "use_sim_time": target.use_sim_time}
     gravity = {"robot_compensates_gravity": cfg.compensates_gravity}
     nodes = _stand_in_nodes(robot, target, runs["seed"], status_period, config) + [
@@ -309,8 +346,8 @@ def _gps_realtime_nodes(robot: str, target: "Target", start: list[float], goal: 
             | {k: v for k, v in (("target", goal), ("initial_position", start)) if v},
             required=True),
     ]
-    if start and nodes[0].executable == "arm_sim":
-        nodes[0].parameters["initial_position"] = start
+    if starts and nodes[0].executable == "arm_sim":
+        nodes[0].parameters["initial_position"] = starts[0]
     return [replace(node, remappings=node.remappings + target.remappings) for node in nodes]
 
 
@@ -612,17 +649,25 @@ GRAPHS: dict[str, Graph] = {
     ) + TARGET_ARGS + (NAMESPACE_ARG,), record_graph),
     "gps": Graph("gps", "guided policy search: local models + KL-constrained LQR on the arm", (
         ROBOT_ARG,
-        GraphArg("target", "", "end-effector target x,y,z in the base frame (m); '' = lockstep: "
-                               "0.4,0.0,0.6 (arm7's workspace); real time: one sampled around "
-                               "the start pose"),
-        GraphArg("initial_position", "", "start pose (rad, comma-separated); '' = lockstep: the "
-                                         "home pose; real time: the robot configuration's home "
-                                         "or the pose at start-up"),
+        GraphArg("target", "", "end-effector target x,y,z in the base frame (m), for every "
+                               "condition or one per condition separated by ';'; '' = "
+                               "lockstep: 0.4,0.0,0.6 (arm7's workspace); real time: one "
+                               "sampled around each start pose"),
+        GraphArg("initial_position", "", "start pose of each condition (rad, comma-separated; "
+                                         "';' between conditions, e.g. 0.3,0.5;-0.5,1.0); '' = "
+                                         "one condition: lockstep: the home pose; real time: "
+                                         "the robot configuration's home or the pose at "
+                                         "start-up"),
         GraphArg("iterations", "10", "GPS iterations"),
-        GraphArg("samples", "5", "controller samples per iteration"),
+        GraphArg("samples", "5", "controller samples per condition and iteration"),
         GraphArg("prior", "gmm", "local dynamics prior: gmm or none",
                  node_choice("gps_trainer", "prior")),
-        GraphArg("output_dir", "", "folder for summary.txt and learning_curve.png"),
+        GraphArg("algorithm", "lqr", "lqr: a linear-Gaussian controller per condition; mdgps: "
+                                     "also a network policy (published on /mbrl/policy, "
+                                     "output_dir/policy.safetensors; run it with the 'policy' "
+                                     "graph)", node_choice("gps_trainer", "algorithm")),
+        GraphArg("output_dir", "", "folder for summary.txt and learning_curve.png (mdgps: and "
+                                   "policy.safetensors)"),
         GraphArg("seed", "0", "random seed (sim; executor noise uses seed+1)"),
         STATUS_ARG,
     ) + TARGET_ARGS + (NAMESPACE_ARG,), gps_graph),

@@ -1,25 +1,43 @@
-"""Trainer node ``gps_trainer``: guided policy search's inner loop against the arm.
+"""Trainer node ``gps_trainer``: guided policy search against the arm, from one or several
+initial conditions.
 
-Per iteration, ``samples`` times: bring the arm to the condition's start pose, publish the current
-linear-Gaussian controller restamped to start at the start state's stamp on ``/mbrl/controller``
-(the executor with ``stochastic`` samples it) and record the T + 1 joint states and the T commands
-of the sample; then fit the local dynamics, make the KL-constrained update
-(``mbrl_ros.trajopt.gps``) and log a progress line (cost, KL, ε, η, step multiplier, final
-distance). After the last iteration it writes ``summary.txt`` and ``learning_curve.png`` to
-``output_dir``, publishes the final controller and stops. ``episode_source`` says how a sample
-starts:
+A condition is a start pose (``initial_position``: n angles per condition, K·n values for K
+conditions) and a reach target (``target``: 3 values shared, or 3 per condition). Per iteration,
+for each condition in turn, ``samples`` times: bring the arm to the condition's start pose,
+publish the condition's current linear-Gaussian controller restamped to start at the start
+state's stamp on ``/mbrl/controller`` (the executor with ``stochastic`` samples it) and record
+the T + 1 joint states and the T commands of the sample. Then every condition's learner (a
+``trajopt.gps.GPS`` of its own: local dynamics with its GMM prior, cost, trust region and step
+multiplier) fits its local dynamics and makes the KL-constrained update, and a progress line per
+condition is logged (cost, KL, ε, η, step multiplier, whether the η search met ε, final distance).
 
-* ``reset`` (the lockstep simulator): the trainer calls ``reset_service`` (std_srvs/Trigger); the
-  sim announces the reset state's stamp on /mbrl/episode_events (the reset is asked for again
-  after ``reset_timeout`` without one, as is a sample that stalls that long: a lost state or
-  command); the executor in sync mode answers each state with a command tagged with its stamp,
-  so the sample is those T + 1 states and T commands exactly. ``initial_position`` must be the
-  simulator's reset pose (checked on every reset); the initial controller holds it with the
-  URDF's gravity torque (the lockstep sim does not cancel the arm's weight).
-* ``homing`` (a robot, the hardware-like fixture, the simulator in real time): before each sample
-  the trainer publishes a homing controller on ``/mbrl/homing_controller`` (``mbrl_ros.homing``,
-  as the episode manager does: ``robot_episodes.EpisodeSequencer``) from where the arm is to the
-  condition's pose (``initial_position``; [] = the pose at the first joint state); the sample
+``algorithm`` ``mdgps`` (mirror-descent GPS, ``trajopt.mdgps``): the KL constraint of each
+condition's update is taken against the linearisation of one network policy π(x, target)
+(``policy.network.GoalPolicy``), which is trained after each iteration on the samples of all
+conditions labelled by the new controllers (its input normalisation from the first iteration's
+states and the targets). At the end the policy artifact goes to ``output_dir``/policy.safetensors
+and, latched, to ``/mbrl/policy`` (where ``policy_runner`` takes it); no final controller is then
+published, so the executor falls silent (sync) or holds (realtime) and a policy runner can take
+over. ``lqr``: the local-model loop alone; its final controller (of the last condition) is
+published.
+
+After the last iteration the node writes ``summary.txt`` (the learning curve table, per-condition
+final distances) and ``learning_curve.png`` (one curve per condition) to ``output_dir`` and stops.
+``episode_source`` says how a sample starts:
+
+* ``reset`` (the lockstep simulator, one condition): the trainer calls ``reset_service``
+  (std_srvs/Trigger); the sim announces the reset state's stamp on /mbrl/episode_events (the
+  reset is asked for again after ``reset_timeout`` without one, as is a sample that stalls that
+  long: a lost state or command); the executor in sync mode answers each state with a command
+  tagged with its stamp, so the sample is those T + 1 states and T commands exactly.
+  ``initial_position`` must be the simulator's reset pose (checked on every reset); the initial
+  controller holds it with the URDF's gravity torque (the lockstep sim does not cancel the arm's
+  weight).
+* ``homing`` (a robot, the hardware-like fixture, the simulator in real time or in lockstep; any
+  number of conditions): before each sample the trainer publishes a homing controller on
+  ``/mbrl/homing_controller`` (``mbrl_ros.homing``, as the episode manager does:
+  ``robot_episodes.EpisodeSequencer``) from where the arm is to the condition's pose
+  (``initial_position``; [] = one condition, the pose at the first joint state); the sample
   starts at the first state at which the arm has settled there (the homing controller is then
   cut at that stamp) and lasts T control periods of joint-state stamps, whatever their rate and
   origin. Joint states at the robot's rate and the executor's send-time-tagged commands are
@@ -30,17 +48,25 @@ starts:
   stale command) is dropped and counted (``dropped_samples``); a homing that does not settle
   within ``homing_timeout`` (after ``homing_retries`` new tries) or joint states that stop for
   ``reset_timeout`` end the run with an error. Start and end of every sample go to
-  /mbrl/episode_events. ``target`` [] samples a reachable target around the condition's pose.
+  /mbrl/episode_events. ``target`` [] samples a reachable target around each condition's pose.
+  On the lockstep simulator (``lockstep`` true) the homing controller is released only up to
+  the earliest state at which the arm could have settled (the executor waits there for the
+  trainer's decision), so the hand-over to a sample's controller at its start state is exact and
+  a run is reproducible.
 
 An update that fails (too few samples, a covariance that is not positive definite, η at its
-bound) is logged and counted on /diagnostics; no controller is published from it and the next
-iteration samples the previous controller again. One initial condition.
+bound, a controller beyond the executor's default bounds: ``plausibility.ControllerBounds``,
+which the executor would refuse) is logged and counted on /diagnostics; no controller is
+published from it and the next iteration samples the previous controller again (``lqr``: per
+condition; ``mdgps``: the conditions before the failing one keep their update, the policy is
+not trained that iteration).
 """
 from __future__ import annotations
 
 import sys
 import time
 from collections import deque
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,12 +74,14 @@ import numpy as np
 import torch
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
+from rclpy.duration import Duration
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
+from mbrl_ros.artifacts import write_file
 from mbrl_ros.msgconv import seconds_to_ns
-from mbrl_ros.data.topics import (COMMANDS, CONTROLLER, EVENTS, RESET_SERVICE, STATES, EpisodeEvent,
-                                  episode_event_json, read_episode_event)
+from mbrl_ros.data.topics import (COMMANDS, CONTROLLER, EVENTS, POLICY, RESET_SERVICE, STATES,
+                                  EpisodeEvent, episode_event_json, read_episode_event)
 from mbrl_ros.episodes import TargetSampler
 from mbrl_ros.gravity import GravityModel
 from mbrl_ros.homing import SettleDetector
@@ -65,17 +93,23 @@ from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_Q
 from mbrl_ros.nodes.episode_manager import PARAMS as EPISODE_PARAMS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
+from mbrl_ros.plausibility import ControllerBounds
+from mbrl_ros.policy.network import GoalPolicy, PolicyError, PolicySignature
 from mbrl_ros.robot import RobotDescriptionError, load_robot
 from mbrl_ros.robot_episodes import HOMING, EpisodeSequencer, Step
 from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
 from mbrl_ros.tasks.reach import ReachCost
-from mbrl_ros.trajopt.gps import (GPS, GPSConfig, format_curve, initial_controller,
-                                  initial_controllers, learning_curve, plot_curves)
+from mbrl_ros.trajopt.gps import (GPS, GPSConfig, IterationRecord, format_curve,
+                                  initial_controller, initial_controllers, learning_curve,
+                                  plot_curves)
 from mbrl_ros.trajopt.kl_update import KLSettings, KLUpdateError
 from mbrl_ros.trajopt.local_dynamics import FitError
+from mbrl_ros.trajopt.mdgps import MDGPS, SStepConfig
 from mbrl_ros.trajopt.stream_sample import SampleError, StreamSample
 
 RESET = "reset"
+LQR, MDGPS_ALGORITHM = "lqr", "mdgps"
+POLICY_FILE = "policy.safetensors"
 RECENT_COMMANDS = 1000  # homing: commands kept for the next sample's start (the one in force)
 # homing: the episode manager's homing and settling parameters, the same names and meaning
 HOMING_PARAMS = [p for p in EPISODE_PARAMS if p.name in (
@@ -88,11 +122,27 @@ PARAMS = [
     Param("episode_source", RESET, "reset: the lockstep simulator's reset service and events; "
           "homing: the trainer homes the arm to the condition's pose before each sample",
           choices=(RESET, HOMING)),
-    Param("initial_position", [], "the condition's start pose (rad, robot joint order): the "
-                                  "simulator's reset pose; [] = reset: zero or mid-range, "
-                                  "homing: the pose at the first joint state"),
-    Param("target", [0.4, 0.0, 0.6], "end-effector target in the base frame (m); [] = one "
-          "sampled around the condition's pose (target_radius, target_min_height, seed)"),
+    Param("initial_position", [], "the conditions' start poses (rad, robot joint order): n "
+          "angles per condition, one condition after the other (K·n values for K conditions; "
+          "K > 1 needs episode_source homing); reset: the simulator's reset pose; [] = one "
+          "condition, reset: zero or mid-range, homing: the pose at the first joint state"),
+    Param("target", [0.4, 0.0, 0.6], "end-effector target in the base frame (m): x, y, z for "
+          "every condition, or 3 values per condition (3·K); [] = one sampled around each "
+          "condition's pose (target_radius, target_min_height, seed + condition)"),
+    Param("algorithm", LQR, "lqr: a linear-Gaussian controller per condition (local models + "
+          "KL-constrained LQR); mdgps: also one network policy trained from all conditions' "
+          "samples (mirror-descent GPS), published on /mbrl/policy and written to output_dir",
+          choices=(LQR, MDGPS_ALGORITHM)),
+    Param("policy_hidden", [64, 64], "mdgps: units per hidden layer of the policy network"),
+    Param("policy_train_steps", 1000, "mdgps: Adam steps of the policy per iteration",
+          (1, 10**7)),
+    Param("policy_batch", 256, "mdgps: (state, action) pairs per Adam step", (1, 10**7)),
+    Param("policy_lr", 1e-3, "mdgps: Adam learning rate of the policy", (1e-9, 10.0)),
+    Param("torch_threads", 1, "CPU threads of the updates and the policy training", (1, 256)),
+    Param("lockstep", False, "homing on the lockstep simulator: the homing controller is "
+          "released only up to the earliest state at which the arm could have settled, so the "
+          "executor answers each sample's first state with the sample's controller (exactly "
+          "reproducible runs)"),
     Param("robot_compensates_gravity", True, "homing: the robot cancels its own weight; false: "
           "the executor adds the URDF's g(q) to every command and the trainer takes it off"),
     Param("max_gap", 0.01, "homing: the longest time between two joint states that a sample "
@@ -132,8 +182,8 @@ PARAMS = [
     Param("reset_service", RESET_SERVICE, "std_srvs/Trigger service that resets the arm"),
     Param("reset_timeout", 5.0, "wall time to wait for a reset's announcement before asking "
                                 "again (s)", (0.1, 3600.0)),
-    Param("output_dir", "", "folder for summary.txt and learning_curve.png; '' = "
-                            "gps_<UTC date and time>"),
+    Param("output_dir", "", "folder for summary.txt, learning_curve.png (and mdgps: "
+                            "policy.safetensors); '' = gps_<UTC date and time>"),
     Param("seed", 0, "seed of the GMM fits", (0, 2**31 - 1)),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)),
 ] + HOMING_PARAMS + STATE_GATE_PARAMS
@@ -149,8 +199,13 @@ class GPSTrainerNode(Node):
         self.names = list(robot.joint_names)
         self.n = robot.n_joints
         self.homing_mode = p.episode_source == HOMING
-        if p.target and len(p.target) != 3:
-            raise ConfigError(f"parameter 'target' = {p.target} must be 3 numbers (m) or []")
+        torch.set_num_threads(p.torch_threads)
+        self.starts = condition_poses(p.initial_position, self.n, self.homing_mode)
+        self.K = max(len(self.starts), 1)  # [] in homing: one condition, at the first state
+        if p.target and len(p.target) not in (3, 3 * self.K):
+            raise ConfigError(f"parameter 'target' = {p.target} must be 3 numbers (m), 3 per "
+                              f"condition ({3 * self.K} for {self.K}) or []")
+        self.hidden = policy_hidden(p.policy_hidden)
         self.T, self.dt_ns = p.horizon, seconds_to_ns(p.control_period)
         try:
             self.config = GPSConfig(kl_step=p.kl_step, min_step_mult=p.min_step_mult,
@@ -168,19 +223,24 @@ class GPSTrainerNode(Node):
                 self.gravity = GravityModel(robot)
             except RobotDescriptionError as exc:
                 raise ConfigError(str(exc)) from None
-        self.q0 = self.gps = self.cost = None
-        if p.initial_position or not self.homing_mode:  # homing without one: at the first state
-            self._set_condition(np.asarray(p.initial_position, dtype=float)
-                                if p.initial_position else home_position(robot))
+        # per condition: start pose (n,) rad, target (3,) m, cost, learner
+        self.q0s, self.goals, self.costs, self.learners = [], [], [], []
+        self.mdgps: MDGPS | None = None
+        self.condition = 0          # the condition being sampled
+        self.iteration = 0
+        if self.starts or not self.homing_mode:  # homing without one: at the first state
+            self._set_conditions(self.starts or [home_position(robot)])
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
         self.output_dir = Path(p.output_dir or f"gps_{stamp}")
-        self.records = []
-        self.batch_X, self.batch_U = [], []
+        self.records: list[IterationRecord] = []
+        self.policy_log: list[tuple[int, float, float]] = []  # (iteration, S-step loss, std)
+        self.batches = [[] for _ in range(self.K)]  # per condition: the iteration's (X, U)
         self.phase = "waiting"      # waiting → resetting | homing → sampling → … → done
         self.start_ns = None
         self.reset_stamp = None     # the announced stamp of the reset state being waited for
         self.reset_sent = 0.0       # wall (monotonic) time of the last reset request
         self.latest = None          # (stamp_ns, x) of the newest joint state
+        self.latest_sample: JointSample | None = None  # and as received
         self.last_progress = 0.0    # wall (monotonic) time the current sample last advanced
         self.X = self.U = None
         self.failure = ""
@@ -189,6 +249,7 @@ class GPSTrainerNode(Node):
         self.sequencer: EpisodeSequencer | None = None
         self.sample: StreamSample | None = None
         self.recent_commands: deque = deque(maxlen=RECENT_COMMANDS)  # (tag, message)
+        self.detector: SettleDetector | None = None  # the settling being waited for
         self.last_state_wall = time.monotonic()
 
         self.ctrl_pub = self.create_publisher(UInt8MultiArray, CONTROLLER, LATCHED_QOS)
@@ -209,47 +270,82 @@ class GPSTrainerNode(Node):
         self.reset_future = None
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(0.05, self._tick, clock=wall)
-        where = (f"from {np.round(self.q0, 3).tolist()} rad" if self.q0 is not None
+        where = (f"from {np.round(self.q0s[0], 3).tolist()} rad" if self.K == 1 and self.q0s
+                 else f"from {self.K} start poses" if self.q0s
                  else "from the pose at the first joint state")
         self.get_logger().info(
-            f"{robot.name}: reach {where}; {p.iterations} iterations × {p.samples} samples of "
-            f"T = {self.T} steps; prior {p.prior}; samples start by {p.episode_source}; "
+            f"{robot.name}: reach {where}; {p.iterations} iterations × {self.K} condition"
+            f"{'s' if self.K > 1 else ''} × {p.samples} samples of T = {self.T} steps; prior "
+            f"{p.prior}; algorithm {p.algorithm}; samples start by {p.episode_source}; "
             f"output {self.output_dir}")
 
-    def _set_condition(self, q0: np.ndarray) -> None:
-        """The condition's pose (n,) rad, its target, cost and initial controller."""
+    @property
+    def q0(self) -> np.ndarray | None:
+        """The start pose (n,) rad of the condition being sampled."""
+        return self.q0s[self.condition] if self.q0s else None
+
+    def _set_conditions(self, poses: list[np.ndarray]) -> None:
+        """Each condition's pose (n,) rad, target, cost and learner (initial controller), and
+        for mdgps the policy."""
         p, robot = self.p, self.robot
         lim = robot.limits
-        if q0.shape != (self.n,) or np.any(q0 < lim.lower) or np.any(q0 > lim.upper):
-            raise ConfigError(f"parameter 'initial_position' = {p.initial_position} must be "
-                              f"{self.n} angles within the joint limits")
-        try:
-            target = p.target or TargetSampler.around(
-                robot, q0, p.target_radius, p.target_min_height, p.limit_margin,
-                p.seed).sample()
-            self.cost = ReachCost(robot, target, w_l2=p.w_l2, w_log=p.w_log, alpha=p.alpha,
-                                  terminal_weight=p.terminal_weight, w_velocity=p.w_velocity,
-                                  w_action=p.w_action, w_limit=p.w_limit)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        for q0 in poses:
+            if np.any(q0 < lim.lower) or np.any(q0 > lim.upper):
+                raise ConfigError(f"parameter 'initial_position' = {p.initial_position}: pose "
+                                  f"{np.round(q0, 3).tolist()} rad is outside the joint limits")
         effort = robot.limits.effort
-        if self.homing_mode:  # the robot or the executor cancels the weight: no feedforward
-            ctrl = initial_controller(q0, np.zeros(self.n), self.T, self.dt_ns, p.init_kp * effort,
-                                   p.init_kd * effort, p.init_std * effort, self.names)
-        else:  # the known model (MuJoCo) gives the initial controller's gravity compensation
-            known = ArmSimulator(robot, SimConfig(control_period=p.control_period,
-                                                  physics_timestep=p.control_period,
-                                                  scene=None))
-            ctrl = initial_controllers(known, [q0], self.T, p.init_kp, p.init_kd,
-                                       p.init_std)[0]
-        self.q0, self.gps = q0, GPS(self.cost, [ctrl], self.config, self._final_distance)
-        if not p.target:
-            self.get_logger().info(f"target {np.round(target, 3).tolist()} m (sampled around "
-                                   f"{np.round(q0, 3).tolist()} rad)")
+        for m, q0 in enumerate(poses):
+            try:
+                target = (np.asarray(p.target[3 * m:3 * m + 3] if len(p.target) > 3
+                                     else p.target, float) if p.target
+                          else TargetSampler.around(robot, q0, p.target_radius,
+                                                    p.target_min_height, p.limit_margin,
+                                                    p.seed + m).sample())
+                cost = ReachCost(robot, target, w_l2=p.w_l2, w_log=p.w_log, alpha=p.alpha,
+                                 terminal_weight=p.terminal_weight, w_velocity=p.w_velocity,
+                                 w_action=p.w_action, w_limit=p.w_limit)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            if self.homing_mode:  # the robot or the executor cancels the weight: no feedforward
+                ctrl = initial_controller(q0, np.zeros(self.n), self.T, self.dt_ns,
+                                          p.init_kp * effort, p.init_kd * effort,
+                                          p.init_std * effort, self.names)
+            else:  # the known model (MuJoCo) gives the initial controller's gravity compensation
+                known = ArmSimulator(robot, SimConfig(control_period=p.control_period,
+                                                      physics_timestep=p.control_period,
+                                                      scene=None))
+                ctrl = initial_controllers(known, [q0], self.T, p.init_kp, p.init_kd,
+                                           p.init_std)[0]
+            config = replace(self.config, seed=self.config.seed + m)
+            self.q0s.append(q0)
+            self.goals.append(np.asarray(target, float))
+            self.costs.append(cost)
+            self.learners.append(GPS(cost, [ctrl], config, self._final_distance(cost),
+                                     self._check_controller))
+            if not p.target:
+                self.get_logger().info(f"condition {m}: target {np.round(target, 3).tolist()} "
+                                       f"m (sampled around {np.round(q0, 3).tolist()} rad)")
+        if p.algorithm == MDGPS_ALGORITHM:
+            try:
+                policy = GoalPolicy(PolicySignature.for_joints(robot.name, self.names,
+                                                               p.control_period),
+                                    effort, self.hidden, seed=p.seed)
+            except PolicyError as exc:
+                raise ConfigError(f"parameter 'policy_hidden': {exc}") from None
+            self.mdgps = MDGPS(self.learners, np.stack(self.goals), policy, SStepConfig(
+                p.policy_train_steps, p.policy_batch, p.policy_lr, p.seed))
 
-    def _final_distance(self, X) -> np.ndarray:
-        with torch.no_grad():
-            return self.cost.distance2(torch.as_tensor(X))[..., -1].sqrt().numpy()
+    def _check_controller(self, ctrl) -> None:
+        """ValueError (MessageError) for a controller the executor's default bounds refuse."""
+        ControllerBounds(self.robot.limits.effort, self.intake.gate).check(ctrl)
+
+    @staticmethod
+    def _final_distance(cost: ReachCost):
+        """The metric of a condition's samples: final end-effector distance (M,) m."""
+        def final_distance(X) -> np.ndarray:
+            with torch.no_grad():
+                return cost.distance2(torch.as_tensor(X))[..., -1].sqrt().numpy()
+        return final_distance
 
     # -- episode driving -------------------------------------------------------------------------
     def _tick(self) -> None:
@@ -301,7 +397,7 @@ class GPSTrainerNode(Node):
 
     def _on_state(self, s: JointSample) -> None:
         x = np.concatenate([s.position, s.velocity])
-        self.latest = (s.stamp_ns, x)
+        self.latest, self.latest_sample = (s.stamp_ns, x), s
         if self.homing_mode:
             self._on_homing_state(s)
         elif self.phase == "resetting" and s.stamp_ns == self.reset_stamp:
@@ -346,7 +442,7 @@ class GPSTrainerNode(Node):
         self.X = np.full((self.T + 1, 2 * self.n), np.nan)
         self.U = np.full((self.T, self.n), np.nan)
         self.X[0] = x
-        ctrl = self.gps.controller(0).restamp(stamp_ns)
+        ctrl = self.learners[self.condition].controller(0).restamp(stamp_ns)
         self.ctrl_pub.publish(UInt8MultiArray(data=list(ctrl.to_bytes({"planner": "gps"}))))
 
     def _maybe_complete(self) -> None:
@@ -357,20 +453,28 @@ class GPSTrainerNode(Node):
             self._reset()
 
     def _add_sample(self, X: np.ndarray, U: np.ndarray) -> None:
-        """A whole sample into the batch; the update once the batch is full."""
-        self.batch_X.append(X)
-        self.batch_U.append(U)
+        """A whole sample into its condition's batch; once full, the next condition is sampled,
+        and after the last one every condition is updated."""
+        batch = self.batches[self.condition]
+        batch.append((X, U))
         self.diag.count("samples")
-        if len(self.batch_X) == self.p.samples:
-            X, U = np.stack(self.batch_X), np.stack(self.batch_U)
-            self.batch_X, self.batch_U = [], []
-            self._update(X, U)
+        if len(batch) < self.p.samples:
+            return
+        if self.condition + 1 < self.K:
+            self.condition += 1
+            return
+        batches = [(np.stack([x for x, _ in b]), np.stack([u for _, u in b]))
+                   for b in self.batches]
+        self.batches, self.condition = [[] for _ in range(self.K)], 0
+        self._update(batches)
 
     # -- homing (no simulator resets) ------------------------------------------------------------
     def _homing_tick(self) -> None:
         if self.phase == "waiting" and self._homing_graph_ready():
-            self.phase = "homing"  # the sequence starts at the next joint state
-            self.last_state_wall = time.monotonic()
+            self.phase = "homing"  # the sequence starts at the newest joint state (a lockstep
+            self.last_state_wall = time.monotonic()  # sim waits for its answer) or the next
+            if self.latest_sample is not None:
+                self._on_homing_state(self.latest_sample)
         elif self.phase in ("homing", "sampling") \
                 and time.monotonic() - self.last_state_wall > self.p.reset_timeout:
             self._stop(f"no joint state on {self.intake.subscription.topic_name} for "
@@ -386,9 +490,9 @@ class GPSTrainerNode(Node):
 
     def _on_homing_state(self, s: JointSample) -> None:
         self.last_state_wall = time.monotonic()
-        if self.q0 is None:
+        if not self.q0s:
             try:
-                self._set_condition(np.array(s.position, float))
+                self._set_conditions([np.array(s.position, float)])
             except ConfigError as exc:
                 self._stop(f"the pose at start-up as the condition: {exc}")
                 return
@@ -407,6 +511,8 @@ class GPSTrainerNode(Node):
             self._do(step, s)
             if self.phase == "done":
                 return
+        if self.p.lockstep and self.phase == "homing":
+            self.homing.release(self._homing_validity(s.stamp_ns))
 
     def _on_homing_command(self, tag: int | None, msg: Float64MultiArray) -> None:
         if tag is None:  # not the executor's: no time of application to resample with
@@ -419,14 +525,25 @@ class GPSTrainerNode(Node):
 
     def _settle_detector(self, goal: np.ndarray) -> SettleDetector:
         p = self.p
-        return SettleDetector(goal, p.settle_position_tolerance, p.settle_velocity_tolerance,
-                              p.settle_time, p.homing_timeout, self.names)
+        self.detector = SettleDetector(goal, p.settle_position_tolerance,
+                                       p.settle_velocity_tolerance, p.settle_time,
+                                       p.homing_timeout, self.names)
+        return self.detector
+
+    def _homing_validity(self, stamp_ns: int) -> int:
+        """Lockstep: the stamp (ns) until which the homing controller may answer states after
+        the one at ``stamp_ns``: the earliest at which the arm could have settled (the executor
+        then waits there for the trainer's decision), so a sample's first state is always
+        answered by its own controller."""
+        d = self.detector
+        since = d.inside_since if d.inside_since is not None else stamp_ns + self.dt_ns
+        return max(since + d.dwell_ns, stamp_ns + 1)
 
     def _do(self, step: Step, s: JointSample) -> None:
         """Carry out a step of the homing sequence (``robot_episodes``)."""
         if step.kind == "home":
             self.phase = "homing"
-            self.homing.home(s, step.goal)
+            self.homing.home(s, step.goal, s.stamp_ns + 1 if self.p.lockstep else None)
             if step.message:
                 self.diag.warn("homing_retries", f"sample {step.episode}: homing "
                                                  f"{step.message}")
@@ -434,7 +551,7 @@ class GPSTrainerNode(Node):
             if self.sample is not None:
                 self.diag.warn("dropped_samples", "a sample was still incomplete when the next "
                                                   "one started: dropped")
-            ctrl = self.gps.controller(0).restamp(step.stamp_ns)
+            ctrl = self.learners[self.condition].controller(0).restamp(step.stamp_ns)
             self.ctrl_pub.publish(UInt8MultiArray(data=ctrl.to_bytes({"planner": "gps"})))
             self.homing.hand_over(step.stamp_ns)  # from this state on
             self.phase, self.start_ns = "sampling", step.stamp_ns
@@ -468,47 +585,117 @@ class GPSTrainerNode(Node):
             return
         self._add_sample(X, U)
 
-    def _update(self, X: np.ndarray, U: np.ndarray) -> None:
-        it = self.gps.iteration
-        try:
-            rec = self.gps.update(0, X, U)
-        except (FitError, KLUpdateError, ValueError) as exc:
-            self.diag.count("failed_updates")
-            self.get_logger().error(f"iteration {it + 1}: update failed, no controller "
-                                    f"published: {exc}")
-            self.failure = str(exc)
+    def _update(self, batches: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Every condition's update from its samples (X (S, T+1, 2n), U (S, T, n)); mdgps: then
+        the policy's training."""
+        it = self.iteration
+        if self.mdgps is not None:
+            self._mdgps_update(it, batches)
         else:
-            self.records.append(rec)
-            self.failure = ""
-            self.get_logger().info(
-                f"iteration {it + 1}/{self.p.iterations}: cost {rec.cost:.2f}, KL "
-                f"{rec.kl:.2f} nats, ε {rec.epsilon:.2f}, η {rec.eta:.3g}, step × "
-                f"{rec.step_mult:.2f}, final distance {100 * rec.final_metric:.2f} cm, "
-                f"{rec.samples_used} samples")
-        self.gps.iteration = it + 1
+            for m, (gps, (X, U)) in enumerate(zip(self.learners, batches)):
+                gps.iteration = it
+                try:
+                    self._log_record(m, gps.update(0, X, U))
+                except (FitError, KLUpdateError, ValueError) as exc:
+                    self._update_failed(it, m, exc)
+        self.iteration = it + 1
         # the joint-state watchdog does not count the update's own time (callbacks waited)
         self.last_state_wall = time.monotonic()
-        if self.gps.iteration >= self.p.iterations:
+        if self.iteration >= self.p.iterations:
             self._finish()
+
+    def _mdgps_update(self, it: int, batches: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """C-step of every condition against the policy's linearisation, then the S-step."""
+        mdgps = self.mdgps
+        if mdgps.var is None:  # the policy's input normalisation from the first samples
+            mdgps.policy.set_normalisation(
+                np.concatenate([X[:, :-1].reshape(-1, X.shape[2]) for X, _ in batches]),
+                np.stack(self.goals))
+        mdgps.iteration = it
+        done = len(self.records)
+        try:
+            result = mdgps.iterate(batches)
+        except (FitError, KLUpdateError, ValueError, FloatingPointError) as exc:
+            self._update_failed(it, None, exc)
+            return
+        for m, rec in enumerate(result.records):
+            self._log_record(m, rec)
+        std = float(np.mean(result.policy_std))
+        self.policy_log.append((it + 1, result.s_step_loss, std))
+        self.get_logger().info(
+            f"iteration {it + 1}/{self.p.iterations}: policy trained on "
+            f"{sum(len(X) for X, _ in batches)} samples, S-step loss {result.s_step_loss:.4g}, "
+            f"policy std {std:.3g} N·m ({len(self.records) - done} conditions updated)")
+
+    def _log_record(self, m: int, rec: IterationRecord) -> None:
+        """Condition m's update record, with the samples of all conditions; its progress line."""
+        rec = replace(rec, iteration=self.iteration, condition=m,
+                      samples_used=sum(g.samples_used for g in self.learners))
+        self.records.append(rec)
+        self.failure = ""
+        where = f", condition {m}" if self.K > 1 else ""
+        self.get_logger().info(
+            f"iteration {self.iteration + 1}/{self.p.iterations}{where}: cost {rec.cost:.2f}, "
+            f"KL {rec.kl:.2f} nats, ε {rec.epsilon:.2f}"
+            + ("" if rec.kl_converged else " (η search ran out: best controller inside it)")
+            + f", η {rec.eta:.3g}, step × {rec.step_mult:.2f}, final distance "
+              f"{100 * rec.final_metric:.2f} cm, {rec.samples_used} samples")
+
+    def _update_failed(self, it: int, m: int | None, exc: Exception) -> None:
+        self.diag.count("failed_updates")
+        where = f", condition {m}" if m is not None and self.K > 1 else ""
+        what = ("no controller published" if self.mdgps is None
+                else "the policy not trained this iteration")
+        self.get_logger().error(f"iteration {it + 1}{where}: update failed, {what}: {exc}")
+        self.failure = str(exc)
 
     def _finish(self) -> None:
         self.phase = "done"
-        final = self.gps.controller(0).restamp(self.latest[0] if self.latest else 0)
-        self.ctrl_pub.publish(UInt8MultiArray(data=list(final.to_bytes({"planner": "gps"}))))
+        if self.mdgps is None:  # the arm is in the last condition
+            final = self.learners[-1].controller(0).restamp(self.latest[0] if self.latest else 0)
+            self.ctrl_pub.publish(UInt8MultiArray(data=list(final.to_bytes({"planner": "gps"}))))
         if not self.records:
             self._stop("no iteration succeeded")
             return
         rows = learning_curve(self.records)
         table = format_curve(rows)
+        if self.policy_log:
+            table += "\n\npolicy (mdgps)\n" + f"{'iter':>4} {'S-step loss':>12} {'std N·m':>8}\n" \
+                + "\n".join(f"{i:>4} {loss:>12.4g} {std:>8.3g}" for i, loss, std in self.policy_log)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "summary.txt").write_text(table + "\n")
-        plot_curves({f"prior {self.p.prior}": rows}, self.output_dir / "learning_curve.png",
-                    f"GPS reach ({self.p.robot}), {self.p.samples} samples per iteration",
-                    goal=2.0)
+        p = self.p
+        curves = ({f"prior {p.prior}": rows} if self.K == 1 else
+                  {f"condition {m}": learning_curve([r for r in self.records if r.condition == m])
+                   for m in range(self.K)})
+        plot_curves(curves, self.output_dir / "learning_curve.png",
+                    f"GPS reach ({p.robot}), {self.K} condition{'s' if self.K > 1 else ''} × "
+                    f"{p.samples} samples per iteration, {p.algorithm}", goal=2.0)
+        wrote = "summary.txt and learning_curve.png"
+        if self.mdgps is not None:
+            self._publish_policy(rows)
+            wrote = "summary.txt, learning_curve.png and " + POLICY_FILE
         self.get_logger().info(f"done: {len(rows)} iterations, final distance "
                                f"{100 * rows[-1]['final']:.2f} cm\n{table}\nwrote "
-                               f"{self.output_dir}/summary.txt and learning_curve.png")
+                               f"{self.output_dir}/{wrote}")
         self.context.try_shutdown()
+
+    def _publish_policy(self, rows: list[dict]) -> None:
+        """The trained policy to output_dir and, latched, to /mbrl/policy (waiting up to 5 s for
+        the matched readers to have it before the node stops)."""
+        policy = self.mdgps.policy
+        policy.info = {"trainer": "gps_trainer mdgps", "iterations": len(rows),
+                       "samples": rows[-1]["samples"],
+                       "targets": [g.tolist() for g in self.goals],
+                       "starts": [q.tolist() for q in self.q0s],
+                       "final_distance_m": rows[-1]["per_condition"]}
+        data = policy.to_bytes()
+        write_file(self.output_dir / POLICY_FILE, data)
+        pub = self.create_publisher(UInt8MultiArray, POLICY, LATCHED_QOS)
+        pub.publish(UInt8MultiArray(data=data))
+        pub.wait_for_all_acked(Duration(seconds=5.0))
+        self.get_logger().info(f"policy published on {pub.topic_name} "
+                               f"({pub.get_subscription_count()} subscribers)")
 
     def _stop(self, problem: str) -> None:
         self.get_logger().error(problem)
@@ -516,16 +703,38 @@ class GPSTrainerNode(Node):
         self.context.try_shutdown()
 
     def _report(self) -> tuple[int, str, dict]:
-        iteration = self.gps.iteration if self.gps else 0
-        values = {"iteration": iteration, "phase": self.phase,
-                  "samples_used": self.gps.samples_used if self.gps else 0}
+        values = {"iteration": self.iteration, "phase": self.phase, "conditions": self.K,
+                  "condition": self.condition,
+                  "samples_used": sum(g.samples_used for g in self.learners)}
         if self.records:
             r = self.records[-1]
             values.update({"cost": r.cost, "kl": r.kl, "epsilon": r.epsilon, "eta": r.eta,
                            "final_distance": r.final_metric})
         if self.failure:
             return ERROR, self.failure, values
-        return OK, f"iteration {iteration}/{self.p.iterations}", values
+        return OK, f"iteration {self.iteration}/{self.p.iterations}", values
+
+
+def condition_poses(values: list[float], n: int, homing: bool) -> list[np.ndarray]:
+    """'initial_position' (K·n rad, one pose after the other) → K poses (n,); ConfigError naming
+    the parameter unless the count is a multiple of n and, with resets, at most one pose."""
+    if len(values) % n:
+        raise ConfigError(f"parameter 'initial_position' has {len(values)} values: it must be "
+                          f"{n} angles per condition (a multiple of {n}) or []")
+    poses = [np.asarray(values[i:i + n], dtype=float) for i in range(0, len(values), n)]
+    if len(poses) > 1 and not homing:
+        raise ConfigError(f"parameter 'initial_position' gives {len(poses)} conditions: several "
+                          f"conditions need episode_source 'homing' (the simulator's reset "
+                          f"service has one pose)")
+    return poses
+
+
+def policy_hidden(values: list[float]) -> tuple[int, ...]:
+    """'policy_hidden' → layer sizes; ConfigError naming it unless 1.. positive integers."""
+    if not values or not all(float(v).is_integer() and v >= 1 for v in values):
+        raise ConfigError(f"parameter 'policy_hidden' = {values} must be one or more positive "
+                          f"integers (units per hidden layer)")
+    return tuple(int(v) for v in values)
 
 
 def main(args=None) -> int:

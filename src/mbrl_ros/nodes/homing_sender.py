@@ -34,12 +34,24 @@ class HomingSender:
         self.controller: LinearGaussianController | None = None
         self.pub = node.create_publisher(UInt8MultiArray, HOMING_CONTROLLER, LATCHED_QOS)
 
-    def home(self, s: JointSample, goal: np.ndarray) -> None:
-        """Publish the homing controller from state ``s`` (its stamp) to ``goal`` (n,) rad."""
+    def home(self, s: JointSample, goal: np.ndarray, valid_until_ns: int | None = None) -> None:
+        """Publish the homing controller from state ``s`` (its stamp) to ``goal`` (n,) rad
+        (valid until ``valid_until_ns`` if given: see ``release``)."""
         self.controller = homing_controller(
             s.position, goal, s.stamp_ns, self.dt_ns, robot=self.robot, joint_names=self.names,
             speed_fraction=self.speed_fraction, hold=self.hold, gains=self.gains)
-        self.pub.publish(UInt8MultiArray(data=self.controller.to_bytes()))
+        if valid_until_ns is None:
+            self.pub.publish(UInt8MultiArray(data=self.controller.to_bytes()))
+        else:
+            self.release(valid_until_ns)
+
+    def release(self, valid_until_ns: int) -> None:
+        """Republish the current homing controller valid until ``valid_until_ns`` (nothing
+        without one). On a lockstep arm, released in steps, it lets the sender decide at a state
+        whether homing or what follows it answers that state."""
+        if self.controller is not None:
+            self.pub.publish(UInt8MultiArray(
+                data=self.controller.with_validity(valid_until_ns).to_bytes()))
 
     def hand_over(self, stamp_ns: int) -> None:
         """Republish the current homing controller valid only before ``stamp_ns`` (nothing

@@ -120,16 +120,19 @@ class _Condition:
 class GPS:
     """The loop's state per initial condition. ``cost``: a per-step-additive torch task cost
     (``mbrl_ros.tasks``); ``metric``: (M, T+1, dx) → (M,) reported per sample (e.g. the final
-    end-effector distance); ``controllers``: the initial Gaussian controller of each condition."""
+    end-effector distance); ``controllers``: the initial Gaussian controller of each condition;
+    ``check``: raises ValueError for a new controller that must not be taken (e.g. one the
+    executor would refuse: ``plausibility.ControllerBounds.check``); the update then fails."""
 
     def __init__(self, cost, controllers: list[LinearGaussianController], config: GPSConfig,
-                 metric: Callable[[np.ndarray], np.ndarray] | None = None):
+                 metric: Callable[[np.ndarray], np.ndarray] | None = None,
+                 check: Callable[[LinearGaussianController], None] | None = None):
         if not controllers:
             raise ValueError("GPS needs at least one initial condition")
         for i, c in enumerate(controllers):
             if c.inv_cov is None:
                 raise ValueError(f"initial controller {i} needs a positive-definite Σ")
-        self.cost, self.config, self.metric = cost, config, metric
+        self.cost, self.config, self.metric, self.check = cost, config, metric, check
         self.conditions = [_Condition(c, config.eta0) for c in controllers]
         self.samples_used = 0
         self.iteration = 0
@@ -156,7 +159,8 @@ class GPS:
     def update(self, condition: int, X, U,
                reference: LinearGaussianController | None = None) -> IterationRecord:
         """Samples of the current controller of ``condition`` → its next controller (kept unless
-        the update fails: FitError / KLUpdateError propagate and the controller is unchanged).
+        the update fails: FitError / KLUpdateError / the ``check``'s ValueError propagate and the
+        controller is unchanged; the GMM prior keeps the samples).
         ``reference``: what the KL constraint and the step adaptation are taken against (mirror-
         descent GPS: the policy's linearisation, ``trajopt.mdgps``); None: the current
         controller (the local-model loop alone)."""
@@ -181,6 +185,8 @@ class GPS:
                                    (cfg.min_step_mult, cfg.max_step_mult))
         epsilon = cfg.kl_step * step_mult * ctrl.T
         result = kl_update(expansion, dyn, ref, epsilon, cond.eta, cfg.kl)
+        if self.check is not None:
+            self.check(result.controller)
         cond.previous = (dyn, expansion, ref)
         cond.controller, cond.eta, cond.step_mult = result.controller, result.eta, step_mult
         self.samples_used += len(X)
@@ -303,8 +309,9 @@ def format_curve(rows: list[dict], metric_scale: float = 100.0, unit: str = "cm"
 
 def plot_curves(curves: dict[str, list[dict]], path, title: str, goal: float | None = None,
                 metric_scale: float = 100.0, unit: str = "cm") -> None:
-    """PNG at ``path``: mean cost and final metric (mean and worst condition) against samples,
-    one line per labelled learning curve; ``goal`` (in ``unit``) as a dotted line."""
+    """PNG at ``path``: mean cost and final metric (mean and, for several conditions, worst
+    condition) against samples, one line per labelled learning curve; ``goal`` (in ``unit``) as
+    a dotted line."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -314,8 +321,9 @@ def plot_curves(curves: dict[str, list[dict]], path, title: str, goal: float | N
         ax_c.plot(n, [r["cost"] for r in rows], "o-", label=label)
         line, = ax_d.plot(n, [metric_scale * r["final"] for r in rows], "o-",
                           label=f"{label}: mean")
-        ax_d.plot(n, [metric_scale * r["worst"] for r in rows], "--", color=line.get_color(),
-                  label=f"{label}: worst condition")
+        if any(len(r["per_condition"]) > 1 for r in rows):  # one condition: worst = mean
+            ax_d.plot(n, [metric_scale * r["worst"] for r in rows], "--",
+                      color=line.get_color(), label=f"{label}: worst condition")
     if goal is not None:
         ax_d.axhline(goal, color="k", lw=0.8, ls=":")
     ax_d.set_yscale("log")
