@@ -1,0 +1,207 @@
+"""The solar_runner node over real DDS, in lockstep with the simulator's camera: its commands are
+the latent controller's torques for the camera's frames (the same as ``ImageController`` offline,
+frame stack restarted at each episode), the hold past the controller's end and on a frame that
+does not come (stale image), a clean stop on SIGINT; bad files are refused naming the parameter;
+and the 'solar' graph runs its episodes and ends."""
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
+
+from camera_testing import require_gl
+from mbrl_ros.artifacts import write_file
+from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.msgconv import read_command, read_image, stamp_to_ns
+from mbrl_ros.nodes.messages import STATE_QOS
+from mbrl_ros.nodes.params import ConfigError
+from mbrl_ros.nodes.solar_runner import SolarRunnerNode
+from mbrl_ros.robot import load_robot
+from mbrl_ros.solar.controller import LATENT_LAYOUT, ImageController
+from mbrl_ros.solar.model import SolarModel
+from mbrl_ros.solar.vae import VAEConfig
+from ros_harness import NodeProcess, RosHarness, launch_graph, wait_for
+
+pytestmark = pytest.mark.ros
+
+ROBOT = load_robot("arm2")
+NAMES = list(ROBOT.joint_names)
+DT = 0.01
+DT_NS = seconds_to_ns(DT)
+STEPS = 10           # controller steps = the simulator's episode_steps
+START = [0.3, 0.5]
+
+
+def artifacts(tmp_path):
+    """(model, controller, their files): a small untrained SOLAR model and a latent feedback
+    controller whose torques depend visibly on the image."""
+    model = SolarModel(VAEConfig(image_size=64, latent_dim=4, frames=2, channels=4, hidden=16),
+                       du=2, seed=3)
+    rng = np.random.default_rng(0)
+    c = LinearGaussianController.feedback(
+        np.zeros((STEPS, 4)), np.tile([0.3, -0.2], (STEPS, 1)),
+        rng.normal(0, 0.5, (STEPS, 2, 4)), dt_ns=DT_NS, joint_names=NAMES,
+        state_layout=LATENT_LAYOUT)
+    model_path, ctrl_path = tmp_path / "solar_model.safetensors", tmp_path / "ctrl.safetensors"
+    write_file(model_path, model.to_bytes())
+    write_file(ctrl_path, c.to_bytes())
+    return model, c, model_path, ctrl_path
+
+
+class Relay:
+    """Test node between the sim and the runner: forwards joint states and images (the images
+    only for stamps before ``image_until_ns``) once the runner listens; records what it forwards
+    and the commands."""
+
+    def __init__(self, ros, image_until_ns: int):
+        self.node: Node = ros.node("relay")
+        self.lock = threading.Lock()
+        self.image_until_ns = image_until_ns
+        self.images: dict[int, np.ndarray] = {}
+        self.commands: list[tuple[np.ndarray, int]] = []
+        self.queue: list = []
+        self.state_pub = self.node.create_publisher(JointState, "/relay/joint_states", STATE_QOS)
+        self.image_pub = self.node.create_publisher(Image, "/relay/image", STATE_QOS)
+        self.node.create_subscription(JointState, "/joint_states",
+                                      lambda m: self._queue(self.state_pub, m), STATE_QOS)
+        self.node.create_subscription(Image, "/camera/image_raw", self._on_image, STATE_QOS)
+        self.node.create_subscription(Float64MultiArray, "/effort_controller/commands",
+                                      self._on_command, STATE_QOS)
+        self.node.create_timer(0.01, self._flush)
+
+    def _on_image(self, msg) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        if stamp < self.image_until_ns:
+            with self.lock:
+                self.images[stamp] = read_image(msg)
+            self._queue(self.image_pub, msg)
+
+    def _queue(self, pub, msg) -> None:
+        with self.lock:
+            self.queue.append((pub, msg))
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.state_pub.get_subscription_count() < 1 \
+                or self.image_pub.get_subscription_count() < 1:
+            return  # the runner is not listening yet: nothing is lost
+        with self.lock:
+            queue, self.queue = self.queue, []
+        for pub, msg in queue:
+            pub.publish(msg)
+
+    def _on_command(self, msg) -> None:
+        with self.lock:
+            self.commands.append(read_command(msg, 2))
+
+    def n_commands(self) -> int:
+        with self.lock:
+            return len(self.commands)
+
+
+def expected_commands(model, controller, images: dict[int, np.ndarray], n: int):
+    """The runner's torque for each of the first ``n`` states (None: the hold), offline."""
+    clock_steps = STEPS + 1
+    out, ic = [], None
+    for i in range(n):
+        e, k = divmod(i, clock_steps)
+        if k == 0:
+            ic = ImageController(model, controller, ROBOT.limits.effort)
+        stamp = i * DT_NS
+        if stamp not in images:
+            out.append(None)
+            continue
+        ic.push(images[stamp])
+        out.append(ic.act(k) if k < STEPS else None)
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_runner_drives_the_sim_arm_from_camera_images_and_holds_on_a_stale_image(tmp_path):
+    """Lockstep: sim (camera) → relay → runner → sim. The first 15 states' frames are relayed
+    (episode 0: 11 states, episode 1: 4), then none: the runner holds (zero torque) after
+    image_timeout, and the sim goes on with the holds. SIGINT stops both with status 0."""
+    require_gl()
+    model, controller, model_path, ctrl_path = artifacts(tmp_path)
+    with_images, total = 15, 18
+    ros = RosHarness()
+    relay = Relay(ros, with_images * DT_NS)
+    sim = runner = None
+    try:
+        sim = NodeProcess("arm_sim", {
+            "robot": "arm2", "mode": "lockstep", "camera": True, "episode_steps": STEPS,
+            "initial_position": START, "lockstep_timeout": 60.0, "min_state_subscribers": 1,
+            "use_sim_time": False}, tmp_path)
+        runner = NodeProcess("solar_runner", {
+            "robot": "arm2", "mode": "sync", "control_period": DT, "episode_steps": STEPS,
+            "model_file": str(model_path), "controller_file": str(ctrl_path),
+            "hold_law": "zero", "image_timeout": 0.5, "use_sim_time": True}, tmp_path,
+            remappings={"joint_states": "/relay/joint_states", "camera/image_raw": "/relay/image"})
+        wait_for(lambda: relay.n_commands() >= total, 90,
+                 f"{total} commands\n{runner.output()[-3000:]}\n{sim.output()[-2000:]}")
+        assert runner.stop() == 0 and sim.stop() == 0
+        out = runner.log_path.read_text()
+        assert "Traceback" not in out and "[ERROR]" not in out, out
+    finally:
+        for proc in (runner, sim):
+            if proc is not None:
+                proc.stop()
+        ros.close()
+    with relay.lock:
+        commands, images = relay.commands[:total], dict(relay.images)
+    assert [tag for _, tag in commands] == [i * DT_NS for i in range(total)]
+    assert sorted(images) == [i * DT_NS for i in range(with_images)]
+    want = expected_commands(model, controller, images, total)
+    held = [i for i, u in enumerate(want) if u is None]
+    assert held == [STEPS] + list(range(with_images, total))  # controller's end, stale images
+    for i, ((u, _), w) in enumerate(zip(commands, want)):
+        if w is None:
+            np.testing.assert_array_equal(u, np.zeros(2), err_msg=f"state {i}")
+        else:
+            assert np.abs(w).max() > 0.05  # the controller acts (not a hold)
+            np.testing.assert_allclose(u, w, rtol=1e-5, atol=1e-7, err_msg=f"state {i}")
+
+
+def test_bad_files_are_refused_naming_the_parameter(tmp_path):
+    model, controller, model_path, ctrl_path = artifacts(tmp_path)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not an artifact")
+    wrong = tmp_path / "wrong_dz.safetensors"
+    write_file(wrong, LinearGaussianController.feedback(
+        np.zeros((STEPS, 3)), np.zeros((STEPS, 2)), np.zeros((STEPS, 2, 3)), dt_ns=DT_NS,
+        joint_names=NAMES, state_layout=LATENT_LAYOUT).to_bytes())
+    ros = RosHarness()
+    try:
+        from rclpy.parameter import Parameter
+        for params, match in (({"model_file": str(bad)}, "'model_file'"),
+                              ({"model_file": str(model_path), "controller_file": str(wrong)},
+                               r"'controller_file'.*\(dz, du\) = \(4, 2\)"),
+                              ({"controller_file": str(tmp_path / "missing")},
+                               "'controller_file'")):
+            overrides = [Parameter("robot", value="arm2")] + [
+                Parameter(k, value=v) for k, v in params.items()]
+            with pytest.raises(ConfigError, match=match):
+                SolarRunnerNode(context=ros.context, parameter_overrides=overrides)
+    finally:
+        ros.close()
+
+
+@pytest.mark.timeout(120)
+def test_solar_graph_runs_its_episodes_and_ends(tmp_path):
+    """`mbrl-ros launch solar` with files: the episode manager scores the episodes at the task's
+    target and ends the graph."""
+    require_gl()
+    *_, model_path, ctrl_path = artifacts(tmp_path)
+    out = tmp_path / "run"
+    result = launch_graph(["solar", f"model_file:={model_path}", f"controller_file:={ctrl_path}",
+                           "episodes:=1", f"output_dir:={out}"], timeout=100)
+    assert result.returncode == 0, result.stdout[-4000:]
+    records = json.loads((out / "results.json").read_text())
+    assert len(records) == 1, records
+    np.testing.assert_allclose(records[0]["target"], [0.0546, 0.2167, 0.07], atol=1e-4)
+    assert 0.0 < records[0]["final_distance"] < 1.0
