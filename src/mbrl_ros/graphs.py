@@ -658,8 +658,7 @@ GRAPHS: dict[str, Graph] = {
 }
 
 
-
-# -- SOLAR from camera images (issue 17) ------------------------------------------------------------
+# -- SOLAR from camera images (issue 17) --------------------------------------------------------
 SOLAR_PERIOD = 0.01  # s: the camera's frame and control period of SOLAR's task (arm2)
 
 
