@@ -224,6 +224,9 @@ def main() -> None:
     parser.add_argument("--random-episodes", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--samples", type=int, default=5, help="episodes per iteration")
+    parser.add_argument("--random-bias", type=float, default=0.0,
+                        help="random episodes: a constant torque per episode, uniform within "
+                             "± this fraction of the effort limits (spreads the poses seen)")
     parser.add_argument("--fit-iterations", type=int, default=250)
     parser.add_argument("--finetune-iterations", type=int, default=20)
     parser.add_argument("--batch", type=int, default=2, help="trajectories per fit iteration")
@@ -251,8 +254,10 @@ def main() -> None:
         finals.append(episode[3])
 
     noise = 0.3 * effort
-    for _ in range(args.random_episodes):
-        record(task.episode(lambda t, img: rng.normal(0.0, noise)))
+    for _ in range(args.random_episodes):  # white noise about a constant torque per episode
+        bias = rng.uniform(-args.random_bias, args.random_bias, 2) * effort \
+            if args.random_bias else 0.0
+        record(task.episode(lambda t, img: bias + rng.normal(0.0, noise)))
     config = VAEConfig(image_size=64, latent_dim=8, frames=2, channels=16, hidden=128,
                        pixel_std=args.pixel_std)
     model = SolarModel(config, du=2, seed=args.seed)

@@ -161,6 +161,12 @@ def test_latent_cost_recovers_a_positive_semidefinite_quadratic():
     zu = np.zeros((6, 5))
     zu[:, :3] = Z[0]
     assert q(zu) == pytest.approx(5 * fit(Z[0]) + 3 * fit(Z[0]))
+    # the planners' form (pixel-MPC baseline): a batch of rollouts against a per-step sum
+    Zs, U = rng.normal(size=(4, 7, 3)), rng.normal(size=(4, 6, 2))
+    want = [sum(fit(z[t]) for t in range(1, 6)) + 3.0 * fit(z[6]) + 0.05 * (u ** 2).sum()
+            for z, u in zip(Zs, U)]
+    got = fit.planning_cost(0.1, 3.0)(torch.as_tensor(Zs), torch.as_tensor(U))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
     with pytest.raises(ValueError, match="too few"):
         fit_latent_cost(Z[:5], y[:5])
     with pytest.raises(ValueError, match="non-finite"):

@@ -2,7 +2,7 @@
 the latent controller's torques for the camera's frames (the same as ``ImageController`` offline,
 frame stack restarted at each episode), the hold past the controller's end and on a frame that
 does not come (stale image), a clean stop on SIGINT; bad files are refused naming the parameter;
-and the 'solar' graph runs its episodes and ends."""
+and the 'solar' graph's episode equals the same controller run offline."""
 from __future__ import annotations
 
 import json
@@ -10,18 +10,21 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
 from camera_testing import require_gl
 from mbrl_ros.artifacts import write_file
+from mbrl_ros.camera import Camera
 from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
 from mbrl_ros.msgconv import read_command, read_image, stamp_to_ns
 from mbrl_ros.nodes.messages import STATE_QOS
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.nodes.solar_runner import SolarRunnerNode
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot import ForwardKinematics, load_robot
+from mbrl_ros.simulation import ArmSimulator, SimConfig
 from mbrl_ros.solar.controller import LATENT_LAYOUT, ImageController
 from mbrl_ros.solar.model import SolarModel
 from mbrl_ros.solar.vae import VAEConfig
@@ -140,7 +143,7 @@ def test_runner_drives_the_sim_arm_from_camera_images_and_holds_on_a_stale_image
         runner = NodeProcess("solar_runner", {
             "robot": "arm2", "mode": "sync", "control_period": DT, "episode_steps": STEPS,
             "model_file": str(model_path), "controller_file": str(ctrl_path),
-            "hold_law": "zero", "image_timeout": 0.5, "use_sim_time": True}, tmp_path,
+            "hold_law": "zero", "image_timeout": 1.0, "use_sim_time": True}, tmp_path,
             remappings={"joint_states": "/relay/joint_states", "camera/image_raw": "/relay/image"})
         wait_for(lambda: relay.n_commands() >= total, 90,
                  f"{total} commands\n{runner.output()[-3000:]}\n{sim.output()[-2000:]}")
@@ -191,12 +194,36 @@ def test_bad_files_are_refused_naming_the_parameter(tmp_path):
         ros.close()
 
 
+def offline_final_distance(model, controller, steps: int) -> float:
+    """The task of config/solar.yaml run without ROS: the simulator and its camera, the
+    ImageController's mean torque per frame; the end effector's final distance (m)."""
+    target = np.array([0.054568386016417725, 0.21671910485401022, 0.07])
+    sim = ArmSimulator(ROBOT, SimConfig(initial_position=tuple(START)))
+    sim.set_target(target)
+    camera = Camera(sim.model, "solar", 64, 64)
+    ic = ImageController(model, controller, ROBOT.limits.effort)
+    for t in range(steps):
+        ic.push(sim.render(camera))
+        sim.step(ic.act(t))
+    camera.close()
+    ee = ForwardKinematics(ROBOT).ee_position(torch.as_tensor(sim.measure().position))
+    return float(np.linalg.norm(ee.numpy() - target))
+
+
 @pytest.mark.timeout(120)
-def test_solar_graph_runs_its_episodes_and_ends(tmp_path):
-    """`mbrl-ros launch solar` with files: the episode manager scores the episodes at the task's
-    target and ends the graph."""
+def test_solar_graph_equals_the_controller_run_offline(tmp_path):
+    """`mbrl-ros launch solar` with files: the episode manager scores the episode at the task's
+    target and ends the graph; the final distance is the one of the same model and controller
+    run offline on the simulator's camera (lockstep is exact: same frames, same torques)."""
     require_gl()
-    *_, model_path, ctrl_path = artifacts(tmp_path)
+    model, _, model_path, _ = artifacts(tmp_path)
+    steps = 50  # config/solar.yaml's episode_steps
+    rng = np.random.default_rng(1)
+    controller = LinearGaussianController.feedback(
+        np.zeros((steps, 4)), np.tile([0.4, -0.3], (steps, 1)),
+        rng.normal(0, 0.5, (steps, 2, 4)), dt_ns=DT_NS, joint_names=NAMES,
+        state_layout=LATENT_LAYOUT)
+    ctrl_path = write_file(tmp_path / "ctrl50.safetensors", controller.to_bytes())
     out = tmp_path / "run"
     result = launch_graph(["solar", f"model_file:={model_path}", f"controller_file:={ctrl_path}",
                            "episodes:=1", f"output_dir:={out}"], timeout=100)
@@ -204,4 +231,7 @@ def test_solar_graph_runs_its_episodes_and_ends(tmp_path):
     records = json.loads((out / "results.json").read_text())
     assert len(records) == 1, records
     np.testing.assert_allclose(records[0]["target"], [0.0546, 0.2167, 0.07], atol=1e-4)
-    assert 0.0 < records[0]["final_distance"] < 1.0
+    want = offline_final_distance(model, controller, steps)
+    start = offline_final_distance(model, controller, 0)
+    assert abs(want - start) > 0.01  # the controller moves the arm
+    assert records[0]["final_distance"] == pytest.approx(want, abs=1e-6)
