@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 import torch
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 
 from camera_testing import require_gl
 from mbrl_ros.artifacts import write_file
 from mbrl_ros.camera import Camera
 from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
 from mbrl_ros.msgconv import read_command, read_image, stamp_to_ns
-from mbrl_ros.nodes.messages import STATE_QOS
+from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, image_msg, joint_state_msg
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.nodes.solar_runner import SolarRunnerNode
 from mbrl_ros.robot import ForwardKinematics, load_robot
@@ -28,7 +29,7 @@ from mbrl_ros.simulation import ArmSimulator, SimConfig
 from mbrl_ros.solar.controller import LATENT_LAYOUT, ImageController
 from mbrl_ros.solar.model import SolarModel
 from mbrl_ros.solar.vae import VAEConfig
-from ros_harness import NodeProcess, RosHarness, launch_graph, wait_for
+from ros_harness import CommandProbe, NodeProcess, RosHarness, launch_graph, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -180,7 +181,6 @@ def test_bad_files_are_refused_naming_the_parameter(tmp_path):
         joint_names=NAMES, state_layout=LATENT_LAYOUT).to_bytes())
     ros = RosHarness()
     try:
-        from rclpy.parameter import Parameter
         for params, match in (({"model_file": str(bad)}, "'model_file'"),
                               ({"model_file": str(model_path), "controller_file": str(wrong)},
                                r"'controller_file'.*\(dz, du\) = \(4, 2\)"),
@@ -235,3 +235,73 @@ def test_solar_graph_equals_the_controller_run_offline(tmp_path):
     start = offline_final_distance(model, controller, 0)
     assert abs(want - start) > 0.01  # the controller moves the arm
     assert records[0]["final_distance"] == pytest.approx(want, abs=1e-6)
+
+
+class Probe(CommandProbe):
+    """Test node for a runner in this process: publishes states, images and artifacts."""
+
+    def __init__(self, ros):
+        self.node = ros.node("probe")
+        self.lock = threading.Lock()
+        self.commands: list[tuple[np.ndarray, int | None]] = []
+        self.state_pub = self.node.create_publisher(JointState, "/joint_states", STATE_QOS)
+        self.image_pub = self.node.create_publisher(Image, "/camera/image_raw", STATE_QOS)
+        self.model_pub = self.node.create_publisher(UInt8MultiArray, "/mbrl/solar_model",
+                                                    LATCHED_QOS)
+        self.ctrl_pub = self.node.create_publisher(UInt8MultiArray, "/mbrl/controller",
+                                                   LATCHED_QOS)
+        self.node.create_subscription(Float64MultiArray, "/effort_controller/commands",
+                                      self._on_command, STATE_QOS)
+        self.estop = None
+
+    def _on_command(self, msg):
+        with self.lock:
+            self.commands.append(read_command(msg, 2))
+
+    def n_commands(self):
+        with self.lock:
+            return len(self.commands)
+
+    def send_state(self, stamp_ns, q, qd):
+        self.state_pub.publish(joint_state_msg(stamp_ns, NAMES, np.asarray(q, float),
+                                               np.asarray(qd, float), np.zeros(2)))
+
+
+def test_realtime_acts_on_recent_frames_and_holds_on_old_ones_artifacts_from_topics(ros,
+                                                                                  tmp_path):
+    """Realtime: without a model the hold; model and controller from their topics (a
+    controller for other joints is refused); the newest frame within max_image_age gives the
+    controller's torque (its own time index), an older one the hold."""
+    model, controller, *_ = artifacts(tmp_path)
+    node = SolarRunnerNode(context=ros.context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in {
+            "robot": "arm2", "mode": "realtime", "control_period": DT, "hold_law": "zero",
+            "max_image_age": 0.05, "max_state_age": 0.0, "max_stamp_ahead": 0.0}.items()])
+    ros.add(node)
+    probe = Probe(ros)
+    wait_for(lambda: probe.state_pub.get_subscription_count() > 0
+             and probe.image_pub.get_subscription_count() > 0
+             and probe.ctrl_pub.get_subscription_count() > 0
+             and probe.node.count_publishers("/effort_controller/commands") > 0, 10,
+             "probe ↔ solar runner discovery")
+    frames = np.random.default_rng(2).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(probe.answer(0, START, [0, 0]), np.zeros(2))  # no model
+    probe.model_pub.publish(UInt8MultiArray(data=model.to_bytes()))
+    other = LinearGaussianController.feedback(
+        controller.x_hat, controller.u_hat, controller.K, dt_ns=DT_NS,
+        joint_names=NAMES[::-1], state_layout=LATENT_LAYOUT)
+    probe.ctrl_pub.publish(UInt8MultiArray(data=other.to_bytes()))
+    wait_for(lambda: node.diag.counters["rejected_controller"] == 1, 10, "a refused controller")
+    probe.ctrl_pub.publish(UInt8MultiArray(data=controller.to_bytes()))
+    wait_for(lambda: node.image_controller is not None, 10, "model and controller taken")
+    ic = ImageController(model, controller, ROBOT.limits.effort)
+    for k in (1, 2):  # (stamp 0 was answered already: a repeated stamp is ignored)
+        probe.image_pub.publish(image_msg(k * DT_NS, "cam", frames[k]))
+        wait_for(lambda: node.newest is not None and node.newest[0] == k * DT_NS, 10,
+                 f"frame {k}")
+        ic.push(frames[k])
+        np.testing.assert_allclose(probe.answer(k * DT_NS, START, [0, 0]), ic.act(k),
+                                   rtol=1e-5, atol=1e-7)
+    # 60 ms after the newest frame (max_image_age 50 ms): the hold
+    np.testing.assert_array_equal(probe.answer(8 * DT_NS, START, [0, 0]), np.zeros(2))
+    assert node.diag.counters["stale_image"] == 1
