@@ -228,6 +228,9 @@ def main() -> None:
                         help="random episodes: a constant torque per episode, uniform within "
                              "± this fraction of the effort limits (spreads the poses seen)")
     parser.add_argument("--fit-iterations", type=int, default=250)
+    parser.add_argument("--kl-warmup", type=int, default=0,
+                        help="first fit iterations with the prior and entropy terms annealed "
+                             "from 0 (against posterior collapse)")
     parser.add_argument("--finetune-iterations", type=int, default=20)
     parser.add_argument("--batch", type=int, default=2, help="trajectories per fit iteration")
     parser.add_argument("--pixel-std", type=float, default=0.05,
@@ -265,7 +268,8 @@ def main() -> None:
     model.fit(np.stack(data_i), np.stack(data_u),
               FitSettings(iterations=args.fit_iterations, batch_size=args.batch,
                           learning_rate=1e-3,
-                          warmup=args.fit_iterations // 2), seed=args.seed)
+                          warmup=args.fit_iterations // 2, kl_warmup=args.kl_warmup),
+              seed=args.seed)
     fit_s = time.perf_counter() - fit_s
     baseline = ({"status": "skipped"} if args.skip_mpc else
                 pixel_mpc(task, model, data_i, data_u, data_c, args))

@@ -144,6 +144,16 @@ def test_elbo_gradients_match_finite_differences():
     s = (0.3 * torch.randn(B, T, 2, dtype=torch.float64)).requires_grad_(True)
     w = decoder.dense[0].weight.detach().clone().requires_grad_(True)
     assert torch.autograd.gradcheck(pure, (m, s, w), eps=1e-6, atol=1e-5, rtol=1e-4)
+    # the β-annealed bound: the reconstruction plus β × (expected log-prior + entropy)
+    with torch.no_grad():
+        decode = decoder
+        full, q = local_elbo(prior, m, s, decode, images, config.pixel_std, eps)
+        recon, _ = local_elbo(prior, m, s, decode, images, config.pixel_std, eps, beta=0.0)
+        rest = expected_log_prior(prior, q) + q.entropy()
+        torch.testing.assert_close(full - recon, rest)
+        torch.testing.assert_close(
+            local_elbo(prior, m, s, decode, images, config.pixel_std, eps, beta=0.25)[0],
+            recon + 0.25 * rest)
 
 
 def test_latent_cost_recovers_a_positive_semidefinite_quadratic():
