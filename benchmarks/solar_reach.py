@@ -62,7 +62,6 @@ class Task:
         self.sim = ArmSimulator(self.robot, SimConfig())
         self.fk = ForwardKinematics(self.robot)
         self.target = TARGET
-        self.sim.set_target(self.target)
         self.camera = Camera(self.sim.model, "solar", 64, 64)
         self.dt_ns = int(round(self.sim.config.control_period * 1e9))
 
@@ -76,6 +75,7 @@ class Task:
         distance (m). ``act(t, image)`` gives the torque or None (then zero torque)."""
         self.sim.initial_position = START
         self.sim.reset(randomize=False)
+        self.sim.set_target(self.target)  # a reset puts the marker back out of view
         images, torques, costs = [], [], []
         for t in range(T + 1):
             images.append(self.sim.render(self.camera))
