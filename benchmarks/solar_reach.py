@@ -178,6 +178,21 @@ def pixel_mpc(task: "Task", model: SolarModel, images, torques, costs, args) -> 
             "latent": "the SOLAR model's encoder mean after its fit on the random episodes"}
 
 
+def latent_check(model: SolarModel, images) -> dict:
+    """Whether the latent sees the frames: spread of the encoder means across frames against the
+    potentials' standard deviation, and the squared error of decode(encoder mean) explained
+    beyond the mean frame (0: the decoder renders the mean frame, as a collapsed VAE does)."""
+    images = np.asarray(images)
+    with torch.no_grad():
+        mean, logvar, _ = model.potentials(images)
+    recon = model.decode(mean.numpy()).astype(float)
+    frames = images.astype(float)
+    base = ((frames - frames.reshape(-1, *frames.shape[2:]).mean(0)) ** 2).mean()
+    return {"encoder_mean_sd": float(mean.std((0, 1)).mean()),
+            "encoder_potential_sd": float((0.5 * logvar).exp().mean()),
+            "recon_explained": float(1.0 - ((recon - frames) ** 2).mean() / base)}
+
+
 def _curve(finals, per_iteration: int, offset: int = 0) -> dict:
     """Success fractions per iteration block of ``per_iteration`` episodes."""
     f = np.asarray(finals[:len(finals) // per_iteration * per_iteration]).reshape(
@@ -228,6 +243,9 @@ def main() -> None:
                         help="random episodes: a constant torque per episode, uniform within "
                              "± this fraction of the effort limits (spreads the poses seen)")
     parser.add_argument("--fit-iterations", type=int, default=250)
+    parser.add_argument("--pretrain-iterations", type=int, default=0,
+                        help="autoencoder pre-training of the networks first (minibatches of 64 "
+                             "frames; SolarModel.pretrain)")
     parser.add_argument("--kl-warmup", type=int, default=0,
                         help="first fit iterations with the prior and entropy terms annealed "
                              "from 0 (against posterior collapse)")
@@ -265,12 +283,18 @@ def main() -> None:
                        pixel_std=args.pixel_std)
     model = SolarModel(config, du=2, seed=args.seed)
     fit_s = time.perf_counter()
+    if args.pretrain_iterations:
+        loss = model.pretrain(np.stack(data_i), args.pretrain_iterations, seed=args.seed)
+        print(json.dumps({"pretrain_loss_first_last": [loss[0], loss[-1]],
+                          "pretrain_s": time.perf_counter() - fit_s}), flush=True)
     model.fit(np.stack(data_i), np.stack(data_u),
               FitSettings(iterations=args.fit_iterations, batch_size=args.batch,
                           learning_rate=1e-3,
                           warmup=args.fit_iterations // 2, kl_warmup=args.kl_warmup),
               seed=args.seed)
     fit_s = time.perf_counter() - fit_s
+    check = latent_check(model, np.stack(data_i))
+    print(json.dumps({"latent_check": check}), flush=True)
     baseline = ({"status": "skipped"} if args.skip_mpc else
                 pixel_mpc(task, model, data_i, data_u, data_c, args))
     ctrl = initial_latent_controller(T, config.latent_dim, 2, noise, task.dt_ns,
@@ -310,7 +334,8 @@ def main() -> None:
            **solar,
            "random_episodes": args.random_episodes,
            "random_success_5cm": float((np.array(finals[:args.random_episodes]) <= 0.05).mean()),
-           "iterations": log, "model_fit_s": fit_s,
+           "iterations": log, "model_fit_s": fit_s, "latent_check": check,
+           "pretrain_iterations": args.pretrain_iterations,
            "total_s": time.perf_counter() - t0,
            "baseline_pixel_mpc": baseline,
            "state_gps": ({"status": "skipped"} if args.skip_gps

@@ -141,6 +141,36 @@ class SolarModel:
                 callback(it, history[-1])
         return history
 
+    def pretrain(self, images, iterations: int, batch_frames: int = 64,
+                 learning_rate: float = 1e-3, seed: int = 0, callback=None) -> list[float]:
+        """Pre-train encoder and decoder as a deterministic autoencoder of single frame stacks
+        (encoder mean → decoder, mean squared pixel error in [0, 1]) on minibatches of
+        ``batch_frames`` stacks drawn from images uint8 (B, T, H, W, 3), as SOLAR pre-trains
+        its VAE: on the arm the structured fit alone collapses (the decoder renders the mean
+        frame) before the networks have learnt to see the pose. Returns the loss per
+        iteration; ``callback(it, loss)`` after each."""
+        images, _ = self._check(images)
+        if iterations < 1 or batch_frames < 1 or not 0 < learning_rate < 1:
+            raise ValueError(f"need iterations, batch_frames ≥ 1 and 0 < learning_rate < 1, got "
+                             f"{iterations}, {batch_frames}, {learning_rate}")
+        B, T = images.shape[:2]
+        rng = np.random.default_rng(seed)
+        opt = torch.optim.Adam(list(self.encoder.parameters()) + list(self.decoder.parameters()),
+                               lr=learning_rate)
+        history = []
+        for it in range(iterations):
+            b, t = rng.integers(B, size=batch_frames), rng.integers(T, size=batch_frames)
+            stack = torch.cat([image_tensor(images[b, np.maximum(t - lag, 0)], self.dtype)
+                               for lag in range(self.config.frames)], dim=1)  # newest first
+            loss = ((self.decoder(self.encoder(stack)[0]) - stack[:, :3]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+            if callback is not None:
+                callback(it, history[-1])
+        return history
+
     @torch.no_grad()
     def posterior(self, images, actions) -> LatentPosterior:
         """q(z) of trajectories under the current q(θ)."""
