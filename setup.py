@@ -18,6 +18,7 @@ NODES = {
     "policy_runner": "mbrl_ros.nodes.policy_runner:main",
     "recorder": "mbrl_ros.nodes.recorder:main",
     "replay": "mbrl_ros.nodes.replay:main",
+    "solar_runner": "mbrl_ros.nodes.solar_runner:main",
 }
 
 ROS_WHEELS = [

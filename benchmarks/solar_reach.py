@@ -8,34 +8,51 @@ per iteration, episodes of the latent linear-Gaussian controller (``solar.ImageC
 a fine-tune of the model on all images, and trajopt's KL-constrained LQR on the latent local
 dynamics (``solar.latent_lqr``). Success: final end-effector distance within 2 cm / 5 cm,
 against the number of robot episodes. Beside it: state-based GPS on the same task
-(``trajopt.gps``, joint states, as tests/test_gps_arm2.py). The pixel-MPC baseline of issue 17
-is not implemented (recorded as such in the JSON). Writes a PNG of true frames,
-reconstructions and open-loop latent rollouts.
+(``trajopt.gps``, joint states, as tests/test_gps_arm2.py), and the pixel-MPC baseline of issue 17
+(``baseline_pixel_mpc``): the same random episodes, the SOLAR model's encoder after its first fit
+as a fixed VAE latent, a learned latent ensemble (``dynamics.ensemble``) and the MPC planner core
+(``planning``, CEM) under the same fitted latent quadratic cost, replanning every control
+period, refit on all its latent data after each iteration. Writes a PNG of true frames,
+reconstructions and open-loop latent rollouts; ``--save DIR``: the final model and latent
+controller for the 'solar' graph. The task (start pose, target, T) is config/solar.yaml's.
 
     MUJOCO_GL=osmesa python benchmarks/solar_reach.py --json solar_reach.json [--png FILE]
+        [--save DIR]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+import yaml
+
+from mbrl_ros.artifacts import write_file
 from mbrl_ros.camera import Camera
+from mbrl_ros.data.dataset import Dataset
+from mbrl_ros.dynamics.base import ModelSignature
+from mbrl_ros.dynamics.catalog import new_model
+from mbrl_ros.param_files import node_parameters
+from mbrl_ros.paths import share_path
+from mbrl_ros.planning import CEM
 from mbrl_ros.robot import ForwardKinematics, load_robot
 from mbrl_ros.simulation import ArmSimulator, SimConfig
-from mbrl_ros.solar.controller import ImageController
+from mbrl_ros.solar.controller import FrameStack, ImageController
 from mbrl_ros.solar.latent_cost import fit_latent_cost
 from mbrl_ros.solar.latent_lqr import initial_latent_controller, latent_update
 from mbrl_ros.solar.model import FitSettings, SolarModel
 from mbrl_ros.solar.vae import VAEConfig
 from mbrl_ros.msgconv import seconds_to_ns
 
-T = 50
-START = np.array([0.3, 0.5])
-TARGET_Q = np.array([0.8, 1.2])   # rad; the target is this pose's end effector (test_gps_arm2)
+_CONFIG = yaml.safe_load(share_path("config", "solar.yaml").read_text())
+T = node_parameters(_CONFIG, "solar_runner")["episode_steps"]
+START = np.array(node_parameters(_CONFIG, "arm_sim")["initial_position"])
+TARGET = np.array(node_parameters(_CONFIG, "episode_manager")["target"])  # m: ee at (0.8, 1.2)
+ACTION_WEIGHT, TERMINAL_WEIGHT = 1e-3, 10.0  # of the latent cost (SOLAR's LQR and the baseline)
 
 
 class Task:
@@ -45,8 +62,7 @@ class Task:
         self.robot = load_robot("arm2")
         self.sim = ArmSimulator(self.robot, SimConfig())
         self.fk = ForwardKinematics(self.robot)
-        self.target = self.fk.ee_position(torch.tensor(TARGET_Q)).numpy()
-        self.sim.set_target(self.target)
+        self.target = TARGET
         self.camera = Camera(self.sim.model, "solar", 64, 64)
         self.dt_ns = seconds_to_ns(self.sim.config.control_period)
 
@@ -60,6 +76,7 @@ class Task:
         distance (m). ``act(t, image)`` gives the torque or None (then zero torque)."""
         self.sim.initial_position = START
         self.sim.reset(randomize=False)
+        self.sim.set_target(self.target)  # a reset puts the marker back out of view
         images, torques, costs = [], [], []
         for t in range(T + 1):
             images.append(self.sim.render(self.camera))
@@ -80,8 +97,7 @@ def state_gps(iterations: int, samples: int, seed: int) -> dict:
 
     robot = load_robot("arm2")
     sim = ArmSimulator(robot, SimConfig(scene=None))
-    target = ForwardKinematics(robot).ee_position(torch.tensor(TARGET_Q)).numpy()
-    cost = ReachCost(robot, target, w_l2=100.0, w_log=1.0, alpha=1e-5, terminal_weight=10.0,
+    cost = ReachCost(robot, TARGET, w_l2=100.0, w_log=1.0, alpha=1e-5, terminal_weight=10.0,
                      w_action=1e-3, w_limit=1.0)
     finals = []
 
@@ -94,6 +110,88 @@ def state_gps(iterations: int, samples: int, seed: int) -> dict:
     gps = GPS(cost, initial_controllers(sim, [START], T), GPSConfig(prior="gmm"), final_distance)
     run_offline(gps, sim, [START], iterations, samples, seed=seed)
     return _curve(finals, samples)
+
+
+def latent_dataset(model: SolarModel, images, torques, dt: float, names) -> Dataset:
+    """Transitions z_t → z_{t+1} under u_t of episodes (images (T+1, H, W, 3), torques (T, du)),
+    z the encoder means."""
+    Z = [model.encode(np.asarray(i)[None])[0] for i in images]
+    dz = Z[0].shape[1]
+    return Dataset(np.concatenate([z[:-1] for z in Z]), np.concatenate(torques),
+                   np.concatenate([z[1:] for z in Z]),
+                   np.repeat(np.arange(len(Z)), [len(z) - 1 for z in Z]),
+                   np.concatenate([np.arange(len(z) - 1) for z in Z]) * int(round(dt * 1e9)),
+                   names, dt, tuple(f"latent/{k}" for k in range(dz)))
+
+
+def pixel_mpc(task: "Task", model: SolarModel, images, torques, costs, args) -> dict:
+    """The pixel-MPC baseline (issue 17, deliverable 5): per iteration ``args.samples`` episodes
+    of CEM through a latent ensemble from the encoded frame stack, replanning every control
+    period, then a fresh ensemble fit on all latent transitions. ``model``: the fixed VAE."""
+    images, torques = list(images), list(torques)
+    names, dt = task.robot.joint_names, task.sim.config.control_period
+    dz = model.config.latent_dim
+    cost = fit_latent_cost(model.encode(np.stack(images)).reshape(-1, dz), np.concatenate(costs))
+    effort = task.robot.limits.effort
+    planner = CEM(args.mpc_horizon, -effort, effort, population=args.mpc_population,
+                  elites=args.mpc_population // 10, iterations=3, seed=args.seed)
+    plan_cost = cost.planning_cost(ACTION_WEIGHT, TERMINAL_WEIGHT)
+    finals, log, fit_s, plan_s, plans = [], [], 0.0, 0.0, 0
+    for it in range(args.iterations):
+        data = latent_dataset(model, images, torques, dt, names)
+        ensemble = new_model("ensemble", ModelSignature.of(data), "cpu", members=3, hidden=64,
+                             layers=2, max_epochs=100, patience=10, max_seconds=0.0,
+                             seed=args.seed + it)
+        tic = time.perf_counter()
+        report = ensemble.fit(*data.split(0.2, seed=args.seed))
+        fit_s += time.perf_counter() - tic
+        for _ in range(args.samples):
+            frames = FrameStack(model.config.frames, model.config.image_size)
+            warm = None
+
+            def act(t, image):
+                nonlocal warm, plan_s, plans
+                frames.push(image)
+                z = model.encode(frames.sequence()[None])[0, -1]
+                tic = time.perf_counter()
+                init = None if warm is None else np.concatenate([warm[1:], warm[-1:]])
+                actions, *_ = planner.optimise(z, ensemble, plan_cost, init, key=len(finals) * T
+                                               + t)
+                plan_s, plans = plan_s + time.perf_counter() - tic, plans + 1
+                warm = actions.detach().double().numpy()
+                return warm[0]
+            ep = task.episode(act)
+            images.append(ep[0]), torques.append(ep[1])
+            finals.append(ep[3])
+        recent = np.array(finals[-args.samples:])
+        log.append({"iteration": it, "transitions": len(data.states),
+                    "val_loss": report.val_loss[-1] if report.val_loss else None,
+                    "mean_final_distance_m": float(recent.mean()),
+                    "min_final_distance_m": float(recent.min())})
+        print(json.dumps({"pixel_mpc": log[-1]}), flush=True)
+    return {**_curve(finals, args.samples, args.random_episodes), "iterations": log,
+            "cost_r2": cost.fit_r2, "ensemble_fit_s": fit_s,
+            "plan_ms_mean": 1e3 * plan_s / max(plans, 1),
+            "planner": {"name": "cem", "horizon": args.mpc_horizon,
+                        "population": args.mpc_population, "iterations": 3,
+                        "replan_every": 1},
+            "ensemble": {"members": 3, "hidden": 64, "layers": 2},
+            "latent": "the SOLAR model's encoder mean after its fit on the random episodes"}
+
+
+def latent_check(model: SolarModel, images) -> dict:
+    """Whether the latent sees the frames: spread of the encoder means across frames against the
+    potentials' standard deviation, and the squared error of decode(encoder mean) explained
+    beyond the mean frame (0: the decoder renders the mean frame, as a collapsed VAE does)."""
+    images = np.asarray(images)
+    with torch.no_grad():
+        mean, logvar, _ = model.potentials(images)
+    recon = model.decode(mean.numpy()).astype(float)
+    frames = images.astype(float)
+    base = ((frames - frames.reshape(-1, *frames.shape[2:]).mean(0)) ** 2).mean()
+    return {"encoder_mean_sd": float(mean.std((0, 1)).mean()),
+            "encoder_potential_sd": float((0.5 * logvar).exp().mean()),
+            "recon_explained": float(1.0 - ((recon - frames) ** 2).mean() / base)}
 
 
 def _curve(finals, per_iteration: int, offset: int = 0) -> dict:
@@ -142,7 +240,16 @@ def main() -> None:
     parser.add_argument("--random-episodes", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--samples", type=int, default=5, help="episodes per iteration")
+    parser.add_argument("--random-bias", type=float, default=0.0,
+                        help="random episodes: a constant torque per episode, uniform within "
+                             "± this fraction of the effort limits (spreads the poses seen)")
     parser.add_argument("--fit-iterations", type=int, default=250)
+    parser.add_argument("--pretrain-iterations", type=int, default=0,
+                        help="autoencoder pre-training of the networks first (minibatches of 64 "
+                             "frames; SolarModel.pretrain)")
+    parser.add_argument("--kl-warmup", type=int, default=0,
+                        help="first fit iterations with the prior and entropy terms annealed "
+                             "from 0 (against posterior collapse)")
     parser.add_argument("--finetune-iterations", type=int, default=20)
     parser.add_argument("--batch", type=int, default=2, help="trajectories per fit iteration")
     parser.add_argument("--pixel-std", type=float, default=0.05,
@@ -151,6 +258,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-gps", action="store_true")
+    parser.add_argument("--skip-mpc", action="store_true", help="no pixel-MPC baseline")
+    parser.add_argument("--mpc-horizon", type=int, default=15, help="baseline: CEM horizon")
+    parser.add_argument("--mpc-population", type=int, default=200,
+                        help="baseline: CEM samples per iteration")
+    parser.add_argument("--save", default="", help="folder for the final model and controller")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
@@ -164,18 +276,30 @@ def main() -> None:
         finals.append(episode[3])
 
     noise = 0.3 * effort
-    for _ in range(args.random_episodes):
-        record(task.episode(lambda t, img: rng.normal(0.0, noise)))
+    for _ in range(args.random_episodes):  # white noise about a constant torque per episode
+        bias = rng.uniform(-args.random_bias, args.random_bias, 2) * effort \
+            if args.random_bias else 0.0
+        record(task.episode(lambda t, img: bias + rng.normal(0.0, noise)))
     config = VAEConfig(image_size=64, latent_dim=8, frames=2, channels=16, hidden=128,
                        pixel_std=args.pixel_std)
     model = SolarModel(config, du=2, seed=args.seed)
     fit_s = time.perf_counter()
+    if args.pretrain_iterations:
+        loss = model.pretrain(np.stack(data_i), args.pretrain_iterations, seed=args.seed)
+        print(json.dumps({"pretrain_loss_first_last": [loss[0], loss[-1]],
+                          "pretrain_s": time.perf_counter() - fit_s}), flush=True)
     model.fit(np.stack(data_i), np.stack(data_u),
               FitSettings(iterations=args.fit_iterations, batch_size=args.batch,
                           learning_rate=1e-3,
-                          warmup=args.fit_iterations // 2), seed=args.seed)
+                          warmup=args.fit_iterations // 2, kl_warmup=args.kl_warmup),
+              seed=args.seed)
     fit_s = time.perf_counter() - fit_s
-    ctrl = initial_latent_controller(T, config.latent_dim, 2, noise, task.dt_ns)
+    check = latent_check(model, np.stack(data_i))
+    print(json.dumps({"latent_check": check}), flush=True)
+    baseline = ({"status": "skipped"} if args.skip_mpc else
+                pixel_mpc(task, model, data_i, data_u, data_c, args))
+    ctrl = initial_latent_controller(T, config.latent_dim, 2, noise, task.dt_ns,
+                                     joint_names=task.robot.joint_names)
     eta, log = 1.0, []
     for it in range(args.iterations):
         cost = fit_latent_cost(model.encode(np.stack(data_i)).reshape(-1, config.latent_dim),
@@ -191,7 +315,8 @@ def main() -> None:
             record(ep)
             Z.append(model.encode(ep[0][None])[0]), U.append(ep[1])
         result = latent_update(model.dynamics, cost, ctrl, np.stack(Z), np.stack(U),
-                               args.epsilon, action_weight=1e-3, terminal_weight=10.0,
+                               args.epsilon, action_weight=ACTION_WEIGHT,
+                               terminal_weight=TERMINAL_WEIGHT,
                                strength=0.01, eta0=eta)
         ctrl, eta = result.controller, result.eta
         recent = np.array(finals[-args.samples:])
@@ -210,13 +335,19 @@ def main() -> None:
            **solar,
            "random_episodes": args.random_episodes,
            "random_success_5cm": float((np.array(finals[:args.random_episodes]) <= 0.05).mean()),
-           "iterations": log, "model_fit_s": fit_s,
+           "iterations": log, "model_fit_s": fit_s, "latent_check": check,
+           "pretrain_iterations": args.pretrain_iterations,
            "total_s": time.perf_counter() - t0,
-           "baseline_pixel_mpc": {"status": "not implemented",
-                                  "reason": "issue 17 deliverable 5 was not built this round"},
+           "baseline_pixel_mpc": baseline,
            "state_gps": ({"status": "skipped"} if args.skip_gps
                          else state_gps(args.iterations, args.samples, args.seed)),
            "figure": args.png}
+    if args.save:
+        folder = Path(args.save)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_file(folder / "solar_model.safetensors", model.to_bytes())
+        write_file(folder / "solar_controller.safetensors", ctrl.to_bytes())
+        out["saved"] = str(folder)
     with open(args.json, "w") as f:
         json.dump(out, f, indent=1)
     print(json.dumps({k: out[k] for k in ("episodes", "success_2cm", "success_5cm")}))

@@ -30,6 +30,8 @@ WORKING = {
     "gps": ["iteration 1/10:"],
     "mpc": ["model v1:", "model v2:"],   # v2 comes after an episode planned through v1
     "policy": ["policy from /mbrl/policy (waiting)", "10 episodes of 3 s", "lockstep at 20 Hz"],
+    "solar": ["model from /mbrl/solar_model, controller from /mbrl/controller",
+              "5 episodes of 0.5 s", "lockstep at 100 Hz"],  # the runner waits for a model
 }
 BAD_OUTPUT = ("Traceback", "terminate called", "process has died", "[ERROR]")
 

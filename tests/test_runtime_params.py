@@ -35,7 +35,8 @@ pytestmark = pytest.mark.ros
 torch.set_num_threads(1)
 
 NODE_MODULES = ("arm_sim", "base_policy", "dynamics_fitter", "episode_manager", "gps_trainer",
-                "lg_executor", "mpc_planner", "policy_runner", "recorder", "replay")
+                "lg_executor", "mpc_planner", "policy_runner", "recorder", "replay",
+                "solar_runner")
 # a change mid-run is unsafe or meaningless: the robot, its joints, dimensions, seeds, topics,
 # the timing contract with the rest of the graph
 NEVER_RUNTIME = ("robot", "joint_names", "control_period", "mode", "seed", "device", "model",

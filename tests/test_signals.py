@@ -70,6 +70,7 @@ def _params(executable: str, tmp_path, name: str) -> dict:
                         "target": [0.0546, 0.2167, 0.07], "iterations": 1, "samples": 2,
                         "horizon": 20},
         "policy_runner": {"robot": "arm2"},
+        "solar_runner": {"robot": "arm2"},  # waits for a model and a controller
         "recorder": {"bag_path": str(tmp_path / f"{name}_bag")},
     }[executable]
 

@@ -144,6 +144,16 @@ def test_elbo_gradients_match_finite_differences():
     s = (0.3 * torch.randn(B, T, 2, dtype=torch.float64)).requires_grad_(True)
     w = decoder.dense[0].weight.detach().clone().requires_grad_(True)
     assert torch.autograd.gradcheck(pure, (m, s, w), eps=1e-6, atol=1e-5, rtol=1e-4)
+    # the β-annealed bound: the reconstruction plus β × (expected log-prior + entropy)
+    with torch.no_grad():
+        decode = decoder
+        full, q = local_elbo(prior, m, s, decode, images, config.pixel_std, eps)
+        recon, _ = local_elbo(prior, m, s, decode, images, config.pixel_std, eps, beta=0.0)
+        rest = expected_log_prior(prior, q) + q.entropy()
+        torch.testing.assert_close(full - recon, rest)
+        torch.testing.assert_close(
+            local_elbo(prior, m, s, decode, images, config.pixel_std, eps, beta=0.25)[0],
+            recon + 0.25 * rest)
 
 
 def test_latent_cost_recovers_a_positive_semidefinite_quadratic():
@@ -161,6 +171,12 @@ def test_latent_cost_recovers_a_positive_semidefinite_quadratic():
     zu = np.zeros((6, 5))
     zu[:, :3] = Z[0]
     assert q(zu) == pytest.approx(5 * fit(Z[0]) + 3 * fit(Z[0]))
+    # the planners' form (pixel-MPC baseline): a batch of rollouts against a per-step sum
+    Zs, U = rng.normal(size=(4, 7, 3)), rng.normal(size=(4, 6, 2))
+    want = [sum(fit(z[t]) for t in range(1, 6)) + 3.0 * fit(z[6]) + 0.05 * (u ** 2).sum()
+            for z, u in zip(Zs, U)]
+    got = fit.planning_cost(0.1, 3.0)(torch.as_tensor(Zs), torch.as_tensor(U))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
     with pytest.raises(ValueError, match="too few"):
         fit_latent_cost(Z[:5], y[:5])
     with pytest.raises(ValueError, match="non-finite"):
@@ -202,3 +218,23 @@ def test_image_controller_encodes_acts_and_clamps():
     np.testing.assert_allclose(ic.latent(), model.encode(np.stack([image, image])[None])[0, 1])
     with pytest.raises(ValueError, match="does not fit"):
         ImageController(model, initial_latent_controller(4, 3, 1, 1.0, 10**8), 2.0)
+
+
+def test_pretraining_learns_to_reconstruct_the_frames():
+    """The autoencoder pre-training: held-out frames of the point mass reconstructed (encoder
+    mean → decoder) far better than by the mean frame, and it is the encoder stack of
+    ``potentials`` (newest frame first) that it trains."""
+    from solar_pointmass import random_data
+    rng = np.random.default_rng(3)
+    _, images, _ = random_data(rng, 12, 6)
+    model = SolarModel(VAEConfig(image_size=16, latent_dim=4, frames=2, channels=8, hidden=32),
+                       du=2, seed=1)
+    loss = model.pretrain(images[:10], iterations=300, batch_frames=32, learning_rate=3e-3)
+    assert loss[-1] < 0.5 * loss[0]
+    held = images[10:]
+    recon = model.decode(model.encode(held)).astype(float)
+    mean_frame = images[:10].reshape(-1, 16, 16, 3).astype(float).mean(0)
+    err = ((recon - held) ** 2).mean()
+    assert err < 0.3 * ((mean_frame - held) ** 2).mean()
+    with pytest.raises(ValueError, match="iterations"):
+        model.pretrain(images, iterations=0)

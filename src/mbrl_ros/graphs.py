@@ -703,6 +703,54 @@ GRAPHS: dict[str, Graph] = {
 }
 
 
+# -- SOLAR from camera images (issue 17) --------------------------------------------------------
+SOLAR_PERIOD = 0.01  # s: the camera's frame and control period of SOLAR's task (arm2)
+
+
+def solar_graph(model_file: str = "", controller_file: str = "", episodes: str = "5",
+                output_dir: str = "", seed: str = "0", status_period: str = "5.0"
+                ) -> list[NodeSpec]:
+    """SOLAR's latent linear-Gaussian controller reaching from camera images (lockstep, arm2):
+    the simulator renders its camera with every state, the SOLAR runner answers each state from
+    the image of its stamp behind the safety layer (joint states only for safety and timing), the
+    episode manager sets the task's target (config/solar.yaml), scores and ends the graph. The
+    model and controller are trained offline (``benchmarks/solar_reach.py --save DIR``); without
+    files the runner waits for them on /mbrl/solar_model and /mbrl/controller."""
+    n = int(episodes)
+    if n < 1:
+        raise ValueError(f"episodes = {n} must be at least 1")
+    files = {}
+    for name, path in (("model_file", model_file), ("controller_file", controller_file)):
+        if path:
+            if not Path(path).is_file():
+                raise ValueError(f"{name} {path!r} is not a file")
+            files[name] = str(Path(path).resolve())
+    steps = _config_param("solar.yaml", "solar_runner", "episode_steps")
+    timing = {"robot": "arm2", "control_period": SOLAR_PERIOD, "use_sim_time": True}
+    sim_nodes = _sim_nodes("arm2", "lockstep", 0.0, int(seed), float(status_period),
+                           "solar.yaml", 2)
+    sim_nodes[0].parameters.update(control_period=SOLAR_PERIOD, episode_steps=steps)
+    return sim_nodes + [
+        NodeSpec("solar_runner", "solar_runner", ("solar.yaml",), timing | files),
+        NodeSpec("episode_manager", "episode_manager", ("solar.yaml",), timing | {
+            "episode_steps": steps, "final_eval_episodes": n,
+            "output_dir": output_dir or "runs/solar_arm2"}, required=True),
+    ]
+
+
+GRAPHS["solar"] = Graph("solar", "SOLAR: reaching from camera images with a latent "
+                                 "linear-Gaussian controller (arm2, lockstep)", (
+    GraphArg("model_file", "", "SOLAR model artifact (benchmarks/solar_reach.py --save); '' = "
+                               "wait for one on /mbrl/solar_model"),
+    GraphArg("controller_file", "", "latent controller artifact; '' = wait for one on "
+                                    "/mbrl/controller"),
+    GraphArg("episodes", "5", "episodes from the task's start pose to its target"),
+    GraphArg("output_dir", "", "folder for summary.md, results.json, learning_curve.png; '' = "
+                               "runs/solar_arm2"),
+    GraphArg("seed", "0", "seed of the sim"),
+    GraphArg("status_period", "5.0", "wall seconds between the sim's status lines"),
+    NAMESPACE_ARG), solar_graph)
+
 def graph(name: str, **args: str) -> list[NodeSpec]:
     """Node specs of graph ``name`` with ``args`` (strings, as given on a command line)."""
     if name not in GRAPHS:

@@ -29,6 +29,7 @@ HOMING_CONTROLLER = "mbrl/homing_controller"
 PLANNER_HEARTBEAT = "mbrl/planner_heartbeat"
 DYNAMICS_MODEL = "mbrl/dynamics_model"
 POLICY = "mbrl/policy"
+SOLAR_MODEL = "mbrl/solar_model"  # SOLAR model artifacts (mbrl_ros.solar.model)
 PLANNED_PATH = "mbrl/planned_path"
 MARKERS = "mbrl/markers"
 ROBOT_DESCRIPTION = "robot_description"  # relative, as robot_state_publisher publishes it

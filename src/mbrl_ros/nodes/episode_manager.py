@@ -21,10 +21,11 @@ starts, stamped with the start.
 With the simulator's automatic episodes (``episode_steps`` = N on both nodes): episode e
 starts at stamp e·(N+1)·control_period, so every episode's target is published on ``/mbrl/target``
 at start-up with ``header.stamp`` = its episode's start stamp (planners use the newest target whose
-stamp is not after the state's; transient-local, so late subscribers get them all). Training targets and held-out targets come from separate seeds. Each
-episode's start and end go to ``/mbrl/episode_events``; one progress line per episode; at the end a
-summary table, ``results.json`` and a learning-curve PNG in ``output_dir``, then the node exits
-(the graph ends with it).
+stamp is not after the state's; transient-local, so late subscribers get them all). Training
+targets and held-out targets come from separate seeds (or every episode has the one ``target``,
+as in the 'solar' graph's task). Each episode's start and end go to ``/mbrl/episode_events``;
+one progress line per episode; at the end a summary table, ``results.json`` and a learning-curve
+PNG in ``output_dir``, then the node exits (the graph ends with it).
 """
 from __future__ import annotations
 
@@ -81,6 +82,8 @@ PARAMS = [
           (-10.0, 10.0)),
     Param("target_box_max", [0.7, 0.5, 0.8], "clock: workspace box for targets, max corner (m)",
           (-10.0, 10.0)),
+    Param("target", [], "clock: the same end-effector target (m, x y z) for every episode; "
+          "[] = sampled in the box", (-10.0, 10.0)),
     Param("home", [], "homing, service: home pose (rad, robot joint order); [] = the pose at "
           "start-up", (-10.0, 10.0)),
     Param("start_radius", 0.2, "homing: start poses uniform within ± this around home (rad)",
@@ -137,6 +140,10 @@ class EpisodeManagerNode(Node):
             self.sequencer = EpisodeSequencer(
                 len(self.schedule), p.episode_steps * self.period_ns, p.episode_source,
                 self._start_pose, self._settle_detector, p.homing_retries)
+        elif p.target:
+            if len(p.target) != 3:
+                raise ConfigError(f"parameter 'target' = {p.target} needs 3 values (m)")
+            self.targets = [np.array(p.target, float)] * len(self.schedule)
         else:
             self._sample_box_targets(robot)
         self.distances: dict[int, list[float]] = {}

@@ -155,23 +155,11 @@ class Planner(abc.ABC):
             raise PlanError(f"warm must be a LinearGaussianController or None, got "
                             f"{type(warm).__name__}")
         dt_ns = seconds_to_ns(model.signature.dt)
-        tensor: dict[str, Any] = dict(dtype=self.dtype, device=model.device)
-        low, high = (torch.as_tensor(a, **tensor) for a in (self.action_low, self.action_high))
         init = self._initial_actions(warm, start_ns, dt_ns)
-        generator = torch.Generator(device=model.device)
-        generator.manual_seed((self.seed * 1_000_003 + int(start_ns)) % (2 ** 63))
         stats: dict = {"planner": self.name}
         try:
-            actions, K, states = self._optimise(torch.as_tensor(x0, **tensor), model, cost,
-                                                torch.as_tensor(init, **tensor), low, high,
-                                                generator, stats)
-            with torch.no_grad():
-                if states is None:
-                    states = model.rollout(torch.as_tensor(x0, **tensor), actions, "mean")
-                total = float(cost(states, actions))
-            if not (torch.isfinite(states).all() and torch.isfinite(actions).all()
-                    and np.isfinite(total)):
-                raise NonFinite("the mean prediction of the plan is not finite")
+            actions, K, states, total = self.optimise(x0, model, cost, init, int(start_ns),
+                                                      stats)
         except NonFinite as exc:
             stats.update(seconds=time.perf_counter() - tic, error=str(exc))
             return PlanResult(None, None, None, float("nan"), "nan", stats)
@@ -185,6 +173,34 @@ class Planner(abc.ABC):
             controller = LinearGaussianController.feedback(X[:-1, :2 * n], U, K, **common)
         stats["seconds"] = time.perf_counter() - tic
         return PlanResult(controller, X, U, total, "ok", stats)
+
+    def optimise(self, x0, model: DynamicsModel, cost: Cost, init=None, key: int = 0,
+                 stats: dict | None = None
+                 ) -> tuple[torch.Tensor, np.ndarray | None, torch.Tensor, float]:
+        """The optimisation alone, from any model state x0 (dx,) (``plan`` adds the joint-state
+        checks and the controller; a learned latent state works too): nominal actions (T, du),
+        gains K or None, mean-model states (T+1, dx) and the plan's cost. ``init`` (T, du): the
+        starting actions (None: zero torque in the box); ``key`` (with the seed) seeds the
+        generator. Raises NonFinite when the model or cost produced NaN/inf."""
+        tensor = dict(dtype=self.dtype, device=model.device)
+        low, high = (torch.as_tensor(a, **tensor) for a in (self.action_low, self.action_high))
+        if init is None:
+            init = np.tile(np.clip(np.zeros(self.du), self.action_low, self.action_high),
+                           (self.horizon, 1))
+        generator = torch.Generator(device=model.device)
+        generator.manual_seed((self.seed * 1_000_003 + int(key)) % (2 ** 63))
+        x0 = torch.as_tensor(np.asarray(x0, dtype=np.float64), **tensor)
+        actions, K, states = self._optimise(x0, model, cost, torch.as_tensor(init, **tensor),
+                                            low, high, generator,
+                                            stats if stats is not None else {})
+        with torch.no_grad():
+            if states is None:
+                states = model.rollout(x0, actions, "mean")
+            total = float(cost(states, actions))
+        if not (torch.isfinite(states).all() and torch.isfinite(actions).all()
+                and np.isfinite(total)):
+            raise NonFinite("the mean prediction of the plan is not finite")
+        return actions, K, states, total
 
     def _initial_actions(self, warm: LinearGaussianController | None, start_ns: int,
                          dt_ns: int) -> np.ndarray:

@@ -126,12 +126,15 @@ def expected_log_prior(prior: ChainPrior, q: LatentPosterior) -> torch.Tensor:
 
 
 def local_elbo(prior: ChainPrior, enc_mean, enc_logvar, decode, images: torch.Tensor,
-               pixel_std: float, eps: torch.Tensor) -> tuple[torch.Tensor, LatentPosterior]:
+               pixel_std: float, eps: torch.Tensor, beta: float = 1.0
+               ) -> tuple[torch.Tensor, LatentPosterior]:
     """The local ELBO (B,) of trajectories ``images`` (B, T, 3, H, W) in [0, 1], given encoder
     potentials (B, T, dz), a decoder ``decode(z (N, dz)) → (N, 3, H, W)`` and the
-    reparameterisation noise eps (B, T, dz); and q(z)."""
+    reparameterisation noise eps (B, T, dz); and q(z). ``beta`` < 1 weights the prior and
+    entropy terms down (a β-annealed bound, below the ELBO's value for β < 1: training starts
+    with it so the decoder does not learn to ignore the latent)."""
     q = structured_posterior(prior, enc_mean, enc_logvar)
     z = q.sample(eps)
     B, T = images.shape[:2]
     recon = gaussian_log_likelihood(images.flatten(0, 1), decode(z.flatten(0, 1)), pixel_std)
-    return recon.view(B, T).sum(1) + expected_log_prior(prior, q) + q.entropy(), q
+    return recon.view(B, T).sum(1) + beta * (expected_log_prior(prior, q) + q.entropy()), q

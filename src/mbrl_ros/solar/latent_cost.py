@@ -45,6 +45,21 @@ class LatentQuadraticCost:
         return QuadraticCost(C, c, self.c0 * (T + terminal_weight))
 
 
+    def planning_cost(self, action_weight: float, terminal_weight: float = 1.0):
+        """The same cost for ``mbrl_ros.planning``'s planners: ``cost(Z (..., H+1, dz), U (..., H,
+        du)) → (...)`` torch, Σ_{t=1..H} c(z_t) (the last step × terminal_weight) +
+        ½·action_weight·Σ‖u_t‖²."""
+        C, c = torch.as_tensor(self.C), torch.as_tensor(self.c)
+
+        def cost(Z: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+            Cz, cz = C.to(Z), c.to(Z)
+            per = 0.5 * torch.einsum("...i,ij,...j->...", Z, Cz, Z) + Z @ cz + self.c0
+            w = torch.ones(Z.shape[-2], dtype=Z.dtype, device=Z.device)
+            w[0], w[-1] = 0.0, terminal_weight
+            return (per * w).sum(-1) + 0.5 * action_weight * (U * U).sum((-2, -1))
+        return cost
+
+
 def quadratic_features(Z: np.ndarray) -> np.ndarray:
     """(N, dz) → (N, dz(dz+1)/2 + dz + 1): z_i z_j for i ≤ j, z, 1."""
     i, j = np.triu_indices(Z.shape[1])

@@ -28,14 +28,16 @@ class _MNIWPrior:
         return self.dynamics.niw_prior(points, self.strength)
 
 
-def initial_latent_controller(T: int, dz: int, du: int, std, dt_ns: int, mean=None
-                              ) -> LinearGaussianController:
-    """Open-loop exploration u_t ~ N(mean (du,) or 0, diag(std²)) over T steps in latent space."""
+def initial_latent_controller(T: int, dz: int, du: int, std, dt_ns: int, mean=None,
+                              joint_names=()) -> LinearGaussianController:
+    """Open-loop exploration u_t ~ N(mean (du,) or 0, diag(std²)) over T steps in latent space
+    (``joint_names``: the du joints it commands, as the solar_runner requires)."""
     std = np.broadcast_to(np.asarray(std, float), (du,))
     u = np.zeros((T, du)) if mean is None else np.broadcast_to(np.asarray(mean, float), (T, du))
     cov = np.broadcast_to(np.diag(std ** 2), (T, du, du))
     return LinearGaussianController.gaussian(np.zeros((T, dz)), u, np.zeros((T, du, dz)), None,
-                                             cov, dt_ns=dt_ns, state_layout=LATENT_LAYOUT)
+                                             cov, dt_ns=dt_ns, joint_names=joint_names,
+                                             state_layout=LATENT_LAYOUT)
 
 
 def fit_latent_dynamics(dynamics: MNIW, Z, U, strength: float = 1.0) -> LocalDynamics:

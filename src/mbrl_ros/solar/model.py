@@ -36,15 +36,22 @@ MODEL_SCHEMA = artifacts.Schema(
 class FitSettings:
     """Iterations, trajectories per minibatch, Adam learning rate, step of q(θ) per iteration,
     ``warmup``: first iterations with q(θ) held at the prior (the networks learn to encode
-    before the dynamics adapt to the latents, as SOLAR pretrains its VAE)."""
+    before the dynamics adapt to the latents, as SOLAR pretrains its VAE); ``kl_warmup``: first
+    iterations over which the prior and entropy terms rise linearly from 0 to their full weight
+    (β-annealing against posterior collapse: a decoder that learns to ignore z reconstructs the
+    mean image whatever the pose)."""
 
     iterations: int = 500
     batch_size: int = 16
     learning_rate: float = 1e-3
     dynamics_step: float = 0.2
     warmup: int = 0
+    kl_warmup: int = 0
 
     def __post_init__(self):
+        if self.warmup < 0 or self.kl_warmup < 0:
+            raise ValueError(f"warmup and kl_warmup must be ≥ 0, got {self.warmup}, "
+                             f"{self.kl_warmup}")
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError(f"iterations and batch_size must be ≥ 1, got {self.iterations}, "
                              f"{self.batch_size}")
@@ -95,16 +102,18 @@ class SolarModel:
         mean, logvar = self.encoder(stack_frames(x, self.config.frames).flatten(0, 1))
         return mean.view(B, T, -1), logvar.view(B, T, -1), x
 
-    def elbo(self, images, actions, eps) -> tuple[torch.Tensor, LatentPosterior]:
+    def elbo(self, images, actions, eps, beta: float = 1.0
+             ) -> tuple[torch.Tensor, LatentPosterior]:
         """Local ELBO (B,) and q(z) (see ``inference.local_elbo``)."""
         mean, logvar, x = self.potentials(images)
         prior = chain_prior(self.dynamics.expected(), torch.as_tensor(actions, dtype=self.dtype))
-        return local_elbo(prior, mean, logvar, self.decoder, x, self.config.pixel_std, eps)
+        return local_elbo(prior, mean, logvar, self.decoder, x, self.config.pixel_std, eps,
+                          beta)
 
     def fit(self, images, actions, settings: FitSettings = FitSettings(), seed: int = 0,
             callback=None) -> list[float]:
-        """Fit on trajectories; returns the ELBO per image of each iteration. ``callback(it,
-        elbo)`` is called after each."""
+        """Fit on trajectories; returns the ELBO per image of each iteration (the β-annealed
+        bound during ``kl_warmup``). ``callback(it, elbo)`` is called after each."""
         images, actions = self._check(images, actions)
         B_all, T = images.shape[:2]
         rng = np.random.default_rng(seed)
@@ -116,7 +125,8 @@ class SolarModel:
             idx = rng.choice(B_all, size=min(settings.batch_size, B_all), replace=False)
             eps = torch.randn(len(idx), T, self.config.latent_dim, generator=gen,
                               dtype=self.dtype)
-            elbo, q = self.elbo(images[idx], actions[idx], eps)
+            beta = min(1.0, (it + 1) / settings.kl_warmup) if settings.kl_warmup else 1.0
+            elbo, q = self.elbo(images[idx], actions[idx], eps, beta)
             loss = -elbo.sum() / (len(idx) * T)
             opt.zero_grad()
             loss.backward()
@@ -127,6 +137,36 @@ class SolarModel:
                 self.dynamics = self.dynamics.posterior(
                     *(scale * s for s in stats), step=settings.dynamics_step, prior=self.prior)
             history.append(-loss.item())
+            if callback is not None:
+                callback(it, history[-1])
+        return history
+
+    def pretrain(self, images, iterations: int, batch_frames: int = 64,
+                 learning_rate: float = 1e-3, seed: int = 0, callback=None) -> list[float]:
+        """Pre-train encoder and decoder as a deterministic autoencoder of single frame stacks
+        (encoder mean → decoder, mean squared pixel error in [0, 1]) on minibatches of
+        ``batch_frames`` stacks drawn from images uint8 (B, T, H, W, 3), as SOLAR pre-trains
+        its VAE: on the arm the structured fit alone collapses (the decoder renders the mean
+        frame) before the networks have learnt to see the pose. Returns the loss per
+        iteration; ``callback(it, loss)`` after each."""
+        images, _ = self._check(images)
+        if iterations < 1 or batch_frames < 1 or not 0 < learning_rate < 1:
+            raise ValueError(f"need iterations, batch_frames ≥ 1 and 0 < learning_rate < 1, got "
+                             f"{iterations}, {batch_frames}, {learning_rate}")
+        B, T = images.shape[:2]
+        rng = np.random.default_rng(seed)
+        opt = torch.optim.Adam(list(self.encoder.parameters()) + list(self.decoder.parameters()),
+                               lr=learning_rate)
+        history = []
+        for it in range(iterations):
+            b, t = rng.integers(B, size=batch_frames), rng.integers(T, size=batch_frames)
+            stack = torch.cat([image_tensor(images[b, np.maximum(t - lag, 0)], self.dtype)
+                               for lag in range(self.config.frames)], dim=1)  # newest first
+            loss = ((self.decoder(self.encoder(stack)[0]) - stack[:, :3]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
             if callback is not None:
                 callback(it, history[-1])
         return history
