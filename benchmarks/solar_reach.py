@@ -120,7 +120,7 @@ def latent_dataset(model: SolarModel, images, torques, dt: float, names) -> Data
     return Dataset(np.concatenate([z[:-1] for z in Z]), np.concatenate(torques),
                    np.concatenate([z[1:] for z in Z]),
                    np.repeat(np.arange(len(Z)), [len(z) - 1 for z in Z]),
-                   np.concatenate([np.arange(len(z) - 1) for z in Z]) * int(round(dt * 1e9)),
+                   np.concatenate([np.arange(len(z) - 1) for z in Z]) * seconds_to_ns(dt),
                    names, dt, tuple(f"latent/{k}" for k in range(dz)))
 
 

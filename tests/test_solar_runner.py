@@ -19,7 +19,8 @@ from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from camera_testing import require_gl
 from mbrl_ros.artifacts import write_file
 from mbrl_ros.camera import Camera
-from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.msgconv import read_command, read_image, stamp_to_ns
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, image_msg, joint_state_msg
 from mbrl_ros.nodes.params import ConfigError

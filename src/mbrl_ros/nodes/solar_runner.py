@@ -39,7 +39,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros.artifacts import ArtifactError, read_file
-from mbrl_ros.controller import LinearGaussianController, seconds_to_ns
+from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import CONTROLLER, IMAGES, SOLAR_MODEL
 from mbrl_ros.episodes import EpisodeClock
 from mbrl_ros.msgconv import JointSample, read_image, stamp_to_ns
