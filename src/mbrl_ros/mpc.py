@@ -25,7 +25,7 @@ The same object serves the planner node and offline experiments.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -251,13 +251,14 @@ def bound_gains(K: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> np.ndarray:
 
 def planner_options(s: PlannerSettings) -> dict:
     """Keyword arguments of planner ``s.planner`` (a name of PLANNERS)."""
-    sampling = {"mode": s.propagation, "particles": s.particles}
+    sampling: dict[str, Any] = {"mode": s.propagation, "particles": s.particles}
     population = dict(population=s.samples, elites=s.elites, iterations=s.iterations,
                       **sampling)
-    options = {"cem": population, "icem": population,
-               "mppi": dict(samples=s.samples, iterations=s.iterations, **sampling),
-               "random_shooting": dict(samples=s.samples, **sampling),
-               "ilqr": dict(iterations=s.iterations)}
+    options: dict[str, dict[str, Any]] = {
+        "cem": population, "icem": population,
+        "mppi": dict(samples=s.samples, iterations=s.iterations, **sampling),
+        "random_shooting": dict(samples=s.samples, **sampling),
+        "ilqr": dict(iterations=s.iterations)}
     return options[s.planner]
 
 

@@ -114,8 +114,8 @@ class Settings:
         out = []
         for f in dataclasses.fields(cls):
             description, range_, choices, runtime, safer = f.metadata["setting"]
-            default = f.default_factory() if f.default is dataclasses.MISSING \
-                else f.default
+            factory = f.default_factory
+            default = f.default if factory is dataclasses.MISSING else factory()
             out.append(Param(f.name, default, description, range_, choices, runtime, safer))
         return out
 
