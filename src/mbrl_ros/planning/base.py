@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -182,11 +182,10 @@ class Planner(abc.ABC):
         gains K or None, mean-model states (T+1, dx) and the plan's cost. ``init`` (T, du): the
         starting actions (None: zero torque in the box); ``key`` (with the seed) seeds the
         generator. Raises NonFinite when the model or cost produced NaN/inf."""
-        tensor = dict(dtype=self.dtype, device=model.device)
+        tensor: dict[str, Any] = dict(dtype=self.dtype, device=model.device)
         low, high = (torch.as_tensor(a, **tensor) for a in (self.action_low, self.action_high))
         if init is None:
-            init = np.tile(np.clip(np.zeros(self.du), self.action_low, self.action_high),
-                           (self.horizon, 1))
+            init = self._initial_actions(None, 0, 0)
         generator = torch.Generator(device=model.device)
         generator.manual_seed((self.seed * 1_000_003 + int(key)) % (2 ** 63))
         x0 = torch.as_tensor(np.asarray(x0, dtype=np.float64), **tensor)
