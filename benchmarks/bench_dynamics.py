@@ -12,12 +12,14 @@ mean rollout with the recorded actions, and per group (rad, rad/s).
     python benchmarks/bench_dynamics.py [--kinds ensemble mlp ...] [--sizes 1000 5000 20000]
                                         [--threads N] [--max-seconds S]
 """
+
 from __future__ import annotations
 
 import argparse
 import time
 
 import torch
+from timing import best_seconds  # noqa: E402  (benchmarks/timing.py)
 
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import NETWORK_KINDS, available_kinds, new_model
@@ -25,14 +27,15 @@ from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.robot import load_robot
-from timing import best_seconds  # noqa: E402  (benchmarks/timing.py)
 
-STEPS = 100            # transitions per episode
+STEPS = 100  # transitions per episode
 TEST_EPISODES = 30
 # (kind, training transitions) not run, and why
-SKIP = {("gp", 20000): "exact GP: O(N³) time and O(N²) memory at 20k points; use sparse-gp",
-        ("gp", 5000): "exact GP: O(N³) hyperparameter optimisation at 5k points takes too long "
-                      "on 2 cores; use sparse-gp"}
+SKIP = {
+    ("gp", 20000): "exact GP: O(N³) time and O(N²) memory at 20k points; use sparse-gp",
+    ("gp", 5000): "exact GP: O(N³) hyperparameter optimisation at 5k points takes too long "
+    "on 2 cores; use sparse-gp",
+}
 
 
 def throughput(batch: int) -> dict:
@@ -53,19 +56,32 @@ def throughput(batch: int) -> dict:
     x, w = torch.randn(m, k), torch.randn(k, k)
     t_mm = best_seconds(lambda: torch.mm(x, w))
     mm_flops = 2.0 * m * k * k
-    return {"batch": batch, "members": cfg.members, "rate": batch / t_model,
-            "model_flops": flops / t_model, "mm_flops": mm_flops / t_mm,
-            "fraction": (flops / t_model) / (mm_flops / t_mm)}
+    return {
+        "batch": batch,
+        "members": cfg.members,
+        "rate": batch / t_model,
+        "model_flops": flops / t_model,
+        "mm_flops": mm_flops / t_mm,
+        "fraction": (flops / t_model) / (mm_flops / t_mm),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", nargs="+", help="model kinds (default: all available)")
     parser.add_argument("--sizes", nargs="+", type=int, default=[1000, 5000, 20000])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: stable numbers on a shared machine)")
-    parser.add_argument("--max-seconds", type=float, default=240.0,
-                        help="training time budget of one network fit (s)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: stable numbers on a shared machine)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=240.0,
+        help="training time budget of one network fit (s)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kinds = args.kinds or available_kinds()
@@ -74,20 +90,28 @@ def main() -> None:
     t0 = time.perf_counter()
     train_all = random_torque_dataset(robot, max(args.sizes) // STEPS, STEPS, seed=0)
     test = random_torque_dataset(robot, TEST_EPISODES, STEPS, seed=1)
-    print(f"arm7 random-torque data: {len(train_all)} training + {len(test)} test transitions "
-          f"simulated in {time.perf_counter() - t0:.1f} s; torch {torch.__version__}, CPU, "
-          f"{torch.get_num_threads()} thread(s)", flush=True)
-    print(f"network models: {EnsembleConfig(max_seconds=args.max_seconds)} (mlp: members=1, "
-          "no bootstrap)", flush=True)
-
+    print(
+        f"arm7 random-torque data: {len(train_all)} training + {len(test)} test transitions "
+        f"simulated in {time.perf_counter() - t0:.1f} s; torch {torch.__version__}, CPU, "
+        f"{torch.get_num_threads()} thread(s)",
+        flush=True,
+    )
+    print(
+        f"network models: {EnsembleConfig(max_seconds=args.max_seconds)} (mlp: members=1, "
+        "no bootstrap)",
+        flush=True,
+    )
 
     print("ensemble forward throughput (predict: all members in one batched pass, float32):")
     print("| batch | members | transitions/s | forward GFLOP/s | matmul GFLOP/s | fraction |")
     print("|---:|---:|---:|---:|---:|---:|")
     for batch in (100, 1000, 10000):
         r = throughput(batch)
-        print(f"| {r['batch']} | {r['members']} | {r['rate']:.3g} | {r['model_flops'] / 1e9:.2f} "
-              f"| {r['mm_flops'] / 1e9:.2f} | {r['fraction']:.2f} |", flush=True)
+        print(
+            f"| {r['batch']} | {r['members']} | {r['rate']:.3g} | {r['model_flops'] / 1e9:.2f} "
+            f"| {r['mm_flops'] / 1e9:.2f} | {r['fraction']:.2f} |",
+            flush=True,
+        )
 
     rows = []
     for kind in kinds:
@@ -104,13 +128,18 @@ def main() -> None:
             ev = evaluate(model, test, (1, 10))
             rows.append((kind, n, (report, ev), ""))
             one, ten = ev.horizons
-            print(f"{kind:>9} {n:>6}: {report.seconds:7.1f} s | 1-step RMSE {one.rmse:.4g} "
-                  f"({one.group_rmse['position']:.3g} rad, {one.group_rmse['velocity']:.3g} "
-                  f"rad/s) | 10-step RMSE {ten.rmse:.4g} ({ten.group_rmse['position']:.3g} rad, "
-                  f"{ten.group_rmse['velocity']:.3g} rad/s) | {report.message}", flush=True)
+            print(
+                f"{kind:>9} {n:>6}: {report.seconds:7.1f} s | 1-step RMSE {one.rmse:.4g} "
+                f"({one.group_rmse['position']:.3g} rad, {one.group_rmse['velocity']:.3g} "
+                f"rad/s) | 10-step RMSE {ten.rmse:.4g} ({ten.group_rmse['position']:.3g} rad, "
+                f"{ten.group_rmse['velocity']:.3g} rad/s) | {report.message}",
+                flush=True,
+            )
 
-    print("\n| model | training transitions | training time (s) | 1-step RMSE (rad / rad/s) "
-          "| 10-step RMSE (rad / rad/s) | 10-step vs no-motion |")
+    print(
+        "\n| model | training transitions | training time (s) | 1-step RMSE (rad / rad/s) "
+        "| 10-step RMSE (rad / rad/s) | 10-step vs no-motion |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for kind, n, result, why in rows:
         if result is None:
@@ -118,9 +147,12 @@ def main() -> None:
             continue
         report, ev = result
         one, ten = ev.horizons
-        print(f"| {kind} | {n} | {report.seconds:.1f} | {one.group_rmse['position']:.2e} / "
-              f"{one.group_rmse['velocity']:.3g} | {ten.group_rmse['position']:.2e} / "
-              f"{ten.group_rmse['velocity']:.3g} | {ten.constant_ratio:.3f} |", flush=True)
+        print(
+            f"| {kind} | {n} | {report.seconds:.1f} | {one.group_rmse['position']:.2e} / "
+            f"{one.group_rmse['velocity']:.3g} | {ten.group_rmse['position']:.2e} / "
+            f"{ten.group_rmse['velocity']:.3g} | {ten.constant_ratio:.3f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

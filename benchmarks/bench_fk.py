@@ -7,6 +7,7 @@ machine. Also prints the largest disagreement between the two libraries.
 
     python benchmarks/bench_fk.py [--threads N] [--seconds S]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,12 @@ def best_time_us(fn, seconds: float, repeats: int = 5) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: stable numbers on a shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: stable numbers on a shared machine)",
+    )
     parser.add_argument("--seconds", type=float, default=1.0, help="time budget per measurement")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,19 +61,31 @@ def main() -> None:
             return chain.forward_kinematics(q).get_matrix()[:, :3, 3]
 
     rng = np.random.default_rng(0)
-    sample = torch.tensor(rng.uniform(robot.limits.lower, robot.limits.upper, (1000, robot.n_joints)))
-    print(f"arm7 end-effector FK, float64, CPU, {torch.get_num_threads()} thread(s), "
-          f"torch {torch.__version__}")
+    sample = torch.tensor(
+        rng.uniform(robot.limits.lower, robot.limits.upper, (1000, robot.n_joints))
+    )
+    print(
+        f"arm7 end-effector FK, float64, CPU, {torch.get_num_threads()} thread(s), "
+        f"torch {torch.__version__}"
+    )
     if theirs is not None:
         error = (ours.ee_position(sample) - theirs(sample)).abs().max().item()
-        print(f"pytorch-kinematics {metadata.version('pytorch-kinematics')}: "
-              f"max |ours - theirs| on 1000 configs = {error:.2e} m")
-    print(f"{'batch':>7} {'pass':>8} {'ours µs':>12} {'theirs µs':>14} {'ratio':>7} {'ours configs/s':>15}")
+        print(
+            f"pytorch-kinematics {metadata.version('pytorch-kinematics')}: "
+            f"max |ours - theirs| on 1000 configs = {error:.2e} m"
+        )
+    print(
+        f"{'batch':>7} {'pass':>8} {'ours µs':>12} {'theirs µs':>14} {'ratio':>7} {'ours configs/s':>15}"
+    )
     for batch in BATCHES:
-        q = torch.tensor(rng.uniform(robot.limits.lower, robot.limits.upper, (batch, robot.n_joints)))
+        q = torch.tensor(
+            rng.uniform(robot.limits.lower, robot.limits.upper, (batch, robot.n_joints))
+        )
         qg = q.clone().requires_grad_()
-        cases = {"fwd": (lambda f: lambda: f(q)),
-                 "fwd+bwd": (lambda f: lambda: f(qg).sum().backward())}
+        cases = {
+            "fwd": (lambda f: lambda: f(q)),
+            "fwd+bwd": (lambda f: lambda: f(qg).sum().backward()),
+        }
         for name, make in cases.items():
             t_ours = best_time_us(make(ours.ee_position), args.seconds)
             if theirs is None:
@@ -76,7 +93,9 @@ def main() -> None:
             else:
                 t_theirs = best_time_us(make(theirs), args.seconds)
                 text, ratio = f"{t_theirs:14.1f}", f"{t_theirs / t_ours:7.2f}"
-            print(f"{batch:>7} {name:>8} {t_ours:12.1f} {text:>14} {ratio:>7} {batch / t_ours * 1e6:15.3g}")
+            print(
+                f"{batch:>7} {name:>8} {t_ours:12.1f} {text:>14} {ratio:>7} {batch / t_ours * 1e6:15.3g}"
+            )
     print("ratio = theirs / ours (> 1: ours is faster)")
 
 

@@ -14,6 +14,7 @@ time; ``--json FILE`` writes them.
     python benchmarks/bench_gps_fixture.py [--iterations 5] [--samples 5] [--seed 0]
                                            [--target x,y,z] [--json FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,11 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=5)
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--target", default="", help="x,y,z (m); '' = the end effector at home + "
-                                                 f"{OFFSET.tolist()} rad")
+    ap.add_argument(
+        "--target",
+        default="",
+        help=f"x,y,z (m); '' = the end effector at home + {OFFSET.tolist()} rad",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.target:
@@ -62,10 +66,22 @@ def main() -> int:
         start_cm *= 100
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "mbrl_ros.cli", "launch", "gps", "sim:=hardware",
-               "robot:=arm6", f"robot_config:={CONFIG}", f"iterations:={args.iterations}",
-               f"samples:={args.samples}", f"seed:={args.seed}", "status_period:=0",
-               "target:=" + ",".join(f"{v:.4f}" for v in target), f"output_dir:={out}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mbrl_ros.cli",
+            "launch",
+            "gps",
+            "sim:=hardware",
+            "robot:=arm6",
+            f"robot_config:={CONFIG}",
+            f"iterations:={args.iterations}",
+            f"samples:={args.samples}",
+            f"seed:={args.seed}",
+            "status_period:=0",
+            "target:=" + ",".join(f"{v:.4f}" for v in target),
+            f"output_dir:={out}",
+        ]
         print("$ " + " ".join(cmd[2:]), flush=True)
         tic = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -76,20 +92,42 @@ def main() -> int:
             print(log[-4000:], file=sys.stderr)
             raise SystemExit(f"the gps graph failed (status {proc.returncode})")
         rows = [r.split() for r in summary.read_text().splitlines()[1:]]
-    dropped = max([int(m) for m in re.findall(r"dropped_samples x(\d+)", log)] +
-                  [1 if "sample dropped" in log else 0])
-    iterations = [{"iteration": int(r[0]), "samples_used": int(r[1]), "mean_cost": float(r[2]),
-                   "mean_final_cm": float(r[3])} for r in rows]
-    print(f"target {np.round(target, 4).tolist()} m, {start_cm:.1f} cm from the end effector at "
-          f"the start pose; {dropped} sample(s) dropped; wall {wall:.0f} s")
+    dropped = max(
+        [int(m) for m in re.findall(r"dropped_samples x(\d+)", log)]
+        + [1 if "sample dropped" in log else 0]
+    )
+    iterations = [
+        {
+            "iteration": int(r[0]),
+            "samples_used": int(r[1]),
+            "mean_cost": float(r[2]),
+            "mean_final_cm": float(r[3]),
+        }
+        for r in rows
+    ]
+    print(
+        f"target {np.round(target, 4).tolist()} m, {start_cm:.1f} cm from the end effector at "
+        f"the start pose; {dropped} sample(s) dropped; wall {wall:.0f} s"
+    )
     print("iter  samples  mean cost  mean final cm")
     for it in iterations:
-        print(f"{it['iteration']:4d}  {it['samples_used']:7d}  {it['mean_cost']:9.1f}  "
-              f"{it['mean_final_cm']:13.2f}")
+        print(
+            f"{it['iteration']:4d}  {it['samples_used']:7d}  {it['mean_cost']:9.1f}  "
+            f"{it['mean_final_cm']:13.2f}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"target": target.tolist(), "start_cm": start_cm,
-                                         "dropped_samples": dropped, "wall_s": wall,
-                                         "iterations": iterations}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "target": target.tolist(),
+                    "start_cm": start_cm,
+                    "dropped_samples": dropped,
+                    "wall_s": wall,
+                    "iterations": iterations,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -1,6 +1,7 @@
 """Lockstep round trip over DDS between processes: the arm_sim node (subprocess) publishes state k,
 this process answers with the command for k, the sim steps and publishes k+1. Reports the median and
 p99 of (command k sent → state k+1 received) and the sustained lockstep rate."""
+
 import os
 import random
 import subprocess
@@ -28,13 +29,30 @@ STEPS, WARMUP = 5000, 200
 
 
 def main():
-    params = {"arm_sim": {"ros__parameters": {"robot": "arm7", "mode": "lockstep",
-                                              "control_period": 0.002, "lockstep_timeout": 30.0}}}
+    params = {
+        "arm_sim": {
+            "ros__parameters": {
+                "robot": "arm7",
+                "mode": "lockstep",
+                "control_period": 0.002,
+                "lockstep_timeout": 30.0,
+            }
+        }
+    }
     with tempfile.TemporaryDirectory() as tmp:
         pfile = Path(tmp) / "p.yaml"
         pfile.write_text(yaml.safe_dump(params))
-        sim = subprocess.Popen([sys.executable, "-m", "mbrl_ros.nodes.arm_sim", "--ros-args",
-                                "--params-file", str(pfile)], stdout=subprocess.DEVNULL)
+        sim = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mbrl_ros.nodes.arm_sim",
+                "--ros-args",
+                "--params-file",
+                str(pfile),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         rclpy.init()
         node = rclpy.create_node("lockstep_bench")
         pub = node.create_publisher(Float64MultiArray, "/effort_controller/commands", COMMAND_QOS)
@@ -61,14 +79,18 @@ def main():
         node.destroy_node()
         rclpy.shutdown()
     stamps = sorted(received)
-    rtt = np.array([received[b] - sent[a] for a, b in zip(stamps[WARMUP:-1], stamps[WARMUP + 1:])])
+    rtt = np.array([received[b] - sent[a] for a, b in zip(stamps[WARMUP:-1], stamps[WARMUP + 1 :])])
     span = received[stamps[-1]] - received[stamps[WARMUP]]
     print("== bench_lockstep: arm7, control period 2 ms, sim and driver in separate processes")
-    print(f"round trip command k -> state k+1 over DDS: median {np.median(rtt) * 1e3:.3f} ms, "
-          f"p99 {np.percentile(rtt, 99) * 1e3:.3f} ms, max {rtt.max() * 1e3:.3f} ms "
-          f"({len(rtt)} steps)")
-    print(f"sustained lockstep rate: {(len(stamps) - 1 - WARMUP) / span:.0f} steps/s "
-          f"= real-time factor {(len(stamps) - 1 - WARMUP) / span * 0.002:.2f} at 500 Hz")
+    print(
+        f"round trip command k -> state k+1 over DDS: median {np.median(rtt) * 1e3:.3f} ms, "
+        f"p99 {np.percentile(rtt, 99) * 1e3:.3f} ms, max {rtt.max() * 1e3:.3f} ms "
+        f"({len(rtt)} steps)"
+    )
+    print(
+        f"sustained lockstep rate: {(len(stamps) - 1 - WARMUP) / span:.0f} steps/s "
+        f"= real-time factor {(len(stamps) - 1 - WARMUP) / span * 0.002:.2f} at 500 Hz"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ wall time, as mean and spread over the seeds; ``--json FILE`` writes them.
     python benchmarks/bench_real_robot.py [--seeds 0,1,2] [--train 30] [--eval 10]
                                           [--settings fixture,arm7] [--json FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,19 @@ SETTINGS = {
 
 def run(setting: str, seed: int, train: int, n_eval: int, length: float, out: Path) -> dict:
     """One launch; its held-out figures."""
-    cmd = [sys.executable, "-m", "mbrl_ros.cli", "launch", "mpc", *SETTINGS[setting],
-           f"seed:={seed}", f"train_episodes:={train}", f"final_eval_episodes:={n_eval}",
-           f"episode_length:={length}", f"output_dir:={out}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mbrl_ros.cli",
+        "launch",
+        "mpc",
+        *SETTINGS[setting],
+        f"seed:={seed}",
+        f"train_episodes:={train}",
+        f"final_eval_episodes:={n_eval}",
+        f"episode_length:={length}",
+        f"output_dir:={out}",
+    ]
     print("$ " + " ".join(cmd[2:]), flush=True)
     tic = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -47,10 +58,14 @@ def run(setting: str, seed: int, train: int, n_eval: int, length: float, out: Pa
     held = [r for r in records if r["held_out"]]
     final = np.array([r["final_distance"] for r in held])
     pi0 = [r["final_distance"] for r in records if r["model_version"] < 0]
-    return {"within_2cm": float(np.mean(final <= 0.02)),
-            "within_5cm": float(np.mean(final <= 0.05)), "mean_final_cm": float(100 * final.mean()),
-            "pi0_final_cm": float(100 * np.mean(pi0)) if pi0 else float("nan"),
-            "robot_data_s": train * length, "wall_s": wall}
+    return {
+        "within_2cm": float(np.mean(final <= 0.02)),
+        "within_5cm": float(np.mean(final <= 0.05)),
+        "mean_final_cm": float(100 * final.mean()),
+        "pi0_final_cm": float(100 * np.mean(pi0)) if pi0 else float("nan"),
+        "robot_data_s": train * length,
+        "wall_s": wall,
+    }
 
 
 def main() -> int:
@@ -66,18 +81,35 @@ def main() -> int:
     table = {}
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.settings.split(","):
-            runs = [run(setting, s, args.train, args.eval, args.episode_length,
-                        Path(tmp) / f"{setting}_{s}") for s in seeds]
+            runs = [
+                run(
+                    setting,
+                    s,
+                    args.train,
+                    args.eval,
+                    args.episode_length,
+                    Path(tmp) / f"{setting}_{s}",
+                )
+                for s in seeds
+            ]
             table[setting] = {"seeds": seeds, "runs": runs}
             for r, s in zip(runs, seeds):
                 print(f"{setting} seed {s}: {r}", flush=True)
-    print("\n| setting | within 2 cm (%) | within 5 cm (%) | mean final (cm) | π0 episodes' final "
-          "(cm) | robot data (s) | wall (s) |")
+    print(
+        "\n| setting | within 2 cm (%) | within 5 cm (%) | mean final (cm) | π0 episodes' final "
+        "(cm) | robot data (s) | wall (s) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for setting, t in table.items():
         cols = []
-        for key, scale in (("within_2cm", 100), ("within_5cm", 100), ("mean_final_cm", 1),
-                           ("pi0_final_cm", 1), ("robot_data_s", 1), ("wall_s", 1)):
+        for key, scale in (
+            ("within_2cm", 100),
+            ("within_5cm", 100),
+            ("mean_final_cm", 1),
+            ("pi0_final_cm", 1),
+            ("robot_data_s", 1),
+            ("wall_s", 1),
+        ):
             v = np.array([r[key] for r in t["runs"]]) * scale
             cols.append(f"{v.mean():.1f} ± {v.std():.1f}")
         print(f"| {setting} | " + " | ".join(cols) + " |")

@@ -12,6 +12,7 @@ with its sequence number) to a recorder node running as its own process (flush e
 
     python benchmarks/bench_recorder.py [--seconds S] [--rates R1 R2 ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,9 +108,21 @@ class Bench:
     def start_recorder(self, bag: Path) -> subprocess.Popen:
         self.recorded = 0
         return subprocess.Popen(
-            [sys.executable, "-m", "mbrl_ros.nodes.recorder", "--ros-args", "-p",
-             f"bag_path:={bag}", "-p", f"topics:=[{TOPIC}]", "-p", "queue_depth:=1000"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "mbrl_ros.nodes.recorder",
+                "--ros-args",
+                "-p",
+                f"bag_path:={bag}",
+                "-p",
+                f"topics:=[{TOPIC}]",
+                "-p",
+                "queue_depth:=1000",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def settle(self) -> None:
         last, since = self.recorded, time.monotonic()
@@ -135,10 +148,14 @@ def main() -> None:
     args = parser.parse_args()
     bench = Bench()
     tmp = Path(tempfile.mkdtemp(prefix="bench_recorder_"))
-    print(f"recorder throughput, JointState of 7 joints, {args.seconds:g} s per rate "
-          f"(publisher and recorder in different processes, {os.cpu_count()} CPUs)")
-    print(f"{'target Hz':>10} {'sent Hz':>10} {'sent':>7} {'recorded':>9} {'lost':>6} "
-          f"{'recorder CPU µs/msg':>20}")
+    print(
+        f"recorder throughput, JointState of 7 joints, {args.seconds:g} s per rate "
+        f"(publisher and recorder in different processes, {os.cpu_count()} CPUs)"
+    )
+    print(
+        f"{'target Hz':>10} {'sent Hz':>10} {'sent':>7} {'recorded':>9} {'lost':>6} "
+        f"{'recorder CPU µs/msg':>20}"
+    )
     lossless = 0.0
     for k, rate in enumerate(args.rates):
         bag = tmp / f"rate{k}"
@@ -150,13 +167,19 @@ def main() -> None:
         cpu = cpu_seconds(proc.pid) - cpu0
         stop(proc)
         with BagReader(bag) as reader:
-            seq = [int(m.header.frame_id) for _, _, m in reader.messages([TOPIC])
-                   if m.header.frame_id != "warm-up"]
+            seq = [
+                int(m.header.frame_id)
+                for _, _, m in reader.messages([TOPIC])
+                if m.header.frame_id != "warm-up"
+            ]
         lost = sent - len(set(seq))
         if lost == 0:
             lossless = max(lossless, achieved)
-        print(f"{rate:10.0f} {achieved:10.0f} {sent:7d} {len(seq):9d} {lost:6d} "
-              f"{cpu / max(len(seq), 1) * 1e6:20.0f}", flush=True)
+        print(
+            f"{rate:10.0f} {achieved:10.0f} {sent:7d} {len(seq):9d} {lost:6d} "
+            f"{cpu / max(len(seq), 1) * 1e6:20.0f}",
+            flush=True,
+        )
     print(f"sustained without loss: {lossless:,.0f} messages/s")
 
     seconds = 10.0
@@ -173,8 +196,10 @@ def main() -> None:
     stop(bare)
     with BagReader(tmp / "cpu500") as reader:
         n = sum(1 for _, _, m in reader.messages([TOPIC]) if m.header.frame_id != "warm-up")
-    print(f"CPU at 500 Hz ({sent} messages over {wall:.1f} s, {n} recorded): recorder {rec:.1f} % "
-          f"of a core, bare rclpy subscriber {base:.1f} % -> ratio {rec / max(base, 1e-9):.2f}")
+    print(
+        f"CPU at 500 Hz ({sent} messages over {wall:.1f} s, {n} recorded): recorder {rec:.1f} % "
+        f"of a core, bare rclpy subscriber {base:.1f} % -> ratio {rec / max(base, 1e-9):.2f}"
+    )
     bench.executor.shutdown(timeout_sec=5)
     bench.thread.join(timeout=5)
     bench.node.destroy_node()

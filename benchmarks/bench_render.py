@@ -10,6 +10,7 @@ and skybox (``Camera(effects=True)``), which the camera leaves out by default.
 
     python benchmarks/bench_render.py [--robot arm2] [--seconds 2] [--json FILE]
 """
+
 import argparse
 import json
 import sys
@@ -39,11 +40,15 @@ def image_bytes(width: int, height: int) -> int:
     """Serialised size of one rgb8 sensor_msgs/Image (CDR), or 0 where rclpy is missing."""
     try:
         from rclpy.serialization import serialize_message
+
         from mbrl_ros.nodes.messages import image_msg
     except ImportError:
         return 0
-    return len(serialize_message(image_msg(0, "solar_camera_optical_frame",
-                                           np.zeros((height, width, 3), np.uint8))))
+    return len(
+        serialize_message(
+            image_msg(0, "solar_camera_optical_frame", np.zeros((height, width, 3), np.uint8))
+        )
+    )
 
 
 def main() -> int:
@@ -57,11 +62,18 @@ def main() -> int:
     rng = np.random.default_rng(0)
     torque = lambda: rng.uniform(-0.3, 0.3, robot.n_joints) * robot.limits.effort  # noqa: E731
     steps_per_s = per_second(lambda: sim.step(torque()), args.seconds)
-    result = {"robot": robot.name, "backend": gl_backend(), "control_period_s": CONTROL_PERIOD,
-              "physics_control_steps_per_s": steps_per_s, "sizes": {}}
+    result = {
+        "robot": robot.name,
+        "backend": gl_backend(),
+        "control_period_s": CONTROL_PERIOD,
+        "physics_control_steps_per_s": steps_per_s,
+        "sizes": {},
+    }
     print(f"== bench_render: {robot.name}, OpenGL backend {gl_backend()}")
-    print(f"physics, one control period (10 ms = {sim.n_substeps} steps): "
-          f"{steps_per_s:9.0f} steps/s ({1e6 / steps_per_s:7.1f} µs)")
+    print(
+        f"physics, one control period (10 ms = {sim.n_substeps} steps): "
+        f"{steps_per_s:9.0f} steps/s ({1e6 / steps_per_s:7.1f} µs)"
+    )
     for size, effects in CASES:
         try:
             camera = Camera(sim.model, "solar", size, size, effects=effects)
@@ -70,26 +82,33 @@ def main() -> int:
             result["error"] = str(exc)
             break
         with camera:
+
             def frame():
                 sim.step(torque())  # a new state each frame, as in the simulator node
                 sim.render(camera)
+
             with_step = per_second(frame, args.seconds)
         frame_s = 1 / with_step - 1 / steps_per_s
         size_bytes = image_bytes(size, size)
-        row = {"frames_per_s": 1 / frame_s, "frame_ms": 1e3 * frame_s,
-               "frame_per_physics_step": frame_s * steps_per_s,
-               "fraction_of_control_period": frame_s / CONTROL_PERIOD,
-               "image_message_bytes": size_bytes,
-               "bag_mib_per_hour_20hz": size_bytes * 20 * 3600 / 2**20,
-               "bag_mib_per_hour_100hz": size_bytes * 100 * 3600 / 2**20}
+        row = {
+            "frames_per_s": 1 / frame_s,
+            "frame_ms": 1e3 * frame_s,
+            "frame_per_physics_step": frame_s * steps_per_s,
+            "fraction_of_control_period": frame_s / CONTROL_PERIOD,
+            "image_message_bytes": size_bytes,
+            "bag_mib_per_hour_20hz": size_bytes * 20 * 3600 / 2**20,
+            "bag_mib_per_hour_100hz": size_bytes * 100 * 3600 / 2**20,
+        }
         name = f"{size}x{size}" + ("_effects" if effects else "")
         result["sizes"][name] = row
-        print(f"{name:>14}: {row['frames_per_s']:7.0f} frames/s "
-              f"({row['frame_ms']:6.2f} ms = {row['frame_per_physics_step']:5.1f} physics "
-              f"control steps, {100 * row['fraction_of_control_period']:5.1f} % of the 10 ms "
-              f"period); Image {size_bytes / 1024:5.1f} KiB: "
-              f"{row['bag_mib_per_hour_20hz']:6.0f} MiB/h at 20 Hz, "
-              f"{row['bag_mib_per_hour_100hz']:6.0f} MiB/h at 100 Hz")
+        print(
+            f"{name:>14}: {row['frames_per_s']:7.0f} frames/s "
+            f"({row['frame_ms']:6.2f} ms = {row['frame_per_physics_step']:5.1f} physics "
+            f"control steps, {100 * row['fraction_of_control_period']:5.1f} % of the 10 ms "
+            f"period); Image {size_bytes / 1024:5.1f} KiB: "
+            f"{row['bag_mib_per_hour_20hz']:6.0f} MiB/h at 20 Hz, "
+            f"{row['bag_mib_per_hour_100hz']:6.0f} MiB/h at 100 Hz"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -10,6 +10,7 @@
 
     tools/isolated .venv/bin/python benchmarks/bench_sim.py [--duration 20] [--skip-hardware]
 """
+
 import argparse
 import os
 import random
@@ -57,11 +58,17 @@ def bench_core():
     raw5 = rate(lambda: mujoco.mj_step(sim.model, sim.data, nstep=5))
     control = rate(lambda: (sim.step(torque), sim.measure()))
     print("== bench_sim: 7-DOF arm, MuJoCo", mujoco.__version__)
-    print(f"raw mj_step (2 ms):           {raw:10.0f} steps/s   real-time factor {raw * 0.002:7.1f}")
-    print(f"ArmSimulator step+measure:    {control:10.0f} steps/s   real-time factor "
-          f"{control * 0.01:7.1f}  (10 ms control period)")
-    print(f"core overhead per control step: {1e6 / control - 1e6 / raw5:6.1f} µs on top of "
-          f"mj_step(nstep=5) ({1e6 / raw5:.1f} µs)")
+    print(
+        f"raw mj_step (2 ms):           {raw:10.0f} steps/s   real-time factor {raw * 0.002:7.1f}"
+    )
+    print(
+        f"ArmSimulator step+measure:    {control:10.0f} steps/s   real-time factor "
+        f"{control * 0.01:7.1f}  (10 ms control period)"
+    )
+    print(
+        f"core overhead per control step: {1e6 / control - 1e6 / raw5:6.1f} µs on top of "
+        f"mj_step(nstep=5) ({1e6 / raw5:.1f} µs)"
+    )
 
 
 def bench_hardware(duration: float):
@@ -89,11 +96,32 @@ def bench_hardware(duration: float):
     spinner.start()
     with tempfile.TemporaryDirectory() as tmp:
         params = Path(tmp) / "arm_sim.yaml"
-        params.write_text(yaml.safe_dump({"arm_sim": {"ros__parameters": {
-            "robot": "arm6", "mode": "hardware", "control_period": PERIOD,
-            "state_jitter": 0.0002, "drop_probability": 0.002}}}))
-        proc = subprocess.Popen([sys.executable, "-m", "mbrl_ros.nodes.arm_sim", "--ros-args",
-                                 "--params-file", str(params)], stdout=subprocess.DEVNULL)
+        params.write_text(
+            yaml.safe_dump(
+                {
+                    "arm_sim": {
+                        "ros__parameters": {
+                            "robot": "arm6",
+                            "mode": "hardware",
+                            "control_period": PERIOD,
+                            "state_jitter": 0.0002,
+                            "drop_probability": 0.002,
+                        }
+                    }
+                }
+            )
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mbrl_ros.nodes.arm_sim",
+                "--ros-args",
+                "--params-file",
+                str(params),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 60
             while not stamps and time.monotonic() < deadline:
@@ -118,18 +146,30 @@ def bench_hardware(duration: float):
     dev = np.abs(regular - PERIOD * 1e3)
     lat_ms = (a - t) / 1e6
     span = (t[-1] - t[0]) / 1e9
-    print(f"\n== arm_sim mode 'hardware': arm6, {PERIOD * 1e3:g} ms period (500 Hz), jitter 0.2 ms "
-          f"std, drops 0.2 %, answered with a gravity hold; {span:.1f} s, {os.cpu_count()} CPUs")
-    print(f"achieved state rate:        {(len(t) - 1) / span:8.1f} states/s   "
-          f"(nominal {1 / PERIOD:.0f})")
-    print(f"inter-state interval (ms):  median {np.median(dt_ms):6.3f}  p99 "
-          f"{np.percentile(dt_ms, 99):6.3f}  max {dt_ms.max():7.3f}")
-    print(f"|interval − period| (ms):   median {np.median(dev):6.3f}  p99 "
-          f"{np.percentile(dev, 99):6.3f}  (gaps of > 1.5 periods left out)")
-    print(f"gaps > 1.5 periods:         {gaps:8d}   ({100 * gaps / len(dt_ms):.2f} % of intervals: "
-          f"drops and missed cycles)")
-    print(f"arrival latency here (ms):  median {np.median(lat_ms):6.3f}  p99 "
-          f"{np.percentile(lat_ms, 99):6.3f}")
+    print(
+        f"\n== arm_sim mode 'hardware': arm6, {PERIOD * 1e3:g} ms period (500 Hz), jitter 0.2 ms "
+        f"std, drops 0.2 %, answered with a gravity hold; {span:.1f} s, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"achieved state rate:        {(len(t) - 1) / span:8.1f} states/s   "
+        f"(nominal {1 / PERIOD:.0f})"
+    )
+    print(
+        f"inter-state interval (ms):  median {np.median(dt_ms):6.3f}  p99 "
+        f"{np.percentile(dt_ms, 99):6.3f}  max {dt_ms.max():7.3f}"
+    )
+    print(
+        f"|interval − period| (ms):   median {np.median(dev):6.3f}  p99 "
+        f"{np.percentile(dev, 99):6.3f}  (gaps of > 1.5 periods left out)"
+    )
+    print(
+        f"gaps > 1.5 periods:         {gaps:8d}   ({100 * gaps / len(dt_ms):.2f} % of intervals: "
+        f"drops and missed cycles)"
+    )
+    print(
+        f"arrival latency here (ms):  median {np.median(lat_ms):6.3f}  p99 "
+        f"{np.percentile(lat_ms, 99):6.3f}"
+    )
 
 
 def main():

@@ -7,6 +7,7 @@ CPU time of the training iteration is reported too (the better figure on a busy 
 
     python benchmarks/bench_solar.py [--threads 1] [--batch 4] [--T 51]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,10 +16,10 @@ import time
 
 import numpy as np
 import torch
+from timing import best_seconds
 
 from mbrl_ros.solar.model import FitSettings, SolarModel
 from mbrl_ros.solar.vae import VAEConfig, image_tensor, stack_frames
-from timing import best_seconds
 
 
 def main() -> None:
@@ -50,12 +51,15 @@ def main() -> None:
     wall = (time.perf_counter() - wall0) / repeats
     a = torch.randn(512, 512)
     ref = best_seconds(lambda: a @ a, 20)
-    result = {"threads": args.threads,
-              "encoder_images_per_s": args.images / enc,
-              "decoder_images_per_s": args.images / dec,
-              "train_iteration_s": wall, "train_iteration_cpu_s": cpu,
-              "train_images_per_iteration": args.batch * args.T,
-              "reference_matmul_gflops": 2 * 512 ** 3 / ref / 1e9}
+    result = {
+        "threads": args.threads,
+        "encoder_images_per_s": args.images / enc,
+        "decoder_images_per_s": args.images / dec,
+        "train_iteration_s": wall,
+        "train_iteration_cpu_s": cpu,
+        "train_images_per_iteration": args.batch * args.T,
+        "reference_matmul_gflops": 2 * 512**3 / ref / 1e9,
+    }
     print(json.dumps(result, indent=1))
 
 

@@ -9,6 +9,7 @@ controller-sized UInt8MultiArray (``--bytes``) between the namespaces vs. within
 
     python benchmarks/bench_split_hosts.py [--episodes 4] [--json FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from netns import (DIAG_KEYS, PROBE, SplitNetwork, dds_environment,  # noqa: E402
-                   run_split_graph, stop, unavailable_reason)
+from netns import (  # noqa: E402
+    DIAG_KEYS,
+    PROBE,
+    SplitNetwork,
+    dds_environment,
+    run_split_graph,
+    stop,
+    unavailable_reason,
+)
 
 from mbrl_ros.graphs import graph  # noqa: E402
 from mbrl_ros.launcher import die_with_parent  # noqa: E402
@@ -39,18 +47,22 @@ def _stats(values) -> dict:
     return {"n": int(v.size), "median": float(np.median(v)), "p99": float(np.percentile(v, 99))}
 
 
-def round_trips(ping_host, echo_host, peer_of_ping, peer_of_echo, count: int,
-                nbytes: int) -> dict:
+def round_trips(ping_host, echo_host, peer_of_ping, peer_of_echo, count: int, nbytes: int) -> dict:
     """Round-trip seconds of each message kind, ping on ``ping_host``, echo on ``echo_host``."""
-    echo = subprocess.Popen(echo_host.command([sys.executable, PROBE, "echo", "600",
-                                               "--bytes", str(nbytes)]),
-                            env=dds_environment(echo_host, peer_of_echo),
-                            stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)
+    echo = subprocess.Popen(
+        echo_host.command([sys.executable, PROBE, "echo", "600", "--bytes", str(nbytes)]),
+        env=dds_environment(echo_host, peer_of_echo),
+        stdout=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
     try:
-        ping = subprocess.run(ping_host.command([sys.executable, PROBE, "ping", str(count),
-                                                 "--bytes", str(nbytes)]),
-                              env=dds_environment(ping_host, peer_of_ping),
-                              capture_output=True, text=True, timeout=300)
+        ping = subprocess.run(
+            ping_host.command([sys.executable, PROBE, "ping", str(count), "--bytes", str(nbytes)]),
+            env=dds_environment(ping_host, peer_of_ping),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         stop([echo])
     if ping.returncode != 0:
@@ -62,13 +74,23 @@ def round_trips(ping_host, echo_host, peer_of_ping, peer_of_echo, count: int,
 def learning_run(net: SplitNetwork, split: bool, args, out_dir: Path) -> dict:
     """One short 'mpc' run on the fixture; ``split``: the learning side in its own namespace.
     Returns the latency statistics (ms) and whether results.json was written."""
-    specs = graph("mpc", sim="hardware", robot="arm6", robot_compensates_gravity="false",
-                  train_episodes=str(args.episodes), final_eval_episodes=str(args.eval_episodes),
-                  episode_length=str(args.episode_length), output_dir=str(out_dir))
+    specs = graph(
+        "mpc",
+        sim="hardware",
+        robot="arm6",
+        robot_compensates_gravity="false",
+        train_episodes=str(args.episodes),
+        final_eval_episodes=str(args.eval_episodes),
+        episode_length=str(args.episode_length),
+        output_dir=str(out_dir),
+    )
     failed, values = run_split_graph(net, specs, split, out_dir, args.timeout)
-    return {**{key: _stats(values.get(key, [])) for key in DIAG_KEYS},
-            "results_written": (out_dir / "results.json").exists(),
-            "failed_nodes": failed, "logs": str(out_dir)}
+    return {
+        **{key: _stats(values.get(key, [])) for key in DIAG_KEYS},
+        "results_written": (out_dir / "results.json").exists(),
+        "failed_nodes": failed,
+        "logs": str(out_dir),
+    }
 
 
 def main() -> int:
@@ -92,16 +114,19 @@ def main() -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_split_hosts_"))
     results: dict = {}
     with SplitNetwork() as net:
-        results["rtt_split"] = round_trips(net.robot, net.learning, net.learning, net.robot,
-                                           args.round_trips, args.bytes)
-        results["rtt_same"] = round_trips(net.robot, net.robot, None, None,
-                                          args.round_trips, args.bytes)
+        results["rtt_split"] = round_trips(
+            net.robot, net.learning, net.learning, net.robot, args.round_trips, args.bytes
+        )
+        results["rtt_same"] = round_trips(
+            net.robot, net.robot, None, None, args.round_trips, args.bytes
+        )
         if not args.skip_graph:
             for split in (True, False):
                 run_dir = out / ("split" if split else "same")
                 run_dir.mkdir(parents=True, exist_ok=True)
                 results["graph_split" if split else "graph_same"] = learning_run(
-                    net, split, args, run_dir)
+                    net, split, args, run_dir
+                )
     _print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
@@ -111,12 +136,15 @@ def main() -> int:
 def _print_table(results: dict) -> None:
     rows = []
     for kind in ("state", "artifact"):
-        rows.append((f"DDS round trip, {kind} (ms)", results["rtt_same"][kind],
-                     results["rtt_split"][kind]))
+        rows.append(
+            (f"DDS round trip, {kind} (ms)", results["rtt_same"][kind], results["rtt_split"][kind])
+        )
     if "graph_split" in results:
-        for key, label in (("latency_ms_median", "executor stamp→command, report medians"),
-                           ("latency_ms_max", "executor stamp→command, report maxima"),
-                           ("plan_latency_ms", "planner plan_latency_ms")):
+        for key, label in (
+            ("latency_ms_median", "executor stamp→command, report medians"),
+            ("latency_ms_max", "executor stamp→command, report maxima"),
+            ("plan_latency_ms", "planner plan_latency_ms"),
+        ):
             rows.append((label, results["graph_same"][key], results["graph_split"][key]))
     print(f"{'measure':40s} {'one namespace':>24s} {'split (veth)':>24s}")
     print(f"{'':40s} {'median / p99 (n)':>24s} {'median / p99 (n)':>24s}")
@@ -126,8 +154,10 @@ def _print_table(results: dict) -> None:
     for name in ("graph_same", "graph_split"):
         if name in results:
             r = results[name]
-            print(f"{name}: results.json written: {r['results_written']}, "
-                  f"failed nodes: {r['failed_nodes'] or 'none'}, logs: {r['logs']}")
+            print(
+                f"{name}: results.json written: {r['results_written']}, "
+                f"failed nodes: {r['failed_nodes'] or 'none'}, logs: {r['logs']}"
+            )
 
 
 if __name__ == "__main__":

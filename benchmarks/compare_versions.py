@@ -8,6 +8,7 @@ progress line per training episode and a markdown table at the end (``mbrl_ros.v
                                           [--eval N] [--seeds 0,1,2,3,4] [--versions v0.5,...]
                                           [--set planner_parameter=value ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,13 +37,15 @@ def node_settings(config: dict, node: str, params) -> dict:
 
 
 def setup_for(robot_name: str, episode_length: float) -> Setup:
-    config = yaml.safe_load((CONFIG / ("mpc.yaml" if robot_name == "arm7"
-                                       else f"mpc_{robot_name}.yaml")).read_text())
+    config = yaml.safe_load(
+        (CONFIG / ("mpc.yaml" if robot_name == "arm7" else f"mpc_{robot_name}.yaml")).read_text()
+    )
     period = MPC_CONTROL_PERIOD[robot_name]
     sim = node_settings(config, "arm_sim", arm_sim.PARAMS)
     fit = node_settings(config, "dynamics_fitter", dynamics_fitter.PARAMS)
     plan = PlannerSettings.select(node_parameters(config, "mpc_planner")).replace(
-        control_period=period)
+        control_period=period
+    )
     episodes = node_settings(config, "episode_manager", episode_manager.PARAMS)
     model = {"kind": fit["model"]}
     if fit["model"] in ("ensemble", "mlp"):
@@ -50,17 +53,24 @@ def setup_for(robot_name: str, episode_length: float) -> Setup:
         model["max_seconds"] = fit["max_fit_seconds"]
     return Setup(
         robot=load_robot(robot_name),
-        sim=SimConfig(physics_timestep=sim["physics_timestep"], control_period=period,
-                      initial_position=tuple(sim["initial_position"]),
-                      initial_position_noise=sim["initial_position_noise"],
-                      hold_damping=sim["hold_damping"],
-                      gravity_compensation=sim["gravity_compensation"]),
-        planner=plan, model=model,
+        sim=SimConfig(
+            physics_timestep=sim["physics_timestep"],
+            control_period=period,
+            initial_position=tuple(sim["initial_position"]),
+            initial_position_noise=sim["initial_position_noise"],
+            hold_damping=sim["hold_damping"],
+            gravity_compensation=sim["gravity_compensation"],
+        ),
+        planner=plan,
+        model=model,
         box=(np.array(episodes["target_box_min"]), np.array(episodes["target_box_max"])),
         episode_steps=int(round(episode_length / period)),
-        tolerance=episodes["success_tolerance"], train_seed=episodes["train_seed"],
-        eval_seed=episodes["eval_seed"], random_scale=plan["random_scale"],
-        random_hold_steps=plan["random_hold_steps"])
+        tolerance=episodes["success_tolerance"],
+        train_seed=episodes["train_seed"],
+        eval_seed=episodes["eval_seed"],
+        random_scale=plan["random_scale"],
+        random_hold_steps=plan["random_hold_steps"],
+    )
 
 
 def main() -> int:
@@ -70,12 +80,20 @@ def main() -> int:
     ap.add_argument("--seed-data", type=float, default=6.0, help="π0 data before aggregation (s)")
     ap.add_argument("--episode-length", type=float, default=3.0, help="s")
     ap.add_argument("--eval", type=int, default=10, help="held-out episodes per version")
-    ap.add_argument("--seeds", default="0", help="comma-separated seeds: the table gives mean ± "
-                                                  "standard deviation over them")
+    ap.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated seeds: the table gives mean ± standard deviation over them",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--versions", default=",".join(VERSIONS))
-    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
-                    help="override planner node parameters, e.g. effort_fraction=0.2")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override planner node parameters, e.g. effort_fraction=0.2",
+    )
     args = ap.parse_args()
     versions = args.versions.split(",")
     unknown = [v for v in versions if v not in VERSIONS]
@@ -86,22 +104,37 @@ def main() -> int:
     for item in args.set:
         name, _, value = item.partition("=")
         if not value:
-            ap.error(f"--set {item!r}: expected NAME=VALUE with a planner setting NAME "
-                     f"({', '.join(sorted(PlannerSettings.names()))})")
+            ap.error(
+                f"--set {item!r}: expected NAME=VALUE with a planner setting NAME "
+                f"({', '.join(sorted(PlannerSettings.names()))})"
+            )
         try:
             setup.planner = PlannerSettings.from_mapping(
-                setup.planner.as_dict() | {name: yaml.safe_load(value)}, f"--set {item!r}")
+                setup.planner.as_dict() | {name: yaml.safe_load(value)}, f"--set {item!r}"
+            )
         except ConfigError as exc:
             ap.error(str(exc))
     try:
         seeds = [int(v) for v in args.seeds.split(",")]
     except ValueError:
         ap.error(f"--seeds {args.seeds!r}: expected comma-separated integers")
-    results = [run_version(v, setup, args.budget, args.seed_data, args.eval, seed,
-                           progress=lambda line: print(line, flush=True))
-               for v in versions for seed in seeds]
-    print(f"\n{args.robot}, {args.budget:g} s of robot data per version, seeds {seeds}, "
-          f"{args.eval} held-out targets each\n")
+    results = [
+        run_version(
+            v,
+            setup,
+            args.budget,
+            args.seed_data,
+            args.eval,
+            seed,
+            progress=lambda line: print(line, flush=True),
+        )
+        for v in versions
+        for seed in seeds
+    ]
+    print(
+        f"\n{args.robot}, {args.budget:g} s of robot data per version, seeds {seeds}, "
+        f"{args.eval} held-out targets each\n"
+    )
     print(table(results, setup.tolerance))
     return 0
 

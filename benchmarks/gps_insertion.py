@@ -20,6 +20,7 @@ policy artifact (``--policy-out``) and a PNG of the learning curve.
     python benchmarks/gps_insertion.py [--iterations 15] [--samples 5] [--json FILE] [--png FILE]
     python benchmarks/gps_insertion.py --policy [--policy-hidden 64,64] [--s-step-iters 1000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,20 +37,32 @@ from mbrl_ros.trajopt.gps import GPSConfig, format_curve, learning_curve
 from mbrl_ros.trajopt.mdgps import SStepConfig
 
 TRAIN_HOLES = [(-0.45, 0.0, 0.2), (-0.42, 0.03, 0.2), (-0.48, -0.03, 0.2), (-0.45, 0.04, 0.2)]
-HELDOUT_HOLES = [(-0.435, 0.015, 0.2), (-0.465, -0.015, 0.2), (-0.45, -0.05, 0.2),
-                 (-0.40, 0.0, 0.2), (-0.50, 0.02, 0.2)]
+HELDOUT_HOLES = [
+    (-0.435, 0.015, 0.2),
+    (-0.465, -0.015, 0.2),
+    (-0.45, -0.05, 0.2),
+    (-0.40, 0.0, 0.2),
+    (-0.50, 0.02, 0.2),
+]
 COST = dict(w_l2=100.0, w_log=1.0, alpha=1e-5, terminal_weight=10.0, w_velocity=0.5)
 
 
 def run(prior: str, args) -> dict:
-    setup = InsertionSetup(TRAIN_HOLES, start_height=args.start_height, T=args.steps,
-                           std_fraction=args.init_std, cost=COST)
-    config = GPSConfig(prior=prior, kl_step=args.kl_step, max_step_mult=args.max_step_mult,
-                       seed=args.seed)
+    setup = InsertionSetup(
+        TRAIN_HOLES,
+        start_height=args.start_height,
+        T=args.steps,
+        std_fraction=args.init_std,
+        cost=COST,
+    )
+    config = GPSConfig(
+        prior=prior, kl_step=args.kl_step, max_step_mult=args.max_step_mult, seed=args.seed
+    )
     conditions = InsertionConditions(load_robot("arm7"), setup, config)
     start = time.perf_counter()
-    records = conditions.run(args.iterations, args.samples, seed=args.seed,
-                             noise_smoothing=args.noise_smoothing)
+    records = conditions.run(
+        args.iterations, args.samples, seed=args.seed, noise_smoothing=args.noise_smoothing
+    )
     seconds = time.perf_counter() - start
     rows = learning_curve(records)
     success = conditions.success()
@@ -60,30 +73,45 @@ def run(prior: str, args) -> dict:
     print("success (fraction of samples inserted to full depth) per condition:")
     print("(and in brackets whether the noise-free controller inserted):")
     for it, s in enumerate(success):
-        print(f"{it + 1:>4} {rows[it]['samples']:>7} " + " ".join(
-            f"{v:>5.2f} [{'x' if ok else ' '}]" for v, ok in zip(s, mean_success[it])))
-    return {"train_success": [round(float(np.mean(s)), 9) for s in success],  # 0.9, not 0.8999…
-            "samples": [r["samples"] for r in rows],
-            "success_per_condition": success, "depth_per_condition_m": depth,
-            "mean_controller_success": [round(float(np.mean(s)), 9) for s in mean_success],
-            "mean_controller_depth_m": [[d[it] for d in conditions.mean_depths]
-                                        for it in range(len(success))],
-            "cost": [r["cost"] for r in rows], "kl": [r["kl"] for r in rows],
-            "step_mult": [r["step_mult"] for r in rows], "seconds": seconds}
+        print(
+            f"{it + 1:>4} {rows[it]['samples']:>7} "
+            + " ".join(f"{v:>5.2f} [{'x' if ok else ' '}]" for v, ok in zip(s, mean_success[it]))
+        )
+    return {
+        "train_success": [round(float(np.mean(s)), 9) for s in success],  # 0.9, not 0.8999…
+        "samples": [r["samples"] for r in rows],
+        "success_per_condition": success,
+        "depth_per_condition_m": depth,
+        "mean_controller_success": [round(float(np.mean(s)), 9) for s in mean_success],
+        "mean_controller_depth_m": [
+            [d[it] for d in conditions.mean_depths] for it in range(len(success))
+        ],
+        "cost": [r["cost"] for r in rows],
+        "kl": [r["kl"] for r in rows],
+        "step_mult": [r["step_mult"] for r in rows],
+        "seconds": seconds,
+    }
 
 
 def run_policy(args) -> dict:
     """MDGPS with the GMM prior: per-iteration controller and policy success, held-out policy
     success, time per iteration."""
     robot = load_robot("arm7")
-    setup = InsertionSetup(TRAIN_HOLES, start_height=args.start_height, T=args.steps,
-                           std_fraction=args.init_std, cost=COST)
-    config = GPSConfig(prior="gmm", kl_step=args.kl_step, max_step_mult=args.max_step_mult,
-                       seed=args.seed)
+    setup = InsertionSetup(
+        TRAIN_HOLES,
+        start_height=args.start_height,
+        T=args.steps,
+        std_fraction=args.init_std,
+        cost=COST,
+    )
+    config = GPSConfig(
+        prior="gmm", kl_step=args.kl_step, max_step_mult=args.max_step_mult, seed=args.seed
+    )
     conditions = InsertionConditions(robot, setup, config)
     hidden = tuple(int(h) for h in args.policy_hidden.split(","))
-    signature = PolicySignature.for_joints(robot.name, robot.joint_names,
-                                           conditions.sims[0].config.control_period)
+    signature = PolicySignature.for_joints(
+        robot.name, robot.joint_names, conditions.sims[0].config.control_period
+    )
     policy = GoalPolicy(signature, robot.limits.effort, hidden, seed=args.seed)
     times = []
     start = time.perf_counter()
@@ -92,60 +120,91 @@ def run_policy(args) -> dict:
         times.append(time.perf_counter() - start - sum(times))
         it = len(times)
         ctrl = conditions.success()[-1]
-        pol = [d >= conditions.full_depth(m)
-               for m, d in enumerate(conditions.policy_depths_train[-1])]
-        print(f"{it:>4} {result.records[-1].samples_used:>7} {np.mean(ctrl):>9.2f} "
-              f"{np.mean(pol):>9.2f} {result.s_step_loss:>10.3g} "
-              f"{np.mean([r.kl for r in result.records]):>7.1f} "
-              f"{np.mean([r.step_mult for r in result.records]):>5.2f} {times[-1]:>6.1f}",
-              flush=True)
+        pol = [
+            d >= conditions.full_depth(m) for m, d in enumerate(conditions.policy_depths_train[-1])
+        ]
+        print(
+            f"{it:>4} {result.records[-1].samples_used:>7} {np.mean(ctrl):>9.2f} "
+            f"{np.mean(pol):>9.2f} {result.s_step_loss:>10.3g} "
+            f"{np.mean([r.kl for r in result.records]):>7.1f} "
+            f"{np.mean([r.step_mult for r in result.records]):>5.2f} {times[-1]:>6.1f}",
+            flush=True,
+        )
 
     print(f"\n## MDGPS, gmm prior, policy {list(hidden)}")
-    print(f"{'iter':>4} {'samples':>7} {'ctrl succ':>9} {'pol succ':>9} {'S-loss':>10} "
-          f"{'KL':>7} {'mult':>5} {'s/it':>6}")
-    results = conditions.run_mdgps(policy, args.iterations, args.samples,
-                                   SStepConfig(train_steps=args.s_step_iters, seed=args.seed),
-                                   seed=args.seed, noise_smoothing=args.noise_smoothing, log=log)
+    print(
+        f"{'iter':>4} {'samples':>7} {'ctrl succ':>9} {'pol succ':>9} {'S-loss':>10} "
+        f"{'KL':>7} {'mult':>5} {'s/it':>6}"
+    )
+    results = conditions.run_mdgps(
+        policy,
+        args.iterations,
+        args.samples,
+        SStepConfig(train_steps=args.s_step_iters, seed=args.seed),
+        seed=args.seed,
+        noise_smoothing=args.noise_smoothing,
+        log=log,
+    )
     heldout = conditions.policy_depths(policy, HELDOUT_HOLES)
     full = conditions.full_depth(0)
-    policy.info = {"task": "peg insertion (benchmarks/gps_insertion.py --policy)",
-                   "train_holes": [list(p) for p in TRAIN_HOLES],
-                   "iterations": args.iterations, "samples": args.samples}
+    policy.info = {
+        "task": "peg insertion (benchmarks/gps_insertion.py --policy)",
+        "train_holes": [list(p) for p in TRAIN_HOLES],
+        "iterations": args.iterations,
+        "samples": args.samples,
+    }
     if args.policy_out:
         with open(args.policy_out, "wb") as f:
             f.write(policy.to_bytes())
         print(f"wrote {args.policy_out}")
-    policy_train = [[float(d >= conditions.full_depth(m)) for m, d in enumerate(row)]
-                    for row in conditions.policy_depths_train]
-    print("held-out policy final depth (mm): "
-          + ", ".join(f"{p}: {1000 * d:.1f}" for p, d in zip(HELDOUT_HOLES, heldout)))
-    return {"train_success": [round(float(np.mean(s)), 9) for s in conditions.success()],
-            "samples": [r.records[-1].samples_used for r in results],
-            "policy_train_success": [round(float(np.mean(s)), 9) for s in policy_train],
-            "policy_train_depth_m": conditions.policy_depths_train,
-            "mean_controller_success": [round(float(np.mean(s)), 9)
-                                        for s in conditions.mean_success()],
-            "heldout_policy_success": round(float(np.mean(heldout >= full)), 9),
-            "heldout_policy_depth_m": heldout.tolist(),
-            "s_step_loss": [r.s_step_loss for r in results],
-            "seconds_per_iteration": times, "policy_hidden": list(hidden)}
+    policy_train = [
+        [float(d >= conditions.full_depth(m)) for m, d in enumerate(row)]
+        for row in conditions.policy_depths_train
+    ]
+    print(
+        "held-out policy final depth (mm): "
+        + ", ".join(f"{p}: {1000 * d:.1f}" for p, d in zip(HELDOUT_HOLES, heldout))
+    )
+    return {
+        "train_success": [round(float(np.mean(s)), 9) for s in conditions.success()],
+        "samples": [r.records[-1].samples_used for r in results],
+        "policy_train_success": [round(float(np.mean(s)), 9) for s in policy_train],
+        "policy_train_depth_m": conditions.policy_depths_train,
+        "mean_controller_success": [round(float(np.mean(s)), 9) for s in conditions.mean_success()],
+        "heldout_policy_success": round(float(np.mean(heldout >= full)), 9),
+        "heldout_policy_depth_m": heldout.tolist(),
+        "s_step_loss": [r.s_step_loss for r in results],
+        "seconds_per_iteration": times,
+        "policy_hidden": list(hidden),
+    }
 
 
 def plot_policy(res: dict, path: str, samples: int) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 4))
     n = res["samples"]
     ax.plot(n, 100 * np.array(res["train_success"]), "o-", label="controller samples")
-    ax.plot(n, 100 * np.array(res["mean_controller_success"]), "s--",
-            label="noise-free controllers")
+    ax.plot(
+        n, 100 * np.array(res["mean_controller_success"]), "s--", label="noise-free controllers"
+    )
     ax.plot(n, 100 * np.array(res["policy_train_success"]), "^-", label="network policy alone")
-    ax.axhline(100 * res["heldout_policy_success"], color="r", ls=":",
-               label="network policy, held-out holes (final)")
-    ax.set(xlabel="samples (all conditions)", ylabel="inserted to full depth (%)",
-           ylim=(-5, 105), title=f"MDGPS peg insertion, arm7, {len(TRAIN_HOLES)} holes × "
-                                 f"{samples} samples per iteration")
+    ax.axhline(
+        100 * res["heldout_policy_success"],
+        color="r",
+        ls=":",
+        label="network policy, held-out holes (final)",
+    )
+    ax.set(
+        xlabel="samples (all conditions)",
+        ylabel="inserted to full depth (%)",
+        ylim=(-5, 105),
+        title=f"MDGPS peg insertion, arm7, {len(TRAIN_HOLES)} holes × "
+        f"{samples} samples per iteration",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -154,31 +213,49 @@ def plot_policy(res: dict, path: str, samples: int) -> None:
 
 def plot(results: dict, path: str, samples: int) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, (ax_s, ax_d) = plt.subplots(1, 2, figsize=(10, 4))
     for prior, res in results.items():
         n = res["samples"]
-        line, = ax_s.plot(n, 100 * np.array(res["train_success"]), "o-",
-                          label=f"{prior} prior: samples")
-        ax_s.plot(n, 100 * np.array(res["mean_controller_success"]), "s--",
-                  color=line.get_color(), label=f"{prior} prior: noise-free controllers")
+        (line,) = ax_s.plot(
+            n, 100 * np.array(res["train_success"]), "o-", label=f"{prior} prior: samples"
+        )
+        ax_s.plot(
+            n,
+            100 * np.array(res["mean_controller_success"]),
+            "s--",
+            color=line.get_color(),
+            label=f"{prior} prior: noise-free controllers",
+        )
         per = np.array(res["success_per_condition"])
         for m in range(per.shape[1]):
             ax_s.plot(n, 100 * per[:, m], ":", color=line.get_color(), lw=0.8)
         depth = 1000 * np.array(res["depth_per_condition_m"])
         ax_d.plot(n, depth.mean(1), "o-", color=line.get_color(), label=f"{prior} prior: mean")
-        ax_d.plot(n, depth.min(1), "--", color=line.get_color(),
-                  label=f"{prior} prior: worst condition")
+        ax_d.plot(
+            n, depth.min(1), "--", color=line.get_color(), label=f"{prior} prior: worst condition"
+        )
     ax_s.axhline(90, color="k", lw=0.8, ls=":")
-    ax_s.set(xlabel="samples (all conditions)", ylabel="inserted to full depth (%)",
-             title="success, all conditions (dotted: samples per condition)", ylim=(-5, 105))
-    ax_d.set(xlabel="samples (all conditions)", ylabel="final insertion depth (mm)",
-             title="mean final depth of the samples")
+    ax_s.set(
+        xlabel="samples (all conditions)",
+        ylabel="inserted to full depth (%)",
+        title="success, all conditions (dotted: samples per condition)",
+        ylim=(-5, 105),
+    )
+    ax_d.set(
+        xlabel="samples (all conditions)",
+        ylabel="final insertion depth (mm)",
+        title="mean final depth of the samples",
+    )
     ax_s.legend(fontsize=8)
     ax_d.legend(fontsize=8)
-    fig.suptitle(f"GPS peg insertion, arm7, {len(TRAIN_HOLES)} hole positions × {samples} "
-                 f"samples per iteration (local controllers only)")
+    fig.suptitle(
+        f"GPS peg insertion, arm7, {len(TRAIN_HOLES)} hole positions × {samples} "
+        f"samples per iteration (local controllers only)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -202,12 +279,21 @@ def main() -> None:
     parser.add_argument("--kl-step", type=float, default=0.3, help="nats per step")
     parser.add_argument("--max-step-mult", type=float, default=3.0)
     parser.add_argument("--init-std", type=float, default=0.05, help="fraction of effort limit")
-    parser.add_argument("--noise-smoothing", type=float, default=0.0,
-                        help="exploration noise smoothed over this many steps (0: white)")
-    parser.add_argument("--start-height", type=float, default=0.10,
-                        help="start: peg tip this far above the first hole's floor (m)")
-    parser.add_argument("--policy", action="store_true",
-                        help="mirror-descent GPS: also train the network policy")
+    parser.add_argument(
+        "--noise-smoothing",
+        type=float,
+        default=0.0,
+        help="exploration noise smoothed over this many steps (0: white)",
+    )
+    parser.add_argument(
+        "--start-height",
+        type=float,
+        default=0.10,
+        help="start: peg tip this far above the first hole's floor (m)",
+    )
+    parser.add_argument(
+        "--policy", action="store_true", help="mirror-descent GPS: also train the network policy"
+    )
     parser.add_argument("--policy-hidden", default="64,64", help="hidden layer sizes")
     parser.add_argument("--s-step-iters", type=int, default=1000, help="Adam steps per S-step")
     parser.add_argument("--policy-out", help="write the trained policy artifact here")
@@ -223,37 +309,51 @@ def main() -> None:
     if args.policy:
         res = run_policy(args)
         out = {key: res[key] for key in ("train_success", "samples", "heldout_policy_success")}
-        out |= {"heldout_positions": [list(p) for p in HELDOUT_HOLES],
-                "train_positions": [list(p) for p in TRAIN_HOLES], "prior": "gmm",
-                "note": "MDGPS: train_success: the controllers' samples on the training holes; "
-                        "policy_train_success: the network alone (noise-free) on them; "
-                        "heldout_policy_success: the network alone on heldout_positions "
-                        "(tip within 5 mm of the floor).", "mdgps": res}
+        out |= {
+            "heldout_positions": [list(p) for p in HELDOUT_HOLES],
+            "train_positions": [list(p) for p in TRAIN_HOLES],
+            "prior": "gmm",
+            "note": "MDGPS: train_success: the controllers' samples on the training holes; "
+            "policy_train_success: the network alone (noise-free) on them; "
+            "heldout_policy_success: the network alone on heldout_positions "
+            "(tip within 5 mm of the floor).",
+            "mdgps": res,
+        }
         write_json(args.json, out)
         plot_policy(res, args.png, args.samples)
         print(f"wrote {args.png}")
         return
     results = {prior: run(prior, args) for prior in priors}
     main_variant = results.get("gmm", results[priors[0]])
-    out = {"train_success": main_variant["train_success"], "samples": main_variant["samples"],
-           "heldout_policy_success": None,
-           "heldout_positions": [list(p) for p in HELDOUT_HOLES],
-           "train_positions": [list(p) for p in TRAIN_HOLES],
-           "prior": "gmm" if "gmm" in results else priors[0],
-           "note": "train_success: fraction of the iteration's controller samples (all training "
-                   "conditions) whose peg tip ends within 5 mm of the hole's floor; samples: "
-                   "rollouts used by then (the noise-free evaluation runs of the controllers, "
-                   "variants.*.mean_controller_*, are not counted: they are not used to "
-                   "learn). No network policy is trained in this mode (--policy trains one "
-                   "by MDGPS), so heldout_policy_success is null.",
-           "variants": results}
+    out = {
+        "train_success": main_variant["train_success"],
+        "samples": main_variant["samples"],
+        "heldout_policy_success": None,
+        "heldout_positions": [list(p) for p in HELDOUT_HOLES],
+        "train_positions": [list(p) for p in TRAIN_HOLES],
+        "prior": "gmm" if "gmm" in results else priors[0],
+        "note": "train_success: fraction of the iteration's controller samples (all training "
+        "conditions) whose peg tip ends within 5 mm of the hole's floor; samples: "
+        "rollouts used by then (the noise-free evaluation runs of the controllers, "
+        "variants.*.mean_controller_*, are not counted: they are not used to "
+        "learn). No network policy is trained in this mode (--policy trains one "
+        "by MDGPS), so heldout_policy_success is null.",
+        "variants": results,
+    }
     for prior, res in results.items():
-        for key, what in (("train_success", "≥ 90 % of samples"),
-                          ("mean_controller_success", "every noise-free controller")):
+        for key, what in (
+            ("train_success", "≥ 90 % of samples"),
+            ("mean_controller_success", "every noise-free controller"),
+        ):
             done = [i for i, s in enumerate(res[key]) if s >= 0.9]
-            print(f"{prior} prior: {what} inserted first at " + (
-                f"iteration {done[0] + 1} ({res['samples'][done[0]]} samples)" if done
-                else "no iteration"))
+            print(
+                f"{prior} prior: {what} inserted first at "
+                + (
+                    f"iteration {done[0] + 1} ({res['samples'][done[0]]} samples)"
+                    if done
+                    else "no iteration"
+                )
+            )
     write_json(args.json, out)
     plot(results, args.png, args.samples)
     print(f"wrote {args.png}")

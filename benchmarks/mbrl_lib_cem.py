@@ -10,6 +10,7 @@ elite ratio 0.1, 5 iterations, momentum 0.1, horizon 20, 5 particles with TS∞ 
 the mean of the last elites returned; the cost is bench_planners.py's ``quadratic_cost`` as a
 reward: −Σ_t [Σ (s_t+1 − s*)² + 10⁻³ Σ (u_t / effort)²].
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,12 +19,11 @@ import statistics
 import time
 
 import gymnasium
+import mbrl.models
+import mbrl.planning
 import numpy as np
 import omegaconf
 import torch
-
-import mbrl.models
-import mbrl.planning
 
 DX, DU, POP, HORIZON, ITERS, MEMBERS, HIDDEN = 14, 7, 400, 20, 5, 5, 200
 
@@ -44,19 +44,30 @@ def main() -> None:
     target = torch.tensor(json.loads(args.target), dtype=torch.float32)
     eff = torch.as_tensor(effort)
 
-    net = mbrl.models.GaussianMLP(DX + DU, DX, "cpu", num_layers=4, ensemble_size=MEMBERS,
-                                  hid_size=HIDDEN, deterministic=False,
-                                  propagation_method="fixed_model",
-                                  activation_fn_cfg={"_target_": "torch.nn.SiLU"})
-    model = mbrl.models.OneDTransitionRewardModel(net, target_is_delta=True, normalize=True,
-                                                  learned_rewards=False)
+    net = mbrl.models.GaussianMLP(
+        DX + DU,
+        DX,
+        "cpu",
+        num_layers=4,
+        ensemble_size=MEMBERS,
+        hid_size=HIDDEN,
+        deterministic=False,
+        propagation_method="fixed_model",
+        activation_fn_cfg={"_target_": "torch.nn.SiLU"},
+    )
+    model = mbrl.models.OneDTransitionRewardModel(
+        net, target_is_delta=True, normalize=True, learned_rewards=False
+    )
     rng = np.random.default_rng(0)
-    model.input_normalizer.update_stats(np.concatenate(
-        [rng.normal(size=(1000, DX)), rng.uniform(-1, 1, (1000, DU)) * effort], 1))
+    model.input_normalizer.update_stats(
+        np.concatenate([rng.normal(size=(1000, DX)), rng.uniform(-1, 1, (1000, DU)) * effort], 1)
+    )
 
     def reward(actions: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        return -(((next_obs - target) ** 2).sum(-1, keepdim=True)
-                 + 1e-3 * ((actions / eff) ** 2).sum(-1, keepdim=True))
+        return -(
+            ((next_obs - target) ** 2).sum(-1, keepdim=True)
+            + 1e-3 * ((actions / eff) ** 2).sum(-1, keepdim=True)
+        )
 
     def done(actions: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         return torch.zeros(len(next_obs), 1, dtype=torch.bool)
@@ -65,19 +76,33 @@ def main() -> None:
         observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (DX,), np.float32)
         action_space = gymnasium.spaces.Box(-effort, effort, (DU,), np.float32)
 
-    env = mbrl.models.ModelEnv(Spaces(), model, done, reward,
-                               generator=torch.Generator().manual_seed(0))
-    agent_cfg = omegaconf.OmegaConf.create({
-        "_target_": "mbrl.planning.TrajectoryOptimizerAgent", "_recursive_": False,
-        "action_lb": (-effort).tolist(), "action_ub": effort.tolist(),
-        "planning_horizon": HORIZON,
-        "replan_freq": 1, "verbose": False, "keep_last_solution": True,
-        "optimizer_cfg": {"_target_": "mbrl.planning.CEMOptimizer", "num_iterations": ITERS,
-                          "elite_ratio": 0.1, "population_size": POP, "alpha": 0.1,
-                          "lower_bound": np.tile(-effort, (HORIZON, 1)).tolist(),
-                          "upper_bound": np.tile(effort, (HORIZON, 1)).tolist(),
-                          "return_mean_elites": True, "device": "cpu",
-                          "clipped_normal": False}})
+    env = mbrl.models.ModelEnv(
+        Spaces(), model, done, reward, generator=torch.Generator().manual_seed(0)
+    )
+    agent_cfg = omegaconf.OmegaConf.create(
+        {
+            "_target_": "mbrl.planning.TrajectoryOptimizerAgent",
+            "_recursive_": False,
+            "action_lb": (-effort).tolist(),
+            "action_ub": effort.tolist(),
+            "planning_horizon": HORIZON,
+            "replan_freq": 1,
+            "verbose": False,
+            "keep_last_solution": True,
+            "optimizer_cfg": {
+                "_target_": "mbrl.planning.CEMOptimizer",
+                "num_iterations": ITERS,
+                "elite_ratio": 0.1,
+                "population_size": POP,
+                "alpha": 0.1,
+                "lower_bound": np.tile(-effort, (HORIZON, 1)).tolist(),
+                "upper_bound": np.tile(effort, (HORIZON, 1)).tolist(),
+                "return_mean_elites": True,
+                "device": "cpu",
+                "clipped_normal": False,
+            },
+        }
+    )
     agent = mbrl.planning.create_trajectory_optim_agent_for_model(env, agent_cfg, MEMBERS)
 
     n = 2048
@@ -91,16 +116,23 @@ def main() -> None:
     for _ in range(args.rounds):
         t = clock()
         a @ b
-        rate = 2 * n ** 3 / (clock() - t)
+        rate = 2 * n**3 / (clock() - t)
         t = clock()
         agent.plan(x0)
         elapsed = clock() - t
         times.append(elapsed)
         rates.append(rate)
         ratios.append(elapsed * rate / flops)
-    print(json.dumps({"ms": 1e3 * statistics.median(times),
-                      "floor_ratio": statistics.median(ratios), "transitions": transitions,
-                      "floor_gflops": statistics.median(rates) / 1e9}))
+    print(
+        json.dumps(
+            {
+                "ms": 1e3 * statistics.median(times),
+                "floor_ratio": statistics.median(ratios),
+                "transitions": transitions,
+                "floor_gflops": statistics.median(rates) / 1e9,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Run every benchmarks/bench_*.py in turn (``make bench``) and print their reports."""
+
 import subprocess
 import sys
 from pathlib import Path

@@ -19,6 +19,7 @@ controller for the 'solar' graph. The task (start pose, target, T) is config/sol
     MUJOCO_GL=osmesa python benchmarks/solar_reach.py --json solar_reach.json [--png FILE]
         [--save DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 import yaml
 
 from mbrl_ros.artifacts import write_file
@@ -36,6 +36,7 @@ from mbrl_ros.camera import Camera
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.param_files import node_parameters
 from mbrl_ros.paths import share_path
 from mbrl_ros.planning import CEM
@@ -46,7 +47,6 @@ from mbrl_ros.solar.latent_cost import fit_latent_cost
 from mbrl_ros.solar.latent_lqr import initial_latent_controller, latent_update
 from mbrl_ros.solar.model import FitSettings, SolarModel
 from mbrl_ros.solar.vae import VAEConfig
-from mbrl_ros.msgconv import seconds_to_ns
 
 _CONFIG = yaml.safe_load(share_path("config", "solar.yaml").read_text())
 T = node_parameters(_CONFIG, "solar_runner")["episode_steps"]
@@ -86,8 +86,7 @@ class Task:
             u = act(t, images[-1])
             self.sim.step(np.zeros(2) if u is None else u)
             torques.append(self.sim.measure().effort)
-        return (np.stack(images), np.stack(torques), np.array(costs),
-                float(np.sqrt(costs[-1])))
+        return (np.stack(images), np.stack(torques), np.array(costs), float(np.sqrt(costs[-1])))
 
 
 def state_gps(iterations: int, samples: int, seed: int) -> dict:
@@ -97,8 +96,16 @@ def state_gps(iterations: int, samples: int, seed: int) -> dict:
 
     robot = load_robot("arm2")
     sim = ArmSimulator(robot, SimConfig(scene=None))
-    cost = ReachCost(robot, TARGET, w_l2=100.0, w_log=1.0, alpha=1e-5, terminal_weight=10.0,
-                     w_action=1e-3, w_limit=1.0)
+    cost = ReachCost(
+        robot,
+        TARGET,
+        w_l2=100.0,
+        w_log=1.0,
+        alpha=1e-5,
+        terminal_weight=10.0,
+        w_action=1e-3,
+        w_limit=1.0,
+    )
     finals = []
 
     def final_distance(X):
@@ -117,14 +124,19 @@ def latent_dataset(model: SolarModel, images, torques, dt: float, names) -> Data
     z the encoder means."""
     Z = [model.encode(np.asarray(i)[None])[0] for i in images]
     dz = Z[0].shape[1]
-    return Dataset(np.concatenate([z[:-1] for z in Z]), np.concatenate(torques),
-                   np.concatenate([z[1:] for z in Z]),
-                   np.repeat(np.arange(len(Z)), [len(z) - 1 for z in Z]),
-                   np.concatenate([np.arange(len(z) - 1) for z in Z]) * seconds_to_ns(dt),
-                   names, dt, tuple(f"latent/{k}" for k in range(dz)))
+    return Dataset(
+        np.concatenate([z[:-1] for z in Z]),
+        np.concatenate(torques),
+        np.concatenate([z[1:] for z in Z]),
+        np.repeat(np.arange(len(Z)), [len(z) - 1 for z in Z]),
+        np.concatenate([np.arange(len(z) - 1) for z in Z]) * seconds_to_ns(dt),
+        names,
+        dt,
+        tuple(f"latent/{k}" for k in range(dz)),
+    )
 
 
-def pixel_mpc(task: "Task", model: SolarModel, images, torques, costs, args) -> dict:
+def pixel_mpc(task: Task, model: SolarModel, images, torques, costs, args) -> dict:
     """The pixel-MPC baseline (issue 17, deliverable 5): per iteration ``args.samples`` episodes
     of CEM through a latent ensemble from the encoded frame stack, replanning every control
     period, then a fresh ensemble fit on all latent transitions. ``model``: the fixed VAE."""
@@ -133,15 +145,31 @@ def pixel_mpc(task: "Task", model: SolarModel, images, torques, costs, args) -> 
     dz = model.config.latent_dim
     cost = fit_latent_cost(model.encode(np.stack(images)).reshape(-1, dz), np.concatenate(costs))
     effort = task.robot.limits.effort
-    planner = CEM(args.mpc_horizon, -effort, effort, population=args.mpc_population,
-                  elites=args.mpc_population // 10, iterations=3, seed=args.seed)
+    planner = CEM(
+        args.mpc_horizon,
+        -effort,
+        effort,
+        population=args.mpc_population,
+        elites=args.mpc_population // 10,
+        iterations=3,
+        seed=args.seed,
+    )
     plan_cost = cost.planning_cost(ACTION_WEIGHT, TERMINAL_WEIGHT)
     finals, log, fit_s, plan_s, plans = [], [], 0.0, 0.0, 0
     for it in range(args.iterations):
         data = latent_dataset(model, images, torques, dt, names)
-        ensemble = new_model("ensemble", ModelSignature.of(data), "cpu", members=3, hidden=64,
-                             layers=2, max_epochs=100, patience=10, max_seconds=0.0,
-                             seed=args.seed + it)
+        ensemble = new_model(
+            "ensemble",
+            ModelSignature.of(data),
+            "cpu",
+            members=3,
+            hidden=64,
+            layers=2,
+            max_epochs=100,
+            patience=10,
+            max_seconds=0.0,
+            seed=args.seed + it,
+        )
         tic = time.perf_counter()
         report = ensemble.fit(*data.split(0.2, seed=args.seed))
         fit_s += time.perf_counter() - tic
@@ -155,28 +183,43 @@ def pixel_mpc(task: "Task", model: SolarModel, images, torques, costs, args) -> 
                 z = model.encode(frames.sequence()[None])[0, -1]
                 tic = time.perf_counter()
                 init = None if warm is None else np.concatenate([warm[1:], warm[-1:]])
-                actions, *_ = planner.optimise(z, ensemble, plan_cost, init, key=len(finals) * T
-                                               + t)
+                actions, *_ = planner.optimise(
+                    z, ensemble, plan_cost, init, key=len(finals) * T + t
+                )
                 plan_s, plans = plan_s + time.perf_counter() - tic, plans + 1
                 warm = actions.detach().double().numpy()
                 return warm[0]
+
             ep = task.episode(act)
             images.append(ep[0]), torques.append(ep[1])
             finals.append(ep[3])
-        recent = np.array(finals[-args.samples:])
-        log.append({"iteration": it, "transitions": len(data.states),
-                    "val_loss": report.val_loss[-1] if report.val_loss else None,
-                    "mean_final_distance_m": float(recent.mean()),
-                    "min_final_distance_m": float(recent.min())})
+        recent = np.array(finals[-args.samples :])
+        log.append(
+            {
+                "iteration": it,
+                "transitions": len(data.states),
+                "val_loss": report.val_loss[-1] if report.val_loss else None,
+                "mean_final_distance_m": float(recent.mean()),
+                "min_final_distance_m": float(recent.min()),
+            }
+        )
         print(json.dumps({"pixel_mpc": log[-1]}), flush=True)
-    return {**_curve(finals, args.samples, args.random_episodes), "iterations": log,
-            "cost_r2": cost.fit_r2, "ensemble_fit_s": fit_s,
-            "plan_ms_mean": 1e3 * plan_s / max(plans, 1),
-            "planner": {"name": "cem", "horizon": args.mpc_horizon,
-                        "population": args.mpc_population, "iterations": 3,
-                        "replan_every": 1},
-            "ensemble": {"members": 3, "hidden": 64, "layers": 2},
-            "latent": "the SOLAR model's encoder mean after its fit on the random episodes"}
+    return {
+        **_curve(finals, args.samples, args.random_episodes),
+        "iterations": log,
+        "cost_r2": cost.fit_r2,
+        "ensemble_fit_s": fit_s,
+        "plan_ms_mean": 1e3 * plan_s / max(plans, 1),
+        "planner": {
+            "name": "cem",
+            "horizon": args.mpc_horizon,
+            "population": args.mpc_population,
+            "iterations": 3,
+            "replan_every": 1,
+        },
+        "ensemble": {"members": 3, "hidden": 64, "layers": 2},
+        "latent": "the SOLAR model's encoder mean after its fit on the random episodes",
+    }
 
 
 def latent_check(model: SolarModel, images) -> dict:
@@ -189,23 +232,29 @@ def latent_check(model: SolarModel, images) -> dict:
     recon = model.decode(mean.numpy()).astype(float)
     frames = images.astype(float)
     base = ((frames - frames.reshape(-1, *frames.shape[2:]).mean(0)) ** 2).mean()
-    return {"encoder_mean_sd": float(mean.std((0, 1)).mean()),
-            "encoder_potential_sd": float((0.5 * logvar).exp().mean()),
-            "recon_explained": float(1.0 - ((recon - frames) ** 2).mean() / base)}
+    return {
+        "encoder_mean_sd": float(mean.std((0, 1)).mean()),
+        "encoder_potential_sd": float((0.5 * logvar).exp().mean()),
+        "recon_explained": float(1.0 - ((recon - frames) ** 2).mean() / base),
+    }
 
 
 def _curve(finals, per_iteration: int, offset: int = 0) -> dict:
     """Success fractions per iteration block of ``per_iteration`` episodes."""
-    f = np.asarray(finals[:len(finals) // per_iteration * per_iteration]).reshape(
-        -1, per_iteration)
-    return {"episodes": [offset + per_iteration * (i + 1) for i in range(len(f))],
-            "success_2cm": [float((r <= 0.02).mean()) for r in f],
-            "success_5cm": [float((r <= 0.05).mean()) for r in f],
-            "mean_final_distance_m": [float(r.mean()) for r in f]}
+    f = np.asarray(finals[: len(finals) // per_iteration * per_iteration]).reshape(
+        -1, per_iteration
+    )
+    return {
+        "episodes": [offset + per_iteration * (i + 1) for i in range(len(f))],
+        "success_2cm": [float((r <= 0.02).mean()) for r in f],
+        "success_5cm": [float((r <= 0.05).mean()) for r in f],
+        "mean_final_distance_m": [float(r.mean()) for r in f],
+    }
 
 
 def figure(model: SolarModel, images, torques, path: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -219,8 +268,9 @@ def figure(model: SolarModel, images, torques, path: str) -> None:
         rollout.append(z)
     predicted = model.decode(np.array(rollout)[steps])
     fig, axes = plt.subplots(3, len(steps), figsize=(1.6 * len(steps), 5.2))
-    for row, (name, imgs) in enumerate((("camera", images[steps]), ("reconstruction", recon),
-                                        ("latent rollout", predicted))):
+    for row, (name, imgs) in enumerate(
+        (("camera", images[steps]), ("reconstruction", recon), ("latent rollout", predicted))
+    ):
         for col, img in enumerate(imgs):
             axes[row, col].imshow(img)
             axes[row, col].set_xticks([]), axes[row, col].set_yticks([])
@@ -240,28 +290,45 @@ def main() -> None:
     parser.add_argument("--random-episodes", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--samples", type=int, default=5, help="episodes per iteration")
-    parser.add_argument("--random-bias", type=float, default=0.0,
-                        help="random episodes: a constant torque per episode, uniform within "
-                             "± this fraction of the effort limits (spreads the poses seen)")
+    parser.add_argument(
+        "--random-bias",
+        type=float,
+        default=0.0,
+        help="random episodes: a constant torque per episode, uniform within "
+        "± this fraction of the effort limits (spreads the poses seen)",
+    )
     parser.add_argument("--fit-iterations", type=int, default=250)
-    parser.add_argument("--pretrain-iterations", type=int, default=0,
-                        help="autoencoder pre-training of the networks first (minibatches of 64 "
-                             "frames; SolarModel.pretrain)")
-    parser.add_argument("--kl-warmup", type=int, default=0,
-                        help="first fit iterations with the prior and entropy terms annealed "
-                             "from 0 (against posterior collapse)")
+    parser.add_argument(
+        "--pretrain-iterations",
+        type=int,
+        default=0,
+        help="autoencoder pre-training of the networks first (minibatches of 64 "
+        "frames; SolarModel.pretrain)",
+    )
+    parser.add_argument(
+        "--kl-warmup",
+        type=int,
+        default=0,
+        help="first fit iterations with the prior and entropy terms annealed "
+        "from 0 (against posterior collapse)",
+    )
     parser.add_argument("--finetune-iterations", type=int, default=20)
     parser.add_argument("--batch", type=int, default=2, help="trajectories per fit iteration")
-    parser.add_argument("--pixel-std", type=float, default=0.05,
-                        help="pixel likelihood standard deviation (intensity in [0, 1])")
+    parser.add_argument(
+        "--pixel-std",
+        type=float,
+        default=0.05,
+        help="pixel likelihood standard deviation (intensity in [0, 1])",
+    )
     parser.add_argument("--epsilon", type=float, default=20.0, help="KL step (nats)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-gps", action="store_true")
     parser.add_argument("--skip-mpc", action="store_true", help="no pixel-MPC baseline")
     parser.add_argument("--mpc-horizon", type=int, default=15, help="baseline: CEM horizon")
-    parser.add_argument("--mpc-population", type=int, default=200,
-                        help="baseline: CEM samples per iteration")
+    parser.add_argument(
+        "--mpc-population", type=int, default=200, help="baseline: CEM samples per iteration"
+    )
     parser.add_argument("--save", default="", help="folder for the final model and controller")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -277,33 +344,56 @@ def main() -> None:
 
     noise = 0.3 * effort
     for _ in range(args.random_episodes):  # white noise about a constant torque per episode
-        bias = rng.uniform(-args.random_bias, args.random_bias, 2) * effort \
-            if args.random_bias else 0.0
+        bias = (
+            rng.uniform(-args.random_bias, args.random_bias, 2) * effort
+            if args.random_bias
+            else 0.0
+        )
         record(task.episode(lambda t, img: bias + rng.normal(0.0, noise)))
-    config = VAEConfig(image_size=64, latent_dim=8, frames=2, channels=16, hidden=128,
-                       pixel_std=args.pixel_std)
+    config = VAEConfig(
+        image_size=64, latent_dim=8, frames=2, channels=16, hidden=128, pixel_std=args.pixel_std
+    )
     model = SolarModel(config, du=2, seed=args.seed)
     fit_s = time.perf_counter()
     if args.pretrain_iterations:
         loss = model.pretrain(np.stack(data_i), args.pretrain_iterations, seed=args.seed)
-        print(json.dumps({"pretrain_loss_first_last": [loss[0], loss[-1]],
-                          "pretrain_s": time.perf_counter() - fit_s}), flush=True)
-    model.fit(np.stack(data_i), np.stack(data_u),
-              FitSettings(iterations=args.fit_iterations, batch_size=args.batch,
-                          learning_rate=1e-3,
-                          warmup=args.fit_iterations // 2, kl_warmup=args.kl_warmup),
-              seed=args.seed)
+        print(
+            json.dumps(
+                {
+                    "pretrain_loss_first_last": [loss[0], loss[-1]],
+                    "pretrain_s": time.perf_counter() - fit_s,
+                }
+            ),
+            flush=True,
+        )
+    model.fit(
+        np.stack(data_i),
+        np.stack(data_u),
+        FitSettings(
+            iterations=args.fit_iterations,
+            batch_size=args.batch,
+            learning_rate=1e-3,
+            warmup=args.fit_iterations // 2,
+            kl_warmup=args.kl_warmup,
+        ),
+        seed=args.seed,
+    )
     fit_s = time.perf_counter() - fit_s
     check = latent_check(model, np.stack(data_i))
     print(json.dumps({"latent_check": check}), flush=True)
-    baseline = ({"status": "skipped"} if args.skip_mpc else
-                pixel_mpc(task, model, data_i, data_u, data_c, args))
-    ctrl = initial_latent_controller(T, config.latent_dim, 2, noise, task.dt_ns,
-                                     joint_names=task.robot.joint_names)
+    baseline = (
+        {"status": "skipped"}
+        if args.skip_mpc
+        else pixel_mpc(task, model, data_i, data_u, data_c, args)
+    )
+    ctrl = initial_latent_controller(
+        T, config.latent_dim, 2, noise, task.dt_ns, joint_names=task.robot.joint_names
+    )
     eta, log = 1.0, []
     for it in range(args.iterations):
-        cost = fit_latent_cost(model.encode(np.stack(data_i)).reshape(-1, config.latent_dim),
-                               np.concatenate(data_c))
+        cost = fit_latent_cost(
+            model.encode(np.stack(data_i)).reshape(-1, config.latent_dim), np.concatenate(data_c)
+        )
         Z, U = [], []
         for _ in range(args.samples):
             ic = ImageController(model, ctrl, effort)
@@ -311,37 +401,71 @@ def main() -> None:
             def act(t, image):
                 ic.push(image)
                 return ic.act(t, rng)
+
             ep = task.episode(act)
             record(ep)
             Z.append(model.encode(ep[0][None])[0]), U.append(ep[1])
-        result = latent_update(model.dynamics, cost, ctrl, np.stack(Z), np.stack(U),
-                               args.epsilon, action_weight=ACTION_WEIGHT,
-                               terminal_weight=TERMINAL_WEIGHT,
-                               strength=0.01, eta0=eta)
+        result = latent_update(
+            model.dynamics,
+            cost,
+            ctrl,
+            np.stack(Z),
+            np.stack(U),
+            args.epsilon,
+            action_weight=ACTION_WEIGHT,
+            terminal_weight=TERMINAL_WEIGHT,
+            strength=0.01,
+            eta0=eta,
+        )
         ctrl, eta = result.controller, result.eta
-        recent = np.array(finals[-args.samples:])
-        log.append({"iteration": it, "episodes": len(finals), "cost_r2": cost.fit_r2,
-                    "kl": result.kl, "eta": result.eta,
-                    "mean_final_distance_m": float(recent.mean()),
-                    "min_final_distance_m": float(recent.min())})
+        recent = np.array(finals[-args.samples :])
+        log.append(
+            {
+                "iteration": it,
+                "episodes": len(finals),
+                "cost_r2": cost.fit_r2,
+                "kl": result.kl,
+                "eta": result.eta,
+                "mean_final_distance_m": float(recent.mean()),
+                "min_final_distance_m": float(recent.min()),
+            }
+        )
         print(json.dumps(log[-1]), flush=True)
-        model.fit(np.stack(data_i), np.stack(data_u),
-                  FitSettings(iterations=args.finetune_iterations, batch_size=args.batch,
-                              learning_rate=1e-3), seed=args.seed + it + 1)
+        model.fit(
+            np.stack(data_i),
+            np.stack(data_u),
+            FitSettings(
+                iterations=args.finetune_iterations, batch_size=args.batch, learning_rate=1e-3
+            ),
+            seed=args.seed + it + 1,
+        )
     figure(model, data_i[-1], data_u[-1], args.png)
-    solar = _curve(finals[args.random_episodes:], args.samples, args.random_episodes)
-    out = {"task": {"robot": "arm2", "T": T, "control_period_s": 0.01, "start_q": START.tolist(),
-                    "target": task.target.tolist(), "image": "64x64 rgb, 2 stacked frames"},
-           **solar,
-           "random_episodes": args.random_episodes,
-           "random_success_5cm": float((np.array(finals[:args.random_episodes]) <= 0.05).mean()),
-           "iterations": log, "model_fit_s": fit_s, "latent_check": check,
-           "pretrain_iterations": args.pretrain_iterations,
-           "total_s": time.perf_counter() - t0,
-           "baseline_pixel_mpc": baseline,
-           "state_gps": ({"status": "skipped"} if args.skip_gps
-                         else state_gps(args.iterations, args.samples, args.seed)),
-           "figure": args.png}
+    solar = _curve(finals[args.random_episodes :], args.samples, args.random_episodes)
+    out = {
+        "task": {
+            "robot": "arm2",
+            "T": T,
+            "control_period_s": 0.01,
+            "start_q": START.tolist(),
+            "target": task.target.tolist(),
+            "image": "64x64 rgb, 2 stacked frames",
+        },
+        **solar,
+        "random_episodes": args.random_episodes,
+        "random_success_5cm": float((np.array(finals[: args.random_episodes]) <= 0.05).mean()),
+        "iterations": log,
+        "model_fit_s": fit_s,
+        "latent_check": check,
+        "pretrain_iterations": args.pretrain_iterations,
+        "total_s": time.perf_counter() - t0,
+        "baseline_pixel_mpc": baseline,
+        "state_gps": (
+            {"status": "skipped"}
+            if args.skip_gps
+            else state_gps(args.iterations, args.samples, args.seed)
+        ),
+        "figure": args.png,
+    }
     if args.save:
         folder = Path(args.save)
         folder.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ policy is published on /mbrl/policy and written to output_dir/policy.safetensors
 The nodes and parameters are described once in mbrl_ros.graphs ('gps'); `mbrl-ros launch gps`
 starts the same graph without a ROS install.
 """
+
 from mbrl_ros.launch_support import launch_description
 
 

@@ -3,6 +3,7 @@
 The nodes and parameters are described once in mbrl_ros.graphs ('mpc'); `mbrl-ros launch mpc`
 starts the same graph without a ROS install.
 """
+
 from mbrl_ros.launch_support import launch_description
 
 

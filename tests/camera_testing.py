@@ -1,4 +1,5 @@
 """Shared by the camera tests: skip, with the reason, where no OpenGL backend can render."""
+
 from __future__ import annotations
 
 import functools
@@ -13,7 +14,8 @@ from mbrl_ros.camera import Camera, CameraError
 def gl_problem() -> str | None:
     """Why rendering is unavailable here, or None when a Camera can render."""
     model = mujoco.MjModel.from_xml_string(
-        '<mujoco><worldbody><camera name="c" pos="0 0 1"/></worldbody></mujoco>')
+        '<mujoco><worldbody><camera name="c" pos="0 0 1"/></worldbody></mujoco>'
+    )
     try:
         Camera(model, "c", 8, 8).close()
     except CameraError as exc:

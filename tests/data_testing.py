@@ -1,5 +1,6 @@
 """Helpers shared by the data, recorder and replay tests: synthetic bags of real CDR messages
 (serialised by rclpy, as a recorder receives them) and a small file system for full-disk tests."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,20 +30,25 @@ def lockstep_messages(n: int, names=("a", "b"), stamp0: int = 0, resets=(), seed
     for k in range(n):
         stamp = stamp0 + k * DT_NS
         if k in resets:
-            out.append((EVENTS, String(data=episode_event_json("reset", 1 + list(resets).index(k),
-                                                                stamp))))
+            out.append(
+                (EVENTS, String(data=episode_event_json("reset", 1 + list(resets).index(k), stamp)))
+            )
         q, qd = rng.normal(size=len(names)), rng.normal(size=len(names))
         out.append((STATES, joint_state_msg(stamp, names, q, qd, np.zeros(len(names)))))
         out.append((COMMANDS, command_msg(rng.normal(size=len(names)), stamp)))
     return out
 
 
-TYPES = {STATES: "sensor_msgs/msg/JointState", COMMANDS: "std_msgs/msg/Float64MultiArray",
-         EVENTS: "std_msgs/msg/String"}
+TYPES = {
+    STATES: "sensor_msgs/msg/JointState",
+    COMMANDS: "std_msgs/msg/Float64MultiArray",
+    EVENTS: "std_msgs/msg/String",
+}
 
 
-def write_bag(path: Path, messages, log_step_ns: int = DT_NS // 3, checkpoint_every: int = 0,
-              **writer_kwargs) -> list[tuple[str, bytes]]:
+def write_bag(
+    path: Path, messages, log_step_ns: int = DT_NS // 3, checkpoint_every: int = 0, **writer_kwargs
+) -> list[tuple[str, bytes]]:
     """Write (topic, rclpy message) pairs at log times T0, T0 + step, ... (a checkpoint, which
     closes a chunk, every ``checkpoint_every`` messages if > 0); returns the (topic, CDR bytes)
     written (rclpy leaves padding bytes undefined: serialise once, compare bytes)."""
@@ -69,8 +75,13 @@ def small_filesystem(path: Path, size: str = "256k"):
     """A tmpfs of ``size`` mounted at ``path`` (yields the path), or None where mounting is not
     allowed (not root)."""
     path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                                            str(path)], capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        != 0
+    ):
         yield None
         return
     try:

@@ -1,5 +1,6 @@
 """Known systems for the GP, GMM and physics dynamics tests: a stable linear system and the 2-link
 simulated arm under random torques, as ``Dataset`` objects with several episodes."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -14,8 +15,9 @@ LINEAR_A = np.array([[1.0, 0.05], [-0.1, 0.95]])
 LINEAR_B = np.array([[0.0], [0.1]])
 
 
-def linear_dataset(episodes: int = 6, steps: int = 40, noise: float = 0.0,
-                   seed: int = 0) -> Dataset:
+def linear_dataset(
+    episodes: int = 6, steps: int = 40, noise: float = 0.0, seed: int = 0
+) -> Dataset:
     """s' = A s + B a (+ Gaussian noise), one joint 'j' with state (position, velocity), dt 0.05."""
     rng = np.random.default_rng(seed)
     s_list, a_list, n_list, ep = [], [], [], []
@@ -27,13 +29,27 @@ def linear_dataset(episodes: int = 6, steps: int = 40, noise: float = 0.0,
             s_list.append(s), a_list.append(a), n_list.append(nxt), ep.append(e)
             s = nxt
     n = len(s_list)
-    return Dataset(np.array(s_list), np.array(a_list), np.array(n_list), np.array(ep),
-                   np.arange(n) * 50_000_000, ("j",), 0.05, joint_state_names(("j",)))
+    return Dataset(
+        np.array(s_list),
+        np.array(a_list),
+        np.array(n_list),
+        np.array(ep),
+        np.arange(n) * 50_000_000,
+        ("j",),
+        0.05,
+        joint_state_names(("j",)),
+    )
 
 
-def arm_dataset(robot_name: str = "arm2", episodes: int = 8, steps: int = 100,
-                torque_scale: float = 0.5, seed: int = 0, config: SimConfig | None = None,
-                perturb=None) -> Dataset:
+def arm_dataset(
+    robot_name: str = "arm2",
+    episodes: int = 8,
+    steps: int = 100,
+    torque_scale: float = 0.5,
+    seed: int = 0,
+    config: SimConfig | None = None,
+    perturb=None,
+) -> Dataset:
     """Random-torque episodes of the simulated arm: torques uniform in ±torque_scale × effort
     limit, held for 5 control periods each, from randomised start poses. ``perturb(mj_model)``
     may change the simulator's physical parameters first."""
@@ -58,15 +74,23 @@ def arm_dataset(robot_name: str = "arm2", episodes: int = 8, steps: int = 100,
             s_list.append(state), a_list.append(m.effort), n_list.append(nxt), ep.append(e)
             state = nxt
     n = len(s_list)
-    return Dataset(np.array(s_list), np.array(a_list), np.array(n_list), np.array(ep),
-                   np.arange(n) * int(cfg.control_period * 1e9), robot.joint_names,
-                   cfg.control_period, joint_state_names(robot.joint_names))
+    return Dataset(
+        np.array(s_list),
+        np.array(a_list),
+        np.array(n_list),
+        np.array(ep),
+        np.arange(n) * int(cfg.control_period * 1e9),
+        robot.joint_names,
+        cfg.control_period,
+        joint_state_names(robot.joint_names),
+    )
 
 
 def one_step_rmse(model, data: Dataset) -> np.ndarray:
     """Root-mean-square one-step error of the predicted mean per state column, divided by the
     std of that column's change Δs in ``data``: (dx,)."""
     import torch
+
     mean, _ = model.predict(torch.as_tensor(data.states), torch.as_tensor(data.actions))
     err = mean.detach().numpy() - data.next_states
-    return np.sqrt((err ** 2).mean(0)) / data.deltas.std(0)
+    return np.sqrt((err**2).mean(0)) / data.deltas.std(0)

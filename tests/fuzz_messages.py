@@ -4,33 +4,47 @@ Each generator takes a numpy Generator and returns one message; about one in eig
 node also sees good input between the bad. Artifacts that are well-formed but absurd are signed
 (``adversary.signed``) so they reach the decoders' own checks rather than the checksum.
 """
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import safetensors.numpy
+from adversary import raw_controller, signed
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension, String, UInt8MultiArray
 
-from adversary import raw_controller, signed
 from mbrl_ros import artifacts
 
 DEEP_JSON = "[" * 50_000 + "]" * 50_000
-NASTY_TEXT = ["", "null", "[]", '"reset"', "{", "\x00\xff", "é" * 1000, "1e999", "NaN",
-              '{"event": "reset"}', '{"event": "reset", "stamp_ns": "1"}',
-              '{"event": "reset", "stamp_ns": -5}', '{"event": "pause", "stamp_ns": 1}',
-              '{"event": "start", "stamp_ns": 1e30}', '{"event": "end", "stamp_ns": 1, '
-              '"episode": true}', '{"event": "reset", "stamp_ns": ' + "9" * 5000 + "}",
-              '{"event": "start", "stamp_ns": 5, "episode": {"a": [1, 2, {"b": null}]}}']
+NASTY_TEXT = [
+    "",
+    "null",
+    "[]",
+    '"reset"',
+    "{",
+    "\x00\xff",
+    "é" * 1000,
+    "1e999",
+    "NaN",
+    '{"event": "reset"}',
+    '{"event": "reset", "stamp_ns": "1"}',
+    '{"event": "reset", "stamp_ns": -5}',
+    '{"event": "pause", "stamp_ns": 1}',
+    '{"event": "start", "stamp_ns": 1e30}',
+    '{"event": "end", "stamp_ns": 1, "episode": true}',
+    '{"event": "reset", "stamp_ns": ' + "9" * 5000 + "}",
+    '{"event": "start", "stamp_ns": 5, "episode": {"a": [1, 2, {"b": null}]}}',
+]
 
 
 def _time(ns: int) -> Time:
     ns = int(ns)
-    return Time(sec=int(np.clip(ns // 10**9, -2**31, 2**31 - 1)), nanosec=int(ns % 10**9))
+    return Time(sec=int(np.clip(ns // 10**9, -(2**31), 2**31 - 1)), nanosec=int(ns % 10**9))
 
 
 def joint_state(rng, names, lower, upper, now_ns: int, last_ns: int) -> JointState:
@@ -43,8 +57,12 @@ def joint_state(rng, names, lower, upper, now_ns: int, last_ns: int) -> JointSta
     kind = int(rng.integers(18))
     if kind == 1:
         i = int(rng.integers(n))
-        names, q, qd, effort = names[:i] + names[i + 1:], np.delete(q, i), np.delete(qd, i), \
-            np.delete(effort, i)
+        names, q, qd, effort = (
+            names[:i] + names[i + 1 :],
+            np.delete(q, i),
+            np.delete(qd, i),
+            np.delete(effort, i),
+        )
     elif kind == 2:
         names[-1] = names[0]
     elif kind == 3:
@@ -62,23 +80,26 @@ def joint_state(rng, names, lower, upper, now_ns: int, last_ns: int) -> JointSta
     elif kind == 9:
         names = ["".join(chr(int(c)) for c in rng.integers(32, 0x2FFF, 8)) for _ in range(n)]
     elif kind == 10:
-        stamp = now_ns + 1000 * 10**9           # a spoofed stamp far ahead of the clock
+        stamp = now_ns + 1000 * 10**9  # a spoofed stamp far ahead of the clock
     elif kind == 11:
         stamp = max(0, last_ns - int(rng.integers(1, 10**11)))  # going backwards
     elif kind == 12:
         stamp = (2**31 - 1) * 10**9
     elif kind == 13:
-        stamp = last_ns                          # the same stamp again
+        stamp = last_ns  # the same stamp again
     elif kind == 14:
-        q = upper + 1.0                          # beyond the limits
+        q = upper + 1.0  # beyond the limits
     elif kind == 15:
         names = names + [f"extra{i}" for i in range(5000)]
         q, qd, effort = (np.concatenate([a, np.zeros(5000)]) for a in (q, qd, effort))
     elif kind == 16:
         stamp = -5 * 10**9
-    msg = JointState(name=names, position=np.asarray(q, float).tolist(),
-                     velocity=np.asarray(qd, float).tolist(),
-                     effort=np.asarray(effort, float).tolist())
+    msg = JointState(
+        name=names,
+        position=np.asarray(q, float).tolist(),
+        velocity=np.asarray(qd, float).tolist(),
+        effort=np.asarray(effort, float).tolist(),
+    )
     msg.header.stamp = _time(stamp)
     return msg
 
@@ -95,8 +116,19 @@ def command(rng, n: int, last_ns: int) -> Float64MultiArray:
     elif kind == 3:
         data = np.full(n, rng.choice([1e308, -1e308]))
     elif kind == 4:
-        label = str(rng.choice(["stamp=abc", "stamp=-5", "stamp=" + "9" * 5000, "stamp=1e9",
-                                "stamp=", "stamp= 7", "stamp=0x10"]))
+        label = str(
+            rng.choice(
+                [
+                    "stamp=abc",
+                    "stamp=-5",
+                    "stamp=" + "9" * 5000,
+                    "stamp=1e9",
+                    "stamp=",
+                    "stamp= 7",
+                    "stamp=0x10",
+                ]
+            )
+        )
     elif kind == 5:
         data = np.zeros(0)
     elif kind == 6:
@@ -118,14 +150,14 @@ def _mutated(rng, good: bytes) -> bytes:
         for _ in range(int(rng.integers(1, 10))):
             data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
     elif kind == 1:
-        data = data[:int(rng.integers(len(data)))]
+        data = data[: int(rng.integers(len(data)))]
     elif kind == 2:
         data = bytearray(rng.bytes(int(rng.integers(0, 4000))))
     elif kind == 3:
         data[:8] = (2**62).to_bytes(8, "little")
     elif kind == 4:
         i = int(rng.integers(len(data)))
-        data[i:i + 8] = rng.bytes(8)
+        data[i : i + 8] = rng.bytes(8)
     else:
         data = bytearray()
     return bytes(data)
@@ -146,10 +178,16 @@ def controller(rng, good: bytes, names, dt_ns: int, now_ns: int) -> UInt8MultiAr
         data = good
     elif kind in (1, 2):  # well-formed, absurd numbers: 1e300, gains of 1e6, noise of 1e4
         scale = rng.choice([1e300, 1e6, 1e4])
-        data = raw_controller(np.zeros((T, 2 * n)), rng.normal(0, scale, (T, n)),
-                              np.full((T, n, 2 * n), scale), np.zeros((T, n)),
-                              np.broadcast_to(np.eye(n) * scale, (T, n, n)), dt_ns=dt_ns,
-                              start_ns=now_ns, joint_names=names)
+        data = raw_controller(
+            np.zeros((T, 2 * n)),
+            rng.normal(0, scale, (T, n)),
+            np.full((T, n, 2 * n), scale),
+            np.zeros((T, n)),
+            np.broadcast_to(np.eye(n) * scale, (T, n, n)),
+            dt_ns=dt_ns,
+            start_ns=now_ns,
+            joint_names=names,
+        )
     elif kind == 3:
         data = _resigned(good, joint_names=list(names[::-1]))
     elif kind == 4:
@@ -193,7 +231,7 @@ def target(rng, now_ns: int) -> PointStamped:
     elif kind == 3:
         point = np.array([100.0, 0.0, 0.0])
     elif kind == 4:
-        stamp = -10**9
+        stamp = -(10**9)
     elif kind == 5:
         stamp = (2**31 - 1) * 10**9
     msg.header.stamp = _time(stamp)
@@ -209,9 +247,13 @@ def episode_event(rng, last_ns: int) -> String:
     elif kind == 1:
         text = "x" * 100_000
     elif kind == 2:
-        text = json.dumps({"event": str(rng.choice(["reset", "start", "end"])),
-                           "episode": int(rng.integers(100)),
-                           "stamp_ns": int(rng.integers(0, max(1, last_ns)))})
+        text = json.dumps(
+            {
+                "event": str(rng.choice(["reset", "start", "end"])),
+                "episode": int(rng.integers(100)),
+                "stamp_ns": int(rng.integers(0, max(1, last_ns))),
+            }
+        )
     else:
         text = NASTY_TEXT[kind - 3]
     return String(data=text)
@@ -224,10 +266,16 @@ def heartbeat(rng, now_ns: int) -> Header:
 
 
 def diagnostics(rng) -> DiagnosticArray:
-    values = [KeyValue(key="plan_rate_hz", value=str(rng.choice(
-        ["abc", "nan", "inf", "1e999", "-5", "", "12.5", "\x00"])))]
-    status = DiagnosticStatus(level=bytes([int(rng.integers(0, 4))]),
-                              name=str(rng.choice(["mpc_planner: planner", "mpc_planner:", "",
-                                                   "x" * 1000])),
-                              hardware_id="fuzz", values=values * int(rng.integers(1, 5)))
+    values = [
+        KeyValue(
+            key="plan_rate_hz",
+            value=str(rng.choice(["abc", "nan", "inf", "1e999", "-5", "", "12.5", "\x00"])),
+        )
+    ]
+    status = DiagnosticStatus(
+        level=bytes([int(rng.integers(0, 4))]),
+        name=str(rng.choice(["mpc_planner: planner", "mpc_planner:", "", "x" * 1000])),
+        hardware_id="fuzz",
+        values=values * int(rng.integers(1, 5)),
+    )
     return DiagnosticArray(status=[status] * int(rng.integers(1, 4)))

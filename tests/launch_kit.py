@@ -2,6 +2,7 @@
 ``../shared/ros2_launch_kit`` (pure Python; no wheels exist): the package installed in a ROS
 layout by ``colcon build``, and ``ros2`` commands run against that install. Tests that need it
 skip with a clear reason where the kit or colcon is absent (colcon must be there in CI)."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 KIT = Path(os.environ.get("MBRL_ROS_LAUNCH_KIT") or ROOT.parent / "shared" / "ros2_launch_kit")
 
 requires_kit = pytest.mark.skipif(
-    not KIT.is_dir(), reason=f"ROS 2's launch system is not on this machine ({KIT} is absent; "
-                             "launch and launch_ros have no wheels)")
+    not KIT.is_dir(),
+    reason=f"ROS 2's launch system is not on this machine ({KIT} is absent; "
+    "launch and launch_ros have no wheels)",
+)
 
 
 def colcon_build(base: Path) -> Path:
@@ -34,9 +37,24 @@ def colcon_build(base: Path) -> Path:
     home.mkdir(parents=True)
     (home / ".pydistutils.cfg").write_text(f"[build_scripts]\nexecutable = {sys.executable}\n")
     result = subprocess.run(
-        ["colcon", "build", "--base-paths", str(ROOT), "--packages-select", "mbrl_ros",
-         "--build-base", str(base / "build"), "--install-base", str(base / "install")],
-        cwd=base, capture_output=True, text=True, timeout=600, env=os.environ | {"HOME": str(home)})
+        [
+            "colcon",
+            "build",
+            "--base-paths",
+            str(ROOT),
+            "--packages-select",
+            "mbrl_ros",
+            "--build-base",
+            str(base / "build"),
+            "--install-base",
+            str(base / "install"),
+        ],
+        cwd=base,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"HOME": str(home)},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return base / "install" / "mbrl_ros"
 

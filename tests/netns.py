@@ -7,6 +7,7 @@ DDS in a namespace sees only that namespace's links: ``lo`` and its end of the v
 crosses namespaces through /dev/shm, so ``dds_environment`` keeps it to UDPv4. Needs root
 (``ip netns``); ``unavailable_reason`` says why not where it is refused.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,6 +45,7 @@ def unavailable_reason() -> str | None:
 @dataclass(frozen=True)
 class Host:
     """One side: namespace ``netns`` whose veth end has IPv4 ``address`` (None: only ``lo``)."""
+
     netns: str
     address: str | None
 
@@ -70,15 +72,27 @@ class SplitNetwork:
     def hosts(self) -> list[Host]:
         return [h for h in (self.robot, self.learning, self.outsider) if h is not None]
 
-    def __enter__(self) -> "SplitNetwork":
+    def __enter__(self) -> SplitNetwork:
         try:
             for host in self.hosts:
                 _ip("netns", "add", host.netns)
                 self._made.append(host.netns)
                 _ip("-n", host.netns, "link", "set", "lo", "up")
             # The pair is created inside the robot namespace, so neither end ever exists outside.
-            _ip("-n", self.robot.netns, "link", "add", "veth0", "type", "veth",
-                "peer", "name", "veth1", "netns", self.learning.netns)
+            _ip(
+                "-n",
+                self.robot.netns,
+                "link",
+                "add",
+                "veth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "veth1",
+                "netns",
+                self.learning.netns,
+            )
             for host, dev in ((self.robot, "veth0"), (self.learning, "veth1")):
                 _ip("-n", host.netns, "addr", "add", f"{host.address}/30", "dev", dev)
                 _ip("-n", host.netns, "link", "set", dev, "up", "multicast", "on")
@@ -86,8 +100,9 @@ class SplitNetwork:
                 _ip("-n", host.netns, "route", "add", "224.0.0.0/4", "dev", dev)
         except subprocess.CalledProcessError as exc:
             self.close()
-            raise RuntimeError(f"could not set up the split network: {' '.join(exc.cmd)}: "
-                               f"{exc.stderr.strip()}") from None
+            raise RuntimeError(
+                f"could not set up the split network: {' '.join(exc.cmd)}: {exc.stderr.strip()}"
+            ) from None
         except BaseException:
             self.close()
             raise
@@ -102,8 +117,9 @@ class SplitNetwork:
             _ip("netns", "delete", self._made.pop(), check=False)
 
 
-def dds_environment(host: Host, peer: Host | None = None,
-                    environ: dict[str, str] | None = None) -> dict[str, str]:
+def dds_environment(
+    host: Host, peer: Host | None = None, environ: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment for ROS processes on ``host``: DDS over UDPv4 only (no shared memory across
     namespaces), discovery on the host's subnets, and ``peer``'s address as a static peer."""
     env = dict(os.environ if environ is None else environ)
@@ -121,8 +137,9 @@ PROBE = __file__
 DIAG_KEYS = ("latency_ms_median", "latency_ms_max", "plan_latency_ms")
 
 
-def run_split_graph(net: SplitNetwork, specs, split: bool, out_dir: Path,
-                    timeout_s: float) -> tuple[list[str], dict[str, list[float]]]:
+def run_split_graph(
+    net: SplitNetwork, specs, split: bool, out_dir: Path, timeout_s: float
+) -> tuple[list[str], dict[str, list[float]]]:
     """Run graph ``specs`` (``mbrl_ros.graphs.graph``) with the nodes in ROBOT_SIDE in
     ``net.robot`` and the others in ``net.learning`` (``split``) or also in ``net.robot``, logs in
     ``out_dir/<node>.log``, until a required node exits, a node fails or ``timeout_s``; all are
@@ -134,21 +151,33 @@ def run_split_graph(net: SplitNetwork, specs, split: bool, out_dir: Path,
     peer = {net.robot: net.learning, net.learning: net.robot}
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="split_graph_") as tmp:
-        diag = subprocess.Popen(learn.command([sys.executable, PROBE, "diag", "3600"]),
-                                env=dds_environment(learn, peer[learn]), text=True,
-                                stdout=subprocess.PIPE, preexec_fn=die_with_parent)
+        diag = subprocess.Popen(
+            learn.command([sys.executable, PROBE, "diag", "3600"]),
+            env=dds_environment(learn, peer[learn]),
+            text=True,
+            stdout=subprocess.PIPE,
+            preexec_fn=die_with_parent,
+        )
         try:
             for spec in specs:
                 host = net.robot if spec.name in ROBOT_SIDE else learn
                 with open(out_dir / f"{spec.name}.log", "w") as log:
-                    procs.append(subprocess.Popen(
-                        host.command(node_command(spec, Path(tmp))),
-                        env=dds_environment(host, peer[host]), stdout=log,
-                        stderr=subprocess.STDOUT, preexec_fn=die_with_parent))
+                    procs.append(
+                        subprocess.Popen(
+                            host.command(node_command(spec, Path(tmp))),
+                            env=dds_environment(host, peer[host]),
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=die_with_parent,
+                        )
+                    )
             required = [p for s, p in zip(specs, procs) if s.required]
             deadline = time.monotonic() + timeout_s
-            while (time.monotonic() < deadline and all(p.poll() is None for p in required)
-                   and not any(p.poll() not in (None, 0) for p in procs)):
+            while (
+                time.monotonic() < deadline
+                and all(p.poll() is None for p in required)
+                and not any(p.poll() not in (None, 0) for p in procs)
+            ):
                 time.sleep(0.2)
             failed = [s.name for s, p in zip(specs, procs) if p.poll() not in (None, 0)]
             if time.monotonic() >= deadline:
@@ -180,7 +209,6 @@ def stop(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
 # --- the probe: one small rclpy program for both sides -----------------------------------------
 
 
-
 def _probe(argv: list[str]) -> int:
     """``send N`` publishes JointState and UInt8MultiArray (``--bytes``) messages N times;
     ``listen S`` prints one line per message received in S seconds; ``echo S`` answers every
@@ -207,9 +235,12 @@ def _probe(argv: list[str]) -> int:
 
     def make(kind: str, seq: int):
         if kind == "state":
-            msg = JointState(name=[f"j{i}" for i in range(args.joints)],
-                             position=[float(seq)] * args.joints,
-                             velocity=[0.0] * args.joints, effort=[0.0] * args.joints)
+            msg = JointState(
+                name=[f"j{i}" for i in range(args.joints)],
+                position=[float(seq)] * args.joints,
+                velocity=[0.0] * args.joints,
+                effort=[0.0] * args.joints,
+            )
             msg.header.frame_id = str(seq)
             return msg
         data = bytes([seq % 256]) * args.bytes
@@ -227,13 +258,15 @@ def _probe(argv: list[str]) -> int:
         if args.mode in ("send", "ping"):
             return _sender(args, node, executor, qos, kinds, make, seq_of)
         if args.mode == "listen":
+
             def report(kind: str, msg) -> None:
                 size = len(msg.data) if kind == "artifact" else len(msg.position)
                 print(f"{kind} {seq_of(kind, msg)} {size}", flush=True)
 
             for kind, cls in kinds.items():
-                node.create_subscription(cls, f"/probe/{kind}",
-                                         lambda msg, k=kind: report(k, msg), qos)
+                node.create_subscription(
+                    cls, f"/probe/{kind}", lambda msg, k=kind: report(k, msg), qos
+                )
         elif args.mode == "diag":
             from diagnostic_msgs.msg import DiagnosticArray
 
@@ -242,11 +275,16 @@ def _probe(argv: list[str]) -> int:
                     for kv in status.values:
                         if kv.key in DIAG_KEYS:
                             diag.setdefault(f"{status.hardware_id}/{kv.key}", []).append(
-                                float(kv.value))
+                                float(kv.value)
+                            )
 
             # Best effort matches any publisher's reliability.
-            node.create_subscription(DiagnosticArray, "/diagnostics", collect, QoSProfile(
-                depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
+            node.create_subscription(
+                DiagnosticArray,
+                "/diagnostics",
+                collect,
+                QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT),
+            )
         else:  # echo
             for kind, cls in kinds.items():
                 pub = node.create_publisher(cls, f"/probe/pong_{kind}", qos)
@@ -272,8 +310,9 @@ def _sender(args, node, executor, qos, kinds, make, seq_of) -> int:
     if args.mode == "send":
         pubs = {k: node.create_publisher(c, f"/probe/{k}", qos) for k, c in kinds.items()}
         deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline and not all(p.get_subscription_count()
-                                                       for p in pubs.values()):
+        while time.monotonic() < deadline and not all(
+            p.get_subscription_count() for p in pubs.values()
+        ):
             executor.spin_once(timeout_sec=0.05)
         for seq in range(count):
             for kind, pub in pubs.items():
@@ -285,11 +324,13 @@ def _sender(args, node, executor, qos, kinds, make, seq_of) -> int:
     got: dict[str, int] = {}
     pubs = {k: node.create_publisher(c, f"/probe/ping_{k}", qos) for k, c in kinds.items()}
     for kind, cls in kinds.items():
-        node.create_subscription(cls, f"/probe/pong_{kind}",
-                                 lambda msg, k=kind: got.__setitem__(k, seq_of(k, msg)), qos)
+        node.create_subscription(
+            cls, f"/probe/pong_{kind}", lambda msg, k=kind: got.__setitem__(k, seq_of(k, msg)), qos
+        )
     deadline = time.monotonic() + 20.0
-    while time.monotonic() < deadline and not all(p.get_subscription_count()
-                                                   for p in pubs.values()):
+    while time.monotonic() < deadline and not all(
+        p.get_subscription_count() for p in pubs.values()
+    ):
         executor.spin_once(timeout_sec=0.05)
     for kind, pub in pubs.items():
         for seq in range(count + 5):  # the first 5 warm up the path and are not counted

@@ -1,5 +1,6 @@
 """Exact, differentiable torch dynamics models for the planner tests (test helpers, not the
 package): a linear system, a 2-link planar arm, and a model that produces NaN."""
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,7 @@ class LinearModel(_ExactModel):
     def predict(self, s, a):
         A, B = self.A.to(s.dtype), self.B.to(s.dtype)
         mean = s @ A.T + a @ B.T
-        return mean, torch.full_like(mean, self.noise ** 2)
+        return mean, torch.full_like(mean, self.noise**2)
 
     @classmethod
     def double_integrator(cls, n: int = 2, dt: float = 0.05, noise: float = 0.0):
@@ -68,15 +69,17 @@ class TwoLinkArm(_ExactModel):
     def acceleration(self, q, qd, u):
         l1, m1, m2 = self.l1, self.m1, self.m2
         lc1, lc2 = self.l1 / 2, self.l2 / 2
-        I1, I2 = m1 * self.l1 ** 2 / 12, m2 * self.l2 ** 2 / 12
+        I1, I2 = m1 * self.l1**2 / 12, m2 * self.l2**2 / 12
         c2, s2 = torch.cos(q[..., 1]), torch.sin(q[..., 1])
-        m11 = (m1 * lc1 ** 2 + I1 + m2 * (l1 ** 2 + lc2 ** 2 + 2 * l1 * lc2 * c2) + I2
-               + self.armature)
-        m12 = m2 * (lc2 ** 2 + l1 * lc2 * c2) + I2
-        m22 = m2 * lc2 ** 2 + I2 + self.armature
+        m11 = m1 * lc1**2 + I1 + m2 * (l1**2 + lc2**2 + 2 * l1 * lc2 * c2) + I2 + self.armature
+        m12 = m2 * (lc2**2 + l1 * lc2 * c2) + I2
+        m22 = m2 * lc2**2 + I2 + self.armature
         h = m2 * l1 * lc2 * s2
-        r1 = (u[..., 0] - self.damping[0] * qd[..., 0]
-              + h * qd[..., 1] * (2 * qd[..., 0] + qd[..., 1]))
+        r1 = (
+            u[..., 0]
+            - self.damping[0] * qd[..., 0]
+            + h * qd[..., 1] * (2 * qd[..., 0] + qd[..., 1])
+        )
         r2 = u[..., 1] - self.damping[1] * qd[..., 1] - h * qd[..., 0] ** 2
         det = m11 * m22 - m12 * m12
         return torch.stack([(m22 * r1 - m12 * r2) / det, (m11 * r2 - m12 * r1) / det], -1)

@@ -1,15 +1,15 @@
 """Helpers for tests with real rclpy nodes over real DDS (no mocks)."""
+
 from __future__ import annotations
 
+import array
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
-
-import array
 
 import rclpy
 import yaml
@@ -41,8 +41,9 @@ def get_parameters(node: Node, fqn: str, names: list[str]) -> dict:
         future = client.call_async(GetParameters.Request(names=names))
         wait_for(future.done, 30.0, f"{fqn}/get_parameters answered")
         values = [parameter_value_to_python(v) for v in future.result().values]
-        return {n: list(v) if isinstance(v, (array.array, tuple)) else v
-                for n, v in zip(names, values)}
+        return {
+            n: list(v) if isinstance(v, (array.array, tuple)) else v for n, v in zip(names, values)
+        }
     finally:
         node.destroy_client(client)
 
@@ -62,9 +63,11 @@ def launch_graph(args: list[str], timeout: float) -> subprocess.CompletedProcess
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
-        raise AssertionError(f"{' '.join(cmd)} did not finish in {timeout} s; its output "
-                             f"(the sim's status lines but the last left out) ends:\n"
-                             f"{_without_status_lines(out)[-8000:]}") from None
+        raise AssertionError(
+            f"{' '.join(cmd)} did not finish in {timeout} s; its output "
+            f"(the sim's status lines but the last left out) ends:\n"
+            f"{_without_status_lines(out)[-8000:]}"
+        ) from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
@@ -82,9 +85,11 @@ class CommandProbe:
 
     def command_for(self, stamp_ns, timeout=10.0):
         """The command tagged with ``stamp_ns`` (waits for it)."""
+
         def find():
             with self.lock:
                 return [u for u, tag in self.commands if tag == stamp_ns]
+
         wait_for(lambda: find(), timeout, f"a command for stamp {stamp_ns}")
         return find()[-1]
 
@@ -147,19 +152,34 @@ class RosHarness:
 class NodeProcess:
     """A node executable of this package running as ``python -m mbrl_ros.nodes.<executable>``."""
 
-    def __init__(self, executable: str, params: dict, workdir: Path, name: str | None = None,
-                 remappings: dict | None = None):
+    def __init__(
+        self,
+        executable: str,
+        params: dict,
+        workdir: Path,
+        name: str | None = None,
+        remappings: dict | None = None,
+    ):
         self.name = name or executable
         params_file = workdir / f"{self.name}_params.yaml"
         params_file.write_text(yaml.safe_dump({self.name: {"ros__parameters": params}}))
-        cmd = [sys.executable, "-m", f"mbrl_ros.nodes.{executable}", "--ros-args",
-               "-r", f"__node:={self.name}", "--params-file", str(params_file)]
+        cmd = [
+            sys.executable,
+            "-m",
+            f"mbrl_ros.nodes.{executable}",
+            "--ros-args",
+            "-r",
+            f"__node:={self.name}",
+            "--params-file",
+            str(params_file),
+        ]
         for src, dst in (remappings or {}).items():
             cmd += ["-r", f"{src}:={dst}"]
         self.log_path = workdir / f"{self.name}.log"
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     preexec_fn=die_with_parent)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
 
     def output(self) -> str:
         self._log.flush()

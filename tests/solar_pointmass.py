@@ -1,6 +1,7 @@
 """A synthetic SOLAR task whose true latent is known: a 2-D point seen as a Gaussian blob in a
 small rgb image (rendered in numpy), moved by velocity commands: p' = p + DT·u (p in m, u in
 m/s), so the true latent is p and its dynamics are linear."""
+
 import numpy as np
 
 DT = 0.25
@@ -12,8 +13,8 @@ def render(p: np.ndarray, size: int = SIZE) -> np.ndarray:
     """uint8 (..., size, size, 3) images of positions p (..., 2): a blob of σ = 2 px."""
     grid = np.arange(size)
     px = (np.asarray(p) + EXTENT) / (2 * EXTENT) * (size - 1)
-    gx = np.exp(-0.5 * ((grid - px[..., :1]) / 2.0) ** 2)          # (..., size) columns
-    gy = np.exp(-0.5 * ((grid - px[..., 1:2]) / 2.0) ** 2)         # rows
+    gx = np.exp(-0.5 * ((grid - px[..., :1]) / 2.0) ** 2)  # (..., size) columns
+    gy = np.exp(-0.5 * ((grid - px[..., 1:2]) / 2.0) ** 2)  # rows
     blob = gy[..., :, None] * gx[..., None, :]
     rgb = np.stack([blob, 0.5 * blob, 0.2 + 0.0 * blob], axis=-1)
     return (255 * np.clip(rgb, 0, 1) + 0.5).astype(np.uint8)

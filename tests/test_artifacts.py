@@ -1,5 +1,6 @@
 """The artifact codec: bit-exact round trips, and every kind of malformed artifact rejected with a
 clear ArtifactError (never another exception, never unpickling)."""
+
 import functools
 import json
 import pickle
@@ -9,11 +10,11 @@ import numpy as np
 import pytest
 import safetensors.numpy
 import torch
+from adversary import signed
 
 from mbrl_ros import artifacts
 from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec
 from mbrl_ros.controller import CONTROLLER_SCHEMA, LinearGaussianController
-from adversary import signed
 
 NAMES = ["j0", "j1", "j2"]
 
@@ -22,16 +23,21 @@ def make_controller(T=5, n=3, seed=0, cov=True):
     rng = np.random.default_rng(seed)
     A = rng.standard_normal((T, n, n))
     return LinearGaussianController(
-        rng.standard_normal((T, 2 * n)), rng.standard_normal((T, n)),
-        rng.standard_normal((T, n, 2 * n)), rng.standard_normal((T, n)),
+        rng.standard_normal((T, 2 * n)),
+        rng.standard_normal((T, n)),
+        rng.standard_normal((T, n, 2 * n)),
+        rng.standard_normal((T, n)),
         A @ np.swapaxes(A, 1, 2) + 0.1 * np.eye(n) if cov else None,
-        dt_ns=2_000_000, start_ns=123_456_789_012, joint_names=NAMES[:n])
+        dt_ns=2_000_000,
+        start_ns=123_456_789_012,
+        joint_names=NAMES[:n],
+    )
 
 
 def split(data: bytes) -> tuple[dict, bytes]:
     """(safetensors header dict, tensor bytes) of an artifact."""
     n = int.from_bytes(data[:8], "little")
-    return json.loads(data[8:8 + n]), data[8 + n:]
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
 def join(header: dict, body: bytes, sign: bool = True) -> bytes:
@@ -72,7 +78,11 @@ def test_controller_round_trip_is_bit_exact():
             assert a.dtype == b.dtype == np.float64
             assert a.tobytes() == b.tobytes(), name  # bit for bit, -0.0 and all
         assert (d.dt_ns, d.start_ns, d.joint_names, d.state_layout) == (
-            c.dt_ns, c.start_ns, tuple(NAMES), "q,qd")
+            c.dt_ns,
+            c.start_ns,
+            tuple(NAMES),
+            "q,qd",
+        )
         assert d.to_bytes({"planner": "test", "iteration": 3}) == data  # deterministic bytes
         meta = artifacts.read_header(data)[1]
         assert meta["schema"] == "mbrl_ros/lg_controller" and meta["version"] == 1
@@ -81,9 +91,13 @@ def test_controller_round_trip_is_bit_exact():
 
 
 def test_generic_codec_float32_torch_and_extra_tensors():
-    schema = Schema("test/model", 2, {"w": TensorSpec(("n", 4), "float32"),
-                                       "b": TensorSpec(("n",), "float32")},
-                    required_meta=("normalisation",), extra_tensors=True)
+    schema = Schema(
+        "test/model",
+        2,
+        {"w": TensorSpec(("n", 4), "float32"), "b": TensorSpec(("n",), "float32")},
+        required_meta=("normalisation",),
+        extra_tensors=True,
+    )
     w = torch.randn(3, 4)
     tensors = {"w": w, "b": np.arange(3, dtype=np.float32), "layer.7.weight": np.ones((2, 2))}
     data = artifacts.encode(schema, tensors, {"normalisation": {"mean": [0.5]}})
@@ -92,8 +106,9 @@ def test_generic_codec_float32_torch_and_extra_tensors():
     assert out["layer.7.weight"].dtype == np.float64
     assert meta["normalisation"] == {"mean": [0.5]} and meta["version"] == 2
     with pytest.raises(ArtifactError, match="dtype int64"):
-        artifacts.encode(schema, tensors | {"extra": np.zeros(2, dtype=np.int64)},
-                         {"normalisation": {}})
+        artifacts.encode(
+            schema, tensors | {"extra": np.zeros(2, dtype=np.int64)}, {"normalisation": {}}
+        )
     with pytest.raises(ArtifactError, match="missing metadata"):
         artifacts.encode(schema, tensors, {})
     with pytest.raises(ArtifactError, match="plain JSON"):
@@ -133,11 +148,15 @@ def _bad_artifacts():
         "absurd header length": (struct.pack("<Q", 2**62) + good[8:], "header claims"),
         "header not JSON": (struct.pack("<Q", 4) + b"{{{{" + body, "not valid JSON"),
         "header not an object": (join([1, 2], b""), "not a JSON object"),  # type: ignore[arg-type]
-        "no metadata": (join({k: v for k, v in header.items() if k != "__metadata__"}, body),
-                        "not an mbrl_ros artifact"),
+        "no metadata": (
+            join({k: v for k, v in header.items() if k != "__metadata__"}, body),
+            "not an mbrl_ros artifact",
+        ),
         "pickle": (pickle.dumps({"x_hat": np.zeros(3)}), "header claims"),
-        "wrong schema": (with_meta(good, schema="mbrl_ros/dynamics_model"),
-                         "schema is 'mbrl_ros/dynamics_model'"),
+        "wrong schema": (
+            with_meta(good, schema="mbrl_ros/dynamics_model"),
+            "schema is 'mbrl_ros/dynamics_model'",
+        ),
         "newer version": (with_meta(good, version=2), "newer than this code reads"),
         "older version": (with_meta(good, version=0), "older than the oldest"),
         "version not int": (with_meta(good, version="1"), "must be an integer"),
@@ -149,13 +168,23 @@ def _bad_artifacts():
         "wrong joint names": (with_meta(good, joint_names=["a", "b", "c"]), "differ from"),
         "reordered joints": (with_meta(good, joint_names=["j1", "j0", "j2"]), "differ from"),
         "joint names not strings": (with_meta(good, joint_names=[1, 2, 3]), "list of strings"),
-        "NaN constant in meta": (edit_meta_text(good, '"dt_ns": 2000000', '"dt_ns": NaN'),
-                                 "metadata contains NaN"),
+        "NaN constant in meta": (
+            edit_meta_text(good, '"dt_ns": 2000000', '"dt_ns": NaN'),
+            "metadata contains NaN",
+        ),
     }
     # tensor-level problems, written directly with safetensors as an adversary would
     arrays = {"x_hat": c.x_hat, "u_hat": c.u_hat, "K": c.K, "k": c.k, "cov": c.cov}
-    meta = json.dumps({"schema": CONTROLLER_SCHEMA.name, "version": 1, "joint_names": NAMES,
-                       "dt_ns": c.dt_ns, "start_ns": c.start_ns, "state_layout": "q,qd"})
+    meta = json.dumps(
+        {
+            "schema": CONTROLLER_SCHEMA.name,
+            "version": 1,
+            "joint_names": NAMES,
+            "dt_ns": c.dt_ns,
+            "start_ns": c.start_ns,
+            "state_layout": "q,qd",
+        }
+    )
 
     def build(**tensors):
         return signed({k: v for k, v in (arrays | tensors).items() if v is not None}, meta)
@@ -171,23 +200,43 @@ def _bad_artifacts():
         "float32": (build(K=c.K.astype(np.float32)), "dtype float32, expected float64"),
         "wrong rank": (build(k=c.k[None]), "expected 2 dims"),
         "inconsistent T": (build(k=c.k[:-1]), "has T = 4 but another tensor has T = 5"),
-        "shape vs joints": (build(u_hat=np.zeros((5, 2)), k=np.zeros((5, 2)),
-                                  K=np.zeros((5, 2, 6)), cov=np.zeros((5, 2, 2))),
-                            "3 joint_names for du=2"),
+        "shape vs joints": (
+            build(
+                u_hat=np.zeros((5, 2)),
+                k=np.zeros((5, 2)),
+                K=np.zeros((5, 2, 6)),
+                cov=np.zeros((5, 2, 2)),
+            ),
+            "3 joint_names for du=2",
+        ),
         "non-finite": (build(K=np.where(c.K > 1.5, np.inf, c.K)), "non-finite"),
         "NaN cov": (build(cov=np.full_like(c.cov, np.nan)), "non-finite"),
         "non-symmetric cov": (build(cov=c.cov + np.triu(np.ones((3, 3)), 1)), "not symmetric"),
-        "absurd T": (build(x_hat=np.zeros((100_001, 6)), u_hat=np.zeros((100_001, 3)),
-                           k=np.zeros((100_001, 3)), K=np.zeros((100_001, 3, 6)), cov=None),
-                     "exceeds the limit 100000"),
-        "finite but absurd": (build(u_hat=np.full_like(c.u_hat, 1e300)),
-                              "'u_hat' holds 1e\\+300, beyond the bound"),
+        "absurd T": (
+            build(
+                x_hat=np.zeros((100_001, 6)),
+                u_hat=np.zeros((100_001, 3)),
+                k=np.zeros((100_001, 3)),
+                K=np.zeros((100_001, 3, 6)),
+                cov=None,
+            ),
+            "exceeds the limit 100000",
+        ),
+        "finite but absurd": (
+            build(u_hat=np.full_like(c.u_hat, 1e300)),
+            "'u_hat' holds 1e\\+300, beyond the bound",
+        ),
         "a flipped bit in a tensor": (flipped(3), "checksum mismatch"),
-        "altered metadata": (edit_meta_text(good, '"start_ns": 123456789012',
-                                            '"start_ns": 123456789013', sign=False),
-                             "checksum mismatch"),
-        "no checksum": (safetensors.numpy.save(arrays, metadata={artifacts.META_KEY: meta}),
-                        "no '__sha256__' checksum"),
+        "altered metadata": (
+            edit_meta_text(
+                good, '"start_ns": 123456789012', '"start_ns": 123456789013', sign=False
+            ),
+            "checksum mismatch",
+        ),
+        "no checksum": (
+            safetensors.numpy.save(arrays, metadata={artifacts.META_KEY: meta}),
+            "no '__sha256__' checksum",
+        ),
     }
     return cases
 
@@ -217,8 +266,12 @@ def test_a_pickle_in_the_payload_is_never_executed(tmp_path):
     good = make_controller().to_bytes()
     header, body = split(good)
     header["__metadata__"]["pickle"] = blob.hex()
-    for data in (blob, join(header, body), good[:-len(blob)] + blob,
-                 with_meta(good, info={"pickle": blob.decode("latin1")})):
+    for data in (
+        blob,
+        join(header, body),
+        good[: -len(blob)] + blob,
+        with_meta(good, info={"pickle": blob.decode("latin1")}),
+    ):
         try:
             LinearGaussianController.from_bytes(data, joint_names=NAMES)
         except ArtifactError:
@@ -242,9 +295,9 @@ def test_random_mutations_never_escape_as_other_errors():
                 data[i] ^= 1 << int(rng.integers(8))
         elif kind == 1:
             i = rng.integers(len(data))
-            data[i:i + 4] = rng.bytes(4)
+            data[i : i + 4] = rng.bytes(4)
         elif kind == 2:
-            data = data[:rng.integers(len(data))]
+            data = data[: rng.integers(len(data))]
         else:
             i = rng.integers(len(data))
             data = data[:i] + rng.bytes(int(rng.integers(1, 16))) + data[i:]

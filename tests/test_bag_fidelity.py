@@ -3,18 +3,19 @@ ROS 2 decoder (``mcap_ros2``, which decodes the CDR from the definitions stored 
 ``topic_type_hash`` in every channel's metadata, the sender's publish time beside the log time,
 definitions of types installed on the machine but not in rosbags' store, the ROS distro of the
 environment in metadata.yaml; repair keeps hashes and publish times."""
+
 import json
 
 import numpy as np
 import pytest
 import yaml
+from data_testing import T0, TYPES, lockstep_messages
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 from rclpy.serialization import serialize_message
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from std_msgs.msg import String
 
-from data_testing import T0, TYPES, lockstep_messages
 from mbrl_ros.data.bags import BagError, BagWriter, known_type, repair_bag
 from mbrl_ros.data.recording import EpisodeRecording
 from mbrl_ros.data.topics import EVENTS, STATES, resolve
@@ -28,9 +29,10 @@ def decoded(path):
     the MCAP file ``path``, in file order."""
     with open(path, "rb") as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
-        return [(channel.topic, dict(channel.metadata), message.log_time, message.publish_time,
-                 msg) for _, channel, message, msg in reader.iter_decoded_messages(
-                     log_time_order=False)]
+        return [
+            (channel.topic, dict(channel.metadata), message.log_time, message.publish_time, msg)
+            for _, channel, message, msg in reader.iter_decoded_messages(log_time_order=False)
+        ]
 
 
 def record(path, messages, types=TYPES):
@@ -59,8 +61,10 @@ def test_mcap_ros2_decodes_a_bag_with_type_hashes_and_publish_times(tmp_path, mo
         if topic == STATES:
             np.testing.assert_array_equal(m.position, msg.position)
             assert list(m.name) == list(msg.name)
-            assert (m.header.stamp.sec, m.header.stamp.nanosec) == (msg.header.stamp.sec,
-                                                                    msg.header.stamp.nanosec)
+            assert (m.header.stamp.sec, m.header.stamp.nanosec) == (
+                msg.header.stamp.sec,
+                msg.header.stamp.nanosec,
+            )
         elif topic == EVENTS:
             assert m.data == msg.data
         else:
@@ -68,9 +72,10 @@ def test_mcap_ros2_decodes_a_bag_with_type_hashes_and_publish_times(tmp_path, mo
     info = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())
     info = info["rosbag2_bagfile_information"]
     assert info["ros_distro"] == "kilted"
-    assert {t["topic_metadata"]["name"]: t["topic_metadata"]["type_description_hash"]
-            for t in info["topics_with_message_count"]} == {
-        resolve(topic): KILTED.hash_rihs01(msgtype) for topic, msgtype in TYPES.items()}
+    assert {
+        t["topic_metadata"]["name"]: t["topic_metadata"]["type_description_hash"]
+        for t in info["topics_with_message_count"]
+    } == {resolve(topic): KILTED.hash_rihs01(msgtype) for topic, msgtype in TYPES.items()}
 
 
 def test_ros_distro_comes_from_the_environment(tmp_path, monkeypatch):
@@ -97,8 +102,11 @@ def installed_prefix_fixture(tmp_path, monkeypatch):
     share.mkdir(parents=True)
     (share / "Gains.msg").write_text(GAINS_MSG)
     (share / "Pair.msg").write_text(PAIR_MSG)
-    (share / "Gains.json").write_text(json.dumps({"type_hashes": [
-        {"type_name": "mbrl_test_msgs/msg/Gains", "hash_string": GAINS_HASH}]}))
+    (share / "Gains.json").write_text(
+        json.dumps(
+            {"type_hashes": [{"type_name": "mbrl_test_msgs/msg/Gains", "hash_string": GAINS_HASH}]}
+        )
+    )
     monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "prefix"))
     return tmp_path / "prefix"
 
@@ -111,9 +119,11 @@ def test_a_type_installed_on_the_machine_is_recorded(tmp_path, installed_prefix)
     store.register(get_types_from_msg(GAINS_MSG, "mbrl_test_msgs/msg/Gains"))
     Gains, Pair = store.types["mbrl_test_msgs/msg/Gains"], store.types["mbrl_test_msgs/msg/Pair"]
     Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
-    msg = Gains(header=Header(stamp=Time(sec=5, nanosec=7), frame_id="base_link"),
-                pairs=[Pair(joint="joint1", index=0), Pair(joint="joint2", index=1)],
-                pid=np.array([1.0, 0.5, 0.25]))
+    msg = Gains(
+        header=Header(stamp=Time(sec=5, nanosec=7), frame_id="base_link"),
+        pairs=[Pair(joint="joint1", index=0), Pair(joint="joint2", index=1)],
+        pid=np.array([1.0, 0.5, 0.25]),
+    )
     data = bytes(store.serialize_cdr(msg, "mbrl_test_msgs/msg/Gains"))
     record(tmp_path / "bag", [("/gains", data)], {"/gains": "mbrl_test_msgs/msg/Gains"})
     [(topic, meta, _, _, m)] = decoded(tmp_path / "bag" / "bag_0.mcap")
@@ -147,7 +157,8 @@ def test_repair_keeps_type_hashes_and_publish_times(tmp_path):
     got = decoded(tmp_path / "bag" / path)
     assert [(log - publish) for _, _, log, publish, _ in got] == [SEND_LEAD_NS] * len(msgs)
     assert {t: meta["topic_type_hash"] for t, meta, *_ in got} == {
-        resolve(t): KILTED.hash_rihs01(m) for t, m in TYPES.items() if t != EVENTS}
+        resolve(t): KILTED.hash_rihs01(m) for t, m in TYPES.items() if t != EVENTS
+    }
 
 
 def test_episode_recording_keeps_the_publish_time(tmp_path):

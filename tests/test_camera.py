@@ -1,12 +1,13 @@
 """The offscreen camera: deterministic frames, the pinhole model against the rendered image, and
 errors that say what is wrong."""
+
 from __future__ import annotations
 
 import mujoco
 import numpy as np
 import pytest
-
 from camera_testing import require_gl
+
 from mbrl_ros.camera import Camera, CameraError, gl_backend
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, SimConfig
@@ -90,7 +91,9 @@ def test_backend_choice(monkeypatch):
 
 def test_read_image_undoes_padding_and_channel_order():
     from types import SimpleNamespace
+
     from mbrl_ros.msgconv import MessageError, read_image
+
     rgb = np.random.default_rng(0).integers(0, 256, (3, 4, 3), dtype=np.uint8)
     bgra = np.concatenate([rgb[..., ::-1], np.full((3, 4, 1), 255, np.uint8)], -1)
     padded = np.zeros((3, 20), np.uint8)
@@ -114,7 +117,10 @@ def test_missing_backend_says_what_to_install(arm2, monkeypatch):
     monkeypatch.setattr(camera_module.importlib, "import_module", missing)
     monkeypatch.delenv("MUJOCO_GL", raising=False)
     monkeypatch.delenv("DISPLAY", raising=False)
-    with pytest.raises(CameraError, match=r"no usable OpenGL backend 'osmesa' \(ImportError: "
-                                          r"libOSMesa.*apt-get install libosmesa6.*MUJOCO_GL="
-                                          r"osmesa"):
+    with pytest.raises(
+        CameraError,
+        match=r"no usable OpenGL backend 'osmesa' \(ImportError: "
+        r"libOSMesa.*apt-get install libosmesa6.*MUJOCO_GL="
+        r"osmesa",
+    ):
         Camera(arm2.model, "solar")

@@ -2,6 +2,7 @@
 status, no traceback and nothing written (issue 12). Commands that need no ROS graph run
 in-process through ``cli.main``; an uncaught exception would fail the test, so one stderr line
 and the exit status are what is asserted. Publishing commands run as processes."""
+
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
+from data_testing import lockstep_messages, write_bag
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import UInt8MultiArray
@@ -26,11 +28,9 @@ from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.graphs import graph
 from mbrl_ros.mpc import PlannerSettings, build_mpc
-from mbrl_ros.settings import ConfigError
 from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.robot import load_robot
-
-from data_testing import lockstep_messages, write_bag
+from mbrl_ros.settings import ConfigError
 
 torch.set_num_threads(1)
 
@@ -41,18 +41,39 @@ def files(tmp_path_factory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("inputs")
     random_torque_dataset(load_robot("arm2"), 4, 40, seed=2).save(d / "d.safetensors")
     write_bag(d / "bag", lockstep_messages(60, resets=(30,)))
-    assert cli.main(["fit", "--dataset", str(d / "d.safetensors"), "--model", "gmm",
-                     "-o", str(d / "m.safetensors")]) == 0
-    assert cli.main(["send-controller", "--make", "hold", "--robot", "arm2",
-                     "-o", str(d / "c.safetensors")]) == 0
-    return {"d": str(d / "d.safetensors"), "bag": str(d / "bag"), "model": str(d / "m.safetensors"),
-            "ctrl": str(d / "c.safetensors")}
+    assert (
+        cli.main(
+            [
+                "fit",
+                "--dataset",
+                str(d / "d.safetensors"),
+                "--model",
+                "gmm",
+                "-o",
+                str(d / "m.safetensors"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            ["send-controller", "--make", "hold", "--robot", "arm2", "-o", str(d / "c.safetensors")]
+        )
+        == 0
+    )
+    return {
+        "d": str(d / "d.safetensors"),
+        "bag": str(d / "bag"),
+        "model": str(d / "m.safetensors"),
+        "ctrl": str(d / "c.safetensors"),
+    }
 
 
 def run_main(*argv: str) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of ``mbrl-ros argv`` in this process."""
     import contextlib
     import io
+
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -85,154 +106,249 @@ NO_CUDA = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device
 
 CASES = {
     # dataset
-    "dataset -o existing folder --force": (
-        "dataset {bag} -o {out} --force", ["-o", "is a folder"]),
+    "dataset -o existing folder --force": ("dataset {bag} -o {out} --force", ["-o", "is a folder"]),
     "dataset -o in a missing folder": (
-        "dataset {bag} -o {out}/no/d.safetensors", ["folder", "does not exist"]),
+        "dataset {bag} -o {out}/no/d.safetensors",
+        ["folder", "does not exist"],
+    ),
     "dataset -o existing file": ("dataset {bag} -o {d}", ["exists; use --force"]),
-    "dataset --dt 0": ("dataset {bag} -o {out}/d.safetensors --dt 0",
-                       ["--dt", "'0'", "> 0"]),
+    "dataset --dt 0": ("dataset {bag} -o {out}/d.safetensors --dt 0", ["--dt", "'0'", "> 0"]),
     "dataset --dt -0.01": ("dataset {bag} -o {out}/d.safetensors --dt -0.01", ["--dt", "> 0"]),
     "dataset --dt nan": ("dataset {bag} -o {out}/d.safetensors --dt nan", ["--dt", "finite"]),
     "dataset --dt inf": ("dataset {bag} -o {out}/d.safetensors --dt inf", ["--dt", "finite"]),
-    "dataset --gap-tolerance 0": ("dataset {bag} -o {out}/d.safetensors --gap-tolerance 0",
-                                  ["--gap-tolerance", "> 0 and < 1"]),
-    "dataset --gap-tolerance 1": ("dataset {bag} -o {out}/d.safetensors --gap-tolerance 1",
-                                  ["--gap-tolerance", "> 0 and < 1"]),
-    "dataset missing bag": ("dataset {bag} {out}/nobag -o {out}/d.safetensors",
-                            ["nobag", "does not exist"]),
+    "dataset --gap-tolerance 0": (
+        "dataset {bag} -o {out}/d.safetensors --gap-tolerance 0",
+        ["--gap-tolerance", "> 0 and < 1"],
+    ),
+    "dataset --gap-tolerance 1": (
+        "dataset {bag} -o {out}/d.safetensors --gap-tolerance 1",
+        ["--gap-tolerance", "> 0 and < 1"],
+    ),
+    "dataset missing bag": (
+        "dataset {bag} {out}/nobag -o {out}/d.safetensors",
+        ["nobag", "does not exist"],
+    ),
     "dataset file as bag": ("dataset {d} -o {out}/d.safetensors", ["not a rosbag2 bag"]),
     "dataset --ee-features unknown robot": (
-        "dataset {bag} -o {out}/d.safetensors --ee-features arm9", ["--ee-features 'arm9'"]),
+        "dataset {bag} -o {out}/d.safetensors --ee-features arm9",
+        ["--ee-features 'arm9'"],
+    ),
     "bag info --dt 0": ("bag info {bag} --dt 0", ["--dt"]),
     # fit
-    "fit --dataset folder": ("fit --dataset {out} --model gmm -o {out}/m.safetensors",
-                             ["--dataset", "is a folder"]),
-    "fit --dataset missing": ("fit --dataset {out}/x.safetensors --model gmm "
-                              "-o {out}/m.safetensors", ["--dataset", "no file"]),
-    "fit --dataset controller": ("fit --dataset {ctrl} --model gmm -o {out}/m.safetensors",
-                                 ["c.safetensors", "mbrl_ros/lg_controller"]),
-    "fit --bag missing": ("fit --bag {out}/nobag --model gmm -o {out}/m.safetensors",
-                          ["does not exist"]),
+    "fit --dataset folder": (
+        "fit --dataset {out} --model gmm -o {out}/m.safetensors",
+        ["--dataset", "is a folder"],
+    ),
+    "fit --dataset missing": (
+        "fit --dataset {out}/x.safetensors --model gmm -o {out}/m.safetensors",
+        ["--dataset", "no file"],
+    ),
+    "fit --dataset controller": (
+        "fit --dataset {ctrl} --model gmm -o {out}/m.safetensors",
+        ["c.safetensors", "mbrl_ros/lg_controller"],
+    ),
+    "fit --bag missing": (
+        "fit --bag {out}/nobag --model gmm -o {out}/m.safetensors",
+        ["does not exist"],
+    ),
     "fit -o folder": ("fit --dataset {d} --model gmm -o {out}", ["-o", "is a folder"]),
     "fit -o existing": ("fit --dataset {d} --model gmm -o {model}", ["exists; use --force"]),
-    "fit --device without CUDA": (f"fit --dataset {{d}} --model mlp -o {{out}}/m.safetensors "
-                                  f"--device {NO_CUDA}", ["--device", "CUDA device"]),
-    "fit --device unknown": ("fit --dataset {d} --model mlp -o {out}/m.safetensors --device tpu",
-                             ["--device", "cpu, cuda or cuda:N"]),
-    "fit --horizons 0": ("fit --dataset {d} --model gmm -o {out}/m.safetensors --horizons 1 0",
-                         ["--horizons", "'0'", "≥ 1"]),
+    "fit --device without CUDA": (
+        f"fit --dataset {{d}} --model mlp -o {{out}}/m.safetensors --device {NO_CUDA}",
+        ["--device", "CUDA device"],
+    ),
+    "fit --device unknown": (
+        "fit --dataset {d} --model mlp -o {out}/m.safetensors --device tpu",
+        ["--device", "cpu, cuda or cuda:N"],
+    ),
+    "fit --horizons 0": (
+        "fit --dataset {d} --model gmm -o {out}/m.safetensors --horizons 1 0",
+        ["--horizons", "'0'", "≥ 1"],
+    ),
     "fit --horizons longer than the data": (
         "fit --dataset {d} --model gmm -o {out}/m.safetensors --horizons 1 500",
-        ["--horizons 500", "no 500 consecutive transitions"]),
-    "fit --val-fraction 1": ("fit --dataset {d} --model gmm -o {out}/m.safetensors "
-                             "--val-fraction 1", ["--val-fraction", "< 1"]),
-    "fit --seed -1": ("fit --dataset {d} --model gmm -o {out}/m.safetensors --seed -1",
-                      ["--seed"]),
-    "fit --epochs 0": ("fit --dataset {d} --model mlp -o {out}/m.safetensors --epochs 0",
-                       ["--epochs", "≥ 1"]),
-    "fit --max-seconds nan": ("fit --dataset {d} --model mlp -o {out}/m.safetensors "
-                              "--max-seconds nan", ["--max-seconds", "finite"]),
-    "fit network option for gmm": ("fit --dataset {d} --model gmm -o {out}/m.safetensors "
-                                   "--hidden 8", ["--hidden", "not used by a gmm model"]),
-    "fit --robot for gmm": ("fit --dataset {d} --model gmm -o {out}/m.safetensors --robot arm2",
-                            ["--robot", "not used"]),
-    "fit --robot unknown": ("fit --dataset {d} --model physics -o {out}/m.safetensors "
-                            "--robot arm9", ["--robot 'arm9'"]),
+        ["--horizons 500", "no 500 consecutive transitions"],
+    ),
+    "fit --val-fraction 1": (
+        "fit --dataset {d} --model gmm -o {out}/m.safetensors --val-fraction 1",
+        ["--val-fraction", "< 1"],
+    ),
+    "fit --seed -1": ("fit --dataset {d} --model gmm -o {out}/m.safetensors --seed -1", ["--seed"]),
+    "fit --epochs 0": (
+        "fit --dataset {d} --model mlp -o {out}/m.safetensors --epochs 0",
+        ["--epochs", "≥ 1"],
+    ),
+    "fit --max-seconds nan": (
+        "fit --dataset {d} --model mlp -o {out}/m.safetensors --max-seconds nan",
+        ["--max-seconds", "finite"],
+    ),
+    "fit network option for gmm": (
+        "fit --dataset {d} --model gmm -o {out}/m.safetensors --hidden 8",
+        ["--hidden", "not used by a gmm model"],
+    ),
+    "fit --robot for gmm": (
+        "fit --dataset {d} --model gmm -o {out}/m.safetensors --robot arm2",
+        ["--robot", "not used"],
+    ),
+    "fit --robot unknown": (
+        "fit --dataset {d} --model physics -o {out}/m.safetensors --robot arm9",
+        ["--robot 'arm9'"],
+    ),
     # eval-model
     "eval-model MODEL folder": ("eval-model {out} --dataset {d}", ["MODEL", "is a folder"]),
-    "eval-model MODEL is a controller": ("eval-model {ctrl} --dataset {d}",
-                                         ["c.safetensors", "not a dynamics model"]),
-    "eval-model MODEL is a dataset": ("eval-model {d} --dataset {d}",
-                                      ["d.safetensors", "not a dynamics model"]),
-    "eval-model --dataset folder": ("eval-model {model} --dataset {out}",
-                                    ["--dataset", "is a folder"]),
-    "eval-model --png folder": ("eval-model {model} --dataset {d} --png {out}",
-                                ["--png", "is a folder"]),
-    "eval-model --png in a missing folder": ("eval-model {model} --dataset {d} "
-                                             "--png {out}/no/r.png", ["--png", "does not exist"]),
-    "eval-model --png not .png": ("eval-model {model} --dataset {d} --png {out}/r",
-                                  ["--png", "must end in .png"]),
-    "eval-model --plot-horizon 0": ("eval-model {model} --dataset {d} --png {out}/r.png "
-                                    "--plot-horizon 0", ["--plot-horizon"]),
+    "eval-model MODEL is a controller": (
+        "eval-model {ctrl} --dataset {d}",
+        ["c.safetensors", "not a dynamics model"],
+    ),
+    "eval-model MODEL is a dataset": (
+        "eval-model {d} --dataset {d}",
+        ["d.safetensors", "not a dynamics model"],
+    ),
+    "eval-model --dataset folder": (
+        "eval-model {model} --dataset {out}",
+        ["--dataset", "is a folder"],
+    ),
+    "eval-model --png folder": (
+        "eval-model {model} --dataset {d} --png {out}",
+        ["--png", "is a folder"],
+    ),
+    "eval-model --png in a missing folder": (
+        "eval-model {model} --dataset {d} --png {out}/no/r.png",
+        ["--png", "does not exist"],
+    ),
+    "eval-model --png not .png": (
+        "eval-model {model} --dataset {d} --png {out}/r",
+        ["--png", "must end in .png"],
+    ),
+    "eval-model --plot-horizon 0": (
+        "eval-model {model} --dataset {d} --png {out}/r.png --plot-horizon 0",
+        ["--plot-horizon"],
+    ),
     "eval-model --horizons longer than the data": (
-        "eval-model {model} --dataset {d} --horizons 100", ["--horizons 100"]),
+        "eval-model {model} --dataset {d} --horizons 100",
+        ["--horizons 100"],
+    ),
     # send-controller
     "send-controller FILE folder": ("send-controller {out}", ["FILE", "is a folder"]),
-    "send-controller FILE is a dataset": ("send-controller {d} -o {out}/c.safetensors",
-                                          ["d.safetensors", "mbrl_ros/lg_controller"]),
+    "send-controller FILE is a dataset": (
+        "send-controller {d} -o {out}/c.safetensors",
+        ["d.safetensors", "mbrl_ros/lg_controller"],
+    ),
     "send-controller nothing to send": ("send-controller", ["FILE or --make"]),
     "send-controller FILE and --make": ("send-controller {ctrl} --make hold", ["not both"]),
-    "send-controller --make option with FILE": ("send-controller {ctrl} --kp 3",
-                                                ["--kp", "only with --make"]),
+    "send-controller --make option with FILE": (
+        "send-controller {ctrl} --kp 3",
+        ["--kp", "only with --make"],
+    ),
     "send-controller --dt 0": ("send-controller --make hold --dt 0", ["--dt", "> 0"]),
     "send-controller --duration 1e9": (
         "send-controller --make hold --robot arm2 --duration 1e9 -o {out}/c.safetensors",
-        ["duration", "1e+11 steps", "at most 100000"]),
-    "send-controller --duration -1": ("send-controller --make hold --duration -1",
-                                      ["--duration", "> 0"]),
-    "send-controller --hold-after inf": ("send-controller --make pd --goal 0 0 --hold-after inf",
-                                         ["--hold-after", "finite"]),
+        ["duration", "1e+11 steps", "at most 100000"],
+    ),
+    "send-controller --duration -1": (
+        "send-controller --make hold --duration -1",
+        ["--duration", "> 0"],
+    ),
+    "send-controller --hold-after inf": (
+        "send-controller --make pd --goal 0 0 --hold-after inf",
+        ["--hold-after", "finite"],
+    ),
     "send-controller --kp 1e9": (
         "send-controller --make hold --robot arm2 --kp 1e9 -o {out}/c.safetensors",
-        ["kp 1e+09", "stable range at dt 0.01 s", "maxima"]),
+        ["kp 1e+09", "stable range at dt 0.01 s", "maxima"],
+    ),
     "send-controller --kd 1e9": (
         "send-controller --make hold --robot arm2 --kd 1e9 -o {out}/c.safetensors",
-        ["kd 1e+09", "stable range"]),
+        ["kd 1e+09", "stable range"],
+    ),
     "send-controller --kp -1": ("send-controller --make hold --kp -1", ["--kp", "≥ 0"]),
     "send-controller --kp 3 values for 2 joints": (
         "send-controller --make hold --robot arm2 --kp 1 2 3 -o {out}/c.safetensors",
-        ["kp needs 1 or 2 values, got 3"]),
+        ["kp needs 1 or 2 values, got 3"],
+    ),
     "send-controller --position 1 value for 2 joints": (
         "send-controller --make hold --robot arm2 --position 0 -o {out}/c.safetensors",
-        ["position needs 2 values", "got 1"]),
+        ["position needs 2 values", "got 1"],
+    ),
     "send-controller --goal 3 values for 2 joints": (
         "send-controller --make pd --robot arm2 --goal 0 0 0 -o {out}/c.safetensors",
-        ["goal needs 2 values", "got 3"]),
-    "send-controller --position nan": ("send-controller --make hold --position nan",
-                                       ["--position", "finite"]),
-    "send-controller pd without --goal": ("send-controller --make pd -o {out}/c.safetensors",
-                                          ["--make pd needs --goal"]),
-    "send-controller hold with --goal": ("send-controller --make hold --goal 0 0",
-                                         ["--goal", "only with --make pd"]),
+        ["goal needs 2 values", "got 3"],
+    ),
+    "send-controller --position nan": (
+        "send-controller --make hold --position nan",
+        ["--position", "finite"],
+    ),
+    "send-controller pd without --goal": (
+        "send-controller --make pd -o {out}/c.safetensors",
+        ["--make pd needs --goal"],
+    ),
+    "send-controller hold with --goal": (
+        "send-controller --make hold --goal 0 0",
+        ["--goal", "only with --make pd"],
+    ),
     "send-controller --restamp with -o": (
-        "send-controller --make hold --restamp -o {out}/c.safetensors", ["--restamp", "-o"]),
+        "send-controller --make hold --restamp -o {out}/c.safetensors",
+        ["--restamp", "-o"],
+    ),
     "send-controller -o folder": ("send-controller --make hold -o {out}", ["-o", "is a folder"]),
-    "send-controller -o existing": ("send-controller --make hold --robot arm2 -o {ctrl}",
-                                    ["exists; use --force"]),
-    "send-controller --robot unknown": ("send-controller --make hold --robot arm9 "
-                                        "-o {out}/c.safetensors", ["--robot 'arm9'"]),
-    "send-controller --topic a~b": ("send-controller {ctrl} --topic a~b",
-                                      ["--topic", "'a~b' is not a topic name"]),
+    "send-controller -o existing": (
+        "send-controller --make hold --robot arm2 -o {ctrl}",
+        ["exists; use --force"],
+    ),
+    "send-controller --robot unknown": (
+        "send-controller --make hold --robot arm9 -o {out}/c.safetensors",
+        ["--robot 'arm9'"],
+    ),
+    "send-controller --topic a~b": (
+        "send-controller {ctrl} --topic a~b",
+        ["--topic", "'a~b' is not a topic name"],
+    ),
     "send-controller --wait -1": ("send-controller {ctrl} --wait -1", ["--wait", "≥ 0"]),
     # robot-config
     "robot-config URDF unknown": ("robot-config arm9 -o {out}/r.yaml", ["URDF 'arm9'"]),
-    "robot-config URDF not a URDF": ("robot-config {d} -o {out}/r.yaml",
-                                     ["URDF", "d.safetensors", "malformed XML"]),
+    "robot-config URDF not a URDF": (
+        "robot-config {d} -o {out}/r.yaml",
+        ["URDF", "d.safetensors", "malformed XML"],
+    ),
     "robot-config -o folder": ("robot-config arm2 -o {out}", ["-o", "is a folder"]),
     "robot-config -o not .yaml": ("robot-config arm2 -o {out}/r.txt", ["-o", "must end in .yaml"]),
-    "robot-config -o in a missing folder": ("robot-config arm2 -o {out}/no/r.yaml",
-                                            ["folder", "does not exist"]),
+    "robot-config -o in a missing folder": (
+        "robot-config arm2 -o {out}/no/r.yaml",
+        ["folder", "does not exist"],
+    ),
     "robot-config without -o": ("robot-config arm2", ["-o/--output", "required"]),
-    "robot-config --home count": ("robot-config arm2 -o {out}/r.yaml --home 0",
-                                  ["--home", "needs 2 values", "got 1"]),
-    "robot-config --home outside the limits": ("robot-config arm2 -o {out}/r.yaml --home 0,2.7",
-                                               ["--home", "joint2: 2.7 not in [-2.6, 2.6]"]),
-    "robot-config --home not numbers": ("robot-config arm2 -o {out}/r.yaml --home 0,x",
-                                        ["--home", "'x' is not a finite number"]),
-    "robot-config --home empty item": ("robot-config arm2 -o {out}/r.yaml --home 0,,1",
-                                       ["--home", "comma-separated"]),
+    "robot-config --home count": (
+        "robot-config arm2 -o {out}/r.yaml --home 0",
+        ["--home", "needs 2 values", "got 1"],
+    ),
+    "robot-config --home outside the limits": (
+        "robot-config arm2 -o {out}/r.yaml --home 0,2.7",
+        ["--home", "joint2: 2.7 not in [-2.6, 2.6]"],
+    ),
+    "robot-config --home not numbers": (
+        "robot-config arm2 -o {out}/r.yaml --home 0,x",
+        ["--home", "'x' is not a finite number"],
+    ),
+    "robot-config --home empty item": (
+        "robot-config arm2 -o {out}/r.yaml --home 0,,1",
+        ["--home", "comma-separated"],
+    ),
     "robot-config --compensates-gravity maybe": (
         "robot-config arm2 -o {out}/r.yaml --compensates-gravity maybe",
-        ["--compensates-gravity", "'maybe' is not true or false"]),
-    "robot-config --ee-link unknown": ("robot-config arm2 -o {out}/r.yaml --ee-link hand",
-                                       ["ee_link 'hand' is not a link"]),
+        ["--compensates-gravity", "'maybe' is not true or false"],
+    ),
+    "robot-config --ee-link unknown": (
+        "robot-config arm2 -o {out}/r.yaml --ee-link hand",
+        ["ee_link 'hand' is not a link"],
+    ),
     # replay (the checks come before any ROS)
     "replay missing bag": ("replay {out}/nobag", ["nobag", "does not exist"]),
     "replay --rate 0": ("replay {bag} --rate 0", ["--rate", "≥ 0.01"]),
     # launch: graph arguments are checked when the graph is built, before any node starts
-    "launch planner:=random": ("launch mpc planner:=random",
-                               ["planner = 'random'", "cem, icem, ilqr, mppi, random_shooting"]),
+    "launch planner:=random": (
+        "launch mpc planner:=random",
+        ["planner = 'random'", "cem, icem, ilqr, mppi, random_shooting"],
+    ),
     "launch model:=nope": ("launch mpc model:=nope", ["model = 'nope'", "ensemble"]),
     "launch sim mode:=fast": ("launch sim mode:=fast", ["mode = 'fast'", "lockstep, realtime"]),
     "launch record mode:=fast": ("launch record mode:=fast", ["mode = 'fast'"]),
@@ -259,8 +375,9 @@ def test_error_is_one_line_and_nothing_is_written(case, files, tmp_path):
 
 
 # -- fit: a model worse than predicting no motion ---------------------------------------------------
-def drift_dataset(held_out_drift: float, drift: float = 1.0, episodes: int = 4,
-                  steps: int = 30) -> Dataset:
+def drift_dataset(
+    held_out_drift: float, drift: float = 1.0, episodes: int = 4, steps: int = 30
+) -> Dataset:
     """One joint whose state moves by ``drift`` per step in the training episodes and by
     ``held_out_drift`` in those ``fit`` holds out (seed 0, fraction 0.2), whatever the action:
     a model of the training episodes mispredicts the held-out ones."""
@@ -272,8 +389,16 @@ def drift_dataset(held_out_drift: float, drift: float = 1.0, episodes: int = 4,
     def build(step):
         position = np.cumsum(step) - step
         s = np.stack([position, velocity], axis=1)
-        return Dataset(s, actions, s + np.stack([step, np.zeros(n)], axis=1), episode,
-                       np.arange(n) * 50_000_000, ("j",), 0.05, joint_state_names(("j",)))
+        return Dataset(
+            s,
+            actions,
+            s + np.stack([step, np.zeros(n)], axis=1),
+            episode,
+            np.arange(n) * 50_000_000,
+            ("j",),
+            0.05,
+            joint_state_names(("j",)),
+        )
 
     _, val = holdout_split(build(np.full(n, drift)), 0.2, 0)
     return build(np.where(np.isin(episode, val.episode_ids), held_out_drift, drift))
@@ -285,9 +410,18 @@ def test_fit_warns_or_refuses_a_model_worse_than_no_motion(tmp_path, reject):
     1-step RMSE is 0.8 against no motion's 0.2 (ratio 4)."""
     drift_dataset(0.2).save(tmp_path / "d.safetensors")
     out = tmp_path / "m.safetensors"
-    code, stdout, err = run_main("fit", "--dataset", str(tmp_path / "d.safetensors"), "--model",
-                                 "gmm", "-o", str(out), "--horizons", "1",
-                                 *(["--reject-worse"] if reject else []))
+    code, stdout, err = run_main(
+        "fit",
+        "--dataset",
+        str(tmp_path / "d.safetensors"),
+        "--model",
+        "gmm",
+        "-o",
+        str(out),
+        "--horizons",
+        "1",
+        *(["--reject-worse"] if reject else []),
+    )
     ratio = re.search(r"RMSE ratio to no motion ([0-9.]+) at horizon 1", err)
     assert ratio and 3.5 < float(ratio.group(1)) < 4.5, err
     lines = [line for line in err.splitlines() if line.startswith("mbrl-ros fit:")]
@@ -300,8 +434,9 @@ def test_fit_warns_or_refuses_a_model_worse_than_no_motion(tmp_path, reject):
 
 
 def test_fit_of_a_good_model_warns_nothing(files, tmp_path):
-    code, _, err = run_main("fit", "--dataset", files["d"], "--model", "gmm",
-                            "-o", str(tmp_path / "m.safetensors"))
+    code, _, err = run_main(
+        "fit", "--dataset", files["d"], "--model", "gmm", "-o", str(tmp_path / "m.safetensors")
+    )
     assert code == 0 and "warning" not in err
 
 
@@ -334,31 +469,52 @@ def test_a_urdf_path_is_a_robot():
 
 # -- as processes: no traceback, and DDS confined like `mbrl-ros launch` -------------------------------
 def mbrl_ros_process(*args: str, module: str = "mbrl_ros.cli", env=None, timeout: float = 120):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
-@pytest.mark.parametrize("module,args,fragment", [
-    ("mbrl_ros.cli", ["fit", "--dataset", "{out}", "--model", "gmm", "-o", "{out}/m.st"],
-     "is a folder"),
-    ("mbrl_ros.cli", ["fit", "--dataset", "{d}", "--model", "mlp", "-o", "{out}/m.st",
-                      "--device", NO_CUDA], "CUDA device"),
-    ("mbrl_ros.cli", ["eval-model", "{model}", "--dataset", "{d}", "--png", "{out}"],
-     "is a folder"),
-    ("mbrl_ros.nodes.send_controller", ["--make", "hold", "--dt", "0"], "--dt"),
-])
+@pytest.mark.parametrize(
+    "module,args,fragment",
+    [
+        (
+            "mbrl_ros.cli",
+            ["fit", "--dataset", "{out}", "--model", "gmm", "-o", "{out}/m.st"],
+            "is a folder",
+        ),
+        (
+            "mbrl_ros.cli",
+            ["fit", "--dataset", "{d}", "--model", "mlp", "-o", "{out}/m.st", "--device", NO_CUDA],
+            "CUDA device",
+        ),
+        (
+            "mbrl_ros.cli",
+            ["eval-model", "{model}", "--dataset", "{d}", "--png", "{out}"],
+            "is a folder",
+        ),
+        ("mbrl_ros.nodes.send_controller", ["--make", "hold", "--dt", "0"], "--dt"),
+    ],
+)
 def test_former_tracebacks_are_one_line_in_a_process(files, tmp_path, module, args, fragment):
     result = mbrl_ros_process(*expand(args, files, tmp_path), module=module)
-    prog = "mbrl-ros send-controller" if module.endswith("send_controller") else \
-        f"mbrl-ros {args[0]}"
+    prog = (
+        "mbrl-ros send-controller" if module.endswith("send_controller") else f"mbrl-ros {args[0]}"
+    )
     assert_one_line_error(result.returncode, result.stderr, prog, fragment)
     assert listing(tmp_path) == []
 
 
 def _environment(domain: int | None) -> dict[str, str]:
     """This process's environment without the DDS settings (plus ROS_DOMAIN_ID=domain)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")
+    }
     return env | ({"ROS_DOMAIN_ID": str(domain)} if domain is not None else {})
 
 
@@ -372,8 +528,11 @@ def test_send_controller_confines_dds_and_prints_its_domain(files, ros_domain, u
     localhost) gets the controller. A domain the user set is kept."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "mbrl_ros.cli", "send-controller", files["ctrl"], "--wait", "60"],
-        env=_environment(ros_domain if user_domain else None), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        env=_environment(ros_domain if user_domain else None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         match = DOMAIN_LINE.search(proc.stdout.readline())
         assert match, "no domain line"
@@ -387,20 +546,23 @@ def test_send_controller_confines_dds_and_prints_its_domain(files, ros_domain, u
     assert read_file(files["ctrl"]) in received
 
 
-def _receive_controllers(domain: int, sender: subprocess.Popen,
-                         timeout: float = 60.0) -> list[bytes]:
+def _receive_controllers(
+    domain: int, sender: subprocess.Popen, timeout: float = 60.0
+) -> list[bytes]:
     """The controllers received on /mbrl/controller in ``domain`` until ``sender`` exits: the
     subscription stays until then, so the sender sees it even if a latched controller of some
     other process in that domain arrived first."""
     import time
+
     context = Context()
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node("controller_listener", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     got: list[bytes] = []
-    node.create_subscription(UInt8MultiArray, "/mbrl/controller",
-                             lambda msg: got.append(bytes(msg.data)), LATCHED_QOS)
+    node.create_subscription(
+        UInt8MultiArray, "/mbrl/controller", lambda msg: got.append(bytes(msg.data)), LATCHED_QOS
+    )
     try:
         deadline = time.monotonic() + timeout
         while sender.poll() is None and time.monotonic() < deadline:
@@ -415,8 +577,13 @@ def _receive_controllers(domain: int, sender: subprocess.Popen,
 @pytest.mark.ros
 @pytest.mark.parametrize("user_domain", [False, True])
 def test_replay_confines_dds_and_prints_its_domain(files, ros_domain, user_domain):
-    result = mbrl_ros_process("replay", files["bag"], "--rate", "10",
-                              env=_environment(ros_domain if user_domain else None))
+    result = mbrl_ros_process(
+        "replay",
+        files["bag"],
+        "--rate",
+        "10",
+        env=_environment(ros_domain if user_domain else None),
+    )
     match = DOMAIN_LINE.search(result.stdout)
     assert result.returncode == 0 and match, result.stdout + result.stderr
     assert int(match.group(1)) == ros_domain or not user_domain

@@ -1,6 +1,7 @@
 """The shipped parameter files set only parameters their nodes declare (a node refuses to start
 on an unknown one, ``nodes.params.check_unknown_parameters``), and every value passes the node's
 own check."""
+
 import importlib
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def sections(path: Path):
     document = yaml.safe_load(path.read_text()) or {}
     for key, section in document.items():
         assert key.startswith(f"{ANY_NODE}/"), f"{path.name}: section '{key}' is not /**/<node>"
-        yield key[len(ANY_NODE) + 1:], (section or {}).get("ros__parameters", {})
+        yield key[len(ANY_NODE) + 1 :], (section or {}).get("ros__parameters", {})
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f.name for f in FILES])

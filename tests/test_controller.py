@@ -1,11 +1,17 @@
 """The linear-Gaussian controller: the formula, sampling, KL, entropy, time indexing, receding
 horizon operations — against explicit loops, scipy, Monte Carlo and closed forms."""
+
 import numpy as np
 import pytest
 from scipy import stats
 
-from mbrl_ros.controller import (TIME_TOLERANCE_NS, LinearGaussianController, concatenate,
-                                 exploration_noise, kl_divergence)
+from mbrl_ros.controller import (
+    TIME_TOLERANCE_NS,
+    LinearGaussianController,
+    concatenate,
+    exploration_noise,
+    kl_divergence,
+)
 from mbrl_ros.msgconv import seconds_to_ns
 
 DT = 2_000_000  # 2 ms
@@ -19,10 +25,15 @@ def random_spd(rng, T, d, scale=1.0):
 def random_controller(rng, T=6, n=3, cov=True, start_ns=1_000_000_000, names=None):
     dx = 2 * n
     return LinearGaussianController(
-        rng.standard_normal((T, dx)), rng.standard_normal((T, n)),
-        rng.standard_normal((T, n, dx)), rng.standard_normal((T, n)),
-        random_spd(rng, T, n) if cov else None, dt_ns=DT, start_ns=start_ns,
-        joint_names=names or [f"j{i}" for i in range(n)])
+        rng.standard_normal((T, dx)),
+        rng.standard_normal((T, n)),
+        rng.standard_normal((T, n, dx)),
+        rng.standard_normal((T, n)),
+        random_spd(rng, T, n) if cov else None,
+        dt_ns=DT,
+        start_ns=start_ns,
+        joint_names=names or [f"j{i}" for i in range(n)],
+    )
 
 
 def test_act_follows_the_formula_single_and_batched():
@@ -35,8 +46,9 @@ def test_act_follows_the_formula_single_and_batched():
             np.testing.assert_allclose(c.act(x, t), expected, rtol=1e-13, atol=1e-13)
         np.testing.assert_allclose(c.act(X, t), [c.act(x, t) for x in X], rtol=1e-13, atol=1e-13)
     ts = np.array([0, 3, 5, 1, 2])
-    np.testing.assert_allclose(c.act(X, ts), [c.act(x, t) for x, t in zip(X, ts)],
-                               rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(
+        c.act(X, ts), [c.act(x, t) for x, t in zip(X, ts)], rtol=1e-13, atol=1e-13
+    )
     assert c.act(X[0], ts).shape == (5, c.du)  # one state, many steps
 
 
@@ -56,8 +68,9 @@ def test_the_lectures_three_versions():
     v20 = LinearGaussianController.gaussian(x_hat, u_hat, K, np.zeros((T, n)), cov, dt_ns=DT)
     assert not v20.deterministic
     z = rng.standard_normal(n)
-    np.testing.assert_allclose(v20.sample(x, 2, z=z),
-                               v10.act(x, 2) + np.linalg.cholesky(cov[2]) @ z)
+    np.testing.assert_allclose(
+        v20.sample(x, 2, z=z), v10.act(x, 2) + np.linalg.cholesky(cov[2]) @ z
+    )
 
 
 def test_cholesky_and_inverse_of_sigma():
@@ -65,8 +78,9 @@ def test_cholesky_and_inverse_of_sigma():
     c = random_controller(rng)
     np.testing.assert_allclose(c.chol @ np.swapaxes(c.chol, 1, 2), c.cov, atol=1e-12)
     assert np.all(np.triu(c.chol, 1) == 0)
-    np.testing.assert_allclose(c.inv_cov @ c.cov, np.broadcast_to(np.eye(c.du), c.cov.shape),
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        c.inv_cov @ c.cov, np.broadcast_to(np.eye(c.du), c.cov.shape), atol=1e-10
+    )
     np.testing.assert_allclose(c.logdet, np.linalg.slogdet(c.cov)[1], atol=1e-12)
     with pytest.raises(ValueError):
         c.K[0, 0, 0] = 1.0  # read-only: derived quantities stay consistent
@@ -90,8 +104,9 @@ def test_singular_sigma_is_factored_and_sampled():
     T, n = 3, 3
     v = np.array([1.0, 2.0, -1.0])
     cov = np.stack([np.outer(v, v), np.zeros((n, n)), random_spd(rng, 1, n)[0]])
-    c = LinearGaussianController(np.zeros((T, 2 * n)), np.zeros((T, n)), np.zeros((T, n, 2 * n)),
-                                 None, cov, dt_ns=DT)
+    c = LinearGaussianController(
+        np.zeros((T, 2 * n)), np.zeros((T, n)), np.zeros((T, n, 2 * n)), None, cov, dt_ns=DT
+    )
     np.testing.assert_allclose(c.chol @ np.swapaxes(c.chol, 1, 2), cov, atol=1e-12)
     assert np.all(np.triu(c.chol, 1) == 0)
     assert c.inv_cov is None and np.isneginf(c.logdet[:2]).all() and np.isfinite(c.logdet[2])
@@ -116,8 +131,13 @@ def test_log_prob_and_entropy_match_scipy():
 def _gaussian_kl(m1, S1, m2, S2):
     d = len(m1)
     diff = m2 - m1
-    return 0.5 * (np.trace(np.linalg.solve(S2, S1)) + diff @ np.linalg.solve(S2, diff) - d
-                  + np.linalg.slogdet(S2)[1] - np.linalg.slogdet(S1)[1])
+    return 0.5 * (
+        np.trace(np.linalg.solve(S2, S1))
+        + diff @ np.linalg.solve(S2, diff)
+        - d
+        + np.linalg.slogdet(S2)[1]
+        - np.linalg.slogdet(S1)[1]
+    )
 
 
 def _joint(c, t, mu, P):
@@ -146,8 +166,15 @@ def test_kl_matches_the_closed_form_between_joint_gaussians():
 def test_kl_matches_monte_carlo():
     rng = np.random.default_rng(7)
     p = random_controller(rng, T=3, n=2)
-    q = LinearGaussianController(p.x_hat + 0.3, p.u_hat, p.K + 0.2 * rng.standard_normal(p.K.shape),
-                                 p.k, p.cov * 1.5, dt_ns=DT, start_ns=p.start_ns)
+    q = LinearGaussianController(
+        p.x_hat + 0.3,
+        p.u_hat,
+        p.K + 0.2 * rng.standard_normal(p.K.shape),
+        p.k,
+        p.cov * 1.5,
+        dt_ns=DT,
+        start_ns=p.start_ns,
+    )
     mu = rng.standard_normal((p.T, p.dx))
     P = random_spd(rng, p.T, p.dx, 0.3)
     kl = kl_divergence(p, q, mu, P)
@@ -229,32 +256,52 @@ def test_exploration_noise_is_standard_normal_with_gps_smoothing(smoothing):
     assert np.mean(np.diff(z, axis=0) ** 2) == pytest.approx(2 * (1 - rho1), rel=0.01)
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(K=np.zeros((4, 2, 3))), "K has shape"),
-    (dict(k=np.full((4, 2), np.nan)), "k has non-finite"),
-    (dict(cov=np.tile([[1.0, 0.5], [0.0, 1.0]], (4, 1, 1))), "not symmetric"),
-    (dict(cov=np.tile([[1.0, 0.0], [0.0, -1.0]], (4, 1, 1))), "not positive semidefinite"),
-    (dict(dt_ns=0), "dt_ns"),
-    (dict(dt_ns=1.5), "dt_ns"),
-    (dict(start_ns=-1), "start_ns"),
-    (dict(joint_names=["a", "a"]), "distinct"),
-    (dict(joint_names=["a", "b", "c"]), "joint_names for du"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(K=np.zeros((4, 2, 3))), "K has shape"),
+        (dict(k=np.full((4, 2), np.nan)), "k has non-finite"),
+        (dict(cov=np.tile([[1.0, 0.5], [0.0, 1.0]], (4, 1, 1))), "not symmetric"),
+        (dict(cov=np.tile([[1.0, 0.0], [0.0, -1.0]], (4, 1, 1))), "not positive semidefinite"),
+        (dict(dt_ns=0), "dt_ns"),
+        (dict(dt_ns=1.5), "dt_ns"),
+        (dict(start_ns=-1), "start_ns"),
+        (dict(joint_names=["a", "a"]), "distinct"),
+        (dict(joint_names=["a", "b", "c"]), "joint_names for du"),
+    ],
+)
 def test_invalid_controllers_are_rejected(change, match):
     T, n = 4, 2
-    kw = dict(x_hat=np.zeros((T, 2 * n)), u_hat=np.zeros((T, n)), K=np.zeros((T, n, 2 * n)),
-              k=None, cov=None, dt_ns=DT, joint_names=["a", "b"]) | change
+    kw = (
+        dict(
+            x_hat=np.zeros((T, 2 * n)),
+            u_hat=np.zeros((T, n)),
+            K=np.zeros((T, n, 2 * n)),
+            k=None,
+            cov=None,
+            dt_ns=DT,
+            joint_names=["a", "b"],
+        )
+        | change
+    )
     with pytest.raises(ValueError, match=match):
-        LinearGaussianController(kw.pop("x_hat"), kw.pop("u_hat"), kw.pop("K"), kw.pop("k"),
-                                 kw.pop("cov"), **kw)
+        LinearGaussianController(
+            kw.pop("x_hat"), kw.pop("u_hat"), kw.pop("K"), kw.pop("k"), kw.pop("cov"), **kw
+        )
 
 
 def test_without_feedback_runs_the_nominal_actions_open_loop():
     rng = np.random.default_rng(3)
     T, dx, du = 4, 4, 2
-    c = LinearGaussianController.feedback(rng.normal(size=(T, dx)), rng.normal(size=(T, du)),
-                                          rng.normal(size=(T, du, dx)), rng.normal(size=(T, du)),
-                                          dt_ns=10, start_ns=100, joint_names=("a", "b"))
+    c = LinearGaussianController.feedback(
+        rng.normal(size=(T, dx)),
+        rng.normal(size=(T, du)),
+        rng.normal(size=(T, du, dx)),
+        rng.normal(size=(T, du)),
+        dt_ns=10,
+        start_ns=100,
+        joint_names=("a", "b"),
+    )
     o = c.without_feedback()
     for t in range(T):  # the same action on the plan, and everywhere else too
         np.testing.assert_allclose(o.act(c.x_hat[t], t), c.act(c.x_hat[t], t))

@@ -1,5 +1,6 @@
 """Bags: writing (split, metadata v9), reading back with rosbags and with the independent ``mcap``
 reader, datasets from bags, repair after a crash, and every kind of bad input."""
+
 import argparse
 import re
 import shutil
@@ -9,14 +10,21 @@ from collections import Counter
 import numpy as np
 import pytest
 import yaml
+from data_testing import (
+    DT_NS,
+    T0,
+    TYPES,
+    lockstep_messages,
+    mcap_counts,
+    small_filesystem,
+    write_bag,
+)
 from mcap.reader import make_reader
 from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from std_msgs.msg import String, UInt8MultiArray
 
-from data_testing import (DT_NS, T0, TYPES, lockstep_messages, mcap_counts, small_filesystem,
-                          write_bag)
 from mbrl_ros.data import cli
 from mbrl_ros.data.bags import BagReader, BagWriter, repair_bag, typestore
 from mbrl_ros.data.dataset import Dataset
@@ -25,8 +33,6 @@ from mbrl_ros.data.extract import dataset_from_bag, dataset_from_bags
 from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, resolve
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.nodes.messages import command_msg, joint_state_msg
-
-
 
 
 def rosbags_counts(bag) -> Counter:
@@ -99,7 +105,7 @@ def test_truncated_bag_names_the_file_and_repair_keeps_the_intact_prefix(tmp_pat
     written = write_bag(bag, msgs, split_bytes=30_000)
     last = sorted(bag.glob("*.mcap"))[-1]
     data = last.read_bytes()
-    last.write_bytes(data[:len(data) * 2 // 3])  # a crash: summary, footer, part of the data gone
+    last.write_bytes(data[: len(data) * 2 // 3])  # a crash: summary, footer, part of the data gone
     with pytest.raises(BagError, match=f"file {last.name}.*bag repair"):
         with BagReader(bag) as r:
             list(r.messages())
@@ -160,10 +166,13 @@ def test_repair_of_a_file_cut_anywhere_keeps_every_whole_message_and_a_backup(tm
     assert len(chunks) == 8
     # Cuts: a stride through the file, around message ends, at and in chunk headers and ends,
     # inside the summary.
-    cuts = sorted(set(range(0, len(full), len(full) // 90)) | {len(full) - 1, len(full) - 30}
-                  | {e + d for e in ends[::37] for d in (-1, 0, 1)}
-                  | {c.chunk_start_offset + d for c in chunks for d in (0, 1, 9, 40)}
-                  | {c.chunk_start_offset + c.chunk_length + d for c in chunks for d in (-1, 0)})
+    cuts = sorted(
+        set(range(0, len(full), len(full) // 90))
+        | {len(full) - 1, len(full) - 30}
+        | {e + d for e in ends[::37] for d in (-1, 0, 1)}
+        | {c.chunk_start_offset + d for c in chunks for d in (0, 1, 9, 40)}
+        | {c.chunk_start_offset + c.chunk_length + d for c in chunks for d in (-1, 0)}
+    )
     for cut in cuts:
         bag, r, before = repaired_copy(src, "src_0.mcap", tmp_path, cut)
         if cut < 8:  # not even the magic bytes: left as it is
@@ -174,7 +183,7 @@ def test_repair_of_a_file_cut_anywhere_keeps_every_whole_message_and_a_backup(tm
         whole = sum(1 for e in ends if e <= cut)
         with BagReader(bag) as reader:
             got = [(t, d) for t, _, d in reader.messages(raw=True)]
-        assert len(got) >= whole and got == written[:len(got)], (cut, len(got), whole)
+        assert len(got) >= whole and got == written[: len(got)], (cut, len(got), whole)
         assert r.messages == len(got) == sum(mcap_counts(bag).values())
         shutil.rmtree(bag)
 
@@ -188,8 +197,7 @@ def test_repair_salvages_a_cut_zstd_chunk_of_a_bag_from_elsewhere(tmp_path):
     writer = Writer(src, version=9, storage_plugin=StoragePlugin.MCAP)
     writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     with writer:
-        conn = writer.add_connection("/blob", "std_msgs/msg/UInt8MultiArray",
-                                     typestore=typestore())
+        conn = writer.add_connection("/blob", "std_msgs/msg/UInt8MultiArray", typestore=typestore())
         written = [serialize_message(UInt8MultiArray(data=p)) for p in payloads]
         for i, data in enumerate(written):
             writer.write(conn, T0 + i, data)
@@ -199,13 +207,14 @@ def test_repair_salvages_a_cut_zstd_chunk_of_a_bag_from_elsewhere(tmp_path):
     assert len(chunks) == 3 and {c.compression for c in chunks} == {"zstd"}
     last = chunks[-1]
     in_whole_chunks = chunks[-2].message_end_time - T0 + 1
-    bag, r, before = repaired_copy(src, name, tmp_path,
-                                   last.chunk_start_offset + last.chunk_length * 3 // 4)
+    bag, r, before = repaired_copy(
+        src, name, tmp_path, last.chunk_start_offset + last.chunk_length * 3 // 4
+    )
     assert r.status == "repaired" and "zstd" in r.problem
     assert (bag / r.backup).read_bytes() == before
     with BagReader(bag) as reader:
         got = [d for _, _, d in reader.messages(raw=True)]
-    assert in_whole_chunks < len(got) < len(written) and got == written[:len(got)]
+    assert in_whole_chunks < len(got) < len(written) and got == written[: len(got)]
 
 
 def test_missing_metadata_is_explained_and_rebuilt(tmp_path):
@@ -218,8 +227,9 @@ def test_missing_metadata_is_explained_and_rebuilt(tmp_path):
     assert all(r.status == "intact" for r in repair_bag(bag))
     after = yaml.safe_load((bag / "metadata.yaml").read_text())
     for key in ("message_count", "relative_file_paths", "files", "duration", "starting_time"):
-        assert after["rosbag2_bagfile_information"][key] == \
-            before["rosbag2_bagfile_information"][key]
+        assert (
+            after["rosbag2_bagfile_information"][key] == before["rosbag2_bagfile_information"][key]
+        )
     assert rosbags_counts(bag) == mcap_counts(bag)
 
 
@@ -272,8 +282,7 @@ def bad_messages():
     command of the wrong size (for k = 50), an episode event that is not JSON, a joint state
     stamped back in time (after k = 70) and a joint state whose CDR is cut short (k = 85)."""
     msgs = lockstep_messages(100)
-    nan = joint_state_msg(30 * DT_NS, ("a", "b"), np.array([np.nan, 0.0]), np.zeros(2),
-                          np.zeros(2))
+    nan = joint_state_msg(30 * DT_NS, ("a", "b"), np.array([np.nan, 0.0]), np.zeros(2), np.zeros(2))
     msgs[2 * 30] = (STATES, nan)
     msgs[2 * 50 + 1] = (COMMANDS, command_msg(np.zeros(3), 50 * DT_NS))
     back = joint_state_msg(5 * DT_NS, ("a", "b"), np.zeros(2), np.zeros(2), np.zeros(2))
@@ -289,12 +298,16 @@ def test_bad_messages_are_skipped_counted_and_reported_not_the_whole_bag(tmp_pat
     cut = [i for i, (t, _) in enumerate(written) if t == resolve(STATES)][85 + 1]
     data = bytearray((bag / "bag_0.mcap").read_bytes())
     at = data.index(written[cut][1])
-    data[at + 20:at + 24] = (10**6).to_bytes(4, "little")  # frame_id length far past the end
+    data[at + 20 : at + 24] = (10**6).to_bytes(4, "little")  # frame_id length far past the end
     (bag / "bag_0.mcap").write_bytes(bytes(data))
     ex = dataset_from_bag(bag)
     c = ex.counts
-    assert (c["malformed_state"], c["malformed_command"], c["malformed_event"],
-            c["stamp_backwards"]) == (2, 1, 1, 1)
+    assert (
+        c["malformed_state"],
+        c["malformed_command"],
+        c["malformed_event"],
+        c["stamp_backwards"],
+    ) == (2, 1, 1, 1)
     # 99 pairs; lost: 2 around each bad state, 1 without its command, 1 after the stamp that
     # went back (the new segment's first state has no successor one step later).
     assert len(ex.dataset) == 99 - 2 - 1 - 1 - 2
@@ -311,9 +324,15 @@ def test_bad_messages_are_skipped_counted_and_reported_not_the_whole_bag(tmp_pat
     assert f"transitions:  {len(ex.dataset)} extractable" in out
     lines = [line for line in out.splitlines() if line.startswith("skipped: ")]
     assert [line.split(":")[1] for line in lines] == [
-        " malformed command", " malformed event", " malformed state", " stamp backwards"]
-    assert lines[2].startswith(f"skipped: malformed state: 2 message(s), the first in bag at "
-                               f"{first.at_s:.3f} s: {resolve(STATES)}: ")
+        " malformed command",
+        " malformed event",
+        " malformed state",
+        " stamp backwards",
+    ]
+    assert lines[2].startswith(
+        f"skipped: malformed state: 2 message(s), the first in bag at "
+        f"{first.at_s:.3f} s: {resolve(STATES)}: "
+    )
     assert cli.run(parse(["dataset", str(bag), "-o", str(tmp_path / "d.safetensors")])) == 0
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if line.startswith("skipped: ")] == lines
@@ -336,8 +355,9 @@ def test_log_times_going_backwards(tmp_path):
         for (topic, msg), log_ns in zip(msgs, backwards):
             if topic not in conns:
                 writer.add_topic(topic, TYPES[topic])
-                conns[topic] = rosbags_writer.add_connection(resolve(topic), TYPES[topic],
-                                                             typestore=typestore())
+                conns[topic] = rosbags_writer.add_connection(
+                    resolve(topic), TYPES[topic], typestore=typestore()
+                )
             writer.write(topic, log_ns, serialize_message(msg))
             rosbags_writer.write(conns[topic], log_ns, serialize_message(msg))
     writer.close()
@@ -369,18 +389,26 @@ def test_a_writer_that_writes_nothing_leaves_no_folder(tmp_path):
 def test_full_disk_stops_cleanly_keeping_what_was_flushed(tmp_path):
     with small_filesystem(tmp_path / "small", "256k") as disk:
         if disk is None:
-            pytest.skip("cannot mount a tmpfs here (not root); the recorder test covers a full "
-                        "disk with a file size limit")
+            pytest.skip(
+                "cannot mount a tmpfs here (not root); the recorder test covers a full "
+                "disk with a file size limit"
+            )
         writer = BagWriter(disk / "bag")
         msgs = lockstep_messages(20000)
         written = 0
-        with pytest.raises(BagError, match="No space left on device.*bag keeps (\\d+) messages"
-                           ) as err:
+        with pytest.raises(
+            BagError, match="No space left on device.*bag keeps (\\d+) messages"
+        ) as err:
             for i, (topic, msg) in enumerate(msgs):
                 if not writer.has_topic(topic):
-                    writer.add_topic(topic, {STATES: "sensor_msgs/msg/JointState",
-                                             COMMANDS: "std_msgs/msg/Float64MultiArray",
-                                             EVENTS: "std_msgs/msg/String"}[topic])
+                    writer.add_topic(
+                        topic,
+                        {
+                            STATES: "sensor_msgs/msg/JointState",
+                            COMMANDS: "std_msgs/msg/Float64MultiArray",
+                            EVENTS: "std_msgs/msg/String",
+                        }[topic],
+                    )
                 writer.write(topic, T0 + i, serialize_message(msg))
                 written += 1
                 if i % 200 == 199:
@@ -388,8 +416,11 @@ def test_full_disk_stops_cleanly_keeping_what_was_flushed(tmp_path):
         kept = int(re.search(r"keeps (\d+) messages", str(err.value)).group(1))
         assert "complete and readable" in str(err.value)
         assert 0 < kept <= written and kept % 200 == 0
-        assert sum(rosbags_counts(disk / "bag").values()) == kept == sum(mcap_counts(
-            disk / "bag").values())
+        assert (
+            sum(rosbags_counts(disk / "bag").values())
+            == kept
+            == sum(mcap_counts(disk / "bag").values())
+        )
 
 
 def test_a_write_error_before_the_first_flush_leaves_no_bag(tmp_path):
@@ -399,8 +430,11 @@ def test_a_write_error_before_the_first_flush_leaves_no_bag(tmp_path):
         writer = BagWriter(disk / "bag")
         writer.add_topic(STATES, TYPES[STATES])
         state = joint_state_msg(0, ("a", "b"), np.zeros(2), np.zeros(2), np.zeros(2))
-        with pytest.raises(BagError, match="No space left.*The bag is empty: nothing had been "
-                                           "flushed, so no bag is left behind"):
+        with pytest.raises(
+            BagError,
+            match="No space left.*The bag is empty: nothing had been "
+            "flushed, so no bag is left behind",
+        ):
             writer.write(STATES, T0, serialize_message(state))
         assert not (disk / "bag").exists() and not writer.exists
 
@@ -431,19 +465,22 @@ def test_cli_info_dataset_and_repair(tmp_path, capsys):
     no_cmd = tmp_path / "nocmd"
     write_bag(no_cmd, [(t, m) for t, m in lockstep_messages(5) if t == STATES])
     assert cli.run(parse(["bag", "info", str(no_cmd)])) == 0
-    assert f"transitions:  none: bag {no_cmd} has no topic {resolve(COMMANDS)}" in \
-        capsys.readouterr().out
+    assert (
+        f"transitions:  none: bag {no_cmd} has no topic {resolve(COMMANDS)}"
+        in capsys.readouterr().out
+    )
 
 
 def test_bags_of_a_real_robot_resampled_by_the_command_line(tmp_path, capsys):
     """A bag of a real robot (jittered 500 Hz wall-clock states, commands tagged with their send
     time, an arm that does not compensate gravity): ``mbrl-ros dataset --resample`` and
     ``mbrl-ros fit --bag --resample`` give what the fitter's Resampler gives on the messages."""
+    from test_data_resample import messages, robot_stream
+
     from mbrl_ros import cli as main_cli
     from mbrl_ros.data.resample import Resampler
     from mbrl_ros.gravity import GravityModel
     from mbrl_ros.robot import load_robot
-    from test_data_resample import messages, robot_stream
 
     robot = load_robot("arm7")
     stream = robot_stream(11, seconds=1.0, names=robot.joint_names, b=np.full(7, 0.1), v0=0.0)
@@ -451,17 +488,32 @@ def test_bags_of_a_real_robot_resampled_by_the_command_line(tmp_path, capsys):
     write_bag(tmp_path / "bag", msgs)
     gravity = GravityModel(robot)
     for extra, resampler in (
-            ([], Resampler(robot.joint_names, 0.01)),
-            (["--robot-compensates-gravity", "false", "--robot", "arm7", "--command-timeout",
-              "0.02"], Resampler(robot.joint_names, 0.01, gravity=gravity,
-                                 command_timeout=0.02))):
+        ([], Resampler(robot.joint_names, 0.01)),
+        (
+            [
+                "--robot-compensates-gravity",
+                "false",
+                "--robot",
+                "arm7",
+                "--command-timeout",
+                "0.02",
+            ],
+            Resampler(robot.joint_names, 0.01, gravity=gravity, command_timeout=0.02),
+        ),
+    ):
         for topic, msg in msgs:
             resampler.feed(topic, msg)
         resampler.finish()
         expected = resampler.take()
         out = tmp_path / f"d{len(extra)}.safetensors"
-        assert cli.run(parse(["dataset", str(tmp_path / "bag"), "-o", str(out), "--resample",
-                              "0.01", *extra])) == 0
+        assert (
+            cli.run(
+                parse(
+                    ["dataset", str(tmp_path / "bag"), "-o", str(out), "--resample", "0.01", *extra]
+                )
+            )
+            == 0
+        )
         got = Dataset.load(out)
         assert len(got) == len(expected) > 80
         for field in ("states", "actions", "next_states", "stamps"):
@@ -473,21 +525,49 @@ def test_bags_of_a_real_robot_resampled_by_the_command_line(tmp_path, capsys):
     # without resampling the 2 ms steps are all gaps against the median step: no 10 ms data
     assert len(dataset_from_bag(tmp_path / "bag", dt=0.01).dataset) == 0
     model = tmp_path / "m.safetensors"
-    assert main_cli.main(["fit", "--bag", str(tmp_path / "bag"), "--resample", "0.01",
-                          "--robot-compensates-gravity", "false", "--robot", "arm7",
-                          "--model", "mlp", "--members", "1", "--epochs", "2", "--hidden", "8",
-                          "--horizons", "1", "-o", str(model)]) == 0
+    assert (
+        main_cli.main(
+            [
+                "fit",
+                "--bag",
+                str(tmp_path / "bag"),
+                "--resample",
+                "0.01",
+                "--robot-compensates-gravity",
+                "false",
+                "--robot",
+                "arm7",
+                "--model",
+                "mlp",
+                "--members",
+                "1",
+                "--epochs",
+                "2",
+                "--hidden",
+                "8",
+                "--horizons",
+                "1",
+                "-o",
+                str(model),
+            ]
+        )
+        == 0
+    )
     assert model.exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--resample", "0.01", "--dt", "0.01"], "--dt and --resample"),
-    (["--robot-compensates-gravity", "false"], "needs --robot"),
-    (["--command-timeout", "0.1"], "--command-timeout needs --resample"),
-    (["--robot", "arm7"], "--robot is only used with"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--resample", "0.01", "--dt", "0.01"], "--dt and --resample"),
+        (["--robot-compensates-gravity", "false"], "needs --robot"),
+        (["--command-timeout", "0.1"], "--command-timeout needs --resample"),
+        (["--robot", "arm7"], "--robot is only used with"),
+    ],
+)
 def test_bad_stream_options(tmp_path, argv, message):
     write_bag(tmp_path / "bag", lockstep_messages(20))
     with pytest.raises(ValueError, match=message):
-        cli.run(parse(["dataset", str(tmp_path / "bag"), "-o", str(tmp_path / "d.safetensors"),
-                       *argv]))
+        cli.run(
+            parse(["dataset", str(tmp_path / "bag"), "-o", str(tmp_path / "d.safetensors"), *argv])
+        )

@@ -1,4 +1,5 @@
 """Dataset: episode split, normalisation statistics, safetensors files, end-effector features."""
+
 import json
 
 import mujoco
@@ -16,9 +17,17 @@ NAMES = ("j1", "j2", "j3")
 def make(n=120, episodes=6, seed=0) -> Dataset:
     rng = np.random.default_rng(seed)
     s = rng.normal(size=(n, 6))
-    return Dataset(s, rng.normal(size=(n, 3)), s + rng.normal(scale=0.1, size=(n, 6)),
-                   np.repeat(np.arange(episodes), n // episodes), np.arange(n) * 10_000_000,
-                   NAMES, 0.01, joint_state_names(NAMES), ("bag_a",))
+    return Dataset(
+        s,
+        rng.normal(size=(n, 3)),
+        s + rng.normal(scale=0.1, size=(n, 6)),
+        np.repeat(np.arange(episodes), n // episodes),
+        np.arange(n) * 10_000_000,
+        NAMES,
+        0.01,
+        joint_state_names(NAMES),
+        ("bag_a",),
+    )
 
 
 def test_split_keeps_whole_episodes_and_is_seeded():
@@ -45,8 +54,9 @@ def test_stats_match_numpy_and_floor_constant_columns():
     ds = make()
     states = ds.states.copy()
     states[:, 2] = 4.0  # constant column
-    ds = Dataset(states, ds.actions, ds.next_states, ds.episodes, ds.stamps, NAMES, 0.01,
-                 ds.state_names)
+    ds = Dataset(
+        states, ds.actions, ds.next_states, ds.episodes, ds.stamps, NAMES, 0.01, ds.state_names
+    )
     st = ds.stats(floor=1e-3)
     np.testing.assert_allclose(st.state_mean, states.mean(0))
     np.testing.assert_allclose(st.action_std, ds.actions.std(0))
@@ -65,7 +75,7 @@ def test_save_and_load_round_trip_exactly_without_pickle(tmp_path):
     path = tmp_path / "d.safetensors"
     ds.save(path)
     raw = path.read_bytes()
-    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     meta = json.loads(header["__metadata__"]["mbrl_ros"])
     assert meta["schema"] == "mbrl_ros.dataset" and meta["version"] == 1
     assert meta["joint_names"] == list(NAMES) and meta["dt"] == 0.01
@@ -73,7 +83,11 @@ def test_save_and_load_round_trip_exactly_without_pickle(tmp_path):
     for name in ("states", "actions", "next_states", "episodes", "stamps"):
         np.testing.assert_array_equal(getattr(back, name), getattr(ds, name))
     assert (back.joint_names, back.dt, back.state_names, back.sources) == (
-        ds.joint_names, ds.dt, ds.state_names, ds.sources)
+        ds.joint_names,
+        ds.dt,
+        ds.state_names,
+        ds.sources,
+    )
 
 
 def test_corrupt_or_foreign_file_is_rejected_naming_the_file(tmp_path):
@@ -92,13 +106,22 @@ def test_corrupt_or_foreign_file_is_rejected_naming_the_file(tmp_path):
 def test_inconsistent_arrays_are_rejected():
     ds = make()
     with pytest.raises(DataError, match="actions has shape"):
-        Dataset(ds.states, ds.actions[:, :2], ds.next_states, ds.episodes, ds.stamps, NAMES,
-                0.01, ds.state_names)
+        Dataset(
+            ds.states,
+            ds.actions[:, :2],
+            ds.next_states,
+            ds.episodes,
+            ds.stamps,
+            NAMES,
+            0.01,
+            ds.state_names,
+        )
     states = ds.states.copy()
     states[0, 0] = np.nan
     with pytest.raises(DataError, match="non-finite"):
-        Dataset(states, ds.actions, ds.next_states, ds.episodes, ds.stamps, NAMES, 0.01,
-                ds.state_names)
+        Dataset(
+            states, ds.actions, ds.next_states, ds.episodes, ds.stamps, NAMES, 0.01, ds.state_names
+        )
 
 
 def test_concat_renumbers_episodes_of_different_sources_and_checks_layout():
@@ -106,8 +129,16 @@ def test_concat_renumbers_episodes_of_different_sources_and_checks_layout():
     both = Dataset.concat([a, b], renumber=True)
     assert both.n_episodes == 12 and len(both) == 240
     assert Dataset.concat([a, b]).n_episodes == 6  # pieces of one stream keep their ids
-    other = Dataset(b.states, b.actions, b.next_states, b.episodes, b.stamps, ("x", "y", "z"),
-                    0.01, b.state_names)
+    other = Dataset(
+        b.states,
+        b.actions,
+        b.next_states,
+        b.episodes,
+        b.stamps,
+        ("x", "y", "z"),
+        0.01,
+        b.state_names,
+    )
     with pytest.raises(DataError, match="joint names"):
         Dataset.concat([a, other])
 
@@ -120,8 +151,16 @@ def test_ee_features_equal_mujoco_site_positions(name):
     q = rng.uniform(robot.limits.lower, robot.limits.upper, (20, n))
     q_next = rng.uniform(robot.limits.lower, robot.limits.upper, (20, n))
     zeros = np.zeros((20, n))
-    ds = Dataset(np.hstack([q, zeros]), zeros, np.hstack([q_next, zeros]), np.zeros(20),
-                 np.arange(20), robot.joint_names, 0.01, joint_state_names(robot.joint_names))
+    ds = Dataset(
+        np.hstack([q, zeros]),
+        zeros,
+        np.hstack([q_next, zeros]),
+        np.zeros(20),
+        np.arange(20),
+        robot.joint_names,
+        0.01,
+        joint_state_names(robot.joint_names),
+    )
     out = add_ee_features(ds, robot)
     assert out.state_names[-3:] == ("ee/x", "ee/y", "ee/z")
     model = build_mujoco_model(robot)

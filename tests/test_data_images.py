@@ -1,13 +1,15 @@
 """Images as data: frames joined to transitions by stamp, image datasets in files, the bag tools,
 and the record graph with the simulator's camera (images in the bag = the rendered frames)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from matplotlib.image import imread
-
 from camera_testing import require_gl
 from data_testing import DT_NS, lockstep_messages, write_bag
+from matplotlib.image import imread
+from ros_harness import launch_graph
+
 from mbrl_ros import cli as main_cli
 from mbrl_ros.camera import Camera
 from mbrl_ros.data.dataset import Dataset
@@ -19,7 +21,6 @@ from mbrl_ros.msgconv import MessageError
 from mbrl_ros.nodes.messages import image_msg
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, SimConfig
-from ros_harness import launch_graph
 
 
 def frame_of(stamp_ns: int, shape=(6, 5)) -> np.ndarray:
@@ -31,8 +32,16 @@ def frame_of(stamp_ns: int, shape=(6, 5)) -> np.ndarray:
 
 def rows_dataset(stamps) -> Dataset:
     n = len(stamps)
-    return Dataset(np.zeros((n, 2)), np.zeros((n, 1)), np.ones((n, 2)), np.zeros(n, np.int64),
-                   np.asarray(stamps), ("j",), 0.01, ("position/j", "velocity/j"))
+    return Dataset(
+        np.zeros((n, 2)),
+        np.zeros((n, 1)),
+        np.ones((n, 2)),
+        np.zeros(n, np.int64),
+        np.asarray(stamps),
+        ("j",),
+        0.01,
+        ("position/j", "velocity/j"),
+    )
 
 
 def test_frames_join_by_nearest_stamp_and_are_stored_once():
@@ -44,7 +53,7 @@ def test_frames_join_by_nearest_stamp_and_are_stored_once():
     assert counts == {"no_image": 2}
     assert list(data.stamps // DT_NS) == [0, 1, 2, 3, 4, 7, 8]
     for k, img, nxt in zip(data.stamps // DT_NS, data.images, data.next_images):
-        np.testing.assert_array_equal(img, frame_of(k * DT_NS))       # frame 3 is 1 ms late
+        np.testing.assert_array_equal(img, frame_of(k * DT_NS))  # frame 3 is 1 ms late
         np.testing.assert_array_equal(nxt, frame_of((k + 1) * DT_NS))
     assert len(data.frames) == 9  # frames 0..5 and 7..9, each once
     assert np.unique(data.frames.reshape(9, -1), axis=0).shape == (9, 90)
@@ -56,8 +65,9 @@ def test_frames_join_by_nearest_stamp_and_are_stored_once():
 
 def test_image_dataset_file_select_concat_and_rollout(tmp_path):
     images = np.stack([frame_of(k * DT_NS) for k in range(6)])
-    a = Dataset.from_rollout(np.arange(12.0).reshape(6, 2), np.ones((5, 1)), 0, ("j",), 0.01,
-                             images=images)
+    a = Dataset.from_rollout(
+        np.arange(12.0).reshape(6, 2), np.ones((5, 1)), 0, ("j",), 0.01, images=images
+    )
     assert len(a.frames) == 6 and a.image_shape == (6, 5, 3)
     np.testing.assert_array_equal(a.next_images[:-1], a.images[1:])
     b = a.select(np.array([4, 1]))
@@ -97,18 +107,40 @@ def test_bag_tools_with_images(tmp_path, capsys):
     assert main_cli.main(["bag", "info", str(tmp_path / "bag")]) == 0
     out = capsys.readouterr().out
     assert "camera:       30 images 5×6 rgb8" in out and "images:       30 frames 5×6" in out
-    assert main_cli.main(["dataset", str(tmp_path / "bag"), "-o", str(tmp_path / "d.safetensors"),
-                          "--images"]) == 0
+    assert (
+        main_cli.main(
+            ["dataset", str(tmp_path / "bag"), "-o", str(tmp_path / "d.safetensors"), "--images"]
+        )
+        == 0
+    )
     saved = Dataset.load(tmp_path / "d.safetensors")
     np.testing.assert_array_equal(saved.images, ds.images)
-    assert main_cli.main(["bag", "images", str(tmp_path / "bag"), "-o", str(tmp_path / "s.png"),
-                          "--every", "2", "--count", "4", "--columns", "2"]) == 0
+    assert (
+        main_cli.main(
+            [
+                "bag",
+                "images",
+                str(tmp_path / "bag"),
+                "-o",
+                str(tmp_path / "s.png"),
+                "--every",
+                "2",
+                "--count",
+                "4",
+                "--columns",
+                "2",
+            ]
+        )
+        == 0
+    )
     sheet = (imread(tmp_path / "s.png")[..., :3] * 255).round().astype(np.uint8)
     expected = contact_sheet(np.stack([frame_of(k * DT_NS) for k in (0, 2, 4, 6)]), 2)
     np.testing.assert_array_equal(sheet, expected)
     write_bag(tmp_path / "plain", lockstep_messages(5))
-    assert main_cli.main(["dataset", str(tmp_path / "plain"), "-o", str(tmp_path / "p"),
-                          "--images"]) != 0
+    assert (
+        main_cli.main(["dataset", str(tmp_path / "plain"), "-o", str(tmp_path / "p"), "--images"])
+        != 0
+    )
     assert "has no topic /camera/image_raw" in capsys.readouterr().err
 
 
@@ -118,8 +150,18 @@ def test_record_graph_records_the_rendered_frames(tmp_path):
     is the frame the simulator renders for that state."""
     require_gl()
     bag = tmp_path / "bag"
-    result = launch_graph(["record", "robot:=arm2", "episodes:=2", "episode_length:=0.3",
-                           f"bag:={bag}", "status_period:=0", "camera:=true"], timeout=100)
+    result = launch_graph(
+        [
+            "record",
+            "robot:=arm2",
+            "episodes:=2",
+            "episode_length:=0.3",
+            f"bag:={bag}",
+            "status_period:=0",
+            "camera:=true",
+        ],
+        timeout=100,
+    )
     assert result.returncode == 0, result.stdout
     ex = dataset_from_bag(bag, images=True)
     ds = ex.dataset

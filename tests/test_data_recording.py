@@ -1,12 +1,13 @@
 """EpisodeRecording: a recording keeps exactly the requested episodes, each complete, whatever the
 order in which the topics' messages arrive; written to a bag, they extract into exactly those
 episodes with a command for every transition."""
+
 import numpy as np
 import pytest
+from data_testing import DT_NS, T0, TYPES
 from rclpy.serialization import serialize_message
 from std_msgs.msg import String
 
-from data_testing import DT_NS, T0, TYPES
 from mbrl_ros.data.bags import BagWriter
 from mbrl_ros.data.extract import dataset_from_bag
 from mbrl_ros.data.recording import EpisodeRecording
@@ -27,15 +28,15 @@ def sim_stream(n_episodes: int, steps: int, commands_from: int = 0) -> list[tupl
     for e in range(n_episodes):
         start = e * (steps + 1) * DT_NS
         if e:
-            out.append((EVENTS, String(data=episode_event_json("reset", e, start)), start,
-                        "reset"))
+            out.append((EVENTS, String(data=episode_event_json("reset", e, start)), start, "reset"))
             out.append((TARGET, String(data=f"target {e}"), None, None))
         for k in range(steps + 1):
             stamp = start + k * DT_NS
             q = rng.normal(size=2)
             out.append((CLOCK, String(data=str(stamp)), stamp, None))
-            out.append((STATES, joint_state_msg(stamp, ("a", "b"), q, -q, np.zeros(2)), stamp,
-                        None))
+            out.append(
+                (STATES, joint_state_msg(stamp, ("a", "b"), q, -q, np.zeros(2)), stamp, None)
+            )
             if len(out) > 3 * commands_from:
                 out.append((COMMANDS, command_msg(rng.normal(size=2), stamp), stamp, None))
     return [(t, serialize_message(m), s, kind) for t, m, s, kind in out]
@@ -63,13 +64,17 @@ def record(stream, rec: EpisodeRecording, bag=None) -> list[tuple]:
 
 
 def recording(episodes: int, **kwargs) -> EpisodeRecording:
-    return EpisodeRecording(episodes, states=STATES, required=(STATES, COMMANDS),
-                            streams=(STATES, COMMANDS, CLOCK), **kwargs)
+    return EpisodeRecording(
+        episodes,
+        states=STATES,
+        required=(STATES, COMMANDS),
+        streams=(STATES, COMMANDS, CLOCK),
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("known_length", [True, False])
-def test_events_exactly_the_requested_episodes_whatever_the_arrival_order(tmp_path,
-                                                                          known_length):
+def test_events_exactly_the_requested_episodes_whatever_the_arrival_order(tmp_path, known_length):
     steps, period = 20, 21 * DT_NS
     stream = sim_stream(5, steps, commands_from=3)
     # Topics arrive independently: episode 1's first state and episode 2's first state and
@@ -155,8 +160,9 @@ def test_service_mode_ends_episodes_on_the_first_state_at_the_length():
     assert rec.ended
 
 
-@pytest.mark.parametrize("kwargs,match", [({"episodes": 0}, "at least 1"),
-                                          ({"episodes": 1, "length_ns": 0}, "positive")])
+@pytest.mark.parametrize(
+    "kwargs,match", [({"episodes": 0}, "at least 1"), ({"episodes": 1, "length_ns": 0}, "positive")]
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         recording(**kwargs)

@@ -1,5 +1,6 @@
 """TransitionBuilder: pairing rules, boundaries, gaps and bad input, on hand-built message streams
 whose expected transitions are written out by hand."""
+
 import numpy as np
 import pytest
 from rclpy.serialization import serialize_message
@@ -19,8 +20,13 @@ DT_NS = 10_000_000  # 10 ms
 
 def state(k: int, stamp_ns: int | None = None) -> JointState:
     """State k: position (k, -k), velocity (10k, 0.5), stamped k·dt (unless given)."""
-    return joint_state_msg(k * DT_NS if stamp_ns is None else stamp_ns, NAMES,
-                           np.array([k, -k], float), np.array([10.0 * k, 0.5]), np.zeros(2))
+    return joint_state_msg(
+        k * DT_NS if stamp_ns is None else stamp_ns,
+        NAMES,
+        np.array([k, -k], float),
+        np.array([10.0 * k, 0.5]),
+        np.zeros(2),
+    )
 
 
 def torque(k: int) -> np.ndarray:
@@ -75,19 +81,25 @@ def test_tagged_command_arriving_after_the_next_state_is_still_paired():
 
 def test_joint_order_follows_joint_names_not_the_message():
     msg = joint_state_msg(0, ("b", "a"), np.array([2.0, 1.0]), np.array([4.0, 3.0]), np.zeros(2))
-    msg2 = joint_state_msg(DT_NS, ("b", "a"), np.array([6.0, 5.0]), np.array([8.0, 7.0]),
-                           np.zeros(2))
+    msg2 = joint_state_msg(
+        DT_NS, ("b", "a"), np.array([6.0, 5.0]), np.array([8.0, 7.0]), np.zeros(2)
+    )
     ds, _ = build([("state", msg), ("command", command_msg(torque(0), 0)), ("state", msg2)])
     np.testing.assert_array_equal(ds.states[0], [1, 2, 3, 4])
     np.testing.assert_array_equal(ds.next_states[0], [5, 6, 7, 8])
 
 
 def test_untagged_commands_zero_order_hold_and_nothing_before_the_first_command():
-    stream = [("state", state(0)), ("state", state(1)),            # no command yet
-              ("command", command_msg(torque(1))), ("state", state(2)),
-              ("state", state(3)),                                  # held: torque(1)
-              ("command", command_msg(torque(7))), ("command", command_msg(torque(3))),
-              ("state", state(4))]                                  # latest wins: torque(3)
+    stream = [
+        ("state", state(0)),
+        ("state", state(1)),  # no command yet
+        ("command", command_msg(torque(1))),
+        ("state", state(2)),
+        ("state", state(3)),  # held: torque(1)
+        ("command", command_msg(torque(7))),
+        ("command", command_msg(torque(3))),
+        ("state", state(4)),
+    ]  # latest wins: torque(3)
     ds, counts = build(stream)
     np.testing.assert_array_equal(ds.stamps, np.array([1, 2, 3]) * DT_NS)
     np.testing.assert_array_equal(ds.actions, np.stack([torque(1), torque(1), torque(3)]))
@@ -95,8 +107,12 @@ def test_untagged_commands_zero_order_hold_and_nothing_before_the_first_command(
 
 
 def test_tagged_command_wins_over_held_untagged_command():
-    stream = [("state", state(0)), ("command", command_msg(torque(9))),
-              ("command", command_msg(torque(0), 0)), ("state", state(1))]
+    stream = [
+        ("state", state(0)),
+        ("command", command_msg(torque(9))),
+        ("command", command_msg(torque(0), 0)),
+        ("state", state(1)),
+    ]
     ds, _ = build(stream)
     np.testing.assert_array_equal(ds.actions, [torque(0)])
 
@@ -115,9 +131,16 @@ def test_reset_cuts_the_transition_even_when_the_event_arrives_after_the_state()
 
 
 def test_held_command_from_before_a_reset_is_not_used_after_it():
-    stream = [("state", state(0)), ("command", command_msg(torque(0))), ("state", state(1)),
-              ("event", event("reset", 2 * DT_NS)), ("state", state(2)), ("state", state(3)),
-              ("command", command_msg(torque(3))), ("state", state(4))]
+    stream = [
+        ("state", state(0)),
+        ("command", command_msg(torque(0))),
+        ("state", state(1)),
+        ("event", event("reset", 2 * DT_NS)),
+        ("state", state(2)),
+        ("state", state(3)),
+        ("command", command_msg(torque(3))),
+        ("state", state(4)),
+    ]
     ds, counts = build(stream)
     np.testing.assert_array_equal(ds.stamps, np.array([0, 3]) * DT_NS)
     np.testing.assert_array_equal(ds.actions, np.stack([torque(0), torque(3)]))
@@ -128,8 +151,11 @@ def test_held_command_from_before_a_reset_is_not_used_after_it():
 def test_end_and_start_events_exclude_the_states_between_episodes():
     """End at 3: state 3 is the episode's last (the transition into it counts), 4 and 5 belong
     to no episode; start at 6 begins the next."""
-    stream = [("event", event("start", 0, 1)), ("event", event("end", 3 * DT_NS, 1)),
-              ("event", event("start", 6 * DT_NS, 2))] + list(lockstep(9))
+    stream = [
+        ("event", event("start", 0, 1)),
+        ("event", event("end", 3 * DT_NS, 1)),
+        ("event", event("start", 6 * DT_NS, 2)),
+    ] + list(lockstep(9))
     ds, counts = build(stream)
     np.testing.assert_array_equal(ds.stamps, np.array([0, 1, 2, 6, 7]) * DT_NS)
     np.testing.assert_array_equal(ds.episodes, [0, 0, 0, 1, 1])
@@ -152,10 +178,12 @@ def _episodes_stream(rng, episodes: int, steps: int):
             last_command = max(last_command, k + rng.uniform(0.1, 6))
             timed.append((last_command, len(timed), "command", command_msg(torque(k), k * DT_NS)))
             k += 1
-        timed.append((first + rng.uniform(0, 3), len(timed), "event",
-                      event("start", first * DT_NS, e)))
-        timed.append((k - 1 + rng.uniform(0, 3), len(timed), "event",
-                      event("end", (k - 1) * DT_NS, e)))
+        timed.append(
+            (first + rng.uniform(0, 3), len(timed), "event", event("start", first * DT_NS, e))
+        )
+        timed.append(
+            (k - 1 + rng.uniform(0, 3), len(timed), "event", event("end", (k - 1) * DT_NS, e))
+        )
     return [(kind, msg) for _, _, kind, msg in sorted(timed, key=lambda t: t[:2])]
 
 
@@ -192,10 +220,14 @@ def test_commands_caught_up_in_bulk_still_pair_with_their_states():
 def test_a_reset_and_a_start_at_one_stamp_are_one_boundary_in_either_order():
     for late in ("reset", "start"):
         early = "start" if late == "reset" else "reset"
-        stream = list(lockstep(3)) + [("event", event(early, 3 * DT_NS)), ("state", state(3)),
-                                      ("command", command_msg(torque(3), 3 * DT_NS)),
-                                      ("state", state(4)), ("state", state(5)),
-                                      ("event", event(late, 3 * DT_NS))]
+        stream = list(lockstep(3)) + [
+            ("event", event(early, 3 * DT_NS)),
+            ("state", state(3)),
+            ("command", command_msg(torque(3), 3 * DT_NS)),
+            ("state", state(4)),
+            ("state", state(5)),
+            ("event", event(late, 3 * DT_NS)),
+        ]
         ds, counts = build(stream)
         np.testing.assert_array_equal(ds.stamps, np.array([0, 1, 3]) * DT_NS)
         np.testing.assert_array_equal(ds.episodes, [0, 0, 1])
@@ -229,8 +261,10 @@ def test_gap_in_the_states_breaks_the_chain_and_tolerance_allows_jitter():
     stamps = [0, 10, 20, 40, 50, 61]  # ms: state at 30 missing; 61 is 10 % late
     stream = []
     for k, ms in enumerate(stamps):
-        stream += [("state", state(k, ms * 1_000_000)),
-                   ("command", command_msg(torque(k), ms * 1_000_000))]
+        stream += [
+            ("state", state(k, ms * 1_000_000)),
+            ("command", command_msg(torque(k), ms * 1_000_000)),
+        ]
     ds, counts = build(stream, gap_tolerance=0.15)
     np.testing.assert_array_equal(ds.stamps // 1_000_000, [0, 10, 40, 50])
     assert counts["gap"] == 1
@@ -263,16 +297,22 @@ def test_late_tagged_command_and_late_event_are_counted():
     assert b.counts["late_command"] == 1 and b.counts["late_event"] == 1
 
 
-@pytest.mark.parametrize("kind,msg,match", [
-    ("state", JointState(name=["a"], position=[0.0], velocity=[0.0]), "lacks joints"),
-    ("state", JointState(name=["a", "b"], position=[0.0, float("nan")], velocity=[0.0, 0.0]),
-     "non-finite"),
-    ("command", Float64MultiArray(data=[1.0]), "expected 2"),
-    ("command", Float64MultiArray(data=[1.0, float("inf")]), "non-finite"),
-    ("event", String(data="not json"), "not JSON"),
-    ("event", String(data='{"event": "pause", "stamp_ns": 1}'), "kind"),
-    ("event", String(data='{"event": "reset", "stamp_ns": -5}'), "negative"),
-])
+@pytest.mark.parametrize(
+    "kind,msg,match",
+    [
+        ("state", JointState(name=["a"], position=[0.0], velocity=[0.0]), "lacks joints"),
+        (
+            "state",
+            JointState(name=["a", "b"], position=[0.0, float("nan")], velocity=[0.0, 0.0]),
+            "non-finite",
+        ),
+        ("command", Float64MultiArray(data=[1.0]), "expected 2"),
+        ("command", Float64MultiArray(data=[1.0, float("inf")]), "non-finite"),
+        ("event", String(data="not json"), "not JSON"),
+        ("event", String(data='{"event": "pause", "stamp_ns": 1}'), "kind"),
+        ("event", String(data='{"event": "reset", "stamp_ns": -5}'), "negative"),
+    ],
+)
 def test_malformed_messages_raise_message_error(kind, msg, match):
     b = TransitionBuilder(NAMES, DT_NS / 1e9)
     with pytest.raises(MessageError, match=match):
@@ -283,8 +323,9 @@ def test_bag_messages_from_rosbags_give_the_same_transitions():
     """The builder is duck-typed: rosbags' deserialised messages work like rclpy's."""
     store = typestore()
     live = list(lockstep(20))
-    converted = [(kind, store.deserialize_cdr(serialize_message(msg), _type_of(msg)))
-                 for kind, msg in live]
+    converted = [
+        (kind, store.deserialize_cdr(serialize_message(msg), _type_of(msg))) for kind, msg in live
+    ]
     assert isinstance(converted[0][1], store.types["sensor_msgs/msg/JointState"])
     a, _ = build(live)
     b, _ = build(converted)
@@ -293,8 +334,10 @@ def test_bag_messages_from_rosbags_give_the_same_transitions():
 
 
 def _type_of(msg) -> str:
-    return {JointState: "sensor_msgs/msg/JointState",
-            Float64MultiArray: "std_msgs/msg/Float64MultiArray"}[type(msg)]
+    return {
+        JointState: "sensor_msgs/msg/JointState",
+        Float64MultiArray: "std_msgs/msg/Float64MultiArray",
+    }[type(msg)]
 
 
 def test_bad_construction_arguments():

@@ -1,6 +1,7 @@
 """The network models (probabilistic ensemble, deterministic MLP): fits of known systems against
 independent references, the mixture moments, the propagation modes, artifacts, bad input and
 divergence rollback."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -8,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from dynamics_systems import linear_dataset
 
 from mbrl_ros.artifacts import ArtifactError, Schema, decode, encode
 from mbrl_ros.data.dataset import Dataset, joint_state_names
@@ -17,8 +19,6 @@ from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel, MLPModel
 from mbrl_ros.dynamics.evaluation import evaluate
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.robot import load_robot
-
-from dynamics_systems import linear_dataset
 
 torch.set_num_threads(1)
 
@@ -52,8 +52,14 @@ def test_fits_a_linear_system_as_well_as_least_squares(cls, linear):
     """1-step error on held-out episodes within 15 % of the least-squares fit of the true model
     class (which reaches the noise floor, 0.01) and below 0.0125 per state."""
     train, val = linear
-    cfg = EnsembleConfig(members=3 if cls is EnsembleModel else 1, hidden=64, layers=2,
-                         max_epochs=300, patience=20, bootstrap=cls is EnsembleModel)
+    cfg = EnsembleConfig(
+        members=3 if cls is EnsembleModel else 1,
+        hidden=64,
+        layers=2,
+        max_epochs=300,
+        patience=20,
+        bootstrap=cls is EnsembleModel,
+    )
     model = cls(ModelSignature.of(train), device="cpu", config=cfg)
     report = model.fit(train, val)
     assert not report.rolled_back and report.val_loss and report.seconds > 0
@@ -77,8 +83,14 @@ def test_fits_the_two_link_arm(cls, arm2_data):
     episodes the 1-step RMSE is below 1e-3 rad / 0.07 rad/s, the 10-step open-loop error below
     0.006 rad / 0.08 rad/s, both under 10 % of the error of predicting no motion."""
     train, val = arm2_data
-    cfg = EnsembleConfig(members=3 if cls is EnsembleModel else 1, hidden=64, layers=2,
-                         max_epochs=150, patience=15, bootstrap=cls is EnsembleModel)
+    cfg = EnsembleConfig(
+        members=3 if cls is EnsembleModel else 1,
+        hidden=64,
+        layers=2,
+        max_epochs=150,
+        patience=15,
+        bootstrap=cls is EnsembleModel,
+    )
     model = cls(ModelSignature.of(train), device="cpu", config=cfg)
     assert not model.fit(train, val).rolled_back
     ev = evaluate(model, val, (1, 10))
@@ -93,7 +105,7 @@ def test_prediction_is_the_mixture_of_the_members(fitted, linear):
     (law of total variance), for any leading batch shape; s and a broadcast."""
     _, val = linear
     s = torch.as_tensor(val.states[:12]).reshape(3, 4, 2)
-    a = torch.as_tensor(val.actions[:4])                       # broadcasts over the first dim
+    a = torch.as_tensor(val.actions[:4])  # broadcasts over the first dim
     with torch.no_grad():
         means, variances = fitted.member_predictions(s, a)
         mean, var = fitted.predict(s, a)
@@ -109,8 +121,8 @@ def test_propagation_modes(fitted, linear):
     p mod E; both draw from that member's Gaussian. Replayed with the same generator seed."""
     _, val = linear
     E = fitted.members
-    s = torch.as_tensor(val.states[:2 * E])
-    a = torch.as_tensor(val.actions[:2 * E])
+    s = torch.as_tensor(val.states[: 2 * E])
+    a = torch.as_tensor(val.actions[: 2 * E])
     with torch.no_grad():
         means, variances = fitted.member_predictions(s, a)
         sd = variances.sqrt()
@@ -127,8 +139,9 @@ def test_propagation_modes(fitted, linear):
         np.testing.assert_allclose(out, means[p % E, p] + sd[p % E, p] * noise, rtol=1e-5)
 
         # 'mean' averages the members' heads in float32 (no variance): predict's mean to rounding
-        np.testing.assert_allclose(fitted.propagate(s, a, "mean"), fitted.predict(s, a)[0],
-                                   rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            fitted.propagate(s, a, "mean"), fitted.predict(s, a)[0], rtol=1e-6, atol=1e-7
+        )
         actions = torch.as_tensor(val.actions[:5]).expand(2 * E, 5, 1)
         for mode in ("mean", "sample", "ts1", "tsinf"):
             assert fitted.rollout(s, actions, mode).shape == (2 * E, 6, 2)
@@ -162,8 +175,9 @@ def test_bad_artifacts_are_rejected(fitted):
     newer = replace(EnsembleModel.SCHEMA, version=2)
     with pytest.raises(ArtifactError, match="version 2 is newer"):
         model_from_bytes(encode(newer, tensors, meta))
-    wrong = encode(EnsembleModel.SCHEMA, tensors, {**meta, "config": {**meta["config"],
-                                                                         "members": 4}})
+    wrong = encode(
+        EnsembleModel.SCHEMA, tensors, {**meta, "config": {**meta["config"], "members": 4}}
+    )
     with pytest.raises(ArtifactError, match="do not match the configured networks"):
         model_from_bytes(wrong)
     with pytest.raises(ArtifactError, match="not a dynamics model"):
@@ -175,17 +189,41 @@ def test_bad_data_gets_clear_errors(fitted, linear):
     model = EnsembleModel(ModelSignature.of(train), device="cpu", config=SMALL)
     with pytest.raises(ModelError, match="needs at least 50 transitions, the dataset has 20"):
         model.fit(train.select(np.arange(20)))
-    flat = Dataset(train.states, np.zeros_like(train.actions), train.next_states, train.episodes,
-                   train.stamps, train.joint_names, train.dt, train.state_names)
+    flat = Dataset(
+        train.states,
+        np.zeros_like(train.actions),
+        train.next_states,
+        train.episodes,
+        train.stamps,
+        train.joint_names,
+        train.dt,
+        train.state_names,
+    )
     with pytest.raises(ModelError, match=r"input columns \['effort/j'\] are constant"):
         model.fit(flat)
     states = train.states.copy()
     states[3, 1] = np.nan
     with pytest.raises(DataError, match="non-finite"):
-        Dataset(states, train.actions, train.next_states, train.episodes, train.stamps,
-                train.joint_names, train.dt, train.state_names)
-    other = Dataset(train.states, train.actions, train.next_states, train.episodes, train.stamps,
-                    ("k",), train.dt, joint_state_names(("k",)))
+        Dataset(
+            states,
+            train.actions,
+            train.next_states,
+            train.episodes,
+            train.stamps,
+            train.joint_names,
+            train.dt,
+            train.state_names,
+        )
+    other = Dataset(
+        train.states,
+        train.actions,
+        train.next_states,
+        train.episodes,
+        train.stamps,
+        ("k",),
+        train.dt,
+        joint_state_names(("k",)),
+    )
     with pytest.raises(ModelError, match=r"model is for joints \['j'\], data has \['k'\]"):
         fitted.fit(other)
     with pytest.raises(ModelError, match=r"model is for joints \['j'\]"):
@@ -221,14 +259,16 @@ def test_divergence_is_detected_and_rolled_back(fitted, linear):
 
 def test_warm_start_continues_and_early_stopping_stops(linear):
     train, val = linear
-    model = EnsembleModel(ModelSignature.of(train), device="cpu",
-                          config=replace(SMALL, max_epochs=500, patience=5))
+    model = EnsembleModel(
+        ModelSignature.of(train), device="cpu", config=replace(SMALL, max_epochs=500, patience=5)
+    )
     report = model.fit(train, val)
     assert "5 without improvement" in report.message and len(report.val_loss) < 500
     stats = model.stats
     model.config = replace(model.config, max_epochs=1)
     warm = model.fit(train, val, warm_start=True)
-    cold = EnsembleModel(ModelSignature.of(train), device="cpu",
-                         config=replace(SMALL, max_epochs=1)).fit(train, val)
+    cold = EnsembleModel(
+        ModelSignature.of(train), device="cpu", config=replace(SMALL, max_epochs=1)
+    ).fit(train, val)
     assert model.stats is stats
     assert warm.val_loss[0] < 1.5 * min(report.val_loss) < 0.2 * cold.val_loss[0]

@@ -2,6 +2,7 @@
 float64 NumPy forward written from the model's parameters: particle by particle, member by member,
 normalisation, SiLU, the soft log-variance bounds and the Gaussian draw spelled out. Also the
 step-by-step reference path (autograd on), the cost in the planner's dtype, and bad shapes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,9 +30,11 @@ def arm2():
 def make(cls, data, members: int) -> EnsembleModel:
     """Random weights, random biases and log-variance bounds that bind, the data's (non-trivial)
     normalisation statistics."""
-    model = cls(ModelSignature.of(data), device="cpu",
-                config=EnsembleConfig(members=members, hidden=24, layers=3, seed=2,
-                                      bootstrap=False))
+    model = cls(
+        ModelSignature.of(data),
+        device="cpu",
+        config=EnsembleConfig(members=members, hidden=24, layers=3, seed=2, bootstrap=False),
+    )
     model.stats = data.stats()
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
@@ -65,12 +68,19 @@ def numpy_rollout(model, s0, actions, mode, seed, noise_dtype):
     out = [s.copy()]
     for t in range(a_all.shape[2]):
         nxt = np.empty_like(s)
-        noise = torch.randn((P, N, dx), generator=gen, dtype=noise_dtype).double().numpy() \
-            if mode == "tsinf" else None
+        noise = (
+            torch.randn((P, N, dx), generator=gen, dtype=noise_dtype).double().numpy()
+            if mode == "tsinf"
+            else None
+        )
         for p in range(P):
             for n in range(N):
-                x = np.concatenate([(s[p, n] - st["state_mean"]) / st["state_std"],
-                                    (a_all[p, n, t] - st["action_mean"]) / st["action_std"]])
+                x = np.concatenate(
+                    [
+                        (s[p, n] - st["state_mean"]) / st["state_std"],
+                        (a_all[p, n, t] - st["action_mean"]) / st["action_std"],
+                    ]
+                )
                 means, stds = [], []
                 for e in range(E):
                     h = x
@@ -106,7 +116,7 @@ def test_fused_rollout_matches_a_plain_forward(arm2, cls, members, dtype, mode, 
     model = make(cls, data, members)
     P = particles * members if mode == "tsinf" else 1
     s0 = torch.as_tensor(data.states[:5], dtype=dtype).expand(P, 5, model.dx)
-    U = torch.as_tensor(data.actions[:5 * H].reshape(5, H, model.du), dtype=dtype)
+    U = torch.as_tensor(data.actions[: 5 * H].reshape(5, H, model.du), dtype=dtype)
     U = U.expand(P, 5, H, model.du)
     want = numpy_rollout(model, s0, U, mode, 11, dtype)
     with torch.no_grad():
@@ -126,11 +136,15 @@ def test_fused_rollout_takes_any_batch_shape_and_keeps_the_errors(arm2):
     _, data = arm2
     model = make(EnsembleModel, data, 3)
     s0 = torch.as_tensor(data.states[:6].reshape(2, 3, -1)).expand(6, 2, 3, model.dx)
-    U = torch.as_tensor(data.actions[:6 * H].reshape(2, 3, H, -1))
+    U = torch.as_tensor(data.actions[: 6 * H].reshape(2, 3, H, -1))
     with torch.no_grad():
         got = model.rollout(s0, U, "tsinf", torch.Generator().manual_seed(1))
-        flat = model.rollout(s0.reshape(6, 6, -1), U.reshape(6, H, -1).expand(6, 6, H, -1),
-                             "tsinf", torch.Generator().manual_seed(1))
+        flat = model.rollout(
+            s0.reshape(6, 6, -1),
+            U.reshape(6, H, -1).expand(6, 6, H, -1),
+            "tsinf",
+            torch.Generator().manual_seed(1),
+        )
         np.testing.assert_array_equal(got.reshape(6, 6, H + 1, -1).numpy(), flat.numpy())
         single = model.rollout(s0[0, 0, 0], U[0, 0], "mean")
         with torch.enable_grad():
@@ -151,11 +165,15 @@ def test_rollout_costs_through_the_fused_path_match_the_reference_path(arm2):
     model = make(EnsembleModel, data, 3)
     cost = ReachCost(robot, (0.15, 0.1, 0.07)).to(torch.float32)
     x0 = torch.as_tensor(data.states[0], dtype=torch.float32)
-    U = torch.as_tensor(data.actions[:8 * H].reshape(8, H, -1), dtype=torch.float32)
+    U = torch.as_tensor(data.actions[: 8 * H].reshape(8, H, -1), dtype=torch.float32)
     fused = rollout_costs(model, cost, x0, U, "tsinf", 6, torch.Generator().manual_seed(3))
     with torch.enable_grad():
-        states = model.rollout(x0.expand(6, 8, model.dx), U.expand(6, 8, H, model.du), "tsinf",
-                               torch.Generator().manual_seed(3))
+        states = model.rollout(
+            x0.expand(6, 8, model.dx),
+            U.expand(6, 8, H, model.du),
+            "tsinf",
+            torch.Generator().manual_seed(3),
+        )
         reference = cost(states, U.expand(6, 8, H, model.du)).mean(0).detach()
     np.testing.assert_allclose(fused.numpy(), reference.numpy(), rtol=1e-5)
 
@@ -193,15 +211,29 @@ def test_closed_loop_rollout_matches_a_plain_forward(arm2, cls, members, dtype):
     want = [s0.double().numpy()]
     for t in range(H):
         np.testing.assert_allclose(seen[t].double().numpy(), want[-1], rtol=2e-5, atol=2e-5)
-        a = np.clip(U[t].double().numpy() + (want[-1] - s0[0].double().numpy())
-                    @ K[t].double().numpy().T, -0.2, 0.2)
+        a = np.clip(
+            U[t].double().numpy() + (want[-1] - s0[0].double().numpy()) @ K[t].double().numpy().T,
+            -0.2,
+            0.2,
+        )
         np.testing.assert_allclose(actions[:, t].double().numpy(), a, rtol=2e-5, atol=2e-5)
-        step = numpy_rollout(model, torch.as_tensor(want[-1])[None], torch.as_tensor(a)[None, :,
-                             None], "mean", 0, torch.float64)
+        step = numpy_rollout(
+            model,
+            torch.as_tensor(want[-1])[None],
+            torch.as_tensor(a)[None, :, None],
+            "mean",
+            0,
+            torch.float64,
+        )
         want.append(step[0, :, 1])
-    np.testing.assert_allclose(states.double().numpy(), np.stack(want, 1), rtol=2e-5,
-                               atol=2e-5 * np.abs(want).max())
+    np.testing.assert_allclose(
+        states.double().numpy(), np.stack(want, 1), rtol=2e-5, atol=2e-5 * np.abs(want).max()
+    )
     reference, _ = DynamicsModel.rollout_policy(model, s0, policy, H)
     np.testing.assert_allclose(reference.numpy(), states.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(model.propagate(s0, U[0], "mean").detach().numpy(),
-                               model.predict(s0, U[0])[0].detach().numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        model.propagate(s0, U[0], "mean").detach().numpy(),
+        model.predict(s0, U[0])[0].detach().numpy(),
+        rtol=1e-6,
+        atol=1e-7,
+    )

@@ -1,6 +1,7 @@
 """Evaluation against closed forms (an exact linear-Gaussian model of linear data), windows over
 episodes and gaps, the train/validation split, the PNG, and the ``fit`` / ``eval-model`` commands
 (dataset files and bags)."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,8 @@ import argparse
 import numpy as np
 import pytest
 import torch
+from data_testing import write_bag
+from dynamics_systems import LINEAR_A, LINEAR_B, linear_dataset
 from scipy.stats import norm
 
 from mbrl_ros.artifacts import read_file
@@ -20,9 +23,6 @@ from mbrl_ros.dynamics.evaluation import evaluate, holdout_split, plot_rollouts,
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.nodes.messages import command_msg, joint_state_msg
 from mbrl_ros.robot import load_robot
-
-from data_testing import write_bag
-from dynamics_systems import LINEAR_A, LINEAR_B, linear_dataset
 
 torch.set_num_threads(1)
 
@@ -40,7 +40,7 @@ class ExactLinear(DynamicsModel):
 
     def predict(self, s, a):
         mean = s @ torch.as_tensor(A.T) + a @ torch.as_tensor(B.T)
-        return mean, torch.full_like(mean, SIGMA ** 2)
+        return mean, torch.full_like(mean, SIGMA**2)
 
     def to_bytes(self):
         raise AssertionError("not used")
@@ -63,8 +63,13 @@ def test_k_step_error_and_calibration_match_the_closed_form(data):
     model = ExactLinear(ModelSignature.of(data), data.stats(), "cpu")
     ev = evaluate(model, data, (1, 5, 20), max_windows=20000)
     for h in ev.horizons:
-        cov = sum(np.linalg.matrix_power(A, j) @ np.linalg.matrix_power(A, j).T
-                  for j in range(h.horizon)) * SIGMA ** 2
+        cov = (
+            sum(
+                np.linalg.matrix_power(A, j) @ np.linalg.matrix_power(A, j).T
+                for j in range(h.horizon)
+            )
+            * SIGMA**2
+        )
         expected = np.sqrt(np.trace(cov) / 2)
         assert h.windows == 40 * (200 - h.horizon + 1)
         assert h.rmse == pytest.approx(expected, rel=0.03)
@@ -85,11 +90,19 @@ def test_k_step_error_and_calibration_match_the_closed_form(data):
 
 def test_windows_respect_episodes_and_gaps():
     names = ("j",)
-    stamps = np.array([0, 1, 2, 3, 5, 6, 7, 0, 1]) * 10_000_000   # gap after row 3
+    stamps = np.array([0, 1, 2, 3, 5, 6, 7, 0, 1]) * 10_000_000  # gap after row 3
     episodes = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1])
     n = len(stamps)
-    d = Dataset(np.arange(2 * n, dtype=float).reshape(n, 2), np.ones((n, 1)), np.zeros((n, 2)),
-                episodes, stamps, names, 0.01, joint_state_names(names))
+    d = Dataset(
+        np.arange(2 * n, dtype=float).reshape(n, 2),
+        np.ones((n, 1)),
+        np.zeros((n, 2)),
+        episodes,
+        stamps,
+        names,
+        0.01,
+        joint_state_names(names),
+    )
     assert window_starts(d, 1).tolist() == list(range(9))
     assert window_starts(d, 2).tolist() == [0, 1, 2, 4, 5, 7]
     assert window_starts(d, 3).tolist() == [0, 1, 4]
@@ -129,19 +142,47 @@ def test_fit_and_eval_model_commands(tmp_path, capsys):
     data = random_torque_dataset(load_robot("arm2"), 6, 80, seed=2)
     data.save(tmp_path / "d.safetensors")
     out = tmp_path / "m.safetensors"
-    assert cli.run(parse("fit", ["--dataset", str(tmp_path / "d.safetensors"), "--model", "mlp",
-                                 "-o", str(out)] + NET)) == 0
+    assert (
+        cli.run(
+            parse(
+                "fit",
+                ["--dataset", str(tmp_path / "d.safetensors"), "--model", "mlp", "-o", str(out)]
+                + NET,
+            )
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "mlp model on 80 transitions in 1 episode(s)" in text and "calibration" in text
     model = load_model(read_file(out))
     assert model.kind == "mlp" and model.info["transitions"] == 400
     assert set(model.info["val_rmse"]) == {"1", "10"}
     with pytest.raises(ValueError, match="exists; use --force"):
-        cli.run(parse("fit", ["--dataset", str(tmp_path / "d.safetensors"), "--model", "mlp",
-                              "-o", str(out)]))
+        cli.run(
+            parse(
+                "fit",
+                ["--dataset", str(tmp_path / "d.safetensors"), "--model", "mlp", "-o", str(out)],
+            )
+        )
     png = tmp_path / "r.png"
-    assert cli.run(parse("eval-model", [str(out), "--dataset", str(tmp_path / "d.safetensors"),
-                                        "--png", str(png), "--horizons", "1", "5"])) == 0
+    assert (
+        cli.run(
+            parse(
+                "eval-model",
+                [
+                    str(out),
+                    "--dataset",
+                    str(tmp_path / "d.safetensors"),
+                    "--png",
+                    str(png),
+                    "--horizons",
+                    "1",
+                    "5",
+                ],
+            )
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "mlp model on 480 transitions in 6 episode(s)" in text and png.exists()
 
@@ -159,14 +200,32 @@ def test_fit_from_a_bag(tmp_path, capsys):
             messages.append((COMMANDS, command_msg(data.actions[k], stamp)))
     write_bag(tmp_path / "bag", messages)
     out = tmp_path / "m.safetensors"
-    assert cli.run(parse("fit", ["--bag", str(tmp_path / "bag"), "--model", "ensemble",
-                                 "--members", "2", "-o", str(out)] + NET)) == 0
+    assert (
+        cli.run(
+            parse(
+                "fit",
+                [
+                    "--bag",
+                    str(tmp_path / "bag"),
+                    "--model",
+                    "ensemble",
+                    "--members",
+                    "2",
+                    "-o",
+                    str(out),
+                ]
+                + NET,
+            )
+        )
+        == 0
+    )
     assert "ensemble model on 60 transitions in 1 episode(s)" in capsys.readouterr().out
     assert load_model(read_file(out)).info["transitions"] == 240
 
 
 def test_unavailable_kinds_name_what_exists():
     assert {"ensemble", "mlp"} <= set(available_kinds())
-    with pytest.raises(ModelError, match="model kind 'nope' is not available.*available: "
-                                         "ensemble, mlp"):
+    with pytest.raises(
+        ModelError, match="model kind 'nope' is not available.*available: ensemble, mlp"
+    ):
         model_class("nope")

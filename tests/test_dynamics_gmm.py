@@ -1,13 +1,14 @@
 """The GMM: EM on known mixtures, survival of tiny and empty clusters, conditioning against the
 closed form and numerical integration, the NIW prior, and the GMM dynamics model."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from dynamics_systems import arm_dataset, linear_dataset, one_step_rmse
 from scipy import integrate, stats
 
-from dynamics_systems import arm_dataset, linear_dataset, one_step_rmse
 from mbrl_ros.artifacts import ArtifactError, encode
 from mbrl_ros.dynamics.base import ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.gmm import GMM, GMMConfig, GMMDynamicsModel, kmeans
@@ -25,7 +26,7 @@ def two_blobs(n=2000, seed=0):
 def test_em_recovers_a_known_mixture():
     gmm = GMM(GMMConfig(n_components=2, seed=1))
     history = gmm.fit(two_blobs())
-    assert all(b >= a - 1e-9 for a, b in zip(history, history[1:]))   # EM never decreases
+    assert all(b >= a - 1e-9 for a, b in zip(history, history[1:]))  # EM never decreases
     order = gmm.means[:, 0].argsort()
     np.testing.assert_allclose(gmm.weights[order], [0.5, 0.5], atol=0.01)
     np.testing.assert_allclose(gmm.means[order], [[0, 0], [6, -3]], atol=0.1)
@@ -33,8 +34,9 @@ def test_em_recovers_a_known_mixture():
     np.testing.assert_allclose(gmm.covs[order[1]], [[0.5, -0.2], [-0.2, 0.3]], atol=0.06)
     x = torch.tensor([[0.3, -0.1], [5.0, -2.0]], dtype=torch.float64)
     w, mu, cov = gmm.weights.numpy(), gmm.means.numpy(), gmm.covs.numpy()
-    ref = np.log(sum(w[k] * stats.multivariate_normal(mu[k], cov[k]).pdf(x.numpy())
-                     for k in range(2)))
+    ref = np.log(
+        sum(w[k] * stats.multivariate_normal(mu[k], cov[k]).pdf(x.numpy()) for k in range(2))
+    )
     np.testing.assert_allclose(gmm.log_prob(x), ref, rtol=1e-10)
     np.testing.assert_allclose(gmm.responsibilities(x).sum(1), 1.0)
 
@@ -53,7 +55,7 @@ def test_em_survives_tiny_and_empty_clusters():
     small.fit(x[:4])
     assert small.means.shape == (4, 3)
     flat = GMM(GMMConfig(n_components=3))
-    flat.fit(np.c_[x[:, :2], np.ones(30)])           # a constant column: still a proper GMM
+    flat.fit(np.c_[x[:, :2], np.ones(30)])  # a constant column: still a proper GMM
     assert bool((torch.linalg.eigvalsh(flat.covs) > 0).all())
     assert bool(torch.isfinite(flat.log_prob(np.c_[x[:, :2], np.ones(30)])).all())
     with pytest.raises(ModelError, match="non-finite"):
@@ -92,8 +94,11 @@ def test_condition_single_gaussian_matches_closed_form():
 def test_condition_mixture_matches_numerical_integration():
     """p(y | x) of a 2-D mixture at x = 0.7: its mean and variance against quadrature of
     p(x, y) over y (scipy.integrate.quad), and the mixture density pointwise."""
-    gmm = GMM.from_parameters([0.3, 0.7], [[0.0, 1.0], [1.5, -2.0]],
-                              [[[1.0, 0.6], [0.6, 0.8]], [[0.5, -0.3], [-0.3, 1.2]]])
+    gmm = GMM.from_parameters(
+        [0.3, 0.7],
+        [[0.0, 1.0], [1.5, -2.0]],
+        [[[1.0, 0.6], [0.6, 0.8]], [[0.5, -0.3], [-0.3, 1.2]]],
+    )
     x0 = 0.7
     joint = lambda y: float(gmm.log_prob(np.array([[x0, y]])).exp())  # noqa: E731
     z = integrate.quad(joint, -20, 20)[0]
@@ -103,8 +108,11 @@ def test_condition_mixture_matches_numerical_integration():
     assert float(cond.mean[0, 0]) == pytest.approx(m, rel=1e-7)
     assert float(cond.cov[0, 0, 0]) == pytest.approx(v, rel=1e-7)
     for y in (-3.0, 0.0, 1.2):
-        dens = sum(float(cond.weights[0, k]) * stats.norm(float(cond.means[0, k, 0]), float(
-            cond.covs[k, 0, 0]) ** 0.5).pdf(y) for k in range(2))
+        dens = sum(
+            float(cond.weights[0, k])
+            * stats.norm(float(cond.means[0, k, 0]), float(cond.covs[k, 0, 0]) ** 0.5).pdf(y)
+            for k in range(2)
+        )
         assert dens == pytest.approx(joint(y) / z, rel=1e-7)
 
 
@@ -114,12 +122,14 @@ def test_niw_prior_as_gps():
     gmm = GMM(GMMConfig(n_components=2, seed=1))
     x = two_blobs()
     gmm.fit(x)
-    pts = torch.as_tensor(x[:10])          # all from the first blob
+    pts = torch.as_tensor(x[:10])  # all from the first blob
     mu0, phi, m, n0 = gmm.niw_prior(pts, strength=2.0)
     w = gmm.responsibilities(pts).mean(0)
     ref_mu = (w[:, None] * gmm.means).sum(0)
-    ref_cov = sum(w[k] * (gmm.covs[k] + torch.outer(gmm.means[k] - ref_mu, gmm.means[k] - ref_mu))
-                  for k in range(2))
+    ref_cov = sum(
+        w[k] * (gmm.covs[k] + torch.outer(gmm.means[k] - ref_mu, gmm.means[k] - ref_mu))
+        for k in range(2)
+    )
     torch.testing.assert_close(mu0, ref_mu)
     torch.testing.assert_close(phi, 2.0 * ref_cov)
     assert m == 2.0 and n0 == pytest.approx(2.0 * (2000 - 2 - 2) / 2000)
@@ -133,8 +143,9 @@ def arm():
 def test_gmm_dynamics_fits_linear_system():
     """Linear system (a single Gaussian suffices): held-out one-step RMSE < 5 % of std(Δs)."""
     train, val = linear_dataset(episodes=8, steps=40, noise=1e-4).split(0.25, 0)
-    model = GMMDynamicsModel(ModelSignature.of(train), device="cpu",
-                             config=GMMConfig(n_components=1))
+    model = GMMDynamicsModel(
+        ModelSignature.of(train), device="cpu", config=GMMConfig(n_components=1)
+    )
     assert not model.fit(train, val).rolled_back
     assert np.all(one_step_rmse(model, val) < 0.05)
 
@@ -156,8 +167,9 @@ def test_gmm_dynamics_fits_two_link_arm(arm):
 
 def test_gmm_dynamics_artifacts_and_bad_input(arm):
     train, val = arm
-    model = GMMDynamicsModel(ModelSignature.of(train), device="cpu",
-                             config=GMMConfig(n_components=4))
+    model = GMMDynamicsModel(
+        ModelSignature.of(train), device="cpu", config=GMMConfig(n_components=4)
+    )
     with pytest.raises(ModelError, match="at least 22 transitions, the dataset has 10"):
         model.fit(train.select(np.arange(10)))
     model.fit(train)
@@ -167,28 +179,33 @@ def test_gmm_dynamics_artifacts_and_bad_input(arm):
     for x, y in zip(model.predict(s, a), back.predict(s, a)):
         assert torch.equal(x, y)
     from safetensors.numpy import load
+
     from mbrl_ros.artifacts import read_header
+
     tensors, meta = load(data), read_header(data)[1]
     meta = {k: v for k, v in meta.items() if k not in ("schema", "version")}
     bad = dict(tensors, covs=-tensors["covs"])
     with pytest.raises(ArtifactError, match="positive definite"):
         GMMDynamicsModel.from_bytes(encode(GMMDynamicsModel.SCHEMA, bad, meta))
     with pytest.raises(ArtifactError, match="sum to 1"):
-        GMMDynamicsModel.from_bytes(encode(GMMDynamicsModel.SCHEMA,
-                                           dict(tensors, weights=2 * tensors["weights"]), meta))
+        GMMDynamicsModel.from_bytes(
+            encode(GMMDynamicsModel.SCHEMA, dict(tensors, weights=2 * tensors["weights"]), meta)
+        )
     with pytest.raises(ArtifactError, match="n_points"):
-        GMMDynamicsModel.from_bytes(encode(GMMDynamicsModel.SCHEMA, tensors,
-                                           dict(meta, n_points="many")))
+        GMMDynamicsModel.from_bytes(
+            encode(GMMDynamicsModel.SCHEMA, tensors, dict(meta, n_points="many"))
+        )
 
 
 def test_gmm_dynamics_warm_start(arm):
     train, val = arm
-    model = GMMDynamicsModel(ModelSignature.of(train), device="cpu",
-                             config=GMMConfig(n_components=4))
+    model = GMMDynamicsModel(
+        ModelSignature.of(train), device="cpu", config=GMMConfig(n_components=4)
+    )
     with pytest.raises(ModelError, match="warm start needs a fitted model"):
         model.fit(train, warm_start=True)
     cold = model.fit(train)
     stats = model.stats
-    warm = model.fit(train, warm_start=True)   # from the converged mixture: stops at once
+    warm = model.fit(train, warm_start=True)  # from the converged mixture: stops at once
     assert model.stats is stats and len(warm.train_loss) <= 3
     assert warm.train_loss[-1] <= cold.train_loss[-1] + 1e-6

@@ -1,17 +1,24 @@
 """Exact and sparse GP dynamics: fits of known systems, prediction, warm start, roll-back,
 artifacts and bad input."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
 from dynamics_systems import arm_dataset, linear_dataset, one_step_rmse
+
 from mbrl_ros.artifacts import ArtifactError, encode, read_header
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelError, ModelSignature, model_from_bytes
-from mbrl_ros.dynamics.gp import (GPConfig, GPModel, SparseGPModel, exact_neg_log_ml,
-                                  Hyperparameters, se_ard)
+from mbrl_ros.dynamics.gp import (
+    GPConfig,
+    GPModel,
+    Hyperparameters,
+    SparseGPModel,
+    exact_neg_log_ml,
+    se_ard,
+)
 
 torch.set_num_threads(1)
 FAST = GPConfig(iterations=40, inducing_points=60)
@@ -64,10 +71,13 @@ def test_exact_posterior_matches_closed_form():
     rng = np.random.default_rng(0)
     x, xs = rng.normal(size=(15, 3)), rng.normal(size=(4, 3))
     y = rng.normal(size=(2, 15))
-    hyp = Hyperparameters(torch.tensor(rng.normal(0, 0.3, (2, 3))),
-                          torch.tensor([0.1, -0.2], dtype=torch.float64),
-                          torch.tensor([-1.0, -2.0], dtype=torch.float64))
+    hyp = Hyperparameters(
+        torch.tensor(rng.normal(0, 0.3, (2, 3))),
+        torch.tensor([0.1, -0.2], dtype=torch.float64),
+        torch.tensor([-1.0, -2.0], dtype=torch.float64),
+    )
     from mbrl_ros.dynamics.gp import exact_posterior
+
     post = exact_posterior(torch.tensor(x), torch.tensor(y), hyp)
     mean, var = post.mean_var(torch.tensor(xs))
     for e in range(2):
@@ -81,20 +91,36 @@ def test_exact_posterior_matches_closed_form():
         np.testing.assert_allclose(var[:, e], v, rtol=1e-9)
     # the marginal likelihood against scipy
     from scipy.stats import multivariate_normal
-    nll = sum(-multivariate_normal(np.zeros(15), (
-        np.exp(2 * hyp.log_signal_std[e].item()) * np.exp(-0.5 * (((x[:, None] - x[None]) / np.exp(
-            hyp.log_lengthscale[e].numpy())) ** 2).sum(-1))
-        + np.exp(2 * hyp.log_noise_std[e].item()) * np.eye(15))).logpdf(y[e]) for e in range(2))
-    assert float(exact_neg_log_ml(torch.tensor(x), torch.tensor(y), hyp)) == \
-        pytest.approx(nll / 15, rel=1e-10)
-    assert se_ard(torch.tensor(x), torch.tensor(xs), hyp.log_lengthscale,
-                  hyp.log_signal_std).shape == (2, 15, 4)
+
+    nll = sum(
+        -multivariate_normal(
+            np.zeros(15),
+            (
+                np.exp(2 * hyp.log_signal_std[e].item())
+                * np.exp(
+                    -0.5
+                    * (((x[:, None] - x[None]) / np.exp(hyp.log_lengthscale[e].numpy())) ** 2).sum(
+                        -1
+                    )
+                )
+                + np.exp(2 * hyp.log_noise_std[e].item()) * np.eye(15)
+            ),
+        ).logpdf(y[e])
+        for e in range(2)
+    )
+    assert float(exact_neg_log_ml(torch.tensor(x), torch.tensor(y), hyp)) == pytest.approx(
+        nll / 15, rel=1e-10
+    )
+    assert se_ard(
+        torch.tensor(x), torch.tensor(xs), hyp.log_lengthscale, hyp.log_signal_std
+    ).shape == (2, 15, 4)
 
 
 def test_sparse_gp_with_all_points_as_inducing_equals_exact(linear):
     """With Z = X, the VFE posterior is the exact GP posterior."""
     train, _ = linear
     from mbrl_ros.dynamics.gp import exact_posterior, sparse_posterior
+
     model = fitted(GPModel, train)
     x, y = model.train_data
     hyp = model.posterior.hyp
@@ -109,8 +135,12 @@ def test_sparse_gp_on_more_points_than_the_exact_limit():
     with pytest.raises(ModelError, match=r"at most 1000 transitions.*sparse-gp"):
         GPModel(ModelSignature.of(data), config=GPConfig(max_points=1000)).fit(data)
     train, val = data.split(0.2, 0)
-    model = fitted(SparseGPModel, train, val, GPConfig(iterations=20, inducing_points=40,
-                                                       hyper_points=300, max_points=1000))
+    model = fitted(
+        SparseGPModel,
+        train,
+        val,
+        GPConfig(iterations=20, inducing_points=40, hyper_points=300, max_points=1000),
+    )
     assert model.posterior.support.shape == (40, 3)
     assert np.all(one_step_rmse(model, val) < 0.05)
 
@@ -137,6 +167,7 @@ def test_artifact_errors(arm):
         GPModel.from_bytes(data)
     _, meta = read_header(data)
     from safetensors.numpy import load
+
     tensors = load(data)
     meta = {k: v for k, v in meta.items() if k not in ("schema", "version")}
     newer = type(SparseGPModel.SCHEMA)(**{**vars(SparseGPModel.SCHEMA), "version": 2})
@@ -149,8 +180,9 @@ def test_artifact_errors(arm):
     with pytest.raises(ModelError, match="model is for joints"):
         loaded.signature.check(ModelSignature(("x",), ("position/x", "velocity/x"), 0.01))
     with pytest.raises(ArtifactError, match="config"):
-        SparseGPModel.from_bytes(encode(SparseGPModel.SCHEMA, tensors,
-                                        dict(meta, config={"bogus": 1})))
+        SparseGPModel.from_bytes(
+            encode(SparseGPModel.SCHEMA, tensors, dict(meta, config={"bogus": 1}))
+        )
 
 
 def test_bad_input(linear):
@@ -158,18 +190,34 @@ def test_bad_input(linear):
     model = GPModel(ModelSignature.of(train), device="cpu", config=FAST)
     with pytest.raises(ModelError, match="at least 10 transitions, the dataset has 5"):
         model.fit(train.select(np.arange(5)))
-    const = Dataset(train.states, np.zeros_like(train.actions), train.next_states,
-                    train.episodes, train.stamps, train.joint_names, train.dt, train.state_names)
+    const = Dataset(
+        train.states,
+        np.zeros_like(train.actions),
+        train.next_states,
+        train.episodes,
+        train.stamps,
+        train.joint_names,
+        train.dt,
+        train.state_names,
+    )
     with pytest.raises(ModelError, match=r"\['effort/j'\] are constant"):
         model.fit(const)
     bad = train.select(np.arange(len(train)))
     states = bad.states.copy()
     states[3, 1] = np.nan
-    object.__setattr__(bad, "states", states)   # Dataset refuses NaN; simulate a corrupt one
+    object.__setattr__(bad, "states", states)  # Dataset refuses NaN; simulate a corrupt one
     with pytest.raises(ModelError, match="states contain non-finite values"):
         model.fit(bad)
-    other = Dataset(train.states, train.actions, train.next_states, train.episodes,
-                    train.stamps, ("k",), train.dt, ("position/k", "velocity/k"))
+    other = Dataset(
+        train.states,
+        train.actions,
+        train.next_states,
+        train.episodes,
+        train.stamps,
+        ("k",),
+        train.dt,
+        ("position/k", "velocity/k"),
+    )
     with pytest.raises(ModelError, match="model is for joints"):
         model.fit(other)
     with pytest.raises(ModelError, match="not fitted"):
@@ -184,13 +232,14 @@ def test_bad_input(linear):
 def test_refit_warm_starts_and_divergence_rolls_back(linear, monkeypatch):
     train, val = linear
     model = fitted(GPModel, train, val)
-    warm = model.fit(train, val, warm_start=True)   # starts at the optimum: one stage
+    warm = model.fit(train, val, warm_start=True)  # starts at the optimum: one stage
     assert len(warm.train_loss) <= 2
     before = model.posterior
     import mbrl_ros.dynamics.gp as gp
+
     monkeypatch.setattr(gp, "exact_neg_log_ml", lambda *a: torch.tensor(float("nan")))
     stats = model.stats
     report = model.fit(train.select(np.arange(40)), val, warm_start=True)
     assert report.rolled_back and "diverged" in report.message
-    assert model.posterior is before and model.stats is stats      # exactly as before
+    assert model.posterior is before and model.stats is stats  # exactly as before
     assert model.train_data[0].shape[0] == len(train)

@@ -1,23 +1,30 @@
 """Physics-parameter model: recovers deliberately perturbed parameters of the simulated 2-link
 arm, predicts like the simulator, differentiates, round-trips, refuses other robots."""
+
 from __future__ import annotations
 
 import mujoco
 import numpy as np
 import pytest
 import torch
-
 from dynamics_systems import arm_dataset, linear_dataset, one_step_rmse
+
 from mbrl_ros.artifacts import ArtifactError, encode, read_header
 from mbrl_ros.dynamics.base import ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.physics import PhysicsConfig, PhysicsModel
 from mbrl_ros.robot import build_mujoco_model, load_robot
 
 torch.set_num_threads(1)
-TRUE = {"damping/joint1": 0.30, "damping/joint2": 0.20,            # URDF ×2
-        "frictionloss/joint1": 0.015, "frictionloss/joint2": 0.0075,  # URDF ×1.5
-        "armature/joint1": 0.010, "armature/joint2": 0.005,        # URDF 0
-        "mass_scale/link1": 1.0, "mass_scale/link2": 1.3}
+TRUE = {
+    "damping/joint1": 0.30,
+    "damping/joint2": 0.20,  # URDF ×2
+    "frictionloss/joint1": 0.015,
+    "frictionloss/joint2": 0.0075,  # URDF ×1.5
+    "armature/joint1": 0.010,
+    "armature/joint2": 0.005,  # URDF 0
+    "mass_scale/link1": 1.0,
+    "mass_scale/link2": 1.3,
+}
 
 
 def perturb(m):
@@ -33,8 +40,7 @@ def perturb(m):
 def perturbed():
     data = arm_dataset("arm2", episodes=6, steps=100, seed=2, perturb=perturb)
     train, val = data.split(0.34, seed=0)
-    model = PhysicsModel(ModelSignature.of(data), device="cpu",
-                         config=PhysicsConfig(robot="arm2"))
+    model = PhysicsModel(ModelSignature.of(data), device="cpu", config=PhysicsConfig(robot="arm2"))
     report = model.fit(train, val)
     return model, report, val
 
@@ -68,8 +74,9 @@ def test_recovers_perturbed_parameters(perturbed):
     for name, true in TRUE.items():
         if name not in ("mass_scale/link1", "armature/joint1"):
             assert model.params[name] == pytest.approx(true, rel=0.03), name
-    np.testing.assert_allclose(inertia_matrices(model.sim.model), inertia_matrices(true_model()),
-                               rtol=0.01, atol=1e-6)
+    np.testing.assert_allclose(
+        inertia_matrices(model.sim.model), inertia_matrices(true_model()), rtol=0.01, atol=1e-6
+    )
     # and predicts held-out transitions to 0.2 % of std(Δs)
     assert np.all(one_step_rmse(model, val) < 2e-3)
     assert report.val_loss and report.val_loss[-1] < 1e-5
@@ -114,14 +121,16 @@ def test_artifact_round_trip_and_other_robot(perturbed, tmp_path):
     tensors = __import__("safetensors.numpy").numpy.load(data)
     meta = {k: v for k, v in read_header(data)[1].items() if k not in ("schema", "version")}
     with pytest.raises(ArtifactError, match="identified for robot 'arm2'.*URDF differs"):
-        PhysicsModel.from_bytes(encode(PhysicsModel.SCHEMA, tensors,
-                                       dict(meta, urdf_sha256="0" * 64)))
+        PhysicsModel.from_bytes(
+            encode(PhysicsModel.SCHEMA, tensors, dict(meta, urdf_sha256="0" * 64))
+        )
     arm7 = dict(meta, config=dict(meta["config"], robot="arm7"))
     with pytest.raises(ArtifactError, match="robot 'arm7' has joints"):
         PhysicsModel.from_bytes(encode(PhysicsModel.SCHEMA, tensors, arm7))
     with pytest.raises(ArtifactError, match="outside their bounds"):
-        PhysicsModel.from_bytes(encode(PhysicsModel.SCHEMA,
-                                       dict(tensors, params=-tensors["params"]), meta))
+        PhysicsModel.from_bytes(
+            encode(PhysicsModel.SCHEMA, dict(tensors, params=-tensors["params"]), meta)
+        )
 
 
 def test_bad_input():
@@ -132,11 +141,15 @@ def test_bad_input():
     with pytest.raises(ModelError, match="cannot build robot 'nope'"):
         PhysicsModel(ModelSignature.of(lin), config=PhysicsConfig(robot="nope"))
     with pytest.raises(ModelError, match="not a whole multiple"):
-        PhysicsModel(ModelSignature(data.joint_names, data.state_names, 0.005),
-                     config=PhysicsConfig(robot="arm2", physics_timestep=0.002))
+        PhysicsModel(
+            ModelSignature(data.joint_names, data.state_names, 0.005),
+            config=PhysicsConfig(robot="arm2", physics_timestep=0.002),
+        )
     with pytest.raises(ModelError, match="positions and velocities only"):
-        PhysicsModel(ModelSignature(data.joint_names, data.state_names + ("ee/x",), data.dt),
-                     config=PhysicsConfig(robot="arm2"))
+        PhysicsModel(
+            ModelSignature(data.joint_names, data.state_names + ("ee/x",), data.dt),
+            config=PhysicsConfig(robot="arm2"),
+        )
     with pytest.raises(ModelError, match="subset of"):
         PhysicsConfig(identify=("gravity",))
     model = PhysicsModel(ModelSignature.of(data), config=PhysicsConfig(robot="arm2"))
@@ -151,9 +164,10 @@ def test_warm_start_continues_from_identified_parameters(perturbed):
     before = dict(model.params)
     report = model.fit(val, warm_start=True)
     assert not report.rolled_back
-    assert report.train_loss[0] < 1e-5              # starts where the last fit ended
+    assert report.train_loss[0] < 1e-5  # starts where the last fit ended
     for name, value in before.items():
-        if name not in ("mass_scale/link1", "armature/joint1"):   # see above
+        if name not in ("mass_scale/link1", "armature/joint1"):  # see above
             assert model.params[name] == pytest.approx(value, rel=0.03)
-    np.testing.assert_allclose(inertia_matrices(model.sim.model), inertia_matrices(true_model()),
-                               rtol=0.01, atol=1e-6)
+    np.testing.assert_allclose(
+        inertia_matrices(model.sim.model), inertia_matrices(true_model()), rtol=0.01, atol=1e-6
+    )

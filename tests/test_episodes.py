@@ -1,11 +1,12 @@
 """Episode scoring (pure core) and the episode_manager node in a lockstep graph."""
-import json
 
+import json
 from dataclasses import replace
 
 import mujoco
 import numpy as np
 import pytest
+
 from mbrl_ros.episodes import StartPoseSampler, Summary, TargetSampler, score
 from mbrl_ros.paths import share_path
 from mbrl_ros.robot import build_mujoco_model, load_robot
@@ -34,8 +35,9 @@ def test_empty_or_unreachable_box_is_refused():
     with pytest.raises(ValueError, match="empty"):
         TargetSampler(robot, (np.zeros(3), np.zeros(3)), 0)
     with pytest.raises(ValueError, match="no reachable"):
-        TargetSampler(robot, (np.array([2.0, 2, -1]), np.array([3.0, 3, 1])), 0,
-                      max_tries=1000).sample()
+        TargetSampler(
+            robot, (np.array([2.0, 2, -1]), np.array([3.0, 3, 1])), 0, max_tries=1000
+        ).sample()
 
 
 ROBOTS = sorted(p.stem for p in share_path("urdf").glob("*.urdf"))
@@ -76,8 +78,14 @@ def test_targets_around_home_are_reached_inside_the_limits_above_the_base(name):
     assert np.all(poses <= robot.limits.upper - margin + 1e-12)
     assert np.all(np.abs(poses - config.home) <= config.target_radius + 1e-12)
     assert np.all(targets[:, 2] >= config.target_min_height)
-    again = TargetSampler.around(robot, config.home, config.target_radius,
-                                 config.target_min_height, config.limit_margin, seed=3)
+    again = TargetSampler.around(
+        robot,
+        config.home,
+        config.target_radius,
+        config.target_min_height,
+        config.limit_margin,
+        seed=3,
+    )
     other = TargetSampler.around_home(robot, config, seed=4)
     np.testing.assert_array_equal([again.sample() for _ in range(30)], targets)
     assert not np.allclose([other.sample() for _ in range(30)], targets)
@@ -85,8 +93,9 @@ def test_targets_around_home_are_reached_inside_the_limits_above_the_base(name):
 
 def test_an_empty_target_region_is_a_clear_error():
     robot, config = home_config("arm2")
-    sampler = TargetSampler.around_home(robot, replace(config, target_min_height=1.0), seed=0,
-                                        max_tries=500)
+    sampler = TargetSampler.around_home(
+        robot, replace(config, target_min_height=1.0), seed=0, max_tries=500
+    )
     with pytest.raises(ValueError, match=r"no reachable end-effector point .*1\.0\]"):
         sampler.sample()
 
@@ -115,8 +124,11 @@ def test_start_pose_of_a_home_beyond_the_margin_is_pulled_inside():
 
 
 def test_continuous_joints_are_sampled_within_one_turn(tmp_path):
-    text = load_robot("arm2").urdf_path.read_text().replace(
-        '<joint name="joint1" type="revolute">', '<joint name="joint1" type="continuous">')
+    text = (
+        load_robot("arm2")
+        .urdf_path.read_text()
+        .replace('<joint name="joint1" type="revolute">', '<joint name="joint1" type="continuous">')
+    )
     (tmp_path / "c.urdf").write_text(text)
     robot = load_robot(tmp_path / "c.urdf")
     box = TargetSampler(robot, ARM2_BOX, seed=0)
@@ -144,15 +156,33 @@ def test_score_and_summary(tmp_path):
 @pytest.mark.ros
 def test_episode_manager_runs_scores_and_writes_the_summary(node_process, pi0, tmp_path):
     steps, period = 20, 0.01
-    node_process("arm_sim", {"robot": "arm2", "mode": "lockstep", "episode_steps": steps,
-                             "control_period": period, "lockstep_timeout": 60.0,
-                             "min_state_subscribers": 3})
+    node_process(
+        "arm_sim",
+        {
+            "robot": "arm2",
+            "mode": "lockstep",
+            "episode_steps": steps,
+            "control_period": period,
+            "lockstep_timeout": 60.0,
+            "min_state_subscribers": 3,
+        },
+    )
     pi0("arm2", seed=3)
-    manager = node_process("episode_manager", {
-        "robot": "arm2", "episode_steps": steps, "control_period": period, "train_episodes": 3,
-        "eval_every": 2, "final_eval_episodes": 1, "success_tolerance": 0.02,
-        "target_box_min": ARM2_BOX[0].tolist(), "target_box_max": ARM2_BOX[1].tolist(),
-        "output_dir": str(tmp_path / "run")})
+    manager = node_process(
+        "episode_manager",
+        {
+            "robot": "arm2",
+            "episode_steps": steps,
+            "control_period": period,
+            "train_episodes": 3,
+            "eval_every": 2,
+            "final_eval_episodes": 1,
+            "success_tolerance": 0.02,
+            "target_box_min": ARM2_BOX[0].tolist(),
+            "target_box_max": ARM2_BOX[1].tolist(),
+            "output_dir": str(tmp_path / "run"),
+        },
+    )
     assert manager.wait(120) == 0, manager.output()
     out = manager.output()
     assert out.count("episode ") >= 5 and "held-out success" in out

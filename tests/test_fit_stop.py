@@ -2,6 +2,7 @@
 calls it from ``close()``, so its fit thread ends within its bound): once called, a fit raises
 FitStopped at its first batch, EM iteration or evaluation and leaves the fitted model exactly as
 it was."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,6 +27,6 @@ def test_a_stopped_fit_raises_and_leaves_the_model_as_it_was(kind):
     with pytest.raises(FitStopped, match=f"{kind} fit stopped on request"):
         model.fit(data, None)
     assert model.to_bytes() == before
-    with pytest.raises(FitStopped):   # and every later fit (the process is shutting down)
+    with pytest.raises(FitStopped):  # and every later fit (the process is shutting down)
         model.fit(data, None, warm_start=True)
     assert model.to_bytes() == before

@@ -1,5 +1,6 @@
 """The GPS loop (trajopt.gps) offline on the 2-link sim arm: learns to reach a target within 2 cm,
 and bad samples leave the controller unchanged."""
+
 import numpy as np
 import pytest
 import torch
@@ -19,15 +20,24 @@ def setup(prior="gmm", **config):
     robot = load_robot("arm2")
     sim = ArmSimulator(robot, SimConfig(scene=None))
     target = ForwardKinematics(robot).ee_position(torch.tensor([0.8, 1.2])).numpy()
-    cost = ReachCost(robot, target, w_l2=100.0, w_log=1.0, alpha=1e-5, terminal_weight=10.0,
-                     w_action=1e-3, w_limit=1.0)
+    cost = ReachCost(
+        robot,
+        target,
+        w_l2=100.0,
+        w_log=1.0,
+        alpha=1e-5,
+        terminal_weight=10.0,
+        w_action=1e-3,
+        w_limit=1.0,
+    )
 
     def final_distance(X):
         with torch.no_grad():
             return cost.distance2(torch.as_tensor(X))[..., -1].sqrt().numpy()
 
-    gps = GPS(cost, initial_controllers(sim, STARTS, T), GPSConfig(prior=prior, **config),
-              final_distance)
+    gps = GPS(
+        cost, initial_controllers(sim, STARTS, T), GPSConfig(prior=prior, **config), final_distance
+    )
     return sim, gps
 
 
@@ -37,8 +47,8 @@ def test_gps_reaches_within_two_centimetres_with_the_gmm_prior():
     assert [r.samples_used for r in records][-1] == 8 * 2 * 5
     for m in range(2):
         curve = [r.final_metric for r in records if r.condition == m]
-        assert curve[0] > 0.1                       # starts 20–30 cm away
-        assert min(curve[-3:]) < 0.02               # within 2 cm in ≤ 8 iterations × 5 samples
+        assert curve[0] > 0.1  # starts 20–30 cm away
+        assert min(curve[-3:]) < 0.02  # within 2 cm in ≤ 8 iterations × 5 samples
         kl = [(r.kl, r.epsilon) for r in records if r.condition == m]
         assert all(abs(k - e) <= 0.1 * e for k, e in kl)
 
@@ -46,7 +56,7 @@ def test_gps_reaches_within_two_centimetres_with_the_gmm_prior():
 def test_rollout_applies_the_controller_and_records_clamped_torques():
     sim, gps = setup()
     ctrl = gps.controller(0)
-    z = np.full((T, 2), 100.0)                    # far beyond the effort limits
+    z = np.full((T, 2), 100.0)  # far beyond the effort limits
     X, U = rollout(sim, ctrl, STARTS[0], z)
     assert X.shape == (T + 1, 4) and U.shape == (T, 2)
     np.testing.assert_allclose(X[0], np.r_[STARTS[0], 0, 0])
@@ -59,8 +69,10 @@ def test_failed_updates_keep_the_controller():
     X, U = rollout(sim, before, STARTS[0], np.zeros((T, 2)))
     with pytest.raises(FitError, match="too few for the regression"):
         gps.update(0, X[None], U[None])
-    runs = [rollout(sim, before, STARTS[0], np.random.default_rng(i).standard_normal((T, 2)))
-            for i in range(3)]
+    runs = [
+        rollout(sim, before, STARTS[0], np.random.default_rng(i).standard_normal((T, 2)))
+        for i in range(3)
+    ]
     with pytest.raises(KLUpdateError, match="η reached its bound"):
         gps.update(0, np.stack([r[0] for r in runs]), np.stack([r[1] for r in runs]))
     assert gps.controller(0) is before and gps.samples_used == 0
@@ -81,14 +93,24 @@ def test_ilqr_on_a_known_model_gives_the_initial_controller():
     effort = sim.robot.limits.effort
     planner = ILQR(T, -effort, effort, iterations=20, dtype=torch.float64)
     model = TwoLinkArm(dt=0.01, substeps=5)
-    smooth = ReachCost(sim.robot, hold.cost.target.numpy(), w_l2=100.0, w_log=0.0,
-                       terminal_weight=10.0, w_action=1e-2)
+    smooth = ReachCost(
+        sim.robot,
+        hold.cost.target.numpy(),
+        w_l2=100.0,
+        w_log=0.0,
+        terminal_weight=10.0,
+        w_action=1e-2,
+    )
     plans = [planner.plan(np.r_[q, 0.0, 0.0], model, smooth).controller for q in STARTS]
-    gps = GPS(hold.cost, [with_exploration(p, 0.02 * effort) for p in plans],
-              GPSConfig(prior="gmm"), hold.metric)
+    gps = GPS(
+        hold.cost,
+        [with_exploration(p, 0.02 * effort) for p in plans],
+        GPSConfig(prior="gmm"),
+        hold.metric,
+    )
     records = run_offline(gps, sim, STARTS, iterations=3, samples=5, seed=1)
     first = [r.final_metric for r in records[:2]]
-    assert max(first) < 0.05                          # the plan alone gets within 5 cm
+    assert max(first) < 0.05  # the plan alone gets within 5 cm
     assert max(r.final_metric for r in records[-2:]) < 0.02
 
 
@@ -99,8 +121,10 @@ def test_fit_dynamics_takes_the_initial_state_prior_from_recent_samples():
 
     _, gps = setup()
     rng = np.random.default_rng(3)
-    batches = [(rng.standard_normal((5, T + 1, 4)) * (1.0 + i), rng.standard_normal((5, T, 2)))
-               for i in range(2)]
+    batches = [
+        (rng.standard_normal((5, T + 1, 4)) * (1.0 + i), rng.standard_normal((5, T, 2)))
+        for i in range(2)
+    ]
     for X, U in batches:
         dyn = gps.fit_dynamics(0, X, U)
     prior = initial_state_prior(np.concatenate([b[0][:, 0] for b in batches]), 1.0)
@@ -116,8 +140,10 @@ def test_regularization_mode_reaches_the_fit():
     _, gps = setup(prior="none", regularization=0.1, regularization_mode="block")
     rng = np.random.default_rng(4)
     X, U = rng.standard_normal((8, T + 1, 4)), rng.standard_normal((8, T, 2))
-    np.testing.assert_array_equal(gps.fit_dynamics(0, X, U).Fx,
-                                  fit_linear_regression(X, U, 0.1, regularization_mode="block").Fx)
+    np.testing.assert_array_equal(
+        gps.fit_dynamics(0, X, U).Fx,
+        fit_linear_regression(X, U, 0.1, regularization_mode="block").Fx,
+    )
     assert np.abs(gps.fit_dynamics(0, X, U).Fx - fit_linear_regression(X, U, 0.1).Fx).max() > 1e-3
 
 
@@ -128,8 +154,10 @@ def test_an_eta_search_that_runs_out_still_updates_and_says_so():
 
     sim, gps = setup(prior="none", eta0=1e3, kl=KLSettings(max_iterations=1))
     before = gps.controller(0)
-    runs = [rollout(sim, before, STARTS[0], np.random.default_rng(i).standard_normal((T, 2)))
-            for i in range(3)]
+    runs = [
+        rollout(sim, before, STARTS[0], np.random.default_rng(i).standard_normal((T, 2)))
+        for i in range(3)
+    ]
     with pytest.warns(KLSearchWarning, match="using η = 1000 with KL"):
         rec = gps.update(0, np.stack([r[0] for r in runs]), np.stack([r[1] for r in runs]))
     assert not rec.kl_converged and rec.eta == 1e3 and rec.kl < rec.epsilon

@@ -1,5 +1,6 @@
 """The URDF gravity model against an independent reference: g(q) = ∂V/∂q, V(q) = Σ m_i g z_i(q)
 with the centres of mass placed by MuJoCo's kinematics, differentiated by central differences."""
+
 import re
 
 import mujoco
@@ -12,7 +13,7 @@ from mbrl_ros.robot import RobotDescriptionError, load_robot
 
 def potential(model: mujoco.MjModel, q: np.ndarray) -> float:
     data = mujoco.MjData(model)
-    data.qpos[:len(q)] = q
+    data.qpos[: len(q)] = q
     mujoco.mj_kinematics(model, data)
     mujoco.mj_comPos(model, data)
     return float(-np.sum(model.body_mass[:, None] * data.xipos * model.opt.gravity))
@@ -26,8 +27,12 @@ def test_gravity_torque_is_the_gradient_of_the_potential_energy(name):
     h = 1e-6
     for _ in range(5):
         q = rng.uniform(robot.limits.lower, robot.limits.upper)
-        grad = np.array([(potential(g.model, q + h * e) - potential(g.model, q - h * e)) / (2 * h)
-                         for e in np.eye(robot.n_joints)])
+        grad = np.array(
+            [
+                (potential(g.model, q + h * e) - potential(g.model, q - h * e)) / (2 * h)
+                for e in np.eye(robot.n_joints)
+            ]
+        )
         np.testing.assert_allclose(g.torque(q), grad, atol=1e-5 * max(1.0, np.abs(grad).max()))
 
 

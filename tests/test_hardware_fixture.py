@@ -1,6 +1,7 @@
 """The hardware-like fixture: the arm6 robot description and arm_sim's mode 'hardware', which
 behaves like a ros2_control robot (wall-clock stamps, zero-order hold, zero torque on stale or
 malformed commands, no reset service, no /clock, gravity not compensated)."""
+
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
+from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
@@ -18,7 +20,6 @@ from mbrl_ros.msgconv import read_joint_state
 from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, command_msg
 from mbrl_ros.robot import ForwardKinematics, build_mujoco_model, load_robot
 from mbrl_ros.simulation import ArmSimulator, CommandHold, SimConfig
-from ros_harness import wait_for
 
 ALPHABETICAL = sorted(load_robot("arm6").joint_names)  # differs from the chain order
 
@@ -34,17 +35,24 @@ def test_arm6_is_a_plausible_six_joint_arm():
     assert all(model.body_mass[i] > 0 for i in moving[:-1])
     assert np.all(robot.armature > 0) and np.all(robot.damping > 0)
     assert np.all(robot.friction > 0) and np.all(np.isfinite(robot.limits.lower))
-    colliding = {model.body(model.geom_bodyid[g]).name for g in range(model.ngeom)
-                 if model.geom_contype[g] or model.geom_conaffinity[g]}
+    colliding = {
+        model.body(model.geom_bodyid[g]).name
+        for g in range(model.ngeom)
+        if model.geom_contype[g] or model.geom_conaffinity[g]
+    }
     assert set(robot.link_names[:-1]) <= colliding  # every link but the bare ee_link
     for link in ET.parse(robot.urdf_path).getroot().iter("link"):
         inertia = link.find("inertial/inertia")
         if inertia is None:
             continue
         i = {k: float(v) for k, v in inertia.attrib.items()}
-        principal = np.linalg.eigvalsh([[i["ixx"], i["ixy"], i["ixz"]],
-                                        [i["ixy"], i["iyy"], i["iyz"]],
-                                        [i["ixz"], i["iyz"], i["izz"]]])
+        principal = np.linalg.eigvalsh(
+            [
+                [i["ixx"], i["ixy"], i["ixz"]],
+                [i["ixy"], i["iyy"], i["iyz"]],
+                [i["ixz"], i["iyz"], i["izz"]],
+            ]
+        )
         assert principal.min() > 0, link.get("name")
         assert principal[0] + principal[1] >= principal[2], link.get("name")
     fk = ForwardKinematics(robot)
@@ -77,8 +85,9 @@ def test_arm6_effort_limits_leave_room_over_gravity():
         worst = np.maximum(worst, np.abs(gravity.torque(q)))
     for _ in range(20):
         q = rng.uniform(robot.limits.lower, robot.limits.upper)
-        numeric = np.array([(potential(q + 1e-6 * e) - potential(q - 1e-6 * e)) / 2e-6
-                            for e in np.eye(6)])
+        numeric = np.array(
+            [(potential(q + 1e-6 * e) - potential(q - 1e-6 * e)) / 2e-6 for e in np.eye(6)]
+        )
         np.testing.assert_allclose(gravity.torque(q), numeric, atol=1e-5)
     assert worst[1] > 10  # the shoulder carries the arm
     assert np.all(worst <= 0.5 * robot.limits.effort), worst / robot.limits.effort
@@ -93,8 +102,9 @@ def test_arm6_falls_under_zero_torque_without_gravity_compensation():
     tilted = np.array([0.0, 0.5, 0.4, 0.0, 0.0, 0.0])
     heights = {}
     for compensation in (False, True):
-        sim = ArmSimulator(robot, SimConfig(initial_position=tuple(tilted),
-                                            gravity_compensation=compensation))
+        sim = ArmSimulator(
+            robot, SimConfig(initial_position=tuple(tilted), gravity_compensation=compensation)
+        )
         for _ in range(50):  # 0.5 s
             sim.step(np.zeros(6))
         heights[compensation] = ee_height(robot, sim.measure().position)
@@ -113,8 +123,10 @@ def test_advance_follows_a_clock_off_the_physics_grid():
     durations = [0.0037, 0.0011, 0.0052, 0.002, 0.00713]
 
     def run(timestep, durations):
-        sim = ArmSimulator(robot, SimConfig(initial_position=start, physics_timestep=timestep,
-                                            control_period=timestep))
+        sim = ArmSimulator(
+            robot,
+            SimConfig(initial_position=start, physics_timestep=timestep, control_period=timestep),
+        )
         for d in durations:
             sim.advance(torque, d)
         assert sim.data.time == pytest.approx(sum(durations), abs=1e-12)
@@ -164,8 +176,9 @@ class Robot:
         self.states, self.names, self.arrivals, self.diags = [], [], [], []
         self.answer = None  # state → command (robot order) or None
         self.steady = None  # a command (robot order) re-sent at 100 Hz, or None
-        self.pub = self.node.create_publisher(Float64MultiArray, "/effort_controller/commands",
-                                              COMMAND_QOS)
+        self.pub = self.node.create_publisher(
+            Float64MultiArray, "/effort_controller/commands", COMMAND_QOS
+        )
         self.node.create_subscription(JointState, "/joint_states", self._on_state, STATE_QOS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.node.create_timer(0.01, self._tick)
@@ -222,7 +235,8 @@ def hardware_params(**kw):
 
 @pytest.mark.ros
 def test_states_are_wall_clock_stamped_in_the_configured_order_without_sim_services(
-        ros, node_process):
+    ros, node_process
+):
     user = Robot(ros)
     node_process("arm_sim", hardware_params())
     wait_for(lambda: user.count() > 300, 60, "the fixture's joint states")
@@ -236,8 +250,11 @@ def test_states_are_wall_clock_stamped_in_the_configured_order_without_sim_servi
     # within a minute of it
     assert np.all(stamps <= arrivals) and np.all(arrivals - stamps < 60e9)
     node = user.node
-    wait_for(lambda: "/arm_sim/describe_parameters" in dict(node.get_service_names_and_types()),
-             30, "the fixture's node discovered")
+    wait_for(
+        lambda: "/arm_sim/describe_parameters" in dict(node.get_service_names_and_types()),
+        30,
+        "the fixture's node discovered",
+    )
     assert node.count_publishers("/clock") == 0
     assert node.count_publishers("/mbrl/episode_events") == 0
     services = [name for name, _ in node.get_service_names_and_types()]
@@ -258,9 +275,15 @@ def test_steady_command_is_held_and_stale_commands_become_zero_torque(ros, node_
     pan[0] = 2.0
     user.set_steady(pan)
     node_process("arm_sim", hardware_params())
-    wait_for(lambda: user.count() > 0 and user.latest().position[0] > 0.2
-             and np.array_equal(user.latest().effort, pan), 60,
-             "the pan joint turning under the steady command, applied to the joint it names")
+    wait_for(
+        lambda: (
+            user.count() > 0
+            and user.latest().position[0] > 0.2
+            and np.array_equal(user.latest().effort, pan)
+        ),
+        60,
+        "the pan joint turning under the steady command, applied to the joint it names",
+    )
     s = user.latest()
     assert np.all(np.abs(s.position[1:]) < 0.05)  # the rest stays up: balanced, no torque
 
@@ -268,12 +291,14 @@ def test_steady_command_is_held_and_stale_commands_become_zero_torque(ros, node_
     kp = np.array([30.0, 150.0, 60.0, 0.0, 0.0, 0.0])
     kd = np.array([6.0, 25.0, 10.0, 0.3, 0.3, 0.3])
     user.set_steady(None)
-    user.answer = lambda s: gravity.torque(s.position) + kp * (target - s.position) \
-        - kd * s.velocity
+    user.answer = lambda s: (
+        gravity.torque(s.position) + kp * (target - s.position) - kd * s.velocity
+    )
 
     def settled():
         s = user.latest()
         return np.all(np.abs(s.position - target)[:3] < 0.1) and np.all(np.abs(s.velocity) < 0.3)
+
     wait_for(settled, 60, "the arm held near the tilted target")
     held_height = ee_height(robot, user.latest().position)
 
@@ -282,10 +307,16 @@ def test_steady_command_is_held_and_stale_commands_become_zero_torque(ros, node_
     # late, together, and the robot applies them, as a ros2_control robot would.)
     user.answer = None
     wait_for(lambda: np.all(user.latest().effort == 0.0), 30, "zero torque after the timeout")
-    wait_for(lambda: ee_height(robot, user.latest().position) < held_height - 0.1, 30,
-             "the arm falling under its weight")
-    wait_for(lambda: int(user.diagnostics().get("command_timeouts", "0")) >= 1, 10,
-             "the timeout on /diagnostics")
+    wait_for(
+        lambda: ee_height(robot, user.latest().position) < held_height - 0.1,
+        30,
+        "the arm falling under its weight",
+    )
+    wait_for(
+        lambda: int(user.diagnostics().get("command_timeouts", "0")) >= 1,
+        10,
+        "the timeout on /diagnostics",
+    )
 
 
 @pytest.mark.ros
@@ -295,16 +326,25 @@ def test_malformed_commands_are_counted_and_give_zero_torque(ros, node_process):
     pan[0] = -1.5
     user.set_steady(pan)
     node_process("arm_sim", hardware_params(command_timeout=60.0))
-    wait_for(lambda: user.count() > 0 and np.array_equal(user.latest().effort, pan), 60,
-             "the steady command applied")
+    wait_for(
+        lambda: user.count() > 0 and np.array_equal(user.latest().effort, pan),
+        60,
+        "the steady command applied",
+    )
     k = user.count()
     user.set_steady(None)
-    bad = [Float64MultiArray(data=[50.0] * 7), Float64MultiArray(data=[np.nan] + [0.0] * 5),
-           Float64MultiArray(data=[np.inf] * 6)]
+    bad = [
+        Float64MultiArray(data=[50.0] * 7),
+        Float64MultiArray(data=[np.nan] + [0.0] * 5),
+        Float64MultiArray(data=[np.inf] * 6),
+    ]
     for msg in bad:
         user.pub.publish(msg)
-    wait_for(lambda: user.diagnostics().get("rejected_command") == "3", 30,
-             "three rejected commands on /diagnostics")
+    wait_for(
+        lambda: user.diagnostics().get("rejected_command") == "3",
+        30,
+        "three rejected commands on /diagnostics",
+    )
     wait_for(lambda: np.all(user.latest().effort == 0.0), 30, "zero torque")
     n = user.count()
     wait_for(lambda: user.count() > n + 50, 30, "states after the malformed commands")
@@ -316,12 +356,15 @@ def test_malformed_commands_are_counted_and_give_zero_torque(ros, node_process):
     assert user.diagnostics()["commands_applied"] != "0"
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"use_sim_time": True}, "'use_sim_time'"),
-    ({"episode_steps": 10}, "'episode_steps' = 10"),
-    ({"real_time_factor": 2.0}, "'real_time_factor' = 2.0"),
-    ({"drop_probability": 0.9}, "'drop_probability' = 0.9 is out of range"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"use_sim_time": True}, "'use_sim_time'"),
+        ({"episode_steps": 10}, "'episode_steps' = 10"),
+        ({"real_time_factor": 2.0}, "'real_time_factor' = 2.0"),
+        ({"drop_probability": 0.9}, "'drop_probability' = 0.9 is out of range"),
+    ],
+)
 def test_hardware_mode_refuses_what_a_robot_does_not_have(node_process, params, message):
     proc = node_process("arm_sim", hardware_params() | params)
     assert proc.wait(60) == 2

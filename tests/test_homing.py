@@ -1,6 +1,7 @@
 """Homing (pure core): the min-jerk move against its closed form, the homing controller's timing,
 gains within the stability caps and ControllerBounds, tracking on the simulated arm, and the settle
 detector on synthetic streams at irregular rates."""
+
 import numpy as np
 import pytest
 
@@ -74,12 +75,21 @@ def test_homing_tracks_on_the_arm_without_gravity_compensation():
     robot = load_robot("arm7")
     sim = ArmSimulator(robot, SimConfig(control_period=0.01, gravity_compensation=False))
     q0 = sim.measure().position
-    goal = np.clip(q0 + np.array([0.4, -0.3, 0.3, 0.4, -0.5, 0.3, 0.6]),
-                   robot.limits.lower + 0.1, robot.limits.upper - 0.1)
+    goal = np.clip(
+        q0 + np.array([0.4, -0.3, 0.3, 0.4, -0.5, 0.3, 0.6]),
+        robot.limits.lower + 0.1,
+        robot.limits.upper - 0.1,
+    )
     c = homing_controller(q0, goal, 0, 10 * MS, robot=robot, hold=1.5)
-    s = SafetyLayer(robot.limits.lower, robot.limits.upper, robot.limits.velocity,
-                    robot.limits.effort, SafetyConfig(),
-                    robot_gain_caps(robot, robot.joint_names, 0.01), GravityModel(robot).torque)
+    s = SafetyLayer(
+        robot.limits.lower,
+        robot.limits.upper,
+        robot.limits.velocity,
+        robot.limits.effort,
+        SafetyConfig(),
+        robot_gain_caps(robot, robot.joint_names, 0.01),
+        GravityModel(robot).torque,
+    )
     detector = SettleDetector(goal, 0.01, 0.05, 0.3, 10.0, robot.joint_names)
     for t in range(c.T):
         m = sim.measure()
@@ -99,8 +109,10 @@ def _stream(rng, duration_s, settle_at_s, goal, rate_hz=500):
         if t < settle_at_s:
             q, qd = goal + 0.05 * np.sin(40 * t), np.full_like(goal, 2.0 * np.cos(40 * t))
         else:
-            q, qd = goal + rng.uniform(-1e-4, 1e-4, goal.shape), rng.uniform(-1e-3, 1e-3,
-                                                                              goal.shape)
+            q, qd = (
+                goal + rng.uniform(-1e-4, 1e-4, goal.shape),
+                rng.uniform(-1e-3, 1e-3, goal.shape),
+            )
         out.append((int(t * 1e9) + 10**18, q, qd))
     return out
 
@@ -134,8 +146,14 @@ def test_settle_detector_restarts_the_dwell_when_it_leaves_the_tolerance():
 
 def test_settle_detector_times_out_naming_the_joints_and_by_how_much():
     goal = np.array([0.0, 0.0, 0.0])
-    d = SettleDetector(goal, [0.01, 0.01, 0.02], 0.05, dwell=0.2, timeout=2.0,
-                       joint_names=["shoulder", "elbow", "wrist"])
+    d = SettleDetector(
+        goal,
+        [0.01, 0.01, 0.02],
+        0.05,
+        dwell=0.2,
+        timeout=2.0,
+        joint_names=["shoulder", "elbow", "wrist"],
+    )
     for k in range(0, 211, 3):  # 30 ms steps: the elbow is 0.031 rad off, the wrist moves
         d.update(5 * 10**9 + k * 10 * MS, [0.0, 0.031, 0.015], [0.0, 0.0, 0.2])
     assert d.timed_out and not d.settled

@@ -1,6 +1,7 @@
 """``mbrl-ros launch`` runs a whole graph as processes; bad arguments give clear errors; a failing
 node stops the graph with its status; SIGINT (as from a terminal, to every process of the group)
 and SIGTERM stop the graph with every node exiting cleanly."""
+
 import os
 import signal
 import subprocess
@@ -15,8 +16,12 @@ pytestmark = pytest.mark.ros
 
 
 def mbrl_ros(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "mbrl_ros.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mbrl_ros.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_sim_graph_runs_to_its_duration_and_prints_status():
@@ -53,13 +58,25 @@ def test_a_stop_signal_stops_the_graph_cleanly(sig, status):
     """Once the sim runs, SIGINT to the whole process group (as Ctrl-C in a terminal: every node
     gets it twice, from the terminal and from the launcher) or SIGTERM to the launcher: the
     launcher returns 128 + the signal, every node exits 0, no traceback."""
-    proc = subprocess.Popen([sys.executable, "-m", "mbrl_ros.cli", "launch", "sim",
-                             "robot:=arm2", "duration:=0", "status_period:=0.5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mbrl_ros.cli",
+            "launch",
+            "sim",
+            "robot:=arm2",
+            "duration:=0",
+            "status_period:=0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         for line in proc.stdout:
-            if "steps/s" in line:   # the sim's status line: the graph runs
+            if "steps/s" in line:  # the sim's status line: the graph runs
                 break
         if sig == signal.SIGINT:
             os.killpg(proc.pid, sig)
@@ -78,9 +95,11 @@ def test_a_stop_signal_stops_the_graph_cleanly(sig, status):
 def test_nodes_do_not_outlive_a_killed_launcher():
     """SIGKILL of `mbrl-ros launch` (e.g. a timeout) still takes its nodes down."""
     nodes = len(graph("sim"))
-    proc = subprocess.Popen([sys.executable, "-m", "mbrl_ros.cli", "launch", "sim",
-                             "robot:=arm2", "duration:=0"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mbrl_ros.cli", "launch", "sim", "robot:=arm2", "duration:=0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     children = []
     deadline = time.monotonic() + 60
     while len(children) < nodes and time.monotonic() < deadline:

@@ -1,6 +1,7 @@
 """Mirror-descent GPS (trajopt.mdgps): the S-step loss against weighted least squares in closed
 form, the policy linearisation against finite differences, the C-step against the plain
 KL-constrained update, and a small MDGPS run on a double integrator."""
+
 import numpy as np
 import pytest
 import torch
@@ -21,10 +22,16 @@ class LinearPolicy(torch.nn.Module):
 
     def __init__(self, dx, du, W=None, b=None):
         super().__init__()
-        self.W = torch.nn.Parameter(torch.zeros(du, dx + 3, dtype=torch.float64)
-                                    if W is None else torch.as_tensor(W, dtype=torch.float64))
-        self.b = torch.nn.Parameter(torch.zeros(du, dtype=torch.float64)
-                                    if b is None else torch.as_tensor(b, dtype=torch.float64))
+        self.W = torch.nn.Parameter(
+            torch.zeros(du, dx + 3, dtype=torch.float64)
+            if W is None
+            else torch.as_tensor(W, dtype=torch.float64)
+        )
+        self.b = torch.nn.Parameter(
+            torch.zeros(du, dtype=torch.float64)
+            if b is None
+            else torch.as_tensor(b, dtype=torch.float64)
+        )
 
     def forward(self, x, g):
         shape = torch.broadcast_shapes(x.shape[:-1], g.shape[:-1])
@@ -94,8 +101,9 @@ def test_policy_linearisation_matches_finite_differences():
         for j in range(4):
             e = np.eye(4)[j] * h
             up, down = X[i, t] + e, X[i, t] - e
-            J[i, :, j] = (frozen.act(up[:2], up[2:], goal)
-                          - frozen.act(down[:2], down[2:], goal)) / (2 * h)
+            J[i, :, j] = (
+                frozen.act(up[:2], up[2:], goal) - frozen.act(down[:2], down[2:], goal)
+            ) / (2 * h)
     np.testing.assert_allclose(lin.K[t], J.mean(0), rtol=1e-6, atol=1e-8)
     u = np.stack([frozen.act(x[:2], x[2:], goal) for x in X[:, t]])
     pred = lin.act(X[:, t], t)
@@ -113,8 +121,9 @@ class ReachCost(torch.nn.Module):
         self.goal = goal
 
     def forward(self, X, U):
-        return (10 * (X[..., 1:, 0] - self.goal) ** 2 + X[..., 1:, 1] ** 2).sum(-1) \
-            + 1e-2 * (U ** 2).sum((-1, -2))
+        return (10 * (X[..., 1:, 0] - self.goal) ** 2 + X[..., 1:, 1] ** 2).sum(-1) + 1e-2 * (
+            U**2
+        ).sum((-1, -2))
 
 
 def _samples(act, rng, n, noise=0.01):
@@ -123,8 +132,10 @@ def _samples(act, rng, n, noise=0.01):
     for i in range(n):
         for t in range(T):
             u = act(X[i, t], t, rng)
-            X[i, t + 1] = [X[i, t, 0] + DT * X[i, t, 1] + 0.5 * DT ** 2 * u[0],
-                           X[i, t, 1] + DT * u[0]]
+            X[i, t + 1] = [
+                X[i, t, 0] + DT * X[i, t, 1] + 0.5 * DT**2 * u[0],
+                X[i, t, 1] + DT * u[0],
+            ]
             X[i, t + 1] += noise * rng.normal(size=2)
             U[i, t] = u
     return X, U
@@ -140,25 +151,33 @@ def test_c_step_against_a_policy_equal_to_the_controller_is_the_plain_kl_update(
     ctrl = plain.controller(0)
     X, U = _samples(lambda x, t, rng: ctrl.sample(x, t, rng), np.random.default_rng(2), 5)
     K = ctrl.K[0]
-    policy = LinearPolicy(2, 1, np.concatenate([K, np.zeros((1, 3))], 1),
-                          ctrl.u_hat[0] - K @ ctrl.x_hat[0])
+    policy = LinearPolicy(
+        2, 1, np.concatenate([K, np.zeros((1, 3))], 1), ctrl.u_hat[0] - K @ ctrl.x_hat[0]
+    )
     var = np.diagonal(ctrl.cov[0])
     ref = linearize_policy(policy, X, np.zeros(3), var, ctrl)
     a = plain.update(0, X, U)
     b = constrained.update(0, X, U, reference=ref)
     assert a.kl == pytest.approx(b.kl, rel=1e-9) and a.eta == pytest.approx(b.eta, rel=1e-9)
     x = X[:, :T]
-    np.testing.assert_allclose(constrained.controller(0).act(x, np.arange(T)),
-                               plain.controller(0).act(x, np.arange(T)), atol=1e-9)
-    np.testing.assert_allclose(constrained.controller(0).cov, plain.controller(0).cov,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        constrained.controller(0).act(x, np.arange(T)),
+        plain.controller(0).act(x, np.arange(T)),
+        atol=1e-9,
+    )
+    np.testing.assert_allclose(constrained.controller(0).cov, plain.controller(0).cov, atol=1e-12)
     # a policy that differs from the controller constrains the update differently
     other = _learner(0.5)
-    shifted = linearize_policy(LinearPolicy(2, 1, policy.W.detach(), policy.b.detach() + 1.0),
-                               X, np.zeros(3), var, ctrl)
+    shifted = linearize_policy(
+        LinearPolicy(2, 1, policy.W.detach(), policy.b.detach() + 1.0), X, np.zeros(3), var, ctrl
+    )
     other.update(0, X, U, reference=shifted)
-    assert np.abs(other.controller(0).act(x, np.arange(T))
-                  - plain.controller(0).act(x, np.arange(T))).max() > 1e-2
+    assert (
+        np.abs(
+            other.controller(0).act(x, np.arange(T)) - plain.controller(0).act(x, np.arange(T))
+        ).max()
+        > 1e-2
+    )
 
 
 def test_mdgps_trains_one_policy_for_two_goals_on_a_double_integrator():
@@ -166,8 +185,12 @@ def test_mdgps_trains_one_policy_for_two_goals_on_a_double_integrator():
     targets = np.array([[g, 0.0, 0.0] for g in goals])
     sig = PolicySignature.for_joints("toy", ["j"], DT)
     policy = GoalPolicy(sig, [20.0], (32, 32), seed=0)
-    mdgps = MDGPS([_learner(g, seed=m) for m, g in enumerate(goals)], targets, policy,
-                  SStepConfig(train_steps=300, batch=256, lr=3e-3))
+    mdgps = MDGPS(
+        [_learner(g, seed=m) for m, g in enumerate(goals)],
+        targets,
+        policy,
+        SStepConfig(train_steps=300, batch=256, lr=3e-3),
+    )
     rng = np.random.default_rng(4)
 
     def policy_costs():
@@ -180,11 +203,14 @@ def test_mdgps_trains_one_policy_for_two_goals_on_a_double_integrator():
 
     costs = []
     for it in range(6):
-        batch = [_samples(lambda x, t, r, m=m: mdgps.controller(m).sample(x, t, r), rng, 5)
-                 for m in range(2)]
+        batch = [
+            _samples(lambda x, t, r, m=m: mdgps.controller(m).sample(x, t, r), rng, 5)
+            for m in range(2)
+        ]
         if it == 0:
-            policy.set_normalisation(np.concatenate([X[:, :-1].reshape(-1, 2)
-                                                     for X, _ in batch]), targets)
+            policy.set_normalisation(
+                np.concatenate([X[:, :-1].reshape(-1, 2) for X, _ in batch]), targets
+            )
         mdgps.iterate(batch)
         costs.append(policy_costs())
     # the goals are 0.5 from the start: staying there costs 10·0.25·T = 50 per goal
@@ -197,20 +223,25 @@ def test_mdgps_insertion_loop_runs_and_its_policy_is_the_network_artifact():
     benchmark's: benchmarks/gps_insertion.py --policy)."""
     from mbrl_ros.robot import load_robot
     from mbrl_ros.tasks.insertion_gps import InsertionConditions, InsertionSetup
+
     arm7 = load_robot("arm7")
     setup = InsertionSetup([(-0.45, 0.0, 0.2), (-0.43, 0.02, 0.2)], start_height=0.07, T=20)
     conditions = InsertionConditions(arm7, setup, GPSConfig(prior="none", kl_step=0.3))
-    sig = PolicySignature.for_joints(arm7.name, arm7.joint_names,
-                                     conditions.sims[0].config.control_period)
+    sig = PolicySignature.for_joints(
+        arm7.name, arm7.joint_names, conditions.sims[0].config.control_period
+    )
     policy = GoalPolicy(sig, arm7.limits.effort, (16,))
     out = conditions.run_mdgps(policy, 2, 3, SStepConfig(train_steps=20))
     assert len(out) == 2 and [len(r.records) for r in out] == [2, 2]
     assert out[-1].records[-1].samples_used == 12
     assert np.array(conditions.policy_depths_train).shape == (2, 2)
-    assert np.array(conditions.success()).shape == np.array(conditions.mean_success()).shape \
-        == (2, 2)
+    assert (
+        np.array(conditions.success()).shape == np.array(conditions.mean_success()).shape == (2, 2)
+    )
     assert np.all(np.isfinite([r.s_step_loss for r in out])) and np.all(out[-1].policy_std > 0)
     # the trained network round-trips through the policy artifact and acts the same
     again = GoalPolicy.from_bytes(policy.to_bytes())
-    np.testing.assert_array_equal(conditions.policy_depths(again, [(-0.44, 0.01, 0.2)]),
-                                  conditions.policy_depths(policy, [(-0.44, 0.01, 0.2)]))
+    np.testing.assert_array_equal(
+        conditions.policy_depths(again, [(-0.44, 0.01, 0.2)]),
+        conditions.policy_depths(policy, [(-0.44, 0.01, 0.2)]),
+    )

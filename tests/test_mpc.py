@@ -1,8 +1,10 @@
 """The MPC step logic (pure core): π0 before a model, planning through a model on the simulated
 arm, NaN fallback, refusal of incompatible models."""
+
 import numpy as np
 import pytest
 import torch
+from planning_models import LinearModel, NaNModel, TwoLinkArm
 
 from mbrl_ros.dynamics.base import ModelError, ModelSignature
 from mbrl_ros.mpc import MPC
@@ -11,7 +13,6 @@ from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.robot import ForwardKinematics, load_robot
 from mbrl_ros.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.reach import ReachCost
-from planning_models import LinearModel, NaNModel, TwoLinkArm
 
 DT = 0.02
 
@@ -34,9 +35,16 @@ def make_mpc(planner_cls=ICEM, replan_every=1, random_steps=0, **kw):
     effort = robot.limits.effort
     planner = planner_cls(15, -effort, effort, seed=0, **kw)
     cost = ReachCost(robot, w_action=1e-3)
-    return robot, MPC(robot, robot.joint_names, planner, cost, dt=DT, replan_every=replan_every,
-                      random_steps=random_steps,
-                      base_policy=RandomTorquePolicy(effort, 0.3, 2, seed=1))
+    return robot, MPC(
+        robot,
+        robot.joint_names,
+        planner,
+        cost,
+        dt=DT,
+        replan_every=replan_every,
+        random_steps=random_steps,
+        base_policy=RandomTorquePolicy(effort, 0.3, 2, seed=1),
+    )
 
 
 def test_base_policy_until_a_model_and_a_target_arrive():
@@ -62,17 +70,21 @@ def test_the_warm_up_counts_from_the_first_state_not_from_the_first_model():
     _, mpc = make_mpc(random_steps=3, population=50, elites=5, iterations=2)
     target = np.array([0.1, 0.1, 0.07])
     assert mpc.warming_up(10 * 20_000_000) and mpc.first_stamp is None
-    assert [mpc.act(np.zeros(2), np.zeros(2), k * 20_000_000, None).source
-            for k in range(2)] == ["pi0", "pi0"]
+    assert [mpc.act(np.zeros(2), np.zeros(2), k * 20_000_000, None).source for k in range(2)] == [
+        "pi0",
+        "pi0",
+    ]
     mpc.set_model(TwoLinkArm(dt=DT))
-    sources = [mpc.act(np.zeros(2), np.zeros(2), k * 20_000_000, target).source
-               for k in range(2, 5)]
+    sources = [
+        mpc.act(np.zeros(2), np.zeros(2), k * 20_000_000, target).source for k in range(2, 5)
+    ]
     assert sources == ["pi0", "plan", "plan"]
 
 
-@pytest.mark.parametrize("planner_cls, kw", [(ICEM, dict(population=100, elites=10,
-                                                          iterations=3)),
-                                              (ILQR, dict(iterations=5))])
+@pytest.mark.parametrize(
+    "planner_cls, kw",
+    [(ICEM, dict(population=100, elites=10, iterations=3)), (ILQR, dict(iterations=5))],
+)
 def test_mpc_through_a_model_reaches_a_target_on_the_simulated_arm(planner_cls, kw):
     """Receding-horizon control of the MuJoCo arm through an (approximate) analytic model of it
     (``Arm2Model``): the end effector reaches the target and stays there. Over the last 0.4 s of
@@ -106,9 +118,17 @@ def linear_mpc(**feedback):
     base = LinearModel.double_integrator()
     model = LinearModel(base.A, base.B, DT)
     planner = ILQR(10, -robot.limits.effort, robot.limits.effort, iterations=2)
-    mpc = MPC(robot, robot.joint_names, planner, ReachCost(robot), dt=DT, replan_every=1,
-              random_steps=0, base_policy=RandomTorquePolicy(robot.limits.effort, seed=0),
-              **feedback)
+    mpc = MPC(
+        robot,
+        robot.joint_names,
+        planner,
+        ReachCost(robot),
+        dt=DT,
+        replan_every=1,
+        random_steps=0,
+        base_policy=RandomTorquePolicy(robot.limits.effort, seed=0),
+        **feedback,
+    )
     mpc.set_model(model)
     return robot, mpc, model
 
@@ -174,15 +194,20 @@ def test_feedback_setting_gives_each_plan_the_gains_the_executor_runs():
         plans[feedback] = c = mpc.act(x[:2], x[2:], 0, target).controller
         assert mpc.previous is c
         off = c.x_hat[3] + np.array([0.05, -0.02, 0.1, 0.3])
-        expected = {"plan": c.K[3] @ (off - c.x_hat[3]) + c.k[3] + c.u_hat[3],
-                    "none": c.u_hat[3],
-                    "tracking": c.u_hat[3] - kp * (off[:2] - c.x_hat[3, :2])
-                    - kd * (off[2:] - c.x_hat[3, 2:]),
-                    "bounded": c.u_hat[3] + c.K[3] @ (off - c.x_hat[3])}.get(feedback)
+        expected = {
+            "plan": c.K[3] @ (off - c.x_hat[3]) + c.k[3] + c.u_hat[3],
+            "none": c.u_hat[3],
+            "tracking": c.u_hat[3]
+            - kp * (off[:2] - c.x_hat[3, :2])
+            - kd * (off[2:] - c.x_hat[3, 2:]),
+            "bounded": c.u_hat[3] + c.K[3] @ (off - c.x_hat[3]),
+        }.get(feedback)
         if feedback == "bounded":  # iLQR's rows, each scaled to the PD gains' L1 bound
             K = plans["plan"].K[3]
-            rows = [[min(1.0, cap[j] / np.abs(K[j, part]).sum()) for j in range(2)]
-                    for part, cap in ((slice(0, 2), kp), (slice(2, 4), kd))]
+            rows = [
+                [min(1.0, cap[j] / np.abs(K[j, part]).sum()) for j in range(2)]
+                for part, cap in ((slice(0, 2), kp), (slice(2, 4), kd))
+            ]
             np.testing.assert_allclose(c.K[3][:, :2], K[:, :2] * np.array(rows[0])[:, None])
             np.testing.assert_allclose(c.K[3][:, 2:], K[:, 2:] * np.array(rows[1])[:, None])
             assert min(rows[0] + rows[1]) < 1.0  # the bound binds somewhere in this case

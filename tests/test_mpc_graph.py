@@ -14,40 +14,54 @@ holds the graph until that model (and its target) has arrived; each controller e
 replan (``cover_until_replan``), so every state is answered by the plan made for it; and no
 wall-clock timeout of the graph (sim, planner) is near any fit or plan time.
 """
+
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from ros_harness import launch_graph
 
 from mbrl_ros.cli_launch import DEMO_ARGS, DEMO_GRAPH
 from mbrl_ros.graphs import graph
-from ros_harness import launch_graph
 
 
 def launch_mpc(tmp_path, timeout, **args):
-    return launch_graph(["mpc", *(f"{k}:={v}" for k, v in args.items()),
-                         f"output_dir:={tmp_path}"], timeout)
+    return launch_graph(
+        ["mpc", *(f"{k}:={v}" for k, v in args.items()), f"output_dir:={tmp_path}"], timeout
+    )
 
 
 def test_graph_gives_every_node_the_same_control_period_and_episode_steps():
     specs = {s.name: s for s in graph("mpc", robot="arm2", episode_length="2.0", record="true")}
-    assert set(specs) == {"arm_sim", "lg_executor", "dynamics_fitter", "mpc_planner",
-                          "episode_manager", "recorder"}
-    assert {s.parameters["control_period"] for s in specs.values()
-            if "control_period" in s.parameters} == {0.05}
-    assert {specs[n].parameters["episode_steps"] for n in
-            ("arm_sim", "episode_manager", "dynamics_fitter", "mpc_planner")} == {40}
+    assert set(specs) == {
+        "arm_sim",
+        "lg_executor",
+        "dynamics_fitter",
+        "mpc_planner",
+        "episode_manager",
+        "recorder",
+    }
+    assert {
+        s.parameters["control_period"] for s in specs.values() if "control_period" in s.parameters
+    } == {0.05}
+    assert {
+        specs[n].parameters["episode_steps"]
+        for n in ("arm_sim", "episode_manager", "dynamics_fitter", "mpc_planner")
+    } == {40}
     assert specs["arm_sim"].parameters["min_state_subscribers"] == 5
     assert specs["episode_manager"].required and specs["arm_sim"].config == ("mpc_arm2.yaml",)
 
 
-@pytest.mark.parametrize("args, words", [
-    (dict(episode_length="0.01"), "shorter than the control period"),
-    (dict(train_episodes="0", final_eval_episodes="0"), "at least one episode"),
-    (dict(record="yes"), "true or false"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (dict(episode_length="0.01"), "shorter than the control period"),
+        (dict(train_episodes="0", final_eval_episodes="0"), "at least one episode"),
+        (dict(record="yes"), "true or false"),
+    ],
+)
 def test_bad_graph_arguments_give_clear_errors(args, words):
     with pytest.raises(ValueError, match=words):
         graph("mpc", robot="arm2", **args)
@@ -59,8 +73,7 @@ def test_the_main_job_is_this_graph_on_the_7_dof_arm():
     assert {s.name for s in specs} >= {"arm_sim", "mpc_planner", "episode_manager"}
 
 
-ARM2_RUN = dict(robot="arm2", train_episodes=14, final_eval_episodes=8, episode_length=2.0,
-                seed=0)
+ARM2_RUN = dict(robot="arm2", train_episodes=14, final_eval_episodes=8, episode_length=2.0, seed=0)
 TIMINGS = ("plan_rate_hz",)  # the only wall-clock figures in results.json
 
 
@@ -87,8 +100,10 @@ def test_mpc_graph_learns_to_reach_on_the_2_link_arm_from_zero_data(arm2_run):
     # π0 for random_seconds = 6 s rounded to whole episodes (3 × 2 s), then the graph waits for
     # the first model
     assert len(pi0) == 3, "the run should start on π0 (no data, no model)"
-    assert len(learned) >= 4, (f"only {len(learned)} held-out episodes ran with a model: "
-                               f"the fitter's first model came too late")
+    assert len(learned) >= 4, (
+        f"only {len(learned)} held-out episodes ran with a model: "
+        f"the fitter's first model came too late"
+    )
     final = np.array([r["final_distance"] for r in learned])
     # seed 0 reaches all 8 within 2 cm (mean 0.1 cm); a margin of one miss for other CPUs' rounding
     assert np.mean(final < 0.02) >= 0.85, f"held-out final distances (m) {final}"
@@ -109,6 +124,8 @@ def test_a_lockstep_run_is_bit_identical_with_a_cpu_hog_beside_it(arm2_run, tmp_
         for hog in hogs:
             hog.kill()
             hog.wait()
-    strip = lambda records: [{k: v for k, v in r.items() if k not in TIMINGS}  # noqa: E731
-                             for r in records]
+    strip = lambda records: [
+        {k: v for k, v in r.items() if k not in TIMINGS}  # noqa: E731
+        for r in records
+    ]
     assert strip(loaded) == strip(arm2_run)

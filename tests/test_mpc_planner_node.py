@@ -3,6 +3,7 @@
 the controller for that very state is a plan; with automatic episodes, every episode start waits
 for the model fitted on the episodes before it (or, after ``model_wait_seconds``, plans with the
 model it has); models for other joints are refused."""
+
 from __future__ import annotations
 
 import threading
@@ -13,20 +14,19 @@ import pytest
 import torch
 from geometry_msgs.msg import PointStamped
 from rclpy.parameter import Parameter
+from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String, UInt8MultiArray
 
 from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.data.topics import episode_event_json
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.data.topics import episode_event_json
 from mbrl_ros.msgconv import ns_to_sec_nanosec
 from mbrl_ros.nodes.messages import EVENT_QOS, LATCHED_QOS, STATE_QOS, TARGET_QOS
 from mbrl_ros.nodes.mpc_planner import MPCPlannerNode
 from mbrl_ros.robot import load_robot
-
-from ros_harness import wait_for
 
 pytestmark = pytest.mark.ros
 torch.set_num_threads(1)
@@ -38,10 +38,16 @@ ARM2 = load_robot("arm2")
 def _model_bytes(joint_names=ARM2.joint_names, seen_until_ns: int | None = None) -> bytes:
     data = random_torque_dataset(ARM2, 3, 40, control_period=0.05, hold_steps=2)
     if tuple(joint_names) != ARM2.joint_names:  # the same numbers, labelled for other joints
-        data = type(data)(data.states, data.actions, data.next_states, data.episodes,
-                          data.stamps, tuple(joint_names), data.dt,
-                          tuple(f"{k}/{j}" for k in ("position", "velocity")
-                                for j in joint_names))
+        data = type(data)(
+            data.states,
+            data.actions,
+            data.next_states,
+            data.episodes,
+            data.stamps,
+            tuple(joint_names),
+            data.dt,
+            tuple(f"{k}/{j}" for k in ("position", "velocity") for j in joint_names),
+        )
     model = new_model("mlp", ModelSignature.of(data), "cpu", hidden=16, layers=1, max_epochs=3)
     model.fit(data, None)
     if seen_until_ns is not None:  # as the fitter labels its artifacts: data up to this state
@@ -56,20 +62,22 @@ class Probe:
         self.controllers: list[LinearGaussianController] = []
         self.state_pub = self.node.create_publisher(JointState, "/joint_states", STATE_QOS)
         self.target_pub = self.node.create_publisher(PointStamped, "/mbrl/target", TARGET_QOS)
-        self.model_pub = self.node.create_publisher(UInt8MultiArray, "/mbrl/dynamics_model",
-                                                    LATCHED_QOS)
-        self.node.create_subscription(UInt8MultiArray, "/mbrl/controller", self._on_ctrl,
-                                      LATCHED_QOS)
+        self.model_pub = self.node.create_publisher(
+            UInt8MultiArray, "/mbrl/dynamics_model", LATCHED_QOS
+        )
+        self.node.create_subscription(
+            UInt8MultiArray, "/mbrl/controller", self._on_ctrl, LATCHED_QOS
+        )
 
     def _on_ctrl(self, msg):
         with self.lock:
             self.controllers.append(LinearGaussianController.from_bytes(bytes(msg.data)))
 
     def send_state(self, k: int, base_ns: int = 0) -> None:
-        msg = JointState(name=list(ARM2.joint_names), position=[0.3, 0.4],
-                         velocity=[0.0, 0.0], effort=[0.0, 0.0])
-        msg.header.stamp.sec, msg.header.stamp.nanosec = ns_to_sec_nanosec(
-            base_ns + k * PERIOD_NS)
+        msg = JointState(
+            name=list(ARM2.joint_names), position=[0.3, 0.4], velocity=[0.0, 0.0], effort=[0.0, 0.0]
+        )
+        msg.header.stamp.sec, msg.header.stamp.nanosec = ns_to_sec_nanosec(base_ns + k * PERIOD_NS)
         self.state_pub.publish(msg)
 
     def starts(self) -> list[int]:
@@ -78,14 +86,34 @@ class Probe:
 
 
 def _planner(ros, **params):
-    node = MPCPlannerNode(context=ros.context, parameter_overrides=[
-        Parameter(k, value=v) for k, v in (dict(
-            robot="arm2", control_period=0.05, planner="ilqr", horizon=5, iterations=1,
-            random_seconds=0.1, wait_for_model=True) | params).items()])
+    node = MPCPlannerNode(
+        context=ros.context,
+        parameter_overrides=[
+            Parameter(k, value=v)
+            for k, v in (
+                dict(
+                    robot="arm2",
+                    control_period=0.05,
+                    planner="ilqr",
+                    horizon=5,
+                    iterations=1,
+                    random_seconds=0.1,
+                    wait_for_model=True,
+                )
+                | params
+            ).items()
+        ],
+    )
     ros.add(node)
     probe = Probe(ros)
-    wait_for(lambda: probe.state_pub.get_subscription_count() > 0
-             and probe.node.count_publishers("/mbrl/controller") > 0, 10, "discovery")
+    wait_for(
+        lambda: (
+            probe.state_pub.get_subscription_count() > 0
+            and probe.node.count_publishers("/mbrl/controller") > 0
+        ),
+        10,
+        "discovery",
+    )
     target = PointStamped()
     target.point.x, target.point.y, target.point.z = 0.1, 0.2, 0.07
     probe.target_pub.publish(target)
@@ -135,8 +163,7 @@ def test_a_model_for_other_joints_is_refused_and_the_state_stays_held(planner):
     assert np.isnan(node.last_cost)
 
 
-def test_each_episode_start_waits_for_the_model_fitted_on_the_episodes_before_it(
-        episodic_planner):
+def test_each_episode_start_waits_for_the_model_fitted_on_the_episodes_before_it(episodic_planner):
     node, probe = episodic_planner
     for k in range(3):
         probe.send_state(k)
@@ -179,8 +206,9 @@ def test_a_refit_that_does_not_come_is_waited_for_model_wait_seconds(episodic_pl
 
 
 def test_with_cover_until_replan_each_controller_ends_at_the_next_replan(ros):
-    node, probe = _planner(ros, cover_until_replan=True, replan_every=2, random_seconds=0.0,
-                           wait_for_model=False)
+    node, probe = _planner(
+        ros, cover_until_replan=True, replan_every=2, random_seconds=0.0, wait_for_model=False
+    )
     probe.model_pub.publish(UInt8MultiArray(data=_model_bytes()))
     wait_for(lambda: node.mpc.model is not None, 10, "the model")
     for i, k in enumerate((0, 2, 4)):  # states 1, 3 are covered by the plan before them
@@ -196,8 +224,14 @@ def test_with_episode_events_it_plans_only_inside_episodes_and_leads_its_latency
     event (the homing controller drives the arm then); a plan starts cold at each start. With
     compensate_latency each plan starts at the first control step after the state's stamp plus
     its measured latency (states stamped with the wall clock, as on a robot)."""
-    node, probe = _planner(ros, random_seconds=0.0, wait_for_model=False,
-                           episodes_from_events=True, compensate_latency=True, horizon=20)
+    node, probe = _planner(
+        ros,
+        random_seconds=0.0,
+        wait_for_model=False,
+        episodes_from_events=True,
+        compensate_latency=True,
+        horizon=20,
+    )
     events = probe.node.create_publisher(String, "/mbrl/episode_events", EVENT_QOS)
     probe.model_pub.publish(UInt8MultiArray(data=_model_bytes()))
     wait_for(lambda: node.mpc.model is not None, 10, "the model")

@@ -1,15 +1,21 @@
 """The package as a ROS 2 ament_python package: package.xml, setup.py, graphs, launch files, a real
 colcon build whose installed tree has the ROS layout, and ROS 2's launch system (the kit) loading
 the installed launch files."""
+
 import ast
 import os
 import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
+from launch_kit import (
+    ROOT,
+    kit_environment,
+    requires_kit,
+    ros2,
+    ros_install_fixture,  # noqa: F401 - the ros_install fixture
+)
 
-from launch_kit import ROOT, kit_environment, requires_kit, ros2
-from launch_kit import ros_install_fixture  # noqa: F401 - the ros_install fixture
 from mbrl_ros.graphs import GRAPHS, NodeSpec, graph
 from mbrl_ros.launcher import node_command, parse_graph_args
 from mbrl_ros.paths import share_path
@@ -29,8 +35,7 @@ def test_package_xml_is_format_3_ament_python():
     assert root.findtext("name") == "mbrl_ros"
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root.findall("exec_depend")}
-    assert {"rclpy", "sensor_msgs", "std_msgs", "std_srvs", "diagnostic_msgs",
-            "launch_ros"} <= deps
+    assert {"rclpy", "sensor_msgs", "std_msgs", "std_srvs", "diagnostic_msgs", "launch_ros"} <= deps
     assert "python3-pytest" in {e.text for e in root.findall("test_depend")}
 
 
@@ -51,8 +56,11 @@ def test_each_graph_has_a_launch_file_that_uses_the_shared_description():
     for gname in GRAPHS:
         text = (ROOT / "launch" / f"{gname}.launch.py").read_text()
         tree = ast.parse(text)
-        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-                 and getattr(n.func, "id", "") == "launch_description"]
+        calls = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "launch_description"
+        ]
         assert [c.args[0].value for c in calls] == [gname]
 
 
@@ -116,12 +124,18 @@ def test_installed_launch_files_load_in_ros2_launch(ros_install, tmp_path):
     loads each of its launch files: ``--show-args`` lists every graph argument with its default.
     (tests/test_ros2_launch.py runs them.)"""
     env = kit_environment(ros_install, tmp_path)
-    prefix = subprocess.run(ros2("pkg", "prefix", "mbrl_ros"), env=env, capture_output=True,
-                            text=True, timeout=60)
+    prefix = subprocess.run(
+        ros2("pkg", "prefix", "mbrl_ros"), env=env, capture_output=True, text=True, timeout=60
+    )
     assert prefix.stdout.strip() == str(ros_install), prefix.stdout + prefix.stderr
     for gname, g in GRAPHS.items():
-        result = subprocess.run(ros2("launch", "mbrl_ros", f"{gname}.launch.py", "--show-args"),
-                                env=env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ros2("launch", "mbrl_ros", f"{gname}.launch.py", "--show-args"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         for a in g.args:
             assert f"'{a.name}':" in result.stdout, (a.name, result.stdout)

@@ -1,6 +1,7 @@
 """PILCO: policy and cost moments and multi-step moment-matching propagation against Monte Carlo,
 policy gradients against finite differences, divergence handling, bad input, and the pendulum
 swing-up learned from scratch."""
+
 from __future__ import annotations
 
 import math
@@ -13,14 +14,12 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.gp import GPConfig
 from mbrl_ros.dynamics.moment_matching import predict_moments
-from mbrl_ros.policy.pilco.arm_reach import ArmSystem, ee_distance, inverse_kinematics, \
-    reach_task
+from mbrl_ros.policy.pilco.arm_reach import ArmSystem, ee_distance, inverse_kinematics, reach_task
 from mbrl_ros.policy.pilco.cost import SaturatingCost
 from mbrl_ros.policy.pilco.loop import PilcoConfig, episode_dataset, fit_dynamics, rollout
 from mbrl_ros.policy.pilco.optimise import optimise_policy
 from mbrl_ros.policy.pilco.pendulum import PendulumSystem, holds_upright, swing_up
-from mbrl_ros.policy.pilco.policies import (LinearPolicy, PolicyError, RBFPolicy,
-                                            sine_squash_moments)
+from mbrl_ros.policy.pilco.policies import LinearPolicy, PolicyError, RBFPolicy, sine_squash_moments
 from mbrl_ros.policy.pilco.propagation import propagate, state_action_moments
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import SimConfig
@@ -28,15 +27,14 @@ from mbrl_ros.simulation import SimConfig
 torch.set_num_threads(1)
 F64 = torch.float64
 N_MC = 200_000
-N_TRAJ = 100_000   # Monte-Carlo trajectories of the multi-step check
+N_TRAJ = 100_000  # Monte-Carlo trajectories of the multi-step check
 
 
 def gaussian(mean, cov, n, seed):
     """n samples (n, d) of N(mean, cov); ``seed``: an int or a torch.Generator."""
     gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
     mean, cov = torch.as_tensor(mean, dtype=F64), torch.as_tensor(cov, dtype=F64)
-    return mean + torch.randn(n, len(mean), dtype=F64, generator=gen) @ \
-        torch.linalg.cholesky(cov).T
+    return mean + torch.randn(n, len(mean), dtype=F64, generator=gen) @ torch.linalg.cholesky(cov).T
 
 
 def cross_cov(x, y):
@@ -50,12 +48,12 @@ def assert_moments(mean, cov, cross, x, y, k=5.0):
     mc_cov = torch.cov(y.T).reshape(cov.shape)
     var = torch.diagonal(mc_cov)
     assert bool(((mean - y.mean(0)).abs() <= k * (var / n).sqrt() + 1e-12).all())
-    se_cov = ((var[:, None] * var[None] + mc_cov ** 2) / n).sqrt()
+    se_cov = ((var[:, None] * var[None] + mc_cov**2) / n).sqrt()
     assert bool(((cov - mc_cov).abs() <= k * se_cov + 1e-12).all())
     if cross is not None:
         mc_cross = cross_cov(x, y)
         xv = x.var(0)
-        se_cross = ((xv[:, None] * var[None] + mc_cross ** 2) / n).sqrt()
+        se_cross = ((xv[:, None] * var[None] + mc_cross**2) / n).sqrt()
         assert bool(((cross - mc_cross).abs() <= k * se_cross + 1e-12).all())
 
 
@@ -76,13 +74,14 @@ def test_sine_squash_matches_monte_carlo():
     # huge variances (an L-BFGS line search can try them) stay finite: u spreads uniformly
     m1, s1, _ = sine_squash_moments(mean, cov * 1e4, u_max)
     assert bool(torch.isfinite(s1).all())
-    torch.testing.assert_close(torch.diagonal(s1), u_max ** 2 / 2, rtol=1e-6, atol=0)
+    torch.testing.assert_close(torch.diagonal(s1), u_max**2 / 2, rtol=1e-6, atol=0)
 
 
 def test_linear_policy_moments_match_monte_carlo():
     """Linear policy + squash: (x, ũ) is jointly Gaussian, so all moments are exact."""
-    policy = LinearPolicy(3, [2.0, 1.5], weight=[[0.8, -0.4, 0.3], [-0.2, 0.6, 0.5]],
-                          bias=[0.3, -0.2])
+    policy = LinearPolicy(
+        3, [2.0, 1.5], weight=[[0.8, -0.4, 0.3], [-0.2, 0.6, 0.5]], bias=[0.3, -0.2]
+    )
     mean = torch.tensor([0.2, -0.5, 1.0], dtype=F64)
     a = torch.tensor([[0.5, 0.1, 0.0], [0.2, 0.7, 0.1], [-0.3, 0.1, 0.6]], dtype=F64)
     cov = a @ a.T
@@ -99,8 +98,12 @@ def test_rbf_policy_moments_match_monte_carlo():
     lengthscales ≥ 0.8), so it is checked at std 0.05 to 5 MC standard errors."""
     gen = torch.Generator().manual_seed(2)
     centres = torch.randn(8, 2, dtype=F64, generator=gen)
-    policy = RBFPolicy(centres, [2.5, 1.0], [[0.8, 1.5], [1.2, 1.0]],
-                       weights=torch.randn(2, 8, dtype=F64, generator=gen))
+    policy = RBFPolicy(
+        centres,
+        [2.5, 1.0],
+        [[0.8, 1.5], [1.2, 1.0]],
+        weights=torch.randn(2, 8, dtype=F64, generator=gen),
+    )
     mean = torch.tensor([0.3, -0.4], dtype=F64)
     cov = torch.tensor([[0.5, 0.2], [0.2, 0.4]], dtype=F64)
     x = gaussian(mean, cov, N_MC, 3)
@@ -126,9 +129,8 @@ def test_expected_saturating_cost_matches_monte_carlo():
     for weight in ([[4.0, 0.5], [0.5, 0.25]], [[1.0, 0.0], [0.0, 0.0]]):
         cost = SaturatingCost([math.pi, 0.0], weight)
         c = cost(x)
-        assert abs(float(cost.expected(mean, cov) - c.mean())) <= 5 * float(c.std()) / N_MC ** 0.5
-        torch.testing.assert_close(cost.expected(mean, torch.zeros(2, 2, dtype=F64)),
-                                   cost(mean))
+        assert abs(float(cost.expected(mean, cov) - c.mean())) <= 5 * float(c.std()) / N_MC**0.5
+        torch.testing.assert_close(cost.expected(mean, torch.zeros(2, 2, dtype=F64)), cost(mean))
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +138,14 @@ def pendulum_gp():
     """A GP fitted to 3 random-torque episodes of the pendulum (90 transitions)."""
     system = PendulumSystem(seed=0)
     rng = np.random.default_rng(0)
-    episodes = [episode_dataset(system, *rollout(system, lambda x: rng.uniform(-2.5, 2.5, 1),
-                                          rng.normal(0, 0.5, 2), 30), i) for i in range(3)]
+    episodes = [
+        episode_dataset(
+            system,
+            *rollout(system, lambda x: rng.uniform(-2.5, 2.5, 1), rng.normal(0, 0.5, 2), 30),
+            i,
+        )
+        for i in range(3)
+    ]
     return fit_dynamics(Dataset.concat(episodes), GPConfig(iterations=20))[0]
 
 
@@ -166,8 +174,12 @@ def test_multistep_propagation_matches_monte_carlo(pendulum_gp, kind):
         policy = LinearPolicy(2, [2.5], weight=[[-1.0, -0.5]], bias=[0.3])
     else:
         gen = torch.Generator().manual_seed(3)
-        policy = RBFPolicy(torch.randn(10, 2, dtype=F64, generator=gen) * 1.5, [2.5], [1.0, 2.0],
-                           weights=torch.randn(1, 10, dtype=F64, generator=gen))
+        policy = RBFPolicy(
+            torch.randn(10, 2, dtype=F64, generator=gen) * 1.5,
+            [2.5],
+            [1.0, 2.0],
+            weights=torch.randn(1, 10, dtype=F64, generator=gen),
+        )
     mean0 = torch.tensor([0.3, -0.5], dtype=F64)
     cov0 = torch.tensor([[0.04, 0.01], [0.01, 0.09]], dtype=F64) * 0.1
     horizon = 8
@@ -200,8 +212,7 @@ def test_policy_gradient_matches_finite_differences(pendulum_gp, kind):
         policy = LinearPolicy(2, [2.5], weight=[[0.7, -0.3]], bias=[0.2])
     else:
         gen = torch.Generator().manual_seed(4)
-        policy = RBFPolicy(torch.randn(5, 2, dtype=F64, generator=gen), [2.5], [1.0, 2.0],
-                           seed=4)
+        policy = RBFPolicy(torch.randn(5, 2, dtype=F64, generator=gen), [2.5], [1.0, 2.0], seed=4)
     cost = SaturatingCost([math.pi, 0.0], np.diag([1.0, 0.25]))
     mean0, cov0 = torch.tensor([0.1, 0.2], dtype=F64), torch.eye(2, dtype=F64) * 0.05
     params = list(policy.parameters())
@@ -222,7 +233,7 @@ def test_policy_gradient_matches_finite_differences(pendulum_gp, kind):
                 values.append(float(objective()))
             numeric[i] = (values[0] - values[1]) / 2e-3
         vector_to_parameters(theta, params)
-    assert float(grad.abs().max()) > 1e-3       # not a flat spot
+    assert float(grad.abs().max()) > 1e-3  # not a flat spot
     torch.testing.assert_close(grad, numeric, rtol=1e-4, atol=1e-6)
 
 
@@ -234,7 +245,7 @@ def faulty_quadratic(fault_at):
 
     def objective():
         calls.append(parameters_to_vector(policy.parameters()).detach().clone())
-        value = (policy.weight ** 2).sum() + (policy.bias - 0.5) ** 2
+        value = (policy.weight**2).sum() + (policy.bias - 0.5) ** 2
         return value * math.nan if fault_at(len(calls)) else value
 
     return policy, objective, calls
@@ -256,7 +267,8 @@ def test_optimiser_restarts_from_the_best_point(fault):
     optimisation then goes on to the minimum and reports the restart."""
     policy, objective, calls = faulty_quadratic(lambda n: fault == "objective" and n == 3)
     if fault == "gradient":
-        def objective(plain=objective):   # finite value, NaN gradient (0 · ∞) at call 3
+
+        def objective(plain=objective):  # finite value, NaN gradient (0 · ∞) at call 3
             value = plain()
             b = policy.bias.sum()
             return value + 0.0 * torch.sqrt(b - b) if len(calls) == 3 else value
@@ -267,7 +279,7 @@ def test_optimiser_restarts_from_the_best_point(fault):
     assert f"restarted from the best point 1 time ({what} at evaluation 3)" in report.message
     assert report.evaluations == len(calls) > 4 and 1 <= report.iterations <= 20
     best_before = min(calls[:2], key=quadratic)
-    torch.testing.assert_close(calls[3], best_before)   # evaluation 4: the restart
+    torch.testing.assert_close(calls[3], best_before)  # evaluation 4: the restart
     assert value_of(policy) == pytest.approx(report.final, abs=1e-12)
 
 
@@ -285,7 +297,7 @@ def test_optimiser_reports_divergence_and_keeps_best():
     assert report.final < report.initial == pytest.approx(2.25)
     assert value_of(policy) == pytest.approx(report.final)
     best_before = min(calls[:2], key=quadratic)
-    for restart in (4, 6, 8):   # each restart evaluates the best point first, then faults
+    for restart in (4, 6, 8):  # each restart evaluates the best point first, then faults
         torch.testing.assert_close(calls[restart - 1], best_before)
 
     for limits in ({"max_restarts": 0}, {"max_evaluations": 4}):
@@ -300,8 +312,9 @@ def test_optimiser_reports_divergence_and_keeps_best():
     assert "objective is nan at evaluation 1" in report.message
     torch.testing.assert_close(parameters_to_vector(policy.parameters()).detach(), calls[0])
     # a converging run reaches the minimum
-    report = optimise_policy(policy, lambda: (policy.weight ** 2).sum()
-                             + (policy.bias - 0.5) ** 2, max_iterations=20)
+    report = optimise_policy(
+        policy, lambda: (policy.weight**2).sum() + (policy.bias - 0.5) ** 2, max_iterations=20
+    )
     assert not report.diverged and report.restarts == 0 and report.final < 1e-10
 
 
@@ -368,13 +381,16 @@ def test_pilco_swings_up_the_pendulum():
     restarts). The misses start at θ_0 ≳ 0.15 rad (1.5σ), need one more pump and arrive late:
     PILCO optimises the expected cost over the start distribution, where they weigh little.
     Measured 55-60 s on this 2-core machine idle, 90-100 s under a load average of 5."""
-    result = swing_up(PilcoConfig(trials=6, opt_iterations=30, seed=0), horizon_s=4.0,
-                      basis=30, progress=None)
+    result = swing_up(
+        PilcoConfig(trials=6, opt_iterations=30, seed=0), horizon_s=4.0, basis=30, progress=None
+    )
     assert result.solved_at is not None
     assert result.trials[result.solved_at - 1].data_seconds <= 24.0
-    assert result.trials[0].cost > 35 > 25 > result.trials[-1].cost   # of at most 40
+    assert result.trials[0].cost > 35 > 25 > result.trials[-1].cost  # of at most 40
     system = PendulumSystem(seed=11)
     rng = np.random.default_rng(12)
-    held = [holds_upright(rollout(system, result.policy.act, rng.normal(0, 0.1, 2), 40)[0],
-                          system.dt) for _ in range(20)]
+    held = [
+        holds_upright(rollout(system, result.policy.act, rng.normal(0, 0.1, 2), 40)[0], system.dt)
+        for _ in range(20)
+    ]
     assert sum(held) >= 15, held

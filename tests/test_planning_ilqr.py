@@ -1,16 +1,17 @@
 """iLQR through DynamicsModels: the linear-quadratic case against scipy's Riccati solution (one
 iteration is optimal, K_t is the LQR gain), model Jacobians and cost Hessians against finite
 differences and full autograd Hessians, the nonlinear 2-link arm, limits and NaN handling."""
+
 import numpy as np
 import pytest
 import torch
+from planning_models import LinearModel, NaNModel, TwoLinkArm
 from scipy.linalg import solve_discrete_are
 
 from mbrl_ros.planning import ILQR, PlanError
 from mbrl_ros.planning.ilqr import cost_derivatives, dynamics_jacobians
 from mbrl_ros.robot import load_robot
 from mbrl_ros.tasks import ReachCost, TrackingCost
-from planning_models import LinearModel, NaNModel, TwoLinkArm
 
 
 class Quadratic(torch.nn.Module):
@@ -22,8 +23,11 @@ class Quadratic(torch.nn.Module):
 
     def forward(self, s, a):
         quad = lambda x, M: 0.5 * torch.einsum("...i,ij,...j->...", x, M, x)  # noqa: E731
-        return (quad(s[..., :-1, :], self.Q).sum(-1) + quad(a, self.R).sum(-1)
-                + quad(s[..., -1, :], self.P))
+        return (
+            quad(s[..., :-1, :], self.Q).sum(-1)
+            + quad(a, self.R).sum(-1)
+            + quad(s[..., -1, :], self.P)
+        )
 
 
 def test_linear_quadratic_problem_is_solved_in_one_iteration_with_the_riccati_gain():
@@ -35,7 +39,8 @@ def test_linear_quadratic_problem_is_solved_in_one_iteration_with_the_riccati_ga
     x0 = np.array([1.0, -0.5, 0.2, 0.3])
     big = 1e6 * np.ones(2)
     result = ILQR(25, -big, big, iterations=1, mu_init=0.0, dtype=torch.float64).plan(
-        x0, model, Quadratic(Q, R, P))
+        x0, model, Quadratic(Q, R, P)
+    )
     assert result.ok and result.stats["accepted"] == 1
     # The terminal cost is the Riccati solution, so the optimum is the stationary LQR law.
     assert result.cost == pytest.approx(0.5 * x0 @ P @ x0, rel=1e-9)
@@ -60,9 +65,17 @@ def test_feedback_gains_match_finite_differences_of_the_replanned_action():
     x0 = np.array([0.5, 0.2, -0.1, 0.0])
     K0 = planner.plan(x0, model, cost).controller.K[0]
     eps = 1e-3
-    fd = np.stack([(planner.plan(x0 + eps * e, model, cost).actions[0]
-                    - planner.plan(x0 - eps * e, model, cost).actions[0]) / (2 * eps)
-                   for e in np.eye(4)], axis=1)
+    fd = np.stack(
+        [
+            (
+                planner.plan(x0 + eps * e, model, cost).actions[0]
+                - planner.plan(x0 - eps * e, model, cost).actions[0]
+            )
+            / (2 * eps)
+            for e in np.eye(4)
+        ],
+        axis=1,
+    )
     np.testing.assert_allclose(K0, fd, atol=1e-7)
 
 
@@ -76,15 +89,23 @@ def test_model_jacobians_match_finite_differences():
     for t in range(4):
         f = lambda z: model.predict(z[:4], z[4:])[0]  # noqa: E731
         z = torch.cat([X[t], U[t]])
-        fd = torch.stack([(f(z + eps * e) - f(z - eps * e)) / (2 * eps)
-                          for e in torch.eye(6, dtype=torch.float64)], -1)
+        fd = torch.stack(
+            [
+                (f(z + eps * e) - f(z - eps * e)) / (2 * eps)
+                for e in torch.eye(6, dtype=torch.float64)
+            ],
+            -1,
+        )
         np.testing.assert_allclose(torch.cat([A[t], B[t]], -1).numpy(), fd.numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("make_cost", [
-    lambda r: ReachCost(r, (0.1, 0.1, 0.07), w_velocity=0.3, w_limit=5.0, limit_margin=1.0),
-    lambda r: TrackingCost(r, [(0.27, 0.0, 0.07), (0.1, 0.2, 0.07), (0.0, 0.25, 0.07)]),
-])
+@pytest.mark.parametrize(
+    "make_cost",
+    [
+        lambda r: ReachCost(r, (0.1, 0.1, 0.07), w_velocity=0.3, w_limit=5.0, limit_margin=1.0),
+        lambda r: TrackingCost(r, [(0.27, 0.0, 0.07), (0.1, 0.2, 0.07), (0.0, 0.25, 0.07)]),
+    ],
+)
 def test_cost_derivatives_are_the_blocks_of_the_full_hessian(make_cost):
     cost = make_cost(load_robot("arm2"))
     rng = np.random.default_rng(1)
@@ -100,13 +121,14 @@ def test_cost_derivatives_are_the_blocks_of_the_full_hessian(make_cost):
     np.testing.assert_allclose(g[:T, 4:].numpy(), gu.numpy(), atol=1e-10)
     np.testing.assert_allclose(g[T, 4:].numpy(), 0.0)
     for t in range(T + 1):
-        np.testing.assert_allclose(H[t, :4, :4].numpy(), full[0][0][t, :, t, :].numpy(),
-                                   atol=1e-9)
+        np.testing.assert_allclose(H[t, :4, :4].numpy(), full[0][0][t, :, t, :].numpy(), atol=1e-9)
         if t < T:
-            np.testing.assert_allclose(H[t, 4:, 4:].numpy(), full[1][1][t, :, t, :].numpy(),
-                                       atol=1e-9)
-            np.testing.assert_allclose(H[t, :4, 4:].numpy(), full[0][1][t, :, t, :].numpy(),
-                                       atol=1e-9)
+            np.testing.assert_allclose(
+                H[t, 4:, 4:].numpy(), full[1][1][t, :, t, :].numpy(), atol=1e-9
+            )
+            np.testing.assert_allclose(
+                H[t, :4, 4:].numpy(), full[0][1][t, :, t, :].numpy(), atol=1e-9
+            )
     # The cost is additive over steps: no coupling between different steps.
     off = full[0][0].clone()
     for t in range(T + 1):
@@ -179,17 +201,20 @@ def test_warm_start_from_the_previous_plan_converges_faster(arm):
 
 
 def test_nan_from_the_model_gives_status_nan_not_an_exception():
-    cost = lambda s, a: (s ** 2).sum((-1, -2)) + (a ** 2).sum((-1, -2))  # noqa: E731
+    cost = lambda s, a: (s**2).sum((-1, -2)) + (a**2).sum((-1, -2))  # noqa: E731
     result = ILQR(5, -np.ones(2), np.ones(2)).plan(np.ones(4), NaNModel(), cost)
     assert result.status == "nan" and result.controller is None
     assert "not finite" in result.stats["error"]
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: ILQR(5, -np.ones(2), np.ones(2), mu_factor=1.0), "mu_factor"),
-    (lambda: ILQR(5, -np.ones(2), np.ones(2), alphas=(2.0,)), "alphas"),
-    (lambda: ILQR(5, -np.ones(2), np.ones(2), iterations=0), "iterations"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ILQR(5, -np.ones(2), np.ones(2), mu_factor=1.0), "mu_factor"),
+        (lambda: ILQR(5, -np.ones(2), np.ones(2), alphas=(2.0,)), "alphas"),
+        (lambda: ILQR(5, -np.ones(2), np.ones(2), iterations=0), "iterations"),
+    ],
+)
 def test_bad_settings_are_named(make, message):
     with pytest.raises(PlanError, match=message):
         make()

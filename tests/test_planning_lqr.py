@@ -1,5 +1,6 @@
 """The shared LQR backward pass (``planning.lqr``, used by iLQR and GPS) against scipy's Riccati
 solver and a brute-force quadratic program over the whole action sequence."""
+
 import numpy as np
 import pytest
 import torch
@@ -52,8 +53,9 @@ def test_gains_match_the_infinite_horizon_riccati_solution():
     np.testing.assert_allclose(sol.K, np.broadcast_to(-K_ref, (T, 2, 4)), atol=1e-9)
     np.testing.assert_allclose(sol.Vxx, np.broadcast_to(P, (T + 1, 4, 4)), atol=1e-8)
     np.testing.assert_allclose(sol.k, 0.0, atol=1e-12)
-    np.testing.assert_allclose(sol.Quu_inv @ sol.Quu, np.broadcast_to(np.eye(2), (T, 2, 2)),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        sol.Quu_inv @ sol.Quu, np.broadcast_to(np.eye(2), (T, 2, 2)), atol=1e-9
+    )
     np.testing.assert_allclose(sol.Quu, np.broadcast_to(R + B.T @ P @ B, (T, 2, 2)), atol=1e-9)
 
 
@@ -77,16 +79,17 @@ def test_affine_time_varying_problem_matches_the_quadratic_program():
 
     def J(u_flat, start=x0):
         return total_cost(F, f, C, c, V_T, v_T, start, u_flat.reshape(T, du))
+
     m = T * du
     e, z = np.eye(m), np.zeros(m)
-    H = np.array([[J(e[i] + e[j]) - J(e[i]) - J(e[j]) + J(z) for j in range(m)]
-                  for i in range(m)])
+    H = np.array([[J(e[i] + e[j]) - J(e[i]) - J(e[j]) + J(z) for j in range(m)] for i in range(m)])
     g = np.array([J(e[i]) - J(-e[i]) for i in range(m)]) / 2
     np.testing.assert_allclose(U, np.linalg.solve(H, -g).reshape(T, du), atol=1e-7)
     zero = np.zeros(dx)
     J_opt_0 = J(rollout(F, f, sol.K, sol.k, zero).ravel(), zero)
     assert J(U.ravel()) - J_opt_0 == pytest.approx(
-        0.5 * x0 @ sol.Vxx[0] @ x0 + sol.vx[0] @ x0, abs=1e-8)
+        0.5 * x0 @ sol.Vxx[0] @ x0 + sol.vx[0] @ x0, abs=1e-8
+    )
 
 
 def test_predicted_cost_change_is_exact_for_a_quadratic_problem():
@@ -101,7 +104,7 @@ def test_predicted_cost_change_is_exact_for_a_quadratic_problem():
     for alpha in (1.0, 0.5, 0.1):
         U = rollout(F, np.zeros((T, 3)), sol.K, sol.k, np.zeros(3), alpha)
         actual = total_cost(F, np.zeros((T, 3)), C, c, Q, np.zeros(3), np.zeros(3), U)
-        assert actual == pytest.approx(alpha * sol.dV[0] + alpha ** 2 * sol.dV[1], rel=1e-9)
+        assert actual == pytest.approx(alpha * sol.dV[0] + alpha**2 * sol.dV[1], rel=1e-9)
 
 
 def test_indefinite_quu_is_reported_and_regularisation_fixes_it():
@@ -119,24 +122,32 @@ def test_indefinite_quu_is_reported_and_regularisation_fixes_it():
     np.testing.assert_allclose(fixed.Quu[-1], -0.5 * R + np.eye(2), atol=1e-12)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda a: a.update(fx=np.zeros((3, 5))), "fx has shape"),
-    (lambda a: a.update(Cxx=np.zeros((3, 5, 5))), "Cxx has shape"),
-    (lambda a: a.update(Fx=np.zeros((3, 4, 4))), "Fx must be"),
-    (lambda a: a.update(cx=np.full((3, 6), np.nan)), "cx has non-finite"),
-    (lambda a: a.update(Vxx_T=np.eye(3)), "Vxx_T has shape"),
-    (lambda a: a.update(reg=-1.0), "reg must be"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.update(fx=np.zeros((3, 5))), "fx has shape"),
+        (lambda a: a.update(Cxx=np.zeros((3, 5, 5))), "Cxx has shape"),
+        (lambda a: a.update(Fx=np.zeros((3, 4, 4))), "Fx must be"),
+        (lambda a: a.update(cx=np.full((3, 6), np.nan)), "cx has non-finite"),
+        (lambda a: a.update(Vxx_T=np.eye(3)), "Vxx_T has shape"),
+        (lambda a: a.update(reg=-1.0), "reg must be"),
+    ],
+)
 def test_bad_input_is_named(change, message):
-    args = dict(Fx=np.zeros((3, 4, 6)), fx=np.zeros((3, 4)), Cxx=np.tile(np.eye(6), (3, 1, 1)),
-                cx=np.zeros((3, 6)))
+    args = dict(
+        Fx=np.zeros((3, 4, 6)),
+        fx=np.zeros((3, 4)),
+        Cxx=np.tile(np.eye(6), (3, 1, 1)),
+        cx=np.zeros((3, 6)),
+    )
     change(args)
     with pytest.raises(ValueError, match=message):
         backward_pass(**args)
 
 
 def test_torch_inputs_come_back_as_tensors_of_their_dtype():
-    sol = lqr_backward(torch.zeros(2, 2, 3), torch.zeros(2, 2), torch.eye(3).repeat(2, 1, 1),
-                       torch.ones(2, 3))
+    sol = lqr_backward(
+        torch.zeros(2, 2, 3), torch.zeros(2, 2), torch.eye(3).repeat(2, 1, 1), torch.ones(2, 3)
+    )
     assert sol.ok and isinstance(sol.K, torch.Tensor) and sol.K.dtype == torch.float32
     np.testing.assert_allclose(sol.k.numpy(), -1.0)

@@ -1,17 +1,25 @@
 """Sampling planners (random shooting, CEM, iCEM, MPPI) through an exact 2-link arm model with the
 reach cost: they improve on the zero-torque plan, respect the torque box, are reproducible, warm
 start from the shifted previous plan, and report NaN instead of raising."""
+
 import numpy as np
 import pytest
 import torch
+from planning_models import LinearModel, NaNModel, TwoLinkArm
 
 from mbrl_ros.controller import LinearGaussianController
-from mbrl_ros.planning import (CEM, ICEM, MPPI, PlanError, RandomShooting, predict_ahead,
-                               rollout_costs)
+from mbrl_ros.planning import (
+    CEM,
+    ICEM,
+    MPPI,
+    PlanError,
+    RandomShooting,
+    predict_ahead,
+    rollout_costs,
+)
 from mbrl_ros.planning.noise import coloured_noise
 from mbrl_ros.robot import load_robot
 from mbrl_ros.tasks import ReachCost
-from planning_models import LinearModel, NaNModel, TwoLinkArm
 
 H = 15
 TARGET = (0.15, 0.15, 0.07)  # reachable by arm2 (links 0.15 m and 0.12 m)
@@ -36,8 +44,7 @@ PLANNERS = {
     "random_shooting": lambda lo, hi, **kw: RandomShooting(H, lo, hi, samples=300, **kw),
     "cem": lambda lo, hi, **kw: CEM(H, lo, hi, population=100, elites=10, iterations=3, **kw),
     "icem": lambda lo, hi, **kw: ICEM(H, lo, hi, population=100, elites=10, iterations=3, **kw),
-    "mppi": lambda lo, hi, **kw: MPPI(H, lo, hi, samples=100, iterations=3, temperature=2.0,
-                                      **kw),
+    "mppi": lambda lo, hi, **kw: MPPI(H, lo, hi, samples=100, iterations=3, temperature=2.0, **kw),
 }
 
 
@@ -61,11 +68,13 @@ def test_planner_improves_on_zero_torque_within_limits_and_is_reproducible(setup
     np.testing.assert_allclose(result.states, states.numpy(), atol=1e-12)
     assert result.cost == pytest.approx(float(cost(states, torch.as_tensor(result.actions))))
     assert result.stats["transitions"] > 0 and result.stats["planner"] == name
-    again = PLANNERS[name](lo, hi, dtype=torch.float64, seed=3).plan(x0, model, cost,
-                                                                     start_ns=5_000_000_000)
+    again = PLANNERS[name](lo, hi, dtype=torch.float64, seed=3).plan(
+        x0, model, cost, start_ns=5_000_000_000
+    )
     np.testing.assert_array_equal(again.actions, result.actions)
-    other = PLANNERS[name](lo, hi, dtype=torch.float64, seed=4).plan(x0, model, cost,
-                                                                     start_ns=5_000_000_000)
+    other = PLANNERS[name](lo, hi, dtype=torch.float64, seed=4).plan(
+        x0, model, cost, start_ns=5_000_000_000
+    )
     assert not np.array_equal(other.actions, result.actions)
 
 
@@ -81,7 +90,8 @@ def test_warm_start_is_the_previous_plan_shifted_and_is_never_worse(setup):
     model, cost, lo, hi = setup
     x0 = np.array([0.3, -0.5, 0.0, 0.0])
     first = ICEM(H, lo, hi, population=100, elites=10, iterations=3, dtype=torch.float64).plan(
-        x0, model, cost, start_ns=1_000_000_000)
+        x0, model, cost, start_ns=1_000_000_000
+    )
     steps = 3
     start = 1_000_000_000 + steps * first.controller.dt_ns
     planner = ICEM(H, lo, hi, population=20, elites=4, iterations=1, dtype=torch.float64)
@@ -98,16 +108,20 @@ def test_warm_start_is_the_previous_plan_shifted_and_is_never_worse(setup):
     assert warm.cost <= shifted_cost + 1e-9
     # A stale warm start (already over) or one of another step length is ignored.
     zero = np.zeros((H, 2))
-    np.testing.assert_array_equal(planner._initial_actions(first.controller, start + 10 ** 10,
-                                                           first.controller.dt_ns), zero)
+    np.testing.assert_array_equal(
+        planner._initial_actions(first.controller, start + 10**10, first.controller.dt_ns), zero
+    )
     np.testing.assert_array_equal(planner._initial_actions(first.controller, start, 123), zero)
 
 
 def test_nan_from_the_model_gives_status_nan_not_an_exception():
     lo, hi = -np.ones(2), np.ones(2)
-    cost = lambda s, a: (s ** 2).sum((-1, -2)) + (a ** 2).sum((-1, -2))  # noqa: E731
-    for planner in (RandomShooting(5, lo, hi, samples=10), CEM(5, lo, hi, population=10,
-                    elites=2, iterations=2), MPPI(5, lo, hi, samples=10, iterations=2)):
+    cost = lambda s, a: (s**2).sum((-1, -2)) + (a**2).sum((-1, -2))  # noqa: E731
+    for planner in (
+        RandomShooting(5, lo, hi, samples=10),
+        CEM(5, lo, hi, population=10, elites=2, iterations=2),
+        MPPI(5, lo, hi, samples=10, iterations=2),
+    ):
         result = planner.plan(np.ones(4), NaNModel(), cost)
         assert result.status == "nan" and not result.ok
         assert result.controller is None and np.isnan(result.cost)
@@ -119,7 +133,8 @@ def test_partly_nan_samples_are_discarded_and_reported():
     lo, hi = -np.ones(2), np.ones(2)
     cost = lambda s, a: ((s - 1.0) ** 2).sum((-1, -2))  # noqa: E731
     result = CEM(5, lo, hi, population=60, elites=6, iterations=3, dtype=torch.float64).plan(
-        np.zeros(4), NaNModel(threshold=0.5), cost)
+        np.zeros(4), NaNModel(threshold=0.5), cost
+    )
     assert result.ok and result.stats["nonfinite_samples"] > 0
     assert np.abs(result.actions).max() <= 0.5
 
@@ -128,7 +143,7 @@ def test_rollout_costs_average_particles_of_the_model():
     """'sample' propagation with P particles: the cost is the mean over P rollouts (explicit loop
     with the same generator as the reference); 'mean' is deterministic."""
     model = LinearModel.double_integrator(noise=0.1)
-    cost = lambda s, a: (s ** 2).sum((-1, -2))  # noqa: E731
+    cost = lambda s, a: (s**2).sum((-1, -2))  # noqa: E731
     x0 = torch.tensor([1.0, -1.0, 0.5, 0.0], dtype=torch.float64)
     U = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     got = rollout_costs(model, cost, x0, U, "sample", 8, torch.Generator().manual_seed(1))
@@ -164,17 +179,20 @@ def test_coloured_noise_is_standard_normal_and_correlated_as_its_exponent(beta, 
     assert torch.equal(x, again)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: CEM(0, -np.ones(2), np.ones(2)), "horizon"),
-    (lambda: CEM(5, np.ones(2), -np.ones(2)), "low < high"),
-    (lambda: CEM(5, -np.ones(2), np.ones(3)), "equal size"),
-    (lambda: CEM(5, -np.ones(2), np.ones(2), elites=50, population=10), "elites"),
-    (lambda: CEM(5, -np.ones(2), np.ones(2), momentum=1.0), "momentum"),
-    (lambda: CEM(5, -np.ones(2), np.ones(2), mode="bogus"), "mode must be"),
-    (lambda: CEM(5, -np.ones(2), np.ones(2), particles=4), "particles must be 1"),
-    (lambda: MPPI(5, -np.ones(2), np.ones(2), temperature=0.0), "temperature"),
-    (lambda: RandomShooting(5, -np.ones(2), np.ones(2), samples=1.5), "samples"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: CEM(0, -np.ones(2), np.ones(2)), "horizon"),
+        (lambda: CEM(5, np.ones(2), -np.ones(2)), "low < high"),
+        (lambda: CEM(5, -np.ones(2), np.ones(3)), "equal size"),
+        (lambda: CEM(5, -np.ones(2), np.ones(2), elites=50, population=10), "elites"),
+        (lambda: CEM(5, -np.ones(2), np.ones(2), momentum=1.0), "momentum"),
+        (lambda: CEM(5, -np.ones(2), np.ones(2), mode="bogus"), "mode must be"),
+        (lambda: CEM(5, -np.ones(2), np.ones(2), particles=4), "particles must be 1"),
+        (lambda: MPPI(5, -np.ones(2), np.ones(2), temperature=0.0), "temperature"),
+        (lambda: RandomShooting(5, -np.ones(2), np.ones(2), samples=1.5), "samples"),
+    ],
+)
 def test_bad_settings_are_named(make, message):
     with pytest.raises(PlanError, match=message):
         make()
@@ -199,11 +217,13 @@ def test_the_controller_executes_the_plan(setup):
     """The open-loop controller's act() returns the planned torques at their stamps."""
     model, cost, lo, hi = setup
     result = MPPI(H, lo, hi, samples=50, iterations=2, dtype=torch.float64).plan(
-        np.zeros(4), model, cost, start_ns=7)
+        np.zeros(4), model, cost, start_ns=7
+    )
     c: LinearGaussianController = result.controller
     for t in (0, 5, H - 1):
-        np.testing.assert_allclose(c.act(np.ones(4) * 3, c.index(7 + t * c.dt_ns)),
-                                   result.actions[t])
+        np.testing.assert_allclose(
+            c.act(np.ones(4) * 3, c.index(7 + t * c.dt_ns)), result.actions[t]
+        )
 
 
 def test_predict_ahead_runs_the_controller_on_the_model_then_zero_torque():
@@ -211,8 +231,9 @@ def test_predict_ahead_runs_the_controller_on_the_model_then_zero_torque():
     dt_ns = 50_000_000
     rng = np.random.default_rng(0)
     U = rng.uniform(-1, 1, (3, 2))
-    c = LinearGaussianController.open_loop(U, 4, dt_ns=dt_ns, start_ns=dt_ns,
-                                           joint_names=("joint1", "joint2"))
+    c = LinearGaussianController.open_loop(
+        U, 4, dt_ns=dt_ns, start_ns=dt_ns, joint_names=("joint1", "joint2")
+    )
     x = np.array([0.1, -0.2, 0.3, 0.0])
     got = predict_ahead(model, x, dt_ns, 6 * dt_ns, c, -0.5 * np.ones(2), 0.5 * np.ones(2))
     A, B = model.A.numpy(), model.B.numpy()

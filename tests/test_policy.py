@@ -1,9 +1,11 @@
 """Network policies (pure core): gradients through imagined rollouts against finite differences,
 BPTT lowering the imagined cost, divergence handling, the policy artifact and its refusals,
 distillation with DAgger on the 2-link sim arm."""
+
 import numpy as np
 import pytest
 import torch
+from planning_models import LinearModel, NaNModel, TwoLinkArm
 
 from mbrl_ros import artifacts
 from mbrl_ros.artifacts import ArtifactError
@@ -13,19 +15,24 @@ from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel
 from mbrl_ros.episodes import TargetSampler
 from mbrl_ros.mpc import MPC
 from mbrl_ros.planning import ILQR
-from mbrl_ros.policy.bptt import (BPTTConfig, V2Config, imagine, imagined_cost, reach_costs,
-                                  run_v2, train_bptt)
+from mbrl_ros.policy.bptt import (
+    BPTTConfig,
+    V2Config,
+    imagine,
+    imagined_cost,
+    reach_costs,
+    run_v2,
+    train_bptt,
+)
 from mbrl_ros.policy.distill import ControllerExpert, DistillConfig, MPCExpert, distill
 from mbrl_ros.policy.errors import PolicyError
-from mbrl_ros.policy.network import (POLICY_SCHEMA, GoalPolicy,
-                                     PolicySignature)
+from mbrl_ros.policy.network import POLICY_SCHEMA, GoalPolicy, PolicySignature
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.policy.rollout import final_distance, run_episode
 from mbrl_ros.robot import ForwardKinematics, load_robot
 from mbrl_ros.scripted import default_gains, hold_controller
 from mbrl_ros.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.reach import ReachCost
-from planning_models import LinearModel, NaNModel, TwoLinkArm
 
 ROBOT = load_robot("arm2")
 DT = 0.05
@@ -44,8 +51,10 @@ def one_thread():
 def policy(hidden=(16, 16), seed=0, activation="tanh"):
     p = GoalPolicy(SIG, ROBOT.limits.effort, hidden, activation, seed=seed)
     rng = np.random.default_rng(seed)
-    p.set_normalisation(np.c_[rng.uniform(-1, 1, (50, 2)), rng.normal(0, 1, (50, 2))],
-                        rng.uniform(-0.2, 0.2, (20, 3)))
+    p.set_normalisation(
+        np.c_[rng.uniform(-1, 1, (50, 2)), rng.normal(0, 1, (50, 2))],
+        rng.uniform(-0.2, 0.2, (20, 3)),
+    )
     with torch.no_grad():  # a last layer of ordinary size, so the torques depend on the inputs
         p.layers[-1].weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(seed))
     return p
@@ -100,10 +109,20 @@ def test_policy_gradient_through_the_model_rollout_matches_finite_differences_in
 
 def ensemble(seed=0):
     """An (untrained, randomly initialised) 3-member ensemble for arm2's states."""
-    stats = NormStats(np.zeros(4), np.array([1.0, 1.0, 3.0, 3.0]), np.zeros(2), ROBOT.limits.effort,
-                      np.zeros(4), np.array([0.05, 0.05, 0.5, 0.5]))
-    model = EnsembleModel(TwoLinkArm(dt=DT).signature, stats, "cpu",
-                          EnsembleConfig(members=3, hidden=16, layers=2, seed=seed))
+    stats = NormStats(
+        np.zeros(4),
+        np.array([1.0, 1.0, 3.0, 3.0]),
+        np.zeros(2),
+        ROBOT.limits.effort,
+        np.zeros(4),
+        np.array([0.05, 0.05, 0.5, 0.5]),
+    )
+    model = EnsembleModel(
+        TwoLinkArm(dt=DT).signature,
+        stats,
+        "cpu",
+        EnsembleConfig(members=3, hidden=16, layers=2, seed=seed),
+    )
     return model
 
 
@@ -115,8 +134,7 @@ def test_policy_gradient_through_the_ensemble_matches_finite_differences(members
     p = policy()
     x0, g = starts_and_targets(4)
     model = ensemble()
-    exact, numeric = directional_check(
-        p, lambda: rollout_loss(p, model, x0, g, 6, members), 1e-3)
+    exact, numeric = directional_check(p, lambda: rollout_loss(p, model, x0, g, 6, members), 1e-3)
     np.testing.assert_allclose(exact, numeric, rtol=1e-3)
 
 
@@ -143,8 +161,16 @@ def test_bptt_lowers_the_imagined_cost():
         return float((cost.ee(states[:, -1]) - torch.as_tensor(g_eval)).norm(dim=-1).mean())
 
     before = imagined_cost(p, model, cost, x_eval, g_eval, 15), final_distance_imagined()
-    report = train_bptt(p, model, cost, x0[:128], g[:128], BPTTConfig(
-        iterations=60, batch=32, horizon_start=5, horizon_end=15, horizon_stages=3, lr=3e-3))
+    report = train_bptt(
+        p,
+        model,
+        cost,
+        x0[:128],
+        g[:128],
+        BPTTConfig(
+            iterations=60, batch=32, horizon_start=5, horizon_end=15, horizon_stages=3, lr=3e-3
+        ),
+    )
     after = imagined_cost(p, model, cost, x_eval, g_eval, 15), final_distance_imagined()
     assert not report.diverged and len(report.losses) == 60
     assert report.horizons[0] == 5 and report.horizons[-1] == 15
@@ -155,11 +181,23 @@ def test_bptt_lowers_the_imagined_cost():
 def test_divergence_is_reported_and_the_last_good_parameters_kept():
     p = policy()
     x0, g = starts_and_targets(16)
-    train_bptt(p, LinearModel.double_integrator(dt=DT), ReachCost(ROBOT), x0, g,
-               BPTTConfig(iterations=5, batch=8, horizon_start=3, horizon_end=3))
+    train_bptt(
+        p,
+        LinearModel.double_integrator(dt=DT),
+        ReachCost(ROBOT),
+        x0,
+        g,
+        BPTTConfig(iterations=5, batch=8, horizon_start=3, horizon_end=3),
+    )
     good = {k: v.clone() for k, v in p.state_dict().items()}
-    report = train_bptt(p, NaNModel(), ReachCost(ROBOT), x0, g,
-                        BPTTConfig(iterations=5, batch=8, horizon_start=3, horizon_end=3))
+    report = train_bptt(
+        p,
+        NaNModel(),
+        ReachCost(ROBOT),
+        x0,
+        g,
+        BPTTConfig(iterations=5, batch=8, horizon_start=3, horizon_end=3),
+    )
     assert report.diverged and "non-finite loss at iteration 1" in report.message
     assert not report.losses
     for k, v in p.state_dict().items():
@@ -172,8 +210,7 @@ def test_bad_bptt_input_is_refused():
     with pytest.raises(PolicyError, match="control period"):
         train_bptt(p, TwoLinkArm(dt=0.02), ReachCost(ROBOT), x0, g)
     with pytest.raises(PolicyError, match="needs an ensemble"):
-        train_bptt(p, TwoLinkArm(dt=DT), ReachCost(ROBOT), x0, g,
-                   BPTTConfig(propagation="member"))
+        train_bptt(p, TwoLinkArm(dt=DT), ReachCost(ROBOT), x0, g, BPTTConfig(propagation="member"))
     with pytest.raises(PolicyError, match="starts must be"):
         train_bptt(p, TwoLinkArm(dt=DT), ReachCost(ROBOT), x0[:, :3], g)
     with pytest.raises(PolicyError, match="horizon_end"):
@@ -184,16 +221,25 @@ def test_v2_loop_runs_the_policy_appends_its_data_and_refits():
     """Two short passes of the v2.0 loop on the sim arm with a small ensemble: D grows by each
     pass's episodes (π0's first), the model is refitted on it, BPTT runs through it, and each
     pass's policy is the one that ran."""
-    sim = ArmSimulator(ROBOT, SimConfig(control_period=DT, scene=None,
-                                        initial_position_noise=0.3, seed=0))
-    model = EnsembleModel(TwoLinkArm(dt=DT).signature, None, "cpu",
-                          EnsembleConfig(members=2, hidden=16, layers=1, max_epochs=5, seed=0))
+    sim = ArmSimulator(
+        ROBOT, SimConfig(control_period=DT, scene=None, initial_position_noise=0.3, seed=0)
+    )
+    model = EnsembleModel(
+        TwoLinkArm(dt=DT).signature,
+        None,
+        "cpu",
+        EnsembleConfig(members=2, hidden=16, layers=1, max_epochs=5, seed=0),
+    )
     p = GoalPolicy(SIG, ROBOT.limits.effort, (16,), seed=0)
-    config = V2Config(iterations=2, episodes=2, episode_steps=20, random_episodes=4,
-                      imagined_targets=16, bptt=BPTTConfig(iterations=4, batch=8,
-                                                           horizon_start=2, horizon_end=4))
-    data, records = run_v2(p, model, ReachCost(ROBOT), sim, TargetSampler(ROBOT, BOX, 1),
-                           config)
+    config = V2Config(
+        iterations=2,
+        episodes=2,
+        episode_steps=20,
+        random_episodes=4,
+        imagined_targets=16,
+        bptt=BPTTConfig(iterations=4, batch=8, horizon_start=2, horizon_end=4),
+    )
+    data, records = run_v2(p, model, ReachCost(ROBOT), sim, TargetSampler(ROBOT, BOX, 1), config)
     assert len(data) == (4 + 2 * 2) * 20 and data.n_episodes == 8
     assert data.sources == ("pi0", "policy")
     assert [r.transitions for r in records] == [120, 160]
@@ -201,10 +247,12 @@ def test_v2_loop_runs_the_policy_appends_its_data_and_refits():
     for r in records:
         assert r.fit.train_loss and len(r.bptt.losses) == 4 and len(r.final_distances) == 2
     x, g = np.zeros(4), np.array([0.1, 0.1, 0.07])
-    assert not np.array_equal(records[0].policy.act(x[:2], x[2:], g),
-                              records[1].policy.act(x[:2], x[2:], g))
-    np.testing.assert_array_equal(records[1].policy.act(x[:2], x[2:], g),
-                                  p.frozen().act(x[:2], x[2:], g))
+    assert not np.array_equal(
+        records[0].policy.act(x[:2], x[2:], g), records[1].policy.act(x[:2], x[2:], g)
+    )
+    np.testing.assert_array_equal(
+        records[1].policy.act(x[:2], x[2:], g), p.frozen().act(x[:2], x[2:], g)
+    )
 
 
 # -- the artifact ----------------------------------------------------------------------------------
@@ -235,8 +283,10 @@ def test_a_policy_for_another_robot_or_layout_is_refused():
     with pytest.raises(PolicyError, match="control period of 0.05 s, not 0.01 s"):
         sig.check("arm2", ROBOT.joint_names, 0.01)
     with pytest.raises(PolicyError, match="positions then velocities"):
-        GoalPolicy(PolicySignature("arm2", ROBOT.joint_names, ("position/joint1",) * 4, DT),
-                   ROBOT.limits.effort)
+        GoalPolicy(
+            PolicySignature("arm2", ROBOT.joint_names, ("position/joint1",) * 4, DT),
+            ROBOT.limits.effort,
+        )
 
 
 def _tampered(**changes):
@@ -254,20 +304,29 @@ def _tampered(**changes):
     return artifacts.encode(POLICY_SCHEMA, tensors, meta)
 
 
-@pytest.mark.parametrize("data, words", [
-    (lambda: b"garbage bytes", "too short|header"),
-    (lambda: LinearGaussianController.open_loop(np.zeros((3, 2)), 4, dt_ns=50_000_000)
-     .to_bytes(), "schema is 'mbrl_ros/lg_controller', expected 'mbrl_ros/policy'"),
-    (lambda: _tampered(state_names=["position/joint1", "position/joint2", "ee/x", "ee/y"]),
-     "observation layout"),
-    (lambda: _tampered(hidden=[16, 17]), "do not match hidden sizes"),
-    (lambda: _tampered(**{"net/2/bias": None}), "do not match hidden sizes"),
-    (lambda: _tampered(**{"net/9/weight": np.zeros((2, 2))}), "unknown"),
-    (lambda: _tampered(activation="relu"), "activation 'relu'"),
-    (lambda: _tampered(dt=-1.0), "'dt'"),
-    (lambda: _tampered(**{"norm/state_std": np.zeros(4)}), "must be positive"),
-    (lambda: _tampered(effort=np.ones(3)), "must match 'effort'"),
-])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (lambda: b"garbage bytes", "too short|header"),
+        (
+            lambda: LinearGaussianController.open_loop(
+                np.zeros((3, 2)), 4, dt_ns=50_000_000
+            ).to_bytes(),
+            "schema is 'mbrl_ros/lg_controller', expected 'mbrl_ros/policy'",
+        ),
+        (
+            lambda: _tampered(state_names=["position/joint1", "position/joint2", "ee/x", "ee/y"]),
+            "observation layout",
+        ),
+        (lambda: _tampered(hidden=[16, 17]), "do not match hidden sizes"),
+        (lambda: _tampered(**{"net/2/bias": None}), "do not match hidden sizes"),
+        (lambda: _tampered(**{"net/9/weight": np.zeros((2, 2))}), "unknown"),
+        (lambda: _tampered(activation="relu"), "activation 'relu'"),
+        (lambda: _tampered(dt=-1.0), "'dt'"),
+        (lambda: _tampered(**{"norm/state_std": np.zeros(4)}), "must be positive"),
+        (lambda: _tampered(effort=np.ones(3)), "must match 'effort'"),
+    ],
+)
 def test_invalid_policy_artifacts_are_rejected_with_a_clear_error(data, words):
     with pytest.raises(ArtifactError, match=words):
         GoalPolicy.from_bytes(data())
@@ -276,8 +335,12 @@ def test_invalid_policy_artifacts_are_rejected_with_a_clear_error(data, words):
 # -- distillation ---------------------------------------------------------------------------------
 def test_controller_expert_labels_with_the_mean_action():
     rng = np.random.default_rng(0)
-    c = LinearGaussianController.feedback(rng.normal(size=(5, 4)), rng.normal(size=(5, 2)),
-                                          rng.normal(size=(5, 2, 4)), dt_ns=50_000_000)
+    c = LinearGaussianController.feedback(
+        rng.normal(size=(5, 4)),
+        rng.normal(size=(5, 2)),
+        rng.normal(size=(5, 2, 4)),
+        dt_ns=50_000_000,
+    )
     target = np.array([0.1, 0.2, 0.07])
     expert = ControllerExpert([(target, c)])
     expert.start(target)
@@ -295,19 +358,30 @@ def test_dagger_reduces_the_imitation_error_on_the_policys_own_states():
     states the policy visits itself (0.054 → 0.006 of the effort limits on this machine)."""
     fk = ForwardKinematics(ROBOT)
     kp, kd = default_gains(ROBOT, ROBOT.joint_names, DT)
-    pairs = [(fk.ee_position(torch.tensor(q)).numpy(),
-              hold_controller(ROBOT.joint_names, q, kp, kd, ROBOT.limits.effort, T=1,
-                              dt_ns=50_000_000))
-             for q in ([1.0, 1.2], [-0.8, 1.5], [0.5, -1.0], [-1.5, -0.7])]
-    sim = ArmSimulator(ROBOT, SimConfig(control_period=DT, scene=None,
-                                        initial_position_noise=0.5, seed=0))
+    pairs = [
+        (
+            fk.ee_position(torch.tensor(q)).numpy(),
+            hold_controller(
+                ROBOT.joint_names, q, kp, kd, ROBOT.limits.effort, T=1, dt_ns=50_000_000
+            ),
+        )
+        for q in ([1.0, 1.2], [-0.8, 1.5], [0.5, -1.0], [-1.5, -0.7])
+    ]
+    sim = ArmSimulator(
+        ROBOT, SimConfig(control_period=DT, scene=None, initial_position_noise=0.5, seed=0)
+    )
     p = GoalPolicy(SIG, ROBOT.limits.effort, (32, 32), seed=0)
-    records = distill(p, ControllerExpert(pairs), sim, [(None, g) for g, _ in pairs],
-                      DistillConfig(dagger_iterations=3, episode_steps=30, train_steps=600,
-                                    batch=128, lr=3e-3))
+    records = distill(
+        p,
+        ControllerExpert(pairs),
+        sim,
+        [(None, g) for g, _ in pairs],
+        DistillConfig(dagger_iterations=3, episode_steps=30, train_steps=600, batch=128, lr=3e-3),
+    )
     assert [r.pairs for r in records] == [120, 240, 360, 480] and not records[-1].message
-    assert records[-1].imitation_error < 0.5 * records[1].imitation_error, \
-        [r.imitation_error for r in records]
+    assert records[-1].imitation_error < 0.5 * records[1].imitation_error, [
+        r.imitation_error for r in records
+    ]
 
 
 def test_a_policy_distilled_from_mpc_reaches_like_the_mpc():
@@ -315,29 +389,48 @@ def test_a_policy_distilled_from_mpc_reaches_like_the_mpc():
     the policy cloned from it and trained with three DAgger iterations reaches both within 2 cm
     (0.7 and 0.2 cm on this machine)."""
     effort = ROBOT.limits.effort
-    mpc = MPC(ROBOT, ROBOT.joint_names, ILQR(10, -effort, effort, iterations=2),
-              ReachCost(ROBOT), dt=DT, replan_every=1, random_steps=0,
-              base_policy=RandomTorquePolicy(effort, seed=0))
+    mpc = MPC(
+        ROBOT,
+        ROBOT.joint_names,
+        ILQR(10, -effort, effort, iterations=2),
+        ReachCost(ROBOT),
+        dt=DT,
+        replan_every=1,
+        random_steps=0,
+        base_policy=RandomTorquePolicy(effort, seed=0),
+    )
     mpc.set_model(TwoLinkArm(dt=DT, substeps=5))
     fk = ForwardKinematics(ROBOT)
     targets = [fk.ee_position(torch.tensor(q)).numpy() for q in ([1.0, 1.2], [-0.8, 1.5])]
     conditions = [(np.zeros(2), targets[0]), (np.array([0.3, -0.3]), targets[1])]
     sim = ArmSimulator(ROBOT, SimConfig(control_period=DT, scene=None))
     p = GoalPolicy(SIG, effort, (32, 32), seed=0)
-    records = distill(p, MPCExpert(mpc), sim, conditions, DistillConfig(
-        dagger_iterations=3, episode_steps=30, train_steps=1000, batch=128, lr=3e-3))
-    assert max(records[0].final_distances) < 0.02          # the MPC gets there
+    records = distill(
+        p,
+        MPCExpert(mpc),
+        sim,
+        conditions,
+        DistillConfig(dagger_iterations=3, episode_steps=30, train_steps=1000, batch=128, lr=3e-3),
+    )
+    assert max(records[0].final_distances) < 0.02  # the MPC gets there
     frozen = p.frozen()
     for start, target in conditions:
-        episode = run_episode(sim, lambda x, t: frozen.act(x[:2], x[2:], target), target, 30,
-                              start)
+        episode = run_episode(sim, lambda x, t: frozen.act(x[:2], x[2:], target), target, 30, start)
         assert final_distance(fk, episode) < 0.02
 
 
 def test_mpc_expert_needs_a_model_and_plans_from_the_first_step():
     effort = ROBOT.limits.effort
-    mpc = MPC(ROBOT, ROBOT.joint_names, ILQR(5, -effort, effort), ReachCost(ROBOT), dt=DT,
-              replan_every=1, random_steps=0, base_policy=RandomTorquePolicy(effort, seed=0))
+    mpc = MPC(
+        ROBOT,
+        ROBOT.joint_names,
+        ILQR(5, -effort, effort),
+        ReachCost(ROBOT),
+        dt=DT,
+        replan_every=1,
+        random_steps=0,
+        base_policy=RandomTorquePolicy(effort, seed=0),
+    )
     with pytest.raises(PolicyError, match="needs a dynamics model"):
         MPCExpert(mpc)
     mpc.set_model(TwoLinkArm(dt=DT))

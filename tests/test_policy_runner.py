@@ -2,6 +2,7 @@
 targets it gets (sync waiting, target stamps), a policy producing NaN gives the safe hold, a
 policy for another robot / joints / control period is refused, the e-stop latches; and the
 'policy' graph in lockstep equals the same policy run offline."""
+
 import json
 import threading
 
@@ -11,14 +12,14 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped
 from rclpy.parameter import Parameter
+from ros_harness import CommandProbe, launch_graph, wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import SetBool
 
 from mbrl_ros.artifacts import ArtifactError, write_file
-from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.episodes import TargetSampler
-from mbrl_ros.msgconv import read_command
+from mbrl_ros.msgconv import read_command, seconds_to_ns
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS, joint_state_msg, time_msg
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.nodes.policy_runner import PolicyRunnerNode
@@ -27,7 +28,6 @@ from mbrl_ros.policy.rollout import final_distance, run_episode
 from mbrl_ros.robot import ForwardKinematics, home_position, load_robot
 from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps
 from mbrl_ros.simulation import ArmSimulator, SimConfig
-from ros_harness import CommandProbe, launch_graph, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -64,10 +64,10 @@ class Probe(CommandProbe):
         self.diags: list[tuple[bytes, str]] = []
         self.state_pub = self.node.create_publisher(JointState, "/joint_states", STATE_QOS)
         self.target_pub = self.node.create_publisher(PointStamped, "/mbrl/target", TARGET_QOS)
-        self.policy_pub = self.node.create_publisher(UInt8MultiArray, "/mbrl/policy",
-                                                     LATCHED_QOS)
-        self.node.create_subscription(Float64MultiArray, "/effort_controller/commands",
-                                      self._on_command, STATE_QOS)
+        self.policy_pub = self.node.create_publisher(UInt8MultiArray, "/mbrl/policy", LATCHED_QOS)
+        self.node.create_subscription(
+            Float64MultiArray, "/effort_controller/commands", self._on_command, STATE_QOS
+        )
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 100)
         self.estop = self.node.create_client(SetBool, "/policy_runner/estop")
 
@@ -77,16 +77,22 @@ class Probe(CommandProbe):
 
     def _on_diag(self, msg):
         with self.lock:
-            self.diags += [(bytes(s.level), s.message) for s in msg.status
-                           if s.name.startswith("policy_runner")]
+            self.diags += [
+                (bytes(s.level), s.message)
+                for s in msg.status
+                if s.name.startswith("policy_runner")
+            ]
 
     def n_commands(self):
         with self.lock:
             return len(self.commands)
 
     def send_state(self, stamp_ns, q, qd):
-        self.state_pub.publish(joint_state_msg(stamp_ns, NAMES, np.asarray(q, float),
-                                               np.asarray(qd, float), np.zeros(N)))
+        self.state_pub.publish(
+            joint_state_msg(
+                stamp_ns, NAMES, np.asarray(q, float), np.asarray(qd, float), np.zeros(N)
+            )
+        )
 
     def send_target(self, stamp_ns, target):
         msg = PointStamped()
@@ -98,21 +104,26 @@ class Probe(CommandProbe):
         self.policy_pub.publish(UInt8MultiArray(data=data))
 
 
-
 def runner(ros, **params):
     params = {"robot": "arm2", "control_period": DT} | params
-    node = PolicyRunnerNode(context=ros.context, parameter_overrides=[
-        Parameter(k, value=v) for k, v in params.items()])
+    node = PolicyRunnerNode(
+        context=ros.context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]
+    )
     ros.add(node)
     return node
 
 
 def connected(probe, node):
-    wait_for(lambda: probe.state_pub.get_subscription_count() > 0
-             and probe.policy_pub.get_subscription_count() > 0
-             and probe.target_pub.get_subscription_count() > 0
-             and probe.node.count_publishers("/effort_controller/commands") > 0, 10,
-             "probe ↔ policy runner discovery")
+    wait_for(
+        lambda: (
+            probe.state_pub.get_subscription_count() > 0
+            and probe.policy_pub.get_subscription_count() > 0
+            and probe.target_pub.get_subscription_count() > 0
+            and probe.node.count_publishers("/effort_controller/commands") > 0
+        ),
+        10,
+        "probe ↔ policy runner discovery",
+    )
 
 
 def expected(policy, q, qd, target):
@@ -171,8 +182,13 @@ def test_policies_for_another_robot_joints_or_period_are_refused(ros, tmp_path):
     probe.send_policy(good.to_bytes())
     wait_for(lambda: node.policy is not None, 10, "the good policy")
     arm7 = load_robot("arm7")
-    bad = [make_policy("arm7", list(arm7.joint_names)), make_policy(names=NAMES[::-1]),
-           make_policy(dt=0.01), make_policy(robot="arm2b"), b"not a policy"]
+    bad = [
+        make_policy("arm7", list(arm7.joint_names)),
+        make_policy(names=NAMES[::-1]),
+        make_policy(dt=0.01),
+        make_policy(robot="arm2b"),
+        b"not a policy",
+    ]
     for i, p in enumerate(bad, 1):
         probe.send_policy(p if isinstance(p, bytes) else p.to_bytes())
         wait_for(lambda: node.diag.counters["rejected_policy"] == i, 10, f"rejection {i}")
@@ -205,8 +221,13 @@ def test_estop_latches_the_hold_until_released(ros, tmp_path):
     hold = -node.safety.gains["damping"] * qd
     for k in range(2, 5):
         np.testing.assert_allclose(probe.answer(k * DT_NS, q, qd), hold)
-    wait_for(lambda: any(level == DiagnosticStatus.ERROR and "e-stop" in text
-                         for level, text in probe.diags), 10, "an ERROR diagnostic")
+    wait_for(
+        lambda: any(
+            level == DiagnosticStatus.ERROR and "e-stop" in text for level, text in probe.diags
+        ),
+        10,
+        "an ERROR diagnostic",
+    )
     assert probe.call_estop(False).success
     np.testing.assert_array_equal(probe.answer(5 * DT_NS, q, qd), expected(p, q, qd, TARGET))
 
@@ -219,27 +240,48 @@ def test_policy_graph_in_lockstep_equals_the_policy_run_offline(tmp_path):
     path = tmp_path / "policy.safetensors"
     write_file(path, p.to_bytes())
     episodes, length = 3, 1.0
-    result = launch_graph(["policy", f"policy_file:={path}", f"episodes:={episodes}",
-                           f"episode_length:={length}", f"output_dir:={tmp_path}"], 200)
+    result = launch_graph(
+        [
+            "policy",
+            f"policy_file:={path}",
+            f"episodes:={episodes}",
+            f"episode_length:={length}",
+            f"output_dir:={tmp_path}",
+        ],
+        200,
+    )
     assert result.returncode == 0, result.stdout[-6000:]
     records = json.loads((tmp_path / "results.json").read_text())
     got = [r["final_distance"] for r in records]
 
-    sim = ArmSimulator(ROBOT, SimConfig(control_period=DT, initial_position_noise=0.3,
-                                        hold_damping=0.1, seed=0))  # config/mpc_arm2.yaml
+    sim = ArmSimulator(
+        ROBOT, SimConfig(control_period=DT, initial_position_noise=0.3, hold_damping=0.1, seed=0)
+    )  # config/mpc_arm2.yaml
     lim = ROBOT.limits
-    safety = SafetyLayer(lim.lower, lim.upper, lim.velocity, lim.effort, SafetyConfig(),
-                         robot_gain_caps(ROBOT, NAMES, DT))
-    sampler = TargetSampler(ROBOT, (np.array([-0.27, -0.27, 0.0]), np.array([0.27, 0.27, 0.15])),
-                            1000)
+    safety = SafetyLayer(
+        lim.lower,
+        lim.upper,
+        lim.velocity,
+        lim.effort,
+        SafetyConfig(),
+        robot_gain_caps(ROBOT, NAMES, DT),
+    )
+    sampler = TargetSampler(
+        ROBOT, (np.array([-0.27, -0.27, 0.0]), np.array([0.27, 0.27, 0.15])), 1000
+    )
     fk, frozen = ForwardKinematics(ROBOT), p.frozen()
     offline = []
     for e in range(episodes):
         target = sampler.sample()
         np.testing.assert_allclose(records[e]["target"], target)
-        episode = run_episode(sim, lambda x, t: frozen.act(x[:N], x[N:], target), target,
-                              int(round(length / DT)), home_position(ROBOT) if e == 0 else None,
-                              safety)
+        episode = run_episode(
+            sim,
+            lambda x, t: frozen.act(x[:N], x[N:], target),
+            target,
+            int(round(length / DT)),
+            home_position(ROBOT) if e == 0 else None,
+            safety,
+        )
         offline.append(final_distance(fk, episode))
     np.testing.assert_allclose(got, offline, rtol=0, atol=1e-12)
     assert len(set(np.round(got, 6))) == episodes  # the episodes differ

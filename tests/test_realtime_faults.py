@@ -5,6 +5,7 @@ so within one control period of it, and not before. Asserted per state stamp, wh
 depend on the machine's load: every command is the plan's torque for a state before the
 validity or the hold law for one at or after it, for a state it can answer (stamped up to three
 periods before the command's send-time tag)."""
+
 import copy
 import signal
 import threading
@@ -14,19 +15,18 @@ import numpy as np
 import pytest
 from geometry_msgs.msg import PointStamped
 from rclpy.parameter import Parameter
+from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 
 from mbrl_ros.controller import LinearGaussianController
-from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.msgconv import read_command, read_joint_state
+from mbrl_ros.msgconv import read_command, read_joint_state, seconds_to_ns
 from mbrl_ros.nodes.lg_executor import LGExecutorNode
 from mbrl_ros.nodes.messages import LATCHED_QOS, TARGET_QOS, time_msg
 from mbrl_ros.robot import load_robot
-from ros_harness import wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -47,12 +47,13 @@ class Recorder:
         self.lock = threading.Lock()
         self.states, self.commands, self.controllers = {}, {}, []
         node.create_subscription(JointState, "/joint_states", self._on_state, DEEP)
-        node.create_subscription(Float64MultiArray, "/effort_controller/commands",
-                                 self._on_command, DEEP)
-        node.create_subscription(UInt8MultiArray, "/mbrl/controller", self._on_controller,
-                                 LATCHED_QOS)
-        self.model_pub = node.create_publisher(UInt8MultiArray, "/mbrl/dynamics_model",
-                                               LATCHED_QOS)
+        node.create_subscription(
+            Float64MultiArray, "/effort_controller/commands", self._on_command, DEEP
+        )
+        node.create_subscription(
+            UInt8MultiArray, "/mbrl/controller", self._on_controller, LATCHED_QOS
+        )
+        self.model_pub = node.create_publisher(UInt8MultiArray, "/mbrl/dynamics_model", LATCHED_QOS)
         self.target_pub = node.create_publisher(PointStamped, "/mbrl/target", TARGET_QOS)
 
     def _on_state(self, msg):
@@ -80,26 +81,52 @@ def _model_bytes() -> bytes:
 
 
 def test_a_killed_planner_is_held_within_one_control_period_of_its_plans_validity(
-        ros, node_process):
+    ros, node_process
+):
     probe = Recorder(ros)
-    executor = LGExecutorNode(context=ros.context, parameter_overrides=[
-        Parameter(k, value=v) for k, v in {
-            "robot": "arm2", "mode": "realtime", "control_period": DT, "use_sim_time": True,
-            "max_state_age": 0.1, "heartbeat_timeout": 0.0}.items()])
+    executor = LGExecutorNode(
+        context=ros.context,
+        parameter_overrides=[
+            Parameter(k, value=v)
+            for k, v in {
+                "robot": "arm2",
+                "mode": "realtime",
+                "control_period": DT,
+                "use_sim_time": True,
+                "max_state_age": 0.1,
+                "heartbeat_timeout": 0.0,
+            }.items()
+        ],
+    )
     ros.add(executor)
-    planner = node_process("mpc_planner", {
-        "robot": "arm2", "control_period": DT, "planner": "ilqr", "horizon": HORIZON,
-        "iterations": 1, "plan_validity": 0.2, "use_sim_time": True, "torch_threads": 1,
-        "mode": "realtime"})
-    node_process("arm_sim", {"robot": "arm2", "mode": "realtime", "control_period": DT,
-                             "command_timeout": 1.0})
+    planner = node_process(
+        "mpc_planner",
+        {
+            "robot": "arm2",
+            "control_period": DT,
+            "planner": "ilqr",
+            "horizon": HORIZON,
+            "iterations": 1,
+            "plan_validity": 0.2,
+            "use_sim_time": True,
+            "torch_threads": 1,
+            "mode": "realtime",
+        },
+    )
+    node_process(
+        "arm_sim",
+        {"robot": "arm2", "mode": "realtime", "control_period": DT, "command_timeout": 1.0},
+    )
     target = PointStamped()
     target.header.stamp = time_msg(0)
     target.point.x, target.point.y, target.point.z = 0.1, 0.15, 0.07
     probe.target_pub.publish(target)
     probe.model_pub.publish(UInt8MultiArray(data=_model_bytes()))
-    wait_for(lambda: sum(bool(np.any(c.K)) for c in probe.controllers) >= 5, 60,
-             f"five iLQR plans ({planner.output()[-2000:]})")  # π0's controllers: K = 0
+    wait_for(
+        lambda: sum(bool(np.any(c.K)) for c in probe.controllers) >= 5,
+        60,
+        f"five iLQR plans ({planner.output()[-2000:]})",
+    )  # π0's controllers: K = 0
     planner.proc.send_signal(signal.SIGKILL)
     planner.proc.wait(timeout=10)
     time.sleep(0.5)  # of wall time: 50 control periods of the arm
@@ -125,8 +152,10 @@ def test_a_killed_planner_is_held_within_one_control_period_of_its_plans_validit
     # to a few periods before its tag (under load the executor's clock runs ahead of its queue)
     for t in before + after:
         answered = [k for k in states if t - 3 * DT_NS <= k <= t]
-        assert any(np.allclose(commands[t], expected(k), rtol=1e-7, atol=1e-12)
-                   for k in answered), (t, commands[t], {k: expected(k) for k in answered})
+        assert any(
+            np.allclose(commands[t], expected(k), rtol=1e-7, atol=1e-12) for k in answered
+        ), (t, commands[t], {k: expected(k) for k in answered})
     counters = executor.diag.counters  # stale (past its validity), then expired (past its end)
-    assert counters["plan_stale"] > 0 and counters["plan_stale"] + counters["plan_expired"] \
-        >= len(after)
+    assert counters["plan_stale"] > 0 and counters["plan_stale"] + counters["plan_expired"] >= len(
+        after
+    )

@@ -1,6 +1,7 @@
 """The recorder node over real DDS: a lockstep sim recorded and built live give the same dataset
 with the values the sim produced; SIGTERM leaves a complete bag; SIGKILL loses at most the last
 flush period; a full disk stops the recorder cleanly; the record graph collects episodes."""
+
 from __future__ import annotations
 
 import json
@@ -17,20 +18,21 @@ from functools import partial
 import numpy as np
 import pytest
 import yaml
+from data_testing import mcap_counts, small_filesystem
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 from mcap.reader import make_reader
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_harness import launch_graph, wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from data_testing import mcap_counts, small_filesystem
-from mbrl_ros.data.dataset import Dataset
-from mbrl_ros.data.bags import BagReader, repair_bag
-from mbrl_ros.data.extract import dataset_from_bag
 from mbrl_ros.data import topics
+from mbrl_ros.data.bags import BagReader, repair_bag
+from mbrl_ros.data.dataset import Dataset
+from mbrl_ros.data.extract import dataset_from_bag
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.msgconv import command_tag, stamp_to_ns
 from mbrl_ros.nodes.messages import command_msg, joint_state_msg
@@ -38,11 +40,11 @@ from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.nodes.recorder import RecorderNode
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, SimConfig
-from ros_harness import launch_graph, wait_for
 
 # The graph's topics as the recorder (in the root namespace) names them in its bag and status.
-CLOCK, COMMANDS, EVENTS, STATES = (topics.resolve(t) for t in (
-    topics.CLOCK, topics.COMMANDS, topics.EVENTS, topics.STATES))
+CLOCK, COMMANDS, EVENTS, STATES = (
+    topics.resolve(t) for t in (topics.CLOCK, topics.COMMANDS, topics.EVENTS, topics.STATES)
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
@@ -71,8 +73,9 @@ class LiveBuilder:
     """Builds transitions from the live topics, as a fitter node would."""
 
     def __init__(self, ros, joint_names, dt):
-        self.builder = TransitionBuilder(joint_names, dt,
-                                         topics=topics.TopicNames(STATES, COMMANDS, EVENTS))
+        self.builder = TransitionBuilder(
+            joint_names, dt, topics=topics.TopicNames(STATES, COMMANDS, EVENTS)
+        )
         self.counts: Counter = Counter()
         self.events: list[dict] = []
         self.last_stamp = -1
@@ -87,8 +90,6 @@ class LiveBuilder:
             self.last_stamp = stamp_to_ns(msg.header.stamp)
         if topic == EVENTS:
             self.events.append(json.loads(msg.data))
-
-
 
 
 def rosbags_messages(bag, topic=None) -> list:
@@ -107,20 +108,32 @@ def settle(read, period: float = 1.2, timeout: float = 30.0) -> None:
             last, since = now, time.monotonic()
 
 
-def test_lockstep_run_live_and_bag_give_the_same_exact_transitions(ros, node_process, pi0,
-                                                                    tmp_path):
+def test_lockstep_run_live_and_bag_give_the_same_exact_transitions(
+    ros, node_process, pi0, tmp_path
+):
     robot = load_robot("arm2")
     bag, steps, dt_ns = tmp_path / "bag", 300, 10_000_000
     recorder = node_process("recorder", {"bag_path": str(bag)})
     status = RecorderStatus(ros)
     live = LiveBuilder(ros, robot.joint_names, 0.01)
-    sim_params = {"robot": "arm2", "seed": 3, "lockstep_timeout": 60.0,
-                  "initial_position_noise": 0.2}
+    sim_params = {
+        "robot": "arm2",
+        "seed": 3,
+        "lockstep_timeout": 60.0,
+        "initial_position_noise": 0.2,
+    }
     sim = node_process("arm_sim", sim_params)
     pi0("arm2", seed=4, use_sim_time=True)
     # Data flows to both subscribers before the episode starts (DDS matching takes a moment).
-    wait_for(lambda: all(status.count(f"messages {t}") for t in (STATES, COMMANDS, CLOCK))
-             and live.counts[STATES] and live.counts[COMMANDS], 30, "data at both subscribers")
+    wait_for(
+        lambda: (
+            all(status.count(f"messages {t}") for t in (STATES, COMMANDS, CLOCK))
+            and live.counts[STATES]
+            and live.counts[COMMANDS]
+        ),
+        30,
+        "data at both subscribers",
+    )
     helper = ros.node("test_client")
     graph_hash = str(helper.get_publishers_info_by_topic(STATES)[0].topic_type_hash)
     client = helper.create_client(Trigger, "/arm_sim/reset")
@@ -158,8 +171,10 @@ def test_lockstep_run_live_and_bag_give_the_same_exact_transitions(ros, node_pro
     # rosbags and the independent mcap reader agree; the type hash is the graph's.
     assert Counter(t for t, _, _ in rosbags_messages(bag)) == mcap_counts(bag)
     meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    hashes = {t["topic_metadata"]["name"]: t["topic_metadata"]["type_description_hash"]
-              for t in meta["topics_with_message_count"]}
+    hashes = {
+        t["topic_metadata"]["name"]: t["topic_metadata"]["type_description_hash"]
+        for t in meta["topics_with_message_count"]
+    }
     assert hashes[STATES] == graph_hash
 
 
@@ -168,8 +183,7 @@ WARM_UP = "warm-up"
 
 def state_msg(i: int) -> JointState:
     """A JointState of 7 joints whose frame_id is its sequence number."""
-    msg = joint_state_msg(i * 1_000_000, ARM7_JOINTS, np.full(7, i * 0.1), np.zeros(7),
-                          np.zeros(7))
+    msg = joint_state_msg(i * 1_000_000, ARM7_JOINTS, np.full(7, i * 0.1), np.zeros(7), np.zeros(7))
     msg.header.frame_id = str(i)
     return msg
 
@@ -185,6 +199,7 @@ def prime(status: RecorderStatus, pubs: dict) -> int:
     (publisher, message)) until the recorder has received one on each: DDS can take seconds to
     match a new publisher, and the test's own messages must not race that. Returns the recorder's
     message count once it has settled."""
+
     def warm():
         for pub, msg in pubs.values():
             msg.header.frame_id = WARM_UP
@@ -197,20 +212,25 @@ def prime(status: RecorderStatus, pubs: dict) -> int:
 
 
 def sequence(bag, topic: str = STATES) -> list[int]:
-    return [int(m.header.frame_id) for _, _, m in rosbags_messages(bag, topic)
-            if m.header.frame_id != WARM_UP]
+    return [
+        int(m.header.frame_id)
+        for _, _, m in rosbags_messages(bag, topic)
+        if m.header.frame_id != WARM_UP
+    ]
 
 
 def test_sigterm_leaves_a_complete_split_bag(ros, node_process, tmp_path):
     bag = tmp_path / "bag"
-    recorder = node_process("recorder", {"bag_path": str(bag), "split_size": 0.05,
-                                         "topics": [STATES, "/mbrl/target"]})
+    recorder = node_process(
+        "recorder", {"bag_path": str(bag), "split_size": 0.05, "topics": [STATES, "/mbrl/target"]}
+    )
     status = RecorderStatus(ros)
     node = ros.node("publisher")
     states = node.create_publisher(JointState, STATES, RELIABLE)
     targets = node.create_publisher(PointStamped, "/mbrl/target", RELIABLE)
-    base = prime(status, {STATES: (states, state_msg(0)), "/mbrl/target": (targets,
-                                                                            PointStamped())})
+    base = prime(
+        status, {STATES: (states, state_msg(0)), "/mbrl/target": (targets, PointStamped())}
+    )
     publish_states(states, 600)
     for i in range(20):
         target = PointStamped()
@@ -228,29 +248,39 @@ def test_sigterm_leaves_a_complete_split_bag(ros, node_process, tmp_path):
     assert len(list(bag.glob("*.mcap"))) >= 3  # split at 0.05 MiB
     assert all(r.status == "intact" for r in repair_bag(bag))
     # publish time: the publisher's send time (DDS source timestamp), before the receipt
-    times = [(m.publish_time, m.log_time) for f in sorted(bag.glob("*.mcap"))
-             for _, _, m in make_reader(f.open("rb")).iter_messages()]
+    times = [
+        (m.publish_time, m.log_time)
+        for f in sorted(bag.glob("*.mcap"))
+        for _, _, m in make_reader(f.open("rb")).iter_messages()
+    ]
     assert all(0 < pub <= log for pub, log in times)
     assert sum(pub < log for pub, log in times) > len(times) // 2
 
 
-def test_sigkill_then_repair_and_dataset_lose_at_most_the_last_flush_period(ros, node_process,
-                                                                            tmp_path):
+def test_sigkill_then_repair_and_dataset_lose_at_most_the_last_flush_period(
+    ros, node_process, tmp_path
+):
     """Joint states k and commands tagged k (1 ms apart, from k = 1000): 400 pairs flushed, 300
     more sent at once, the recorder killed. ``mbrl-ros bag repair`` and ``mbrl-ros dataset`` then
     keep everything the recorder reported on disk before the kill (at least the 400 flushed
     pairs), as a gap-free prefix whose transitions are the ones sent."""
     bag, out = tmp_path / "bag", tmp_path / "data.safetensors"
-    recorder = node_process("recorder", {"bag_path": str(bag), "flush_period": 0.2,
-                                         "topics": [STATES, COMMANDS]})
+    recorder = node_process(
+        "recorder", {"bag_path": str(bag), "flush_period": 0.2, "topics": [STATES, COMMANDS]}
+    )
     status = RecorderStatus(ros)
     node = ros.node("publisher")
     states = node.create_publisher(JointState, STATES, RELIABLE)
     commands = node.create_publisher(Float64MultiArray, COMMANDS, RELIABLE)
     warm_up = command_msg(np.zeros(7), 0)  # answers the warm-up state (stamp 0)
     prime(status, {STATES: (states, state_msg(0))})
-    wait_for(lambda: commands.publish(warm_up) or time.sleep(0.05)
-             or status.count(f"messages {COMMANDS}"), 30, "a warm-up command at the recorder")
+    wait_for(
+        lambda: (
+            commands.publish(warm_up) or time.sleep(0.05) or status.count(f"messages {COMMANDS}")
+        ),
+        30,
+        "a warm-up command at the recorder",
+    )
     settle(lambda: status.count("messages"))
     base = status.count("messages")
 
@@ -267,19 +297,24 @@ def test_sigkill_then_repair_and_dataset_lose_at_most_the_last_flush_period(ros,
     recorder.proc.send_signal(signal.SIGKILL)
     recorder.wait(timeout=10)
     cli = [sys.executable, "-m", "mbrl_ros.cli"]
-    repair = subprocess.run(cli + ["bag", "repair", str(bag)], capture_output=True, text=True,
-                            timeout=60)
+    repair = subprocess.run(
+        cli + ["bag", "repair", str(bag)], capture_output=True, text=True, timeout=60
+    )
     assert repair.returncode == 0 and "repaired" in repair.stdout, repair.stdout + repair.stderr
     kept = sum(mcap_counts(bag).values())
     assert base + 800 <= durable <= kept <= base + 1400
-    dataset = subprocess.run(cli + ["dataset", str(bag), "-o", str(out)], capture_output=True,
-                             text=True, timeout=60)
+    dataset = subprocess.run(
+        cli + ["dataset", str(bag), "-o", str(out)], capture_output=True, text=True, timeout=60
+    )
     assert dataset.returncode == 0, dataset.stdout + dataset.stderr
     # The kept messages are a prefix of those received: the first states and commands sent, and
     # every transition k → k+1 among them is in the dataset, with its command.
     got = [k - 1000 for k in sequence(bag)]
-    tags = [command_tag(m) // 1_000_000 - 1000 for _, _, m in rosbags_messages(bag, COMMANDS)
-            if command_tag(m)]  # not the warm-ups (tag 0)
+    tags = [
+        command_tag(m) // 1_000_000 - 1000
+        for _, _, m in rosbags_messages(bag, COMMANDS)
+        if command_tag(m)
+    ]  # not the warm-ups (tag 0)
     assert got == list(range(len(got))) and tags == list(range(len(tags)))
     ds = Dataset.load(out)
     n = len(ds)
@@ -303,9 +338,22 @@ def test_full_disk_is_reported_and_the_bag_stays_readable(ros, tmp_path):
         log = tmp_path / "recorder.log"
         with open(log, "w") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "mbrl_ros.nodes.recorder", "--ros-args", "-p",
-                 f"bag_path:={bag}", "-p", "flush_period:=0.05", "-p", f"topics:=[{STATES}]"],
-                stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit_file_size if limit else None)
+                [
+                    sys.executable,
+                    "-m",
+                    "mbrl_ros.nodes.recorder",
+                    "--ros-args",
+                    "-p",
+                    f"bag_path:={bag}",
+                    "-p",
+                    "flush_period:=0.05",
+                    "-p",
+                    f"topics:=[{STATES}]",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=limit_file_size if limit else None,
+            )
             try:
                 status = RecorderStatus(ros)
                 states = ros.node("publisher").create_publisher(JointState, STATES, RELIABLE)
@@ -333,8 +381,11 @@ def test_best_effort_publisher_is_recorded_after_resubscribing(ros, node_process
     status = RecorderStatus(ros)
     node = ros.node("publisher")
     wait_for(lambda: node.count_subscribers("/mbrl/target"), 20, "the recorder's subscription")
-    pub = node.create_publisher(PointStamped, "/mbrl/target",
-                                QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+    pub = node.create_publisher(
+        PointStamped,
+        "/mbrl/target",
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT),
+    )
     stop = threading.Event()
 
     def spam():
@@ -355,14 +406,18 @@ def test_best_effort_publisher_is_recorded_after_resubscribing(ros, node_process
     assert qos[0]["reliability"] == "best_effort"
 
 
-@pytest.mark.parametrize("params,match", [
-    ({"episodes": 2, "topics": [STATES]}, r"'episodes' = 2 needs \['/mbrl/episode_events'\]"),
-    ({"episodes": 2, "episode_source": "service"}, "'episode_length' = 0.0 must be positive"),
-    ({"episode_source": "timer"}, "'episode_source' = 'timer'"),
-    ({"flush_period": 0.0}, "'flush_period' = 0.0 is out of range"),
-])
-def test_bad_parameters_stop_the_recorder_with_a_clear_message(node_process, tmp_path, params,
-                                                               match):
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({"episodes": 2, "topics": [STATES]}, r"'episodes' = 2 needs \['/mbrl/episode_events'\]"),
+        ({"episodes": 2, "episode_source": "service"}, "'episode_length' = 0.0 must be positive"),
+        ({"episode_source": "timer"}, "'episode_source' = 'timer'"),
+        ({"flush_period": 0.0}, "'flush_period' = 0.0 is out of range"),
+    ],
+)
+def test_bad_parameters_stop_the_recorder_with_a_clear_message(
+    node_process, tmp_path, params, match
+):
     proc = node_process("recorder", {"bag_path": str(tmp_path / "bag"), **params})
     assert proc.wait(timeout=30) == 2
     assert re.search(match, proc.output()), proc.output()
@@ -371,8 +426,10 @@ def test_bad_parameters_stop_the_recorder_with_a_clear_message(node_process, tmp
 def test_empty_topic_list_is_refused(ros, tmp_path):
     empty = Parameter("topics", Parameter.Type.STRING_ARRAY, [])
     with pytest.raises(ConfigError, match="'topics' is empty"):
-        RecorderNode(context=ros.context, parameter_overrides=[
-            empty, Parameter("bag_path", value=str(tmp_path / "bag"))])
+        RecorderNode(
+            context=ros.context,
+            parameter_overrides=[empty, Parameter("bag_path", value=str(tmp_path / "bag"))],
+        )
 
 
 def test_existing_bag_path_is_refused(node_process, tmp_path):
@@ -394,8 +451,17 @@ def test_record_graph_records_exactly_the_requested_whole_episodes(tmp_path):
     """The sim resets itself every 50 steps (episode e starts at stamp e·51·10 ms); the bag holds
     3 of its episodes, whole, with a command for every step, and nothing else."""
     bag = tmp_path / "bag"
-    result = launch_graph(["record", "robot:=arm2", "episodes:=3", "episode_length:=0.5",
-                           f"bag:={bag}", "status_period:=0"], timeout=100)
+    result = launch_graph(
+        [
+            "record",
+            "robot:=arm2",
+            "episodes:=3",
+            "episode_length:=0.5",
+            f"bag:={bag}",
+            "status_period:=0",
+        ],
+        timeout=100,
+    )
     assert result.returncode == 0, result.stdout
     assert "3 episodes recorded" in result.stdout
     ex = dataset_from_bag(bag)
@@ -411,13 +477,16 @@ def test_record_graph_records_exactly_the_requested_whole_episodes(tmp_path):
         assert r.topics[COMMANDS].count == 3 * 51
 
 
-def test_service_episodes_end_with_the_first_state_at_their_length(ros, node_process, pi0,
-                                                                   tmp_path):
+def test_service_episodes_end_with_the_first_state_at_their_length(
+    ros, node_process, pi0, tmp_path
+):
     """episode_source 'service': the recorder resets the lockstep sim itself; the sim runs on
     while a reset is in flight, but each recorded episode is exactly 0.3 s."""
     bag = tmp_path / "bag"
-    recorder = node_process("recorder", {"bag_path": str(bag), "episodes": 2,
-                                         "episode_source": "service", "episode_length": 0.3})
+    recorder = node_process(
+        "recorder",
+        {"bag_path": str(bag), "episodes": 2, "episode_source": "service", "episode_length": 0.3},
+    )
     node_process("arm_sim", {"robot": "arm2", "seed": 1, "min_state_subscribers": 3})
     pi0("arm2", seed=2, use_sim_time=True)
     assert recorder.wait(timeout=90) == 0, recorder.output()

@@ -1,4 +1,5 @@
 """Robot description, forward kinematics and MuJoCo model (mbrl_ros.robot), checked against MuJoCo."""
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -9,8 +10,14 @@ import pytest
 import torch
 
 from mbrl_ros.paths import share_path
-from mbrl_ros.robot import (ForwardKinematics, RobotDescriptionError, build_mujoco_model, build_mujoco_spec,
-                            load_robot, mujoco_joint_indices)
+from mbrl_ros.robot import (
+    ForwardKinematics,
+    RobotDescriptionError,
+    build_mujoco_model,
+    build_mujoco_spec,
+    load_robot,
+    mujoco_joint_indices,
+)
 
 ARMS = ("arm2", "arm7")
 TOL = 1e-9
@@ -35,8 +42,11 @@ def mujoco_frames(model, robot, q):
     data.qpos[mujoco_joint_indices(model, robot)[0]] = q
     mujoco.mj_kinematics(model, data)
     bodies = [data.body(link) for link in robot.link_names]
-    return (np.array([b.xpos for b in bodies]), np.array([b.xmat.reshape(3, 3) for b in bodies]),
-            data.site("ee").xpos.copy())
+    return (
+        np.array([b.xpos for b in bodies]),
+        np.array([b.xmat.reshape(3, 3) for b in bodies]),
+        data.site("ee").xpos.copy(),
+    )
 
 
 def check_fk_against_mujoco(robot, model, fk, count=200, seed=0):
@@ -81,7 +91,8 @@ def general_chain(tmp_path):
     links = "\n  ".join(
         f'<link name="{name}"><inertial><mass value="0.3"/>'
         '<inertia ixx="1e-3" iyy="1e-3" izz="1e-3" ixy="0" ixz="0" iyz="0"/></inertial></link>'
-        for name in ("base", "l0", "l1", "l2", "l3", "tip", "camera"))
+        for name in ("base", "l0", "l1", "l2", "l3", "tip", "camera")
+    )
     path = tmp_path / "general.urdf"
     path.write_text(GENERAL_CHAIN.format(links=links))
     return path
@@ -103,8 +114,11 @@ def test_fk_matches_mujoco_on_a_general_chain(tmp_path):
 
 def test_points_with_offsets(arm):
     robot, model, _ = arm
-    points = {"tip": (robot.ee_link, (0.01, -0.02, 0.03)), "elbow": (robot.link_names[2], (0.0, 0.05, 0.0)),
-              "base": (robot.link_names[0], (0.0, 0.0, 0.0))}
+    points = {
+        "tip": (robot.ee_link, (0.01, -0.02, 0.03)),
+        "elbow": (robot.link_names[2], (0.0, 0.05, 0.0)),
+        "base": (robot.link_names[0], (0.0, 0.0, 0.0)),
+    }
     fk = ForwardKinematics(robot, points)
     assert fk.point_names == ("tip", "elbow", "base")
     q = random_q(robot, 20, seed=1)
@@ -135,7 +149,9 @@ def test_jacobian_matches_mujoco_and_finite_differences(arm):
         mujoco.mj_jacSite(model, data, jacp, None, model.site("ee").id)
         np.testing.assert_allclose(jac[k], jacp[:, dof], rtol=0, atol=TOL)
         shift = step * np.eye(robot.n_joints)
-        central = (fk.ee_position(q[k] + shift) - fk.ee_position(q[k] - shift)).numpy().T / (2 * step)
+        central = (fk.ee_position(q[k] + shift) - fk.ee_position(q[k] - shift)).numpy().T / (
+            2 * step
+        )
         np.testing.assert_allclose(jac[k], central, rtol=0, atol=1e-8)
 
 
@@ -147,7 +163,9 @@ def test_batch_shapes_and_inputs(arm):
     assert fk.ee_position(q[0]).shape == (3,)
     assert fk.positions(q[0]).shape == (1, 3)
     assert fk(q).shape == (12, 1, 3)
-    torch.testing.assert_close(fk.ee_position(q.view(3, 4, n)), batched.view(3, 4, 3), rtol=0, atol=0)
+    torch.testing.assert_close(
+        fk.ee_position(q.view(3, 4, n)), batched.view(3, 4, 3), rtol=0, atol=0
+    )
     torch.testing.assert_close(fk.ee_position(q[5]), batched[5], rtol=0, atol=0)
     torch.testing.assert_close(fk.ee_position(q.numpy()), batched, rtol=0, atol=0)  # numpy input
     positions, rotations = fk.link_poses(q.view(3, 4, n))
@@ -172,12 +190,18 @@ def test_float32_and_devices(arm):
     robot, _, fk = arm
     q = torch.tensor(random_q(robot, 50, seed=5))
     fk32 = ForwardKinematics(robot, dtype=torch.float32)
-    torch.testing.assert_close(fk32.ee_position(q.float()).double(), fk.ee_position(q), rtol=0, atol=2e-6)
+    torch.testing.assert_close(
+        fk32.ee_position(q.float()).double(), fk.ee_position(q), rtol=0, atol=2e-6
+    )
     assert fk32.ee_position(q.float()).dtype == torch.float32
-    assert ForwardKinematics(robot).to(torch.float32).ee_position(q).dtype == torch.float32  # q is cast too
+    assert (
+        ForwardKinematics(robot).to(torch.float32).ee_position(q).dtype == torch.float32
+    )  # q is cast too
     if torch.cuda.is_available():
         gpu = ForwardKinematics(robot, device="cuda")
-        torch.testing.assert_close(gpu.ee_position(q.cuda()).cpu(), fk.ee_position(q), rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            gpu.ee_position(q.cuda()).cpu(), fk.ee_position(q), rtol=0, atol=1e-12
+        )
 
 
 # ---------------------------------------------------------------- MuJoCo model
@@ -202,7 +226,9 @@ def test_mujoco_model_matches_urdf(arm):
     effort = robot.limits.effort
     np.testing.assert_array_equal(model.actuator_ctrlrange, np.stack([-effort, effort], 1))
     assert model.jnt_limited.all()
-    np.testing.assert_array_equal(model.jnt_range, np.stack([robot.limits.lower, robot.limits.upper], 1))
+    np.testing.assert_array_equal(
+        model.jnt_range, np.stack([robot.limits.lower, robot.limits.upper], 1)
+    )
     np.testing.assert_array_equal(model.dof_damping, robot.damping)
     np.testing.assert_array_equal(model.dof_frictionloss, robot.friction)
     np.testing.assert_array_equal(model.dof_armature, robot.armature)
@@ -210,15 +236,26 @@ def test_mujoco_model_matches_urdf(arm):
     assert model.site_bodyid[model.site("ee").id] == model.body(robot.ee_link).id
     robot_geoms = np.isin(model.geom_bodyid, [model.body(link).id for link in robot.link_names])
     colliding = robot_geoms & (model.geom_contype != 0)
-    assert colliding.any() and (model.geom_group[colliding] == 3).all()  # collision geoms hidden by default
-    assert (robot_geoms & (model.geom_contype == 0) & (model.geom_group == 1)).any()  # visual geoms kept
+    assert (
+        colliding.any() and (model.geom_group[colliding] == 3).all()
+    )  # collision geoms hidden by default
+    assert (
+        robot_geoms & (model.geom_contype == 0) & (model.geom_group == 1)
+    ).any()  # visual geoms kept
     # the scene: floor, a mocap reach target that never collides, implicitfast at 2 ms
     assert model.geom("floor").type == mujoco.mjtGeom.mjGEOM_PLANE
     target = model.body("target")
     assert model.body_mocapid[target.id] >= 0
     geoms = model.geom_bodyid == target.id
-    assert geoms.any() and not model.geom_contype[geoms].any() and not model.geom_conaffinity[geoms].any()
-    assert model.opt.timestep == 0.002 and model.opt.integrator == mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    assert (
+        geoms.any()
+        and not model.geom_contype[geoms].any()
+        and not model.geom_conaffinity[geoms].any()
+    )
+    assert (
+        model.opt.timestep == 0.002
+        and model.opt.integrator == mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    )
     np.testing.assert_array_equal(model.opt.gravity, [0, 0, -9.81])
 
 
@@ -246,9 +283,13 @@ def test_arm7_is_a_plausible_arm():
         if inertia is None:
             continue
         i = {k: float(v) for k, v in inertia.attrib.items()}
-        tensor = np.array([[i["ixx"], i["ixy"], i["ixz"]],
-                           [i["ixy"], i["iyy"], i["iyz"]],
-                           [i["ixz"], i["iyz"], i["izz"]]])
+        tensor = np.array(
+            [
+                [i["ixx"], i["ixy"], i["ixz"]],
+                [i["ixy"], i["iyy"], i["iyz"]],
+                [i["ixz"], i["iyz"], i["izz"]],
+            ]
+        )
         principal = np.linalg.eigvalsh(tensor)
         assert principal.min() > 0, link.get("name")
         assert principal[0] + principal[1] >= principal[2], link.get("name")
@@ -256,7 +297,9 @@ def test_arm7_is_a_plausible_arm():
     fk = ForwardKinematics(robot)
     positions, _ = fk.link_poses(torch.zeros(robot.n_joints, dtype=torch.float64))
     shoulder = positions[robot.link_names.index(robot.chain[1].child)]
-    reach = (fk.ee_position(torch.zeros(robot.n_joints, dtype=torch.float64)) - shoulder).norm().item()
+    reach = (
+        (fk.ee_position(torch.zeros(robot.n_joints, dtype=torch.float64)) - shoulder).norm().item()
+    )
     assert 0.7 <= reach <= 1.0
     # Panda-like limits
     np.testing.assert_array_equal(robot.limits.effort, [87, 87, 87, 87, 12, 12, 12])
@@ -280,8 +323,12 @@ def test_arm2_moves_in_the_horizontal_plane():
         data.qpos[:] = q
         mujoco.mj_forward(model, data)
         assert np.abs(data.qfrc_bias).max() < 1e-12  # no gravity load at rest
-        assert data.site("ee").xpos[2] == pytest.approx(data.body("link1").xpos[2], abs=1e-12)  # in its plane
-    reach = ForwardKinematics(robot).ee_position(torch.zeros(2, dtype=torch.float64))[:2].norm().item()
+        assert data.site("ee").xpos[2] == pytest.approx(
+            data.body("link1").xpos[2], abs=1e-12
+        )  # in its plane
+    reach = (
+        ForwardKinematics(robot).ee_position(torch.zeros(2, dtype=torch.float64))[:2].norm().item()
+    )
     assert 0.2 <= reach <= 0.4
 
 
@@ -327,8 +374,12 @@ def mini(jtype="revolute", limit=LIMIT, transmission_joint=None):
     """A one-joint URDF; with a Drake transmission (rotor 2e-5 kg m², gear 50) on ``transmission_joint``."""
     if transmission_joint is None:
         return MINIMAL.format(type=jtype, limit=limit, namespace="", transmission="")
-    return MINIMAL.format(type=jtype, limit=limit, namespace=' xmlns:drake="http://drake.mit.edu"',
-                          transmission=TRANSMISSION.format(joint=transmission_joint))
+    return MINIMAL.format(
+        type=jtype,
+        limit=limit,
+        namespace=' xmlns:drake="http://drake.mit.edu"',
+        transmission=TRANSMISSION.format(joint=transmission_joint),
+    )
 
 
 def write(tmp_path, text, name="robot.urdf"):
@@ -346,20 +397,23 @@ def test_default_ee_link_is_the_leaf_and_armature(tmp_path):
     assert build_mujoco_model(robot, scene=None).dof_armature[0] == pytest.approx(0.05)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("<robot><link name='a'/>", "malformed XML"),
-    ("<model/>", "expected <robot>"),
-    (mini(limit=""), "joint 'j1' has no <limit>"),
-    (mini(limit='<limit effort="2" velocity="3"/>'), "no 'lower'"),
-    (mini(limit='<limit lower="1" upper="-1" effort="2" velocity="3"/>'), "lower limit"),
-    (mini(limit='<limit lower="-1" upper="1" effort="0" velocity="3"/>'), "positive effort"),
-    (mini("continuous", '<limit effort="2" velocity="-3"/>'), "positive effort and velocity"),
-    (mini("prismatic"), "type 'prismatic'"),
-    (mini("fixed", ""), "no revolute or continuous joint"),
-    (mini(limit=LIMIT.replace('"2"', '"two"')), "not a list of numbers"),
-    (mini(transmission_joint="j9"), "transmission 't1' drives \\['j9'\\]"),
-    (mini().replace('<link name="base"/>', '<link/>'), "a <link> has no 'name'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("<robot><link name='a'/>", "malformed XML"),
+        ("<model/>", "expected <robot>"),
+        (mini(limit=""), "joint 'j1' has no <limit>"),
+        (mini(limit='<limit effort="2" velocity="3"/>'), "no 'lower'"),
+        (mini(limit='<limit lower="1" upper="-1" effort="2" velocity="3"/>'), "lower limit"),
+        (mini(limit='<limit lower="-1" upper="1" effort="0" velocity="3"/>'), "positive effort"),
+        (mini("continuous", '<limit effort="2" velocity="-3"/>'), "positive effort and velocity"),
+        (mini("prismatic"), "type 'prismatic'"),
+        (mini("fixed", ""), "no revolute or continuous joint"),
+        (mini(limit=LIMIT.replace('"2"', '"two"')), "not a list of numbers"),
+        (mini(transmission_joint="j9"), "transmission 't1' drives \\['j9'\\]"),
+        (mini().replace('<link name="base"/>', "<link/>"), "a <link> has no 'name'"),
+    ],
+)
 def test_bad_urdf(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(RobotDescriptionError, match=message) as error:
@@ -377,15 +431,21 @@ def test_missing_files_and_bad_names(tmp_path):
     with pytest.raises(RobotDescriptionError, match="ee_link 'hand'") as error:
         load_robot(path, ee_link="hand")
     assert str(path) in str(error.value)
-    with pytest.raises(RobotDescriptionError, match="several leaf links"):  # a branch: ee_link must be chosen
+    with pytest.raises(
+        RobotDescriptionError, match="several leaf links"
+    ):  # a branch: ee_link must be chosen
         load_robot(general_chain(tmp_path))
-    with pytest.raises(RobotDescriptionError, match="not on the chain"):  # actuated joint off the chain
+    with pytest.raises(
+        RobotDescriptionError, match="not on the chain"
+    ):  # actuated joint off the chain
         load_robot(general_chain(tmp_path), ee_link="camera")
     robot = load_robot("arm2")
     with pytest.raises(FileNotFoundError, match="no_such_scene"):
         build_mujoco_model(robot, scene="no_such_scene")
     with pytest.raises(FileNotFoundError, match="gone.xml"):
         build_mujoco_model(robot, scene=tmp_path / "gone.xml")
-    broken = write(tmp_path, "<mujoco><worldbody><geom type='nonsense'/></worldbody></mujoco>", "broken.xml")
+    broken = write(
+        tmp_path, "<mujoco><worldbody><geom type='nonsense'/></worldbody></mujoco>", "broken.xml"
+    )
     with pytest.raises(RobotDescriptionError, match="broken.xml"):
         build_mujoco_model(robot, scene=broken)

@@ -1,6 +1,7 @@
 """Episodes on a robot without resets (pure core): homing → settle → run → end → homing …, and
 the reset-service variant, on synthetic joint-state streams with wall-clock stamps, jitter and
 any origin."""
+
 import numpy as np
 import pytest
 
@@ -18,8 +19,9 @@ def settle(goal):
 
 def sequencer(source="homing", n=3, episode_s=0.5):
     goals = {e: np.array([0.1 * (e + 1), -0.2]) for e in range(n)}
-    return EpisodeSequencer(n, int(episode_s * 1e9), source, lambda e, q: goals[e], settle,
-                            homing_retries=1), goals
+    return EpisodeSequencer(
+        n, int(episode_s * 1e9), source, lambda e, q: goals[e], settle, homing_retries=1
+    ), goals
 
 
 def drive(seq, q0, seconds, reach=True, seed=0):
@@ -46,7 +48,7 @@ def test_homing_episodes_start_settled_and_last_their_length_from_any_stamp_orig
     kinds = [s.kind for s in steps]
     assert kinds == ["home", "start", "end"] * 3 and seq.phase == "done"
     for e in range(3):
-        home, start, end = steps[3 * e: 3 * e + 3]
+        home, start, end = steps[3 * e : 3 * e + 3]
         assert home.episode == start.episode == end.episode == e
         np.testing.assert_array_equal(home.goal, goals[e])
         assert start.stamp_ns >= home.stamp_ns + 100 * MS  # dwell 0.1 s inside the tolerance

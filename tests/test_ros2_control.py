@@ -2,6 +2,7 @@
 with their <ros2_control> blocks (as ros2_control's parser reads them), config/ros2_controllers.yaml
 against the controllers' parameter schema, the MuJoCo set-up the launch file starts, and the launch
 file under ROS 2's launch system (the kit)."""
+
 import json
 import subprocess
 import sys
@@ -11,28 +12,44 @@ import mujoco
 import numpy as np
 import pytest
 import yaml
-
 from launch_kit import KIT, ROOT, requires_kit
+
 from mbrl_ros.data.topics import COMMANDS
 from mbrl_ros.robot import load_robot
-from mbrl_ros.ros2_control import (EFFORT_CONTROLLER, Ros2ControlError, controllers_config,
-                                   hardware_joints, mujoco_description, mujoco_setup)
+from mbrl_ros.ros2_control import (
+    EFFORT_CONTROLLER,
+    Ros2ControlError,
+    controllers_config,
+    hardware_joints,
+    mujoco_description,
+    mujoco_setup,
+)
 
 ARMS = ("arm2", "arm6", "arm7")
 # Reflected motor inertia rotor_inertia * gear^2 (kg m^2) as the URDFs' comments state them.
-ARMATURE = {"arm2": [0.0] * 2, "arm6": [1.2e-5 * 101**2] * 3 + [3e-6 * 101**2] * 3,
-            "arm7": [1e-5 * 100**2] * 7}
+ARMATURE = {
+    "arm2": [0.0] * 2,
+    "arm6": [1.2e-5 * 101**2] * 3 + [3e-6 * 101**2] * 3,
+    "arm7": [1e-5 * 100**2] * 7,
+}
 
 # The parameters the controllers declare (generate_parameter_library files of ros2_controllers:
 # forward_command_controller_parameters.yaml, joint_state_broadcaster_parameters.yaml) and
 # controller_manager's (controller_manager_parameters.yaml), name -> (type, must not be empty).
 PLUGINS = {
     "forward_command_controller/ForwardCommandController": {
-        "joints": (list, True), "interface_name": (str, True)},
+        "joints": (list, True),
+        "interface_name": (str, True),
+    },
     "joint_state_broadcaster/JointStateBroadcaster": {
-        "use_local_topics": (bool, False), "joints": (list, False), "extra_joints": (list, False),
-        "interfaces": (list, False), "map_interface_to_joint_state": (dict, False),
-        "use_urdf_to_filter": (bool, False), "frame_id": (str, False)},
+        "use_local_topics": (bool, False),
+        "joints": (list, False),
+        "extra_joints": (list, False),
+        "interfaces": (list, False),
+        "map_interface_to_joint_state": (dict, False),
+        "use_urdf_to_filter": (bool, False),
+        "frame_id": (str, False),
+    },
 }
 MANAGER = {"update_rate": int, "enforce_command_limits": bool, "handle_exceptions": bool}
 
@@ -58,8 +75,9 @@ def test_urdf_is_in_ros2_control_form(arm):
     assert block.get("type") == "system" and block.get("name")
     assert block.findtext("hardware/plugin").strip() == "mujoco_ros2_control/MujocoSystemInterface"
     for transmission in block.findall("transmission"):
-        assert transmission.findtext("plugin").strip() == \
-            "transmission_interface/SimpleTransmission"
+        assert (
+            transmission.findtext("plugin").strip() == "transmission_interface/SimpleTransmission"
+        )
         parts = transmission.findall("joint") + transmission.findall("actuator")
         assert len(parts) == 2 and all(p.get("name") and p.get("role") for p in parts)
         assert float(transmission.findtext("joint/mechanical_reduction")) > 0
@@ -84,13 +102,18 @@ def test_ros1_transmissions_still_read(tmp_path):
     np.testing.assert_allclose(load_robot(path).armature, ARMATURE["arm7"], rtol=1e-12)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda b: b.find("joint/command_interface").set("name", "position"),
-     "joint 'joint1' needs an effort command interface"),
-    (lambda b: b.remove(b.find("joint")), r"joints \['joint2'\] are not the chain's"),
-    (lambda b: b.find("joint").set("name", "wrist"), "are not the chain's actuated joints"),
-    (lambda b: b.find("joint").attrib.pop("name"), r"joints \['', 'joint2'\] are not the"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda b: b.find("joint/command_interface").set("name", "position"),
+            "joint 'joint1' needs an effort command interface",
+        ),
+        (lambda b: b.remove(b.find("joint")), r"joints \['joint2'\] are not the chain's"),
+        (lambda b: b.find("joint").set("name", "wrist"), "are not the chain's actuated joints"),
+        (lambda b: b.find("joint").attrib.pop("name"), r"joints \['', 'joint2'\] are not the"),
+    ],
+)
 def test_bad_ros2_control_block_is_named(tmp_path, change, message):
     root = ET.parse(ROOT / "urdf" / "arm2.urdf").getroot()
     change(root.find("ros2_control"))
@@ -103,14 +126,17 @@ def test_bad_ros2_control_block_is_named(tmp_path, change, message):
 def test_controllers_file_matches_the_controllers_schema():
     config = yaml.safe_load((ROOT / "config" / "ros2_controllers.yaml").read_text())
     manager = config.pop("controller_manager")["ros__parameters"]
-    types = {name: manager.pop(name)["type"] for name in list(manager)
-             if isinstance(manager[name], dict)}
+    types = {
+        name: manager.pop(name)["type"] for name in list(manager) if isinstance(manager[name], dict)
+    }
     assert set(manager) <= set(MANAGER)
     for name, value in manager.items():
         assert type(value) is MANAGER[name], name
     assert manager["update_rate"] > 0
-    assert types == {"joint_state_broadcaster": "joint_state_broadcaster/JointStateBroadcaster",
-                     EFFORT_CONTROLLER: "forward_command_controller/ForwardCommandController"}
+    assert types == {
+        "joint_state_broadcaster": "joint_state_broadcaster/JointStateBroadcaster",
+        EFFORT_CONTROLLER: "forward_command_controller/ForwardCommandController",
+    }
     assert set(config) <= set(types), "parameters for a controller the manager does not load"
     for name, section in config.items():
         params, schema = section["ros__parameters"], PLUGINS[types[name]]
@@ -144,10 +170,12 @@ def test_mujoco_setup(tmp_path, arm):
     for i, name in enumerate(robot.joint_names):
         assert model.actuator(i).trnid[0] == model.joint(name).id
         np.testing.assert_allclose(model.actuator(i).gear[0], 1.0)
-        np.testing.assert_allclose(model.actuator(i).ctrlrange, [-robot.limits.effort[i],
-                                                                 robot.limits.effort[i]])
-        np.testing.assert_allclose(model.dof_armature[model.joint(name).dofadr[0]],
-                                   ARMATURE[arm][i], rtol=1e-12)
+        np.testing.assert_allclose(
+            model.actuator(i).ctrlrange, [-robot.limits.effort[i], robot.limits.effort[i]]
+        )
+        np.testing.assert_allclose(
+            model.dof_armature[model.joint(name).dofadr[0]], ARMATURE[arm][i], rtol=1e-12
+        )
     root = ET.fromstring(setup.description)
     hardware = root.find("ros2_control/hardware")
     params = {p.get("name"): p.text for p in hardware.findall("param")}
@@ -193,18 +221,32 @@ def test_launch_file_loads_with_ros2_launch():
     env_path = f"{KIT / 'site'}:{KIT / 'stubs'}"
     result = subprocess.run(
         [sys.executable, "-c", LOAD_LAUNCH, str(ROOT / "launch" / "ros2_control.launch.py")],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-        env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["args"] == {"robot": "arm7", "headless": "true", "use_sim_time": "false",
-                           "controllers": "ros2_controllers.yaml"}
+    assert out["args"] == {
+        "robot": "arm7",
+        "headless": "true",
+        "use_sim_time": "false",
+        "controllers": "ros2_controllers.yaml",
+    }
     started = [(package, executable) for package, executable, *_ in out["nodes"]]
-    assert started == [("robot_state_publisher", "robot_state_publisher"),
-                       ("mujoco_ros2_control", "ros2_control_node"),
-                       ("controller_manager", "spawner"), ("controller_manager", "spawner")]
+    assert started == [
+        ("robot_state_publisher", "robot_state_publisher"),
+        ("mujoco_ros2_control", "ros2_control_node"),
+        ("controller_manager", "spawner"),
+        ("controller_manager", "spawner"),
+    ]
     assert [n[2][:2] for n in out["nodes"][2:]] == [
-        ["joint_state_broadcaster", "--param-file"], [EFFORT_CONTROLLER, "--param-file"]]
+        ["joint_state_broadcaster", "--param-file"],
+        [EFFORT_CONTROLLER, "--param-file"],
+    ]
     written = yaml.safe_load(open(out["nodes"][2][2][2]).read())
-    assert written[EFFORT_CONTROLLER]["ros__parameters"]["joints"] == \
-        list(load_robot("arm6").joint_names)
+    assert written[EFFORT_CONTROLLER]["ros__parameters"]["joints"] == list(
+        load_robot("arm6").joint_names
+    )

@@ -3,6 +3,7 @@
 starts every node and the graph works (the sim graph runs to its end); Ctrl-C (SIGINT to the
 process group, as a terminal sends it) then stops it with status 0 and every node exiting cleanly;
 a node that fails, required or not, stops the graph and ``ros2 launch`` fails."""
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,15 @@ import subprocess
 import threading
 
 import pytest
-
-from launch_kit import kit_environment, requires_kit, ros2
-from launch_kit import ros_install_fixture  # noqa: F401 - the ros_install fixture
-from mbrl_ros.graphs import GRAPHS, graph
+from launch_kit import (
+    kit_environment,
+    requires_kit,
+    ros2,
+    ros_install_fixture,  # noqa: F401 - the ros_install fixture
+)
 from ros_harness import wait_for
+
+from mbrl_ros.graphs import GRAPHS, graph
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow, requires_kit, pytest.mark.timeout(400)]
 
@@ -28,10 +33,13 @@ WORKING = {
     "sim": ["duration 60 s of sim time reached"],
     "record": ["episode 1/5"],
     "gps": ["iteration 1/10:"],
-    "mpc": ["model v1:", "model v2:"],   # v2 comes after an episode planned through v1
+    "mpc": ["model v1:", "model v2:"],  # v2 comes after an episode planned through v1
     "policy": ["policy from /mbrl/policy (waiting)", "10 episodes of 3 s", "lockstep at 20 Hz"],
-    "solar": ["model from /mbrl/solar_model, controller from /mbrl/controller",
-              "5 episodes of 0.5 s", "lockstep at 100 Hz"],  # the runner waits for a model
+    "solar": [
+        "model from /mbrl/solar_model, controller from /mbrl/controller",
+        "5 episodes of 0.5 s",
+        "lockstep at 100 Hz",
+    ],  # the runner waits for a model
 }
 BAD_OUTPUT = ("Traceback", "terminate called", "process has died", "[ERROR]")
 
@@ -43,9 +51,14 @@ class Launch:
     def __init__(self, prefix, work, launch_file: str, *args: str):
         work.mkdir(exist_ok=True)
         self.proc = subprocess.Popen(
-            ros2("launch", "mbrl_ros", launch_file, *args), cwd=work,
-            env=kit_environment(prefix, work / "log"), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            ros2("launch", "mbrl_ros", launch_file, *args),
+            cwd=work,
+            env=kit_environment(prefix, work / "log"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -60,19 +73,24 @@ class Launch:
     def wait_for_lines(self, texts: list[str], timeout: float) -> None:
         """Wait until the output holds every one of ``texts`` (or ros2 launch has ended)."""
         try:
-            wait_for(lambda: all(t in self.output() for t in texts)
-                     or self.proc.poll() is not None, timeout, f"{texts}")
+            wait_for(
+                lambda: all(t in self.output() for t in texts) or self.proc.poll() is not None,
+                timeout,
+                f"{texts}",
+            )
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; ros2 launch output ends:\n"
-                                 f"{self.output()[-3000:]}") from None
+            raise AssertionError(
+                f"{exc}; ros2 launch output ends:\n{self.output()[-3000:]}"
+            ) from None
 
     def finish(self, timeout: float) -> int:
         """The exit status once ``ros2 launch`` ends (within ``timeout`` s) and its output is in."""
         try:
             status = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"ros2 launch still running after {timeout} s:\n"
-                                 f"{self.output()[-3000:]}") from None
+            raise AssertionError(
+                f"ros2 launch still running after {timeout} s:\n{self.output()[-3000:]}"
+            ) from None
         self._reader.join(timeout=10)
         return status
 
@@ -106,12 +124,16 @@ def test_launch_file_with_its_defaults_works_and_stops_cleanly(name, ros_install
     assert _finished_cleanly(out) == sorted(names), out[-6000:]
 
 
-@pytest.mark.parametrize("args, failing, required", [
-    (["seed:=2147483647"], "base_policy", False),    # its seed (+1) is out of its range
-    (["status_period:=-1"], "arm_sim", True),         # out of the sim's range
-])
-def test_a_failing_node_stops_the_graph_and_the_launch_fails(args, failing, required,
-                                                             ros_install, tmp_path):
+@pytest.mark.parametrize(
+    "args, failing, required",
+    [
+        (["seed:=2147483647"], "base_policy", False),  # its seed (+1) is out of its range
+        (["status_period:=-1"], "arm_sim", True),  # out of the sim's range
+    ],
+)
+def test_a_failing_node_stops_the_graph_and_the_launch_fails(
+    args, failing, required, ros_install, tmp_path
+):
     """A node that exits 2 at start-up (a bad parameter) stops the whole sim graph, which would
     otherwise run for a minute, and ``ros2 launch`` returns non-zero, whether the node is required
     or not; every other node exits cleanly."""
@@ -126,5 +148,4 @@ def test_a_failing_node_stops_the_graph_and_the_launch_fails(args, failing, requ
     assert status != 0, out[-6000:]
     assert f"[{failing}] cannot start: parameter" in out, out[-6000:]
     assert f"node '{failing}' failed (exit status 2): stopping the graph" in out, out[-6000:]
-    assert _finished_cleanly(out) == sorted(s.name for s in specs if s.name != failing), \
-        out[-6000:]
+    assert _finished_cleanly(out) == sorted(s.name for s in specs if s.name != failing), out[-6000:]

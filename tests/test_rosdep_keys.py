@@ -3,6 +3,7 @@
 rosdep/python.yaml at commit 8468e88c of 2026-08-22; keep these lists current), every third-party
 module the package imports is declared or installed by pip as the README says, and nothing
 declared is unused."""
+
 import ast
 import sys
 import xml.etree.ElementTree as ET
@@ -10,20 +11,48 @@ import xml.etree.ElementTree as ET
 from launch_kit import ROOT
 
 # Packages released in Kilted (kilted/distribution.yaml).
-ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "std_msgs", "sensor_msgs",
-                "geometry_msgs", "nav_msgs", "visualization_msgs", "diagnostic_msgs", "std_srvs",
-                "rosgraph_msgs", "launch", "launch_ros", "ament_index_python", "launch_pytest"}
+ROS_PACKAGES = {
+    "rclpy",
+    "rcl_interfaces",
+    "builtin_interfaces",
+    "std_msgs",
+    "sensor_msgs",
+    "geometry_msgs",
+    "nav_msgs",
+    "visualization_msgs",
+    "diagnostic_msgs",
+    "std_srvs",
+    "rosgraph_msgs",
+    "launch",
+    "launch_ros",
+    "ament_index_python",
+    "launch_pytest",
+}
 # rosdep keys (rosdep/python.yaml).
-ROSDEP_KEYS = {"python3-numpy", "python3-scipy", "python3-yaml", "python3-matplotlib",
-               "python3-mujoco-pip", "python3-rosbags-pip", "python3-pytest",
-               "python3-pytest-timeout", "python3-psutil"}
+ROSDEP_KEYS = {
+    "python3-numpy",
+    "python3-scipy",
+    "python3-yaml",
+    "python3-matplotlib",
+    "python3-mujoco-pip",
+    "python3-rosbags-pip",
+    "python3-pytest",
+    "python3-pytest-timeout",
+    "python3-psutil",
+}
 # Not keys there (the issue found python3-torch-pip and python3-safetensors-pip refused).
 NOT_KEYS = {"python3-torch-pip", "python3-safetensors-pip", "python3-mcap-pip"}
 # Imported modules -> the dependency that installs them.
-MODULE_KEYS = {"numpy": "python3-numpy", "scipy": "python3-scipy", "yaml": "python3-yaml",
-               "matplotlib": "python3-matplotlib", "mujoco": "python3-mujoco-pip",
-               "rosbags": "python3-rosbags-pip", "lz4": "python3-rosbags-pip",
-               "backports": "python3-rosbags-pip"}  # lz4, backports.zstd: rosbags' own
+MODULE_KEYS = {
+    "numpy": "python3-numpy",
+    "scipy": "python3-scipy",
+    "yaml": "python3-yaml",
+    "matplotlib": "python3-matplotlib",
+    "mujoco": "python3-mujoco-pip",
+    "rosbags": "python3-rosbags-pip",
+    "lz4": "python3-rosbags-pip",
+    "backports": "python3-rosbags-pip",
+}  # lz4, backports.zstd: rosbags' own
 PIP_ONLY = {"torch", "safetensors"}  # the README's ROS install section: pip install
 
 

@@ -1,12 +1,12 @@
 """The safety layer (pure core): clamp, hold laws, NaN guard, e-stop latch, watchdogs, limit guards,
 gain caps — and a random fuzz that its output is always finite and within the effort limits."""
+
 import mujoco
 import numpy as np
 import pytest
 
 from mbrl_ros.robot import build_mujoco_model, load_robot
-from mbrl_ros.safety import (SafetyConfig, SafetyLayer, effective_inertia, gain_caps,
-                             robot_gain_caps)
+from mbrl_ros.safety import SafetyConfig, SafetyLayer, effective_inertia, gain_caps, robot_gain_caps
 from mbrl_ros.simulation import ArmSimulator, SimConfig
 
 LOWER, UPPER = np.array([-1.0, -2.0]), np.array([1.0, 2.0])
@@ -52,10 +52,12 @@ def test_pd_hold_latches_the_position_where_the_hold_began():
 
 def test_non_finite_state_or_command_holds_with_finite_output():
     s = layer(hold_law="pd")
-    for q, qd, u, key in [([np.nan, 0.0], [0.0, 0.0], [1.0, 1.0], "non_finite_state"),
-                          ([0.0, 0.0], [np.inf, 0.0], [1.0, 1.0], "non_finite_state"),
-                          ([0.0, 0.0], [0.0, 0.0], [np.nan, 1.0], "non_finite_command"),
-                          ([0.0, 0.0], [0.0, 0.0], [1.0, 2.0, 3.0], "non_finite_command")]:
+    for q, qd, u, key in [
+        ([np.nan, 0.0], [0.0, 0.0], [1.0, 1.0], "non_finite_state"),
+        ([0.0, 0.0], [np.inf, 0.0], [1.0, 1.0], "non_finite_state"),
+        ([0.0, 0.0], [0.0, 0.0], [np.nan, 1.0], "non_finite_command"),
+        ([0.0, 0.0], [0.0, 0.0], [1.0, 2.0, 3.0], "non_finite_command"),
+    ]:
         out, ev = s.filter(q, qd, u)
         assert keys(ev)[0] == key and np.all(np.isfinite(out)) and s.holding
 
@@ -66,8 +68,12 @@ def test_finite_but_absurd_states_hold_at_zero_velocity_never_at_full_effort(law
     implausible (beyond the limits by more than the gate's slack, or faster than 100× the
     velocity limit), so the hold engages without using the implausible values."""
     s = layer(hold_law=law, damping=2.0, hold_kp=10.0)
-    for q, qd in [([1e308, 0.0], [0.0, 0.0]), ([0.0, 0.0], [-1e308, 0.0]),
-                  ([1e300, -1e300], [1e300, 1e300]), ([0.2, 0.0], [0.0, 301.0])]:
+    for q, qd in [
+        ([1e308, 0.0], [0.0, 0.0]),
+        ([0.0, 0.0], [-1e308, 0.0]),
+        ([1e300, -1e300], [1e300, 1e300]),
+        ([0.2, 0.0], [0.0, 301.0]),
+    ]:
         out, ev = s.filter(q, qd, [1.0, 1.0])
         assert keys(ev)[0] == "implausible_state" and s.holding, (q, qd)
         assert np.all(np.isfinite(out)) and np.all(np.abs(out) < EFFORT), (q, qd, out)
@@ -158,8 +164,14 @@ def test_filter_fuzz_output_always_finite_and_within_limits():
                 mask = rng.random(2) < 0.1
                 a[mask] = rng.choice(specials, mask.sum())
             s.set_estop(i % 97 == 0)
-            out, _ = s.filter(q, qd, None if i % 13 == 0 else u, int(rng.integers(0, 10**10)),
-                              state_time_ns=int(rng.integers(0, 10**10)), plan_time_ns=0)
+            out, _ = s.filter(
+                q,
+                qd,
+                None if i % 13 == 0 else u,
+                int(rng.integers(0, 10**10)),
+                state_time_ns=int(rng.integers(0, 10**10)),
+                plan_time_ns=0,
+            )
             assert np.all(np.isfinite(out)) and np.all(np.abs(out) <= EFFORT)
 
 
@@ -184,15 +196,21 @@ def _elbow_swing(caps, steps=150):
     """Max |q̇| of the arm2 elbow in the second half of a damping hold from a 2 rad/s spin."""
     robot = load_robot("arm2")
     sim = ArmSimulator(robot, SimConfig(control_period=0.01))
-    s = SafetyLayer(robot.limits.lower, robot.limits.upper, robot.limits.velocity,
-                    robot.limits.effort, SafetyConfig(hold_law="damping", damping=0.5), caps)
+    s = SafetyLayer(
+        robot.limits.lower,
+        robot.limits.upper,
+        robot.limits.velocity,
+        robot.limits.effort,
+        SafetyConfig(hold_law="damping", damping=0.5),
+        caps,
+    )
     sim.data.qvel[1] = 2.0
     speeds = []
     for _ in range(steps):
         m = sim.measure()
         sim.step(s.filter(m.position, m.velocity, None)[0])
         speeds.append(abs(m.velocity[1]))
-    return max(speeds[steps // 2:])
+    return max(speeds[steps // 2 :])
 
 
 def test_capped_damping_hold_is_stable_where_the_raw_gain_is_not():
@@ -208,8 +226,9 @@ def test_gravity_is_added_to_every_output_from_the_last_plausible_state():
     """u + g(q) before the clamp for commands, hold laws and brakes; g from the last plausible
     state when the state is non-finite or implausible (a lie must not feed the model)."""
     g_of = lambda q: np.array([3.0 * q[0], -1.0 - q[1]])  # noqa: E731 - any function of q
-    s = SafetyLayer(LOWER, UPPER, VEL, EFFORT, SafetyConfig(hold_law="damping", damping=2.0),
-                    gravity=g_of)
+    s = SafetyLayer(
+        LOWER, UPPER, VEL, EFFORT, SafetyConfig(hold_law="damping", damping=2.0), gravity=g_of
+    )
     u, _ = s.filter([np.nan, 0.0], [0.0, 0.0], None)  # no plausible state yet: no gravity term
     np.testing.assert_allclose(u, [0.0, 0.0])
     u, _ = s.filter([0.0, 0.0], [0.0, 0.0], None)  # the hold at rest + g(0)
@@ -237,14 +256,20 @@ def test_damping_hold_with_gravity_keeps_a_weighted_arm_in_place(with_gravity):
     g(q) added it stays where it is (g is the exact static torque of the same model); without it
     the arm falls."""
     from mbrl_ros.gravity import GravityModel
+
     robot = load_robot("arm7")
     sim = ArmSimulator(robot, SimConfig(control_period=0.01, gravity_compensation=False))
     q0 = sim.measure().position
     model = GravityModel(robot)
-    s = SafetyLayer(robot.limits.lower, robot.limits.upper, robot.limits.velocity,
-                    robot.limits.effort, SafetyConfig(hold_law="damping"),
-                    robot_gain_caps(robot, robot.joint_names, 0.01),
-                    model.torque if with_gravity else None)
+    s = SafetyLayer(
+        robot.limits.lower,
+        robot.limits.upper,
+        robot.limits.velocity,
+        robot.limits.effort,
+        SafetyConfig(hold_law="damping"),
+        robot_gain_caps(robot, robot.joint_names, 0.01),
+        model.torque if with_gravity else None,
+    )
     for _ in range(200):
         m = sim.measure()
         sim.step(s.filter(m.position, m.velocity, None)[0])

@@ -3,6 +3,7 @@ the signal (the requirement itself), with no traceback, C++ abort or error in it
 the signal comes twice (a terminal's Ctrl-C and the launcher's) and when the node is busy: the
 fitter mid-fit (in its thread) and the planner mid-plan (in its joint-state callback, seconds per
 plan here)."""
+
 from __future__ import annotations
 
 import itertools
@@ -13,34 +14,41 @@ import threading
 import time
 
 import pytest
+from data_testing import lockstep_messages, write_bag
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
+from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header, UInt8MultiArray
+from test_packaging import setup_nodes
 
-from data_testing import lockstep_messages, write_bag
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.msgconv import ns_to_sec_nanosec
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS
 from mbrl_ros.robot import load_robot
-from ros_harness import wait_for
-from test_packaging import setup_nodes
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
 
-STOP_WITHIN_S = 2.0   # the requirement: exit 0 within 2 s of the signal
-HOG_PROCESSES = 2     # busy processes beside the node: one per core of the 2-core CI machine
+STOP_WITHIN_S = 2.0  # the requirement: exit 0 within 2 s of the signal
+HOG_PROCESSES = 2  # busy processes beside the node: one per core of the 2-core CI machine
 SECOND_SIGNAL_S = 0.1  # the same signal again after this long, as from a launcher after Ctrl-C
 READY_TIMEOUT_S = 90.0  # start-up, and the planners' first plan, on a loaded machine
 ARM2 = load_robot("arm2")
 PLANNER_PERIOD = 0.05
 # A plan takes seconds (about 5 s on an idle core): longer than the 2 s the planner has to stop,
 # and long enough that the test sees each planner inside a plan (no heartbeat for 0.5 s).
-SLOW_PLANNER = {"robot": "arm2", "control_period": PLANNER_PERIOD, "planner": "cem",
-                "samples": 4000, "elites": 40, "horizon": 40, "iterations": 300,
-                "torch_threads": 1}
+SLOW_PLANNER = {
+    "robot": "arm2",
+    "control_period": PLANNER_PERIOD,
+    "planner": "cem",
+    "samples": 4000,
+    "elites": 40,
+    "horizon": 40,
+    "iterations": 300,
+    "torch_threads": 1,
+}
 BAD_OUTPUT = ("Traceback", "terminate called", "KeyboardInterrupt", "[ERROR]", "did not stop")
 
 
@@ -51,9 +59,16 @@ def _params(executable: str, tmp_path, name: str) -> dict:
         data = tmp_path / "data.safetensors"
         if not data.exists():
             random_torque_dataset(ARM2, 6, 100, seed=4).save(data)
-        return {"robot": "arm2", "dataset": str(data), "model": "ensemble", "members": 2,
-                "min_transitions": 100, "max_epochs": 100000, "patience": 100000,
-                "torch_threads": 1}
+        return {
+            "robot": "arm2",
+            "dataset": str(data),
+            "model": "ensemble",
+            "members": 2,
+            "min_transitions": 100,
+            "max_epochs": 100000,
+            "patience": 100000,
+            "torch_threads": 1,
+        }
     if executable == "replay":  # plays a bag in a loop
         bag = tmp_path / "bag"
         if not bag.exists():
@@ -63,12 +78,22 @@ def _params(executable: str, tmp_path, name: str) -> dict:
         "arm_sim": {"robot": "arm2", "mode": "realtime"},
         "lg_executor": {"robot": "arm2", "mode": "realtime"},
         "base_policy": {"robot": "arm2", "mode": "realtime"},
-        "episode_manager": {"robot": "arm7", "control_period": PLANNER_PERIOD,
-                            "episode_steps": 20, "train_episodes": 1, "final_eval_episodes": 0},
+        "episode_manager": {
+            "robot": "arm7",
+            "control_period": PLANNER_PERIOD,
+            "episode_steps": 20,
+            "train_episodes": 1,
+            "final_eval_episodes": 0,
+        },
         "mpc_planner": SLOW_PLANNER,
-        "gps_trainer": {"robot": "arm2", "initial_position": [0.3, 0.5],
-                        "target": [0.0546, 0.2167, 0.07], "iterations": 1, "samples": 2,
-                        "horizon": 20},
+        "gps_trainer": {
+            "robot": "arm2",
+            "initial_position": [0.3, 0.5],
+            "target": [0.0546, 0.2167, 0.07],
+            "iterations": 1,
+            "samples": 2,
+            "horizon": 20,
+        },
         "policy_runner": {"robot": "arm2"},
         "solar_runner": {"robot": "arm2"},  # waits for a model and a controller
         "recorder": {"bag_path": str(tmp_path / f"{name}_bag")},
@@ -101,9 +126,11 @@ class Observer:
 
     def watch(self, topic: str, msg_type, name: str) -> None:
         """Count ``name`` as seen once a message arrives on ``topic``."""
+
         def on_msg(_msg):
             with self.lock:
                 self.seen.add(name)
+
         self.node.create_subscription(msg_type, topic, on_msg, 10)
 
     def has_seen(self, name: str) -> bool:
@@ -141,26 +168,33 @@ def _make_plan(observer: Observer, planners: list) -> None:
     goal = PointStamped()
     goal.point.x, goal.point.y, goal.point.z = 0.1, 0.2, 0.07
     target.publish(goal)
-    msg = JointState(name=list(ARM2.joint_names), position=[0.3, 0.4], velocity=[0.0, 0.0],
-                     effort=[0.0, 0.0])
+    msg = JointState(
+        name=list(ARM2.joint_names), position=[0.3, 0.4], velocity=[0.0, 0.0], effort=[0.0, 0.0]
+    )
     deadline = time.monotonic() + READY_TIMEOUT_S
     for k in itertools.count():  # the first states may come before the model or the target
-        if all(observer.count(p.name, "controllers_plan") > 0 and observer.silent_for(p.name) > 0.5
-               for p in planners):
+        if all(
+            observer.count(p.name, "controllers_plan") > 0 and observer.silent_for(p.name) > 0.5
+            for p in planners
+        ):
             return
         assert time.monotonic() < deadline, "the planners did not start planning: " + "; ".join(
             f"{p.name}: {observer.count(p.name, 'controllers_plan')} plans, heartbeat silent "
             f"{observer.silent_for(p.name):.1f} s, values {observer.values.get(p.name)}\n"
-            f"{p.output()[-2000:]}" for p in planners)
+            f"{p.output()[-2000:]}"
+            for p in planners
+        )
         msg.header.stamp.sec, msg.header.stamp.nanosec = ns_to_sec_nanosec(
-            k * int(PLANNER_PERIOD * 1e9))
+            k * int(PLANNER_PERIOD * 1e9)
+        )
         state.publish(msg)
         time.sleep(0.2)
 
 
 def _hog() -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            for _ in range(HOG_PROCESSES)]
+    return [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(HOG_PROCESSES)
+    ]
 
 
 def _stop(proc, sig: signal.Signals) -> str:
@@ -169,14 +203,16 @@ def _stop(proc, sig: signal.Signals) -> str:
     t0 = time.monotonic()
     proc.proc.send_signal(sig)
     time.sleep(SECOND_SIGNAL_S)
-    proc.proc.send_signal(sig)   # a no-op once the process has exited
+    proc.proc.send_signal(sig)  # a no-op once the process has exited
     try:
         status = proc.wait(timeout=max(0.0, STOP_WITHIN_S - (time.monotonic() - t0)))
     except subprocess.TimeoutExpired:  # SIGABRT: faulthandler prints where each thread is
         proc.proc.send_signal(signal.SIGABRT)
         proc.proc.wait(timeout=10)
-        raise AssertionError(f"{proc.name} still running {STOP_WITHIN_S} s after "
-                             f"{sig.name}:\n{proc.output()[-6000:]}") from None
+        raise AssertionError(
+            f"{proc.name} still running {STOP_WITHIN_S} s after "
+            f"{sig.name}:\n{proc.output()[-6000:]}"
+        ) from None
     out = proc.output()
     assert status == 0, f"{proc.name} exited with {status} after {sig.name}:\n{out[-3000:]}"
     return out[before:]
@@ -184,7 +220,8 @@ def _stop(proc, sig: signal.Signals) -> str:
 
 @pytest.mark.parametrize("executable", sorted(setup_nodes()))  # every node of the package
 def test_node_exits_cleanly_within_2_s_of_sigint_and_sigterm_under_load(
-        executable, ros, node_process, tmp_path, monkeypatch):
+    executable, ros, node_process, tmp_path, monkeypatch
+):
     monkeypatch.setenv("PYTHONFAULTHANDLER", "1")
     observer = Observer(ros)
     procs = {}
@@ -194,11 +231,13 @@ def test_node_exits_cleanly_within_2_s_of_sigint_and_sigterm_under_load(
         if executable == "replay":  # no diagnostics: seen by what it plays
             remappings = {"/joint_states": f"/{name}/joint_states"}
             observer.watch(f"/{name}/joint_states", JointState, name)
-        procs[sig] = node_process(executable, _params(executable, tmp_path, name), name,
-                                  remappings)
+        procs[sig] = node_process(executable, _params(executable, tmp_path, name), name, remappings)
     for proc in procs.values():
-        wait_for(lambda: observer.has_seen(proc.name) or proc.proc.poll() is not None,
-                 READY_TIMEOUT_S, f"{proc.name} running")
+        wait_for(
+            lambda: observer.has_seen(proc.name) or proc.proc.poll() is not None,
+            READY_TIMEOUT_S,
+            f"{proc.name} running",
+        )
         assert proc.proc.poll() is None, proc.output()
     if executable == "mpc_planner":
         _make_plan(observer, list(procs.values()))

@@ -1,33 +1,38 @@
 """arm_sim's camera over real DDS: every joint state comes with an image (same stamp) that decodes
 to exactly the frame the simulator renders offline, the target marker follows /mbrl/target, and
 the camera's start-up errors name the problem."""
+
 import threading
 
 import numpy as np
 import pytest
+from camera_testing import require_gl
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
+from ros_harness import wait_for
 from sensor_msgs.msg import CameraInfo, Image
+from test_sim_node import Driver, sim_params
 
-from camera_testing import require_gl
 from mbrl_ros.camera import Camera
 from mbrl_ros.data.topics import CAMERA_INFO, IMAGES
 from mbrl_ros.msgconv import read_image, stamp_to_ns
 from mbrl_ros.nodes.messages import STATE_QOS, TARGET_QOS, command_msg, time_msg
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, SimConfig
-from ros_harness import wait_for
-from test_sim_node import Driver, sim_params
 
 pytestmark = pytest.mark.ros
 
 TARGET = (0.12, 0.15, 0.07)  # m, in the arm2 camera's view
-TARGET_STEP = 4              # the target holds from this state's stamp on
+TARGET_STEP = 4  # the target holds from this state's stamp on
 
 
 def _saw_target(statuses) -> bool:
-    return any(kv.key == "received /mbrl/target" and int(kv.value) > 0
-               for st in statuses if st.name.startswith("arm_sim") for kv in st.values)
+    return any(
+        kv.key == "received /mbrl/target" and int(kv.value) > 0
+        for st in statuses
+        if st.name.startswith("arm_sim")
+        for kv in st.values
+    )
 
 
 def test_images_decode_to_the_rendered_frames(ros, node_process):
@@ -36,8 +41,13 @@ def test_images_decode_to_the_rendered_frames(ros, node_process):
     steps, period = 12, 10_000_000
     torques = np.random.default_rng(3).uniform(-0.5, 0.5, (steps, 2)) * robot.limits.effort
     # state TARGET_STEP is answered by the test once the sim has the target
-    driver = Driver(ros, robot, answer=lambda k, s: None if k == TARGET_STEP or k >= steps
-                    else command_msg(torques[k], s.stamp_ns))
+    driver = Driver(
+        ros,
+        robot,
+        answer=lambda k, s: (
+            None if k == TARGET_STEP or k >= steps else command_msg(torques[k], s.stamp_ns)
+        ),
+    )
     images, infos, statuses = [], [], []
     lock = threading.Lock()
 
@@ -45,24 +55,33 @@ def test_images_decode_to_the_rendered_frames(ros, node_process):
         def on(msg):
             with lock:
                 store.append(msg)
+
         return on
 
     driver.node.create_subscription(Image, IMAGES, keep(images), STATE_QOS)
     driver.node.create_subscription(CameraInfo, CAMERA_INFO, keep(infos), STATE_QOS)
-    driver.node.create_subscription(DiagnosticArray, "/diagnostics",
-                                    lambda m: statuses.extend(m.status), 10)
+    driver.node.create_subscription(
+        DiagnosticArray, "/diagnostics", lambda m: statuses.extend(m.status), 10
+    )
     target_pub = driver.node.create_publisher(PointStamped, "/mbrl/target", TARGET_QOS)
     target = PointStamped()
     target.header.stamp = time_msg(TARGET_STEP * period)
     target.point.x, target.point.y, target.point.z = TARGET
     target_pub.publish(target)
-    node_process("arm_sim", sim_params(robot="arm2", camera=True, camera_width=48,
-                                       camera_height=40, seed=2))
-    wait_for(lambda: driver.count() == TARGET_STEP + 1 and _saw_target(list(statuses)), 60,
-             "the sim's report that it has the target")
+    node_process(
+        "arm_sim", sim_params(robot="arm2", camera=True, camera_width=48, camera_height=40, seed=2)
+    )
+    wait_for(
+        lambda: driver.count() == TARGET_STEP + 1 and _saw_target(list(statuses)),
+        60,
+        "the sim's report that it has the target",
+    )
     driver.pub.publish(command_msg(torques[TARGET_STEP], TARGET_STEP * period))
-    wait_for(lambda: driver.count() == steps + 1 and len(images) == len(infos) == steps + 1, 60,
-             "all states, images and camera infos")
+    wait_for(
+        lambda: driver.count() == steps + 1 and len(images) == len(infos) == steps + 1,
+        60,
+        "all states, images and camera infos",
+    )
 
     offline = ArmSimulator(robot, SimConfig(seed=2))
     with Camera(offline.model, "solar", 48, 40) as camera:
@@ -80,18 +99,22 @@ def test_images_decode_to_the_rendered_frames(ros, node_process):
     for k, (msg, frame) in enumerate(zip(images, expected)):
         assert (msg.encoding, msg.width, msg.height) == ("rgb8", 48, 40)
         np.testing.assert_array_equal(read_image(msg), frame, err_msg=f"image {k}")
-    assert not np.array_equal(expected[TARGET_STEP - 1], expected[TARGET_STEP]), \
+    assert not np.array_equal(expected[TARGET_STEP - 1], expected[TARGET_STEP]), (
         "the target marker must appear in the image"
+    )
     fx, fy, cx, cy = intrinsics
     np.testing.assert_allclose(infos[0].k, [fx, 0, cx, 0, fy, cy, 0, 0, 1])
     assert infos[0].header.frame_id == images[0].header.frame_id == "solar_camera_optical_frame"
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"camera_name": "fisheye"}, "no camera 'fisheye'"),
-    ({"mode": "hardware", "control_period": 0.002}, "needs mode lockstep or realtime"),
-    ({"camera_width": 5000}, "'camera_width' = 5000 is out of range"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"camera_name": "fisheye"}, "no camera 'fisheye'"),
+        ({"mode": "hardware", "control_period": 0.002}, "needs mode lockstep or realtime"),
+        ({"camera_width": 5000}, "'camera_width' = 5000 is out of range"),
+    ],
+)
 def test_camera_startup_errors_name_the_problem(node_process, params, message):
     if "camera_name" in params:
         require_gl()

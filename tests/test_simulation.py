@@ -1,4 +1,5 @@
 """ArmSimulator (pure core) against MuJoCo stepped by hand."""
+
 import mujoco
 import numpy as np
 import pytest
@@ -45,8 +46,13 @@ def test_torques_are_clamped_to_effort_limits():
 
 def test_noise_is_seeded_and_reproducible():
     robot = load_robot("arm2")
-    cfg = SimConfig(torque_noise_std=0.05, position_noise_std=1e-3, velocity_noise_std=1e-2,
-                    initial_position_noise=0.3, seed=11)
+    cfg = SimConfig(
+        torque_noise_std=0.05,
+        position_noise_std=1e-3,
+        velocity_noise_std=1e-2,
+        initial_position_noise=0.3,
+        seed=11,
+    )
     runs = []
     for _ in range(2):
         sim = ArmSimulator(robot, cfg)
@@ -80,19 +86,23 @@ def test_hold_torque_damps_velocity_with_capped_gain():
     assert np.all(sim.hold_damping < 5.0)
     sim.step(robot.limits.effort)
     qd = sim.measure().velocity
-    np.testing.assert_allclose(sim.hold_torque(), np.clip(-sim.hold_damping * qd,
-                                                          -robot.limits.effort,
-                                                          robot.limits.effort))
+    np.testing.assert_allclose(
+        sim.hold_torque(),
+        np.clip(-sim.hold_damping * qd, -robot.limits.effort, robot.limits.effort),
+    )
     for _ in range(100):  # the capped hold brings the arm to rest without a limit cycle
         sim.step(sim.hold_torque())
     assert np.all(np.abs(sim.measure().velocity) < 1e-2)
 
 
-@pytest.mark.parametrize("cfg, match", [
-    (SimConfig(control_period=0.015, physics_timestep=0.002), "whole multiple"),
-    (SimConfig(initial_position=(0.0,)), "initial_position has 1"),
-    (SimConfig(initial_position=(10.0, 0.0)), "outside the joint limits"),
-])
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        (SimConfig(control_period=0.015, physics_timestep=0.002), "whole multiple"),
+        (SimConfig(initial_position=(0.0,)), "initial_position has 1"),
+        (SimConfig(initial_position=(10.0, 0.0)), "outside the joint limits"),
+    ],
+)
 def test_bad_configuration_is_named(cfg, match):
     with pytest.raises(ValueError, match=match):
         ArmSimulator(load_robot("arm2"), cfg)
@@ -113,8 +123,9 @@ def test_gravity_compensation_cancels_the_arms_weight():
     pose = (0.0, -0.3, 0.0, -2.0, 0.0, 1.7, 0.0)
     moved = {}
     for gc in (False, True):
-        sim = ArmSimulator(robot, SimConfig(control_period=0.05, initial_position=pose,
-                                            gravity_compensation=gc))
+        sim = ArmSimulator(
+            robot, SimConfig(control_period=0.05, initial_position=pose, gravity_compensation=gc)
+        )
         for _ in range(10):
             sim.step(np.zeros(7))
         moved[gc] = np.abs(sim.measure().position - np.array(pose)).max()

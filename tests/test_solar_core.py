@@ -2,6 +2,7 @@
 (Monte Carlo over scipy's samplers, known dynamics), the expected chain log-prior (Monte Carlo
 over θ), the structured posterior (the dense Gaussian product), the ELBO's gradients (finite
 differences), the latent cost fit (a known quadratic), the model artifact and the controller."""
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +10,12 @@ from scipy import stats
 
 from mbrl_ros.artifacts import ArtifactError
 from mbrl_ros.solar.controller import ImageController
-from mbrl_ros.solar.inference import (chain_prior, expected_log_prior, local_elbo,
-                                      structured_posterior)
+from mbrl_ros.solar.inference import (
+    chain_prior,
+    expected_log_prior,
+    local_elbo,
+    structured_posterior,
+)
 from mbrl_ros.solar.latent_cost import fit_latent_cost
 from mbrl_ros.solar.latent_dynamics import MNIW, transition_statistics
 from mbrl_ros.solar.latent_lqr import initial_latent_controller
@@ -22,8 +27,9 @@ def random_mniw(rng, dz=2, du=1):
     p = dz + du + 1
     A = rng.normal(size=(p, p))
     B = rng.normal(size=(dz, dz))
-    return MNIW(rng.normal(size=(dz, p)), A @ A.T / p + 0.5 * np.eye(p),
-                B @ B.T + dz * np.eye(dz), dz + 4.5)
+    return MNIW(
+        rng.normal(size=(dz, p)), A @ A.T / p + 0.5 * np.eye(p), B @ B.T + dz * np.eye(dz), dz + 4.5
+    )
 
 
 def sample_mniw(d: MNIW, n: int, seed: int):
@@ -31,8 +37,7 @@ def sample_mniw(d: MNIW, n: int, seed: int):
     rng = np.random.default_rng(seed)
     Sig = stats.invwishart(df=d.nu, scale=d.Psi).rvs(n, random_state=rng)
     Lv = np.linalg.cholesky(d.V)
-    F = np.stack([d.M + np.linalg.cholesky(S) @ rng.standard_normal(d.M.shape) @ Lv.T
-                  for S in Sig])
+    F = np.stack([d.M + np.linalg.cholesky(S) @ rng.standard_normal(d.M.shape) @ Lv.T for S in Sig])
     return F, Sig
 
 
@@ -43,8 +48,9 @@ def test_mniw_expectations_match_monte_carlo():
     e = d.expected()
     np.testing.assert_allclose(e.prec, P.mean(0), rtol=0.03, atol=0.01)
     np.testing.assert_allclose(e.prec_F, (P @ F).mean(0), rtol=0.05, atol=0.03)
-    np.testing.assert_allclose(e.F_prec_F, (np.swapaxes(F, 1, 2) @ P @ F).mean(0), rtol=0.05,
-                               atol=0.05)
+    np.testing.assert_allclose(
+        e.F_prec_F, (np.swapaxes(F, 1, 2) @ P @ F).mean(0), rtol=0.05, atol=0.05
+    )
     assert e.logdet_prec == pytest.approx(np.linalg.slogdet(P)[1].mean(), abs=0.02)
 
 
@@ -56,15 +62,14 @@ def test_conjugate_update_recovers_known_dynamics_and_steps_interpolate():
     Z[:, 0] = rng.normal(size=(B, dz))
     U = rng.normal(size=(B, T - 1, du))
     for t in range(T - 1):
-        Z[:, t + 1] = (np.c_[Z[:, t], U[:, t], np.ones(B)] @ F.T
-                       + 0.05 * rng.normal(size=(B, dz)))
+        Z[:, t + 1] = np.c_[Z[:, t], U[:, t], np.ones(B)] @ F.T + 0.05 * rng.normal(size=(B, dz))
     second = np.einsum("bti,btj->btij", Z, Z)
     cross = np.einsum("bti,btj->btij", Z[:, 1:], Z[:, :-1])
     prior = MNIW.prior(dz, du, scale=1e-3, dynamics_scale=30.0)
     stats_ = transition_statistics(Z, second, cross, U)
     post = prior.posterior(*stats_)
     np.testing.assert_allclose(post.M, F, atol=0.02)
-    np.testing.assert_allclose(post.noise_mean(), 0.05 ** 2 * np.eye(dz), atol=6e-4)
+    np.testing.assert_allclose(post.noise_mean(), 0.05**2 * np.eye(dz), atol=6e-4)
     assert post.nu == prior.nu + B * (T - 1)
     half = prior.posterior(*stats_, step=0.5)
     nat = [0.5 * (a + b) for a, b in zip(prior.natural(), post.natural())]
@@ -87,10 +92,13 @@ def test_chain_prior_is_the_expected_log_density_under_q_theta():
     logp = stats.multivariate_normal(np.zeros(dz), np.eye(dz)).logpdf(z[0])
     mc = np.full(len(F), logp)
     for t in range(T - 1):
-        r = z[t + 1] - F @ xi[t]                           # (n, dz)
+        r = z[t + 1] - F @ xi[t]  # (n, dz)
         Pi = np.linalg.inv(Sig)
-        mc += (-0.5 * np.einsum("ni,nij,nj->n", r, Pi, r) + 0.5 * np.linalg.slogdet(Pi)[1]
-               - 0.5 * dz * np.log(2 * np.pi))
+        mc += (
+            -0.5 * np.einsum("ni,nij,nj->n", r, Pi, r)
+            + 0.5 * np.linalg.slogdet(Pi)[1]
+            - 0.5 * dz * np.log(2 * np.pi)
+        )
     assert closed == pytest.approx(mc.mean(), abs=4 * mc.std() / np.sqrt(len(mc)) + 1e-3)
 
 
@@ -109,17 +117,18 @@ def test_structured_posterior_is_the_gaussian_product():
         cov = np.linalg.inv(J)
         np.testing.assert_allclose(q.mean[b].numpy().ravel(), cov @ h, rtol=1e-10)
         np.testing.assert_allclose(q.covariance()[b].numpy(), cov, rtol=1e-9, atol=1e-12)
-        ref = torch.distributions.MultivariateNormal(torch.as_tensor(cov @ h),
-                                                     torch.as_tensor(cov))
+        ref = torch.distributions.MultivariateNormal(torch.as_tensor(cov @ h), torch.as_tensor(cov))
         assert float(q.entropy()[b]) == pytest.approx(float(ref.entropy()), rel=1e-10)
     # E_q[log p̃] by Monte Carlo over q
     torch.manual_seed(0)
     eps = torch.randn(2000, B, T, dz, dtype=torch.float64)
     zs = torch.stack([q.sample(e) for e in eps]).reshape(2000, B, -1)
-    vals = (-0.5 * torch.einsum("nbi,ij,nbj->nb", zs, prior.J, zs)
-            + (prior.h * zs).sum(-1) + prior.c)
-    np.testing.assert_allclose(expected_log_prior(prior, q).numpy(), vals.mean(0).numpy(),
-                               atol=float(4 * vals.std(0).max() / np.sqrt(2000)))
+    vals = -0.5 * torch.einsum("nbi,ij,nbj->nb", zs, prior.J, zs) + (prior.h * zs).sum(-1) + prior.c
+    np.testing.assert_allclose(
+        expected_log_prior(prior, q).numpy(),
+        vals.mean(0).numpy(),
+        atol=float(4 * vals.std(0).max() / np.sqrt(2000)),
+    )
 
 
 def test_elbo_gradients_match_finite_differences():
@@ -153,7 +162,8 @@ def test_elbo_gradients_match_finite_differences():
         torch.testing.assert_close(full - recon, rest)
         torch.testing.assert_close(
             local_elbo(prior, m, s, decode, images, config.pixel_std, eps, beta=0.25)[0],
-            recon + 0.25 * rest)
+            recon + 0.25 * rest,
+        )
 
 
 def test_latent_cost_recovers_a_positive_semidefinite_quadratic():
@@ -173,8 +183,10 @@ def test_latent_cost_recovers_a_positive_semidefinite_quadratic():
     assert q(zu) == pytest.approx(5 * fit(Z[0]) + 3 * fit(Z[0]))
     # the planners' form (pixel-MPC baseline): a batch of rollouts against a per-step sum
     Zs, U = rng.normal(size=(4, 7, 3)), rng.normal(size=(4, 6, 2))
-    want = [sum(fit(z[t]) for t in range(1, 6)) + 3.0 * fit(z[6]) + 0.05 * (u ** 2).sum()
-            for z, u in zip(Zs, U)]
+    want = [
+        sum(fit(z[t]) for t in range(1, 6)) + 3.0 * fit(z[6]) + 0.05 * (u**2).sum()
+        for z, u in zip(Zs, U)
+    ]
     got = fit.planning_cost(0.1, 3.0)(torch.as_tensor(Zs), torch.as_tensor(U))
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
     with pytest.raises(ValueError, match="too few"):
@@ -208,12 +220,12 @@ def test_image_controller_encodes_acts_and_clamps():
     model = tiny_model()
     ctrl = initial_latent_controller(4, 2, 1, std=1.0, dt_ns=10**8, mean=50.0)
     ic = ImageController(model, ctrl, effort_limit=2.0)
-    assert ic.act(0) is None                                  # no image yet
+    assert ic.act(0) is None  # no image yet
     image = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(ValueError, match="image must be uint8"):
         ic.push(np.zeros((8, 8), np.uint8))
     ic.push(image)
-    np.testing.assert_array_equal(ic.act(0), [2.0])           # 50 clamped to the limit
+    np.testing.assert_array_equal(ic.act(0), [2.0])  # 50 clamped to the limit
     assert ic.act(4) is None and ic.act_at(10**9) is None
     np.testing.assert_allclose(ic.latent(), model.encode(np.stack([image, image])[None])[0, 1])
     with pytest.raises(ValueError, match="does not fit"):
@@ -225,10 +237,12 @@ def test_pretraining_learns_to_reconstruct_the_frames():
     mean → decoder) far better than by the mean frame, and it is the encoder stack of
     ``potentials`` (newest frame first) that it trains."""
     from solar_pointmass import random_data
+
     rng = np.random.default_rng(3)
     _, images, _ = random_data(rng, 12, 6)
-    model = SolarModel(VAEConfig(image_size=16, latent_dim=4, frames=2, channels=8, hidden=32),
-                       du=2, seed=1)
+    model = SolarModel(
+        VAEConfig(image_size=16, latent_dim=4, frames=2, channels=8, hidden=32), du=2, seed=1
+    )
     loss = model.pretrain(images[:10], iterations=300, batch_frames=32, learning_rate=3e-3)
     assert loss[-1] < 0.5 * loss[0]
     held = images[10:]

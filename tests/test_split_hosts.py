@@ -2,6 +2,7 @@
 controller-sized artifact cross over real Fast DDS (UDPv4), and a third namespace not joined to
 them receives nothing; (slow) the 'mpc' graph on the hardware-like fixture runs split across them.
 Skips where ``ip netns add`` is not allowed."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,10 @@ import sys
 import threading
 
 import pytest
-
-from mbrl_ros.graphs import graph
-
 from netns import PROBE, SplitNetwork, _ip, dds_environment, run_split_graph, unavailable_reason
 from ros_harness import wait_for
+
+from mbrl_ros.graphs import graph
 
 MESSAGES = 5
 ARTIFACT_BYTES = 30_000
@@ -33,8 +33,13 @@ class Probe:
 
     def __init__(self, host, peer, *args: str):
         cmd = host.command([sys.executable, PROBE, *args, "--bytes", str(ARTIFACT_BYTES)])
-        self.proc = subprocess.Popen(cmd, env=dds_environment(host, peer), text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=dds_environment(host, peer),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -65,20 +70,30 @@ def test_messages_cross_the_veth_and_nowhere_else(netns_allowed):
         learning = Probe(net.learning, net.robot, "listen", "120")
         outsider = Probe(net.outsider, None, "listen", "120")
         try:
-            wait_for(lambda: "ready" in learning.lines and "ready" in outsider.lines, 60,
-                     "the listeners")
+            wait_for(
+                lambda: "ready" in learning.lines and "ready" in outsider.lines, 60, "the listeners"
+            )
             sender = subprocess.run(
-                net.robot.command([sys.executable, PROBE, "send", str(MESSAGES),
-                                   "--bytes", str(ARTIFACT_BYTES)]),
-                env=dds_environment(net.robot, net.learning), capture_output=True, text=True,
-                timeout=120)
+                net.robot.command(
+                    [sys.executable, PROBE, "send", str(MESSAGES), "--bytes", str(ARTIFACT_BYTES)]
+                ),
+                env=dds_environment(net.robot, net.learning),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert sender.returncode == 0, sender.stderr[-2000:]
-            wait_for(lambda: len(learning.received()) == 2 * MESSAGES, 30,
-                     f"the learning side to receive {2 * MESSAGES} messages")
+            wait_for(
+                lambda: len(learning.received()) == 2 * MESSAGES,
+                30,
+                f"the learning side to receive {2 * MESSAGES} messages",
+            )
         finally:
             learning_out, outsider_out = learning.stop(), outsider.stop()
-        expected = sorted([f"state {i} 6" for i in range(MESSAGES)]
-                          + [f"artifact {i} {ARTIFACT_BYTES}" for i in range(MESSAGES)])
+        expected = sorted(
+            [f"state {i} 6" for i in range(MESSAGES)]
+            + [f"artifact {i} {ARTIFACT_BYTES}" for i in range(MESSAGES)]
+        )
         assert sorted(learning.received()) == expected, learning_out
         # The listener outside ran (it said ready) through the whole exchange, and got nothing.
         assert "ready" in outsider.lines and outsider.received() == [], outsider_out
@@ -105,9 +120,16 @@ def test_mpc_graph_runs_split_across_the_namespaces(netns_allowed, tmp_path):
     """Relaxed: the run ends, results.json is written, the fitter (learning side, fed by the
     robot side's states and commands over the veth) fitted a model, and the executor and planner
     reported their latencies."""
-    specs = graph("mpc", sim="hardware", robot="arm6", robot_compensates_gravity="false",
-                  train_episodes="3", final_eval_episodes="1", episode_length="2.0",
-                  output_dir=str(tmp_path))
+    specs = graph(
+        "mpc",
+        sim="hardware",
+        robot="arm6",
+        robot_compensates_gravity="false",
+        train_episodes="3",
+        final_eval_episodes="1",
+        episode_length="2.0",
+        output_dir=str(tmp_path),
+    )
     # the fit at the node's priority: at the real-time config's lower one it may not finish
     # within this short run on a loaded machine (what is tested is that data crosses the veth)
     fitter = next(s for s in specs if s.name == "dynamics_fitter")
@@ -118,6 +140,7 @@ def test_mpc_graph_runs_split_across_the_namespaces(netns_allowed, tmp_path):
     assert not failed, f"failed: {failed}; episode manager log:\n{logs['episode_manager'][-3000:]}"
     records = json.loads((tmp_path / "results.json").read_text())
     assert len(records) == 4
-    assert re.search(r"model v1: \d+ transitions", logs["dynamics_fitter"]), \
-        logs["dynamics_fitter"][-3000:]
+    assert re.search(r"model v1: \d+ transitions", logs["dynamics_fitter"]), logs[
+        "dynamics_fitter"
+    ][-3000:]
     assert latency.get("latency_ms_median") and latency.get("plan_latency_ms"), latency

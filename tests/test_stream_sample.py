@@ -1,6 +1,7 @@
 """StreamSample: a GPS sample from a jittered 500 Hz stream with send-time-tagged commands equals
 the grid states of the known motion and the time-weighted mean of the commands in force over each
 interval (computed here by summing over 1 µs); a hole in the stream is named, never used."""
+
 import numpy as np
 import pytest
 
@@ -27,8 +28,10 @@ def stream(rng, drop=None):
     if drop is not None:
         stamps = [s for s in stamps if not drop[0] < s < drop[1]]
     cmds = [(START - 1_000_000, rng.normal(size=2))]
-    cmds += [(START + 1000 * ((s - START + int(rng.uniform(3e5, 1.5e6))) // 1000),
-              rng.normal(size=2)) for s in stamps]  # on whole µs from START: summed exactly
+    cmds += [
+        (START + 1000 * ((s - START + int(rng.uniform(3e5, 1.5e6))) // 1000), rng.normal(size=2))
+        for s in stamps
+    ]  # on whole µs from START: summed exactly
     return stamps, cmds
 
 
@@ -44,8 +47,9 @@ def expected_actions(cmds):
 
 
 def run(stamps, cmds):
-    sample = StreamSample(NAMES, PERIOD, T, state(stamps[0]),
-                          before=[command_msg(cmds[0][1], cmds[0][0])])
+    sample = StreamSample(
+        NAMES, PERIOD, T, state(stamps[0]), before=[command_msg(cmds[0][1], cmds[0][0])]
+    )
     for s, (tag, u) in zip(stamps[1:], cmds[1:]):  # each state, then the answer to the one before
         sample.add_sample(state(s))
         sample.add_command(command_msg(u, tag))
@@ -58,8 +62,9 @@ def test_grid_states_and_interval_means():
     assert sample.done
     X, U = sample.arrays()
     grid = [state(START + k * 10_000_000) for k in range(T + 1)]
-    np.testing.assert_allclose(X, [np.concatenate([g.position, g.velocity]) for g in grid],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        X, [np.concatenate([g.position, g.velocity]) for g in grid], atol=1e-12
+    )
     np.testing.assert_allclose(U, expected_actions(cmds), atol=1e-9)
 
 

@@ -1,5 +1,6 @@
 """Trajectory distributions and the KL-constrained update (trajopt.trajectory, trajopt.kl_update)
 against Monte Carlo, scipy's Riccati solution and the controller's own log-density."""
+
 import re
 
 import numpy as np
@@ -8,11 +9,17 @@ from scipy.linalg import solve_discrete_are
 
 from mbrl_ros.controller import LinearGaussianController
 from mbrl_ros.planning.lqr import backward_pass
-from mbrl_ros.trajopt.kl_update import (KLSearchWarning, KLSettings, KLUpdateError, adapt_step,
-                                        kl_cost_terms, kl_update, solve_for_eta)
+from mbrl_ros.trajopt.kl_update import (
+    KLSearchWarning,
+    KLSettings,
+    KLUpdateError,
+    adapt_step,
+    kl_cost_terms,
+    kl_update,
+    solve_for_eta,
+)
 from mbrl_ros.trajopt.local_dynamics import LocalDynamics
-from mbrl_ros.trajopt.trajectory import (QuadraticCost, absolute_gains, expected_cost,
-                                         forward_pass)
+from mbrl_ros.trajopt.trajectory import QuadraticCost, absolute_gains, expected_cost, forward_pass
 
 DX, DU, T = 4, 2, 12
 DT_NS = 10_000_000
@@ -25,14 +32,22 @@ def problem(seed=0, cost_uu=0.1):
     A = 0.9 * np.eye(DX) + 0.1 * rng.standard_normal((T, DX, DX))
     B = 0.3 * rng.standard_normal((T, DX, DU))
     W = 0.05 * rng.standard_normal((T, DX, DX))
-    dyn = LocalDynamics(np.concatenate([A, B], axis=2), 0.1 * rng.standard_normal((T, DX)),
-                        W @ np.swapaxes(W, 1, 2) + 1e-3 * np.eye(DX),
-                        rng.standard_normal(DX), 0.1 * np.eye(DX))
+    dyn = LocalDynamics(
+        np.concatenate([A, B], axis=2),
+        0.1 * rng.standard_normal((T, DX)),
+        W @ np.swapaxes(W, 1, 2) + 1e-3 * np.eye(DX),
+        rng.standard_normal(DX),
+        0.1 * np.eye(DX),
+    )
     M = 0.3 * rng.standard_normal((T, DU, DU))
     prev = LinearGaussianController.gaussian(
-        rng.standard_normal((T, DX)), rng.standard_normal((T, DU)),
-        0.2 * rng.standard_normal((T, DU, DX)), 0.1 * rng.standard_normal((T, DU)),
-        M @ np.swapaxes(M, 1, 2) + 0.2 * np.eye(DU), dt_ns=DT_NS)
+        rng.standard_normal((T, DX)),
+        rng.standard_normal((T, DU)),
+        0.2 * rng.standard_normal((T, DU, DX)),
+        0.1 * rng.standard_normal((T, DU)),
+        M @ np.swapaxes(M, 1, 2) + 0.2 * np.eye(DU),
+        dt_ns=DT_NS,
+    )
     dz = DX + DU
     C = np.zeros((T + 1, dz, dz))
     C[:, :DX, :DX] = np.eye(DX)
@@ -51,8 +66,11 @@ def sample(dyn, ctrl, n, rng):
     for t in range(T):
         U[:, t] = ctrl.sample(X[:, t], t, rng)
         z = np.concatenate([X[:, t], U[:, t]], axis=1)
-        X[:, t + 1] = (z @ dyn.Fx[t].T + dyn.fx[t]
-                       + rng.standard_normal((n, DX)) @ np.linalg.cholesky(dyn.cov[t]).T)
+        X[:, t + 1] = (
+            z @ dyn.Fx[t].T
+            + dyn.fx[t]
+            + rng.standard_normal((n, DX)) @ np.linalg.cholesky(dyn.cov[t]).T
+        )
     return X, U
 
 
@@ -65,8 +83,9 @@ def test_forward_pass_and_expected_cost_match_monte_carlo():
     mc_cov = np.einsum("nti,ntj->tij", Z - Z.mean(0), Z - Z.mean(0)) / len(Z)
     np.testing.assert_allclose(traj.cov, mc_cov, atol=0.02 * np.abs(traj.cov).max())
     costs = cost(Z)
-    assert expected_cost(cost, traj) == pytest.approx(costs.mean(),
-                                                      abs=4 * costs.std() / np.sqrt(len(costs)))
+    assert expected_cost(cost, traj) == pytest.approx(
+        costs.mean(), abs=4 * costs.std() / np.sqrt(len(costs))
+    )
 
 
 def test_kl_cost_terms_are_minus_log_density_up_to_a_constant():
@@ -100,8 +119,14 @@ def test_dual_search_meets_the_trust_region(epsilon):
     assert result.expected_cost < before
     # the new controller is the maximum-entropy LQR solution for c/η − log p̄ (Σ = Q̃_uu⁻¹)
     H, g = kl_cost_terms(prev)
-    sol = backward_pass(dyn.Fx, dyn.fx, cost.C[:T] / result.eta + H, cost.c[:T] / result.eta + g,
-                        Vxx_T=cost.C[T, :DX, :DX] / result.eta, vx_T=cost.c[T, :DX] / result.eta)
+    sol = backward_pass(
+        dyn.Fx,
+        dyn.fx,
+        cost.C[:T] / result.eta + H,
+        cost.c[:T] / result.eta + g,
+        Vxx_T=cost.C[T, :DX, :DX] / result.eta,
+        vx_T=cost.c[T, :DX] / result.eta,
+    )
     np.testing.assert_allclose(result.controller.cov, sol.Quu_inv, rtol=1e-9, atol=1e-12)
     K, k, _ = absolute_gains(result.controller)
     np.testing.assert_allclose(K, sol.K, atol=1e-9)
@@ -138,18 +163,20 @@ def test_search_out_of_iterations_returns_its_best_feasible_controller_with_a_wa
     with pytest.warns(KLSearchWarning, match="did not converge in 3 iterations") as caught:
         result = kl_update(cost, dyn, prev, 1.0, eta0=1e8, settings=KLSettings(max_iterations=3))
     assert not result.converged and result.iterations == 3
-    etas = [1e8, 1e7]                       # the first (bounded) step from one point: ÷ eta_step
+    etas = [1e8, 1e7]  # the first (bounded) step from one point: ÷ eta_step
     kls = [solve_for_eta(cost, dyn, prev, eta)[-1] for eta in etas]
-    assert kls[1] > kls[0]                  # the smaller η moves further from p̄
+    assert kls[1] > kls[0]  # the smaller η moves further from p̄
     message = str(caught[0].message)
-    eta_used, kl_used = (float(v) for v in
-                         re.search(r"using η = (\S+) with KL = (\S+)$", message).groups())
+    eta_used, kl_used = (
+        float(v) for v in re.search(r"using η = (\S+) with KL = (\S+)$", message).groups()
+    )
     assert result.eta < etas[1] and result.kl < 1.0 and result.kl > kls[1]
     assert eta_used == pytest.approx(result.eta, rel=1e-3)
     assert kl_used == pytest.approx(result.kl, rel=1e-3)
     assert result.kl == pytest.approx(solve_for_eta(cost, dyn, prev, result.eta)[-1], rel=1e-12)
-    last_eta, last_kl = (float(v) for v in
-                         re.search(r"last η = (\S+): KL = (\S+),", message).groups())
+    last_eta, last_kl = (
+        float(v) for v in re.search(r"last η = (\S+): KL = (\S+),", message).groups()
+    )
     assert last_kl == pytest.approx(solve_for_eta(cost, dyn, prev, last_eta)[-1], rel=1e-3)
     # the controller is the maximum-entropy solution at the returned η
     K, k, _ = absolute_gains(result.controller)
@@ -162,8 +189,9 @@ def test_search_out_of_iterations_without_a_feasible_controller_is_an_error():
     dyn, prev, cost = problem()
     with pytest.raises(KLUpdateError, match="no controller inside the trust region") as caught:
         kl_update(cost, dyn, prev, 1.0, eta0=1e-4, settings=KLSettings(max_iterations=2))
-    eta, kl = (float(v) for v in
-               re.search(r"last η = (\S+): KL = (\S+),", str(caught.value)).groups())
+    eta, kl = (
+        float(v) for v in re.search(r"last η = (\S+): KL = (\S+),", str(caught.value)).groups()
+    )
     assert eta > 1e-4 and kl > 1.0
     assert kl == pytest.approx(solve_for_eta(cost, dyn, prev, eta)[-1], rel=1e-3)
 
@@ -207,7 +235,11 @@ def test_backward_pass_converges_to_the_riccati_solution_as_the_horizon_grows():
     for horizon in (2, 10, 40, 300):
         C = np.zeros((horizon, DX + DU, DX + DU))
         C[:, :DX, :DX], C[:, DX:, DX:] = Q, R
-        sol = backward_pass(np.tile(np.hstack([A, B]), (horizon, 1, 1)), np.zeros((horizon, DX)),
-                            C, np.zeros((horizon, DX + DU)))
+        sol = backward_pass(
+            np.tile(np.hstack([A, B]), (horizon, 1, 1)),
+            np.zeros((horizon, DX)),
+            C,
+            np.zeros((horizon, DX + DU)),
+        )
         errors.append(np.abs(sol.K[0] - K_inf).max())
     assert errors == sorted(errors, reverse=True) and errors[-1] < 1e-9 and errors[0] > 1e-2

@@ -1,12 +1,18 @@
 """Local linear-Gaussian dynamics (trajopt.local_dynamics) against the system that made the data,
 least squares (numpy.linalg.lstsq) and a hand-built normal-inverse-Wishart prior."""
+
 import numpy as np
 import pytest
 
 from mbrl_ros.dynamics.gmm import GMM, GMMConfig
-from mbrl_ros.trajopt.local_dynamics import (FitError, fit_bayesian, fit_linear_regression,
-                                             initial_state, initial_state_prior,
-                                             transition_points)
+from mbrl_ros.trajopt.local_dynamics import (
+    FitError,
+    fit_bayesian,
+    fit_linear_regression,
+    initial_state,
+    initial_state_prior,
+    transition_points,
+)
 
 DX, DU, T = 3, 2, 4
 
@@ -24,8 +30,9 @@ def simulate(rng, A, B, c, n, noise=0.05):
     U = rng.standard_normal((n, T, DU))
     X[:, 0] = rng.standard_normal((n, DX))
     for t in range(T):
-        X[:, t + 1] = (X[:, t] @ A[t].T + U[:, t] @ B[t].T + c[t]
-                       + noise * rng.standard_normal((n, DX)))
+        X[:, t + 1] = (
+            X[:, t] @ A[t].T + U[:, t] @ B[t].T + c[t] + noise * rng.standard_normal((n, DX))
+        )
     return X, U
 
 
@@ -37,8 +44,9 @@ def test_regression_recovers_the_system_and_its_noise():
     assert dyn.T == T and dyn.dx == DX and dyn.du == DU
     np.testing.assert_allclose(dyn.Fx, np.concatenate([A, B], axis=2), atol=0.01)
     np.testing.assert_allclose(dyn.fx, c, atol=0.01)
-    np.testing.assert_allclose(dyn.cov, np.broadcast_to(0.05 ** 2 * np.eye(DX), dyn.cov.shape),
-                               atol=2e-4)
+    np.testing.assert_allclose(
+        dyn.cov, np.broadcast_to(0.05**2 * np.eye(DX), dyn.cov.shape), atol=2e-4
+    )
 
 
 def test_regression_equals_least_squares_with_intercept():
@@ -104,7 +112,7 @@ def test_gmm_prior_makes_five_samples_enough():
     prior from a GMM fit on plenty of earlier data from the same system recovers A, B."""
     rng = np.random.default_rng(4)
     A, B, c = system(rng)
-    A[:], B[:], c[:] = A[0], B[0], c[0]     # one linear system: a single cluster explains it
+    A[:], B[:], c[:] = A[0], B[0], c[0]  # one linear system: a single cluster explains it
     old = transition_points(*simulate(rng, A, B, c, 200)).reshape(-1, 2 * DX + DU)
     gmm = GMM(GMMConfig(n_components=2, seed=0))
     gmm.fit(old)
@@ -129,11 +137,14 @@ def test_initial_state_distribution():
     np.testing.assert_allclose(cov, np.cov(X[:, 0].T, bias=True) + 0.5 * np.eye(DX))
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda X, U: (X[:1], U[:1]), "1 sample.* too few for the regression"),
-    (lambda X, U: (X, U[:, :-1]), r"X \(N, T\+1, dx\) and U"),
-    (lambda X, U: (np.where(X > 2, np.nan, X), U), "X has non-finite"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda X, U: (X[:1], U[:1]), "1 sample.* too few for the regression"),
+        (lambda X, U: (X, U[:, :-1]), r"X \(N, T\+1, dx\) and U"),
+        (lambda X, U: (np.where(X > 2, np.nan, X), U), "X has non-finite"),
+    ],
+)
 def test_bad_samples_are_named(make, message):
     rng = np.random.default_rng(6)
     X, U = simulate(rng, *system(rng), 4)
@@ -186,9 +197,12 @@ def test_regularization_modes_match_the_direct_conditional(mode):
     M = rng.standard_normal((D, D))
     prior = (rng.standard_normal(D), M @ M.T + np.eye(D), 3.0, 10.0)
     points = transition_points(X, U)
-    fits = {"ls": fit_linear_regression(X, U, 0.3, regularization_mode=mode),
-            "bayes": fit_bayesian(X, U, HandPrior(*prior), regularization=0.3,
-                                  regularization_mode=mode)}
+    fits = {
+        "ls": fit_linear_regression(X, U, 0.3, regularization_mode=mode),
+        "bayes": fit_bayesian(
+            X, U, HandPrior(*prior), regularization=0.3, regularization_mode=mode
+        ),
+    }
     for name, dyn in fits.items():
         for t in range(T):
             Fx, fx, cov = conditional(points[:, t], 0.3, mode, prior if name == "bayes" else None)
@@ -196,8 +210,10 @@ def test_regularization_modes_match_the_direct_conditional(mode):
             np.testing.assert_allclose(dyn.fx[t], fx, rtol=1e-10, atol=1e-12)
             np.testing.assert_allclose(dyn.cov[t], cov, rtol=1e-10, atol=1e-12)
     other = "block" if mode == "diagonal" else "diagonal"
-    assert np.abs(fits["ls"].Fx - fit_linear_regression(X, U, 0.3, regularization_mode=other).Fx
-                  ).max() > 1e-3
+    assert (
+        np.abs(fits["ls"].Fx - fit_linear_regression(X, U, 0.3, regularization_mode=other).Fx).max()
+        > 1e-3
+    )
 
 
 def test_block_regularization_is_no_ridge_and_bad_modes_are_named():
@@ -233,8 +249,9 @@ def test_initial_state_map_under_the_prior_of_earlier_first_states():
     np.testing.assert_allclose(strong, np.diag(np.var(earlier, axis=0)), rtol=1e-6, atol=1e-9)
     Xs, Us = simulate(rng, *system(rng), 5)
     D = 2 * DX + DU
-    dyn = fit_bayesian(Xs, Us, HandPrior(np.zeros(D), np.eye(D), 1.0, 1.0),
-                       x0_prior=(mu0, Phi, m, n0))
+    dyn = fit_bayesian(
+        Xs, Us, HandPrior(np.zeros(D), np.eye(D), 1.0, 1.0), x0_prior=(mu0, Phi, m, n0)
+    )
     np.testing.assert_allclose(dyn.x0_cov, initial_state(Xs, 1e-6, (mu0, Phi, m, n0))[1])
     assert np.abs(dyn.x0_cov - initial_state(Xs, 1e-6)[1]).max() > 1e-2
     with pytest.raises(FitError, match="initial-state prior gave μ0"):

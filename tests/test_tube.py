@@ -1,6 +1,7 @@
 """The uncertainty tube of a plan (planning.tube) against Monte Carlo: closed-loop rollouts of a
 linear-Gaussian system under a feedback controller with exploration noise (where linearisation
 is exact), and the end effector of arm2 for joint angles drawn around a nominal pose."""
+
 import numpy as np
 import torch
 
@@ -50,8 +51,9 @@ def test_state_tube_matches_monte_carlo_rollouts():
         u = u_hat[t] + (x - states[t]) @ K[t].T + e
         x = model.step(x, u, rng)
         empirical.append(np.cov(x.T))
-        np.testing.assert_allclose(x.mean(0), states[t + 1], atol=5 * np.sqrt(P[t + 1].diagonal()
-                                                                               .max() / n))
+        np.testing.assert_allclose(
+            x.mean(0), states[t + 1], atol=5 * np.sqrt(P[t + 1].diagonal().max() / n)
+        )
     empirical = np.array(empirical)
     scale = np.sqrt(np.einsum("tii,tjj->tij", P, P))  # sampling error of a covariance ~ this/√n
     assert np.all(np.abs(P - empirical) <= 6 * scale / np.sqrt(n) + 1e-12)

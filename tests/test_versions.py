@@ -1,5 +1,6 @@
 """The lecture's versions run offline (``mbrl_ros.versions``): each spends exactly its data budget,
 plans as its version prescribes, and v1.5 learns to reach on the 2-link arm."""
+
 import numpy as np
 import pytest
 import torch
@@ -13,19 +14,24 @@ torch.set_num_threads(1)
 
 
 def setup(steps=20):
-    planner = PlannerSettings(planner="ilqr", horizon=10, iterations=3, control_period=0.05,
-                              w_l2=1.0)
-    return Setup(robot=load_robot("arm2"),
-                 sim=SimConfig(control_period=0.05, initial_position_noise=0.3),
-                 planner=planner, model=dict(kind="ensemble", members=2, hidden=32, layers=2,
-                                             max_epochs=100),
-                 box=(np.array([-0.27, -0.27, 0.0]), np.array([0.27, 0.27, 0.15])),
-                 episode_steps=steps, random_scale=0.5)
+    planner = PlannerSettings(
+        planner="ilqr", horizon=10, iterations=3, control_period=0.05, w_l2=1.0
+    )
+    return Setup(
+        robot=load_robot("arm2"),
+        sim=SimConfig(control_period=0.05, initial_position_noise=0.3),
+        planner=planner,
+        model=dict(kind="ensemble", members=2, hidden=32, layers=2, max_epochs=100),
+        box=(np.array([-0.27, -0.27, 0.0]), np.array([0.27, 0.27, 0.15])),
+        episode_steps=steps,
+        random_scale=0.5,
+    )
 
 
-@pytest.mark.parametrize("version, plans_per_episode, fits", [
-    ("v0.5", 1, 1), ("v1.0", 1, 3), ("v1.5", 20, 3), ("v1.5+ilqr", 4, 3),
-    ("v1.5+tracking", 4, 3)])
+@pytest.mark.parametrize(
+    "version, plans_per_episode, fits",
+    [("v0.5", 1, 1), ("v1.0", 1, 3), ("v1.5", 20, 3), ("v1.5+ilqr", 4, 3), ("v1.5+tracking", 4, 3)],
+)
 def test_budget_and_planning_schedule(version, plans_per_episode, fits):
     """6 s of data in 1 s episodes: v0.5 all π0; the others 4 s π0 + 2 aggregated episodes."""
     r = run_version(version, setup(), budget_seconds=6.0, seed_seconds=4.0, eval_episodes=1)

@@ -15,15 +15,16 @@ and of every other tensor's name, dtype, shape and bytes, so a flipped bit anywh
 safetensors holds raw little-endian numbers only. Errors are ``ArtifactError`` with a message
 naming what is wrong.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import safetensors.numpy
@@ -37,8 +38,17 @@ DEFAULT_DIM_LIMIT = 2**24
 MAX_NDIM = 8
 
 # numpy dtype name ↔ safetensors dtype code
-_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
-          "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+_CODES = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
 _NAMES = {code: name for name, code in _CODES.items()}
 _FLOAT = {"float64", "float32", "float16"}
 
@@ -83,33 +93,44 @@ def _check_layout(schema: Schema, entries: Mapping[str, tuple[str, tuple[int, ..
     for name, (dtype, shape) in entries.items():
         spec = schema.tensors.get(name)
         if spec is None and not schema.extra_tensors:
-            raise ArtifactError(f"{schema.name}: unexpected tensor '{name}' "
-                                f"(expected {sorted(schema.tensors)})")
+            raise ArtifactError(
+                f"{schema.name}: unexpected tensor '{name}' (expected {sorted(schema.tensors)})"
+            )
         allowed = (spec.dtype,) if spec is not None else schema.extra_dtypes
         if dtype not in allowed:
-            raise ArtifactError(f"{schema.name}: tensor '{name}' has dtype {dtype}, "
-                                f"expected {' or '.join(allowed)}")
+            raise ArtifactError(
+                f"{schema.name}: tensor '{name}' has dtype {dtype}, expected {' or '.join(allowed)}"
+            )
         if spec is None:
             if len(shape) > MAX_NDIM or any(d > DEFAULT_DIM_LIMIT for d in shape):
-                raise ArtifactError(f"{schema.name}: tensor '{name}' shape {list(shape)} is "
-                                    f"too large")
+                raise ArtifactError(
+                    f"{schema.name}: tensor '{name}' shape {list(shape)} is too large"
+                )
             continue
         if len(shape) != len(spec.shape):
-            raise ArtifactError(f"{schema.name}: tensor '{name}' has shape {list(shape)}, "
-                                f"expected {len(spec.shape)} dims {list(spec.shape)}")
+            raise ArtifactError(
+                f"{schema.name}: tensor '{name}' has shape {list(shape)}, "
+                f"expected {len(spec.shape)} dims {list(spec.shape)}"
+            )
         for size, want in zip(shape, spec.shape):
             if isinstance(want, int):
                 if size != want:
-                    raise ArtifactError(f"{schema.name}: tensor '{name}' has shape {list(shape)}"
-                                        f", expected {list(spec.shape)}")
+                    raise ArtifactError(
+                        f"{schema.name}: tensor '{name}' has shape {list(shape)}"
+                        f", expected {list(spec.shape)}"
+                    )
                 continue
             limit = schema.dim_limits.get(want, DEFAULT_DIM_LIMIT)
             if size > limit:
-                raise ArtifactError(f"{schema.name}: dimension {want} = {size} of tensor "
-                                    f"'{name}' exceeds the limit {limit}")
+                raise ArtifactError(
+                    f"{schema.name}: dimension {want} = {size} of tensor "
+                    f"'{name}' exceeds the limit {limit}"
+                )
             if dims.setdefault(want, size) != size:
-                raise ArtifactError(f"{schema.name}: tensor '{name}' has {want} = {size} but "
-                                    f"another tensor has {want} = {dims[want]}")
+                raise ArtifactError(
+                    f"{schema.name}: tensor '{name}' has {want} = {size} but "
+                    f"another tensor has {want} = {dims[want]}"
+                )
 
 
 def _check_values(schema: Schema, tensors: Mapping[str, np.ndarray]) -> None:
@@ -121,8 +142,10 @@ def _check_values(schema: Schema, tensors: Mapping[str, np.ndarray]) -> None:
             raise ArtifactError(f"{schema.name}: tensor '{name}' has non-finite values")
         biggest = float(np.max(np.abs(a)))
         if biggest > schema.max_abs:
-            raise ArtifactError(f"{schema.name}: tensor '{name}' holds {biggest:.3g}, beyond "
-                                f"the bound ±{schema.max_abs:.3g}")
+            raise ArtifactError(
+                f"{schema.name}: tensor '{name}' holds {biggest:.3g}, beyond "
+                f"the bound ±{schema.max_abs:.3g}"
+            )
 
 
 def checksum(meta_text: str, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -142,8 +165,12 @@ def _as_numpy(value, dtype: str | None) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(value, dtype=dtype))
 
 
-def encode(schema: Schema, tensors: Mapping[str, object], meta: Mapping[str, object],
-           max_bytes: int = MAX_ARTIFACT_BYTES) -> bytes:
+def encode(
+    schema: Schema,
+    tensors: Mapping[str, object],
+    meta: Mapping[str, object],
+    max_bytes: int = MAX_ARTIFACT_BYTES,
+) -> bytes:
     """Artifact bytes of ``tensors`` (name → numpy array or torch tensor, converted to the
     schema's dtype) and ``meta`` (JSON-serialisable; "schema" and "version" are added).
     Raises ArtifactError if the result would not pass ``decode`` (with ``max_bytes``)."""
@@ -152,20 +179,26 @@ def encode(schema: Schema, tensors: Mapping[str, object], meta: Mapping[str, obj
     missing = [k for k in schema.required_meta if k not in meta]
     if missing:
         raise ArtifactError(f"{schema.name}: missing metadata {missing}")
-    arrays = {name: _as_numpy(value, getattr(schema.tensors.get(name), "dtype", None))
-              for name, value in tensors.items() if name != CHECKSUM_TENSOR}  # written anew
+    arrays = {
+        name: _as_numpy(value, getattr(schema.tensors.get(name), "dtype", None))
+        for name, value in tensors.items()
+        if name != CHECKSUM_TENSOR
+    }  # written anew
     _check_layout(schema, {n: (a.dtype.name, a.shape) for n, a in arrays.items()})
     _check_values(schema, arrays)
     try:
-        header = json.dumps({"schema": schema.name, "version": schema.version, **meta},
-                            allow_nan=False)
+        header = json.dumps(
+            {"schema": schema.name, "version": schema.version, **meta}, allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"{schema.name}: metadata is not plain JSON: {exc}") from None
-    data = safetensors.numpy.save(arrays | {CHECKSUM_TENSOR: checksum(header, arrays)},
-                                  metadata={META_KEY: header})
+    data = safetensors.numpy.save(
+        arrays | {CHECKSUM_TENSOR: checksum(header, arrays)}, metadata={META_KEY: header}
+    )
     if len(data) > max_bytes:
-        raise ArtifactError(f"{schema.name}: artifact is {len(data)} bytes, over the limit "
-                            f"{max_bytes}")
+        raise ArtifactError(
+            f"{schema.name}: artifact is {len(data)} bytes, over the limit {max_bytes}"
+        )
     return data
 
 
@@ -193,8 +226,7 @@ def _read_header(data: bytes, max_bytes: int) -> tuple[dict, str, dict]:
     if n > MAX_HEADER_BYTES or 8 + n > size:
         raise ArtifactError(f"safetensors header claims {n} bytes; the artifact has {size - 8}")
     try:
-        header = json.loads(bytes(data[8:8 + n]).decode("utf-8"),
-                            parse_constant=_reject_constant)
+        header = json.loads(bytes(data[8 : 8 + n]).decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ArtifactError(f"safetensors header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
@@ -211,25 +243,32 @@ def _read_header(data: bytes, max_bytes: int) -> tuple[dict, str, dict]:
     return header, raw[META_KEY], meta
 
 
-def decode(data: bytes, schema: Schema,
-           max_bytes: int = MAX_ARTIFACT_BYTES) -> tuple[dict[str, np.ndarray], dict]:
+def decode(
+    data: bytes, schema: Schema, max_bytes: int = MAX_ARTIFACT_BYTES
+) -> tuple[dict[str, np.ndarray], dict]:
     """Validated (tensors as numpy arrays, metadata) of artifact ``data`` of kind ``schema``."""
     header, meta_text, meta = _read_header(data, max_bytes)
     entry = header.pop(CHECKSUM_TENSOR, None)
     if not isinstance(entry, dict) or (entry.get("dtype"), entry.get("shape")) != ("U8", [32]):
-        raise ArtifactError(f"artifact has no '{CHECKSUM_TENSOR}' checksum (written by an older "
-                            "mbrl_ros, or not by mbrl_ros): refused")
+        raise ArtifactError(
+            f"artifact has no '{CHECKSUM_TENSOR}' checksum (written by an older "
+            "mbrl_ros, or not by mbrl_ros): refused"
+        )
     name, version = meta.get("schema"), meta.get("version")
     if name != schema.name:
         raise ArtifactError(f"artifact schema is {name!r}, expected {schema.name!r}")
     if isinstance(version, bool) or not isinstance(version, int):
         raise ArtifactError(f"{schema.name}: version must be an integer, got {version!r}")
     if version > schema.version:
-        raise ArtifactError(f"{schema.name}: version {version} is newer than this code reads "
-                            f"({schema.version}); update mbrl_ros")
+        raise ArtifactError(
+            f"{schema.name}: version {version} is newer than this code reads "
+            f"({schema.version}); update mbrl_ros"
+        )
     if version < schema.min_version:
-        raise ArtifactError(f"{schema.name}: version {version} is older than the oldest "
-                            f"supported ({schema.min_version})")
+        raise ArtifactError(
+            f"{schema.name}: version {version} is older than the oldest "
+            f"supported ({schema.min_version})"
+        )
     missing = [k for k in schema.required_meta if k not in meta]
     if missing:
         raise ArtifactError(f"{schema.name}: missing metadata {missing}")
@@ -240,9 +279,11 @@ def decode(data: bytes, schema: Schema,
         dtype, shape = entry.get("dtype"), entry.get("shape")
         if dtype not in _NAMES:
             raise ArtifactError(f"{schema.name}: tensor '{tname}' has unknown dtype {dtype!r}")
-        if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                           for d in shape)):
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_NDIM
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
             raise ArtifactError(f"{schema.name}: tensor '{tname}' has invalid shape {shape!r}")
         entries[tname] = (_NAMES[dtype], tuple(shape))
     _check_layout(schema, entries)
@@ -251,8 +292,9 @@ def decode(data: bytes, schema: Schema,
     except Exception as exc:  # safetensors raises its own error types for corrupt data
         raise ArtifactError(f"{schema.name}: corrupt tensor data: {exc}") from None
     if not np.array_equal(checksum(meta_text, tensors), tensors.pop(CHECKSUM_TENSOR)):
-        raise ArtifactError(f"{schema.name}: checksum mismatch: the artifact was corrupted or "
-                            "altered")
+        raise ArtifactError(
+            f"{schema.name}: checksum mismatch: the artifact was corrupted or altered"
+        )
     _check_values(schema, tensors)
     return tensors, meta
 

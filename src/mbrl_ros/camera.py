@@ -9,6 +9,7 @@ at integer coordinates). Frames are rendered without shadows, reflections and sk
 ``effects``: in software rendering (OSMesa) those cost 10–30 times the plain frame
 (benchmarks/bench_render.py).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,8 +20,10 @@ import numpy as np
 
 SOLAR_CAMERA = "solar"  # the fixed camera of sim/scene.xml that looks at the arm's workspace
 BACKENDS = ("osmesa", "egl", "glfw")
-INSTALL_HINT = ("on a headless machine install OSMesa (apt-get install libosmesa6) and set "
-                "MUJOCO_GL=osmesa, or use MUJOCO_GL=egl with a GPU driver")
+INSTALL_HINT = (
+    "on a headless machine install OSMesa (apt-get install libosmesa6) and set "
+    "MUJOCO_GL=osmesa, or use MUJOCO_GL=egl with a GPU driver"
+)
 
 
 class CameraError(RuntimeError):
@@ -44,8 +47,9 @@ def _gl_context(width: int, height: int):
         module = importlib.import_module(f"mujoco.{backend}")
         context = module.GLContext(width, height)
     except Exception as exc:  # noqa: BLE001 - ImportError, OSError, RuntimeError of the backend
-        raise CameraError(f"no usable OpenGL backend {backend!r} ({type(exc).__name__}: {exc}); "
-                          f"{INSTALL_HINT}") from None
+        raise CameraError(
+            f"no usable OpenGL backend {backend!r} ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
+        ) from None
     context.make_current()
     return context
 
@@ -54,8 +58,14 @@ class Camera:
     """A fixed camera of ``model`` rendered offscreen at ``width`` × ``height`` pixels
     (``effects``: with shadows, reflections and skybox)."""
 
-    def __init__(self, model: mujoco.MjModel, camera: str = SOLAR_CAMERA, width: int = 64,
-                 height: int = 64, effects: bool = False):
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        camera: str = SOLAR_CAMERA,
+        width: int = 64,
+        height: int = 64,
+        effects: bool = False,
+    ):
         self.camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
         if self.camera_id < 0:
             names = [model.camera(i).name for i in range(model.ncam)]
@@ -64,8 +74,10 @@ class Camera:
             raise CameraError(f"camera size must be whole pixels, got {width} × {height}")
         buffer = (model.vis.global_.offwidth, model.vis.global_.offheight)
         if not (1 <= width <= buffer[0] and 1 <= height <= buffer[1]):
-            raise CameraError(f"camera size {width} × {height} must be between 1 × 1 and the "
-                              f"model's offscreen buffer {buffer[0]} × {buffer[1]}")
+            raise CameraError(
+                f"camera size {width} × {height} must be between 1 × 1 and the "
+                f"model's offscreen buffer {buffer[0]} × {buffer[1]}"
+            )
         self.model, self.name = model, camera
         self.width, self.height = int(width), int(height)
         self._camera = mujoco.MjvCamera()
@@ -73,8 +85,11 @@ class Camera:
         self._camera.fixedcamid = self.camera_id
         self._option = mujoco.MjvOption()
         self._scene = mujoco.MjvScene(model, maxgeom=max(1000, 2 * model.ngeom))
-        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-                     mujoco.mjtRndFlag.mjRND_SKYBOX):
+        for flag in (
+            mujoco.mjtRndFlag.mjRND_SHADOW,
+            mujoco.mjtRndFlag.mjRND_REFLECTION,
+            mujoco.mjtRndFlag.mjRND_SKYBOX,
+        ):
             self._scene.flags[flag] = bool(effects)
         self._rect = mujoco.MjrRect(0, 0, self.width, self.height)
         self._rgb = np.empty((self.height, self.width, 3), np.uint8)
@@ -88,8 +103,15 @@ class Camera:
         if self._gl is None:
             raise CameraError(f"camera {self.name!r} is closed")
         self._gl.make_current()
-        mujoco.mjv_updateScene(self.model, data, self._option, None, self._camera,
-                               mujoco.mjtCatBit.mjCAT_ALL, self._scene)
+        mujoco.mjv_updateScene(
+            self.model,
+            data,
+            self._option,
+            None,
+            self._camera,
+            mujoco.mjtCatBit.mjCAT_ALL,
+            self._scene,
+        )
         mujoco.mjr_render(self._rect, self._scene, self._context)
         mujoco.mjr_readPixels(self._rgb, None, self._rect, self._context)
         return self._rgb[::-1].copy()  # OpenGL's row 0 is the bottom
@@ -123,7 +145,7 @@ class Camera:
         self._gl.free()
         self._gl = None
 
-    def __enter__(self) -> "Camera":
+    def __enter__(self) -> Camera:
         return self
 
     def __exit__(self, *exc) -> None:

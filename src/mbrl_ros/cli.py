@@ -6,6 +6,7 @@ found while parsing (argument types of ``mbrl_ros.cli_args``) or raised by a com
 ValueError or OSError, is one line ``mbrl-ros <command>: error: <what>`` on stderr and exit
 status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,12 +22,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("mbrl_ros.data.cli", "build a transition dataset from bags"),
     "fit": ("mbrl_ros.dynamics.cli", "fit a dynamics model to bags or a dataset file"),
     "eval-model": ("mbrl_ros.dynamics.cli", "evaluate a dynamics model on bags or a dataset file"),
-    "robot-config": ("mbrl_ros.robot_config_cli",
-                     "write a robot's per-robot settings, derived from its URDF, for review"),
+    "robot-config": (
+        "mbrl_ros.robot_config_cli",
+        "write a robot's per-robot settings, derived from its URDF, for review",
+    ),
     "replay": ("mbrl_ros.nodes.replay", "publish a bag's topics with their original timing"),
-    "send-controller": ("mbrl_ros.nodes.send_controller",
-                        "publish a controller artifact on /mbrl/controller (or write a scripted "
-                        "hold/PD controller)"),
+    "send-controller": (
+        "mbrl_ros.nodes.send_controller",
+        "publish a controller artifact on /mbrl/controller (or write a scripted "
+        "hold/PD controller)",
+    ),
 }
 
 

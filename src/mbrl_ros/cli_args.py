@@ -9,22 +9,28 @@ work, in one line that names the argument, the value and what is allowed.
 * ``confine_dds`` gives a command that talks over DDS the environment ``mbrl-ros launch`` gives
   its graphs.
 """
+
 from __future__ import annotations
 
 import argparse
 import math
 import operator
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
+
 
 def error_line(prog: str, message: object) -> str:
     """``<prog>: error: <message>`` on one line."""
     return f"{prog}: error: {' '.join(str(message).split())}"
 
 
-_BOUNDS = ((">", "gt", operator.gt), ("≥", "ge", operator.ge), ("<", "lt", operator.lt),
-           ("≤", "le", operator.le))
+_BOUNDS = (
+    (">", "gt", operator.gt),
+    ("≥", "ge", operator.ge),
+    ("<", "lt", operator.lt),
+    ("≤", "le", operator.le),
+)
 
 
 def number(kind: type = float, **bounds: float) -> Callable[[str], float | int]:
@@ -34,15 +40,19 @@ def number(kind: type = float, **bounds: float) -> Callable[[str], float | int]:
     if bounds:
         raise TypeError(f"unknown bounds {sorted(bounds)}")
     allowed = ("an integer" if kind is int else "a finite number") + " and".join(
-        f" {symbol} {limit:g}" for symbol, limit, _ in checks)
+        f" {symbol} {limit:g}" for symbol, limit, _ in checks
+    )
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not math.isfinite(value) \
-                or not all(op(value, limit) for _, limit, op in checks):
+        if (
+            value is None
+            or not math.isfinite(value)
+            or not all(op(value, limit) for _, limit, op in checks)
+        ):
             raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}")
         return value
 
@@ -119,15 +129,18 @@ def torch_device(text: str) -> str:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise argparse.ArgumentTypeError(
-                f"{text!r}: this machine has no CUDA device (torch {torch.__version__}); use cpu")
+                f"{text!r}: this machine has no CUDA device (torch {torch.__version__}); use cpu"
+            )
         if device.index is not None and device.index >= count:
             raise argparse.ArgumentTypeError(
-                f"{text!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+                f"{text!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
     return text
 
 
-def check_output(path: str | os.PathLike, option: str, force: bool | None = None,
-                 suffix: str = "") -> Path:
+def check_output(
+    path: str | os.PathLike, option: str, force: bool | None = None, suffix: str = ""
+) -> Path:
     """``path`` as a file to write for ``option``: not a folder, in an existing writable folder,
     ending in ``suffix`` (when given) and, with ``force`` False, not existing yet (None: may be
     overwritten). ValueError naming the option otherwise."""
@@ -175,6 +188,9 @@ def confine_dds(command: str) -> None:
     env = ros_environment()
     for key in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID"):
         os.environ[key] = env[key]
-    print(f"[mbrl-ros] {command}: ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
-          f"ROS_AUTOMATIC_DISCOVERY_RANGE={env['ROS_AUTOMATIC_DISCOVERY_RANGE']} (export these "
-          f"to match a graph's)", flush=True)
+    print(
+        f"[mbrl-ros] {command}: ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
+        f"ROS_AUTOMATIC_DISCOVERY_RANGE={env['ROS_AUTOMATIC_DISCOVERY_RANGE']} (export these "
+        f"to match a graph's)",
+        flush=True,
+    )

@@ -12,11 +12,12 @@ then velocities in ``joint_names`` order; u (du) is joint torques (N·m).
 Controllers are immutable; arrays are read-only. The artifact form (safetensors bytes) is
 ``to_bytes`` / ``from_bytes``; Σ's factor and inverse are always recomputed, never read from a file.
 """
+
 from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -79,8 +80,9 @@ def _factor_psd(cov: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, boo
             pass
         w, v = np.linalg.eigh(cov[t])
         if w.min() < -1e-9 * scale[t]:
-            raise ValueError(f"{name}[{t}] is not positive semidefinite "
-                             f"(smallest eigenvalue {w.min():.3g})")
+            raise ValueError(
+                f"{name}[{t}] is not positive semidefinite (smallest eigenvalue {w.min():.3g})"
+            )
         w = np.where(w > 1e-12 * max(w.max(), 0.0), w, 0.0)  # rounding noise of zero modes
         root = np.sqrt(w)[:, None] * v.T  # rootᵀ root = Σ
         chol[t] = np.asarray(np.linalg.qr(root, mode="r")).T  # root = Q R  →  Σ = Rᵀ R
@@ -99,27 +101,45 @@ class LinearGaussianController:
     used any more (None: its end).
     """
 
-    def __init__(self, x_hat, u_hat, K, k=None, cov=None, *, dt_ns: int, start_ns: int = 0,
-                 joint_names: Sequence[str] = (), state_layout: str = STATE_LAYOUT_QQD,
-                 valid_until_ns: int | None = None):
+    def __init__(
+        self,
+        x_hat,
+        u_hat,
+        K,
+        k=None,
+        cov=None,
+        *,
+        dt_ns: int,
+        start_ns: int = 0,
+        joint_names: Sequence[str] = (),
+        state_layout: str = STATE_LAYOUT_QQD,
+        valid_until_ns: int | None = None,
+    ):
         x_hat, u_hat, K = (np.asarray(a, dtype=np.float64) for a in (x_hat, u_hat, K))
         if x_hat.ndim != 2 or u_hat.ndim != 2:
-            raise ValueError(f"x_hat and u_hat must be (T, dx) and (T, du); got {x_hat.shape} "
-                             f"and {u_hat.shape}")
+            raise ValueError(
+                f"x_hat and u_hat must be (T, dx) and (T, du); got {x_hat.shape} and {u_hat.shape}"
+            )
         T, dx = x_hat.shape
         du = u_hat.shape[1]
         k = np.zeros((T, du)) if k is None else np.asarray(k, dtype=np.float64)
         cov = np.zeros((T, du, du)) if cov is None else np.asarray(cov, dtype=np.float64)
-        expected = {"x_hat": (T, dx), "u_hat": (T, du), "K": (T, du, dx), "k": (T, du),
-                    "cov": (T, du, du)}
+        expected = {
+            "x_hat": (T, dx),
+            "u_hat": (T, du),
+            "K": (T, du, dx),
+            "k": (T, du),
+            "cov": (T, du, du),
+        }
         for name, a in zip(expected, (x_hat, u_hat, K, k, cov)):
             if a.shape != expected[name]:
                 raise ValueError(f"{name} has shape {a.shape}, expected {expected[name]}")
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"{name} has non-finite values")
         if not 1 <= T <= MAX_STEPS or dx < 1 or du < 1:
-            raise ValueError(f"need 1 ≤ T ≤ {MAX_STEPS}, dx ≥ 1, du ≥ 1; got T={T}, dx={dx}, "
-                             f"du={du}")
+            raise ValueError(
+                f"need 1 ≤ T ≤ {MAX_STEPS}, dx ≥ 1, du ≥ 1; got T={T}, dx={dx}, du={du}"
+            )
         if isinstance(dt_ns, bool) or int(dt_ns) != dt_ns or dt_ns <= 0:
             raise ValueError(f"dt_ns must be a positive integer, got {dt_ns!r}")
         if isinstance(start_ns, bool) or int(start_ns) != start_ns or start_ns < 0:
@@ -144,10 +164,15 @@ class LinearGaussianController:
         end = self.start_ns + T * self.dt_ns
         if valid_until_ns is None:
             valid_until_ns = end
-        if isinstance(valid_until_ns, bool) or int(valid_until_ns) != valid_until_ns \
-                or not self.start_ns < valid_until_ns <= end:
-            raise ValueError(f"valid_until_ns must be an integer in ({self.start_ns}, {end}] ns, "
-                             f"got {valid_until_ns!r}")
+        if (
+            isinstance(valid_until_ns, bool)
+            or int(valid_until_ns) != valid_until_ns
+            or not self.start_ns < valid_until_ns <= end
+        ):
+            raise ValueError(
+                f"valid_until_ns must be an integer in ({self.start_ns}, {end}] ns, "
+                f"got {valid_until_ns!r}"
+            )
         self.valid_until_ns = int(valid_until_ns)
 
     @functools.cached_property
@@ -161,19 +186,19 @@ class LinearGaussianController:
 
     # -- the lecture's three versions ------------------------------------------------------
     @classmethod
-    def open_loop(cls, u_hat, dx: int, **kw) -> "LinearGaussianController":
+    def open_loop(cls, u_hat, dx: int, **kw) -> LinearGaussianController:
         """Version 0.5: u_t = û_t (random shooting, CEM). u_hat (T, du)."""
         u_hat = np.asarray(u_hat, dtype=np.float64)
         T, du = u_hat.shape
         return cls(np.zeros((T, dx)), u_hat, np.zeros((T, du, dx)), **kw)
 
     @classmethod
-    def feedback(cls, x_hat, u_hat, K, k=None, **kw) -> "LinearGaussianController":
+    def feedback(cls, x_hat, u_hat, K, k=None, **kw) -> LinearGaussianController:
         """Version 1.0: u_t = K_t (x − x̂_t) + k_t + û_t (iLQR)."""
         return cls(x_hat, u_hat, K, k, None, **kw)
 
     @classmethod
-    def gaussian(cls, x_hat, u_hat, K, k, cov, **kw) -> "LinearGaussianController":
+    def gaussian(cls, x_hat, u_hat, K, k, cov, **kw) -> LinearGaussianController:
         """Version 2.0: u_t ~ N(K_t (x − x̂_t) + k_t + û_t, Σ_t) (GPS, Σ_t = Q_uu⁻¹)."""
         return cls(x_hat, u_hat, K, k, cov, **kw)
 
@@ -213,10 +238,13 @@ class LinearGaussianController:
         """Whether a step covers ``stamp_ns`` and the controller is still valid then."""
         return self.covers(stamp_ns) and stamp_ns < self.valid_until_ns
 
-    def with_validity(self, valid_until_ns: int) -> "LinearGaussianController":
+    def with_validity(self, valid_until_ns: int) -> LinearGaussianController:
         """The same controller, valid until ``valid_until_ns`` (clipped to its end)."""
-        return self._replace(self._arrays(), start_ns=self.start_ns,
-                             valid_until_ns=min(int(valid_until_ns), self.end_ns))
+        return self._replace(
+            self._arrays(),
+            start_ns=self.start_ns,
+            valid_until_ns=min(int(valid_until_ns), self.end_ns),
+        )
 
     # -- acting --------------------------------------------------------------------------------
     def act(self, x, t) -> np.ndarray:
@@ -230,8 +258,9 @@ class LinearGaussianController:
         shape = np.broadcast_shapes(x.shape[:-1], t.shape)
         t = np.broadcast_to(t, shape)
         x = np.broadcast_to(x, shape + (self.dx,))
-        return (np.einsum("...ij,...j->...i", self.K[t], x - self.x_hat[t])
-                + self.k[t] + self.u_hat[t])
+        return (
+            np.einsum("...ij,...j->...i", self.K[t], x - self.x_hat[t]) + self.k[t] + self.u_hat[t]
+        )
 
     def noise(self, t, z) -> np.ndarray:
         """ε_t = L_t z for standard-normal z (..., du) (L = chol): a N(0, Σ_t) draw."""
@@ -266,39 +295,52 @@ class LinearGaussianController:
         return 0.5 * (self.du * (1.0 + math.log(2 * math.pi)) + self.logdet)
 
     # -- receding horizon ----------------------------------------------------------------------
-    def _replace(self, arrays: Sequence[np.ndarray], start_ns: int,
-                 valid_until_ns: int | None = None) -> "LinearGaussianController":
+    def _replace(
+        self, arrays: Sequence[np.ndarray], start_ns: int, valid_until_ns: int | None = None
+    ) -> LinearGaussianController:
         """A controller of ``arrays`` (x_hat, u_hat, K, k, cov) from ``start_ns``, valid to its
         end unless given."""
         x_hat, u_hat, K, k, cov = arrays
-        return LinearGaussianController(x_hat, u_hat, K, k, cov, dt_ns=self.dt_ns,
-                                        start_ns=start_ns, joint_names=self.joint_names,
-                                        state_layout=self.state_layout,
-                                        valid_until_ns=valid_until_ns)
+        return LinearGaussianController(
+            x_hat,
+            u_hat,
+            K,
+            k,
+            cov,
+            dt_ns=self.dt_ns,
+            start_ns=start_ns,
+            joint_names=self.joint_names,
+            state_layout=self.state_layout,
+            valid_until_ns=valid_until_ns,
+        )
 
     def _arrays(self) -> tuple[np.ndarray, ...]:
         return self.x_hat, self.u_hat, self.K, self.k, self.cov
 
-    def with_gains(self, K) -> "LinearGaussianController":
+    def with_gains(self, K) -> LinearGaussianController:
         """The actions along the nominal trajectory (û + k) with feedback gains ``K`` (du, dx) or
         (T, du, dx) on the deviation from it instead of the controller's own (the same steps,
         noise and validity)."""
         K = np.broadcast_to(np.asarray(K, dtype=np.float64), self.K.shape).copy()
-        return self._replace((self.x_hat, self.u_hat + self.k, K, np.zeros_like(self.k), self.cov),
-                             start_ns=self.start_ns, valid_until_ns=self.valid_until_ns)
+        return self._replace(
+            (self.x_hat, self.u_hat + self.k, K, np.zeros_like(self.k), self.cov),
+            start_ns=self.start_ns,
+            valid_until_ns=self.valid_until_ns,
+        )
 
-    def without_feedback(self) -> "LinearGaussianController":
+    def without_feedback(self) -> LinearGaussianController:
         """The actions along the nominal trajectory, open loop: û + k with K = 0, k = 0."""
         return self.with_gains(np.zeros_like(self.K))
 
-    def slice(self, t0: int, t1: int) -> "LinearGaussianController":
+    def slice(self, t0: int, t1: int) -> LinearGaussianController:
         """Steps t0..t1−1, starting at start + t0·dt."""
         if not 0 <= t0 < t1 <= self.T:
             raise ValueError(f"slice [{t0}, {t1}) outside 0..{self.T}")
-        return self._replace([a[t0:t1] for a in self._arrays()],
-                             start_ns=self.start_ns + t0 * self.dt_ns)
+        return self._replace(
+            [a[t0:t1] for a in self._arrays()], start_ns=self.start_ns + t0 * self.dt_ns
+        )
 
-    def shift(self, steps: int, fill: str | None = None) -> "LinearGaussianController":
+    def shift(self, steps: int, fill: str | None = None) -> LinearGaussianController:
         """Drop the first ``steps`` steps (start moves by steps·dt). ``fill``: None shortens the
         horizon; "repeat" appends copies of the last step, "zero" appends steps with û = k = 0,
         K = 0, Σ = 0 and x̂ of the last step, so T is kept (warm starts for MPC)."""
@@ -314,26 +356,37 @@ class LinearGaussianController:
             arrays = [np.concatenate([a] + [b] * steps) for a, b in zip(arrays, last)]
         return self._replace(arrays, start_ns=self.start_ns + steps * self.dt_ns)
 
-    def restamp(self, start_ns: int) -> "LinearGaussianController":
+    def restamp(self, start_ns: int) -> LinearGaussianController:
         """The same steps (and validity) starting at ``start_ns``."""
-        return self._replace(self._arrays(), start_ns=start_ns,
-                             valid_until_ns=self.valid_until_ns - self.start_ns + start_ns)
+        return self._replace(
+            self._arrays(),
+            start_ns=start_ns,
+            valid_until_ns=self.valid_until_ns - self.start_ns + start_ns,
+        )
 
     def to_bytes(self, info: dict | None = None) -> bytes:
         """The controller artifact (safetensors; ``info``: free JSON metadata, e.g. planner)."""
         tensors = dict(zip(("x_hat", "u_hat", "K", "k"), self._arrays()))
         if not self.deterministic:
             tensors["cov"] = self.cov
-        meta = {"joint_names": list(self.joint_names), "dt_ns": self.dt_ns,
-                "start_ns": self.start_ns, "state_layout": self.state_layout,
-                "valid_until_ns": self.valid_until_ns}
+        meta = {
+            "joint_names": list(self.joint_names),
+            "dt_ns": self.dt_ns,
+            "start_ns": self.start_ns,
+            "state_layout": self.state_layout,
+            "valid_until_ns": self.valid_until_ns,
+        }
         if info:
             meta["info"] = info
         return artifacts.encode(CONTROLLER_SCHEMA, tensors, meta)
 
     @classmethod
-    def from_bytes(cls, data: bytes, joint_names: Sequence[str] | None = None,
-                   max_bytes: int = artifacts.MAX_ARTIFACT_BYTES) -> "LinearGaussianController":
+    def from_bytes(
+        cls,
+        data: bytes,
+        joint_names: Sequence[str] | None = None,
+        max_bytes: int = artifacts.MAX_ARTIFACT_BYTES,
+    ) -> LinearGaussianController:
         """Decode and validate a controller artifact; ``joint_names``: the exact joint order the
         caller needs. Raises ArtifactError naming what is wrong."""
         tensors, meta = artifacts.decode(data, CONTROLLER_SCHEMA, max_bytes=max_bytes)
@@ -342,23 +395,34 @@ class LinearGaussianController:
             raise artifacts.ArtifactError(f"joint_names must be a list of strings, got {names!r}")
         if joint_names is not None and list(joint_names) != names:
             raise artifacts.ArtifactError(
-                f"controller joint_names {names} differ from the expected {list(joint_names)}")
+                f"controller joint_names {names} differ from the expected {list(joint_names)}"
+            )
         for key in ("dt_ns", "start_ns", "valid_until_ns"):
             value = meta.get(key)
             if (value is not None or key != "valid_until_ns") and (
-                    isinstance(value, bool) or not isinstance(value, int)):
+                isinstance(value, bool) or not isinstance(value, int)
+            ):
                 raise artifacts.ArtifactError(f"{key} must be an integer, got {value!r}")
         try:
-            return cls(tensors["x_hat"], tensors["u_hat"], tensors["K"], tensors["k"],
-                       tensors.get("cov"), dt_ns=meta["dt_ns"], start_ns=meta["start_ns"],
-                       joint_names=names, state_layout=meta["state_layout"],
-                       valid_until_ns=meta.get("valid_until_ns"))
+            return cls(
+                tensors["x_hat"],
+                tensors["u_hat"],
+                tensors["K"],
+                tensors["k"],
+                tensors.get("cov"),
+                dt_ns=meta["dt_ns"],
+                start_ns=meta["start_ns"],
+                joint_names=names,
+                state_layout=meta["state_layout"],
+                valid_until_ns=meta.get("valid_until_ns"),
+            )
         except ValueError as exc:
             raise artifacts.ArtifactError(f"invalid controller: {exc}") from None
 
 
-def concatenate(controllers: Sequence[LinearGaussianController],
-                retime: bool = False) -> LinearGaussianController:
+def concatenate(
+    controllers: Sequence[LinearGaussianController], retime: bool = False
+) -> LinearGaussianController:
     """Steps of ``controllers`` one after another. They must share dt, dims, joint names and
     layout, and each must start where the previous ends unless ``retime`` (then the result starts
     at the first one's start and later ones are moved to follow on)."""
@@ -368,17 +432,25 @@ def concatenate(controllers: Sequence[LinearGaussianController],
     for i, c in enumerate(controllers[1:], 1):
         prev = controllers[i - 1]
         if (c.dt_ns, c.dx, c.du, c.joint_names, c.state_layout) != (
-                first.dt_ns, first.dx, first.du, first.joint_names, first.state_layout):
+            first.dt_ns,
+            first.dx,
+            first.du,
+            first.joint_names,
+            first.state_layout,
+        ):
             raise ValueError(f"controller {i} differs from the first in dt, dims, joints or layout")
         if not retime and c.start_ns != prev.end_ns:
-            raise ValueError(f"controller {i} starts at {c.start_ns} ns, not where controller "
-                             f"{i - 1} ends ({prev.end_ns} ns)")
+            raise ValueError(
+                f"controller {i} starts at {c.start_ns} ns, not where controller "
+                f"{i - 1} ends ({prev.end_ns} ns)"
+            )
     arrays = [np.concatenate(parts) for parts in zip(*(c._arrays() for c in controllers))]
     return first._replace(arrays, start_ns=first.start_ns)
 
 
-def kl_divergence(p: LinearGaussianController, q: LinearGaussianController, state_mean,
-                  state_cov) -> np.ndarray:
+def kl_divergence(
+    p: LinearGaussianController, q: LinearGaussianController, state_mean, state_cov
+) -> np.ndarray:
     """(T,) E_{x_t ~ N(μ_t, P_t)} KL(p(u_t | x_t) ‖ q(u_t | x_t)) in nats, closed form.
 
     Summed over t this is the lecture's D_KL(p(τ) ‖ q(τ)) when both share the dynamics and μ, P
@@ -387,13 +459,16 @@ def kl_divergence(p: LinearGaussianController, q: LinearGaussianController, stat
     + tr(DᵀΣ_q⁻¹D P)]. +inf where either Σ_t is singular. state_mean (T, dx), state_cov (T, dx, dx).
     """
     if (p.T, p.dx, p.du) != (q.T, q.dx, q.du):
-        raise ValueError(f"controllers differ in size: (T, dx, du) = {(p.T, p.dx, p.du)} vs "
-                         f"{(q.T, q.dx, q.du)}")
+        raise ValueError(
+            f"controllers differ in size: (T, dx, du) = {(p.T, p.dx, p.du)} vs {(q.T, q.dx, q.du)}"
+        )
     mu = np.asarray(state_mean, dtype=np.float64)
     P = np.asarray(state_cov, dtype=np.float64)
     if mu.shape != (p.T, p.dx) or P.shape != (p.T, p.dx, p.dx):
-        raise ValueError(f"state_mean/state_cov must be {(p.T, p.dx)}/{(p.T, p.dx, p.dx)}, got "
-                         f"{mu.shape}/{P.shape}")
+        raise ValueError(
+            f"state_mean/state_cov must be {(p.T, p.dx)}/{(p.T, p.dx, p.dx)}, got "
+            f"{mu.shape}/{P.shape}"
+        )
     out = np.full(p.T, np.inf)
     ok = np.isfinite(p.logdet) & np.isfinite(q.logdet)
     if not ok.any():
@@ -410,8 +485,9 @@ def kl_divergence(p: LinearGaussianController, q: LinearGaussianController, stat
     return out
 
 
-def exploration_noise(T: int, du: int, rng: np.random.Generator,
-                      smoothing: float = 0.0) -> np.ndarray:
+def exploration_noise(
+    T: int, du: int, rng: np.random.Generator, smoothing: float = 0.0
+) -> np.ndarray:
     """(T, du) standard-normal noise for ``sample(..., z=...)``; ``smoothing`` > 0 (in steps) makes
     it temporally smooth as in guided policy search: white noise convolved with a Gaussian kernel
     of that standard deviation. The kernel is scaled to unit energy and the noise drawn with

@@ -6,6 +6,7 @@ kept inside a workspace box, or (per robot, from a RobotConfig) drawn around the
 the base; start poses are drawn around the home pose. Training and held-out targets come from
 separate seeds, so held-out targets are never used while learning.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -56,19 +57,30 @@ class TargetSampler:
     limits minus ``margin`` × range, continuous joints within ±π), kept when inside ``box`` =
     (min xyz, max xyz) m (±inf for an open side). ``around_home`` builds it from a RobotConfig."""
 
-    def __init__(self, robot: RobotDescription, box: tuple[np.ndarray, np.ndarray], seed: int,
-                 margin: float = 0.1, max_tries: int = 10_000,
-                 joints: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(
+        self,
+        robot: RobotDescription,
+        box: tuple[np.ndarray, np.ndarray],
+        seed: int,
+        margin: float = 0.1,
+        max_tries: int = 10_000,
+        joints: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         self.fk = ForwardKinematics(robot)
         if joints is None:
             lower = np.where(np.isfinite(robot.limits.lower), robot.limits.lower, -np.pi)
             upper = np.where(np.isfinite(robot.limits.upper), robot.limits.upper, np.pi)
             joints = (lower + margin * (upper - lower), upper - margin * (upper - lower))
         self.lower, self.upper = (np.asarray(j, float) for j in joints)
-        if self.lower.shape != (robot.n_joints,) or self.upper.shape != (robot.n_joints,) \
-                or not np.all(self.lower <= self.upper):
-            raise ValueError(f"joint bounds {self.lower.tolist()}..{self.upper.tolist()} are not "
-                             f"{robot.n_joints} intervals")
+        if (
+            self.lower.shape != (robot.n_joints,)
+            or self.upper.shape != (robot.n_joints,)
+            or not np.all(self.lower <= self.upper)
+        ):
+            raise ValueError(
+                f"joint bounds {self.lower.tolist()}..{self.upper.tolist()} are not "
+                f"{robot.n_joints} intervals"
+            )
         self.box = (np.asarray(box[0], float), np.asarray(box[1], float))
         if np.any(self.box[0] >= self.box[1]):
             raise ValueError(f"target box {self.box[0].tolist()}..{self.box[1].tolist()} is empty")
@@ -76,21 +88,38 @@ class TargetSampler:
         self.max_tries = max_tries
 
     @classmethod
-    def around(cls, robot: RobotDescription, home, radius: float, min_height: float,
-               margin: float, seed: int, max_tries: int = 10_000) -> TargetSampler:
+    def around(
+        cls,
+        robot: RobotDescription,
+        home,
+        radius: float,
+        min_height: float,
+        margin: float,
+        seed: int,
+        max_tries: int = 10_000,
+    ) -> TargetSampler:
         """Targets of configurations within ``home`` (n,) rad ± ``radius`` rad inside the limits
         minus ``margin`` rad, end effector at least ``min_height`` m above the base."""
         box = (np.array([-np.inf, -np.inf, min_height]), np.full(3, np.inf))
-        return cls(robot, box, seed, max_tries=max_tries,
-                   joints=joint_box(robot, home, radius, margin))
+        return cls(
+            robot, box, seed, max_tries=max_tries, joints=joint_box(robot, home, radius, margin)
+        )
 
     @classmethod
-    def around_home(cls, robot: RobotDescription, config: RobotConfig, seed: int,
-                    max_tries: int = 10_000) -> TargetSampler:
+    def around_home(
+        cls, robot: RobotDescription, config: RobotConfig, seed: int, max_tries: int = 10_000
+    ) -> TargetSampler:
         """``around`` with ``config``'s home (which must be set), target_radius,
         target_min_height and limit_margin."""
-        return cls.around(robot, config.home_pose(), config.target_radius,
-                          config.target_min_height, config.limit_margin, seed, max_tries)
+        return cls.around(
+            robot,
+            config.home_pose(),
+            config.target_radius,
+            config.target_min_height,
+            config.limit_margin,
+            seed,
+            max_tries,
+        )
 
     def sample_with_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """One target (3,) m and the joint configuration (n,) rad that reaches it; ValueError if
@@ -101,10 +130,12 @@ class TargetSampler:
             inside = np.all((p >= self.box[0]) & (p <= self.box[1]), axis=1)
             if inside.any():
                 return p[np.argmax(inside)], q[np.argmax(inside)]
-        raise ValueError(f"no reachable end-effector point found in the target box "
-                         f"{self.box[0].tolist()}..{self.box[1].tolist()} from joint "
-                         f"configurations in {self.lower.round(3).tolist()}.."
-                         f"{self.upper.round(3).tolist()} rad")
+        raise ValueError(
+            f"no reachable end-effector point found in the target box "
+            f"{self.box[0].tolist()}..{self.box[1].tolist()} from joint "
+            f"configurations in {self.lower.round(3).tolist()}.."
+            f"{self.upper.round(3).tolist()} rad"
+        )
 
     def sample(self) -> np.ndarray:
         """One target (3,) m (``sample_with_pose`` without the pose)."""
@@ -126,8 +157,9 @@ class StartPoseSampler:
         self.seed = int(seed)
 
     @classmethod
-    def from_config(cls, robot: RobotDescription, config: RobotConfig,
-                    seed: int) -> StartPoseSampler:
+    def from_config(
+        cls, robot: RobotDescription, config: RobotConfig, seed: int
+    ) -> StartPoseSampler:
         return cls(robot, config.home_pose(), config.start_radius, config.limit_margin, seed)
 
     def pose(self, episode: int) -> np.ndarray:
@@ -144,31 +176,51 @@ class EpisodeResult:
     final_distance: float
     mean_distance: float
     success: bool
-    robot_seconds: float          # cumulative sim time of robot data at the episode's end
-    data_size: int = 0            # transitions the latest model was trained on
+    robot_seconds: float  # cumulative sim time of robot data at the episode's end
+    data_size: int = 0  # transitions the latest model was trained on
     model_version: int = -1
     val_error: float = float("nan")
     plan_rate_hz: float = float("nan")
 
 
-def score(episode: int, held_out: bool, target: np.ndarray, distances: np.ndarray,
-          tolerance: float, robot_seconds: float, **info) -> EpisodeResult:
+def score(
+    episode: int,
+    held_out: bool,
+    target: np.ndarray,
+    distances: np.ndarray,
+    tolerance: float,
+    robot_seconds: float,
+    **info,
+) -> EpisodeResult:
     """EpisodeResult from the per-step end-effector distances (T,) m of an episode."""
     if len(distances) == 0:
         raise ValueError(f"episode {episode} has no states to score")
     final = float(distances[-1])
-    return EpisodeResult(episode, held_out, [float(v) for v in target], final,
-                         float(np.mean(distances)), final <= tolerance, robot_seconds, **info)
+    return EpisodeResult(
+        episode,
+        held_out,
+        [float(v) for v in target],
+        final,
+        float(np.mean(distances)),
+        final <= tolerance,
+        robot_seconds,
+        **info,
+    )
 
 
 def progress_line(r: EpisodeResult, tolerance: float) -> str:
     kind = "held-out" if r.held_out else "train"
-    model = (f"model v{r.model_version} ({r.data_size} tr, val {r.val_error:.3g})"
-             if r.model_version >= 0 else "no model yet (π0)")
-    return (f"episode {r.episode:3d} {kind:8s} | data {r.robot_seconds:6.1f} s | {model} | "
-            f"plan {r.plan_rate_hz:5.1f} Hz | final {100 * r.final_distance:5.1f} cm, mean "
-            f"{100 * r.mean_distance:5.1f} cm | {'SUCCESS' if r.success else 'miss'} "
-            f"(tol {100 * tolerance:.0f} cm)")
+    model = (
+        f"model v{r.model_version} ({r.data_size} tr, val {r.val_error:.3g})"
+        if r.model_version >= 0
+        else "no model yet (π0)"
+    )
+    return (
+        f"episode {r.episode:3d} {kind:8s} | data {r.robot_seconds:6.1f} s | {model} | "
+        f"plan {r.plan_rate_hz:5.1f} Hz | final {100 * r.final_distance:5.1f} cm, mean "
+        f"{100 * r.mean_distance:5.1f} cm | {'SUCCESS' if r.success else 'miss'} "
+        f"(tol {100 * tolerance:.0f} cm)"
+    )
 
 
 @dataclass
@@ -180,23 +232,30 @@ class Summary:
 
     def table(self, tolerance: float) -> str:
         """Markdown table of every episode plus the held-out success rate."""
-        rows = ["| episode | targets | robot data (s) | final (cm) | mean (cm) | success |",
-                "|---:|---|---:|---:|---:|:---:|"]
-        rows += [f"| {r.episode} | {'held-out' if r.held_out else 'train'} | "
-                 f"{r.robot_seconds:.1f} | {100 * r.final_distance:.1f} | "
-                 f"{100 * r.mean_distance:.1f} | {'yes' if r.success else 'no'} |"
-                 for r in self.results]
+        rows = [
+            "| episode | targets | robot data (s) | final (cm) | mean (cm) | success |",
+            "|---:|---|---:|---:|---:|:---:|",
+        ]
+        rows += [
+            f"| {r.episode} | {'held-out' if r.held_out else 'train'} | "
+            f"{r.robot_seconds:.1f} | {100 * r.final_distance:.1f} | "
+            f"{100 * r.mean_distance:.1f} | {'yes' if r.success else 'no'} |"
+            for r in self.results
+        ]
         ho = self.held_out()
         if ho:
             rate = np.mean([r.success for r in ho])
-            rows.append(f"\nheld-out success: {100 * rate:.0f} % of {len(ho)} (tolerance "
-                        f"{100 * tolerance:.0f} cm), mean final distance "
-                        f"{100 * np.mean([r.final_distance for r in ho]):.1f} cm")
+            rows.append(
+                f"\nheld-out success: {100 * rate:.0f} % of {len(ho)} (tolerance "
+                f"{100 * tolerance:.0f} cm), mean final distance "
+                f"{100 * np.mean([r.final_distance for r in ho]):.1f} cm"
+            )
         return "\n".join(rows)
 
     def plot(self, path: Path, tolerance: float, title: str) -> Path:
         """PNG learning curve: final distance per episode against seconds of robot data."""
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
@@ -204,8 +263,12 @@ class Summary:
         for held_out, style in ((False, "o-"), (True, "s")):
             rs = [r for r in self.results if r.held_out == held_out]
             if rs:
-                ax.plot([r.robot_seconds for r in rs], [100 * r.final_distance for r in rs], style,
-                        label="held-out targets" if held_out else "training targets")
+                ax.plot(
+                    [r.robot_seconds for r in rs],
+                    [100 * r.final_distance for r in rs],
+                    style,
+                    label="held-out targets" if held_out else "training targets",
+                )
         ax.axhline(100 * tolerance, color="gray", ls="--", label="success tolerance")
         ax.set_xlabel("robot data (s of sim time)")
         ax.set_ylabel("final end-effector distance (cm)")

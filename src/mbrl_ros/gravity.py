@@ -6,11 +6,12 @@ learned dynamics see the same weightless arm as on a robot that compensates. The
 the same g(q) from the recorded commands. ``JointGravity`` gives g in any joint order (the
 executor's, a bag's).
 """
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import mujoco
 import numpy as np
@@ -30,8 +31,11 @@ def joints_without_inertia(robot: RobotDescription) -> list[str]:
         except ValueError:
             pass
     chain = robot.chain
-    return [j.name for i, j in enumerate(chain) if j.type != "fixed"
-            and not any(later.child in massive for later in chain[i:])]
+    return [
+        j.name
+        for i, j in enumerate(chain)
+        if j.type != "fixed" and not any(later.child in massive for later in chain[i:])
+    ]
 
 
 class GravityModel:
@@ -47,7 +51,8 @@ class GravityModel:
                 f"{robot.urdf_path}: joint(s) {missing} move no link with an <inertial> mass, so "
                 f"the arm's "
                 f"gravity torque is unknown; add inertials to the URDF, or use it only on a robot "
-                f"that compensates gravity itself (robot_compensates_gravity: true)")
+                f"that compensates gravity itself (robot_compensates_gravity: true)"
+            )
         self.robot = robot
         self.model = build_mujoco_model(robot, scene=None)
         self.data = mujoco.MjData(self.model)
@@ -58,10 +63,10 @@ class GravityModel:
         q = np.asarray(q, dtype=float)
         if q.shape != (self.n,) or not np.all(np.isfinite(q)):
             raise ValueError(f"q must be {self.n} finite joint positions, got {q}")
-        self.data.qpos[:self.n] = q
+        self.data.qpos[: self.n] = q
         self.data.qvel[:] = 0.0
         mujoco.mj_forward(self.model, self.data)
-        return self.data.qfrc_bias[:self.n].copy()
+        return self.data.qfrc_bias[: self.n].copy()
 
 
 class JointGravity:
@@ -70,8 +75,10 @@ class JointGravity:
     def __init__(self, gravity, names: Sequence[str]):
         robot_names = tuple(gravity.robot.joint_names)
         if sorted(robot_names) != sorted(names):
-            raise ValueError(f"the gravity torque needs the positions of all joints "
-                             f"{list(robot_names)} of the robot; the data has {list(names)}")
+            raise ValueError(
+                f"the gravity torque needs the positions of all joints "
+                f"{list(robot_names)} of the robot; the data has {list(names)}"
+            )
         self.gravity, self.n = gravity, len(names)
         self._order = np.array([list(names).index(j) for j in robot_names])
         self._back = np.argsort(self._order)
@@ -83,5 +90,5 @@ class JointGravity:
     def subtract(self, data):
         """Lockstep data (a ``data.dataset.Dataset``: each command applied at its state s_k):
         actions minus g(q_k)."""
-        g = np.stack([self(s[:self.n]) for s in data.states]) if len(data) else 0.0
+        g = np.stack([self(s[: self.n]) for s in data.states]) if len(data) else 0.0
         return replace(data, actions=data.actions - g)

@@ -10,14 +10,15 @@ As with ``mbrl-ros launch``, the graph ends when a required node finishes, and a
 service returns 1 after an error in its event loop (an exception it caught, or one reported to the
 loop's exception handler, which it installs for that), so a failure is reported there.
 """
+
 from __future__ import annotations
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, Shutdown
 from launch.events import Shutdown as ShutdownEvent
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from mbrl_ros.graphs import GRAPHS, NodeSpec, graph
 from mbrl_ros.paths import share_path
 
@@ -29,29 +30,42 @@ def launch_description(name: str) -> LaunchDescription:
     def nodes(context):
         values = {a.name: LaunchConfiguration(a.name).perform(context) for a in g.args}
         return [
-            Node(package="mbrl_ros", executable=spec.executable, name=spec.name,
-                 namespace=None if spec.namespace == "/" else spec.namespace,
-                 output="screen", emulate_tty=True,
-                 parameters=[str(share_path("config", c)) for c in spec.config] + [spec.parameters],
-                 remappings=list(spec.remappings), on_exit=_on_exit(spec))
+            Node(
+                package="mbrl_ros",
+                executable=spec.executable,
+                name=spec.name,
+                namespace=None if spec.namespace == "/" else spec.namespace,
+                output="screen",
+                emulate_tty=True,
+                parameters=[str(share_path("config", c)) for c in spec.config] + [spec.parameters],
+                remappings=list(spec.remappings),
+                on_exit=_on_exit(spec),
+            )
             for spec in graph(name, **values)
         ]
 
     return LaunchDescription(
-        [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
-         for a in g.args] + [OpaqueFunction(function=nodes)])
+        [
+            DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
+            for a in g.args
+        ]
+        + [OpaqueFunction(function=nodes)]
+    )
 
 
 def _on_exit(spec: NodeSpec):
     """The exit handler of ``spec``'s process: a failure stops the graph with an error; a
     required node's clean exit ends the graph."""
+
     def on_exit(event, context):
         if event.returncode != 0:
-            message = f"node '{spec.name}' failed (exit status {event.returncode}): stopping " \
-                      "the graph"
+            message = (
+                f"node '{spec.name}' failed (exit status {event.returncode}): stopping the graph"
+            )
             context.asyncio_loop.call_exception_handler({"message": message})
             return EmitEvent(event=ShutdownEvent(reason=message))
         if spec.required:
             return Shutdown(reason=f"required node '{spec.name}' finished")
         return None
+
     return on_exit

@@ -7,6 +7,7 @@ The graph ends when a required node exits, when any node fails (a non-zero exit:
 returns that status) or on SIGINT/SIGTERM; the others get SIGINT, then SIGTERM, then SIGKILL, so the
 stop is bounded, and a node that fails while stopping makes the status non-zero too.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -77,32 +78,52 @@ def parse_graph_args(items: list[str]) -> dict[str, str]:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def launch(name: str, args: dict[str, str], environ: dict[str, str] | None = None,
-           stop_grace_s: float = 5.0) -> int:
+def launch(
+    name: str,
+    args: dict[str, str],
+    environ: dict[str, str] | None = None,
+    stop_grace_s: float = 5.0,
+) -> int:
     """Run graph ``name`` until a required node exits, a node fails or SIGINT/SIGTERM; returns the
     exit status: 0, the first failed node's, or 128 + the signal's number."""
     specs = graph(name, **args)
     env = ros_environment(environ)
-    print(f"[mbrl-ros] graph '{name}': {', '.join(s.name for s in specs)} | "
-          f"namespace {specs[0].namespace if specs else '/'} | "
-          f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
-          f"ROS_AUTOMATIC_DISCOVERY_RANGE={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}", flush=True)
-    received: list[int] = []   # stop signals, recorded by the handler (later ones change nothing)
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-                for sig in STOP_SIGNALS}
+    print(
+        f"[mbrl-ros] graph '{name}': {', '.join(s.name for s in specs)} | "
+        f"namespace {specs[0].namespace if specs else '/'} | "
+        f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} "
+        f"ROS_AUTOMATIC_DISCOVERY_RANGE={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}",
+        flush=True,
+    )
+    received: list[int] = []  # stop signals, recorded by the handler (later ones change nothing)
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+        for sig in STOP_SIGNALS
+    }
     try:
         with tempfile.TemporaryDirectory(prefix="mbrl_ros_launch_") as tmp:
-            procs = [(s, subprocess.Popen(node_command(s, Path(tmp)), env=env,
-                                          preexec_fn=die_with_parent)) for s in specs]
+            procs = [
+                (
+                    s,
+                    subprocess.Popen(
+                        node_command(s, Path(tmp)), env=env, preexec_fn=die_with_parent
+                    ),
+                )
+                for s in specs
+            ]
             status, reported = _run_graph(procs, received)
             _stop_all([p for _, p in procs], stop_grace_s)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    for s, p in procs:   # nodes that failed (or had to be killed) while the graph stopped
+    for s, p in procs:  # nodes that failed (or had to be killed) while the graph stopped
         if s is not reported and p.returncode not in STOPPED_AS_ASKED:
-            print(f"[mbrl-ros] node '{s.name}' exited with status {p.returncode} while the graph "
-                  "stopped", file=sys.stderr, flush=True)
+            print(
+                f"[mbrl-ros] node '{s.name}' exited with status {p.returncode} while the graph "
+                "stopped",
+                file=sys.stderr,
+                flush=True,
+            )
             status = status or _exit_code(p.returncode)
     return status
 
@@ -112,20 +133,23 @@ def launch(name: str, args: dict[str, str], environ: dict[str, str] | None = Non
 STOPPED_AS_ASKED = (0, -signal.SIGINT, -signal.SIGTERM)
 
 
-def _run_graph(procs: list[tuple[NodeSpec, subprocess.Popen]],
-               received: list[int]) -> tuple[int, NodeSpec | None]:
+def _run_graph(
+    procs: list[tuple[NodeSpec, subprocess.Popen]], received: list[int]
+) -> tuple[int, NodeSpec | None]:
     """Wait until the graph should stop: (status, the failed node that stopped it, if one)."""
     while True:
         if received:
-            print(f"[mbrl-ros] {signal.Signals(received[0]).name}: stopping the graph",
-                  flush=True)
+            print(f"[mbrl-ros] {signal.Signals(received[0]).name}: stopping the graph", flush=True)
             return 128 + received[0], None
         ended = [(s, p) for s, p in procs if p.poll() is not None]
         failed = [(s, p) for s, p in ended if p.returncode != 0]
         if failed:
             s, p = failed[0]
-            print(f"[mbrl-ros] node '{s.name}' exited with status {p.returncode}; "
-                  "stopping the graph", file=sys.stderr, flush=True)
+            print(
+                f"[mbrl-ros] node '{s.name}' exited with status {p.returncode}; stopping the graph",
+                file=sys.stderr,
+                flush=True,
+            )
             return _exit_code(p.returncode), s
         if any(s.required for s, _ in ended) or len(ended) == len(procs):
             return 0, None

@@ -22,10 +22,12 @@ kept), so the feedback torque stays within kp_j·max|δq| + kd_j·max|δq̇| (on
 were ~10× the gains stable at the control period, and the arm left the plan).
 The same object serves the planner node and offline experiments.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,14 +37,13 @@ from mbrl_ros.data.dataset import joint_state_names
 from mbrl_ros.data.features import EE_NAMES
 from mbrl_ros.dynamics.base import DynamicsModel, ModelError
 from mbrl_ros.homing import homing_gains
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.planning import PLANNERS, predict_ahead
 from mbrl_ros.planning.base import Planner, PlanResult
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.robot import ForwardKinematics, RobotDescription
-from mbrl_ros.tasks.reach import ReachCost
-from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.settings import Settings, setting
-
+from mbrl_ros.tasks.reach import ReachCost
 
 FEEDBACK = ("plan", "none", "tracking", "bounded")  # the gains between replans (see above)
 
@@ -52,56 +53,84 @@ class PlannerSettings(Settings):
     """What ``build_mpc`` builds an MPC from: the planner node declares these as its parameters
     (with its own, see ``nodes/mpc_planner.py``); offline code builds them directly."""
 
-    control_period: float = setting(0.05, "control period of the graph = the model's dt (s)",
-                                     (1e-4, 1.0))
+    control_period: float = setting(
+        0.05, "control period of the graph = the model's dt (s)", (1e-4, 1.0)
+    )
     planner: str = setting("icem", "planning algorithm", choices=tuple(sorted(PLANNERS)))
     horizon: int = setting(20, "planning horizon (control periods)", (1, 1000), runtime=True)
-    replan_every: int = setting(1, "control periods between replans (≤ horizon)", (1, 1000),
-                                runtime=True)
-    samples: int = setting(200, "population (cem, icem), samples (mppi, random)",
-                           (1, 1_000_000), runtime=True)
+    replan_every: int = setting(
+        1, "control periods between replans (≤ horizon)", (1, 1000), runtime=True
+    )
+    samples: int = setting(
+        200, "population (cem, icem), samples (mppi, random)", (1, 1_000_000), runtime=True
+    )
     elites: int = setting(20, "elites (cem, icem)", (1, 100_000), runtime=True)
     iterations: int = setting(3, "optimiser iterations", (1, 1000), runtime=True)
-    propagation: str = setting("mean", "model propagation for sampling planners",
-                               choices=("mean", "sample", "ts1", "tsinf"))
+    propagation: str = setting(
+        "mean",
+        "model propagation for sampling planners",
+        choices=("mean", "sample", "ts1", "tsinf"),
+    )
     particles: int = setting(1, "particles per action sequence (1 for 'mean')", (1, 1000))
     seed: int = setting(0, "planner and base-policy seed", (0, 2**31 - 1))
-    random_seconds: float = setting(0.0, "run π0 for this much time at the start (s)",
-                                    (0.0, 1e6))
+    random_seconds: float = setting(0.0, "run π0 for this much time at the start (s)", (0.0, 1e6))
     feedback: str = setting(
-        "plan", "gains a plan carries between replans: plan (the planner's own: iLQR's K), none "
+        "plan",
+        "gains a plan carries between replans: plan (the planner's own: iLQR's K), none "
         "(open loop: û + k along the plan) or tracking (joint-space PD on the deviation from the "
         "plan's nominal states: gains a young model's K cannot spoil) or bounded (iLQR's K with "
-        "each joint's row bounded by the tracking gains, L1 norm)", choices=FEEDBACK)
+        "each joint's row bounded by the tracking gains, L1 norm)",
+        choices=FEEDBACK,
+    )
     tracking_gain_fraction: float = setting(
-        0.5, "feedback tracking and bounded: PD gains (bounds) as this fraction of the gains "
-        "stable at the control period (homing's rule)", (1e-3, 1.0))
-    random_scale: float = setting(0.3, "π0 torque amplitude, fraction of the effort limits",
-                                  (0.0, 1.0))
+        0.5,
+        "feedback tracking and bounded: PD gains (bounds) as this fraction of the gains "
+        "stable at the control period (homing's rule)",
+        (1e-3, 1.0),
+    )
+    random_scale: float = setting(
+        0.3, "π0 torque amplitude, fraction of the effort limits", (0.0, 1.0)
+    )
     random_hold_steps: int = setting(2, "control periods each π0 torque is held", (1, 100000))
     w_l2: float = setting(1.0, "reach cost: weight of ½·d² (1/m²)", (0.0, 1e6), runtime=True)
     w_log: float = setting(1.0, "reach cost: weight of log(d² + α)", (0.0, 1e6), runtime=True)
-    alpha: float = setting(1e-4, "reach cost: α of the log term (m²)", (1e-12, 1.0),
-                           runtime=True)
-    terminal_weight: float = setting(10.0, "reach cost: weight of the last step", (0.0, 1e6),
-                                     runtime=True)
-    w_velocity: float = setting(0.0, "reach cost: weight of the final joint speed²",
-                                (0.0, 1e6), runtime=True)
-    w_action: float = setting(1e-3, "action penalty weight (per (N·m)²)", (0.0, 1e6),
-                              runtime=True)
-    w_limit: float = setting(1.0, "joint position and velocity limit penalty weight",
-                             (0.0, 1e6), runtime=True)
-    limit_margin: float = setting(0.1, "limit penalty: starts this far inside a position limit "
-                                  "(rad)", (1e-6, 10.0), runtime=True)
-    velocity_margin: float = setting(0.5, "limit penalty: starts this far below a velocity "
-                                     "limit (rad/s)", (1e-6, 100.0), runtime=True)
-    effort_fraction: float = setting(1.0, "planned torques stay within this fraction of the "
-                                     "effort limits (the executor clamps at the full limits)",
-                                     (0.01, 1.0), runtime=True)
+    alpha: float = setting(1e-4, "reach cost: α of the log term (m²)", (1e-12, 1.0), runtime=True)
+    terminal_weight: float = setting(
+        10.0, "reach cost: weight of the last step", (0.0, 1e6), runtime=True
+    )
+    w_velocity: float = setting(
+        0.0, "reach cost: weight of the final joint speed²", (0.0, 1e6), runtime=True
+    )
+    w_action: float = setting(1e-3, "action penalty weight (per (N·m)²)", (0.0, 1e6), runtime=True)
+    w_limit: float = setting(
+        1.0, "joint position and velocity limit penalty weight", (0.0, 1e6), runtime=True
+    )
+    limit_margin: float = setting(
+        0.1,
+        "limit penalty: starts this far inside a position limit (rad)",
+        (1e-6, 10.0),
+        runtime=True,
+    )
+    velocity_margin: float = setting(
+        0.5,
+        "limit penalty: starts this far below a velocity limit (rad/s)",
+        (1e-6, 100.0),
+        runtime=True,
+    )
+    effort_fraction: float = setting(
+        1.0,
+        "planned torques stay within this fraction of the "
+        "effort limits (the executor clamps at the full limits)",
+        (0.01, 1.0),
+        runtime=True,
+    )
     joint_effort_fraction: list = setting(
-        [], "per joint, in joint_names order: the fractions of the effort limits that bound "
+        [],
+        "per joint, in joint_names order: the fractions of the effort limits that bound "
         "plans and π0 (a robot configuration's effort_fraction); [] = effort_fraction and "
-        "random_scale for all joints", (0.0, 1.0))
+        "random_scale for all joints",
+        (0.0, 1.0),
+    )
     device: str = setting("", "torch device for planning; '' = cuda if available, else cpu")
 
 
@@ -118,13 +147,24 @@ class MPCStep:
 class MPC:
     """Receding-horizon control of ``joint_names`` (a subset order of the robot's joints)."""
 
-    def __init__(self, robot: RobotDescription, joint_names: Sequence[str], planner: Planner,
-                 cost: ReachCost, *, dt: float, replan_every: int, random_steps: int,
-                 base_policy: RandomTorquePolicy, feedback: str = "plan",
-                 tracking_gains: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(
+        self,
+        robot: RobotDescription,
+        joint_names: Sequence[str],
+        planner: Planner,
+        cost: ReachCost,
+        *,
+        dt: float,
+        replan_every: int,
+        random_steps: int,
+        base_policy: RandomTorquePolicy,
+        feedback: str = "plan",
+        tracking_gains: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         if replan_every < 1 or replan_every > planner.horizon:
-            raise ValueError(f"replan_every {replan_every} must be in [1, horizon "
-                             f"{planner.horizon}]")
+            raise ValueError(
+                f"replan_every {replan_every} must be in [1, horizon {planner.horizon}]"
+            )
         self.robot, self.joint_names = robot, tuple(joint_names)
         self.planner, self.cost = planner, cost
         self.dt_ns = seconds_to_ns(dt)
@@ -154,15 +194,19 @@ class MPC:
         joints, another control period or a state layout other than [q, q̇] (+ features)."""
         sig = model.signature
         if tuple(sig.joint_names) != self.joint_names:
-            raise ModelError(f"model is for joints {list(sig.joint_names)}, the planner controls "
-                             f"{list(self.joint_names)}")
+            raise ModelError(
+                f"model is for joints {list(sig.joint_names)}, the planner controls "
+                f"{list(self.joint_names)}"
+            )
         if abs(sig.dt * 1e9 - self.dt_ns) > 1e3:
-            raise ModelError(f"model control period {sig.dt} s differs from the planner's "
-                             f"{self.dt_ns / 1e9} s")
+            raise ModelError(
+                f"model control period {sig.dt} s differs from the planner's {self.dt_ns / 1e9} s"
+            )
         base = joint_state_names(self.joint_names)
         if tuple(sig.state_names) not in (base, base + EE_NAMES):
-            raise ModelError(f"model state layout {list(sig.state_names)} is not [q, q̇] "
-                             f"(+ {list(EE_NAMES)})")
+            raise ModelError(
+                f"model state layout {list(sig.state_names)} is not [q, q̇] (+ {list(EE_NAMES)})"
+            )
         return len(sig.state_names) > len(base)
 
     def reset(self) -> None:
@@ -184,8 +228,14 @@ class MPC:
         first = stamp_ns if self.first_stamp is None else self.first_stamp
         return stamp_ns - first < self.random_steps * self.dt_ns
 
-    def act(self, q: np.ndarray, qd: np.ndarray, stamp_ns: int,
-            target: np.ndarray | None, lead_ns: int = 0) -> MPCStep:
+    def act(
+        self,
+        q: np.ndarray,
+        qd: np.ndarray,
+        stamp_ns: int,
+        target: np.ndarray | None,
+        lead_ns: int = 0,
+    ) -> MPCStep:
         """The controller to run from ``stamp_ns``, or with ``lead_ns`` > 0 from the first control
         step at or after ``stamp_ns + lead_ns`` (see the module docstring)."""
         if self.first_stamp is None:  # the warm-up counts from here, model or not
@@ -194,8 +244,7 @@ class MPC:
             return MPCStep(self.pi0(stamp_ns), "pi0")
         self.cost.set_target(target)
         x, start_ns = self.predict_ahead(self.model_state(q, qd), stamp_ns, lead_ns)
-        result = self.planner.plan(x, self.model, self.cost, warm=self.previous,
-                                   start_ns=start_ns)
+        result = self.planner.plan(x, self.model, self.cost, warm=self.previous, start_ns=start_ns)
         if result.ok and result.controller is not None:  # (an ok plan has a controller)
             self.previous = self._with_feedback(result.controller)
             return MPCStep(self.previous, "plan", result)
@@ -215,7 +264,7 @@ class MPC:
         if self.feedback == "bounded":
             return c.with_gains(bound_gains(c.K, kp, kd))
         K = np.zeros((n, c.dx))
-        K[:, :n], K[:, n:2 * n] = -np.diag(kp), -np.diag(kd)
+        K[:, :n], K[:, n : 2 * n] = -np.diag(kp), -np.diag(kd)
         return c.with_gains(K)
 
     def predict_ahead(self, x: np.ndarray, stamp_ns: int, lead_ns: int) -> tuple[np.ndarray, int]:
@@ -227,13 +276,19 @@ class MPC:
             raise ValueError("MPC.predict_ahead needs a model")
         steps = -(-int(lead_ns) // self.dt_ns) if lead_ns > 0 else 0
         until_ns = stamp_ns + steps * self.dt_ns
-        return predict_ahead(self.model, x, stamp_ns, until_ns, self.previous,
-                             self.planner.action_low, self.planner.action_high), until_ns
+        return predict_ahead(
+            self.model,
+            x,
+            stamp_ns,
+            until_ns,
+            self.previous,
+            self.planner.action_low,
+            self.planner.action_high,
+        ), until_ns
 
     def pi0(self, stamp_ns: int) -> LinearGaussianController:
         """The base policy's open-loop controller of ``pi0_steps`` steps from ``stamp_ns``."""
-        return self.base_policy.controller(self.pi0_steps, self.dt_ns, stamp_ns,
-                                           self.joint_names)
+        return self.base_policy.controller(self.pi0_steps, self.dt_ns, stamp_ns, self.joint_names)
 
 
 def bound_gains(K: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> np.ndarray:
@@ -245,20 +300,21 @@ def bound_gains(K: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> np.ndarray:
     for part, cap in ((slice(0, n), kp), (slice(n, 2 * n), kd)):
         norm = np.abs(K[..., part]).sum(-1, keepdims=True)
         K[..., part] *= np.minimum(1.0, np.asarray(cap)[:, None] / np.maximum(norm, 1e-300))
-    K[..., 2 * n:] = 0.0
+    K[..., 2 * n :] = 0.0
     return K
 
 
 def planner_options(s: PlannerSettings) -> dict:
     """Keyword arguments of planner ``s.planner`` (a name of PLANNERS)."""
     sampling: dict[str, Any] = {"mode": s.propagation, "particles": s.particles}
-    population = dict(population=s.samples, elites=s.elites, iterations=s.iterations,
-                      **sampling)
+    population = dict(population=s.samples, elites=s.elites, iterations=s.iterations, **sampling)
     options: dict[str, dict[str, Any]] = {
-        "cem": population, "icem": population,
+        "cem": population,
+        "icem": population,
         "mppi": dict(samples=s.samples, iterations=s.iterations, **sampling),
         "random_shooting": dict(samples=s.samples, **sampling),
-        "ilqr": dict(iterations=s.iterations)}
+        "ilqr": dict(iterations=s.iterations),
+    }
     return options[s.planner]
 
 
@@ -269,22 +325,43 @@ def build_mpc(robot: RobotDescription, joint_index: Sequence[int], s: PlannerSet
     names = [robot.joint_names[i] for i in idx]
     effort = robot.limits.effort[idx]
     per_joint = np.asarray(s.joint_effort_fraction, dtype=float)
-    if per_joint.size and (per_joint.shape != (len(idx),) or not np.all(
-            (per_joint > 0) & (per_joint <= 1))):
-        raise ValueError(f"joint_effort_fraction {per_joint.tolist()} must be {len(idx)} values "
-                         f"in (0, 1], one per joint")
+    if per_joint.size and (
+        per_joint.shape != (len(idx),) or not np.all((per_joint > 0) & (per_joint <= 1))
+    ):
+        raise ValueError(
+            f"joint_effort_fraction {per_joint.tolist()} must be {len(idx)} values "
+            f"in (0, 1], one per joint"
+        )
     box = (per_joint if per_joint.size else s.effort_fraction) * effort
-    base_policy = RandomTorquePolicy(effort, per_joint if per_joint.size else s.random_scale,
-                                     s.random_hold_steps, s.seed + 1)
+    base_policy = RandomTorquePolicy(
+        effort, per_joint if per_joint.size else s.random_scale, s.random_hold_steps, s.seed + 1
+    )
     planner = PLANNERS[s.planner](s.horizon, -box, box, seed=s.seed, **planner_options(s))
     # the cost in the planner's dtype: float32 plans need no float64 pass through it
-    cost = ReachCost(robot, w_l2=s.w_l2, w_log=s.w_log, alpha=s.alpha,
-                     terminal_weight=s.terminal_weight, w_velocity=s.w_velocity,
-                     w_action=s.w_action, w_limit=s.w_limit, limit_margin=s.limit_margin,
-                     velocity_margin=s.velocity_margin).to(s.device or "cpu", planner.dtype)
+    cost = ReachCost(
+        robot,
+        w_l2=s.w_l2,
+        w_log=s.w_log,
+        alpha=s.alpha,
+        terminal_weight=s.terminal_weight,
+        w_velocity=s.w_velocity,
+        w_action=s.w_action,
+        w_limit=s.w_limit,
+        limit_margin=s.limit_margin,
+        velocity_margin=s.velocity_margin,
+    ).to(s.device or "cpu", planner.dtype)
     tracking = s.feedback in ("tracking", "bounded")
-    return MPC(robot, names, planner, cost, dt=s.control_period, replan_every=s.replan_every,
-               random_steps=int(round(s.random_seconds / s.control_period)),
-               base_policy=base_policy, feedback=s.feedback,
-               tracking_gains=homing_gains(robot, names, s.control_period,
-                                           s.tracking_gain_fraction) if tracking else None)
+    return MPC(
+        robot,
+        names,
+        planner,
+        cost,
+        dt=s.control_period,
+        replan_every=s.replan_every,
+        random_steps=int(round(s.random_seconds / s.control_period)),
+        base_policy=base_policy,
+        feedback=s.feedback,
+        tracking_gains=homing_gains(robot, names, s.control_period, s.tracking_gain_fraction)
+        if tracking
+        else None,
+    )

@@ -7,10 +7,11 @@ the joint-state stamp it answers in its first layout dimension's label, ``"stamp
 nanoseconds). ros2_control's ForwardCommandController ignores the layout, so tagged commands stay
 valid for a real arm; the simulator uses the tag in lockstep to match commands to steps.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -60,11 +61,15 @@ def read_joint_state(msg, joint_names: Sequence[str]) -> JointSample:
     if len(set(names)) != len(names):
         raise MessageError(f"JointState has duplicate joint names {names}")
     n_msg = len(names)
-    pos, vel, eff = (np.asarray(msg.position, float), np.asarray(msg.velocity, float),
-                     np.asarray(msg.effort, float))
+    pos, vel, eff = (
+        np.asarray(msg.position, float),
+        np.asarray(msg.velocity, float),
+        np.asarray(msg.effort, float),
+    )
     if len(pos) != n_msg or len(vel) != n_msg:
         raise MessageError(
-            f"JointState has {n_msg} names but {len(pos)} positions and {len(vel)} velocities")
+            f"JointState has {n_msg} names but {len(pos)} positions and {len(vel)} velocities"
+        )
     if len(eff) not in (0, n_msg):
         raise MessageError(f"JointState has {n_msg} names but {len(eff)} efforts")
     index = {name: i for i, name in enumerate(names)}
@@ -95,7 +100,7 @@ def command_tag(msg) -> int | None:
     dims = list(msg.layout.dim)
     if not dims or not dims[0].label.startswith(STAMP_LABEL_PREFIX):
         return None
-    text = dims[0].label[len(STAMP_LABEL_PREFIX):]
+    text = dims[0].label[len(STAMP_LABEL_PREFIX) :]
     try:
         stamp = int(text)
     except ValueError:
@@ -119,8 +124,12 @@ def read_command(msg, n_joints: int) -> tuple[np.ndarray, int | None]:
     return data, stamp
 
 
-IMAGE_CHANNELS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]),
-                  "bgra8": (4, [2, 1, 0])}  # encoding → (bytes per pixel, rgb channel order)
+IMAGE_CHANNELS = {
+    "rgb8": (3, [0, 1, 2]),
+    "bgr8": (3, [2, 1, 0]),
+    "rgba8": (4, [0, 1, 2]),
+    "bgra8": (4, [2, 1, 0]),
+}  # encoding → (bytes per pixel, rgb channel order)
 
 
 def read_image(msg) -> np.ndarray:
@@ -129,15 +138,21 @@ def read_image(msg) -> np.ndarray:
     another one or the sizes disagree with the data."""
     encoding = str(msg.encoding).lower()
     if encoding not in IMAGE_CHANNELS:
-        raise MessageError(f"Image encoding {msg.encoding!r} is not one of "
-                           f"{sorted(IMAGE_CHANNELS)}")
+        raise MessageError(
+            f"Image encoding {msg.encoding!r} is not one of {sorted(IMAGE_CHANNELS)}"
+        )
     channels, order = IMAGE_CHANNELS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     data = msg.data
-    buf = (np.asarray(data, np.uint8).ravel() if isinstance(data, (np.ndarray, list))
-           else np.frombuffer(data, np.uint8))
+    buf = (
+        np.asarray(data, np.uint8).ravel()
+        if isinstance(data, (np.ndarray, list))
+        else np.frombuffer(data, np.uint8)
+    )
     if height < 1 or width < 1 or step < width * channels or buf.size != height * step:
-        raise MessageError(f"Image {width} × {height} {encoding} with step {step} does not fit "
-                           f"its {buf.size} bytes of data")
-    rows = buf.reshape(height, step)[:, :width * channels].reshape(height, width, channels)
+        raise MessageError(
+            f"Image {width} × {height} {encoding} with step {step} does not fit "
+            f"its {buf.size} bytes of data"
+        )
+    rows = buf.reshape(height, step)[:, : width * channels].reshape(height, width, channels)
     return np.ascontiguousarray(rows[..., order])

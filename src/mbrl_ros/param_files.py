@@ -5,6 +5,7 @@ section applies to ``/planner`` and to ``/robot1/planner`` alike, while sections
 (a bare ``planner:`` key means ``/planner`` only and silently misses a namespaced node). ``/**``
 alone applies to every node.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ Order of lookup: ``$MBRL_ROS_SHARE``; the source checkout this module was import
 or in-tree use, so edits to urdf/ take effect at once); the ament index of a ROS install
 (``share/mbrl_ros`` of a colcon install); ``<sys.prefix>/share/mbrl_ros`` of a pip install.
 """
+
 from __future__ import annotations
 
 import os

@@ -8,16 +8,17 @@ Why bounds beyond "finite": a joint state of 1e308 rad/s is finite but overflows
 computed from it, and one state stamped 1000 s ahead of the clock would make every real state
 after it look old.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from mbrl_ros.msgconv import JointSample, MessageError
 
-CONTINUOUS_BOUND = 1e4   # rad: the most a continuous joint's position may read (≈ 1600 turns)
+CONTINUOUS_BOUND = 1e4  # rad: the most a continuous joint's position may read (≈ 1600 turns)
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,11 @@ class StateGate:
     upper: np.ndarray
     velocity: np.ndarray
     position_slack: float = 0.5
-    velocity_factor: float = 100.0   # a simulated arm falling freely reaches ~12× its rating
+    velocity_factor: float = 100.0  # a simulated arm falling freely reaches ~12× its rating
     max_ahead_ns: int = 500_000_000
 
     @classmethod
-    def for_joints(cls, robot, joint_names: Sequence[str], **settings) -> "StateGate":
+    def for_joints(cls, robot, joint_names: Sequence[str], **settings) -> StateGate:
         """The gate for ``joint_names`` of ``robot`` (a RobotDescription)."""
         idx = robot.index_of(list(joint_names))
         lim = robot.limits
@@ -50,13 +51,22 @@ class StateGate:
         q, qd = np.asarray(q, dtype=np.float64), np.asarray(qd, dtype=np.float64)
         bad_q, bad_qd = self._outside(q, qd)
         for bad, text in (
-                (bad_q, lambda i, at: (
+            (
+                bad_q,
+                lambda i, at: (
                     f"joint {i} position {q[at]:.6g} rad is beyond its limits "
                     f"[{self.lower[i]:.4g}, {self.upper[i]:.4g}] by more than "
-                    f"{self.position_slack:g} rad")),
-                (bad_qd, lambda i, at: (
+                    f"{self.position_slack:g} rad"
+                ),
+            ),
+            (
+                bad_qd,
+                lambda i, at: (
                     f"joint {i} velocity {qd[at]:.6g} rad/s is over {self.velocity_factor:g}× "
-                    f"its limit {self.velocity[i]:.4g} rad/s"))):
+                    f"its limit {self.velocity[i]:.4g} rad/s"
+                ),
+            ),
+        ):
             where = np.argwhere(bad)
             if where.size:
                 at = tuple(int(v) for v in where[0])
@@ -83,10 +93,12 @@ class StateGate:
         if problem:
             raise MessageError(problem)
         if self.max_ahead_ns and now_ns and s.stamp_ns - now_ns > self.max_ahead_ns:
-            raise MessageError(f"stamp {s.stamp_ns * 1e-9:.6f} s is "
-                               f"{(s.stamp_ns - now_ns) * 1e-9:.3f} s ahead of this node's clock "
-                               f"({now_ns * 1e-9:.6f} s; allowed {self.max_ahead_ns * 1e-9:g} s): "
-                               "are the clocks synchronised (use_sim_time)?")
+            raise MessageError(
+                f"stamp {s.stamp_ns * 1e-9:.6f} s is "
+                f"{(s.stamp_ns - now_ns) * 1e-9:.3f} s ahead of this node's clock "
+                f"({now_ns * 1e-9:.6f} s; allowed {self.max_ahead_ns * 1e-9:g} s): "
+                "are the clocks synchronised (use_sim_time)?"
+            )
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,7 @@ class TargetGate:
     max_distance: float
 
     @classmethod
-    def for_robot(cls, robot, factor: float = 2.0) -> "TargetGate":
+    def for_robot(cls, robot, factor: float = 2.0) -> TargetGate:
         """Targets within ``factor`` × the arm's reach (the summed lengths of its chain)."""
         return cls(factor * robot.reach())
 
@@ -106,9 +118,11 @@ class TargetGate:
             raise MessageError(f"target {target.tolist()} is not 3 finite coordinates")
         distance = float(np.linalg.norm(target))
         if distance > self.max_distance:
-            raise MessageError(f"target {np.round(target, 4).tolist()} m is {distance:.3g} m from "
-                               f"the base, beyond {self.max_distance:.3g} m (twice the arm's "
-                               "reach)")
+            raise MessageError(
+                f"target {np.round(target, 4).tolist()} m is {distance:.3g} m from "
+                f"the base, beyond {self.max_distance:.3g} m (twice the arm's "
+                "reach)"
+            )
         return target
 
 
@@ -135,21 +149,37 @@ class ControllerBounds:
         """MessageError naming the first step and joint beyond a bound of controller ``c``."""
         n = len(self.effort)
         if c.du != n or c.dx != 2 * n:
-            raise MessageError(f"controller has du = {c.du}, dx = {c.dx}; the arm needs "
-                               f"{n} and {2 * n}")
+            raise MessageError(
+                f"controller has du = {c.du}, dx = {c.dx}; the arm needs {n} and {2 * n}"
+            )
         checks = (
-            ("feedforward û + k", np.abs(c.u_hat + c.k), self.max_feedforward_ratio * self.effort,
-             "N·m"),
-            ("feedback gain K", np.abs(c.K).max(axis=2),
-             self.effort / self.min_saturating_error, "N·m per rad or rad/s"),
-            ("noise std", np.sqrt(np.maximum(np.diagonal(c.cov, axis1=1, axis2=2), 0.0)),
-             self.effort, "N·m"))
+            (
+                "feedforward û + k",
+                np.abs(c.u_hat + c.k),
+                self.max_feedforward_ratio * self.effort,
+                "N·m",
+            ),
+            (
+                "feedback gain K",
+                np.abs(c.K).max(axis=2),
+                self.effort / self.min_saturating_error,
+                "N·m per rad or rad/s",
+            ),
+            (
+                "noise std",
+                np.sqrt(np.maximum(np.diagonal(c.cov, axis1=1, axis2=2), 0.0)),
+                self.effort,
+                "N·m",
+            ),
+        )
         for what, value, bound, unit in checks:
             over = np.argwhere(value > bound)
             if over.size:
                 t, i = (int(v) for v in over[0])
-                raise MessageError(f"controller {what} of joint {i} at step {t} is "
-                                   f"{value[t, i]:.4g} {unit}, over the bound {bound[i]:.4g}")
+                raise MessageError(
+                    f"controller {what} of joint {i} at step {t} is "
+                    f"{value[t, i]:.4g} {unit}, over the bound {bound[i]:.4g}"
+                )
         problem = self.gate.problem(c.x_hat[:, :n], c.x_hat[:, n:])
         if problem:
             raise MessageError(f"controller nominal state x̂: {problem.replace('row', 'step')}")

@@ -10,13 +10,14 @@ Kinematics library: pytorch-kinematics 0.10.0 was measured against the compact i
 batches of 1 / 1k / 10k / 100k, and agreed only to 2.5e-8 m because its URDF parser rounds joint
 origins to float32; so it is not used.
 """
+
 from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import mujoco
 import numpy as np
@@ -25,8 +26,15 @@ import torch
 from mbrl_ros.paths import resolve_resource
 
 __all__ = [
-    "RobotDescriptionError", "JointLimits", "ChainJoint", "RobotDescription", "load_robot",
-    "ForwardKinematics", "build_mujoco_spec", "build_mujoco_model", "mujoco_joint_indices",
+    "RobotDescriptionError",
+    "JointLimits",
+    "ChainJoint",
+    "RobotDescription",
+    "load_robot",
+    "ForwardKinematics",
+    "build_mujoco_spec",
+    "build_mujoco_model",
+    "mujoco_joint_indices",
 ]
 
 ACTUATED_TYPES = ("revolute", "continuous")
@@ -107,18 +115,30 @@ class RobotDescription:
         """Positions of ``names`` in ``joint_names``; ValueError naming any unknown joint."""
         unknown = [n for n in names if n not in self.joint_names]
         if unknown:
-            raise ValueError(f"unknown joint(s) {unknown} for robot '{self.name}'; "
-                             f"joints: {list(self.joint_names)}")
+            raise ValueError(
+                f"unknown joint(s) {unknown} for robot '{self.name}'; "
+                f"joints: {list(self.joint_names)}"
+            )
         return np.array([self.joint_names.index(n) for n in names], dtype=np.int64)
 
 
 def _rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
     """URDF rpy (fixed axes x, y, z) → rotation matrix Rz(yaw) Ry(pitch) Rx(roll)."""
-    cr, sr, cp, sp, cy, sy = (math.cos(roll), math.sin(roll), math.cos(pitch), math.sin(pitch),
-                              math.cos(yaw), math.sin(yaw))
-    return np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
-                     [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
-                     [-sp, cp * sr, cp * cr]])
+    cr, sr, cp, sp, cy, sy = (
+        math.cos(roll),
+        math.sin(roll),
+        math.cos(pitch),
+        math.sin(pitch),
+        math.cos(yaw),
+        math.sin(yaw),
+    )
+    return np.array(
+        [
+            [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+            [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+            [-sp, cp * sr, cp * cr],
+        ]
+    )
 
 
 def load_robot(urdf: str | Path, ee_link: str | None = None) -> RobotDescription:
@@ -175,7 +195,9 @@ def load_robot(urdf: str | Path, ee_link: str | None = None) -> RobotDescription
             ends.append(link)
         parent, child = ends
         if child in parent_joint:
-            raise fail(f"link '{child}' is the child of joints '{parent_joint[child]}' and '{name}'")
+            raise fail(
+                f"link '{child}' is the child of joints '{parent_joint[child]}' and '{name}'"
+            )
         parent_joint[child] = name
         origin = np.eye(4)
         origin[:3, :3] = _rpy_matrix(*floats(elem.find("origin"), "rpy", "0 0 0", 3, what))
@@ -192,8 +214,10 @@ def load_robot(urdf: str | Path, ee_link: str | None = None) -> RobotDescription
                 raise fail(f"{what} has no <limit> (effort and velocity limits are required)")
             effort, velocity = (floats(limit, a, None, 1, what)[0] for a in ("effort", "velocity"))
             if not (effort > 0 and velocity > 0):
-                raise fail(f"{what} needs positive effort and velocity limits, "
-                           f"got effort={effort}, velocity={velocity}")
+                raise fail(
+                    f"{what} needs positive effort and velocity limits, "
+                    f"got effort={effort}, velocity={velocity}"
+                )
             if jtype == "revolute":
                 lower, upper = (floats(limit, a, None, 1, what)[0] for a in ("lower", "upper"))
                 if not lower < upper:
@@ -201,9 +225,17 @@ def load_robot(urdf: str | Path, ee_link: str | None = None) -> RobotDescription
             else:
                 lower, upper = -math.inf, math.inf
             dynamics = elem.find("dynamics")
-            damping, friction = (floats(dynamics, a, "0", 1, what)[0] for a in ("damping", "friction"))
-            info.update(lower=lower, upper=upper, velocity=velocity, effort=effort,
-                        damping=damping, friction=friction)
+            damping, friction = (
+                floats(dynamics, a, "0", 1, what)[0] for a in ("damping", "friction")
+            )
+            info.update(
+                lower=lower,
+                upper=upper,
+                velocity=velocity,
+                effort=effort,
+                damping=damping,
+                friction=friction,
+            )
         joints[name] = dict(info, axis=axis, armature=0.0)
 
     roots = [link for link in links if link not in parent_joint]
@@ -226,10 +258,14 @@ def load_robot(urdf: str | Path, ee_link: str | None = None) -> RobotDescription
         chain_names.append(parent_joint[link])
         link = joints[parent_joint[link]]["parent"]
     chain_names.reverse()
-    off_chain = [n for n, j in joints.items() if j["type"] in ACTUATED_TYPES and n not in chain_names]
+    off_chain = [
+        n for n, j in joints.items() if j["type"] in ACTUATED_TYPES and n not in chain_names
+    ]
     if off_chain:
-        raise fail(f"actuated joint(s) {off_chain} are not on the chain {roots[0]} → {ee_link}; "
-                   "only a single serial chain is supported")
+        raise fail(
+            f"actuated joint(s) {off_chain} are not on the chain {roots[0]} → {ee_link}; "
+            "only a single serial chain is supported"
+        )
     joint_names = tuple(n for n in chain_names if joints[n]["type"] in ACTUATED_TYPES)
     if not joint_names:
         raise fail(f"no revolute or continuous joint between {roots[0]} and {ee_link}")
@@ -242,10 +278,15 @@ def load_robot(urdf: str | Path, ee_link: str | None = None) -> RobotDescription
         unknown = [n for n in names if n not in joint_names]
         if unknown:
             raise fail(f"{what} drives {unknown}, which are not actuated joints of the chain")
-        rotor = floats(transmission.find(f"actuator/{DRAKE}rotor_inertia"), "value", "0", 1, what)[0]
+        rotor = floats(transmission.find(f"actuator/{DRAKE}rotor_inertia"), "value", "0", 1, what)[
+            0
+        ]
         reduction = transmission.find("joint/mechanical_reduction")
-        gear = floats(transmission.find(f"actuator/{DRAKE}gear_ratio"), "value", "1", 1, what)[0] \
-            if reduction is None else floats({"v": reduction.text}, "v", None, 1, what)[0]
+        gear = (
+            floats(transmission.find(f"actuator/{DRAKE}gear_ratio"), "value", "1", 1, what)[0]
+            if reduction is None
+            else floats({"v": reduction.text}, "v", None, 1, what)[0]
+        )
         if rotor < 0:
             raise fail(f"{what} has a negative rotor inertia {rotor}")
         for n in names:
@@ -254,16 +295,33 @@ def load_robot(urdf: str | Path, ee_link: str | None = None) -> RobotDescription
     def column(key: str) -> np.ndarray:
         return _readonly([joints[n][key] for n in joint_names])
 
-    chain = tuple(ChainJoint(name=n, type=joints[n]["type"], parent=joints[n]["parent"],
-                             child=joints[n]["child"], origin=_readonly(joints[n]["origin"]),
-                             axis=_readonly(joints[n]["axis"])) for n in chain_names)
+    chain = tuple(
+        ChainJoint(
+            name=n,
+            type=joints[n]["type"],
+            parent=joints[n]["parent"],
+            child=joints[n]["child"],
+            origin=_readonly(joints[n]["origin"]),
+            axis=_readonly(joints[n]["axis"]),
+        )
+        for n in chain_names
+    )
     return RobotDescription(
-        name=root.get("name", path.stem), urdf_path=path,
+        name=root.get("name", path.stem),
+        urdf_path=path,
         joint_names=joint_names,
-        limits=JointLimits(lower=column("lower"), upper=column("upper"),
-                           velocity=column("velocity"), effort=column("effort")),
-        damping=column("damping"), friction=column("friction"), ee_link=ee_link, chain=chain,
-        armature=column("armature"))
+        limits=JointLimits(
+            lower=column("lower"),
+            upper=column("upper"),
+            velocity=column("velocity"),
+            effort=column("effort"),
+        ),
+        damping=column("damping"),
+        friction=column("friction"),
+        ee_link=ee_link,
+        chain=chain,
+        armature=column("armature"),
+    )
 
 
 class ForwardKinematics(torch.nn.Module):
@@ -277,23 +335,29 @@ class ForwardKinematics(torch.nn.Module):
     array) is converted to the module's dtype and device. Rotation matrices map link to world frame.
     """
 
-    _A: torch.Tensor        # buffers (see ``constants`` in __init__)
+    _A: torch.Tensor  # buffers (see ``constants`` in __init__)
     _t: torch.Tensor
     _A9: torch.Tensor
     _BC9: torch.Tensor
     _axes: torch.Tensor
     _offsets: torch.Tensor
 
-    def __init__(self, robot: RobotDescription,
-                 points: dict[str, tuple[str, Sequence[float] | np.ndarray]] | None = None,
-                 dtype: torch.dtype = torch.float64, device: torch.device | str | None = None):
+    def __init__(
+        self,
+        robot: RobotDescription,
+        points: dict[str, tuple[str, Sequence[float] | np.ndarray]] | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ):
         super().__init__()
         self.robot = robot
         self.link_names = robot.link_names
         points = {"ee": (robot.ee_link, (0.0, 0.0, 0.0))} if points is None else dict(points)
         unknown = {name: link for name, (link, _) in points.items() if link not in self.link_names}
         if unknown:
-            raise ValueError(f"points {unknown} are on links outside the chain {list(self.link_names)}")
+            raise ValueError(
+                f"points {unknown} are on links outside the chain {list(self.link_names)}"
+            )
         self.point_names = tuple(points)
         self._point_links = [self.link_names.index(link) for link, _ in points.values()]
         self._ee_index = self.link_names.index(robot.ee_link)
@@ -306,24 +370,30 @@ class ForwardKinematics(torch.nn.Module):
         moving = [link - 1 for link in self._joint_links]
         constants = {
             # per chain joint: origin rotation (J, 3, 3) and translation (J, 3)
-            "_A": A, "_t": np.stack([j.origin[:3, 3] for j in robot.chain]),
+            "_A": A,
+            "_t": np.stack([j.origin[:3, 3] for j in robot.chain]),
             # per actuated joint: flattened Rodrigues terms A (n, 1, 9), [A·K; A·K²] (n, 2, 9), axis (n, 3)
             "_A9": A[moving].reshape(-1, 1, 9),
             "_BC9": np.stack([A @ K, A @ K @ K], 1)[moving].reshape(-1, 2, 9),
             "_axes": np.stack([robot.chain[j].axis for j in moving]),
-            "_offsets": np.array([offset for _, offset in points.values()], float).reshape(-1, 3),  # (P, 3)
+            "_offsets": np.array([offset for _, offset in points.values()], float).reshape(
+                -1, 3
+            ),  # (P, 3)
         }
         for name, value in constants.items():
             self.register_buffer(name, torch.tensor(value, dtype=dtype, device=device))
 
-    def _local_rotations(self, q: torch.Tensor, last_link: int, batch_last: bool = False
-                         ) -> tuple[torch.Tensor, list]:
+    def _local_rotations(
+        self, q: torch.Tensor, last_link: int, batch_last: bool = False
+    ) -> tuple[torch.Tensor, list]:
         """q as a tensor of the module's dtype, and the rotations of chain joints
         0..last_link − 1 (link j + 1 relative to link j): (..., 3, 3) each, or with
         ``batch_last`` (3, 3, batch) for q flattened to (batch, n) (fixed joints: (3, 3, 1))."""
         q = torch.as_tensor(q, dtype=self._A.dtype, device=self._A.device)
         if q.ndim == 0 or q.shape[-1] != self.robot.n_joints:
-            raise ValueError(f"q must have shape (..., {self.robot.n_joints}), got {tuple(q.shape)}")
+            raise ValueError(
+                f"q must have shape (..., {self.robot.n_joints}), got {tuple(q.shape)}"
+            )
         # Local rotations of the n moving joints as one batched GEMM, joint first (contiguous slices):
         # A + [sin q, 1 − cos q] @ [B; C], flattened 3×3 matrices.
         n = q.shape[-1]
@@ -338,8 +408,9 @@ class ForwardKinematics(torch.nn.Module):
             flat = torch.baddbmm(self._A9, sin_cos, self._BC9)  # (n, batch, 9)
             moving = flat.view(n, *q.shape[:-1], 3, 3).unbind(0)
             fixed = self._A.unbind(0)
-        return q, [fixed[j] if i is None else moving[i]
-                   for j, i in enumerate(self._q_index[:last_link])]
+        return q, [
+            fixed[j] if i is None else moving[i] for j, i in enumerate(self._q_index[:last_link])
+        ]
 
     def _frames(self, q: torch.Tensor, last_link: int) -> tuple[list, list]:
         """World positions [(..., 3)] and rotations [(..., 3, 3)] of links 0..last_link."""
@@ -366,8 +437,13 @@ class ForwardKinematics(torch.nn.Module):
     def positions(self, q: torch.Tensor) -> torch.Tensor:
         """World positions (..., P, 3) in m of the P ``point_names`` for q (..., n) in rad."""
         positions, rotations = self._frames(q, max(self._point_links))
-        return torch.stack([positions[link] + rotations[link] @ offset
-                            for link, offset in zip(self._point_links, self._offsets.unbind(0))], -2)
+        return torch.stack(
+            [
+                positions[link] + rotations[link] @ offset
+                for link, offset in zip(self._point_links, self._offsets.unbind(0))
+            ],
+            -2,
+        )
 
     def ee_position(self, q: torch.Tensor) -> torch.Tensor:
         """World position (..., 3) in m of the ``ee_link`` origin (MuJoCo's 'ee' site), evaluated
@@ -385,7 +461,9 @@ class ForwardKinematics(torch.nn.Module):
         """Position Jacobian d ee_position / dq, shape (..., 3, n) in m/rad (analytic: axis × lever)."""
         positions, rotations = self._frames(q, self._ee_index)
         links = self._joint_links
-        axes = torch.stack([rotations[link] @ axis for link, axis in zip(links, self._axes.unbind(0))], -2)
+        axes = torch.stack(
+            [rotations[link] @ axis for link, axis in zip(links, self._axes.unbind(0))], -2
+        )
         ee = positions[self._ee_index][..., None, :]
         levers = ee - torch.stack([positions[link] for link in links], -2)
         return torch.linalg.cross(axes, levers, dim=-1).transpose(-1, -2)
@@ -412,8 +490,9 @@ def _urdf_spec(robot: RobotDescription) -> mujoco.MjSpec:
         raise RobotDescriptionError(f"{robot.urdf_path}: MuJoCo cannot import it ({e})") from None
 
 
-def build_mujoco_spec(robot: RobotDescription, scene: str | Path | None = "scene",
-                      timestep: float | None = None) -> mujoco.MjSpec:
+def build_mujoco_spec(
+    robot: RobotDescription, scene: str | Path | None = "scene", timestep: float | None = None
+) -> mujoco.MjSpec:
     """MuJoCo spec of the robot, attached at the world origin of ``scene`` (a path or a bare name in
     the package's sim/ folder; None: the bare robot), with one motor per joint (named like the joint,
     gear 1, ctrlrange ±effort limit in N·m), the URDF limits, damping, friction and armature on the
@@ -424,14 +503,25 @@ def build_mujoco_spec(robot: RobotDescription, scene: str | Path | None = "scene
         try:
             scene_spec = mujoco.MjSpec.from_file(str(scene_path))
         except ValueError as e:
-            raise RobotDescriptionError(f"{scene_path}: MuJoCo cannot load the scene ({e})") from None
+            raise RobotDescriptionError(
+                f"{scene_path}: MuJoCo cannot load the scene ({e})"
+            ) from None
         # Attach under a temporary prefix, then restore the URDF names (an empty prefix makes MuJoCo
         # warn on every compile that the model may not save correctly).
         prefix = "urdf:"
-        base = scene_spec.worldbody.add_frame().attach_body(spec.body(robot.link_names[0]), prefix, "")
-        for element in [base] + [e for kind in (mujoco.mjtObj.mjOBJ_BODY, mujoco.mjtObj.mjOBJ_JOINT,
-                                                mujoco.mjtObj.mjOBJ_GEOM, mujoco.mjtObj.mjOBJ_SITE)
-                                 for e in base.find_all(kind)]:
+        base = scene_spec.worldbody.add_frame().attach_body(
+            spec.body(robot.link_names[0]), prefix, ""
+        )
+        for element in [base] + [
+            e
+            for kind in (
+                mujoco.mjtObj.mjOBJ_BODY,
+                mujoco.mjtObj.mjOBJ_JOINT,
+                mujoco.mjtObj.mjOBJ_GEOM,
+                mujoco.mjtObj.mjOBJ_SITE,
+            )
+            for e in base.find_all(kind)
+        ]:
             element.name = element.name.removeprefix(prefix)
         spec = scene_spec
     if timestep is not None:
@@ -445,7 +535,9 @@ def build_mujoco_spec(robot: RobotDescription, scene: str | Path | None = "scene
     for i, name in enumerate(robot.joint_names):
         joint = spec.joint(name)
         continuous = math.isinf(robot.limits.lower[i])
-        joint.limited = mujoco.mjtLimited.mjLIMITED_FALSE if continuous else mujoco.mjtLimited.mjLIMITED_TRUE
+        joint.limited = (
+            mujoco.mjtLimited.mjLIMITED_FALSE if continuous else mujoco.mjtLimited.mjLIMITED_TRUE
+        )
         if not continuous:
             joint.range = [robot.limits.lower[i], robot.limits.upper[i]]
         joint.damping = [robot.damping[i], 0.0, 0.0]  # (linear, quadratic, cubic) damping
@@ -460,9 +552,12 @@ def build_mujoco_spec(robot: RobotDescription, scene: str | Path | None = "scene
     return spec
 
 
-def build_mujoco_model(robot: RobotDescription, scene: str | Path | None = "scene",
-                       timestep: float | None = None,
-                       gravity_compensation: bool = False) -> mujoco.MjModel:
+def build_mujoco_model(
+    robot: RobotDescription,
+    scene: str | Path | None = "scene",
+    timestep: float | None = None,
+    gravity_compensation: bool = False,
+) -> mujoco.MjModel:
     """Compiled ``build_mujoco_spec``; qpos, qvel and ctrl are in ``robot.joint_names`` order.
 
     ``gravity_compensation``: the arm's own weight is cancelled by a passive force on every body
@@ -476,7 +571,8 @@ def build_mujoco_model(robot: RobotDescription, scene: str | Path | None = "scen
         model = spec.compile()
     except ValueError as e:
         raise RobotDescriptionError(
-            f"{robot.urdf_path} (scene {scene}): MuJoCo cannot compile the model ({e})") from None
+            f"{robot.urdf_path} (scene {scene}): MuJoCo cannot compile the model ({e})"
+        ) from None
     qpos, dof = mujoco_joint_indices(model, robot)
     n = robot.n_joints
     actuators = tuple(model.actuator(i).name for i in range(model.nu))
@@ -484,13 +580,18 @@ def build_mujoco_model(robot: RobotDescription, scene: str | Path | None = "scen
     if not (in_order and actuators == robot.joint_names):
         raise RobotDescriptionError(
             f"{robot.urdf_path} (scene {scene}): MuJoCo order differs from the URDF joint order "
-            f"(qpos addresses {qpos.tolist()}, dof addresses {dof.tolist()}, actuators {list(actuators)})")
+            f"(qpos addresses {qpos.tolist()}, dof addresses {dof.tolist()}, actuators {list(actuators)})"
+        )
     return model
 
 
-def mujoco_joint_indices(model: mujoco.MjModel, robot: RobotDescription) -> tuple[np.ndarray, np.ndarray]:
+def mujoco_joint_indices(
+    model: mujoco.MjModel, robot: RobotDescription
+) -> tuple[np.ndarray, np.ndarray]:
     """qpos addresses and dof (qvel) addresses, each (n,), of ``robot.joint_names`` in ``model``."""
-    ids = np.array([mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name) for name in robot.joint_names])
+    ids = np.array(
+        [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name) for name in robot.joint_names]
+    )
     missing = [name for name, i in zip(robot.joint_names, ids) if i < 0]
     if missing:
         raise ValueError(f"joints {missing} of robot '{robot.name}' are not in the MuJoCo model")

@@ -13,10 +13,11 @@ robot, sim time on the package's simulator).
 not settle). A homing that does not settle is started again from where the arm is
 (``homing_retries`` times; the step's message says why) before the run fails. The node owns the messages; the sequence is testable without ROS.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -50,27 +51,31 @@ class EpisodeSequencer:
     source: str
     start_pose: Callable[[int, np.ndarray], np.ndarray]
     settle: Callable[[np.ndarray], SettleDetector]
-    homing_retries: int = 1        # homings from where the arm is after one did not settle
+    homing_retries: int = 1  # homings from where the arm is after one did not settle
     episode: int = 0
-    phase: str = "idle"            # idle | homing | resetting | settling | running | done | failed
+    phase: str = "idle"  # idle | homing | resetting | settling | running | done | failed
     starts: list[int] = field(default_factory=list)  # start stamp of each episode begun (ns)
     _detector: SettleDetector | None = None
-    _since: int | None = None          # service: stamp of the first state after the answer
-    _retries: int = 0                  # homings of this episode after the first
+    _since: int | None = None  # service: stamp of the first state after the answer
+    _retries: int = 0  # homings of this episode after the first
 
     def __post_init__(self):
         if self.source not in (HOMING, SERVICE):
             raise ValueError(f"episode source {self.source!r} must be {HOMING} or {SERVICE}")
         if self.n_episodes < 1 or self.episode_ns <= 0:
-            raise ValueError(f"need ≥ 1 episode of positive length, got {self.n_episodes} of "
-                             f"{self.episode_ns} ns")
+            raise ValueError(
+                f"need ≥ 1 episode of positive length, got {self.n_episodes} of "
+                f"{self.episode_ns} ns"
+            )
 
     def on_state(self, stamp_ns: int, q: np.ndarray, qd: np.ndarray) -> list[Step]:
         """The steps due at this joint state (stamps in order; the node drops others)."""
         if self.phase == "idle":
             return self._prepare(stamp_ns, q)
-        if self.phase == "settling" and (self._detector is None or np.any(
-                np.abs(q - self._detector.goal) > self._detector.position_tol)):
+        if self.phase == "settling" and (
+            self._detector is None
+            or np.any(np.abs(q - self._detector.goal) > self._detector.position_tol)
+        ):
             # after a reset: at rest where the reset put the arm (a state that was in flight
             # before the reset, or the arm still moving, starts the wait again there; the
             # time-out counts from the answer)
@@ -81,15 +86,24 @@ class EpisodeSequencer:
             detector = self._detector
             assert detector is not None  # set where homing begins and just above for settling
             done = detector.update(stamp_ns, q, qd)
-            if detector.timed_out or (not done and self._since is not None and
-                                      stamp_ns - self._since >= detector.timeout_ns):
+            if detector.timed_out or (
+                not done
+                and self._since is not None
+                and stamp_ns - self._since >= detector.timeout_ns
+            ):
                 if self.phase == "homing" and self._retries < self.homing_retries:
                     self._retries += 1  # e.g. the arm was bumped: home again from where it is
                     why, goal = detector.message, detector.goal
                     self._detector = self.settle(goal)
-                    return [Step("home", self.episode, stamp_ns, goal=goal,
-                                 message=f"again ({self._retries} of {self.homing_retries}): "
-                                         f"{why}")]
+                    return [
+                        Step(
+                            "home",
+                            self.episode,
+                            stamp_ns,
+                            goal=goal,
+                            message=f"again ({self._retries} of {self.homing_retries}): {why}",
+                        )
+                    ]
                 self.phase = "failed"
                 return [Step("failed", self.episode, stamp_ns, message=detector.message)]
             if done:
@@ -113,8 +127,14 @@ class EpisodeSequencer:
             return []
         if not ok:
             self.phase = "failed"
-            return [Step("failed", self.episode, stamp_ns,
-                         message=f"the reset service refused: {message or 'no reason given'}")]
+            return [
+                Step(
+                    "failed",
+                    self.episode,
+                    stamp_ns,
+                    message=f"the reset service refused: {message or 'no reason given'}",
+                )
+            ]
         self.phase, self._detector, self._since = "settling", None, None
         return []
 

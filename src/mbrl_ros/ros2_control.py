@@ -5,6 +5,7 @@ arm's joints, and the files that run the arm under MuJoCo's ros2_control hardwar
 
 Pure Python (no rclpy, no ROS install): the launch file calls ``mujoco_setup``.
 """
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -42,21 +43,28 @@ def hardware_joints(robot: RobotDescription) -> tuple[HardwareJoint, ...]:
     blocks = ET.parse(robot.urdf_path).getroot().findall("ros2_control")
     if len(blocks) != 1:
         raise Ros2ControlError(f"{robot.urdf_path}: {len(blocks)} <ros2_control> blocks, need one")
-    joints = tuple(HardwareJoint(  # (a missing name reads as '', which no check accepts)
-        j.get("name", ""), tuple(c.get("name", "") for c in j.findall("command_interface")),
-        tuple(s.get("name", "") for s in j.findall("state_interface")))
-        for j in blocks[0].findall("joint"))
+    joints = tuple(
+        HardwareJoint(  # (a missing name reads as '', which no check accepts)
+            j.get("name", ""),
+            tuple(c.get("name", "") for c in j.findall("command_interface")),
+            tuple(s.get("name", "") for s in j.findall("state_interface")),
+        )
+        for j in blocks[0].findall("joint")
+    )
     names = [j.name for j in joints]
     if sorted(names) != sorted(robot.joint_names):
-        raise Ros2ControlError(f"{robot.urdf_path}: <ros2_control> joints {names} are not the "
-                               f"chain's actuated joints {list(robot.joint_names)}")
+        raise Ros2ControlError(
+            f"{robot.urdf_path}: <ros2_control> joints {names} are not the "
+            f"chain's actuated joints {list(robot.joint_names)}"
+        )
     for j in joints:
         missing = [i for i in STATE_INTERFACES if i not in j.state_interfaces]
         if "effort" not in j.command_interfaces or missing:
             raise Ros2ControlError(
                 f"{robot.urdf_path}: <ros2_control> joint '{j.name}' needs an effort command "
                 f"interface and position, velocity and effort state interfaces (has commands "
-                f"{list(j.command_interfaces)}, states {list(j.state_interfaces)})")
+                f"{list(j.command_interfaces)}, states {list(j.state_interfaces)})"
+            )
     return joints
 
 
@@ -83,8 +91,9 @@ def mujoco_description(robot: RobotDescription, mjcf: Path, headless: bool) -> s
     assert block is not None  # hardware_joints checked that there is one
     hardware = block.find("hardware")
     if hardware is None or (hardware.findtext("plugin") or "").strip() != MUJOCO_PLUGIN:
-        raise Ros2ControlError(f"{robot.urdf_path}: the <ros2_control> hardware plugin is not "
-                               f"{MUJOCO_PLUGIN}")
+        raise Ros2ControlError(
+            f"{robot.urdf_path}: the <ros2_control> hardware plugin is not {MUJOCO_PLUGIN}"
+        )
     for transmission in block.findall("transmission"):
         block.remove(transmission)
     params = {"mujoco_model": str(mjcf), "headless": str(headless).lower()}
@@ -106,8 +115,9 @@ class MujocoSetup:
     controllers: Path
 
 
-def mujoco_setup(robot: str, folder: Path, headless: bool = True,
-                 controllers: str | Path = CONTROLLERS_FILE) -> MujocoSetup:
+def mujoco_setup(
+    robot: str, folder: Path, headless: bool = True, controllers: str | Path = CONTROLLERS_FILE
+) -> MujocoSetup:
     """Write the MuJoCo model of ``robot`` (a URDF path or a package arm's name) in the package's
     scene (one motor per joint, named like it) and its controllers file into ``folder``."""
     description = load_robot(robot)
@@ -115,6 +125,5 @@ def mujoco_setup(robot: str, folder: Path, headless: bool = True,
     mjcf = folder / f"{description.name}.xml"
     mjcf.write_text(build_mujoco_spec(description).to_xml())
     config = folder / CONTROLLERS_FILE
-    config.write_text(yaml.safe_dump(controllers_config(description, controllers),
-                                     sort_keys=False))
+    config.write_text(yaml.safe_dump(controllers_config(description, controllers), sort_keys=False))
     return MujocoSetup(mujoco_description(description, mjcf, headless), mjcf, config)

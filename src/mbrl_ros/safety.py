@@ -29,10 +29,12 @@ on inertia I oscillates once d·h/I > 2: on arm2's 3e-4 kg·m² elbow at 100 Hz,
 N·m·s/rad). ``gain_caps(inertia, h)`` bounds kd ≤ 0.5·I/h and kp ≤ 0.25·I/h² per joint, with I
 the effective inertia 1/(M⁻¹)_ii (coupling and armature included) from ``effective_inertia``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import mujoco
 import numpy as np
@@ -57,20 +59,20 @@ class SafetyConfig:
 
     enabled: bool = True
     hold_law: str = "damping"
-    damping: float | np.ndarray = 2.0          # N·m·s/rad
-    hold_kp: float | np.ndarray = 50.0         # N·m/rad
-    hold_kd: float | np.ndarray = 5.0          # N·m·s/rad
-    position_margin: float = 0.05              # rad
-    velocity_margin: float = 0.2               # rad/s
+    damping: float | np.ndarray = 2.0  # N·m·s/rad
+    hold_kp: float | np.ndarray = 50.0  # N·m/rad
+    hold_kd: float | np.ndarray = 5.0  # N·m·s/rad
+    position_margin: float = 0.05  # rad
+    velocity_margin: float = 0.2  # rad/s
     limit_response: str = "brake"
-    brake_kp: float | np.ndarray = 200.0       # N·m/rad
-    brake_kd: float | np.ndarray = 10.0        # N·m·s/rad
-    max_state_age: float = 0.05                # s
-    max_plan_age: float = 0.0                  # s
+    brake_kp: float | np.ndarray = 200.0  # N·m/rad
+    brake_kd: float | np.ndarray = 10.0  # N·m·s/rad
+    max_state_age: float = 0.05  # s
+    max_plan_age: float = 0.0  # s
 
 
-KD_PER_INERTIA = 0.5    # kd ≤ 0.5·I/h: half of a dead-beat velocity loop
-KP_PER_INERTIA = 0.25   # kp ≤ 0.25·I/h²
+KD_PER_INERTIA = 0.5  # kd ≤ 0.5·I/h: half of a dead-beat velocity loop
+KP_PER_INERTIA = 0.25  # kp ≤ 0.25·I/h²
 
 
 def effective_inertia(model: mujoco.MjModel, poses) -> np.ndarray:
@@ -94,8 +96,9 @@ def gain_caps(inertia, period: float) -> tuple[np.ndarray, np.ndarray]:
     return KP_PER_INERTIA * inertia / period**2, KD_PER_INERTIA * inertia / period
 
 
-def robot_gain_caps(robot: RobotDescription, joint_names, period: float, n_poses: int = 32,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def robot_gain_caps(
+    robot: RobotDescription, joint_names, period: float, n_poses: int = 32, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``gain_caps`` for ``joint_names`` of ``robot`` at control period ``period`` s, with the
     smallest effective inertia over the home pose and ``n_poses`` seeded random poses."""
     model = build_mujoco_model(robot, scene=None)
@@ -115,29 +118,44 @@ class SafetyLayer:
     ``gravity``: q (n,) rad → g(q) (n,) N·m in the same joint order, added to every output (a
     robot that does not compensate gravity); None: the robot compensates."""
 
-    def __init__(self, lower, upper, velocity, effort, config: SafetyConfig = SafetyConfig(),
-                 caps: tuple[np.ndarray, np.ndarray] | None = None,
-                 gravity: Callable[[np.ndarray], np.ndarray] | None = None):
+    def __init__(
+        self,
+        lower,
+        upper,
+        velocity,
+        effort,
+        config: SafetyConfig = SafetyConfig(),
+        caps: tuple[np.ndarray, np.ndarray] | None = None,
+        gravity: Callable[[np.ndarray], np.ndarray] | None = None,
+    ):
         self.lower, self.upper, self.velocity, self.effort = (
-            np.asarray(a, dtype=np.float64) for a in (lower, upper, velocity, effort))
+            np.asarray(a, dtype=np.float64) for a in (lower, upper, velocity, effort)
+        )
         n = self.effort.shape[0] if self.effort.ndim == 1 else -1
         if n < 1 or any(a.shape != (n,) for a in (self.lower, self.upper, self.velocity)):
             raise ValueError("limits must be four (n,) arrays")
         if not (np.all(np.isfinite(self.effort)) and np.all(self.effort > 0)):
             raise ValueError(f"effort limits must be finite and positive, got {self.effort}")
-        if np.any(np.isnan(self.lower) | np.isnan(self.upper) | np.isnan(self.velocity)) \
-                or np.any(self.lower >= self.upper) or np.any(self.velocity <= 0):
+        if (
+            np.any(np.isnan(self.lower) | np.isnan(self.upper) | np.isnan(self.velocity))
+            or np.any(self.lower >= self.upper)
+            or np.any(self.velocity <= 0)
+        ):
             raise ValueError("position limits must satisfy lower < upper and velocity limits > 0")
         if config.hold_law not in HOLD_LAWS:
             raise ValueError(f"hold_law must be one of {HOLD_LAWS}, got {config.hold_law!r}")
         if config.limit_response not in LIMIT_RESPONSES:
-            raise ValueError(f"limit_response must be one of {LIMIT_RESPONSES}, "
-                             f"got {config.limit_response!r}")
+            raise ValueError(
+                f"limit_response must be one of {LIMIT_RESPONSES}, got {config.limit_response!r}"
+            )
         self.config = config
         self.n = n
-        self.gate = StateGate(np.where(np.isfinite(self.lower), self.lower, -CONTINUOUS_BOUND),
-                              np.where(np.isfinite(self.upper), self.upper, CONTINUOUS_BOUND),
-                              self.velocity, max_ahead_ns=0)
+        self.gate = StateGate(
+            np.where(np.isfinite(self.lower), self.lower, -CONTINUOUS_BOUND),
+            np.where(np.isfinite(self.upper), self.upper, CONTINUOUS_BOUND),
+            self.velocity,
+            max_ahead_ns=0,
+        )
         self.set_margins(config.position_margin, config.velocity_margin)
         gains = {}
         for name in ("damping", "hold_kp", "hold_kd", "brake_kp", "brake_kd"):
@@ -157,8 +175,9 @@ class SafetyLayer:
     def set_margins(self, position_margin: float, velocity_margin: float) -> None:
         """Where the limit guards act: ``position_margin`` rad inside the position limits,
         ``velocity_margin`` rad/s below the velocity limits (also on a running layer)."""
-        self.config = replace(self.config, position_margin=position_margin,
-                              velocity_margin=velocity_margin)
+        self.config = replace(
+            self.config, position_margin=position_margin, velocity_margin=velocity_margin
+        )
         self._hi_edge = self.upper - position_margin
         self._lo_edge = self.lower + position_margin
         self._v_edge = self.velocity - velocity_margin
@@ -183,9 +202,17 @@ class SafetyLayer:
         u = g["hold_kp"] * (self._hold_position - q) - g["hold_kd"] * qd
         return np.where(np.isfinite(u), u, 0.0)
 
-    def filter(self, q, qd, u, now_ns: int | None = None, *, state_time_ns: int | None = None,
-               plan_time_ns: int | None = None,
-               why: str = "no_plan") -> tuple[np.ndarray, list[SafetyEvent]]:
+    def filter(
+        self,
+        q,
+        qd,
+        u,
+        now_ns: int | None = None,
+        *,
+        state_time_ns: int | None = None,
+        plan_time_ns: int | None = None,
+        why: str = "no_plan",
+    ) -> tuple[np.ndarray, list[SafetyEvent]]:
         """Safe torque (n,) for state q, q̇ (n,) and proposed torque ``u`` (n,) or None (then the
         hold law, with event ``why``). ``state_time_ns`` / ``plan_time_ns``: when the state and the
         plan were received on the clock of ``now_ns``; compared with max_state_age/max_plan_age."""
@@ -208,27 +235,26 @@ class SafetyLayer:
         elif problem is not None:
             hold = SafetyEvent("implausible_state", f"implausible joint state ({problem}): hold")
             slack = self.gate.position_slack
-            q = np.where((q >= self.gate.lower - slack) & (q <= self.gate.upper + slack), q,
-                         np.nan)
+            q = np.where((q >= self.gate.lower - slack) & (q <= self.gate.upper + slack), q, np.nan)
             qd = np.zeros(self.n)
         elif self.estopped:
             hold = SafetyEvent("estop", "e-stop engaged: hold (call ~/estop false to release)")
-        elif cfg.enabled and now_ns is not None and _older(now_ns, state_time_ns,
-                                                           cfg.max_state_age):
-            hold = SafetyEvent("stale_state", f"joint state older than {cfg.max_state_age} s: "
-                                              "hold")
+        elif (
+            cfg.enabled and now_ns is not None and _older(now_ns, state_time_ns, cfg.max_state_age)
+        ):
+            hold = SafetyEvent("stale_state", f"joint state older than {cfg.max_state_age} s: hold")
             qd = np.zeros(self.n)
-        elif cfg.enabled and now_ns is not None and _older(now_ns, plan_time_ns,
-                                                           cfg.max_plan_age):
+        elif cfg.enabled and now_ns is not None and _older(now_ns, plan_time_ns, cfg.max_plan_age):
             hold = SafetyEvent("stale_plan", f"controller older than {cfg.max_plan_age} s: hold")
         elif u is None:
             hold = SafetyEvent(why, f"no command ({why}): hold")
         else:
             u = np.asarray(u, dtype=np.float64)
             if u.shape != (self.n,) or not np.isfinite(u).all():
-                hold = SafetyEvent("non_finite_command",
-                                   f"command of shape {u.shape} is not {self.n} finite values: "
-                                   "hold")
+                hold = SafetyEvent(
+                    "non_finite_command",
+                    f"command of shape {u.shape} is not {self.n} finite values: hold",
+                )
         if hold is None and cfg.enabled:
             u, guard_events = self._guard(q, qd, u)
             events += guard_events
@@ -249,8 +275,11 @@ class SafetyLayer:
         clamped = np.minimum(np.maximum(u, -self.effort), self.effort)
         over = clamped != u
         if over.any():
-            events.append(SafetyEvent("effort_clamped",
-                                      f"torque clamped on joints {list(np.flatnonzero(over))}"))
+            events.append(
+                SafetyEvent(
+                    "effort_clamped", f"torque clamped on joints {list(np.flatnonzero(over))}"
+                )
+            )
         if not np.isfinite(clamped).all():  # cannot happen; the output must be finite regardless
             clamped = np.where(np.isfinite(clamped), clamped, 0.0)
         return clamped, events
@@ -269,17 +298,25 @@ class SafetyLayer:
         bounded = np.where(lo & (bounded < wall_lo), wall_lo, bounded)
         hit = np.flatnonzero(bounded != u)
         if hit.size:
-            events.append(SafetyEvent("position_guard",
-                                      f"joints {list(hit)} within {cfg.position_margin} rad of a "
-                                      "position limit: braking"))
+            events.append(
+                SafetyEvent(
+                    "position_guard",
+                    f"joints {list(hit)} within {cfg.position_margin} rad of a "
+                    "position limit: braking",
+                )
+            )
         brake = -g["brake_kd"] * qd
         braked = np.where(fast & (qd > 0) & (bounded > brake), brake, bounded)
         braked = np.where(fast & (qd < 0) & (braked < brake), brake, braked)
         hit = np.flatnonzero(braked != bounded)
         if hit.size:
-            events.append(SafetyEvent("velocity_guard",
-                                      f"joints {list(hit)} within {cfg.velocity_margin} rad/s of "
-                                      "the velocity limit: braking"))
+            events.append(
+                SafetyEvent(
+                    "velocity_guard",
+                    f"joints {list(hit)} within {cfg.velocity_margin} rad/s of "
+                    "the velocity limit: braking",
+                )
+            )
         return braked, events
 
 

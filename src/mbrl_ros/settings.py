@@ -8,13 +8,15 @@ rejects unknown names (with the nearest known one), so a typo cannot leave a def
 The planner node declares ``PlannerSettings.params()`` as its ROS parameters (``nodes.params``),
 and offline code (``versions``, benchmarks, tests) builds the same object without ROS.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 S = TypeVar("S", bound="Settings")
 
@@ -40,8 +42,9 @@ class Param:
 
     def __post_init__(self):
         if self.safer not in (None, "higher", "lower") or (self.safer and not self.runtime):
-            raise TypeError(f"parameter '{self.name}': safer must be 'higher' or 'lower' and "
-                            "needs runtime=True")
+            raise TypeError(
+                f"parameter '{self.name}': safer must be 'higher' or 'lower' and needs runtime=True"
+            )
 
     def check(self, value: Any) -> Any:
         """The value converted to this parameter's type; ConfigError if it does not fit."""
@@ -71,7 +74,9 @@ class Param:
             if value is None or value == []:
                 return []
             items = list(value)
-            if items and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+            if items and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in items
+            ):
                 items = [float(v) for v in items]
                 for i, v in enumerate(items):
                     if not math.isfinite(v):
@@ -85,10 +90,14 @@ class Param:
             raise ConfigError(f"{bad} is out of range [{self.range[0]}, {self.range[1]}]")
 
 
-
-def setting(default: Any, description: str, range: tuple[float, float] | None = None,
-            choices: tuple[str, ...] | None = None, runtime: bool = False,
-            safer: str | None = None) -> Any:
+def setting(
+    default: Any,
+    description: str,
+    range: tuple[float, float] | None = None,
+    choices: tuple[str, ...] | None = None,
+    runtime: bool = False,
+    safer: str | None = None,
+) -> Any:
     """A field of a ``Settings`` dataclass: its default (whose type is the setting's type: bool,
     int, float, str or list), description with units, inclusive numeric range or allowed strings;
     ``runtime``/``safer`` as for ``Param``."""
@@ -133,8 +142,10 @@ class Settings:
             for key in unknown:
                 close = difflib.get_close_matches(key, sorted(cls.names()), n=1)
                 hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-            raise ConfigError(f"{where + ': ' if where else ''}unknown {cls.__name__} "
-                              f"setting(s) {', '.join(hints)}")
+            raise ConfigError(
+                f"{where + ': ' if where else ''}unknown {cls.__name__} "
+                f"setting(s) {', '.join(hints)}"
+            )
         return cls(**values)
 
     @classmethod

@@ -7,18 +7,18 @@ is the effort interface of a ros2_control robot: the latest command held until i
 zero torque. The simulator node and the offline tests use this same class,
 so a run over ROS and a run offline with the same seed give the same trajectory.
 """
+
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import mujoco
 import numpy as np
 
-from mbrl_ros.robot import (RobotDescription, build_mujoco_model, home_position,
-                            mujoco_joint_indices)
+from mbrl_ros.robot import RobotDescription, build_mujoco_model, home_position, mujoco_joint_indices
 from mbrl_ros.safety import robot_gain_caps
 
 
@@ -28,15 +28,15 @@ class SimConfig:
 
     physics_timestep: float = 0.002
     control_period: float = 0.01
-    torque_noise_std: float = 0.0       # N·m, added to the commanded torque before the clamp
-    position_noise_std: float = 0.0     # rad, added to the published position
-    velocity_noise_std: float = 0.0     # rad/s, added to the published velocity
-    initial_position: tuple[float, ...] = ()   # rad, robot joint order; () = home_position()
-    initial_position_noise: float = 0.0        # rad, uniform ± on reset
-    hold_damping: float = 1.0                  # N·m·s/rad of the safe hold (−d·q̇), capped per
-                                               # joint so the held torque cannot oscillate
-    gravity_compensation: bool = False         # the robot cancels its own weight (see
-                                               # robot.build_mujoco_model)
+    torque_noise_std: float = 0.0  # N·m, added to the commanded torque before the clamp
+    position_noise_std: float = 0.0  # rad, added to the published position
+    velocity_noise_std: float = 0.0  # rad/s, added to the published velocity
+    initial_position: tuple[float, ...] = ()  # rad, robot joint order; () = home_position()
+    initial_position_noise: float = 0.0  # rad, uniform ± on reset
+    hold_damping: float = 1.0  # N·m·s/rad of the safe hold (−d·q̇), capped per
+    # joint so the held torque cannot oscillate
+    gravity_compensation: bool = False  # the robot cancels its own weight (see
+    # robot.build_mujoco_model)
     seed: int = 0
     scene: str | None = "scene"
 
@@ -47,7 +47,8 @@ class SimConfig:
         if n < 1 or abs(ratio - n) > 1e-6 * max(1.0, ratio):
             raise ValueError(
                 f"control_period {self.control_period} s is not a whole multiple of "
-                f"physics_timestep {self.physics_timestep} s")
+                f"physics_timestep {self.physics_timestep} s"
+            )
         return n
 
 
@@ -67,13 +68,20 @@ class ArmSimulator:
     def __init__(self, robot: RobotDescription, config: SimConfig = SimConfig()):
         self.robot, self.config = robot, config
         self.n_substeps = config.n_substeps
-        self.model = build_mujoco_model(robot, scene=config.scene, timestep=config.physics_timestep,
-                                        gravity_compensation=config.gravity_compensation)
+        self.model = build_mujoco_model(
+            robot,
+            scene=config.scene,
+            timestep=config.physics_timestep,
+            gravity_compensation=config.gravity_compensation,
+        )
         self.data = mujoco.MjData(self.model)
         self.qpos_idx, self.dof_idx = mujoco_joint_indices(self.model, robot)
         n = robot.n_joints
-        init = (home_position(robot) if not config.initial_position
-                else np.asarray(config.initial_position, float))
+        init = (
+            home_position(robot)
+            if not config.initial_position
+            else np.asarray(config.initial_position, float)
+        )
         if init.shape != (n,):
             raise ValueError(f"initial_position has {init.size} values, the robot has {n} joints")
         lower, upper = robot.limits.lower, robot.limits.upper
@@ -81,9 +89,9 @@ class ArmSimulator:
             raise ValueError(f"initial_position {init.tolist()} is outside the joint limits")
         self.initial_position = init
         self.effort_limit = robot.limits.effort
-        self.hold_damping = np.minimum(config.hold_damping,
-                                       robot_gain_caps(robot, robot.joint_names,
-                                                       config.control_period)[1])
+        self.hold_damping = np.minimum(
+            config.hold_damping, robot_gain_caps(robot, robot.joint_names, config.control_period)[1]
+        )
         self.rng = np.random.default_rng(config.seed)
         self.steps = 0
         self.applied = np.zeros(n)
@@ -106,12 +114,14 @@ class ArmSimulator:
         ``velocity`` (n,) rad/s, e.g. a start state drawn by a learner."""
         q, qd = np.asarray(position, dtype=float), np.asarray(velocity, dtype=float)
         n = self.robot.n_joints
-        if q.shape != (n,) or qd.shape != (n,) or not (np.all(np.isfinite(q))
-                                                          and np.all(np.isfinite(qd))):
+        if (
+            q.shape != (n,)
+            or qd.shape != (n,)
+            or not (np.all(np.isfinite(q)) and np.all(np.isfinite(qd)))
+        ):
             raise ValueError(f"state must be {n} finite positions and {n} finite velocities")
         self.reset(randomize=False)
-        self.data.qpos[self.qpos_idx] = np.clip(q, self.robot.limits.lower,
-                                                self.robot.limits.upper)
+        self.data.qpos[self.qpos_idx] = np.clip(q, self.robot.limits.lower, self.robot.limits.upper)
         self.data.qvel[self.dof_idx] = qd
         mujoco.mj_forward(self.model, self.data)
 
@@ -138,8 +148,9 @@ class ArmSimulator:
     def hold_torque(self) -> np.ndarray:
         """The safe hold: joint damping −d·q̇ (N·m), d capped by ``safety.gain_caps``, within the
         effort limits."""
-        return np.clip(-self.hold_damping * self.data.qvel[self.dof_idx],
-                       -self.effort_limit, self.effort_limit)
+        return np.clip(
+            -self.hold_damping * self.data.qvel[self.dof_idx], -self.effort_limit, self.effort_limit
+        )
 
     def step(self, torque: np.ndarray) -> None:
         """Apply ``torque`` (n,) N·m (+ noise, clamped to the effort limits) for one control period."""
@@ -184,9 +195,13 @@ class ArmSimulator:
         return SimState(q, qd, self.applied.copy(), self.steps)
 
 
-def simulate(sim: ArmSimulator, act: Callable[[np.ndarray, int], np.ndarray], steps: int,
-             start=None, command_filter: Callable[[SimState, np.ndarray], np.ndarray] | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+def simulate(
+    sim: ArmSimulator,
+    act: Callable[[np.ndarray, int], np.ndarray],
+    steps: int,
+    start=None,
+    command_filter: Callable[[SimState, np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """One episode offline: from ``start`` (n,) rad at rest (None: ``sim.reset()``, its pose and
     noise), ``steps`` control periods of u_t = act(x_t, t), x = [q rad, q̇ rad/s] as measured,
     passed through ``command_filter(state, u)`` when given (a safety layer) and applied for one

@@ -20,11 +20,13 @@ Every command goes through the executor's ``SafetyLayer``. The settings are the 
 planner node's parameters (``mpc.build_mpc``), the fitter's model options, the sim's and the
 episode manager's (target box, tolerance, seeds).
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,8 +63,8 @@ class Setup:
     eval_seed: int = 1000
     random_scale: float = 0.3
     random_hold_steps: int = 2
-    open_loop_iterations: int = 30    # iLQR iterations of a once-per-episode plan
-    feedback_every: int = 5           # v1.5+ilqr: control steps between replans
+    open_loop_iterations: int = 30  # iLQR iterations of a once-per-episode plan
+    feedback_every: int = 5  # v1.5+ilqr: control steps between replans
 
 
 @dataclass
@@ -99,25 +101,40 @@ class _Arm:
         self.setup, self.n = setup, robot.n_joints
         self.sim = ArmSimulator(robot, setup.sim)
         lim = robot.limits
-        self.safety = SafetyLayer(lim.lower, lim.upper, lim.velocity, lim.effort,
-                                  SafetyConfig(max_state_age=0.0),
-                                  robot_gain_caps(robot, robot.joint_names,
-                                                  setup.sim.control_period))
+        self.safety = SafetyLayer(
+            lim.lower,
+            lim.upper,
+            lim.velocity,
+            lim.effort,
+            SafetyConfig(max_state_age=0.0),
+            robot_gain_caps(robot, robot.joint_names, setup.sim.control_period),
+        )
         self.fk = ForwardKinematics(robot)
         self.episode = 0
 
-    def run(self, act: Callable[[np.ndarray, int], np.ndarray], target: np.ndarray | None
-            ) -> tuple[Dataset, np.ndarray]:
+    def run(
+        self, act: Callable[[np.ndarray, int], np.ndarray], target: np.ndarray | None
+    ) -> tuple[Dataset, np.ndarray]:
         """One episode from a reset: ``act(x, t)`` → torque (n,); returns its transitions and the
         end-effector distances (T,) m to ``target`` after each step (empty without target)."""
-        ep = run_episode(self.sim, act, np.zeros(3) if target is None else target,
-                         self.setup.episode_steps, safety=self.safety)
-        data = Dataset.from_rollout(ep.states, ep.actions, self.episode,
-                                    self.setup.robot.joint_names, self.setup.sim.control_period)
+        ep = run_episode(
+            self.sim,
+            act,
+            np.zeros(3) if target is None else target,
+            self.setup.episode_steps,
+            safety=self.safety,
+        )
+        data = Dataset.from_rollout(
+            ep.states,
+            ep.actions,
+            self.episode,
+            self.setup.robot.joint_names,
+            self.setup.sim.control_period,
+        )
         self.episode += 1
         dist = np.empty(0)
         if target is not None:
-            ee = self.fk.ee_position(torch.as_tensor(ep.states[1:, :self.n])).numpy()
+            ee = self.fk.ee_position(torch.as_tensor(ep.states[1:, : self.n])).numpy()
             dist = np.linalg.norm(ee - target, axis=1)
         return data, dist
 
@@ -125,25 +142,34 @@ class _Arm:
 def _fit(setup: Setup, data: Dataset, seed: int):
     options = dict(setup.model)
     kind = options.pop("kind")
-    model = new_model(kind, ModelSignature.of(data), "cpu", setup.robot.name,
-                      setup.sim.gravity_compensation, **options)
+    model = new_model(
+        kind,
+        ModelSignature.of(data),
+        "cpu",
+        setup.robot.name,
+        setup.sim.gravity_compensation,
+        **options,
+    )
     train, val = holdout_split(data, 0.2, seed)
     model.fit(train, val)
     return model
 
 
-def _controller(version: str, setup: Setup, result: VersionResult
-                ) -> Callable[[MPC, np.ndarray], Callable[[np.ndarray, int], np.ndarray]]:
+def _controller(
+    version: str, setup: Setup, result: VersionResult
+) -> Callable[[MPC, np.ndarray], Callable[[np.ndarray, int], np.ndarray]]:
     """For ``version``: a factory (mpc, target) → act(x, t) for one episode."""
+
     def timed_act(mpc, x, stamp, target):
         tic = time.perf_counter()
-        step = mpc.act(x[:setup.robot.n_joints], x[setup.robot.n_joints:], stamp, target)
+        step = mpc.act(x[: setup.robot.n_joints], x[setup.robot.n_joints :], stamp, target)
         result.plan_seconds += time.perf_counter() - tic
         result.plans += 1
         return step.controller
 
-    every = 1 if version == "v1.5" else setup.feedback_every if version in FEEDBACK \
-        else None  # None: plan once
+    every = (
+        1 if version == "v1.5" else setup.feedback_every if version in FEEDBACK else None
+    )  # None: plan once
 
     def episode(mpc: MPC, target: np.ndarray):
         mpc.reset()
@@ -157,13 +183,21 @@ def _controller(version: str, setup: Setup, result: VersionResult
             i = plan.index(t * dt_ns)
             i = plan.T - 1 if i is None else i
             return plan.act(x, i) if version in FEEDBACK else plan.u_hat[i]
+
         return act
+
     return episode
 
 
-def run_version(version: str, setup: Setup, budget_seconds: float, seed_seconds: float,
-                eval_episodes: int, seed: int = 0,
-                progress: Callable[[str], None] | None = None) -> VersionResult:
+def run_version(
+    version: str,
+    setup: Setup,
+    budget_seconds: float,
+    seed_seconds: float,
+    eval_episodes: int,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> VersionResult:
     """Learn with ``version`` on ``budget_seconds`` of robot data (π0 for the first
     ``seed_seconds``, or all of it for v0.5), then evaluate on ``eval_episodes`` held-out targets."""
     if version not in VERSIONS:
@@ -178,13 +212,27 @@ def run_version(version: str, setup: Setup, budget_seconds: float, seed_seconds:
     result = VersionResult(version, 0.0)
     horizon = setup.episode_steps if version in ("v0.5", "v1.0") else setup.planner.horizon
     replan = setup.feedback_every if version in FEEDBACK else 1
-    iterations = setup.open_loop_iterations if version in ("v0.5", "v1.0") \
+    iterations = (
+        setup.open_loop_iterations
+        if version in ("v0.5", "v1.0")
         else setup.planner.iterations * replan
-    mpc = build_mpc(setup.robot, range(setup.robot.n_joints), setup.planner.replace(
-        horizon=horizon, iterations=iterations, replan_every=replan,
-        feedback=FEEDBACK.get(version, "none"), random_seconds=0.0, seed=seed, device="cpu"))
-    policy = RandomTorquePolicy(setup.robot.limits.effort, setup.random_scale,
-                                setup.random_hold_steps, seed + 1)
+    )
+    mpc = build_mpc(
+        setup.robot,
+        range(setup.robot.n_joints),
+        setup.planner.replace(
+            horizon=horizon,
+            iterations=iterations,
+            replan_every=replan,
+            feedback=FEEDBACK.get(version, "none"),
+            random_seconds=0.0,
+            seed=seed,
+            device="cpu",
+        ),
+    )
+    policy = RandomTorquePolicy(
+        setup.robot.limits.effort, setup.random_scale, setup.random_hold_steps, seed + 1
+    )
     parts = []
     random_s = budget_seconds if version == "v0.5" else seed_seconds
     while result.data_seconds + episode_s <= random_s + 1e-9:
@@ -206,31 +254,37 @@ def run_version(version: str, setup: Setup, budget_seconds: float, seed_seconds:
         model = _fit(setup, Dataset.concat(parts), seed)
         result.fits += 1
         mpc.set_model(model)
-        say(f"{version}: data {result.data_seconds:5.1f} s | train episode final distance "
-            f"{100 * dist[-1]:5.1f} cm | refit #{result.fits}")
+        say(
+            f"{version}: data {result.data_seconds:5.1f} s | train episode final distance "
+            f"{100 * dist[-1]:5.1f} cm | refit #{result.fits}"
+        )
     eval_targets = TargetSampler(setup.robot, setup.box, setup.eval_seed)
     for k in range(eval_episodes):
         target = eval_targets.sample()
         _, dist = arm.run(episode(mpc, target), target)
-        result.episodes.append(score(k, True, target, dist, setup.tolerance,
-                                     result.data_seconds))
+        result.episodes.append(score(k, True, target, dist, setup.tolerance, result.data_seconds))
     result.wall_seconds = time.perf_counter() - wall
-    say(f"{version}: held-out success {100 * result.success_rate:.0f} % (tol "
-        f"{100 * setup.tolerance:g} cm), mean final distance {100 * result.mean_final:.1f} cm")
+    say(
+        f"{version}: held-out success {100 * result.success_rate:.0f} % (tol "
+        f"{100 * setup.tolerance:g} cm), mean final distance {100 * result.mean_final:.1f} cm"
+    )
     return result
 
 
 def table(results: list[VersionResult], tolerance: float) -> str:
     """Markdown table of the versions' held-out results: one row per version, over its results
     (seeds) as mean ± standard deviation when there are several."""
+
     def stat(values, scale=1.0, digits=0) -> str:
         v = scale * np.asarray(values, dtype=float)
         mean = f"{v.mean():.{digits}f}"
         return mean if v.size == 1 else f"{mean} ± {v.std():.{digits}f}"
 
-    lines = [f"| version | seeds | robot data (s) | success ≤ {100 * tolerance:g} cm (%) | "
-             "≤ 5 cm (%) | mean final distance (cm) | plans | ms per plan | wall (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| version | seeds | robot data (s) | success ≤ {100 * tolerance:g} cm (%) | "
+        "≤ 5 cm (%) | mean final distance (cm) | plans | ms per plan | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for version in dict.fromkeys(r.version for r in results):
         rs = [r for r in results if r.version == version]
         lines.append(
@@ -238,5 +292,6 @@ def table(results: list[VersionResult], tolerance: float) -> str:
             f"{stat([r.success_rate for r in rs], 100)} | "
             f"{stat([r.within(0.05) for r in rs], 100)} | "
             f"{stat([r.mean_final for r in rs], 100, 1)} | {stat([r.plans for r in rs])} | "
-            f"{stat([r.ms_per_plan for r in rs])} | {stat([r.wall_seconds for r in rs])} |")
+            f"{stat([r.ms_per_plan for r in rs])} | {stat([r.wall_seconds for r in rs])} |"
+        )
     return "\n".join(lines)

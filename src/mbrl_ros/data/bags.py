@@ -18,31 +18,45 @@ the ROS distribution of the environment (``ROS_DISTRO``).
   message it can salvage, keeping the original beside it as ``<file>.orig``, and rebuilds
   ``metadata.yaml``.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import shutil
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterable, Iterator, Literal, Sequence, overload
+from typing import Any, Literal, overload
 
 import yaml
 from rosbags.highlevel import AnyReader, AnyReaderError
-from rosbags.interfaces import (Connection, ConnectionExtRosbag2, MessageDefinition,
-                                MessageDefinitionFormat, Qos)
+from rosbags.interfaces import (
+    Connection,
+    ConnectionExtRosbag2,
+    MessageDefinition,
+    MessageDefinitionFormat,
+    Qos,
+)
 from rosbags.rosbag2 import Reader as Reader2
 from rosbags.rosbag2.errors import ReaderError
-from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.rosbag2.metadata import dump_qos_v9, parse_qos
+from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.rosbag2.storage_mcap import Channel, McapReader, Schema
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.interfaces import UnknownType, definition, kilted, ros_distro
-from mbrl_ros.data.mcap_files import (HASH_KEY, QOS_KEY, McapFile, McapSalvage, RawMessage,
-                                      channel_metadata, rosbag2_ext)
+from mbrl_ros.data.mcap_files import (
+    HASH_KEY,
+    QOS_KEY,
+    McapFile,
+    McapSalvage,
+    RawMessage,
+    channel_metadata,
+    rosbag2_ext,
+)
 from mbrl_ros.data.topics import resolve
 
 VERSION = 9
@@ -85,37 +99,59 @@ def qos_text(qos: Sequence[Qos]) -> str:
     return yaml.safe_dump(dump_qos_v9(list(qos)), sort_keys=False).strip()
 
 
-def metadata_document(files: Sequence[FileInfo], topics: Sequence[TopicInfo],
-                      custom_data: dict[str, str] | None = None) -> dict:
+def metadata_document(
+    files: Sequence[FileInfo],
+    topics: Sequence[TopicInfo],
+    custom_data: dict[str, str] | None = None,
+) -> dict:
     """The ``rosbag2_bagfile_information`` of metadata.yaml (version 9) for these files/topics."""
     used = [f for f in files if f.count]
     start = min((f.start_ns for f in used), default=0)
     end = max((f.end_ns for f in used), default=0)
-    return {"rosbag2_bagfile_information": {
-        "version": VERSION,
-        "storage_identifier": "mcap",
-        "duration": {"nanoseconds": end - start},
-        "starting_time": {"nanoseconds_since_epoch": start},
-        "message_count": sum(f.count for f in files),
-        "topics_with_message_count": [
-            {"topic_metadata": {"name": t.name, "type": t.type, "serialization_format": "cdr",
-                                "offered_qos_profiles": dump_qos_v9(list(t.qos)),
-                                "type_description_hash": t.type_hash},
-             "message_count": t.count} for t in topics],
-        "compression_format": "",
-        "compression_mode": "",
-        "relative_file_paths": [f.name for f in files],
-        "files": [{"path": f.name, "starting_time": {"nanoseconds_since_epoch": f.start_ns if
-                                                     f.count else 0},
-                   "duration": {"nanoseconds": f.end_ns - f.start_ns if f.count else 0},
-                   "message_count": f.count} for f in files],
-        "custom_data": dict(custom_data or {}),
-        "ros_distro": ros_distro(),
-    }}
+    return {
+        "rosbag2_bagfile_information": {
+            "version": VERSION,
+            "storage_identifier": "mcap",
+            "duration": {"nanoseconds": end - start},
+            "starting_time": {"nanoseconds_since_epoch": start},
+            "message_count": sum(f.count for f in files),
+            "topics_with_message_count": [
+                {
+                    "topic_metadata": {
+                        "name": t.name,
+                        "type": t.type,
+                        "serialization_format": "cdr",
+                        "offered_qos_profiles": dump_qos_v9(list(t.qos)),
+                        "type_description_hash": t.type_hash,
+                    },
+                    "message_count": t.count,
+                }
+                for t in topics
+            ],
+            "compression_format": "",
+            "compression_mode": "",
+            "relative_file_paths": [f.name for f in files],
+            "files": [
+                {
+                    "path": f.name,
+                    "starting_time": {"nanoseconds_since_epoch": f.start_ns if f.count else 0},
+                    "duration": {"nanoseconds": f.end_ns - f.start_ns if f.count else 0},
+                    "message_count": f.count,
+                }
+                for f in files
+            ],
+            "custom_data": dict(custom_data or {}),
+            "ros_distro": ros_distro(),
+        }
+    }
 
 
-def write_metadata(bag: Path, files: Sequence[FileInfo], topics: Sequence[TopicInfo],
-                   custom_data: dict[str, str] | None = None) -> None:
+def write_metadata(
+    bag: Path,
+    files: Sequence[FileInfo],
+    topics: Sequence[TopicInfo],
+    custom_data: dict[str, str] | None = None,
+) -> None:
     """Write ``bag``/metadata.yaml atomically."""
     text = yaml.safe_dump(metadata_document(files, topics, custom_data), sort_keys=False)
     tmp = bag / "metadata.yaml.tmp"
@@ -123,10 +159,12 @@ def write_metadata(bag: Path, files: Sequence[FileInfo], topics: Sequence[TopicI
     os.replace(tmp, bag / "metadata.yaml")
 
 
-def _connection(cid: int, topic: str, msgtype: str, msgdef: MessageDefinition, digest: str,
-                qos: Sequence[Qos]) -> Connection:
-    return Connection(cid, topic, msgtype, msgdef, digest, 0,
-                      ConnectionExtRosbag2("cdr", list(qos)), None)
+def _connection(
+    cid: int, topic: str, msgtype: str, msgdef: MessageDefinition, digest: str, qos: Sequence[Qos]
+) -> Connection:
+    return Connection(
+        cid, topic, msgtype, msgdef, digest, 0, ConnectionExtRosbag2("cdr", list(qos)), None
+    )
 
 
 def _add_connection(file: McapFile, conn: Connection) -> None:
@@ -140,10 +178,19 @@ def _close_file(file: McapFile, conns: Iterable[Connection]) -> tuple[FileInfo, 
     returns its FileInfo and message count per topic."""
     conns = list(conns)
     counts = {c.topic: file.channel_stats.get(c.id, 0) for c in conns}
-    info = FileInfo(file.path.name, file.message_start_time, file.message_end_time,
-                    file.message_count)
-    topics = [TopicInfo(c.topic, c.msgtype, counts[c.topic],
-                        tuple(rosbag2_ext(c).offered_qos_profiles), c.digest) for c in conns]
+    info = FileInfo(
+        file.path.name, file.message_start_time, file.message_end_time, file.message_count
+    )
+    topics = [
+        TopicInfo(
+            c.topic,
+            c.msgtype,
+            counts[c.topic],
+            tuple(rosbag2_ext(c).offered_qos_profiles),
+            c.digest,
+        )
+        for c in conns
+    ]
     meta = metadata_document([info], topics)["rosbag2_bagfile_information"]
     file.close(VERSION, yaml.safe_dump(meta, sort_keys=False).strip())
     return info, counts
@@ -166,15 +213,22 @@ class BagWriter:
     and deleted when the writer stops.
     """
 
-    def __init__(self, path: str | os.PathLike, *, split_bytes: int = 0, split_ns: int = 0,
-                 custom_data: dict[str, str] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        split_bytes: int = 0,
+        split_ns: int = 0,
+        custom_data: dict[str, str] | None = None,
+    ):
         self.path = Path(path)
         if self.path.exists():
             raise BagError(f"bag {self.path} exists already; choose a new path")
         parent = next(p for p in self.path.absolute().parents if p.exists())
         if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
-            raise BagError(f"cannot create bag folder {self.path}: {parent} is not a writable "
-                           "folder")
+            raise BagError(
+                f"cannot create bag folder {self.path}: {parent} is not a writable folder"
+            )
         self.split_bytes, self.split_ns = int(split_bytes), int(split_ns)
         self.custom_data = dict(custom_data or {})
         self.clamped_log_times = 0
@@ -200,12 +254,14 @@ class BagWriter:
     def durable_count(self) -> int:
         """Messages on disk that survive a crash (finished files + the last checkpoint)."""
         return sum(i.count for i, _ in self._done) + (
-            self._file.checkpoint_count if self._file else 0)
+            self._file.checkpoint_count if self._file else 0
+        )
 
     @property
     def size_bytes(self) -> int:
         return sum((self.path / i.name).stat().st_size for i, _ in self._done) + (
-            self._file.size if self._file else 0)
+            self._file.size if self._file else 0
+        )
 
     @property
     def closed(self) -> bool:
@@ -251,8 +307,10 @@ class BagWriter:
         if not self._created:
             self._guard(self._create)
         f = self._current_file()
-        if f.message_count and ((self.split_bytes and f.size >= self.split_bytes) or (
-                self.split_ns and log_ns - f.message_start_time >= self.split_ns)):
+        if f.message_count and (
+            (self.split_bytes and f.size >= self.split_bytes)
+            or (self.split_ns and log_ns - f.message_start_time >= self.split_ns)
+        ):
             self._guard(self._next_file)
         publish = log_ns if publish_ns is None or publish_ns < 0 else publish_ns
         self._guard(lambda: self._current_file().write(conn, log_ns, data, publish))
@@ -301,8 +359,16 @@ class BagWriter:
 
     def _grow_reserve(self) -> None:
         """Keep at least twice the bytes still needed to finish (summary, metadata.yaml) free."""
-        need = max(RESERVE_MIN, 2 * (self._current_file().summary_bound() + 2048
-                                     + 512 * len(self._connections) + 256 * len(self._done)))
+        need = max(
+            RESERVE_MIN,
+            2
+            * (
+                self._current_file().summary_bound()
+                + 2048
+                + 512 * len(self._connections)
+                + 256 * len(self._done)
+            ),
+        )
         if need > self._reserved:
             with self._reserve.open("ab") as f:
                 f.write(bytes(need - self._reserved))
@@ -322,15 +388,25 @@ class BagWriter:
         self._open_file()
 
     def _write_metadata(self) -> None:
-        topics = [TopicInfo(t, c.msgtype, sum(k.get(t, 0) for _, k in self._done),
-                            tuple(rosbag2_ext(c).offered_qos_profiles), c.digest)
-                  for t, c in self._connections.items()]
+        topics = [
+            TopicInfo(
+                t,
+                c.msgtype,
+                sum(k.get(t, 0) for _, k in self._done),
+                tuple(rosbag2_ext(c).offered_qos_profiles),
+                c.digest,
+            )
+            for t, c in self._connections.items()
+        ]
         write_metadata(self.path, [i for i, _ in self._done], topics, self.custom_data)
 
     def _remove(self) -> None:
         """Delete the files of a bag without messages and its folder (created by this writer)."""
-        names = [p.name for p in self.path.iterdir()
-                 if p.name.startswith(f"{self.path.name}_") and p.suffix == ".mcap"]
+        names = [
+            p.name
+            for p in self.path.iterdir()
+            if p.name.startswith(f"{self.path.name}_") and p.suffix == ".mcap"
+        ]
         for name in names + ["metadata.yaml", "metadata.yaml.tmp", RESERVE_NAME]:
             with suppress(OSError):
                 (self.path / name).unlink()
@@ -364,8 +440,11 @@ class BagWriter:
         if kept == 0 and self._created:
             self._done.clear()
             self._remove()
-            left = (f"nothing had been flushed; the folder {self.path} could not be removed"
-                    if self._created else "nothing had been flushed, so no bag is left behind")
+            left = (
+                f"nothing had been flushed; the folder {self.path} could not be removed"
+                if self._created
+                else "nothing had been flushed, so no bag is left behind"
+            )
             return f"{head} The bag is empty: {left}"
         if not self._created:
             return f"{head} No bag was created"
@@ -374,9 +453,12 @@ class BagWriter:
             complete = not unfinished
         except OSError:
             complete = False
-        state = ("the bag is complete and readable" if complete else
-                 f"finish it with `mbrl-ros bag repair {self.path}` once there is space")
-        return (f"{head} The bag keeps {kept} messages (everything up to the last flush); {state}")
+        state = (
+            "the bag is complete and readable"
+            if complete
+            else f"finish it with `mbrl-ros bag repair {self.path}` once there is space"
+        )
+        return f"{head} The bag keeps {kept} messages (everything up to the last flush); {state}"
 
 
 class BagReader:
@@ -390,8 +472,10 @@ class BagReader:
         if not self.path.is_dir():
             raise BagError(f"{self.path} is not a rosbag2 bag (a folder with metadata.yaml)")
         if not (self.path / "metadata.yaml").is_file():
-            raise BagError(f"bag {self.path} has no metadata.yaml (recording interrupted?); "
-                           f"run `mbrl-ros bag repair {self.path}`")
+            raise BagError(
+                f"bag {self.path} has no metadata.yaml (recording interrupted?); "
+                f"run `mbrl-ros bag repair {self.path}`"
+            )
         self._reader = AnyReader([self.path], default_typestore=typestore())
         try:
             self._reader.open()
@@ -403,18 +487,30 @@ class BagReader:
         counts: dict[str, int] = {}
         for c in self._reader.connections:
             counts[c.topic] = counts.get(c.topic, 0) + c.msgcount
-        self.topics = {c.topic: TopicInfo(c.topic, c.msgtype, counts[c.topic],
-                                          tuple(rosbag2_ext(c).offered_qos_profiles), c.digest)
-                       for c in self._reader.connections}
-        self.files = [FileInfo(f["path"], f["starting_time"]["nanoseconds_since_epoch"],
-                               f["starting_time"]["nanoseconds_since_epoch"]
-                               + f["duration"]["nanoseconds"], f["message_count"])
-                      for f in bag.storage.files]
+        self.topics = {
+            c.topic: TopicInfo(
+                c.topic,
+                c.msgtype,
+                counts[c.topic],
+                tuple(rosbag2_ext(c).offered_qos_profiles),
+                c.digest,
+            )
+            for c in self._reader.connections
+        }
+        self.files = [
+            FileInfo(
+                f["path"],
+                f["starting_time"]["nanoseconds_since_epoch"],
+                f["starting_time"]["nanoseconds_since_epoch"] + f["duration"]["nanoseconds"],
+                f["message_count"],
+            )
+            for f in bag.storage.files
+        ]
         self.message_count = bag.message_count
         self.start_ns = bag.start_time if self.message_count else 0
         self.end_ns = bag.end_time - 1 if self.message_count else 0
 
-    def __enter__(self) -> "BagReader":
+    def __enter__(self) -> BagReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -434,22 +530,32 @@ class BagReader:
         topic = resolve(topic)
         info = self.topics.get(topic)
         if info is None:
-            raise BagError(f"bag {self.path} has no topic {topic} ({msgtype}); its topics: "
-                           f"{sorted(self.topics) or 'none'}")
+            raise BagError(
+                f"bag {self.path} has no topic {topic} ({msgtype}); its topics: "
+                f"{sorted(self.topics) or 'none'}"
+            )
         if info.type != msgtype:
-            raise BagError(f"bag {self.path}: topic {topic} has type {info.type}, expected "
-                           f"{msgtype}")
+            raise BagError(
+                f"bag {self.path}: topic {topic} has type {info.type}, expected {msgtype}"
+            )
 
     @overload
-    def messages(self, topics: Collection[str] | None = None, *, raw: Literal[True],
-                 recorded_order: bool = False) -> Iterator[tuple[str, int, bytes]]: ...
+    def messages(
+        self,
+        topics: Collection[str] | None = None,
+        *,
+        raw: Literal[True],
+        recorded_order: bool = False,
+    ) -> Iterator[tuple[str, int, bytes]]: ...
 
     @overload
-    def messages(self, topics: Collection[str] | None = None, raw: bool = False,
-                 recorded_order: bool = False) -> Iterator[tuple[str, int, Any]]: ...
+    def messages(
+        self, topics: Collection[str] | None = None, raw: bool = False, recorded_order: bool = False
+    ) -> Iterator[tuple[str, int, Any]]: ...
 
-    def messages(self, topics: Collection[str] | None = None, raw: bool = False,
-                 recorded_order: bool = False) -> Iterator[tuple[str, int, Any]]:
+    def messages(
+        self, topics: Collection[str] | None = None, raw: bool = False, recorded_order: bool = False
+    ) -> Iterator[tuple[str, int, Any]]:
         """(topic, log time ns, message) in log-time order, or with ``recorded_order`` in the
         order they were written (file by file, record by record: the order the recorder received
         them, whatever their log times say); ``raw``: CDR bytes instead (``decode`` them).
@@ -459,8 +565,11 @@ class BagReader:
         if not conns:
             return
         try:
-            source = (self._recorded({c.topic for c in conns}) if recorded_order else
-                      self._reader.messages(connections=conns))
+            source = (
+                self._recorded({c.topic for c in conns})
+                if recorded_order
+                else self._reader.messages(connections=conns)
+            )
             for conn, log_ns, data in source:
                 yield conn.topic, log_ns, bytes(data) if raw else self.decode(conn.topic, data)
         except READ_ERRORS as exc:
@@ -476,17 +585,21 @@ class BagReader:
             reader = McapReader(self.path / info.name)
             reader.open()
             try:
-                yield from reader.messages_scan([c for c in reader.connections
-                                                 if c.topic in topics])
+                yield from reader.messages_scan(
+                    [c for c in reader.connections if c.topic in topics]
+                )
             finally:
                 reader.close()
 
     def _describe(self, exc: Exception) -> str:
-        damaged = [p.name for p in sorted(self.path.glob("*.mcap"), key=_split_index)
-                   if _file_problem(p)]
+        damaged = [
+            p.name for p in sorted(self.path.glob("*.mcap"), key=_split_index) if _file_problem(p)
+        ]
         where = f" (file {', '.join(damaged)})" if damaged else ""
-        return (f"bag {self.path} is damaged or incomplete{where}: {str(exc).rstrip('.')}. If the "
-                f"recording was interrupted, run `mbrl-ros bag repair {self.path}`")
+        return (
+            f"bag {self.path} is damaged or incomplete{where}: {str(exc).rstrip('.')}. If the "
+            f"recording was interrupted, run `mbrl-ros bag repair {self.path}`"
+        )
 
 
 READ_ERRORS = (AnyReaderError, ReaderError, OSError, ValueError, KeyError, IndexError)
@@ -544,13 +657,22 @@ def _rewrite(path: Path, tmp: Path) -> None:
                 schemas[rec.name] = rec
             elif isinstance(rec, Channel):
                 schema = schemas[rec.schema]
-                fmt = (MessageDefinitionFormat.IDL if schema.encoding == "ros2idl"
-                       else MessageDefinitionFormat.MSG)
+                fmt = (
+                    MessageDefinitionFormat.IDL
+                    if schema.encoding == "ros2idl"
+                    else MessageDefinitionFormat.MSG
+                )
                 msgdef = MessageDefinition(fmt, schema.data)
                 metadata = channel_metadata(rec.metadata)
                 qos = parse_qos(metadata.get(QOS_KEY, ""))
-                conns[rec.id] = _connection(rec.id, rec.topic, rec.schema, msgdef,
-                                            _type_hash(rec.schema, msgdef, metadata), qos)
+                conns[rec.id] = _connection(
+                    rec.id,
+                    rec.topic,
+                    rec.schema,
+                    msgdef,
+                    _type_hash(rec.schema, msgdef, metadata),
+                    qos,
+                )
                 _add_connection(out, conns[rec.id])
             else:
                 out.write(conns[rec.channel_id], rec.log_time, rec.data, rec.publish_time)
@@ -596,9 +718,11 @@ def _repair_file(path: Path) -> FileRepair:
         written, problem = -1, f"{problem}; the rewritten file is unreadable: {exc}"
     if written < count:
         tmp.unlink(missing_ok=True)
-        raise BagError(f"bag {path.parent}: repair of {path.name} would keep {max(written, 0)} "
-                       f"of the {count} messages salvaged ({problem}); the file is left "
-                       "untouched")
+        raise BagError(
+            f"bag {path.parent}: repair of {path.name} would keep {max(written, 0)} "
+            f"of the {count} messages salvaged ({problem}); the file is left "
+            "untouched"
+        )
     dropped = 0 if check.complete else path.stat().st_size - check.intact_end
     backup = _keep_original(path)
     os.replace(tmp, path)
@@ -636,18 +760,31 @@ def repair_bag(path: str | os.PathLike) -> list[FileRepair]:
         try:
             reader.open()
         except READ_ERRORS as exc:
-            raise BagError(f"bag {bag}: file {p.name} is still unreadable after repair: {exc}") \
-                from None
+            raise BagError(
+                f"bag {bag}: file {p.name} is still unreadable after repair: {exc}"
+            ) from None
         m = reader.metadata
-        files.append(FileInfo(p.name, m.start_time if m.message_count else 0,
-                              m.end_time - 1 if m.message_count else 0, m.message_count))
+        files.append(
+            FileInfo(
+                p.name,
+                m.start_time if m.message_count else 0,
+                m.end_time - 1 if m.message_count else 0,
+                m.message_count,
+            )
+        )
         for c in reader.connections:
             old = topics.get(c.topic)
-            topics[c.topic] = TopicInfo(c.topic, c.msgtype, c.msgcount + (old.count if old else 0),
-                                        tuple(rosbag2_ext(c).offered_qos_profiles),
-                                        old.type_hash if old else _type_hash(
-                                            c.msgtype, c.msgdef,
-                                            channel_metadata(reader.channels[c.id].metadata)))
+            topics[c.topic] = TopicInfo(
+                c.topic,
+                c.msgtype,
+                c.msgcount + (old.count if old else 0),
+                tuple(rosbag2_ext(c).offered_qos_profiles),
+                old.type_hash
+                if old
+                else _type_hash(
+                    c.msgtype, c.msgdef, channel_metadata(reader.channels[c.id].metadata)
+                ),
+            )
         reader.close()
     write_metadata(bag, files, list(topics.values()), custom)
     return report

@@ -1,5 +1,6 @@
 """Errors of the data tools. All are ValueErrors whose text names the file or topic and what is
 wrong, so command lines print them as one line."""
+
 from __future__ import annotations
 
 

@@ -15,13 +15,14 @@ Both are counted by reason in ``Extraction.counts``, with the first occurrence i
 (``data.images``: the frames stamped nearest to s and s'); transitions without both are dropped
 (``no_image``).
 """
+
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -29,10 +30,10 @@ from mbrl_ros.data.bags import BagReader, FileInfo, TopicInfo
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import BagError, StampOrderError
 from mbrl_ros.data.images import ImageFrames
-from mbrl_ros.data.topics import COMMANDS, EVENTS, IMAGES, KNOWN_TYPES, STATES, TopicNames
 from mbrl_ros.data.resample import Resampler
-from mbrl_ros.gravity import JointGravity
+from mbrl_ros.data.topics import COMMANDS, EVENTS, IMAGES, KNOWN_TYPES, STATES, TopicNames
 from mbrl_ros.data.transitions import TransitionBuilder
+from mbrl_ros.gravity import JointGravity
 from mbrl_ros.msgconv import MessageError, stamp_to_ns
 
 Progress = Callable[[str, int, int], None]  # (bag, messages done, messages in total)
@@ -64,12 +65,18 @@ class Streams:
     gravity: object = None
     command_timeout: float | None = None
 
-    def builder(self, joint_names: Sequence[str], dt: float, topics: TopicNames,
-                gap_tolerance: float):
+    def builder(
+        self, joint_names: Sequence[str], dt: float, topics: TopicNames, gap_tolerance: float
+    ):
         if self.resample is None:
             return TransitionBuilder(joint_names, dt, topics=topics, gap_tolerance=gap_tolerance)
-        return Resampler(joint_names, self.resample, topics=topics, gravity=self.gravity,
-                         command_timeout=self.command_timeout)
+        return Resampler(
+            joint_names,
+            self.resample,
+            topics=topics,
+            gravity=self.gravity,
+            command_timeout=self.command_timeout,
+        )
 
     def take(self, builder) -> tuple[Dataset, Counter]:
         """The builder's dataset (lockstep data: minus g(q_k) here) and its counts (the
@@ -105,8 +112,9 @@ def _check_topics(bag: BagReader, topics: TopicNames, images: bool = False) -> l
     return wanted
 
 
-def bag_layout(bag: BagReader, topics: TopicNames = TopicNames(), *,
-               need_period: bool = True) -> tuple[tuple[str, ...], float | None]:
+def bag_layout(
+    bag: BagReader, topics: TopicNames = TopicNames(), *, need_period: bool = True
+) -> tuple[tuple[str, ...], float | None]:
     """(joint names of the first joint state, control period in s = the median stamp step of the
     first joint states) of an open bag; the period is None when it cannot be inferred and
     ``need_period`` is False (BagError otherwise). Relative topic names are in the root
@@ -130,15 +138,24 @@ def bag_layout(bag: BagReader, topics: TopicNames = TopicNames(), *,
     if len(steps) == 0:
         if not need_period:
             return names, None
-        raise BagError(f"bag {bag.path}: too few distinct joint-state stamps on {topics.states} "
-                       "to infer the control period; give it (dt)")
+        raise BagError(
+            f"bag {bag.path}: too few distinct joint-state stamps on {topics.states} "
+            "to infer the control period; give it (dt)"
+        )
     return names, float(np.median(steps)) / 1e9
 
 
-def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | None = None,
-                     dt: float | None = None, topics: TopicNames = TopicNames(),
-                     gap_tolerance: float = 0.1, progress: Progress | None = None,
-                     streams: Streams = Streams(), images: bool = False) -> Extraction:
+def dataset_from_bag(
+    path: str | os.PathLike,
+    *,
+    joint_names: Sequence[str] | None = None,
+    dt: float | None = None,
+    topics: TopicNames = TopicNames(),
+    gap_tolerance: float = 0.1,
+    progress: Progress | None = None,
+    streams: Streams = Streams(),
+    images: bool = False,
+) -> Extraction:
     """Transitions of one bag. Joint names and dt default to those of the bag's joint states
     (dt: the resampling period when resampling); relative topic names are in the root
     namespace (a bag holds fully qualified names). ``images``: with image observations."""
@@ -151,13 +168,18 @@ def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | No
         names, period = bag_layout(bag, topics, need_period=dt is None)
         missing = [j for j in joint_names or () if j not in names]
         if missing:
-            raise BagError(f"bag {path} lacks joints {missing}: its joint states name "
-                           f"{list(names)}")
+            raise BagError(
+                f"bag {path} lacks joints {missing}: its joint states name {list(names)}"
+            )
         joint_names, dt = joint_names or names, dt or period
         assert dt is not None  # bag_layout raises when it cannot infer a period it must
         builder = streams.builder(joint_names, dt, topics, gap_tolerance)
-        kinds = {topics.states: "state", topics.commands: "command", topics.events: "event",
-                 topics.images: "image"}
+        kinds = {
+            topics.states: "state",
+            topics.commands: "command",
+            topics.events: "event",
+            topics.images: "image",
+        }
         skipped: dict[str, Skipped] = {}
         total = sum(bag.topics[t].count for t in wanted)
         messages = bag.messages(wanted, raw=True, recorded_order=True)
@@ -180,8 +202,9 @@ def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | No
             if reason is not None:
                 if reason != STAMP_BACKWARDS:
                     builder.counts[reason] += 1
-                skipped.setdefault(reason, Skipped(path.name, (log_ns - bag.start_ns) / 1e9,
-                                                   f"{topic}: {why}"))
+                skipped.setdefault(
+                    reason, Skipped(path.name, (log_ns - bag.start_ns) / 1e9, f"{topic}: {why}")
+                )
             if progress is not None and i % PROGRESS_EVERY == 0:
                 progress(str(path), i, total)
         builder.finish()
@@ -196,11 +219,17 @@ def dataset_from_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | No
     return Extraction(replace(data, sources=(path.name,)), counts, skipped)
 
 
-def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
-                      joint_names: Sequence[str] | None = None, dt: float | None = None,
-                      topics: TopicNames = TopicNames(), gap_tolerance: float = 0.1,
-                      progress: Progress | None = None,
-                      streams: Streams = Streams(), images: bool = False) -> Extraction:
+def dataset_from_bags(
+    paths: Sequence[str | os.PathLike],
+    *,
+    joint_names: Sequence[str] | None = None,
+    dt: float | None = None,
+    topics: TopicNames = TopicNames(),
+    gap_tolerance: float = 0.1,
+    progress: Progress | None = None,
+    streams: Streams = Streams(),
+    images: bool = False,
+) -> Extraction:
     """Transitions of several bags, episodes renumbered so each bag's stay distinct. Without
     ``joint_names`` / ``dt`` every bag must have the joints and (unless resampling) the control
     period of the first."""
@@ -221,17 +250,28 @@ def dataset_from_bags(paths: Sequence[str | os.PathLike], *,
             if first is None:
                 first = (path, bag_names, bag_period)
             if names is None and sorted(bag_names) != sorted(first[1]):
-                raise BagError(f"bag {path} has joints {list(bag_names)} but bag {first[0]} has "
-                               f"{list(first[1])}; give the joint names to use")
-            if period is None:   # so every bag's period was needed: bag_layout gave floats
+                raise BagError(
+                    f"bag {path} has joints {list(bag_names)} but bag {first[0]} has "
+                    f"{list(first[1])}; give the joint names to use"
+                )
+            if period is None:  # so every bag's period was needed: bag_layout gave floats
                 assert bag_period is not None and first[2] is not None
                 if abs(bag_period - first[2]) > 1e-6 * first[2]:
-                    raise BagError(f"bag {path} has control period {bag_period:g} s but bag "
-                                   f"{first[0]} has {first[2]:g} s; give dt")
+                    raise BagError(
+                        f"bag {path} has control period {bag_period:g} s but bag "
+                        f"{first[0]} has {first[2]:g} s; give dt"
+                    )
             names, period = names or first[1], period or first[2]
-        ex = dataset_from_bag(path, joint_names=names, dt=period, topics=topics,
-                              gap_tolerance=gap_tolerance, progress=progress, streams=streams,
-                              images=images)
+        ex = dataset_from_bag(
+            path,
+            joint_names=names,
+            dt=period,
+            topics=topics,
+            gap_tolerance=gap_tolerance,
+            progress=progress,
+            streams=streams,
+            images=images,
+        )
         parts.append(ex.dataset)
         counts.update(ex.counts)
         skipped = ex.skipped | skipped
@@ -276,15 +316,22 @@ def _camera_stream(bag: BagReader, topic: str) -> CameraStream | None:
             msg = bag.decode(topic, data)
         except Exception:  # a damaged message (rosbags' parser raises many kinds): try the next
             continue
-        return CameraStream(info.count, int(msg.width), int(msg.height), str(msg.encoding),
-                            len(data))
+        return CameraStream(
+            info.count, int(msg.width), int(msg.height), str(msg.encoding), len(data)
+        )
     return None
 
 
-def describe_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | None = None,
-                 dt: float | None = None, topics: TopicNames = TopicNames(),
-                 gap_tolerance: float = 0.1, progress: Progress | None = None,
-                 streams: Streams = Streams()) -> BagDescription:
+def describe_bag(
+    path: str | os.PathLike,
+    *,
+    joint_names: Sequence[str] | None = None,
+    dt: float | None = None,
+    topics: TopicNames = TopicNames(),
+    gap_tolerance: float = 0.1,
+    progress: Progress | None = None,
+    streams: Streams = Streams(),
+) -> BagDescription:
     """The bag's files and topics, its camera stream if any, and the transitions (with image
     observations where the bag has a camera stream)."""
     path, topics = Path(path), topics.resolved()
@@ -297,7 +344,18 @@ def describe_bag(path: str | os.PathLike, *, joint_names: Sequence[str] | None =
             problem = None
         except BagError as exc:
             problem = str(exc)
-    ex = None if problem else dataset_from_bag(path, joint_names=joint_names, dt=dt, topics=topics,
-                                               gap_tolerance=gap_tolerance, progress=progress,
-                                               streams=streams, images=camera is not None)
+    ex = (
+        None
+        if problem
+        else dataset_from_bag(
+            path,
+            joint_names=joint_names,
+            dt=dt,
+            topics=topics,
+            gap_tolerance=gap_tolerance,
+            progress=progress,
+            streams=streams,
+            images=camera is not None,
+        )
+    )
     return BagDescription(path, files, bag_topics, count, start, end, ex, problem, camera)

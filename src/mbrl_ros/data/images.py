@@ -8,6 +8,7 @@ Live (a node): feed the image topic to ``ImageFrames.add_msg`` beside the transi
 ``attach`` what the builder's ``take`` returns, then ``forget_before`` the oldest stamp still to
 come, so the frames kept stay bounded.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -18,8 +19,7 @@ from mbrl_ros.data.bags import BagReader
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import BagError, DataError
 from mbrl_ros.data.topics import IMAGES, KNOWN_TYPES
-from mbrl_ros.msgconv import MessageError, read_image, stamp_to_ns
-from mbrl_ros.msgconv import seconds_to_ns
+from mbrl_ros.msgconv import MessageError, read_image, seconds_to_ns, stamp_to_ns
 
 
 class ImageFrames:
@@ -28,7 +28,7 @@ class ImageFrames:
 
     def __init__(self) -> None:
         self._frames: dict[int, np.ndarray] = {}
-        self.shape: tuple[int, ...] | None = None   # (H, W, 3) of the first frame
+        self.shape: tuple[int, ...] | None = None  # (H, W, 3) of the first frame
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -42,8 +42,10 @@ class ImageFrames:
         if self.shape is None:
             self.shape = rgb.shape
         elif rgb.shape != self.shape:
-            raise MessageError(f"image of {rgb.shape[1]} × {rgb.shape[0]} pixels; the first was "
-                               f"{self.shape[1]} × {self.shape[0]}")
+            raise MessageError(
+                f"image of {rgb.shape[1]} × {rgb.shape[0]} pixels; the first was "
+                f"{self.shape[1]} × {self.shape[0]}"
+            )
         self._frames.setdefault(int(stamp_ns), rgb)
 
     def forget_before(self, stamp_ns: int) -> None:
@@ -61,7 +63,7 @@ class ImageFrames:
         count of those dropped (``no_image``)."""
         if not 0.0 <= tolerance <= 0.5:
             raise DataError(f"image tolerance {tolerance} must be in [0, 0.5] (fraction of dt)")
-        if not self._frames or self.shape is None:   # (the shape is set with the first frame)
+        if not self._frames or self.shape is None:  # (the shape is set with the first frame)
             raise DataError("no images to attach")
         stamps = np.array(sorted(self._frames), dtype=np.int64)
         dt_ns = seconds_to_ns(data.dt)
@@ -70,8 +72,11 @@ class ImageFrames:
         keep = ok_now & ok_next
         kept = data.select(keep)
         used, inverse = np.unique(np.concatenate([now[keep], nxt[keep]]), return_inverse=True)
-        frames = (np.stack([self._frames[int(stamps[i])] for i in used]) if len(used)
-                  else np.zeros((0, *self.shape), np.uint8))
+        frames = (
+            np.stack([self._frames[int(stamps[i])] for i in used])
+            if len(used)
+            else np.zeros((0, *self.shape), np.uint8)
+        )
         n = len(kept)
         counts = Counter({"no_image": int((~keep).sum())} if (~keep).any() else {})
         return kept.with_images(frames, inverse[:n], inverse[n:]), counts
@@ -80,15 +85,19 @@ class ImageFrames:
 def _nearest(stamps: np.ndarray, query: np.ndarray, tol_ns: float) -> tuple[np.ndarray, np.ndarray]:
     """(index of the nearest of the sorted ``stamps`` to each query stamp, whether within
     ``tol_ns``)."""
-    right = np.clip(np.searchsorted(stamps, query), 1, len(stamps) - 1) if len(stamps) > 1 \
+    right = (
+        np.clip(np.searchsorted(stamps, query), 1, len(stamps) - 1)
+        if len(stamps) > 1
         else np.zeros(len(query), np.int64)
+    )
     left = np.maximum(right - 1, 0)
     pick = np.where(np.abs(stamps[left] - query) <= np.abs(stamps[right] - query), left, right)
     return pick, np.abs(stamps[pick] - query) <= tol_ns
 
 
-def read_bag_frames(path, topic: str, every: int = 1, limit: int = 64
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def read_bag_frames(
+    path, topic: str, every: int = 1, limit: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """(stamps (K,) ns, frames (K, H, W, 3) uint8) of every ``every``-th image on ``topic`` of
     the bag at ``path``, in log-time order, at most ``limit``. BagError if there are none."""
     frames = ImageFrames()
@@ -115,5 +124,5 @@ def contact_sheet(frames: np.ndarray, columns: int, gap: int = 1) -> np.ndarray:
     sheet = np.zeros((rows * (h + gap) - gap, columns * (w + gap) - gap, 3), np.uint8)
     for i, frame in enumerate(frames):
         r, c = divmod(i, columns)
-        sheet[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = frame
+        sheet[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = frame
     return sheet

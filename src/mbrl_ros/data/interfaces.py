@@ -4,12 +4,13 @@ description that holds its RIHS01 hash, in every prefix of ``AMENT_PREFIX_PATH``
 of the package's Python module), so any type a publisher on this machine uses can be recorded;
 types not installed come from rosbags' ROS 2 Kilted type store.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from rosbags.interfaces import MessageDefinition, MessageDefinitionFormat
@@ -93,7 +94,7 @@ def _nested_name(field) -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def definition(msgtype: str) -> tuple[MessageDefinition, str]:
     """(ros2msg definition with every nested type, RIHS01 type hash) of ``msgtype``, as rosbag2
     writes them into an MCAP schema and channel. UnknownType if it cannot be found."""

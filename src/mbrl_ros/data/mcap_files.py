@@ -10,24 +10,34 @@ intact record, and from a chunk cut off at the end it takes every complete messa
 from an uncompressed chunk (ours), those a stream decoder recovers from a zstd or lz4 chunk (as
 ``ros2 bag record`` writes them).
 """
+
 from __future__ import annotations
 
 import os
 import struct
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import lz4.frame
+from rosbags.interfaces import Connection, ConnectionExtRosbag2
 from rosbags.rosbag2.enums import CompressionMode
 from rosbags.rosbag2.errors import ReaderError
-from rosbags.interfaces import Connection, ConnectionExtRosbag2
-from rosbags.rosbag2.storage_mcap import (Channel, McapWriter, PendingChunk, Schema, decompress,
-                                          write_channel, write_record, write_string)
+from rosbags.rosbag2.storage_mcap import (
+    Channel,
+    McapWriter,
+    PendingChunk,
+    Schema,
+    decompress,
+    write_channel,
+    write_record,
+    write_string,
+)
 
 try:  # the zstd module rosbags uses (Python 3.14+, or its backport)
     from compression import zstd
@@ -37,7 +47,14 @@ except ImportError:
 MAGIC = b"\x89MCAP0\r\n"
 QOS_KEY, HASH_KEY = "offered_qos_profiles", "topic_type_hash"  # channel metadata, as rosbag2's
 OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK, OP_DATA_END = (
-    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0F)
+    0x01,
+    0x02,
+    0x03,
+    0x04,
+    0x05,
+    0x06,
+    0x0F,
+)
 
 
 @dataclass(frozen=True)
@@ -110,9 +127,14 @@ class McapFile(McapWriter):
         """More than the bytes ``close`` writes after the data (summary, footer) when no chunk is
         pending."""
         definitions = sum(len(s.name) + len(s.data) + 32 for s in self.schemas) + sum(
-            len(c.topic) + len(c.metadata) + 32 for c in self.channels)
-        return (4096 + 2 * definitions + 600 * len(self.channels)
-                + len(self.chunks) * (96 + 10 * len(self.channels)))
+            len(c.topic) + len(c.metadata) + 32 for c in self.channels
+        )
+        return (
+            4096
+            + 2 * definitions
+            + 600 * len(self.channels)
+            + len(self.chunks) * (96 + 10 * len(self.channels))
+        )
 
     def add_connection(self, connection: Connection, offered_qos_profiles: str) -> None:
         """A channel for ``connection`` whose metadata holds its offered QoS profiles (rosbag2's
@@ -121,14 +143,25 @@ class McapFile(McapWriter):
         for key, value in ((QOS_KEY, offered_qos_profiles), (HASH_KEY, connection.digest)):
             write_string(metadata, key)
             write_string(metadata, value)
-        self.channels.append(Channel(connection.id, connection.msgtype, connection.topic,
-                                     rosbag2_ext(connection).serialization_format,
-                                     metadata.getvalue()))
+        self.channels.append(
+            Channel(
+                connection.id,
+                connection.msgtype,
+                connection.topic,
+                rosbag2_ext(connection).serialization_format,
+                metadata.getvalue(),
+            )
+        )
         self.channel_stats[connection.id] = 0
         write_channel(self.chunk.bio, self.channels[-1], self.schemas)
 
-    def write(self, connection: Connection, timestamp: int, data: bytes | memoryview,
-              publish_ns: int | None = None) -> None:
+    def write(
+        self,
+        connection: Connection,
+        timestamp: int,
+        data: bytes | memoryview,
+        publish_ns: int | None = None,
+    ) -> None:
         """One message record: log time ``timestamp`` (ns, when it was received) and publish
         time ``publish_ns`` (when its sender published it; None: the log time)."""
         self.message_start_time = min(timestamp, self.message_start_time)
@@ -139,8 +172,15 @@ class McapFile(McapWriter):
         chunk.message_end_time = max(timestamp, chunk.message_end_time)
         chunk.msgs[connection.id].append((timestamp, chunk.bio.tell()))
         record = BytesIO()
-        record.write(struct.pack("<HIQQ", connection.id, 0, timestamp,
-                                 timestamp if publish_ns is None else publish_ns))
+        record.write(
+            struct.pack(
+                "<HIQQ",
+                connection.id,
+                0,
+                timestamp,
+                timestamp if publish_ns is None else publish_ns,
+            )
+        )
         record.write(data)
         write_record(chunk.bio, OP_MESSAGE, record)
         if chunk.bio.tell() > 2**20:
@@ -151,8 +191,13 @@ class McapFile(McapWriter):
             self.close_chunk()
         self.bio.flush()
         os.fsync(self.bio.fileno())
-        self._checkpoint = _Checkpoint(self.bio.tell(), len(self.chunks), dict(self.channel_stats),
-                                       self.message_start_time, self.message_end_time)
+        self._checkpoint = _Checkpoint(
+            self.bio.tell(),
+            len(self.chunks),
+            dict(self.channel_stats),
+            self.message_start_time,
+            self.message_end_time,
+        )
 
     def rollback(self) -> None:
         cp = self._checkpoint
@@ -162,7 +207,7 @@ class McapFile(McapWriter):
         self.bio = self.path.open("r+b")  # type: ignore[assignment]
         self.bio.truncate(cp.offset)
         self.bio.seek(cp.offset)
-        del self.chunks[cp.n_chunks:]
+        del self.chunks[cp.n_chunks :]
         self.channel_stats = {cid: cp.channel_stats.get(cid, 0) for cid in self.channel_stats}
         self.message_start_time, self.message_end_time = cp.start, cp.end
         self.chunk = PendingChunk(2**63 - 1, 0, BytesIO(), defaultdict(list))
@@ -199,7 +244,7 @@ class _Cursor:
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             raise ValueError(f"record body ends {self.pos + n - len(self.data)} bytes early")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -253,16 +298,20 @@ class McapSalvage:
             while True:
                 head = f.read(9)
                 if not head:
-                    self.problem = (f"file ends at byte {offset} without summary and footer "
-                                    "(the recording was interrupted)")
+                    self.problem = (
+                        f"file ends at byte {offset} without summary and footer "
+                        "(the recording was interrupted)"
+                    )
                     return
                 if len(head) < 9:
                     self.problem = f"record header at byte {offset} is cut off"
                     return
                 op, length = head[0], struct.unpack("<Q", head[1:])[0]
                 if length > size - offset - 9:
-                    self.problem = (f"record at byte {offset} is cut off ({size - offset - 9} of "
-                                    f"{length} bytes present)")
+                    self.problem = (
+                        f"record at byte {offset} is cut off ({size - offset - 9} of "
+                        f"{length} bytes present)"
+                    )
                     if op == OP_CHUNK:
                         yield from self._cut_chunk(f.read())
                     return
@@ -324,8 +373,10 @@ class McapSalvage:
             self.partial_messages += sum(isinstance(i, RawMessage) for i in items)
             yield from items
         assert self.problem is not None  # the caller said the chunk is cut off
-        self.problem += (f"; {self.partial_messages} complete messages of that chunk salvaged "
-                         f"({compression or 'uncompressed'})")
+        self.problem += (
+            f"; {self.partial_messages} complete messages of that chunk salvaged "
+            f"({compression or 'uncompressed'})"
+        )
 
 
 def _decompress_start(data: bytes, compression: str) -> bytes:

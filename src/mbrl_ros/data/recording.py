@@ -32,11 +32,12 @@ time base (sim time in a simulation). Episodes are stamp windows:
   stamped after the episode: a topic is delivered in order, so nothing of the episode is still in
   flight. ``waiting_for`` names the streams that have not.
 """
+
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Collection
 
 STARTS = ("reset", "start")
 
@@ -54,8 +55,16 @@ class _Episode:
 class EpisodeRecording:
     """The episode windows of a recording of ``episodes`` episodes (see the module docstring)."""
 
-    def __init__(self, episodes: int, *, states: str, required: Collection[str],
-                 streams: Collection[str], length_ns: int | None = None, preroll: int = 1000):
+    def __init__(
+        self,
+        episodes: int,
+        *,
+        states: str,
+        required: Collection[str],
+        streams: Collection[str],
+        length_ns: int | None = None,
+        preroll: int = 1000,
+    ):
         if episodes < 1:
             raise ValueError(f"episodes = {episodes} must be at least 1")
         if length_ns is not None and length_ns <= 0:
@@ -108,8 +117,15 @@ class EpisodeRecording:
         return self.required <= self._seen
 
     # -- messages --------------------------------------------------------------------------------
-    def offer(self, topic: str, log_ns: int, data: bytes, stamp: int | None,
-              event: str | None = None, publish_ns: int | None = None) -> list[Message]:
+    def offer(
+        self,
+        topic: str,
+        log_ns: int,
+        data: bytes,
+        stamp: int | None,
+        event: str | None = None,
+        publish_ns: int | None = None,
+    ) -> list[Message]:
         """A received message; ``event``: its kind if it is a valid episode event; ``publish_ns``:
         when its sender published it (kept with it). Returns the messages to write now, in the
         order received."""
@@ -124,17 +140,24 @@ class EpisodeRecording:
             return self._release(stamp) + self._kept(msg, stamp)
         last = self._episodes[-1]
         if event is not None and stamp is not None and stamp > max(last.start, self._let_go):
-            boundary = (event in STARTS and last.end is None
-                        and len(self._episodes) == self.episodes)
+            boundary = event in STARTS and last.end is None and len(self._episodes) == self.episodes
             if self._on_event(event, stamp):
                 return self._release(stamp) + self._kept(msg, stamp)
             if boundary:
                 return [msg]  # ends the last episode, whose length was not known: see above
-        elif (self.length_ns is not None and topic == self.states and stamp is not None
-              and stamp >= last.start + self.length_ns):
+        elif (
+            self.length_ns is not None
+            and topic == self.states
+            and stamp is not None
+            and stamp >= last.start + self.length_ns
+        ):
             last.over = True
-        if (stamp is not None and last.end is not None and stamp >= last.end
-                and len(self._episodes) < self.episodes):
+        if (
+            stamp is not None
+            and last.end is not None
+            and stamp >= last.end
+            and len(self._episodes) < self.episodes
+        ):
             self._hold(msg, stamp)  # of a next episode, if its event is still in flight
             return []
         return self._kept(msg, stamp)

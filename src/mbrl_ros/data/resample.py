@@ -37,11 +37,12 @@ The rules, for grid stamps t_k = t0 + k·period (ns; t0 = the segment's first st
 
 ``counts`` are the builder's (over grid states), ``resample_counts`` the resampler's own reasons.
 """
+
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter, deque
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,12 +51,11 @@ from mbrl_ros.data.errors import StampOrderError
 from mbrl_ros.data.topics import TopicNames, read_episode_event
 from mbrl_ros.data.transitions import MessageStream, TransitionBuilder
 from mbrl_ros.gravity import JointGravity
-from mbrl_ros.msgconv import JointSample, MessageError, read_command
-from mbrl_ros.msgconv import seconds_to_ns
+from mbrl_ros.msgconv import JointSample, MessageError, read_command, seconds_to_ns
 
-GAP_FACTOR = 2.5   # default max_gap: this many times the median source step,
-MIN_GAP = 0.25     # but at least this fraction of the control period
-RATE_WINDOW = 64   # source steps in the running median
+GAP_FACTOR = 2.5  # default max_gap: this many times the median source step,
+MIN_GAP = 0.25  # but at least this fraction of the control period
+RATE_WINDOW = 64  # source steps in the running median
 
 
 def hermite(t: float, a: JointSample, b: JointSample) -> tuple[np.ndarray, np.ndarray]:
@@ -66,8 +66,12 @@ def hermite(t: float, a: JointSample, b: JointSample) -> tuple[np.ndarray, np.nd
         return a.position, a.velocity
     s = (t - a.stamp_ns) / (b.stamp_ns - a.stamp_ns)
     s2, s3 = s * s, s * s * s
-    q = ((2 * s3 - 3 * s2 + 1) * a.position + (s3 - 2 * s2 + s) * h * a.velocity
-         + (3 * s2 - 2 * s3) * b.position + (s3 - s2) * h * b.velocity)
+    q = (
+        (2 * s3 - 3 * s2 + 1) * a.position
+        + (s3 - 2 * s2 + s) * h * a.velocity
+        + (3 * s2 - 2 * s3) * b.position
+        + (s3 - s2) * h * b.velocity
+    )
     return q, (1 - s) * a.velocity + s * b.velocity
 
 
@@ -78,14 +82,23 @@ class Resampler(MessageStream):
     order) to subtract g(q) from the commands; ``max_gap`` (s) None = automatic (module doc);
     ``command_timeout`` (s) None = commands never expire."""
 
-    def __init__(self, joint_names: Sequence[str], period: float, *,
-                 topics: TopicNames = TopicNames(), gravity=None, max_gap: float | None = None,
-                 command_timeout: float | None = None, command_wait: int = 1000):
+    def __init__(
+        self,
+        joint_names: Sequence[str],
+        period: float,
+        *,
+        topics: TopicNames = TopicNames(),
+        gravity=None,
+        max_gap: float | None = None,
+        command_timeout: float | None = None,
+        command_wait: int = 1000,
+    ):
         self.builder = TransitionBuilder(joint_names, period, topics=topics)
         if max_gap is not None and not (np.isfinite(max_gap) and max_gap > 0):
             raise ValueError(f"max_gap {max_gap} s must be positive")
-        if command_timeout is not None and not (np.isfinite(command_timeout)
-                                                and command_timeout > 0):
+        if command_timeout is not None and not (
+            np.isfinite(command_timeout) and command_timeout > 0
+        ):
             raise ValueError(f"command_timeout {command_timeout} s must be positive")
         if command_wait < 1:
             raise ValueError(f"command_wait {command_wait} must be ≥ 1 (states)")
@@ -102,12 +115,12 @@ class Resampler(MessageStream):
     def _reset(self) -> None:
         self._states: list[JointSample] = []
         self._stamps: list[int] = []
-        self._step_ok: list[bool] = []     # the step into state i is within the gap limit
+        self._step_ok: list[bool] = []  # the step into state i is within the gap limit
         self._steps: deque[int] = deque()  # the last RATE_WINDOW source steps
         self._sorted: list[int] = []
-        self._cmds: list[list] = []        # [tag, torque, torque minus gravity or None]
-        self._boundaries: list[int] = []   # reset/start stamps not reached by the grid yet
-        self._t: int | None = None         # the oldest undecided grid stamp
+        self._cmds: list[list] = []  # [tag, torque, torque minus gravity or None]
+        self._boundaries: list[int] = []  # reset/start stamps not reached by the grid yet
+        self._t: int | None = None  # the oldest undecided grid stamp
 
     @property
     def counts(self) -> Counter:
@@ -131,9 +144,10 @@ class Resampler(MessageStream):
                 self._decide_ready(final=True)
                 self._reset()
                 self._append(s)
-                self._start_grid(s)   # the builder raises StampOrderError if its grid passed s
-                raise StampOrderError(f"joint state stamp {s.stamp_ns} ns goes backwards from "
-                                      f"{last} ns")
+                self._start_grid(s)  # the builder raises StampOrderError if its grid passed s
+                raise StampOrderError(
+                    f"joint state stamp {s.stamp_ns} ns goes backwards from {last} ns"
+                )
         self._append(s)
         if self._t is None:
             self._start_grid(s)
@@ -144,12 +158,13 @@ class Resampler(MessageStream):
         for a malformed or untagged command."""
         torque, tag = read_command(msg, self._n)
         if tag is None:
-            raise MessageError("command has no stamp tag: resampling needs the time each "
-                               "command was applied")
+            raise MessageError(
+                "command has no stamp tag: resampling needs the time each command was applied"
+            )
         if self._cmds and tag < self._cmds[-1][0]:
             self.resample_counts["command_order"] += 1
             return
-        if self._t is not None and tag < self._t:   # too late for the intervals before _t
+        if self._t is not None and tag < self._t:  # too late for the intervals before _t
             self.resample_counts["late_command"] += 1
         self._cmds.append([tag, torque, None])
         self._decide_ready()
@@ -181,9 +196,15 @@ class Resampler(MessageStream):
         ok = True
         if self._stamps:
             step = s.stamp_ns - self._stamps[-1]
-            limit = self._max_gap if self._max_gap is not None else (max(
-                GAP_FACTOR * self._sorted[len(self._sorted) // 2], MIN_GAP * self._period)
-                if self._sorted else None)
+            limit = (
+                self._max_gap
+                if self._max_gap is not None
+                else (
+                    max(GAP_FACTOR * self._sorted[len(self._sorted) // 2], MIN_GAP * self._period)
+                    if self._sorted
+                    else None
+                )
+            )
             ok = limit is None or step <= limit
             self._steps.append(step)
             insort(self._sorted, step)
@@ -215,9 +236,12 @@ class Resampler(MessageStream):
             t1 = self._next_stamp(t0)
             i1 = bisect_left(self._stamps, t1)
             if i1 == len(self._stamps):
-                return                                        # no state at or after t1 yet
-            if not final and not (self._cmds and self._cmds[-1][0] >= t1) \
-                    and len(self._stamps) - i1 < self.command_wait:
+                return  # no state at or after t1 yet
+            if (
+                not final
+                and not (self._cmds and self._cmds[-1][0] >= t1)
+                and len(self._stamps) - i1 < self.command_wait
+            ):
                 return
             self._decide(t0, t1, i1)
             self._t = t1
@@ -229,8 +253,8 @@ class Resampler(MessageStream):
         i0 = bisect_right(self._stamps, t0) - 1
         reason = None
         if t1 - t0 != self._period:
-            reason = "short_interval"   # before a re-anchored boundary: the builder's gap
-        elif not all(self._step_ok[i0 + 1:i1 + 1]):
+            reason = "short_interval"  # before a re-anchored boundary: the builder's gap
+        elif not all(self._step_ok[i0 + 1 : i1 + 1]):
             reason = "state_gap"
         else:
             action, reason = self._action(t0, t1)
@@ -250,7 +274,7 @@ class Resampler(MessageStream):
         i = self._in_force(t0)
         if i is None:
             return None, "no_command"
-        pieces = []   # (ns in force within [t0, t1), torque)
+        pieces = []  # (ns in force within [t0, t1), torque)
         while i < len(self._cmds) and self._cmds[i][0] < t1:
             tag = self._cmds[i][0]
             end = min(self._cmds[i + 1][0], t1) if i + 1 < len(self._cmds) else t1
@@ -258,7 +282,7 @@ class Resampler(MessageStream):
                 return None, "stale_command"
             pieces.append((end - max(tag, t0), self._torque(i)))
             i += 1
-        if len(pieces) == 1:   # one command over the whole interval: exactly it
+        if len(pieces) == 1:  # one command over the whole interval: exactly it
             return pieces[0][1], None
         return sum(w * u for w, u in pieces) / (t1 - t0), None
 
@@ -268,8 +292,11 @@ class Resampler(MessageStream):
             return cmd[1]
         if cmd[2] is None:
             j = bisect_left(self._stamps, cmd[0])
-            a, b = (self._states[0], self._states[0]) if j == 0 else (
-                self._states[j - 1], self._states[min(j, len(self._states) - 1)])
+            a, b = (
+                (self._states[0], self._states[0])
+                if j == 0
+                else (self._states[j - 1], self._states[min(j, len(self._states) - 1)])
+            )
             q = hermite(min(cmd[0], b.stamp_ns), a, b)[0]
             cmd[2] = cmd[1] - self._gravity(q)
         return cmd[2]
@@ -282,4 +309,3 @@ class Resampler(MessageStream):
         c = self._in_force(t)
         if c is not None and c > 256:
             del self._cmds[:c]
-

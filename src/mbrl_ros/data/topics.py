@@ -12,6 +12,7 @@ Episode events are std_msgs/String whose data is a JSON object
 stamp of the first joint state the event applies to: a reset or start begins a new episode at that
 state; an end means states from that stamp on belong to no episode (until the next reset/start).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,7 @@ MARKERS = "mbrl/markers"
 ROBOT_DESCRIPTION = "robot_description"  # relative, as robot_state_publisher publishes it
 RESET_SERVICE = "arm_sim/reset"  # the simulator's ~/reset in the graph's namespace
 CLOCK = "/clock"
-IMAGES = "camera/image_raw"         # sensor_msgs/Image of the simulator's camera (rgb8)
+IMAGES = "camera/image_raw"  # sensor_msgs/Image of the simulator's camera (rgb8)
 CAMERA_INFO = "camera/camera_info"  # its sensor_msgs/CameraInfo, same stamps
 DIAGNOSTICS = "/diagnostics"
 
@@ -51,8 +52,16 @@ KNOWN_TYPES: dict[str, str] = {
     IMAGES: "sensor_msgs/msg/Image",
     CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
 }
-RECORDED_BY_DEFAULT = (STATES, COMMANDS, TARGET, CONTROLLER, CLOCK, EVENTS,
-                       IMAGES, CAMERA_INFO)  # the camera's: only where a camera publishes
+RECORDED_BY_DEFAULT = (
+    STATES,
+    COMMANDS,
+    TARGET,
+    CONTROLLER,
+    CLOCK,
+    EVENTS,
+    IMAGES,
+    CAMERA_INFO,
+)  # the camera's: only where a camera publishes
 
 
 NAMESPACE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -67,8 +76,10 @@ def check_namespace(text: str) -> str:
         return "/"
     for token in body.split("/"):
         if not NAMESPACE_TOKEN.fullmatch(token):
-            raise ValueError(f"namespace {text!r} is not a ROS namespace: {token!r} must be "
-                             f"letters, digits and underscores, not starting with a digit")
+            raise ValueError(
+                f"namespace {text!r} is not a ROS namespace: {token!r} must be "
+                f"letters, digits and underscores, not starting with a digit"
+            )
     if text.endswith("/"):
         raise ValueError(f"namespace {text!r} is not a ROS namespace: it ends with '/'")
     return "/" + body
@@ -96,7 +107,7 @@ class TopicNames:
     events: str = EVENTS
     images: str = IMAGES
 
-    def resolved(self, namespace: str = "/") -> "TopicNames":
+    def resolved(self, namespace: str = "/") -> TopicNames:
         """These names, fully qualified in ``namespace`` (as a bag recorded there holds them)."""
         return TopicNames(*(resolve(getattr(self, f.name), namespace) for f in fields(self)))
 

@@ -39,30 +39,30 @@ The rules, for a transition from state s_k to the next state s_{k+1}:
 Episode ids: 0 until the first boundary, then +1 at every new reset/start stamp (and at a stamp
 that goes backwards). ``counts`` tallies every rejected candidate by reason.
 """
+
 from __future__ import annotations
 
 import abc
 from bisect import insort
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import StampOrderError
 from mbrl_ros.data.topics import TopicNames, read_episode_event
-from mbrl_ros.msgconv import JointSample, read_command, read_joint_state
-from mbrl_ros.msgconv import seconds_to_ns
+from mbrl_ros.msgconv import JointSample, read_command, read_joint_state, seconds_to_ns
 
 
 @dataclass
 class _Candidate:
     s: JointSample
     s_next: JointSample
-    held: np.ndarray | None   # latest untagged command when s_next arrived
-    held_after: int           # stamp of the latest state when that command arrived (ns)
-    later: int = 0            # states that arrived after s_next
+    held: np.ndarray | None  # latest untagged command when s_next arrived
+    held_after: int  # stamp of the latest state when that command arrived (ns)
+    later: int = 0  # states that arrived after s_next
 
 
 class MessageStream(abc.ABC):
@@ -101,8 +101,15 @@ class MessageStream(abc.ABC):
 class TransitionBuilder(MessageStream):
     """Aligns joint states and commands into (s, a, s') at the control period ``dt`` (s)."""
 
-    def __init__(self, joint_names: Sequence[str], dt: float, *, topics: TopicNames = TopicNames(),
-                 gap_tolerance: float = 0.1, command_wait: int = 1000):
+    def __init__(
+        self,
+        joint_names: Sequence[str],
+        dt: float,
+        *,
+        topics: TopicNames = TopicNames(),
+        gap_tolerance: float = 0.1,
+        command_wait: int = 1000,
+    ):
         if not joint_names or len(set(joint_names)) != len(joint_names):
             raise ValueError(f"joint_names {list(joint_names)} must be non-empty and unique")
         if not (np.isfinite(dt) and dt > 0):
@@ -125,12 +132,12 @@ class TransitionBuilder(MessageStream):
         self._held: np.ndarray | None = None
         self._held_after = -1
         self._tagged: dict[int, np.ndarray] = {}
-        self._tagged_stream = False                    # a tagged command has been seen
+        self._tagged_stream = False  # a tagged command has been seen
         self._events: list[tuple[int, int, str]] = []  # (stamp, arrival index, kind), not applied
         self._event_seq = 0
-        self._last_boundary = -1                       # stamp of the last applied event
-        self._episode_start = -1                       # stamp of the last applied reset/start
-        self._first_decided: int | None = None         # s_k of the episode's first decision
+        self._last_boundary = -1  # stamp of the last applied event
+        self._episode_start = -1  # stamp of the last applied reset/start
+        self._first_decided: int | None = None  # s_k of the episode's first decision
         self._decided_until = -1
         self._episode = 0
         self._active = True
@@ -146,8 +153,9 @@ class TransitionBuilder(MessageStream):
                 return
             if s.stamp_ns < prev.stamp_ns:
                 self._restart(s)
-                raise StampOrderError(f"joint state stamp {s.stamp_ns} ns goes backwards from "
-                                      f"{prev.stamp_ns} ns")
+                raise StampOrderError(
+                    f"joint state stamp {s.stamp_ns} ns goes backwards from {prev.stamp_ns} ns"
+                )
             for c in self._candidates:
                 c.later += 1
             if abs(s.stamp_ns - prev.stamp_ns - self._dt_ns) > self._tol_ns:
@@ -171,8 +179,11 @@ class TransitionBuilder(MessageStream):
             self._held_after = self._prev.stamp_ns if self._prev else -1
             return
         self._tagged_stream = True
-        oldest = self._candidates[0].s.stamp_ns if self._candidates else (
-            self._prev.stamp_ns if self._prev else -1)
+        oldest = (
+            self._candidates[0].s.stamp_ns
+            if self._candidates
+            else (self._prev.stamp_ns if self._prev else -1)
+        )
         if tag < oldest:
             self.counts["late_command"] += 1
             return
@@ -207,9 +218,16 @@ class TransitionBuilder(MessageStream):
         if not rows:
             return Dataset.empty(self.joint_names, self.dt, self._state_names)
         s, a, s_next, episodes, stamps = zip(*rows)
-        return Dataset(np.stack(s), np.stack(a), np.stack(s_next),
-                       np.array(episodes, dtype=np.int64), np.array(stamps, dtype=np.int64),
-                       self.joint_names, self.dt, self._state_names)
+        return Dataset(
+            np.stack(s),
+            np.stack(a),
+            np.stack(s_next),
+            np.array(episodes, dtype=np.int64),
+            np.array(stamps, dtype=np.int64),
+            self.joint_names,
+            self.dt,
+            self._state_names,
+        )
 
     # -- internals -------------------------------------------------------------------------------
     def _restart(self, s: JointSample) -> None:
@@ -228,8 +246,11 @@ class TransitionBuilder(MessageStream):
         command has come (or cannot be expected any more)."""
         while self._candidates:
             c = self._candidates[0]
-            waits_for_tag = c.s.stamp_ns not in self._tagged and not self._answered_after(
-                c.s.stamp_ns) and (self._tagged_stream or c.held is None)
+            waits_for_tag = (
+                c.s.stamp_ns not in self._tagged
+                and not self._answered_after(c.s.stamp_ns)
+                and (self._tagged_stream or c.held is None)
+            )
             if c.later < 1 or (waits_for_tag and c.later < self.command_wait):
                 return
             self._decide(self._candidates.popleft())
@@ -250,8 +271,11 @@ class TransitionBuilder(MessageStream):
             else:
                 # A new episode unless the boundary is the current one's own (a reset and a
                 # start at one stamp, or one that comes after the first decisions it covers).
-                if stamp != self._episode_start and self._first_decided is not None \
-                        and self._first_decided < stamp:
+                if (
+                    stamp != self._episode_start
+                    and self._first_decided is not None
+                    and self._first_decided < stamp
+                ):
                     self._episode += 1
                     self._first_decided = None
                 self._active = True
@@ -275,6 +299,12 @@ class TransitionBuilder(MessageStream):
         elif action is None:
             self.counts["no_command"] += 1
         else:
-            self._rows.append((np.concatenate([c.s.position, c.s.velocity]), action,
-                               np.concatenate([c.s_next.position, c.s_next.velocity]),
-                               self._episode, a))
+            self._rows.append(
+                (
+                    np.concatenate([c.s.position, c.s.velocity]),
+                    action,
+                    np.concatenate([c.s_next.position, c.s_next.velocity]),
+                    self._episode,
+                    a,
+                )
+            )

@@ -9,12 +9,14 @@ work on normalised inputs and predict the normalised change Δs = s' − s; ``no
 Shapes: s (..., dx), a (..., du); leading dimensions are batch dimensions and broadcast.
 Units: the dataset's (rad, rad/s, N·m, and m for end-effector features).
 """
+
 from __future__ import annotations
 
 import abc
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -44,32 +46,43 @@ class ModelSignature:
     dt: float
 
     @classmethod
-    def of(cls, dataset: Dataset) -> "ModelSignature":
+    def of(cls, dataset: Dataset) -> ModelSignature:
         return cls(tuple(dataset.joint_names), tuple(dataset.state_names), float(dataset.dt))
 
     def meta(self) -> dict:
-        return {"joint_names": list(self.joint_names), "state_names": list(self.state_names),
-                "dt": self.dt}
+        return {
+            "joint_names": list(self.joint_names),
+            "state_names": list(self.state_names),
+            "dt": self.dt,
+        }
 
     @classmethod
-    def from_meta(cls, meta: dict) -> "ModelSignature":
+    def from_meta(cls, meta: dict) -> ModelSignature:
         try:
-            return cls(tuple(str(j) for j in meta["joint_names"]),
-                       tuple(str(s) for s in meta["state_names"]), float(meta["dt"]))
+            return cls(
+                tuple(str(j) for j in meta["joint_names"]),
+                tuple(str(s) for s in meta["state_names"]),
+                float(meta["dt"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"model metadata lacks a valid signature: {exc}") from None
 
-    def check(self, other: "ModelSignature", what: str = "data") -> None:
+    def check(self, other: ModelSignature, what: str = "data") -> None:
         """ModelError if ``other`` (a dataset's or a robot's) differs from this model's."""
         if other.joint_names != self.joint_names:
-            raise ModelError(f"model is for joints {list(self.joint_names)}, {what} has "
-                             f"{list(other.joint_names)}")
+            raise ModelError(
+                f"model is for joints {list(self.joint_names)}, {what} has "
+                f"{list(other.joint_names)}"
+            )
         if other.state_names != self.state_names:
-            raise ModelError(f"model state layout {list(self.state_names)} differs from the "
-                             f"{what}'s {list(other.state_names)}")
+            raise ModelError(
+                f"model state layout {list(self.state_names)} differs from the "
+                f"{what}'s {list(other.state_names)}"
+            )
         if abs(other.dt - self.dt) > 1e-9:
-            raise ModelError(f"model control period {self.dt} s differs from the {what}'s "
-                             f"{other.dt} s")
+            raise ModelError(
+                f"model control period {self.dt} s differs from the {what}'s {other.dt} s"
+            )
 
 
 @dataclass
@@ -94,8 +107,12 @@ class DynamicsModel(abc.ABC):
     config: Any  # the kind's configuration dataclass
     _norm_tensors: dict[torch.dtype, dict[str, torch.Tensor]]
 
-    def __init__(self, signature: ModelSignature, stats: NormStats | None = None,
-                 device: str | torch.device | None = None):
+    def __init__(
+        self,
+        signature: ModelSignature,
+        stats: NormStats | None = None,
+        device: str | torch.device | None = None,
+    ):
         self.signature, self.stats = signature, stats
         # Free-form JSON metadata carried in the artifact's "info" (e.g. the fitter's model
         # version, data size, validation error); every model writes and restores it.
@@ -105,8 +122,9 @@ class DynamicsModel(abc.ABC):
 
     # -- to implement ------------------------------------------------------------------------
     @abc.abstractmethod
-    def fit(self, train: Dataset, val: Dataset | None = None,
-            progress: Progress | None = None) -> FitReport:
+    def fit(
+        self, train: Dataset, val: Dataset | None = None, progress: Progress | None = None
+    ) -> FitReport:
         """Fit to ``train`` (early stopping / model selection on ``val`` where used)."""
 
     @abc.abstractmethod
@@ -138,10 +156,15 @@ class DynamicsModel(abc.ABC):
         non-finite values or constant input columns."""
         self.signature.check(ModelSignature.of(dataset))
         if len(dataset) < self.min_transitions:
-            raise ModelError(f"{self.kind} model needs at least {self.min_transitions} "
-                             f"transitions, the dataset has {len(dataset)}")
-        for name, arr in (("states", dataset.states), ("actions", dataset.actions),
-                          ("next_states", dataset.next_states)):
+            raise ModelError(
+                f"{self.kind} model needs at least {self.min_transitions} "
+                f"transitions, the dataset has {len(dataset)}"
+            )
+        for name, arr in (
+            ("states", dataset.states),
+            ("actions", dataset.actions),
+            ("next_states", dataset.next_states),
+        ):
             if not np.all(np.isfinite(arr)):
                 raise ModelError(f"dataset {name} contain non-finite values")
         self.check_inputs_vary(dataset)
@@ -154,8 +177,10 @@ class DynamicsModel(abc.ABC):
         std = np.concatenate([dataset.states.std(0), dataset.actions.std(0)])
         flat = [n for n, v in zip(names, std) if not v >= floor]
         if flat:
-            raise ModelError(f"{self.kind} model: input columns {flat} are constant in the "
-                             f"training data (std < {floor:g}); record data that moves them")
+            raise ModelError(
+                f"{self.kind} model: input columns {flat} are constant in the "
+                f"training data (std < {floor:g}); record data that moves them"
+            )
 
     @property
     def stats(self) -> NormStats | None:
@@ -177,8 +202,10 @@ class DynamicsModel(abc.ABC):
         dtype: the planners call this at every predicted step)."""
         stats = self.fitted_stats()
         if dtype not in self._norm_tensors:
-            self._norm_tensors[dtype] = {k: torch.as_tensor(v, dtype=dtype, device=self.device)
-                                         for k, v in vars(stats).items()}
+            self._norm_tensors[dtype] = {
+                k: torch.as_tensor(v, dtype=dtype, device=self.device)
+                for k, v in vars(stats).items()
+            }
         return self._norm_tensors[dtype]
 
     def normalise_inputs(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -189,22 +216,29 @@ class DynamicsModel(abc.ABC):
         a_n = (a - n["action_mean"]) / n["action_std"]
         return torch.cat([s_n.expand(*shape, -1), a_n.expand(*shape, -1)], dim=-1)
 
-    def delta_to_next(self, s: torch.Tensor, delta_mean_n: torch.Tensor,
-                      delta_var_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def delta_to_next(
+        self, s: torch.Tensor, delta_mean_n: torch.Tensor, delta_var_n: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised Δs mean and variance → mean and variance of s' = s + Δs."""
         n = self._norm(delta_mean_n.dtype)
         mean = s + n["delta_mean"] + n["delta_std"] * delta_mean_n
         return mean, delta_var_n * n["delta_std"] ** 2
 
-    def sample(self, s: torch.Tensor, a: torch.Tensor,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, s: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """One draw of s' (..., dx) from the predictive Gaussian."""
         mean, var = self.predict(s, a)
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         return mean + var.sqrt() * noise
 
-    def propagate(self, s: torch.Tensor, a: torch.Tensor, mode: Propagation = "mean",
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+    def propagate(
+        self,
+        s: torch.Tensor,
+        a: torch.Tensor,
+        mode: Propagation = "mean",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Next state for planners: the mean, or a sample. Ensembles add 'ts1' / 'tsinf'."""
         if mode == "mean":
             return self.predict(s, a)[0]
@@ -212,16 +246,22 @@ class DynamicsModel(abc.ABC):
             return self.sample(s, a, generator)
         raise ModelError(f"{self.kind} model has no propagation mode '{mode}'")
 
-    def rollout(self, s0: torch.Tensor, actions: torch.Tensor, mode: Propagation = "mean",
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def rollout(
+        self,
+        s0: torch.Tensor,
+        actions: torch.Tensor,
+        mode: Propagation = "mean",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """States (..., H + 1, dx) from s0 (..., dx) under actions (..., H, du)."""
         states = [s0]
         for t in range(actions.shape[-2]):
             states.append(self.propagate(states[-1], actions[..., t, :], mode, generator))
         return torch.stack(states, dim=-2)
 
-    def rollout_policy(self, s0: torch.Tensor, policy: Callable[[int, torch.Tensor], torch.Tensor],
-                       horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def rollout_policy(
+        self, s0: torch.Tensor, policy: Callable[[int, torch.Tensor], torch.Tensor], horizon: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean prediction closed in a loop with ``policy(t, s) -> a``: states (B, H + 1, dx)
         and the policy's actions (B, H, du) from s0 (B, dx), H = ``horizon``. Without autograd
         (planners' line searches and forward passes)."""
@@ -236,8 +276,7 @@ class DynamicsModel(abc.ABC):
     def artifact_meta(self, **extra) -> dict:
         """Artifact metadata shared by every kind: signature, ``config`` (a dataclass) and
         ``info``, plus ``extra``."""
-        return {**self.signature.meta(), "config": asdict(self.config), "info": self.info,
-                **extra}
+        return {**self.signature.meta(), "config": asdict(self.config), "info": self.info, **extra}
 
     @staticmethod
     def config_from_meta(schema_name: str, meta: dict, config_cls):
@@ -245,8 +284,9 @@ class DynamicsModel(abc.ABC):
         raw = meta.get("config")
         names = {f.name for f in fields(config_cls)}
         if not isinstance(raw, dict) or set(raw) - names:
-            raise ArtifactError(f"{schema_name}: metadata 'config' must be an object with "
-                                f"keys from {sorted(names)}")
+            raise ArtifactError(
+                f"{schema_name}: metadata 'config' must be an object with keys from {sorted(names)}"
+            )
         try:
             return replace(config_cls(), **raw)
         except (ModelError, TypeError, ValueError) as exc:
@@ -261,7 +301,7 @@ class DynamicsModel(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_bytes(cls, data: bytes, device=None) -> "DynamicsModel":
+    def from_bytes(cls, data: bytes, device=None) -> DynamicsModel:
         """Rebuild from artifact bytes; ArtifactError if they are not a valid model of this kind."""
 
 
@@ -280,10 +320,15 @@ def model_info(meta: dict) -> dict:
         raise ArtifactError(f"model info must be a JSON object, got {type(info).__name__}")
     for key in INFO_COUNTS + INFO_STAMPS:
         value = info.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int) \
-                or value < (0 if key in INFO_COUNTS else -1):
-            raise ArtifactError(f"model info '{key}' = {value!r} is not "
-                                f"{'a count' if key in INFO_COUNTS else 'a stamp (ns)'}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < (0 if key in INFO_COUNTS else -1)
+        ):
+            raise ArtifactError(
+                f"model info '{key}' = {value!r} is not "
+                f"{'a count' if key in INFO_COUNTS else 'a stamp (ns)'}"
+            )
     for key in INFO_NUMBERS:
         value = info.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -296,9 +341,11 @@ _REGISTRY: dict[str, type[DynamicsModel]] = {}
 
 def register(schema_name: str):
     """Class decorator: artifacts of schema ``schema_name`` are rebuilt by this class."""
+
     def wrap(cls):
         _REGISTRY[schema_name] = cls
         return cls
+
     return wrap
 
 
@@ -308,6 +355,8 @@ def model_from_bytes(data: bytes, device=None) -> DynamicsModel:
     schema = meta.get("schema")
     cls = _REGISTRY.get(schema) if isinstance(schema, str) else None
     if cls is None:
-        raise ArtifactError(f"artifact schema {meta.get('schema')!r} is not a dynamics model "
-                            f"(known: {sorted(_REGISTRY)})")
+        raise ArtifactError(
+            f"artifact schema {meta.get('schema')!r} is not a dynamics model "
+            f"(known: {sorted(_REGISTRY)})"
+        )
     return cls.from_bytes(data, device=device)

@@ -1,5 +1,6 @@
 """The model kinds by name, for the command line and the fitter node: which module defines each,
 which exist in this install, how to make a new one and how to load any from its artifact."""
+
 from __future__ import annotations
 
 import importlib
@@ -7,8 +8,13 @@ from dataclasses import fields, replace
 
 import torch
 
-from mbrl_ros.dynamics.base import _REGISTRY, DynamicsModel, ModelError, ModelSignature, \
-    model_from_bytes
+from mbrl_ros.dynamics.base import (
+    _REGISTRY,
+    DynamicsModel,
+    ModelError,
+    ModelSignature,
+    model_from_bytes,
+)
 
 # kind → module whose import registers the class with that ``kind``
 MODEL_MODULES = {
@@ -49,14 +55,21 @@ def model_class(kind: str) -> type[DynamicsModel]:
     cls = _classes().get(kind)
     if cls is None:
         known = "" if kind in MODEL_MODULES else f" (kinds: {', '.join(MODEL_MODULES)})"
-        raise ModelError(f"model kind '{kind}' is not available in this install{known}; "
-                         f"available: {', '.join(available_kinds())}")
+        raise ModelError(
+            f"model kind '{kind}' is not available in this install{known}; "
+            f"available: {', '.join(available_kinds())}"
+        )
     return cls
 
 
-def new_model(kind: str, signature: ModelSignature, device: str | torch.device | None = None,
-              robot: str | None = None, gravity_compensation: bool = False,
-              **network_options) -> DynamicsModel:
+def new_model(
+    kind: str,
+    signature: ModelSignature,
+    device: str | torch.device | None = None,
+    robot: str | None = None,
+    gravity_compensation: bool = False,
+    **network_options,
+) -> DynamicsModel:
     """An unfitted model of ``kind``. ``robot`` (name or URDF path) is the physics model's arm,
     ``gravity_compensation`` whether that arm cancels its own weight; ``network_options`` (EnsembleConfig fields: members, hidden, layers, max_epochs, ...) apply
     to the network kinds only; None values are ignored."""
@@ -64,13 +77,16 @@ def new_model(kind: str, signature: ModelSignature, device: str | torch.device |
     options = {k: v for k, v in network_options.items() if v is not None}
     if kind == "physics":
         from mbrl_ros.dynamics.physics import PhysicsConfig, PhysicsModel
+
         assert issubclass(cls, PhysicsModel)  # the class registered as kind "physics"
         config = PhysicsConfig(gravity_compensation=gravity_compensation)
-        return cls(signature, device=device,
-                   config=replace(config, robot=robot) if robot else config)
+        return cls(
+            signature, device=device, config=replace(config, robot=robot) if robot else config
+        )
     if kind not in NETWORK_KINDS:
         return cls(signature, device=device)
     from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel, MLPModel
+
     assert issubclass(cls, EnsembleModel)  # NETWORK_KINDS are ensemble.py's classes
     names = {f.name for f in fields(EnsembleConfig)}
     unknown = sorted(set(options) - names)

@@ -20,6 +20,7 @@ Propagation modes (``propagate`` / ``rollout``):
 ``rollout`` without autograd in 'tsinf' and 'mean' (the planners') runs the fused forward of
 ``ensemble_rollout``: the same states up to float rounding, at close to the matmul rate.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,8 +33,16 @@ import torch
 
 from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import Dataset, NormStats
-from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, FitStopped, ModelError,
-                                    ModelSignature, Progress, Propagation, register)
+from mbrl_ros.dynamics.base import (
+    DynamicsModel,
+    FitReport,
+    FitStopped,
+    ModelError,
+    ModelSignature,
+    Progress,
+    Propagation,
+    register,
+)
 from mbrl_ros.dynamics.ensemble_rollout import fused_rollout, fused_rollout_policy
 
 LOG_EVERY_S = 2.0
@@ -58,38 +67,56 @@ class EnsembleConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name, low in (("members", 1), ("hidden", 1), ("layers", 1), ("batch_size", 1),
-                          ("max_epochs", 1), ("patience", 1)):
+        for name, low in (
+            ("members", 1),
+            ("hidden", 1),
+            ("layers", 1),
+            ("batch_size", 1),
+            ("max_epochs", 1),
+            ("patience", 1),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ModelError(f"ensemble setting {name} = {value!r} must be an integer ≥ {low}")
         for name, low in (("lr", 0.0), ("max_seconds", -1.0)):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > low):
-                raise ModelError(f"ensemble setting {name} = {value!r} must be "
-                                 f"{'positive' if low == 0 else '≥ 0'}")
+                raise ModelError(
+                    f"ensemble setting {name} = {value!r} must be "
+                    f"{'positive' if low == 0 else '≥ 0'}"
+                )
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ModelError(f"ensemble setting weight_decay = {self.weight_decay!r} must be ≥ 0")
 
 
 def _norm_specs() -> dict[str, TensorSpec]:
-    dims = {"state_mean": "dx", "state_std": "dx", "action_mean": "du", "action_std": "du",
-            "delta_mean": "dx", "delta_std": "dx"}
+    dims = {
+        "state_mean": "dx",
+        "state_std": "dx",
+        "action_mean": "du",
+        "action_std": "du",
+        "delta_mean": "dx",
+        "delta_std": "dx",
+    }
     return {f"norm/{k}": TensorSpec((d,)) for k, d in dims.items()}
 
 
 def _schema(name: str) -> Schema:
-    return Schema(name, 1, {**_norm_specs(), "residual_var": TensorSpec(("dx",), "float32")},
-                  dim_limits={"dx": 4096, "du": 1024},
-                  required_meta=("joint_names", "state_names", "dt", "config"),
-                  extra_tensors=True, extra_dtypes=("float32",))
+    return Schema(
+        name,
+        1,
+        {**_norm_specs(), "residual_var": TensorSpec(("dx",), "float32")},
+        dim_limits={"dx": 4096, "du": 1024},
+        required_meta=("joint_names", "state_names", "dt", "config"),
+        extra_tensors=True,
+        extra_dtypes=("float32",),
+    )
 
 
 class _Networks(torch.nn.Module):
     """E MLPs in one module: weights (E, in, out), SiLU hidden layers; output (E, B, out)."""
 
-    def __init__(self, members: int, n_in: int, n_out: int, hidden: int, layers: int,
-                 seed: int):
+    def __init__(self, members: int, n_in: int, n_out: int, hidden: int, layers: int, seed: int):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         sizes = [n_in] + [hidden] * layers + [n_out]
@@ -97,8 +124,13 @@ class _Networks(torch.nn.Module):
         self.biases = torch.nn.ParameterList()
         for a, b in zip(sizes[:-1], sizes[1:]):
             w = torch.empty(members, a, b)
-            torch.nn.init.trunc_normal_(w, std=1.0 / (2.0 * math.sqrt(a)), a=-2.0 / math.sqrt(a),
-                                        b=2.0 / math.sqrt(a), generator=gen)
+            torch.nn.init.trunc_normal_(
+                w,
+                std=1.0 / (2.0 * math.sqrt(a)),
+                a=-2.0 / math.sqrt(a),
+                b=2.0 / math.sqrt(a),
+                generator=gen,
+            )
             self.weights.append(torch.nn.Parameter(w))
             self.biases.append(torch.nn.Parameter(torch.zeros(members, 1, b)))
 
@@ -113,7 +145,7 @@ class _Networks(torch.nn.Module):
 
     def decay_terms(self) -> torch.Tensor:
         """Σ‖W‖² over layers, per member (E,)."""
-        return sum((w ** 2).sum(dim=(1, 2)) for w in self.weights)
+        return sum((w**2).sum(dim=(1, 2)) for w in self.weights)
 
 
 class EnsembleModel(DynamicsModel):
@@ -123,14 +155,19 @@ class EnsembleModel(DynamicsModel):
     probabilistic = True
     min_transitions = 50
 
-    def __init__(self, signature: ModelSignature, stats: NormStats | None = None,
-                 device: str | torch.device | None = None,
-                 config: EnsembleConfig = EnsembleConfig()):
+    def __init__(
+        self,
+        signature: ModelSignature,
+        stats: NormStats | None = None,
+        device: str | torch.device | None = None,
+        config: EnsembleConfig = EnsembleConfig(),
+    ):
         super().__init__(signature, stats, device)
         self.config = config
         n_out = 2 * self.dx if self.probabilistic else self.dx
-        self.net = _Networks(config.members, self.dx + self.du, n_out, config.hidden,
-                             config.layers, config.seed).to(self.device)
+        self.net = _Networks(
+            config.members, self.dx + self.du, n_out, config.hidden, config.layers, config.seed
+        ).to(self.device)
         self.max_logvar = torch.nn.Parameter(torch.full((1, self.dx), 0.5, device=self.device))
         self.min_logvar = torch.nn.Parameter(torch.full((1, self.dx), -10.0, device=self.device))
         # normalised residual variance of the deterministic variant (ones until fitted)
@@ -146,13 +183,14 @@ class EnsembleModel(DynamicsModel):
         out = self.net(x)
         if not self.probabilistic:
             return out, self.residual_var.log().expand_as(out)
-        mean, logvar = out[..., :self.dx], out[..., self.dx:]
+        mean, logvar = out[..., : self.dx], out[..., self.dx :]
         logvar = self.max_logvar - torch.nn.functional.softplus(self.max_logvar - logvar)
         logvar = self.min_logvar + torch.nn.functional.softplus(logvar - self.min_logvar)
         return mean, logvar
 
-    def member_predictions(self, s: torch.Tensor, a: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    def member_predictions(
+        self, s: torch.Tensor, a: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every member's mean and variance of s': (E, ..., dx) each, in the dtype of ``s``."""
         x = self.normalise_inputs(s, a)
         batch = x.shape[:-1]
@@ -170,32 +208,45 @@ class EnsembleModel(DynamicsModel):
         var = variances.mean(0) + means.var(0, unbiased=False)
         return mean, var
 
-    def propagate(self, s: torch.Tensor, a: torch.Tensor, mode: Propagation = "mean",
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+    def propagate(
+        self,
+        s: torch.Tensor,
+        a: torch.Tensor,
+        mode: Propagation = "mean",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         if mode == "mean":  # the members' average mean: no variance heads
             x = self.normalise_inputs(s, a)
             rows = x.reshape(1, -1, x.shape[-1]).to(torch.float32).expand(self.members, -1, -1)
-            delta_n = self.net(rows)[..., :self.dx].mean(0).reshape(*x.shape[:-1], self.dx)
+            delta_n = self.net(rows)[..., : self.dx].mean(0).reshape(*x.shape[:-1], self.dx)
             n = self._norm(s.dtype)
             return s + n["delta_mean"] + n["delta_std"] * delta_n.to(s.dtype)
         if mode == "sample":
             return super().propagate(s, a, mode, generator)
         if mode == "ts1":
             means, variances = self.member_predictions(s, a)
-            member = torch.randint(self.members, means.shape[1:-1], generator=generator,
-                                   device=means.device)
+            member = torch.randint(
+                self.members, means.shape[1:-1], generator=generator, device=means.device
+            )
             index = member.unsqueeze(0).unsqueeze(-1).expand(1, *means.shape[1:])
             mean, var = means.gather(0, index)[0], variances.gather(0, index)[0]
         elif mode == "tsinf":
             mean, var = self._fixed_member(s, a)
         else:
-            raise ModelError(f"{self.kind} model has no propagation mode '{mode}' "
-                             "(use mean, sample, ts1 or tsinf)")
+            raise ModelError(
+                f"{self.kind} model has no propagation mode '{mode}' "
+                "(use mean, sample, ts1 or tsinf)"
+            )
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         return mean + var.sqrt() * noise
 
-    def rollout(self, s0: torch.Tensor, actions: torch.Tensor, mode: Propagation = "mean",
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def rollout(
+        self,
+        s0: torch.Tensor,
+        actions: torch.Tensor,
+        mode: Propagation = "mean",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """As ``DynamicsModel.rollout``; without autograd, 'tsinf' and 'mean' take the fused
         path of ``ensemble_rollout`` (same results up to float rounding)."""
         states = fused_rollout(self, s0, actions, mode, generator)
@@ -211,24 +262,32 @@ class EnsembleModel(DynamicsModel):
         """TS∞: particle p (leading dim of s, size P = k·E) through member p mod E only."""
         shape = torch.broadcast_shapes(s.shape[:-1], a.shape[:-1])
         if not shape or shape[0] % self.members:
-            raise ModelError(f"tsinf propagation needs a leading particle dimension that is a "
-                             f"multiple of the {self.members} members; got batch shape "
-                             f"{tuple(shape)}")
+            raise ModelError(
+                f"tsinf propagation needs a leading particle dimension that is a "
+                f"multiple of the {self.members} members; got batch shape "
+                f"{tuple(shape)}"
+            )
         s = s.expand(*shape, self.dx)
-        x = self.normalise_inputs(s, a)                                    # (P, ..., in)
+        x = self.normalise_inputs(s, a)  # (P, ..., in)
         k = shape[0] // self.members
-        x = x.reshape(k, self.members, -1, x.shape[-1]).transpose(0, 1)   # (E, k, R, in)
+        x = x.reshape(k, self.members, -1, x.shape[-1]).transpose(0, 1)  # (E, k, R, in)
         x = x.reshape(self.members, -1, x.shape[-1]).to(torch.float32)
         mean_n, logvar_n = self._heads(x)
 
         def back(t: torch.Tensor) -> torch.Tensor:
             t = t.reshape(self.members, k, -1, self.dx).transpose(0, 1)
             return t.reshape(*shape, self.dx).to(s.dtype)
+
         return self.delta_to_next(s, back(mean_n), back(logvar_n.exp()))
 
     # -- training ---------------------------------------------------------------------------------
-    def fit(self, train: Dataset, val: Dataset | None = None, progress: Progress | None = None,
-            warm_start: bool = False) -> FitReport:
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset | None = None,
+        progress: Progress | None = None,
+        warm_start: bool = False,
+    ) -> FitReport:
         """Fit to ``train``, early-stopping each member on ``val`` (held-out episodes; without
         them on ``train``). ``warm_start``: continue from the current weights and normalisation
         (a fitted model only). A non-finite loss stops training and leaves the model exactly as
@@ -254,16 +313,20 @@ class EnsembleModel(DynamicsModel):
         except FloatingPointError as exc:
             self._restore(saved)
             report.rolled_back = True
-            report.message = f"training diverged ({exc}); model rolled back to its state " \
-                              "before this fit"
+            report.message = (
+                f"training diverged ({exc}); model rolled back to its state before this fit"
+            )
         report.seconds = time.perf_counter() - t0
         if progress is not None:
             progress(report.message)
         return report
 
     def _snapshot(self) -> dict:
-        return {"stats": self.stats, "info": dict(self.info),
-                "state": copy.deepcopy(self._state_dict())}
+        return {
+            "stats": self.stats,
+            "info": dict(self.info),
+            "state": copy.deepcopy(self._state_dict()),
+        }
 
     def _restore(self, saved: dict) -> None:
         self.stats, self.info = saved["stats"], saved["info"]
@@ -310,13 +373,14 @@ class EnsembleModel(DynamicsModel):
         """Per-member mean squared error of the normalised Δs mean (E,)."""
         total = torch.zeros(self.members, device=self.device)
         for i in range(0, len(x), 8192):
-            xb = x[i:i + 8192].unsqueeze(0).expand(self.members, -1, -1)
+            xb = x[i : i + 8192].unsqueeze(0).expand(self.members, -1, -1)
             mean, _ = self._heads(xb)
-            total += ((mean - y[i:i + 8192]) ** 2).sum(dim=(1, 2))
+            total += ((mean - y[i : i + 8192]) ** 2).sum(dim=(1, 2))
         return total / (len(x) * self.dx)
 
-    def _train(self, train: Dataset, val: Dataset, report: FitReport,
-               progress: Progress | None, t0: float) -> None:
+    def _train(
+        self, train: Dataset, val: Dataset, report: FitReport, progress: Progress | None, t0: float
+    ) -> None:
         cfg = self.config
         x, y = self._tensors(train)
         xv, yv = self._tensors(val)
@@ -340,7 +404,7 @@ class EnsembleModel(DynamicsModel):
             losses = []
             for i in range(0, n, batch):
                 self.check_stop()
-                idx = order[:, i:i + batch]
+                idx = order[:, i : i + batch]
                 loss = self._loss(x[idx], y[idx]).sum()
                 loss = loss + cfg.weight_decay * self.net.decay_terms().sum()
                 if not torch.isfinite(loss):
@@ -367,9 +431,11 @@ class EnsembleModel(DynamicsModel):
             now = time.perf_counter()
             if progress is not None and now - last_log >= LOG_EVERY_S:
                 last_log = now
-                progress(f"epoch {epoch + 1}/{cfg.max_epochs}: train loss "
-                         f"{report.train_loss[-1]:.4g}, validation MSE {report.val_loss[-1]:.4g} "
-                         f"(normalised Δs), {now - t0:.1f} s")
+                progress(
+                    f"epoch {epoch + 1}/{cfg.max_epochs}: train loss "
+                    f"{report.train_loss[-1]:.4g}, validation MSE {report.val_loss[-1]:.4g} "
+                    f"(normalised Δs), {now - t0:.1f} s"
+                )
             if stale >= cfg.patience:
                 stop = f"stopped after {epoch + 1} epochs ({cfg.patience} without improvement)"
                 break
@@ -396,7 +462,7 @@ class EnsembleModel(DynamicsModel):
         return encode(self.SCHEMA, tensors, meta)
 
     @classmethod
-    def from_bytes(cls, data: bytes, device=None) -> "EnsembleModel":
+    def from_bytes(cls, data: bytes, device=None) -> EnsembleModel:
         tensors, meta = decode(data, cls.SCHEMA)
         signature = ModelSignature.from_meta(meta)
         config = cls.config_from_meta(cls.SCHEMA.name, meta, EnsembleConfig)
@@ -404,14 +470,24 @@ class EnsembleModel(DynamicsModel):
         expected = {k: tuple(v.shape) for k, v in model._state_dict().items()}
         got = {k: tuple(v.shape) for k, v in tensors.items() if not k.startswith("norm/")}
         if got != expected:
-            raise ArtifactError(f"{cls.SCHEMA.name}: network tensors {got} do not match the "
-                                f"configured networks {expected}")
-        if tensors["norm/state_mean"].shape != (model.dx,) or \
-                tensors["norm/action_mean"].shape != (model.du,):
-            raise ArtifactError(f"{cls.SCHEMA.name}: normalisation statistics do not match "
-                                f"{model.dx} state columns and {model.du} joints")
-        model._load_state_dict({k: torch.as_tensor(v, device=model.device)
-                                for k, v in tensors.items() if not k.startswith("norm/")})
+            raise ArtifactError(
+                f"{cls.SCHEMA.name}: network tensors {got} do not match the "
+                f"configured networks {expected}"
+            )
+        if tensors["norm/state_mean"].shape != (model.dx,) or tensors["norm/action_mean"].shape != (
+            model.du,
+        ):
+            raise ArtifactError(
+                f"{cls.SCHEMA.name}: normalisation statistics do not match "
+                f"{model.dx} state columns and {model.du} joints"
+            )
+        model._load_state_dict(
+            {
+                k: torch.as_tensor(v, device=model.device)
+                for k, v in tensors.items()
+                if not k.startswith("norm/")
+            }
+        )
         model.restore_info(meta)
         return model
 
@@ -427,9 +503,13 @@ class MLPModel(EnsembleModel):
     kind = "mlp"
     probabilistic = False
 
-    def __init__(self, signature: ModelSignature, stats: NormStats | None = None,
-                 device: str | torch.device | None = None,
-                 config: EnsembleConfig = EnsembleConfig(members=1, bootstrap=False)):
+    def __init__(
+        self,
+        signature: ModelSignature,
+        stats: NormStats | None = None,
+        device: str | torch.device | None = None,
+        config: EnsembleConfig = EnsembleConfig(members=1, bootstrap=False),
+    ):
         super().__init__(signature, stats, device, config)
 
 

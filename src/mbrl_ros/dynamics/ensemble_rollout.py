@@ -18,10 +18,11 @@ What it saves (one CPU thread at PETS scale: ``benchmarks/bench_planners.py``):
 * noise is drawn into a buffer in the reference's (particles, ..., dx) layout and the states are
   written straight into the returned tensor.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -29,8 +30,13 @@ import torch
 SOFTPLUS: Callable[..., torch.Tensor] = torch._C._nn.softplus
 
 
-def fused_rollout(model, s0: torch.Tensor, actions: torch.Tensor, mode: str,
-                  generator: torch.Generator | None = None) -> torch.Tensor | None:
+def fused_rollout(
+    model,
+    s0: torch.Tensor,
+    actions: torch.Tensor,
+    mode: str,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor | None:
     """States (..., H + 1, dx) from s0 (..., dx) under actions (..., H, du), as
     ``DynamicsModel.rollout``; None where this path does not apply (autograd on, another mode,
     an unfitted model, a batch shape 'tsinf' refuses, H = 0): the caller then runs the reference,
@@ -47,14 +53,14 @@ def fused_rollout(model, s0: torch.Tensor, actions: torch.Tensor, mode: str,
     return _Rollout(model, shape, s0.dtype, mode).run(s0, actions, generator)
 
 
-def fused_rollout_policy(model, s0: torch.Tensor, policy, horizon: int
-                         ) -> tuple[torch.Tensor, torch.Tensor] | None:
+def fused_rollout_policy(
+    model, s0: torch.Tensor, policy, horizon: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """States (B, H + 1, dx) and actions (B, H, du) of the members' average mean closed with
     ``policy(t, s) -> a`` (s (B, dx) read only, a (B, du)), as ``rollout_policy``; None where
     this path does not apply (an unfitted model, s0 not (B, dx), H = 0). Never records
     autograd history."""
-    if (model.stats is None or s0.ndim != 2
-            or s0.shape[-1] != model.dx or horizon <= 0):
+    if model.stats is None or s0.ndim != 2 or s0.shape[-1] != model.dx or horizon <= 0:
         return None
     return _Rollout(model, s0.shape[:1], s0.dtype, "mean").run_policy(s0, policy, horizon)
 
@@ -74,7 +80,7 @@ class _Rollout:
         n = model._norm(torch.float64)
         weights = [w.detach() for w in model.net.weights]
         biases = [b.detach() for b in model.net.biases]
-        self.first = torch.cat([weights[0], biases[0]], 1)                 # (E, dx + du + 1, H)
+        self.first = torch.cat([weights[0], biases[0]], 1)  # (E, dx + du + 1, H)
         self.hidden = list(zip(weights[1:-1], biases[1:-1]))
         ds, dm = n["delta_std"], n["delta_mean"]
         w_mean = (weights[-1][..., :dx].double() * ds).to(f32)
@@ -90,16 +96,17 @@ class _Rollout:
         else:
             self.last_w, self.last_b = w_mean, b_mean
         if self.tsinf and not model.probabilistic:  # residual variance, the same at every step
-            self.std = (model.residual_var.double() * ds ** 2).sqrt().to(dtype)
+            self.std = (model.residual_var.double() * ds**2).sqrt().to(dtype)
         hidden = weights[0].shape[-1]
         self.x = torch.ones(E, self.B, self.first.shape[1], dtype=f32, device=dev)
         self.h = [torch.empty(E, self.B, hidden, dtype=f32, device=dev) for _ in range(2)]
         self.out = torch.empty(E, self.B, self.last_w.shape[-1], dtype=f32, device=dev)
         # the state (E or 1, B, dx) in the rollout's dtype, this step's and the next
-        self.s = [torch.empty(E if self.tsinf else 1, self.B, dx, dtype=dtype, device=dev)
-                  for _ in range(2)]
-        self.z = self.x[..., :dx] if self.tsinf and dtype == f32 else \
-            torch.empty_like(self.s[0])
+        self.s = [
+            torch.empty(E if self.tsinf else 1, self.B, dx, dtype=dtype, device=dev)
+            for _ in range(2)
+        ]
+        self.z = self.x[..., :dx] if self.tsinf and dtype == f32 else torch.empty_like(self.s[0])
         if self.tsinf:
             self.noise = torch.empty(*shape, dx, dtype=dtype, device=dev)
         else:
@@ -137,16 +144,17 @@ class _Rollout:
         SOFTPLUS(v, 1, 20, out=v)
         return torch.add(self.log_std0, v, alpha=0.5, out=v).exp_()
 
-    def run(self, s0: torch.Tensor, actions: torch.Tensor,
-            generator: torch.Generator | None) -> torch.Tensor:
+    def run(
+        self, s0: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
         model, dx, dtype = self.model, self.model.dx, self.dtype
         H = actions.shape[-2]
         n = model._norm(dtype)
         scale = 1.0 / n["state_std"]
-        offset = -n["state_mean"] * scale                 # z = s / σ_s − μ_s / σ_s
+        offset = -n["state_mean"] * scale  # z = s / σ_s − μ_s / σ_s
         na = model._norm(torch.promote_types(dtype, actions.dtype))
         while actions.ndim > 2 and actions.stride(0) == 0:  # particles sharing their actions:
-            actions = actions[0]                             # normalise them once
+            actions = actions[0]  # normalise them once
         a_n = ((actions - na["action_mean"]) / na["action_std"]).to(torch.float32)
         a_n = a_n.expand(*self.shape, H, model.du)
         # the actions as rows, step first: one copy per step into the inputs
@@ -164,8 +172,13 @@ class _Rollout:
             out = self.forward()
             if self.tsinf:
                 std = self.bounded_std(out[..., dx:]) if self.sample_var else self.std
-                torch.randn(self.noise.shape, generator=generator, dtype=dtype,
-                            device=model.device, out=self.noise)
+                torch.randn(
+                    self.noise.shape,
+                    generator=generator,
+                    dtype=dtype,
+                    device=model.device,
+                    out=self.noise,
+                )
                 torch.addcmul(s, std, self.rows(self.noise), out=nxt)
                 nxt.add_(out[..., :dx])
             else:

@@ -10,10 +10,11 @@
   predicted ±1σ and ±2σ (0.683 and 0.954 for a calibrated Gaussian) and the mean standardised
   squared error (err² / var, 1 when calibrated).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ import torch
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import DynamicsModel, ModelError, ModelSignature
 
-GAP_TOLERANCE = 0.1   # a stamp step within dt·(1 ± this) links two transitions
+GAP_TOLERANCE = 0.1  # a stamp step within dt·(1 ± this) links two transitions
 
 
 @dataclass(frozen=True)
@@ -59,21 +60,32 @@ class Evaluation:
         """A printable table: one row per horizon, calibration below."""
         groups = sorted({g for h in self.horizons for g in h.group_rmse})
         units = {"position": "rad", "velocity": "rad/s", "ee": "m"}
-        head = ["horizon", "windows", "RMSE"] + [f"{g} ({units.get(g, '')})" for g in groups] \
+        head = (
+            ["horizon", "windows", "RMSE"]
+            + [f"{g} ({units.get(g, '')})" for g in groups]
             + ["vs constant"]
-        rows = [[f"{h.horizon}", f"{h.windows}", f"{h.rmse:.4g}"]
-                + [f"{h.group_rmse.get(g, float('nan')):.4g}" for g in groups]
-                + [f"{h.constant_ratio:.3f}"] for h in self.horizons]
+        )
+        rows = [
+            [f"{h.horizon}", f"{h.windows}", f"{h.rmse:.4g}"]
+            + [f"{h.group_rmse.get(g, float('nan')):.4g}" for g in groups]
+            + [f"{h.constant_ratio:.3f}"]
+            for h in self.horizons
+        ]
         widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
         fmt = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths))  # noqa: E731
-        lines = [f"{self.kind} model on {self.transitions} transitions in {self.episodes} "
-                 "episode(s); open-loop k-step prediction error (mean propagation):",
-                 fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+        lines = [
+            f"{self.kind} model on {self.transitions} transitions in {self.episodes} "
+            "episode(s); open-loop k-step prediction error (mean propagation):",
+            fmt(head),
+            fmt(["-" * w for w in widths]),
+        ] + [fmt(r) for r in rows]
         if self.calibration is not None:
             c = self.calibration
-            lines.append(f"calibration (1 step): {c.within_1sigma:.3f} within ±1σ (0.683 ideal), "
-                         f"{c.within_2sigma:.3f} within ±2σ (0.954), mean err²/var "
-                         f"{c.mean_standardised_sq_error:.3g} (1)")
+            lines.append(
+                f"calibration (1 step): {c.within_1sigma:.3f} within ±1σ (0.683 ideal), "
+                f"{c.within_2sigma:.3f} within ±2σ (0.954), mean err²/var "
+                f"{c.mean_standardised_sq_error:.3g} (1)"
+            )
         return "\n".join(lines)
 
 
@@ -83,8 +95,9 @@ def chained(dataset: Dataset, tolerance: float = GAP_TOLERANCE) -> np.ndarray:
     link = np.zeros(len(dataset), bool)
     if len(dataset) > 1:
         step = np.diff(dataset.stamps) / 1e9
-        link[:-1] = (dataset.episodes[1:] == dataset.episodes[:-1]) & \
-            (np.abs(step - dataset.dt) <= tolerance * dataset.dt)
+        link[:-1] = (dataset.episodes[1:] == dataset.episodes[:-1]) & (
+            np.abs(step - dataset.dt) <= tolerance * dataset.dt
+        )
     return link
 
 
@@ -95,7 +108,7 @@ def window_starts(dataset: Dataset, horizon: int) -> np.ndarray:
     n = len(dataset)
     if n < horizon:
         return np.zeros(0, np.int64)
-    links = np.concatenate([[0], np.cumsum(chained(dataset)[:-1])])   # links before row i
+    links = np.concatenate([[0], np.cumsum(chained(dataset)[:-1])])  # links before row i
     starts = np.arange(n - horizon + 1)
     return starts[links[starts + horizon - 1] - links[starts] == horizon - 1]
 
@@ -108,8 +121,9 @@ def _windows(dataset: Dataset, horizon: int, max_windows: int, seed: int) -> np.
 
 
 @torch.no_grad()
-def rollout_windows(model: DynamicsModel, dataset: Dataset, starts: np.ndarray, horizon: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def rollout_windows(
+    model: DynamicsModel, dataset: Dataset, starts: np.ndarray, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Predicted (W, horizon + 1, dx) mean rollouts from states[starts] with the recorded
     actions, and the recorded states (W, horizon + 1, dx)."""
     steps = starts[:, None] + np.arange(horizon)
@@ -128,8 +142,13 @@ def state_groups(state_names: Sequence[str]) -> dict[str, np.ndarray]:
     return {g: np.array(idx) for g, idx in groups.items()}
 
 
-def evaluate(model: DynamicsModel, dataset: Dataset, horizons: Sequence[int] = (1, 10),
-             max_windows: int = 2000, seed: int = 0) -> Evaluation:
+def evaluate(
+    model: DynamicsModel,
+    dataset: Dataset,
+    horizons: Sequence[int] = (1, 10),
+    max_windows: int = 2000,
+    seed: int = 0,
+) -> Evaluation:
     """k-step errors for each horizon (at most ``max_windows`` start states, drawn with
     ``seed``) and 1-step calibration; ModelError if the model's joints / layout / dt differ
     from the data's or no window of a horizon exists."""
@@ -141,18 +160,26 @@ def evaluate(model: DynamicsModel, dataset: Dataset, horizons: Sequence[int] = (
     for k in horizons:
         starts = _windows(dataset, int(k), max_windows, seed)
         if len(starts) == 0:
-            raise ModelError(f"no {k}-step window of consecutive transitions in the data "
-                             f"(longest episodes are too short or have gaps)")
+            raise ModelError(
+                f"no {k}-step window of consecutive transitions in the data "
+                f"(longest episodes are too short or have gaps)"
+            )
         pred, true = rollout_windows(model, dataset, starts, int(k))
         err = pred[:, -1] - true[:, -1]
         base = true[:, 0] - true[:, -1]
-        rmse = float(np.sqrt(np.mean(err ** 2)))
-        results.append(HorizonError(
-            int(k), len(starts), rmse,
-            {g: float(np.sqrt(np.mean(err[:, idx] ** 2))) for g, idx in groups.items()},
-            rmse / max(float(np.sqrt(np.mean(base ** 2))), 1e-300)))
-    return Evaluation(model.kind, len(dataset), dataset.n_episodes, results,
-                      calibration(model, dataset))
+        rmse = float(np.sqrt(np.mean(err**2)))
+        results.append(
+            HorizonError(
+                int(k),
+                len(starts),
+                rmse,
+                {g: float(np.sqrt(np.mean(err[:, idx] ** 2))) for g, idx in groups.items()},
+                rmse / max(float(np.sqrt(np.mean(base**2))), 1e-300),
+            )
+        )
+    return Evaluation(
+        model.kind, len(dataset), dataset.n_episodes, results, calibration(model, dataset)
+    )
 
 
 @torch.no_grad()
@@ -160,20 +187,21 @@ def calibration(model: DynamicsModel, dataset: Dataset, chunk: int = 8192) -> Ca
     """Coverage of the 1-step predictive intervals on every transition of ``dataset``."""
     inside1 = inside2 = z2 = 0.0
     for i in range(0, len(dataset), chunk):
-        s = torch.as_tensor(dataset.states[i:i + chunk], device=model.device)
-        a = torch.as_tensor(dataset.actions[i:i + chunk], device=model.device)
+        s = torch.as_tensor(dataset.states[i : i + chunk], device=model.device)
+        a = torch.as_tensor(dataset.actions[i : i + chunk], device=model.device)
         mean, var = model.predict(s, a)
-        err = mean.double().cpu().numpy() - dataset.next_states[i:i + chunk]
+        err = mean.double().cpu().numpy() - dataset.next_states[i : i + chunk]
         z = np.abs(err) / np.sqrt(np.maximum(var.double().cpu().numpy(), 1e-300))
         inside1 += float(np.sum(z <= 1.0))
         inside2 += float(np.sum(z <= 2.0))
-        z2 += float(np.sum(z ** 2))
+        z2 += float(np.sum(z**2))
     total = len(dataset) * model.dx
     return Calibration(inside1 / total, inside2 / total, z2 / total)
 
 
-def holdout_split(dataset: Dataset, val_fraction: float = 0.2, seed: int = 0
-                  ) -> tuple[Dataset, Dataset]:
+def holdout_split(
+    dataset: Dataset, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[Dataset, Dataset]:
     """(train, validation): whole episodes (``Dataset.split``) when there are two or more;
     otherwise the last ``val_fraction`` of the single episode's transitions."""
     if dataset.n_episodes >= 2 or val_fraction == 0.0:
@@ -183,12 +211,14 @@ def holdout_split(dataset: Dataset, val_fraction: float = 0.2, seed: int = 0
     return dataset.select(order[:cut]), dataset.select(order[cut:])
 
 
-def plot_rollouts(model: DynamicsModel, dataset: Dataset, path, horizon: int = 50,
-                  windows: int = 3, seed: int = 0) -> int:
+def plot_rollouts(
+    model: DynamicsModel, dataset: Dataset, path, horizon: int = 50, windows: int = 3, seed: int = 0
+) -> int:
     """PNG at ``path``: predicted (mean) against recorded k-step rollouts of every state column
     from ``windows`` start states (the longest available horizon ≤ ``horizon``); returns the
     horizon plotted."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -203,8 +233,7 @@ def plot_rollouts(model: DynamicsModel, dataset: Dataset, path, horizon: int = 5
     dx = len(dataset.state_names)
     cols = min(dx, 4 if dx > 6 else 2)
     rows = -(-dx // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.2 * rows), squeeze=False,
-                             sharex=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.2 * rows), squeeze=False, sharex=True)
     t = np.arange(k + 1) * dataset.dt
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, name in enumerate(dataset.state_names):
@@ -212,16 +241,18 @@ def plot_rollouts(model: DynamicsModel, dataset: Dataset, path, horizon: int = 5
         for w in range(len(starts)):
             c = colours[w % len(colours)]
             ax.plot(t, true[w, :, j], color=c, lw=1.5, label="recorded" if w == 0 else None)
-            ax.plot(t, pred[w, :, j], color=c, lw=1.0, ls="--",
-                    label="predicted" if w == 0 else None)
+            ax.plot(
+                t, pred[w, :, j], color=c, lw=1.0, ls="--", label="predicted" if w == 0 else None
+            )
         ax.set_title(name, fontsize=8)
         ax.tick_params(labelsize=7)
     for j in range(dx, rows * cols):
         axes[j // cols][j % cols].axis("off")
     axes[0][0].legend(fontsize=7)
     fig.supxlabel("time from start state (s)", fontsize=8)
-    fig.suptitle(f"{model.kind} model: {k}-step open-loop rollouts (mean), recorded actions",
-                 fontsize=9)
+    fig.suptitle(
+        f"{model.kind} model: {k}-step open-loop rollouts (mean), recorded actions", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

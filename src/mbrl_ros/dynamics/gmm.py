@@ -10,28 +10,37 @@ a cluster holding less than one point's worth of responsibility is re-seeded at 
 mixture explains worst; a constant column is floored at 1e-12 of the largest variance.
 Everything is float64 torch; arrays may be given as numpy.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 import torch
 
 from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import Dataset, NormStats
-from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, FitStopped, ModelError,
-                                    ModelSignature, Progress, register)
+from mbrl_ros.dynamics.base import (
+    DynamicsModel,
+    FitReport,
+    FitStopped,
+    ModelError,
+    ModelSignature,
+    Progress,
+    register,
+)
 
 F64 = torch.float64
 LOG_2PI = math.log(2 * math.pi)
 
 
 def _as_tensor(x, device=None) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x,
-                           dtype=F64, device=device)
+    return torch.as_tensor(
+        np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=F64, device=device
+    )
 
 
 def kmeans(x: torch.Tensor, k: int, seed: int = 0, iterations: int = 30) -> torch.Tensor:
@@ -41,13 +50,16 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iterations: int = 30) -> torc
     n = len(x)
     if not 1 <= k <= n:
         raise ModelError(f"k-means needs 1 ≤ k ≤ {n} points, got k = {k}")
-    gen = torch.Generator().manual_seed(seed)       # CPU draws: the same centres on any device
+    gen = torch.Generator().manual_seed(seed)  # CPU draws: the same centres on any device
     centres = x[torch.randint(n, (1,), generator=gen).to(x.device)]
     d2 = torch.cdist(x, centres).square().min(1).values
     for _ in range(1, k):
         total = float(d2.sum())
-        i = (torch.multinomial(d2.cpu() / total, 1, generator=gen) if total > 0
-             else torch.randint(n, (1,), generator=gen)).to(x.device)
+        i = (
+            torch.multinomial(d2.cpu() / total, 1, generator=gen)
+            if total > 0
+            else torch.randint(n, (1,), generator=gen)
+        ).to(x.device)
         centres = torch.cat([centres, x[i]])
         d2 = torch.minimum(d2, torch.cdist(x, x[i]).square()[:, 0])
     for _ in range(iterations):
@@ -58,7 +70,7 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iterations: int = 30) -> torc
         empty = counts == 0
         new[~empty] /= counts[~empty, None].to(F64)
         if bool(empty.any()):
-            far = dist.min(1).values.argsort(descending=True)[:int(empty.sum())]
+            far = dist.min(1).values.argsort(descending=True)[: int(empty.sum())]
             new[empty] = x[far]
         if torch.equal(new, centres):
             break
@@ -92,8 +104,10 @@ class GMMConfig:
         if self.reg_covar <= 0:
             raise ModelError(f"GMM setting reg_covar = {self.reg_covar} must be positive")
         if self.min_weight * self.n_components >= 1:
-            raise ModelError(f"GMM setting min_weight = {self.min_weight} is too large for "
-                             f"{self.n_components} components")
+            raise ModelError(
+                f"GMM setting min_weight = {self.min_weight} is too large for "
+                f"{self.n_components} components"
+            )
 
 
 @dataclass
@@ -121,14 +135,17 @@ class GMM:
         self.n_points = 0
 
     @classmethod
-    def from_parameters(cls, weights, means, covs, n_points: int = 0,
-                        config: GMMConfig = GMMConfig(), device=None) -> "GMM":
+    def from_parameters(
+        cls, weights, means, covs, n_points: int = 0, config: GMMConfig = GMMConfig(), device=None
+    ) -> GMM:
         gmm = cls(config, device)
         w, mu, sigma = (_as_tensor(t, gmm.device) for t in (weights, means, covs))
         k, d = mu.shape
         if w.shape != (k,) or sigma.shape != (k, d, d):
-            raise ModelError(f"GMM parameters have inconsistent shapes: weights "
-                             f"{tuple(w.shape)}, means {(k, d)}, covs {tuple(sigma.shape)}")
+            raise ModelError(
+                f"GMM parameters have inconsistent shapes: weights "
+                f"{tuple(w.shape)}, means {(k, d)}, covs {tuple(sigma.shape)}"
+            )
         symmetric = torch.allclose(sigma, sigma.transpose(1, 2), rtol=1e-10, atol=0)
         if not symmetric or torch.linalg.cholesky_ex(sigma)[1].any():
             raise ModelError("GMM covariances must be symmetric positive definite")
@@ -148,18 +165,17 @@ class GMM:
     @staticmethod
     def _log_gauss(x: torch.Tensor, means: torch.Tensor, covs: torch.Tensor) -> torch.Tensor:
         """log N(x_n; μ_k, Σ_k) (N, K) for x (N, D), means (K, D), covs (K, D, D)."""
-        l = torch.linalg.cholesky(covs)                                  # (K, D, D)
-        diff = (x[None] - means[:, None]).transpose(1, 2)                 # (K, D, N)
+        l = torch.linalg.cholesky(covs)  # (K, D, D)
+        diff = (x[None] - means[:, None]).transpose(1, 2)  # (K, D, N)
         z = torch.linalg.solve_triangular(l, diff, upper=False)
-        logdet = 2 * torch.log(l.diagonal(dim1=-2, dim2=-1)).sum(-1)      # (K,)
-        return (-0.5 * (z ** 2).sum(1) - 0.5 * (logdet[:, None] + x.shape[1] * LOG_2PI)).T
+        logdet = 2 * torch.log(l.diagonal(dim1=-2, dim2=-1)).sum(-1)  # (K,)
+        return (-0.5 * (z**2).sum(1) - 0.5 * (logdet[:, None] + x.shape[1] * LOG_2PI)).T
 
     def _joint(self, x) -> torch.Tensor:
         weights, means, covs = self._require()
         x = _as_tensor(x, self.device)
         if x.ndim != 2 or x.shape[1] != means.shape[1]:
-            raise ModelError(f"GMM points must be (N, {means.shape[1]}), got "
-                             f"{tuple(x.shape)}")
+            raise ModelError(f"GMM points must be (N, {means.shape[1]}), got {tuple(x.shape)}")
         return self._log_gauss(x, means, covs) + torch.log(weights)
 
     def log_prob(self, x) -> torch.Tensor:
@@ -171,8 +187,13 @@ class GMM:
         return torch.softmax(self._joint(x), 1)
 
     # -- EM --------------------------------------------------------------------------------------
-    def fit(self, x, progress: Progress | None = None, warm_start: bool = False,
-            check_stop: Callable[[], None] | None = None) -> list[float]:
+    def fit(
+        self,
+        x,
+        progress: Progress | None = None,
+        warm_start: bool = False,
+        check_stop: Callable[[], None] | None = None,
+    ) -> list[float]:
         """EM on points x (N, D) from a k-means++ start, or from the current parameters if
         ``warm_start`` (a fitted GMM of the same size); returns the mean log-likelihood per
         point after each iteration. ModelError for too few or non-finite points; if EM produces
@@ -187,13 +208,14 @@ class GMM:
         k = min(self.config.n_components, n)
         var = x.var(0, unbiased=False)
         top = float(var.max())
-        var = var.clamp_min(1e-12 * top if top > 0 else 1.0)   # constant columns get a floor too
+        var = var.clamp_min(1e-12 * top if top > 0 else 1.0)  # constant columns get a floor too
         data_cov = torch.cov(x.T, correction=0).reshape(d, d)
         floor = torch.diag(self.config.reg_covar * var)
         if warm_start:
             if self.means is None or self.means.shape != (k, d):
-                raise ModelError(f"GMM warm start needs a fitted GMM of {k} components in {d} "
-                                 "dimensions")
+                raise ModelError(
+                    f"GMM warm start needs a fitted GMM of {k} components in {d} dimensions"
+                )
             resp = self.responsibilities(x)
         else:
             label = torch.cdist(x, kmeans(x, k, self.config.seed, iterations=10)).argmin(1)
@@ -207,7 +229,7 @@ class GMM:
                 log_joint = self._log_gauss(x, params[1], params[2]) + torch.log(params[0])
                 log_px = torch.logsumexp(log_joint, 1)
                 ll = float(log_px.mean())
-            except torch.linalg.LinAlgError:    # a covariance that is not positive definite
+            except torch.linalg.LinAlgError:  # a covariance that is not positive definite
                 ll = math.nan
             if not math.isfinite(ll):
                 if self.means is None:
@@ -225,11 +247,11 @@ class GMM:
         return history
 
     def _m_step(self, x, resp, data_cov, floor):
-        nk = resp.sum(0)                                                 # (K,)
+        nk = resp.sum(0)  # (K,)
         weights = (nk / len(x)).clamp_min(self.config.min_weight)
         weights = weights / weights.sum()
         means = (resp.T @ x) / nk.clamp_min(1e-300)[:, None]
-        diff = x[None] - means[:, None]                                  # (K, N, D)
+        diff = x[None] - means[:, None]  # (K, N, D)
         scatter = torch.einsum("kn,kni,knj->kij", resp.T, diff, diff)
         c = self.config.cov_prior
         covs = (scatter + c * data_cov) / (nk + c).clamp_min(1e-300)[:, None, None] + floor
@@ -242,7 +264,7 @@ class GMM:
         empty = torch.nonzero(resp.sum(0) < 1.0)[:, 0]
         if len(empty) == 0:
             return resp
-        worst = log_px.argsort()[:len(empty)]
+        worst = log_px.argsort()[: len(empty)]
         resp = resp.clone()
         resp[worst] = 0.0
         resp[worst, empty] = 1.0
@@ -262,19 +284,21 @@ class GMM:
         sxx = covs[:, xi][:, :, xi]
         syx = covs[:, yi][:, :, xi]
         syy = covs[:, yi][:, :, yi]
-        gain = torch.linalg.solve(sxx, syx.transpose(1, 2)).transpose(1, 2)   # (K, dy, dxi)
+        gain = torch.linalg.solve(sxx, syx.transpose(1, 2)).transpose(1, 2)  # (K, dy, dxi)
         cond_cov = syy - gain @ syx.transpose(1, 2)
         cond_cov = 0.5 * (cond_cov + cond_cov.transpose(1, 2))
-        w = torch.softmax(self._log_gauss(x, mx, sxx) + torch.log(weights), 1)   # (B, K)
+        w = torch.softmax(self._log_gauss(x, mx, sxx) + torch.log(weights), 1)  # (B, K)
         means_y = my[None] + torch.einsum("kyx,bkx->bky", gain, x[:, None] - mx[None])
         mean = torch.einsum("bk,bky->by", w, means_y)
         dev = means_y - mean[:, None]
-        cov = torch.einsum("bk,kij->bij", w, cond_cov) + torch.einsum("bk,bki,bkj->bij", w, dev,
-                                                                      dev)
+        cov = torch.einsum("bk,kij->bij", w, cond_cov) + torch.einsum(
+            "bk,bki,bkj->bij", w, dev, dev
+        )
         return MixtureConditional(w, means_y, cond_cov, mean, cov)
 
-    def niw_prior(self, points, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor,
-                                                                 float, float]:
+    def niw_prior(
+        self, points, strength: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
         """Normal-inverse-Wishart prior (μ0 (D,), Φ (D, D), m, n0) for a batch of points (N, D),
         as GPS's DynamicsPriorGMM.eval: cluster weights are the points' responsibilities
         averaged; μ0, Φ/m are the mean and covariance of the mixture under those weights;
@@ -293,14 +317,27 @@ class GMM:
 
 # -- the dynamics model -------------------------------------------------------------------------
 def _schema() -> Schema:
-    dims = {"state_mean": "dx", "state_std": "dx", "action_mean": "du", "action_std": "du",
-            "delta_mean": "dx", "delta_std": "dx"}
+    dims = {
+        "state_mean": "dx",
+        "state_std": "dx",
+        "action_mean": "du",
+        "action_std": "du",
+        "delta_mean": "dx",
+        "delta_std": "dx",
+    }
     norm = {f"norm/{k}": TensorSpec((d,)) for k, d in dims.items()}
-    return Schema("mbrl_ros.dynamics.gmm", 1,
-                  {**norm, "weights": TensorSpec(("K",)), "means": TensorSpec(("K", "Z")),
-                   "covs": TensorSpec(("K", "Z", "Z"))},
-                  dim_limits={"dx": 1024, "du": 512, "K": 4096, "Z": 2560},
-                  required_meta=("joint_names", "state_names", "dt", "config", "n_points"))
+    return Schema(
+        "mbrl_ros.dynamics.gmm",
+        1,
+        {
+            **norm,
+            "weights": TensorSpec(("K",)),
+            "means": TensorSpec(("K", "Z")),
+            "covs": TensorSpec(("K", "Z", "Z")),
+        },
+        dim_limits={"dx": 1024, "du": 512, "K": 4096, "Z": 2560},
+        required_meta=("joint_names", "state_names", "dt", "config", "n_points"),
+    )
 
 
 @register("mbrl_ros.dynamics.gmm")
@@ -312,8 +349,13 @@ class GMMDynamicsModel(DynamicsModel):
     kind = "gmm"
     SCHEMA = _schema()
 
-    def __init__(self, signature: ModelSignature, stats: NormStats | None = None,
-                 device=None, config: GMMConfig | None = None):
+    def __init__(
+        self,
+        signature: ModelSignature,
+        stats: NormStats | None = None,
+        device=None,
+        config: GMMConfig | None = None,
+    ):
         super().__init__(signature, stats, device)
         self.config = config or GMMConfig()
         self.gmm: GMM | None = None
@@ -343,8 +385,13 @@ class GMMDynamicsModel(DynamicsModel):
         mean, var = self.delta_to_next(s64, mean_n, var_n)
         return mean.to(s.dtype), var.to(s.dtype)
 
-    def fit(self, train: Dataset, val: Dataset | None = None, progress: Progress | None = None,
-            warm_start: bool = False) -> FitReport:
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset | None = None,
+        progress: Progress | None = None,
+        warm_start: bool = False,
+    ) -> FitReport:
         """EM on the normalised joint data, from k-means or (``warm_start``: a fitted model only)
         from the current mixture and normalisation. If EM fails the model is left as it was."""
         t0 = time.perf_counter()
@@ -358,15 +405,22 @@ class GMMDynamicsModel(DynamicsModel):
                 raise ModelError("warm start needs a fitted model")
             weights, means, covs = self.gmm._require()
             k = len(weights)
-            gmm = GMM.from_parameters(weights, means, covs, self.gmm.n_points,
-                                      replace(self.config, n_components=k), self.device)
+            gmm = GMM.from_parameters(
+                weights,
+                means,
+                covs,
+                self.gmm.n_points,
+                replace(self.config, n_components=k),
+                self.device,
+            )
         else:
             self.stats = train.stats()
             gmm = GMM(replace(self.config, n_components=k), self.device)
         report = FitReport()
         try:
-            report.train_loss = [-v for v in gmm.fit(self._z(train), progress, warm_start,
-                                                     self.check_stop)]
+            report.train_loss = [
+                -v for v in gmm.fit(self._z(train), progress, warm_start, self.check_stop)
+            ]
         except FitStopped:
             self.stats, self.gmm = saved
             raise
@@ -386,10 +440,12 @@ class GMMDynamicsModel(DynamicsModel):
                 n = self._norm(F64)
                 var_n = var / n["delta_std"] ** 2
                 err_n = (nxt - mean) / n["delta_std"]
-                nll = 0.5 * (LOG_2PI + torch.log(var_n) + err_n ** 2 / var_n)
+                nll = 0.5 * (LOG_2PI + torch.log(var_n) + err_n**2 / var_n)
             report.val_loss.append(float(nll.mean()))
-            report.message = f"{k} components; validation NLL {report.val_loss[-1]:.4f} " \
-                             "(normalised Δs, per dimension)"
+            report.message = (
+                f"{k} components; validation NLL {report.val_loss[-1]:.4f} "
+                "(normalised Δs, per dimension)"
+            )
         else:
             report.message = f"{k} components"
         report.seconds = time.perf_counter() - t0
@@ -400,29 +456,43 @@ class GMMDynamicsModel(DynamicsModel):
     def to_bytes(self) -> bytes:
         if self.gmm is None:
             raise ModelError("gmm model is not fitted")
-        tensors = {**self.fitted_stats().tensors(), "weights": self.gmm.weights,
-                   "means": self.gmm.means, "covs": self.gmm.covs}
+        tensors = {
+            **self.fitted_stats().tensors(),
+            "weights": self.gmm.weights,
+            "means": self.gmm.means,
+            "covs": self.gmm.covs,
+        }
         meta = self.artifact_meta(n_points=self.gmm.n_points)
         return encode(self.SCHEMA, tensors, meta)
 
     @classmethod
-    def from_bytes(cls, data: bytes, device=None) -> "GMMDynamicsModel":
+    def from_bytes(cls, data: bytes, device=None) -> GMMDynamicsModel:
         tensors, meta = decode(data, cls.SCHEMA)
         signature = ModelSignature.from_meta(meta)
         config = cls.config_from_meta(cls.SCHEMA.name, meta, GMMConfig)
         model = cls(signature, NormStats.from_tensors(tensors), device, config)
         model.restore_info(meta)
-        if tensors["norm/state_mean"].shape != (model.dx,) or \
-                tensors["norm/action_mean"].shape != (model.du,) or \
-                tensors["means"].shape[1] != model.dim_z:
-            raise ArtifactError(f"{cls.SCHEMA.name}: tensors do not match {model.dx} state "
-                                f"columns and {model.du} joints")
+        if (
+            tensors["norm/state_mean"].shape != (model.dx,)
+            or tensors["norm/action_mean"].shape != (model.du,)
+            or tensors["means"].shape[1] != model.dim_z
+        ):
+            raise ArtifactError(
+                f"{cls.SCHEMA.name}: tensors do not match {model.dx} state "
+                f"columns and {model.du} joints"
+            )
         n_points = meta["n_points"]
         if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 0:
             raise ArtifactError(f"{cls.SCHEMA.name}: n_points = {n_points!r} must be an integer")
         try:
-            model.gmm = GMM.from_parameters(tensors["weights"], tensors["means"],
-                                            tensors["covs"], n_points, config, model.device)
+            model.gmm = GMM.from_parameters(
+                tensors["weights"],
+                tensors["means"],
+                tensors["covs"],
+                n_points,
+                config,
+                model.device,
+            )
         except ModelError as exc:
             raise ArtifactError(f"{cls.SCHEMA.name}: {exc}") from None
         return model

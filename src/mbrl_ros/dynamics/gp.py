@@ -22,6 +22,7 @@ inputs (``moment_matching``) works on this form, so it serves both. Everything i
 Written directly in torch (no GP library): the models are small, and the one posterior form is
 what moment matching needs.
 """
+
 from __future__ import annotations
 
 import abc
@@ -33,8 +34,16 @@ import torch
 
 from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import Dataset, NormStats
-from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, FitStopped, ModelError,
-                                    ModelSignature, Progress, Propagation, register)
+from mbrl_ros.dynamics.base import (
+    DynamicsModel,
+    FitReport,
+    FitStopped,
+    ModelError,
+    ModelSignature,
+    Progress,
+    Propagation,
+    register,
+)
 from mbrl_ros.dynamics.gmm import kmeans
 
 F64 = torch.float64
@@ -62,8 +71,13 @@ class GPConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("iterations", "stage_iterations", "hyper_points", "max_points",
-                     "inducing_points"):
+        for name in (
+            "iterations",
+            "stage_iterations",
+            "hyper_points",
+            "max_points",
+            "inducing_points",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ModelError(f"GP setting {name} = {value!r} must be an integer ≥ 1")
@@ -74,27 +88,32 @@ class GPConfig:
             except (TypeError, ValueError):
                 lo = hi = math.nan
             if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
-                raise ModelError(f"GP setting {name} = {value!r} must be two numbers "
-                                 "0 < low < high")
+                raise ModelError(
+                    f"GP setting {name} = {value!r} must be two numbers 0 < low < high"
+                )
             object.__setattr__(self, name, (lo, hi))
         for name in ("noise_std_floor", "max_snr"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ModelError(f"GP setting {name} = {value!r} must be positive")
         if self.noise_std_floor >= 1.0:
-            raise ModelError(f"GP setting noise_std_floor = {self.noise_std_floor} must be < 1 "
-                             "(normalised targets have unit std)")
+            raise ModelError(
+                f"GP setting noise_std_floor = {self.noise_std_floor} must be < 1 "
+                "(normalised targets have unit std)"
+            )
 
 
 # -- kernel and hyperparameters -------------------------------------------------------------------
-def se_ard(x1: torch.Tensor, x2: torch.Tensor, log_lengthscale: torch.Tensor,
-           log_signal_std: torch.Tensor) -> torch.Tensor:
+def se_ard(
+    x1: torch.Tensor, x2: torch.Tensor, log_lengthscale: torch.Tensor, log_signal_std: torch.Tensor
+) -> torch.Tensor:
     """SE-ARD kernel matrices (E, n1, n2) of x1 (n1, D) and x2 (n2, D) for E outputs with
     log-lengthscales (E, D) and log signal stds (E,)."""
     ls = log_lengthscale.exp()[:, None, :]
     a, b = x1[None] / ls, x2[None] / ls
-    sq = torch.baddbmm((a * a).sum(-1)[:, :, None] + (b * b).sum(-1)[:, None, :], a,
-                       b.transpose(1, 2), alpha=-2.0)
+    sq = torch.baddbmm(
+        (a * a).sum(-1)[:, :, None] + (b * b).sum(-1)[:, None, :], a, b.transpose(1, 2), alpha=-2.0
+    )
     return torch.exp(2 * log_signal_std[:, None, None] - 0.5 * sq.clamp_min(0.0))
 
 
@@ -106,7 +125,7 @@ class Hyperparameters:
     log_signal_std: torch.Tensor
     log_noise_std: torch.Tensor
 
-    def detach(self) -> "Hyperparameters":
+    def detach(self) -> Hyperparameters:
         return Hyperparameters(*(t.detach().clone() for t in vars(self).values()))
 
     def finite(self) -> bool:
@@ -141,10 +160,11 @@ class _BoundedHyper:
         return Hyperparameters(log_ls, log_sf, log_sn)
 
     def unconstrain(self, hyp: Hyperparameters) -> list[torch.Tensor]:
-        return [self._unsquash(hyp.log_lengthscale, *self.ls),
-                self._unsquash(hyp.log_signal_std, *self.sf),
-                self._unsquash(hyp.log_noise_std, self._noise_low(hyp.log_signal_std),
-                               self.sn_high)]
+        return [
+            self._unsquash(hyp.log_lengthscale, *self.ls),
+            self._unsquash(hyp.log_signal_std, *self.sf),
+            self._unsquash(hyp.log_noise_std, self._noise_low(hyp.log_signal_std), self.sn_high),
+        ]
 
 
 def _cholesky(k: torch.Tensor, what: str) -> torch.Tensor:
@@ -156,8 +176,10 @@ def _cholesky(k: torch.Tensor, what: str) -> torch.Tensor:
         l, info = torch.linalg.cholesky_ex(k + (jitter * scale)[..., None] * eye)
         if not bool(info.any()):
             return l
-    raise ModelError(f"{what} is not positive definite even with jitter; the data may have "
-                     "duplicate inputs with different targets at a very low noise bound")
+    raise ModelError(
+        f"{what} is not positive definite even with jitter; the data may have "
+        "duplicate inputs with different targets at a very low noise bound"
+    )
 
 
 # -- posterior ------------------------------------------------------------------------------
@@ -172,22 +194,25 @@ class GPPosterior:
     hyp: Hyperparameters
 
     def finite(self) -> bool:
-        return self.hyp.finite() and all(bool(torch.isfinite(t).all())
-                                         for t in (self.support, self.beta, self.iK))
+        return self.hyp.finite() and all(
+            bool(torch.isfinite(t).all()) for t in (self.support, self.beta, self.iK)
+        )
 
-    def mean_var(self, x: torch.Tensor, with_var: bool = True,
-                 include_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def mean_var(
+        self, x: torch.Tensor, with_var: bool = True, include_noise: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Normalised Δs mean (B, E) and variance (B, E) at normalised inputs x (B, D); the
         variance includes the noise σ_n² if ``include_noise``."""
         e, m = self.beta.shape
         step = max(1, CHUNK_ELEMENTS // (e * m))
         means, variances = [], []
         for i in range(0, x.shape[0], step):
-            k = se_ard(x[i:i + step], self.support, self.hyp.log_lengthscale,
-                       self.hyp.log_signal_std)                       # (E, b, M)
+            k = se_ard(
+                x[i : i + step], self.support, self.hyp.log_lengthscale, self.hyp.log_signal_std
+            )  # (E, b, M)
             means.append(torch.einsum("ebm,em->be", k, self.beta))
             if with_var:
-                quad = ((k @ self.iK) * k).sum(-1).T                   # (b, E)
+                quad = ((k @ self.iK) * k).sum(-1).T  # (b, E)
                 var = (torch.exp(2 * self.hyp.log_signal_std) - quad).clamp_min(1e-12)
                 if include_noise:
                     var = var + torch.exp(2 * self.hyp.log_noise_std)
@@ -216,9 +241,12 @@ def exact_neg_log_ml(x: torch.Tensor, y: torch.Tensor, hyp: Hyperparameters) -> 
     k = k + torch.diag_embed(torch.exp(2 * hyp.log_noise_std)[:, None].expand(-1, n))
     with torch.no_grad():
         l = _cholesky(k, "GP kernel matrix")
-        alpha = torch.cholesky_solve(y[..., None], l)                   # (E, N, 1)
-        value = 0.5 * (y[..., None] * alpha).sum() \
-            + torch.log(l.diagonal(dim1=-2, dim2=-1)).sum() + 0.5 * n * LOG_2PI * len(y)
+        alpha = torch.cholesky_solve(y[..., None], l)  # (E, N, 1)
+        value = (
+            0.5 * (y[..., None] * alpha).sum()
+            + torch.log(l.diagonal(dim1=-2, dim2=-1)).sum()
+            + 0.5 * n * LOG_2PI * len(y)
+        )
         w = 0.5 * (torch.cholesky_inverse(l) - alpha @ alpha.transpose(1, 2))
     return (value + (w * (k - k.detach())).sum()) / n
 
@@ -233,8 +261,9 @@ def _sparse_terms(z, x, y, hyp):
     return l, a, (a @ y[..., None])[..., 0] / sn[..., 0]
 
 
-def sparse_neg_log_ml(z: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                      hyp: Hyperparameters) -> torch.Tensor:
+def sparse_neg_log_ml(
+    z: torch.Tensor, x: torch.Tensor, y: torch.Tensor, hyp: Hyperparameters
+) -> torch.Tensor:
     """Negative Titsias collapsed evidence lower bound per point, summed over outputs."""
     n, m = len(x), len(z)
     l, a, ay = _sparse_terms(z, x, y, hyp)
@@ -243,15 +272,20 @@ def sparse_neg_log_ml(z: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
     c = torch.linalg.solve_triangular(lb, ay[..., None], upper=False)[..., 0]
     sn2 = torch.exp(2 * hyp.log_noise_std)
     sf2 = torch.exp(2 * hyp.log_signal_std)
-    bound = (-0.5 * n * (LOG_2PI + torch.log(sn2))
-             - torch.log(lb.diagonal(dim1=-2, dim2=-1)).sum(-1)
-             - 0.5 * (y ** 2).sum(-1) / sn2 + 0.5 * (c ** 2).sum(-1)
-             - 0.5 * n * sf2 / sn2 + 0.5 * (a ** 2).sum((-1, -2)))
+    bound = (
+        -0.5 * n * (LOG_2PI + torch.log(sn2))
+        - torch.log(lb.diagonal(dim1=-2, dim2=-1)).sum(-1)
+        - 0.5 * (y**2).sum(-1) / sn2
+        + 0.5 * (c**2).sum(-1)
+        - 0.5 * n * sf2 / sn2
+        + 0.5 * (a**2).sum((-1, -2))
+    )
     return -bound.sum() / n
 
 
-def sparse_posterior(z: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                     hyp: Hyperparameters) -> GPPosterior:
+def sparse_posterior(
+    z: torch.Tensor, x: torch.Tensor, y: torch.Tensor, hyp: Hyperparameters
+) -> GPPosterior:
     """VFE/DTC posterior on inducing inputs z (M, D) from all data x (N, D), y (E, N), summed
     over chunks of the data."""
     e, m = y.shape[0], len(z)
@@ -262,10 +296,10 @@ def sparse_posterior(z: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
     ay = torch.zeros(e, m, dtype=x.dtype, device=x.device)
     step = max(1, CHUNK_ELEMENTS // (e * m))
     for i in range(0, len(x), step):
-        kuf = se_ard(z, x[i:i + step], hyp.log_lengthscale, hyp.log_signal_std)
+        kuf = se_ard(z, x[i : i + step], hyp.log_lengthscale, hyp.log_signal_std)
         a = torch.linalg.solve_triangular(l, kuf, upper=False) / sn[:, None, None]
         aat += a @ a.transpose(1, 2)
-        ay += (a @ y[:, i:i + step, None])[..., 0] / sn[:, None]
+        ay += (a @ y[:, i : i + step, None])[..., 0] / sn[:, None]
     eye = torch.eye(m, dtype=x.dtype, device=x.device)
     lb = _cholesky(aat + eye, "sparse GP matrix I + A Aᵀ")
     # Σ_u = L⁻ᵀ B⁻¹ L⁻¹, β = L⁻ᵀ B⁻¹ A y / σ_n, iK = L⁻ᵀ (I − B⁻¹) L⁻¹
@@ -278,14 +312,27 @@ def sparse_posterior(z: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
 
 # -- models ---------------------------------------------------------------------------------
 def _schema(name: str, tensors: dict[str, TensorSpec]) -> Schema:
-    dims = {"state_mean": "dx", "state_std": "dx", "action_mean": "du", "action_std": "du",
-            "delta_mean": "dx", "delta_std": "dx"}
+    dims = {
+        "state_mean": "dx",
+        "state_std": "dx",
+        "action_mean": "du",
+        "action_std": "du",
+        "delta_mean": "dx",
+        "delta_std": "dx",
+    }
     norm = {f"norm/{k}": TensorSpec((d,)) for k, d in dims.items()}
-    hyp = {"log_lengthscale": TensorSpec(("dx", "D")), "log_signal_std": TensorSpec(("dx",)),
-           "log_noise_std": TensorSpec(("dx",))}
-    return Schema(name, 1, {**norm, **hyp, **tensors},
-                  dim_limits={"dx": 1024, "du": 512, "D": 1536, "N": 100_000, "M": 1024},
-                  required_meta=("joint_names", "state_names", "dt", "config"))
+    hyp = {
+        "log_lengthscale": TensorSpec(("dx", "D")),
+        "log_signal_std": TensorSpec(("dx",)),
+        "log_noise_std": TensorSpec(("dx",)),
+    }
+    return Schema(
+        name,
+        1,
+        {**norm, **hyp, **tensors},
+        dim_limits={"dx": 1024, "du": 512, "D": 1536, "N": 100_000, "M": 1024},
+        required_meta=("joint_names", "state_names", "dt", "config"),
+    )
 
 
 class GPModelBase(DynamicsModel):
@@ -294,8 +341,13 @@ class GPModelBase(DynamicsModel):
     min_transitions = 10
     _STATE: tuple[str, ...] = ("stats", "posterior")
 
-    def __init__(self, signature: ModelSignature, stats: NormStats | None = None,
-                 device=None, config: GPConfig | None = None):
+    def __init__(
+        self,
+        signature: ModelSignature,
+        stats: NormStats | None = None,
+        device=None,
+        config: GPConfig | None = None,
+    ):
         super().__init__(signature, stats, device)
         self.config = config or GPConfig()
         self.posterior: GPPosterior | None = None
@@ -321,8 +373,13 @@ class GPModelBase(DynamicsModel):
         """Mean and variance (..., dx) of s' (observation noise included), in s's dtype."""
         return self._predict(s, a, True)
 
-    def propagate(self, s: torch.Tensor, a: torch.Tensor, mode: Propagation = "mean",
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+    def propagate(
+        self,
+        s: torch.Tensor,
+        a: torch.Tensor,
+        mode: Propagation = "mean",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         if mode == "mean":  # skips the O(M²) variance
             return self._predict(s, a, False)[0]
         return super().propagate(s, a, mode, generator)
@@ -343,8 +400,11 @@ class GPModelBase(DynamicsModel):
             return old.detach()
         # ℓ = √D: normalised points are ~√(2D) apart, so the start is neither flat nor spiky
         log_ls = torch.full((e, d), 0.5 * math.log(d), dtype=F64, device=self.device)
-        return Hyperparameters(log_ls, torch.zeros(e, dtype=F64, device=self.device),
-                               torch.full((e,), math.log(0.1), dtype=F64, device=self.device))
+        return Hyperparameters(
+            log_ls,
+            torch.zeros(e, dtype=F64, device=self.device),
+            torch.full((e,), math.log(0.1), dtype=F64, device=self.device),
+        )
 
     @abc.abstractmethod
     def _objective(self, x, y, hyp) -> torch.Tensor:
@@ -357,8 +417,13 @@ class GPModelBase(DynamicsModel):
     def _prepare(self, x: torch.Tensor) -> None:
         """Per-fit set-up on the normalised training inputs (the sparse GP picks Z here)."""
 
-    def fit(self, train: Dataset, val: Dataset | None = None, progress: Progress | None = None,
-            warm_start: bool = False) -> FitReport:
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset | None = None,
+        progress: Progress | None = None,
+        warm_start: bool = False,
+    ) -> FitReport:
         """Maximise the marginal likelihood on ``train`` (validation NLL on ``val`` reported).
         ``warm_start``: start from the current hyperparameters (a fitted model only).
         A non-finite loss or posterior rolls back to the last good hyperparameters; if no good
@@ -377,16 +442,21 @@ class GPModelBase(DynamicsModel):
         x, y = self._targets(train)
         self._prepare(x)
         gen = torch.Generator().manual_seed(self.config.seed)
-        sub = torch.randperm(len(x), generator=gen)[:self.config.hyper_points].to(self.device)
+        sub = torch.randperm(len(x), generator=gen)[: self.config.hyper_points].to(self.device)
         xh, yh = x[sub], y[:, sub]
         xv, yv = self._targets(val) if val is not None and len(val) else (None, None)
         bounded = _BoundedHyper(self.config)
         report = FitReport()
         raw = [t.requires_grad_(True) for t in bounded.unconstrain(self._initial_hyper(x.shape[1]))]
         good = bounded.constrain(raw).detach()
-        opt = torch.optim.LBFGS(raw, lr=1.0, max_iter=self.config.stage_iterations,
-                                line_search_fn="strong_wolfe", tolerance_grad=1e-7,
-                                tolerance_change=1e-9)
+        opt = torch.optim.LBFGS(
+            raw,
+            lr=1.0,
+            max_iter=self.config.stage_iterations,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-7,
+            tolerance_change=1e-9,
+        )
 
         def closure():
             self.check_stop()
@@ -412,10 +482,13 @@ class GPModelBase(DynamicsModel):
                 if xv is not None:
                     report.val_loss.append(self._val_nll(xh, yh, hyp, xv, yv))
                 if progress is not None:
-                    val_text = f", validation NLL {report.val_loss[-1]:.4f}" if report.val_loss \
-                        else ""
-                    progress(f"{self.kind}: stage {stage + 1}/{stages}, −log ML per point "
-                             f"{loss:.4f}{val_text}")
+                    val_text = (
+                        f", validation NLL {report.val_loss[-1]:.4f}" if report.val_loss else ""
+                    )
+                    progress(
+                        f"{self.kind}: stage {stage + 1}/{stages}, −log ML per point "
+                        f"{loss:.4f}{val_text}"
+                    )
                 if stage and abs(report.train_loss[-2] - loss) < 1e-6 * max(1.0, abs(loss)):
                     break
             with torch.no_grad():
@@ -432,9 +505,11 @@ class GPModelBase(DynamicsModel):
         else:
             self.posterior = post
             self._keep(x, y)
-            report.message = (f"validation NLL {report.val_loss[-1]:.4f} (normalised Δs, per "
-                              "dimension)" if report.val_loss
-                              else f"−log ML per point {report.train_loss[-1]:.4f}")
+            report.message = (
+                f"validation NLL {report.val_loss[-1]:.4f} (normalised Δs, per dimension)"
+                if report.val_loss
+                else f"−log ML per point {report.train_loss[-1]:.4f}"
+            )
         report.seconds = time.perf_counter() - t0
         if progress is not None:
             progress(f"{self.kind}: {report.message}")
@@ -465,8 +540,9 @@ class GPModelBase(DynamicsModel):
         post = self._require()
         hyp = {k: v for k, v in vars(post.hyp).items()}
         meta = self.artifact_meta()
-        return encode(self.SCHEMA, {**self.fitted_stats().tensors(), **hyp,
-                                    **self._extra_tensors()}, meta)
+        return encode(
+            self.SCHEMA, {**self.fitted_stats().tensors(), **hyp, **self._extra_tensors()}, meta
+        )
 
     @classmethod
     def _decode(cls, data: bytes, device):
@@ -474,10 +550,14 @@ class GPModelBase(DynamicsModel):
         signature = ModelSignature.from_meta(meta)
         config = cls.config_from_meta(cls.SCHEMA.name, meta, GPConfig)
         dx, du = len(signature.state_names), len(signature.joint_names)
-        if tensors["norm/state_mean"].shape != (dx,) or tensors["norm/action_mean"].shape != (du,) \
-                or tensors["log_lengthscale"].shape[1] != dx + du:
-            raise ArtifactError(f"{cls.SCHEMA.name}: tensors do not match {dx} state columns "
-                                f"and {du} joints")
+        if (
+            tensors["norm/state_mean"].shape != (dx,)
+            or tensors["norm/action_mean"].shape != (du,)
+            or tensors["log_lengthscale"].shape[1] != dx + du
+        ):
+            raise ArtifactError(
+                f"{cls.SCHEMA.name}: tensors do not match {dx} state columns and {du} joints"
+            )
         model = cls(signature, NormStats.from_tensors(tensors), device, config)
         model.restore_info(meta)
         t = {k: torch.as_tensor(v, dtype=F64, device=model.device) for k, v in tensors.items()}
@@ -490,20 +570,29 @@ class GPModel(GPModelBase):
     """Exact GP (kind 'gp'); refuses more than ``config.max_points`` training transitions."""
 
     kind = "gp"
-    SCHEMA = _schema("mbrl_ros.dynamics.gp", {"inputs": TensorSpec(("N", "D")),
-                                              "targets": TensorSpec(("dx", "N"))})
+    SCHEMA = _schema(
+        "mbrl_ros.dynamics.gp",
+        {"inputs": TensorSpec(("N", "D")), "targets": TensorSpec(("dx", "N"))},
+    )
 
     _STATE = GPModelBase._STATE + ("train_data",)
 
-    def __init__(self, signature: ModelSignature, stats: NormStats | None = None, device=None,
-                 config: GPConfig | None = None):
+    def __init__(
+        self,
+        signature: ModelSignature,
+        stats: NormStats | None = None,
+        device=None,
+        config: GPConfig | None = None,
+    ):
         super().__init__(signature, stats, device, config)
         self.train_data: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _check_size(self, n: int) -> None:
         if n > self.config.max_points:
-            raise ModelError(f"the exact GP takes at most {self.config.max_points} transitions "
-                             f"(max_points), the dataset has {n}; use the 'sparse-gp' model")
+            raise ModelError(
+                f"the exact GP takes at most {self.config.max_points} transitions "
+                f"(max_points), the dataset has {n}; use the 'sparse-gp' model"
+            )
 
     def _objective(self, x, y, hyp):
         return exact_neg_log_ml(x, y, hyp)
@@ -518,11 +607,13 @@ class GPModel(GPModelBase):
         return {"inputs": self.train_data[0], "targets": self.train_data[1]}
 
     @classmethod
-    def from_bytes(cls, data: bytes, device=None) -> "GPModel":
+    def from_bytes(cls, data: bytes, device=None) -> GPModel:
         model, t, hyp = cls._decode(data, device)
         if t["inputs"].shape[1] != t["log_lengthscale"].shape[1]:
-            raise ArtifactError(f"{cls.SCHEMA.name}: inputs have {t['inputs'].shape[1]} columns, "
-                                f"the kernel {t['log_lengthscale'].shape[1]}")
+            raise ArtifactError(
+                f"{cls.SCHEMA.name}: inputs have {t['inputs'].shape[1]} columns, "
+                f"the kernel {t['log_lengthscale'].shape[1]}"
+            )
         try:
             model.posterior = exact_posterior(t["inputs"], t["targets"], hyp)
         except ModelError as exc:
@@ -536,14 +627,24 @@ class SparseGPModel(GPModelBase):
     """Sparse GP (kind 'sparse-gp'): VFE with k-means inducing inputs, fixed during training."""
 
     kind = "sparse-gp"
-    SCHEMA = _schema("mbrl_ros.dynamics.sparse_gp", {"inducing": TensorSpec(("M", "D")),
-                                                     "beta": TensorSpec(("dx", "M")),
-                                                     "iK": TensorSpec(("dx", "M", "M"))})
+    SCHEMA = _schema(
+        "mbrl_ros.dynamics.sparse_gp",
+        {
+            "inducing": TensorSpec(("M", "D")),
+            "beta": TensorSpec(("dx", "M")),
+            "iK": TensorSpec(("dx", "M", "M")),
+        },
+    )
 
     _STATE = GPModelBase._STATE + ("inducing",)
 
-    def __init__(self, signature: ModelSignature, stats: NormStats | None = None, device=None,
-                 config: GPConfig | None = None):
+    def __init__(
+        self,
+        signature: ModelSignature,
+        stats: NormStats | None = None,
+        device=None,
+        config: GPConfig | None = None,
+    ):
         super().__init__(signature, stats, device, config)
         self.inducing: torch.Tensor | None = None
 
@@ -561,12 +662,14 @@ class SparseGPModel(GPModelBase):
         return {"inducing": post.support, "beta": post.beta, "iK": post.iK}
 
     @classmethod
-    def from_bytes(cls, data: bytes, device=None) -> "SparseGPModel":
+    def from_bytes(cls, data: bytes, device=None) -> SparseGPModel:
         model, t, hyp = cls._decode(data, device)
         if t["inducing"].shape[1] != t["log_lengthscale"].shape[1]:
-            raise ArtifactError(f"{cls.SCHEMA.name}: inducing inputs have "
-                                f"{t['inducing'].shape[1]} columns, the kernel "
-                                f"{t['log_lengthscale'].shape[1]}")
+            raise ArtifactError(
+                f"{cls.SCHEMA.name}: inducing inputs have "
+                f"{t['inducing'].shape[1]} columns, the kernel "
+                f"{t['log_lengthscale'].shape[1]}"
+            )
         model.posterior = GPPosterior(t["inducing"], t["beta"], t["iK"], hyp)
         model.inducing = t["inducing"]
         return model

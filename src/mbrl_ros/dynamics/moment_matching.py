@@ -16,6 +16,7 @@ covariance of the GP prediction Δ = f(x) (+ noise) are computed in closed form,
 over (s, a) in state units to them and back once, and returns the moments of Δs and of s' = s + Δs.
 All functions are differentiable in μ and Σ (torch autograd) and batched over leading dimensions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,19 +24,22 @@ from dataclasses import dataclass
 import torch
 
 from mbrl_ros.dynamics.base import ModelError
-from mbrl_ros.dynamics.gp import F64, GPPosterior, GPModelBase
+from mbrl_ros.dynamics.gp import F64, GPModelBase, GPPosterior
 
 Q_ELEMENTS = 2**22  # entries of the Q^ab blocks (B, outputs b, N, N) formed at once
 
 
 def _check_shapes(mean: torch.Tensor, cov: torch.Tensor, d: int) -> None:
     if mean.shape[-1:] != (d,) or cov.shape != (*mean.shape, d):
-        raise ModelError(f"moment matching needs mean (..., {d}) and cov (..., {d}, {d}), got "
-                         f"{tuple(mean.shape)} and {tuple(cov.shape)}")
+        raise ModelError(
+            f"moment matching needs mean (..., {d}) and cov (..., {d}, {d}), got "
+            f"{tuple(mean.shape)} and {tuple(cov.shape)}"
+        )
 
 
-def gp_moments(post: GPPosterior, mu: torch.Tensor, sigma: torch.Tensor,
-               include_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def gp_moments(
+    post: GPPosterior, mu: torch.Tensor, sigma: torch.Tensor, include_noise: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean (..., E), covariance (..., E, E) and input-output covariance Cov[x, Δ] (..., D, E)
     of the GP prediction at x ~ N(mu (..., D), sigma (..., D, D)), normalised coordinates.
     ``include_noise``: add the observation noise σ_n² to the diagonal (as ``predict`` does)."""
@@ -45,51 +49,61 @@ def gp_moments(post: GPPosterior, mu: torch.Tensor, sigma: torch.Tensor,
     batch = mu.shape[:-1]
     mu, sigma = mu.reshape(-1, d), sigma.reshape(-1, d, d)
     e = beta.shape[0]
-    lam = torch.exp(2 * post.hyp.log_lengthscale)                          # (E, D)
-    sf2 = torch.exp(2 * post.hyp.log_signal_std)                           # (E,)
+    lam = torch.exp(2 * post.hyp.log_lengthscale)  # (E, D)
+    sf2 = torch.exp(2 * post.hyp.log_signal_std)  # (E,)
     eye = torch.eye(d, dtype=mu.dtype, device=mu.device)
-    nu = x[None] - mu[:, None]                                             # (B, N, D)
+    nu = x[None] - mu[:, None]  # (B, N, D)
 
     # mean and input-output covariance
-    s_lam = sigma[:, None] + torch.diag_embed(lam)[None]                   # (B, E, D, D)
+    s_lam = sigma[:, None] + torch.diag_embed(lam)[None]  # (B, E, D, D)
     sol = torch.linalg.solve(s_lam, nu[:, None].transpose(-1, -2)).transpose(-1, -2)  # (B,E,N,D)
-    logdet = torch.linalg.slogdet(s_lam)[1] - torch.log(lam).sum(-1)       # log|ΣΛ⁻¹ + I|
-    q = sf2[None, :, None] * torch.exp(-0.5 * (nu[:, None] * sol).sum(-1)
-                                       - 0.5 * logdet[..., None])          # (B, E, N)
+    logdet = torch.linalg.slogdet(s_lam)[1] - torch.log(lam).sum(-1)  # log|ΣΛ⁻¹ + I|
+    q = sf2[None, :, None] * torch.exp(
+        -0.5 * (nu[:, None] * sol).sum(-1) - 0.5 * logdet[..., None]
+    )  # (B, E, N)
     bq = beta[None] * q
-    mean = bq.sum(-1)                                                      # (B, E)
-    cross = sigma @ torch.einsum("ben,bend->bde", bq, sol)                  # (B, D, E)
+    mean = bq.sum(-1)  # (B, E)
+    cross = sigma @ torch.einsum("ben,bend->bde", bq, sol)  # (B, D, E)
 
     # covariance
-    log_k = 2 * post.hyp.log_signal_std[None, :, None] \
-        - 0.5 * (nu[:, None] ** 2 / lam[None, :, None]).sum(-1)            # (B, E, N)
-    za = nu[:, None] / lam[None, :, None]                                  # (B, E, N, D)
+    log_k = 2 * post.hyp.log_signal_std[None, :, None] - 0.5 * (
+        nu[:, None] ** 2 / lam[None, :, None]
+    ).sum(-1)  # (B, E, N)
+    za = nu[:, None] / lam[None, :, None]  # (B, E, N, D)
     n = x.shape[0]
-    chunk = max(1, Q_ELEMENTS // (len(mu) * n * n))     # outputs b per Q block
-    rows = []                                           # row a of E[f_a f_b] for b ≥ a, (B, E − a)
+    chunk = max(1, Q_ELEMENTS // (len(mu) * n * n))  # outputs b per Q block
+    rows = []  # row a of E[f_a f_b] for b ≥ a, (B, E − a)
     for a in range(e):
         parts = []
         for b0 in range(a, e, chunk):
             bs = slice(b0, min(e, b0 + chunk))
-            c = 1 / lam[a] + 1 / lam[bs]                                   # (b, D)
-            r = sigma[:, None] * c[None, :, None, :] + eye                 # (B, b, D, D)
-            t = torch.linalg.solve(r, sigma[:, None].expand_as(r))         # R⁻¹Σ
+            c = 1 / lam[a] + 1 / lam[bs]  # (b, D)
+            r = sigma[:, None] * c[None, :, None, :] + eye  # (B, b, D, D)
+            t = torch.linalg.solve(r, sigma[:, None].expand_as(r))  # R⁻¹Σ
             t = 0.5 * (t + t.transpose(-1, -2))
-            zb = za[:, bs]                                                 # (B, b, N, D)
-            ta = za[:, a, None] @ t                                        # (B, b, N, D)
-            quad = 0.5 * ((ta * za[:, a, None]).sum(-1)[..., :, None]
-                          + ((zb @ t) * zb).sum(-1)[..., None, :]
-                          + 2 * ta @ zb.transpose(-1, -2))                 # (B, b, N, N)
-            q_ab = torch.exp(log_k[:, a, None, :, None] + log_k[:, bs, None, :] + quad
-                             - 0.5 * torch.linalg.slogdet(r)[1][..., None, None])
+            zb = za[:, bs]  # (B, b, N, D)
+            ta = za[:, a, None] @ t  # (B, b, N, D)
+            quad = 0.5 * (
+                (ta * za[:, a, None]).sum(-1)[..., :, None]
+                + ((zb @ t) * zb).sum(-1)[..., None, :]
+                + 2 * ta @ zb.transpose(-1, -2)
+            )  # (B, b, N, N)
+            q_ab = torch.exp(
+                log_k[:, a, None, :, None]
+                + log_k[:, bs, None, :]
+                + quad
+                - 0.5 * torch.linalg.slogdet(r)[1][..., None, None]
+            )
             v = torch.einsum("i,bkij,kj->bk", beta[a], q_ab, beta[bs])
-            if b0 == a:   # the expected variance term, E_x[σ_f² − k(x)ᵀ iK k(x)]
-                v = torch.cat([(v[:, 0] + sf2[a] - (ik[a] * q_ab[:, 0]).sum((-1, -2)))[:, None],
-                               v[:, 1:]], 1)
+            if b0 == a:  # the expected variance term, E_x[σ_f² − k(x)ᵀ iK k(x)]
+                v = torch.cat(
+                    [(v[:, 0] + sf2[a] - (ik[a] * q_ab[:, 0]).sum((-1, -2)))[:, None], v[:, 1:]], 1
+                )
             parts.append(v)
         rows.append(torch.cat(parts, 1))
-    upper = torch.stack([torch.cat([mu.new_zeros(len(mu), a), row], 1)
-                         for a, row in enumerate(rows)], 1)               # (B, E, E), b ≥ a
+    upper = torch.stack(
+        [torch.cat([mu.new_zeros(len(mu), a), row], 1) for a, row in enumerate(rows)], 1
+    )  # (B, E, E), b ≥ a
     second = upper + upper.transpose(1, 2) - torch.diag_embed(torch.diagonal(upper, 0, 1, 2))
     cov = second - mean[:, :, None] * mean[:, None, :]
     if include_noise:
@@ -110,8 +124,9 @@ class StepMoments:
     cross: torch.Tensor
 
 
-def predict_moments(model: GPModelBase, mean: torch.Tensor, cov: torch.Tensor,
-                    include_noise: bool = True) -> StepMoments:
+def predict_moments(
+    model: GPModelBase, mean: torch.Tensor, cov: torch.Tensor, include_noise: bool = True
+) -> StepMoments:
     """Moments of Δs and s' for (s, a) ~ N(mean (..., dx + du), cov (..., dx + du, dx + du)) in
     state units, through the GP ``model`` ('gp' or 'sparse-gp'); float64, differentiable."""
     post = model._require()
@@ -130,6 +145,11 @@ def predict_moments(model: GPModelBase, mean: torch.Tensor, cov: torch.Tensor,
     d_cross = c_n * (in_std[:, None] * ds[None, :])
     c_s = d_cross[..., :dx, :]
     next_cov = cov[..., :dx, :dx] + d_cov + c_s + c_s.transpose(-1, -2)
-    return StepMoments(d_mean, d_cov, d_cross, mean[..., :dx] + d_mean,
-                       0.5 * (next_cov + next_cov.transpose(-1, -2)),
-                       cov[..., :, :dx] + d_cross)
+    return StepMoments(
+        d_mean,
+        d_cov,
+        d_cross,
+        mean[..., :dx] + d_mean,
+        0.5 * (next_cov + next_cov.transpose(-1, -2)),
+        cov[..., :, :dx] + d_cross,
+    )

@@ -18,6 +18,7 @@ model as it searches: refit a separate instance while another thread predicts.
 ``predict`` is differentiable: the backward pass chains MuJoCo's finite-difference transition
 Jacobians (``mjd_transitionFD``) over the physics steps of the control period.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,15 @@ from scipy.optimize import least_squares
 
 from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import Dataset, NormStats, joint_state_names
-from mbrl_ros.dynamics.base import (DynamicsModel, FitReport, FitStopped, ModelError,
-                                    ModelSignature, Progress, register)
+from mbrl_ros.dynamics.base import (
+    DynamicsModel,
+    FitReport,
+    FitStopped,
+    ModelError,
+    ModelSignature,
+    Progress,
+    register,
+)
 from mbrl_ros.robot import RobotDescriptionError, build_mujoco_model, load_robot
 
 KINDS = ("damping", "frictionloss", "armature", "mass_scale")
@@ -62,19 +70,27 @@ class PhysicsConfig:
         object.__setattr__(self, "identify", tuple(self.identify))
         unknown = [k for k in self.identify if k not in KINDS]
         if unknown or not self.identify:
-            raise ModelError(f"physics setting identify = {list(self.identify)} must be a "
-                             f"non-empty subset of {list(KINDS)}")
+            raise ModelError(
+                f"physics setting identify = {list(self.identify)} must be a "
+                f"non-empty subset of {list(KINDS)}"
+            )
         if not isinstance(self.gravity_compensation, bool):
-            raise ModelError(f"physics setting gravity_compensation = "
-                             f"{self.gravity_compensation!r} must be true or false")
+            raise ModelError(
+                f"physics setting gravity_compensation = "
+                f"{self.gravity_compensation!r} must be true or false"
+            )
         for name in ("max_transitions", "max_evaluations", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ModelError(f"physics setting {name} = {value!r} must be an integer ≥ 1")
-        if not (isinstance(self.physics_timestep, (int, float))
-                and math.isfinite(self.physics_timestep) and self.physics_timestep > 0):
-            raise ModelError(f"physics setting physics_timestep = {self.physics_timestep!r} "
-                             "must be positive")
+        if not (
+            isinstance(self.physics_timestep, (int, float))
+            and math.isfinite(self.physics_timestep)
+            and self.physics_timestep > 0
+        ):
+            raise ModelError(
+                f"physics setting physics_timestep = {self.physics_timestep!r} must be positive"
+            )
 
 
 class _Simulator:
@@ -83,19 +99,24 @@ class _Simulator:
     def __init__(self, config: PhysicsConfig, dt: float):
         try:
             self.robot = load_robot(config.robot)
-            self.model = build_mujoco_model(self.robot, config.scene, config.physics_timestep,
-                                            config.gravity_compensation)
+            self.model = build_mujoco_model(
+                self.robot, config.scene, config.physics_timestep, config.gravity_compensation
+            )
         except (FileNotFoundError, RobotDescriptionError, ValueError) as exc:
             raise ModelError(f"physics model: cannot build robot '{config.robot}': {exc}") from None
         self.urdf_sha256 = hashlib.sha256(self.robot.urdf_path.read_bytes()).hexdigest()
         ratio = dt / config.physics_timestep
         self.n_substeps = int(round(ratio))
         if self.n_substeps < 1 or abs(ratio - self.n_substeps) > 1e-6 * ratio:
-            raise ModelError(f"control period {dt} s is not a whole multiple of the physics "
-                             f"timestep {config.physics_timestep} s")
+            raise ModelError(
+                f"control period {dt} s is not a whole multiple of the physics "
+                f"timestep {config.physics_timestep} s"
+            )
         n = self.robot.n_joints
-        self.links = [self.model.jnt_bodyid[mujoco.mj_name2id(
-            self.model, mujoco.mjtObj.mjOBJ_JOINT, j)] for j in self.robot.joint_names]
+        self.links = [
+            self.model.jnt_bodyid[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, j)]
+            for j in self.robot.joint_names
+        ]
         self.nominal_mass = self.model.body_mass.copy()
         self.nominal_inertia = self.model.body_inertia.copy()
         self.names, lower, upper, nominal = [], [], [], []
@@ -121,12 +142,13 @@ class _Simulator:
         """Write parameter values (P,) into the MuJoCo model."""
         n = self.robot.n_joints
         for i, name in enumerate(self.names[::n]):
-            chunk = values[i * n:(i + 1) * n]
+            chunk = values[i * n : (i + 1) * n]
             kind = name.split("/")[0]
             if kind == "mass_scale":
                 self.model.body_mass[self.links] = self.nominal_mass[self.links] * chunk
-                self.model.body_inertia[self.links] = self.nominal_inertia[self.links] * \
-                    chunk[:, None]
+                self.model.body_inertia[self.links] = (
+                    self.nominal_inertia[self.links] * chunk[:, None]
+                )
             else:
                 getattr(self.model, f"dof_{kind}")[:n] = chunk
         mujoco.mj_setConst(self.model, self.datas[0])
@@ -140,8 +162,8 @@ class _Simulator:
         template = np.empty(self.state_size)
         mujoco.mj_getState(self.model, data, template, mujoco.mjtState.mjSTATE_FULLPHYSICS)
         states = np.tile(template, (len(s), 1))
-        states[:, 1:1 + n] = s[:, :n]                        # after time: qpos, then qvel
-        states[:, 1 + self.model.nq:1 + self.model.nq + n] = s[:, n:]
+        states[:, 1 : 1 + n] = s[:, :n]  # after time: qpos, then qvel
+        states[:, 1 + self.model.nq : 1 + self.model.nq + n] = s[:, n:]
         return states
 
     def step(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -150,11 +172,13 @@ class _Simulator:
             return np.zeros_like(s)
         n = self.robot.n_joints
         control = np.repeat(a[:, None, :], self.n_substeps, axis=1)
-        out, _ = mj_rollout.rollout(self.model, self.datas, self.initial_states(s), control,
-                                    nstep=self.n_substeps)
+        out, _ = mj_rollout.rollout(
+            self.model, self.datas, self.initial_states(s), control, nstep=self.n_substeps
+        )
         last = out[:, -1]
-        return np.concatenate([last[:, 1:1 + n], last[:, 1 + self.model.nq:1 + self.model.nq + n]],
-                              axis=1)
+        return np.concatenate(
+            [last[:, 1 : 1 + n], last[:, 1 + self.model.nq : 1 + self.model.nq + n]], axis=1
+        )
 
     def jacobians(self, s: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """∂s'/∂s (B, 2n, 2n) and ∂s'/∂a (B, 2n, n) by chaining the finite-difference transition
@@ -164,10 +188,14 @@ class _Simulator:
         js, ja = np.zeros((len(s), 2 * n, 2 * n)), np.zeros((len(s), 2 * n, n))
         a_step = np.zeros((2 * nv, 2 * nv))
         b_step = np.zeros((2 * nv, self.model.nu))
-        keep = np.r_[0:n, nv:nv + n]
+        keep = np.r_[0:n, nv : nv + n]
         for i in range(len(s)):
-            mujoco.mj_setState(self.model, data, self.initial_states(s[i:i + 1])[0],
-                               mujoco.mjtState.mjSTATE_FULLPHYSICS)
+            mujoco.mj_setState(
+                self.model,
+                data,
+                self.initial_states(s[i : i + 1])[0],
+                mujoco.mjtState.mjSTATE_FULLPHYSICS,
+            )
             data.ctrl[:n] = a[i]
             total_s, total_a = np.eye(2 * nv), np.zeros((2 * nv, self.model.nu))
             for _ in range(self.n_substeps):
@@ -186,8 +214,11 @@ class _Step(torch.autograd.Function):
     def forward(ctx, s, a, sim):
         ctx.sim = sim
         ctx.save_for_backward(s, a)
-        return torch.as_tensor(sim.step(s.detach().cpu().numpy(), a.detach().cpu().numpy()),
-                               dtype=s.dtype, device=s.device)
+        return torch.as_tensor(
+            sim.step(s.detach().cpu().numpy(), a.detach().cpu().numpy()),
+            dtype=s.dtype,
+            device=s.device,
+        )
 
     @staticmethod
     def backward(ctx, grad):
@@ -196,19 +227,38 @@ class _Step(torch.autograd.Function):
         g = grad.detach().cpu().numpy()
         gs = np.einsum("bi,bij->bj", g, js)
         ga = np.einsum("bi,bij->bj", g, ja)
-        return (torch.as_tensor(gs, dtype=s.dtype, device=s.device),
-                torch.as_tensor(ga, dtype=a.dtype, device=a.device), None)
+        return (
+            torch.as_tensor(gs, dtype=s.dtype, device=s.device),
+            torch.as_tensor(ga, dtype=a.dtype, device=a.device),
+            None,
+        )
 
 
 def _schema() -> Schema:
-    dims = {"state_mean": "dx", "state_std": "dx", "action_mean": "du", "action_std": "du",
-            "delta_mean": "dx", "delta_std": "dx"}
+    dims = {
+        "state_mean": "dx",
+        "state_std": "dx",
+        "action_mean": "du",
+        "action_std": "du",
+        "delta_mean": "dx",
+        "delta_std": "dx",
+    }
     norm = {f"norm/{k}": TensorSpec((d,)) for k, d in dims.items()}
-    return Schema("mbrl_ros.dynamics.physics", 1,
-                  {**norm, "params": TensorSpec(("P",)), "residual_var": TensorSpec(("dx",))},
-                  dim_limits={"dx": 1024, "du": 512, "P": 2048},
-                  required_meta=("joint_names", "state_names", "dt", "config", "robot",
-                                 "urdf_sha256", "param_names"))
+    return Schema(
+        "mbrl_ros.dynamics.physics",
+        1,
+        {**norm, "params": TensorSpec(("P",)), "residual_var": TensorSpec(("dx",))},
+        dim_limits={"dx": 1024, "du": 512, "P": 2048},
+        required_meta=(
+            "joint_names",
+            "state_names",
+            "dt",
+            "config",
+            "robot",
+            "urdf_sha256",
+            "param_names",
+        ),
+    )
 
 
 @register("mbrl_ros.dynamics.physics")
@@ -220,19 +270,28 @@ class PhysicsModel(DynamicsModel):
     kind = "physics"
     SCHEMA = _schema()
 
-    def __init__(self, signature: ModelSignature, stats: NormStats | None = None,
-                 device=None, config: PhysicsConfig | None = None):
+    def __init__(
+        self,
+        signature: ModelSignature,
+        stats: NormStats | None = None,
+        device=None,
+        config: PhysicsConfig | None = None,
+    ):
         super().__init__(signature, stats, device)
         self.config = config or PhysicsConfig()
         self.sim = _Simulator(self.config, signature.dt)
         robot_joints = self.sim.robot.joint_names
         if tuple(signature.joint_names) != tuple(robot_joints):
-            raise ModelError(f"physics model robot '{self.sim.robot.name}' has joints "
-                             f"{list(robot_joints)}, the model signature "
-                             f"{list(signature.joint_names)}")
+            raise ModelError(
+                f"physics model robot '{self.sim.robot.name}' has joints "
+                f"{list(robot_joints)}, the model signature "
+                f"{list(signature.joint_names)}"
+            )
         if tuple(signature.state_names) != joint_state_names(robot_joints):
-            raise ModelError("physics model predicts joint positions and velocities only; the "
-                             f"state layout {list(signature.state_names)} has other columns")
+            raise ModelError(
+                "physics model predicts joint positions and velocities only; the "
+                f"state layout {list(signature.state_names)} has other columns"
+            )
         self.min_transitions = max(10, len(self.sim.names))
         self.residual_var: np.ndarray | None = None
 
@@ -258,8 +317,13 @@ class PhysicsModel(DynamicsModel):
         var = torch.as_tensor(self.residual_var, dtype=s.dtype, device=s.device)
         return mean, var.expand_as(mean)
 
-    def fit(self, train: Dataset, val: Dataset | None = None, progress: Progress | None = None,
-            warm_start: bool = False) -> FitReport:
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset | None = None,
+        progress: Progress | None = None,
+        warm_start: bool = False,
+    ) -> FitReport:
         """Least-squares identification from the URDF's parameters or (``warm_start``: a fitted
         model only) the current ones. If it fails or gives non-finite values, the model is left
         as it was."""
@@ -270,7 +334,7 @@ class PhysicsModel(DynamicsModel):
         if warm_start and self.residual_var is None:
             raise ModelError("warm start needs a fitted model")
         rng = np.random.default_rng(self.config.seed)
-        idx = rng.permutation(len(train))[:self.config.max_transitions]
+        idx = rng.permutation(len(train))[: self.config.max_transitions]
         s, a, nxt = train.states[idx], train.actions[idx], train.next_states[idx]
         stats = train.stats()
         scale = stats.delta_std
@@ -282,17 +346,21 @@ class PhysicsModel(DynamicsModel):
             self.check_stop()
             self.sim.set_params(values)
             r = ((self.sim.step(s, a) - nxt) / scale).ravel()
-            cost = float(np.mean(r ** 2))
+            cost = float(np.mean(r**2))
             report.train_loss.append(cost)
             if progress is not None:
-                progress(f"physics: evaluation {len(report.train_loss)}, normalised MSE "
-                         f"{cost:.4g}")
+                progress(f"physics: evaluation {len(report.train_loss)}, normalised MSE {cost:.4g}")
             return r if np.all(np.isfinite(r)) else np.full_like(r, 1e6)
 
         try:
-            result = least_squares(residuals, x0, bounds=(self.sim.lower, self.sim.upper),
-                                   x_scale="jac", max_nfev=self.config.max_evaluations,
-                                   method="trf")
+            result = least_squares(
+                residuals,
+                x0,
+                bounds=(self.sim.lower, self.sim.upper),
+                x_scale="jac",
+                max_nfev=self.config.max_evaluations,
+                method="trf",
+            )
             ok = bool(np.all(np.isfinite(result.x)))
         except FitStopped:
             self.sim.set_params(saved)
@@ -310,11 +378,13 @@ class PhysicsModel(DynamicsModel):
         else:
             self.stats = stats
             self.residual_var = np.maximum((pred - nxt).var(0), 1e-12)
-            report.message = f"identified {len(self.sim.names)} parameters in {result.nfev} " \
-                             f"evaluations; normalised MSE {np.mean(result.fun ** 2):.4g}"
+            report.message = (
+                f"identified {len(self.sim.names)} parameters in {result.nfev} "
+                f"evaluations; normalised MSE {np.mean(result.fun**2):.4g}"
+            )
             if val is not None and len(val):
                 err = (self.sim.step(val.states, val.actions) - val.next_states) / scale
-                report.val_loss.append(float(np.mean(err ** 2)))
+                report.val_loss.append(float(np.mean(err**2)))
                 report.message += f", validation {report.val_loss[-1]:.4g}"
         report.seconds = time.perf_counter() - t0
         if progress is not None:
@@ -324,13 +394,23 @@ class PhysicsModel(DynamicsModel):
     def to_bytes(self) -> bytes:
         if self.residual_var is None:
             raise ModelError("physics model is not fitted")
-        meta = self.artifact_meta(robot=self.sim.robot.name, urdf_sha256=self.sim.urdf_sha256,
-                                  param_names=self.param_names)
-        return encode(self.SCHEMA, {**self.fitted_stats().tensors(), "params": self.sim.params,
-                                    "residual_var": self.residual_var}, meta)
+        meta = self.artifact_meta(
+            robot=self.sim.robot.name,
+            urdf_sha256=self.sim.urdf_sha256,
+            param_names=self.param_names,
+        )
+        return encode(
+            self.SCHEMA,
+            {
+                **self.fitted_stats().tensors(),
+                "params": self.sim.params,
+                "residual_var": self.residual_var,
+            },
+            meta,
+        )
 
     @classmethod
-    def from_bytes(cls, data: bytes, device=None) -> "PhysicsModel":
+    def from_bytes(cls, data: bytes, device=None) -> PhysicsModel:
         """Rebuild on the robot named in the artifact; refused if that robot's URDF differs
         from the one the parameters were identified for."""
         tensors, meta = decode(data, cls.SCHEMA)
@@ -341,15 +421,18 @@ class PhysicsModel(DynamicsModel):
         except (ModelError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{cls.SCHEMA.name}: {exc}") from None
         if meta["robot"] != model.sim.robot.name or meta["urdf_sha256"] != model.sim.urdf_sha256:
-            raise ArtifactError(f"{cls.SCHEMA.name}: parameters were identified for robot "
-                                f"'{meta['robot']}' (URDF sha256 "
-                                f"{str(meta['urdf_sha256'])[:12]}…), "
-                                f"this machine's '{model.sim.robot.name}' URDF differs "
-                                f"(sha256 {model.sim.urdf_sha256[:12]}…)")
-        if meta["param_names"] != model.param_names or \
-                tensors["residual_var"].shape != (model.dx,):
-            raise ArtifactError(f"{cls.SCHEMA.name}: parameters {meta['param_names']} do not "
-                                f"match the model's {model.param_names}")
+            raise ArtifactError(
+                f"{cls.SCHEMA.name}: parameters were identified for robot "
+                f"'{meta['robot']}' (URDF sha256 "
+                f"{str(meta['urdf_sha256'])[:12]}…), "
+                f"this machine's '{model.sim.robot.name}' URDF differs "
+                f"(sha256 {model.sim.urdf_sha256[:12]}…)"
+            )
+        if meta["param_names"] != model.param_names or tensors["residual_var"].shape != (model.dx,):
+            raise ArtifactError(
+                f"{cls.SCHEMA.name}: parameters {meta['param_names']} do not "
+                f"match the model's {model.param_names}"
+            )
         params = tensors["params"]
         if np.any(params < model.sim.lower) or np.any(params > model.sim.upper):
             raise ArtifactError(f"{cls.SCHEMA.name}: parameter values outside their bounds")

@@ -35,6 +35,7 @@ is published, and the command answering the terminal state triggers the reset in
 Episode e then starts at stamp e·(N+1)·control_period, so episode boundaries (and targets published
 ahead of them) are deterministic in lockstep.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,76 +47,154 @@ import numpy as np
 from geometry_msgs.msg import PointStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
+from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
-from rosgraph_msgs.msg import Clock as ClockMsg
 
 from mbrl_ros.camera import SOLAR_CAMERA, Camera, CameraError
-from mbrl_ros.data.topics import (CAMERA_INFO, CLOCK, COMMANDS, EVENTS, IMAGES, ROBOT_DESCRIPTION,
-                                  STATES, TARGET)
-from mbrl_ros.msgconv import MessageError, command_tag, read_command
+from mbrl_ros.data.topics import (
+    CAMERA_INFO,
+    CLOCK,
+    COMMANDS,
+    EVENTS,
+    IMAGES,
+    ROBOT_DESCRIPTION,
+    STATES,
+    TARGET,
+)
+from mbrl_ros.msgconv import MessageError, command_tag, read_command, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import subscribe
-from mbrl_ros.nodes.messages import (COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS, TARGET_QOS,
-                                     camera_info_msg, clock_msg, image_msg, joint_state_msg,
-                                     time_msg)
+from mbrl_ros.nodes.messages import (
+    COMMAND_QOS,
+    EVENT_QOS,
+    LATCHED_QOS,
+    STATE_QOS,
+    TARGET_QOS,
+    camera_info_msg,
+    clock_msg,
+    image_msg,
+    joint_state_msg,
+    time_msg,
+)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.targets import TargetSchedule
 from mbrl_ros.plausibility import TargetGate
 from mbrl_ros.robot import load_robot
 from mbrl_ros.simulation import ArmSimulator, CommandHold, SimConfig
-from mbrl_ros.msgconv import seconds_to_ns
 
 MODE_PERIODS = {"lockstep": 0.01, "realtime": 0.01, "hardware": 0.002}  # control_period 0 → s
 MAX_CATCH_UP_S = 0.25  # hardware: a loop stalled longer skips the rest instead of simulating it
 
 PARAMS = [
-    Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2, arm6) or a URDF "
-          "path"),
+    Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2, arm6) or a URDF path"),
     Param("scene", "scene", "MuJoCo scene parts: a name in sim/ or an MJCF path"),
-    Param("joint_names", [], "order of the torques in a command and of the joints in "
-          "/joint_states; [] = the robot's joint order"),
-    Param("mode", "lockstep", "lockstep (deterministic), realtime (wall clock) or hardware (like "
-          "a ros2_control robot: wall-clock stamps, jitter, drops, zero torque on stale commands)",
-          choices=("lockstep", "realtime", "hardware")),
-    Param("physics_timestep", 0.002, "MuJoCo timestep (s; hardware: the longest substep)",
-          (1e-5, 0.05)),
-    Param("control_period", 0.0, "time between joint states / commands (s); 0 = the mode's "
-          "default: 0.01, hardware 0.002 (a 500 Hz ros2_control loop)", (0.0, 1.0)),
-    Param("state_jitter", 0.0002, "hardware: standard deviation of each state's time around its "
-          "period's schedule (s; clipped to half a period)", (0.0, 0.1)),
-    Param("drop_probability", 0.002, "hardware: probability that a measured state is not "
-          "published", (0.0, 0.5)),
-    Param("lockstep_timeout", 1.0, "wall time to wait for a command before the safe hold (s)",
-          (1e-3, 600.0)),
-    Param("wait_for_peers", True, "lockstep: start stepping once a command publisher and "
-          "'min_state_subscribers' joint-state subscribers are matched"),
-    Param("min_state_subscribers", 1, "lockstep: joint-state subscribers to wait for (every node "
-          "of the graph that must see every state)", (1, 1000)),
-    Param("command_timeout", 0.1, "realtime, hardware: wall age after which a command is dropped "
-          "(s; realtime: safe hold, hardware: zero torque)", (1e-3, 60.0)),
+    Param(
+        "joint_names",
+        [],
+        "order of the torques in a command and of the joints in "
+        "/joint_states; [] = the robot's joint order",
+    ),
+    Param(
+        "mode",
+        "lockstep",
+        "lockstep (deterministic), realtime (wall clock) or hardware (like "
+        "a ros2_control robot: wall-clock stamps, jitter, drops, zero torque on stale commands)",
+        choices=("lockstep", "realtime", "hardware"),
+    ),
+    Param(
+        "physics_timestep",
+        0.002,
+        "MuJoCo timestep (s; hardware: the longest substep)",
+        (1e-5, 0.05),
+    ),
+    Param(
+        "control_period",
+        0.0,
+        "time between joint states / commands (s); 0 = the mode's "
+        "default: 0.01, hardware 0.002 (a 500 Hz ros2_control loop)",
+        (0.0, 1.0),
+    ),
+    Param(
+        "state_jitter",
+        0.0002,
+        "hardware: standard deviation of each state's time around its "
+        "period's schedule (s; clipped to half a period)",
+        (0.0, 0.1),
+    ),
+    Param(
+        "drop_probability",
+        0.002,
+        "hardware: probability that a measured state is not published",
+        (0.0, 0.5),
+    ),
+    Param(
+        "lockstep_timeout",
+        1.0,
+        "wall time to wait for a command before the safe hold (s)",
+        (1e-3, 600.0),
+    ),
+    Param(
+        "wait_for_peers",
+        True,
+        "lockstep: start stepping once a command publisher and "
+        "'min_state_subscribers' joint-state subscribers are matched",
+    ),
+    Param(
+        "min_state_subscribers",
+        1,
+        "lockstep: joint-state subscribers to wait for (every node "
+        "of the graph that must see every state)",
+        (1, 1000),
+    ),
+    Param(
+        "command_timeout",
+        0.1,
+        "realtime, hardware: wall age after which a command is dropped "
+        "(s; realtime: safe hold, hardware: zero torque)",
+        (1e-3, 60.0),
+    ),
     Param("real_time_factor", 1.0, "realtime: sim seconds per wall second", (0.01, 100.0)),
     Param("torque_noise_std", 0.0, "Gaussian noise added to applied torques (N·m)", (0.0, 100.0)),
     Param("position_noise_std", 0.0, "Gaussian noise on published positions (rad)", (0.0, 1.0)),
     Param("velocity_noise_std", 0.0, "Gaussian noise on published velocities (rad/s)", (0.0, 10.0)),
-    Param("initial_position", [], "reset position (rad, robot joint order); [] = zero or mid-range",
-          (-10.0, 10.0)),
+    Param(
+        "initial_position",
+        [],
+        "reset position (rad, robot joint order); [] = zero or mid-range",
+        (-10.0, 10.0),
+    ),
     Param("initial_position_noise", 0.0, "uniform ± noise on the reset position (rad)", (0.0, 3.2)),
     Param("hold_damping", 1.0, "safe hold: torque −d·q̇ (N·m·s/rad)", (0.0, 1000.0)),
-    Param("gravity_compensation", False,
-          "the arm cancels its own weight; commands are torques on top of it (as Franka's FCI); "
-          "false: a plain effort interface, where the arm has weight"),
+    Param(
+        "gravity_compensation",
+        False,
+        "the arm cancels its own weight; commands are torques on top of it (as Franka's FCI); "
+        "false: a plain effort interface, where the arm has weight",
+    ),
     Param("seed", 0, "seed of the noise and reset randomisation", (0, 2**31 - 1)),
-    Param("episode_steps", 0, "control steps per episode before an automatic reset; 0 = none",
-          (0, 10**9)),
-    Param("duration", 0.0, "stop after this much sim time (s; hardware: wall time); 0 = run "
-          "until stopped", (0.0, 1e7)),
+    Param(
+        "episode_steps",
+        0,
+        "control steps per episode before an automatic reset; 0 = none",
+        (0, 10**9),
+    ),
+    Param(
+        "duration",
+        0.0,
+        "stop after this much sim time (s; hardware: wall time); 0 = run until stopped",
+        (0.0, 1e7),
+    ),
     Param("status_period", 0.0, "wall seconds between status lines; 0 = none", (0.0, 3600.0)),
     Param("command_topic", COMMANDS, "topic of the torque commands"),
-    Param("camera", False, "lockstep, realtime: publish the camera's rgb8 image and camera info "
-          "with every joint state (offscreen rendering: OSMesa or EGL without a display)"),
+    Param(
+        "camera",
+        False,
+        "lockstep, realtime: publish the camera's rgb8 image and camera info "
+        "with every joint state (offscreen rendering: OSMesa or EGL without a display)",
+    ),
     Param("camera_name", SOLAR_CAMERA, "camera: a camera of the scene"),
     Param("camera_width", 64, "camera: image width (pixels)", (1, 4096)),
     Param("camera_height", 64, "camera: image height (pixels)", (1, 4096)),
@@ -134,16 +213,28 @@ class ArmSimNode(Node):
         robot = load_robot(p.robot)
         names, self.command_order = select_joints(robot, p.joint_names)  # command i → joint
         if sorted(names) != sorted(robot.joint_names):
-            raise ConfigError(f"parameter 'joint_names' = {names} must list every joint of "
-                              f"{robot.name} once: {list(robot.joint_names)}")
+            raise ConfigError(
+                f"parameter 'joint_names' = {names} must list every joint of "
+                f"{robot.name} once: {list(robot.joint_names)}"
+            )
         self.state_names = names
         try:
-            self.sim = ArmSimulator(robot, SimConfig(
-                physics_timestep=p.physics_timestep, control_period=p.control_period,
-                torque_noise_std=p.torque_noise_std, position_noise_std=p.position_noise_std,
-                velocity_noise_std=p.velocity_noise_std, initial_position=tuple(p.initial_position),
-                initial_position_noise=p.initial_position_noise, hold_damping=p.hold_damping,
-                gravity_compensation=p.gravity_compensation, seed=p.seed, scene=p.scene))
+            self.sim = ArmSimulator(
+                robot,
+                SimConfig(
+                    physics_timestep=p.physics_timestep,
+                    control_period=p.control_period,
+                    torque_noise_std=p.torque_noise_std,
+                    position_noise_std=p.position_noise_std,
+                    velocity_noise_std=p.velocity_noise_std,
+                    initial_position=tuple(p.initial_position),
+                    initial_position_noise=p.initial_position_noise,
+                    hold_damping=p.hold_damping,
+                    gravity_compensation=p.gravity_compensation,
+                    seed=p.seed,
+                    scene=p.scene,
+                ),
+            )
         except ValueError as exc:  # period/timestep mismatch, initial position
             raise ConfigError(str(exc)) from None
         self.robot = robot
@@ -166,8 +257,15 @@ class ArmSimNode(Node):
         self.description_pub = self.create_publisher(String, ROBOT_DESCRIPTION, LATCHED_QOS)
         self.description_pub.publish(String(data=robot.urdf_path.read_text()))
         self.diag = Diagnostics(self, "simulator", self._report)
-        subscribe(self, self.diag, Float64MultiArray, p.command_topic, COMMAND_QOS,
-                  self._on_command, what="command")
+        subscribe(
+            self,
+            self.diag,
+            Float64MultiArray,
+            p.command_topic,
+            COMMAND_QOS,
+            self._on_command,
+            what="command",
+        )
         self.camera = _CameraPublisher(self) if p.camera else None
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.wall_start: float | None = None
@@ -186,7 +284,8 @@ class ArmSimNode(Node):
             self.create_timer(p.status_period, self._status_line, clock=wall)
         self.get_logger().info(
             f"{robot.name}: {robot.n_joints} joints, {p.mode} at {1 / p.control_period:.0f} Hz "
-            f"({self.sim.n_substeps} physics steps of {p.physics_timestep * 1e3:g} ms)")
+            f"({self.sim.n_substeps} physics steps of {p.physics_timestep * 1e3:g} ms)"
+        )
         if self.hardware is not None:
             self.hardware.start()
 
@@ -204,8 +303,9 @@ class ArmSimNode(Node):
     def _state_msg(self, stamp_ns: int, s) -> JointState:
         """The measured state ``s`` (robot order) as a JointState in ``joint_names`` order."""
         order = self.command_order
-        return joint_state_msg(stamp_ns, self.state_names, s.position[order], s.velocity[order],
-                               s.effort[order])
+        return joint_state_msg(
+            stamp_ns, self.state_names, s.position[order], s.velocity[order], s.effort[order]
+        )
 
     def _publish_state(self) -> None:
         s = self.sim.measure()
@@ -266,15 +366,20 @@ class ArmSimNode(Node):
                 self.diag.warn("early_command", "command before the first state: ignored")
                 return
             if tag is not None and tag != self.pending_stamp:
-                self.diag.warn("stale_command", f"command for stamp {tag} ns rejected: waiting "
-                                                f"for {self.pending_stamp} ns")
+                self.diag.warn(
+                    "stale_command",
+                    f"command for stamp {tag} ns rejected: waiting for {self.pending_stamp} ns",
+                )
                 return
             self.diag.count("commands_applied")
             self._advance(torque)
         else:
             if tag is not None and (tag <= self.latest_tag or tag > self.stamp_ns):
-                self.diag.warn("stale_command", f"command for stamp {tag} ns rejected (latest "
-                                                f"{self.latest_tag}, now {self.stamp_ns})")
+                self.diag.warn(
+                    "stale_command",
+                    f"command for stamp {tag} ns rejected (latest "
+                    f"{self.latest_tag}, now {self.stamp_ns})",
+                )
                 self.latest_command = None
                 return
             self.latest_tag = tag if tag is not None else self.latest_tag
@@ -294,8 +399,10 @@ class ArmSimNode(Node):
     def _peers_ready(self) -> bool:
         """A command publisher is there and the state publisher is matched with enough
         subscriptions (matched: they will get the first state)."""
-        return (self.count_publishers(self.p.command_topic) > 0
-                and self.state_pub.get_subscription_count() >= self.p.min_state_subscribers)
+        return (
+            self.count_publishers(self.p.command_topic) > 0
+            and self.state_pub.get_subscription_count() >= self.p.min_state_subscribers
+        )
 
     def _lockstep_tick(self) -> None:
         if self.pending_stamp is None:
@@ -306,8 +413,11 @@ class ArmSimNode(Node):
         if not self.answered and time.monotonic() - self._sent_at > 0.25:
             self._send()
         if time.monotonic() - self.pending_since > self.p.lockstep_timeout:
-            self.diag.warn("lockstep_timeouts", f"no command for stamp {self.pending_stamp} ns "
-                                                f"within {self.p.lockstep_timeout:g} s: safe hold")
+            self.diag.warn(
+                "lockstep_timeouts",
+                f"no command for stamp {self.pending_stamp} ns "
+                f"within {self.p.lockstep_timeout:g} s: safe hold",
+            )
             self.diag.count("safe_holds")
             self._advance(self.sim.hold_torque())
 
@@ -324,10 +434,15 @@ class ArmSimNode(Node):
             self.wall_start += (behind - 1) * self.p.control_period / self.p.real_time_factor
             behind = 1
         for _ in range(max(0, behind)):
-            if self.latest_command is None or now - self.latest_command_wall > self.p.command_timeout:
+            if (
+                self.latest_command is None
+                or now - self.latest_command_wall > self.p.command_timeout
+            ):
                 if self.latest_command is not None:
-                    self.diag.warn("command_timeouts", "command older than "
-                                                       f"{self.p.command_timeout:g} s: safe hold")
+                    self.diag.warn(
+                        "command_timeouts",
+                        f"command older than {self.p.command_timeout:g} s: safe hold",
+                    )
                     self.latest_command = None
                 self.diag.count("safe_holds")
                 torque = self.sim.hold_torque()
@@ -341,8 +456,9 @@ class ArmSimNode(Node):
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._reset()
         response.success = True
-        response.message = (f"reset to episode {self.episode} at sim time "
-                            f"{self.stamp_ns / 1e9:.3f} s")
+        response.message = (
+            f"reset to episode {self.episode} at sim time {self.stamp_ns / 1e9:.3f} s"
+        )
         return response
 
     def _reset(self) -> None:
@@ -353,9 +469,18 @@ class ArmSimNode(Node):
         self.step_index += 1
         self.latest_command = None
         self.diag.count("resets")
-        self.event_pub.publish(String(data=json.dumps(
-            {"event": "reset", "episode": self.episode, "stamp_ns": self.stamp_ns,
-             "source": self.get_name()})))
+        self.event_pub.publish(
+            String(
+                data=json.dumps(
+                    {
+                        "event": "reset",
+                        "episode": self.episode,
+                        "stamp_ns": self.stamp_ns,
+                        "source": self.get_name(),
+                    }
+                )
+            )
+        )
         if self.pending_stamp is not None or self.p.mode == "realtime":
             self._publish_state()
 
@@ -367,9 +492,17 @@ class ArmSimNode(Node):
         problems = self.diag.counters["lockstep_timeouts"] + self.diag.counters["rejected_command"]
         level = WARN if problems else OK
         camera = self.camera.report() if self.camera is not None else {}
-        return level, f"{self.p.mode}, {rate:.0f} steps/s", {
-            "sim_time_s": self.stamp_ns / 1e9, "steps_per_s": rate, "real_time_factor": rtf,
-            "episode": self.episode, **camera}
+        return (
+            level,
+            f"{self.p.mode}, {rate:.0f} steps/s",
+            {
+                "sim_time_s": self.stamp_ns / 1e9,
+                "steps_per_s": rate,
+                "real_time_factor": rtf,
+                "episode": self.episode,
+                **camera,
+            },
+        )
 
     def _status_line(self) -> None:
         if self.hardware is not None:
@@ -382,7 +515,8 @@ class ArmSimNode(Node):
         self.get_logger().info(
             f"t={self.stamp_ns / 1e9:7.2f} s | {rate:6.0f} steps/s | RTF {rtf:5.2f} | "
             f"cmds {c['commands_applied']} ok {c['rejected_command'] + c['stale_command']} bad "
-            f"{c['lockstep_timeouts'] + c['command_timeouts']} timeouts | q range (deg) {ranges}")
+            f"{c['lockstep_timeouts'] + c['command_timeouts']} timeouts | q range (deg) {ranges}"
+        )
         w.restart(self.step_index)
 
 
@@ -394,22 +528,33 @@ class _CameraPublisher:
     def __init__(self, node: ArmSimNode):
         p = node.p
         if p.mode == "hardware":
-            raise ConfigError("parameter 'camera' = True needs mode lockstep or realtime: the "
-                              "hardware mode stands in for a robot's control loop (no camera)")
+            raise ConfigError(
+                "parameter 'camera' = True needs mode lockstep or realtime: the "
+                "hardware mode stands in for a robot's control loop (no camera)"
+            )
         try:
             self.camera = Camera(node.sim.model, p.camera_name, p.camera_width, p.camera_height)
         except CameraError as exc:
             raise ConfigError(f"parameter 'camera' = True: {exc}") from None
         self.node, self.sim = node, node.sim
         self.frame_id = f"{p.camera_name}_camera_optical_frame"
-        self.info = camera_info_msg(0, self.frame_id, p.camera_width, p.camera_height,
-                                    self.camera.intrinsics())
+        self.info = camera_info_msg(
+            0, self.frame_id, p.camera_width, p.camera_height, self.camera.intrinsics()
+        )
         self.image_pub = node.create_publisher(Image, IMAGES, STATE_QOS)
         self.info_pub = node.create_publisher(CameraInfo, CAMERA_INFO, STATE_QOS)
         self.targets = TargetSchedule(TargetGate.for_robot(node.robot))
         self.has_target = True
-        subscribe(node, node.diag, PointStamped, TARGET, TARGET_QOS, lambda _: None,
-                  self.targets.add_msg, "target")
+        subscribe(
+            node,
+            node.diag,
+            PointStamped,
+            TARGET,
+            TARGET_QOS,
+            lambda _: None,
+            self.targets.add_msg,
+            "target",
+        )
         self.frames, self.render_s = 0, 0.0
 
     def publish(self, stamp_ns: int) -> None:
@@ -429,8 +574,10 @@ class _CameraPublisher:
         self.info_pub.publish(self.info)
 
     def report(self) -> dict:
-        return {"camera_frames": self.frames,
-                "camera_render_ms": 1e3 * self.render_s / max(self.frames, 1)}
+        return {
+            "camera_frames": self.frames,
+            "camera_render_ms": 1e3 * self.render_s / max(self.frames, 1),
+        }
 
     def close(self) -> None:
         self.camera.close()
@@ -438,10 +585,14 @@ class _CameraPublisher:
 
 def _check_hardware_params(p, use_sim_time: bool) -> None:
     """ConfigError for settings a ros2_control robot does not have."""
-    for bad, text in ((use_sim_time, "'use_sim_time' = True: it stamps with the wall clock"),
-                      (p.episode_steps, f"'episode_steps' = {p.episode_steps}: it has no resets"),
-                      (p.real_time_factor != 1.0, f"'real_time_factor' = {p.real_time_factor}: "
-                                                  "it runs at the wall clock's pace")):
+    for bad, text in (
+        (use_sim_time, "'use_sim_time' = True: it stamps with the wall clock"),
+        (p.episode_steps, f"'episode_steps' = {p.episode_steps}: it has no resets"),
+        (
+            p.real_time_factor != 1.0,
+            f"'real_time_factor' = {p.real_time_factor}: it runs at the wall clock's pace",
+        ),
+    ):
         if bad:
             raise ConfigError(f"mode 'hardware' is a robot, so parameter {text}")
 
@@ -464,8 +615,13 @@ class _HardwareLoop:
         self._finished = node.create_guard_condition(node._finish)
         self._thread = threading.Thread(target=self._run, name="arm_sim_hardware", daemon=True)
         self._lock = threading.Lock()  # the counters below, the status window
-        self.stats = {"states_published": 0, "states_dropped": 0, "missed_cycles": 0,
-                      "command_timeouts": 0, "zero_torque_s": 0.0}
+        self.stats = {
+            "states_published": 0,
+            "states_dropped": 0,
+            "missed_cycles": 0,
+            "command_timeouts": 0,
+            "zero_torque_s": 0.0,
+        }
         self.last_stamp = 0
         self.start_wall = 0.0
 
@@ -505,8 +661,11 @@ class _HardwareLoop:
         k = 0
         while True:
             k += 1
-            offset = float(np.clip(self.rng.normal(0.0, jitter), -period / 2, period / 2)) \
-                if jitter > 0 else 0.0
+            offset = (
+                float(np.clip(self.rng.normal(0.0, jitter), -period / 2, period / 2))
+                if jitter > 0
+                else 0.0
+            )
             if self._stop.wait(max(0.0, start + k * period + offset - time.monotonic())):
                 return
             now = time.monotonic()
@@ -545,9 +704,16 @@ class _HardwareLoop:
         stats, rate, elapsed = self._counts()
         c = self.node.diag.counters
         level = WARN if c["rejected_command"] or c["callback_errors"] else OK
-        return level, f"hardware, {rate:.0f} states/s", {
-            "wall_time_s": elapsed, "states_per_s": rate, "last_stamp_ns": self.last_stamp,
-            **stats}
+        return (
+            level,
+            f"hardware, {rate:.0f} states/s",
+            {
+                "wall_time_s": elapsed,
+                "states_per_s": rate,
+                "last_stamp_ns": self.last_stamp,
+                **stats,
+            },
+        )
 
     def status_line(self) -> str:
         stats, rate, elapsed = self._counts()
@@ -556,10 +722,12 @@ class _HardwareLoop:
         with self._lock:
             ranges = " ".join(f"{lo:+.0f}..{hi:+.0f}" for lo, hi in zip(*w.ranges_deg()))
             w.restart(stats["states_published"])
-        return (f"t={elapsed:7.2f} s | {rate:6.0f} states/s | cmds {c['commands_applied']} ok "
-                f"{c['rejected_command']} bad {stats['command_timeouts']} timeouts | zero torque "
-                f"{stats['zero_torque_s']:.2f} s | dropped {stats['states_dropped']} missed "
-                f"{stats['missed_cycles']} | q range (deg) {ranges}")
+        return (
+            f"t={elapsed:7.2f} s | {rate:6.0f} states/s | cmds {c['commands_applied']} ok "
+            f"{c['rejected_command']} bad {stats['command_timeouts']} timeouts | zero torque "
+            f"{stats['zero_torque_s']:.2f} s | dropped {stats['states_dropped']} missed "
+            f"{stats['missed_cycles']} | q range (deg) {ranges}"
+        )
 
 
 class _StatusWindow:

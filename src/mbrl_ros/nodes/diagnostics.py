@@ -1,13 +1,13 @@
 """Periodic /diagnostics publishing and throttled warnings, on the wall clock (so they keep
 running while a lockstep simulation waits)."""
+
 from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
-
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -27,8 +27,14 @@ class Diagnostics:
     ``fault`` (an exception in the node's own code) the level is ERROR and the message names it.
     """
 
-    def __init__(self, node: Node, title: str, report: Callable[[], tuple[int, str, dict]],
-                 period: float = 1.0, topic: str = DIAGNOSTICS):
+    def __init__(
+        self,
+        node: Node,
+        title: str,
+        report: Callable[[], tuple[int, str, dict]],
+        period: float = 1.0,
+        topic: str = DIAGNOSTICS,
+    ):
         self._node, self._report = node, report
         self.name = f"{node.get_fully_qualified_name().lstrip('/')}: {title}"
         self.counters: Counter = Counter()
@@ -36,7 +42,9 @@ class Diagnostics:
         self.last_fault = ""
         self._pub = node.create_publisher(DiagnosticArray, topic, 10)
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)
-        self._timer = node.create_timer(period, self.publish, clock=self._wall) if period > 0 else None
+        self._timer = (
+            node.create_timer(period, self.publish, clock=self._wall) if period > 0 else None
+        )
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] += n
@@ -60,7 +68,8 @@ class Diagnostics:
         if now - self._logged.get("callback_errors", -np.inf) >= throttle_s:
             self._logged["callback_errors"] = now
             self._node.get_logger().error(
-                f"{text} [callback_errors x{self.counters['callback_errors']}]\n{details}".rstrip())
+                f"{text} [callback_errors x{self.counters['callback_errors']}]\n{details}".rstrip()
+            )
 
     def status(self) -> DiagnosticStatus:
         level, message, values = self._report()
@@ -68,9 +77,13 @@ class Diagnostics:
             level, message = ERROR, f"{message}; last fault: {self.last_fault}"
         kv = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
         kv += [KeyValue(key=k, value=str(v)) for k, v in sorted(self.counters.items())]
-        return DiagnosticStatus(level=bytes([level]) if isinstance(level, int) else level,
-                                name=self.name, message=message,
-                                hardware_id=self._node.get_name(), values=kv)
+        return DiagnosticStatus(
+            level=bytes([level]) if isinstance(level, int) else level,
+            name=self.name,
+            message=message,
+            hardware_id=self._node.get_name(),
+            values=kv,
+        )
 
     def publish(self) -> None:
         msg = DiagnosticArray(status=[self.status()])

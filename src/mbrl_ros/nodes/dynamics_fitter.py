@@ -35,6 +35,7 @@
   ``~/save_model`` (std_srvs/Trigger) writes the last published model to ``model_path``;
   ``min_transitions``, ``refit_every`` and ``val_fraction`` can be set at run time.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,6 +44,7 @@ import threading
 import time
 
 import torch
+
 # The first optimizer imports torch._dynamo (seconds under load): imported here, a fit thread
 # asked to stop is never stuck in that import.
 import torch._dynamo  # noqa: F401
@@ -60,7 +62,7 @@ from mbrl_ros.dynamics.catalog import MODEL_MODULES, NETWORK_KINDS, new_model
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
 from mbrl_ros.episodes import EpisodeClock
 from mbrl_ros.gravity import GravityModel, JointGravity
-from mbrl_ros.msgconv import JointSample, MessageError
+from mbrl_ros.msgconv import JointSample, MessageError, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
@@ -68,54 +70,105 @@ from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joi
 from mbrl_ros.nodes.run_control import add_save_service, save_path_param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import RobotDescriptionError, load_robot
-from mbrl_ros.msgconv import seconds_to_ns
 
 # The builder's counts of candidate transitions it rejected (logged with each fit).
 REJECTIONS = ("gap", "boundary", "outside_episode", "no_command", "late_command", "late_event")
 # The resampler's intervals dropped, by reason, and commands it could not use.
-RESAMPLE_DROPS = ("state_gap", "no_command", "stale_command", "short_interval", "late_command",
-                  "command_order", "repeated_state")
+RESAMPLE_DROPS = (
+    "state_gap",
+    "no_command",
+    "stale_command",
+    "short_interval",
+    "late_command",
+    "command_order",
+    "repeated_state",
+)
 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
     Param("gravity_compensation", False, "physics model: the arm cancels its own weight"),
     Param("joint_names", [], "joints of the model, in state and command order; [] = all"),
     Param("control_period", 0.01, "time between joint states / commands (s)", (1e-4, 1.0)),
-    Param("resample", False, "resample joint states at any rate (wall-clock stamps, commands "
-                             "tagged with their send time) onto control_period: real robots"),
-    Param("command_timeout", 0.1, "resample: a command older than this (s) is no longer in "
-                                  "force (the robot's stale-command rule); 0 = never",
-          (0.0, 3600.0)),
-    Param("robot_compensates_gravity", True, "false: subtract the URDF's gravity torque g(q) "
-                                             "from the recorded commands"),
+    Param(
+        "resample",
+        False,
+        "resample joint states at any rate (wall-clock stamps, commands "
+        "tagged with their send time) onto control_period: real robots",
+    ),
+    Param(
+        "command_timeout",
+        0.1,
+        "resample: a command older than this (s) is no longer in "
+        "force (the robot's stale-command rule); 0 = never",
+        (0.0, 3600.0),
+    ),
+    Param(
+        "robot_compensates_gravity",
+        True,
+        "false: subtract the URDF's gravity torque g(q) from the recorded commands",
+    ),
     Param("model", "ensemble", "model kind", choices=tuple(MODEL_MODULES)),
     Param("dataset", "", "dataset file to start from (mbrl-ros dataset); '' = live data only"),
-    Param("min_transitions", 500, "first fit once this many transitions are there (and at "
-                                  "least the model's minimum)", (1, 10**9), runtime=True),
+    Param(
+        "min_transitions",
+        500,
+        "first fit once this many transitions are there (and at least the model's minimum)",
+        (1, 10**9),
+        runtime=True,
+    ),
     Param("refit_every", 1000, "new transitions between fits", (1, 10**9), runtime=True),
-    Param("episode_steps", 0, "the simulator's automatic episode length (control steps): fit "
-                              "only at episode ends; 0 = by the counts alone", (0, 10**7)),
-    Param("val_fraction", 0.2, "fraction of episodes held out for early stopping and the "
-                               "validation error", (0.0, 0.9), runtime=True),
-    Param("warm_start", True, "network models: continue from the previous weights (and the "
-                               "first fit's input normalisation); false = a fresh fit each time"),
+    Param(
+        "episode_steps",
+        0,
+        "the simulator's automatic episode length (control steps): fit "
+        "only at episode ends; 0 = by the counts alone",
+        (0, 10**7),
+    ),
+    Param(
+        "val_fraction",
+        0.2,
+        "fraction of episodes held out for early stopping and the validation error",
+        (0.0, 0.9),
+        runtime=True,
+    ),
+    Param(
+        "warm_start",
+        True,
+        "network models: continue from the previous weights (and the "
+        "first fit's input normalisation); false = a fresh fit each time",
+    ),
     Param("members", 5, "network models: ensemble members (mlp: use 1)", (1, 100)),
     Param("hidden", 200, "network models: units per hidden layer", (1, 4096)),
     Param("layers", 3, "network models: hidden layers", (1, 16)),
     Param("max_epochs", 100, "network models: most epochs per fit", (1, 100000)),
-    Param("patience", 10, "network models: epochs without improvement before a fit stops",
-          (1, 100000)),
-    Param("max_fit_seconds", 300.0, "network models: time budget of one fit (s); 0 = none "
-                                    "(max_epochs bounds it: lockstep runs must not depend on "
-                                    "the machine's speed)", (0.0, 1e6)),
+    Param(
+        "patience", 10, "network models: epochs without improvement before a fit stops", (1, 100000)
+    ),
+    Param(
+        "max_fit_seconds",
+        300.0,
+        "network models: time budget of one fit (s); 0 = none "
+        "(max_epochs bounds it: lockstep runs must not depend on "
+        "the machine's speed)",
+        (0.0, 1e6),
+    ),
     Param("seed", 0, "seed of the split and the training", (0, 2**31 - 1)),
     Param("device", "", "torch device; '' = cuda if available, else cpu"),
-    Param("torch_threads", 0, "CPU threads of a fit; 0 = torch's default (leave cores to the "
-                              "callbacks and other nodes with a small number)", (0, 1024)),
-    Param("fit_niceness", 0, "nice value added to the fit thread (Linux; with torch_threads 1 "
-                             "the fit runs in it): in real time a fit must not starve the "
-                             "planner and the executor of CPU; 0 = the node's priority",
-          (0, 19)),
+    Param(
+        "torch_threads",
+        0,
+        "CPU threads of a fit; 0 = torch's default (leave cores to the "
+        "callbacks and other nodes with a small number)",
+        (0, 1024),
+    ),
+    Param(
+        "fit_niceness",
+        0,
+        "nice value added to the fit thread (Linux; with torch_threads 1 "
+        "the fit runs in it): in real time a fit must not starve the "
+        "planner and the executor of CPU; 0 = the node's priority",
+        (0, 19),
+    ),
     save_path_param("model"),
     Param("model_topic", DYNAMICS_MODEL, "topic of the model artifacts"),
     Param("states_topic", STATES, "joint states"),
@@ -153,66 +206,98 @@ class DynamicsFitterNode(Node):
             except (DataError, ModelError, OSError) as exc:
                 raise ConfigError(f"parameter 'dataset': {exc}") from None
             self._start = start
-        options = {k: getattr(p, k) for k in ("members", "hidden", "layers", "max_epochs",
-                                              "patience", "seed")} if p.model in NETWORK_KINDS \
+        options = (
+            {
+                k: getattr(p, k)
+                for k in ("members", "hidden", "layers", "max_epochs", "patience", "seed")
+            }
+            if p.model in NETWORK_KINDS
             else {}
+        )
         if options:
             options["max_seconds"] = p.max_fit_seconds
         try:
-            self.model = new_model(p.model, signature, p.device or None, p.robot,
-                                   p.gravity_compensation, **options)
+            self.model = new_model(
+                p.model, signature, p.device or None, p.robot, p.gravity_compensation, **options
+            )
         except ModelError as exc:
             raise ConfigError(f"parameter 'model': {exc}") from None
         self.topics = TopicNames(p.states_topic, p.commands_topic, p.events_topic)
         if p.resample and p.episode_steps:
-            raise ConfigError(f"parameter 'episode_steps' = {p.episode_steps}: the lockstep "
-                              "simulator's automatic episodes; with resample (real-time "
-                              "streams) fits go by the counts alone: set it to 0")
+            raise ConfigError(
+                f"parameter 'episode_steps' = {p.episode_steps}: the lockstep "
+                "simulator's automatic episodes; with resample (real-time "
+                "streams) fits go by the counts alone: set it to 0"
+            )
         gravity = joint_gravity = None
         if not p.robot_compensates_gravity:
             try:
                 gravity = GravityModel(robot)
-                joint_gravity = JointGravity(gravity, names)   # all the robot's joints?
+                joint_gravity = JointGravity(gravity, names)  # all the robot's joints?
             except (RobotDescriptionError, ValueError) as exc:
-                raise ConfigError(f"parameter 'robot_compensates_gravity' = false: {exc}") \
-                    from None
+                raise ConfigError(f"parameter 'robot_compensates_gravity' = false: {exc}") from None
         if p.resample:
-            self.builder = Resampler(names, p.control_period, topics=self.topics,
-                                     gravity=gravity, command_timeout=p.command_timeout or None)
+            self.builder = Resampler(
+                names,
+                p.control_period,
+                topics=self.topics,
+                gravity=gravity,
+                command_timeout=p.command_timeout or None,
+            )
         else:
             self.builder = TransitionBuilder(names, p.control_period, topics=self.topics)
         self._lockstep_gravity = None if p.resample else joint_gravity
-        self._lock = threading.Lock()          # guards _parts, the counts and the status
+        self._lock = threading.Lock()  # guards _parts, the counts and the status
         self._parts = [Dataset.empty(names, p.control_period, signature.state_names)]
         self._new = self._total = len(self._start) if self._start is not None else 0
-        self._attempts = 0                     # fits started (a failed one waits for new data)
-        self._fitting = False                  # a fit thread runs
-        self._paused = False                   # ~/pause: no fit starts (data is still taken)
-        self._seen_until = -1                  # stamp of the newest joint state (ns)
-        self._at_episode_start = False         # it starts an automatic episode, data complete
+        self._attempts = 0  # fits started (a failed one waits for new data)
+        self._fitting = False  # a fit thread runs
+        self._paused = False  # ~/pause: no fit starts (data is still taken)
+        self._seen_until = -1  # stamp of the newest joint state (ns)
+        self._at_episode_start = False  # it starts an automatic episode, data complete
         self._episodes = EpisodeClock(p.episode_steps, seconds_to_ns(p.control_period))
         self._closing = False
         self._fit_thread: threading.Thread | None = None
         self.version = 0
         self.published_at: float | None = None
         self.last_fit: dict = {}
-        self._last_blob: bytes | None = None   # the last model published
-        self._rejected: dict[str, int] = {}    # the builder's rejections, at the last fit
-        self._short_at = -1                    # the episode start last reported short of data
+        self._last_blob: bytes | None = None  # the last model published
+        self._rejected: dict[str, int] = {}  # the builder's rejections, at the last fit
+        self._short_at = -1  # the episode start last reported short of data
         self.failure: str | None = None
         self.pub = self.create_publisher(UInt8MultiArray, p.model_topic, LATCHED_QOS)
         self.diag = Diagnostics(self, "dynamics fitter", self._report)
-        self.intake = JointStateIntake(self, self.diag, robot, names, p, self._on_state,
-                                       STATE_QOS, topic=p.states_topic)
-        subscribe(self, self.diag, Float64MultiArray, p.commands_topic, COMMAND_QOS,
-                  lambda m: self._feed(p.commands_topic, m), what="command")
-        subscribe(self, self.diag, String, p.events_topic, EVENT_QOS,
-                  lambda m: self._feed(p.events_topic, m), what="event")
+        self.intake = JointStateIntake(
+            self, self.diag, robot, names, p, self._on_state, STATE_QOS, topic=p.states_topic
+        )
+        subscribe(
+            self,
+            self.diag,
+            Float64MultiArray,
+            p.commands_topic,
+            COMMAND_QOS,
+            lambda m: self._feed(p.commands_topic, m),
+            what="command",
+        )
+        subscribe(
+            self,
+            self.diag,
+            String,
+            p.events_topic,
+            EVENT_QOS,
+            lambda m: self._feed(p.events_topic, m),
+            what="event",
+        )
         self.create_service(SetBool, "~/pause", self._on_pause)
         add_save_service(self, "model", lambda: self._last_blob)
-        self.get_logger().info(f"fitting a {p.model} model of joints {names}"
-                               + (f", starting from {len(self._start)} transitions of {p.dataset}"
-                                  if p.dataset else ""))
+        self.get_logger().info(
+            f"fitting a {p.model} model of joints {names}"
+            + (
+                f", starting from {len(self._start)} transitions of {p.dataset}"
+                if p.dataset
+                else ""
+            )
+        )
         self._maybe_fit()
 
     # -- data ------------------------------------------------------------------------------------
@@ -247,28 +332,38 @@ class DynamicsFitterNode(Node):
                 self._new += len(new)
                 self._total += len(new)
             # the first state of an episode: the episode before it is complete once decided
-            self._at_episode_start = complete and bool(self.p.episode_steps) and \
-                self._episodes.starts_episode(self._seen_until)
+            self._at_episode_start = (
+                complete
+                and bool(self.p.episode_steps)
+                and self._episodes.starts_episode(self._seen_until)
+            )
             if self._at_episode_start or not self.p.episode_steps:
                 self._rejected = self._rejections()
-            short = (self._at_episode_start and not self._attempts
-                     and self._seen_until != self._short_at
-                     and self._total < max(self.p.min_transitions, self.model.min_transitions))
+            short = (
+                self._at_episode_start
+                and not self._attempts
+                and self._seen_until != self._short_at
+                and self._total < max(self.p.min_transitions, self.model.min_transitions)
+            )
             if short:
                 self._short_at = self._seen_until
         if short:  # once per episode start before the first fit: the data so far
             self.get_logger().info(
                 f"episode start at {self._seen_until * 1e-9:.2f} s: {self._total} transitions, "
                 f"the first fit needs {self.p.min_transitions}; not transitions: "
-                f"{self._rejected or 'none'}")
+                f"{self._rejected or 'none'}"
+            )
         self._maybe_fit()
 
     def _rejections(self) -> dict[str, int]:
         """The builder's rejected candidates and the resampler's dropped intervals, by reason."""
         out = {k: v for k, v in self.builder.counts.items() if k in REJECTIONS and v}
         if self.p.resample:
-            out |= {f"resample {k}": v for k, v in self.builder.resample_counts.items()
-                    if k in RESAMPLE_DROPS and v}
+            out |= {
+                f"resample {k}": v
+                for k, v in self.builder.resample_counts.items()
+                if k in RESAMPLE_DROPS and v
+            }
         return out
 
     def dataset(self) -> Dataset:
@@ -281,15 +376,19 @@ class DynamicsFitterNode(Node):
     # -- fitting ---------------------------------------------------------------------------------
     def _maybe_fit(self) -> None:
         if self._claim_fit():
-            self._fit_thread = threading.Thread(target=self._fit_while_due, name="dynamics_fit",
-                                                daemon=True)
+            self._fit_thread = threading.Thread(
+                target=self._fit_while_due, name="dynamics_fit", daemon=True
+            )
             self._fit_thread.start()
 
     def _claim_fit(self) -> bool:
         """Whether a fit is due and no other runs; if so, count it as started."""
         with self._lock:
-            due = self._new >= self.p.refit_every if self._attempts else \
-                self._total >= max(self.p.min_transitions, self.model.min_transitions)
+            due = (
+                self._new >= self.p.refit_every
+                if self._attempts
+                else self._total >= max(self.p.min_transitions, self.model.min_transitions)
+            )
             if self.p.episode_steps and not self._at_episode_start:
                 due = False
             if self._closing or self._fitting or self._paused or not due:
@@ -311,27 +410,35 @@ class DynamicsFitterNode(Node):
 
     def _fit(self) -> None:
         with self._lock:
-            seen_until = self._seen_until   # the data below holds all it decided
+            seen_until = self._seen_until  # the data below holds all it decided
             rejected = self._rejected
         data = self.dataset()
         try:
             train, val = holdout_split(data, self.p.val_fraction, self.p.seed)
-            kwargs = {"warm_start": True} if (self.p.warm_start and self.version
-                                              and self.p.model in NETWORK_KINDS) else {}
+            kwargs = (
+                {"warm_start": True}
+                if (self.p.warm_start and self.version and self.p.model in NETWORK_KINDS)
+                else {}
+            )
             report = self.model.fit(train, val if len(val) else None, **kwargs)
             if report.rolled_back:
                 raise ModelError(report.message)
             error = evaluate(self.model, val if len(val) else train, (1,)).rmse(1)
-            info = {"version": self.version + 1, "transitions": len(data),
-                    "episodes": data.n_episodes, "val_rmse_1step": error,
-                    "val_loss": min(report.val_loss) if report.val_loss else None,
-                    "fit_seconds": report.seconds, "stamp_ns": int(data.stamps.max()),
-                    "seen_until_ns": seen_until}
+            info = {
+                "version": self.version + 1,
+                "transitions": len(data),
+                "episodes": data.n_episodes,
+                "val_rmse_1step": error,
+                "val_loss": min(report.val_loss) if report.val_loss else None,
+                "fit_seconds": report.seconds,
+                "stamp_ns": int(data.stamps.max()),
+                "seen_until_ns": seen_until,
+            }
             self.model.info = info
             blob = self.model.to_bytes()
         except FitStopped:  # close() asked for it: the node is shutting down
             return
-        except (ValueError, RuntimeError) as exc:   # ModelError, DataError, torch errors
+        except (ValueError, RuntimeError) as exc:  # ModelError, DataError, torch errors
             with self._lock:
                 self.failure = f"fit on {len(data)} transitions failed, model not published: {exc}"
             self.diag.warn("failed_fit", self.failure)
@@ -346,7 +453,8 @@ class DynamicsFitterNode(Node):
         self.get_logger().info(
             f"model v{self.version}: {len(data)} transitions, {data.n_episodes} episodes, "
             f"1-step validation RMSE {error:.4g}, fitted in {report.seconds:.1f} s "
-            f"({report.message}); not transitions: {rejected or 'none'}")
+            f"({report.message}); not transitions: {rejected or 'none'}"
+        )
 
     def _republish(self, seen_until: int) -> None:
         """After a failed fit: the last good model again (also the one fitted from now on), its
@@ -358,8 +466,10 @@ class DynamicsFitterNode(Node):
         self.model.info = self.model.info | {"seen_until_ns": seen_until, "refit_failed": True}
         self._last_blob = self.model.to_bytes()
         self.pub.publish(UInt8MultiArray(data=self._last_blob))
-        self.get_logger().warning(f"model v{self.version} published again for the data up to "
-                                  f"{seen_until} ns (the refit failed)")
+        self.get_logger().warning(
+            f"model v{self.version} published again for the data up to "
+            f"{seen_until} ns (the refit failed)"
+        )
 
     def _on_pause(self, request: SetBool.Request, response: SetBool.Response):
         """``~/pause``: true stops learning (no fit starts; a running one finishes and publishes;
@@ -368,8 +478,11 @@ class DynamicsFitterNode(Node):
         with self._lock:
             self._paused = request.data
         response.success = True
-        response.message = (f"learning paused at model v{self.version}; data is still collected"
-                            if request.data else "learning resumed")
+        response.message = (
+            f"learning paused at model v{self.version}; data is still collected"
+            if request.data
+            else "learning resumed"
+        )
         self.get_logger().info(f"~/pause: {response.message}")
         if not request.data:
             self._maybe_fit()
@@ -379,20 +492,31 @@ class DynamicsFitterNode(Node):
     def _report(self) -> tuple[int, str, dict]:
         with self._lock:
             size = self._total
-            values = {"model": self.p.model, "model_version": self.version, "transitions": size,
-                      "paused": self._paused,
-                      **{f"builder {k}": v for k, v in sorted(self.builder.counts.items())}}
+            values = {
+                "model": self.p.model,
+                "model_version": self.version,
+                "transitions": size,
+                "paused": self._paused,
+                **{f"builder {k}": v for k, v in sorted(self.builder.counts.items())},
+            }
             if self.p.resample:
                 period = self.builder.source_period
                 values["source_rate_hz"] = round(1.0 / period, 1) if period else 0.0
-                values["resampled_transitions"] = size - (len(self._start) if self._start
-                                                          is not None else 0)
-                values.update({f"dropped {k}": v for k, v in
-                               sorted(self.builder.resample_counts.items())})
+                values["resampled_transitions"] = size - (
+                    len(self._start) if self._start is not None else 0
+                )
+                values.update(
+                    {f"dropped {k}": v for k, v in sorted(self.builder.resample_counts.items())}
+                )
             if self.published_at is not None:
                 values["model_age_s"] = time.monotonic() - self.published_at
-                values.update({k: v for k, v in self.last_fit.items()
-                               if k in ("val_rmse_1step", "val_loss", "fit_seconds")})
+                values.update(
+                    {
+                        k: v
+                        for k, v in self.last_fit.items()
+                        if k in ("val_rmse_1step", "val_loss", "fit_seconds")
+                    }
+                )
             failure, version, paused = self.failure, self.version, self._paused
         if failure:
             return (WARN if version else ERROR), failure, values
@@ -413,8 +537,11 @@ class DynamicsFitterNode(Node):
         if thread is not None:
             thread.join(CLOSE_TIMEOUT_S)
             if thread.is_alive():
-                print(f"[dynamics_fitter] the fit did not stop within {CLOSE_TIMEOUT_S:g} s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[dynamics_fitter] the fit did not stop within {CLOSE_TIMEOUT_S:g} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
 
 def main(args=None) -> int:

@@ -27,6 +27,7 @@ as in the 'solar' graph's task). Each episode's start and end go to ``/mbrl/epis
 one progress line per episode; at the end a summary table, ``results.json`` and a learning-curve
 PNG in ``output_dir``, then the node exits (the graph ends with it).
 """
+
 from __future__ import annotations
 
 import json
@@ -43,19 +44,30 @@ from std_msgs.msg import String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_ros.artifacts import read_header
-from mbrl_ros.data.topics import (DIAGNOSTICS, DYNAMICS_MODEL, EVENTS, RESET_SERVICE, TARGET,
-                                  resolve)
+from mbrl_ros.data.topics import DIAGNOSTICS, DYNAMICS_MODEL, EVENTS, RESET_SERVICE, TARGET, resolve
 from mbrl_ros.dynamics.base import model_info
-from mbrl_ros.msgconv import seconds_to_ns
-from mbrl_ros.episodes import (EpisodeClock, StartPoseSampler, Summary, TargetSampler,
-                               progress_line, score)
+from mbrl_ros.episodes import (
+    EpisodeClock,
+    StartPoseSampler,
+    Summary,
+    TargetSampler,
+    progress_line,
+    score,
+)
 from mbrl_ros.homing import SettleDetector
-from mbrl_ros.msgconv import JointSample
+from mbrl_ros.msgconv import JointSample, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.homing_sender import HomingSender
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
-from mbrl_ros.nodes.messages import (EVENT_QOS, LATCHED_QOS, MAX_TARGETS, NEWEST_ONLY,
-                                     STATE_QOS, TARGET_QOS, time_msg)
+from mbrl_ros.nodes.messages import (
+    EVENT_QOS,
+    LATCHED_QOS,
+    MAX_TARGETS,
+    NEWEST_ONLY,
+    STATE_QOS,
+    TARGET_QOS,
+    time_msg,
+)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot import ForwardKinematics, load_robot
@@ -66,49 +78,114 @@ SPIN_INTERVAL = 0.01  # s, between callbacks without the clock
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
     Param("control_period", 0.01, "control period of the learning run (s)", (1e-4, 1.0)),
-    Param("episode_steps", 200, "control steps per episode (clock: the simulator's value)",
-          (1, 10**7)),
-    Param("episode_source", "clock", "clock: the simulator's automatic episodes; homing: the "
-          "manager brings the arm to each start pose; service: a reset service does",
-          choices=("clock", HOMING, SERVICE)),
+    Param(
+        "episode_steps", 200, "control steps per episode (clock: the simulator's value)", (1, 10**7)
+    ),
+    Param(
+        "episode_source",
+        "clock",
+        "clock: the simulator's automatic episodes; homing: the "
+        "manager brings the arm to each start pose; service: a reset service does",
+        choices=("clock", HOMING, SERVICE),
+    ),
     Param("reset_service", RESET_SERVICE, "service: the std_srvs/Trigger that resets the arm"),
     Param("train_episodes", 10, "episodes on training targets", (0, 100000)),
-    Param("eval_every", 0, "a held-out episode after every k training episodes; 0 = none",
-          (0, 100000)),
+    Param(
+        "eval_every", 0, "a held-out episode after every k training episodes; 0 = none", (0, 100000)
+    ),
     Param("final_eval_episodes", 10, "held-out episodes at the end", (0, 100000)),
-    Param("success_tolerance", 0.02, "final end-effector distance that counts as success (m)",
-          (1e-4, 1.0)),
-    Param("target_box_min", [0.2, -0.5, 0.2], "clock: workspace box for targets, min corner (m)",
-          (-10.0, 10.0)),
-    Param("target_box_max", [0.7, 0.5, 0.8], "clock: workspace box for targets, max corner (m)",
-          (-10.0, 10.0)),
-    Param("target", [], "clock: the same end-effector target (m, x y z) for every episode; "
-          "[] = sampled in the box", (-10.0, 10.0)),
-    Param("home", [], "homing, service: home pose (rad, robot joint order); [] = the pose at "
-          "start-up", (-10.0, 10.0)),
-    Param("start_radius", 0.2, "homing: start poses uniform within ± this around home (rad)",
-          (0.0, 3.2)),
-    Param("target_radius", 0.6, "homing, service: targets are end-effector points of poses "
-          "within ± this around home (rad)", (0.0, 6.3)),
-    Param("target_min_height", 0.1, "homing, service: targets at least this high above the "
-          "base (m)", (-10.0, 10.0)),
-    Param("limit_margin", 0.1, "start poses and target poses stay this far inside the joint "
-          "limits (rad)", (0.0, 3.2)),
-    Param("homing_speed", 0.3, "homing: peak joint speed, fraction of the velocity limits",
-          (0.01, 1.0)),
-    Param("homing_period", 0.01, "homing: time step of the homing controller and the period its "
-          "PD gains are stable at (s): not shorter than the robot's joint-state period",
-          (1e-4, 1.0)),
-    Param("settle_position_tolerance", 0.02, "homing: settled within this of the start pose "
-          "(rad)", (1e-4, 1.0)),
-    Param("settle_velocity_tolerance", 0.05, "homing, service: settled below this speed (rad/s)",
-          (1e-4, 10.0)),
-    Param("settle_time", 0.2, "homing, service: settled for this long (s of stamps)",
-          (0.0, 60.0)),
-    Param("homing_timeout", 20.0, "homing, service: the run fails if the arm has not settled "
-          "after this long (s of stamps)", (0.1, 3600.0)),
-    Param("homing_retries", 2, "homing: homings from where the arm is after one did not "
-          "settle, before the run fails", (0, 100)),
+    Param(
+        "success_tolerance",
+        0.02,
+        "final end-effector distance that counts as success (m)",
+        (1e-4, 1.0),
+    ),
+    Param(
+        "target_box_min",
+        [0.2, -0.5, 0.2],
+        "clock: workspace box for targets, min corner (m)",
+        (-10.0, 10.0),
+    ),
+    Param(
+        "target_box_max",
+        [0.7, 0.5, 0.8],
+        "clock: workspace box for targets, max corner (m)",
+        (-10.0, 10.0),
+    ),
+    Param(
+        "target",
+        [],
+        "clock: the same end-effector target (m, x y z) for every episode; [] = sampled in the box",
+        (-10.0, 10.0),
+    ),
+    Param(
+        "home",
+        [],
+        "homing, service: home pose (rad, robot joint order); [] = the pose at start-up",
+        (-10.0, 10.0),
+    ),
+    Param(
+        "start_radius",
+        0.2,
+        "homing: start poses uniform within ± this around home (rad)",
+        (0.0, 3.2),
+    ),
+    Param(
+        "target_radius",
+        0.6,
+        "homing, service: targets are end-effector points of poses within ± this around home (rad)",
+        (0.0, 6.3),
+    ),
+    Param(
+        "target_min_height",
+        0.1,
+        "homing, service: targets at least this high above the base (m)",
+        (-10.0, 10.0),
+    ),
+    Param(
+        "limit_margin",
+        0.1,
+        "start poses and target poses stay this far inside the joint limits (rad)",
+        (0.0, 3.2),
+    ),
+    Param(
+        "homing_speed",
+        0.3,
+        "homing: peak joint speed, fraction of the velocity limits",
+        (0.01, 1.0),
+    ),
+    Param(
+        "homing_period",
+        0.01,
+        "homing: time step of the homing controller and the period its "
+        "PD gains are stable at (s): not shorter than the robot's joint-state period",
+        (1e-4, 1.0),
+    ),
+    Param(
+        "settle_position_tolerance",
+        0.02,
+        "homing: settled within this of the start pose (rad)",
+        (1e-4, 1.0),
+    ),
+    Param(
+        "settle_velocity_tolerance",
+        0.05,
+        "homing, service: settled below this speed (rad/s)",
+        (1e-4, 10.0),
+    ),
+    Param("settle_time", 0.2, "homing, service: settled for this long (s of stamps)", (0.0, 60.0)),
+    Param(
+        "homing_timeout",
+        20.0,
+        "homing, service: the run fails if the arm has not settled after this long (s of stamps)",
+        (0.1, 3600.0),
+    ),
+    Param(
+        "homing_retries",
+        2,
+        "homing: homings from where the arm is after one did not settle, before the run fails",
+        (0, 100),
+    ),
     Param("train_seed", 1, "seed of the training targets (and start poses)", (0, 2**31 - 1)),
     Param("eval_seed", 1000, "seed of the held-out targets", (0, 2**31 - 1)),
     Param("output_dir", "", "folder for summary.md, results.json, learning_curve.png; '' = none"),
@@ -130,16 +207,23 @@ class EpisodeManagerNode(Node):
         if not self.schedule:
             raise ConfigError("no episodes to run: set 'train_episodes' or 'final_eval_episodes'")
         if len(self.schedule) > MAX_TARGETS:
-            raise ConfigError(f"{len(self.schedule)} episodes: at most {MAX_TARGETS} per run "
-                              "(every target is published at start-up)")
+            raise ConfigError(
+                f"{len(self.schedule)} episodes: at most {MAX_TARGETS} per run "
+                "(every target is published at start-up)"
+            )
         self.external = p.episode_source != "clock"
         self.targets: list[np.ndarray] = []
         self.sequencer: EpisodeSequencer | None = None
         if self.external:
             self._check_home(robot)
             self.sequencer = EpisodeSequencer(
-                len(self.schedule), p.episode_steps * self.period_ns, p.episode_source,
-                self._start_pose, self._settle_detector, p.homing_retries)
+                len(self.schedule),
+                p.episode_steps * self.period_ns,
+                p.episode_source,
+                self._start_pose,
+                self._settle_detector,
+                p.homing_retries,
+            )
         elif p.target:
             if len(p.target) != 3:
                 raise ConfigError(f"parameter 'target' = {p.target} needs 3 values (m)")
@@ -153,29 +237,55 @@ class EpisodeManagerNode(Node):
         self.exit_status = 0
         self.failure = ""
         self.last_state: JointSample | None = None
-        self.tracked_ns = -1                     # stamp of the last distance taken
+        self.tracked_ns = -1  # stamp of the last distance taken
         # without the clock: the newest state every 10 ms is enough (see nodes.runner)
         self.spin_interval = SPIN_INTERVAL if self.external else 0.0
 
         self.target_pub = self.create_publisher(PointStamped, TARGET, TARGET_QOS)
         self.event_pub = self.create_publisher(String, EVENTS, EVENT_QOS)
-        self.homing = HomingSender(self, robot, robot.joint_names, p.homing_period,
-                                   p.homing_speed, p.homing_timeout) if self.external else None
-        self.reset_client = self.create_client(Trigger, p.reset_service) \
-            if p.episode_source == SERVICE else None
+        self.homing = (
+            HomingSender(
+                self, robot, robot.joint_names, p.homing_period, p.homing_speed, p.homing_timeout
+            )
+            if self.external
+            else None
+        )
+        self.reset_client = (
+            self.create_client(Trigger, p.reset_service) if p.episode_source == SERVICE else None
+        )
         self.diag = Diagnostics(self, "episodes", self._report)
         # without the clock only the newest state matters (settling, and one distance per
         # control period): a robot's 500 Hz stream is not queued
-        self.intake = JointStateIntake(self, self.diag, robot, robot.joint_names, p,
-                                       self._on_state,
-                                       NEWEST_ONLY if self.external else STATE_QOS)
-        subscribe(self, self.diag, UInt8MultiArray, DYNAMICS_MODEL, LATCHED_QOS,
-                  self.models.append, lambda m: model_info(read_header(bytes(m.data))[1]),
-                  "model")
+        self.intake = JointStateIntake(
+            self,
+            self.diag,
+            robot,
+            robot.joint_names,
+            p,
+            self._on_state,
+            NEWEST_ONLY if self.external else STATE_QOS,
+        )
+        subscribe(
+            self,
+            self.diag,
+            UInt8MultiArray,
+            DYNAMICS_MODEL,
+            LATCHED_QOS,
+            self.models.append,
+            lambda m: model_info(read_header(bytes(m.data))[1]),
+            "model",
+        )
         # the planner's status on /diagnostics, named with its namespace (as Diagnostics does)
         self._planner_status = resolve(p.planner_name, self.get_namespace()).lstrip("/") + ":"
-        subscribe(self, self.diag, DiagnosticArray, DIAGNOSTICS, 10, self._on_diagnostics,
-                  what="diagnostics")
+        subscribe(
+            self,
+            self.diag,
+            DiagnosticArray,
+            DIAGNOSTICS,
+            10,
+            self._on_diagnostics,
+            what="diagnostics",
+        )
         if not self.external:
             # Every episode's target at once, each stamped with its episode's start: a node
             # acting on a state then never races the delivery of the next target (lockstep
@@ -185,8 +295,9 @@ class EpisodeManagerNode(Node):
         self.get_logger().info(
             f"{len(self.schedule)} episodes of {p.episode_steps * p.control_period:g} s "
             f"({sum(self.schedule)} on held-out targets), success within "
-            f"{100 * p.success_tolerance:g} cm" + (
-                f"; between episodes: {p.episode_source}" if self.external else ""))
+            f"{100 * p.success_tolerance:g} cm"
+            + (f"; between episodes: {p.episode_source}" if self.external else "")
+        )
 
     # -- set-up --------------------------------------------------------------------------------
     def _schedule(self) -> list[bool]:
@@ -204,26 +315,37 @@ class EpisodeManagerNode(Node):
             raise ConfigError("parameters 'target_box_min' and 'target_box_max' need 3 values")
         box = (np.array(p.target_box_min), np.array(p.target_box_max))
         try:
-            samplers = {False: TargetSampler(robot, box, p.train_seed),
-                        True: TargetSampler(robot, box, p.eval_seed)}
+            samplers = {
+                False: TargetSampler(robot, box, p.train_seed),
+                True: TargetSampler(robot, box, p.eval_seed),
+            }
         except ValueError as exc:
             raise ConfigError(f"target box: {exc}") from None
         self.targets = [samplers[held_out].sample() for held_out in self.schedule]
 
     def _check_home(self, robot) -> None:
         home = self.p.home
-        if home and (len(home) != robot.n_joints or not np.all(
-                (np.array(home) >= robot.limits.lower) & (np.array(home) <= robot.limits.upper))):
-            raise ConfigError(f"parameter 'home' = {home} must be {robot.n_joints} positions "
-                              f"within the joint limits of {robot.name}")
+        if home and (
+            len(home) != robot.n_joints
+            or not np.all(
+                (np.array(home) >= robot.limits.lower) & (np.array(home) <= robot.limits.upper)
+            )
+        ):
+            raise ConfigError(
+                f"parameter 'home' = {home} must be {robot.n_joints} positions "
+                f"within the joint limits of {robot.name}"
+            )
 
     def _sample_region_targets(self, home: np.ndarray) -> None:
         """Targets around ``home`` (training and held-out from their own seeds)."""
         p = self.p
         try:
-            samplers = {held_out: TargetSampler.around(
-                self.robot, home, p.target_radius, p.target_min_height, p.limit_margin, seed)
-                for held_out, seed in ((False, p.train_seed), (True, p.eval_seed))}
+            samplers = {
+                held_out: TargetSampler.around(
+                    self.robot, home, p.target_radius, p.target_min_height, p.limit_margin, seed
+                )
+                for held_out, seed in ((False, p.train_seed), (True, p.eval_seed))
+            }
             self.targets = [samplers[held_out].sample() for held_out in self.schedule]
         except ValueError as exc:
             raise ConfigError(f"targets around the home pose: {exc}") from None
@@ -233,10 +355,12 @@ class EpisodeManagerNode(Node):
         the start poses."""
         home = np.array(self.p.home, float) if self.p.home else np.array(q, float)
         self._sample_region_targets(home)
-        self.start_poses = StartPoseSampler(self.robot, home, self.p.start_radius,
-                                            self.p.limit_margin, self.p.train_seed)
-        self.get_logger().info(f"home pose {np.round(home, 3).tolist()} rad; "
-                               f"{len(self.targets)} targets around it")
+        self.start_poses = StartPoseSampler(
+            self.robot, home, self.p.start_radius, self.p.limit_margin, self.p.train_seed
+        )
+        self.get_logger().info(
+            f"home pose {np.round(home, 3).tolist()} rad; {len(self.targets)} targets around it"
+        )
 
     def _start_pose(self, e: int, q: np.ndarray) -> np.ndarray:
         """Episode e's start pose: home ± start_radius within the limits minus the margin."""
@@ -244,8 +368,14 @@ class EpisodeManagerNode(Node):
 
     def _settle_detector(self, goal: np.ndarray) -> SettleDetector:
         p = self.p
-        return SettleDetector(goal, p.settle_position_tolerance, p.settle_velocity_tolerance,
-                              p.settle_time, p.homing_timeout, self.joint_names)
+        return SettleDetector(
+            goal,
+            p.settle_position_tolerance,
+            p.settle_velocity_tolerance,
+            p.settle_time,
+            p.homing_timeout,
+            self.joint_names,
+        )
 
     # -- output --------------------------------------------------------------------------------
     def _publish_target(self, e: int, stamp_ns: int) -> None:
@@ -256,9 +386,20 @@ class EpisodeManagerNode(Node):
         self.target_pub.publish(msg)
 
     def _event(self, kind: str, e: int, stamp_ns: int) -> None:
-        self.event_pub.publish(String(data=json.dumps({
-            "event": kind, "episode": e, "stamp_ns": stamp_ns, "held_out": self.schedule[e],
-            "target": [float(v) for v in self.targets[e]], "source": self.get_name()})))
+        self.event_pub.publish(
+            String(
+                data=json.dumps(
+                    {
+                        "event": kind,
+                        "episode": e,
+                        "stamp_ns": stamp_ns,
+                        "held_out": self.schedule[e],
+                        "target": [float(v) for v in self.targets[e]],
+                        "source": self.get_name(),
+                    }
+                )
+            )
+        )
 
     # -- episodes ------------------------------------------------------------------------------
     def _on_state(self, s: JointSample) -> None:
@@ -272,8 +413,9 @@ class EpisodeManagerNode(Node):
                 if step.kind == "end":
                     self._track(episode, s)  # the final distance: at the episode's end
                 self._do(step, s)
-            if seq.running and (not self.distances.get(episode) or
-                                           s.stamp_ns >= self.tracked_ns + self.period_ns):
+            if seq.running and (
+                not self.distances.get(episode) or s.stamp_ns >= self.tracked_ns + self.period_ns
+            ):
                 self._track(episode, s)  # one distance per control period
                 self.tracked_ns = s.stamp_ns
             return
@@ -307,8 +449,7 @@ class EpisodeManagerNode(Node):
             if step.message:
                 self.diag.warn("homing_retries", f"episode {e}: homing {step.message}")
             else:
-                self.get_logger().info(f"episode {e}: homing to "
-                                       f"{np.round(step.goal, 3).tolist()}")
+                self.get_logger().info(f"episode {e}: homing to {np.round(step.goal, 3).tolist()}")
         elif step.kind == "reset":
             self._call_reset()
         elif step.kind == "start":
@@ -344,8 +485,7 @@ class EpisodeManagerNode(Node):
             self._do(step, self.last_state)
 
     def _fail_reset(self, message: str) -> None:
-        self._do(Step("failed", self._sequencer().episode, 0, message=message),
-                 self.last_state)
+        self._do(Step("failed", self._sequencer().episode, 0, message=message), self.last_state)
 
     def _model_of(self, start_ns: int) -> dict:
         """Info of the model the planner used in an episode that started at ``start_ns``: the
@@ -357,12 +497,21 @@ class EpisodeManagerNode(Node):
     def _finish_episode(self, e: int, start_ns: int) -> None:
         m = self._model_of(start_ns)  # the fitter's artifact info
         error = m.get("val_rmse_1step")
-        info = {"data_size": m.get("transitions", 0), "model_version": m.get("version", -1),
-                "val_error": float("nan") if error is None else float(error),
-                "plan_rate_hz": self.plan_rate}
-        result = score(e, self.schedule[e], self.targets[e], np.array(self.distances.pop(e)),
-                       self.p.success_tolerance,
-                       (e + 1) * self.p.episode_steps * self.p.control_period, **info)
+        info = {
+            "data_size": m.get("transitions", 0),
+            "model_version": m.get("version", -1),
+            "val_error": float("nan") if error is None else float(error),
+            "plan_rate_hz": self.plan_rate,
+        }
+        result = score(
+            e,
+            self.schedule[e],
+            self.targets[e],
+            np.array(self.distances.pop(e)),
+            self.p.success_tolerance,
+            (e + 1) * self.p.episode_steps * self.p.control_period,
+            **info,
+        )
         self.summary.results.append(result)
         self.get_logger().info(progress_line(result, self.p.success_tolerance))
         if len(self.summary.results) == len(self.schedule):
@@ -377,10 +526,12 @@ class EpisodeManagerNode(Node):
             out.mkdir(parents=True, exist_ok=True)
             (out / "summary.md").write_text(table + "\n")
             (out / "results.json").write_text(json.dumps(self.summary.records(), indent=1))
-            png = self.summary.plot(out / "learning_curve.png", self.p.success_tolerance,
-                                    f"reaching on {self.p.robot}")
-            print(f"[episode_manager] wrote {out / 'summary.md'}, results.json and {png}",
-                  flush=True)
+            png = self.summary.plot(
+                out / "learning_curve.png", self.p.success_tolerance, f"reaching on {self.p.robot}"
+            )
+            print(
+                f"[episode_manager] wrote {out / 'summary.md'}, results.json and {png}", flush=True
+            )
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -397,8 +548,11 @@ class EpisodeManagerNode(Node):
         phase = self.sequencer.phase if self.sequencer else "clock"
         if self.failure:
             return ERROR, self.failure, {"episodes_done": done, "phase": phase}
-        return OK, f"{done}/{len(self.schedule)} episodes ({phase})", {
-            "episodes_done": done, "episodes": len(self.schedule), "phase": phase}
+        return (
+            OK,
+            f"{done}/{len(self.schedule)} episodes ({phase})",
+            {"episodes_done": done, "episodes": len(self.schedule), "phase": phase},
+        )
 
 
 def main(args=None) -> int:

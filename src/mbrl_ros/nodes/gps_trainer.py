@@ -61,36 +61,45 @@ published from it and the next iteration samples the previous controller again (
 condition; ``mdgps``: the conditions before the failing one keep their update, the policy is
 not trained that iteration).
 """
+
 from __future__ import annotations
 
 import sys
 import time
 from collections import deque
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 from rclpy.duration import Duration
+from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_ros.artifacts import write_file
-from mbrl_ros.msgconv import seconds_to_ns
-from mbrl_ros.data.topics import (COMMANDS, CONTROLLER, EVENTS, POLICY, RESET_SERVICE, STATES,
-                                  EpisodeEvent, episode_event_json, read_episode_event)
+from mbrl_ros.data.topics import (
+    COMMANDS,
+    CONTROLLER,
+    EVENTS,
+    POLICY,
+    RESET_SERVICE,
+    STATES,
+    EpisodeEvent,
+    episode_event_json,
+    read_episode_event,
+)
 from mbrl_ros.episodes import TargetSampler
 from mbrl_ros.gravity import GravityModel
 from mbrl_ros.homing import SettleDetector
-from mbrl_ros.msgconv import JointSample, read_command
+from mbrl_ros.msgconv import JointSample, read_command, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
+from mbrl_ros.nodes.episode_manager import PARAMS as EPISODE_PARAMS
 from mbrl_ros.nodes.homing_sender import HomingSender
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
-from mbrl_ros.nodes.episode_manager import PARAMS as EPISODE_PARAMS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.plausibility import ControllerBounds
@@ -99,9 +108,16 @@ from mbrl_ros.robot import RobotDescriptionError, load_robot
 from mbrl_ros.robot_episodes import HOMING, EpisodeSequencer, Step
 from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
 from mbrl_ros.tasks.reach import ReachCost
-from mbrl_ros.trajopt.gps import (GPS, GPSConfig, IterationRecord, format_curve,
-                                  initial_controller, initial_controllers, learning_curve,
-                                  plot_curves)
+from mbrl_ros.trajopt.gps import (
+    GPS,
+    GPSConfig,
+    IterationRecord,
+    format_curve,
+    initial_controller,
+    initial_controllers,
+    learning_curve,
+    plot_curves,
+)
 from mbrl_ros.trajopt.kl_update import KLSettings, KLUpdateError
 from mbrl_ros.trajopt.local_dynamics import FitError
 from mbrl_ros.trajopt.mdgps import MDGPS, SStepConfig
@@ -112,81 +128,165 @@ LQR, MDGPS_ALGORITHM = "lqr", "mdgps"
 POLICY_FILE = "policy.safetensors"
 RECENT_COMMANDS = 1000  # homing: commands kept for the next sample's start (the one in force)
 # homing: the episode manager's homing and settling parameters, the same names and meaning
-HOMING_PARAMS = [p for p in EPISODE_PARAMS if p.name in (
-    "homing_speed", "homing_period", "settle_position_tolerance", "settle_velocity_tolerance",
-    "settle_time", "homing_timeout", "homing_retries", "target_radius", "target_min_height",
-    "limit_margin")]
+HOMING_PARAMS = [
+    p
+    for p in EPISODE_PARAMS
+    if p.name
+    in (
+        "homing_speed",
+        "homing_period",
+        "settle_position_tolerance",
+        "settle_velocity_tolerance",
+        "settle_time",
+        "homing_timeout",
+        "homing_retries",
+        "target_radius",
+        "target_min_height",
+        "limit_margin",
+    )
+]
 
-PARAMS = [
-    Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2) or a URDF path"),
-    Param("episode_source", RESET, "reset: the lockstep simulator's reset service and events; "
-          "homing: the trainer homes the arm to the condition's pose before each sample",
-          choices=(RESET, HOMING)),
-    Param("initial_position", [], "the conditions' start poses (rad, robot joint order): n "
-          "angles per condition, one condition after the other (K·n values for K conditions; "
-          "K > 1 needs episode_source homing); reset: the simulator's reset pose; [] = one "
-          "condition, reset: zero or mid-range, homing: the pose at the first joint state"),
-    Param("target", [0.4, 0.0, 0.6], "end-effector target in the base frame (m): x, y, z for "
-          "every condition, or 3 values per condition (3·K); [] = one sampled around each "
-          "condition's pose (target_radius, target_min_height, seed + condition)"),
-    Param("algorithm", LQR, "lqr: a linear-Gaussian controller per condition (local models + "
-          "KL-constrained LQR); mdgps: also one network policy trained from all conditions' "
-          "samples (mirror-descent GPS), published on /mbrl/policy and written to output_dir",
-          choices=(LQR, MDGPS_ALGORITHM)),
-    Param("policy_hidden", [64, 64], "mdgps: units per hidden layer of the policy network"),
-    Param("policy_train_steps", 1000, "mdgps: Adam steps of the policy per iteration",
-          (1, 10**7)),
-    Param("policy_batch", 256, "mdgps: (state, action) pairs per Adam step", (1, 10**7)),
-    Param("policy_lr", 1e-3, "mdgps: Adam learning rate of the policy", (1e-9, 10.0)),
-    Param("torch_threads", 1, "CPU threads of the updates and the policy training", (1, 256)),
-    Param("lockstep", False, "homing on the lockstep simulator: the homing controller is "
-          "released only up to the earliest state at which the arm could have settled, so the "
-          "executor answers each sample's first state with the sample's controller (exactly "
-          "reproducible runs)"),
-    Param("robot_compensates_gravity", True, "homing: the robot cancels its own weight; false: "
-          "the executor adds the URDF's g(q) to every command and the trainer takes it off"),
-    Param("max_gap", 0.01, "homing: the longest time between two joint states that a sample "
-          "bridges by interpolation (s); a longer gap drops the sample", (1e-4, 1.0)),
-    Param("command_timeout", 0.1, "homing: the robot's stale-command rule (s): an interval in "
-          "which the command in force is older drops the sample; 0 = none", (0.0, 60.0)),
-    Param("horizon", 100, "controller steps T per sample", (2, 100_000)),
-    Param("samples", 5, "samples per iteration", (2, 10_000)),
-    Param("iterations", 10, "GPS iterations", (1, 100_000)),
-    Param("control_period", 0.01, "the arm's control period (s): the controller's step",
-          (1e-4, 1.0)),
-    Param("kl_step", 0.3, "trust region per time step (nats); ε = kl_step · step_mult · T",
-          (1e-6, 1e6)),
-    Param("min_step_mult", 0.01, "smallest step multiplier of ε", (1e-6, 1.0)),
-    Param("max_step_mult", 3.0, "largest step multiplier of ε", (1.0, 1e6)),
-    Param("eta_max", 1e16, "upper bound of the dual variable η", (1e-3, 1e30)),
-    Param("prior", "gmm", "local dynamics: Bayesian with a GMM prior, or ridge regression",
-          choices=("gmm", "none")),
-    Param("prior_strength", 1.0, "scale of the prior's pseudo-counts", (0.0, 1e6)),
-    Param("prior_samples", 20, "recent samples the GMM prior is fit on", (1, 100_000)),
-    Param("prior_clusters", 20, "largest number of GMM clusters", (2, 1000)),
-    Param("regularization", 1e-6, "ridge on the (x, u) covariance of the regression",
-          (0.0, 1e6)),
-    Param("init_kp", 0.2, "initial PD hold stiffness (fraction of effort limit per rad)",
-          (0.0, 100.0)),
-    Param("init_kd", 0.02, "initial PD hold damping (fraction of effort limit per rad/s)",
-          (0.0, 100.0)),
-    Param("init_std", 0.05, "initial exploration std (fraction of effort limit)", (1e-6, 10.0)),
-    Param("w_l2", 100.0, "cost weight of ½ d² (d: end-effector distance, m)", (0.0, 1e9)),
-    Param("w_log", 1.0, "cost weight of log(d² + alpha)", (0.0, 1e9)),
-    Param("alpha", 1e-5, "alpha of the log term (m²)", (1e-12, 1e3)),
-    Param("terminal_weight", 10.0, "weight of the last step's distance terms", (0.0, 1e9)),
-    Param("w_velocity", 0.5, "cost weight of ‖q̇_T‖² at the last step (arrive at rest)",
-          (0.0, 1e9)),
-    Param("w_action", 1e-3, "cost weight of Σ (u / effort limit)² per step", (0.0, 1e9)),
-    Param("w_limit", 1.0, "cost weight of the joint-limit margin penalty", (0.0, 1e9)),
-    Param("reset_service", RESET_SERVICE, "std_srvs/Trigger service that resets the arm"),
-    Param("reset_timeout", 5.0, "wall time to wait for a reset's announcement before asking "
-                                "again (s)", (0.1, 3600.0)),
-    Param("output_dir", "", "folder for summary.txt, learning_curve.png (and mdgps: "
-                            "policy.safetensors); '' = gps_<UTC date and time>"),
-    Param("seed", 0, "seed of the GMM fits", (0, 2**31 - 1)),
-    Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)),
-] + HOMING_PARAMS + STATE_GATE_PARAMS
+PARAMS = (
+    [
+        Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2) or a URDF path"),
+        Param(
+            "episode_source",
+            RESET,
+            "reset: the lockstep simulator's reset service and events; "
+            "homing: the trainer homes the arm to the condition's pose before each sample",
+            choices=(RESET, HOMING),
+        ),
+        Param(
+            "initial_position",
+            [],
+            "the conditions' start poses (rad, robot joint order): n "
+            "angles per condition, one condition after the other (K·n values for K conditions; "
+            "K > 1 needs episode_source homing); reset: the simulator's reset pose; [] = one "
+            "condition, reset: zero or mid-range, homing: the pose at the first joint state",
+        ),
+        Param(
+            "target",
+            [0.4, 0.0, 0.6],
+            "end-effector target in the base frame (m): x, y, z for "
+            "every condition, or 3 values per condition (3·K); [] = one sampled around each "
+            "condition's pose (target_radius, target_min_height, seed + condition)",
+        ),
+        Param(
+            "algorithm",
+            LQR,
+            "lqr: a linear-Gaussian controller per condition (local models + "
+            "KL-constrained LQR); mdgps: also one network policy trained from all conditions' "
+            "samples (mirror-descent GPS), published on /mbrl/policy and written to output_dir",
+            choices=(LQR, MDGPS_ALGORITHM),
+        ),
+        Param("policy_hidden", [64, 64], "mdgps: units per hidden layer of the policy network"),
+        Param(
+            "policy_train_steps", 1000, "mdgps: Adam steps of the policy per iteration", (1, 10**7)
+        ),
+        Param("policy_batch", 256, "mdgps: (state, action) pairs per Adam step", (1, 10**7)),
+        Param("policy_lr", 1e-3, "mdgps: Adam learning rate of the policy", (1e-9, 10.0)),
+        Param("torch_threads", 1, "CPU threads of the updates and the policy training", (1, 256)),
+        Param(
+            "lockstep",
+            False,
+            "homing on the lockstep simulator: the homing controller is "
+            "released only up to the earliest state at which the arm could have settled, so the "
+            "executor answers each sample's first state with the sample's controller (exactly "
+            "reproducible runs)",
+        ),
+        Param(
+            "robot_compensates_gravity",
+            True,
+            "homing: the robot cancels its own weight; false: "
+            "the executor adds the URDF's g(q) to every command and the trainer takes it off",
+        ),
+        Param(
+            "max_gap",
+            0.01,
+            "homing: the longest time between two joint states that a sample "
+            "bridges by interpolation (s); a longer gap drops the sample",
+            (1e-4, 1.0),
+        ),
+        Param(
+            "command_timeout",
+            0.1,
+            "homing: the robot's stale-command rule (s): an interval in "
+            "which the command in force is older drops the sample; 0 = none",
+            (0.0, 60.0),
+        ),
+        Param("horizon", 100, "controller steps T per sample", (2, 100_000)),
+        Param("samples", 5, "samples per iteration", (2, 10_000)),
+        Param("iterations", 10, "GPS iterations", (1, 100_000)),
+        Param(
+            "control_period",
+            0.01,
+            "the arm's control period (s): the controller's step",
+            (1e-4, 1.0),
+        ),
+        Param(
+            "kl_step",
+            0.3,
+            "trust region per time step (nats); ε = kl_step · step_mult · T",
+            (1e-6, 1e6),
+        ),
+        Param("min_step_mult", 0.01, "smallest step multiplier of ε", (1e-6, 1.0)),
+        Param("max_step_mult", 3.0, "largest step multiplier of ε", (1.0, 1e6)),
+        Param("eta_max", 1e16, "upper bound of the dual variable η", (1e-3, 1e30)),
+        Param(
+            "prior",
+            "gmm",
+            "local dynamics: Bayesian with a GMM prior, or ridge regression",
+            choices=("gmm", "none"),
+        ),
+        Param("prior_strength", 1.0, "scale of the prior's pseudo-counts", (0.0, 1e6)),
+        Param("prior_samples", 20, "recent samples the GMM prior is fit on", (1, 100_000)),
+        Param("prior_clusters", 20, "largest number of GMM clusters", (2, 1000)),
+        Param(
+            "regularization", 1e-6, "ridge on the (x, u) covariance of the regression", (0.0, 1e6)
+        ),
+        Param(
+            "init_kp",
+            0.2,
+            "initial PD hold stiffness (fraction of effort limit per rad)",
+            (0.0, 100.0),
+        ),
+        Param(
+            "init_kd",
+            0.02,
+            "initial PD hold damping (fraction of effort limit per rad/s)",
+            (0.0, 100.0),
+        ),
+        Param("init_std", 0.05, "initial exploration std (fraction of effort limit)", (1e-6, 10.0)),
+        Param("w_l2", 100.0, "cost weight of ½ d² (d: end-effector distance, m)", (0.0, 1e9)),
+        Param("w_log", 1.0, "cost weight of log(d² + alpha)", (0.0, 1e9)),
+        Param("alpha", 1e-5, "alpha of the log term (m²)", (1e-12, 1e3)),
+        Param("terminal_weight", 10.0, "weight of the last step's distance terms", (0.0, 1e9)),
+        Param(
+            "w_velocity", 0.5, "cost weight of ‖q̇_T‖² at the last step (arrive at rest)", (0.0, 1e9)
+        ),
+        Param("w_action", 1e-3, "cost weight of Σ (u / effort limit)² per step", (0.0, 1e9)),
+        Param("w_limit", 1.0, "cost weight of the joint-limit margin penalty", (0.0, 1e9)),
+        Param("reset_service", RESET_SERVICE, "std_srvs/Trigger service that resets the arm"),
+        Param(
+            "reset_timeout",
+            5.0,
+            "wall time to wait for a reset's announcement before asking again (s)",
+            (0.1, 3600.0),
+        ),
+        Param(
+            "output_dir",
+            "",
+            "folder for summary.txt, learning_curve.png (and mdgps: "
+            "policy.safetensors); '' = gps_<UTC date and time>",
+        ),
+        Param("seed", 0, "seed of the GMM fits", (0, 2**31 - 1)),
+        Param(
+            "diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)
+        ),
+    ]
+    + HOMING_PARAMS
+    + STATE_GATE_PARAMS
+)
 
 
 class GPSTrainerNode(Node):
@@ -203,18 +303,25 @@ class GPSTrainerNode(Node):
         self.starts = condition_poses(p.initial_position, self.n, self.homing_mode)
         self.K = max(len(self.starts), 1)  # [] in homing: one condition, at the first state
         if p.target and len(p.target) not in (3, 3 * self.K):
-            raise ConfigError(f"parameter 'target' = {p.target} must be 3 numbers (m), 3 per "
-                              f"condition ({3 * self.K} for {self.K}) or []")
+            raise ConfigError(
+                f"parameter 'target' = {p.target} must be 3 numbers (m), 3 per "
+                f"condition ({3 * self.K} for {self.K}) or []"
+            )
         self.hidden = policy_hidden(p.policy_hidden)
         self.T, self.dt_ns = p.horizon, seconds_to_ns(p.control_period)
         try:
-            self.config = GPSConfig(kl_step=p.kl_step, min_step_mult=p.min_step_mult,
-                                    max_step_mult=p.max_step_mult, prior=p.prior,
-                                    prior_samples=p.prior_samples,
-                                    prior_clusters=p.prior_clusters,
-                                    prior_strength=p.prior_strength,
-                                    regularization=p.regularization,
-                                    kl=KLSettings(eta_max=p.eta_max), seed=p.seed)
+            self.config = GPSConfig(
+                kl_step=p.kl_step,
+                min_step_mult=p.min_step_mult,
+                max_step_mult=p.max_step_mult,
+                prior=p.prior,
+                prior_samples=p.prior_samples,
+                prior_clusters=p.prior_clusters,
+                prior_strength=p.prior_strength,
+                regularization=p.regularization,
+                kl=KLSettings(eta_max=p.eta_max),
+                seed=p.seed,
+            )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.gravity = None
@@ -226,22 +333,22 @@ class GPSTrainerNode(Node):
         # per condition: start pose (n,) rad, target (3,) m, cost, learner
         self.q0s, self.goals, self.costs, self.learners = [], [], [], []
         self.mdgps: MDGPS | None = None
-        self.condition = 0          # the condition being sampled
+        self.condition = 0  # the condition being sampled
         self.iteration = 0
         if self.starts or not self.homing_mode:  # homing without one: at the first state
             self._set_conditions(self.starts or [home_position(robot)])
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
         self.output_dir = Path(p.output_dir or f"gps_{stamp}")
         self.records: list[IterationRecord] = []
         self.policy_log: list[tuple[int, float, float]] = []  # (iteration, S-step loss, std)
         self.batches = [[] for _ in range(self.K)]  # per condition: the iteration's (X, U)
-        self.phase = "waiting"      # waiting → resetting | homing → sampling → … → done
+        self.phase = "waiting"  # waiting → resetting | homing → sampling → … → done
         self.start_ns = None
-        self.reset_stamp = None     # the announced stamp of the reset state being waited for
-        self.reset_sent = 0.0       # wall (monotonic) time of the last reset request
-        self.latest = None          # (stamp_ns, x) of the newest joint state
+        self.reset_stamp = None  # the announced stamp of the reset state being waited for
+        self.reset_sent = 0.0  # wall (monotonic) time of the last reset request
+        self.latest = None  # (stamp_ns, x) of the newest joint state
         self.latest_sample: JointSample | None = None  # and as received
-        self.last_progress = 0.0    # wall (monotonic) time the current sample last advanced
+        self.last_progress = 0.0  # wall (monotonic) time the current sample last advanced
         self.X = self.U = None
         self.failure = ""
         self.exit_status = 0
@@ -254,30 +361,52 @@ class GPSTrainerNode(Node):
 
         self.ctrl_pub = self.create_publisher(UInt8MultiArray, CONTROLLER, LATCHED_QOS)
         self.diag = Diagnostics(self, "gps trainer", self._report, p.diagnostics_period)
-        self.intake = JointStateIntake(self, self.diag, robot, self.names, p, self._on_state,
-                                       STATE_QOS)
+        self.intake = JointStateIntake(
+            self, self.diag, robot, self.names, p, self._on_state, STATE_QOS
+        )
         self.command_sub = subscribe(
-            self, self.diag, Float64MultiArray, COMMANDS, COMMAND_QOS,
-            self._on_command, lambda m: (read_command(m, self.n), m), "command")
+            self,
+            self.diag,
+            Float64MultiArray,
+            COMMANDS,
+            COMMAND_QOS,
+            self._on_command,
+            lambda m: (read_command(m, self.n), m),
+            "command",
+        )
         if self.homing_mode:
-            self.homing = HomingSender(self, robot, self.names, p.homing_period,
-                                       p.homing_speed, p.homing_timeout)
+            self.homing = HomingSender(
+                self, robot, self.names, p.homing_period, p.homing_speed, p.homing_timeout
+            )
             self.event_pub = self.create_publisher(String, EVENTS, EVENT_QOS)
         else:
-            subscribe(self, self.diag, String, EVENTS, EVENT_QOS,
-                      self._on_event, read_episode_event, "event")
+            subscribe(
+                self,
+                self.diag,
+                String,
+                EVENTS,
+                EVENT_QOS,
+                self._on_event,
+                read_episode_event,
+                "event",
+            )
             self.reset_client = self.create_client(Trigger, p.reset_service)
         self.reset_future = None
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(0.05, self._tick, clock=wall)
-        where = (f"from {np.round(self.q0s[0], 3).tolist()} rad" if self.K == 1 and self.q0s
-                 else f"from {self.K} start poses" if self.q0s
-                 else "from the pose at the first joint state")
+        where = (
+            f"from {np.round(self.q0s[0], 3).tolist()} rad"
+            if self.K == 1 and self.q0s
+            else f"from {self.K} start poses"
+            if self.q0s
+            else "from the pose at the first joint state"
+        )
         self.get_logger().info(
             f"{robot.name}: reach {where}; {p.iterations} iterations × {self.K} condition"
             f"{'s' if self.K > 1 else ''} × {p.samples} samples of T = {self.T} steps; prior "
             f"{p.prior}; algorithm {p.algorithm}; samples start by {p.episode_source}; "
-            f"output {self.output_dir}")
+            f"output {self.output_dir}"
+        )
 
     @property
     def q0(self) -> np.ndarray | None:
@@ -291,49 +420,84 @@ class GPSTrainerNode(Node):
         lim = robot.limits
         for q0 in poses:
             if np.any(q0 < lim.lower) or np.any(q0 > lim.upper):
-                raise ConfigError(f"parameter 'initial_position' = {p.initial_position}: pose "
-                                  f"{np.round(q0, 3).tolist()} rad is outside the joint limits")
+                raise ConfigError(
+                    f"parameter 'initial_position' = {p.initial_position}: pose "
+                    f"{np.round(q0, 3).tolist()} rad is outside the joint limits"
+                )
         effort = robot.limits.effort
         for m, q0 in enumerate(poses):
             try:
-                target = (np.asarray(p.target[3 * m:3 * m + 3] if len(p.target) > 3
-                                     else p.target, float) if p.target
-                          else TargetSampler.around(robot, q0, p.target_radius,
-                                                    p.target_min_height, p.limit_margin,
-                                                    p.seed + m).sample())
-                cost = ReachCost(robot, target, w_l2=p.w_l2, w_log=p.w_log, alpha=p.alpha,
-                                 terminal_weight=p.terminal_weight, w_velocity=p.w_velocity,
-                                 w_action=p.w_action, w_limit=p.w_limit)
+                target = (
+                    np.asarray(
+                        p.target[3 * m : 3 * m + 3] if len(p.target) > 3 else p.target, float
+                    )
+                    if p.target
+                    else TargetSampler.around(
+                        robot, q0, p.target_radius, p.target_min_height, p.limit_margin, p.seed + m
+                    ).sample()
+                )
+                cost = ReachCost(
+                    robot,
+                    target,
+                    w_l2=p.w_l2,
+                    w_log=p.w_log,
+                    alpha=p.alpha,
+                    terminal_weight=p.terminal_weight,
+                    w_velocity=p.w_velocity,
+                    w_action=p.w_action,
+                    w_limit=p.w_limit,
+                )
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
             if self.homing_mode:  # the robot or the executor cancels the weight: no feedforward
-                ctrl = initial_controller(q0, np.zeros(self.n), self.T, self.dt_ns,
-                                          p.init_kp * effort, p.init_kd * effort,
-                                          p.init_std * effort, self.names)
+                ctrl = initial_controller(
+                    q0,
+                    np.zeros(self.n),
+                    self.T,
+                    self.dt_ns,
+                    p.init_kp * effort,
+                    p.init_kd * effort,
+                    p.init_std * effort,
+                    self.names,
+                )
             else:  # the known model (MuJoCo) gives the initial controller's gravity compensation
-                known = ArmSimulator(robot, SimConfig(control_period=p.control_period,
-                                                      physics_timestep=p.control_period,
-                                                      scene=None))
-                ctrl = initial_controllers(known, [q0], self.T, p.init_kp, p.init_kd,
-                                           p.init_std)[0]
+                known = ArmSimulator(
+                    robot,
+                    SimConfig(
+                        control_period=p.control_period,
+                        physics_timestep=p.control_period,
+                        scene=None,
+                    ),
+                )
+                ctrl = initial_controllers(known, [q0], self.T, p.init_kp, p.init_kd, p.init_std)[0]
             config = replace(self.config, seed=self.config.seed + m)
             self.q0s.append(q0)
             self.goals.append(np.asarray(target, float))
             self.costs.append(cost)
-            self.learners.append(GPS(cost, [ctrl], config, self._final_distance(cost),
-                                     self._check_controller))
+            self.learners.append(
+                GPS(cost, [ctrl], config, self._final_distance(cost), self._check_controller)
+            )
             if not p.target:
-                self.get_logger().info(f"condition {m}: target {np.round(target, 3).tolist()} "
-                                       f"m (sampled around {np.round(q0, 3).tolist()} rad)")
+                self.get_logger().info(
+                    f"condition {m}: target {np.round(target, 3).tolist()} "
+                    f"m (sampled around {np.round(q0, 3).tolist()} rad)"
+                )
         if p.algorithm == MDGPS_ALGORITHM:
             try:
-                policy = GoalPolicy(PolicySignature.for_joints(robot.name, self.names,
-                                                               p.control_period),
-                                    effort, self.hidden, seed=p.seed)
+                policy = GoalPolicy(
+                    PolicySignature.for_joints(robot.name, self.names, p.control_period),
+                    effort,
+                    self.hidden,
+                    seed=p.seed,
+                )
             except PolicyError as exc:
                 raise ConfigError(f"parameter 'policy_hidden': {exc}") from None
-            self.mdgps = MDGPS(self.learners, np.stack(self.goals), policy, SStepConfig(
-                p.policy_train_steps, p.policy_batch, p.policy_lr, p.seed))
+            self.mdgps = MDGPS(
+                self.learners,
+                np.stack(self.goals),
+                policy,
+                SStepConfig(p.policy_train_steps, p.policy_batch, p.policy_lr, p.seed),
+            )
 
     def _check_controller(self, ctrl) -> None:
         """ValueError (MessageError) for a controller the executor's default bounds refuse."""
@@ -342,9 +506,11 @@ class GPSTrainerNode(Node):
     @staticmethod
     def _final_distance(cost: ReachCost):
         """The metric of a condition's samples: final end-effector distance (M,) m."""
+
         def final_distance(X) -> np.ndarray:
             with torch.no_grad():
                 return cost.distance2(torch.as_tensor(X))[..., -1].sqrt().numpy()
+
         return final_distance
 
     # -- episode driving -------------------------------------------------------------------------
@@ -355,33 +521,47 @@ class GPSTrainerNode(Node):
         if self.reset_future is not None and self.reset_future.done():
             result, self.reset_future = self.reset_future.result(), None
             if result is None or not result.success:
-                self._stop(f"reset via {self.p.reset_service} failed: "
-                           f"{getattr(result, 'message', 'no response')}")
+                self._stop(
+                    f"reset via {self.p.reset_service} failed: "
+                    f"{getattr(result, 'message', 'no response')}"
+                )
             return
         if self.phase == "waiting" and self._graph_ready():
             self._reset()
-        elif self.phase == "resetting" and self.reset_stamp is None \
-                and time.monotonic() - self.reset_sent > self.p.reset_timeout:
-            self.diag.warn("reset_retries", f"no reset announced within "
-                                            f"{self.p.reset_timeout:g} s: asking again")
+        elif (
+            self.phase == "resetting"
+            and self.reset_stamp is None
+            and time.monotonic() - self.reset_sent > self.p.reset_timeout
+        ):
+            self.diag.warn(
+                "reset_retries",
+                f"no reset announced within {self.p.reset_timeout:g} s: asking again",
+            )
             self._reset()
-        elif self.phase == "sampling" \
-                and time.monotonic() - self.last_progress > self.p.reset_timeout:
+        elif (
+            self.phase == "sampling"
+            and time.monotonic() - self.last_progress > self.p.reset_timeout
+        ):
             missing_x = np.flatnonzero(np.isnan(self.X[:, 0])).tolist()
             missing_u = np.flatnonzero(np.isnan(self.U[:, 0])).tolist()
-            self.diag.warn("sample_restarts", f"sample stalled for {self.p.reset_timeout:g} s "
-                                              f"without states {missing_x[:5]} / commands "
-                                              f"{missing_u[:5]}: starting it again")
+            self.diag.warn(
+                "sample_restarts",
+                f"sample stalled for {self.p.reset_timeout:g} s "
+                f"without states {missing_x[:5]} / commands "
+                f"{missing_u[:5]}: starting it again",
+            )
             self._reset()
 
     def _graph_ready(self) -> bool:
         """The sim's reset service and state publisher and the executor (command publisher,
         controller subscriber) are matched: a reset state cannot go unanswered."""
-        return (self.reset_client.service_is_ready()
-                and self.count_publishers(STATES) > 0
-                and self.count_publishers(EVENTS) > 0
-                and self.count_publishers(COMMANDS) > 0
-                and self.count_subscribers(CONTROLLER) > 0)
+        return (
+            self.reset_client.service_is_ready()
+            and self.count_publishers(STATES) > 0
+            and self.count_publishers(EVENTS) > 0
+            and self.count_publishers(COMMANDS) > 0
+            and self.count_subscribers(CONTROLLER) > 0
+        )
 
     def _reset(self) -> None:
         self.phase, self.reset_stamp = "resetting", None
@@ -409,8 +589,7 @@ class GPSTrainerNode(Node):
                 self.last_progress = time.monotonic()
                 self._maybe_complete()
 
-    def _on_command(self, command: tuple[tuple[np.ndarray, int | None], Float64MultiArray]
-                    ) -> None:
+    def _on_command(self, command: tuple[tuple[np.ndarray, int | None], Float64MultiArray]) -> None:
         (torque, tag), msg = command
         if self.homing_mode:
             self._on_homing_command(tag, msg)
@@ -428,15 +607,21 @@ class GPSTrainerNode(Node):
     def _index(self, stamp_ns: int) -> int | None:
         offset = stamp_ns - self.start_ns
         if offset % self.dt_ns:
-            self.diag.warn("off_grid", f"stamp {stamp_ns} ns is not on the {self.dt_ns} ns grid "
-                                       f"from {self.start_ns} ns: is control_period the arm's?")
+            self.diag.warn(
+                "off_grid",
+                f"stamp {stamp_ns} ns is not on the {self.dt_ns} ns grid "
+                f"from {self.start_ns} ns: is control_period the arm's?",
+            )
             return None
         return offset // self.dt_ns
 
     def _start_sample(self, stamp_ns: int, x: np.ndarray) -> None:
-        if np.abs(x[:self.n] - self.q0).max() > 1e-3 or np.abs(x[self.n:]).max() > 1e-3:
-            self.diag.warn("start_mismatch", f"reset state {np.round(x[:self.n], 3).tolist()} "
-                                             f"rad is not initial_position at rest")
+        if np.abs(x[: self.n] - self.q0).max() > 1e-3 or np.abs(x[self.n :]).max() > 1e-3:
+            self.diag.warn(
+                "start_mismatch",
+                f"reset state {np.round(x[: self.n], 3).tolist()} "
+                f"rad is not initial_position at rest",
+            )
         self.phase, self.start_ns = "sampling", stamp_ns
         self.last_progress = time.monotonic()
         self.X = np.full((self.T + 1, 2 * self.n), np.nan)
@@ -463,8 +648,7 @@ class GPSTrainerNode(Node):
         if self.condition + 1 < self.K:
             self.condition += 1
             return
-        batches = [(np.stack([x for x, _ in b]), np.stack([u for _, u in b]))
-                   for b in self.batches]
+        batches = [(np.stack([x for x, _ in b]), np.stack([u for _, u in b])) for b in self.batches]
         self.batches, self.condition = [[] for _ in range(self.K)], 0
         self._update(batches)
 
@@ -475,18 +659,24 @@ class GPSTrainerNode(Node):
             self.last_state_wall = time.monotonic()  # sim waits for its answer) or the next
             if self.latest_sample is not None:
                 self._on_homing_state(self.latest_sample)
-        elif self.phase in ("homing", "sampling") \
-                and time.monotonic() - self.last_state_wall > self.p.reset_timeout:
-            self._stop(f"no joint state on {self.intake.subscription.topic_name} for "
-                       f"{self.p.reset_timeout:g} s")
+        elif (
+            self.phase in ("homing", "sampling")
+            and time.monotonic() - self.last_state_wall > self.p.reset_timeout
+        ):
+            self._stop(
+                f"no joint state on {self.intake.subscription.topic_name} for "
+                f"{self.p.reset_timeout:g} s"
+            )
 
     def _homing_graph_ready(self) -> bool:
         """The robot's states and the executor (commands, both controller topics) are matched:
         no homing or sample controller goes unheard."""
-        return (self.intake.subscription.get_publisher_count() > 0
-                and self.command_sub.get_publisher_count() > 0
-                and self.ctrl_pub.get_subscription_count() > 0
-                and self.homing.pub.get_subscription_count() > 0)
+        return (
+            self.intake.subscription.get_publisher_count() > 0
+            and self.command_sub.get_publisher_count() > 0
+            and self.ctrl_pub.get_subscription_count() > 0
+            and self.homing.pub.get_subscription_count() > 0
+        )
 
     def _on_homing_state(self, s: JointSample) -> None:
         self.last_state_wall = time.monotonic()
@@ -505,8 +695,13 @@ class GPSTrainerNode(Node):
                 return
         if self.sequencer is None:
             self.sequencer = EpisodeSequencer(
-                2**62, self.T * self.dt_ns, HOMING, lambda e, q: self.q0, self._settle_detector,
-                self.p.homing_retries)
+                2**62,
+                self.T * self.dt_ns,
+                HOMING,
+                lambda e, q: self.q0,
+                self._settle_detector,
+                self.p.homing_retries,
+            )
         for step in self.sequencer.on_state(s.stamp_ns, s.position, s.velocity):
             self._do(step, s)
             if self.phase == "done":
@@ -525,9 +720,14 @@ class GPSTrainerNode(Node):
 
     def _settle_detector(self, goal: np.ndarray) -> SettleDetector:
         p = self.p
-        self.detector = SettleDetector(goal, p.settle_position_tolerance,
-                                       p.settle_velocity_tolerance, p.settle_time,
-                                       p.homing_timeout, self.names)
+        self.detector = SettleDetector(
+            goal,
+            p.settle_position_tolerance,
+            p.settle_velocity_tolerance,
+            p.settle_time,
+            p.homing_timeout,
+            self.names,
+        )
         return self.detector
 
     def _homing_validity(self, stamp_ns: int) -> int:
@@ -545,24 +745,33 @@ class GPSTrainerNode(Node):
             self.phase = "homing"
             self.homing.home(s, step.goal, s.stamp_ns + 1 if self.p.lockstep else None)
             if step.message:
-                self.diag.warn("homing_retries", f"sample {step.episode}: homing "
-                                                 f"{step.message}")
+                self.diag.warn("homing_retries", f"sample {step.episode}: homing {step.message}")
         elif step.kind == "start":
             if self.sample is not None:
-                self.diag.warn("dropped_samples", "a sample was still incomplete when the next "
-                                                  "one started: dropped")
+                self.diag.warn(
+                    "dropped_samples",
+                    "a sample was still incomplete when the next one started: dropped",
+                )
             ctrl = self.learners[self.condition].controller(0).restamp(step.stamp_ns)
             self.ctrl_pub.publish(UInt8MultiArray(data=ctrl.to_bytes({"planner": "gps"})))
             self.homing.hand_over(step.stamp_ns)  # from this state on
             self.phase, self.start_ns = "sampling", step.stamp_ns
             # from the command in force at the start on (the node may have taken commands
             # sent after it before this state)
-            first = max([i for i, (t, _) in enumerate(self.recent_commands)
-                         if t <= step.stamp_ns], default=0)
+            first = max(
+                [i for i, (t, _) in enumerate(self.recent_commands) if t <= step.stamp_ns],
+                default=0,
+            )
             self.sample = StreamSample(
-                self.names, self.p.control_period, self.T, s,
-                [m for _, m in list(self.recent_commands)[first:]], gravity=self.gravity,
-                command_timeout=self.p.command_timeout or None, max_gap=self.p.max_gap)
+                self.names,
+                self.p.control_period,
+                self.T,
+                s,
+                [m for _, m in list(self.recent_commands)[first:]],
+                gravity=self.gravity,
+                command_timeout=self.p.command_timeout or None,
+                max_gap=self.p.max_gap,
+            )
             self._event("start", step)
         elif step.kind == "end":
             self._event("end", step)
@@ -570,8 +779,11 @@ class GPSTrainerNode(Node):
             self._stop(f"sample {step.episode}: {step.message}")
 
     def _event(self, kind: str, step: Step) -> None:
-        self.event_pub.publish(String(data=episode_event_json(
-            kind, step.episode, step.stamp_ns, source=self.get_name())))
+        self.event_pub.publish(
+            String(
+                data=episode_event_json(kind, step.episode, step.stamp_ns, source=self.get_name())
+            )
+        )
 
     def _sample_if_done(self) -> None:
         """The current sample, once decided: into the batch, or dropped with the reason."""
@@ -610,7 +822,8 @@ class GPSTrainerNode(Node):
         if mdgps.var is None:  # the policy's input normalisation from the first samples
             mdgps.policy.set_normalisation(
                 np.concatenate([X[:, :-1].reshape(-1, X.shape[2]) for X, _ in batches]),
-                np.stack(self.goals))
+                np.stack(self.goals),
+            )
         mdgps.iteration = it
         done = len(self.records)
         try:
@@ -625,12 +838,17 @@ class GPSTrainerNode(Node):
         self.get_logger().info(
             f"iteration {it + 1}/{self.p.iterations}: policy trained on "
             f"{sum(len(X) for X, _ in batches)} samples, S-step loss {result.s_step_loss:.4g}, "
-            f"policy std {std:.3g} N·m ({len(self.records) - done} conditions updated)")
+            f"policy std {std:.3g} N·m ({len(self.records) - done} conditions updated)"
+        )
 
     def _log_record(self, m: int, rec: IterationRecord) -> None:
         """Condition m's update record, with the samples of all conditions; its progress line."""
-        rec = replace(rec, iteration=self.iteration, condition=m,
-                      samples_used=sum(g.samples_used for g in self.learners))
+        rec = replace(
+            rec,
+            iteration=self.iteration,
+            condition=m,
+            samples_used=sum(g.samples_used for g in self.learners),
+        )
         self.records.append(rec)
         self.failure = ""
         where = f", condition {m}" if self.K > 1 else ""
@@ -639,13 +857,17 @@ class GPSTrainerNode(Node):
             f"KL {rec.kl:.2f} nats, ε {rec.epsilon:.2f}"
             + ("" if rec.kl_converged else " (η search ran out: best controller inside it)")
             + f", η {rec.eta:.3g}, step × {rec.step_mult:.2f}, final distance "
-              f"{100 * rec.final_metric:.2f} cm, {rec.samples_used} samples")
+            f"{100 * rec.final_metric:.2f} cm, {rec.samples_used} samples"
+        )
 
     def _update_failed(self, it: int, m: int | None, exc: Exception) -> None:
         self.diag.count("failed_updates")
         where = f", condition {m}" if m is not None and self.K > 1 else ""
-        what = ("no controller published" if self.mdgps is None
-                else "the policy not trained this iteration")
+        what = (
+            "no controller published"
+            if self.mdgps is None
+            else "the policy not trained this iteration"
+        )
         self.get_logger().error(f"iteration {it + 1}{where}: update failed, {what}: {exc}")
         self.failure = str(exc)
 
@@ -660,42 +882,60 @@ class GPSTrainerNode(Node):
         rows = learning_curve(self.records)
         table = format_curve(rows)
         if self.policy_log:
-            table += "\n\npolicy (mdgps)\n" + f"{'iter':>4} {'S-step loss':>12} {'std N·m':>8}\n" \
+            table += (
+                "\n\npolicy (mdgps)\n"
+                + f"{'iter':>4} {'S-step loss':>12} {'std N·m':>8}\n"
                 + "\n".join(f"{i:>4} {loss:>12.4g} {std:>8.3g}" for i, loss, std in self.policy_log)
+            )
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "summary.txt").write_text(table + "\n")
         p = self.p
-        curves = ({f"prior {p.prior}": rows} if self.K == 1 else
-                  {f"condition {m}": learning_curve([r for r in self.records if r.condition == m])
-                   for m in range(self.K)})
-        plot_curves(curves, self.output_dir / "learning_curve.png",
-                    f"GPS reach ({p.robot}), {self.K} condition{'s' if self.K > 1 else ''} × "
-                    f"{p.samples} samples per iteration, {p.algorithm}", goal=2.0)
+        curves = (
+            {f"prior {p.prior}": rows}
+            if self.K == 1
+            else {
+                f"condition {m}": learning_curve([r for r in self.records if r.condition == m])
+                for m in range(self.K)
+            }
+        )
+        plot_curves(
+            curves,
+            self.output_dir / "learning_curve.png",
+            f"GPS reach ({p.robot}), {self.K} condition{'s' if self.K > 1 else ''} × "
+            f"{p.samples} samples per iteration, {p.algorithm}",
+            goal=2.0,
+        )
         wrote = "summary.txt and learning_curve.png"
         if self.mdgps is not None:
             self._publish_policy(rows)
             wrote = "summary.txt, learning_curve.png and " + POLICY_FILE
-        self.get_logger().info(f"done: {len(rows)} iterations, final distance "
-                               f"{100 * rows[-1]['final']:.2f} cm\n{table}\nwrote "
-                               f"{self.output_dir}/{wrote}")
+        self.get_logger().info(
+            f"done: {len(rows)} iterations, final distance "
+            f"{100 * rows[-1]['final']:.2f} cm\n{table}\nwrote "
+            f"{self.output_dir}/{wrote}"
+        )
         self.context.try_shutdown()
 
     def _publish_policy(self, rows: list[dict]) -> None:
         """The trained policy to output_dir and, latched, to /mbrl/policy (waiting up to 5 s for
         the matched readers to have it before the node stops)."""
         policy = self.mdgps.policy
-        policy.info = {"trainer": "gps_trainer mdgps", "iterations": len(rows),
-                       "samples": rows[-1]["samples"],
-                       "targets": [g.tolist() for g in self.goals],
-                       "starts": [q.tolist() for q in self.q0s],
-                       "final_distance_m": rows[-1]["per_condition"]}
+        policy.info = {
+            "trainer": "gps_trainer mdgps",
+            "iterations": len(rows),
+            "samples": rows[-1]["samples"],
+            "targets": [g.tolist() for g in self.goals],
+            "starts": [q.tolist() for q in self.q0s],
+            "final_distance_m": rows[-1]["per_condition"],
+        }
         data = policy.to_bytes()
         write_file(self.output_dir / POLICY_FILE, data)
         pub = self.create_publisher(UInt8MultiArray, POLICY, LATCHED_QOS)
         pub.publish(UInt8MultiArray(data=data))
         pub.wait_for_all_acked(Duration(seconds=5.0))
-        self.get_logger().info(f"policy published on {pub.topic_name} "
-                               f"({pub.get_subscription_count()} subscribers)")
+        self.get_logger().info(
+            f"policy published on {pub.topic_name} ({pub.get_subscription_count()} subscribers)"
+        )
 
     def _stop(self, problem: str) -> None:
         self.get_logger().error(problem)
@@ -703,13 +943,24 @@ class GPSTrainerNode(Node):
         self.context.try_shutdown()
 
     def _report(self) -> tuple[int, str, dict]:
-        values = {"iteration": self.iteration, "phase": self.phase, "conditions": self.K,
-                  "condition": self.condition,
-                  "samples_used": sum(g.samples_used for g in self.learners)}
+        values = {
+            "iteration": self.iteration,
+            "phase": self.phase,
+            "conditions": self.K,
+            "condition": self.condition,
+            "samples_used": sum(g.samples_used for g in self.learners),
+        }
         if self.records:
             r = self.records[-1]
-            values.update({"cost": r.cost, "kl": r.kl, "epsilon": r.epsilon, "eta": r.eta,
-                           "final_distance": r.final_metric})
+            values.update(
+                {
+                    "cost": r.cost,
+                    "kl": r.kl,
+                    "epsilon": r.epsilon,
+                    "eta": r.eta,
+                    "final_distance": r.final_metric,
+                }
+            )
         if self.failure:
             return ERROR, self.failure, values
         return OK, f"iteration {self.iteration}/{self.p.iterations}", values
@@ -719,21 +970,27 @@ def condition_poses(values: list[float], n: int, homing: bool) -> list[np.ndarra
     """'initial_position' (K·n rad, one pose after the other) → K poses (n,); ConfigError naming
     the parameter unless the count is a multiple of n and, with resets, at most one pose."""
     if len(values) % n:
-        raise ConfigError(f"parameter 'initial_position' has {len(values)} values: it must be "
-                          f"{n} angles per condition (a multiple of {n}) or []")
-    poses = [np.asarray(values[i:i + n], dtype=float) for i in range(0, len(values), n)]
+        raise ConfigError(
+            f"parameter 'initial_position' has {len(values)} values: it must be "
+            f"{n} angles per condition (a multiple of {n}) or []"
+        )
+    poses = [np.asarray(values[i : i + n], dtype=float) for i in range(0, len(values), n)]
     if len(poses) > 1 and not homing:
-        raise ConfigError(f"parameter 'initial_position' gives {len(poses)} conditions: several "
-                          f"conditions need episode_source 'homing' (the simulator's reset "
-                          f"service has one pose)")
+        raise ConfigError(
+            f"parameter 'initial_position' gives {len(poses)} conditions: several "
+            f"conditions need episode_source 'homing' (the simulator's reset "
+            f"service has one pose)"
+        )
     return poses
 
 
 def policy_hidden(values: list[float]) -> tuple[int, ...]:
     """'policy_hidden' → layer sizes; ConfigError naming it unless 1.. positive integers."""
     if not values or not all(float(v).is_integer() and v >= 1 for v in values):
-        raise ConfigError(f"parameter 'policy_hidden' = {values} must be one or more positive "
-                          f"integers (units per hidden layer)")
+        raise ConfigError(
+            f"parameter 'policy_hidden' = {values} must be one or more positive "
+            f"integers (units per hidden layer)"
+        )
     return tuple(int(v) for v in values)
 
 

@@ -3,19 +3,19 @@
 state to a goal pose (``mbrl_ros.homing``: the min-jerk move, then the hold), and, when the arm
 has settled, the same controller valid only until a stamp: the hand-over to the controllers
 that follow (the executor prefers a valid homing controller)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros.controller import LinearGaussianController
-from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import HOMING_CONTROLLER
 from mbrl_ros.homing import homing_controller, homing_gains
-from mbrl_ros.msgconv import JointSample
+from mbrl_ros.msgconv import JointSample, seconds_to_ns
 from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.robot import RobotDescription
 
@@ -25,8 +25,15 @@ class HomingSender:
     stable at it, the move at ``speed_fraction`` of the velocity limits, then a hold of ``hold``
     s."""
 
-    def __init__(self, node: Node, robot: RobotDescription, joint_names: Sequence[str],
-                 period: float, speed_fraction: float, hold: float):
+    def __init__(
+        self,
+        node: Node,
+        robot: RobotDescription,
+        joint_names: Sequence[str],
+        period: float,
+        speed_fraction: float,
+        hold: float,
+    ):
         self.robot, self.names = robot, list(joint_names)
         self.dt_ns = seconds_to_ns(period)
         self.gains = homing_gains(robot, self.names, period)
@@ -38,8 +45,16 @@ class HomingSender:
         """Publish the homing controller from state ``s`` (its stamp) to ``goal`` (n,) rad
         (valid until ``valid_until_ns`` if given: see ``release``)."""
         self.controller = homing_controller(
-            s.position, goal, s.stamp_ns, self.dt_ns, robot=self.robot, joint_names=self.names,
-            speed_fraction=self.speed_fraction, hold=self.hold, gains=self.gains)
+            s.position,
+            goal,
+            s.stamp_ns,
+            self.dt_ns,
+            robot=self.robot,
+            joint_names=self.names,
+            speed_fraction=self.speed_fraction,
+            hold=self.hold,
+            gains=self.gains,
+        )
         if valid_until_ns is None:
             self.pub.publish(UInt8MultiArray(data=self.controller.to_bytes()))
         else:
@@ -50,13 +65,15 @@ class HomingSender:
         without one). On a lockstep arm, released in steps, it lets the sender decide at a state
         whether homing or what follows it answers that state."""
         if self.controller is not None:
-            self.pub.publish(UInt8MultiArray(
-                data=self.controller.with_validity(valid_until_ns).to_bytes()))
+            self.pub.publish(
+                UInt8MultiArray(data=self.controller.with_validity(valid_until_ns).to_bytes())
+            )
 
     def hand_over(self, stamp_ns: int) -> None:
         """Republish the current homing controller valid only before ``stamp_ns`` (nothing
         without one)."""
         if self.controller is not None:
-            self.pub.publish(UInt8MultiArray(
-                data=self.controller.with_validity(stamp_ns).to_bytes()))
+            self.pub.publish(
+                UInt8MultiArray(data=self.controller.with_validity(stamp_ns).to_bytes())
+            )
             self.controller = None

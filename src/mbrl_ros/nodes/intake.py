@@ -19,10 +19,12 @@ Under simulated time (``use_sim_time``) no stamp window applies: a node's view o
 from best-effort /clock messages and lags its states by any amount under load, so a window there
 would reject good states (and make lockstep runs depend on load).
 """
+
 from __future__ import annotations
 
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rclpy.clock import JumpThreshold, ROSClock
 from rclpy.duration import Duration
@@ -30,9 +32,8 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState
 
-from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import STATES
-from mbrl_ros.msgconv import JointSample, read_joint_state
+from mbrl_ros.msgconv import JointSample, read_joint_state, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import Diagnostics
 from mbrl_ros.nodes.params import Param
 from mbrl_ros.plausibility import StateGate
@@ -41,14 +42,28 @@ RECOVER_AFTER = 3  # states in a row from an earlier stamp that make it the time
 
 # Declared by every node that takes joint states (the gate's settings).
 STATE_GATE_PARAMS = [
-    Param("max_stamp_ahead", 0.5, "joint states stamped further ahead of this node's wall clock "
-                                  "are rejected (s; the clocks of robot and node must agree this "
-                                  "well; not under use_sim_time); 0 = no check", (0.0, 3600.0)),
-    Param("position_slack", 0.5, "joint states further beyond a URDF position limit are "
-                                 "rejected (rad)", (0.0, 100.0)),
-    Param("velocity_factor", 100.0, "joint states faster than this many times a URDF velocity "
-                                    "limit are rejected (a simulated arm that falls without "
-                                    "gravity compensation reaches 12× arm7's)", (1.0, 1e4)),
+    Param(
+        "max_stamp_ahead",
+        0.5,
+        "joint states stamped further ahead of this node's wall clock "
+        "are rejected (s; the clocks of robot and node must agree this "
+        "well; not under use_sim_time); 0 = no check",
+        (0.0, 3600.0),
+    ),
+    Param(
+        "position_slack",
+        0.5,
+        "joint states further beyond a URDF position limit are rejected (rad)",
+        (0.0, 100.0),
+    ),
+    Param(
+        "velocity_factor",
+        100.0,
+        "joint states faster than this many times a URDF velocity "
+        "limit are rejected (a simulated arm that falls without "
+        "gravity compensation reaches 12× arm7's)",
+        (1.0, 1e4),
+    ),
 ]
 
 
@@ -58,9 +73,17 @@ def describe(exc: BaseException) -> str:
     return text[:200]
 
 
-def subscribe(node: Node, diag: Diagnostics, msg_type, topic: str, qos: QoSProfile | int,
-              handle: Callable[[Any], None], parse: Callable[[Any], Any] | None = None,
-              what: str = "message", **kwargs):
+def subscribe(
+    node: Node,
+    diag: Diagnostics,
+    msg_type,
+    topic: str,
+    qos: QoSProfile | int,
+    handle: Callable[[Any], None],
+    parse: Callable[[Any], Any] | None = None,
+    what: str = "message",
+    **kwargs,
+):
     """``node.create_subscription`` whose callback runs ``handle(parse(msg))`` (``parse`` None:
     ``handle(msg)``); see the module docstring for what happens to exceptions."""
 
@@ -76,8 +99,9 @@ def subscribe(node: Node, diag: Diagnostics, msg_type, topic: str, qos: QoSProfi
         try:
             handle(value)
         except Exception as exc:  # noqa: BLE001 - a fault of this node, reported, not fatal
-            diag.fault(f"{topic}: handling a {what} failed: {describe(exc)}",
-                       traceback.format_exc())
+            diag.fault(
+                f"{topic}: handling a {what} failed: {describe(exc)}", traceback.format_exc()
+            )
 
     return node.create_subscription(msg_type, topic, callback, qos, **kwargs)
 
@@ -87,20 +111,33 @@ class JointStateIntake:
     goes to ``on_rejected(msg, problem)`` when given (torque-commanding nodes hold). ``settings``:
     the node's values of STATE_GATE_PARAMS (attributes)."""
 
-    def __init__(self, node: Node, diag: Diagnostics, robot, names, settings,
-                 handle: Callable[[JointSample], None], qos: QoSProfile | int,
-                 on_rejected: Callable[[Any, str], None] | None = None,
-                 topic: str = STATES):
+    def __init__(
+        self,
+        node: Node,
+        diag: Diagnostics,
+        robot,
+        names,
+        settings,
+        handle: Callable[[JointSample], None],
+        qos: QoSProfile | int,
+        on_rejected: Callable[[Any, str], None] | None = None,
+        topic: str = STATES,
+    ):
         self.node, self.diag, self.names = node, diag, tuple(names)
-        self.gate = StateGate.for_joints(robot, names, position_slack=settings.position_slack,
-                                         velocity_factor=settings.velocity_factor,
-                                         max_ahead_ns=seconds_to_ns(settings.max_stamp_ahead))
+        self.gate = StateGate.for_joints(
+            robot,
+            names,
+            position_slack=settings.position_slack,
+            velocity_factor=settings.velocity_factor,
+            max_ahead_ns=seconds_to_ns(settings.max_stamp_ahead),
+        )
         self.handle, self.on_rejected = handle, on_rejected
         self.last_stamp: int | None = None
         self._behind: list[int] = []  # stamps of the states in a row before last_stamp
         self._jump = node.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1)),
-            post_callback=self._on_clock_jump)
+            post_callback=self._on_clock_jump,
+        )
         self._received = f"received {node.resolve_topic_name(topic)}"
         self.subscription = node.create_subscription(JointState, topic, self._on_message, qos)
 
@@ -116,10 +153,13 @@ class JointStateIntake:
         self._behind.append(stamp)
         if len(self._behind) < RECOVER_AFTER:
             return True
-        self.diag.warn("timeline_restarts", f"{RECOVER_AFTER} joint states in a row from "
-                                            f"{self._behind[0]} ns on, before the stamp "
-                                            f"{self.last_stamp} ns taken earlier: they are the "
-                                            "timeline now")
+        self.diag.warn(
+            "timeline_restarts",
+            f"{RECOVER_AFTER} joint states in a row from "
+            f"{self._behind[0]} ns on, before the stamp "
+            f"{self.last_stamp} ns taken earlier: they are the "
+            "timeline now",
+        )
         return False
 
     def _reject(self, msg, key: str, problem: str) -> None:
@@ -144,14 +184,21 @@ class JointStateIntake:
         if self.last_stamp is not None and s.stamp_ns == self.last_stamp:
             self.diag.count("repeated_state")  # the same state re-sent (lockstep start)
             return
-        if self.last_stamp is not None and s.stamp_ns < self.last_stamp \
-                and self._goes_back(s.stamp_ns):
-            self.diag.warn("stamp_backwards", f"joint state stamp {s.stamp_ns} ns is before "
-                                              f"{self.last_stamp} ns: dropped")
+        if (
+            self.last_stamp is not None
+            and s.stamp_ns < self.last_stamp
+            and self._goes_back(s.stamp_ns)
+        ):
+            self.diag.warn(
+                "stamp_backwards",
+                f"joint state stamp {s.stamp_ns} ns is before {self.last_stamp} ns: dropped",
+            )
             return
         self.last_stamp, self._behind = s.stamp_ns, []
         try:
             self.handle(s)
         except Exception as exc:  # noqa: BLE001 - a fault of this node, reported, not fatal
-            self.diag.fault(f"handling joint state {s.stamp_ns} ns failed: {describe(exc)}",
-                            traceback.format_exc())
+            self.diag.fault(
+                f"handling joint state {s.stamp_ns} ns failed: {describe(exc)}",
+                traceback.format_exc(),
+            )

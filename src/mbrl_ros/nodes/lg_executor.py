@@ -42,6 +42,7 @@ own validity does). When the arm has settled the episode manager republishes it 
 A malformed or implausible joint state is answered with the hold law (at the last good position,
 zero velocity); a state whose stamp goes backwards is dropped (``nodes.intake``).
 """
+
 from __future__ import annotations
 
 import sys
@@ -51,9 +52,8 @@ import numpy as np
 from std_msgs.msg import Header, UInt8MultiArray
 
 from mbrl_ros.controller import LinearGaussianController, exploration_noise
-from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import CONTROLLER, PLANNER_HEARTBEAT
-from mbrl_ros.msgconv import JointSample
+from mbrl_ros.msgconv import JointSample, seconds_to_ns
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.nodes.params import Param
@@ -63,18 +63,38 @@ from mbrl_ros.nodes.safe_command_node import SAFETY_PARAMS, SafeCommandNode
 RECENT_CONTROLLERS = 4  # realtime: controllers kept to choose from (the newest valid one runs)
 
 PARAMS = SAFETY_PARAMS + [
-    Param("mode", "sync", "sync (wait for a covering controller; lockstep) or realtime",
-          choices=("sync", "realtime")),
+    Param(
+        "mode",
+        "sync",
+        "sync (wait for a covering controller; lockstep) or realtime",
+        choices=("sync", "realtime"),
+    ),
     Param("stochastic", False, "sample u ~ N(mean, Σ_t) instead of the mean"),
-    Param("seed", 0, "seed of the exploration noise (mixed with each controller's start)",
-          (0, 2**31 - 1)),
-    Param("noise_smoothing", 0.0, "std of the temporal smoothing of the noise (steps); 0 = white",
-          (0.0, 1000.0)),
-    Param("max_plan_age", 1.0, "realtime: hold when the controller is older than this (s); 0 = off",
-          (0.0, 3600.0)),
-    Param("heartbeat_timeout", 0.5, "realtime: once a planner heartbeat has been heard, hold "
-                                    "while it is silent for longer than this (s); 0 = off",
-          (0.0, 3600.0)),
+    Param(
+        "seed",
+        0,
+        "seed of the exploration noise (mixed with each controller's start)",
+        (0, 2**31 - 1),
+    ),
+    Param(
+        "noise_smoothing",
+        0.0,
+        "std of the temporal smoothing of the noise (steps); 0 = white",
+        (0.0, 1000.0),
+    ),
+    Param(
+        "max_plan_age",
+        1.0,
+        "realtime: hold when the controller is older than this (s); 0 = off",
+        (0.0, 3600.0),
+    ),
+    Param(
+        "heartbeat_timeout",
+        0.5,
+        "realtime: once a planner heartbeat has been heard, hold "
+        "while it is silent for longer than this (s); 0 = off",
+        (0.0, 3600.0),
+    ),
 ]
 
 
@@ -93,23 +113,36 @@ class LGExecutorNode(SafeCommandNode):
         self.last_index: int | None = None
         self.heartbeat_ns: int | None = None  # node clock when the last heartbeat came
         self._heartbeat_timeout_ns = seconds_to_ns(p.heartbeat_timeout)
-        subscribe(self, self.diag, UInt8MultiArray, CONTROLLER, LATCHED_QOS,
-                  self._on_controller, self._read_controller, "controller")
-        subscribe(self, self.diag, Header, PLANNER_HEARTBEAT, 10, self._on_heartbeat,
-                  what="heartbeat")
+        subscribe(
+            self,
+            self.diag,
+            UInt8MultiArray,
+            CONTROLLER,
+            LATCHED_QOS,
+            self._on_controller,
+            self._read_controller,
+            "controller",
+        )
+        subscribe(
+            self, self.diag, Header, PLANNER_HEARTBEAT, 10, self._on_heartbeat, what="heartbeat"
+        )
         g = self.safety.gains
         self.get_logger().info(
             f"{self.robot.name}: {self.n} joints, {p.mode} mode, "
             f"{'stochastic' if p.stochastic else 'deterministic'}, hold law {p.hold_law} "
             f"(damping {np.round(g['damping'], 3).tolist()} N·m·s/rad after caps), safety "
-            f"{'on' if p.safety_enabled else 'off (clamp and NaN guard only)'}")
+            f"{'on' if p.safety_enabled else 'off (clamp and NaN guard only)'}"
+        )
 
     def _on_heartbeat(self, _msg: Header) -> None:
         self.heartbeat_ns = self._now_ns()
 
     def _planner_silent(self, now: int) -> bool:
-        return bool(self._heartbeat_timeout_ns and self.heartbeat_ns is not None
-                    and now - self.heartbeat_ns > self._heartbeat_timeout_ns)
+        return bool(
+            self._heartbeat_timeout_ns
+            and self.heartbeat_ns is not None
+            and now - self.heartbeat_ns > self._heartbeat_timeout_ns
+        )
 
     def _on_controller(self, c: LinearGaussianController) -> None:
         noise = None
@@ -130,8 +163,16 @@ class LGExecutorNode(SafeCommandNode):
             return
         x = np.concatenate([state.position, state.velocity])
         if self.realtime:  # the newest recent controller valid now (see the module docstring)
-            self._use(next((i for i in range(len(self.recent) - 1, -1, -1)
-                            if self.recent[i][0].valid_at(state.stamp_ns)), len(self.recent) - 1))
+            self._use(
+                next(
+                    (
+                        i
+                        for i in range(len(self.recent) - 1, -1, -1)
+                        if self.recent[i][0].valid_at(state.stamp_ns)
+                    ),
+                    len(self.recent) - 1,
+                )
+            )
         c = self.controller
         t = c.index(state.stamp_ns) if c is not None and c.valid_at(state.stamp_ns) else None
         if t is None and not self.realtime and not self.safety.estopped:
@@ -146,11 +187,22 @@ class LGExecutorNode(SafeCommandNode):
             with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
                 u = c.sample(x, t, z=self.noise[t]) if self.noise is not None else c.act(x, t)
         elif c is not None and why == "no_plan":
-            why = ("plan_expired" if state.stamp_ns >= c.end_ns else
-                   "plan_stale" if state.stamp_ns >= c.valid_until_ns else "plan_not_started")
+            why = (
+                "plan_expired"
+                if state.stamp_ns >= c.end_ns
+                else "plan_stale"
+                if state.stamp_ns >= c.valid_until_ns
+                else "plan_not_started"
+            )
         self.last_index = t
-        self._send(state.position, state.velocity, u, state.stamp_ns,
-                   now=now if self.realtime else None, why=why)
+        self._send(
+            state.position,
+            state.velocity,
+            u,
+            state.stamp_ns,
+            now=now if self.realtime else None,
+            why=why,
+        )
         self._record_compute(start_ns)
 
     def _use(self, i: int) -> None:
@@ -167,7 +219,8 @@ class LGExecutorNode(SafeCommandNode):
             "controller_steps": c.T if c else 0,
             "controller_start_s": c.start_ns * 1e-9 if c else 0.0,
             "controller_end_s": c.end_ns * 1e-9 if c else 0.0,
-            "step_index": -1 if self.last_index is None else self.last_index}
+            "step_index": -1 if self.last_index is None else self.last_index,
+        }
 
 
 def main(args=None) -> int:

@@ -5,6 +5,7 @@ under the model's predictive variance propagated along the plan: ``planning.tube
 
 Nothing is computed while no one subscribes, and at most once per ``min_period`` (wall s).
 """
+
 from __future__ import annotations
 
 import time
@@ -30,8 +31,14 @@ def _marker(kind: int, marker_id: int, frame: str, stamp_ns: int, rgba) -> Marke
     return m
 
 
-def plan_markers(frame: str, stamp_ns: int, period_ns: int, ee: np.ndarray | None,
-                 ee_cov: np.ndarray | None, target: np.ndarray | None) -> MarkerArray:
+def plan_markers(
+    frame: str,
+    stamp_ns: int,
+    period_ns: int,
+    ee: np.ndarray | None,
+    ee_cov: np.ndarray | None,
+    target: np.ndarray | None,
+) -> MarkerArray:
     """The markers for end-effector positions ``ee`` (T+1, 3) m of a plan starting at
     ``stamp_ns`` (one step per ``period_ns``), their covariances ``ee_cov`` (T+1, 3, 3) m² and the
     target (3,) m; the previous markers are deleted first."""
@@ -53,8 +60,9 @@ def plan_markers(frame: str, stamp_ns: int, period_ns: int, ee: np.ndarray | Non
         for t, (p, s) in enumerate(zip(ee, sigma)):
             if not np.all(np.isfinite(s)):
                 continue  # a model's infinite or NaN variance: no ellipsoid for that step
-            m = _marker(Marker.SPHERE, TUBE + t, frame, stamp_ns + t * period_ns,
-                        (0.95, 0.5, 0.1, 0.25))
+            m = _marker(
+                Marker.SPHERE, TUBE + t, frame, stamp_ns + t * period_ns, (0.95, 0.5, 0.1, 0.25)
+            )
             m.pose.position = Point(x=float(p[0]), y=float(p[1]), z=float(p[2]))
             m.scale.x, m.scale.y, m.scale.z = (float(max(2 * v, MIN_SIZE)) for v in s)
             out.append(m)
@@ -88,5 +96,8 @@ class PlanMarkers:
                 self._failed = True
         zero = np.zeros(plan.states.shape + plan.states.shape[-1:])
         ee, cov = ee_tube(self.fk, plan.states, zero if P is None else P, self.n)
-        self.pub.publish(plan_markers(self.frame, stamp_ns, self.period_ns, ee,
-                                      None if P is None else cov, target))
+        self.pub.publish(
+            plan_markers(
+                self.frame, stamp_ns, self.period_ns, ee, None if P is None else cov, target
+            )
+        )

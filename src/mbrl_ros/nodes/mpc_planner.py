@@ -35,6 +35,7 @@ Run control: ``~/pause`` (std_srvs/SetBool, ``_on_pause``) stops and resumes pla
 ``~/save_controller`` (std_srvs/Trigger) writes the last controller to ``controller_path``; cost
 weights, the torque box and the planner's size can be set at run time (``_set_params``).
 """
+
 from __future__ import annotations
 
 import math
@@ -50,22 +51,34 @@ from rclpy.node import Node
 from std_msgs.msg import Header, String, UInt8MultiArray
 from std_srvs.srv import SetBool
 
-from mbrl_ros.msgconv import seconds_to_ns
-from mbrl_ros.data.topics import (CONTROLLER, DYNAMICS_MODEL, EVENTS, PLANNED_PATH,
-                                  PLANNER_HEARTBEAT, TARGET, read_episode_event)
+from mbrl_ros.data.topics import (
+    CONTROLLER,
+    DYNAMICS_MODEL,
+    EVENTS,
+    PLANNED_PATH,
+    PLANNER_HEARTBEAT,
+    TARGET,
+    read_episode_event,
+)
 from mbrl_ros.dynamics.base import DynamicsModel
 from mbrl_ros.dynamics.catalog import available_kinds, load_model
 from mbrl_ros.episodes import EpisodeClock
 from mbrl_ros.mpc import MPCStep, PlannerSettings, build_mpc
-from mbrl_ros.msgconv import JointSample
+from mbrl_ros.msgconv import JointSample, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
-from mbrl_ros.nodes.messages import (EVENT_QOS, LATCHED_QOS, NEWEST_ONLY, STATE_QOS, TARGET_QOS,
-                                     time_msg)
+from mbrl_ros.nodes.markers import PlanMarkers
+from mbrl_ros.nodes.messages import (
+    EVENT_QOS,
+    LATCHED_QOS,
+    NEWEST_ONLY,
+    STATE_QOS,
+    TARGET_QOS,
+    time_msg,
+)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.run_control import add_save_service, save_path_param
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.nodes.markers import PlanMarkers
 from mbrl_ros.nodes.targets import TargetSchedule
 from mbrl_ros.planning import PlanError
 from mbrl_ros.plausibility import TargetGate
@@ -73,45 +86,93 @@ from mbrl_ros.robot import load_robot
 from mbrl_ros.tasks.terms import TaskError
 
 HEARTBEAT_PERIOD = 0.1  # s of wall time
-SPIN_INTERVAL = 0.005   # s between callbacks in real time: the newest state is all it plans for
+SPIN_INTERVAL = 0.005  # s between callbacks in real time: the newest state is all it plans for
 
-PARAMS = [
-    Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
-    Param("joint_names", [], "joints to control, in command order; [] = all, robot order"),
-    Param("mode", "sync", "sync: plan for every joint state in order (lockstep graphs); "
-                          "realtime: only for the newest (a backlog is skipped, never planned "
-                          "late)", choices=("sync", "realtime")),
-    Param("wait_for_model", False, "lockstep graphs: after random_seconds, hold back the answer to "
-                                   "a joint state until the first model arrives (the graph waits, "
-                                   "so runs do not depend on fit speed; random_seconds must give "
-                                   "the fitter its min_transitions); with episode_steps also, "
-                                   "at each episode start, a model fitted on the data before it"),
-    Param("episode_steps", 0, "the simulator's automatic episode length (control steps); "
-                              "0 = none", (0, 10**7)),
-    Param("cover_until_replan", False, "publish controllers that end at the next replan, so a "
-                                       "sync executor waits for every plan (lockstep: each state "
-                                       "gets the plan made for it or for the replan before it); "
-                                       "false = the whole plan, which a realtime executor can "
-                                       "run on while the next plan is late"),
-    Param("plan_validity", 0.1, "a controller stays valid this long after the next replan is "
-                                "due (s): the latency a late plan may have before the executor "
-                                "holds", (0.0, 3600.0)),
-    Param("episodes_from_events", False, "plan only inside episodes, from a 'start' to an 'end' "
-                                         "event on /mbrl/episode_events (robots without the "
-                                         "simulator's automatic episodes)"),
-    Param("random_episodes", 0, "with episodes_from_events: π0 for the first this many "
-                                "episodes (instead of random_seconds)", (0, 100000)),
-    Param("compensate_latency", False, "realtime: plan from the state predicted for when the "
-                                       "plan takes effect (the recent median latency ahead)"),
-    Param("model_wait_seconds", 30.0, "wall time to wait for a held state's model or target "
-                                      "before going on without (s): the only wall-clock "
-                                      "dependence of a lockstep run, so far above any fit time",
-          (0.1, 1e6)),
-    save_path_param("controller"),
-    Param("torch_threads", 1, "CPU threads of a plan (torch.set_num_threads): 1 leaves the other "
-                              "cores to the executor, sim and fitter and keeps plans "
-                              "reproducible; 0 = torch's default", (0, 1024)),
-] + PlannerSettings.params() + STATE_GATE_PARAMS
+PARAMS = (
+    [
+        Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
+        Param("joint_names", [], "joints to control, in command order; [] = all, robot order"),
+        Param(
+            "mode",
+            "sync",
+            "sync: plan for every joint state in order (lockstep graphs); "
+            "realtime: only for the newest (a backlog is skipped, never planned "
+            "late)",
+            choices=("sync", "realtime"),
+        ),
+        Param(
+            "wait_for_model",
+            False,
+            "lockstep graphs: after random_seconds, hold back the answer to "
+            "a joint state until the first model arrives (the graph waits, "
+            "so runs do not depend on fit speed; random_seconds must give "
+            "the fitter its min_transitions); with episode_steps also, "
+            "at each episode start, a model fitted on the data before it",
+        ),
+        Param(
+            "episode_steps",
+            0,
+            "the simulator's automatic episode length (control steps); 0 = none",
+            (0, 10**7),
+        ),
+        Param(
+            "cover_until_replan",
+            False,
+            "publish controllers that end at the next replan, so a "
+            "sync executor waits for every plan (lockstep: each state "
+            "gets the plan made for it or for the replan before it); "
+            "false = the whole plan, which a realtime executor can "
+            "run on while the next plan is late",
+        ),
+        Param(
+            "plan_validity",
+            0.1,
+            "a controller stays valid this long after the next replan is "
+            "due (s): the latency a late plan may have before the executor "
+            "holds",
+            (0.0, 3600.0),
+        ),
+        Param(
+            "episodes_from_events",
+            False,
+            "plan only inside episodes, from a 'start' to an 'end' "
+            "event on /mbrl/episode_events (robots without the "
+            "simulator's automatic episodes)",
+        ),
+        Param(
+            "random_episodes",
+            0,
+            "with episodes_from_events: π0 for the first this many "
+            "episodes (instead of random_seconds)",
+            (0, 100000),
+        ),
+        Param(
+            "compensate_latency",
+            False,
+            "realtime: plan from the state predicted for when the "
+            "plan takes effect (the recent median latency ahead)",
+        ),
+        Param(
+            "model_wait_seconds",
+            30.0,
+            "wall time to wait for a held state's model or target "
+            "before going on without (s): the only wall-clock "
+            "dependence of a lockstep run, so far above any fit time",
+            (0.1, 1e6),
+        ),
+        save_path_param("controller"),
+        Param(
+            "torch_threads",
+            1,
+            "CPU threads of a plan (torch.set_num_threads): 1 leaves the other "
+            "cores to the executor, sim and fitter and keeps plans "
+            "reproducible; 0 = torch's default",
+            (0, 1024),
+        ),
+    ]
+    + PlannerSettings.params()
+    + STATE_GATE_PARAMS
+)
 
 
 class MPCPlannerNode(Node):
@@ -140,48 +201,82 @@ class MPCPlannerNode(Node):
         self.targets = TargetSchedule(TargetGate.for_robot(robot))
         self.next_plan_ns: int | None = None
         self.model_version = -1
-        self.model_seen = -1                     # the model's data: up to this state (ns)
+        self.model_seen = -1  # the model's data: up to this state (ns)
         self.plan_times: list[float] = []
         self.last_cost = float("nan")
         self.pending: JointSample | None = None  # a state held back until its model arrives
-        self.pending_since = 0.0                 # monotonic s
-        self.latencies: list[int] = []           # ns, state stamp → controller published
+        self.pending_since = 0.0  # monotonic s
+        self.latencies: list[int] = []  # ns, state stamp → controller published
         self.episode_events: list[tuple[int, str]] = []  # (stamp, kind) of starts and ends
-        self.episodes_started = 0                # with episodes_from_events
-        self.last_planned_ns = -1                # stamp of the last state answered
+        self.episodes_started = 0  # with episodes_from_events
+        self.last_planned_ns = -1  # stamp of the last state answered
         self.last_controller: bytes | None = None  # the last controller published
-        self.paused = False                      # ~/pause: no plans, no heartbeat
+        self.paused = False  # ~/pause: no plans, no heartbeat
 
-        self.controller_pub = self.create_publisher(UInt8MultiArray, CONTROLLER,
-                                                    LATCHED_QOS)
+        self.controller_pub = self.create_publisher(UInt8MultiArray, CONTROLLER, LATCHED_QOS)
         self.path_pub = self.create_publisher(Path, PLANNED_PATH, 10)
         self.markers = PlanMarkers(self, self.mpc.fk, self.frame, len(names), self.period_ns)
         self.heartbeat_pub = self.create_publisher(Header, PLANNER_HEARTBEAT, 10)
-        self.create_timer(HEARTBEAT_PERIOD, self._heartbeat,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(
+            HEARTBEAT_PERIOD, self._heartbeat, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
         self.diag = Diagnostics(self, "planner", self._report)
-        self.intake = JointStateIntake(self, self.diag, robot, names, p, self._on_state,
-                                       NEWEST_ONLY if p.mode == "realtime" else STATE_QOS)
-        subscribe(self, self.diag, PointStamped, TARGET, TARGET_QOS,
-                  self._on_target, self.targets.add_msg, "target")
-        subscribe(self, self.diag, UInt8MultiArray, DYNAMICS_MODEL, LATCHED_QOS,
-                  self._on_model, self._read_model, "model")
+        self.intake = JointStateIntake(
+            self,
+            self.diag,
+            robot,
+            names,
+            p,
+            self._on_state,
+            NEWEST_ONLY if p.mode == "realtime" else STATE_QOS,
+        )
+        subscribe(
+            self,
+            self.diag,
+            PointStamped,
+            TARGET,
+            TARGET_QOS,
+            self._on_target,
+            self.targets.add_msg,
+            "target",
+        )
+        subscribe(
+            self,
+            self.diag,
+            UInt8MultiArray,
+            DYNAMICS_MODEL,
+            LATCHED_QOS,
+            self._on_model,
+            self._read_model,
+            "model",
+        )
         if p.episodes_from_events:
-            subscribe(self, self.diag, String, EVENTS, EVENT_QOS, self._on_event,
-                      read_episode_event, "event")
+            subscribe(
+                self,
+                self.diag,
+                String,
+                EVENTS,
+                EVENT_QOS,
+                self._on_event,
+                read_episode_event,
+                "event",
+            )
         add_save_service(self, "controller", lambda: self.last_controller)
         self.create_service(SetBool, "~/pause", self._on_pause)
         if p.wait_for_model:
             self.create_timer(0.5, self._check_wait, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.get_logger().info(f"{p.planner} planner, horizon {p.horizon} × "
-                               f"{p.control_period:g} s, replanning every {p.replan_every} "
-                               f"step(s) on {self.device}")
+        self.get_logger().info(
+            f"{p.planner} planner, horizon {p.horizon} × "
+            f"{p.control_period:g} s, replanning every {p.replan_every} "
+            f"step(s) on {self.device}"
+        )
 
     def _build_mpc(self, values: dict):
         """The MPC for the parameter values ``values``; ConfigError naming a bad setting."""
         try:
-            settings = PlannerSettings.select(values | {"device": self.device,
-                                                        "random_seconds": self.random_seconds})
+            settings = PlannerSettings.select(
+                values | {"device": self.device, "random_seconds": self.random_seconds}
+            )
             mpc = build_mpc(self.robot, self.joint_index, settings)
         except (PlanError, TaskError, ValueError) as exc:
             raise ConfigError(f"planner configuration: {exc}") from None
@@ -230,8 +325,9 @@ class MPCPlannerNode(Node):
     def _episode_starts(self, stamp_ns: int) -> bool:
         """Whether a start event lies after the last state planned for and at or before
         ``stamp_ns`` (the arm was brought to a new start pose)."""
-        return any(k == "start" and self.last_planned_ns < t <= stamp_ns
-                   for t, k in self.episode_events)
+        return any(
+            k == "start" and self.last_planned_ns < t <= stamp_ns for t, k in self.episode_events
+        )
 
     def _on_target(self, _target) -> None:
         self._answer_pending()
@@ -262,13 +358,21 @@ class MPCPlannerNode(Node):
         if s is None or time.monotonic() - self.pending_since < self.p.model_wait_seconds:
             return
         if self.targets.at(s.stamp_ns) is None:
-            self.diag.warn("late_targets", f"no target for {s.stamp_ns} ns within "
-                                           f"{self.p.model_wait_seconds:g} s: π0 runs on")
+            self.diag.warn(
+                "late_targets",
+                f"no target for {s.stamp_ns} ns within {self.p.model_wait_seconds:g} s: π0 runs on",
+            )
         else:
-            using = f"planning with model v{self.model_version}" if self.mpc.model is not None \
+            using = (
+                f"planning with model v{self.model_version}"
+                if self.mpc.model is not None
                 else "π0 runs on (is min_transitions more than the π0 episodes give?)"
-            self.diag.warn("late_refits", f"no model fitted on the data before {s.stamp_ns} ns "
-                                          f"within {self.p.model_wait_seconds:g} s: {using}")
+            )
+            self.diag.warn(
+                "late_refits",
+                f"no model fitted on the data before {s.stamp_ns} ns "
+                f"within {self.p.model_wait_seconds:g} s: {using}",
+            )
         self.pending = None
         self._answer(s)
 
@@ -284,8 +388,11 @@ class MPCPlannerNode(Node):
             self.mpc.reset()
             self.next_plan_ns = None
         response.success = True
-        response.message = ("planning paused: the executor holds once the last controller "
-                            "expires" if request.data else "planning resumed")
+        response.message = (
+            "planning paused: the executor holds once the last controller expires"
+            if request.data
+            else "planning resumed"
+        )
         self.get_logger().info(f"~/pause: {response.message}")
         return response
 
@@ -303,8 +410,11 @@ class MPCPlannerNode(Node):
             self._heartbeat()
         if self.p.episodes_from_events and not self._in_episode(s.stamp_ns):
             return
-        if self.next_plan_ns is not None and s.stamp_ns < self.next_plan_ns \
-                and not (self.p.episodes_from_events and self._episode_starts(s.stamp_ns)):
+        if (
+            self.next_plan_ns is not None
+            and s.stamp_ns < self.next_plan_ns
+            and not (self.p.episodes_from_events and self._episode_starts(s.stamp_ns))
+        ):
             return
         if self._must_wait(s):
             if self.mpc.model is None and self.pending is None:
@@ -335,8 +445,9 @@ class MPCPlannerNode(Node):
         if self.p.episodes_from_events and self.episodes_started <= self.p.random_episodes:
             step = MPCStep(self.mpc.pi0(s.stamp_ns), "pi0")
         else:
-            step = self.mpc.act(s.position, s.velocity, s.stamp_ns,
-                                self.targets.at(s.stamp_ns), lead)
+            step = self.mpc.act(
+                s.position, s.velocity, s.stamp_ns, self.targets.at(s.stamp_ns), lead
+            )
         controller = step.controller
         if cover is not None and controller.T > cover:
             controller = controller.slice(0, cover)
@@ -346,37 +457,42 @@ class MPCPlannerNode(Node):
             del self.plan_times[:-50]
             self.last_cost = step.plan.cost
             if not step.plan.ok:
-                self.diag.warn("nan_plans", f"plan at {s.stamp_ns} ns produced NaN: "
-                                            f"using the {step.source} controller")
+                self.diag.warn(
+                    "nan_plans",
+                    f"plan at {s.stamp_ns} ns produced NaN: using the {step.source} controller",
+                )
         self.last_planned_ns = s.stamp_ns
         controller = self._plausible_part(controller)
         if controller is None:
-            self.mpc.reset()          # the next plan starts cold, not from the refused one
+            self.mpc.reset()  # the next plan starts cold, not from the refused one
             self.next_plan_ns = None  # plan again for the next state
             return
         next_plan_ns = min(next_plan_ns, max(controller.end_ns, s.stamp_ns + self.period_ns))
         self.next_plan_ns = next_plan_ns
         controller = controller.with_validity(
-            max(next_plan_ns, controller.start_ns) + seconds_to_ns(self.p.plan_validity))
+            max(next_plan_ns, controller.start_ns) + seconds_to_ns(self.p.plan_validity)
+        )
         self.last_controller = controller.to_bytes()
         self.controller_pub.publish(UInt8MultiArray(data=self.last_controller))
         self.latencies.append(self.get_clock().now().nanoseconds - s.stamp_ns)
         del self.latencies[:-20]
         if step.source == "plan" and step.plan is not None and step.plan.states is not None:
             self._publish_path(step.plan.states, s.stamp_ns)
-            self.markers.publish(step.plan, self.mpc.model, self.targets.at(s.stamp_ns),
-                                 s.stamp_ns)
+            self.markers.publish(step.plan, self.mpc.model, self.targets.at(s.stamp_ns), s.stamp_ns)
 
     def _plausible_part(self, c):
         """The controller up to the first step whose nominal state the executor would find
         implausible (a young model's prediction running far beyond the joint limits: the
         executor refuses such a controller whole); None (and a warning) if its first step is."""
         n = len(self.joint_names)
-        t = self.intake.gate.first_implausible(c.x_hat[:, :n], c.x_hat[:, n:2 * n])
+        t = self.intake.gate.first_implausible(c.x_hat[:, :n], c.x_hat[:, n : 2 * n])
         if t is None:
             return c
-        self.diag.warn("implausible_plan_steps", f"plan from {c.start_ns} ns leaves the joint "
-                       f"limits at step {t} of {c.T}: " + ("cut there" if t else "not sent"))
+        self.diag.warn(
+            "implausible_plan_steps",
+            f"plan from {c.start_ns} ns leaves the joint "
+            f"limits at step {t} of {c.T}: " + ("cut there" if t else "not sent"),
+        )
         return c.slice(0, t) if t else None
 
     def _lead(self) -> int:
@@ -387,9 +503,12 @@ class MPCPlannerNode(Node):
             return 0
         lead = int(np.median(self.latencies))
         if lead >= self.p.horizon * self.period_ns:
-            self.diag.warn("latency_beyond_horizon", f"latency {lead * 1e-9:.3g} s is longer "
-                           f"than the plan: are the joint states stamped with this node's "
-                           f"clock (use_sim_time)? planning without a lead")
+            self.diag.warn(
+                "latency_beyond_horizon",
+                f"latency {lead * 1e-9:.3g} s is longer "
+                f"than the plan: are the joint states stamped with this node's "
+                f"clock (use_sim_time)? planning without a lead",
+            )
             return 0
         return lead
 
@@ -400,8 +519,10 @@ class MPCPlannerNode(Node):
         path.header.stamp, path.header.frame_id = time_msg(stamp_ns), self.frame
         for t, point in enumerate(ee):
             pose = PoseStamped()
-            pose.header.stamp, pose.header.frame_id = time_msg(stamp_ns + t * self.period_ns), \
-                self.frame
+            pose.header.stamp, pose.header.frame_id = (
+                time_msg(stamp_ns + t * self.period_ns),
+                self.frame,
+            )
             pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = map(float, point)
             pose.pose.orientation.w = 1.0
             path.poses.append(pose)
@@ -409,13 +530,21 @@ class MPCPlannerNode(Node):
 
     def _report(self) -> tuple[int, str, dict]:
         rate = 1.0 / np.mean(self.plan_times) if self.plan_times else float("nan")
-        level = WARN if self.diag.counters["nan_plans"] or self.diag.counters["rejected_model"] \
-            else OK
+        level = (
+            WARN if self.diag.counters["nan_plans"] or self.diag.counters["rejected_model"] else OK
+        )
         latency = float(np.median(self.latencies)) * 1e-6 if self.latencies else float("nan")
-        return level, f"{self.p.planner}, model v{self.model_version}", {
-            "plan_rate_hz": rate, "last_cost": self.last_cost,
-            "model_version": self.model_version, "plan_latency_ms": latency,
-            "paused": self.paused}
+        return (
+            level,
+            f"{self.p.planner}, model v{self.model_version}",
+            {
+                "plan_rate_hz": rate,
+                "last_cost": self.last_cost,
+                "model_version": self.model_version,
+                "plan_latency_ms": latency,
+                "paused": self.paused,
+            },
+        )
 
 
 def main(args=None) -> int:

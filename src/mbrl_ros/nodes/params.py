@@ -10,16 +10,21 @@ set`` (any SetParameters call) is checked like a start-up value, and a safety se
 (``safer``) may only move in its safe direction from the value the node started with. An
 accepted set updates the namespace ``declare_params`` returned and the node's ``apply`` hook.
 """
+
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
@@ -29,22 +34,23 @@ from mbrl_ros.settings import ConfigError, Param
 def descriptor(p: Param) -> ParameterDescriptor:
     """The ROS parameter descriptor of ``p``: description, range or choices, read-only unless
     ``runtime`` (visible to ``ros2 param describe``)."""
-    d = ParameterDescriptor(name=p.name, description=p.description, read_only=not p.runtime,
-                            dynamic_typing=True)
+    d = ParameterDescriptor(
+        name=p.name, description=p.description, read_only=not p.runtime, dynamic_typing=True
+    )
     if p.range is not None and isinstance(p.default, float):
-        d.floating_point_range = [FloatingPointRange(
-            from_value=float(p.range[0]), to_value=float(p.range[1]), step=0.0)]
-    elif p.range is not None and isinstance(p.default, int) \
-            and not isinstance(p.default, bool):
-        d.integer_range = [IntegerRange(
-            from_value=int(p.range[0]), to_value=int(p.range[1]), step=0)]
+        d.floating_point_range = [
+            FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]), step=0.0)
+        ]
+    elif p.range is not None and isinstance(p.default, int) and not isinstance(p.default, bool):
+        d.integer_range = [
+            IntegerRange(from_value=int(p.range[0]), to_value=int(p.range[1]), step=0)
+        ]
     if p.choices:
         d.additional_constraints = "one of: " + ", ".join(p.choices)
     elif p.range is not None:
         d.additional_constraints = f"range [{p.range[0]}, {p.range[1]}]"
     if p.safer:
-        d.additional_constraints += (f"; at run time only {p.safer} than the start-up "
-                                     "value")
+        d.additional_constraints += f"; at run time only {p.safer} than the start-up value"
     return d
 
 
@@ -65,8 +71,9 @@ def _initial(default: Any) -> Any:
     return [] if default == [] else default
 
 
-def declare_params(node: Node, params: Sequence[Param],
-                   apply: Callable[[Mapping[str, Any]], None] | None = None) -> SimpleNamespace:
+def declare_params(
+    node: Node, params: Sequence[Param], apply: Callable[[Mapping[str, Any]], None] | None = None
+) -> SimpleNamespace:
     """Declare ``params`` on ``node`` and return their checked values as attributes. If some are
     ``runtime``, a set on the running node is validated (``RuntimeParams``) and then passed, as
     {name: checked value}, to ``apply`` (which may raise ConfigError to refuse it) before the
@@ -101,8 +108,10 @@ def check_unknown_parameters(node: Node) -> None:
         for key in unknown:
             close = difflib.get_close_matches(key, sorted(declared), n=1)
             hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        raise ConfigError(f"unknown parameter(s) for node '{node.get_name()}': "
-                          f"{', '.join(hints)}; `ros2 param list` on the node shows what it takes")
+        raise ConfigError(
+            f"unknown parameter(s) for node '{node.get_name()}': "
+            f"{', '.join(hints)}; `ros2 param list` on the node shows what it takes"
+        )
 
 
 class RuntimeParams:
@@ -111,8 +120,12 @@ class RuntimeParams:
     start-up values, calls ``apply``, then stores the values in ``namespace``. A refusal's
     reason names the parameter, the value and what is allowed; nothing changes then."""
 
-    def __init__(self, params: Sequence[Param], namespace: SimpleNamespace,
-                 apply: Callable[[Mapping[str, Any]], None] | None):
+    def __init__(
+        self,
+        params: Sequence[Param],
+        namespace: SimpleNamespace,
+        apply: Callable[[Mapping[str, Any]], None] | None,
+    ):
         self.params = {p.name: p for p in params}
         self.start = dict(vars(namespace))
         self.namespace, self.apply = namespace, apply
@@ -140,7 +153,9 @@ class RuntimeParams:
         start = self.start[p.name]
         if (p.safer == "higher" and value < start) or (p.safer == "lower" and value > start):
             bound = "≥" if p.safer == "higher" else "≤"
-            raise ConfigError(f"parameter '{p.name}' = {value!r}: a running node takes only "
-                              f"values {bound} its start-up value {start!r} (safer); a looser "
-                              "safety setting needs a restart")
+            raise ConfigError(
+                f"parameter '{p.name}' = {value!r}: a running node takes only "
+                f"values {bound} its start-up value {start!r} (safer); a looser "
+                "safety setting needs a restart"
+            )
         return value

@@ -32,6 +32,7 @@ gives the safe hold (``non_finite_command``).
 weight): the URDF's gravity torque g(q) is added to every command, the holds included
 (``nodes.safe_command_node``); the policy itself acts on a weightless arm, as the learned models.
 """
+
 from __future__ import annotations
 
 import sys
@@ -54,8 +55,12 @@ from mbrl_ros.plausibility import TargetGate
 from mbrl_ros.policy.network import FrozenPolicy, GoalPolicy, PolicyError
 
 PARAMS = SAFETY_PARAMS + [
-    Param("mode", "sync", "sync (wait for a policy and a target; lockstep) or realtime",
-          choices=("sync", "realtime")),
+    Param(
+        "mode",
+        "sync",
+        "sync (wait for a policy and a target; lockstep) or realtime",
+        choices=("sync", "realtime"),
+    ),
     Param("policy_file", "", "policy artifact to run from the start; '' = wait for /mbrl/policy"),
     save_path_param("policy"),
 ]
@@ -76,19 +81,41 @@ class PolicyRunnerNode(SafeCommandNode):
             try:
                 self._use(GoalPolicy.from_bytes(read_file(self.p.policy_file)), "file")
             except (OSError, ArtifactError, PolicyError) as exc:
-                raise ConfigError(f"parameter 'policy_file' = {self.p.policy_file!r}: "
-                                  f"{exc}") from None
-        subscribe(self, self.diag, UInt8MultiArray, POLICY, LATCHED_QOS,
-                  self._on_policy, self._read_policy, "policy")
-        subscribe(self, self.diag, PointStamped, TARGET, TARGET_QOS,
-                  lambda _: self._answer_if_ready(), self.targets.add_msg, "target")
-        add_save_service(self, "policy",
-                         lambda: self.policy.to_bytes() if self.policy is not None else None)
+                raise ConfigError(
+                    f"parameter 'policy_file' = {self.p.policy_file!r}: {exc}"
+                ) from None
+        subscribe(
+            self,
+            self.diag,
+            UInt8MultiArray,
+            POLICY,
+            LATCHED_QOS,
+            self._on_policy,
+            self._read_policy,
+            "policy",
+        )
+        subscribe(
+            self,
+            self.diag,
+            PointStamped,
+            TARGET,
+            TARGET_QOS,
+            lambda _: self._answer_if_ready(),
+            self.targets.add_msg,
+            "target",
+        )
+        add_save_service(
+            self, "policy", lambda: self.policy.to_bytes() if self.policy is not None else None
+        )
         self.get_logger().info(
             f"{self.robot.name}: {self.n} joints, {self.p.mode} mode, hold law "
             f"{self.p.hold_law}; policy "
-            + (f"from {self.p.policy_file}" if self.policy else
-               f"from {self.resolve_topic_name(POLICY)} (waiting)"))
+            + (
+                f"from {self.p.policy_file}"
+                if self.policy
+                else f"from {self.resolve_topic_name(POLICY)} (waiting)"
+            )
+        )
 
     # -- inputs ----------------------------------------------------------------------------------
     def _use(self, policy: GoalPolicy, source: str) -> None:
@@ -106,13 +133,17 @@ class PolicyRunnerNode(SafeCommandNode):
 
     def _on_policy(self, policy: GoalPolicy) -> None:
         self._use(policy, "topic")
-        self.get_logger().info(f"new policy from {self.resolve_topic_name(POLICY)} "
-                               f"(hidden {self.policy.hidden})")
+        self.get_logger().info(
+            f"new policy from {self.resolve_topic_name(POLICY)} (hidden {self.policy.hidden})"
+        )
         self._answer_if_ready()
 
     def _answer_if_ready(self) -> None:
-        if self.pending is not None and self.frozen is not None \
-                and self.targets.at(self.pending.stamp_ns) is not None:
+        if (
+            self.pending is not None
+            and self.frozen is not None
+            and self.targets.at(self.pending.stamp_ns) is not None
+        ):
             self._answer_pending()
 
     # -- acting ----------------------------------------------------------------------------------
@@ -130,15 +161,23 @@ class PolicyRunnerNode(SafeCommandNode):
         if ready:
             with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
                 u = self.frozen.act(state.position, state.velocity, target)
-        self._send(state.position, state.velocity, u, state.stamp_ns,
-                   now=now if self.realtime else None, why=why)
+        self._send(
+            state.position,
+            state.velocity,
+            u,
+            state.stamp_ns,
+            now=now if self.realtime else None,
+            why=why,
+        )
         self._record_compute(start_ns)
 
     def _status(self) -> tuple[str, dict]:
         sig = self.policy.signature if self.policy else None
-        values = {"policy_source": self.policy_source or "none",
-                  "policy_hidden": list(self.policy.hidden) if self.policy else [],
-                  "policy_dt": sig.dt if sig else 0.0}
+        values = {
+            "policy_source": self.policy_source or "none",
+            "policy_hidden": list(self.policy.hidden) if self.policy else [],
+            "policy_dt": sig.dt if sig else 0.0,
+        }
         if self.homing_active:
             return "homing", values
         if self.policy is None:

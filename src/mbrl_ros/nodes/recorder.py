@@ -30,13 +30,14 @@
   ``episode_length`` (in the joint states' time: sim time in a simulation) bounds every episode:
   with it the bag ends exactly at the last episode's end, whatever order the topics arrive in.
 """
+
 from __future__ import annotations
 
 import importlib
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,42 +48,84 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rclpy.subscription import Subscription
-from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
-                                QosTime)
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
 from std_srvs.srv import Trigger
 
 from mbrl_ros.data.bags import BagWriter, known_type
 from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.recording import EpisodeRecording
-from mbrl_ros.data.topics import (CAMERA_INFO, CLOCK, COMMANDS, EVENTS, IMAGES, KNOWN_TYPES,
-                                  RECORDED_BY_DEFAULT, RESET_SERVICE, STATES, read_episode_event)
-from mbrl_ros.msgconv import command_tag, stamp_to_ns
+from mbrl_ros.data.topics import (
+    CAMERA_INFO,
+    CLOCK,
+    COMMANDS,
+    EVENTS,
+    IMAGES,
+    KNOWN_TYPES,
+    RECORDED_BY_DEFAULT,
+    RESET_SERVICE,
+    STATES,
+    read_episode_event,
+)
+from mbrl_ros.msgconv import command_tag, seconds_to_ns, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.msgconv import seconds_to_ns
 
 PARAMS = [
     Param("bag_path", "", "bag folder to create; '' = bags/mbrl_<UTC date and time>"),
     Param("topics", list(RECORDED_BY_DEFAULT), "topics to record"),
     Param("split_size", 0.0, "start a new bag file at this size (MiB); 0 = never", (0.0, 1e6)),
-    Param("split_duration", 0.0, "start a new bag file after this long (s); 0 = never",
-          (0.0, 1e7)),
-    Param("flush_period", 1.0, "wall time between flushes to disk (s): the most a crash loses",
-          (0.01, 60.0), runtime=True),
+    Param("split_duration", 0.0, "start a new bag file after this long (s); 0 = never", (0.0, 1e7)),
+    Param(
+        "flush_period",
+        1.0,
+        "wall time between flushes to disk (s): the most a crash loses",
+        (0.01, 60.0),
+        runtime=True,
+    ),
     Param("queue_depth", 1000, "subscription queue depth (messages)", (1, 1_000_000)),
-    Param("discovery_period", 0.5, "wall time between looks for new publishers (s)", (0.05, 60.0),
-          runtime=True),
-    Param("episodes", 0, "whole episodes to record, then exit; 0 = record everything until "
-                         "stopped", (0, 1_000_000)),
-    Param("episode_source", "events", "events: episodes begin at reset/start events on "
-          "/mbrl/episode_events; service: the recorder calls reset_service",
-          choices=("events", "service")),
-    Param("episode_length", 0.0, "time per episode (s, in the joint states' stamps); 0 = until "
-                                 "the next episode event (events only)", (0.0, 1e6)),
+    Param(
+        "discovery_period",
+        0.5,
+        "wall time between looks for new publishers (s)",
+        (0.05, 60.0),
+        runtime=True,
+    ),
+    Param(
+        "episodes",
+        0,
+        "whole episodes to record, then exit; 0 = record everything until stopped",
+        (0, 1_000_000),
+    ),
+    Param(
+        "episode_source",
+        "events",
+        "events: episodes begin at reset/start events on "
+        "/mbrl/episode_events; service: the recorder calls reset_service",
+        choices=("events", "service"),
+    ),
+    Param(
+        "episode_length",
+        0.0,
+        "time per episode (s, in the joint states' stamps); 0 = until "
+        "the next episode event (events only)",
+        (0.0, 1e6),
+    ),
     Param("reset_service", RESET_SERVICE, "service: std_srvs/Trigger that starts an episode"),
-    Param("drain_timeout", 5.0, "wall time to wait for messages in flight (s): those of the last "
-          "episode, and (service) a reset's episode event", (0.1, 600.0)),
+    Param(
+        "drain_timeout",
+        5.0,
+        "wall time to wait for messages in flight (s): those of the last "
+        "episode, and (service) a reset's episode event",
+        (0.1, 600.0),
+    ),
     Param("status_period", 0.0, "wall time between status lines (s); 0 = none", (0.0, 3600.0)),
 ]
 
@@ -98,8 +141,9 @@ def message_class(msgtype: str):
     try:
         return getattr(importlib.import_module(f"{package}.msg"), name)
     except (ImportError, AttributeError):
-        raise ValueError(f"message type {msgtype} is not installed (Python package "
-                         f"'{package}')") from None
+        raise ValueError(
+            f"message type {msgtype} is not installed (Python package '{package}')"
+        ) from None
 
 
 def message_stamp(topic: str, msg) -> tuple[int | None, str | None]:
@@ -116,13 +160,22 @@ def message_stamp(topic: str, msg) -> tuple[int | None, str | None]:
 
 def bag_qos(profile: QoSProfile) -> Qos:
     """An rclpy QoS profile as rosbags stores it in the bag (offered_qos_profiles)."""
+
     def t(duration) -> QosTime:
         ns = duration.nanoseconds
         return QosTime(2147483647, 4294967295) if ns >= INFINITE_NS else QosTime(*divmod(ns, 10**9))
-    return Qos(QosHistory(int(profile.history)), profile.depth,
-               QosReliability(int(profile.reliability)), QosDurability(int(profile.durability)),
-               t(profile.deadline), t(profile.lifespan), QosLiveliness(int(profile.liveliness)),
-               t(profile.liveliness_lease_duration), profile.avoid_ros_namespace_conventions)
+
+    return Qos(
+        QosHistory(int(profile.history)),
+        profile.depth,
+        QosReliability(int(profile.reliability)),
+        QosDurability(int(profile.durability)),
+        t(profile.deadline),
+        t(profile.lifespan),
+        QosLiveliness(int(profile.liveliness)),
+        t(profile.liveliness_lease_duration),
+        profile.avoid_ros_namespace_conventions,
+    )
 
 
 class RecorderNode(Node):
@@ -138,16 +191,21 @@ class RecorderNode(Node):
         # /arm/joint_states): resolved name → the graph's name
         self.role = {self.resolve_topic_name(t): t for t in KNOWN_TYPES}
         states, commands, clock, events, images, camera_info = (
-            self.resolve_topic_name(t) for t in (STATES, COMMANDS, CLOCK, EVENTS, IMAGES,
-                                                 CAMERA_INFO))
+            self.resolve_topic_name(t)
+            for t in (STATES, COMMANDS, CLOCK, EVENTS, IMAGES, CAMERA_INFO)
+        )
         missing = [t for t in (states, events) if t not in self.topics]
         if p.episodes and missing:
-            raise ConfigError(f"parameter 'episodes' = {p.episodes} needs {missing} among the "
-                              f"'topics' (episodes are joint-state stamps between episode events)")
+            raise ConfigError(
+                f"parameter 'episodes' = {p.episodes} needs {missing} among the "
+                f"'topics' (episodes are joint-state stamps between episode events)"
+            )
         if p.episodes and p.episode_source == "service" and p.episode_length == 0:
-            raise ConfigError("parameter 'episode_length' = 0.0 must be positive with "
-                              "episode_source 'service' (the recorder ends each episode)")
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
+            raise ConfigError(
+                "parameter 'episode_length' = 0.0 must be positive with "
+                "episode_source 'service' (the recorder ends each episode)"
+            )
+        stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
         path = Path(p.bag_path or f"bags/mbrl_{stamp}").expanduser()
         self.exit_status = 0
         self.counts: Counter = Counter()
@@ -160,17 +218,22 @@ class RecorderNode(Node):
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.timers_by_param = {
             "flush_period": self.create_timer(p.flush_period, self._flush, clock=wall),
-            "discovery_period": self.create_timer(p.discovery_period, self._discover, clock=wall)}
+            "discovery_period": self.create_timer(p.discovery_period, self._discover, clock=wall),
+        }
         if p.status_period > 0:
             self.create_timer(p.status_period, self._status_line, clock=wall)
         self.episodes: EpisodeRecording | None = None
         if p.episodes:
             self.episodes = EpisodeRecording(
-                p.episodes, states=states,
+                p.episodes,
+                states=states,
                 required=[t for t in (states, commands) if t in self.topics],
-                streams=[t for t in (states, commands, clock, images, camera_info)
-                         if t in self.topics],
-                length_ns=seconds_to_ns(p.episode_length) or None, preroll=p.queue_depth)
+                streams=[
+                    t for t in (states, commands, clock, images, camera_info) if t in self.topics
+                ],
+                length_ns=seconds_to_ns(p.episode_length) or None,
+                preroll=p.queue_depth,
+            )
             self._ended_at: float | None = None
             self._reset_future = None
             self._resets, self._reset_at = 0, 0.0  # resets requested; when the last one answered
@@ -181,12 +244,17 @@ class RecorderNode(Node):
         # Last: a bag_path that cannot be used stops the node here; the folder itself is created
         # with the first message (a signal from here on reaches the runner, which calls close()).
         try:
-            self.writer = BagWriter(path, split_bytes=int(p.split_size * 2**20),
-                                    split_ns=seconds_to_ns(p.split_duration))
+            self.writer = BagWriter(
+                path,
+                split_bytes=int(p.split_size * 2**20),
+                split_ns=seconds_to_ns(p.split_duration),
+            )
         except BagError as exc:
             raise ConfigError(f"parameter 'bag_path': {exc}") from None
-        self.get_logger().info(f"recording {', '.join(self.topics)} to {path}" + (
-            f" ({p.episodes} episodes from {p.episode_source})" if p.episodes else ""))
+        self.get_logger().info(
+            f"recording {', '.join(self.topics)} to {path}"
+            + (f" ({p.episodes} episodes from {p.episode_source})" if p.episodes else "")
+        )
 
     def _set_params(self, changes) -> None:
         """Runtime parameters: the flush and discovery timers' periods (wall s)."""
@@ -208,8 +276,9 @@ class RecorderNode(Node):
             if not types:
                 continue
             if len(types) > 1:
-                self.diag.warn("several_types", f"{topic} has several types {types}; "
-                                                f"recording {types[0]}")
+                self.diag.warn(
+                    "several_types", f"{topic} has several types {types}; recording {types[0]}"
+                )
             try:
                 if not known_type(types[0]):
                     raise ValueError(f"{types[0]} is not in the ROS 2 Kilted type store")
@@ -219,26 +288,38 @@ class RecorderNode(Node):
                 self.diag.warn("refused_topic", f"not recording {topic}: {exc}")
                 continue
             sub = self.create_subscription(
-                cls, topic, partial(self._on_message, topic), self._qos(topic), raw=True,
+                cls,
+                topic,
+                partial(self._on_message, topic),
+                self._qos(topic),
+                raw=True,
                 event_callbacks=SubscriptionEventCallbacks(
-                    incompatible_qos=partial(self._on_incompatible, topic)))
+                    incompatible_qos=partial(self._on_incompatible, topic)
+                ),
+            )
             self.subscriptions_by_topic[topic] = (types[0], sub)
 
     def _qos(self, topic: str) -> QoSProfile:
         """Reliable unless a publisher is best effort; transient local if all publishers are."""
         offered = [i.qos_profile for i in self.get_publishers_info_by_topic(topic)]
-        reliability = (ReliabilityPolicy.BEST_EFFORT if any(
-            q.reliability == ReliabilityPolicy.BEST_EFFORT for q in offered)
-            else ReliabilityPolicy.RELIABLE)
-        durability = (DurabilityPolicy.TRANSIENT_LOCAL if offered and all(
-            q.durability == DurabilityPolicy.TRANSIENT_LOCAL for q in offered)
-            else DurabilityPolicy.VOLATILE)
-        return QoSProfile(depth=self.p.queue_depth, reliability=reliability,
-                          durability=durability)
+        reliability = (
+            ReliabilityPolicy.BEST_EFFORT
+            if any(q.reliability == ReliabilityPolicy.BEST_EFFORT for q in offered)
+            else ReliabilityPolicy.RELIABLE
+        )
+        durability = (
+            DurabilityPolicy.TRANSIENT_LOCAL
+            if offered and all(q.durability == DurabilityPolicy.TRANSIENT_LOCAL for q in offered)
+            else DurabilityPolicy.VOLATILE
+        )
+        return QoSProfile(depth=self.p.queue_depth, reliability=reliability, durability=durability)
 
     def _on_incompatible(self, topic: str, _event) -> None:
-        self.diag.warn("incompatible_qos", f"{topic}: a publisher's QoS does not match the "
-                                           "subscription; subscribing again to match it")
+        self.diag.warn(
+            "incompatible_qos",
+            f"{topic}: a publisher's QoS does not match the "
+            "subscription; subscribing again to match it",
+        )
         if not self.writer.has_topic(topic):
             self._resubscribe.add(topic)
 
@@ -253,8 +334,9 @@ class RecorderNode(Node):
             self._write(topic, log_ns, data, publish_ns)
             return
         started = self.episodes.started
-        for msg in self.episodes.offer(topic, log_ns, data, *self._stamp(topic, data),
-                                       publish_ns=publish_ns):
+        for msg in self.episodes.offer(
+            topic, log_ns, data, *self._stamp(topic, data), publish_ns=publish_ns
+        ):
             if not self._write(*msg):
                 return
         if self.episodes.started > started:
@@ -312,14 +394,24 @@ class RecorderNode(Node):
             return
         # printed: the node's context may already be shut down (no /rosout)
         if not self.writer.exists:
-            print(f"[recorder] no messages recorded: no bag written at {self.writer.path}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[recorder] no messages recorded: no bag written at {self.writer.path}",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         rec = self.episodes
-        note = (f" (stopped during episode {rec.started} of {rec.episodes})"
-                if rec is not None and not rec.complete else "")
-        print(f"[recorder] bag {self.writer.path} closed: {self.writer.message_count} messages "
-              f"in {len(self.writer.files)} file(s){note}", file=sys.stderr, flush=True)
+        note = (
+            f" (stopped during episode {rec.started} of {rec.episodes})"
+            if rec is not None and not rec.complete
+            else ""
+        )
+        print(
+            f"[recorder] bag {self.writer.path} closed: {self.writer.message_count} messages "
+            f"in {len(self.writer.files)} file(s){note}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     # -- episodes --------------------------------------------------------------------------------
     def _advance_episodes(self, rec: EpisodeRecording) -> None:
@@ -333,7 +425,8 @@ class RecorderNode(Node):
             elif time.monotonic() - self._ended_at > self.p.drain_timeout:
                 self.get_logger().warning(
                     f"{', '.join(rec.waiting_for)}: nothing stamped after the last episode "
-                    f"within {self.p.drain_timeout:g} s; its last messages there may be missing")
+                    f"within {self.p.drain_timeout:g} s; its last messages there may be missing"
+                )
                 self._finish(f"{rec.episodes} episodes recorded")
         elif self.p.episode_source == "service" and self._reset_future is None:
             self._reset_if_due(rec)
@@ -344,10 +437,13 @@ class RecorderNode(Node):
         if self._resets > rec.started:
             if time.monotonic() - self._reset_at < self.p.drain_timeout:
                 return
-            self.get_logger().warning(f"no episode began within {self.p.drain_timeout:g} s of "
-                                      f"reset {self._resets}; resetting again")
-        if rec.between_episodes or (rec.started == 0 and rec.can_start()
-                                    and self._reset_client.service_is_ready()):
+            self.get_logger().warning(
+                f"no episode began within {self.p.drain_timeout:g} s of "
+                f"reset {self._resets}; resetting again"
+            )
+        if rec.between_episodes or (
+            rec.started == 0 and rec.can_start() and self._reset_client.service_is_ready()
+        ):
             self._resets = rec.started + 1
             self._reset_future = self._reset_client.call_async(Trigger.Request())
 
@@ -360,8 +456,10 @@ class RecorderNode(Node):
             self._reset_future, result = None, future.result()
             self._reset_at = time.monotonic()
             if result is None or not result.success:
-                self.get_logger().error(f"reset via {self.p.reset_service} failed: "
-                                        f"{getattr(result, 'message', 'no response')}")
+                self.get_logger().error(
+                    f"reset via {self.p.reset_service} failed: "
+                    f"{getattr(result, 'message', 'no response')}"
+                )
                 self.exit_status = 1
                 self.close()
                 self.context.try_shutdown()
@@ -376,9 +474,13 @@ class RecorderNode(Node):
     # -- status ----------------------------------------------------------------------------------
     def _report(self) -> tuple[int, str, dict]:
         w = self.writer
-        values = {"messages": w.message_count, "durable_messages": w.durable_count,
-                  "files": len(w.files), "bag": str(w.path),
-                  "clamped_log_times": w.clamped_log_times}
+        values = {
+            "messages": w.message_count,
+            "durable_messages": w.durable_count,
+            "files": len(w.files),
+            "bag": str(w.path),
+            "clamped_log_times": w.clamped_log_times,
+        }
         if self.episodes is not None:
             values["episodes_begun"] = self.episodes.started
         values.update({f"messages {t}": n for t, n in sorted(self.counts.items())})
@@ -390,11 +492,20 @@ class RecorderNode(Node):
         w = self.writer
         per_topic = " ".join(f"{t} {n}" for t, n in sorted(self.counts.items()))
         rec = self.episodes
-        episode = "" if rec is None else (f"episode {rec.started}/{rec.episodes} | " if rec.started
-                                          else "waiting for the first episode | ")
-        self.get_logger().info(f"{episode}{w.message_count} msgs ({w.durable_count} on disk), "
-                               f"{w.size_bytes / 2**20:.1f} MiB, {len(w.files)} file(s) | "
-                               f"{per_topic}")
+        episode = (
+            ""
+            if rec is None
+            else (
+                f"episode {rec.started}/{rec.episodes} | "
+                if rec.started
+                else "waiting for the first episode | "
+            )
+        )
+        self.get_logger().info(
+            f"{episode}{w.message_count} msgs ({w.durable_count} on disk), "
+            f"{w.size_bytes / 2**20:.1f} MiB, {len(w.files)} file(s) | "
+            f"{per_topic}"
+        )
 
 
 def main(args=None) -> int:

@@ -12,6 +12,7 @@ for machines without ``ros2 bag play``.
 * ``loop`` starts again from the beginning when the bag ends; otherwise the node exits when done,
   printing how late messages went out (median and maximum).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,11 +44,19 @@ PARAMS = [
     Param("rate", 1.0, "playback speed (2 = twice as fast)", (0.01, 100.0)),
     Param("loop", False, "play again from the start when the bag ends"),
     Param("topics", [], "topics to play; [] = all"),
-    Param("clock_rate", 100.0, "/clock rate (Hz) for a bag without /clock; 0 = no /clock",
-          (0.0, 10000.0)),
-    Param("wait_for_subscribers", 0.0, "wait up to this long (wall s) for every topic to have "
-                                       "a subscriber before playing; 0 = start at once",
-          (0.0, 3600.0)),
+    Param(
+        "clock_rate",
+        100.0,
+        "/clock rate (Hz) for a bag without /clock; 0 = no /clock",
+        (0.0, 10000.0),
+    ),
+    Param(
+        "wait_for_subscribers",
+        0.0,
+        "wait up to this long (wall s) for every topic to have "
+        "a subscriber before playing; 0 = start at once",
+        (0.0, 3600.0),
+    ),
     Param("queue_depth", 1000, "publisher queue depth (messages)", (1, 1_000_000)),
 ]
 
@@ -59,7 +68,8 @@ def qos_from_bag(offered: tuple[Qos, ...], depth: int) -> QoSProfile:
     return QoSProfile(
         depth=depth,
         reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
 
 
 class ReplayNode(Node):
@@ -75,8 +85,10 @@ class ReplayNode(Node):
         missing = [t for t in self.topics if t not in self.bag.topics]
         if missing:
             self.bag.close()
-            raise ConfigError(f"parameter 'topics': bag {p.bag} has no topic(s) {missing}; it "
-                              f"has {sorted(self.bag.topics)}")
+            raise ConfigError(
+                f"parameter 'topics': bag {p.bag} has no topic(s) {missing}; it "
+                f"has {sorted(self.bag.topics)}"
+            )
         self.pubs = {}
         for topic in self.topics:
             info = self.bag.topics[topic]
@@ -85,10 +97,14 @@ class ReplayNode(Node):
             except ValueError as exc:
                 self.get_logger().warning(f"not replaying {topic}: {exc}")
                 continue
-            self.pubs[topic] = self.create_publisher(cls, topic, qos_from_bag(info.qos,
-                                                                              p.queue_depth))
-        self.clock_pub = (self.create_publisher(Clock, CLOCK, qos_from_bag((), p.queue_depth))
-                          if CLOCK not in self.bag.topics and p.clock_rate > 0 else None)
+            self.pubs[topic] = self.create_publisher(
+                cls, topic, qos_from_bag(info.qos, p.queue_depth)
+            )
+        self.clock_pub = (
+            self.create_publisher(Clock, CLOCK, qos_from_bag((), p.queue_depth))
+            if CLOCK not in self.bag.topics and p.clock_rate > 0
+            else None
+        )
         self.exit_status = 0
         self.published = 0
         self.lateness: list[float] = []  # wall s after the scheduled time, per message
@@ -155,7 +171,8 @@ class ReplayNode(Node):
         self.get_logger().info(
             f"replayed {self.published} messages of {len(self.pubs)} topic(s) from "
             f"{self.p.bag} at rate {self.p.rate:g}; lateness median {np.median(late):.2f} ms, "
-            f"max {late.max():.2f} ms")
+            f"max {late.max():.2f} ms"
+        )
 
     def close(self) -> None:
         self._stop.set()
@@ -174,16 +191,27 @@ def _in_range(name: str):
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("bag", help="bag folder (rosbag2, MCAP storage)")
-    parser.add_argument("--rate", type=_in_range("rate"), default=1.0,
-                        help="playback speed factor (0.01 to 100)")
+    parser.add_argument(
+        "--rate", type=_in_range("rate"), default=1.0, help="playback speed factor (0.01 to 100)"
+    )
     parser.add_argument("--loop", action="store_true", help="play again when the bag ends")
-    parser.add_argument("--topics", nargs="+", default=[], metavar="TOPIC",
-                        help="topics to play (default: all)")
-    parser.add_argument("--clock-rate", type=_in_range("clock_rate"), default=100.0,
-                        metavar="HZ", help="/clock rate when the bag has no /clock (0 = none)")
-    parser.add_argument("--wait-for-subscribers", type=_in_range("wait_for_subscribers"),
-                        default=0.0, metavar="S",
-                        help="wait up to S wall seconds for subscribers before playing")
+    parser.add_argument(
+        "--topics", nargs="+", default=[], metavar="TOPIC", help="topics to play (default: all)"
+    )
+    parser.add_argument(
+        "--clock-rate",
+        type=_in_range("clock_rate"),
+        default=100.0,
+        metavar="HZ",
+        help="/clock rate when the bag has no /clock (0 = none)",
+    )
+    parser.add_argument(
+        "--wait-for-subscribers",
+        type=_in_range("wait_for_subscribers"),
+        default=0.0,
+        metavar="S",
+        help="wait up to S wall seconds for subscribers before playing",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,9 +219,13 @@ def run(args: argparse.Namespace) -> int:
     unless ROS_AUTOMATIC_DISCOVERY_RANGE / ROS_DOMAIN_ID are set (``confine_dds``)."""
     check_bags([args.bag])
     confine_dds("replay")
-    overrides = [Parameter("bag", value=str(args.bag)), Parameter("rate", value=args.rate),
-                 Parameter("loop", value=args.loop), Parameter("clock_rate", value=args.clock_rate),
-                 Parameter("wait_for_subscribers", value=args.wait_for_subscribers)]
+    overrides = [
+        Parameter("bag", value=str(args.bag)),
+        Parameter("rate", value=args.rate),
+        Parameter("loop", value=args.loop),
+        Parameter("clock_rate", value=args.clock_rate),
+        Parameter("wait_for_subscribers", value=args.wait_for_subscribers),
+    ]
     if args.topics:
         overrides.append(Parameter("topics", value=list(args.topics)))
     return run_node(lambda: ReplayNode(parameter_overrides=overrides), "replay", [])

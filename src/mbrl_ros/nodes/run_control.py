@@ -1,10 +1,11 @@
 """Services that control a run, shared by the nodes: ``~/save_<what>`` (std_srvs/Trigger) writes
 the node's current artifact (model, controller, policy: the safetensors bytes it publishes) to
 the file its ``<what>_path`` parameter names, settable at run time."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rclpy.node import Node
 from std_srvs.srv import Trigger
@@ -15,9 +16,14 @@ from mbrl_ros.nodes.params import Param
 
 def save_path_param(what: str) -> Param:
     """The runtime parameter ``<what>_path``: where ``~/save_<what>`` writes."""
-    return Param(f"{what}_path", "", f"file that the ~/save_{what} service writes the current "
-                 f"{what} artifact to (safetensors; a relative path is relative to the node's "
-                 "working directory; an existing file is replaced)", runtime=True)
+    return Param(
+        f"{what}_path",
+        "",
+        f"file that the ~/save_{what} service writes the current "
+        f"{what} artifact to (safetensors; a relative path is relative to the node's "
+        "working directory; an existing file is replaced)",
+        runtime=True,
+    )
 
 
 def save_artifact(path: str, blob: bytes | None, what: str) -> tuple[bool, str]:
@@ -43,6 +49,7 @@ def save_artifact(path: str, blob: bytes | None, what: str) -> tuple[bool, str]:
 def add_save_service(node: Node, what: str, blob: Callable[[], bytes | None]) -> None:
     """Serve ``~/save_<what>`` on ``node``: the bytes ``blob()`` returns (None: nothing yet) to
     the file of the node's ``<what>_path`` parameter (declared with ``save_path_param``)."""
+
     def serve(_request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         path = node.get_parameter(f"{what}_path").value
         response.success, response.message = save_artifact(path, blob(), what)

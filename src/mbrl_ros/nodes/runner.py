@@ -15,6 +15,7 @@ stopped and joined with a bound), ``destroy_node`` and the shutdown of the conte
 end. Then the process ends at once (``os._exit`` once stdout and stderr are flushed): the
 interpreter's own teardown of torch, mujoco and DDS takes seconds under load.
 """
+
 from __future__ import annotations
 
 import faulthandler
@@ -23,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -36,9 +37,9 @@ STARTUP_ERRORS = (ConfigError, FileNotFoundError, ValueError)
 EXIT_CONFIG = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 INTERRUPT_AFTER_S = 0.3  # a callback still running this long after a stop signal is interrupted
-SPIN_PERIOD_S = 0.1      # the longest wait of the executor: a signal's handler runs within it
-STUCK_AFTER_S = 4.0      # still running this long after a stop signal: every thread's stack to
-                         # stderr (before a launcher's SIGKILL, which comes after 5 s + 2 s)
+SPIN_PERIOD_S = 0.1  # the longest wait of the executor: a signal's handler runs within it
+STUCK_AFTER_S = 4.0  # still running this long after a stop signal: every thread's stack to
+# stderr (before a launcher's SIGKILL, which comes after 5 s + 2 s)
 
 
 class NodeInterrupted(BaseException):
@@ -108,8 +109,9 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = 
     return status
 
 
-def _run(make_node: Callable[[], Node], name: str, args: list[str] | None,
-         signals: StopSignals) -> int:
+def _run(
+    make_node: Callable[[], Node], name: str, args: list[str] | None, signals: StopSignals
+) -> int:
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         node = make_node()

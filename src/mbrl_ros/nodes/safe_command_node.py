@@ -42,6 +42,7 @@ the node clock) is answered with the hold law (at the last good position, zero v
 whose stamp goes backwards is dropped; the same stamp again (the lockstep sim repeats its first
 state) is ignored. A fault in answering a state also publishes the hold.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,63 +60,121 @@ from std_srvs.srv import SetBool
 
 from mbrl_ros.artifacts import ArtifactError
 from mbrl_ros.controller import STATE_LAYOUT_QQD, LinearGaussianController
-from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import COMMANDS, HOMING_CONTROLLER
 from mbrl_ros.gravity import GravityModel, JointGravity
-from mbrl_ros.msgconv import JointSample, stamp_to_ns
+from mbrl_ros.msgconv import JointSample, seconds_to_ns, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, describe, subscribe
-from mbrl_ros.nodes.messages import (COMMAND_QOS, LATCHED_QOS, NEWEST_ONLY, STATE_QOS,
-                                     command_msg)
+from mbrl_ros.nodes.messages import COMMAND_QOS, LATCHED_QOS, NEWEST_ONLY, STATE_QOS, command_msg
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.plausibility import ControllerBounds
 from mbrl_ros.robot import RobotDescriptionError, load_robot
-from mbrl_ros.safety import (HOLD_LAWS, LIMIT_RESPONSES, SafetyConfig, SafetyLayer,
-                             robot_gain_caps)
+from mbrl_ros.safety import HOLD_LAWS, LIMIT_RESPONSES, SafetyConfig, SafetyLayer, robot_gain_caps
 
 LATENCY_WINDOW = 2000  # commands in the latency statistics
 
 SAFETY_PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2) or a URDF path"),
     Param("joint_names", [], "joints of x and u, in order; [] = all joints in robot order"),
-    Param("control_period", 0.01, "the robot's control period (s): watchdog period, gain caps",
-          (1e-4, 1.0)),
-    Param("max_state_age", 0.05, "realtime: hold when no joint state for this long (s); 0 = off",
-          (0.0, 3600.0)),
+    Param(
+        "control_period",
+        0.01,
+        "the robot's control period (s): watchdog period, gain caps",
+        (1e-4, 1.0),
+    ),
+    Param(
+        "max_state_age",
+        0.05,
+        "realtime: hold when no joint state for this long (s); 0 = off",
+        (0.0, 3600.0),
+    ),
     Param("safety_enabled", True, "watchdogs and limit guards (clamp and NaN guard always run)"),
-    Param("hold_law", "damping", "safe hold: zero torque, joint damping, or PD at the position "
-          "where the hold began", choices=HOLD_LAWS),
+    Param(
+        "hold_law",
+        "damping",
+        "safe hold: zero torque, joint damping, or PD at the position where the hold began",
+        choices=HOLD_LAWS,
+    ),
     Param("damping", 2.0, "damping hold gain (N·m·s/rad)", (0.0, 1e4)),
     Param("hold_kp", 50.0, "PD hold stiffness (N·m/rad)", (0.0, 1e5)),
     Param("hold_kd", 5.0, "PD hold damping (N·m·s/rad)", (0.0, 1e4)),
-    Param("position_margin", 0.05, "distance from a position limit where the guard acts (rad)",
-          (0.0, 3.2), runtime=True, safer="higher"),
-    Param("velocity_margin", 0.2, "distance from the velocity limit where the guard acts (rad/s)",
-          (0.0, 100.0), runtime=True, safer="higher"),
-    Param("limit_response", "brake", "at a limit guard: brake the joint or hold the arm",
-          choices=LIMIT_RESPONSES),
-    Param("brake_kp", 200.0, "stiffness of the virtual wall at the position margin (N·m/rad)",
-          (0.0, 1e5)),
-    Param("brake_kd", 10.0, "damping of the position wall and velocity brake (N·m·s/rad)",
-          (0.0, 1e4)),
-    Param("robot_compensates_gravity", True, "the robot's effort interface cancels the arm's "
-          "weight; false: add the URDF's gravity torque g(q) to every command"),
-    Param("cap_gains", True, "bound all hold/brake gains to what is stable at control_period "
-          "for the robot's inertia (see mbrl_ros.safety)"),
+    Param(
+        "position_margin",
+        0.05,
+        "distance from a position limit where the guard acts (rad)",
+        (0.0, 3.2),
+        runtime=True,
+        safer="higher",
+    ),
+    Param(
+        "velocity_margin",
+        0.2,
+        "distance from the velocity limit where the guard acts (rad/s)",
+        (0.0, 100.0),
+        runtime=True,
+        safer="higher",
+    ),
+    Param(
+        "limit_response",
+        "brake",
+        "at a limit guard: brake the joint or hold the arm",
+        choices=LIMIT_RESPONSES,
+    ),
+    Param(
+        "brake_kp",
+        200.0,
+        "stiffness of the virtual wall at the position margin (N·m/rad)",
+        (0.0, 1e5),
+    ),
+    Param(
+        "brake_kd", 10.0, "damping of the position wall and velocity brake (N·m·s/rad)", (0.0, 1e4)
+    ),
+    Param(
+        "robot_compensates_gravity",
+        True,
+        "the robot's effort interface cancels the arm's "
+        "weight; false: add the URDF's gravity torque g(q) to every command",
+    ),
+    Param(
+        "cap_gains",
+        True,
+        "bound all hold/brake gains to what is stable at control_period "
+        "for the robot's inertia (see mbrl_ros.safety)",
+    ),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)),
-    Param("min_command_subscribers", 1, "sync: answer the first state once this many "
-                                        "subscriptions are matched to the command topic",
-          (1, 1000)),
-    Param("realtime_priority", 0, "realtime: run every thread of the node under SCHED_FIFO at "
-                                  "this priority (1-99, needs root or an rtprio limit), so other "
-                                  "work on the machine cannot delay commands and watchdogs; "
-                                  "0 = normal scheduling", (0, 99)),
-    Param("max_feedforward_ratio", 2.0, "refuse controllers whose feedforward û + k exceeds "
-                                        "this many times a joint's effort limit", (0.1, 100.0),
-          runtime=True, safer="lower"),
-    Param("min_saturating_error", 1e-3, "refuse controllers whose gains reach a joint's effort "
-                                        "limit for a smaller state error (rad or rad/s)",
-          (1e-9, 10.0), runtime=True, safer="higher"),
+    Param(
+        "min_command_subscribers",
+        1,
+        "sync: answer the first state once this many "
+        "subscriptions are matched to the command topic",
+        (1, 1000),
+    ),
+    Param(
+        "realtime_priority",
+        0,
+        "realtime: run every thread of the node under SCHED_FIFO at "
+        "this priority (1-99, needs root or an rtprio limit), so other "
+        "work on the machine cannot delay commands and watchdogs; "
+        "0 = normal scheduling",
+        (0, 99),
+    ),
+    Param(
+        "max_feedforward_ratio",
+        2.0,
+        "refuse controllers whose feedforward û + k exceeds this many times a joint's effort limit",
+        (0.1, 100.0),
+        runtime=True,
+        safer="lower",
+    ),
+    Param(
+        "min_saturating_error",
+        1e-3,
+        "refuse controllers whose gains reach a joint's effort "
+        "limit for a smaller state error (rad or rad/s)",
+        (1e-9, 10.0),
+        runtime=True,
+        safer="higher",
+    ),
 ] + STATE_GATE_PARAMS
 
 
@@ -124,8 +183,9 @@ def fifo_scheduling(priority: int) -> str | None:
     not inherit it. None, or why it could not be done."""
     try:
         for tid in os.listdir("/proc/self/task"):
-            os.sched_setscheduler(int(tid), os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
-                                  os.sched_param(priority))
+            os.sched_setscheduler(
+                int(tid), os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority)
+            )
     except (OSError, AttributeError) as exc:
         return describe(exc)
     return None
@@ -136,9 +196,11 @@ def gravity_in_order(robot, names) -> JointGravity:
     give g or ``names`` leave some of the robot's joints out."""
     missing = [j for j in robot.joint_names if j not in names]
     if missing:
-        raise ConfigError(f"parameter 'robot_compensates_gravity' = false needs every joint of "
-                          f"{robot.name} in 'joint_names' (gravity depends on all of them); "
-                          f"missing {missing}")
+        raise ConfigError(
+            f"parameter 'robot_compensates_gravity' = false needs every joint of "
+            f"{robot.name} in 'joint_names' (gravity depends on all of them); "
+            f"missing {missing}"
+        )
     try:
         return JointGravity(GravityModel(robot), names)
     except RobotDescriptionError as exc:
@@ -161,15 +223,29 @@ class SafeCommandNode(Node):
         self.names, idx = select_joints(self.robot, p.joint_names)
         lim = self.robot.limits
         caps = robot_gain_caps(self.robot, self.names, p.control_period) if p.cap_gains else None
-        gravity = (None if p.robot_compensates_gravity
-                   else gravity_in_order(self.robot, self.names))
+        gravity = None if p.robot_compensates_gravity else gravity_in_order(self.robot, self.names)
         self.safety = SafetyLayer(
-            lim.lower[idx], lim.upper[idx], lim.velocity[idx], lim.effort[idx], SafetyConfig(
-                enabled=p.safety_enabled, hold_law=p.hold_law, damping=p.damping,
-                hold_kp=p.hold_kp, hold_kd=p.hold_kd, position_margin=p.position_margin,
-                velocity_margin=p.velocity_margin, limit_response=p.limit_response,
-                brake_kp=p.brake_kp, brake_kd=p.brake_kd, max_state_age=p.max_state_age,
-                max_plan_age=getattr(p, "max_plan_age", 0.0)), caps, gravity)
+            lim.lower[idx],
+            lim.upper[idx],
+            lim.velocity[idx],
+            lim.effort[idx],
+            SafetyConfig(
+                enabled=p.safety_enabled,
+                hold_law=p.hold_law,
+                damping=p.damping,
+                hold_kp=p.hold_kp,
+                hold_kd=p.hold_kd,
+                position_margin=p.position_margin,
+                velocity_margin=p.velocity_margin,
+                limit_response=p.limit_response,
+                brake_kp=p.brake_kp,
+                brake_kd=p.brake_kd,
+                max_state_age=p.max_state_age,
+                max_plan_age=getattr(p, "max_plan_age", 0.0),
+            ),
+            caps,
+            gravity,
+        )
         self.n = len(self.names)
         self.realtime = p.mode == "realtime"
         self.plan_time_ns: int | None = None
@@ -180,31 +256,49 @@ class SafeCommandNode(Node):
         self._compute = [0, 0, 0]  # steps, total ns, max ns since the last report
         # realtime: state stamp → send (ns) of the commands since the last report (the newest)
         self._latency_ns: deque[int] = deque(maxlen=LATENCY_WINDOW)
-        self._last_tag = -1   # realtime: the last send-time tag and send time (node clock, ns)
+        self._last_tag = -1  # realtime: the last send-time tag and send time (node clock, ns)
         self._last_sent = -1
         self._period_ns = seconds_to_ns(p.control_period)
         self._max_state_age_ns = seconds_to_ns(p.max_state_age)
-        self._matched = False       # sync: the command topic's subscribers are matched
+        self._matched = False  # sync: the command topic's subscribers are matched
         self._match_timer: Timer | None = None
 
-        self.cmd_pub = self.create_publisher(Float64MultiArray, COMMANDS,
-                                             COMMAND_QOS)
+        self.cmd_pub = self.create_publisher(Float64MultiArray, COMMANDS, COMMAND_QOS)
         self.diag = Diagnostics(self, title, self._report, p.diagnostics_period)
         state_qos = NEWEST_ONLY if self.realtime else STATE_QOS
-        self.intake = JointStateIntake(self, self.diag, self.robot, self.names, p,
-                                       self._on_state, state_qos, on_rejected=self._on_bad_state)
+        self.intake = JointStateIntake(
+            self,
+            self.diag,
+            self.robot,
+            self.names,
+            p,
+            self._on_state,
+            state_qos,
+            on_rejected=self._on_bad_state,
+        )
         self.create_service(SetBool, "~/estop", self._on_estop)
-        self.bounds = ControllerBounds(self.safety.effort, self.intake.gate,
-                                       p.max_feedforward_ratio, p.min_saturating_error)
+        self.bounds = ControllerBounds(
+            self.safety.effort, self.intake.gate, p.max_feedforward_ratio, p.min_saturating_error
+        )
         self.homing: LinearGaussianController | None = None
         self.homing_active = False  # the last state was answered by the homing controller
-        subscribe(self, self.diag, UInt8MultiArray, HOMING_CONTROLLER, LATCHED_QOS,
-                  self._on_homing, self._read_controller, "homing_controller")
+        subscribe(
+            self,
+            self.diag,
+            UInt8MultiArray,
+            HOMING_CONTROLLER,
+            LATCHED_QOS,
+            self._on_homing,
+            self._read_controller,
+            "homing_controller",
+        )
         if self.realtime and p.realtime_priority:
             problem = fifo_scheduling(p.realtime_priority)
             if problem:
-                self.get_logger().warning(f"realtime_priority {p.realtime_priority} not applied "
-                                          f"({problem}): normal scheduling")
+                self.get_logger().warning(
+                    f"realtime_priority {p.realtime_priority} not applied "
+                    f"({problem}): normal scheduling"
+                )
         # The stale-state watchdog (node clock: sim time if set) is re-armed by every state, so
         # it costs nothing while states flow; once it fires it holds every control period.
         self._watchdog_timer: Timer | None = None
@@ -216,8 +310,11 @@ class SafeCommandNode(Node):
         bounds on the controllers accepted from now on (the running one was checked already)."""
         new = vars(self.p) | dict(changes)
         self.safety.set_margins(new["position_margin"], new["velocity_margin"])
-        self.bounds = replace(self.bounds, max_feedforward_ratio=new["max_feedforward_ratio"],
-                              min_saturating_error=new["min_saturating_error"])
+        self.bounds = replace(
+            self.bounds,
+            max_feedforward_ratio=new["max_feedforward_ratio"],
+            min_saturating_error=new["min_saturating_error"],
+        )
         self.get_logger().info(f"parameters set at run time: {dict(changes)}")
 
     # -- linear-Gaussian controllers, homing ---------------------------------------------------
@@ -225,8 +322,10 @@ class SafeCommandNode(Node):
         """A controller artifact this node can run (ArtifactError naming what is wrong)."""
         c = LinearGaussianController.from_bytes(bytes(msg.data), joint_names=self.names)
         if c.state_layout != STATE_LAYOUT_QQD:
-            raise ArtifactError(f"state_layout '{c.state_layout}' is not supported by the "
-                                f"{self.get_name()} (needs '{STATE_LAYOUT_QQD}')")
+            raise ArtifactError(
+                f"state_layout '{c.state_layout}' is not supported by the "
+                f"{self.get_name()} (needs '{STATE_LAYOUT_QQD}')"
+            )
         self.bounds.check(c)
         return c
 
@@ -242,16 +341,24 @@ class SafeCommandNode(Node):
         active = h is not None and h.valid_at(state.stamp_ns)
         if active != self.homing_active:
             self.homing_active = active
-            self.get_logger().info("homing: following the homing controller" if active
-                                   else "homing over")
+            self.get_logger().info(
+                "homing: following the homing controller" if active else "homing over"
+            )
             self.diag.publish()  # homing_active changed: say so now
         if h is None or not active:
             return False
         self.pending = None
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
             u = h.act(np.concatenate([state.position, state.velocity]), h.index(state.stamp_ns))
-        self._send(state.position, state.velocity, u, state.stamp_ns,
-                   now=now if self.realtime else None, why="homing", plan_time_ns=None)
+        self._send(
+            state.position,
+            state.velocity,
+            u,
+            state.stamp_ns,
+            now=now if self.realtime else None,
+            why="homing",
+            plan_time_ns=None,
+        )
         self._record_compute(start_ns)
         return True
 
@@ -286,8 +393,7 @@ class SafeCommandNode(Node):
             self._answer(state, now, start)
         except Exception:
             self.pending = None
-            self._send(state.position, state.velocity, None, state.stamp_ns, now=None,
-                       why="fault")
+            self._send(state.position, state.velocity, None, state.stamp_ns, now=None, why="fault")
             raise  # reported by the intake
 
     def _outputs_ready(self) -> bool:
@@ -298,7 +404,8 @@ class SafeCommandNode(Node):
         self._matched = self.cmd_pub.get_subscription_count() >= self.p.min_command_subscribers
         if not self._matched and self._match_timer is None:
             self._match_timer = self.create_timer(
-                0.05, self._wait_for_outputs, clock=Clock(clock_type=ClockType.STEADY_TIME))
+                0.05, self._wait_for_outputs, clock=Clock(clock_type=ClockType.STEADY_TIME)
+            )
         return self._matched
 
     def _wait_for_outputs(self) -> None:
@@ -328,8 +435,11 @@ class SafeCommandNode(Node):
     def _on_estop(self, request: SetBool.Request, response: SetBool.Response):
         self.safety.set_estop(request.data)
         self.diag.count("estop_engaged" if request.data else "estop_released")
-        text = (f"e-stop engaged: holding ({self.p.hold_law}) until released"
-                if request.data else "e-stop released")
+        text = (
+            f"e-stop engaged: holding ({self.p.hold_law}) until released"
+            if request.data
+            else "e-stop released"
+        )
         self.get_logger().warning(text)
         if request.data and self.pending is not None:
             self._answer_pending()
@@ -341,8 +451,17 @@ class SafeCommandNode(Node):
         return response
 
     # -- output ----------------------------------------------------------------------------------
-    def _send(self, q, qd, u, stamp_ns: int | None, now: int | None, why: str,
-              plan_time_ns: int | None | bool = True, accepted: bool = True) -> None:
+    def _send(
+        self,
+        q,
+        qd,
+        u,
+        stamp_ns: int | None,
+        now: int | None,
+        why: str,
+        plan_time_ns: int | None | bool = True,
+        accepted: bool = True,
+    ) -> None:
         """Publish the safety layer's output for state (q, q̇) and proposed torque ``u`` (None:
         the hold, reported as ``why``) answering the state stamped ``stamp_ns`` (None: no state,
         e.g. the watchdog; ``accepted`` False: a rejected message's stamp, which may be anything,
@@ -351,8 +470,9 @@ class SafeCommandNode(Node):
         (True: ``self.plan_time_ns``; None: no plan-age check)."""
         if plan_time_ns is True:
             plan_time_ns = self.plan_time_ns
-        u_safe, events = self.safety.filter(q, qd, u, now, state_time_ns=self.state_time_ns,
-                                            plan_time_ns=plan_time_ns, why=why)
+        u_safe, events = self.safety.filter(
+            q, qd, u, now, state_time_ns=self.state_time_ns, plan_time_ns=plan_time_ns, why=why
+        )
         for e in events:
             self.diag.warn(e.key, e.message)
         tag = stamp_ns
@@ -375,8 +495,11 @@ class SafeCommandNode(Node):
     def _record_compute(self, start_ns: int) -> None:
         """Count the time from ``start_ns`` (perf_counter_ns) as one answered state."""
         spent = time.perf_counter_ns() - start_ns
-        self._compute = [self._compute[0] + 1, self._compute[1] + spent,
-                         max(self._compute[2], spent)]
+        self._compute = [
+            self._compute[0] + 1,
+            self._compute[1] + spent,
+            max(self._compute[2], spent),
+        ]
 
     def _watchdog(self) -> None:
         """Realtime: no joint state for max_state_age: hold (at the last position, the velocity
@@ -387,16 +510,18 @@ class SafeCommandNode(Node):
         if timer.timer_period_ns != self._period_ns:
             timer.timer_period_ns = self._period_ns
             timer.reset()  # a new period applies from the next reset
-        self._send(s.position, np.zeros(self.n), None, None, now=self._now_ns(),
-                   why="stale_state")
+        self._send(s.position, np.zeros(self.n), None, None, now=self._now_ns(), why="stale_state")
 
     def _report(self) -> tuple[int, str, dict]:
         running, extra = self._status()
-        values = {"mode": self.p.mode, "estop": self.safety.estopped,
-                  "holding": self.safety.holding,
-                  "robot_compensates_gravity": self.p.robot_compensates_gravity,
-                  "waiting_for_stamp_ns": -1 if self.pending is None else self.pending.stamp_ns,
-                  **extra}
+        values = {
+            "mode": self.p.mode,
+            "estop": self.safety.estopped,
+            "holding": self.safety.holding,
+            "robot_compensates_gravity": self.p.robot_compensates_gravity,
+            "waiting_for_stamp_ns": -1 if self.pending is None else self.pending.stamp_ns,
+            **extra,
+        }
         steps, total, worst = self._compute
         if steps:
             values |= {"compute_us_mean": total / steps * 1e-3, "compute_us_max": worst * 1e-3}
@@ -404,8 +529,10 @@ class SafeCommandNode(Node):
         if self._latency_ns:
             latency = np.array(self._latency_ns) * 1e-6
             self._latency_ns.clear()
-            values |= {"latency_ms_median": float(np.median(latency)),
-                       "latency_ms_max": float(latency.max())}
+            values |= {
+                "latency_ms_median": float(np.median(latency)),
+                "latency_ms_max": float(latency.max()),
+            }
         if self.safety.estopped:
             return ERROR, "e-stop latched: holding", values
         if self.safety.holding:

@@ -26,6 +26,7 @@ controller's last step the hold law is published (``plan_expired``).
 * ``realtime``: the newest image is used if it is at most ``max_image_age`` older than the
   state; otherwise, or without a model or controller, the hold law is published.
 """
+
 from __future__ import annotations
 
 import sys
@@ -40,10 +41,9 @@ from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros.artifacts import ArtifactError, read_file
 from mbrl_ros.controller import LinearGaussianController
-from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.data.topics import CONTROLLER, IMAGES, SOLAR_MODEL
 from mbrl_ros.episodes import EpisodeClock
-from mbrl_ros.msgconv import JointSample, read_image, stamp_to_ns
+from mbrl_ros.msgconv import JointSample, read_image, seconds_to_ns, stamp_to_ns
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS, NEWEST_ONLY, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param
@@ -55,20 +55,43 @@ from mbrl_ros.solar.model import SolarModel
 IMAGES_KEPT = 8  # sync: images waiting for their joint state (by stamp)
 
 PARAMS = SAFETY_PARAMS + [
-    Param("mode", "sync", "sync (wait for the image of each state; lockstep) or realtime",
-          choices=("sync", "realtime")),
-    Param("model_file", "", "SOLAR model artifact to run from the start; '' = wait for "
-                            "/mbrl/solar_model"),
-    Param("controller_file", "", "latent controller artifact (state_layout solar_latent); '' = "
-                                 "wait for /mbrl/controller"),
-    Param("episode_steps", 0, "the simulator's automatic episodes (its value): controller step = "
-                              "step in the episode; 0 = the controller's own start", (0, 10**7)),
+    Param(
+        "mode",
+        "sync",
+        "sync (wait for the image of each state; lockstep) or realtime",
+        choices=("sync", "realtime"),
+    ),
+    Param(
+        "model_file",
+        "",
+        "SOLAR model artifact to run from the start; '' = wait for /mbrl/solar_model",
+    ),
+    Param(
+        "controller_file",
+        "",
+        "latent controller artifact (state_layout solar_latent); '' = wait for /mbrl/controller",
+    ),
+    Param(
+        "episode_steps",
+        0,
+        "the simulator's automatic episodes (its value): controller step = "
+        "step in the episode; 0 = the controller's own start",
+        (0, 10**7),
+    ),
     Param("stochastic", False, "sample u ~ N(mean, Σ_t) instead of the mean"),
     Param("seed", 0, "seed of the exploration noise (mixed with the episode)", (0, 2**31 - 1)),
-    Param("image_timeout", 0.5, "sync: wall time to wait for the image of a state before the "
-                                "hold (s)", (1e-3, 600.0)),
-    Param("max_image_age", 0.05, "realtime: hold when the newest image is older than the state "
-                                 "by more than this (s)", (0.0, 3600.0)),
+    Param(
+        "image_timeout",
+        0.5,
+        "sync: wall time to wait for the image of a state before the hold (s)",
+        (1e-3, 600.0),
+    ),
+    Param(
+        "max_image_age",
+        0.05,
+        "realtime: hold when the newest image is older than the state by more than this (s)",
+        (0.0, 3600.0),
+    ),
     Param("torch_threads", 1, "CPU threads of the encoder (torch.set_num_threads)", (1, 256)),
 ]
 
@@ -86,8 +109,7 @@ class SolarRunnerNode(SafeCommandNode):
         self.controller: LinearGaussianController | None = None
         self.image_controller: ImageController | None = None
         self.sources = {"model": "none", "controller": "none"}
-        self.clock = (EpisodeClock(p.episode_steps, self._period_ns) if p.episode_steps
-                      else None)
+        self.clock = EpisodeClock(p.episode_steps, self._period_ns) if p.episode_steps else None
         self.episode: int | None = None
         self.rng: np.random.Generator | None = None
         self.images: OrderedDict[int, np.ndarray] = OrderedDict()  # stamp → rgb, oldest first
@@ -103,19 +125,42 @@ class SolarRunnerNode(SafeCommandNode):
                     self._use(what, self._read(what, read_file(path)), "file")
                 except (OSError, ArtifactError, ValueError) as exc:
                     raise ConfigError(f"parameter '{what}_file' = {path!r}: {exc}") from None
-        subscribe(self, self.diag, UInt8MultiArray, SOLAR_MODEL, LATCHED_QOS,
-                  lambda m: self._on_artifact("model", m),
-                  lambda msg: self._read("model", bytes(msg.data)), "model")
-        subscribe(self, self.diag, UInt8MultiArray, CONTROLLER, LATCHED_QOS,
-                  lambda c: self._on_artifact("controller", c),
-                  lambda msg: self._read("controller", bytes(msg.data)), "controller")
-        subscribe(self, self.diag, Image, IMAGES, NEWEST_ONLY if self.realtime else STATE_QOS,
-                  self._on_image, self._read_image, "image")
+        subscribe(
+            self,
+            self.diag,
+            UInt8MultiArray,
+            SOLAR_MODEL,
+            LATCHED_QOS,
+            lambda m: self._on_artifact("model", m),
+            lambda msg: self._read("model", bytes(msg.data)),
+            "model",
+        )
+        subscribe(
+            self,
+            self.diag,
+            UInt8MultiArray,
+            CONTROLLER,
+            LATCHED_QOS,
+            lambda c: self._on_artifact("controller", c),
+            lambda msg: self._read("controller", bytes(msg.data)),
+            "controller",
+        )
+        subscribe(
+            self,
+            self.diag,
+            Image,
+            IMAGES,
+            NEWEST_ONLY if self.realtime else STATE_QOS,
+            self._on_image,
+            self._read_image,
+            "image",
+        )
         self.get_logger().info(
             f"{self.robot.name}: {self.n} joints, {p.mode} mode, hold law {p.hold_law}; model "
             f"from {p.model_file or self.resolve_topic_name(SOLAR_MODEL)}, controller from "
             f"{p.controller_file or self.resolve_topic_name(CONTROLLER)}; images from "
-            f"{self.resolve_topic_name(IMAGES)}")
+            f"{self.resolve_topic_name(IMAGES)}"
+        )
 
     # -- inputs ----------------------------------------------------------------------------------
     def _read(self, what: str, data: bytes):
@@ -127,11 +172,15 @@ class SolarRunnerNode(SafeCommandNode):
             return model
         c = LinearGaussianController.from_bytes(data, joint_names=self.names)
         if c.state_layout != LATENT_LAYOUT:
-            raise ArtifactError(f"state_layout '{c.state_layout}' is not supported by the "
-                                f"solar_runner (needs '{LATENT_LAYOUT}')")
+            raise ArtifactError(
+                f"state_layout '{c.state_layout}' is not supported by the "
+                f"solar_runner (needs '{LATENT_LAYOUT}')"
+            )
         if c.du != self.n or c.dt_ns != self._period_ns:
-            raise ArtifactError(f"controller for {c.du} joints at {c.dt_ns} ns; the arm has "
-                                f"{self.n} at control_period {self._period_ns} ns")
+            raise ArtifactError(
+                f"controller for {c.du} joints at {c.dt_ns} ns; the arm has "
+                f"{self.n} at control_period {self._period_ns} ns"
+            )
         if self.model is not None:
             ImageController(self.model, c, self.safety.effort)
         return c
@@ -140,8 +189,7 @@ class SolarRunnerNode(SafeCommandNode):
         setattr(self, what, artifact)
         self.sources[what] = source
         if self.model is not None and self.controller is not None:
-            self.image_controller = ImageController(self.model, self.controller,
-                                                    self.safety.effort)
+            self.image_controller = ImageController(self.model, self.controller, self.safety.effort)
         self.episode = None  # the frame stack and the noise restart
         self.diag.count(f"{what}s")
 
@@ -156,8 +204,9 @@ class SolarRunnerNode(SafeCommandNode):
         if self.model is not None:
             s = self.model.config.image_size
             if rgb.shape != (s, s, 3):
-                raise ValueError(f"image {rgb.shape[1]} × {rgb.shape[0]} is not the model's "
-                                 f"{s} × {s}")
+                raise ValueError(
+                    f"image {rgb.shape[1]} × {rgb.shape[0]} is not the model's {s} × {s}"
+                )
         return stamp, rgb
 
     def _on_image(self, image: tuple[int, np.ndarray]) -> None:
@@ -182,8 +231,10 @@ class SolarRunnerNode(SafeCommandNode):
         """Sync: a state whose image has not come within ``image_timeout`` is answered (hold)."""
         if self.pending is None or self._waiting_since is None:
             return
-        if time.monotonic_ns() - self._waiting_since >= self._image_timeout_ns \
-                and self.image_controller is not None:
+        if (
+            time.monotonic_ns() - self._waiting_since >= self._image_timeout_ns
+            and self.image_controller is not None
+        ):
             self.diag.count("image_timeouts")
             self._answer_pending()
 
@@ -192,10 +243,15 @@ class SolarRunnerNode(SafeCommandNode):
         if self._answer_homing(state, now, start_ns):
             return
         image = self._image_for(state.stamp_ns)
-        timed_out = (self._waiting_since is not None and time.monotonic_ns()
-                     - self._waiting_since >= self._image_timeout_ns)
-        if not self.realtime and not self.safety.estopped and (
-                self.image_controller is None or (image is None and not timed_out)):
+        timed_out = (
+            self._waiting_since is not None
+            and time.monotonic_ns() - self._waiting_since >= self._image_timeout_ns
+        )
+        if (
+            not self.realtime
+            and not self.safety.estopped
+            and (self.image_controller is None or (image is None and not timed_out))
+        ):
             if self.pending is None or self.pending.stamp_ns != state.stamp_ns:
                 self._waiting_since = time.monotonic_ns()
             self.pending = state  # sync: wait (publish nothing) for the model and the image
@@ -208,8 +264,14 @@ class SolarRunnerNode(SafeCommandNode):
             u, why = self._act(state.stamp_ns, image)
         elif self.image_controller is not None:
             self.image_controller.frames.reset()  # the stack would skip frames: start again
-        self._send(state.position, state.velocity, u, state.stamp_ns,
-                   now=now if self.realtime else None, why=why)
+        self._send(
+            state.position,
+            state.velocity,
+            u,
+            state.stamp_ns,
+            now=now if self.realtime else None,
+            why=why,
+        )
         self._record_compute(start_ns)
 
     def _image_for(self, stamp_ns: int) -> np.ndarray | None:
@@ -231,13 +293,18 @@ class SolarRunnerNode(SafeCommandNode):
         if episode != self.episode:
             self.episode = episode
             ic.frames.reset()
-            self.rng = (np.random.default_rng([self.p.seed, episode & (2**63 - 1)])
-                        if self.p.stochastic else None)
+            self.rng = (
+                np.random.default_rng([self.p.seed, episode & (2**63 - 1)])
+                if self.p.stochastic
+                else None
+            )
         ic.push(image)
         self.last_index = t
         if t is None or t >= c.T:
-            return None, "plan_expired" if t is not None or stamp_ns >= c.end_ns \
-                else "plan_not_started"
+            return (
+                None,
+                "plan_expired" if t is not None or stamp_ns >= c.end_ns else "plan_not_started",
+            )
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
             u = ic.act(t, self.rng)
         return u, "non_finite_command"
@@ -245,15 +312,19 @@ class SolarRunnerNode(SafeCommandNode):
     def _arm_image_timer(self) -> None:
         if self._image_timer is None:
             self._image_timer = self.create_timer(
-                min(0.05, self.p.image_timeout / 4), self._check_image_wait,
-                clock=Clock(clock_type=ClockType.STEADY_TIME))
+                min(0.05, self.p.image_timeout / 4),
+                self._check_image_wait,
+                clock=Clock(clock_type=ClockType.STEADY_TIME),
+            )
 
     def _status(self) -> tuple[str, dict]:
-        values = {"model_source": self.sources["model"],
-                  "controller_source": self.sources["controller"],
-                  "latent_dim": self.model.config.latent_dim if self.model else 0,
-                  "controller_steps": self.controller.T if self.controller else 0,
-                  "step_index": -1 if self.last_index is None else self.last_index}
+        values = {
+            "model_source": self.sources["model"],
+            "controller_source": self.sources["controller"],
+            "latent_dim": self.model.config.latent_dim if self.model else 0,
+            "controller_steps": self.controller.T if self.controller else 0,
+            "step_index": -1 if self.last_index is None else self.last_index,
+        }
         if self.homing_active:
             return "homing", values
         if self.image_controller is None:

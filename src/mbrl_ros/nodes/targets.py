@@ -2,6 +2,7 @@
 the episode manager sends each episode's target ahead of time with ``header.stamp`` = the stamp
 of the episode's first state, so a node acting on a state uses the newest target whose stamp is
 not after the state's."""
+
 from __future__ import annotations
 
 import bisect
@@ -29,7 +30,7 @@ class TargetSchedule:
         i = bisect.bisect_right(self._stamps, stamp)
         self._stamps.insert(i, stamp)
         self._targets.insert(i, target)
-        del self._stamps[:-self.keep], self._targets[:-self.keep]
+        del self._stamps[: -self.keep], self._targets[: -self.keep]
         return target
 
     def at(self, stamp_ns: int) -> np.ndarray | None:

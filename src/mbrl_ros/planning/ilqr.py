@@ -20,19 +20,21 @@ Each iteration:
 The result is a feedback controller: x̂ = the final nominal states, û = the nominal torques (k
 folded in, k = 0), K_t from the last backward pass; the executor applies K_t between replans.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from mbrl_ros.planning.base import NonFinite, Planner, PlanError, positive_float, positive_int
+from mbrl_ros.planning.base import NonFinite, PlanError, Planner, positive_float, positive_int
 from mbrl_ros.planning.lqr import lqr_backward
 
-DEFAULT_ALPHAS = tuple(0.5 ** i for i in range(8))
+DEFAULT_ALPHAS = tuple(0.5**i for i in range(8))
 
 
-def dynamics_jacobians(model, X: torch.Tensor,
-                       U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def dynamics_jacobians(
+    model, X: torch.Tensor, U: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A (T, dx, dx), B (T, dx, du) of the model's mean at (X[t], U[t]); X (T, dx), U (T, du).
 
     One forward pass of the model over all T steps as a batch, then the dx vector-Jacobian
@@ -45,8 +47,14 @@ def dynamics_jacobians(model, X: torch.Tensor,
         Y = model.propagate(x, u, "mean")
         n = Y.shape[-1]
         basis = torch.eye(n, dtype=Y.dtype, device=Y.device)[:, None, :].expand(n, *Y.shape)
-        A, B = torch.autograd.grad(Y, (x, u), grad_outputs=basis, is_grads_batched=True,
-                                   allow_unused=True, materialize_grads=True)
+        A, B = torch.autograd.grad(
+            Y,
+            (x, u),
+            grad_outputs=basis,
+            is_grads_batched=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
     return A.transpose(0, 1), B.transpose(0, 1)
 
 
@@ -61,13 +69,19 @@ def cost_derivatives(cost, X: torch.Tensor, U: torch.Tensor):
     with torch.enable_grad():
         Z = torch.cat([X, torch.cat([U, U.new_zeros(1, du)])], dim=-1).detach().requires_grad_()
         value = cost(Z[:, :dx], Z[:T, dx:])
-        g, = torch.autograd.grad(value, Z, create_graph=True)
+        (g,) = torch.autograd.grad(value, Z, create_graph=True)
         # Direction d: unit entry in column d at every step. Blocks do not couple across steps,
         # so H·v_d stacks column d of every block.
         basis = torch.eye(n, dtype=Z.dtype, device=Z.device)[:, None, :].expand(n, T + 1, n)
         if g.requires_grad:
-            Hv, = torch.autograd.grad(g, Z, grad_outputs=basis, is_grads_batched=True,
-                                      allow_unused=True, materialize_grads=True)
+            (Hv,) = torch.autograd.grad(
+                g,
+                Z,
+                grad_outputs=basis,
+                is_grads_batched=True,
+                allow_unused=True,
+                materialize_grads=True,
+            )
         else:  # a linear cost
             Hv = torch.zeros_like(basis)
     return value.detach(), g.detach(), Hv.permute(1, 2, 0)
@@ -81,9 +95,21 @@ class ILQR(Planner):
 
     name = "ilqr"
 
-    def __init__(self, horizon, action_low, action_high, *, iterations: int = 10,
-                 mu_init: float = 1e-6, mu_min: float = 1e-6, mu_max: float = 1e10,
-                 mu_factor: float = 4.0, alphas=DEFAULT_ALPHAS, tolerance: float = 1e-4, **kw):
+    def __init__(
+        self,
+        horizon,
+        action_low,
+        action_high,
+        *,
+        iterations: int = 10,
+        mu_init: float = 1e-6,
+        mu_min: float = 1e-6,
+        mu_max: float = 1e10,
+        mu_factor: float = 4.0,
+        alphas=DEFAULT_ALPHAS,
+        tolerance: float = 1e-4,
+        **kw,
+    ):
         super().__init__(horizon, action_low, action_high, **kw)
         self.iterations = positive_int("iterations", iterations)
         self.mu_init = positive_float("mu_init", mu_init, allow_zero=True)
@@ -111,6 +137,7 @@ class ILQR(Planner):
             if alphas is not None:
                 u = u + alphas[:, None] * k[t] + (x - X_ref[t]) @ K[t].T
             return torch.clamp(u, low, high)
+
         return model.rollout_policy(x0.expand(B, -1), policy, U.shape[0])
 
     def _backward(self, F, g, H, mu, hold):
@@ -124,8 +151,7 @@ class ILQR(Planner):
             lock = 1e8 * (1.0 + float(H[:, dx:, dx:].abs().amax()))
             C[:, dx:, dx:] += torch.diag_embed(hold.to(C.dtype) * lock)
         while True:
-            sol = lqr_backward(F, F.new_zeros(T, dx), C, g[:T], H[T, :dx, :dx], g[T, :dx],
-                               mu=mu)
+            sol = lqr_backward(F, F.new_zeros(T, dx), C, g[:T], H[T, :dx, :dx], g[T, :dx], mu=mu)
             if sol.ok:
                 break
             if mu >= self.mu_max:
@@ -137,8 +163,10 @@ class ILQR(Planner):
 
     def _optimise(self, x0, model, cost, init, low, high, generator, stats):
         if model.dx != 2 * self.du:
-            raise PlanError(f"iLQR feedback needs the state [q, q̇] only (dx = {2 * self.du}); "
-                            f"the model has dx = {model.dx}")
+            raise PlanError(
+                f"iLQR feedback needs the state [q, q̇] only (dx = {2 * self.du}); "
+                f"the model has dx = {model.dx}"
+            )
         T = self.horizon
         X, U = self._rollout(model, x0, init, low, high)
         X, U = X[0], U[0]
@@ -153,8 +181,12 @@ class ILQR(Planner):
         for iteration in range(1, self.iterations + 1):  # noqa: B007 (reported after the loop)
             A, Bm = dynamics_jacobians(model, X[:-1], U)
             _, g, H = cost_derivatives(cost, X, U)
-            if not (torch.isfinite(A).all() and torch.isfinite(Bm).all()
-                    and torch.isfinite(g).all() and torch.isfinite(H).all()):
+            if not (
+                torch.isfinite(A).all()
+                and torch.isfinite(Bm).all()
+                and torch.isfinite(g).all()
+                and torch.isfinite(H).all()
+            ):
                 raise NonFinite("model Jacobians or cost derivatives are not finite")
             F = torch.cat([A, Bm], dim=-1)
             # Gauss–Newton-like safeguard: the cost's per-step Hessians projected onto the
@@ -200,7 +232,12 @@ class ILQR(Planner):
                 mu = max(mu * self.mu_factor, self.mu_min)
                 if mu > self.mu_max:
                     break
-        stats.update(iterations=iteration, accepted=accepted, rejected=rejected, mu=mu,
-                     transitions=transitions)
+        stats.update(
+            iterations=iteration,
+            accepted=accepted,
+            rejected=rejected,
+            mu=mu,
+            transitions=transitions,
+        )
         K = np.zeros((T, self.du, 2 * self.du)) if K is None else K.cpu().double().numpy()
         return U, K, X

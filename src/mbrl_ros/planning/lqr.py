@@ -9,6 +9,7 @@ in absolute coordinates (or deviations: the algebra is the same). The optimal co
 u_t = K_t x_t + k_t; the maximum-entropy (linear-Gaussian) solution adds Σ_t = Q_uu,t⁻¹ (the
 lecture's version 2.0; GPS's KL-constrained update passes its modified cost c̃ through here).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,8 +58,10 @@ def lqr_backward(Fx, fx, Cxx, cx, Vxx_T=None, vx_T=None, *, mu: float = 0.0):
     ``LQRSolution`` with ok=False (arrays None) instead of raising. Inputs may be torch tensors:
     the arrays then come back as tensors with Fx's dtype and device."""
     like = Fx if isinstance(Fx, torch.Tensor) else None
-    arrays = [a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
-              for a in (Fx, fx, Cxx, cx, Vxx_T, vx_T)]
+    arrays = [
+        a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
+        for a in (Fx, fx, Cxx, cx, Vxx_T, vx_T)
+    ]
     try:
         sol = backward_pass(*arrays[:4], reg=float(mu), Vxx_T=arrays[4], vx_T=arrays[5])
     except NotPositiveDefinite:
@@ -67,7 +70,8 @@ def lqr_backward(Fx, fx, Cxx, cx, Vxx_T=None, vx_T=None, *, mu: float = 0.0):
         return sol
     K, k, Quu, Quu_inv, Vxx, vx, dV = (
         torch.as_tensor(a, dtype=like.dtype, device=like.device)
-        for a in (sol.K, sol.k, sol.Quu, sol.Quu_inv, sol.Vxx, sol.vx, sol.dV))
+        for a in (sol.K, sol.k, sol.Quu, sol.Quu_inv, sol.Vxx, sol.vx, sol.dV)
+    )
     return LQRSolution(K, k, Quu, Quu_inv, Vxx, vx, dV)
 
 
@@ -119,7 +123,7 @@ def backward_pass(Fx, fx, Cxx, cx, *, reg: float = 0.0, Vxx_T=None, vx_T=None) -
     # halved F̃ of the next product (exact in binary floating point).
     Fh = 0.5 * Fa
     FaT = np.ascontiguousarray(np.swapaxes(Fa, 1, 2))
-    gains = np.empty((T, du, a))     # [K_t | k_t]
+    gains = np.empty((T, du, a))  # [K_t | k_t]
     Qs = np.empty((T, a + du, a + du))
     Vs = np.empty((T + 1, a, a))
     Vs[T] = 2.0 * Va
@@ -149,6 +153,5 @@ def backward_pass(Fx, fx, Cxx, cx, *, reg: float = 0.0, Vxx_T=None, vx_T=None) -
     Quu_inv = np.linalg.inv(Quu)
     Quu_inv = 0.5 * (Quu_inv + np.swapaxes(Quu_inv, 1, 2))
     Quu_true = Quu - reg * np.eye(du) if reg else Quu
-    dV = np.array([np.einsum("ti,ti->", k, qu),
-                   0.5 * np.einsum("ti,tij,tj->", k, Quu_true, k)])
+    dV = np.array([np.einsum("ti,ti->", k, qu), 0.5 * np.einsum("ti,tij,tj->", k, Quu_true, k)])
     return LQRSolution(K, k, Quu, Quu_inv, Vxx, vx, dV)

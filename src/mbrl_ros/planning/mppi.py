@@ -7,6 +7,7 @@ moves μ to the exponentially weighted average Σ_i w_i u_i, w_i ∝ exp(−(S_i
 unperturbed μ is one of the samples. The action cost is the task cost's own action penalty (no
 separate λ·uᵀΣ⁻¹ε term).
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,9 +23,19 @@ class MPPI(SamplingPlanner):
 
     name = "mppi"
 
-    def __init__(self, horizon, action_low, action_high, *, samples: int = 400,
-                 iterations: int = 5, temperature: float = 1.0, noise_std: float = 0.3,
-                 noise_beta: float = 0.0, **kw):
+    def __init__(
+        self,
+        horizon,
+        action_low,
+        action_high,
+        *,
+        samples: int = 400,
+        iterations: int = 5,
+        temperature: float = 1.0,
+        noise_std: float = 0.3,
+        noise_beta: float = 0.0,
+        **kw,
+    ):
         super().__init__(horizon, action_low, action_high, **kw)
         self.samples = positive_int("samples", samples)
         self.iterations = positive_int("iterations", iterations)
@@ -36,13 +47,14 @@ class MPPI(SamplingPlanner):
         mu = init.clone()
         std = self.noise_std * 0.5 * (high - low)
         for _ in range(self.iterations):
-            noise = coloured_noise(self.noise_beta, (self.samples, *mu.shape), generator,
-                                   mu.dtype, mu.device)
+            noise = coloured_noise(
+                self.noise_beta, (self.samples, *mu.shape), generator, mu.dtype, mu.device
+            )
             samples = torch.cat([mu[None], torch.clamp(mu + std * noise, low, high)])
             costs = self._evaluate(model, cost, x0, samples, generator, stats)
             weights = torch.softmax(-(costs - costs.min()) / self.temperature, dim=0)
             weights = weights.to(samples.dtype)  # a cost of another dtype weighs these samples
             mu = torch.einsum("n,ntu->tu", weights, samples)
-            stats["effective_samples"] = float(1.0 / torch.sum(weights ** 2))
+            stats["effective_samples"] = float(1.0 / torch.sum(weights**2))
         stats.update(iterations=self.iterations, sample_cost=float(costs.min()))
         return mu, None, None

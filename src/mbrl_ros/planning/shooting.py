@@ -11,6 +11,7 @@ shrinks by γ per iteration (N_i = max(N·γ^−i, 2K)), a fraction of the elite
 iteration, the mean added to the last iteration's samples, and the best sequence ever seen
 returned. Every planner also evaluates the warm-start sequence (the previous plan shifted).
 """
+
 from __future__ import annotations
 
 import math
@@ -18,16 +19,21 @@ import math
 import torch
 
 from mbrl_ros.dynamics.base import DynamicsModel, Propagation
-from mbrl_ros.planning.base import (Cost, NonFinite, Planner, PlanError, positive_float,
-                                    positive_int)
+from mbrl_ros.planning.base import Cost, NonFinite, PlanError, Planner, positive_float, positive_int
 from mbrl_ros.planning.noise import coloured_noise
 
 MODES = ("mean", "sample", "ts1", "tsinf")
 
 
-def rollout_costs(model: DynamicsModel, cost: Cost, x0: torch.Tensor, actions: torch.Tensor,
-                  mode: Propagation = "mean", particles: int = 1,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def rollout_costs(
+    model: DynamicsModel,
+    cost: Cost,
+    x0: torch.Tensor,
+    actions: torch.Tensor,
+    mode: Propagation = "mean",
+    particles: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Expected cost (N,) of action sequences (N, T, du) from x0 (dx,): rollouts of shape
     (particles, N, T+1, dx) under ``mode``, cost averaged over particles. Non-finite costs become
     +inf; NonFinite if every sequence's cost is non-finite."""
@@ -45,8 +51,16 @@ def rollout_costs(model: DynamicsModel, cost: Cost, x0: torch.Tensor, actions: t
 class SamplingPlanner(Planner):
     """Shared settings: propagation ``mode`` and number of ``particles`` per sequence."""
 
-    def __init__(self, horizon, action_low, action_high, *, mode: Propagation = "mean",
-                 particles: int = 1, **kw):
+    def __init__(
+        self,
+        horizon,
+        action_low,
+        action_high,
+        *,
+        mode: Propagation = "mean",
+        particles: int = 1,
+        **kw,
+    ):
         super().__init__(horizon, action_low, action_high, **kw)
         if mode not in MODES:
             raise PlanError(f"mode must be one of {MODES}, got {mode!r}")
@@ -57,10 +71,12 @@ class SamplingPlanner(Planner):
 
     def _evaluate(self, model, cost, x0, actions, generator, stats) -> torch.Tensor:
         stats["transitions"] = stats.get("transitions", 0) + (
-            actions.shape[0] * actions.shape[1] * self.particles)
+            actions.shape[0] * actions.shape[1] * self.particles
+        )
         costs = rollout_costs(model, cost, x0, actions, self.mode, self.particles, generator)
         stats["nonfinite_samples"] = stats.get("nonfinite_samples", 0) + int(
-            torch.isinf(costs).sum())
+            torch.isinf(costs).sum()
+        )
         return costs
 
 
@@ -74,8 +90,12 @@ class RandomShooting(SamplingPlanner):
         self.samples = positive_int("samples", samples)
 
     def _optimise(self, x0, model, cost, init, low, high, generator, stats):
-        u = torch.rand((self.samples, self.horizon, self.du), generator=generator,
-                       dtype=init.dtype, device=init.device)
+        u = torch.rand(
+            (self.samples, self.horizon, self.du),
+            generator=generator,
+            dtype=init.dtype,
+            device=init.device,
+        )
         candidates = torch.cat([init[None], low + (high - low) * u])
         costs = self._evaluate(model, cost, x0, candidates, generator, stats)
         stats["sample_cost"] = float(costs.min())
@@ -90,10 +110,23 @@ class CEM(SamplingPlanner):
 
     name = "cem"
 
-    def __init__(self, horizon, action_low, action_high, *, population: int = 400,
-                 elites: int = 40, iterations: int = 5, init_std: float = 0.5,
-                 momentum: float = 0.1, noise_beta: float = 0.0, population_decay: float = 1.0,
-                 keep_elites: float = 0.0, return_best: bool = False, **kw):
+    def __init__(
+        self,
+        horizon,
+        action_low,
+        action_high,
+        *,
+        population: int = 400,
+        elites: int = 40,
+        iterations: int = 5,
+        init_std: float = 0.5,
+        momentum: float = 0.1,
+        noise_beta: float = 0.0,
+        population_decay: float = 1.0,
+        keep_elites: float = 0.0,
+        return_best: bool = False,
+        **kw,
+    ):
         super().__init__(horizon, action_low, action_high, **kw)
         self.population = positive_int("population", population)
         self.elites = positive_int("elites", elites)
@@ -115,7 +148,7 @@ class CEM(SamplingPlanner):
 
     def population_size(self, iteration: int) -> int:
         """N_i = max(N·γ^−i, 2K) (at most N) for iteration i = 0, 1, ..."""
-        n = int(round(self.population * self.population_decay ** -iteration))
+        n = int(round(self.population * self.population_decay**-iteration))
         return min(self.population, max(n, 2 * self.elites))
 
     def _optimise(self, x0, model, cost, init, low, high, generator, stats):
@@ -125,15 +158,20 @@ class CEM(SamplingPlanner):
         best, best_cost = init, math.inf
         n_keep = int(round(self.keep_elites * self.elites))
         for i in range(self.iterations):
-            noise = coloured_noise(self.noise_beta, (self.population_size(i), *mean.shape),
-                                   generator, mean.dtype, mean.device)
+            noise = coloured_noise(
+                self.noise_beta,
+                (self.population_size(i), *mean.shape),
+                generator,
+                mean.dtype,
+                mean.device,
+            )
             samples = torch.clamp(mean + std * noise, low, high)
             parts = [samples, kept]
             if self.return_best and i == self.iterations - 1:
                 parts.append(mean[None])
             samples = torch.cat(parts)
             costs = self._evaluate(model, cost, x0, samples, generator, stats)
-            order = torch.argsort(costs)[:self.elites]
+            order = torch.argsort(costs)[: self.elites]
             elites = samples[order]
             if float(costs[order[0]]) < best_cost:
                 best, best_cost = elites[0], float(costs[order[0]])
@@ -141,8 +179,7 @@ class CEM(SamplingPlanner):
             mean = a * mean + (1 - a) * elites.mean(0)
             std = a * std + (1 - a) * elites.std(0, unbiased=False)
             kept = elites[:n_keep]
-        stats.update(iterations=self.iterations, sample_cost=best_cost,
-                     final_std=float(std.mean()))
+        stats.update(iterations=self.iterations, sample_cost=best_cost, final_std=float(std.mean()))
         return (best if self.return_best else mean), None, None
 
 
@@ -152,10 +189,25 @@ class ICEM(CEM):
 
     name = "icem"
 
-    def __init__(self, horizon, action_low, action_high, *, noise_beta: float = 2.0,
-                 population_decay: float = 1.25, keep_elites: float = 0.3,
-                 return_best: bool = True, **kw):
-        super().__init__(horizon, action_low, action_high, noise_beta=noise_beta,
-                         population_decay=population_decay, keep_elites=keep_elites,
-                         return_best=return_best, **kw)
-
+    def __init__(
+        self,
+        horizon,
+        action_low,
+        action_high,
+        *,
+        noise_beta: float = 2.0,
+        population_decay: float = 1.25,
+        keep_elites: float = 0.3,
+        return_best: bool = True,
+        **kw,
+    ):
+        super().__init__(
+            horizon,
+            action_low,
+            action_high,
+            noise_beta=noise_beta,
+            population_decay=population_decay,
+            keep_elites=keep_elites,
+            return_best=return_best,
+            **kw,
+        )

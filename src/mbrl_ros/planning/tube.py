@@ -8,6 +8,7 @@ exploration), the state covariance obeys
 with A_t = ∂f/∂x, B_t = ∂f/∂u at the nominal point; the end effector's covariance is
 J(q̂_t) P_t^{qq} J(q̂_t)ᵀ (J: the position Jacobian of the joint angles q = x[:n]).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,16 +24,16 @@ def state_tube(model, states: np.ndarray, controller: LinearGaussianController) 
     u = torch.tensor(controller.u_hat, dtype=torch.float64, requires_grad=True)
     mean, var = model.predict(x, u)
     dx = mean.shape[-1]
-    rows = [torch.autograd.grad(mean[:, i].sum(), (x, u), retain_graph=i < dx - 1)
-            for i in range(dx)]  # sample t's outputs depend on sample t's inputs only
+    rows = [
+        torch.autograd.grad(mean[:, i].sum(), (x, u), retain_graph=i < dx - 1) for i in range(dx)
+    ]  # sample t's outputs depend on sample t's inputs only
     A = torch.stack([r[0] for r in rows], 1).double().numpy()  # (T, dx, dx)
     B = torch.stack([r[1] for r in rows], 1).double().numpy()  # (T, dx, du)
     var = var.detach().double().cpu().numpy()
     P = np.zeros((len(states), dx, dx))
     for t in range(len(states) - 1):
         closed = A[t] + B[t] @ controller.K[t]
-        P[t + 1] = (closed @ P[t] @ closed.T + B[t] @ controller.cov[t] @ B[t].T
-                    + np.diag(var[t]))
+        P[t + 1] = closed @ P[t] @ closed.T + B[t] @ controller.cov[t] @ B[t].T + np.diag(var[t])
     return P
 
 

@@ -14,13 +14,14 @@ parameters whose loss and gradient were finite.
 train the policy by BPTT through it, run the policy on the arm (an ``ArmSimulator``, offline) and
 append its data to D.
 """
+
 from __future__ import annotations
 
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -66,8 +67,9 @@ class BPTTConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise PolicyError(f"BPTT setting {name} = {value!r} must be an integer ≥ 1")
         if self.horizon_end < self.horizon_start:
-            raise PolicyError(f"horizon_end {self.horizon_end} < horizon_start "
-                              f"{self.horizon_start}")
+            raise PolicyError(
+                f"horizon_end {self.horizon_end} < horizon_start {self.horizon_start}"
+            )
         for name in ("lr", "grad_clip"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise PolicyError(f"BPTT setting {name} = {getattr(self, name)} must be > 0")
@@ -95,8 +97,9 @@ class BPTTReport:
     seconds: float = 0.0
 
 
-def reach_costs(cost: ReachCost, states: torch.Tensor, actions: torch.Tensor,
-                targets: torch.Tensor) -> torch.Tensor:
+def reach_costs(
+    cost: ReachCost, states: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     """The reach cost (B,) of rollouts states (B, T+1, dx), actions (B, T, du), each towards its
     own target (B, 3). (``ReachCost`` holds one target; its distance broadcasts a (B, 1, 3)
     target over the time steps, which is what this uses for the duration of the call.)"""
@@ -110,20 +113,26 @@ def reach_costs(cost: ReachCost, states: torch.Tensor, actions: torch.Tensor,
 
 def _check_model(policy: GoalPolicy, model: DynamicsModel, propagation: str) -> None:
     sig, psig = model.signature, policy.signature
-    if sig.joint_names != psig.joint_names or sig.state_names[:policy.dx] != psig.state_names:
-        raise PolicyError(f"model states {list(sig.state_names)} and joints "
-                          f"{list(sig.joint_names)} do not start with the policy's "
-                          f"{list(psig.state_names)}")
+    if sig.joint_names != psig.joint_names or sig.state_names[: policy.dx] != psig.state_names:
+        raise PolicyError(
+            f"model states {list(sig.state_names)} and joints "
+            f"{list(sig.joint_names)} do not start with the policy's "
+            f"{list(psig.state_names)}"
+        )
     if abs(sig.dt - psig.dt) > 1e-9:
-        raise PolicyError(f"model control period {sig.dt} s differs from the policy's "
-                          f"{psig.dt} s")
+        raise PolicyError(f"model control period {sig.dt} s differs from the policy's {psig.dt} s")
     if propagation == "member" and not isinstance(model, EnsembleModel):
         raise PolicyError(f"propagation 'member' needs an ensemble model, not '{model.kind}'")
 
 
-def imagine(policy: GoalPolicy, model: DynamicsModel, x0: torch.Tensor, targets: torch.Tensor,
-            horizon: int, members: torch.Tensor | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def imagine(
+    policy: GoalPolicy,
+    model: DynamicsModel,
+    x0: torch.Tensor,
+    targets: torch.Tensor,
+    horizon: int,
+    members: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Imagined rollouts from x0 (B, dx) towards targets (B, 3): states (B, H+1, dx) and actions
     (B, H, du), differentiable in the policy's weights. ``members`` (B,): the ensemble member
     each rollout follows (its mean); None: the model's mean prediction."""
@@ -133,7 +142,7 @@ def imagine(policy: GoalPolicy, model: DynamicsModel, x0: torch.Tensor, targets:
         if members is None:
             nxt = model.predict(states[-1], u)[0]
         elif isinstance(model, EnsembleModel):
-            means = model.member_predictions(states[-1], u)[0]            # (E, B, dx)
+            means = model.member_predictions(states[-1], u)[0]  # (E, B, dx)
             nxt = means.gather(0, members.view(1, -1, 1).expand(1, *means.shape[1:]))[0]
         else:
             raise PolicyError(f"members need an ensemble model, not '{model.kind}'")
@@ -143,8 +152,9 @@ def imagine(policy: GoalPolicy, model: DynamicsModel, x0: torch.Tensor, targets:
 
 
 @torch.no_grad()
-def imagined_cost(policy: GoalPolicy, model: DynamicsModel, cost: ReachCost, x0, targets,
-                  horizon: int) -> float:
+def imagined_cost(
+    policy: GoalPolicy, model: DynamicsModel, cost: ReachCost, x0, targets, horizon: int
+) -> float:
     """Mean reach cost of the model-mean rollouts of ``policy`` from x0 (B, dx) towards
     targets (B, 3) over ``horizon`` steps."""
     x0 = torch.as_tensor(np.asarray(x0), dtype=torch.float64, device=model.device)
@@ -153,9 +163,15 @@ def imagined_cost(policy: GoalPolicy, model: DynamicsModel, cost: ReachCost, x0,
     return float(reach_costs(cost, states, actions, g).mean())
 
 
-def train_bptt(policy: GoalPolicy, model: DynamicsModel, cost: ReachCost, starts, targets,
-               config: BPTTConfig = BPTTConfig(),
-               progress: Progress | None = None) -> BPTTReport:
+def train_bptt(
+    policy: GoalPolicy,
+    model: DynamicsModel,
+    cost: ReachCost,
+    starts,
+    targets,
+    config: BPTTConfig = BPTTConfig(),
+    progress: Progress | None = None,
+) -> BPTTReport:
     """Train ``policy`` (in place) by BPTT through ``model`` from start states drawn from
     ``starts`` (N, ≥ dx; real states of D) towards targets drawn from ``targets`` (M, 3) m; see
     the module docstring. The policy must be on the model's device."""
@@ -164,8 +180,7 @@ def train_bptt(policy: GoalPolicy, model: DynamicsModel, cost: ReachCost, starts
     starts = torch.as_tensor(np.asarray(starts), dtype=torch.float64, device=device)
     targets = torch.as_tensor(np.asarray(targets), dtype=torch.float64, device=device)
     if starts.ndim != 2 or starts.shape[1] != model.dx or not len(starts):
-        raise PolicyError(f"starts must be (N, {model.dx}) model states, got "
-                          f"{tuple(starts.shape)}")
+        raise PolicyError(f"starts must be (N, {model.dx}) model states, got {tuple(starts.shape)}")
     if targets.ndim != 2 or targets.shape[1] != 3 or not len(targets):
         raise PolicyError(f"targets must be (M, 3), got {tuple(targets.shape)}")
     if not (torch.isfinite(starts).all() and torch.isfinite(targets).all()):
@@ -181,21 +196,28 @@ def train_bptt(policy: GoalPolicy, model: DynamicsModel, cost: ReachCost, starts
         horizon = config.horizon(i)
         rows = torch.randint(len(starts), (config.batch,), generator=gen).to(device)
         goal = targets[torch.randint(len(targets), (config.batch,), generator=gen).to(device)]
-        pick = (torch.randint(members, (config.batch,), generator=gen).to(device)
-                if config.propagation == "member" else None)
+        pick = (
+            torch.randint(members, (config.batch,), generator=gen).to(device)
+            if config.propagation == "member"
+            else None
+        )
         states, actions = imagine(policy, model, starts[rows], goal, horizon, pick)
         loss = reach_costs(cost, states, actions, goal).mean() / horizon
         grads = torch.autograd.grad(loss, params) if torch.isfinite(loss) else None
-        norm = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
-                                                      for g in grads]))
-                if grads is not None else torch.tensor(math.nan))
+        norm = (
+            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            if grads is not None
+            else torch.tensor(math.nan)
+        )
         if grads is None or not torch.isfinite(norm):
             policy.load_state_dict(good)
             what = "loss" if grads is None else "gradient"
             report.diverged = True
-            report.message = (f"non-finite {what} at iteration {i + 1} (horizon {horizon}): "
-                              f"stopped; the policy keeps the last parameters with a finite "
-                              f"loss and gradient")
+            report.message = (
+                f"non-finite {what} at iteration {i + 1} (horizon {horizon}): "
+                f"stopped; the policy keeps the last parameters with a finite "
+                f"loss and gradient"
+            )
             break
         good = copy.deepcopy(policy.state_dict())
         scale = min(1.0, config.grad_clip / (float(norm) + 1e-12))
@@ -206,11 +228,15 @@ def train_bptt(policy: GoalPolicy, model: DynamicsModel, cost: ReachCost, starts
         report.horizons.append(horizon)
         report.grad_norms.append(float(norm))
         if progress is not None and (i + 1) % max(1, config.iterations // 5) == 0:
-            progress(f"BPTT {i + 1}/{config.iterations}: horizon {horizon}, cost per step "
-                     f"{report.losses[-1]:.4g}, gradient norm {float(norm):.3g}")
+            progress(
+                f"BPTT {i + 1}/{config.iterations}: horizon {horizon}, cost per step "
+                f"{report.losses[-1]:.4g}, gradient norm {float(norm):.3g}"
+            )
     else:
-        report.message = (f"{config.iterations} iterations, final horizon "
-                          f"{report.horizons[-1]}, cost per step {report.losses[-1]:.4g}")
+        report.message = (
+            f"{config.iterations} iterations, final horizon "
+            f"{report.horizons[-1]}, cost per step {report.losses[-1]:.4g}"
+        )
     report.seconds = time.perf_counter() - tic
     return report
 
@@ -252,10 +278,16 @@ class V2Iteration:
     transitions: int
 
 
-def run_v2(policy: GoalPolicy, model: DynamicsModel, cost: ReachCost, sim: ArmSimulator,
-           sampler: TargetSampler, config: V2Config = V2Config(),
-           safety: SafetyLayer | None = None,
-           progress: Progress | None = None) -> tuple[Dataset, list[V2Iteration]]:
+def run_v2(
+    policy: GoalPolicy,
+    model: DynamicsModel,
+    cost: ReachCost,
+    sim: ArmSimulator,
+    sampler: TargetSampler,
+    config: V2Config = V2Config(),
+    safety: SafetyLayer | None = None,
+    progress: Progress | None = None,
+) -> tuple[Dataset, list[V2Iteration]]:
     """The v2.0 loop (module docstring) on ``sim``; ``sampler`` gives the training targets (for
     the episodes and the imagined rollouts). Returns D and a record per iteration. Raises
     ModelError if a model fit diverges."""
@@ -264,11 +296,13 @@ def run_v2(policy: GoalPolicy, model: DynamicsModel, cost: ReachCost, sim: ArmSi
     rng = np.random.default_rng(config.seed)
     fk = ForwardKinematics(sim.robot)
     effort = sim.robot.limits.effort
-    base = RandomTorquePolicy(effort, config.random_scale, config.random_hold_steps,
-                              config.seed)
-    episodes = [run_episode(sim, lambda x, t: base.act(), sampler.sample(),
-                            config.episode_steps, safety=safety)
-                for _ in range(config.random_episodes)]
+    base = RandomTorquePolicy(effort, config.random_scale, config.random_hold_steps, config.seed)
+    episodes = [
+        run_episode(
+            sim, lambda x, t: base.act(), sampler.sample(), config.episode_steps, safety=safety
+        )
+        for _ in range(config.random_episodes)
+    ]
     data = episodes_dataset(episodes, sig.joint_names, sig.dt, source="pi0")
     imagined = np.stack([sampler.sample() for _ in range(config.imagined_targets)])
     policy.set_normalisation(data.states, imagined)
@@ -278,24 +312,46 @@ def run_v2(policy: GoalPolicy, model: DynamicsModel, cost: ReachCost, sim: ArmSi
         fit = model.fit(train, val if len(val) else None)
         if fit.rolled_back:
             raise ModelError(f"iteration {it}: {fit.message}")
-        bptt = train_bptt(policy, model, cost, data.states, imagined,
-                          replace(config.bptt, seed=config.bptt.seed + it))
+        bptt = train_bptt(
+            policy,
+            model,
+            cost,
+            data.states,
+            imagined,
+            replace(config.bptt, seed=config.bptt.seed + it),
+        )
         frozen = policy.frozen()
         new = []
         for _ in range(config.episodes):
             target = sampler.sample()
             noise = rng.normal(0.0, config.exploration, (config.episode_steps, n)) * effort
-            new.append(run_episode(
-                sim, lambda x, t: frozen.act(x[:n], x[n:], target) + noise[t], target,
-                config.episode_steps, safety=safety))
-        data = Dataset.concat([data, episodes_dataset(new, sig.joint_names, sig.dt,
-                                                      data.n_episodes, "policy")])
-        record = V2Iteration(it, fit, bptt, frozen, [final_distance(fk, ep) for ep in new],
-                             len(data) * sig.dt, len(data))
+            new.append(
+                run_episode(
+                    sim,
+                    lambda x, t: frozen.act(x[:n], x[n:], target) + noise[t],
+                    target,
+                    config.episode_steps,
+                    safety=safety,
+                )
+            )
+        data = Dataset.concat(
+            [data, episodes_dataset(new, sig.joint_names, sig.dt, data.n_episodes, "policy")]
+        )
+        record = V2Iteration(
+            it,
+            fit,
+            bptt,
+            frozen,
+            [final_distance(fk, ep) for ep in new],
+            len(data) * sig.dt,
+            len(data),
+        )
         records.append(record)
         if progress is not None:
-            progress(f"v2.0 iteration {it + 1}/{config.iterations}: {fit.message}; BPTT "
-                     f"{bptt.message}; final distances (cm) "
-                     f"{np.round(100 * np.array(record.final_distances), 1).tolist()}; "
-                     f"D = {len(data)} transitions ({record.robot_seconds:.1f} s)")
+            progress(
+                f"v2.0 iteration {it + 1}/{config.iterations}: {fit.message}; BPTT "
+                f"{bptt.message}; final distances (cm) "
+                f"{np.round(100 * np.array(record.final_distances), 1).tolist()}; "
+                f"D = {len(data)} transitions ({record.robot_seconds:.1f} s)"
+            )
     return data, records

@@ -20,12 +20,14 @@ reaches itself, not only on the expert's path. Labels are clamped to the effort 
 arm would receive); the loss is the mean squared torque error normalised by them. A retraining whose loss becomes non-finite is undone (the policy
 keeps its weights from before it) and reported.
 """
+
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, Union
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -39,8 +41,7 @@ from mbrl_ros.robot import ForwardKinematics
 from mbrl_ros.safety import SafetyLayer
 from mbrl_ros.simulation import ArmSimulator
 
-
-Condition = tuple[Union[np.ndarray, None], np.ndarray]  # (start (n,) rad or None, target (3,) m)
+Condition = tuple[np.ndarray | None, np.ndarray]  # (start (n,) rad or None, target (3,) m)
 
 
 class Expert(Protocol):
@@ -61,8 +62,10 @@ class MPCExpert:
         if mpc.model is None:
             raise PolicyError("the MPC expert needs a dynamics model (MPC.set_model)")
         if mpc.random_steps:
-            raise PolicyError(f"the MPC expert must plan from the first step; its random_steps "
-                              f"is {mpc.random_steps}")
+            raise PolicyError(
+                f"the MPC expert must plan from the first step; its random_steps "
+                f"is {mpc.random_steps}"
+            )
         self.mpc, self.warm_start, self.missed = mpc, warm_start, 0
         self.n = len(mpc.joint_names)
         self.target: np.ndarray | None = None
@@ -74,11 +77,11 @@ class MPCExpert:
     def label(self, x, t):
         if not self.warm_start:
             self.mpc.previous = None
-        step = self.mpc.act(x[:self.n], x[self.n:2 * self.n], t * self.mpc.dt_ns, self.target)
+        step = self.mpc.act(x[: self.n], x[self.n : 2 * self.n], t * self.mpc.dt_ns, self.target)
         if step.source == "pi0":
             self.missed += 1
             return None
-        return step.controller.act(x[:2 * self.n], step.controller.index(t * self.mpc.dt_ns))
+        return step.controller.act(x[: 2 * self.n], step.controller.index(t * self.mpc.dt_ns))
 
 
 class ControllerExpert:
@@ -100,7 +103,7 @@ class ControllerExpert:
 
     def label(self, x, t):
         c = self.current
-        return c.act(x[:c.dx], min(t, c.T - 1))
+        return c.act(x[: c.dx], min(t, c.T - 1))
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,9 @@ class DistillConfig:
             value = getattr(self, name)
             low = 0 if name == "dagger_iterations" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise PolicyError(f"distillation setting {name} = {value!r} must be an integer "
-                                  f"≥ {low}")
+                raise PolicyError(
+                    f"distillation setting {name} = {value!r} must be an integer ≥ {low}"
+                )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise PolicyError(f"distillation setting lr = {self.lr} must be > 0")
 
@@ -144,15 +148,17 @@ class DistillIteration:
     message: str = ""
 
 
-def imitation_loss(policy: GoalPolicy, states: torch.Tensor, targets: torch.Tensor,
-                   actions: torch.Tensor) -> torch.Tensor:
+def imitation_loss(
+    policy: GoalPolicy, states: torch.Tensor, targets: torch.Tensor, actions: torch.Tensor
+) -> torch.Tensor:
     """Mean of ((π(x, g) − u*)/effort)² over pairs states (N, dx), targets (N, 3), actions
     (N, du)."""
     return (((policy(states, targets) - actions) / policy.effort) ** 2).mean()
 
 
-def _retrain(policy: GoalPolicy, X, G, U, config: DistillConfig,
-             gen: torch.Generator) -> tuple[float, str]:
+def _retrain(
+    policy: GoalPolicy, X, G, U, config: DistillConfig, gen: torch.Generator
+) -> tuple[float, str]:
     """Adam on the aggregated pairs; (loss on all pairs, '' or the divergence message)."""
     saved = copy.deepcopy(policy.state_dict())
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
@@ -161,8 +167,10 @@ def _retrain(policy: GoalPolicy, X, G, U, config: DistillConfig,
         loss = imitation_loss(policy, X[idx], G[idx], U[idx])
         if not torch.isfinite(loss):
             policy.load_state_dict(saved)
-            return math.nan, (f"non-finite imitation loss at step {step + 1}: retraining undone, "
-                              f"the policy keeps its previous weights")
+            return math.nan, (
+                f"non-finite imitation loss at step {step + 1}: retraining undone, "
+                f"the policy keeps its previous weights"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -170,10 +178,15 @@ def _retrain(policy: GoalPolicy, X, G, U, config: DistillConfig,
         return imitation_loss(policy, X, G, U).item(), ""
 
 
-def distill(policy: GoalPolicy, expert: Expert, sim: ArmSimulator,
-            conditions: Sequence[Condition] | Callable[[int], Sequence[Condition]],
-            config: DistillConfig = DistillConfig(), safety: SafetyLayer | None = None,
-            progress=None) -> list[DistillIteration]:
+def distill(
+    policy: GoalPolicy,
+    expert: Expert,
+    sim: ArmSimulator,
+    conditions: Sequence[Condition] | Callable[[int], Sequence[Condition]],
+    config: DistillConfig = DistillConfig(),
+    safety: SafetyLayer | None = None,
+    progress=None,
+) -> list[DistillIteration]:
     """Behaviour cloning, then DAgger (module docstring), training ``policy`` in place on
     episodes of ``sim`` from each condition (start joint positions (n,) rad or None for the
     simulator's reset, target (3,) m): the same ones every iteration, or ``conditions(i)`` for
@@ -206,7 +219,7 @@ def distill(policy: GoalPolicy, expert: Expert, sim: ArmSimulator,
                 labels.append((x.copy(), u_star))
                 if it == 0:  # behaviour cloning: the expert drives (zero torque if it has none)
                     return np.zeros(n) if u_star is None else u_star
-                return frozen.act(x[:n], x[n:2 * n], target)
+                return frozen.act(x[:n], x[n : 2 * n], target)
 
             episode = run_episode(sim, act, target, config.episode_steps, start, safety)
             distances.append(final_distance(fk, episode))
@@ -224,13 +237,16 @@ def distill(policy: GoalPolicy, expert: Expert, sim: ArmSimulator,
         G.append(gs)
         U.append(us)
         loss, message = _retrain(policy, torch.cat(X), torch.cat(G), torch.cat(U), config, gen)
-        record = DistillIteration(it, error, distances, sum(len(x) for x in X), missed, loss,
-                                  policy.frozen(), message)
+        record = DistillIteration(
+            it, error, distances, sum(len(x) for x in X), missed, loss, policy.frozen(), message
+        )
         records.append(record)
         if progress is not None:
-            progress(f"distillation iteration {it} ({'expert' if it == 0 else 'DAgger'}): "
-                     f"imitation error {error:.3g} before retraining, loss {loss:.3g} after, "
-                     f"{record.pairs} pairs, final distances (cm) "
-                     f"{np.round(100 * np.array(distances), 1).tolist()}"
-                     + (f"; {message}" if message else ""))
+            progress(
+                f"distillation iteration {it} ({'expert' if it == 0 else 'DAgger'}): "
+                f"imitation error {error:.3g} before retraining, loss {loss:.3g} after, "
+                f"{record.pairs} pairs, final distances (cm) "
+                f"{np.round(100 * np.array(distances), 1).tolist()}"
+                + (f"; {message}" if message else "")
+            )
     return records

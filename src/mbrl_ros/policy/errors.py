@@ -1,4 +1,5 @@
 """The policy package's one error type."""
+
 from __future__ import annotations
 
 

@@ -3,9 +3,10 @@
 On the arm π0 runs like every plan: as an open-loop linear-Gaussian controller (``controller``)
 that the executor runs behind the safety layer, never as torques sent straight to the motors.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,14 +19,18 @@ class RandomTorquePolicy:
     ``scale``: one fraction for all joints or one per joint. Seeded: the same seed gives the
     same torque sequence."""
 
-    def __init__(self, effort_limit: np.ndarray, scale=0.3, hold_steps: int = 5,
-                 seed: int = 0):
+    def __init__(self, effort_limit: np.ndarray, scale=0.3, hold_steps: int = 5, seed: int = 0):
         scale = np.asarray(scale, dtype=float)
         effort = np.asarray(effort_limit, dtype=float)
-        if scale.ndim > 1 or (scale.ndim == 1 and scale.shape != effort.shape) or \
-                not np.all((scale >= 0.0) & (scale <= 1.0)):
-            raise ValueError(f"scale {scale.tolist()} must be in [0, 1], one value or one per "
-                             f"joint ({effort.size})")
+        if (
+            scale.ndim > 1
+            or (scale.ndim == 1 and scale.shape != effort.shape)
+            or not np.all((scale >= 0.0) & (scale <= 1.0))
+        ):
+            raise ValueError(
+                f"scale {scale.tolist()} must be in [0, 1], one value or one per "
+                f"joint ({effort.size})"
+            )
         if hold_steps < 1:
             raise ValueError(f"hold_steps {hold_steps} must be ≥ 1")
         self.bound = scale * effort
@@ -41,10 +46,12 @@ class RandomTorquePolicy:
         self._steps += 1
         return self._torque.copy()
 
-    def controller(self, steps: int, dt_ns: int, start_ns: int,
-                   joint_names: Sequence[str]) -> LinearGaussianController:
+    def controller(
+        self, steps: int, dt_ns: int, start_ns: int, joint_names: Sequence[str]
+    ) -> LinearGaussianController:
         """The next ``steps`` torques (``act``) as an open-loop controller of state [q, q̇]
         starting at ``start_ns`` with step ``dt_ns``."""
         u = np.stack([self.act() for _ in range(steps)])
-        return LinearGaussianController.open_loop(u, 2 * len(joint_names), dt_ns=dt_ns,
-                                                  start_ns=start_ns, joint_names=joint_names)
+        return LinearGaussianController.open_loop(
+            u, 2 * len(joint_names), dt_ns=dt_ns, start_ns=start_ns, joint_names=joint_names
+        )

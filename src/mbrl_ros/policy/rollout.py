@@ -5,10 +5,11 @@ a torque (x = [q, q̇]), passes it through the ``SafetyLayer`` when one is given
 and the policy runner do on the robot) and steps the arm one control period. The recorded action is
 the torque the arm applied (the simulator clamps to the effort limits).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,14 +31,17 @@ class Episode:
     target: np.ndarray
 
 
-def run_episode(sim: ArmSimulator, act: Act, target, steps: int, start=None,
-                safety: SafetyLayer | None = None) -> Episode:
+def run_episode(
+    sim: ArmSimulator, act: Act, target, steps: int, start=None, safety: SafetyLayer | None = None
+) -> Episode:
     """One episode of ``steps`` control periods towards ``target`` (``simulation.simulate``).
     ``start``: initial joint positions (n,) rad at rest; None = the simulator's reset (its
     configured pose and noise)."""
+
     def filtered(s, u):
         with np.errstate(invalid="ignore", over="ignore"):
             return safety.filter(s.position, s.velocity, u)[0]
+
     states, actions = simulate(sim, act, steps, start, None if safety is None else filtered)
     return Episode(states, actions, np.asarray(target, dtype=np.float64))
 
@@ -49,10 +53,18 @@ def final_distance(fk: ForwardKinematics, episode: Episode) -> float:
     return float(np.linalg.norm(ee - episode.target))
 
 
-def episodes_dataset(episodes: Sequence[Episode], joint_names: Sequence[str], dt: float,
-                     first_id: int = 0, source: str = "sim") -> Dataset:
+def episodes_dataset(
+    episodes: Sequence[Episode],
+    joint_names: Sequence[str],
+    dt: float,
+    first_id: int = 0,
+    source: str = "sim",
+) -> Dataset:
     """Transitions (s, a, s') of ``episodes``, episode ids from ``first_id``
     (``Dataset.from_rollout``)."""
-    return Dataset.concat([Dataset.from_rollout(ep.states, ep.actions, e, joint_names, dt,
-                                                source=source)
-                           for e, ep in enumerate(episodes, first_id)])
+    return Dataset.concat(
+        [
+            Dataset.from_rollout(ep.states, ep.actions, e, joint_names, dt, source=source)
+            for e, ep in enumerate(episodes, first_id)
+        ]
+    )

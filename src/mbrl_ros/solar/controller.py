@@ -10,6 +10,7 @@ so it travels as the usual controller artifact next to the model artifact
 (``SolarModel.to_bytes``). Commands are finite and within ``effort_limit``; a missing frame or a
 step outside the controller gives None (the caller holds safely).
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -36,8 +37,10 @@ class FrameStack:
     def push(self, image) -> None:
         image = np.asarray(image)
         if image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:
-            raise ValueError(f"image must be uint8 ({self.size}, {self.size}, 3), got "
-                             f"{image.dtype} {image.shape}")
+            raise ValueError(
+                f"image must be uint8 ({self.size}, {self.size}, 3), got "
+                f"{image.dtype} {image.shape}"
+            )
         if not self._images:
             self._images.extend([image] * self.frames)
         else:
@@ -54,8 +57,10 @@ class ImageController:
     def __init__(self, model: SolarModel, controller: LinearGaussianController, effort_limit):
         dz = model.config.latent_dim
         if controller.dx != dz or controller.du != model.du:
-            raise ValueError(f"controller (dx, du) = {(controller.dx, controller.du)} does not fit "
-                             f"the model's (dz, du) = {(dz, model.du)}")
+            raise ValueError(
+                f"controller (dx, du) = {(controller.dx, controller.du)} does not fit "
+                f"the model's (dz, du) = {(dz, model.du)}"
+            )
         self.effort_limit = np.broadcast_to(np.asarray(effort_limit, float), (model.du,)).copy()
         if not np.all(self.effort_limit > 0) or not np.all(np.isfinite(self.effort_limit)):
             raise ValueError(f"effort_limit must be positive and finite, got {effort_limit}")
@@ -79,8 +84,7 @@ class ImageController:
         z = self.latent()
         if z is None or not 0 <= t < self.controller.T:
             return None
-        u = (self.controller.sample(z, t, rng) if rng is not None
-             else self.controller.act(z, t))
+        u = self.controller.sample(z, t, rng) if rng is not None else self.controller.act(z, t)
         if not np.all(np.isfinite(u)):
             return None
         return np.clip(u, -self.effort_limit, self.effort_limit)

@@ -16,6 +16,7 @@ term −KL(q(θ) ‖ p(θ)) does not depend on the networks; q(θ) is updated by
 (natural-gradient) steps from the expected statistics of q(z) (``latent_dynamics``).
 p(z_0) = N(0, I).
 """
+
 from __future__ import annotations
 
 import math
@@ -58,8 +59,9 @@ class LatentPosterior:
     def entropy(self) -> torch.Tensor:
         """H[q] (B,) = ½ n (1 + log 2π) − Σ log diag L."""
         n = self.chol.shape[-1]
-        return (0.5 * n * (1.0 + math.log(2 * math.pi))
-                - torch.log(torch.diagonal(self.chol, dim1=-2, dim2=-1)).sum(-1))
+        return 0.5 * n * (1.0 + math.log(2 * math.pi)) - torch.log(
+            torch.diagonal(self.chol, dim1=-2, dim2=-1)
+        ).sum(-1)
 
     def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """numpy E[z_t] (B, T, dz), E[z_t z_tᵀ] (B, T, dz, dz), E[z_{t+1} z_tᵀ] (B, T−1, dz, dz)
@@ -69,8 +71,9 @@ class LatentPosterior:
         m = self.mean.detach().cpu().double().numpy()
         t = np.arange(T)
         second = cov[:, t, :, t].transpose(1, 0, 2, 3) + np.einsum("bti,btj->btij", m, m)
-        cross = (cov[:, t[1:], :, t[:-1]].transpose(1, 0, 2, 3)
-                 + np.einsum("bti,btj->btij", m[:, 1:], m[:, :-1]))
+        cross = cov[:, t[1:], :, t[:-1]].transpose(1, 0, 2, 3) + np.einsum(
+            "bti,btj->btij", m[:, 1:], m[:, :-1]
+        )
         return m, second, cross
 
 
@@ -99,13 +102,17 @@ def chain_prior(expected: ExpectedDynamics, U: torch.Tensor) -> ChainPrior:
     h = torch.zeros(B, T, dz, dtype=dtype, device=device)
     h[:, 1:] += w @ Bw.T
     h[:, :-1] -= w @ Czw.T
-    c = (-0.5 * torch.einsum("bti,ij,btj->b", w, Cww, w)
-         + T1 * 0.5 * expected.logdet_prec - T * 0.5 * dz * math.log(2 * math.pi))
+    c = (
+        -0.5 * torch.einsum("bti,ij,btj->b", w, Cww, w)
+        + T1 * 0.5 * expected.logdet_prec
+        - T * 0.5 * dz * math.log(2 * math.pi)
+    )
     return ChainPrior(J, h.reshape(B, n), c)
 
 
-def structured_posterior(prior: ChainPrior, enc_mean: torch.Tensor, enc_logvar: torch.Tensor
-                         ) -> LatentPosterior:
+def structured_posterior(
+    prior: ChainPrior, enc_mean: torch.Tensor, enc_logvar: torch.Tensor
+) -> LatentPosterior:
     """q(z) ∝ exp(−½ vᵀJ_p v + h_pᵀv) Πₜ N(z_t; m_t, diag(exp(s_t))) for encoder potentials
     m, s (B, T, dz)."""
     B, T, dz = enc_mean.shape
@@ -125,9 +132,16 @@ def expected_log_prior(prior: ChainPrior, q: LatentPosterior) -> torch.Tensor:
     return -0.5 * (prior.J * second).sum((-2, -1)) + (prior.h * m).sum(-1) + prior.c
 
 
-def local_elbo(prior: ChainPrior, enc_mean, enc_logvar, decode, images: torch.Tensor,
-               pixel_std: float, eps: torch.Tensor, beta: float = 1.0
-               ) -> tuple[torch.Tensor, LatentPosterior]:
+def local_elbo(
+    prior: ChainPrior,
+    enc_mean,
+    enc_logvar,
+    decode,
+    images: torch.Tensor,
+    pixel_std: float,
+    eps: torch.Tensor,
+    beta: float = 1.0,
+) -> tuple[torch.Tensor, LatentPosterior]:
     """The local ELBO (B,) of trajectories ``images`` (B, T, 3, H, W) in [0, 1], given encoder
     potentials (B, T, dz), a decoder ``decode(z (N, dz)) → (N, 3, H, W)`` and the
     reparameterisation noise eps (B, T, dz); and q(z). ``beta`` < 1 weights the prior and

@@ -7,6 +7,7 @@ the robot reports; no state is needed), with C = L Lᵀ kept positive semidefini
 subproblem stays convex. The
 trajectory cost for ``trajopt`` adds ½ uᵀ(action_weight·I)u per step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ class LatentQuadraticCost:
         Z = np.asarray(Z, dtype=np.float64)
         return 0.5 * np.einsum("...i,ij,...j->...", Z, self.C, Z) + Z @ self.c + self.c0
 
-    def trajectory_cost(self, T: int, du: int, action_weight: float,
-                        terminal_weight: float = 1.0) -> QuadraticCost:
+    def trajectory_cost(
+        self, T: int, du: int, action_weight: float, terminal_weight: float = 1.0
+    ) -> QuadraticCost:
         """``trajopt.QuadraticCost`` over z_t = [z; u] for t = 0..T (row T: terminal_weight·c(z),
         no action)."""
         dz = self.C.shape[0]
@@ -43,7 +45,6 @@ class LatentQuadraticCost:
         C[T] *= terminal_weight
         c[T] *= terminal_weight
         return QuadraticCost(C, c, self.c0 * (T + terminal_weight))
-
 
     def planning_cost(self, action_weight: float, terminal_weight: float = 1.0):
         """The same cost for ``mbrl_ros.planning``'s planners: ``cost(Z (..., H+1, dz), U (..., H,
@@ -57,6 +58,7 @@ class LatentQuadraticCost:
             w = torch.ones(Z.shape[-2], dtype=Z.dtype, device=Z.device)
             w[0], w[-1] = 0.0, terminal_weight
             return (per * w).sum(-1) + 0.5 * action_weight * (U * U).sum((-2, -1))
+
         return cost
 
 
@@ -66,8 +68,7 @@ def quadratic_features(Z: np.ndarray) -> np.ndarray:
     return np.concatenate([Z[:, i] * Z[:, j], Z, np.ones((len(Z), 1))], axis=1)
 
 
-def fit_latent_cost(Z, costs, ridge: float = 1e-6, iterations: int = 200
-                    ) -> LatentQuadraticCost:
+def fit_latent_cost(Z, costs, ridge: float = 1e-6, iterations: int = 200) -> LatentQuadraticCost:
     """Quadratic cost with C = L Lᵀ ⪰ 0 of latents Z (N, dz) against costs (N,), least squares:
     the unconstrained fit with C clipped to its PSD part starts an L-BFGS fit of (L, c, c0)
     (SOLAR fits its cost model by gradient descent). ValueError on non-finite input or fewer
@@ -80,8 +81,10 @@ def fit_latent_cost(Z, costs, ridge: float = 1e-6, iterations: int = 200
         raise ValueError("latents or costs have non-finite values")
     dz = Z.shape[1]
     if len(Z) < (dz + 1) * (dz + 2) // 2:
-        raise ValueError(f"{len(Z)} samples are too few for a quadratic in {dz} latents "
-                         f"({(dz + 1) * (dz + 2) // 2} coefficients)")
+        raise ValueError(
+            f"{len(Z)} samples are too few for a quadratic in {dz} latents "
+            f"({(dz + 1) * (dz + 2) // 2} coefficients)"
+        )
     mu, sd = Z.mean(0), np.maximum(Z.std(0), 1e-9)
     Cs, cs, c0s = _fit_standardised((Z - mu) / sd, y, ridge, iterations)
     # back from z̃ = S (z − μ), S = diag(1/sd)
@@ -102,7 +105,7 @@ def _fit_standardised(Z, y, ridge: float, iterations: int):
     w = np.linalg.solve(Phi.T @ Phi + ridge * len(Z) * np.eye(Phi.shape[1]), Phi.T @ y)
     iu, ju = np.triu_indices(dz)
     C = np.zeros((dz, dz))
-    C[iu, ju] = w[:len(iu)]
+    C[iu, ju] = w[: len(iu)]
     C = C + C.T  # off-diagonal z_i z_j: C_ij; diagonal ½ C_ii z_i² = w_ii z_i²
     ev, V = np.linalg.eigh(C)
     Zt, yt = torch.as_tensor(Z), torch.as_tensor(y)
@@ -110,10 +113,14 @@ def _fit_standardised(Z, y, ridge: float, iterations: int):
     def residual(L, c, c0):
         return 0.5 * ((Zt @ L) ** 2).sum(1) + Zt @ c + c0 - yt
 
-    starts = [(V * np.sqrt(np.maximum(ev, 1e-8)), w[len(iu):len(iu) + dz], w[-1]),
-              (1e-3 * np.eye(dz), np.zeros(dz), y.mean())]
-    errors = [float((residual(*(torch.as_tensor(np.asarray(a, float)) for a in st)) ** 2).mean())
-              for st in starts]
+    starts = [
+        (V * np.sqrt(np.maximum(ev, 1e-8)), w[len(iu) : len(iu) + dz], w[-1]),
+        (1e-3 * np.eye(dz), np.zeros(dz), y.mean()),
+    ]
+    errors = [
+        float((residual(*(torch.as_tensor(np.asarray(a, float)) for a in st)) ** 2).mean())
+        for st in starts
+    ]
     L0, c_init, c0_init = starts[int(np.argmin(errors))]
     L = torch.tensor(L0, requires_grad=True)
     c = torch.tensor(np.asarray(c_init, float), requires_grad=True)

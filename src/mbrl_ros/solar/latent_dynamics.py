@@ -11,6 +11,7 @@ stochastic (natural-gradient) update is a convex combination of them. The struct
 needs the expectations E[Σ⁻¹] = νΨ⁻¹, E[Σ⁻¹F] = νΨ⁻¹M, E[FᵀΣ⁻¹F] = dz·V + ν MᵀΨ⁻¹M and
 E[log|Σ⁻¹|] = Σᵢ ψ((ν − i + 1)/2) + dz log 2 − log|Ψ|.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,10 @@ class MNIW:
     def __post_init__(self):
         dz, p = np.shape(self.M)
         if np.shape(self.V) != (p, p) or np.shape(self.Psi) != (dz, dz) or p < dz + 1:
-            raise ValueError(f"MNIW shapes M {np.shape(self.M)}, V {np.shape(self.V)}, Ψ "
-                             f"{np.shape(self.Psi)} do not fit z' = F [z; u; 1]")
+            raise ValueError(
+                f"MNIW shapes M {np.shape(self.M)}, V {np.shape(self.V)}, Ψ "
+                f"{np.shape(self.Psi)} do not fit z' = F [z; u; 1]"
+            )
         if not self.nu > dz - 1:
             raise ValueError(f"ν = {self.nu} must exceed dz − 1 = {dz - 1}")
         for name in ("M", "V", "Psi"):
@@ -60,15 +63,21 @@ class MNIW:
         return self.M.shape[1] - self.M.shape[0] - 1
 
     @classmethod
-    def prior(cls, dz: int, du: int, scale: float = 1.0, strength: float = 1.0,
-              dynamics_scale: float = 1.0) -> "MNIW":
+    def prior(
+        cls,
+        dz: int,
+        du: int,
+        scale: float = 1.0,
+        strength: float = 1.0,
+        dynamics_scale: float = 1.0,
+    ) -> MNIW:
         """A weak prior around z' = z + w: M = [I 0 0], V = dynamics_scale²·I, Ψ =
         scale·strength·I and ν = dz + 1 + strength, so E[Σ] = scale·I."""
         p = dz + du + 1
         M = np.zeros((dz, p))
         M[:, :dz] = np.eye(dz)
         nu = dz + 1.0 + strength
-        return cls(M, dynamics_scale ** 2 * np.eye(p), scale * strength * np.eye(dz), nu)
+        return cls(M, dynamics_scale**2 * np.eye(p), scale * strength * np.eye(dz), nu)
 
     def natural(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """(V⁻¹, M V⁻¹, Ψ + M V⁻¹ Mᵀ, ν)."""
@@ -77,7 +86,7 @@ class MNIW:
         return Vinv, MVinv, self.Psi + MVinv @ self.M.T, self.nu
 
     @classmethod
-    def from_natural(cls, Vinv, MVinv, PsiM, nu) -> "MNIW":
+    def from_natural(cls, Vinv, MVinv, PsiM, nu) -> MNIW:
         Vinv = 0.5 * (Vinv + Vinv.T)
         V = np.linalg.inv(Vinv)
         V = 0.5 * (V + V.T)
@@ -85,8 +94,9 @@ class MNIW:
         Psi = PsiM - M @ MVinv.T
         return cls(M, V, 0.5 * (Psi + Psi.T), float(nu))
 
-    def posterior(self, S_xixi, S_zxi, S_zz, n: float, step: float = 1.0,
-                  prior: "MNIW | None" = None) -> "MNIW":
+    def posterior(
+        self, S_xixi, S_zxi, S_zz, n: float, step: float = 1.0, prior: MNIW | None = None
+    ) -> MNIW:
         """The conjugate update of ``prior`` (default: self) by the statistics (see module), as
         a natural-gradient step of size ``step`` from self: step 1 is the exact posterior."""
         base = (prior or self).natural()
@@ -105,8 +115,9 @@ class MNIW:
         _, logdet_psi = np.linalg.slogdet(self.Psi)
         i = np.arange(1, dz + 1)
         logdet = float(digamma((self.nu - i + 1) / 2.0).sum() + dz * np.log(2.0) - logdet_psi)
-        return ExpectedDynamics(0.5 * (prec + prec.T), prec_F, 0.5 * (F_prec_F + F_prec_F.T),
-                                logdet)
+        return ExpectedDynamics(
+            0.5 * (prec + prec.T), prec_F, 0.5 * (F_prec_F + F_prec_F.T), logdet
+        )
 
     def noise_mean(self) -> np.ndarray:
         """E[Σ] = Ψ/(ν − dz − 1) where ν > dz + 1, else the mode Ψ/(ν + dz + 1)."""
@@ -119,9 +130,13 @@ class MNIW:
         x0_cov)."""
         dz = self.dz
         rep = lambda a: np.repeat(a[None], T, axis=0)  # noqa: E731
-        return LocalDynamics(rep(self.M[:, :-1]), rep(self.M[:, -1]), rep(self.noise_mean()),
-                             np.asarray(x0_mean, float).reshape(dz),
-                             np.asarray(x0_cov, float).reshape(dz, dz))
+        return LocalDynamics(
+            rep(self.M[:, :-1]),
+            rep(self.M[:, -1]),
+            rep(self.noise_mean()),
+            np.asarray(x0_mean, float).reshape(dz),
+            np.asarray(x0_cov, float).reshape(dz, dz),
+        )
 
     def niw_prior(self, points: np.ndarray, strength: float = 1.0):
         """``trajopt.local_dynamics.NIWPriorSource``: the joint Gaussian over [z, u, z'] that the
@@ -132,7 +147,7 @@ class MNIW:
         pts = np.asarray(points, float)
         if pts.ndim != 2 or pts.shape[1] != 2 * dz + du:
             raise ValueError(f"points must be (N, {2 * dz + du}), got {pts.shape}")
-        xu = pts[:, :dz + du]
+        xu = pts[:, : dz + du]
         mu_xu = xu.mean(0)
         S = np.cov(xu.T, bias=True).reshape(dz + du, dz + du)
         A, c = self.M[:, :-1], self.M[:, -1]
@@ -142,18 +157,18 @@ class MNIW:
         return mu, m * cov, m, m
 
 
-def transition_statistics(mean: np.ndarray, second: np.ndarray, cross: np.ndarray,
-                          U: np.ndarray):
+def transition_statistics(mean: np.ndarray, second: np.ndarray, cross: np.ndarray, U: np.ndarray):
     """Expected statistics of z_{t+1} = F [z_t; u_t; 1] + w from the latent posteriors.
 
     mean (B, T, dz) = E[z_t], second (B, T, dz, dz) = E[z_t z_tᵀ], cross (B, T−1, dz, dz) =
     E[z_{t+1} z_tᵀ], U (B, T−1, du) → (Sξξ (p, p), Szξ (dz, p), Szz (dz, dz), n)."""
     B, T, dz = mean.shape
-    w = np.concatenate([U, np.ones(U.shape[:2] + (1,))], axis=2)       # (B, T−1, du+1)
+    w = np.concatenate([U, np.ones(U.shape[:2] + (1,))], axis=2)  # (B, T−1, du+1)
     m0 = mean[:, :-1]
     top = np.concatenate([second[:, :-1], np.einsum("bti,btj->btij", m0, w)], axis=3)
-    bottom = np.concatenate([np.einsum("bti,btj->btij", w, m0),
-                             np.einsum("bti,btj->btij", w, w)], axis=3)
+    bottom = np.concatenate(
+        [np.einsum("bti,btj->btij", w, m0), np.einsum("bti,btj->btij", w, w)], axis=3
+    )
     S_xixi = np.concatenate([top, bottom], axis=2).sum((0, 1))
     S_zxi = np.concatenate([cross, np.einsum("bti,btj->btij", mean[:, 1:], w)], axis=3).sum((0, 1))
     S_zz = second[:, 1:].sum((0, 1))

@@ -6,6 +6,7 @@ linear regression with the global MNIW as the normal-inverse-Wishart prior (SOLA
 conditioned on the global one), the cost is the fitted latent quadratic, and ``kl_update`` gives
 the next controller within ``epsilon`` nats of the last — the same code GPS runs on joint states.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,16 +29,24 @@ class _MNIWPrior:
         return self.dynamics.niw_prior(points, self.strength)
 
 
-def initial_latent_controller(T: int, dz: int, du: int, std, dt_ns: int, mean=None,
-                              joint_names=()) -> LinearGaussianController:
+def initial_latent_controller(
+    T: int, dz: int, du: int, std, dt_ns: int, mean=None, joint_names=()
+) -> LinearGaussianController:
     """Open-loop exploration u_t ~ N(mean (du,) or 0, diag(std²)) over T steps in latent space
     (``joint_names``: the du joints it commands, as the solar_runner requires)."""
     std = np.broadcast_to(np.asarray(std, float), (du,))
     u = np.zeros((T, du)) if mean is None else np.broadcast_to(np.asarray(mean, float), (T, du))
-    cov = np.broadcast_to(np.diag(std ** 2), (T, du, du))
-    return LinearGaussianController.gaussian(np.zeros((T, dz)), u, np.zeros((T, du, dz)), None,
-                                             cov, dt_ns=dt_ns, joint_names=joint_names,
-                                             state_layout=LATENT_LAYOUT)
+    cov = np.broadcast_to(np.diag(std**2), (T, du, du))
+    return LinearGaussianController.gaussian(
+        np.zeros((T, dz)),
+        u,
+        np.zeros((T, du, dz)),
+        None,
+        cov,
+        dt_ns=dt_ns,
+        joint_names=joint_names,
+        state_layout=LATENT_LAYOUT,
+    )
 
 
 def fit_latent_dynamics(dynamics: MNIW, Z, U, strength: float = 1.0) -> LocalDynamics:
@@ -46,10 +55,19 @@ def fit_latent_dynamics(dynamics: MNIW, Z, U, strength: float = 1.0) -> LocalDyn
     return fit_bayesian(Z, U, _MNIWPrior(dynamics, strength))
 
 
-def latent_update(dynamics: MNIW, cost: LatentQuadraticCost, prev: LinearGaussianController,
-                  Z, U, epsilon: float, action_weight: float, terminal_weight: float = 1.0,
-                  strength: float = 1.0, eta0: float = 1.0,
-                  settings: KLSettings = KLSettings()) -> KLUpdateResult:
+def latent_update(
+    dynamics: MNIW,
+    cost: LatentQuadraticCost,
+    prev: LinearGaussianController,
+    Z,
+    U,
+    epsilon: float,
+    action_weight: float,
+    terminal_weight: float = 1.0,
+    strength: float = 1.0,
+    eta0: float = 1.0,
+    settings: KLSettings = KLSettings(),
+) -> KLUpdateResult:
     """One SOLAR iteration on latent rollouts of ``prev``: local fit, then ``kl_update``."""
     dyn = fit_latent_dynamics(dynamics, Z, U, strength)
     quad = cost.trajectory_cost(dyn.T, dyn.du, action_weight, terminal_weight)

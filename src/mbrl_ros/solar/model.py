@@ -6,6 +6,7 @@ of q(θ) towards the conjugate posterior of the minibatch's expected statistics 
 whole data set (stochastic variational inference). Data: images uint8 (B, T, H, W, 3), actions
 (B, T−1, du) (the action between consecutive images). Artifacts: safetensors (``to_bytes``).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,17 @@ from mbrl_ros.solar.vae import ImageDecoder, ImageEncoder, VAEConfig, image_tens
 MODEL_SCHEMA = artifacts.Schema(
     name="mbrl_ros/solar_model",
     version=1,
-    tensors={name: artifacts.TensorSpec(shape) for name, shape in (
-        ("dyn_M", ("dz", "p")), ("dyn_V", ("p", "p")), ("dyn_Psi", ("dz", "dz")),
-        ("prior_M", ("dz", "p")), ("prior_V", ("p", "p")), ("prior_Psi", ("dz", "dz")))},
+    tensors={
+        name: artifacts.TensorSpec(shape)
+        for name, shape in (
+            ("dyn_M", ("dz", "p")),
+            ("dyn_V", ("p", "p")),
+            ("dyn_Psi", ("dz", "dz")),
+            ("prior_M", ("dz", "p")),
+            ("prior_V", ("p", "p")),
+            ("prior_Psi", ("dz", "dz")),
+        )
+    },
     dim_limits={"dz": 256, "p": 1024},
     required_meta=("vae", "du", "nu", "prior_nu"),
     extra_tensors=True,
@@ -50,22 +59,32 @@ class FitSettings:
 
     def __post_init__(self):
         if self.warmup < 0 or self.kl_warmup < 0:
-            raise ValueError(f"warmup and kl_warmup must be ≥ 0, got {self.warmup}, "
-                             f"{self.kl_warmup}")
+            raise ValueError(
+                f"warmup and kl_warmup must be ≥ 0, got {self.warmup}, {self.kl_warmup}"
+            )
         if self.iterations < 1 or self.batch_size < 1:
-            raise ValueError(f"iterations and batch_size must be ≥ 1, got {self.iterations}, "
-                             f"{self.batch_size}")
+            raise ValueError(
+                f"iterations and batch_size must be ≥ 1, got {self.iterations}, {self.batch_size}"
+            )
         if not (0 < self.learning_rate < 1 and 0 < self.dynamics_step <= 1):
-            raise ValueError(f"need 0 < learning_rate < 1 and 0 < dynamics_step ≤ 1, got "
-                             f"{self.learning_rate}, {self.dynamics_step}")
+            raise ValueError(
+                f"need 0 < learning_rate < 1 and 0 < dynamics_step ≤ 1, got "
+                f"{self.learning_rate}, {self.dynamics_step}"
+            )
 
 
 class SolarModel:
     """Encoder, decoder (torch, ``dtype``), q(θ) ``dynamics`` and its prior (MNIW) for du
     actions."""
 
-    def __init__(self, config: VAEConfig, du: int, prior: MNIW | None = None,
-                 dtype=torch.float32, seed: int = 0):
+    def __init__(
+        self,
+        config: VAEConfig,
+        du: int,
+        prior: MNIW | None = None,
+        dtype=torch.float32,
+        seed: int = 0,
+    ):
         if not (isinstance(du, int) and du >= 1):
             raise ValueError(f"du must be a positive integer, got {du!r}")
         torch.manual_seed(seed)
@@ -74,16 +93,19 @@ class SolarModel:
         self.decoder = ImageDecoder(config).to(dtype)
         self.prior = prior if prior is not None else MNIW.prior(config.latent_dim, du)
         if (self.prior.dz, self.prior.du) != (config.latent_dim, du):
-            raise ValueError(f"prior is for (dz, du) = {(self.prior.dz, self.prior.du)}, the "
-                             f"model for {(config.latent_dim, du)}")
+            raise ValueError(
+                f"prior is for (dz, du) = {(self.prior.dz, self.prior.du)}, the "
+                f"model for {(config.latent_dim, du)}"
+            )
         self.dynamics = self.prior
 
     def _check(self, images, actions=None):
         images = np.asarray(images)
         s = self.config.image_size
         if images.ndim != 5 or images.shape[2:] != (s, s, 3) or images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 (B, T, {s}, {s}, 3), got {images.dtype} "
-                             f"{images.shape}")
+            raise ValueError(
+                f"images must be uint8 (B, T, {s}, {s}, 3), got {images.dtype} {images.shape}"
+            )
         if actions is None:
             return images, None
         actions = np.asarray(actions, dtype=np.float64)
@@ -102,16 +124,15 @@ class SolarModel:
         mean, logvar = self.encoder(stack_frames(x, self.config.frames).flatten(0, 1))
         return mean.view(B, T, -1), logvar.view(B, T, -1), x
 
-    def elbo(self, images, actions, eps, beta: float = 1.0
-             ) -> tuple[torch.Tensor, LatentPosterior]:
+    def elbo(self, images, actions, eps, beta: float = 1.0) -> tuple[torch.Tensor, LatentPosterior]:
         """Local ELBO (B,) and q(z) (see ``inference.local_elbo``)."""
         mean, logvar, x = self.potentials(images)
         prior = chain_prior(self.dynamics.expected(), torch.as_tensor(actions, dtype=self.dtype))
-        return local_elbo(prior, mean, logvar, self.decoder, x, self.config.pixel_std, eps,
-                          beta)
+        return local_elbo(prior, mean, logvar, self.decoder, x, self.config.pixel_std, eps, beta)
 
-    def fit(self, images, actions, settings: FitSettings = FitSettings(), seed: int = 0,
-            callback=None) -> list[float]:
+    def fit(
+        self, images, actions, settings: FitSettings = FitSettings(), seed: int = 0, callback=None
+    ) -> list[float]:
         """Fit on trajectories; returns the ELBO per image of each iteration (the β-annealed
         bound during ``kl_warmup``). ``callback(it, elbo)`` is called after each."""
         images, actions = self._check(images, actions)
@@ -123,8 +144,7 @@ class SolarModel:
         history = []
         for it in range(settings.iterations):
             idx = rng.choice(B_all, size=min(settings.batch_size, B_all), replace=False)
-            eps = torch.randn(len(idx), T, self.config.latent_dim, generator=gen,
-                              dtype=self.dtype)
+            eps = torch.randn(len(idx), T, self.config.latent_dim, generator=gen, dtype=self.dtype)
             beta = min(1.0, (it + 1) / settings.kl_warmup) if settings.kl_warmup else 1.0
             elbo, q = self.elbo(images[idx], actions[idx], eps, beta)
             loss = -elbo.sum() / (len(idx) * T)
@@ -135,14 +155,22 @@ class SolarModel:
                 stats = transition_statistics(*q.moments(), actions[idx])
                 scale = B_all / len(idx)
                 self.dynamics = self.dynamics.posterior(
-                    *(scale * s for s in stats), step=settings.dynamics_step, prior=self.prior)
+                    *(scale * s for s in stats), step=settings.dynamics_step, prior=self.prior
+                )
             history.append(-loss.item())
             if callback is not None:
                 callback(it, history[-1])
         return history
 
-    def pretrain(self, images, iterations: int, batch_frames: int = 64,
-                 learning_rate: float = 1e-3, seed: int = 0, callback=None) -> list[float]:
+    def pretrain(
+        self,
+        images,
+        iterations: int,
+        batch_frames: int = 64,
+        learning_rate: float = 1e-3,
+        seed: int = 0,
+        callback=None,
+    ) -> list[float]:
         """Pre-train encoder and decoder as a deterministic autoencoder of single frame stacks
         (encoder mean → decoder, mean squared pixel error in [0, 1]) on minibatches of
         ``batch_frames`` stacks drawn from images uint8 (B, T, H, W, 3), as SOLAR pre-trains
@@ -151,17 +179,25 @@ class SolarModel:
         iteration; ``callback(it, loss)`` after each."""
         images, _ = self._check(images)
         if iterations < 1 or batch_frames < 1 or not 0 < learning_rate < 1:
-            raise ValueError(f"need iterations, batch_frames ≥ 1 and 0 < learning_rate < 1, got "
-                             f"{iterations}, {batch_frames}, {learning_rate}")
+            raise ValueError(
+                f"need iterations, batch_frames ≥ 1 and 0 < learning_rate < 1, got "
+                f"{iterations}, {batch_frames}, {learning_rate}"
+            )
         B, T = images.shape[:2]
         rng = np.random.default_rng(seed)
-        opt = torch.optim.Adam(list(self.encoder.parameters()) + list(self.decoder.parameters()),
-                               lr=learning_rate)
+        opt = torch.optim.Adam(
+            list(self.encoder.parameters()) + list(self.decoder.parameters()), lr=learning_rate
+        )
         history = []
         for it in range(iterations):
             b, t = rng.integers(B, size=batch_frames), rng.integers(T, size=batch_frames)
-            stack = torch.cat([image_tensor(images[b, np.maximum(t - lag, 0)], self.dtype)
-                               for lag in range(self.config.frames)], dim=1)  # newest first
+            stack = torch.cat(
+                [
+                    image_tensor(images[b, np.maximum(t - lag, 0)], self.dtype)
+                    for lag in range(self.config.frames)
+                ],
+                dim=1,
+            )  # newest first
             loss = ((self.decoder(self.encoder(stack)[0]) - stack[:, :3]) ** 2).mean()
             opt.zero_grad()
             loss.backward()
@@ -199,26 +235,43 @@ class SolarModel:
         tensors |= {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
         for tag, d in (("dyn", self.dynamics), ("prior", self.prior)):
             tensors |= {f"{tag}_M": d.M, f"{tag}_V": d.V, f"{tag}_Psi": d.Psi}
-        meta = {"vae": self.config.to_dict(), "du": self.du, "nu": self.dynamics.nu,
-                "prior_nu": self.prior.nu}
+        meta = {
+            "vae": self.config.to_dict(),
+            "du": self.du,
+            "nu": self.dynamics.nu,
+            "prior_nu": self.prior.nu,
+        }
         return artifacts.encode(MODEL_SCHEMA, tensors, meta)
 
     @classmethod
-    def from_bytes(cls, data: bytes, dtype=torch.float32) -> "SolarModel":
+    def from_bytes(cls, data: bytes, dtype=torch.float32) -> SolarModel:
         """The model of an artifact; ArtifactError naming what is wrong."""
         tensors, meta = artifacts.decode(data, MODEL_SCHEMA)
         try:
             config = VAEConfig(**meta["vae"])
-            model = cls(config, int(meta["du"]), MNIW(tensors["prior_M"], tensors["prior_V"],
-                                                      tensors["prior_Psi"],
-                                                      float(meta["prior_nu"])), dtype)
-            model.dynamics = MNIW(tensors["dyn_M"], tensors["dyn_V"], tensors["dyn_Psi"],
-                                  float(meta["nu"]))
+            model = cls(
+                config,
+                int(meta["du"]),
+                MNIW(
+                    tensors["prior_M"],
+                    tensors["prior_V"],
+                    tensors["prior_Psi"],
+                    float(meta["prior_nu"]),
+                ),
+                dtype,
+            )
+            model.dynamics = MNIW(
+                tensors["dyn_M"], tensors["dyn_V"], tensors["dyn_Psi"], float(meta["nu"])
+            )
             for name, net in (("encoder", model.encoder), ("decoder", model.decoder)):
-                state = {k[len(name) + 1:]: torch.as_tensor(v) for k, v in tensors.items()
-                         if k.startswith(name + ".")}
+                state = {
+                    k[len(name) + 1 :]: torch.as_tensor(v)
+                    for k, v in tensors.items()
+                    if k.startswith(name + ".")
+                }
                 net.load_state_dict(state)
         except (TypeError, ValueError, KeyError, RuntimeError) as exc:
-            raise artifacts.ArtifactError(f"solar model artifact does not fit its metadata: "
-                                          f"{json.dumps(str(exc))[:300]}") from None
+            raise artifacts.ArtifactError(
+                f"solar model artifact does not fit its metadata: {json.dumps(str(exc))[:300]}"
+            ) from None
         return model

@@ -6,6 +6,7 @@ encoder gives a Gaussian recognition potential per observation, mean m (N, dz) a
 (N, dz); the decoder gives the mean (N, 3, H, W) in [0, 1] of a Gaussian pixel likelihood with
 standard deviation ``pixel_std`` of the newest frame.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,10 @@ def stack_frames(images: torch.Tensor, frames: int) -> torch.Tensor:
     """Per-trajectory frame stacks: (B, T, 3, H, W) → (B, T, 3·frames, H, W), newest first;
     the first step repeats its frame for the missing earlier ones."""
     T = images.shape[1]
-    parts = [torch.cat([images[:, :1].expand(-1, lag, -1, -1, -1), images[:, :T - lag]], dim=1)
-             for lag in range(frames)]
+    parts = [
+        torch.cat([images[:, :1].expand(-1, lag, -1, -1, -1), images[:, : T - lag]], dim=1)
+        for lag in range(frames)
+    ]
     return torch.cat(parts, dim=2)
 
 
@@ -75,8 +78,11 @@ class ImageEncoder(nn.Module):
             layers += [nn.Conv2d(cin, c, 4, stride=2, padding=1), nn.ReLU()]
             cin = c
         self.conv = nn.Sequential(*layers, nn.Flatten())
-        self.dense = nn.Sequential(nn.Linear(c * 16, config.hidden), nn.ReLU(),
-                                   nn.Linear(config.hidden, 2 * config.latent_dim))
+        self.dense = nn.Sequential(
+            nn.Linear(c * 16, config.hidden),
+            nn.ReLU(),
+            nn.Linear(config.hidden, 2 * config.latent_dim),
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, logvar = self.dense(self.conv(x)).chunk(2, dim=-1)
@@ -90,8 +96,12 @@ class ImageDecoder(nn.Module):
         super().__init__()
         c = config.channels
         self.channels = c
-        self.dense = nn.Sequential(nn.Linear(config.latent_dim, config.hidden), nn.ReLU(),
-                                   nn.Linear(config.hidden, c * 16), nn.ReLU())
+        self.dense = nn.Sequential(
+            nn.Linear(config.latent_dim, config.hidden),
+            nn.ReLU(),
+            nn.Linear(config.hidden, c * 16),
+            nn.ReLU(),
+        )
         layers = []
         for _ in range(config.stages):
             layers += [nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), nn.ReLU()]
@@ -101,8 +111,7 @@ class ImageDecoder(nn.Module):
         return self.deconv(self.dense(z).view(-1, self.channels, 4, 4))
 
 
-def gaussian_log_likelihood(images: torch.Tensor, means: torch.Tensor, std: float
-                            ) -> torch.Tensor:
+def gaussian_log_likelihood(images: torch.Tensor, means: torch.Tensor, std: float) -> torch.Tensor:
     """log N(images; means, std²·I) summed over (3, H, W): shape (N,)."""
     n = images[0].numel()
     r = ((images - means) / std).flatten(1)

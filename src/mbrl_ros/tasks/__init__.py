@@ -5,6 +5,7 @@
 (tracking.py): following an end-effector path as in Nagabandi et al.; the shared action and
 joint-limit penalties are in terms.py.
 """
+
 from mbrl_ros.tasks.reach import ReachCost
 from mbrl_ros.tasks.terms import TaskError
 from mbrl_ros.tasks.tracking import TrackingCost

@@ -9,6 +9,7 @@ weighted by the ramp r_t (GPS's RAMP_*: 'constant' 1, 'linear' t/T, 'quadratic' 
 0 before T) and ``terminal_weight`` at T, plus w_velocity·‖q̇_T‖² and the shared action and
 joint-limit penalties (``terms.ArmTerms``). Success is measured by ``insertion_depth``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,12 @@ def ramp_weights(option: str, T: int) -> np.ndarray:
     if option not in RAMPS:
         raise TaskError(f"ramp must be one of {RAMPS}, got {option!r}")
     s = np.arange(1, T + 1) / T
-    return {"constant": np.ones(T), "linear": s, "quadratic": s ** 2,
-            "final": (s == 1.0).astype(float)}[option]
+    return {
+        "constant": np.ones(T),
+        "linear": s,
+        "quadratic": s**2,
+        "final": (s == 1.0).astype(float),
+    }[option]
 
 
 def axis_points(points: dict, tip: str = "peg_tip") -> dict[str, np.ndarray]:
@@ -52,16 +57,35 @@ class InsertionCost(ArmTerms):
     """cost(states (..., T+1, dx), actions (..., T, du)) → (...) for inserting the peg whose axis
     points ``points`` (name → offset (3,) m in the end-effector frame) into ``hole``."""
 
-    target: torch.Tensor   # buffer (P, 3): the points' targets
+    target: torch.Tensor  # buffer (P, 3): the points' targets
 
-    def __init__(self, robot: RobotDescription, points: dict, hole: Hole, *,
-                 w_l2: float = 1.0, w_log: float = 1.0, alpha: float = 1e-5,
-                 ramp: str = "constant", terminal_weight: float = 10.0, w_velocity: float = 0.0,
-                 w_action: float = 1e-3, w_limit: float = 1.0, limit_margin: float = 0.1,
-                 velocity_margin: float = 0.5, tip: str = "peg_tip",
-                 dtype: torch.dtype = torch.float64):
-        super().__init__(robot, w_action=w_action, w_limit=w_limit, limit_margin=limit_margin,
-                         velocity_margin=velocity_margin, dtype=dtype)
+    def __init__(
+        self,
+        robot: RobotDescription,
+        points: dict,
+        hole: Hole,
+        *,
+        w_l2: float = 1.0,
+        w_log: float = 1.0,
+        alpha: float = 1e-5,
+        ramp: str = "constant",
+        terminal_weight: float = 10.0,
+        w_velocity: float = 0.0,
+        w_action: float = 1e-3,
+        w_limit: float = 1.0,
+        limit_margin: float = 0.1,
+        velocity_margin: float = 0.5,
+        tip: str = "peg_tip",
+        dtype: torch.dtype = torch.float64,
+    ):
+        super().__init__(
+            robot,
+            w_action=w_action,
+            w_limit=w_limit,
+            limit_margin=limit_margin,
+            velocity_margin=velocity_margin,
+            dtype=dtype,
+        )
         self.points = axis_points(points, tip)
         self.tip = tip
         self.w_l2, self.w_log, self.alpha = l2_log_weights(w_l2, w_log, alpha)
@@ -69,8 +93,9 @@ class InsertionCost(ArmTerms):
         self.ramp = ramp
         self.terminal_weight = nonnegative("terminal_weight", terminal_weight)
         self.w_velocity = nonnegative("w_velocity", w_velocity)
-        self.peg_fk = ForwardKinematics(robot, {name: (robot.ee_link, p)
-                                                for name, p in self.points.items()}, dtype=dtype)
+        self.peg_fk = ForwardKinematics(
+            robot, {name: (robot.ee_link, p) for name, p in self.points.items()}, dtype=dtype
+        )
         self.register_buffer("target", torch.zeros(len(self.points), 3, dtype=dtype))
         self.set_hole(hole)
 
@@ -81,23 +106,28 @@ class InsertionCost(ArmTerms):
 
     def distance2(self, states: torch.Tensor) -> torch.Tensor:
         """Σ over the points of the squared distance to their targets (...) m², states (..., dx)."""
-        p = self.peg_fk.positions(states[..., :self.n]).to(states.dtype)
+        p = self.peg_fk.positions(states[..., : self.n]).to(states.dtype)
         return ((p - self.target.to(states.dtype)) ** 2).sum((-1, -2))
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         self.check(states, actions)
         d2 = self.distance2(states[..., 1:, :])
         ell = l2_log(d2, self.w_l2, self.w_log, self.alpha)
-        weights = torch.as_tensor(ramp_weights(self.ramp, d2.shape[-1]), dtype=d2.dtype,
-                                  device=d2.device)
+        weights = torch.as_tensor(
+            ramp_weights(self.ramp, d2.shape[-1]), dtype=d2.dtype, device=d2.device
+        )
         weights[-1] *= self.terminal_weight
-        qd_T = states[..., -1, self.n:2 * self.n]
-        return ((ell * weights).sum(-1) + self.w_velocity * (qd_T ** 2).sum(-1)
-                + self.action_penalty(actions) + self.limit_penalty(states))
+        qd_T = states[..., -1, self.n : 2 * self.n]
+        return (
+            (ell * weights).sum(-1)
+            + self.w_velocity * (qd_T**2).sum(-1)
+            + self.action_penalty(actions)
+            + self.limit_penalty(states)
+        )
 
     def insertion_depth(self, states) -> np.ndarray:
         """``insertion_depth`` of the peg tip for states (..., dx) (array or tensor)."""
-        q = torch.as_tensor(np.asarray(states)[..., :self.n])
+        q = torch.as_tensor(np.asarray(states)[..., : self.n])
         with torch.no_grad():
             tip = self.peg_fk.positions(q)[..., list(self.points).index(self.tip), :]
         return insertion_depth(tip.numpy(), self.hole)
@@ -113,9 +143,16 @@ def insertion_depth(tip, hole: Hole) -> np.ndarray:
     return np.where(inside, np.clip(-local[..., 2], 0.0, hole.depth), 0.0)
 
 
-def peg_pose(robot: RobotDescription, points: dict, hole: Hole, q0, height: float = 0.0,
-             offset=(0.0, 0.0, 0.0), tip: str = "peg_tip", tolerance: float = 1e-4
-             ) -> np.ndarray:
+def peg_pose(
+    robot: RobotDescription,
+    points: dict,
+    hole: Hole,
+    q0,
+    height: float = 0.0,
+    offset=(0.0, 0.0, 0.0),
+    tip: str = "peg_tip",
+    tolerance: float = 1e-4,
+) -> np.ndarray:
     """Joint angles (n,) rad within the limits that put the peg on the hole's axis with its tip
     ``height`` m above the hole's floor (0: fully inserted; depth: at the opening) shifted by
     ``offset`` (3,) m, by bounded least squares (dogbox) on the axis points from ``q0``.
@@ -128,16 +165,26 @@ def peg_pose(robot: RobotDescription, points: dict, hole: Hole, q0, height: floa
         return (fk.positions(torch.as_tensor(q)).numpy() - goal).ravel()
 
     def jacobian(q):
-        return torch.autograd.functional.jacobian(lambda q: fk.positions(q).reshape(-1),
-                                                  torch.as_tensor(q)).numpy()
+        return torch.autograd.functional.jacobian(
+            lambda q: fk.positions(q).reshape(-1), torch.as_tensor(q)
+        ).numpy()
 
     lim = robot.limits
     q0 = np.clip(np.asarray(q0, dtype=np.float64), lim.lower + 1e-6, lim.upper - 1e-6)
     # dogbox: the residual is rank deficient (a round peg's roll is free), where 'trf' crawls.
-    result = least_squares(residual, q0, jacobian, bounds=(lim.lower, lim.upper),
-                           method="dogbox", xtol=1e-12, ftol=1e-12)
+    result = least_squares(
+        residual,
+        q0,
+        jacobian,
+        bounds=(lim.lower, lim.upper),
+        method="dogbox",
+        xtol=1e-12,
+        ftol=1e-12,
+    )
     miss = float(np.linalg.norm(result.fun))
     if miss > tolerance:
-        raise TaskError(f"no joint angles put the peg {height} m above the floor of the hole at "
-                        f"{hole.top.tolist()} (inverse kinematics ends {miss:.4f} m away)")
+        raise TaskError(
+            f"no joint angles put the peg {height} m above the floor of the hole at "
+            f"{hole.top.tolist()} (inverse kinematics ends {miss:.4f} m away)"
+        )
     return result.x

@@ -11,10 +11,11 @@ Success of a sample: its peg tip ends within ``full_depth_tolerance`` m of the h
 GPS, ``trajopt.mdgps``; the policy's goal input is the hole's top centre (3,) m);
 ``policy_depths``: the network alone on any hole positions (held-out generalisation).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 
@@ -25,8 +26,14 @@ from mbrl_ros.robot import RobotDescription
 from mbrl_ros.simulation import SimConfig
 from mbrl_ros.tasks.insertion import InsertionCost, peg_pose
 from mbrl_ros.tasks.insertion_scene import InsertionSimulator
-from mbrl_ros.trajopt.gps import (GPS, GPSConfig, IterationRecord, initial_controllers, rollout,
-                                  run_offline)
+from mbrl_ros.trajopt.gps import (
+    GPS,
+    GPSConfig,
+    IterationRecord,
+    initial_controllers,
+    rollout,
+    run_offline,
+)
 from mbrl_ros.trajopt.mdgps import MDGPS, MDGPSIteration, SStepConfig
 
 
@@ -55,41 +62,65 @@ class InsertionSetup:
 class InsertionConditions:
     """The per-condition scenes, costs and learners of ``setup`` for ``robot`` (e.g. arm7)."""
 
-    def __init__(self, robot: RobotDescription, setup: InsertionSetup, config: GPSConfig,
-                 sim_config: SimConfig = SimConfig(scene="insertion")):
+    def __init__(
+        self,
+        robot: RobotDescription,
+        setup: InsertionSetup,
+        config: GPSConfig,
+        sim_config: SimConfig = SimConfig(scene="insertion"),
+    ):
         holes = np.asarray(setup.hole_positions, dtype=np.float64)
         if holes.ndim != 2 or holes.shape[1] != 3 or len(holes) < 1:
             raise ValueError(f"hole_positions must be (M ≥ 1, 3) m, got shape {holes.shape}")
         self.setup, self.robot, self.sim_config = setup, robot, sim_config
         self.sims = [InsertionSimulator(robot, p, sim_config) for p in holes]
-        self.costs = [InsertionCost(robot, sim.peg_points, sim.hole, **(setup.cost or {}))
-                      for sim in self.sims]
-        start_sim = (self.sims[0] if setup.start_hole is None
-                     else InsertionSimulator(robot, setup.start_hole, sim_config))
-        self.start = peg_pose(robot, start_sim.peg_points, start_sim.hole, setup.start_guess,
-                              height=setup.start_height)
+        self.costs = [
+            InsertionCost(robot, sim.peg_points, sim.hole, **(setup.cost or {}))
+            for sim in self.sims
+        ]
+        start_sim = (
+            self.sims[0]
+            if setup.start_hole is None
+            else InsertionSimulator(robot, setup.start_hole, sim_config)
+        )
+        self.start = peg_pose(
+            robot,
+            start_sim.peg_points,
+            start_sim.hole,
+            setup.start_guess,
+            height=setup.start_height,
+        )
         self.depths: list[list[np.ndarray]] = [[] for _ in self.sims]  # per update (S,) m
         self.mean_depths: list[list[float]] = [[] for _ in self.sims]  # per iteration, m
         self.learners = []
         for m, (sim, cost) in enumerate(zip(self.sims, self.costs)):
-            ctrl, = initial_controllers(sim, [self.start], setup.T, setup.kp_fraction,
-                                        setup.kd_fraction, setup.std_fraction)
-            self.learners.append(GPS(cost, [ctrl], replace(config, seed=config.seed + m),
-                                     self._metric(m)))
+            (ctrl,) = initial_controllers(
+                sim, [self.start], setup.T, setup.kp_fraction, setup.kd_fraction, setup.std_fraction
+            )
+            self.learners.append(
+                GPS(cost, [ctrl], replace(config, seed=config.seed + m), self._metric(m))
+            )
 
     def _metric(self, m: int) -> Callable[[np.ndarray], np.ndarray]:
         def final_depth(X):
             depth = self.costs[m].insertion_depth(X[:, -1])
             self.depths[m].append(depth)
             return depth
+
         return final_depth
 
     def full_depth(self, m: int) -> float:
         """The depth (m) that counts as fully inserted in condition m."""
         return self.costs[m].hole.depth - self.setup.full_depth_tolerance
 
-    def run(self, iterations: int, samples: int, seed: int = 0, noise_smoothing: float = 0.0,
-            log: Callable[[IterationRecord], None] | None = None) -> list[IterationRecord]:
+    def run(
+        self,
+        iterations: int,
+        samples: int,
+        seed: int = 0,
+        noise_smoothing: float = 0.0,
+        log: Callable[[IterationRecord], None] | None = None,
+    ) -> list[IterationRecord]:
         """``iterations`` × (``samples`` rollouts and one update per condition); the records of
         all conditions, with ``samples_used`` counted over all of them. Before each update the
         controller also runs once without noise (not a training sample): its final depth is
@@ -101,10 +132,15 @@ class InsertionConditions:
                 ctrl = gps.controller(0)
                 X, _ = rollout(sim, ctrl, self.start, np.zeros((ctrl.T, ctrl.du)))
                 self.mean_depths[m].append(float(self.costs[m].insertion_depth(X[-1])))
-                rec, = run_offline(gps, sim, [self.start], 1, samples, noise_smoothing,
-                                   seed=seed + 1000 * m + it)
-                rec = replace(rec, iteration=it, condition=m,
-                              samples_used=sum(g.samples_used for g in self.learners))
+                (rec,) = run_offline(
+                    gps, sim, [self.start], 1, samples, noise_smoothing, seed=seed + 1000 * m + it
+                )
+                rec = replace(
+                    rec,
+                    iteration=it,
+                    condition=m,
+                    samples_used=sum(g.samples_used for g in self.learners),
+                )
                 records.append(rec)
                 if log is not None:
                     log(rec)
@@ -112,23 +148,33 @@ class InsertionConditions:
 
     def success(self) -> list[list[float]]:
         """Fraction of samples inserted to full depth, per iteration (rows) and condition."""
-        return [[float(np.mean(d[it] >= self.full_depth(m))) for m, d in enumerate(self.depths)]
-                for it in range(min(map(len, self.depths)))]
+        return [
+            [float(np.mean(d[it] >= self.full_depth(m))) for m, d in enumerate(self.depths)]
+            for it in range(min(map(len, self.depths)))
+        ]
 
     def mean_success(self) -> list[list[bool]]:
         """Whether the noise-free controller inserted to full depth, per iteration and
         condition."""
-        return [[d[it] >= self.full_depth(m) for m, d in enumerate(self.mean_depths)]
-                for it in range(min(map(len, self.depths)))]
+        return [
+            [d[it] >= self.full_depth(m) for m, d in enumerate(self.mean_depths)]
+            for it in range(min(map(len, self.depths)))
+        ]
 
     def targets(self) -> np.ndarray:
         """The policy's goal input per condition: the hole's top centre (M, 3) m."""
         return np.stack([sim.hole.top for sim in self.sims])
 
-    def run_mdgps(self, policy: GoalPolicy, iterations: int, samples: int,
-                  s_step: SStepConfig = SStepConfig(), seed: int = 0,
-                  noise_smoothing: float = 0.0,
-                  log: Callable[[MDGPSIteration], None] | None = None) -> list[MDGPSIteration]:
+    def run_mdgps(
+        self,
+        policy: GoalPolicy,
+        iterations: int,
+        samples: int,
+        s_step: SStepConfig = SStepConfig(),
+        seed: int = 0,
+        noise_smoothing: float = 0.0,
+        log: Callable[[MDGPSIteration], None] | None = None,
+    ) -> list[MDGPSIteration]:
         """Mirror-descent GPS: per iteration ``samples`` rollouts of every condition's controller,
         then ``MDGPS.iterate`` (C-step against the policy's linearisation, S-step training
         ``policy`` in place). As ``run``, each controller also runs once without noise per
@@ -145,20 +191,31 @@ class InsertionConditions:
                 X, _ = rollout(sim, ctrl, self.start, np.zeros((ctrl.T, ctrl.du)))
                 self.mean_depths[m].append(float(self.costs[m].insertion_depth(X[-1])))
                 rng = np.random.default_rng(seed + 1000 * m + it)
-                runs = [rollout(sim, ctrl, self.start,
-                                exploration_noise(ctrl.T, ctrl.du, rng, noise_smoothing))
-                        for _ in range(samples)]
+                runs = [
+                    rollout(
+                        sim,
+                        ctrl,
+                        self.start,
+                        exploration_noise(ctrl.T, ctrl.du, rng, noise_smoothing),
+                    )
+                    for _ in range(samples)
+                ]
                 Xs, Us = np.stack([r[0] for r in runs]), np.stack([r[1] for r in runs])
                 batch.append((Xs, Us))
             if it == 0:
-                policy.set_normalisation(np.concatenate([X[:, :-1].reshape(-1, X.shape[2])
-                                                         for X, _ in batch]), self.targets())
+                policy.set_normalisation(
+                    np.concatenate([X[:, :-1].reshape(-1, X.shape[2]) for X, _ in batch]),
+                    self.targets(),
+                )
             result = mdgps.iterate(batch)
             used = sum(g.samples_used for g in self.learners)
-            result.records = [replace(r, iteration=it, condition=m, samples_used=used)
-                              for m, r in enumerate(result.records)]
+            result.records = [
+                replace(r, iteration=it, condition=m, samples_used=used)
+                for m, r in enumerate(result.records)
+            ]
             self.policy_depths_train.append(
-                [float(d) for d in self.policy_depths(policy, self.targets(), self.sims)])
+                [float(d) for d in self.policy_depths(policy, self.targets(), self.sims)]
+            )
             out.append(result)
             if log is not None:
                 log(result)
@@ -171,11 +228,19 @@ class InsertionConditions:
         frozen, n = policy.frozen(), self.robot.n_joints
         depths = []
         for i, hole in enumerate(np.asarray(holes, dtype=np.float64)):
-            sim = (sims[i] if sims is not None
-                   else InsertionSimulator(self.robot, hole, self.sim_config))
+            sim = (
+                sims[i]
+                if sims is not None
+                else InsertionSimulator(self.robot, hole, self.sim_config)
+            )
             target = sim.hole.top
             cost = InsertionCost(self.robot, sim.peg_points, sim.hole, **(self.setup.cost or {}))
-            episode = run_episode(sim, lambda x, t: frozen.act(x[:n], x[n:2 * n], target),
-                                  target, self.setup.T, self.start)
+            episode = run_episode(
+                sim,
+                lambda x, t: frozen.act(x[:n], x[n : 2 * n], target),
+                target,
+                self.setup.T,
+                self.start,
+            )
             depths.append(float(cost.insertion_depth(episode.states[-1])))
         return np.array(depths)

@@ -6,6 +6,7 @@ The scene files are the one source of the geometry: the peg's measurement points
 in body ``hole``, whose frame is the hole's top centre with +z out of the hole. The conditions of
 the insertion task are hole positions: ``InsertionSimulator.set_hole`` moves the block.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -14,8 +15,12 @@ import mujoco
 import numpy as np
 
 from mbrl_ros.paths import resolve_resource
-from mbrl_ros.robot import (RobotDescription, RobotDescriptionError, build_mujoco_spec,
-                            mujoco_joint_indices)
+from mbrl_ros.robot import (
+    RobotDescription,
+    RobotDescriptionError,
+    build_mujoco_spec,
+    mujoco_joint_indices,
+)
 from mbrl_ros.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.terms import point3
 
@@ -51,8 +56,12 @@ def _site(model: mujoco.MjModel, name: str, what: str) -> int:
     return i
 
 
-def insertion_model(robot: RobotDescription, scene: str = "insertion", tool: str = "peg",
-                    timestep: float | None = None) -> mujoco.MjModel:
+def insertion_model(
+    robot: RobotDescription,
+    scene: str = "insertion",
+    tool: str = "peg",
+    timestep: float | None = None,
+) -> mujoco.MjModel:
     """``scene`` (a path or a name in sim/) with the robot at the world origin and ``tool``'s body
     'peg' fixed to ``robot.ee_link`` (the tool's frame = the end-effector frame)."""
     spec = build_mujoco_spec(robot, scene, timestep)
@@ -65,14 +74,18 @@ def insertion_model(robot: RobotDescription, scene: str = "insertion", tool: str
     if peg is None:
         raise RobotDescriptionError(f"{path}: the tool file needs a body named 'peg'")
     body = spec.body(robot.ee_link).add_frame().attach_body(peg, PEG_PREFIX, "")
-    for element in [body] + [e for kind in (mujoco.mjtObj.mjOBJ_GEOM, mujoco.mjtObj.mjOBJ_SITE)
-                             for e in body.find_all(kind)]:
+    for element in [body] + [
+        e
+        for kind in (mujoco.mjtObj.mjOBJ_GEOM, mujoco.mjtObj.mjOBJ_SITE)
+        for e in body.find_all(kind)
+    ]:
         element.name = element.name.removeprefix(PEG_PREFIX)
     try:
         model = spec.compile()
     except ValueError as e:
-        raise RobotDescriptionError(f"{robot.urdf_path} with {scene} and {tool}: MuJoCo cannot "
-                                    f"compile the scene ({e})") from None
+        raise RobotDescriptionError(
+            f"{robot.urdf_path} with {scene} and {tool}: MuJoCo cannot compile the scene ({e})"
+        ) from None
     if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "hole") < 0:
         raise RobotDescriptionError(f"scene {scene} has no body 'hole'")
     return model
@@ -86,9 +99,11 @@ def peg_points(model: mujoco.MjModel) -> dict[str, np.ndarray]:
     flat = np.empty(9)
     mujoco.mju_quat2Mat(flat, model.body_quat[peg])
     rot = flat.reshape(3, 3)
-    return {model.site(i).name: model.body_pos[peg] + rot @ model.site_pos[i]
-            for i in range(model.nsite)
-            if model.site_bodyid[i] == peg and model.site(i).name.startswith("peg_")}
+    return {
+        model.site(i).name: model.body_pos[peg] + rot @ model.site_pos[i]
+        for i in range(model.nsite)
+        if model.site_bodyid[i] == peg and model.site(i).name.startswith("peg_")
+    }
 
 
 class InsertionSimulator(ArmSimulator):
@@ -96,14 +111,22 @@ class InsertionSimulator(ArmSimulator):
     'insertion'; the peg from ``tool``). ``hole_position`` (3,) m: the hole's top centre, None
     keeps the scene file's. Everything else (stepping, noise, reset) is ArmSimulator's."""
 
-    def __init__(self, robot: RobotDescription, hole_position=None,
-                 config: SimConfig = SimConfig(scene="insertion"), tool: str = "peg"):
+    def __init__(
+        self,
+        robot: RobotDescription,
+        hole_position=None,
+        config: SimConfig = SimConfig(scene="insertion"),
+        tool: str = "peg",
+    ):
         if config.gravity_compensation:
-            raise ValueError("the insertion scene simulates robots without gravity compensation "
-                             "(its peg is not part of the URDF the compensation would use)")
+            raise ValueError(
+                "the insertion scene simulates robots without gravity compensation "
+                "(its peg is not part of the URDF the compensation would use)"
+            )
         super().__init__(robot, replace(config, scene=None))
-        self.model = insertion_model(robot, config.scene or "insertion", tool,
-                                     config.physics_timestep)
+        self.model = insertion_model(
+            robot, config.scene or "insertion", tool, config.physics_timestep
+        )
         self.data = mujoco.MjData(self.model)
         self.qpos_idx, self.dof_idx = mujoco_joint_indices(self.model, robot)
         self._hole_body = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "hole")

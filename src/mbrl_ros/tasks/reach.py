@@ -6,6 +6,7 @@ the last step weighted by ``terminal_weight`` (Levine et al.: the l2 term pulls 
 term sharpens precision near the target). Plus an optional velocity term w_velocity·‖q̇_T‖² at the
 end (arrive at rest) and the shared action and joint-limit penalties (``terms.ArmTerms``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,16 +19,32 @@ class ReachCost(ArmTerms):
     """cost(states (..., T+1, dx), actions (..., T, du)) → (...). ``target`` (3,) m in the base
     frame, changed with ``set_target``."""
 
-    target: torch.Tensor   # buffer (3,)
+    target: torch.Tensor  # buffer (3,)
 
-    def __init__(self, robot: RobotDescription, target=(0.5, 0.0, 0.5), *, w_l2: float = 1.0,
-                 w_log: float = 1.0, alpha: float = 1e-4, terminal_weight: float = 10.0,
-                 w_velocity: float = 0.0, w_action: float = 1e-3, w_limit: float = 1.0,
-                 limit_margin: float = 0.1, velocity_margin: float = 0.5,
-                 dtype: torch.dtype = torch.float64):
-        super().__init__(robot, w_action=w_action, w_limit=w_limit, limit_margin=limit_margin,
-                         velocity_margin=velocity_margin,
-                         dtype=dtype)
+    def __init__(
+        self,
+        robot: RobotDescription,
+        target=(0.5, 0.0, 0.5),
+        *,
+        w_l2: float = 1.0,
+        w_log: float = 1.0,
+        alpha: float = 1e-4,
+        terminal_weight: float = 10.0,
+        w_velocity: float = 0.0,
+        w_action: float = 1e-3,
+        w_limit: float = 1.0,
+        limit_margin: float = 0.1,
+        velocity_margin: float = 0.5,
+        dtype: torch.dtype = torch.float64,
+    ):
+        super().__init__(
+            robot,
+            w_action=w_action,
+            w_limit=w_limit,
+            limit_margin=limit_margin,
+            velocity_margin=velocity_margin,
+            dtype=dtype,
+        )
         self.w_l2, self.w_log, self.alpha = l2_log_weights(w_l2, w_log, alpha)
         self.terminal_weight = nonnegative("terminal_weight", terminal_weight)
         self.w_velocity = nonnegative("w_velocity", w_velocity)
@@ -47,6 +64,10 @@ class ReachCost(ArmTerms):
         ell = l2_log(d2, self.w_l2, self.w_log, self.alpha)
         weights = torch.ones(d2.shape[-1], dtype=d2.dtype, device=d2.device)
         weights[-1] = self.terminal_weight
-        qd_T = states[..., -1, self.n:2 * self.n]
-        return ((ell * weights).sum(-1) + self.w_velocity * (qd_T ** 2).sum(-1)
-                + self.action_penalty(actions) + self.limit_penalty(states))
+        qd_T = states[..., -1, self.n : 2 * self.n]
+        return (
+            (ell * weights).sum(-1)
+            + self.w_velocity * (qd_T**2).sum(-1)
+            + self.action_penalty(actions)
+            + self.limit_penalty(states)
+        )

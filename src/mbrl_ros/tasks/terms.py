@@ -1,4 +1,5 @@
 """Cost terms shared by the tasks. States are laid out [q (n), q̇ (n), optional features]."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,15 +22,19 @@ def nonnegative(name: str, value) -> float:
 def point3(name: str, value) -> np.ndarray:
     p = np.asarray(value, dtype=np.float64)
     if p.shape != (3,) or not np.all(np.isfinite(p)):
-        raise TaskError(f"{name} must be 3 finite coordinates (m), got "
-                        f"{np.asarray(value).tolist()}")
+        raise TaskError(
+            f"{name} must be 3 finite coordinates (m), got {np.asarray(value).tolist()}"
+        )
     return p
 
 
 def l2_log_weights(w_l2, w_log, alpha) -> tuple[float, float, float]:
     """Checked weights of ``l2_log`` (TaskError naming a bad one)."""
-    w_l2, w_log, alpha = nonnegative("w_l2", w_l2), nonnegative("w_log", w_log), \
-        nonnegative("alpha", alpha)
+    w_l2, w_log, alpha = (
+        nonnegative("w_l2", w_l2),
+        nonnegative("w_log", w_log),
+        nonnegative("alpha", alpha),
+    )
     if alpha <= 0.0:
         raise TaskError(f"alpha must be > 0 (it keeps log(d² + α) finite), got {alpha}")
     return w_l2, w_log, alpha
@@ -52,13 +57,21 @@ class ArmTerms(torch.nn.Module):
     ``.to``.
     """
 
-    _effort: torch.Tensor   # buffers (n,): effort limits, guarded positions and speeds
+    _effort: torch.Tensor  # buffers (n,): effort limits, guarded positions and speeds
     _lower: torch.Tensor
     _upper: torch.Tensor
     _speed: torch.Tensor
 
-    def __init__(self, robot: RobotDescription, *, w_action: float, w_limit: float,
-                 limit_margin: float, velocity_margin: float, dtype: torch.dtype):
+    def __init__(
+        self,
+        robot: RobotDescription,
+        *,
+        w_action: float,
+        w_limit: float,
+        limit_margin: float,
+        velocity_margin: float,
+        dtype: torch.dtype,
+    ):
         super().__init__()
         self.n = robot.n_joints
         self.fk = ForwardKinematics(robot, dtype=dtype)
@@ -66,26 +79,38 @@ class ArmTerms(torch.nn.Module):
         self.w_limit = nonnegative("w_limit", w_limit)
         self.limit_margin = nonnegative("limit_margin", limit_margin)
         self.velocity_margin = nonnegative("velocity_margin", velocity_margin)
-        for name, value in (("limit_margin", self.limit_margin),
-                            ("velocity_margin", self.velocity_margin)):
+        for name, value in (
+            ("limit_margin", self.limit_margin),
+            ("velocity_margin", self.velocity_margin),
+        ):
             if value <= 0.0:
                 raise TaskError(f"{name} must be > 0, got {value}")
         lim = robot.limits
-        for name, bound in (("effort", lim.effort), ("lower", lim.lower + limit_margin),
-                            ("upper", lim.upper - limit_margin),
-                            ("speed", np.maximum(lim.velocity - velocity_margin, 0.0))):
+        for name, bound in (
+            ("effort", lim.effort),
+            ("lower", lim.lower + limit_margin),
+            ("upper", lim.upper - limit_margin),
+            ("speed", np.maximum(lim.velocity - velocity_margin, 0.0)),
+        ):
             self.register_buffer(f"_{name}", torch.tensor(bound, dtype=dtype))
 
     def check(self, states: torch.Tensor, actions: torch.Tensor) -> None:
-        if states.ndim < 2 or actions.ndim < 2 or states.shape[-1] < 2 * self.n \
-                or actions.shape[-1] != self.n or states.shape[-2] != actions.shape[-2] + 1:
-            raise TaskError(f"cost needs states (..., T+1, ≥{2 * self.n}) and actions "
-                            f"(..., T, {self.n}); got {tuple(states.shape)} and "
-                            f"{tuple(actions.shape)}")
+        if (
+            states.ndim < 2
+            or actions.ndim < 2
+            or states.shape[-1] < 2 * self.n
+            or actions.shape[-1] != self.n
+            or states.shape[-2] != actions.shape[-2] + 1
+        ):
+            raise TaskError(
+                f"cost needs states (..., T+1, ≥{2 * self.n}) and actions "
+                f"(..., T, {self.n}); got {tuple(states.shape)} and "
+                f"{tuple(actions.shape)}"
+            )
 
     def ee(self, states: torch.Tensor) -> torch.Tensor:
         """End-effector positions (..., 3) in m of states (..., dx) (e.g. a planned path)."""
-        return self.fk.ee_position(states[..., :self.n]).to(states.dtype)
+        return self.fk.ee_position(states[..., : self.n]).to(states.dtype)
 
     def action_penalty(self, actions: torch.Tensor) -> torch.Tensor:
         """w_action · Σ_t Σ_j (u_tj / effort_j)², shape (...). Leading dimensions that only
@@ -98,9 +123,11 @@ class ArmTerms(torch.nn.Module):
     def limit_penalty(self, states: torch.Tensor) -> torch.Tensor:
         """w_limit · Σ_{t≥1} Σ_j (distance into the position or velocity margin / margin)²,
         shape (...)."""
-        q = states[..., 1:, :self.n]
-        qd = states[..., 1:, self.n:2 * self.n]
+        q = states[..., 1:, : self.n]
+        qd = states[..., 1:, self.n : 2 * self.n]
         inside = q - torch.clamp(q, self._lower, self._upper)  # signed distance past a limit
         fast = torch.relu_(qd.abs() - self._speed)
-        return self.w_limit * ((inside * inside).sum((-1, -2)) / self.limit_margin ** 2
-                               + (fast * fast).sum((-1, -2)) / self.velocity_margin ** 2)
+        return self.w_limit * (
+            (inside * inside).sum((-1, -2)) / self.limit_margin**2
+            + (fast * fast).sum((-1, -2)) / self.velocity_margin**2
+        )

@@ -7,6 +7,7 @@ twice differentiable on the path) and arc length s_t of the projection. Cost:
 plus the shared action and joint-limit penalties. Progress telescopes into per-step terms, so the
 cost stays a sum over steps.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,33 +22,54 @@ SMOOTHING_M = 1e-3
 class TrackingCost(ArmTerms):
     """cost(states (..., T+1, dx), actions (..., T, du)) → (...) for the path ``waypoints``."""
 
-    _start: torch.Tensor   # buffers: segment starts (S, 3), vectors (S, 3), squared lengths,
-    _seg: torch.Tensor     # arc length at each start and lengths (S,)
+    _start: torch.Tensor  # buffers: segment starts (S, 3), vectors (S, 3), squared lengths,
+    _seg: torch.Tensor  # arc length at each start and lengths (S,)
     _len2: torch.Tensor
     _arc0: torch.Tensor
     _len: torch.Tensor
 
-    def __init__(self, robot: RobotDescription, waypoints, *, w_distance: float = 10.0,
-                 w_progress: float = 5.0, w_action: float = 1e-3, w_limit: float = 1.0,
-                 limit_margin: float = 0.1, velocity_margin: float = 0.5,
-                 dtype: torch.dtype = torch.float64):
-        super().__init__(robot, w_action=w_action, w_limit=w_limit, limit_margin=limit_margin,
-                         velocity_margin=velocity_margin,
-                         dtype=dtype)
+    def __init__(
+        self,
+        robot: RobotDescription,
+        waypoints,
+        *,
+        w_distance: float = 10.0,
+        w_progress: float = 5.0,
+        w_action: float = 1e-3,
+        w_limit: float = 1.0,
+        limit_margin: float = 0.1,
+        velocity_margin: float = 0.5,
+        dtype: torch.dtype = torch.float64,
+    ):
+        super().__init__(
+            robot,
+            w_action=w_action,
+            w_limit=w_limit,
+            limit_margin=limit_margin,
+            velocity_margin=velocity_margin,
+            dtype=dtype,
+        )
         self.w_distance = nonnegative("w_distance", w_distance)
         self.w_progress = nonnegative("w_progress", w_progress)
         pts = np.asarray(waypoints, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[0] < 2 or pts.shape[1] != 3 or not np.all(np.isfinite(pts)):
-            raise TaskError(f"waypoints must be (M ≥ 2, 3) finite positions in m, got shape "
-                            f"{pts.shape}")
+            raise TaskError(
+                f"waypoints must be (M ≥ 2, 3) finite positions in m, got shape {pts.shape}"
+            )
         seg = np.diff(pts, axis=0)
         length = np.linalg.norm(seg, axis=1)
         if np.any(length <= 1e-9):
-            raise TaskError(f"consecutive waypoints must differ; segment "
-                            f"{int(np.argmin(length))} has zero length")
-        for name, value in (("_start", pts[:-1]), ("_seg", seg), ("_len2", length ** 2),
-                            ("_arc0", np.concatenate([[0.0], np.cumsum(length)[:-1]])),
-                            ("_len", length)):
+            raise TaskError(
+                f"consecutive waypoints must differ; segment "
+                f"{int(np.argmin(length))} has zero length"
+            )
+        for name, value in (
+            ("_start", pts[:-1]),
+            ("_seg", seg),
+            ("_len2", length**2),
+            ("_arc0", np.concatenate([[0.0], np.cumsum(length)[:-1]])),
+            ("_len", length),
+        ):
             self.register_buffer(name, torch.tensor(value, dtype=dtype))
 
     def project(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,11 +80,14 @@ class TrackingCost(ArmTerms):
         nearest = torch.argmin(d2, dim=-1, keepdim=True)
         d2 = torch.gather(d2, -1, nearest)[..., 0]
         arc = torch.gather(self._arc0 + lam * self._len, -1, nearest)[..., 0]
-        return torch.sqrt(d2 + SMOOTHING_M ** 2), arc
+        return torch.sqrt(d2 + SMOOTHING_M**2), arc
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         self.check(states, actions)
         dist, arc = self.project(self.ee(states))
-        return (self.w_distance * dist[..., 1:].sum(-1)
-                - self.w_progress * (arc[..., -1] - arc[..., 0])
-                + self.action_penalty(actions) + self.limit_penalty(states))
+        return (
+            self.w_distance * dist[..., 1:].sum(-1)
+            - self.w_progress * (arc[..., -1] - arc[..., 0])
+            + self.action_penalty(actions)
+            + self.limit_penalty(states)
+        )

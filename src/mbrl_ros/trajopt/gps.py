@@ -7,11 +7,12 @@ recent (x, u, x')), expand the task cost around the samples, adapt the trust reg
 predicted against actual improvement, and solve the KL-constrained update for the next controller.
 Samples: X (M, T+1, dx) states x = [q, q̇] (rad, rad/s), U (M, T, du) torques (N·m).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -19,15 +20,26 @@ import torch
 from mbrl_ros.controller import LinearGaussianController, exploration_noise
 from mbrl_ros.dynamics.gmm import GMM, GMMConfig
 from mbrl_ros.gravity import GravityModel
+from mbrl_ros.msgconv import seconds_to_ns
 from mbrl_ros.scripted import hold_controller
 from mbrl_ros.simulation import ArmSimulator, simulate
 from mbrl_ros.trajopt.kl_update import KLSettings, adapt_step, kl_update
-from mbrl_ros.trajopt.local_dynamics import (REGULARIZATION_MODES, LocalDynamics, check_samples,
-                                             fit_bayesian, fit_linear_regression,
-                                             initial_state_prior, transition_points)
-from mbrl_ros.trajopt.trajectory import (QuadraticCost, absolute_gains, expand_cost,
-                                         expected_cost, forward_pass)
-from mbrl_ros.msgconv import seconds_to_ns
+from mbrl_ros.trajopt.local_dynamics import (
+    REGULARIZATION_MODES,
+    LocalDynamics,
+    check_samples,
+    fit_bayesian,
+    fit_linear_regression,
+    initial_state_prior,
+    transition_points,
+)
+from mbrl_ros.trajopt.trajectory import (
+    QuadraticCost,
+    absolute_gains,
+    expand_cost,
+    expected_cost,
+    forward_pass,
+)
 
 
 @dataclass(frozen=True)
@@ -59,16 +71,24 @@ class GPSConfig:
         if self.prior not in ("gmm", "none"):
             raise ValueError(f"prior must be 'gmm' or 'none', got {self.prior!r}")
         if self.regularization_mode not in REGULARIZATION_MODES:
-            raise ValueError(f"regularization_mode must be one of {REGULARIZATION_MODES}, got "
-                             f"{self.regularization_mode!r}")
+            raise ValueError(
+                f"regularization_mode must be one of {REGULARIZATION_MODES}, got "
+                f"{self.regularization_mode!r}"
+            )
         if not 0 < self.min_step_mult <= 1 <= self.max_step_mult:
-            raise ValueError(f"need 0 < min_step_mult ≤ 1 ≤ max_step_mult, got "
-                             f"{self.min_step_mult}, {self.max_step_mult}")
+            raise ValueError(
+                f"need 0 < min_step_mult ≤ 1 ≤ max_step_mult, got "
+                f"{self.min_step_mult}, {self.max_step_mult}"
+            )
         for name in ("kl_step", "eta0"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("prior_samples", "prior_clusters", "points_per_cluster",
-                     "prior_em_iterations"):
+        for name in (
+            "prior_samples",
+            "prior_clusters",
+            "points_per_cluster",
+            "prior_em_iterations",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
 
@@ -99,8 +119,11 @@ class GMMPrior:
 
     def __init__(self, points: np.ndarray, config: GPSConfig):
         n_clusters = max(2, min(config.prior_clusters, len(points) // config.points_per_cluster))
-        self.gmm = GMM(GMMConfig(n_components=n_clusters, max_iter=config.prior_em_iterations,
-                                  seed=config.seed))
+        self.gmm = GMM(
+            GMMConfig(
+                n_components=n_clusters, max_iter=config.prior_em_iterations, seed=config.seed
+            )
+        )
         self.gmm.fit(points)
 
     def niw_prior(self, points):
@@ -113,8 +136,8 @@ class _Condition:
     controller: LinearGaussianController
     eta: float
     step_mult: float = 1.0
-    samples: list = field(default_factory=list)     # recent (X, U) for the prior
-    previous: tuple | None = None                  # (dynamics, cost expansion, reference)
+    samples: list = field(default_factory=list)  # recent (X, U) for the prior
+    previous: tuple | None = None  # (dynamics, cost expansion, reference)
 
 
 class GPS:
@@ -124,9 +147,14 @@ class GPS:
     ``check``: raises ValueError for a new controller that must not be taken (e.g. one the
     executor would refuse: ``plausibility.ControllerBounds.check``); the update then fails."""
 
-    def __init__(self, cost, controllers: list[LinearGaussianController], config: GPSConfig,
-                 metric: Callable[[np.ndarray], np.ndarray] | None = None,
-                 check: Callable[[LinearGaussianController], None] | None = None):
+    def __init__(
+        self,
+        cost,
+        controllers: list[LinearGaussianController],
+        config: GPSConfig,
+        metric: Callable[[np.ndarray], np.ndarray] | None = None,
+        check: Callable[[LinearGaussianController], None] | None = None,
+    ):
         if not controllers:
             raise ValueError("GPS needs at least one initial condition")
         for i, c in enumerate(controllers):
@@ -152,12 +180,19 @@ class GPS:
             cond.samples.pop(0)  # keep the newest prior_samples samples (whole batches)
         points = np.concatenate(cond.samples)
         x0 = points.reshape(-1, T, points.shape[1])[:, 0, :dx]
-        return fit_bayesian(X, U, GMMPrior(points, cfg), cfg.prior_strength, cfg.regularization,
-                            regularization_mode=mode,
-                            x0_prior=initial_state_prior(x0, cfg.prior_strength))
+        return fit_bayesian(
+            X,
+            U,
+            GMMPrior(points, cfg),
+            cfg.prior_strength,
+            cfg.regularization,
+            regularization_mode=mode,
+            x0_prior=initial_state_prior(x0, cfg.prior_strength),
+        )
 
-    def update(self, condition: int, X, U,
-               reference: LinearGaussianController | None = None) -> IterationRecord:
+    def update(
+        self, condition: int, X, U, reference: LinearGaussianController | None = None
+    ) -> IterationRecord:
         """Samples of the current controller of ``condition`` → its next controller (kept unless
         the update fails: FitError / KLUpdateError / the ``check``'s ValueError propagate and the
         controller is unchanged; the GMM prior keeps the samples).
@@ -168,21 +203,28 @@ class GPS:
         cfg, cond = self.config, self.conditions[condition]
         ctrl = cond.controller
         if U.shape[1:] != (ctrl.T, ctrl.du) or X.shape[2] != ctrl.dx:
-            raise ValueError(f"samples {X.shape}/{U.shape} do not fit the controller "
-                             f"(T={ctrl.T}, dx={ctrl.dx}, du={ctrl.du})")
+            raise ValueError(
+                f"samples {X.shape}/{U.shape} do not fit the controller "
+                f"(T={ctrl.T}, dx={ctrl.dx}, du={ctrl.du})"
+            )
         ref = ctrl if reference is None else reference
         if (ref.T, ref.dx, ref.du) != (ctrl.T, ctrl.dx, ctrl.du):
-            raise ValueError(f"reference (T, dx, du) = {(ref.T, ref.dx, ref.du)} does not match "
-                             f"the controller's {(ctrl.T, ctrl.dx, ctrl.du)}")
+            raise ValueError(
+                f"reference (T, dx, du) = {(ref.T, ref.dx, ref.du)} does not match "
+                f"the controller's {(ctrl.T, ctrl.dx, ctrl.du)}"
+            )
         dyn = self.fit_dynamics(condition, X, U)
         expansion = expand_cost(self.cost, X, U)
         step_mult = cond.step_mult
         if cond.previous is not None:
             prev_dyn, prev_cost, prev_ref = cond.previous
-            step_mult = adapt_step(step_mult, _expected(prev_cost, prev_dyn, prev_ref),
-                                   _expected(prev_cost, prev_dyn, ref),
-                                   _expected(expansion, dyn, ref),
-                                   (cfg.min_step_mult, cfg.max_step_mult))
+            step_mult = adapt_step(
+                step_mult,
+                _expected(prev_cost, prev_dyn, prev_ref),
+                _expected(prev_cost, prev_dyn, ref),
+                _expected(expansion, dyn, ref),
+                (cfg.min_step_mult, cfg.max_step_mult),
+            )
         epsilon = cfg.kl_step * step_mult * ctrl.T
         result = kl_update(expansion, dyn, ref, epsilon, cond.eta, cfg.kl)
         if self.check is not None:
@@ -193,9 +235,19 @@ class GPS:
         with torch.no_grad():
             costs = self.cost(torch.as_tensor(X), torch.as_tensor(U)).numpy()
         final = float(np.mean(self.metric(X))) if self.metric is not None else math.nan
-        return IterationRecord(self.iteration, condition, float(np.mean(costs)), final,
-                               result.kl, epsilon, result.eta, step_mult, result.expected_cost,
-                               self.samples_used, result.converged)
+        return IterationRecord(
+            self.iteration,
+            condition,
+            float(np.mean(costs)),
+            final,
+            result.kl,
+            epsilon,
+            result.eta,
+            step_mult,
+            result.expected_cost,
+            self.samples_used,
+            result.converged,
+        )
 
 
 def _expected(cost: QuadraticCost, dyn: LocalDynamics, ctrl: LinearGaussianController) -> float:
@@ -203,8 +255,9 @@ def _expected(cost: QuadraticCost, dyn: LocalDynamics, ctrl: LinearGaussianContr
     return expected_cost(cost, forward_pass(dyn, *absolute_gains(ctrl)))
 
 
-def initial_controller(q0, u_hold, T: int, dt_ns: int, kp, kd, std,
-                       joint_names=()) -> LinearGaussianController:
+def initial_controller(
+    q0, u_hold, T: int, dt_ns: int, kp, kd, std, joint_names=()
+) -> LinearGaussianController:
     """GPS's initial controller (init_pd): ``scripted.hold_controller`` of q0 (n,) rad with the
     feed-forward u_hold (n,) N·m (e.g. gravity compensation) and exploration Σ = diag(std²):
     u ~ N(kp (q0 − q) − kd q̇ + u_hold, diag(std²)); kp, kd, std scalars or (n,)."""
@@ -219,27 +272,50 @@ def with_exploration(ctrl: LinearGaussianController, std) -> LinearGaussianContr
     if not np.all(std > 0) or not np.all(np.isfinite(std)):
         raise ValueError(f"std must be finite and > 0 for a Gaussian controller, got {std}")
     return LinearGaussianController.gaussian(
-        ctrl.x_hat, ctrl.u_hat, ctrl.K, ctrl.k, np.tile(np.diag(std ** 2), (ctrl.T, 1, 1)),
-        dt_ns=ctrl.dt_ns, start_ns=ctrl.start_ns, joint_names=ctrl.joint_names,
-        state_layout=ctrl.state_layout)
+        ctrl.x_hat,
+        ctrl.u_hat,
+        ctrl.K,
+        ctrl.k,
+        np.tile(np.diag(std**2), (ctrl.T, 1, 1)),
+        dt_ns=ctrl.dt_ns,
+        start_ns=ctrl.start_ns,
+        joint_names=ctrl.joint_names,
+        state_layout=ctrl.state_layout,
+    )
 
 
-def initial_controllers(sim: ArmSimulator, initial_positions, T: int, kp_fraction: float = 0.2,
-                        kd_fraction: float = 0.02, std_fraction: float = 0.1
-                        ) -> list[LinearGaussianController]:
+def initial_controllers(
+    sim: ArmSimulator,
+    initial_positions,
+    T: int,
+    kp_fraction: float = 0.2,
+    kd_fraction: float = 0.02,
+    std_fraction: float = 0.1,
+) -> list[LinearGaussianController]:
     """``initial_controller`` per initial position (n,) rad, for T steps of the simulator's control
     period, with the known model's gravity torque as u_hold and gains/noise as fractions of the
     effort limits (kp in N·m/rad, kd in N·m·s/rad, std in N·m)."""
     effort = sim.robot.limits.effort
     dt_ns = seconds_to_ns(sim.config.control_period)
     gravity = GravityModel(sim.robot)
-    return [initial_controller(q, gravity.torque(q), T, dt_ns, kp_fraction * effort,
-                               kd_fraction * effort, std_fraction * effort, sim.robot.joint_names)
-            for q in initial_positions]
+    return [
+        initial_controller(
+            q,
+            gravity.torque(q),
+            T,
+            dt_ns,
+            kp_fraction * effort,
+            kd_fraction * effort,
+            std_fraction * effort,
+            sim.robot.joint_names,
+        )
+        for q in initial_positions
+    ]
 
 
-def rollout(sim: ArmSimulator, ctrl: LinearGaussianController, q0, z) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
+def rollout(
+    sim: ArmSimulator, ctrl: LinearGaussianController, q0, z
+) -> tuple[np.ndarray, np.ndarray]:
     """One sample offline, as the executor computes it: reset to q0 (rad) at rest, then
     u_t = ctrl.sample(x_t, t, z_t) applied for one control period each (the simulator clamps to
     the effort limits; U holds the applied torques). z (T, du) standard normal. Returns
@@ -247,14 +323,22 @@ def rollout(sim: ArmSimulator, ctrl: LinearGaussianController, q0, z) -> tuple[n
     q0 = np.asarray(q0, dtype=np.float64)
     lim = sim.robot.limits
     if q0.shape != lim.lower.shape or np.any(q0 < lim.lower) or np.any(q0 > lim.upper):
-        raise ValueError(f"initial position {q0.tolist()} is not {lim.lower.size} values within "
-                         f"the joint limits")
+        raise ValueError(
+            f"initial position {q0.tolist()} is not {lim.lower.size} values within the joint limits"
+        )
     return simulate(sim, lambda x, t: ctrl.sample(x, t, z=z[t]), ctrl.T, start=q0)
 
 
-def run_offline(gps: GPS, sim: ArmSimulator, initial_positions, iterations: int, samples: int,
-                noise_smoothing: float = 0.0, seed: int = 0,
-                log: Callable[[IterationRecord], None] | None = None) -> list[IterationRecord]:
+def run_offline(
+    gps: GPS,
+    sim: ArmSimulator,
+    initial_positions,
+    iterations: int,
+    samples: int,
+    noise_smoothing: float = 0.0,
+    seed: int = 0,
+    log: Callable[[IterationRecord], None] | None = None,
+) -> list[IterationRecord]:
     """The GPS loop on an ``ArmSimulator``: per iteration and condition, ``samples`` rollouts of
     the current controller (seeded noise), then ``gps.update``. Returns every record."""
     rng = np.random.default_rng(seed)
@@ -263,9 +347,10 @@ def run_offline(gps: GPS, sim: ArmSimulator, initial_positions, iterations: int,
         gps.iteration = it
         for m, q0 in enumerate(initial_positions):
             ctrl = gps.controller(m)
-            runs = [rollout(sim, ctrl, q0, exploration_noise(ctrl.T, ctrl.du, rng,
-                                                             noise_smoothing))
-                    for _ in range(samples)]
+            runs = [
+                rollout(sim, ctrl, q0, exploration_noise(ctrl.T, ctrl.du, rng, noise_smoothing))
+                for _ in range(samples)
+            ]
             rec = gps.update(m, np.stack([r[0] for r in runs]), np.stack([r[1] for r in runs]))
             records.append(rec)
             if log is not None:
@@ -280,56 +365,84 @@ def learning_curve(records: list[IterationRecord]) -> list[dict]:
     for it in sorted({r.iteration for r in records}):
         rs = [r for r in records if r.iteration == it]
         finals = [r.final_metric for r in rs]
-        rows.append({"iteration": it + 1, "samples": rs[-1].samples_used,
-                     "cost": float(np.mean([r.cost for r in rs])),
-                     "final": float(np.mean(finals)), "worst": float(np.max(finals)),
-                     "per_condition": finals,
-                     "kl": float(np.mean([r.kl for r in rs])),
-                     "epsilon": float(np.mean([r.epsilon for r in rs])),
-                     "eta": float(np.mean([r.eta for r in rs])),
-                     "step_mult": float(np.mean([r.step_mult for r in rs]))})
+        rows.append(
+            {
+                "iteration": it + 1,
+                "samples": rs[-1].samples_used,
+                "cost": float(np.mean([r.cost for r in rs])),
+                "final": float(np.mean(finals)),
+                "worst": float(np.max(finals)),
+                "per_condition": finals,
+                "kl": float(np.mean([r.kl for r in rs])),
+                "epsilon": float(np.mean([r.epsilon for r in rs])),
+                "eta": float(np.mean([r.eta for r in rs])),
+                "step_mult": float(np.mean([r.step_mult for r in rs])),
+            }
+        )
     return rows
 
 
 def format_curve(rows: list[dict], metric_scale: float = 100.0, unit: str = "cm") -> str:
     """The learning curve as a text table (final metric × metric_scale, in ``unit``)."""
     n = max((len(r["per_condition"]) for r in rows), default=0)
-    head = (f"{'iter':>4} {'samples':>7} {'mean cost':>10} {'mean ' + unit:>8} "
-            f"{'worst ' + unit:>8} " + " ".join(f"{f'c{m}':>6}" for m in range(n))
-            + f" {'KL':>8} {'ε':>8} {'η':>9} {'mult':>5}")
+    head = (
+        f"{'iter':>4} {'samples':>7} {'mean cost':>10} {'mean ' + unit:>8} "
+        f"{'worst ' + unit:>8} "
+        + " ".join(f"{f'c{m}':>6}" for m in range(n))
+        + f" {'KL':>8} {'ε':>8} {'η':>9} {'mult':>5}"
+    )
     lines = [head]
     for r in rows:
-        lines.append(f"{r['iteration']:>4} {r['samples']:>7} {r['cost']:>10.1f} "
-                     f"{metric_scale * r['final']:>8.2f} {metric_scale * r['worst']:>8.2f} "
-                     + " ".join(f"{metric_scale * d:>6.2f}" for d in r["per_condition"])
-                     + f" {r['kl']:>8.1f} {r['epsilon']:>8.1f} {r['eta']:>9.3g} "
-                       f"{r['step_mult']:>5.2f}")
+        lines.append(
+            f"{r['iteration']:>4} {r['samples']:>7} {r['cost']:>10.1f} "
+            f"{metric_scale * r['final']:>8.2f} {metric_scale * r['worst']:>8.2f} "
+            + " ".join(f"{metric_scale * d:>6.2f}" for d in r["per_condition"])
+            + f" {r['kl']:>8.1f} {r['epsilon']:>8.1f} {r['eta']:>9.3g} "
+            f"{r['step_mult']:>5.2f}"
+        )
     return "\n".join(lines)
 
 
-def plot_curves(curves: dict[str, list[dict]], path, title: str, goal: float | None = None,
-                metric_scale: float = 100.0, unit: str = "cm") -> None:
+def plot_curves(
+    curves: dict[str, list[dict]],
+    path,
+    title: str,
+    goal: float | None = None,
+    metric_scale: float = 100.0,
+    unit: str = "cm",
+) -> None:
     """PNG at ``path``: mean cost and final metric (mean and, for several conditions, worst
     condition) against samples, one line per labelled learning curve; ``goal`` (in ``unit``) as
     a dotted line."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, (ax_c, ax_d) = plt.subplots(1, 2, figsize=(10, 4))
     for label, rows in curves.items():
         n = [r["samples"] for r in rows]
         ax_c.plot(n, [r["cost"] for r in rows], "o-", label=label)
-        line, = ax_d.plot(n, [metric_scale * r["final"] for r in rows], "o-",
-                          label=f"{label}: mean")
+        (line,) = ax_d.plot(
+            n, [metric_scale * r["final"] for r in rows], "o-", label=f"{label}: mean"
+        )
         if any(len(r["per_condition"]) > 1 for r in rows):  # one condition: worst = mean
-            ax_d.plot(n, [metric_scale * r["worst"] for r in rows], "--",
-                      color=line.get_color(), label=f"{label}: worst condition")
+            ax_d.plot(
+                n,
+                [metric_scale * r["worst"] for r in rows],
+                "--",
+                color=line.get_color(),
+                label=f"{label}: worst condition",
+            )
     if goal is not None:
         ax_d.axhline(goal, color="k", lw=0.8, ls=":")
     ax_d.set_yscale("log")
     ax_c.set(xlabel="samples (all conditions)", ylabel="mean sample cost", title="cost")
-    ax_d.set(xlabel="samples (all conditions)", ylabel=f"final distance ({unit})",
-             title="final end-effector distance")
+    ax_d.set(
+        xlabel="samples (all conditions)",
+        ylabel=f"final distance ({unit})",
+        title="final end-effector distance",
+    )
     ax_c.legend(fontsize=8)
     ax_d.legend(fontsize=8)
     fig.suptitle(title)

@@ -14,6 +14,7 @@ region with a warning (as GPS does). ε (``epsilon``) is the trust region in nat
 trajectory; ``adapt_step`` rescales it from predicted against actual improvement, as guided policy
 search does.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,14 @@ import numpy as np
 from mbrl_ros.controller import LinearGaussianController, kl_divergence
 from mbrl_ros.planning.lqr import NotPositiveDefinite, backward_pass
 from mbrl_ros.trajopt.local_dynamics import LocalDynamics
-from mbrl_ros.trajopt.trajectory import (QuadraticCost, TrajectoryDistribution, absolute_gains,
-                                         controller_from_gains, expected_cost, forward_pass)
+from mbrl_ros.trajopt.trajectory import (
+    QuadraticCost,
+    TrajectoryDistribution,
+    absolute_gains,
+    controller_from_gains,
+    expected_cost,
+    forward_pass,
+)
 
 
 class KLUpdateError(RuntimeError):
@@ -51,8 +58,9 @@ class KLSettings:
 
     def __post_init__(self):
         if not 0 < self.eta_min < self.eta_max < math.inf:
-            raise ValueError(f"need 0 < eta_min < eta_max < inf, got {self.eta_min}, "
-                             f"{self.eta_max}")
+            raise ValueError(
+                f"need 0 < eta_min < eta_max < inf, got {self.eta_min}, {self.eta_max}"
+            )
         if not self.eta_step > 1:
             raise ValueError(f"eta_step must be > 1, got {self.eta_step}")
         if not 0 < self.rel_tol < 1:
@@ -82,8 +90,10 @@ def kl_cost_terms(prev: LinearGaussianController) -> tuple[np.ndarray, np.ndarra
     """−log p̄(u|x) as ½ zᵀH z + gᵀz + const: H (T, dz, dz) = Mᵀ Σ̄⁻¹ M with M = [−K̄ I],
     g (T, dz) = −Mᵀ Σ̄⁻¹ k̄ (absolute k̄). Needs every Σ̄_t positive definite."""
     if prev.inv_cov is None:
-        raise KLUpdateError("the previous controller's covariance is not positive definite: "
-                            "the KL to it is infinite")
+        raise KLUpdateError(
+            "the previous controller's covariance is not positive definite: "
+            "the KL to it is infinite"
+        )
     K, k_abs, _ = absolute_gains(prev)
     M = np.concatenate([-K, np.broadcast_to(np.eye(prev.du), (prev.T, prev.du, prev.du))], axis=2)
     PM = prev.inv_cov @ M
@@ -91,24 +101,37 @@ def kl_cost_terms(prev: LinearGaussianController) -> tuple[np.ndarray, np.ndarra
     return 0.5 * (H + np.swapaxes(H, 1, 2)), -np.einsum("tij,ti->tj", PM, k_abs)
 
 
-def solve_for_eta(cost: QuadraticCost, dyn: LocalDynamics, prev: LinearGaussianController,
-                  eta: float, terms=None):
+def solve_for_eta(
+    cost: QuadraticCost, dyn: LocalDynamics, prev: LinearGaussianController, eta: float, terms=None
+):
     """argmin_p of the Lagrangian at η: (absolute K, k, Σ, trajectory, KL in nats); raises
     NotPositiveDefinite when Q̃_uu is not. The terminal row of ``cost`` is the value at x_T."""
     H, g = kl_cost_terms(prev) if terms is None else terms
     T, dx = dyn.T, dyn.dx
-    sol = backward_pass(dyn.Fx, dyn.fx, cost.C[:T] / eta + H, cost.c[:T] / eta + g,
-                        Vxx_T=cost.C[T, :dx, :dx] / eta, vx_T=cost.c[T, :dx] / eta)
+    sol = backward_pass(
+        dyn.Fx,
+        dyn.fx,
+        cost.C[:T] / eta + H,
+        cost.c[:T] / eta + g,
+        Vxx_T=cost.C[T, :dx, :dx] / eta,
+        vx_T=cost.c[T, :dx] / eta,
+    )
     traj = forward_pass(dyn, sol.K, sol.k, sol.Quu_inv)
-    p = LinearGaussianController.gaussian(np.zeros((T, dx)), sol.k, sol.K, None, sol.Quu_inv,
-                                          dt_ns=prev.dt_ns)
+    p = LinearGaussianController.gaussian(
+        np.zeros((T, dx)), sol.k, sol.K, None, sol.Quu_inv, dt_ns=prev.dt_ns
+    )
     kl = float(kl_divergence(p, prev, traj.x_mean[:T], traj.x_cov[:T]).sum())
     return sol.K, sol.k, sol.Quu_inv, traj, kl
 
 
-def kl_update(cost: QuadraticCost, dyn: LocalDynamics, prev: LinearGaussianController,
-              epsilon: float, eta0: float = 1.0, settings: KLSettings = KLSettings()
-              ) -> KLUpdateResult:
+def kl_update(
+    cost: QuadraticCost,
+    dyn: LocalDynamics,
+    prev: LinearGaussianController,
+    epsilon: float,
+    eta0: float = 1.0,
+    settings: KLSettings = KLSettings(),
+) -> KLUpdateResult:
     """The KL-constrained update of ``prev`` (Gaussian, PD Σ̄, T = dyn.T steps) on the local
     dynamics ``dyn`` and the cost expansion ``cost``, with trust region ``epsilon`` nats, starting
     the dual search at ``eta0`` (e.g. the last iteration's η). When the search runs out of
@@ -117,16 +140,18 @@ def kl_update(cost: QuadraticCost, dyn: LocalDynamics, prev: LinearGaussianContr
     reaches eta_max with the KL still above ε (or Q̃_uu never positive definite), or the search
     ends without a controller inside the trust region; ValueError on bad input."""
     if prev.T != dyn.T or prev.dx != dyn.dx or prev.du != dyn.du:
-        raise ValueError(f"controller (T, dx, du) = {(prev.T, prev.dx, prev.du)} does not match "
-                         f"the local dynamics {(dyn.T, dyn.dx, dyn.du)}")
+        raise ValueError(
+            f"controller (T, dx, du) = {(prev.T, prev.dx, prev.du)} does not match "
+            f"the local dynamics {(dyn.T, dyn.dx, dyn.du)}"
+        )
     if not np.isfinite(epsilon) or epsilon <= 0:
         raise ValueError(f"epsilon must be a positive number of nats, got {epsilon}")
     s = settings
     terms = kl_cost_terms(prev)
     eta = min(max(float(eta0), s.eta_min), s.eta_max)
     lo = hi = None  # (log η, log KL) of the largest η seen too small / smallest seen too large
-    last = None     # the previous iteration's (log η, log KL)
-    best = None     # (η, solution) with the largest KL ≤ ε so far
+    last = None  # the previous iteration's (log η, log KL)
+    best = None  # (η, solution) with the largest KL ≤ ε so far
     converged = False
     for it in range(1, s.max_iterations + 1):
         try:
@@ -144,8 +169,11 @@ def kl_update(cost: QuadraticCost, dyn: LocalDynamics, prev: LinearGaussianContr
             break  # the trust region is inactive: the unconstrained step is inside it
         too_small = kl > epsilon
         if too_small and eta >= s.eta_max:
-            what = ("Q̃_uu is not positive definite" if solution is None
-                    else f"KL {kl:.4g} > ε = {epsilon:.4g}")
+            what = (
+                "Q̃_uu is not positive definite"
+                if solution is None
+                else f"KL {kl:.4g} > ε = {epsilon:.4g}"
+            )
             raise KLUpdateError(f"η reached its bound {s.eta_max:g} and {what}")
         point = (math.log(eta), math.log(kl) if 0 < kl < math.inf else None)
         if too_small:
@@ -160,18 +188,31 @@ def kl_update(cost: QuadraticCost, dyn: LocalDynamics, prev: LinearGaussianContr
         if it < s.max_iterations:
             eta, last = next_eta, point
     if not converged:
-        what = ("Q̃_uu not positive definite" if solution is None else f"KL = {kl:.4g}")
-        message = (f"η search did not converge in {s.max_iterations} iterations (last η = "
-                   f"{eta:.4g}: {what}, ε = {epsilon:.4g})")
+        what = "Q̃_uu not positive definite" if solution is None else f"KL = {kl:.4g}"
+        message = (
+            f"η search did not converge in {s.max_iterations} iterations (last η = "
+            f"{eta:.4g}: {what}, ε = {epsilon:.4g})"
+        )
         if best is None:
             raise KLUpdateError(message + "; no controller inside the trust region")
-        warnings.warn(f"{message}; using η = {best[0]:.4g} with KL = {best[1][-1]:.4g}",
-                      KLSearchWarning, stacklevel=2)
+        warnings.warn(
+            f"{message}; using η = {best[0]:.4g} with KL = {best[1][-1]:.4g}",
+            KLSearchWarning,
+            stacklevel=2,
+        )
         eta, solution = best
     K, k, Sigma, traj, kl = solution
     ctrl = controller_from_gains(K, k, Sigma, traj.x_mean[:-1], prev)
-    return KLUpdateResult(ctrl, traj, expected_cost(cost, traj), eta, kl, it,
-                          active=kl >= (1 - s.rel_tol) * epsilon, converged=converged)
+    return KLUpdateResult(
+        ctrl,
+        traj,
+        expected_cost(cost, traj),
+        eta,
+        kl,
+        it,
+        active=kl >= (1 - s.rel_tol) * epsilon,
+        converged=converged,
+    )
 
 
 def _outside(point, last, log_eps: float, up: bool, log_step: float) -> float:
@@ -204,8 +245,13 @@ def _inside(lo, hi, log_eps: float) -> float:
     return min(max(x, min(a, b) + margin), max(a, b) - margin)
 
 
-def adapt_step(step_mult: float, previous_cost: float, predicted_cost: float, actual_cost: float,
-               bounds: tuple[float, float] = (0.1, 10.0)) -> float:
+def adapt_step(
+    step_mult: float,
+    previous_cost: float,
+    predicted_cost: float,
+    actual_cost: float,
+    bounds: tuple[float, float] = (0.1, 10.0),
+) -> float:
     """GPS's trust-region adaptation. previous_cost: the old controller's expected cost on the
     old local model; predicted_cost: the new controller's on the old model; actual_cost: the new
     controller's on the new model. The multiplier of ε becomes step_mult · clip(predicted /

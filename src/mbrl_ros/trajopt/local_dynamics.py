@@ -19,13 +19,13 @@ estimate under an N-IW prior built from earlier samples' first states (``initial
 GPS's DynamicsPriorGMM.initial_state). Shapes: X (N, T+1, dx) states x_0..x_T,
 U (N, T, du) actions u_0..u_{T−1}; the fitted model has T transitions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-
 
 REGULARIZATION_MODES = ("diagonal", "block")
 
@@ -71,14 +71,20 @@ def check_samples(X, U, min_samples: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Validate rollouts X (N, T+1, dx), U (N, T, du): finite, matching, N ≥ min_samples, T ≥ 1."""
     X = np.asarray(X, dtype=np.float64)
     U = np.asarray(U, dtype=np.float64)
-    if (X.ndim != 3 or U.ndim != 3 or X.shape[0] != U.shape[0] or X.shape[1] != U.shape[1] + 1
-            or U.shape[1] < 1):
-        raise FitError(f"samples must be X (N, T+1, dx) and U (N, T, du) with T ≥ 1; got "
-                       f"{X.shape} and {U.shape}")
+    if (
+        X.ndim != 3
+        or U.ndim != 3
+        or X.shape[0] != U.shape[0]
+        or X.shape[1] != U.shape[1] + 1
+        or U.shape[1] < 1
+    ):
+        raise FitError(
+            f"samples must be X (N, T+1, dx) and U (N, T, du) with T ≥ 1; got "
+            f"{X.shape} and {U.shape}"
+        )
     N = X.shape[0]
     if N < min_samples:
-        raise FitError(f"{N} sample(s) are too few for the regression: need at least "
-                       f"{min_samples}")
+        raise FitError(f"{N} sample(s) are too few for the regression: need at least {min_samples}")
     for name, a in (("X", X), ("U", U)):
         if not np.all(np.isfinite(a)):
             raise FitError(f"{name} has non-finite values")
@@ -128,18 +134,23 @@ def _check_prior(prior, D: int, what: str, where: str = ""):
     errors name ``what`` gave it ``where``."""
     mu0, Phi, m, n0 = prior
     mu0, Phi = np.asarray(mu0, dtype=np.float64), np.asarray(Phi, dtype=np.float64)
-    if mu0.shape != (D,) or Phi.shape != (D, D) or not (np.all(np.isfinite(mu0))
-                                                       and np.all(np.isfinite(Phi))):
-        raise FitError(f"{what} gave μ0 {mu0.shape} / Φ {Phi.shape} (need finite ({D},) "
-                       f"and ({D}, {D})){where}")
+    if (
+        mu0.shape != (D,)
+        or Phi.shape != (D, D)
+        or not (np.all(np.isfinite(mu0)) and np.all(np.isfinite(Phi)))
+    ):
+        raise FitError(
+            f"{what} gave μ0 {mu0.shape} / Φ {Phi.shape} (need finite ({D},) and ({D}, {D})){where}"
+        )
     m, n0 = float(m), float(n0)
     if not (m >= 0 and n0 >= 0):
         raise FitError(f"{what} gave negative pseudo-counts m={m}, n0={n0}{where}")
     return mu0, Phi, m, n0
 
 
-def _condition(mu, sigma, dxu: int, regularization: float, mode: str
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _condition(
+    mu, sigma, dxu: int, regularization: float, mode: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Joint Gaussians over [xu, x'] (T, D) / (T, D, D) → Fx, fx, cov of x' | xu, with
     ``regularization`` on the xu block's diagonal or (mode 'block') on all its entries."""
     sigma = sigma.copy()
@@ -179,9 +190,13 @@ def _result(X, Fx, fx, cov, x0_regularization, x0_prior=None) -> LocalDynamics:
     return LocalDynamics(Fx, fx, cov, x0_mean, x0_cov)
 
 
-def fit_linear_regression(X, U, regularization: float = 1e-6,
-                          x0_regularization: float = 1e-6,
-                          regularization_mode: str = "diagonal") -> LocalDynamics:
+def fit_linear_regression(
+    X,
+    U,
+    regularization: float = 1e-6,
+    x0_regularization: float = 1e-6,
+    regularization_mode: str = "diagonal",
+) -> LocalDynamics:
     """Version 1.0: per-step least squares of x_{t+1} on [x_t, u_t, 1] (ridge ``regularization``
     on the (x, u) covariance, or gps's 'block' term). Without a ridge it needs N ≥ dx + du + 1
     samples."""
@@ -191,17 +206,27 @@ def fit_linear_regression(X, U, regularization: float = 1e-6,
     _check_regularization(regularization, regularization_mode)
     if (regularization == 0 or regularization_mode == "block") and N < dxu + 1:
         kind = "unregularised" if regularization == 0 else "block-regularised"
-        raise FitError(f"{N} samples are too few for {kind} regression on dx + du = {dxu} "
-                       f"inputs: need at least {dxu + 1}, or regularization > 0 with "
-                       f"regularization_mode 'diagonal'")
+        raise FitError(
+            f"{N} samples are too few for {kind} regression on dx + du = {dxu} "
+            f"inputs: need at least {dxu + 1}, or regularization > 0 with "
+            f"regularization_mode 'diagonal'"
+        )
     mu, sigma = _moments(transition_points(X, U))
-    return _result(X, *_condition(mu, sigma, dxu, regularization, regularization_mode),
-                   x0_regularization)
+    return _result(
+        X, *_condition(mu, sigma, dxu, regularization, regularization_mode), x0_regularization
+    )
 
 
-def fit_bayesian(X, U, prior: NIWPriorSource, strength: float = 1.0,
-                 regularization: float = 1e-6, x0_regularization: float = 1e-6,
-                 regularization_mode: str = "diagonal", x0_prior=None) -> LocalDynamics:
+def fit_bayesian(
+    X,
+    U,
+    prior: NIWPriorSource,
+    strength: float = 1.0,
+    regularization: float = 1e-6,
+    x0_regularization: float = 1e-6,
+    regularization_mode: str = "diagonal",
+    x0_prior=None,
+) -> LocalDynamics:
     """Version 2.0: per-step MAP regression under the N-IW prior ``prior.niw_prior`` of that
     step's points; ``strength`` scales the prior's pseudo-counts m, n0 and Φ (0: least squares).
     ``x0_prior``: (μ0, Φ, m, n0) on x_0 (e.g. ``initial_state_prior``), used as given."""
@@ -217,12 +242,17 @@ def fit_bayesian(X, U, prior: NIWPriorSource, strength: float = 1.0,
     D = points.shape[2]
     sigma = np.empty_like(S)
     for t in range(T):
-        mu0, Phi, m, n0 = _check_prior(prior.niw_prior(points[:, t]), D, "the prior",
-                                       f" at step {t}")
+        mu0, Phi, m, n0 = _check_prior(
+            prior.niw_prior(points[:, t]), D, "the prior", f" at step {t}"
+        )
         m, n0 = strength * m, strength * n0
         d = mu[t] - mu0
         coef = N * m / (N + m) if m > 0 else 0.0
         sigma[t] = (N * S[t] + strength * Phi + coef * np.outer(d, d)) / (N + n0)
     sigma = 0.5 * (sigma + np.swapaxes(sigma, 1, 2))
-    return _result(X, *_condition(mu, sigma, dxu, regularization, regularization_mode),
-                   x0_regularization, x0_prior)
+    return _result(
+        X,
+        *_condition(mu, sigma, dxu, regularization, regularization_mode),
+        x0_regularization,
+        x0_prior,
+    )

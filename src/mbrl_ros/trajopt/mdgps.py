@@ -19,6 +19,7 @@ Where gps fits the linearisation by regression on the samples with a GMM policy 
 is a black box there), this uses the network's own Jacobian (autograd), averaged over the samples:
 exact for the network, and well posed with 5 samples in 14 dimensions.
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,38 +52,49 @@ class SStepConfig:
             raise ValueError(f"S-step setting lr = {self.lr} must be > 0")
 
 
-def s_step_loss(policy, states: torch.Tensor, targets: torch.Tensor, actions: torch.Tensor,
-                precision: torch.Tensor) -> torch.Tensor:
+def s_step_loss(
+    policy,
+    states: torch.Tensor,
+    targets: torch.Tensor,
+    actions: torch.Tensor,
+    precision: torch.Tensor,
+) -> torch.Tensor:
     """mean_i (π(x_i, g_i) − u*_i)ᵀ P_i (π(x_i, g_i) − u*_i): states (N, dx), targets (N, 3),
     actions u* (N, du) N·m, precision P (N, du, du) (N·m)⁻²."""
     diff = policy(states, targets) - actions
     return torch.einsum("ni,nij,nj->n", diff, precision, diff).mean()
 
 
-def s_step(policy, states, targets, actions, precision, config: SStepConfig = SStepConfig()
-           ) -> tuple[float, np.ndarray]:
+def s_step(
+    policy, states, targets, actions, precision, config: SStepConfig = SStepConfig()
+) -> tuple[float, np.ndarray]:
     """Trains ``policy`` (a torch module π(states, targets)) in place on the pairs (shapes as
     ``s_step_loss``, arrays or tensors) by Adam; returns (the loss on all pairs after training,
     the policy variance 1/diag(mean P) (du,) (N·m)²). A training whose loss turns non-finite is
     undone and raises FloatingPointError (the policy keeps its weights)."""
-    X, G, U, P = (torch.as_tensor(np.asarray(a, dtype=np.float64))
-                  for a in (states, targets, actions, precision))
+    X, G, U, P = (
+        torch.as_tensor(np.asarray(a, dtype=np.float64))
+        for a in (states, targets, actions, precision)
+    )
     n = len(X)
     if not (G.shape[0] == U.shape[0] == P.shape[0] == n and n > 0):
-        raise ValueError(f"S-step pairs differ in number: states {tuple(X.shape)}, targets "
-                         f"{tuple(G.shape)}, actions {tuple(U.shape)}, precision "
-                         f"{tuple(P.shape)}")
+        raise ValueError(
+            f"S-step pairs differ in number: states {tuple(X.shape)}, targets "
+            f"{tuple(G.shape)}, actions {tuple(U.shape)}, precision "
+            f"{tuple(P.shape)}"
+        )
     saved = copy.deepcopy(policy.state_dict())
     gen = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
     for step in range(config.train_steps):
-        idx = (torch.randint(n, (config.batch,), generator=gen) if config.batch < n
-               else slice(None))
+        idx = torch.randint(n, (config.batch,), generator=gen) if config.batch < n else slice(None)
         loss = s_step_loss(policy, X[idx], G[idx], U[idx], P[idx])
         if not torch.isfinite(loss):
             policy.load_state_dict(saved)
-            raise FloatingPointError(f"S-step loss became non-finite at step {step + 1}; the "
-                                     f"policy keeps its previous weights")
+            raise FloatingPointError(
+                f"S-step loss became non-finite at step {step + 1}; the "
+                f"policy keeps its previous weights"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -92,8 +104,9 @@ def s_step(policy, states, targets, actions, precision, config: SStepConfig = SS
     return final, var
 
 
-def linearize_policy(policy, X, target, var, like: LinearGaussianController
-                     ) -> LinearGaussianController:
+def linearize_policy(
+    policy, X, target, var, like: LinearGaussianController
+) -> LinearGaussianController:
     """π about the samples X (M, T+1, dx) (the first T states used) towards ``target`` (3,) m as
     a linear-Gaussian controller with ``like``'s timing and names: K_t the Jacobian ∂π/∂x (du,
     dx) averaged over the M samples, u_hat_t the mean of π at the mean state x̂_t, Σ_t =
@@ -117,14 +130,21 @@ def linearize_policy(policy, X, target, var, like: LinearGaussianController
         J = torch.func.vmap(torch.func.jacrev(act))(states).numpy().reshape(M, T, -1, dx)
     K = J.mean(0)
     x_hat = X[:, :T].mean(0)
-    residual = u - np.einsum("tij,mtj->mti", K, X[:, :T] - x_hat)   # (M, T, du)
+    residual = u - np.einsum("tij,mtj->mti", K, X[:, :T] - x_hat)  # (M, T, du)
     u_hat = residual.mean(0)
     spread = residual - u_hat
     cov = np.einsum("mti,mtj->tij", spread, spread) / M + np.diag(var)
-    return LinearGaussianController.gaussian(x_hat, u_hat, K, None, cov, dt_ns=like.dt_ns,
-                                             start_ns=like.start_ns,
-                                             joint_names=like.joint_names,
-                                             state_layout=like.state_layout)
+    return LinearGaussianController.gaussian(
+        x_hat,
+        u_hat,
+        K,
+        None,
+        cov,
+        dt_ns=like.dt_ns,
+        start_ns=like.start_ns,
+        joint_names=like.joint_names,
+        state_layout=like.state_layout,
+    )
 
 
 @dataclass
@@ -146,8 +166,10 @@ class MDGPS:
     def __init__(self, learners: list[GPS], targets, policy, config: SStepConfig = SStepConfig()):
         targets = np.asarray(targets, dtype=np.float64)
         if targets.shape != (len(learners), 3) or not learners:
-            raise ValueError(f"need one target (3,) m per learner: {len(learners)} learners, "
-                             f"targets of shape {targets.shape}")
+            raise ValueError(
+                f"need one target (3,) m per learner: {len(learners)} learners, "
+                f"targets of shape {targets.shape}"
+            )
         self.learners, self.targets, self.policy, self.config = learners, targets, policy, config
         self.var: np.ndarray | None = None  # the policy's variance, set by the first S-step
         self.iteration = 0
@@ -162,17 +184,30 @@ class MDGPS:
             ctrl = self.controller(m)
             if ctrl.inv_cov is None:
                 raise ValueError(f"condition {m}: controller covariance not positive definite")
-            X = np.asarray(X, dtype=np.float64)[:, :ctrl.T]
+            X = np.asarray(X, dtype=np.float64)[:, : ctrl.T]
             t = np.arange(ctrl.T)
             xs.append(X.reshape(-1, ctrl.dx))
             us.append(ctrl.act(X, t).reshape(-1, ctrl.du))
-            ps.append(np.broadcast_to(ctrl.inv_cov, (len(X),) + ctrl.inv_cov.shape)
-                      .reshape(-1, ctrl.du, ctrl.du))
+            ps.append(
+                np.broadcast_to(ctrl.inv_cov, (len(X),) + ctrl.inv_cov.shape).reshape(
+                    -1, ctrl.du, ctrl.du
+                )
+            )
             gs.append(np.broadcast_to(self.targets[m], (len(xs[-1]), 3)))
-        cfg = SStepConfig(self.config.train_steps, self.config.batch, self.config.lr,
-                          self.config.seed + self.iteration)
-        loss, self.var = s_step(self.policy, np.concatenate(xs), np.concatenate(gs),
-                                np.concatenate(us), np.concatenate(ps), cfg)
+        cfg = SStepConfig(
+            self.config.train_steps,
+            self.config.batch,
+            self.config.lr,
+            self.config.seed + self.iteration,
+        )
+        loss, self.var = s_step(
+            self.policy,
+            np.concatenate(xs),
+            np.concatenate(gs),
+            np.concatenate(us),
+            np.concatenate(ps),
+            cfg,
+        )
         return loss
 
     def iterate(self, samples) -> MDGPSIteration:

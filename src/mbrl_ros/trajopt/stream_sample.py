@@ -10,16 +10,16 @@ mean; minus g(q) with a ``gravity`` model when the executor added it: the contro
 output on a weightless arm). A sample whose grid has a hole (a state gap, no command, a stale
 command) cannot be used: ``arrays`` raises SampleError naming the dropped intervals.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from mbrl_ros.data.errors import StampOrderError
 from mbrl_ros.data.resample import Resampler
-from mbrl_ros.msgconv import JointSample
-from mbrl_ros.msgconv import seconds_to_ns
+from mbrl_ros.msgconv import JointSample, seconds_to_ns
 
 
 class SampleError(ValueError):
@@ -32,17 +32,26 @@ class StreamSample:
     tagged) received before it, oldest first (the one in force at the start is among them);
     ``gravity``, ``command_timeout``, ``max_gap`` (s): the Resampler's."""
 
-    def __init__(self, joint_names: Sequence[str], period: float, T: int, start: JointSample,
-                 before=(), gravity=None, command_timeout: float | None = None,
-                 max_gap: float | None = None):
+    def __init__(
+        self,
+        joint_names: Sequence[str],
+        period: float,
+        T: int,
+        start: JointSample,
+        before=(),
+        gravity=None,
+        command_timeout: float | None = None,
+        max_gap: float | None = None,
+    ):
         if T < 1:
             raise ValueError(f"a sample needs T ≥ 1 steps, got {T}")
         self.T, self.start_ns = T, start.stamp_ns
         self.period_ns = seconds_to_ns(period)
         self.end_ns = self.start_ns + T * self.period_ns
-        self.resampler = Resampler(joint_names, period, gravity=gravity, max_gap=max_gap,
-                                   command_timeout=command_timeout)
-        self.problem = ""          # why the sample cannot be whole (set on a broken stream)
+        self.resampler = Resampler(
+            joint_names, period, gravity=gravity, max_gap=max_gap, command_timeout=command_timeout
+        )
+        self.problem = ""  # why the sample cannot be whole (set on a broken stream)
         self._newest = start.stamp_ns
         for msg in before:
             self.add_command(msg)
@@ -67,14 +76,16 @@ class StreamSample:
     @property
     def done(self) -> bool:
         """Every interval of the sample is decided (or the stream broke)."""
-        return bool(self.problem) or (self._newest >= self.end_ns
-                                      and self.resampler.undecided(self.end_ns + 1) == 0)
+        return bool(self.problem) or (
+            self._newest >= self.end_ns and self.resampler.undecided(self.end_ns + 1) == 0
+        )
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(X, U) once ``done``; SampleError if the sample is not whole."""
         if not self.done:
-            raise SampleError(f"the sample is not complete: states up to {self._newest} ns of "
-                              f"{self.end_ns} ns")
+            raise SampleError(
+                f"the sample is not complete: states up to {self._newest} ns of {self.end_ns} ns"
+            )
         if self.problem:
             raise SampleError(self.problem)
         data = self.resampler.take()
@@ -83,10 +94,11 @@ class StreamSample:
         keep = keep[np.argsort(k[keep])]
         missing = sorted(set(range(self.T)) - set(k[keep].tolist()))
         if missing:
-            raise SampleError(f"{len(missing)} of {self.T} intervals dropped (first "
-                              f"{missing[:5]}): {self._reasons()}")
-        return np.concatenate([data.states[keep], data.next_states[keep[-1:]]]), \
-            data.actions[keep]
+            raise SampleError(
+                f"{len(missing)} of {self.T} intervals dropped (first "
+                f"{missing[:5]}): {self._reasons()}"
+            )
+        return np.concatenate([data.states[keep], data.next_states[keep[-1:]]]), data.actions[keep]
 
     def _reasons(self) -> dict:
         return dict(self.resampler.resample_counts) | dict(self.resampler.counts)

@@ -6,6 +6,7 @@ mean and covariance from p(x_0) to the terminal state x_T. Costs are second-orde
 ½ zᵀC z + cᵀz per step plus a constant (``QuadraticCost``), so the expected cost under p(τ) is
 closed form.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +32,11 @@ class QuadraticCost:
     def __call__(self, z) -> np.ndarray:
         """Total cost (...) of z (..., T+1, dz)."""
         z = np.asarray(z, dtype=np.float64)
-        return (0.5 * np.einsum("...ti,tij,...tj->...", z, self.C, z)
-                + np.einsum("...ti,ti->...", z, self.c) + self.c0)
+        return (
+            0.5 * np.einsum("...ti,tij,...tj->...", z, self.C, z)
+            + np.einsum("...ti,ti->...", z, self.c)
+            + self.c0
+        )
 
 
 def expand_cost(cost, X, U, psd: bool = True) -> QuadraticCost:
@@ -98,14 +102,23 @@ def absolute_gains(ctrl: LinearGaussianController) -> tuple[np.ndarray, np.ndarr
     return ctrl.K, k_abs, ctrl.cov
 
 
-def controller_from_gains(K, k_abs, cov, x_hat, like: LinearGaussianController
-                          ) -> LinearGaussianController:
+def controller_from_gains(
+    K, k_abs, cov, x_hat, like: LinearGaussianController
+) -> LinearGaussianController:
     """u ~ N(K x + k_abs, Σ) as a controller about the nominal states x_hat (T, dx) (û = K x̂ +
     k_abs, k = 0), with ``like``'s timing, joint names and layout."""
     u_hat = np.einsum("tij,tj->ti", K, x_hat) + k_abs
     return LinearGaussianController.gaussian(
-        x_hat, u_hat, K, np.zeros_like(k_abs), cov, dt_ns=like.dt_ns, start_ns=like.start_ns,
-        joint_names=like.joint_names, state_layout=like.state_layout)
+        x_hat,
+        u_hat,
+        K,
+        np.zeros_like(k_abs),
+        cov,
+        dt_ns=like.dt_ns,
+        start_ns=like.start_ns,
+        joint_names=like.joint_names,
+        state_layout=like.state_layout,
+    )
 
 
 def forward_pass(dyn: LocalDynamics, K, k_abs, cov) -> TrajectoryDistribution:
@@ -113,8 +126,10 @@ def forward_pass(dyn: LocalDynamics, K, k_abs, cov) -> TrajectoryDistribution:
     K (T, du, dx), k_abs (T, du), cov (T, du, du) with T = dyn.T."""
     T, dx, du = dyn.T, dyn.dx, dyn.du
     if np.shape(K) != (T, du, dx) or np.shape(k_abs) != (T, du) or np.shape(cov) != (T, du, du):
-        raise ValueError(f"controller shapes K {np.shape(K)}, k {np.shape(k_abs)}, Σ "
-                         f"{np.shape(cov)} do not fit dynamics with T={T}, dx={dx}, du={du}")
+        raise ValueError(
+            f"controller shapes K {np.shape(K)}, k {np.shape(k_abs)}, Σ "
+            f"{np.shape(cov)} do not fit dynamics with T={T}, dx={dx}, du={du}"
+        )
     # x_{t+1} = (A + B K) x + (B k + f) + (B ε + w): closed-loop matrices and noise in batch,
     # only the state moments are sequential.
     K, k_abs, cov = (np.asarray(a, dtype=np.float64) for a in (K, k_abs, cov))
@@ -136,5 +151,8 @@ def expected_cost(cost: QuadraticCost, traj: TrajectoryDistribution) -> float:
     """E_{p(τ)}[cost] = Σ_t ½ μᵀCμ + cᵀμ + ½ tr(C Σ) + c0."""
     mu = traj.mean
     quadratic = 0.5 * np.einsum("tij,tj->ti", cost.C, mu) + cost.c
-    return float(np.einsum("ti,ti->", mu, quadratic)
-                 + 0.5 * np.einsum("tij,tij->", cost.C, traj.cov) + cost.c0)  # C symmetric
+    return float(
+        np.einsum("ti,ti->", mu, quadratic)
+        + 0.5 * np.einsum("tij,tij->", cost.C, traj.cov)
+        + cost.c0
+    )  # C symmetric

@@ -9,6 +9,7 @@ the cost of θ is that of the raw joint angle.
 For x ~ N(m, S): E[c] = 1 − |I + S W|^(−½) exp(−½ dᵀ (I + W S)⁻¹ W d), d = m − x*
 (the Gaussian integral of exp(−½ (x − x*)ᵀ W (x − x*)); W need not be invertible).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,20 +27,25 @@ class SaturatingCost:
         self.weight = torch.as_tensor(np.asarray(weight, dtype=float), dtype=F64)
         dx = len(self.target)
         if self.weight.shape != (dx, dx):
-            raise PolicyError(f"cost weight must be ({dx}, {dx}) for a target of {dx} values, "
-                              f"got {tuple(self.weight.shape)}")
-        if not (bool(torch.isfinite(self.target).all()) and bool(torch.isfinite(self.weight).all())):
+            raise PolicyError(
+                f"cost weight must be ({dx}, {dx}) for a target of {dx} values, "
+                f"got {tuple(self.weight.shape)}"
+            )
+        if not (
+            bool(torch.isfinite(self.target).all()) and bool(torch.isfinite(self.weight).all())
+        ):
             raise PolicyError("cost target and weight must be finite")
-        if not torch.allclose(self.weight, self.weight.T) or \
-                float(torch.linalg.eigvalsh(self.weight).min()) < -1e-12 * float(
-                    self.weight.abs().max().clamp_min(1.0)):
+        if not torch.allclose(self.weight, self.weight.T) or float(
+            torch.linalg.eigvalsh(self.weight).min()
+        ) < -1e-12 * float(self.weight.abs().max().clamp_min(1.0)):
             raise PolicyError("cost weight must be symmetric positive semi-definite")
         self.dx = dx
 
     def _check(self, x: torch.Tensor) -> None:
         if x.shape[-1:] != (self.dx,):
-            raise PolicyError(f"cost expects states ending in {self.dx} values, got shape "
-                              f"{tuple(x.shape)}")
+            raise PolicyError(
+                f"cost expects states ending in {self.dx} values, got shape {tuple(x.shape)}"
+            )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """c(x) (...) at states x (..., dx)."""
@@ -51,8 +57,10 @@ class SaturatingCost:
         """E[c(x)] (...) for x ~ N(mean (..., dx), cov (..., dx, dx)); differentiable."""
         self._check(mean)
         if cov.shape != (*mean.shape, self.dx):
-            raise PolicyError(f"cost expects a covariance of shape {(*mean.shape, self.dx)}, got "
-                              f"{tuple(cov.shape)}")
+            raise PolicyError(
+                f"cost expects a covariance of shape {(*mean.shape, self.dx)}, got "
+                f"{tuple(cov.shape)}"
+            )
         eye = torch.eye(self.dx, dtype=F64, device=mean.device)
         w = self.weight.to(mean.device)
         d = mean.to(F64) - self.target.to(mean.device)

@@ -6,20 +6,22 @@ A ``System`` is anything that can be put into a state and stepped one control pe
 torque: the MuJoCo pendulum (``pendulum``) or the simulated arm (``arm_reach``). Every trial
 starts from x_0 ~ N(start_mean, start_cov), the distribution the propagation starts from.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelSignature, Progress
 from mbrl_ros.dynamics.gp import GPConfig, GPModel, GPModelBase
+from mbrl_ros.policy.errors import PolicyError
 from mbrl_ros.policy.pilco.cost import SaturatingCost
 from mbrl_ros.policy.pilco.optimise import OptReport, optimise_policy
-from mbrl_ros.policy.errors import PolicyError
 from mbrl_ros.policy.pilco.policies import PilcoPolicy
 from mbrl_ros.policy.pilco.propagation import propagate
 from mbrl_ros.policy.random_torque import RandomTorquePolicy
@@ -58,8 +60,10 @@ class PilcoTask:
         self.start_mean = np.asarray(self.start_mean, dtype=float)
         self.start_cov = np.asarray(self.start_cov, dtype=float)
         if self.start_mean.shape != (dx,) or self.start_cov.shape != (dx, dx):
-            raise PolicyError(f"start distribution needs mean ({dx},) and covariance ({dx}, {dx}), "
-                              f"got {self.start_mean.shape} and {self.start_cov.shape}")
+            raise PolicyError(
+                f"start distribution needs mean ({dx},) and covariance ({dx}, {dx}), "
+                f"got {self.start_mean.shape} and {self.start_cov.shape}"
+            )
         if self.cost.dx != dx:
             raise PolicyError(f"cost is for {self.cost.dx} state values, the system has {dx}")
         if self.horizon < 1:
@@ -122,26 +126,32 @@ class PilcoResult:
     seconds: float
 
 
-def rollout(system: System, controller: Callable[[np.ndarray], np.ndarray], x0: np.ndarray,
-            horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def rollout(
+    system: System, controller: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Measured states (H + 1, dx) and applied torques (H, du) of ``horizon`` steps from x0
     with u_t = controller(measured x_t), clamped to the effort limits."""
     states = [system.reset(np.asarray(x0, dtype=float))]
     actions = []
     for _ in range(horizon):
-        u = np.clip(np.asarray(controller(states[-1]), dtype=float).reshape(-1),
-                    -system.effort_limit, system.effort_limit)
+        u = np.clip(
+            np.asarray(controller(states[-1]), dtype=float).reshape(-1),
+            -system.effort_limit,
+            system.effort_limit,
+        )
         actions.append(u)
         states.append(system.step(u))
     return np.array(states), np.array(actions)
 
 
-def episode_dataset(system: System, states: np.ndarray, actions: np.ndarray,
-                    episode: int) -> Dataset:
+def episode_dataset(
+    system: System, states: np.ndarray, actions: np.ndarray, episode: int
+) -> Dataset:
     """The transitions of one rollout (states (H + 1, dx), torques (H, du)) of ``system`` as
     episode ``episode``."""
-    return Dataset.from_rollout(states, actions, episode, system.joint_names, system.dt,
-                                system.state_names, source="pilco")
+    return Dataset.from_rollout(
+        states, actions, episode, system.joint_names, system.dt, system.state_names, source="pilco"
+    )
 
 
 def fit_dynamics(data: Dataset, config: GPConfig, device: str = "cpu") -> tuple[GPModel, float]:
@@ -153,21 +163,28 @@ def fit_dynamics(data: Dataset, config: GPConfig, device: str = "cpu") -> tuple[
     return model, report.seconds
 
 
-def run_pilco(task: PilcoTask, policy: PilcoPolicy, config: PilcoConfig = PilcoConfig(),
-              progress: Progress | None = print,
-              solved: Callable[[np.ndarray], bool] | None = None) -> PilcoResult:
+def run_pilco(
+    task: PilcoTask,
+    policy: PilcoPolicy,
+    config: PilcoConfig = PilcoConfig(),
+    progress: Progress | None = print,
+    solved: Callable[[np.ndarray], bool] | None = None,
+) -> PilcoResult:
     """Run the PILCO loop on ``task`` improving ``policy`` in place; one progress line per trial.
     ``solved(states (H + 1, dx))`` marks a policy trial as solving the task: the first one is
     ``PilcoResult.solved_at``; the loop ends after ``config.solved_streak`` in a row."""
     system = task.system
     dx, du = len(system.state_names), len(system.joint_names)
     if (policy.dx, policy.du) != (dx, du):
-        raise PolicyError(f"policy maps {policy.dx} states to {policy.du} torques, the system has "
-                          f"{dx} states and {du} joints")
+        raise PolicyError(
+            f"policy maps {policy.dx} states to {policy.du} torques, the system has "
+            f"{dx} states and {du} joints"
+        )
     t0 = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    random_torque = RandomTorquePolicy(system.effort_limit, scale=1.0, hold_steps=1,
-                                       seed=config.seed)
+    random_torque = RandomTorquePolicy(
+        system.effort_limit, scale=1.0, hold_steps=1, seed=config.seed
+    )
     policy.to(config.device)
     trials: list[Trial] = []
     episodes: list[Dataset] = []
@@ -183,35 +200,47 @@ def run_pilco(task: PilcoTask, policy: PilcoPolicy, config: PilcoConfig = PilcoC
         return rng.multivariate_normal(task.start_mean, task.start_cov)
 
     for _ in range(config.random_trials):
-        trial = record("random", *rollout(system, lambda x: random_torque.act(), start(),
-                                          task.horizon))
+        trial = record(
+            "random", *rollout(system, lambda x: random_torque.act(), start(), task.horizon)
+        )
         if progress is not None:
-            progress(f"PILCO trial {trial.index} (random torques): cost {trial.cost:.2f}, "
-                     f"{trial.data_seconds:.1f} s of data")
+            progress(
+                f"PILCO trial {trial.index} (random torques): cost {trial.cost:.2f}, "
+                f"{trial.data_seconds:.1f} s of data"
+            )
     solved_at, streak = None, 0
     for _ in range(config.trials):
         data = Dataset.concat(episodes)
         model, fit_seconds = fit_dynamics(data, config.gp, config.device)
 
         def objective(model=model):
-            return propagate(model, policy, task.start_mean, task.start_cov, task.horizon,
-                             task.cost).total_cost
+            return propagate(
+                model, policy, task.start_mean, task.start_cov, task.horizon, task.cost
+            ).total_cost
 
         opt = optimise_policy(policy, objective, config.opt_iterations)
-        trial = record("policy", *rollout(system, policy.act, start(), task.horizon),
-                       predicted_cost=opt.final, fit_seconds=fit_seconds, opt=opt)
+        trial = record(
+            "policy",
+            *rollout(system, policy.act, start(), task.horizon),
+            predicted_cost=opt.final,
+            fit_seconds=fit_seconds,
+            opt=opt,
+        )
         if progress is not None:
             note = f"; {opt.message}" if opt.diverged or opt.restarts else ""
-            progress(f"PILCO trial {trial.index}: cost {trial.cost:.2f} (predicted "
-                     f"{opt.final:.2f}), {trial.data_seconds:.1f} s of data, GP fit on "
-                     f"{len(data)} points {fit_seconds:.1f} s, policy optimisation "
-                     f"{opt.initial:.2f} → {opt.final:.2f} in {opt.evaluations} evaluations "
-                     f"{opt.seconds:.1f} s{note}")
+            progress(
+                f"PILCO trial {trial.index}: cost {trial.cost:.2f} (predicted "
+                f"{opt.final:.2f}), {trial.data_seconds:.1f} s of data, GP fit on "
+                f"{len(data)} points {fit_seconds:.1f} s, policy optimisation "
+                f"{opt.initial:.2f} → {opt.final:.2f} in {opt.evaluations} evaluations "
+                f"{opt.seconds:.1f} s{note}"
+            )
         if solved is not None:
             streak = streak + 1 if solved(trial.states) else 0
             if streak and solved_at is None:
                 solved_at = trial.index
             if streak and streak == config.solved_streak:
                 break
-    return PilcoResult(trials, Dataset.concat(episodes), model, policy, solved_at,
-                       time.perf_counter() - t0)
+    return PilcoResult(
+        trials, Dataset.concat(episodes), model, policy, solved_at, time.perf_counter() - t0
+    )

@@ -8,12 +8,13 @@ used up, or the start itself is non-finite, the optimisation stops as diverged
 (``OptReport.diverged``). The policy always ends at the parameters of the lowest finite objective
 seen, so the result is never worse than the start.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import scipy.optimize
@@ -54,9 +55,13 @@ class _Diverged(Exception):
     pass
 
 
-def optimise_policy(policy: torch.nn.Module, objective: Callable[[], torch.Tensor],
-                    max_iterations: int = 50, max_evaluations: int | None = None,
-                    max_restarts: int = 3) -> OptReport:
+def optimise_policy(
+    policy: torch.nn.Module,
+    objective: Callable[[], torch.Tensor],
+    max_iterations: int = 50,
+    max_evaluations: int | None = None,
+    max_restarts: int = 3,
+) -> OptReport:
     """Minimise ``objective()`` (a scalar tensor that depends on ``policy``'s parameters) with
     L-BFGS-B, at most ``max_iterations`` iterations and ``max_evaluations`` objective evaluations
     (default 1.5 × iterations) in all, restarting from the best point at most ``max_restarts``
@@ -80,8 +85,9 @@ def optimise_policy(policy: torch.nn.Module, objective: Callable[[], torch.Tenso
         if search.evaluations == 1:
             search.initial = float(value.detach())
         if not bool(torch.isfinite(value)):
-            raise _Diverged(f"objective is {float(value.detach())} at evaluation "
-                            f"{search.evaluations}")
+            raise _Diverged(
+                f"objective is {float(value.detach())} at evaluation {search.evaluations}"
+            )
         grad = torch.autograd.grad(value, params)
         g = torch.cat([t.reshape(-1) for t in grad])
         if not bool(torch.isfinite(g).all()):
@@ -99,25 +105,46 @@ def optimise_policy(policy: torch.nn.Module, objective: Callable[[], torch.Tenso
     while True:
         try:
             result = scipy.optimize.minimize(
-                fun, search.best_x.cpu().numpy(), jac=True, method="L-BFGS-B", callback=iterated,
-                options={"maxiter": max_iterations - search.iterations,
-                         "maxfun": max_evaluations - search.evaluations,
-                         "gtol": 1e-12, "ftol": 1e-12})  # saturating costs have tiny gradients
+                fun,
+                search.best_x.cpu().numpy(),
+                jac=True,
+                method="L-BFGS-B",
+                callback=iterated,
+                options={
+                    "maxiter": max_iterations - search.iterations,
+                    "maxfun": max_evaluations - search.evaluations,
+                    "gtol": 1e-12,
+                    "ftol": 1e-12,
+                },
+            )  # saturating costs have tiny gradients
             message = str(result.message)
             break
         except _Diverged as exc:
             # a restart re-evaluates the best point, so it needs 2 evaluations left to move on
-            if (search.evaluations == 1 or len(faults) == max_restarts
-                    or search.iterations >= max_iterations
-                    or search.evaluations + 2 > max_evaluations):
+            if (
+                search.evaluations == 1
+                or len(faults) == max_restarts
+                or search.iterations >= max_iterations
+                or search.evaluations + 2 > max_evaluations
+            ):
                 diverged = True
                 message = f"optimisation diverged ({exc}); kept the best parameters found"
                 break
             faults.append(str(exc))
     if faults:
-        message += (f"; restarted from the best point {len(faults)} time"
-                    f"{'s' if len(faults) > 1 else ''} ({'; '.join(faults)})")
+        message += (
+            f"; restarted from the best point {len(faults)} time"
+            f"{'s' if len(faults) > 1 else ''} ({'; '.join(faults)})"
+        )
     with torch.no_grad():
         vector_to_parameters(search.best_x.to(start.device), params)
-    return OptReport(search.initial, search.best_value, search.evaluations, search.iterations,
-                     time.perf_counter() - t0, diverged, len(faults), message)
+    return OptReport(
+        search.initial,
+        search.best_value,
+        search.evaluations,
+        search.iterations,
+        time.perf_counter() - t0,
+        diverged,
+        len(faults),
+        message,
+    )

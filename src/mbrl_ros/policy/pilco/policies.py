@@ -13,6 +13,7 @@ Everything is float64 and differentiable in the policy parameters (torch autogra
 ``forward(x)`` evaluates u = π(x) for a batch of states (torch) and ``act(x)`` for numpy
 arrays, without moments: what a policy runner executes. Units: the state's and N·m.
 """
+
 from __future__ import annotations
 
 import abc
@@ -41,12 +42,13 @@ def _q_expm1(log_q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     covariance): e^(log_q + s)·(1 − e^(−s)) for s ≥ 0, e^(log_q)·(e^s − 1) for s < 0, each
     exact to rounding (expm1), and each branch fed only its own sign so gradients stay finite."""
     pos = s.clamp_min(0.0)
-    neg = s - pos   # not clamp_max: at s = 0 both clamps pass the gradient, doubling it
+    neg = s - pos  # not clamp_max: at s = 0 both clamps pass the gradient, doubling it
     return -torch.exp(log_q + pos) * torch.expm1(-pos) + torch.exp(log_q) * torch.expm1(neg)
 
 
-def sine_squash_moments(mean: torch.Tensor, cov: torch.Tensor, u_max: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sine_squash_moments(
+    mean: torch.Tensor, cov: torch.Tensor, u_max: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Moments of u = u_max·sin(ũ) for ũ ~ N(mean (..., k), cov (..., k, k)), u_max (k,):
     mean (..., k), covariance (..., k, k) and the gain g (..., k) with Cov[z, u_i] = Cov[z, ũ_i]·g_i
     for any z jointly Gaussian with ũ (g_i = u_max,i·E[cos ũ_i]).
@@ -58,15 +60,24 @@ def sine_squash_moments(mean: torch.Tensor, cov: torch.Tensor, u_max: torch.Tens
     log_q = -0.5 * (var[..., :, None] + var[..., None, :])
     diff = mean[..., :, None] - mean[..., None, :]
     total = mean[..., :, None] + mean[..., None, :]
-    second = 0.5 * (_q_expm1(log_q, cov) * torch.cos(diff)
-                    - _q_expm1(log_q, -cov) * torch.cos(total))
-    return (u_max * decay * torch.sin(mean), u_max[:, None] * u_max[None, :] * second,
-            u_max * decay * torch.cos(mean))
+    second = 0.5 * (
+        _q_expm1(log_q, cov) * torch.cos(diff) - _q_expm1(log_q, -cov) * torch.cos(total)
+    )
+    return (
+        u_max * decay * torch.sin(mean),
+        u_max[:, None] * u_max[None, :] * second,
+        u_max * decay * torch.cos(mean),
+    )
 
 
 def _as_f64(value, name: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-    t = torch.as_tensor(np.array(value, dtype=float) if not torch.is_tensor(value) else value,
-                        dtype=F64).detach().clone()
+    t = (
+        torch.as_tensor(
+            np.array(value, dtype=float) if not torch.is_tensor(value) else value, dtype=F64
+        )
+        .detach()
+        .clone()
+    )
     if shape is not None and tuple(t.shape) != shape:
         raise PolicyError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()):
@@ -78,7 +89,7 @@ class PilcoPolicy(torch.nn.Module, abc.ABC):
     """u = u_max·sin(ũ(x)) with ũ given by the subclass; dx state inputs, du torques bounded by
     ``u_max`` (du,) N·m > 0. Parameters are float64 ``torch.nn.Parameter``s."""
 
-    u_max: torch.Tensor   # buffer (du,)
+    u_max: torch.Tensor  # buffer (du,)
 
     def __init__(self, dx: int, u_max):
         super().__init__()
@@ -95,15 +106,17 @@ class PilcoPolicy(torch.nn.Module, abc.ABC):
         """ũ (..., du) at states x (..., dx)."""
 
     @abc.abstractmethod
-    def preactivation_moments(self, mean: torch.Tensor, cov: torch.Tensor
-                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def preactivation_moments(
+        self, mean: torch.Tensor, cov: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean (..., du), covariance (..., du, du) and Cov[x, ũ] (..., dx, du) of ũ(x) for
         x ~ N(mean (..., dx), cov (..., dx, dx))."""
 
     def _check_state(self, x: torch.Tensor, what: str) -> None:
         if x.shape[-1:] != (self.dx,):
-            raise PolicyError(f"policy {what} must end in {self.dx} state values, got shape "
-                              f"{tuple(x.shape)}")
+            raise PolicyError(
+                f"policy {what} must end in {self.dx} state values, got shape {tuple(x.shape)}"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Torques u (..., du) N·m at states x (..., dx)."""
@@ -120,8 +133,9 @@ class PilcoPolicy(torch.nn.Module, abc.ABC):
         """Moments of u for x ~ N(mean (..., dx), cov (..., dx, dx)) (module docstring)."""
         self._check_state(mean, "mean")
         if cov.shape != (*mean.shape, self.dx):
-            raise PolicyError(f"state covariance must have shape {(*mean.shape, self.dx)}, got "
-                              f"{tuple(cov.shape)}")
+            raise PolicyError(
+                f"state covariance must have shape {(*mean.shape, self.dx)}, got {tuple(cov.shape)}"
+            )
         m, s, c = self.preactivation_moments(mean.to(F64), cov.to(F64))
         mu, su, gain = sine_squash_moments(m, s, self.u_max)
         return PolicyMoments(mu, su, c * gain[..., None, :])
@@ -133,17 +147,23 @@ class LinearPolicy(PilcoPolicy):
     def __init__(self, dx: int, u_max, weight=None, bias=None):
         super().__init__(dx, u_max)
         self.weight = torch.nn.Parameter(
-            torch.zeros(self.du, dx, dtype=F64) if weight is None
-            else _as_f64(weight, "weight", (self.du, dx)))
-        self.bias = torch.nn.Parameter(torch.zeros(self.du, dtype=F64) if bias is None
-                                       else _as_f64(bias, "bias", (self.du,)))
+            torch.zeros(self.du, dx, dtype=F64)
+            if weight is None
+            else _as_f64(weight, "weight", (self.du, dx))
+        )
+        self.bias = torch.nn.Parameter(
+            torch.zeros(self.du, dtype=F64) if bias is None else _as_f64(bias, "bias", (self.du,))
+        )
 
     def preactivation(self, x):
         return x @ self.weight.T + self.bias
 
     def preactivation_moments(self, mean, cov):
-        return mean @ self.weight.T + self.bias, self.weight @ cov @ self.weight.T, \
-            cov @ self.weight.T
+        return (
+            mean @ self.weight.T + self.bias,
+            self.weight @ cov @ self.weight.T,
+            cov @ self.weight.T,
+        )
 
 
 class RBFPolicy(PilcoPolicy):
@@ -160,8 +180,10 @@ class RBFPolicy(PilcoPolicy):
         m = len(centres)
         ls = _as_f64(lengthscales, "lengthscales")
         if ls.shape not in ((self.dx,), (self.du, self.dx)) or not bool((ls > 0).all()):
-            raise PolicyError(f"lengthscales must be positive, shape ({self.dx},) or "
-                              f"({self.du}, {self.dx}), got {ls.tolist()}")
+            raise PolicyError(
+                f"lengthscales must be positive, shape ({self.dx},) or "
+                f"({self.du}, {self.dx}), got {ls.tolist()}"
+            )
         if weights is None:  # PILCO's start: small random weights, so ũ ≈ 0 but not flat
             gen = torch.Generator().manual_seed(seed)
             weights = 0.1 * torch.randn(self.du, m, dtype=F64, generator=gen)
@@ -171,16 +193,23 @@ class RBFPolicy(PilcoPolicy):
 
     def preactivation(self, x):
         flat = x.reshape(-1, self.dx)
-        k = se_ard(flat, self.centres, self.log_lengthscale,
-                   torch.zeros(self.du, dtype=F64, device=x.device))       # (du, B, M)
+        k = se_ard(
+            flat,
+            self.centres,
+            self.log_lengthscale,
+            torch.zeros(self.du, dtype=F64, device=x.device),
+        )  # (du, B, M)
         return torch.einsum("abm,am->ba", k, self.weights).reshape(*x.shape[:-1], self.du)
 
     def preactivation_moments(self, mean, cov):
         zeros = torch.zeros(self.du, dtype=F64, device=mean.device)
         m = len(self.centres)
-        post = GPPosterior(self.centres, self.weights,
-                           torch.zeros(self.du, m, m, dtype=F64, device=mean.device),
-                           Hyperparameters(self.log_lengthscale, zeros, zeros))
+        post = GPPosterior(
+            self.centres,
+            self.weights,
+            torch.zeros(self.du, m, m, dtype=F64, device=mean.device),
+            Hyperparameters(self.log_lengthscale, zeros, zeros),
+        )
         mu, s, c = gp_moments(post, mean, cov, include_noise=False)
         # gp_moments adds the expected posterior variance σ_f² − E[k iK k] = 1 for iK = 0;
         # a deterministic network has none

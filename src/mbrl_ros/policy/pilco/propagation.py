@@ -6,6 +6,7 @@ One step: x_t ~ N(m_t, S_t) → the policy's moments give the joint Gaussian of 
 Cov[x_t, Δx] included) → N(m_{t+1}, S_{t+1}). J = Σ_{t=1..H} E[c(x_t)]. Every operation is torch,
 so ∂J/∂(policy parameters) comes from autograd through all H steps.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ import torch
 
 from mbrl_ros.dynamics.gp import F64, GPModelBase
 from mbrl_ros.dynamics.moment_matching import predict_moments
-from mbrl_ros.policy.pilco.cost import SaturatingCost
 from mbrl_ros.policy.errors import PolicyError
+from mbrl_ros.policy.pilco.cost import SaturatingCost
 from mbrl_ros.policy.pilco.policies import PilcoPolicy
 
 
@@ -35,23 +36,33 @@ class StateDistributions:
         return self.costs.sum()
 
 
-def state_action_moments(policy: PilcoPolicy, mean: torch.Tensor, cov: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+def state_action_moments(
+    policy: PilcoPolicy, mean: torch.Tensor, cov: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Joint Gaussian of (x, u): mean (dx + du,), covariance (dx + du, dx + du), for
     x ~ N(mean (dx,), cov (dx, dx))."""
     pm = policy.moments(mean, cov)
-    joint_cov = torch.cat([torch.cat([cov, pm.cross], -1),
-                           torch.cat([pm.cross.transpose(-1, -2), pm.cov], -1)], -2)
+    joint_cov = torch.cat(
+        [torch.cat([cov, pm.cross], -1), torch.cat([pm.cross.transpose(-1, -2), pm.cov], -1)], -2
+    )
     return torch.cat([mean, pm.mean], -1), 0.5 * (joint_cov + joint_cov.transpose(-1, -2))
 
 
-def propagate(model: GPModelBase, policy: PilcoPolicy, mean0, cov0, horizon: int,
-              cost: SaturatingCost | None = None) -> StateDistributions:
+def propagate(
+    model: GPModelBase,
+    policy: PilcoPolicy,
+    mean0,
+    cov0,
+    horizon: int,
+    cost: SaturatingCost | None = None,
+) -> StateDistributions:
     """Moment-matched state Gaussians for ``horizon`` steps from x_0 ~ N(mean0 (dx,),
     cov0 (dx, dx)) under ``policy`` and the fitted GP ``model`` (state units)."""
     if model.dx != policy.dx or model.du != policy.du:
-        raise PolicyError(f"policy maps {policy.dx} states to {policy.du} torques, the model has "
-                          f"{model.dx} states and {model.du} joints")
+        raise PolicyError(
+            f"policy maps {policy.dx} states to {policy.du} torques, the model has "
+            f"{model.dx} states and {model.du} joints"
+        )
     if cost is not None and cost.dx != model.dx:
         raise PolicyError(f"cost is for {cost.dx} state values, the model has {model.dx}")
     if horizon < 1:
@@ -59,9 +70,11 @@ def propagate(model: GPModelBase, policy: PilcoPolicy, mean0, cov0, horizon: int
     mean = torch.as_tensor(mean0, dtype=F64, device=model.device)
     cov = torch.as_tensor(cov0, dtype=F64, device=model.device)
     if mean.shape != (model.dx,) or cov.shape != (model.dx, model.dx):
-        raise PolicyError(f"start state needs mean ({model.dx},) and covariance "
-                          f"({model.dx}, {model.dx}), got {tuple(mean.shape)} and "
-                          f"{tuple(cov.shape)}")
+        raise PolicyError(
+            f"start state needs mean ({model.dx},) and covariance "
+            f"({model.dx}, {model.dx}), got {tuple(mean.shape)} and "
+            f"{tuple(cov.shape)}"
+        )
     means, covs, costs = [mean], [cov], []
     for _ in range(horizon):
         step = predict_moments(model, *state_action_moments(policy, mean, cov))
@@ -70,5 +83,6 @@ def propagate(model: GPModelBase, policy: PilcoPolicy, mean0, cov0, horizon: int
         covs.append(cov)
         if cost is not None:
             costs.append(cost.expected(mean, cov))
-    return StateDistributions(torch.stack(means), torch.stack(covs),
-                              torch.stack(costs) if cost is not None else None)
+    return StateDistributions(
+        torch.stack(means), torch.stack(covs), torch.stack(costs) if cost is not None else None
+    )
