@@ -31,9 +31,9 @@ from mbrl_ros.data.extract import dataset_from_bag
 from mbrl_ros.data.resample import Resampler
 from mbrl_ros.data.topics import CLOCK, COMMANDS, EVENTS, STATES, episode_event_json
 from mbrl_ros.data.transitions import TransitionBuilder
-from mbrl_ros.gravity import GravityModel
 from mbrl_ros.nodes.messages import clock_msg, command_msg, joint_state_msg
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.gravity import GravityModel
 
 JOINTS = tuple(f"joint{i}" for i in range(1, 8))
 DT_NS = 2_000_000  # 500 Hz

@@ -26,7 +26,7 @@ from mbrl_ros.dynamics.catalog import NETWORK_KINDS, available_kinds, new_model
 from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 STEPS = 100  # transitions per episode
 TEST_EPISODES = 30

@@ -44,18 +44,21 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray  # noqa: E402
 
-from mbrl_ros.controller import LinearGaussianController  # noqa: E402
-from mbrl_ros.msgconv import (  # noqa: E402
+from mbrl_ros.common.msgconv import (  # noqa: E402
     read_joint_state,
     seconds_to_ns,  # noqa: E402
     stamp_to_ns,
 )
+from mbrl_ros.control.controller import LinearGaussianController  # noqa: E402
+from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
+from mbrl_ros.control.scripted import scripted_controller  # noqa: E402
 from mbrl_ros.nodes.lg_executor import LGExecutorNode  # noqa: E402
 from mbrl_ros.nodes.messages import LATCHED_QOS, command_msg, joint_state_msg  # noqa: E402
-from mbrl_ros.robot import load_robot  # noqa: E402
-from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps  # noqa: E402
-from mbrl_ros.scripted import scripted_controller  # noqa: E402
-from mbrl_ros.simulation import home_position  # noqa: E402
+from mbrl_ros.robot.description import (
+    home_position,
+    load_robot,  # noqa: E402
+)
+from mbrl_ros.robot.gains import robot_gain_caps
 
 PERIOD = 0.002
 T = 100

@@ -1,4 +1,4 @@
-"""Forward kinematics speed: mbrl_ros.robot.ForwardKinematics against pytorch-kinematics (if installed).
+"""Forward kinematics speed: mbrl_ros.robot.description.ForwardKinematics against pytorch-kinematics (if installed).
 
 End-effector positions of arm7 for random joint configurations, float64, CPU, batch sizes 1 to 100k,
 forward only and forward + backward (gradient of the summed positions w.r.t. q). Each time is the
@@ -17,7 +17,7 @@ from importlib import metadata
 import numpy as np
 import torch
 
-from mbrl_ros.robot import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import ForwardKinematics, load_robot
 
 BATCHES = (1, 1_000, 10_000, 100_000)
 

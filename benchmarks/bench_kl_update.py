@@ -25,9 +25,9 @@ import time
 import numpy as np
 import torch
 
-from mbrl_ros.controller import LinearGaussianController
-from mbrl_ros.robot import ForwardKinematics, load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.control.controller import LinearGaussianController
+from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.reach import ReachCost
 from mbrl_ros.trajopt.gps import initial_controllers, rollout
 from mbrl_ros.trajopt.kl_update import kl_update

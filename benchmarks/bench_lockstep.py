@@ -22,7 +22,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
-from mbrl_ros.msgconv import stamp_to_ns  # noqa: E402
+from mbrl_ros.common.msgconv import stamp_to_ns  # noqa: E402
 from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, command_msg  # noqa: E402
 
 STEPS, WARMUP = 5000, 200

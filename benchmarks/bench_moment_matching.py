@@ -20,7 +20,7 @@ from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.gp import GPConfig, SparseGPModel
 from mbrl_ros.dynamics.moment_matching import predict_moments
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 N_MC = 100_000
 

@@ -63,15 +63,15 @@ import numpy as np
 import torch
 import yaml
 
+from mbrl_ros.common.msgconv import seconds_to_ns
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.mpc import PlannerSettings, build_mpc
-from mbrl_ros.msgconv import seconds_to_ns
-from mbrl_ros.param_files import node_parameters
+from mbrl_ros.graphs.param_files import node_parameters
 from mbrl_ros.planning import CEM, ICEM, ILQR, MPPI, RandomShooting, predict_ahead
-from mbrl_ros.robot import ForwardKinematics, load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
+from mbrl_ros.planning.mpc import PlannerSettings, build_mpc
+from mbrl_ros.robot.description import ForwardKinematics, home_position, load_robot
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks import ReachCost
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Offscreen camera rendering (``mbrl_ros.camera``) against the physics it observes.
+"""Offscreen camera rendering (``mbrl_ros.simulator.camera``) against the physics it observes.
 
 For 64×64 and 128×128 frames of the 'solar' camera: frames/s of ``ArmSimulator.render`` (pose
 update, scene update, render, read-back; the OpenGL backend is ``camera.gl_backend()``, OSMesa on
@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 
-from mbrl_ros.camera import Camera, CameraError, gl_backend
-from mbrl_ros.robot import load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.simulator.camera import Camera, CameraError, gl_backend
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 
 CASES = ((64, False), (128, False), (64, True))  # (size in pixels, effects)
 CONTROL_PERIOD = 0.01  # s

@@ -33,11 +33,11 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
-from mbrl_ros.gravity import GravityModel  # noqa: E402
-from mbrl_ros.msgconv import read_joint_state  # noqa: E402
+from mbrl_ros.common.msgconv import read_joint_state  # noqa: E402
 from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, command_msg  # noqa: E402
-from mbrl_ros.robot import load_robot  # noqa: E402
-from mbrl_ros.simulation import ArmSimulator, SimConfig  # noqa: E402
+from mbrl_ros.robot.description import load_robot  # noqa: E402
+from mbrl_ros.robot.gravity import GravityModel  # noqa: E402
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig  # noqa: E402
 
 PERIOD = 0.002  # s, the hardware mode's default
 

@@ -36,8 +36,8 @@ from netns import (  # noqa: E402
     unavailable_reason,
 )
 
-from mbrl_ros.graphs import graph  # noqa: E402
-from mbrl_ros.launcher import die_with_parent  # noqa: E402
+from mbrl_ros.graphs.description import graph  # noqa: E402
+from mbrl_ros.graphs.launcher import die_with_parent  # noqa: E402
 
 
 def _stats(values) -> dict:

@@ -1,7 +1,7 @@
 """The lecture's MBRL versions (v0.5, v1.0, v1.5, v1.5 with iLQR feedback or with PD tracking of
 the plan) compared on the same seeds, data budget and held-out targets, offline on the simulated
 arm with the mpc graph's settings (``config/mpc_<robot>.yaml`` over the nodes' defaults). Prints a
-progress line per training episode and a markdown table at the end (``mbrl_ros.versions``): mean
+progress line per training episode and a markdown table at the end (``mbrl_ros.experiments.versions``): mean
 ± standard deviation over the seeds.
 
     python benchmarks/compare_versions.py [--robot arm2|arm7] [--budget S] [--seed-data S]
@@ -19,14 +19,14 @@ import numpy as np
 import torch
 import yaml
 
-from mbrl_ros.graphs import MPC_CONTROL_PERIOD
-from mbrl_ros.mpc import PlannerSettings
+from mbrl_ros.common.settings import ConfigError
+from mbrl_ros.experiments.versions import VERSIONS, Setup, run_version, table
+from mbrl_ros.graphs.description import MPC_CONTROL_PERIOD
+from mbrl_ros.graphs.param_files import node_parameters
 from mbrl_ros.nodes import arm_sim, dynamics_fitter, episode_manager
-from mbrl_ros.param_files import node_parameters
-from mbrl_ros.robot import load_robot
-from mbrl_ros.settings import ConfigError
-from mbrl_ros.simulation import SimConfig
-from mbrl_ros.versions import VERSIONS, Setup, run_version, table
+from mbrl_ros.planning.mpc import PlannerSettings
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.simulator.simulation import SimConfig
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 

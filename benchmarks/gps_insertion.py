@@ -30,9 +30,9 @@ import time
 import numpy as np
 import torch
 
+from mbrl_ros.experiments.insertion_gps import InsertionConditions, InsertionSetup
 from mbrl_ros.policy.network import GoalPolicy, PolicySignature
-from mbrl_ros.robot import load_robot
-from mbrl_ros.tasks.insertion_gps import InsertionConditions, InsertionSetup
+from mbrl_ros.robot.description import load_robot
 from mbrl_ros.trajopt.gps import GPSConfig, format_curve, learning_curve
 from mbrl_ros.trajopt.mdgps import SStepConfig
 

@@ -21,8 +21,8 @@ from timing import best_seconds
 from mbrl_ros.policy.pilco.arm_reach import ArmSystem, ee_distance, reach
 from mbrl_ros.policy.pilco.loop import PilcoConfig, rollout
 from mbrl_ros.policy.pilco.pendulum import PendulumSystem, holds_upright, swing_up
-from mbrl_ros.robot import load_robot
-from mbrl_ros.simulation import SimConfig
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.simulator.simulation import SimConfig
 
 ARM_TARGETS = ((0.0772, 0.2245, 0.07), (0.172, 0.1636, 0.07), (0.2, -0.12, 0.07))
 

@@ -35,22 +35,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mbrl_ros.artifacts import write_file
+from mbrl_ros.common.artifacts import write_file
+from mbrl_ros.control.random_torque import RandomTorquePolicy
+from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.evaluation import holdout_split
-from mbrl_ros.episodes import TargetSampler
-from mbrl_ros.mpc import MPC
 from mbrl_ros.planning import ILQR
+from mbrl_ros.planning.mpc import MPC
 from mbrl_ros.policy.bptt import BPTTConfig, V2Config, run_v2
 from mbrl_ros.policy.distill import DistillConfig, MPCExpert, distill
 from mbrl_ros.policy.network import GoalPolicy, PolicySignature
-from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.policy.rollout import episodes_dataset, final_distance, run_episode
-from mbrl_ros.robot import ForwardKinematics, load_robot
-from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.gains import robot_gain_caps
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
+from mbrl_ros.tasks.episodes import TargetSampler
 from mbrl_ros.tasks.reach import ReachCost
 
 DT = 0.05

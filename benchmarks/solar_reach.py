@@ -31,17 +31,17 @@ import numpy as np
 import torch
 import yaml
 
-from mbrl_ros.artifacts import write_file
-from mbrl_ros.camera import Camera
+from mbrl_ros.common.artifacts import write_file
+from mbrl_ros.common.msgconv import seconds_to_ns
+from mbrl_ros.common.paths import share_path
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
-from mbrl_ros.msgconv import seconds_to_ns
-from mbrl_ros.param_files import node_parameters
-from mbrl_ros.paths import share_path
+from mbrl_ros.graphs.param_files import node_parameters
 from mbrl_ros.planning import CEM
-from mbrl_ros.robot import ForwardKinematics, load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.simulator.camera import Camera
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.solar.controller import FrameStack, ImageController
 from mbrl_ros.solar.latent_cost import fit_latent_cost
 from mbrl_ros.solar.latent_lqr import initial_latent_controller, latent_update

@@ -1,10 +1,10 @@
 """ros2 launch mbrl_ros policy.launch.py policy_file:=<policy.safetensors> [episodes:=10] ...
 
-The nodes and parameters are described once in mbrl_ros.graphs ('policy'); `mbrl-ros launch policy`
+The nodes and parameters are described once in mbrl_ros.graphs.description ('policy'); `mbrl-ros launch policy`
 starts the same graph without a ROS install.
 """
 
-from mbrl_ros.launch_support import launch_description
+from mbrl_ros.graphs.launch_support import launch_description
 
 
 def generate_launch_description():

@@ -38,7 +38,7 @@ def _flag(context, name: str) -> bool:
 
 
 def _nodes(context):
-    from mbrl_ros.ros2_control import EFFORT_CONTROLLER, mujoco_setup
+    from mbrl_ros.robot.ros2_control import EFFORT_CONTROLLER, mujoco_setup
 
     setup = mujoco_setup(
         LaunchConfiguration("robot").perform(context),

@@ -1,10 +1,10 @@
 """ros2 launch mbrl_ros solar.launch.py model_file:=<model> controller_file:=<controller> ...
 
-The nodes and parameters are described once in mbrl_ros.graphs ('solar'); `mbrl-ros launch solar`
+The nodes and parameters are described once in mbrl_ros.graphs.description ('solar'); `mbrl-ros launch solar`
 starts the same graph without a ROS install.
 """
 
-from mbrl_ros.launch_support import launch_description
+from mbrl_ros.graphs.launch_support import launch_description
 
 
 def generate_launch_description():

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import safetensors.numpy
 
-from mbrl_ros import artifacts
-from mbrl_ros.controller import CONTROLLER_SCHEMA
+from mbrl_ros.common import artifacts
+from mbrl_ros.control.controller import CONTROLLER_SCHEMA
 
 
 def signed(tensors: dict, meta_text: str) -> bytes:

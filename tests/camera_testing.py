@@ -7,7 +7,7 @@ import functools
 import mujoco
 import pytest
 
-from mbrl_ros.camera import Camera, CameraError
+from mbrl_ros.simulator.camera import Camera, CameraError
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 
 from mbrl_ros.data.dataset import Dataset, joint_state_names
-from mbrl_ros.robot import load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 
 LINEAR_A = np.array([[1.0, 0.05], [-0.1, 0.95]])
 LINEAR_B = np.array([[0.0], [0.1]])

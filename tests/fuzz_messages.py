@@ -18,7 +18,7 @@ from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension, String, UInt8MultiArray
 
-from mbrl_ros import artifacts
+from mbrl_ros.common import artifacts
 
 DEEP_JSON = "[" * 50_000 + "]" * 50_000
 NASTY_TEXT = [

@@ -140,12 +140,12 @@ DIAG_KEYS = ("latency_ms_median", "latency_ms_max", "plan_latency_ms")
 def run_split_graph(
     net: SplitNetwork, specs, split: bool, out_dir: Path, timeout_s: float
 ) -> tuple[list[str], dict[str, list[float]]]:
-    """Run graph ``specs`` (``mbrl_ros.graphs.graph``) with the nodes in ROBOT_SIDE in
+    """Run graph ``specs`` (``mbrl_ros.graphs.description.graph``) with the nodes in ROBOT_SIDE in
     ``net.robot`` and the others in ``net.learning`` (``split``) or also in ``net.robot``, logs in
     ``out_dir/<node>.log``, until a required node exits, a node fails or ``timeout_s``; all are
     then stopped. Returns the names of failed nodes and the /diagnostics latencies (DIAG_KEYS,
     ms, finite values) read on the learning side."""
-    from mbrl_ros.launcher import die_with_parent, node_command
+    from mbrl_ros.graphs.launcher import die_with_parent, node_command
 
     learn = net.learning if split else net.robot
     peer = {net.robot: net.learning, net.learning: net.robot}

@@ -20,7 +20,7 @@ from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
 from std_srvs.srv import SetBool
 
-from mbrl_ros.launcher import die_with_parent
+from mbrl_ros.graphs.launcher import die_with_parent
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:

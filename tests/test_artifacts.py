@@ -12,9 +12,9 @@ import safetensors.numpy
 import torch
 from adversary import signed
 
-from mbrl_ros import artifacts
-from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec
-from mbrl_ros.controller import CONTROLLER_SCHEMA, LinearGaussianController
+from mbrl_ros.common import artifacts
+from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec
+from mbrl_ros.control.controller import CONTROLLER_SCHEMA, LinearGaussianController
 
 NAMES = ["j0", "j1", "j2"]
 

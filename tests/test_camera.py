@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from camera_testing import require_gl
 
-from mbrl_ros.camera import Camera, CameraError, gl_backend
-from mbrl_ros.robot import load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.simulator.camera import Camera, CameraError, gl_backend
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_backend_choice(monkeypatch):
 def test_read_image_undoes_padding_and_channel_order():
     from types import SimpleNamespace
 
-    from mbrl_ros.msgconv import MessageError, read_image
+    from mbrl_ros.common.msgconv import MessageError, read_image
 
     rgb = np.random.default_rng(0).integers(0, 256, (3, 4, 3), dtype=np.uint8)
     bgra = np.concatenate([rgb[..., ::-1], np.full((3, 4, 1), 255, np.uint8)], -1)
@@ -109,7 +109,7 @@ def test_read_image_undoes_padding_and_channel_order():
 def test_missing_backend_says_what_to_install(arm2, monkeypatch):
     """A backend whose library is missing (as OSMesa without libosmesa6) gives a CameraError that
     names the backend, the cause and the fix."""
-    import mbrl_ros.camera as camera_module
+    import mbrl_ros.simulator.camera as camera_module
 
     def missing(name):
         raise ImportError("libOSMesa.so.8: cannot open shared object file")

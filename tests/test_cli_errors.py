@@ -21,16 +21,16 @@ from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros import cli
-from mbrl_ros.artifacts import read_file
+from mbrl_ros.common.artifacts import read_file
+from mbrl_ros.common.settings import ConfigError
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.dynamics.catalog import load_model
 from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.graphs import graph
-from mbrl_ros.mpc import PlannerSettings, build_mpc
+from mbrl_ros.graphs.description import graph
 from mbrl_ros.nodes.messages import LATCHED_QOS
-from mbrl_ros.robot import load_robot
-from mbrl_ros.settings import ConfigError
+from mbrl_ros.planning.mpc import PlannerSettings, build_mpc
+from mbrl_ros.robot.description import load_robot
 
 torch.set_num_threads(1)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mbrl_ros.graphs.param_files import ANY_NODE
 from mbrl_ros.nodes.params import ConfigError
-from mbrl_ros.param_files import ANY_NODE
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 # ros2_controllers.yaml configures ros2_control's controller_manager, not this package's nodes

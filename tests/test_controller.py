@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mbrl_ros.controller import (
+from mbrl_ros.common.msgconv import seconds_to_ns
+from mbrl_ros.control.controller import (
     TIME_TOLERANCE_NS,
     LinearGaussianController,
     concatenate,
     exploration_noise,
     kl_divergence,
 )
-from mbrl_ros.msgconv import seconds_to_ns
 
 DT = 2_000_000  # 2 ms
 

@@ -25,7 +25,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from std_msgs.msg import String, UInt8MultiArray
 
-from mbrl_ros.data import cli
+from mbrl_ros.cli import data as cli
 from mbrl_ros.data.bags import BagReader, BagWriter, repair_bag, typestore
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import BagError
@@ -479,8 +479,8 @@ def test_bags_of_a_real_robot_resampled_by_the_command_line(tmp_path, capsys):
 
     from mbrl_ros import cli as main_cli
     from mbrl_ros.data.resample import Resampler
-    from mbrl_ros.gravity import GravityModel
-    from mbrl_ros.robot import load_robot
+    from mbrl_ros.robot.description import load_robot
+    from mbrl_ros.robot.gravity import GravityModel
 
     robot = load_robot("arm7")
     stream = robot_stream(11, seconds=1.0, names=robot.joint_names, b=np.full(7, 0.1), v0=0.0)

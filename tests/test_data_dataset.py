@@ -9,7 +9,7 @@ import pytest
 from mbrl_ros.data.dataset import Dataset, NormStats, joint_state_names
 from mbrl_ros.data.errors import DataError
 from mbrl_ros.data.features import add_ee_features
-from mbrl_ros.robot import build_mujoco_model, load_robot, mujoco_joint_indices
+from mbrl_ros.robot.description import build_mujoco_model, load_robot, mujoco_joint_indices
 
 NAMES = ("j1", "j2", "j3")
 

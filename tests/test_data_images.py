@@ -11,16 +11,16 @@ from matplotlib.image import imread
 from ros_harness import launch_graph
 
 from mbrl_ros import cli as main_cli
-from mbrl_ros.camera import Camera
+from mbrl_ros.common.msgconv import MessageError
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import DataError
 from mbrl_ros.data.extract import dataset_from_bag, describe_bag
 from mbrl_ros.data.images import ImageFrames, contact_sheet
 from mbrl_ros.data.topics import IMAGES, STATES, resolve
-from mbrl_ros.msgconv import MessageError
 from mbrl_ros.nodes.messages import image_msg
-from mbrl_ros.robot import load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.simulator.camera import Camera
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 
 
 def frame_of(stamp_ns: int, shape=(6, 5)) -> np.ndarray:

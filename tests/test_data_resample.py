@@ -10,14 +10,14 @@ import pytest
 from scipy.linalg import expm
 from std_msgs.msg import String
 
+from mbrl_ros.common.msgconv import MessageError
 from mbrl_ros.data.errors import StampOrderError
 from mbrl_ros.data.resample import Resampler
 from mbrl_ros.data.topics import COMMANDS, EVENTS, STATES, episode_event_json
 from mbrl_ros.data.transitions import TransitionBuilder
-from mbrl_ros.gravity import GravityModel, JointGravity
-from mbrl_ros.msgconv import MessageError
 from mbrl_ros.nodes.messages import command_msg, joint_state_msg
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.gravity import GravityModel, JointGravity
 
 NAMES = ("a", "b")
 B = np.array([2.0, 0.5])  # q'' = B u (rad/s² per N·m), per joint

@@ -7,11 +7,11 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
+from mbrl_ros.common.msgconv import MessageError
 from mbrl_ros.data.bags import typestore
 from mbrl_ros.data.errors import StampOrderError
 from mbrl_ros.data.topics import episode_event_json
 from mbrl_ros.data.transitions import TransitionBuilder
-from mbrl_ros.msgconv import MessageError
 from mbrl_ros.nodes.messages import command_msg, joint_state_msg
 
 NAMES = ("a", "b")

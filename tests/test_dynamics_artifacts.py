@@ -9,7 +9,7 @@ import safetensors.numpy
 import torch
 from dynamics_systems import linear_dataset
 
-from mbrl_ros.artifacts import META_KEY, ArtifactError
+from mbrl_ros.common.artifacts import META_KEY, ArtifactError
 from mbrl_ros.dynamics.base import ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.catalog import new_model
 

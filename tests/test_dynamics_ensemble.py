@@ -11,14 +11,14 @@ import pytest
 import torch
 from dynamics_systems import linear_dataset
 
-from mbrl_ros.artifacts import ArtifactError, Schema, decode, encode
+from mbrl_ros.common.artifacts import ArtifactError, Schema, decode, encode
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import DataError
 from mbrl_ros.dynamics.base import ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel, MLPModel
 from mbrl_ros.dynamics.evaluation import evaluate
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 torch.set_num_threads(1)
 

@@ -12,9 +12,9 @@ import torch
 from mbrl_ros.dynamics.base import DynamicsModel, ModelError, ModelSignature
 from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel, MLPModel
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.mpc import PlannerSettings, build_mpc
 from mbrl_ros.planning import rollout_costs
-from mbrl_ros.robot import load_robot
+from mbrl_ros.planning.mpc import PlannerSettings, build_mpc
+from mbrl_ros.robot.description import load_robot
 from mbrl_ros.tasks import ReachCost
 
 torch.set_num_threads(1)

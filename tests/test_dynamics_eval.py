@@ -13,16 +13,16 @@ from data_testing import write_bag
 from dynamics_systems import LINEAR_A, LINEAR_B, linear_dataset
 from scipy.stats import norm
 
-from mbrl_ros.artifacts import read_file
+from mbrl_ros.cli import dynamics as cli
+from mbrl_ros.common.artifacts import read_file
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.topics import COMMANDS, STATES
-from mbrl_ros.dynamics import cli
 from mbrl_ros.dynamics.base import DynamicsModel, ModelError, ModelSignature
 from mbrl_ros.dynamics.catalog import available_kinds, load_model, model_class
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split, plot_rollouts, window_starts
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.nodes.messages import command_msg, joint_state_msg
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 torch.set_num_threads(1)
 

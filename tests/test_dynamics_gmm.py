@@ -9,7 +9,7 @@ import torch
 from dynamics_systems import arm_dataset, linear_dataset, one_step_rmse
 from scipy import integrate, stats
 
-from mbrl_ros.artifacts import ArtifactError, encode
+from mbrl_ros.common.artifacts import ArtifactError, encode
 from mbrl_ros.dynamics.base import ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.gmm import GMM, GMMConfig, GMMDynamicsModel, kmeans
 
@@ -180,7 +180,7 @@ def test_gmm_dynamics_artifacts_and_bad_input(arm):
         assert torch.equal(x, y)
     from safetensors.numpy import load
 
-    from mbrl_ros.artifacts import read_header
+    from mbrl_ros.common.artifacts import read_header
 
     tensors, meta = load(data), read_header(data)[1]
     meta = {k: v for k, v in meta.items() if k not in ("schema", "version")}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from dynamics_systems import arm_dataset, linear_dataset, one_step_rmse
 
-from mbrl_ros.artifacts import ArtifactError, encode, read_header
+from mbrl_ros.common.artifacts import ArtifactError, encode, read_header
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.gp import (

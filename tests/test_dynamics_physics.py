@@ -9,10 +9,10 @@ import pytest
 import torch
 from dynamics_systems import arm_dataset, linear_dataset, one_step_rmse
 
-from mbrl_ros.artifacts import ArtifactError, encode, read_header
+from mbrl_ros.common.artifacts import ArtifactError, encode, read_header
 from mbrl_ros.dynamics.base import ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.physics import PhysicsConfig, PhysicsModel
-from mbrl_ros.robot import build_mujoco_model, load_robot
+from mbrl_ros.robot.description import build_mujoco_model, load_robot
 
 torch.set_num_threads(1)
 TRUE = {

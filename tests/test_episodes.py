@@ -7,10 +7,10 @@ import mujoco
 import numpy as np
 import pytest
 
-from mbrl_ros.episodes import StartPoseSampler, Summary, TargetSampler, score
-from mbrl_ros.paths import share_path
-from mbrl_ros.robot import build_mujoco_model, load_robot
-from mbrl_ros.robot_config import derive_robot_config
+from mbrl_ros.common.paths import share_path
+from mbrl_ros.robot.config import derive_robot_config
+from mbrl_ros.robot.description import build_mujoco_model, load_robot
+from mbrl_ros.tasks.episodes import StartPoseSampler, Summary, TargetSampler, score
 
 ARM2_BOX = (np.array([-0.3, -0.3, -1.0]), np.array([0.3, 0.3, 1.0]))
 

@@ -19,23 +19,24 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import SetBool, Trigger
 
-from mbrl_ros import artifacts
-from mbrl_ros.controller import LinearGaussianController, exploration_noise
-from mbrl_ros.msgconv import (
+from mbrl_ros.common import artifacts
+from mbrl_ros.common.msgconv import (
     MessageError,
     read_command,
     read_joint_state,
     seconds_to_ns,
     stamp_to_ns,
 )
+from mbrl_ros.control.controller import LinearGaussianController, exploration_noise
+from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
+from mbrl_ros.control.scripted import scripted_controller
 from mbrl_ros.nodes import send_controller
 from mbrl_ros.nodes.lg_executor import LGExecutorNode
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, clock_msg, joint_state_msg
 from mbrl_ros.nodes.params import ConfigError
-from mbrl_ros.robot import load_robot
-from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps
-from mbrl_ros.scripted import scripted_controller
-from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
+from mbrl_ros.robot.description import home_position, load_robot
+from mbrl_ros.robot.gains import robot_gain_caps
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 
 pytestmark = pytest.mark.ros
 
@@ -614,7 +615,7 @@ def test_without_robot_gravity_compensation_commands_are_plan_plus_gravity(ros):
     """robot_compensates_gravity false: the command is the plan's torque + the URDF's g(q) (to
     1e-9), the hold law too, and an implausible state gets the gravity of the last plausible
     one."""
-    from mbrl_ros.gravity import GravityModel
+    from mbrl_ros.robot.gravity import GravityModel
 
     node = executor(
         ros, mode="realtime", max_plan_age=0.0, max_state_age=0.0, robot_compensates_gravity=False
@@ -665,7 +666,7 @@ def test_gravity_needs_inertials_and_every_joint(ros, tmp_path):
 
 
 def test_homing_controller_overrides_the_planner_and_hands_over_when_truncated(ros):
-    from mbrl_ros.homing import homing_controller
+    from mbrl_ros.control.homing import homing_controller
 
     node = executor(ros, mode="realtime", max_plan_age=0.0, max_state_age=0.0)
     probe = Probe(ros)
@@ -756,8 +757,8 @@ def test_homing_in_lockstep_without_gravity_compensation_settles_at_the_goal(ros
     without gravity compensation, executor adding g(q)) from its start pose to another: every
     command is homing + g(q) clamped (to 1e-9), the arm settles within tolerance and the settle
     detector says so."""
-    from mbrl_ros.gravity import GravityModel
-    from mbrl_ros.homing import SettleDetector, homing_controller
+    from mbrl_ros.control.homing import SettleDetector, homing_controller
+    from mbrl_ros.robot.gravity import GravityModel
 
     probe = Probe(ros)
     homing_pub = probe.node.create_publisher(

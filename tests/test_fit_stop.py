@@ -11,7 +11,7 @@ import torch
 from mbrl_ros.dynamics.base import FitStopped, ModelSignature
 from mbrl_ros.dynamics.catalog import NETWORK_KINDS, available_kinds, new_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 torch.set_num_threads(1)
 

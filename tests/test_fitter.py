@@ -24,7 +24,7 @@ from mbrl_ros.nodes.diagnostics import ERROR
 from mbrl_ros.nodes.dynamics_fitter import DynamicsFitterNode, lower_thread_priority
 from mbrl_ros.nodes.messages import COMMAND_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 pytestmark = pytest.mark.ros
 torch.set_num_threads(1)
@@ -255,8 +255,8 @@ def test_gravity_is_taken_off_the_recorded_commands(ros, resample):
     """robot_compensates_gravity false: the fitter's data holds the commands minus the URDF's
     g(q) (lockstep: at the state each command answers; resampled: at its send time, here the
     stamp of an unmoving arm's state)."""
-    from mbrl_ros.gravity import GravityModel
     from mbrl_ros.nodes.messages import command_msg, joint_state_msg
+    from mbrl_ros.robot.gravity import GravityModel
 
     robot = load_robot("arm7")
     overrides = [

@@ -25,12 +25,12 @@ from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Header, String, UInt8MultiArray
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.common.msgconv import read_command, read_joint_state, seconds_to_ns
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.data.topics import episode_event_json
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.msgconv import read_command, read_joint_state, seconds_to_ns
 from mbrl_ros.nodes.messages import (
     COMMAND_QOS,
     EVENT_QOS,
@@ -41,7 +41,7 @@ from mbrl_ros.nodes.messages import (
     time_msg,
 )
 from mbrl_ros.policy.network import GoalPolicy, PolicySignature
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

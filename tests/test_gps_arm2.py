@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.robot import ForwardKinematics, load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.reach import ReachCost
 from mbrl_ros.trajopt.gps import GPS, GPSConfig, initial_controllers, rollout, run_offline
 from mbrl_ros.trajopt.kl_update import KLSettings, KLUpdateError

@@ -14,11 +14,11 @@ import pytest
 from ros_harness import launch_graph, wait_for
 from std_msgs.msg import UInt8MultiArray
 
-from mbrl_ros.artifacts import read_file
+from mbrl_ros.common.artifacts import read_file
 from mbrl_ros.data.topics import POLICY
 from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.policy.network import GoalPolicy
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 pytestmark = pytest.mark.ros
 

@@ -7,8 +7,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from mbrl_ros.gravity import GravityModel
-from mbrl_ros.robot import RobotDescriptionError, load_robot
+from mbrl_ros.robot.description import RobotDescriptionError, load_robot
+from mbrl_ros.robot.gravity import GravityModel
 
 
 def potential(model: mujoco.MjModel, q: np.ndarray) -> float:

@@ -15,11 +15,11 @@ from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from mbrl_ros.gravity import GravityModel
-from mbrl_ros.msgconv import read_joint_state
+from mbrl_ros.common.msgconv import read_joint_state
 from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, command_msg
-from mbrl_ros.robot import ForwardKinematics, build_mujoco_model, load_robot
-from mbrl_ros.simulation import ArmSimulator, CommandHold, SimConfig
+from mbrl_ros.robot.description import ForwardKinematics, build_mujoco_model, load_robot
+from mbrl_ros.robot.gravity import GravityModel
+from mbrl_ros.simulator.simulation import ArmSimulator, CommandHold, SimConfig
 
 ALPHABETICAL = sorted(load_robot("arm6").joint_names)  # differs from the chain order
 

@@ -5,12 +5,13 @@ detector on synthetic streams at irregular rates."""
 import numpy as np
 import pytest
 
-from mbrl_ros.gravity import GravityModel
-from mbrl_ros.homing import SettleDetector, homing_controller, homing_gains, min_jerk
-from mbrl_ros.plausibility import ControllerBounds, StateGate
-from mbrl_ros.robot import load_robot
-from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps
-from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
+from mbrl_ros.control.homing import SettleDetector, homing_controller, homing_gains, min_jerk
+from mbrl_ros.control.plausibility import ControllerBounds, StateGate
+from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
+from mbrl_ros.robot.description import home_position, load_robot
+from mbrl_ros.robot.gains import robot_gain_caps
+from mbrl_ros.robot.gravity import GravityModel
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 
 MS = 1_000_000
 

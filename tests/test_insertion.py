@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.gravity import GravityModel
-from mbrl_ros.robot import ForwardKinematics, RobotDescriptionError, load_robot
-from mbrl_ros.simulation import SimConfig
+from mbrl_ros.robot.description import ForwardKinematics, RobotDescriptionError, load_robot
+from mbrl_ros.robot.gravity import GravityModel
+from mbrl_ros.simulator.simulation import SimConfig
 from mbrl_ros.tasks import TaskError
 from mbrl_ros.tasks.insertion import InsertionCost, insertion_depth, peg_pose, ramp_weights, targets
 from mbrl_ros.tasks.insertion_scene import Hole, InsertionSimulator
@@ -275,7 +275,7 @@ def test_gps_learns_to_insert_from_two_hole_positions(arm7):
     iteration. The hold controller never inserts; after 8 iterations (80 samples) every
     condition's samples have gone in to full depth (within 5 mm of the floor) at least 80 % of
     the time for three iterations running (seed 1: 100 % from iteration 6)."""
-    from mbrl_ros.tasks.insertion_gps import InsertionConditions, InsertionSetup
+    from mbrl_ros.experiments.insertion_gps import InsertionConditions, InsertionSetup
     from mbrl_ros.trajopt.gps import GPSConfig
 
     setup = InsertionSetup(

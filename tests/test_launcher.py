@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mbrl_ros.graphs import graph
+from mbrl_ros.graphs.description import graph
 
 pytestmark = pytest.mark.ros
 

@@ -221,8 +221,8 @@ def test_mdgps_trains_one_policy_for_two_goals_on_a_double_integrator():
 def test_mdgps_insertion_loop_runs_and_its_policy_is_the_network_artifact():
     """Plumbing of the insertion MDGPS loop on a short variant (the learning figures are the
     benchmark's: benchmarks/gps_insertion.py --policy)."""
-    from mbrl_ros.robot import load_robot
-    from mbrl_ros.tasks.insertion_gps import InsertionConditions, InsertionSetup
+    from mbrl_ros.experiments.insertion_gps import InsertionConditions, InsertionSetup
+    from mbrl_ros.robot.description import load_robot
 
     arm7 = load_robot("arm7")
     setup = InsertionSetup([(-0.45, 0.0, 0.2), (-0.43, 0.02, 0.2)], start_height=0.07, T=20)

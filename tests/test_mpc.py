@@ -6,12 +6,12 @@ import pytest
 import torch
 from planning_models import LinearModel, NaNModel, TwoLinkArm
 
+from mbrl_ros.control.random_torque import RandomTorquePolicy
 from mbrl_ros.dynamics.base import ModelError, ModelSignature
-from mbrl_ros.mpc import MPC
 from mbrl_ros.planning import ICEM, ILQR
-from mbrl_ros.policy.random_torque import RandomTorquePolicy
-from mbrl_ros.robot import ForwardKinematics, load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.planning.mpc import MPC
+from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.reach import ReachCost
 
 DT = 0.02

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from ros_harness import launch_graph
 
-from mbrl_ros.cli_launch import DEMO_ARGS, DEMO_GRAPH
-from mbrl_ros.graphs import graph
+from mbrl_ros.graphs.commands import DEMO_ARGS, DEMO_GRAPH
+from mbrl_ros.graphs.description import graph
 
 
 def launch_mpc(tmp_path, timeout, **args):

@@ -18,15 +18,15 @@ from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String, UInt8MultiArray
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.common.msgconv import ns_to_sec_nanosec
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.data.topics import episode_event_json
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.msgconv import ns_to_sec_nanosec
 from mbrl_ros.nodes.messages import EVENT_QOS, LATCHED_QOS, STATE_QOS, TARGET_QOS
 from mbrl_ros.nodes.mpc_planner import MPCPlannerNode
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 pytestmark = pytest.mark.ros
 torch.set_num_threads(1)

@@ -16,9 +16,9 @@ from launch_kit import (
     ros_install_fixture,  # noqa: F401 - the ros_install fixture
 )
 
-from mbrl_ros.graphs import GRAPHS, NodeSpec, graph
-from mbrl_ros.launcher import node_command, parse_graph_args
-from mbrl_ros.paths import share_path
+from mbrl_ros.common.paths import share_path
+from mbrl_ros.graphs.description import GRAPHS, NodeSpec, graph
+from mbrl_ros.graphs.launcher import node_command, parse_graph_args
 
 
 def setup_nodes() -> dict[str, str]:

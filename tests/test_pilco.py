@@ -21,8 +21,8 @@ from mbrl_ros.policy.pilco.optimise import optimise_policy
 from mbrl_ros.policy.pilco.pendulum import PendulumSystem, holds_upright, swing_up
 from mbrl_ros.policy.pilco.policies import LinearPolicy, PolicyError, RBFPolicy, sine_squash_moments
 from mbrl_ros.policy.pilco.propagation import propagate, state_action_moments
-from mbrl_ros.robot import load_robot
-from mbrl_ros.simulation import SimConfig
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.simulator.simulation import SimConfig
 
 torch.set_num_threads(1)
 F64 = torch.float64

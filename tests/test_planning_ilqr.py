@@ -10,7 +10,7 @@ from scipy.linalg import solve_discrete_are
 
 from mbrl_ros.planning import ILQR, PlanError
 from mbrl_ros.planning.ilqr import cost_derivatives, dynamics_jacobians
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 from mbrl_ros.tasks import ReachCost, TrackingCost
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from planning_models import LinearModel, NaNModel, TwoLinkArm
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.planning import (
     CEM,
     ICEM,
@@ -18,7 +18,7 @@ from mbrl_ros.planning import (
     rollout_costs,
 )
 from mbrl_ros.planning.noise import coloured_noise
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 from mbrl_ros.tasks import ReachCost
 
 H = 15

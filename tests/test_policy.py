@@ -7,14 +7,15 @@ import pytest
 import torch
 from planning_models import LinearModel, NaNModel, TwoLinkArm
 
-from mbrl_ros import artifacts
-from mbrl_ros.artifacts import ArtifactError
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.common import artifacts
+from mbrl_ros.common.artifacts import ArtifactError
+from mbrl_ros.control.controller import LinearGaussianController
+from mbrl_ros.control.random_torque import RandomTorquePolicy
+from mbrl_ros.control.scripted import default_gains, hold_controller
 from mbrl_ros.data.dataset import NormStats
 from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel
-from mbrl_ros.episodes import TargetSampler
-from mbrl_ros.mpc import MPC
 from mbrl_ros.planning import ILQR
+from mbrl_ros.planning.mpc import MPC
 from mbrl_ros.policy.bptt import (
     BPTTConfig,
     V2Config,
@@ -27,11 +28,10 @@ from mbrl_ros.policy.bptt import (
 from mbrl_ros.policy.distill import ControllerExpert, DistillConfig, MPCExpert, distill
 from mbrl_ros.policy.errors import PolicyError
 from mbrl_ros.policy.network import POLICY_SCHEMA, GoalPolicy, PolicySignature
-from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.policy.rollout import final_distance, run_episode
-from mbrl_ros.robot import ForwardKinematics, load_robot
-from mbrl_ros.scripted import default_gains, hold_controller
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
+from mbrl_ros.tasks.episodes import TargetSampler
 from mbrl_ros.tasks.reach import ReachCost
 
 ROBOT = load_robot("arm2")

@@ -17,17 +17,18 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import SetBool
 
-from mbrl_ros.artifacts import ArtifactError, write_file
-from mbrl_ros.episodes import TargetSampler
-from mbrl_ros.msgconv import read_command, seconds_to_ns
+from mbrl_ros.common.artifacts import ArtifactError, write_file
+from mbrl_ros.common.msgconv import read_command, seconds_to_ns
+from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS, joint_state_msg, time_msg
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.nodes.policy_runner import PolicyRunnerNode
 from mbrl_ros.policy.network import GoalPolicy, PolicySignature
 from mbrl_ros.policy.rollout import final_distance, run_episode
-from mbrl_ros.robot import ForwardKinematics, home_position, load_robot
-from mbrl_ros.safety import SafetyConfig, SafetyLayer, robot_gain_caps
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import ForwardKinematics, home_position, load_robot
+from mbrl_ros.robot.gains import robot_gain_caps
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
+from mbrl_ros.tasks.episodes import TargetSampler
 
 pytestmark = pytest.mark.ros
 

@@ -19,8 +19,8 @@ from ros_harness import launch_graph
 
 from mbrl_ros.data.bags import BagReader
 from mbrl_ros.data.topics import COMMANDS, STATES
-from mbrl_ros.graphs import graph
-from mbrl_ros.robot import load_robot
+from mbrl_ros.graphs.description import graph
+from mbrl_ros.robot.description import load_robot
 
 ROBOT = "arm6"
 

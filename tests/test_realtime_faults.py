@@ -19,14 +19,14 @@ from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.common.msgconv import read_command, read_joint_state, seconds_to_ns
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.msgconv import read_command, read_joint_state, seconds_to_ns
 from mbrl_ros.nodes.lg_executor import LGExecutorNode
 from mbrl_ros.nodes.messages import LATCHED_QOS, TARGET_QOS, time_msg
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 pytestmark = pytest.mark.ros
 

@@ -29,17 +29,17 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from mbrl_ros.common.msgconv import command_tag, stamp_to_ns
 from mbrl_ros.data import topics
 from mbrl_ros.data.bags import BagReader, repair_bag
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.extract import dataset_from_bag
 from mbrl_ros.data.transitions import TransitionBuilder
-from mbrl_ros.msgconv import command_tag, stamp_to_ns
 from mbrl_ros.nodes.messages import command_msg, joint_state_msg
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.nodes.recorder import RecorderNode
-from mbrl_ros.robot import load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 
 # The graph's topics as the recorder (in the root namespace) names them in its bag and status.
 CLOCK, COMMANDS, EVENTS, STATES = (

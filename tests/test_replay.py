@@ -17,8 +17,8 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
+from mbrl_ros.common.msgconv import command_tag, stamp_to_ns
 from mbrl_ros.data.topics import CLOCK, COMMANDS, STATES
-from mbrl_ros.msgconv import command_tag, stamp_to_ns
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 # Transient local: every message replayed reaches the test even if DDS matches it late.

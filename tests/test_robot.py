@@ -1,4 +1,4 @@
-"""Robot description, forward kinematics and MuJoCo model (mbrl_ros.robot), checked against MuJoCo."""
+"""Robot description, forward kinematics and MuJoCo model (mbrl_ros.robot.description), checked against MuJoCo."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.paths import share_path
-from mbrl_ros.robot import (
+from mbrl_ros.common.paths import share_path
+from mbrl_ros.robot.description import (
     ForwardKinematics,
     RobotDescriptionError,
     build_mujoco_model,

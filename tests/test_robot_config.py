@@ -16,16 +16,16 @@ import yaml
 from scipy.integrate import solve_ivp
 
 from mbrl_ros import cli
-from mbrl_ros.gravity import GravityModel
-from mbrl_ros.paths import share_path
-from mbrl_ros.robot import ForwardKinematics, RobotDescriptionError, load_robot
-from mbrl_ros.robot_config import (
+from mbrl_ros.common.paths import share_path
+from mbrl_ros.robot.config import (
     RobotConfig,
     RobotConfigError,
     accel_torque,
     derive_robot_config,
     load_robot_config,
 )
+from mbrl_ros.robot.description import ForwardKinematics, RobotDescriptionError, load_robot
+from mbrl_ros.robot.gravity import GravityModel
 
 ROBOTS = sorted(p.stem for p in share_path("urdf").glob("*.urdf"))
 ARM7_HOME = (0.0, -0.3, 0.0, -2.0, 0.0, 1.7, 0.0)

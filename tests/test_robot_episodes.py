@@ -5,8 +5,8 @@ any origin."""
 import numpy as np
 import pytest
 
-from mbrl_ros.homing import SettleDetector
-from mbrl_ros.robot_episodes import EpisodeSequencer
+from mbrl_ros.control.homing import SettleDetector
+from mbrl_ros.tasks.robot_episodes import EpisodeSequencer
 
 T0 = 1_796_400_000_123_456_789  # a wall-clock stamp (ns), not 0
 MS = 1_000_000

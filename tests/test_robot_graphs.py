@@ -20,14 +20,14 @@ import torch
 from ros_harness import launch_graph
 from std_msgs.msg import Float64MultiArray
 
-from mbrl_ros.artifacts import write_file
+from mbrl_ros.common.artifacts import write_file
+from mbrl_ros.common.paths import share_path
 from mbrl_ros.data.bags import BagReader
 from mbrl_ros.data.topics import COMMANDS, STATES, read_episode_event
-from mbrl_ros.graphs import graph
+from mbrl_ros.graphs.description import graph
 from mbrl_ros.nodes.messages import STATE_QOS
-from mbrl_ros.paths import share_path
 from mbrl_ros.policy.network import GoalPolicy, PolicySignature
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 ROBOT = "arm6"
 ARM6 = load_robot(ROBOT)

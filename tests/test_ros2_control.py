@@ -15,8 +15,8 @@ import yaml
 from launch_kit import KIT, ROOT, requires_kit
 
 from mbrl_ros.data.topics import COMMANDS
-from mbrl_ros.robot import load_robot
-from mbrl_ros.ros2_control import (
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.ros2_control import (
     EFFORT_CONTROLLER,
     Ros2ControlError,
     controllers_config,

@@ -21,7 +21,7 @@ from launch_kit import (
 )
 from ros_harness import wait_for
 
-from mbrl_ros.graphs import GRAPHS, graph
+from mbrl_ros.graphs.description import GRAPHS, graph
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow, requires_kit, pytest.mark.timeout(400)]
 

@@ -22,7 +22,7 @@ from test_executor import HOME, NAMES, Probe, connected, executor, open_loop
 from test_mpc_planner_node import ARM2, PERIOD_NS, _model_bytes, _planner
 from test_policy_runner import make_policy, runner
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.dynamics.base import model_from_bytes
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.nodes.dynamics_fitter import DynamicsFitterNode
@@ -30,7 +30,7 @@ from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.nodes.params import Param, descriptor
 from mbrl_ros.nodes.recorder import RecorderNode
 from mbrl_ros.policy.network import GoalPolicy
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 pytestmark = pytest.mark.ros
 torch.set_num_threads(1)

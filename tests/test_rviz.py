@@ -18,7 +18,7 @@ from test_mpc_planner_node import PERIOD_NS, _model_bytes, _planner
 from visualization_msgs.msg import Marker, MarkerArray
 
 from mbrl_ros.data.topics import PLANNED_PATH, TARGET
-from mbrl_ros.graphs import GRAPHS, graph
+from mbrl_ros.graphs.description import GRAPHS, graph
 from mbrl_ros.nodes.arm_sim import ROBOT_DESCRIPTION, ArmSimNode
 from mbrl_ros.nodes.markers import MARKERS, MIN_SIZE, TUBE, plan_markers
 

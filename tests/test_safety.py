@@ -5,9 +5,10 @@ import mujoco
 import numpy as np
 import pytest
 
-from mbrl_ros.robot import build_mujoco_model, load_robot
-from mbrl_ros.safety import SafetyConfig, SafetyLayer, effective_inertia, gain_caps, robot_gain_caps
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
+from mbrl_ros.robot.description import build_mujoco_model, load_robot
+from mbrl_ros.robot.gains import effective_inertia, gain_caps, robot_gain_caps
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 
 LOWER, UPPER = np.array([-1.0, -2.0]), np.array([1.0, 2.0])
 VEL, EFFORT = np.array([2.0, 3.0]), np.array([10.0, 5.0])
@@ -255,7 +256,7 @@ def test_damping_hold_with_gravity_keeps_a_weighted_arm_in_place(with_gravity):
     """arm7 in MuJoCo without gravity compensation, held by the damping hold law: with the URDF's
     g(q) added it stays where it is (g is the exact static torque of the same model); without it
     the arm falls."""
-    from mbrl_ros.gravity import GravityModel
+    from mbrl_ros.robot.gravity import GravityModel
 
     robot = load_robot("arm7")
     sim = ArmSimulator(robot, SimConfig(control_period=0.01, gravity_compensation=False))

@@ -22,12 +22,12 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Header, UInt8MultiArray
 from test_packaging import setup_nodes
 
+from mbrl_ros.common.msgconv import ns_to_sec_nanosec
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.msgconv import ns_to_sec_nanosec
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, TARGET_QOS
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
 

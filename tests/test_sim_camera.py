@@ -13,12 +13,12 @@ from ros_harness import wait_for
 from sensor_msgs.msg import CameraInfo, Image
 from test_sim_node import Driver, sim_params
 
-from mbrl_ros.camera import Camera
+from mbrl_ros.common.msgconv import read_image, stamp_to_ns
 from mbrl_ros.data.topics import CAMERA_INFO, IMAGES
-from mbrl_ros.msgconv import read_image, stamp_to_ns
 from mbrl_ros.nodes.messages import STATE_QOS, TARGET_QOS, command_msg, time_msg
-from mbrl_ros.robot import load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.simulator.camera import Camera
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 
 pytestmark = pytest.mark.ros
 

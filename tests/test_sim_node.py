@@ -13,10 +13,10 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 from std_srvs.srv import Trigger
 
-from mbrl_ros.msgconv import read_joint_state
+from mbrl_ros.common.msgconv import read_joint_state
 from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, command_msg
-from mbrl_ros.robot import load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 
 pytestmark = pytest.mark.ros
 

@@ -4,9 +4,14 @@ import mujoco
 import numpy as np
 import pytest
 
-from mbrl_ros.robot import build_mujoco_model, load_robot, mujoco_joint_indices
-from mbrl_ros.safety import robot_gain_caps
-from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
+from mbrl_ros.robot.description import (
+    build_mujoco_model,
+    home_position,
+    load_robot,
+    mujoco_joint_indices,
+)
+from mbrl_ros.robot.gains import robot_gain_caps
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 
 
 def torque_sequence(robot, steps, seed=3):

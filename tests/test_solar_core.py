@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from mbrl_ros.artifacts import ArtifactError
+from mbrl_ros.common.artifacts import ArtifactError
 from mbrl_ros.solar.controller import ImageController
 from mbrl_ros.solar.inference import (
     chain_prior,

@@ -19,15 +19,15 @@ from ros_harness import CommandProbe, NodeProcess, RosHarness, launch_graph, wai
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 
-from mbrl_ros.artifacts import write_file
-from mbrl_ros.camera import Camera
-from mbrl_ros.controller import LinearGaussianController
-from mbrl_ros.msgconv import read_command, read_image, seconds_to_ns, stamp_to_ns
+from mbrl_ros.common.artifacts import write_file
+from mbrl_ros.common.msgconv import read_command, read_image, seconds_to_ns, stamp_to_ns
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, image_msg, joint_state_msg
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.nodes.solar_runner import SolarRunnerNode
-from mbrl_ros.robot import ForwardKinematics, load_robot
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.simulator.camera import Camera
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.solar.controller import LATENT_LAYOUT, ImageController
 from mbrl_ros.solar.model import SolarModel
 from mbrl_ros.solar.vae import VAEConfig

@@ -15,7 +15,7 @@ import pytest
 from netns import PROBE, SplitNetwork, _ip, dds_environment, run_split_graph, unavailable_reason
 from ros_harness import wait_for
 
-from mbrl_ros.graphs import graph
+from mbrl_ros.graphs.description import graph
 
 MESSAGES = 5
 ARTIFACT_BYTES = 30_000

@@ -5,7 +5,7 @@ interval (computed here by summing over 1 µs); a hole in the stream is named, n
 import numpy as np
 import pytest
 
-from mbrl_ros.msgconv import JointSample
+from mbrl_ros.common.msgconv import JointSample
 from mbrl_ros.nodes.messages import command_msg
 from mbrl_ros.trajopt.stream_sample import SampleError, StreamSample
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.robot import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import ForwardKinematics, load_robot
 from mbrl_ros.tasks import ReachCost, TaskError, TrackingCost
 
 

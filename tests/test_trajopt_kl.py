@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.linalg import solve_discrete_are
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.planning.lqr import backward_pass
 from mbrl_ros.trajopt.kl_update import (
     KLSearchWarning,

@@ -5,9 +5,9 @@ is exact), and the end effector of arm2 for joint angles drawn around a nominal 
 import numpy as np
 import torch
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.planning.tube import ee_tube, state_tube
-from mbrl_ros.robot import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import ForwardKinematics, load_robot
 
 T, DX, DU = 6, 4, 2
 

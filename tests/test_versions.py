@@ -1,14 +1,14 @@
-"""The lecture's versions run offline (``mbrl_ros.versions``): each spends exactly its data budget,
+"""The lecture's versions run offline (``mbrl_ros.experiments.versions``): each spends exactly its data budget,
 plans as its version prescribes, and v1.5 learns to reach on the 2-link arm."""
 
 import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.mpc import PlannerSettings
-from mbrl_ros.robot import load_robot
-from mbrl_ros.simulation import SimConfig
-from mbrl_ros.versions import Setup, run_version, table
+from mbrl_ros.experiments.versions import Setup, run_version, table
+from mbrl_ros.planning.mpc import PlannerSettings
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.simulator.simulation import SimConfig
 
 torch.set_num_threads(1)
 

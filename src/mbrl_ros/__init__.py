@@ -1,8 +1,10 @@
 """mbrl_ros: model-based reinforcement learning for torque-controlled arms on ROS 2.
 
-The modules directly in this package (and in its sub-packages other than ``nodes``) are the pure
-core: numpy / torch / scipy / mujoco only, no rclpy. ``mbrl_ros.nodes`` holds the thin ROS 2
-nodes; ``mbrl_ros.graphs`` describes which nodes make up each runnable graph.
+Sub-packages in data-flow order, each importing only from those before it (checked by
+``tests/test_import_order.py``): ``common``, ``robot``, ``control``, ``simulator``, ``data``,
+``dynamics``, ``tasks``, ``planning``, ``trajopt``, ``policy``, ``solar``, ``experiments`` (the pure
+core: numpy / torch / scipy / mujoco, no rclpy), then ``cli`` (the ``mbrl-ros`` command),
+``nodes`` (the thin rclpy nodes) and ``graphs`` (which nodes make up each graph, and launchers).
 """
 
 __version__ = "0.1.0"

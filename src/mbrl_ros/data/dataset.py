@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from mbrl_ros.artifacts import (
+from mbrl_ros.common.artifacts import (
     ArtifactError,
     Schema,
     TensorSpec,
@@ -29,8 +29,8 @@ from mbrl_ros.artifacts import (
     read_file,
     write_file,
 )
+from mbrl_ros.common.msgconv import seconds_to_ns
 from mbrl_ros.data.errors import DataError
-from mbrl_ros.msgconv import seconds_to_ns
 
 DATASET_SCHEMA = Schema(
     "mbrl_ros.dataset",

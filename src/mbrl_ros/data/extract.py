@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mbrl_ros.common.msgconv import MessageError, stamp_to_ns
 from mbrl_ros.data.bags import BagReader, FileInfo, TopicInfo
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import BagError, StampOrderError
@@ -33,8 +34,7 @@ from mbrl_ros.data.images import ImageFrames
 from mbrl_ros.data.resample import Resampler
 from mbrl_ros.data.topics import COMMANDS, EVENTS, IMAGES, KNOWN_TYPES, STATES, TopicNames
 from mbrl_ros.data.transitions import TransitionBuilder
-from mbrl_ros.gravity import JointGravity
-from mbrl_ros.msgconv import MessageError, stamp_to_ns
+from mbrl_ros.robot.gravity import JointGravity
 
 Progress = Callable[[str, int, int], None]  # (bag, messages done, messages in total)
 PROGRESS_EVERY = 5000

@@ -15,11 +15,11 @@ from collections import Counter
 
 import numpy as np
 
+from mbrl_ros.common.msgconv import MessageError, read_image, seconds_to_ns, stamp_to_ns
 from mbrl_ros.data.bags import BagReader
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import BagError, DataError
 from mbrl_ros.data.topics import IMAGES, KNOWN_TYPES
-from mbrl_ros.msgconv import MessageError, read_image, seconds_to_ns, stamp_to_ns
 
 
 class ImageFrames:

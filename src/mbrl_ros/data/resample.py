@@ -46,12 +46,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mbrl_ros.common.msgconv import JointSample, MessageError, read_command, seconds_to_ns
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import StampOrderError
 from mbrl_ros.data.topics import TopicNames, read_episode_event
 from mbrl_ros.data.transitions import MessageStream, TransitionBuilder
-from mbrl_ros.gravity import JointGravity
-from mbrl_ros.msgconv import JointSample, MessageError, read_command, seconds_to_ns
+from mbrl_ros.robot.gravity import JointGravity
 
 GAP_FACTOR = 2.5  # default max_gap: this many times the median source step,
 MIN_GAP = 0.25  # but at least this fraction of the control period
@@ -78,7 +78,7 @@ def hermite(t: float, a: JointSample, b: JointSample) -> tuple[np.ndarray, np.nd
 class Resampler(MessageStream):
     """Joint states at any rate and sent-time-tagged commands → transitions at ``period`` (s).
 
-    ``gravity``: a ``mbrl_ros.gravity.GravityModel`` of a robot with exactly these joints (any
+    ``gravity``: a ``mbrl_ros.robot.gravity.GravityModel`` of a robot with exactly these joints (any
     order) to subtract g(q) from the commands; ``max_gap`` (s) None = automatic (module doc);
     ``command_timeout`` (s) None = commands never expire."""
 

@@ -19,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass, fields
 
-from mbrl_ros.msgconv import MessageError
+from mbrl_ros.common.msgconv import MessageError
 
 STATES = "joint_states"
 COMMANDS = "effort_controller/commands"

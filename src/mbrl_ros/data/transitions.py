@@ -50,10 +50,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mbrl_ros.common.msgconv import JointSample, read_command, read_joint_state, seconds_to_ns
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import StampOrderError
 from mbrl_ros.data.topics import TopicNames, read_episode_event
-from mbrl_ros.msgconv import JointSample, read_command, read_joint_state, seconds_to_ns
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A model predicts the next state s' from (s, a) as a Gaussian per state dimension. Learned models
 work on normalised inputs and predict the normalised change Δs = s' − s; ``normalise_inputs`` and
 ``delta_to_next`` do that conversion once for all of them. Models travel as artifacts
-(``mbrl_ros.artifacts``): each kind declares a Schema and registers itself with ``register`` so
+(``mbrl_ros.common.artifacts``): each kind declares a Schema and registers itself with ``register`` so
 ``model_from_bytes`` can rebuild any model from its bytes.
 
 Shapes: s (..., dx), a (..., du); leading dimensions are batch dimensions and broadcast.
@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from mbrl_ros.artifacts import ArtifactError, Schema, read_header
+from mbrl_ros.common.artifacts import ArtifactError, Schema, read_header
 from mbrl_ros.data.dataset import Dataset, NormStats
 
 Progress = Callable[[str], None]

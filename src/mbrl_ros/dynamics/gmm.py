@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
+from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import Dataset, NormStats
 from mbrl_ros.dynamics.base import (
     DynamicsModel,

@@ -32,7 +32,7 @@ import torch
 from mujoco import rollout as mj_rollout
 from scipy.optimize import least_squares
 
-from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
+from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import Dataset, NormStats, joint_state_names
 from mbrl_ros.dynamics.base import (
     DynamicsModel,
@@ -43,7 +43,7 @@ from mbrl_ros.dynamics.base import (
     Progress,
     register,
 )
-from mbrl_ros.robot import RobotDescriptionError, build_mujoco_model, load_robot
+from mbrl_ros.robot.description import RobotDescriptionError, build_mujoco_model, load_robot
 
 KINDS = ("damping", "frictionloss", "armature", "mass_scale")
 MASS_SCALE_BOUNDS = (0.1, 10.0)

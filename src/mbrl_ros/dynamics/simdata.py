@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from mbrl_ros.common.msgconv import seconds_to_ns
+from mbrl_ros.control.random_torque import RandomTorquePolicy
 from mbrl_ros.data.dataset import Dataset, joint_state_names
-from mbrl_ros.msgconv import seconds_to_ns
-from mbrl_ros.policy.random_torque import RandomTorquePolicy
-from mbrl_ros.robot import RobotDescription
-from mbrl_ros.simulation import ArmSimulator, SimConfig, simulate
+from mbrl_ros.robot.description import RobotDescription
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig, simulate
 
 
 def random_torque_dataset(

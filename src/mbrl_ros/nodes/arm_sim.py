@@ -23,7 +23,7 @@ Publishes ``/joint_states`` (joints in ``joint_names`` order), ``/clock`` and th
   (``ArmSimulator.advance``). No ``/clock``, no ``~/reset``, no episode events, no sim time.
 
 Camera (``camera`` true; lockstep and realtime): with every joint state the node renders the fixed
-MuJoCo camera ``camera_name`` of the scene offscreen (``mbrl_ros.camera``) and publishes it on
+MuJoCo camera ``camera_name`` of the scene offscreen (``mbrl_ros.simulator.camera``) and publishes it on
 ``/camera/image_raw`` (sensor_msgs/Image, rgb8) and ``/camera/camera_info`` (sensor_msgs/CameraInfo)
 with the joint state's stamp, just before the state. The scene's target marker follows
 ``/mbrl/target`` (the target that holds at the state's stamp), so the images show the goal.
@@ -52,7 +52,8 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from mbrl_ros.camera import SOLAR_CAMERA, Camera, CameraError
+from mbrl_ros.common.msgconv import MessageError, command_tag, read_command, seconds_to_ns
+from mbrl_ros.control.plausibility import TargetGate
 from mbrl_ros.data.topics import (
     CAMERA_INFO,
     CLOCK,
@@ -63,7 +64,6 @@ from mbrl_ros.data.topics import (
     STATES,
     TARGET,
 )
-from mbrl_ros.msgconv import MessageError, command_tag, read_command, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import (
@@ -81,9 +81,9 @@ from mbrl_ros.nodes.messages import (
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.targets import TargetSchedule
-from mbrl_ros.plausibility import TargetGate
-from mbrl_ros.robot import load_robot
-from mbrl_ros.simulation import ArmSimulator, CommandHold, SimConfig
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.simulator.camera import SOLAR_CAMERA, Camera, CameraError
+from mbrl_ros.simulator.simulation import ArmSimulator, CommandHold, SimConfig
 
 MODE_PERIODS = {"lockstep": 0.01, "realtime": 0.01, "hardware": 0.002}  # control_period 0 → s
 MAX_CATCH_UP_S = 0.25  # hardware: a loop stalled longer skips the rest instead of simulating it

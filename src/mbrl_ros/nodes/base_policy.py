@@ -19,16 +19,16 @@ import sys
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.common.msgconv import JointSample, seconds_to_ns
+from mbrl_ros.control.controller import LinearGaussianController
+from mbrl_ros.control.random_torque import RandomTorquePolicy
 from mbrl_ros.data.topics import CONTROLLER
-from mbrl_ros.msgconv import JointSample, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import OK, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.policy.random_torque import RandomTorquePolicy
-from mbrl_ros.robot import load_robot
+from mbrl_ros.robot.description import load_robot
 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),

@@ -52,6 +52,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import SetBool
 
+from mbrl_ros.common.msgconv import JointSample, MessageError, seconds_to_ns
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import DataError, StampOrderError
 from mbrl_ros.data.resample import Resampler
@@ -60,16 +61,15 @@ from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.dynamics.base import FitStopped, ModelError, ModelSignature, model_from_bytes
 from mbrl_ros.dynamics.catalog import MODEL_MODULES, NETWORK_KINDS, new_model
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
-from mbrl_ros.episodes import EpisodeClock
-from mbrl_ros.gravity import GravityModel, JointGravity
-from mbrl_ros.msgconv import JointSample, MessageError, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.run_control import add_save_service, save_path_param
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.robot import RobotDescriptionError, load_robot
+from mbrl_ros.robot.description import RobotDescriptionError, load_robot
+from mbrl_ros.robot.gravity import GravityModel, JointGravity
+from mbrl_ros.tasks.episodes import EpisodeClock
 
 # The builder's counts of candidate transitions it rejected (logged with each fit).
 REJECTIONS = ("gap", "boundary", "outside_episode", "no_command", "late_command", "late_event")

@@ -43,19 +43,11 @@ from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from mbrl_ros.artifacts import read_header
+from mbrl_ros.common.artifacts import read_header
+from mbrl_ros.common.msgconv import JointSample, seconds_to_ns
+from mbrl_ros.control.homing import SettleDetector
 from mbrl_ros.data.topics import DIAGNOSTICS, DYNAMICS_MODEL, EVENTS, RESET_SERVICE, TARGET, resolve
 from mbrl_ros.dynamics.base import model_info
-from mbrl_ros.episodes import (
-    EpisodeClock,
-    StartPoseSampler,
-    Summary,
-    TargetSampler,
-    progress_line,
-    score,
-)
-from mbrl_ros.homing import SettleDetector
-from mbrl_ros.msgconv import JointSample, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.homing_sender import HomingSender
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
@@ -70,8 +62,16 @@ from mbrl_ros.nodes.messages import (
 )
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.robot import ForwardKinematics, load_robot
-from mbrl_ros.robot_episodes import HOMING, SERVICE, EpisodeSequencer, Step
+from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.tasks.episodes import (
+    EpisodeClock,
+    StartPoseSampler,
+    Summary,
+    TargetSampler,
+    progress_line,
+    score,
+)
+from mbrl_ros.tasks.robot_episodes import HOMING, SERVICE, EpisodeSequencer, Step
 
 SPIN_INTERVAL = 0.01  # s, between callbacks without the clock
 

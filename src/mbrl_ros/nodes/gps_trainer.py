@@ -35,7 +35,7 @@ final distances) and ``learning_curve.png`` (one curve per condition) to ``outpu
   weight).
 * ``homing`` (a robot, the hardware-like fixture, the simulator in real time or in lockstep; any
   number of conditions): before each sample the trainer publishes a homing controller on
-  ``/mbrl/homing_controller`` (``mbrl_ros.homing``, as the episode manager does:
+  ``/mbrl/homing_controller`` (``mbrl_ros.control.homing``, as the episode manager does:
   ``robot_episodes.EpisodeSequencer``) from where the arm is to the condition's pose
   (``initial_position``; [] = one condition, the pose at the first joint state); the sample
   starts at the first state at which the arm has settled there (the homing controller is then
@@ -79,7 +79,10 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from mbrl_ros.artifacts import write_file
+from mbrl_ros.common.artifacts import write_file
+from mbrl_ros.common.msgconv import JointSample, read_command, seconds_to_ns
+from mbrl_ros.control.homing import SettleDetector
+from mbrl_ros.control.plausibility import ControllerBounds
 from mbrl_ros.data.topics import (
     COMMANDS,
     CONTROLLER,
@@ -91,10 +94,6 @@ from mbrl_ros.data.topics import (
     episode_event_json,
     read_episode_event,
 )
-from mbrl_ros.episodes import TargetSampler
-from mbrl_ros.gravity import GravityModel
-from mbrl_ros.homing import SettleDetector
-from mbrl_ros.msgconv import JointSample, read_command, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.episode_manager import PARAMS as EPISODE_PARAMS
 from mbrl_ros.nodes.homing_sender import HomingSender
@@ -102,12 +101,13 @@ from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.plausibility import ControllerBounds
 from mbrl_ros.policy.network import GoalPolicy, PolicyError, PolicySignature
-from mbrl_ros.robot import RobotDescriptionError, load_robot
-from mbrl_ros.robot_episodes import HOMING, EpisodeSequencer, Step
-from mbrl_ros.simulation import ArmSimulator, SimConfig, home_position
+from mbrl_ros.robot.description import RobotDescriptionError, home_position, load_robot
+from mbrl_ros.robot.gravity import GravityModel
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
+from mbrl_ros.tasks.episodes import TargetSampler
 from mbrl_ros.tasks.reach import ReachCost
+from mbrl_ros.tasks.robot_episodes import HOMING, EpisodeSequencer, Step
 from mbrl_ros.trajopt.gps import (
     GPS,
     GPSConfig,

@@ -1,6 +1,6 @@
 """What a node that homes the arm between episodes or samples publishes (``episode_manager``,
 ``gps_trainer``): on ``/mbrl/homing_controller`` (transient local) the homing controller from a
-state to a goal pose (``mbrl_ros.homing``: the min-jerk move, then the hold), and, when the arm
+state to a goal pose (``mbrl_ros.control.homing``: the min-jerk move, then the hold), and, when the arm
 has settled, the same controller valid only until a stamp: the hand-over to the controllers
 that follow (the executor prefers a valid homing controller)."""
 
@@ -12,12 +12,12 @@ import numpy as np
 from rclpy.node import Node
 from std_msgs.msg import UInt8MultiArray
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.common.msgconv import JointSample, seconds_to_ns
+from mbrl_ros.control.controller import LinearGaussianController
+from mbrl_ros.control.homing import homing_controller, homing_gains
 from mbrl_ros.data.topics import HOMING_CONTROLLER
-from mbrl_ros.homing import homing_controller, homing_gains
-from mbrl_ros.msgconv import JointSample, seconds_to_ns
 from mbrl_ros.nodes.messages import LATCHED_QOS
-from mbrl_ros.robot import RobotDescription
+from mbrl_ros.robot.description import RobotDescription
 
 
 class HomingSender:

@@ -32,11 +32,11 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState
 
+from mbrl_ros.common.msgconv import JointSample, read_joint_state, seconds_to_ns
+from mbrl_ros.control.plausibility import StateGate
 from mbrl_ros.data.topics import STATES
-from mbrl_ros.msgconv import JointSample, read_joint_state, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import Diagnostics
 from mbrl_ros.nodes.params import Param
-from mbrl_ros.plausibility import StateGate
 
 RECOVER_AFTER = 3  # states in a row from an earlier stamp that make it the timeline again
 

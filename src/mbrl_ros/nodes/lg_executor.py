@@ -2,7 +2,7 @@
 
 Subscribes ``/joint_states``, ``/mbrl/controller`` (controller artifacts,
 std_msgs/UInt8MultiArray, transient local), ``/mbrl/homing_controller`` (the same artifacts, from
-the episode manager: ``mbrl_ros.homing``) and ``/mbrl/planner_heartbeat`` (std_msgs/Header);
+the episode manager: ``mbrl_ros.control.homing``) and ``/mbrl/planner_heartbeat`` (std_msgs/Header);
 publishes ``/effort_controller/commands`` (torques in ``joint_names`` order, tagged in sync mode
 with the stamp of the joint state they answer, in realtime mode with the time they are sent:
 ``nodes.safe_command_node``); service ``~/estop`` (std_srvs/SetBool: true latches the hold, false
@@ -12,7 +12,7 @@ shared with the policy runner (``nodes.safe_command_node``).
 
 For each joint state, step t = ⌊(stamp − start)/dt⌋ of the controller gives u (deterministic
 ``act``, or ``sample`` with noise seeded by (seed, controller start) when ``stochastic``), which
-goes through the safety layer (``mbrl_ros.safety``) and out. A controller is used only for states
+goes through the safety layer (``mbrl_ros.control.safety``) and out. A controller is used only for states
 stamped before its stated validity (``valid_until_ns``: a replanning planner's plan goes stale
 when the next one is due), so a dead or late planner's plan is held within one control period of
 going stale. Controllers beyond what the arm can do (``plausibility.ControllerBounds``:
@@ -51,9 +51,9 @@ from collections import deque
 import numpy as np
 from std_msgs.msg import Header, UInt8MultiArray
 
-from mbrl_ros.controller import LinearGaussianController, exploration_noise
+from mbrl_ros.common.msgconv import JointSample, seconds_to_ns
+from mbrl_ros.control.controller import LinearGaussianController, exploration_noise
 from mbrl_ros.data.topics import CONTROLLER, PLANNER_HEARTBEAT
-from mbrl_ros.msgconv import JointSample, seconds_to_ns
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.nodes.params import Param

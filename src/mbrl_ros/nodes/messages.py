@@ -11,7 +11,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
-from mbrl_ros.msgconv import command_stamp_label, ns_to_sec_nanosec
+from mbrl_ros.common.msgconv import command_stamp_label, ns_to_sec_nanosec
 
 # Reliable with a deep history: a lockstep graph runs as fast as its slowest *answering* node, and
 # listeners outside the loop (fitter, recorder, trainer, episode manager) must not be overrun —

@@ -51,6 +51,8 @@ from rclpy.node import Node
 from std_msgs.msg import Header, String, UInt8MultiArray
 from std_srvs.srv import SetBool
 
+from mbrl_ros.common.msgconv import JointSample, seconds_to_ns
+from mbrl_ros.control.plausibility import TargetGate
 from mbrl_ros.data.topics import (
     CONTROLLER,
     DYNAMICS_MODEL,
@@ -62,9 +64,6 @@ from mbrl_ros.data.topics import (
 )
 from mbrl_ros.dynamics.base import DynamicsModel
 from mbrl_ros.dynamics.catalog import available_kinds, load_model
-from mbrl_ros.episodes import EpisodeClock
-from mbrl_ros.mpc import MPCStep, PlannerSettings, build_mpc
-from mbrl_ros.msgconv import JointSample, seconds_to_ns
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.markers import PlanMarkers
@@ -81,8 +80,9 @@ from mbrl_ros.nodes.run_control import add_save_service, save_path_param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.targets import TargetSchedule
 from mbrl_ros.planning import PlanError
-from mbrl_ros.plausibility import TargetGate
-from mbrl_ros.robot import load_robot
+from mbrl_ros.planning.mpc import MPCStep, PlannerSettings, build_mpc
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.tasks.episodes import EpisodeClock
 from mbrl_ros.tasks.terms import TaskError
 
 HEARTBEAT_PERIOD = 0.1  # s of wall time

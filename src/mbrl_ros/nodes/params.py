@@ -1,4 +1,4 @@
-"""Declared, described and range-checked node parameters (the ROS side of ``mbrl_ros.settings``).
+"""Declared, described and range-checked node parameters (the ROS side of ``mbrl_ros.common.settings``).
 
 Each node lists its parameters as ``Param`` entries (a core component's ``Settings.params()``
 and the node's own); ``declare_params`` declares them with a
@@ -28,7 +28,7 @@ from rcl_interfaces.msg import (
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
-from mbrl_ros.settings import ConfigError, Param
+from mbrl_ros.common.settings import ConfigError, Param
 
 
 def descriptor(p: Param) -> ParameterDescriptor:

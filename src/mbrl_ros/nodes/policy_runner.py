@@ -19,7 +19,7 @@ the safety events, the policy in use and the compute per step.
 * ``realtime``: without a policy or a target the hold law is published.
 
 **Homing** (real-time graphs on a robot without resets): a homing controller from the episode
-manager on ``/mbrl/homing_controller`` (``mbrl_ros.homing``) that is valid at a state's stamp
+manager on ``/mbrl/homing_controller`` (``mbrl_ros.control.homing``) that is valid at a state's stamp
 answers it instead of the policy, as in the executor, so the arm is brought to each episode's
 start pose; the manager cuts it at the episode's start and the policy takes over.
 
@@ -41,9 +41,10 @@ import numpy as np
 from geometry_msgs.msg import PointStamped
 from std_msgs.msg import UInt8MultiArray
 
-from mbrl_ros.artifacts import ArtifactError, read_file
+from mbrl_ros.common.artifacts import ArtifactError, read_file
+from mbrl_ros.common.msgconv import JointSample
+from mbrl_ros.control.plausibility import TargetGate
 from mbrl_ros.data.topics import POLICY, TARGET
-from mbrl_ros.msgconv import JointSample
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS, TARGET_QOS
 from mbrl_ros.nodes.params import ConfigError, Param
@@ -51,7 +52,6 @@ from mbrl_ros.nodes.run_control import add_save_service, save_path_param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.safe_command_node import SAFETY_PARAMS, SafeCommandNode
 from mbrl_ros.nodes.targets import TargetSchedule
-from mbrl_ros.plausibility import TargetGate
 from mbrl_ros.policy.network import FrozenPolicy, GoalPolicy, PolicyError
 
 PARAMS = SAFETY_PARAMS + [

@@ -58,6 +58,7 @@ from rosbags.interfaces import (
 )
 from std_srvs.srv import Trigger
 
+from mbrl_ros.common.msgconv import command_tag, seconds_to_ns, stamp_to_ns
 from mbrl_ros.data.bags import BagWriter, known_type
 from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.recording import EpisodeRecording
@@ -73,7 +74,6 @@ from mbrl_ros.data.topics import (
     STATES,
     read_episode_event,
 )
-from mbrl_ros.msgconv import command_tag, seconds_to_ns, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node

@@ -28,7 +28,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Qos, QosReliability
 from rosgraph_msgs.msg import Clock
 
-from mbrl_ros.cli_args import check_bags, confine_dds, number
+from mbrl_ros.cli.args import check_bags, confine_dds, number
 from mbrl_ros.data.bags import BagReader
 from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.topics import CLOCK, resolve

@@ -10,7 +10,7 @@ from pathlib import Path
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
-from mbrl_ros.artifacts import write_file
+from mbrl_ros.common.artifacts import write_file
 from mbrl_ros.nodes.params import Param
 
 

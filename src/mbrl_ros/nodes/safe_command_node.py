@@ -4,7 +4,7 @@ on ``/effort_controller/commands`` through the safety layer, the ``~/estop`` ser
 real-time stale-state watchdog and the common part of ``/diagnostics``.
 
 **Homing** (real-time graphs on a robot without resets): a homing controller from the episode
-manager on ``/mbrl/homing_controller`` (``mbrl_ros.homing``) that is valid at a state's stamp
+manager on ``/mbrl/homing_controller`` (``mbrl_ros.control.homing``) that is valid at a state's stamp
 answers it before anything else (``_answer_homing``); controllers beyond what the arm can do
 (``plausibility.ControllerBounds``) are refused.
 
@@ -23,7 +23,7 @@ send (node clock, realtime) is reported on /diagnostics (``latency_ms_median``,
 ``latency_ms_max`` over the commands since the last report, at most the last LATENCY_WINDOW).
 
 ``robot_compensates_gravity: false``: the safety layer adds the URDF's gravity torque g(q)
-(``mbrl_ros.gravity``) to every command before the effort clamp (``mbrl_ros.safety``); the node
+(``mbrl_ros.robot.gravity``) to every command before the effort clamp (``mbrl_ros.control.safety``); the node
 refuses to start when the URDF cannot give g (no inertials) or ``joint_names`` leaves joints out.
 
 * ``sync``: a state that cannot be answered yet waits and nothing is published, so a lockstep sim
@@ -58,18 +58,19 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt8MultiArray
 from std_srvs.srv import SetBool
 
-from mbrl_ros.artifacts import ArtifactError
-from mbrl_ros.controller import STATE_LAYOUT_QQD, LinearGaussianController
+from mbrl_ros.common.artifacts import ArtifactError
+from mbrl_ros.common.msgconv import JointSample, seconds_to_ns, stamp_to_ns
+from mbrl_ros.control.controller import STATE_LAYOUT_QQD, LinearGaussianController
+from mbrl_ros.control.plausibility import ControllerBounds
+from mbrl_ros.control.safety import HOLD_LAWS, LIMIT_RESPONSES, SafetyConfig, SafetyLayer
 from mbrl_ros.data.topics import COMMANDS, HOMING_CONTROLLER
-from mbrl_ros.gravity import GravityModel, JointGravity
-from mbrl_ros.msgconv import JointSample, seconds_to_ns, stamp_to_ns
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, describe, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, LATCHED_QOS, NEWEST_ONLY, STATE_QOS, command_msg
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
-from mbrl_ros.plausibility import ControllerBounds
-from mbrl_ros.robot import RobotDescriptionError, load_robot
-from mbrl_ros.safety import HOLD_LAWS, LIMIT_RESPONSES, SafetyConfig, SafetyLayer, robot_gain_caps
+from mbrl_ros.robot.description import RobotDescriptionError, load_robot
+from mbrl_ros.robot.gains import robot_gain_caps
+from mbrl_ros.robot.gravity import GravityModel, JointGravity
 
 LATENCY_WINDOW = 2000  # commands in the latency statistics
 
@@ -139,7 +140,7 @@ SAFETY_PARAMS = [
         "cap_gains",
         True,
         "bound all hold/brake gains to what is stable at control_period "
-        "for the robot's inertia (see mbrl_ros.safety)",
+        "for the robot's inertia (see mbrl_ros.control.safety)",
     ),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)),
     Param(

@@ -26,8 +26,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import UInt8MultiArray
 
-from mbrl_ros import artifacts
-from mbrl_ros.cli_args import (
+from mbrl_ros.cli.args import (
     check_output,
     confine_dds,
     error_line,
@@ -36,11 +35,12 @@ from mbrl_ros.cli_args import (
     number,
     topic_name,
 )
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.common import artifacts
+from mbrl_ros.common.msgconv import seconds_to_ns, stamp_to_ns
+from mbrl_ros.control.controller import LinearGaussianController
+from mbrl_ros.control.scripted import scripted_controller
 from mbrl_ros.data.topics import CONTROLLER, STATES
-from mbrl_ros.msgconv import seconds_to_ns, stamp_to_ns
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS
-from mbrl_ros.scripted import scripted_controller
 
 COMMAND = "send-controller"
 PROG = f"mbrl-ros {COMMAND}"

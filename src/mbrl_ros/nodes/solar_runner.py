@@ -39,11 +39,10 @@ from rclpy.clock import Clock, ClockType
 from sensor_msgs.msg import Image
 from std_msgs.msg import UInt8MultiArray
 
-from mbrl_ros.artifacts import ArtifactError, read_file
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.common.artifacts import ArtifactError, read_file
+from mbrl_ros.common.msgconv import JointSample, read_image, seconds_to_ns, stamp_to_ns
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.data.topics import CONTROLLER, IMAGES, SOLAR_MODEL
-from mbrl_ros.episodes import EpisodeClock
-from mbrl_ros.msgconv import JointSample, read_image, seconds_to_ns, stamp_to_ns
 from mbrl_ros.nodes.intake import subscribe
 from mbrl_ros.nodes.messages import LATCHED_QOS, NEWEST_ONLY, STATE_QOS
 from mbrl_ros.nodes.params import ConfigError, Param
@@ -51,6 +50,7 @@ from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.safe_command_node import SAFETY_PARAMS, SafeCommandNode
 from mbrl_ros.solar.controller import LATENT_LAYOUT, ImageController
 from mbrl_ros.solar.model import SolarModel
+from mbrl_ros.tasks.episodes import EpisodeClock
 
 IMAGES_KEPT = 8  # sync: images waiting for their joint state (by stamp)
 

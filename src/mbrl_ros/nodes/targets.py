@@ -9,9 +9,9 @@ import bisect
 
 import numpy as np
 
-from mbrl_ros.msgconv import stamp_to_ns
+from mbrl_ros.common.msgconv import stamp_to_ns
+from mbrl_ros.control.plausibility import TargetGate
 from mbrl_ros.nodes.messages import MAX_TARGETS
-from mbrl_ros.plausibility import TargetGate
 
 
 class TargetSchedule:

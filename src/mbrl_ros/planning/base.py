@@ -27,10 +27,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.common.msgconv import seconds_to_ns
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.data.dataset import joint_state_names
 from mbrl_ros.dynamics.base import DynamicsModel
-from mbrl_ros.msgconv import seconds_to_ns
 
 Cost = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PlanStatus = Literal["ok", "nan"]

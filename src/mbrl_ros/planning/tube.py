@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.control.controller import LinearGaussianController
 
 
 def state_tube(model, states: np.ndarray, controller: LinearGaussianController) -> np.ndarray:

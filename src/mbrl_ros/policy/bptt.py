@@ -26,18 +26,18 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from mbrl_ros.control.random_torque import RandomTorquePolicy
+from mbrl_ros.control.safety import SafetyLayer
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import DynamicsModel, FitReport, ModelError
 from mbrl_ros.dynamics.ensemble import EnsembleModel
 from mbrl_ros.dynamics.evaluation import holdout_split
-from mbrl_ros.episodes import TargetSampler
 from mbrl_ros.policy.errors import PolicyError
 from mbrl_ros.policy.network import FrozenPolicy, GoalPolicy
-from mbrl_ros.policy.random_torque import RandomTorquePolicy
 from mbrl_ros.policy.rollout import episodes_dataset, final_distance, run_episode
-from mbrl_ros.robot import ForwardKinematics
-from mbrl_ros.safety import SafetyLayer
-from mbrl_ros.simulation import ArmSimulator
+from mbrl_ros.robot.description import ForwardKinematics
+from mbrl_ros.simulator.simulation import ArmSimulator
+from mbrl_ros.tasks.episodes import TargetSampler
 from mbrl_ros.tasks.reach import ReachCost
 
 PROPAGATIONS = ("mean", "member")

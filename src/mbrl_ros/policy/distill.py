@@ -32,14 +32,14 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from mbrl_ros.controller import LinearGaussianController
-from mbrl_ros.mpc import MPC
+from mbrl_ros.control.controller import LinearGaussianController
+from mbrl_ros.control.safety import SafetyLayer
+from mbrl_ros.planning.mpc import MPC
 from mbrl_ros.policy.errors import PolicyError
 from mbrl_ros.policy.network import TARGET_DIM, FrozenPolicy, GoalPolicy
 from mbrl_ros.policy.rollout import final_distance, run_episode
-from mbrl_ros.robot import ForwardKinematics
-from mbrl_ros.safety import SafetyLayer
-from mbrl_ros.simulation import ArmSimulator
+from mbrl_ros.robot.description import ForwardKinematics
+from mbrl_ros.simulator.simulation import ArmSimulator
 
 Condition = tuple[np.ndarray | None, np.ndarray]  # (start (n,) rad or None, target (3,) m)
 

@@ -7,7 +7,7 @@ with ``tanh`` or ``silu``; the output is squashed to the effort limits, u = effo
 The network computes in float64 (it is small; the model rollouts it is trained through cast as
 they need).
 
-Artifact (``POLICY_SCHEMA``, safetensors via ``mbrl_ros.artifacts``; never pickled): the layer
+Artifact (``POLICY_SCHEMA``, safetensors via ``mbrl_ros.common.artifacts``; never pickled): the layer
 weights ``net/<i>/weight`` (out, in) and ``net/<i>/bias`` (out,), the normalisation
 ``norm/state_mean``, ``norm/state_std`` (dx,), ``norm/target_mean``, ``norm/target_std`` (3,) and
 ``effort`` (du,); metadata robot name, joint names, state names, dt (s), hidden sizes and
@@ -25,7 +25,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from mbrl_ros.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
+from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
 from mbrl_ros.data.dataset import joint_state_names
 from mbrl_ros.policy.errors import PolicyError
 

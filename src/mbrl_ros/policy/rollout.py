@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mbrl_ros.control.safety import SafetyLayer
 from mbrl_ros.data.dataset import Dataset
-from mbrl_ros.robot import ForwardKinematics
-from mbrl_ros.safety import SafetyLayer
-from mbrl_ros.simulation import ArmSimulator, simulate
+from mbrl_ros.robot.description import ForwardKinematics
+from mbrl_ros.simulator.simulation import ArmSimulator, simulate
 
 Act = Callable[[np.ndarray, int], np.ndarray]  # (x (2n,), step t) → torque (n,) N·m
 

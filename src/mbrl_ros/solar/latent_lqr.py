@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.solar.controller import LATENT_LAYOUT
 from mbrl_ros.solar.latent_cost import LatentQuadraticCost
 from mbrl_ros.solar.latent_dynamics import MNIW

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mbrl_ros import artifacts
+from mbrl_ros.common import artifacts
 from mbrl_ros.solar.inference import LatentPosterior, chain_prior, local_elbo, structured_posterior
 from mbrl_ros.solar.latent_dynamics import MNIW, transition_statistics
 from mbrl_ros.solar.vae import ImageDecoder, ImageEncoder, VAEConfig, image_tensor, stack_frames

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.optimize import least_squares
 
-from mbrl_ros.robot import ForwardKinematics, RobotDescription
+from mbrl_ros.robot.description import ForwardKinematics, RobotDescription
 from mbrl_ros.tasks.insertion_scene import Hole
 from mbrl_ros.tasks.terms import ArmTerms, TaskError, l2_log, l2_log_weights, nonnegative, point3
 

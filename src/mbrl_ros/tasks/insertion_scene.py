@@ -14,14 +14,14 @@ from dataclasses import dataclass, replace
 import mujoco
 import numpy as np
 
-from mbrl_ros.paths import resolve_resource
-from mbrl_ros.robot import (
+from mbrl_ros.common.paths import resolve_resource
+from mbrl_ros.robot.description import (
     RobotDescription,
     RobotDescriptionError,
     build_mujoco_spec,
     mujoco_joint_indices,
 )
-from mbrl_ros.simulation import ArmSimulator, SimConfig
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.terms import point3
 
 PEG_PREFIX = "tool:"

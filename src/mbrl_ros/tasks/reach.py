@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from mbrl_ros.robot import RobotDescription
+from mbrl_ros.robot.description import RobotDescription
 from mbrl_ros.tasks.terms import ArmTerms, l2_log, l2_log_weights, nonnegative, point3
 
 

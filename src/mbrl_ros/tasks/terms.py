@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mbrl_ros.robot import ForwardKinematics, RobotDescription
+from mbrl_ros.robot.description import ForwardKinematics, RobotDescription
 
 
 class TaskError(ValueError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mbrl_ros.robot import RobotDescription
+from mbrl_ros.robot.description import RobotDescription
 from mbrl_ros.tasks.terms import ArmTerms, TaskError, nonnegative
 
 SMOOTHING_M = 1e-3

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mbrl_ros.controller import LinearGaussianController, exploration_noise
+from mbrl_ros.common.msgconv import seconds_to_ns
+from mbrl_ros.control.controller import LinearGaussianController, exploration_noise
+from mbrl_ros.control.scripted import hold_controller
 from mbrl_ros.dynamics.gmm import GMM, GMMConfig
-from mbrl_ros.gravity import GravityModel
-from mbrl_ros.msgconv import seconds_to_ns
-from mbrl_ros.scripted import hold_controller
-from mbrl_ros.simulation import ArmSimulator, simulate
+from mbrl_ros.robot.gravity import GravityModel
+from mbrl_ros.simulator.simulation import ArmSimulator, simulate
 from mbrl_ros.trajopt.kl_update import KLSettings, adapt_step, kl_update
 from mbrl_ros.trajopt.local_dynamics import (
     REGULARIZATION_MODES,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mbrl_ros.controller import LinearGaussianController, kl_divergence
+from mbrl_ros.control.controller import LinearGaussianController, kl_divergence
 from mbrl_ros.planning.lqr import NotPositiveDefinite, backward_pass
 from mbrl_ros.trajopt.local_dynamics import LocalDynamics
 from mbrl_ros.trajopt.trajectory import (

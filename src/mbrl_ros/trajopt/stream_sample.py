@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mbrl_ros.common.msgconv import JointSample, seconds_to_ns
 from mbrl_ros.data.errors import StampOrderError
 from mbrl_ros.data.resample import Resampler
-from mbrl_ros.msgconv import JointSample, seconds_to_ns
 
 
 class SampleError(ValueError):

@@ -15,7 +15,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from mbrl_ros.controller import LinearGaussianController
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.planning.ilqr import cost_derivatives
 from mbrl_ros.trajopt.local_dynamics import LocalDynamics
 

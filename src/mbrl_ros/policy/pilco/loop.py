@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from mbrl_ros.control.random_torque import RandomTorquePolicy
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelSignature, Progress
 from mbrl_ros.dynamics.gp import GPConfig, GPModel, GPModelBase
@@ -24,7 +25,6 @@ from mbrl_ros.policy.pilco.cost import SaturatingCost
 from mbrl_ros.policy.pilco.optimise import OptReport, optimise_policy
 from mbrl_ros.policy.pilco.policies import PilcoPolicy
 from mbrl_ros.policy.pilco.propagation import propagate
-from mbrl_ros.policy.random_torque import RandomTorquePolicy
 
 
 class System(Protocol):

@@ -16,9 +16,9 @@ import math
 import mujoco
 import numpy as np
 
+from mbrl_ros.common.paths import resolve_resource
 from mbrl_ros.data.dataset import joint_state_names
 from mbrl_ros.dynamics.base import Progress
-from mbrl_ros.paths import resolve_resource
 from mbrl_ros.policy.errors import PolicyError
 from mbrl_ros.policy.pilco.cost import SaturatingCost
 from mbrl_ros.policy.pilco.loop import PilcoConfig, PilcoResult, PilcoTask, run_pilco

@@ -1,0 +1,298 @@
+"""The lecture's model-based RL versions, run offline on the simulated arm (pure core), so they can
+be compared on the same seeds, the same data budget and the same held-out targets:
+
+* ``v0.5``: run the base policy π0 for the whole budget, fit f(s, a) once, then plan an open-loop
+  action sequence for each episode and execute it blindly;
+* ``v1.0``: as v0.5 but with data aggregation: π0 only for the seed data, then repeat (plan
+  open-loop, execute, append the episode to D, refit) until the budget is spent;
+* ``v1.5``: v1.0 with MPC: replan at every control step and execute only the first action;
+* ``v1.5+ilqr``: MPC replanning every ``feedback_every`` steps, executing the plan's iLQR feedback
+  K_t (x − x̂_t) between replans, as the graph's executor does, each joint's gains bounded by
+  the tracking gains (the planner's ``feedback`` 'bounded': iLQR's raw K_t from a young 7-DOF
+  model is ~10× the gains stable at the control period and drove the arm off the plan);
+* ``v1.5+tracking``: the same with PD tracking of the plan's nominal states instead of K_t
+  (gains in physical units: the planner's ``feedback`` 'tracking').
+
+The two feedback versions plan ``feedback_every`` times less often, with ``feedback_every`` times
+the iterations per plan: the same planning budget as v1.5.
+
+Every command goes through the executor's ``SafetyLayer``. The settings are the mpc graph's: the
+planner node's parameters (``mpc.build_mpc``), the fitter's model options, the sim's and the
+episode manager's (target box, tolerance, seeds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from mbrl_ros.control.random_torque import RandomTorquePolicy
+from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
+from mbrl_ros.data.dataset import Dataset
+from mbrl_ros.dynamics.base import ModelSignature
+from mbrl_ros.dynamics.catalog import new_model
+from mbrl_ros.dynamics.evaluation import holdout_split
+from mbrl_ros.planning.mpc import MPC, PlannerSettings, build_mpc
+from mbrl_ros.policy.rollout import run_episode
+from mbrl_ros.robot.description import ForwardKinematics, RobotDescription
+from mbrl_ros.robot.gains import robot_gain_caps
+from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
+from mbrl_ros.tasks.episodes import EpisodeResult, TargetSampler, score
+
+VERSIONS = ("v0.5", "v1.0", "v1.5", "v1.5+ilqr", "v1.5+tracking")
+FEEDBACK = {"v1.5+ilqr": "bounded", "v1.5+tracking": "tracking"}  # the planner's feedback setting
+
+
+@dataclass
+class Setup:
+    """Everything but the version: ``planner`` the planner's settings, ``model``
+    the fitter's (kind + network options), ``box`` the target workspace (min, max) in m."""
+
+    robot: RobotDescription
+    sim: SimConfig
+    planner: PlannerSettings
+    model: Mapping[str, Any]
+    box: tuple[np.ndarray, np.ndarray]
+    episode_steps: int
+    tolerance: float = 0.02
+    train_seed: int = 1
+    eval_seed: int = 1000
+    random_scale: float = 0.3
+    random_hold_steps: int = 2
+    open_loop_iterations: int = 30  # iLQR iterations of a once-per-episode plan
+    feedback_every: int = 5  # v1.5+ilqr: control steps between replans
+
+
+@dataclass
+class VersionResult:
+    version: str
+    data_seconds: float
+    episodes: list[EpisodeResult] = field(default_factory=list)  # held-out evaluation
+    fits: int = 0
+    plans: int = 0
+    plan_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean([r.success for r in self.episodes]))
+
+    def within(self, distance: float) -> float:
+        return float(np.mean([r.final_distance <= distance for r in self.episodes]))
+
+    @property
+    def mean_final(self) -> float:
+        return float(np.mean([r.final_distance for r in self.episodes]))
+
+    @property
+    def ms_per_plan(self) -> float:
+        return 1e3 * self.plan_seconds / max(self.plans, 1)
+
+
+class _Arm:
+    """The simulated arm behind the executor's safety layer; episodes return their data."""
+
+    def __init__(self, setup: Setup):
+        robot = setup.robot
+        self.setup, self.n = setup, robot.n_joints
+        self.sim = ArmSimulator(robot, setup.sim)
+        lim = robot.limits
+        self.safety = SafetyLayer(
+            lim.lower,
+            lim.upper,
+            lim.velocity,
+            lim.effort,
+            SafetyConfig(max_state_age=0.0),
+            robot_gain_caps(robot, robot.joint_names, setup.sim.control_period),
+        )
+        self.fk = ForwardKinematics(robot)
+        self.episode = 0
+
+    def run(
+        self, act: Callable[[np.ndarray, int], np.ndarray], target: np.ndarray | None
+    ) -> tuple[Dataset, np.ndarray]:
+        """One episode from a reset: ``act(x, t)`` → torque (n,); returns its transitions and the
+        end-effector distances (T,) m to ``target`` after each step (empty without target)."""
+        ep = run_episode(
+            self.sim,
+            act,
+            np.zeros(3) if target is None else target,
+            self.setup.episode_steps,
+            safety=self.safety,
+        )
+        data = Dataset.from_rollout(
+            ep.states,
+            ep.actions,
+            self.episode,
+            self.setup.robot.joint_names,
+            self.setup.sim.control_period,
+        )
+        self.episode += 1
+        dist = np.empty(0)
+        if target is not None:
+            ee = self.fk.ee_position(torch.as_tensor(ep.states[1:, : self.n])).numpy()
+            dist = np.linalg.norm(ee - target, axis=1)
+        return data, dist
+
+
+def _fit(setup: Setup, data: Dataset, seed: int):
+    options = dict(setup.model)
+    kind = options.pop("kind")
+    model = new_model(
+        kind,
+        ModelSignature.of(data),
+        "cpu",
+        setup.robot.name,
+        setup.sim.gravity_compensation,
+        **options,
+    )
+    train, val = holdout_split(data, 0.2, seed)
+    model.fit(train, val)
+    return model
+
+
+def _controller(
+    version: str, setup: Setup, result: VersionResult
+) -> Callable[[MPC, np.ndarray], Callable[[np.ndarray, int], np.ndarray]]:
+    """For ``version``: a factory (mpc, target) → act(x, t) for one episode."""
+
+    def timed_act(mpc, x, stamp, target):
+        tic = time.perf_counter()
+        step = mpc.act(x[: setup.robot.n_joints], x[setup.robot.n_joints :], stamp, target)
+        result.plan_seconds += time.perf_counter() - tic
+        result.plans += 1
+        return step.controller
+
+    every = (
+        1 if version == "v1.5" else setup.feedback_every if version in FEEDBACK else None
+    )  # None: plan once
+
+    def episode(mpc: MPC, target: np.ndarray):
+        mpc.reset()
+        plan = None
+        dt_ns = mpc.dt_ns
+
+        def act(x: np.ndarray, t: int) -> np.ndarray:
+            nonlocal plan
+            if plan is None or (every is not None and t % every == 0):
+                plan = timed_act(mpc, x, t * dt_ns, target)
+            i = plan.index(t * dt_ns)
+            i = plan.T - 1 if i is None else i
+            return plan.act(x, i) if version in FEEDBACK else plan.u_hat[i]
+
+        return act
+
+    return episode
+
+
+def run_version(
+    version: str,
+    setup: Setup,
+    budget_seconds: float,
+    seed_seconds: float,
+    eval_episodes: int,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> VersionResult:
+    """Learn with ``version`` on ``budget_seconds`` of robot data (π0 for the first
+    ``seed_seconds``, or all of it for v0.5), then evaluate on ``eval_episodes`` held-out targets."""
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+    say = progress or (lambda line: None)
+    torch.manual_seed(seed)
+    wall = time.perf_counter()
+    setup = replace(setup, sim=replace(setup.sim, seed=seed))
+    arm = _Arm(setup)
+    dt = setup.sim.control_period
+    episode_s = setup.episode_steps * dt
+    result = VersionResult(version, 0.0)
+    horizon = setup.episode_steps if version in ("v0.5", "v1.0") else setup.planner.horizon
+    replan = setup.feedback_every if version in FEEDBACK else 1
+    iterations = (
+        setup.open_loop_iterations
+        if version in ("v0.5", "v1.0")
+        else setup.planner.iterations * replan
+    )
+    mpc = build_mpc(
+        setup.robot,
+        range(setup.robot.n_joints),
+        setup.planner.replace(
+            horizon=horizon,
+            iterations=iterations,
+            replan_every=replan,
+            feedback=FEEDBACK.get(version, "none"),
+            random_seconds=0.0,
+            seed=seed,
+            device="cpu",
+        ),
+    )
+    policy = RandomTorquePolicy(
+        setup.robot.limits.effort, setup.random_scale, setup.random_hold_steps, seed + 1
+    )
+    parts = []
+    random_s = budget_seconds if version == "v0.5" else seed_seconds
+    while result.data_seconds + episode_s <= random_s + 1e-9:
+        parts.append(arm.run(lambda x, t: policy.act(), None)[0])
+        result.data_seconds += episode_s
+    if not parts:
+        raise ValueError(f"seed data of {random_s} s is shorter than one episode ({episode_s} s)")
+    model = _fit(setup, Dataset.concat(parts), seed)
+    result.fits = 1
+    mpc.set_model(model)
+    say(f"{version}: π0 data {result.data_seconds:.0f} s, model fitted")
+    episode = _controller(version, setup, result)
+    train_targets = TargetSampler(setup.robot, setup.box, setup.train_seed)
+    while result.data_seconds + episode_s <= budget_seconds + 1e-9:
+        target = train_targets.sample()
+        data, dist = arm.run(episode(mpc, target), target)
+        parts.append(data)
+        result.data_seconds += episode_s
+        model = _fit(setup, Dataset.concat(parts), seed)
+        result.fits += 1
+        mpc.set_model(model)
+        say(
+            f"{version}: data {result.data_seconds:5.1f} s | train episode final distance "
+            f"{100 * dist[-1]:5.1f} cm | refit #{result.fits}"
+        )
+    eval_targets = TargetSampler(setup.robot, setup.box, setup.eval_seed)
+    for k in range(eval_episodes):
+        target = eval_targets.sample()
+        _, dist = arm.run(episode(mpc, target), target)
+        result.episodes.append(score(k, True, target, dist, setup.tolerance, result.data_seconds))
+    result.wall_seconds = time.perf_counter() - wall
+    say(
+        f"{version}: held-out success {100 * result.success_rate:.0f} % (tol "
+        f"{100 * setup.tolerance:g} cm), mean final distance {100 * result.mean_final:.1f} cm"
+    )
+    return result
+
+
+def table(results: list[VersionResult], tolerance: float) -> str:
+    """Markdown table of the versions' held-out results: one row per version, over its results
+    (seeds) as mean ± standard deviation when there are several."""
+
+    def stat(values, scale=1.0, digits=0) -> str:
+        v = scale * np.asarray(values, dtype=float)
+        mean = f"{v.mean():.{digits}f}"
+        return mean if v.size == 1 else f"{mean} ± {v.std():.{digits}f}"
+
+    lines = [
+        f"| version | seeds | robot data (s) | success ≤ {100 * tolerance:g} cm (%) | "
+        "≤ 5 cm (%) | mean final distance (cm) | plans | ms per plan | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for version in dict.fromkeys(r.version for r in results):
+        rs = [r for r in results if r.version == version]
+        lines.append(
+            f"| {version} | {len(rs)} | {stat([r.data_seconds for r in rs])} | "
+            f"{stat([r.success_rate for r in rs], 100)} | "
+            f"{stat([r.within(0.05) for r in rs], 100)} | "
+            f"{stat([r.mean_final for r in rs], 100, 1)} | {stat([r.plans for r in rs])} | "
+            f"{stat([r.ms_per_plan for r in rs])} | {stat([r.wall_seconds for r in rs])} |"
+        )
+    return "\n".join(lines)
