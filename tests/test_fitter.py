@@ -121,9 +121,12 @@ def test_refits_from_the_live_simulator(ros, node_process, pi0):
         f"two model versions ({fitter.output()[-2000:]})",
     )
     v1, v2 = receiver.models[:2]
-    assert [v1.info["version"], v2.info["version"]] == [1, 2]
-    assert 300 <= v1.info["transitions"] < v2.info["transitions"]
-    assert v2.info["transitions"] - v1.info["transitions"] >= 300
+    # The model topic keeps the latest model only, so a receiver slowed by a loaded machine may
+    # first see a later version than 1; version n holds ≥ 300·n transitions (300, then every 300).
+    n1, n2 = v1.info["version"], v2.info["version"]
+    assert 1 <= n1 < n2
+    assert v1.info["transitions"] >= 300 * n1
+    assert v2.info["transitions"] - v1.info["transitions"] >= 300 * (n2 - n1)
     assert v2.info["stamp_ns"] > v1.info["stamp_ns"]
     assert v1.stats is not None and np.array_equal(v1.stats.state_mean, v2.stats.state_mean)
     wait_for(

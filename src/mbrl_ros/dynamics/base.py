@@ -3,8 +3,8 @@
 A model predicts the next state s' from (s, a) as a Gaussian per state dimension. Learned models
 work on normalised inputs and predict the normalised change Δs = s' − s; ``normalise_inputs`` and
 ``delta_to_next`` do that conversion once for all of them. Models travel as artifacts
-(``mbrl_ros.common.artifacts``): each kind declares a Schema and registers itself with ``register`` so
-``model_from_bytes`` can rebuild any model from its bytes.
+(``mbrl_ros.common.artifacts``): each kind declares a Schema (``model_schema``) and registers
+itself with ``register`` so ``model_from_bytes`` can rebuild any model from its bytes.
 
 Shapes: s (..., dx), a (..., du); leading dimensions are batch dimensions and broadcast.
 Units: the dataset's (rad, rad/s, N·m, and m for end-effector features).
@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from mbrl_ros.common.artifacts import ArtifactError, Schema, read_header
+from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec, decode, read_header
 from mbrl_ros.data.dataset import Dataset, NormStats
 
 Progress = Callable[[str], None]
@@ -99,7 +99,8 @@ class FitReport:
 
 class DynamicsModel(abc.ABC):
     """p(s' | s, a) = N(mean, diag(var)). Subclasses set ``kind``, ``min_transitions`` and
-    ``SCHEMA``, implement ``fit``, ``predict``, ``_tensors``/``_meta`` and ``_from_artifact``."""
+    ``SCHEMA`` (``model_schema``), implement ``fit``, ``predict``, ``to_bytes`` and ``from_bytes``
+    (which starts with ``decode_artifact``)."""
 
     kind: ClassVar[str]
     SCHEMA: ClassVar[Schema]
@@ -295,6 +296,29 @@ class DynamicsModel(abc.ABC):
     def restore_info(self, meta: dict) -> None:
         self.info = model_info(meta)
 
+    @classmethod
+    def decode_artifact(cls, data: bytes, device, config_cls) -> tuple[Any, dict, dict]:
+        """What every ``from_bytes`` starts with: ``data`` decoded against ``cls.SCHEMA``, a model
+        built from its signature, normalisation statistics and ``config_cls`` config, its info
+        restored; (model, tensors, meta). ArtifactError if the statistics do not fit the
+        signature or the model cannot be built from them."""
+        tensors, meta = decode(data, cls.SCHEMA)
+        name = cls.SCHEMA.name
+        signature = ModelSignature.from_meta(meta)
+        config = cls.config_from_meta(name, meta, config_cls)
+        dx, du = len(signature.state_names), len(signature.joint_names)
+        if tensors["norm/state_mean"].shape != (dx,) or tensors["norm/action_mean"].shape != (du,):
+            raise ArtifactError(
+                f"{name}: normalisation statistics do not match {dx} state columns and {du} joints"
+            )
+        try:
+            # every kind's __init__ takes (signature, stats, device, config)
+            model = cls(signature, NormStats.from_tensors(tensors), device, config)  # type: ignore[call-arg]
+        except (ModelError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{name}: {exc}") from None
+        model.restore_info(meta)
+        return model, tensors, meta
+
     @abc.abstractmethod
     def to_bytes(self) -> bytes:
         """Artifact bytes (the kind's Schema; signature and norm stats included)."""
@@ -303,6 +327,38 @@ class DynamicsModel(abc.ABC):
     @abc.abstractmethod
     def from_bytes(cls, data: bytes, device=None) -> DynamicsModel:
         """Rebuild from artifact bytes; ArtifactError if they are not a valid model of this kind."""
+
+
+# The normalisation statistics every model artifact holds (norm/<name>, NormStats), their dims.
+NORM_DIMS = {
+    "state_mean": "dx",
+    "state_std": "dx",
+    "action_mean": "du",
+    "action_std": "du",
+    "delta_mean": "dx",
+    "delta_std": "dx",
+}
+MODEL_META = ("joint_names", "state_names", "dt", "config")
+
+
+def model_schema(
+    name: str,
+    tensors: dict[str, TensorSpec],
+    dim_limits: dict[str, int],
+    extra_meta: tuple[str, ...] = (),
+    **options,
+) -> Schema:
+    """The artifact schema of a model kind: its ``tensors`` beside the normalisation statistics,
+    the signature and config metadata (MODEL_META) plus ``extra_meta``; ``options`` as Schema's."""
+    norm = {f"norm/{k}": TensorSpec((d,)) for k, d in NORM_DIMS.items()}
+    return Schema(
+        name,
+        1,
+        {**norm, **tensors},
+        dim_limits=dim_limits,
+        required_meta=MODEL_META + extra_meta,
+        **options,
+    )
 
 
 # Types of the entries of a model artifact's "info" that readers act on (the dynamics fitter's):

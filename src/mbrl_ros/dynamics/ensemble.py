@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
+from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec, encode
 from mbrl_ros.data.dataset import Dataset, NormStats
 from mbrl_ros.dynamics.base import (
     DynamicsModel,
@@ -41,6 +41,7 @@ from mbrl_ros.dynamics.base import (
     ModelSignature,
     Progress,
     Propagation,
+    model_schema,
     register,
 )
 from mbrl_ros.dynamics.ensemble_rollout import fused_rollout, fused_rollout_policy
@@ -89,25 +90,11 @@ class EnsembleConfig:
             raise ModelError(f"ensemble setting weight_decay = {self.weight_decay!r} must be ≥ 0")
 
 
-def _norm_specs() -> dict[str, TensorSpec]:
-    dims = {
-        "state_mean": "dx",
-        "state_std": "dx",
-        "action_mean": "du",
-        "action_std": "du",
-        "delta_mean": "dx",
-        "delta_std": "dx",
-    }
-    return {f"norm/{k}": TensorSpec((d,)) for k, d in dims.items()}
-
-
 def _schema(name: str) -> Schema:
-    return Schema(
+    return model_schema(
         name,
-        1,
-        {**_norm_specs(), "residual_var": TensorSpec(("dx",), "float32")},
-        dim_limits={"dx": 4096, "du": 1024},
-        required_meta=("joint_names", "state_names", "dt", "config"),
+        {"residual_var": TensorSpec(("dx",), "float32")},
+        {"dx": 4096, "du": 1024},
         extra_tensors=True,
         extra_dtypes=("float32",),
     )
@@ -463,23 +450,13 @@ class EnsembleModel(DynamicsModel):
 
     @classmethod
     def from_bytes(cls, data: bytes, device=None) -> EnsembleModel:
-        tensors, meta = decode(data, cls.SCHEMA)
-        signature = ModelSignature.from_meta(meta)
-        config = cls.config_from_meta(cls.SCHEMA.name, meta, EnsembleConfig)
-        model = cls(signature, NormStats.from_tensors(tensors), device, config)
+        model, tensors, meta = cls.decode_artifact(data, device, EnsembleConfig)
         expected = {k: tuple(v.shape) for k, v in model._state_dict().items()}
         got = {k: tuple(v.shape) for k, v in tensors.items() if not k.startswith("norm/")}
         if got != expected:
             raise ArtifactError(
                 f"{cls.SCHEMA.name}: network tensors {got} do not match the "
                 f"configured networks {expected}"
-            )
-        if tensors["norm/state_mean"].shape != (model.dx,) or tensors["norm/action_mean"].shape != (
-            model.du,
-        ):
-            raise ArtifactError(
-                f"{cls.SCHEMA.name}: normalisation statistics do not match "
-                f"{model.dx} state columns and {model.du} joints"
             )
         model._load_state_dict(
             {
@@ -488,7 +465,6 @@ class EnsembleModel(DynamicsModel):
                 if not k.startswith("norm/")
             }
         )
-        model.restore_info(meta)
         return model
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
+from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec, encode
 from mbrl_ros.data.dataset import Dataset, NormStats
 from mbrl_ros.dynamics.base import (
     DynamicsModel,
@@ -30,6 +30,7 @@ from mbrl_ros.dynamics.base import (
     ModelError,
     ModelSignature,
     Progress,
+    model_schema,
     register,
 )
 
@@ -317,26 +318,15 @@ class GMM:
 
 # -- the dynamics model -------------------------------------------------------------------------
 def _schema() -> Schema:
-    dims = {
-        "state_mean": "dx",
-        "state_std": "dx",
-        "action_mean": "du",
-        "action_std": "du",
-        "delta_mean": "dx",
-        "delta_std": "dx",
-    }
-    norm = {f"norm/{k}": TensorSpec((d,)) for k, d in dims.items()}
-    return Schema(
+    return model_schema(
         "mbrl_ros.dynamics.gmm",
-        1,
         {
-            **norm,
             "weights": TensorSpec(("K",)),
             "means": TensorSpec(("K", "Z")),
             "covs": TensorSpec(("K", "Z", "Z")),
         },
-        dim_limits={"dx": 1024, "du": 512, "K": 4096, "Z": 2560},
-        required_meta=("joint_names", "state_names", "dt", "config", "n_points"),
+        {"dx": 1024, "du": 512, "K": 4096, "Z": 2560},
+        extra_meta=("n_points",),
     )
 
 
@@ -467,19 +457,11 @@ class GMMDynamicsModel(DynamicsModel):
 
     @classmethod
     def from_bytes(cls, data: bytes, device=None) -> GMMDynamicsModel:
-        tensors, meta = decode(data, cls.SCHEMA)
-        signature = ModelSignature.from_meta(meta)
-        config = cls.config_from_meta(cls.SCHEMA.name, meta, GMMConfig)
-        model = cls(signature, NormStats.from_tensors(tensors), device, config)
-        model.restore_info(meta)
-        if (
-            tensors["norm/state_mean"].shape != (model.dx,)
-            or tensors["norm/action_mean"].shape != (model.du,)
-            or tensors["means"].shape[1] != model.dim_z
-        ):
+        model, tensors, meta = cls.decode_artifact(data, device, GMMConfig)
+        if tensors["means"].shape[1] != model.dim_z:
             raise ArtifactError(
-                f"{cls.SCHEMA.name}: tensors do not match {model.dx} state "
-                f"columns and {model.du} joints"
+                f"{cls.SCHEMA.name}: the mixture's {tensors['means'].shape[1]} dimensions do not "
+                f"match {model.dx} state columns and {model.du} joints ({model.dim_z})"
             )
         n_points = meta["n_points"]
         if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 0:
@@ -490,7 +472,7 @@ class GMMDynamicsModel(DynamicsModel):
                 tensors["means"],
                 tensors["covs"],
                 n_points,
-                config,
+                model.config,
                 model.device,
             )
         except ModelError as exc:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
+from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec, encode
 from mbrl_ros.data.dataset import Dataset, NormStats
 from mbrl_ros.dynamics.base import (
     DynamicsModel,
@@ -42,6 +42,7 @@ from mbrl_ros.dynamics.base import (
     ModelSignature,
     Progress,
     Propagation,
+    model_schema,
     register,
 )
 from mbrl_ros.dynamics.gmm import kmeans
@@ -312,26 +313,13 @@ def sparse_posterior(
 
 # -- models ---------------------------------------------------------------------------------
 def _schema(name: str, tensors: dict[str, TensorSpec]) -> Schema:
-    dims = {
-        "state_mean": "dx",
-        "state_std": "dx",
-        "action_mean": "du",
-        "action_std": "du",
-        "delta_mean": "dx",
-        "delta_std": "dx",
-    }
-    norm = {f"norm/{k}": TensorSpec((d,)) for k, d in dims.items()}
     hyp = {
         "log_lengthscale": TensorSpec(("dx", "D")),
         "log_signal_std": TensorSpec(("dx",)),
         "log_noise_std": TensorSpec(("dx",)),
     }
-    return Schema(
-        name,
-        1,
-        {**norm, **hyp, **tensors},
-        dim_limits={"dx": 1024, "du": 512, "D": 1536, "N": 100_000, "M": 1024},
-        required_meta=("joint_names", "state_names", "dt", "config"),
+    return model_schema(
+        name, {**hyp, **tensors}, {"dx": 1024, "du": 512, "D": 1536, "N": 100_000, "M": 1024}
     )
 
 
@@ -546,20 +534,13 @@ class GPModelBase(DynamicsModel):
 
     @classmethod
     def _decode(cls, data: bytes, device):
-        tensors, meta = decode(data, cls.SCHEMA)
-        signature = ModelSignature.from_meta(meta)
-        config = cls.config_from_meta(cls.SCHEMA.name, meta, GPConfig)
-        dx, du = len(signature.state_names), len(signature.joint_names)
-        if (
-            tensors["norm/state_mean"].shape != (dx,)
-            or tensors["norm/action_mean"].shape != (du,)
-            or tensors["log_lengthscale"].shape[1] != dx + du
-        ):
+        model, tensors, _ = cls.decode_artifact(data, device, GPConfig)
+        dx, du = model.dx, model.du
+        if tensors["log_lengthscale"].shape[1] != dx + du:
             raise ArtifactError(
-                f"{cls.SCHEMA.name}: tensors do not match {dx} state columns and {du} joints"
+                f"{cls.SCHEMA.name}: kernel length scales do not match {dx} state columns "
+                f"and {du} joints"
             )
-        model = cls(signature, NormStats.from_tensors(tensors), device, config)
-        model.restore_info(meta)
         t = {k: torch.as_tensor(v, dtype=F64, device=model.device) for k, v in tensors.items()}
         hyp = Hyperparameters(t["log_lengthscale"], t["log_signal_std"], t["log_noise_std"])
         return model, t, hyp

@@ -32,7 +32,7 @@ import torch
 from mujoco import rollout as mj_rollout
 from scipy.optimize import least_squares
 
-from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec, decode, encode
+from mbrl_ros.common.artifacts import ArtifactError, Schema, TensorSpec, encode
 from mbrl_ros.data.dataset import Dataset, NormStats, joint_state_names
 from mbrl_ros.dynamics.base import (
     DynamicsModel,
@@ -41,6 +41,7 @@ from mbrl_ros.dynamics.base import (
     ModelError,
     ModelSignature,
     Progress,
+    model_schema,
     register,
 )
 from mbrl_ros.robot.description import RobotDescriptionError, build_mujoco_model, load_robot
@@ -235,29 +236,11 @@ class _Step(torch.autograd.Function):
 
 
 def _schema() -> Schema:
-    dims = {
-        "state_mean": "dx",
-        "state_std": "dx",
-        "action_mean": "du",
-        "action_std": "du",
-        "delta_mean": "dx",
-        "delta_std": "dx",
-    }
-    norm = {f"norm/{k}": TensorSpec((d,)) for k, d in dims.items()}
-    return Schema(
+    return model_schema(
         "mbrl_ros.dynamics.physics",
-        1,
-        {**norm, "params": TensorSpec(("P",)), "residual_var": TensorSpec(("dx",))},
-        dim_limits={"dx": 1024, "du": 512, "P": 2048},
-        required_meta=(
-            "joint_names",
-            "state_names",
-            "dt",
-            "config",
-            "robot",
-            "urdf_sha256",
-            "param_names",
-        ),
+        {"params": TensorSpec(("P",)), "residual_var": TensorSpec(("dx",))},
+        {"dx": 1024, "du": 512, "P": 2048},
+        extra_meta=("robot", "urdf_sha256", "param_names"),
     )
 
 
@@ -413,13 +396,7 @@ class PhysicsModel(DynamicsModel):
     def from_bytes(cls, data: bytes, device=None) -> PhysicsModel:
         """Rebuild on the robot named in the artifact; refused if that robot's URDF differs
         from the one the parameters were identified for."""
-        tensors, meta = decode(data, cls.SCHEMA)
-        signature = ModelSignature.from_meta(meta)
-        config = cls.config_from_meta(cls.SCHEMA.name, meta, PhysicsConfig)
-        try:
-            model = cls(signature, NormStats.from_tensors(tensors), device, config)
-        except (ModelError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"{cls.SCHEMA.name}: {exc}") from None
+        model, tensors, meta = cls.decode_artifact(data, device, PhysicsConfig)
         if meta["robot"] != model.sim.robot.name or meta["urdf_sha256"] != model.sim.urdf_sha256:
             raise ArtifactError(
                 f"{cls.SCHEMA.name}: parameters were identified for robot "
@@ -438,5 +415,4 @@ class PhysicsModel(DynamicsModel):
             raise ArtifactError(f"{cls.SCHEMA.name}: parameter values outside their bounds")
         model.sim.set_params(tensors["params"])
         model.residual_var = tensors["residual_var"]
-        model.restore_info(meta)
         return model
