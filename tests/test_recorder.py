@@ -491,12 +491,23 @@ def test_service_episodes_end_with_the_first_state_at_their_length(
     pi0("arm2", seed=2, use_sim_time=True)
     assert recorder.wait(timeout=90) == 0, recorder.output()
     assert "2 episodes recorded" in recorder.output()
+    with BagReader(bag) as r:
+        topics = {name: info.count for name, info in r.topics.items()}
+    # Rarely failed under load with a bag that lacked commands; say everything when it does.
+    assert COMMANDS in topics, f"topics {topics}; recorder:\n{recorder.output()[-3000:]}"
     ex = dataset_from_bag(bag)
     ds = ex.dataset
-    assert ex.counts["event_reset"] == 2 and ex.counts["no_command"] == 0 and not ex.skipped
-    assert [int(np.sum(ds.episodes == e)) for e in ds.episode_ids] == [30, 30]
     events, states = bag_stamps(bag)
-    assert len(events) == 2 and states == [b + k * 10_000_000 for b in events for k in range(31)]
+    seen = (
+        f"topics {topics}, counts {dict(ex.counts)}, skipped {ex.skipped}, events {events}, "
+        f"{len(states)} states from {states[:1]} to {states[-1:]}; recorder:\n"
+        + recorder.output()[-3000:]
+    )
+    assert ex.counts["event_reset"] == 2 and ex.counts["no_command"] == 0, seen
+    assert not ex.skipped, seen
+    assert [int(np.sum(ds.episodes == e)) for e in ds.episode_ids] == [30, 30], seen
+    assert len(events) == 2, seen
+    assert states == [b + k * 10_000_000 for b in events for k in range(31)], seen
 
 
 def test_a_recorder_stopped_before_its_first_message_leaves_no_bag(node_process, tmp_path):
