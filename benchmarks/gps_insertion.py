@@ -10,15 +10,17 @@ makes the KL-constrained update with step adaptation (``tasks.insertion_gps``). 
 when its peg tip ends within 5 mm of the hole's floor. Prints the learning curve per condition and
 writes the JSON below and a PNG of success and depth against samples.
 
-With ``--policy`` it runs mirror-descent GPS instead (``trajopt.mdgps``, GMM prior): the same
-controllers' samples also train one network policy (``GoalPolicy``, input: joint state and the
-hole's top centre), the C-step constrained against its linearisation; it reports per iteration
+With ``--policy`` it runs mirror-descent GPS instead (``trajopt.mdgps``, GMM prior) on 9 hole
+positions (``POLICY_TRAIN_HOLES``, a grid spanning the held-out region): the same controllers'
+samples also train one network policy (``GoalPolicy``, input: joint state and the hole's top
+centre), the C-step constrained against its linearisation; it reports per iteration
 the controllers' and the policy's own insertion success on the training holes, and at the end the
 policy's success alone on the held-out holes (between and beyond the training ones), writes the
 policy artifact (``--policy-out``) and a PNG of the learning curve.
 
     python benchmarks/gps_insertion.py [--iterations 15] [--samples 5] [--json FILE] [--png FILE]
-    python benchmarks/gps_insertion.py --policy [--policy-hidden 64,64] [--s-step-iters 1000]
+    python benchmarks/gps_insertion.py --policy [--iterations 20] [--policy-hidden 64,64]
+        [--s-step-iters 1000]
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ from mbrl_ros.trajopt.gps import GPSConfig, format_curve, learning_curve
 from mbrl_ros.trajopt.mdgps import SStepConfig
 
 TRAIN_HOLES = [(-0.45, 0.0, 0.2), (-0.42, 0.03, 0.2), (-0.48, -0.03, 0.2), (-0.45, 0.04, 0.2)]
+# --policy: a 3 × 3 grid 6 cm apart around the start hole (listed first), spanning the region the
+# held-out holes are drawn from (none of them is trained on); with the 4 holes above the network
+# reached only the 2 held-out holes between them.
+POLICY_TRAIN_HOLES = [(-0.45, 0.0, 0.2)] + [
+    (x, y, 0.2) for x in (-0.51, -0.45, -0.39) for y in (-0.06, 0.0, 0.06) if (x, y) != (-0.45, 0.0)
+]
 HELDOUT_HOLES = [
     (-0.435, 0.015, 0.2),
     (-0.465, -0.015, 0.2),
@@ -98,7 +106,7 @@ def run_policy(args) -> dict:
     success, time per iteration."""
     robot = load_robot("arm7")
     setup = InsertionSetup(
-        TRAIN_HOLES,
+        POLICY_TRAIN_HOLES,
         start_height=args.start_height,
         T=args.steps,
         std_fraction=args.init_std,
@@ -149,7 +157,7 @@ def run_policy(args) -> dict:
     full = conditions.full_depth(0)
     policy.info = {
         "task": "peg insertion (benchmarks/gps_insertion.py --policy)",
-        "train_holes": [list(p) for p in TRAIN_HOLES],
+        "train_holes": [list(p) for p in POLICY_TRAIN_HOLES],
         "iterations": args.iterations,
         "samples": args.samples,
     }
@@ -202,7 +210,7 @@ def plot_policy(res: dict, path: str, samples: int) -> None:
         xlabel="samples (all conditions)",
         ylabel="inserted to full depth (%)",
         ylim=(-5, 105),
-        title=f"MDGPS peg insertion, arm7, {len(TRAIN_HOLES)} holes × "
+        title=f"MDGPS peg insertion, arm7, {len(POLICY_TRAIN_HOLES)} holes × "
         f"{samples} samples per iteration",
     )
     ax.legend(fontsize=8)
@@ -271,7 +279,9 @@ def write_json(path, out: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=15)
+    parser.add_argument(
+        "--iterations", type=int, help="default: 15, with --policy 20 (the paper's 10–20)"
+    )
     parser.add_argument("--samples", type=int, default=5, help="samples per condition")
     parser.add_argument("--steps", type=int, default=100, help="time steps T of 10 ms")
     parser.add_argument("--seed", type=int, default=1)
@@ -300,6 +310,8 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--png", default="gps_insertion.png")
     args = parser.parse_args()
+    if args.iterations is None:
+        args.iterations = 20 if args.policy else 15
     if args.iterations < 1 or args.samples < 2 or args.steps < 1:
         parser.error("need --iterations ≥ 1, --samples ≥ 2 and --steps ≥ 1")
     priors = args.priors.split(",")
@@ -311,7 +323,7 @@ def main() -> None:
         out = {key: res[key] for key in ("train_success", "samples", "heldout_policy_success")}
         out |= {
             "heldout_positions": [list(p) for p in HELDOUT_HOLES],
-            "train_positions": [list(p) for p in TRAIN_HOLES],
+            "train_positions": [list(p) for p in POLICY_TRAIN_HOLES],
             "prior": "gmm",
             "note": "MDGPS: train_success: the controllers' samples on the training holes; "
             "policy_train_success: the network alone (noise-free) on them; "
