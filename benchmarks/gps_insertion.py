@@ -15,8 +15,9 @@ positions (``POLICY_TRAIN_HOLES``, a grid spanning the held-out region): the sam
 samples also train one network policy (``GoalPolicy``, input: joint state and the hole's top
 centre), the C-step constrained against its linearisation; it reports per iteration
 the controllers' and the policy's own insertion success on the training holes, and at the end the
-policy's success alone on the held-out holes (between and beyond the training ones), writes the
-policy artifact (``--policy-out``) and a PNG of the learning curve.
+policy's success alone on the held-out holes (``HELDOUT_HOLES``) and on 20 random holes in their
+box (``HELDOUT_RANDOM_HOLES``), writes the policy artifact (``--policy-out``) and a PNG of the
+learning curve.
 
     python benchmarks/gps_insertion.py [--iterations 15] [--samples 5] [--json FILE] [--png FILE]
     python benchmarks/gps_insertion.py --policy [--iterations 20] [--policy-hidden 64,64]
@@ -51,6 +52,11 @@ HELDOUT_HOLES = [
     (-0.45, -0.05, 0.2),
     (-0.40, 0.0, 0.2),
     (-0.50, 0.02, 0.2),
+]
+# --policy also: 20 random holes (seeded) drawn uniformly from the box the held-out ones span.
+HELDOUT_RANDOM_HOLES = [
+    (float(x), float(y), 0.2)
+    for x, y in np.random.default_rng(7).uniform((-0.50, -0.05), (-0.40, 0.05), (20, 2))
 ]
 COST = dict(w_l2=100.0, w_log=1.0, alpha=1e-5, terminal_weight=10.0, w_velocity=0.5)
 
@@ -154,6 +160,7 @@ def run_policy(args) -> dict:
         log=log,
     )
     heldout = conditions.policy_depths(policy, HELDOUT_HOLES)
+    heldout_random = conditions.policy_depths(policy, HELDOUT_RANDOM_HOLES)
     full = conditions.full_depth(0)
     policy.info = {
         "task": "peg insertion (benchmarks/gps_insertion.py --policy)",
@@ -173,6 +180,10 @@ def run_policy(args) -> dict:
         "held-out policy final depth (mm): "
         + ", ".join(f"{p}: {1000 * d:.1f}" for p, d in zip(HELDOUT_HOLES, heldout))
     )
+    print(
+        f"random held-out holes inserted: {int(np.sum(heldout_random >= full))}"
+        f"/{len(heldout_random)}"
+    )
     return {
         "train_success": [round(float(np.mean(s)), 9) for s in conditions.success()],
         "samples": [r.records[-1].samples_used for r in results],
@@ -181,6 +192,9 @@ def run_policy(args) -> dict:
         "mean_controller_success": [round(float(np.mean(s)), 9) for s in conditions.mean_success()],
         "heldout_policy_success": round(float(np.mean(heldout >= full)), 9),
         "heldout_policy_depth_m": heldout.tolist(),
+        "heldout_random_policy_success": round(float(np.mean(heldout_random >= full)), 9),
+        "heldout_random_positions": [list(p) for p in HELDOUT_RANDOM_HOLES],
+        "heldout_random_policy_depth_m": heldout_random.tolist(),
         "s_step_loss": [r.s_step_loss for r in results],
         "seconds_per_iteration": times,
         "policy_hidden": list(hidden),
@@ -328,7 +342,8 @@ def main() -> None:
             "note": "MDGPS: train_success: the controllers' samples on the training holes; "
             "policy_train_success: the network alone (noise-free) on them; "
             "heldout_policy_success: the network alone on heldout_positions "
-            "(tip within 5 mm of the floor).",
+            "(tip within 5 mm of the floor); mdgps.heldout_random_policy_success: on 20 "
+            "random positions in the held-out box (mdgps.heldout_random_positions).",
             "mdgps": res,
         }
         write_json(args.json, out)
