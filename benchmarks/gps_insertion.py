@@ -10,7 +10,7 @@ makes the KL-constrained update with step adaptation (``tasks.insertion_gps``). 
 when its peg tip ends within 5 mm of the hole's floor. Prints the learning curve per condition and
 writes the JSON below and a PNG of success and depth against samples.
 
-With ``--policy`` it runs mirror-descent GPS instead (``trajopt.mdgps``, GMM prior) on 9 hole
+With ``--policy`` it runs mirror-descent GPS instead (``trajopt.mdgps``, GMM prior) on 15 hole
 positions (``POLICY_TRAIN_HOLES``, a grid spanning the held-out region): the same controllers'
 samples also train one network policy (``GoalPolicy``, input: joint state and the hole's top
 centre), the C-step constrained against its linearisation; it reports per iteration
@@ -40,11 +40,15 @@ from mbrl_ros.trajopt.gps import GPSConfig, format_curve, learning_curve
 from mbrl_ros.trajopt.mdgps import SStepConfig
 
 TRAIN_HOLES = [(-0.45, 0.0, 0.2), (-0.42, 0.03, 0.2), (-0.48, -0.03, 0.2), (-0.45, 0.04, 0.2)]
-# --policy: a 3 × 3 grid 6 cm apart around the start hole (listed first), spanning the region the
-# held-out holes are drawn from (none of them is trained on); with the 4 holes above the network
-# reached only the 2 held-out holes between them.
+# --policy: a grid 6 cm apart in x and 3 cm in y around the start hole (listed first), spanning
+# the region the held-out holes are drawn from (none of them is trained on). With the 4 holes above
+# the network reached only the 2 held-out holes between them; with a 3 × 3 grid 6 cm apart, 5/5
+# listed but 10/20 random held-out holes (misses between its rows in y).
 POLICY_TRAIN_HOLES = [(-0.45, 0.0, 0.2)] + [
-    (x, y, 0.2) for x in (-0.51, -0.45, -0.39) for y in (-0.06, 0.0, 0.06) if (x, y) != (-0.45, 0.0)
+    (x, y, 0.2)
+    for x in (-0.51, -0.45, -0.39)
+    for y in (-0.06, -0.03, 0.0, 0.03, 0.06)
+    if (x, y) != (-0.45, 0.0)
 ]
 HELDOUT_HOLES = [
     (-0.435, 0.015, 0.2),
