@@ -10,15 +10,18 @@ makes the KL-constrained update with step adaptation (``tasks.insertion_gps``). 
 when its peg tip ends within 5 mm of the hole's floor. Prints the learning curve per condition and
 writes the JSON below and a PNG of success and depth against samples.
 
-With ``--policy`` it runs mirror-descent GPS instead (``trajopt.mdgps``, GMM prior): the same
-controllers' samples also train one network policy (``GoalPolicy``, input: joint state and the
-hole's top centre), the C-step constrained against its linearisation; it reports per iteration
+With ``--policy`` it runs mirror-descent GPS instead (``trajopt.mdgps``, GMM prior) on 15 hole
+positions (``POLICY_TRAIN_HOLES``, a grid spanning the held-out region): the same controllers'
+samples also train one network policy (``GoalPolicy``, input: joint state and the hole's top
+centre), the C-step constrained against its linearisation; it reports per iteration
 the controllers' and the policy's own insertion success on the training holes, and at the end the
-policy's success alone on the held-out holes (between and beyond the training ones), writes the
-policy artifact (``--policy-out``) and a PNG of the learning curve.
+policy's success alone on the held-out holes (``HELDOUT_HOLES``) and on 20 random holes in their
+box (``HELDOUT_RANDOM_HOLES``), writes the policy artifact (``--policy-out``) and a PNG of the
+learning curve.
 
     python benchmarks/gps_insertion.py [--iterations 15] [--samples 5] [--json FILE] [--png FILE]
-    python benchmarks/gps_insertion.py --policy [--policy-hidden 64,64] [--s-step-iters 1000]
+    python benchmarks/gps_insertion.py --policy [--iterations 20] [--policy-hidden 64,64]
+        [--s-step-iters 1000]
 """
 
 from __future__ import annotations
@@ -37,12 +40,27 @@ from mbrl_ros.trajopt.gps import GPSConfig, format_curve, learning_curve
 from mbrl_ros.trajopt.mdgps import SStepConfig
 
 TRAIN_HOLES = [(-0.45, 0.0, 0.2), (-0.42, 0.03, 0.2), (-0.48, -0.03, 0.2), (-0.45, 0.04, 0.2)]
+# --policy: a grid 6 cm apart in x and 3 cm in y around the start hole (listed first), spanning
+# the region the held-out holes are drawn from (none of them is trained on). With the 4 holes above
+# the network reached only the 2 held-out holes between them; with a 3 × 3 grid 6 cm apart, 5/5
+# listed but 10/20 random held-out holes (misses between its rows in y).
+POLICY_TRAIN_HOLES = [(-0.45, 0.0, 0.2)] + [
+    (x, y, 0.2)
+    for x in (-0.51, -0.45, -0.39)
+    for y in (-0.06, -0.03, 0.0, 0.03, 0.06)
+    if (x, y) != (-0.45, 0.0)
+]
 HELDOUT_HOLES = [
     (-0.435, 0.015, 0.2),
     (-0.465, -0.015, 0.2),
     (-0.45, -0.05, 0.2),
     (-0.40, 0.0, 0.2),
     (-0.50, 0.02, 0.2),
+]
+# --policy also: 20 random holes (seeded) drawn uniformly from the box the held-out ones span.
+HELDOUT_RANDOM_HOLES = [
+    (float(x), float(y), 0.2)
+    for x, y in np.random.default_rng(7).uniform((-0.50, -0.05), (-0.40, 0.05), (20, 2))
 ]
 COST = dict(w_l2=100.0, w_log=1.0, alpha=1e-5, terminal_weight=10.0, w_velocity=0.5)
 
@@ -98,7 +116,7 @@ def run_policy(args) -> dict:
     success, time per iteration."""
     robot = load_robot("arm7")
     setup = InsertionSetup(
-        TRAIN_HOLES,
+        POLICY_TRAIN_HOLES,
         start_height=args.start_height,
         T=args.steps,
         std_fraction=args.init_std,
@@ -146,10 +164,11 @@ def run_policy(args) -> dict:
         log=log,
     )
     heldout = conditions.policy_depths(policy, HELDOUT_HOLES)
+    heldout_random = conditions.policy_depths(policy, HELDOUT_RANDOM_HOLES)
     full = conditions.full_depth(0)
     policy.info = {
         "task": "peg insertion (benchmarks/gps_insertion.py --policy)",
-        "train_holes": [list(p) for p in TRAIN_HOLES],
+        "train_holes": [list(p) for p in POLICY_TRAIN_HOLES],
         "iterations": args.iterations,
         "samples": args.samples,
     }
@@ -165,6 +184,10 @@ def run_policy(args) -> dict:
         "held-out policy final depth (mm): "
         + ", ".join(f"{p}: {1000 * d:.1f}" for p, d in zip(HELDOUT_HOLES, heldout))
     )
+    print(
+        f"random held-out holes inserted: {int(np.sum(heldout_random >= full))}"
+        f"/{len(heldout_random)}"
+    )
     return {
         "train_success": [round(float(np.mean(s)), 9) for s in conditions.success()],
         "samples": [r.records[-1].samples_used for r in results],
@@ -173,6 +196,9 @@ def run_policy(args) -> dict:
         "mean_controller_success": [round(float(np.mean(s)), 9) for s in conditions.mean_success()],
         "heldout_policy_success": round(float(np.mean(heldout >= full)), 9),
         "heldout_policy_depth_m": heldout.tolist(),
+        "heldout_random_policy_success": round(float(np.mean(heldout_random >= full)), 9),
+        "heldout_random_positions": [list(p) for p in HELDOUT_RANDOM_HOLES],
+        "heldout_random_policy_depth_m": heldout_random.tolist(),
         "s_step_loss": [r.s_step_loss for r in results],
         "seconds_per_iteration": times,
         "policy_hidden": list(hidden),
@@ -202,7 +228,7 @@ def plot_policy(res: dict, path: str, samples: int) -> None:
         xlabel="samples (all conditions)",
         ylabel="inserted to full depth (%)",
         ylim=(-5, 105),
-        title=f"MDGPS peg insertion, arm7, {len(TRAIN_HOLES)} holes × "
+        title=f"MDGPS peg insertion, arm7, {len(POLICY_TRAIN_HOLES)} holes × "
         f"{samples} samples per iteration",
     )
     ax.legend(fontsize=8)
@@ -271,7 +297,9 @@ def write_json(path, out: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=15)
+    parser.add_argument(
+        "--iterations", type=int, help="default: 15, with --policy 20 (the paper's 10–20)"
+    )
     parser.add_argument("--samples", type=int, default=5, help="samples per condition")
     parser.add_argument("--steps", type=int, default=100, help="time steps T of 10 ms")
     parser.add_argument("--seed", type=int, default=1)
@@ -300,6 +328,8 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--png", default="gps_insertion.png")
     args = parser.parse_args()
+    if args.iterations is None:
+        args.iterations = 20 if args.policy else 15
     if args.iterations < 1 or args.samples < 2 or args.steps < 1:
         parser.error("need --iterations ≥ 1, --samples ≥ 2 and --steps ≥ 1")
     priors = args.priors.split(",")
@@ -311,12 +341,13 @@ def main() -> None:
         out = {key: res[key] for key in ("train_success", "samples", "heldout_policy_success")}
         out |= {
             "heldout_positions": [list(p) for p in HELDOUT_HOLES],
-            "train_positions": [list(p) for p in TRAIN_HOLES],
+            "train_positions": [list(p) for p in POLICY_TRAIN_HOLES],
             "prior": "gmm",
             "note": "MDGPS: train_success: the controllers' samples on the training holes; "
             "policy_train_success: the network alone (noise-free) on them; "
             "heldout_policy_success: the network alone on heldout_positions "
-            "(tip within 5 mm of the floor).",
+            "(tip within 5 mm of the floor); mdgps.heldout_random_policy_success: on 20 "
+            "random positions in the held-out box (mdgps.heldout_random_positions).",
             "mdgps": res,
         }
         write_json(args.json, out)
