@@ -23,8 +23,8 @@ _FIRST_DOMAIN = int(os.environ["ROS_DOMAIN_ID"])
 # uses one of the ROS fixtures. The fast tier (``-m "not ros and not slow"``) then does not even
 # import such files, so collecting it never imports rclpy (tests/test_test_tiers.py checks).
 _ROS_SOURCE = re.compile(
-    r"^\s*(?:from|import)\s+(?:rclpy|launch\w*|ros_harness|mbrl_ros\.nodes|\w+_msgs|"
-    r"\w+_srvs|rosbag\w*)\b|\b(?:ros|node_process|pi0)\s*[,)]",
+    r"^\s*(?:from|import)\s+(?:rclpy|launch(?:_ros|_pytest|_testing)?|ros_harness|"
+    r"mbrl_ros\.nodes|\w+_msgs|\w+_srvs|rosbag\w*)\b|\b(?:ros|node_process|pi0)\s*[,)]",
     re.MULTILINE,
 )
 _needs_ros: dict[Path, bool] = {}
