@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat setup.py | md5sum | cut -c1-12)
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint setup bench ros-build-tools osmesa clean
+.PHONY: demo test test-fast lint setup bench ros-build-tools osmesa clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,11 @@ lint: setup
 test: setup ros-build-tools osmesa
 	@tools/isolated $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; exit 1; fi; exit $$rc
+
+# The fast tier: core tests that need neither rclpy nor DDS nor node processes (see README,
+# "Tests and the network"); collecting it never imports rclpy.
+test-fast: setup
+	@$(PY) -m pytest -m "not ros and not slow" $(PYTEST_ARGS)
 
 bench: setup osmesa
 	tools/isolated $(PY) benchmarks/run_all.py

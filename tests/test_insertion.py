@@ -269,6 +269,7 @@ def test_bad_scene_files_are_named(arm7, tmp_path):
         InsertionSimulator(arm7, config=SimConfig(scene="insertion", gravity_compensation=True))
 
 
+@pytest.mark.slow
 def test_gps_learns_to_insert_from_two_hole_positions(arm7):
     """The local-model loop with the GMM prior on a short variant: two holes 2.8 cm apart, the
     peg starting 3 cm above the opening, 0.8 s per sample, 5 samples per condition and

@@ -367,6 +367,7 @@ def test_arm_reach_task_targets_the_ik_solution():
         inverse_kinematics(robot, (0.5, 0.0, 0.07), np.zeros(2))
 
 
+@pytest.mark.slow
 def test_pilco_swings_up_the_pendulum():
     """PILCO from scratch (seed 0: one random trial of 4 s, then policy trials of 4 s with an RBF
     policy of 30 basis functions, 30 L-BFGS iterations each, until 2 trials in a row succeed, at

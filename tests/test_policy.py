@@ -384,6 +384,7 @@ def test_dagger_reduces_the_imitation_error_on_the_policys_own_states():
     ]
 
 
+@pytest.mark.slow
 def test_a_policy_distilled_from_mpc_reaches_like_the_mpc():
     """An iLQR MPC through the analytic 2-link model drives the MuJoCo arm towards two targets;
     the policy cloned from it and trained with three DAgger iterations reaches both within 2 cm

@@ -45,6 +45,7 @@ def r2_affine(Z, P):
     return 1.0 - (P - A @ w).var(0) / P.var(0)
 
 
+@pytest.mark.slow
 def test_the_latent_recovers_the_position_up_to_a_linear_map(fitted):
     model, X, images, U, elbo = fitted
     assert np.mean(elbo[-20:]) > np.mean(elbo[:20]) + 1000
@@ -80,6 +81,7 @@ def rollouts(model, ctrl, rng, n, limit=3.0):
     return np.array(Z), np.array(U), np.array(final)
 
 
+@pytest.mark.slow
 def test_latent_lqr_reaches_the_target_from_images(fitted):
     model, X, images, U, _ = fitted
     cost = fit_latent_cost(
