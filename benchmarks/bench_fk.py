@@ -1,4 +1,5 @@
-"""Forward kinematics speed: mbrl_ros.robot.description.ForwardKinematics against pytorch-kinematics (if installed).
+"""Forward kinematics speed: mbrl_ros.robot.description.ForwardKinematics against
+pytorch-kinematics (if installed).
 
 End-effector positions of arm7 for random joint configurations, float64, CPU, batch sizes 1 to 100k,
 forward only and forward + backward (gradient of the summed positions w.r.t. q). Each time is the
@@ -75,7 +76,8 @@ def main() -> None:
             f"max |ours - theirs| on 1000 configs = {error:.2e} m"
         )
     print(
-        f"{'batch':>7} {'pass':>8} {'ours µs':>12} {'theirs µs':>14} {'ratio':>7} {'ours configs/s':>15}"
+        f"{'batch':>7} {'pass':>8} {'ours µs':>12} {'theirs µs':>14} {'ratio':>7} "
+        f"{'ours configs/s':>15}"
     )
     for batch in BATCHES:
         q = torch.tensor(
@@ -94,7 +96,8 @@ def main() -> None:
                 t_theirs = best_time_us(make(theirs), args.seconds)
                 text, ratio = f"{t_theirs:14.1f}", f"{t_theirs / t_ours:7.2f}"
             print(
-                f"{batch:>7} {name:>8} {t_ours:12.1f} {text:>14} {ratio:>7} {batch / t_ours * 1e6:15.3g}"
+                f"{batch:>7} {name:>8} {t_ours:12.1f} {text:>14} {ratio:>7} "
+                f"{batch / t_ours * 1e6:15.3g}"
             )
     print("ratio = theirs / ours (> 1: ours is faster)")
 

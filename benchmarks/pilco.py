@@ -1,10 +1,11 @@
-"""PILCO results: pendulum swing-up (sim/pendulum.xml) and 2-link arm reach (arm2), one torch thread.
+"""PILCO results: pendulum swing-up (sim/pendulum.xml) and 2-link arm reach (arm2), one torch
+thread.
 
 For each seed: the trial at which PILCO first solved the task and the seconds of system data used up
 to it, the wall time of the whole loop, the final policy's success from fresh start states, and the
-compute of one control step of the policy (``act`` on one state, numpy in and out, best of 5 × 1000).
-Swing-up solved: a trial ends with its last second within 0.2 rad of upright and 1 rad/s of rest;
-reach solved: the last state's end effector within 2 cm of the target.
+compute of one control step of the policy (``act`` on one state, numpy in and out, best of 5 ×
+1000). Swing-up solved: a trial ends with its last second within 0.2 rad of upright and 1 rad/s of
+rest; reach solved: the last state's end effector within 2 cm of the target.
 
     python benchmarks/pilco.py [--seeds 0 1 2] [--trials 8] [--skip-arm]
 """

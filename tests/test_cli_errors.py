@@ -374,7 +374,7 @@ def test_error_is_one_line_and_nothing_is_written(case, files, tmp_path):
     assert sorted(Path(files["d"]).parent.rglob("*")) == inputs
 
 
-# -- fit: a model worse than predicting no motion ---------------------------------------------------
+# -- fit: a model worse than predicting no motion --------------------------------------------------
 def drift_dataset(
     held_out_drift: float, drift: float = 1.0, episodes: int = 4, steps: int = 30
 ) -> Dataset:
@@ -440,7 +440,7 @@ def test_fit_of_a_good_model_warns_nothing(files, tmp_path):
     assert code == 0 and "warning" not in err
 
 
-# -- graph arguments that name a choice -------------------------------------------------------------
+# -- graph arguments that name a choice ------------------------------------------------------------
 PLANNER_CHOICES = next(p.choices for p in PlannerSettings.params() if p.name == "planner")
 
 
@@ -467,7 +467,7 @@ def test_a_urdf_path_is_a_robot():
     assert graph("sim", robot=str(urdf))[0].parameters["robot"] == str(urdf)
 
 
-# -- as processes: no traceback, and DDS confined like `mbrl-ros launch` -------------------------------
+# -- as processes: no traceback, and DDS confined like `mbrl-ros launch` ---------------------------
 def mbrl_ros_process(*args: str, module: str = "mbrl_ros.cli", env=None, timeout: float = 120):
     return subprocess.run(
         [sys.executable, "-m", module, *args],

@@ -191,8 +191,8 @@ def test_failed_update_publishes_nothing_and_is_reported(node_process, tmp_path)
         ),
         (
             ["robot:=arm2", "initial_position:=[0.3, 0.5, -0.5, 1.0]"],
-            "parameter 'initial_position' gives 2 conditions: several conditions need episode_source "
-            "'homing'",
+            "parameter 'initial_position' gives 2 conditions: several conditions need "
+            "episode_source 'homing'",
         ),
         (
             [
@@ -201,8 +201,8 @@ def test_failed_update_publishes_nothing_and_is_reported(node_process, tmp_path)
                 "initial_position:=[0.3, 0.5, -0.5, 1.0]",
                 "target:=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]",
             ],
-            "parameter 'target' = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9] must be 3 numbers (m), "
-            "3 per condition (6 for 2)",
+            "parameter 'target' = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9] must be 3 "
+            "numbers (m), 3 per condition (6 for 2)",
         ),
         (
             ["robot:=arm2", "episode_source:=homing", "initial_position:=[0.3, 0.5, -0.5, 9.0]"],

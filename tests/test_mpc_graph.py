@@ -124,8 +124,8 @@ def test_a_lockstep_run_is_bit_identical_with_a_cpu_hog_beside_it(arm2_run, tmp_
         for hog in hogs:
             hog.kill()
             hog.wait()
-    strip = lambda records: [
-        {k: v for k, v in r.items() if k not in TIMINGS}  # noqa: E731
-        for r in records
-    ]
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k not in TIMINGS} for r in records]
+
     assert strip(loaded) == strip(arm2_run)

@@ -1,4 +1,5 @@
-"""Robot description, forward kinematics and MuJoCo model (mbrl_ros.robot.description), checked against MuJoCo."""
+"""Robot description, forward kinematics and MuJoCo model (mbrl_ros.robot.description), checked
+against MuJoCo."""
 
 from __future__ import annotations
 
@@ -99,8 +100,8 @@ def general_chain(tmp_path):
 
 
 def test_fk_matches_mujoco_on_a_general_chain(tmp_path):
-    """Origins with rpy, a non-unit oblique axis (default x axis on 'c'), fixed joints before, inside
-    and off the chain, and a continuous joint."""
+    """Origins with rpy, a non-unit oblique axis (default x axis on 'c'), fixed joints before,
+    inside and off the chain, and a continuous joint."""
     robot = load_robot(general_chain(tmp_path), ee_link="tip")
     assert robot.joint_names == ("a", "b", "c")
     assert robot.link_names == ("base", "l0", "l1", "l2", "l3", "tip")
@@ -305,7 +306,8 @@ def test_arm7_is_a_plausible_arm():
     np.testing.assert_array_equal(robot.limits.effort, [87, 87, 87, 87, 12, 12, 12])
     np.testing.assert_allclose(robot.armature, 0.1)  # reflected motor inertia, 1e-5 kg m² · 100²
     assert ((robot.limits.velocity >= 2.0) & (robot.limits.velocity <= 2.7)).all()
-    # holding the arm stretched out horizontally (elbow at its straightest) needs well under the limits
+    # holding the arm stretched out horizontally (elbow at its straightest) needs well under the
+    # limits
     data = mujoco.MjData(model)
     data.qpos[:] = [0, np.pi / 2, 0, robot.limits.upper[3], 0, 0, 0]
     mujoco.mj_forward(model, data)
@@ -361,7 +363,8 @@ def test_index_of():
 MINIMAL = """<robot name="mini"{namespace}>
   <link name="base"/><link name="l1"><inertial><mass value="1"/>
     <inertia ixx="0.01" iyy="0.01" izz="0.01" ixy="0" ixz="0" iyz="0"/></inertial></link>
-  <joint name="j1" type="{type}"><parent link="base"/><child link="l1"/><axis xyz="0 0 1"/>{limit}</joint>
+  <joint name="j1" type="{type}"><parent link="base"/><child link="l1"/><axis xyz="0 0 1"/>
+    {limit}</joint>
   {transmission}
 </robot>"""
 LIMIT = '<limit lower="-1" upper="1" effort="2" velocity="3"/>'
@@ -371,7 +374,8 @@ TRANSMISSION = """<transmission name="t1"><type>transmission_interface/SimpleTra
 
 
 def mini(jtype="revolute", limit=LIMIT, transmission_joint=None):
-    """A one-joint URDF; with a Drake transmission (rotor 2e-5 kg m², gear 50) on ``transmission_joint``."""
+    """A one-joint URDF; with a Drake transmission (rotor 2e-5 kg m², gear 50) on
+    ``transmission_joint``."""
     if transmission_joint is None:
         return MINIMAL.format(type=jtype, limit=limit, namespace="", transmission="")
     return MINIMAL.format(

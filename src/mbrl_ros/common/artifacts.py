@@ -11,9 +11,9 @@ then schema name, version (older than ``min_version`` or newer than ``version`` 
 tensor names, dtypes, shapes and their consistency, dimension limits, finiteness and magnitudes
 (|value| ≤ ``Schema.max_abs``, so no finite-but-absurd number such as 1e300 gets through), and
 the checksum: the reserved tensor ``__sha256__`` (32 bytes) holds the SHA-256 of the metadata text
-and of every other tensor's name, dtype, shape and bytes, so a flipped bit anywhere is caught. It never unpickles:
-safetensors holds raw little-endian numbers only. Errors are ``ArtifactError`` with a message
-naming what is wrong.
+and of every other tensor's name, dtype, shape and bytes, so a flipped bit anywhere is caught. It
+never unpickles: safetensors holds raw little-endian numbers only. Errors are ``ArtifactError`` with
+a message naming what is wrong.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@
 
 Step t applies from ``start_ns + t·dt_ns`` (integer nanoseconds, the clock of the joint-state
 stamps) for one ``dt_ns``, and only before ``valid_until_ns`` (≤ the end; a planner that replans
-states that its plan is stale after the next replan is due, the executor holds from then on). The lecture's three versions are special cases: open loop (K = 0, k = 0,
-Σ = 0: random shooting, CEM), feedback (Σ = 0: iLQR), Gaussian (GPS: Σ_t = Q_uu⁻¹, maximum
-entropy). The state x (dx) is laid out as ``state_layout`` names, e.g. ``"q,qd"`` = joint positions
-then velocities in ``joint_names`` order; u (du) is joint torques (N·m).
+states that its plan is stale after the next replan is due, the executor holds from then on). The
+lecture's three versions are special cases: open loop (K = 0, k = 0, Σ = 0: random shooting, CEM),
+feedback (Σ = 0: iLQR), Gaussian (GPS: Σ_t = Q_uu⁻¹, maximum entropy). The state x (dx) is laid out
+as ``state_layout`` names, e.g. ``"q,qd"`` = joint positions then velocities in ``joint_names``
+order; u (du) is joint torques (N·m).
 
 Controllers are immutable; arrays are read-only. The artifact form (safetensors bytes) is
 ``to_bytes`` / ``from_bytes``; Σ's factor and inverse are always recomputed, never read from a file.

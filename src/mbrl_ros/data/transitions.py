@@ -31,8 +31,8 @@ The rules, for a transition from state s_k to the next state s_{k+1}:
   its command once a command for a later state that has arrived has come, or ``command_wait``
   (1000) more states have come without it. A command tagged more than ``command_wait`` periods
   after the newest state answers nothing that can come in time and is dropped
-  ("future_command"). So the result does not depend on the order in which the three topics' messages are
-  processed (a busy node takes one message per topic in turn): an event published before the
+  ("future_command"). So the result does not depend on the order in which the three topics' messages
+  are processed (a busy node takes one message per topic in turn): an event published before the
   state it applies to, and every command, are in time. ``undecided(before_ns)`` tells whether
   transitions into states before a stamp still wait (the fitter fits only when none does).
 

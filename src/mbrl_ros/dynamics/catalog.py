@@ -71,8 +71,9 @@ def new_model(
     **network_options,
 ) -> DynamicsModel:
     """An unfitted model of ``kind``. ``robot`` (name or URDF path) is the physics model's arm,
-    ``gravity_compensation`` whether that arm cancels its own weight; ``network_options`` (EnsembleConfig fields: members, hidden, layers, max_epochs, ...) apply
-    to the network kinds only; None values are ignored."""
+    ``gravity_compensation`` whether that arm cancels its own weight; ``network_options``
+    (EnsembleConfig fields: members, hidden, layers, max_epochs, ...) apply to the network kinds
+    only; None values are ignored."""
     cls = model_class(kind)
     options = {k: v for k, v in network_options.items() if v is not None}
     if kind == "physics":

@@ -200,7 +200,8 @@ def run_version(
     progress: Callable[[str], None] | None = None,
 ) -> VersionResult:
     """Learn with ``version`` on ``budget_seconds`` of robot data (π0 for the first
-    ``seed_seconds``, or all of it for v0.5), then evaluate on ``eval_episodes`` held-out targets."""
+    ``seed_seconds``, or all of it for v0.5), then evaluate on ``eval_episodes`` held-out
+    targets."""
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
     say = progress or (lambda line: None)

@@ -261,7 +261,7 @@ def _record_realtime_nodes(
     received everything does not leave it one short; the recorder ends the graph)."""
     from mbrl_ros.nodes.messages import MAX_TARGETS  # the episode manager's limit
 
-    cfg = target.settings
+    cfg = target.robot_settings
     config = ("sim.yaml", "record.yaml", "record_realtime.yaml")
     common = {"robot": robot, "use_sim_time": target.use_sim_time}
     nodes = _stand_in_nodes(robot, target, seed, status_period, config) + [
@@ -294,7 +294,7 @@ def _stand_in_nodes(
     configuration says; none on a robot (``sim:=false``)."""
     if target.sim == "false":
         return []
-    cfg = target.settings
+    cfg = target.robot_settings
     mode = "realtime" if target.sim == "true" else "hardware"
     nodes = _sim_nodes(robot, mode, 0.0, seed, status_period, config[0], 1)
     nodes[0] = replace(nodes[0], config=config)
@@ -323,7 +323,7 @@ def _episode_manager(
     episodes of ``steps`` control periods, each begun by ``source`` (homing to a start pose
     around home, or the simulator's reset service), targets around home; the robot facts from
     the target's robot configuration."""
-    cfg = target.settings
+    cfg = target.robot_settings
     return NodeSpec(
         "episode_manager",
         "episode_manager",
@@ -475,7 +475,7 @@ def _gps_realtime_nodes(
 ) -> list[NodeSpec]:
     """The 'gps' graph in real time: samples start by homing (no resets); the stand-in arm
     starts at the first condition's pose."""
-    cfg = target.settings
+    cfg = target.robot_settings
     config = ("gps.yaml", "gps_realtime.yaml")
     starts = starts or ([list(cfg.home)] if cfg.home is not None else [])
     start = [v for g in starts for v in g]
@@ -522,6 +522,13 @@ class Target:
     @property
     def realtime(self) -> bool:
         return self.mode == "realtime"
+
+    @property
+    def robot_settings(self) -> RobotConfig:
+        """``settings`` for the real-time graphs, which always have them (ValueError if not)."""
+        if self.settings is None:
+            raise ValueError(f"a {self.mode} graph has no robot configuration to build from")
+        return self.settings
 
     @property
     def use_sim_time(self) -> bool:
@@ -619,7 +626,7 @@ def _realtime_mpc_nodes(
     """The 'mpc' graph in real time: on the package's simulator (sim time; its reset service
     starts the episodes), the hardware-like fixture or a robot (wall-clock stamps; homing between
     episodes)."""
-    cfg = target.settings
+    cfg = target.robot_settings
     config = ("mpc_realtime.yaml",)
     gravity = {"robot_compensates_gravity": cfg.compensates_gravity}
     common = {"robot": robot, "use_sim_time": target.use_sim_time}
@@ -850,7 +857,7 @@ def policy_graph(
         {"policy_file": str(Path(policy_file).resolve())} if policy_file else {}
     )
     if target.realtime:
-        cfg = target.settings
+        cfg = target.robot_settings
         config = (task, "policy.yaml", "policy_realtime.yaml")
         nodes = _stand_in_nodes(robot, target, seed_i, float(status_period), config) + [
             NodeSpec(

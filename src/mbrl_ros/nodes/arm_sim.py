@@ -6,13 +6,13 @@ Publishes ``/joint_states`` (joints in ``joint_names`` order), ``/clock`` and th
 (std_srvs/Trigger) and reports on ``/diagnostics``.
 
 * lockstep: publish the state of step k, wait for the command for step k (tagged with that state's
-  stamp, or untagged), step one control period, publish step k+1. A command that is malformed gets the
-  safe hold for that step; if no command comes within ``lockstep_timeout`` (wall s), the safe hold is
-  applied and the timeout reported. Stepping starts once a command publisher and
+  stamp, or untagged), step one control period, publish step k+1. A command that is malformed gets
+  the safe hold for that step; if no command comes within ``lockstep_timeout`` (wall s), the safe
+  hold is applied and the timeout reported. Stepping starts once a command publisher and
   ``min_state_subscribers`` joint-state subscribers are matched (``wait_for_peers``). The result
   does not depend on machine speed.
-* realtime: the physics follows the wall clock (times ``real_time_factor``); the latest valid command
-  is held (zero-order hold) until ``command_timeout`` passes, then the safe hold applies.
+* realtime: the physics follows the wall clock (times ``real_time_factor``); the latest valid
+  command is held (zero-order hold) until ``command_timeout`` passes, then the safe hold applies.
 * hardware: behaves like a ros2_control robot (joint_state_broadcaster + an effort forward command
   controller), not like a simulator: a loop thread measures the arm every ``control_period``
   (default 2 ms) with Gaussian timing jitter (``state_jitter``), stamps the state with the wall
@@ -30,10 +30,10 @@ with the joint state's stamp, just before the state. The scene's target marker f
 
 A reset advances sim time by one control period without physics, so a command computed for the
 state before the reset is stale and cannot be applied to the state after it. With
-``episode_steps`` = N > 0 the sim resets by itself: an episode is N control steps, its terminal state
-is published, and the command answering the terminal state triggers the reset instead of a step.
-Episode e then starts at stamp e·(N+1)·control_period, so episode boundaries (and targets published
-ahead of them) are deterministic in lockstep.
+``episode_steps`` = N > 0 the sim resets by itself: an episode is N control steps, its terminal
+state is published, and the command answering the terminal state triggers the reset instead of a
+step. Episode e then starts at stamp e·(N+1)·control_period, so episode boundaries (and targets
+published ahead of them) are deterministic in lockstep.
 """
 
 from __future__ import annotations

@@ -413,6 +413,12 @@ class GPSTrainerNode(Node):
         """The start pose (n,) rad of the condition being sampled."""
         return self.q0s[self.condition] if self.q0s else None
 
+    def _homing_target(self, episode: int, q: np.ndarray) -> np.ndarray:
+        """The pose (n,) rad the arm homes to: the start pose of the condition being sampled."""
+        if self.q0 is None:
+            raise RuntimeError("gps_trainer: homing asked for a pose before the conditions are set")
+        return self.q0
+
     def _set_conditions(self, poses: list[np.ndarray]) -> None:
         """Each condition's pose (n,) rad, target, cost and learner (initial controller), and
         for mdgps the policy."""
@@ -698,7 +704,7 @@ class GPSTrainerNode(Node):
                 2**62,
                 self.T * self.dt_ns,
                 HOMING,
-                lambda e, q: self.q0,
+                self._homing_target,
                 self._settle_detector,
                 self.p.homing_retries,
             )
@@ -736,6 +742,8 @@ class GPSTrainerNode(Node):
         then waits there for the trainer's decision), so a sample's first state is always
         answered by its own controller."""
         d = self.detector
+        if d is None:
+            raise RuntimeError("gps_trainer: homing validity asked for with no settling awaited")
         since = d.inside_since if d.inside_since is not None else stamp_ns + self.dt_ns
         return max(since + d.dwell_ns, stamp_ns + 1)
 
@@ -787,7 +795,7 @@ class GPSTrainerNode(Node):
 
     def _sample_if_done(self) -> None:
         """The current sample, once decided: into the batch, or dropped with the reason."""
-        if not self.sample.done:
+        if self.sample is None or not self.sample.done:
             return
         sample, self.sample = self.sample, None
         try:
@@ -816,9 +824,15 @@ class GPSTrainerNode(Node):
         if self.iteration >= self.p.iterations:
             self._finish()
 
+    def _require_mdgps(self) -> MDGPS:
+        """The MDGPS learner, which exists once the conditions are set with trainer 'mdgps'."""
+        if self.mdgps is None:
+            raise RuntimeError("gps_trainer: an MDGPS step before the MDGPS learner was made")
+        return self.mdgps
+
     def _mdgps_update(self, it: int, batches: list[tuple[np.ndarray, np.ndarray]]) -> None:
         """C-step of every condition against the policy's linearisation, then the S-step."""
-        mdgps = self.mdgps
+        mdgps = self._require_mdgps()
         if mdgps.var is None:  # the policy's input normalisation from the first samples
             mdgps.policy.set_normalisation(
                 np.concatenate([X[:, :-1].reshape(-1, X.shape[2]) for X, _ in batches]),
@@ -919,7 +933,7 @@ class GPSTrainerNode(Node):
     def _publish_policy(self, rows: list[dict]) -> None:
         """The trained policy to output_dir and, latched, to /mbrl/policy (waiting up to 5 s for
         the matched readers to have it before the node stops)."""
-        policy = self.mdgps.policy
+        policy = self._require_mdgps().policy
         policy.info = {
             "trainer": "gps_trainer mdgps",
             "iterations": len(rows),

@@ -13,14 +13,14 @@ in lockstep with every state: an executor in real time holds when it stops.
 
 Planning runs in the joint-state callback: in a lockstep graph (``mode`` sync) the whole graph
 waits for it, so results do not depend on machine speed; in real time (``mode`` realtime) only
-the newest state is kept, so a plan is never made for a state that is already old. With ``wait_for_model`` the planner also holds back its
-answer until the model it needs has arrived: after ``random_seconds`` the first model, and with
-the simulator's automatic episodes (``episode_steps``) at the first state of every episode a
-model fitted on all data before it (the fitter fits at episode ends; after
-``model_wait_seconds`` of wall time without one it plans with the model it has and warns). π0
-then runs whole episodes (``random_seconds`` rounded up). A model for other joints, another
-control period or an unknown state layout is refused (diagnostic, the previous model stays); a
-plan with NaN falls back to the previous plan and is reported.
+the newest state is kept, so a plan is never made for a state that is already old. With
+``wait_for_model`` the planner also holds back its answer until the model it needs has arrived:
+after ``random_seconds`` the first model, and with the simulator's automatic episodes
+(``episode_steps``) at the first state of every episode a model fitted on all data before it (the
+fitter fits at episode ends; after ``model_wait_seconds`` of wall time without one it plans with the
+model it has and warns). π0 then runs whole episodes (``random_seconds`` rounded up). A model for
+other joints, another control period or an unknown state layout is refused (diagnostic, the previous
+model stays); a plan with NaN falls back to the previous plan and is reported.
 
 On a robot without the simulator's episodes (``episodes_from_events``) the planner plans only
 inside an episode, from a ``start`` to an ``end`` event on ``/mbrl/episode_events`` (between

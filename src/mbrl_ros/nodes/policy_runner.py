@@ -134,7 +134,7 @@ class PolicyRunnerNode(SafeCommandNode):
     def _on_policy(self, policy: GoalPolicy) -> None:
         self._use(policy, "topic")
         self.get_logger().info(
-            f"new policy from {self.resolve_topic_name(POLICY)} (hidden {self.policy.hidden})"
+            f"new policy from {self.resolve_topic_name(POLICY)} (hidden {policy.hidden})"
         )
         self._answer_if_ready()
 
@@ -158,7 +158,7 @@ class PolicyRunnerNode(SafeCommandNode):
             return
         self.pending = None
         u, why = None, "no_policy" if self.frozen is None else "no_target"
-        if ready:
+        if self.frozen is not None and target is not None:  # ready
             with np.errstate(over="ignore", invalid="ignore"):  # non-finite u: the safety hold
                 u = self.frozen.act(state.position, state.velocity, target)
         self._send(

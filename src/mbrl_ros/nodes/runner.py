@@ -1,7 +1,7 @@
 """Common ``main()`` for the nodes: init, construct, spin, and a bounded clean stop.
 
-A node that cannot start (bad or unknown parameter, missing file) prints one clear line naming the problem
-and exits with status 2 instead of a traceback.
+A node that cannot start (bad or unknown parameter, missing file) prints one clear line naming the
+problem and exits with status 2 instead of a traceback.
 
 SIGINT and SIGTERM both stop a node with status 0 (or the node's ``exit_status``) and no
 traceback, within 2 s under load. The handlers are this module's, not rclpy's (which would shut
@@ -10,10 +10,11 @@ waits at most ``SPIN_PERIOD_S`` at a time, so a signal stops an idle node at onc
 still running ``INTERRUPT_AFTER_S`` after the signal (a plan, a fit in a callback) gets
 ``NodeInterrupted`` raised in it, so long work cannot hold the node, while short callbacks finish
 undisturbed. A process still running ``STUCK_AFTER_S`` after the signal prints every thread's
-stack to stderr, so a stop that hangs says where. Later signals are ignored, so ``close()`` (which nodes keep short: a worker thread is
-stopped and joined with a bound), ``destroy_node`` and the shutdown of the context run to their
-end. Then the process ends at once (``os._exit`` once stdout and stderr are flushed): the
-interpreter's own teardown of torch, mujoco and DDS takes seconds under load.
+stack to stderr, so a stop that hangs says where. Later signals are ignored, so ``close()`` (which
+nodes keep short: a worker thread is stopped and joined with a bound), ``destroy_node`` and the
+shutdown of the context run to their end. Then the process ends at once (``os._exit`` once stdout
+and stderr are flushed): the interpreter's own teardown of torch, mujoco and DDS takes seconds under
+load.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ sent: the time from which the command is in force on
 the robot, what the fitter resamples with. Such a tag is never before the stamp of the state it
 answers (clocks of two machines may disagree; a state the intake accepted ahead of the clock,
 at most ``max_stamp_ahead``, holds the tags at its stamp until the clock passes it) and strictly
-increases while the node clock does (a rejected message's stamp never moves it). The latency state stamp →
-send (node clock, realtime) is reported on /diagnostics (``latency_ms_median``,
+increases while the node clock does (a rejected message's stamp never moves it). The latency state
+stamp → send (node clock, realtime) is reported on /diagnostics (``latency_ms_median``,
 ``latency_ms_max`` over the commands since the last report, at most the last LATENCY_WINDOW).
 
 ``robot_compensates_gravity: false``: the safety layer adds the URDF's gravity torque g(q)

@@ -286,6 +286,8 @@ class SolarRunnerNode(SafeCommandNode):
         """The controller's torque for the image at this stamp (None and why when there is
         none)."""
         ic, c = self.image_controller, self.controller
+        if ic is None or c is None:  # callers check image_controller, set with controller
+            raise RuntimeError("solar_runner: _act called before a model and controller arrived")
         if self.clock is not None:
             episode, t = self.clock.locate(stamp_ns)
         else:

@@ -17,8 +17,8 @@ on its (state, target, action) pairs (behaviour cloning); each later iteration r
 policy, relabels every state it visited with the expert's action, adds the pairs to all earlier
 ones and retrains (DAgger, Ross et al. 2011): the policy learns what to do in the states it
 reaches itself, not only on the expert's path. Labels are clamped to the effort limits (what the
-arm would receive); the loss is the mean squared torque error normalised by them. A retraining whose loss becomes non-finite is undone (the policy
-keeps its weights from before it) and reported.
+arm would receive); the loss is the mean squared torque error normalised by them. A retraining whose
+loss becomes non-finite is undone (the policy keeps its weights from before it) and reported.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The robot: its URDF description, batched differentiable forward kinematics, and its MuJoCo model.
 
 Pure core (numpy, torch, mujoco, xml). The URDF is the single source of truth: joint names, order,
-limits, damping, friction and motor inertia come from it, and the MuJoCo model is built from the same
-file.
+limits, damping, friction and motor inertia come from it, and the MuJoCo model is built from the
+same file.
 
 Kinematics library: pytorch-kinematics 0.10.0 was measured against the compact implementation below
 (benchmarks/bench_fk.py: arm7 end-effector positions, float64, CPU, one thread, same run) and was
@@ -67,8 +67,9 @@ class JointLimits:
 class ChainJoint:
     """One URDF joint on the chain root link → ee_link.
 
-    ``origin`` (4, 4) is the pose of the joint frame (= child link frame at q = 0) in the parent link
-    frame; ``axis`` (3,) is the unit rotation axis in the joint frame (zeros for fixed joints)."""
+    ``origin`` (4, 4) is the pose of the joint frame (= child link frame at q = 0) in the parent
+    link frame; ``axis`` (3,) is the unit rotation axis in the joint frame (zeros for fixed
+    joints)."""
 
     name: str
     type: str
@@ -82,9 +83,10 @@ class ChainJoint:
 class RobotDescription:
     """A serial arm read from a URDF. Arrays have shape (n,) in ``joint_names`` order.
 
-    ``armature`` (kg·m²) is the motor inertia reflected to the joint, rotor_inertia · gear_ratio², from
-    Drake's URDF extension ``<transmission><actuator><drake:rotor_inertia value/><drake:gear_ratio value/>``
-    (zero where absent); ``chain`` lists every joint from the root link to ``ee_link``, fixed ones included.
+    ``armature`` (kg·m²) is the motor inertia reflected to the joint, rotor_inertia · gear_ratio²,
+    from Drake's URDF extension ``<transmission><actuator><drake:rotor_inertia
+    value/><drake:gear_ratio value/>`` (zero where absent); ``chain`` lists every joint from the
+    root link to ``ee_link``, fixed ones included.
     """
 
     name: str
@@ -145,8 +147,9 @@ def load_robot(urdf: str | Path, ee_link: str | None = None) -> RobotDescription
     """Read a URDF (a path, or a bare name such as 'arm7' looked up in the package's urdf/ folder).
 
     ``ee_link`` defaults to 'ee_link' if the URDF has it, else the chain's single leaf link. Raises
-    FileNotFoundError for a missing file and RobotDescriptionError (a ValueError naming the file) for
-    anything that is not a single serial chain of revolute/continuous/fixed joints with complete limits.
+    FileNotFoundError for a missing file and RobotDescriptionError (a ValueError naming the file)
+    for anything that is not a single serial chain of revolute/continuous/fixed joints with complete
+    limits.
     """
     path = resolve_resource(str(urdf), "urdf", ".urdf").resolve()
 
@@ -327,12 +330,13 @@ def load_robot(urdf: str | Path, ee_link: str | None = None) -> RobotDescription
 class ForwardKinematics(torch.nn.Module):
     """Batched, differentiable forward kinematics of a RobotDescription (base frame = world frame).
 
-    Each chain joint applies its fixed origin transform, then (if actuated) a rotation about its axis
-    by Rodrigues' formula, R_origin·Rot(axis, q) = A + sin(q)·B + (1 − cos q)·C with A = R_origin,
-    B = A·K, C = A·K², K = [axis]×, precomputed. Inputs q have shape (..., n) in rad; any batch shape.
-    ``points`` maps a name to (link on the chain, offset (3,) in m in that link's frame); default
-    ``{'ee': (robot.ee_link, (0, 0, 0))}``. Move or cast with ``.to(device, dtype)``; q (a tensor or
-    array) is converted to the module's dtype and device. Rotation matrices map link to world frame.
+    Each chain joint applies its fixed origin transform, then (if actuated) a rotation about its
+    axis by Rodrigues' formula, R_origin·Rot(axis, q) = A + sin(q)·B + (1 − cos q)·C with A =
+    R_origin, B = A·K, C = A·K², K = [axis]×, precomputed. Inputs q have shape (..., n) in rad; any
+    batch shape. ``points`` maps a name to (link on the chain, offset (3,) in m in that link's
+    frame); default ``{'ee': (robot.ee_link, (0, 0, 0))}``. Move or cast with ``.to(device,
+    dtype)``; q (a tensor or array) is converted to the module's dtype and device. Rotation matrices
+    map link to world frame.
     """
 
     _A: torch.Tensor  # buffers (see ``constants`` in __init__)
@@ -372,7 +376,8 @@ class ForwardKinematics(torch.nn.Module):
             # per chain joint: origin rotation (J, 3, 3) and translation (J, 3)
             "_A": A,
             "_t": np.stack([j.origin[:3, 3] for j in robot.chain]),
-            # per actuated joint: flattened Rodrigues terms A (n, 1, 9), [A·K; A·K²] (n, 2, 9), axis (n, 3)
+            # per actuated joint: flattened Rodrigues terms A (n, 1, 9), [A·K; A·K²] (n, 2, 9), axis
+            # (n, 3)
             "_A9": A[moving].reshape(-1, 1, 9),
             "_BC9": np.stack([A @ K, A @ K @ K], 1)[moving].reshape(-1, 2, 9),
             "_axes": np.stack([robot.chain[j].axis for j in moving]),
@@ -394,7 +399,8 @@ class ForwardKinematics(torch.nn.Module):
             raise ValueError(
                 f"q must have shape (..., {self.robot.n_joints}), got {tuple(q.shape)}"
             )
-        # Local rotations of the n moving joints as one batched GEMM, joint first (contiguous slices):
+        # Local rotations of the n moving joints as one batched GEMM, joint first (contiguous
+        # slices):
         # A + [sin q, 1 − cos q] @ [B; C], flattened 3×3 matrices.
         n = q.shape[-1]
         angle = q.reshape(-1, n).T  # (n, batch)
@@ -429,7 +435,8 @@ class ForwardKinematics(torch.nn.Module):
         return positions, rotations
 
     def link_poses(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """World positions (..., L, 3) in m and rotation matrices (..., L, 3, 3) of the L chain links
+        """World positions (..., L, 3) in m and rotation matrices (..., L, 3, 3) of the L chain
+        links
         (``link_names`` order, root first) for joint angles q (..., n) in rad."""
         positions, rotations = self._frames(q, len(self.link_names) - 1)
         return torch.stack(positions, -2), torch.stack(rotations, -3)
@@ -458,7 +465,8 @@ class ForwardKinematics(torch.nn.Module):
         return p.expand(3, q.reshape(-1, q.shape[-1]).shape[0]).T.reshape(q.shape[:-1] + (3,))
 
     def jacobian(self, q: torch.Tensor) -> torch.Tensor:
-        """Position Jacobian d ee_position / dq, shape (..., 3, n) in m/rad (analytic: axis × lever)."""
+        """Position Jacobian d ee_position / dq, shape (..., 3, n) in m/rad (analytic: axis ×
+        lever)."""
         positions, rotations = self._frames(q, self._ee_index)
         links = self._joint_links
         axes = torch.stack(
@@ -494,9 +502,10 @@ def build_mujoco_spec(
     robot: RobotDescription, scene: str | Path | None = "scene", timestep: float | None = None
 ) -> mujoco.MjSpec:
     """MuJoCo spec of the robot, attached at the world origin of ``scene`` (a path or a bare name in
-    the package's sim/ folder; None: the bare robot), with one motor per joint (named like the joint,
-    gear 1, ctrlrange ±effort limit in N·m), the URDF limits, damping, friction and armature on the
-    joints, the collision geoms in group 3 (hidden by default) and a site 'ee' at ``robot.ee_link``."""
+    the package's sim/ folder; None: the bare robot), with one motor per joint (named like the
+    joint, gear 1, ctrlrange ±effort limit in N·m), the URDF limits, damping, friction and armature
+    on the joints, the collision geoms in group 3 (hidden by default) and a site 'ee' at
+    ``robot.ee_link``."""
     spec = _urdf_spec(robot)
     if scene is not None:
         scene_path = resolve_resource(str(scene), "sim", ".xml")
@@ -580,7 +589,8 @@ def build_mujoco_model(
     if not (in_order and actuators == robot.joint_names):
         raise RobotDescriptionError(
             f"{robot.urdf_path} (scene {scene}): MuJoCo order differs from the URDF joint order "
-            f"(qpos addresses {qpos.tolist()}, dof addresses {dof.tolist()}, actuators {list(actuators)})"
+            f"(qpos addresses {qpos.tolist()}, dof addresses {dof.tolist()}, "
+            f"actuators {list(actuators)})"
         )
     return model
 

@@ -158,7 +158,8 @@ class ArmSimulator:
         )
 
     def step(self, torque: np.ndarray) -> None:
-        """Apply ``torque`` (n,) N·m (+ noise, clamped to the effort limits) for one control period."""
+        """Apply ``torque`` (n,) N·m (+ noise, clamped to the effort limits) for one control
+        period."""
         self._apply(torque)
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
         self.steps += 1

@@ -91,6 +91,7 @@ class ImageController:
 
     def act_at(self, stamp_ns: int, rng: np.random.Generator | None = None) -> np.ndarray | None:
         """``act`` at the controller step of ``stamp_ns``; None once it is not valid."""
-        if not self.controller.valid_at(stamp_ns):
+        t = self.controller.index(stamp_ns)
+        if t is None or not self.controller.valid_at(stamp_ns):
             return None
-        return self.act(self.controller.index(stamp_ns), rng)
+        return self.act(t, rng)

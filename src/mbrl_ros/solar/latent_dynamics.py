@@ -104,7 +104,12 @@ class MNIW:
         if step >= 1.0:
             return MNIW.from_natural(*target)
         now = self.natural()
-        return MNIW.from_natural(*((1 - step) * a + step * b for a, b in zip(now, target)))
+        return MNIW.from_natural(
+            (1 - step) * now[0] + step * target[0],
+            (1 - step) * now[1] + step * target[1],
+            (1 - step) * now[2] + step * target[2],
+            (1 - step) * now[3] + step * target[3],
+        )
 
     def expected(self) -> ExpectedDynamics:
         dz = self.dz
@@ -157,7 +162,9 @@ class MNIW:
         return mu, m * cov, m, m
 
 
-def transition_statistics(mean: np.ndarray, second: np.ndarray, cross: np.ndarray, U: np.ndarray):
+def transition_statistics(
+    mean: np.ndarray, second: np.ndarray, cross: np.ndarray, U: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Expected statistics of z_{t+1} = F [z_t; u_t; 1] + w from the latent posteriors.
 
     mean (B, T, dz) = E[z_t], second (B, T, dz, dz) = E[z_t z_tᵀ], cross (B, T−1, dz, dz) =

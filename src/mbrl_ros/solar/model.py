@@ -152,10 +152,15 @@ class SolarModel:
             loss.backward()
             opt.step()
             if it >= settings.warmup:
-                stats = transition_statistics(*q.moments(), actions[idx])
+                S_xixi, S_zxi, S_zz, n = transition_statistics(*q.moments(), actions[idx])
                 scale = B_all / len(idx)
                 self.dynamics = self.dynamics.posterior(
-                    *(scale * s for s in stats), step=settings.dynamics_step, prior=self.prior
+                    scale * S_xixi,
+                    scale * S_zxi,
+                    scale * S_zz,
+                    scale * n,
+                    step=settings.dynamics_step,
+                    prior=self.prior,
                 )
             history.append(-loss.item())
             if callback is not None:

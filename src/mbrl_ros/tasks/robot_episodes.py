@@ -11,7 +11,8 @@ robot, sim time on the package's simulator).
 ``Step`` values: ``home`` (publish a homing controller from the current pose to ``goal``),
 ``reset`` (call the reset service), ``start``, ``end``, ``failed`` (with a message naming what did
 not settle). A homing that does not settle is started again from where the arm is
-(``homing_retries`` times; the step's message says why) before the run fails. The node owns the messages; the sequence is testable without ROS.
+(``homing_retries`` times; the step's message says why) before the run fails. The node owns the
+messages; the sequence is testable without ROS.
 """
 
 from __future__ import annotations

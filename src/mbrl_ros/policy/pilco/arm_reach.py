@@ -59,7 +59,8 @@ def inverse_kinematics(
     robot: RobotDescription, target, q0, iterations: int = 100, tolerance: float = 1e-4
 ) -> np.ndarray:
     """Joint angles (n,) rad within the limits that put the end effector on ``target`` (3,) m,
-    by damped Gauss-Newton from ``q0`` (steps of at most ``MAX_IK_STEP`` rad); PolicyError if it ends farther than ``tolerance`` m."""
+    by damped Gauss-Newton from ``q0`` (steps of at most ``MAX_IK_STEP`` rad); PolicyError if it
+    ends farther than ``tolerance`` m."""
     fk = ForwardKinematics(robot)
     target = torch.as_tensor(np.asarray(target, dtype=float))
     lower, upper = (torch.tensor(v) for v in (robot.limits.lower, robot.limits.upper))

@@ -54,7 +54,8 @@ def sine_squash_moments(
     for any z jointly Gaussian with ũ (g_i = u_max,i·E[cos ũ_i]).
 
     E[sin ũ_i] = e^(−S_ii/2) sin m_i and, with q_ij = e^(−(S_ii + S_jj)/2),
-    Cov[sin ũ_i, sin ũ_j] = ½ q_ij [(e^(S_ij) − 1) cos(m_i − m_j) − (e^(−S_ij) − 1) cos(m_i + m_j)]."""
+    Cov[sin ũ_i, sin ũ_j] = ½ q_ij [(e^(S_ij) − 1) cos(m_i − m_j) − (e^(−S_ij) − 1) cos(m_i +
+    m_j)]."""
     var = torch.diagonal(cov, dim1=-2, dim2=-1)
     decay = torch.exp(-0.5 * var)
     log_q = -0.5 * (var[..., :, None] + var[..., None, :])
