@@ -34,8 +34,8 @@ ros-build-tools:
 	  || echo "== colcon not available: the colcon build test will skip =="; }
 
 # OSMesa (software OpenGL) for the simulator's camera on a machine without a display (MUJOCO_GL:
-# mbrl_ros.simulator.camera uses osmesa when no DISPLAY is set); installed when missing and apt is usable as
-# root, otherwise the camera tests skip and say why.
+# mbrl_ros.simulator.camera uses osmesa when no DISPLAY is set); installed when missing and apt is
+# usable as root, otherwise the camera tests skip and say why.
 osmesa:
 	@ldconfig -p 2>/dev/null | grep -q libOSMesa || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { echo "== installing libosmesa6 (apt) for offscreen camera rendering =="; \

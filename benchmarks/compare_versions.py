@@ -1,8 +1,8 @@
 """The lecture's MBRL versions (v0.5, v1.0, v1.5, v1.5 with iLQR feedback or with PD tracking of
 the plan) compared on the same seeds, data budget and held-out targets, offline on the simulated
 arm with the mpc graph's settings (``config/mpc_<robot>.yaml`` over the nodes' defaults). Prints a
-progress line per training episode and a markdown table at the end (``mbrl_ros.experiments.versions``): mean
-± standard deviation over the seeds.
+progress line per training episode and a markdown table at the end
+(``mbrl_ros.experiments.versions``): mean ± standard deviation over the seeds.
 
     python benchmarks/compare_versions.py [--robot arm2|arm7] [--budget S] [--seed-data S]
                                           [--eval N] [--seeds 0,1,2,3,4] [--versions v0.5,...]

@@ -5,8 +5,8 @@ conditions' poses), target:=x,y,z (shared) or one x,y,z per condition, algorithm
 policy is published on /mbrl/policy and written to output_dir/policy.safetensors; run it with
 `ros2 launch mbrl_ros policy.launch.py policy_file:=...`).
 
-The nodes and parameters are described once in mbrl_ros.graphs.description ('gps'); `mbrl-ros launch gps`
-starts the same graph without a ROS install.
+The nodes and parameters are described once in mbrl_ros.graphs.description ('gps'); `mbrl-ros launch
+gps` starts the same graph without a ROS install.
 """
 
 from mbrl_ros.graphs.launch_support import launch_description

@@ -93,7 +93,8 @@ def test_the_check_reports_upward_and_ros_imports(tmp_path):
     fake = tmp_path / "mbrl_ros"
     (fake / "robot").mkdir(parents=True)
     (fake / "robot" / "bad.py").write_text(
-        "from . import gravity\n\ndef f():\n    from mbrl_ros.planning import mpc\n    import rclpy\n"
+        "from . import gravity\n\n"
+        "def f():\n    from mbrl_ros.planning import mpc\n    import rclpy\n"
     )
     assert against_the_order(fake, "robot") == [
         "robot/bad.py:4 imports mbrl_ros.planning",

@@ -1,5 +1,5 @@
-"""The lecture's versions run offline (``mbrl_ros.experiments.versions``): each spends exactly its data budget,
-plans as its version prescribes, and v1.5 learns to reach on the 2-link arm."""
+"""The lecture's versions run offline (``mbrl_ros.experiments.versions``): each spends exactly its
+data budget, plans as its version prescribes, and v1.5 learns to reach on the 2-link arm."""
 
 import numpy as np
 import pytest

@@ -103,7 +103,8 @@ def hold_controller(
 ) -> LinearGaussianController:
     """Hold ``position`` (n,) rad for T steps: PD (kp N·m/rad, kd N·m·s/rad, scalars or (n,))
     with zero reference velocity plus the constant feed-forward ``u_hold`` (n,) N·m (e.g. the
-    gravity torque ``mbrl_ros.robot.gravity.GravityModel.torque``; None = zero), clamped to ±effort."""
+    gravity torque ``mbrl_ros.robot.gravity.GravityModel.torque``; None = zero), clamped to
+    ±effort."""
     q_ref = np.tile(np.asarray(position, dtype=np.float64), (T, 1))
     u_hat = (
         np.zeros_like(q_ref)

@@ -204,7 +204,7 @@ class DynamicsModel(abc.ABC):
         stats = self.fitted_stats()
         if dtype not in self._norm_tensors:
             self._norm_tensors[dtype] = {
-                k: torch.as_tensor(v, dtype=dtype, device=self.device)
+                k: torch.tensor(v, dtype=dtype, device=self.device)  # a copy: v may be read-only
                 for k, v in vars(stats).items()
             }
         return self._norm_tensors[dtype]

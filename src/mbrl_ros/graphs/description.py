@@ -1,9 +1,10 @@
 """The runnable graphs, described once.
 
 ``graph(name, **args)`` returns the node specs of a graph. ``launch/<name>.launch.py`` turns them
-into ``launch_ros`` Node actions (via ``mbrl_ros.graphs.launch_support``) and ``mbrl-ros launch <name>``
-turns them into processes (via ``mbrl_ros.graphs.launcher``); neither repeats a node, parameter or
-remapping. Per-node defaults live in ``config/<file>.yaml``; graph arguments override them.
+into ``launch_ros`` Node actions (via ``mbrl_ros.graphs.launch_support``) and ``mbrl-ros launch
+<name>`` turns them into processes (via ``mbrl_ros.graphs.launcher``); neither repeats a node,
+parameter or remapping. Per-node defaults live in ``config/<file>.yaml``; graph arguments override
+them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``mbrl-ros launch``: start a graph from ``mbrl_ros.graphs.description`` as processes, without ros2 launch.
+"""``mbrl-ros launch``: start a graph from ``mbrl_ros.graphs.description`` as processes, without
+ros2 launch.
 
 Each node runs as ``python -m mbrl_ros.nodes.<executable> --ros-args ...`` with the graph's config
 files and overrides as parameter files. DDS stays on this machine unless the user says otherwise:

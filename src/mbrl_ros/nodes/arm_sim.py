@@ -23,10 +23,11 @@ Publishes ``/joint_states`` (joints in ``joint_names`` order), ``/clock`` and th
   (``ArmSimulator.advance``). No ``/clock``, no ``~/reset``, no episode events, no sim time.
 
 Camera (``camera`` true; lockstep and realtime): with every joint state the node renders the fixed
-MuJoCo camera ``camera_name`` of the scene offscreen (``mbrl_ros.simulator.camera``) and publishes it on
-``/camera/image_raw`` (sensor_msgs/Image, rgb8) and ``/camera/camera_info`` (sensor_msgs/CameraInfo)
-with the joint state's stamp, just before the state. The scene's target marker follows
-``/mbrl/target`` (the target that holds at the state's stamp), so the images show the goal.
+MuJoCo camera ``camera_name`` of the scene offscreen (``mbrl_ros.simulator.camera``) and publishes
+it on ``/camera/image_raw`` (sensor_msgs/Image, rgb8) and ``/camera/camera_info``
+(sensor_msgs/CameraInfo) with the joint state's stamp, just before the state. The scene's target
+marker follows ``/mbrl/target`` (the target that holds at the state's stamp), so the images show the
+goal.
 
 A reset advances sim time by one control period without physics, so a command computed for the
 state before the reset is stale and cannot be applied to the state after it. With

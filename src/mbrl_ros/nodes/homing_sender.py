@@ -1,7 +1,7 @@
 """What a node that homes the arm between episodes or samples publishes (``episode_manager``,
 ``gps_trainer``): on ``/mbrl/homing_controller`` (transient local) the homing controller from a
-state to a goal pose (``mbrl_ros.control.homing``: the min-jerk move, then the hold), and, when the arm
-has settled, the same controller valid only until a stamp: the hand-over to the controllers
+state to a goal pose (``mbrl_ros.control.homing``: the min-jerk move, then the hold), and, when the
+arm has settled, the same controller valid only until a stamp: the hand-over to the controllers
 that follow (the executor prefers a valid homing controller)."""
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ shared with the policy runner (``nodes.safe_command_node``).
 
 For each joint state, step t = ⌊(stamp − start)/dt⌋ of the controller gives u (deterministic
 ``act``, or ``sample`` with noise seeded by (seed, controller start) when ``stochastic``), which
-goes through the safety layer (``mbrl_ros.control.safety``) and out. A controller is used only for states
-stamped before its stated validity (``valid_until_ns``: a replanning planner's plan goes stale
-when the next one is due), so a dead or late planner's plan is held within one control period of
-going stale. Controllers beyond what the arm can do (``plausibility.ControllerBounds``:
+goes through the safety layer (``mbrl_ros.control.safety``) and out. A controller is used only for
+states stamped before its stated validity (``valid_until_ns``: a replanning planner's plan goes
+stale when the next one is due), so a dead or late planner's plan is held within one control period
+of going stale. Controllers beyond what the arm can do (``plausibility.ControllerBounds``:
 feedforward over the effort limits, gains that saturate a joint for a tiny state error, noise
 wider than the effort limit, nominal states beyond the joint limits) are refused, as are
 malformed ones; the last good controller stays.

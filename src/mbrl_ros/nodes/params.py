@@ -1,4 +1,5 @@
-"""Declared, described and range-checked node parameters (the ROS side of ``mbrl_ros.common.settings``).
+"""Declared, described and range-checked node parameters (the ROS side of
+``mbrl_ros.common.settings``).
 
 Each node lists its parameters as ``Param`` entries (a core component's ``Settings.params()``
 and the node's own); ``declare_params`` declares them with a

@@ -19,8 +19,8 @@ the safety events, the policy in use and the compute per step.
 * ``realtime``: without a policy or a target the hold law is published.
 
 **Homing** (real-time graphs on a robot without resets): a homing controller from the episode
-manager on ``/mbrl/homing_controller`` (``mbrl_ros.control.homing``) that is valid at a state's stamp
-answers it instead of the policy, as in the executor, so the arm is brought to each episode's
+manager on ``/mbrl/homing_controller`` (``mbrl_ros.control.homing``) that is valid at a state's
+stamp answers it instead of the policy, as in the executor, so the arm is brought to each episode's
 start pose; the manager cuts it at the episode's start and the policy takes over.
 
 A policy for another robot, other joints or their order, another observation layout or another

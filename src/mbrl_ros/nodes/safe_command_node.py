@@ -4,8 +4,8 @@ on ``/effort_controller/commands`` through the safety layer, the ``~/estop`` ser
 real-time stale-state watchdog and the common part of ``/diagnostics``.
 
 **Homing** (real-time graphs on a robot without resets): a homing controller from the episode
-manager on ``/mbrl/homing_controller`` (``mbrl_ros.control.homing``) that is valid at a state's stamp
-answers it before anything else (``_answer_homing``); controllers beyond what the arm can do
+manager on ``/mbrl/homing_controller`` (``mbrl_ros.control.homing``) that is valid at a state's
+stamp answers it before anything else (``_answer_homing``); controllers beyond what the arm can do
 (``plausibility.ControllerBounds``) are refused.
 
 A subclass computes torques in ``_answer(state, now, start_ns)``: it either publishes with
@@ -23,8 +23,9 @@ stamp → send (node clock, realtime) is reported on /diagnostics (``latency_ms_
 ``latency_ms_max`` over the commands since the last report, at most the last LATENCY_WINDOW).
 
 ``robot_compensates_gravity: false``: the safety layer adds the URDF's gravity torque g(q)
-(``mbrl_ros.robot.gravity``) to every command before the effort clamp (``mbrl_ros.control.safety``); the node
-refuses to start when the URDF cannot give g (no inertials) or ``joint_names`` leaves joints out.
+(``mbrl_ros.robot.gravity``) to every command before the effort clamp (``mbrl_ros.control.safety``);
+the node refuses to start when the URDF cannot give g (no inertials) or ``joint_names`` leaves
+joints out.
 
 * ``sync``: a state that cannot be answered yet waits and nothing is published, so a lockstep sim
   waits too; safety holds (e-stop, non-finite state) are still published. The first state is

@@ -7,8 +7,8 @@ with ``tanh`` or ``silu``; the output is squashed to the effort limits, u = effo
 The network computes in float64 (it is small; the model rollouts it is trained through cast as
 they need).
 
-Artifact (``POLICY_SCHEMA``, safetensors via ``mbrl_ros.common.artifacts``; never pickled): the layer
-weights ``net/<i>/weight`` (out, in) and ``net/<i>/bias`` (out,), the normalisation
+Artifact (``POLICY_SCHEMA``, safetensors via ``mbrl_ros.common.artifacts``; never pickled): the
+layer weights ``net/<i>/weight`` (out, in) and ``net/<i>/bias`` (out,), the normalisation
 ``norm/state_mean``, ``norm/state_std`` (dx,), ``norm/target_mean``, ``norm/target_std`` (3,) and
 ``effort`` (du,); metadata robot name, joint names, state names, dt (s), hidden sizes and
 activation. ``GoalPolicy.from_bytes`` validates all of it and, given the robot it is meant for,

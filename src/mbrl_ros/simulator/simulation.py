@@ -143,8 +143,8 @@ class ArmSimulator:
         self.data.mocap_pos[self.model.body_mocapid[body]] = point
 
     def render(self, camera) -> np.ndarray:
-        """``camera``'s (mbrl_ros.simulator.camera.Camera) view of the current state and target: rgb uint8
-        (height, width, 3). Positions are recomputed first: after mj_step MuJoCo's body poses
+        """``camera``'s (mbrl_ros.simulator.camera.Camera) view of the current state and target: rgb
+        uint8 (height, width, 3). Positions are recomputed first: after mj_step MuJoCo's body poses
         are those of the last substep's start."""
         mujoco.mj_kinematics(self.model, self.data)
         mujoco.mj_camlight(self.model, self.data)

@@ -5,8 +5,8 @@
 
 ``ImageController`` is what a node calls per camera frame: ``push(image)`` then ``act(t)`` (or
 ``act_at(stamp_ns)`` with the controller's own timing). The latent controller is an ordinary
-``mbrl_ros.control.controller.LinearGaussianController`` with ``state_layout`` ``LATENT_LAYOUT`` (dx = dz),
-so it travels as the usual controller artifact next to the model artifact
+``mbrl_ros.control.controller.LinearGaussianController`` with ``state_layout`` ``LATENT_LAYOUT`` (dx
+= dz), so it travels as the usual controller artifact next to the model artifact
 (``SolarModel.to_bytes``). Commands are finite and within ``effort_limit``; a missing frame or a
 step outside the controller gives None (the caller holds safely).
 """

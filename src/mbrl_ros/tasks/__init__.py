@@ -1,5 +1,6 @@
 """Task costs for the planners: torch functions cost(states (..., T+1, dx), actions (..., T, du))
-→ (...), sums of per-step terms, built on the batched forward kinematics of ``mbrl_ros.robot.description``.
+→ (...), sums of per-step terms, built on the batched forward kinematics of
+``mbrl_ros.robot.description``.
 
 ``ReachCost`` (reach.py): end-effector reach as in guided policy search; ``TrackingCost``
 (tracking.py): following an end-effector path as in Nagabandi et al.; the shared action and
