@@ -20,6 +20,7 @@ box (``HELDOUT_RANDOM_HOLES``), writes the policy artifact (``--policy-out``) an
 learning curve.
 
     python benchmarks/gps_insertion.py [--iterations 15] [--samples 5] [--json FILE] [--png FILE]
+        [--reach-json FILE (gps_reach_7dof.py --json: reaching on the same success plot)]
     python benchmarks/gps_insertion.py --policy [--iterations 20] [--policy-hidden 64,64]
         [--s-step-iters 1000]
 """
@@ -237,7 +238,30 @@ def plot_policy(res: dict, path: str, samples: int) -> None:
     plt.close(fig)
 
 
-def plot(results: dict, path: str, samples: int) -> None:
+def reach_success(path: str) -> dict[str, tuple[list[int], list[float]]]:
+    """From ``gps_reach_7dof.py --json`` at ``path``: per prior, (samples used, % of the reach
+    conditions whose samples end within the goal distance on average) per iteration; ValueError
+    naming the file if it is not such a file."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        goal = float(data["goal_m"])
+        return {
+            label: (
+                [row["samples"] for row in rows],
+                [100 * float(np.mean(np.array(row["per_condition"]) <= goal)) for row in rows],
+            )
+            for label, rows in data["curves"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"--reach-json {path}: not a gps_reach_7dof.py --json file ({exc})"
+        ) from None
+
+
+def plot(results: dict, path: str, samples: int, reach: dict | None = None) -> None:
+    """PNG at ``path``: insertion success and depth against samples per prior; ``reach``
+    (``reach_success``): the 7-DOF reach's conditions within 2 cm on the success panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,10 +288,12 @@ def plot(results: dict, path: str, samples: int) -> None:
         ax_d.plot(
             n, depth.min(1), "--", color=line.get_color(), label=f"{prior} prior: worst condition"
         )
+    for label, (n, success) in (reach or {}).items():
+        ax_s.plot(n, success, "^-.", lw=1.2, label=f"reach, {label}: conditions within 2 cm")
     ax_s.axhline(90, color="k", lw=0.8, ls=":")
     ax_s.set(
         xlabel="samples (all conditions)",
-        ylabel="inserted to full depth (%)",
+        ylabel="inserted to full depth / reached (%)",
         title="success, all conditions (dotted: samples per condition)",
         ylim=(-5, 105),
     )
@@ -279,8 +305,8 @@ def plot(results: dict, path: str, samples: int) -> None:
     ax_s.legend(fontsize=8)
     ax_d.legend(fontsize=8)
     fig.suptitle(
-        f"GPS peg insertion, arm7, {len(TRAIN_HOLES)} hole positions × {samples} "
-        f"samples per iteration (local controllers only)"
+        f"GPS peg insertion{' and 7-DOF reach' if reach else ''}, arm7, {len(TRAIN_HOLES)} "
+        f"conditions × {samples} samples per iteration (local controllers only)"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -327,6 +353,10 @@ def main() -> None:
     parser.add_argument("--policy-out", help="write the trained policy artifact here")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--png", default="gps_insertion.png")
+    parser.add_argument(
+        "--reach-json",
+        help="learning curves of benchmarks/gps_reach_7dof.py --json, plotted beside insertion",
+    )
     args = parser.parse_args()
     if args.iterations is None:
         args.iterations = 20 if args.policy else 15
@@ -335,6 +365,10 @@ def main() -> None:
     priors = args.priors.split(",")
     if not set(priors) <= {"gmm", "none"}:
         parser.error(f"--priors takes gmm and/or none, got {args.priors!r}")
+    try:
+        reach = reach_success(args.reach_json) if args.reach_json else None
+    except ValueError as exc:
+        parser.error(str(exc))
     torch.set_num_threads(1)
     if args.policy:
         res = run_policy(args)
@@ -386,7 +420,7 @@ def main() -> None:
                 )
             )
     write_json(args.json, out)
-    plot(results, args.png, args.samples)
+    plot(results, args.png, args.samples, reach)
     print(f"wrote {args.png}")
 
 

@@ -7,14 +7,18 @@ on the MuJoCo arm (``trajopt.gps.rollout``, what the executor computes), fits th
 (Bayesian regression with a GMM prior, or ridge regression without one) and makes the
 KL-constrained update. Goal: final distance ≤ 2 cm within 10 iterations × 5 samples per condition
 (guided policy search's MuJoCo example used 10 × 5 × 4 = 200 rollouts). Prints one table row per
-iteration and writes a PNG of cost and final distance against samples.
+iteration and writes a PNG of cost and final distance against samples, and with ``--json`` the
+learning curves (``trajopt.gps.learning_curve`` rows per prior; ``benchmarks/gps_insertion.py
+--reach-json`` plots them beside insertion).
 
     python benchmarks/gps_reach_7dof.py [--iterations 10] [--samples 5] [--png gps_reach_7dof.png]
+        [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -84,6 +88,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5, help="samples per condition")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--png", default="gps_reach_7dof.png")
+    parser.add_argument("--json", help="write the learning curves here")
     parser.add_argument("--priors", default="gmm,none", help="variants to run: gmm, none")
     parser.add_argument("--kl-step", type=float, default=0.3, help="nats per step")
     parser.add_argument("--max-step-mult", type=float, default=3.0)
@@ -115,6 +120,10 @@ def main() -> None:
         goal=2.0,
     )
     print(f"wrote {args.png}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"goal_m": 0.02, "samples_per_condition": args.samples, "curves": curves}, f)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
