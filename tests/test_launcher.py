@@ -2,6 +2,7 @@
 node stops the graph with its status; SIGINT (as from a terminal, to every process of the group)
 and SIGTERM stop the graph with every node exiting cleanly."""
 
+import inspect
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from mbrl_ros.graphs.description import graph
+from mbrl_ros.graphs.description import GRAPHS, graph
 
 pytestmark = pytest.mark.ros
 
@@ -31,6 +32,15 @@ def test_sim_graph_runs_to_its_duration_and_prints_status():
     assert "graph 'sim': arm_sim, lg_executor, base_policy" in out
     assert "steps/s" in out and "q range (deg)" in out
     assert "duration 2 s of sim time reached" in out
+
+
+def test_graph_arguments_are_described_once():
+    """Each builder takes exactly its graph's arguments, keyword-only and without defaults of its
+    own (the GraphArg defaults are the only ones; ``namespace`` is applied by ``graph``)."""
+    for name, g in GRAPHS.items():
+        params = inspect.signature(g.build).parameters.values()
+        assert all(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params), name
+        assert {p.name for p in params} == {a.name for a in g.args} - {"namespace"}, name
 
 
 def test_bad_graph_argument_is_named():

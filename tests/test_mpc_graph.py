@@ -68,9 +68,11 @@ def test_bad_graph_arguments_give_clear_errors(args, words):
 
 
 def test_the_main_job_is_this_graph_on_the_7_dof_arm():
-    assert DEMO_GRAPH == "mpc" and DEMO_ARGS["robot"] == "arm7"
+    assert DEMO_GRAPH == "mpc" and "robot" not in DEMO_ARGS
     specs = graph(DEMO_GRAPH, **DEMO_ARGS)
     assert {s.name for s in specs} >= {"arm_sim", "mpc_planner", "episode_manager"}
+    sim = next(s for s in specs if s.name == "arm_sim")
+    assert sim.parameters["robot"] == "arm7"
 
 
 ARM2_RUN = dict(robot="arm2", train_episodes=14, final_eval_episodes=8, episode_length=2.0, seed=0)

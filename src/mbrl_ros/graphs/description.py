@@ -163,11 +163,12 @@ def _pi0_nodes(
 
 
 def sim_graph(
-    robot: str = "arm7",
-    mode: str = "lockstep",
-    duration: str = "60.0",
-    seed: str = "0",
-    status_period: str = "2.0",
+    *,
+    robot: str,
+    mode: str,
+    duration: str,
+    seed: str,
+    status_period: str,
 ) -> list[NodeSpec]:
     """MuJoCo arm driven by the random-torque base policy π0 over ROS 2 topics (through the
     executor and its safety layer)."""
@@ -178,19 +179,20 @@ def sim_graph(
 
 
 def record_graph(
-    robot: str = "arm7",
-    episodes: str = "5",
-    episode_length: str = "5.0",
-    bag: str = "",
-    mode: str = "lockstep",
-    seed: str = "0",
-    status_period: str = "2.0",
-    sim: str = "true",
-    robot_config: str = "",
-    robot_compensates_gravity: str = "",
-    joint_states: str = ROBOT_TOPICS["joint_states"],
-    commands: str = ROBOT_TOPICS["commands"],
-    camera: str = "false",
+    *,
+    robot: str,
+    episodes: str,
+    episode_length: str,
+    bag: str,
+    mode: str,
+    seed: str,
+    status_period: str,
+    sim: str,
+    robot_config: str,
+    robot_compensates_gravity: str,
+    joint_states: str,
+    commands: str,
+    camera: str,
 ) -> list[NodeSpec]:
     """The lecture's step 1, run π0 to collect D: the arm under random torques (through the
     executor), recorded to a bag; the recorder ends the graph after ``episodes`` whole episodes.
@@ -375,22 +377,23 @@ def _groups(name: str, text: str, size: int | None = None) -> list[list[float]]:
 
 
 def gps_graph(
-    robot: str = "arm7",
-    target: str = "",
-    initial_position: str = "",
-    iterations: str = "10",
-    samples: str = "5",
-    prior: str = "gmm",
-    algorithm: str = "lqr",
-    output_dir: str = "",
-    seed: str = "0",
-    status_period: str = "2.0",
-    sim: str = "true",
-    mode: str = "lockstep",
-    robot_config: str = "",
-    robot_compensates_gravity: str = "",
-    joint_states: str = ROBOT_TOPICS["joint_states"],
-    commands: str = ROBOT_TOPICS["commands"],
+    *,
+    robot: str,
+    target: str,
+    initial_position: str,
+    iterations: str,
+    samples: str,
+    prior: str,
+    algorithm: str,
+    output_dir: str,
+    seed: str,
+    status_period: str,
+    sim: str,
+    mode: str,
+    robot_config: str,
+    robot_compensates_gravity: str,
+    joint_states: str,
+    commands: str,
 ) -> list[NodeSpec]:
     """Guided policy search: the executor samples the trainer's linear-Gaussian controller of
     each condition (start pose, target) from its pose, the trainer fits local dynamics and makes
@@ -678,22 +681,23 @@ def _realtime_mpc_nodes(
 
 
 def mpc_graph(
-    robot: str = "arm7",
-    train_episodes: str = "20",
-    final_eval_episodes: str = "10",
-    episode_length: str = "3.0",
-    planner: str = "",
-    model: str = "",
-    output_dir: str = "",
-    record: str = "false",
-    seed: str = "0",
-    status_period: str = "5.0",
-    sim: str = "true",
-    mode: str = "lockstep",
-    robot_config: str = "",
-    robot_compensates_gravity: str = "",
-    joint_states: str = ROBOT_TOPICS["joint_states"],
-    commands: str = ROBOT_TOPICS["commands"],
+    *,
+    robot: str,
+    train_episodes: str,
+    final_eval_episodes: str,
+    episode_length: str,
+    planner: str,
+    model: str,
+    output_dir: str,
+    record: str,
+    seed: str,
+    status_period: str,
+    sim: str,
+    mode: str,
+    robot_config: str,
+    robot_compensates_gravity: str,
+    joint_states: str,
+    commands: str,
 ) -> list[NodeSpec]:
     """The lecture's MBRL v1.5 from zero data.
 
@@ -804,19 +808,20 @@ def mpc_graph(
 
 
 def policy_graph(
-    policy_file: str = "",
-    robot: str = "",
-    episodes: str = "10",
-    episode_length: str = "3.0",
-    output_dir: str = "",
-    seed: str = "0",
-    status_period: str = "5.0",
-    sim: str = "true",
-    mode: str = "lockstep",
-    robot_config: str = "",
-    robot_compensates_gravity: str = "",
-    joint_states: str = ROBOT_TOPICS["joint_states"],
-    commands: str = ROBOT_TOPICS["commands"],
+    *,
+    policy_file: str,
+    robot: str,
+    episodes: str,
+    episode_length: str,
+    output_dir: str,
+    seed: str,
+    status_period: str,
+    sim: str,
+    mode: str,
+    robot_config: str,
+    robot_compensates_gravity: str,
+    joint_states: str,
+    commands: str,
 ) -> list[NodeSpec]:
     """A trained network policy (BPTT v2.0 or distilled) on the arm: the policy runner answers
     every joint state behind the safety layer; the episode manager sets held-out targets,
@@ -1128,12 +1133,13 @@ SOLAR_PERIOD = 0.01  # s: the camera's frame and control period of SOLAR's task 
 
 
 def solar_graph(
-    model_file: str = "",
-    controller_file: str = "",
-    episodes: str = "5",
-    output_dir: str = "",
-    seed: str = "0",
-    status_period: str = "5.0",
+    *,
+    model_file: str,
+    controller_file: str,
+    episodes: str,
+    output_dir: str,
+    seed: str,
+    status_period: str,
 ) -> list[NodeSpec]:
     """SOLAR's latent linear-Gaussian controller reaching from camera images (lockstep, arm2):
     the simulator renders its camera with every state, the SOLAR runner answers each state from
