@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 
 def setup(steps=20):
     planner = PlannerSettings(
-        planner="ilqr", horizon=10, iterations=3, control_period=0.05, w_l2=1.0
+        planner="ilqr", horizon=10, iterations=3, control_period=0.05, w_l2=1.0, random_scale=0.5
     )
     return Setup(
         robot=load_robot("arm2"),
@@ -24,7 +24,6 @@ def setup(steps=20):
         model=dict(kind="ensemble", members=2, hidden=32, layers=2, max_epochs=100),
         box=(np.array([-0.27, -0.27, 0.0]), np.array([0.27, 0.27, 0.15])),
         episode_steps=steps,
-        random_scale=0.5,
     )
 
 

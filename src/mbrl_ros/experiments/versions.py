@@ -50,8 +50,9 @@ FEEDBACK = {"v1.5+ilqr": "bounded", "v1.5+tracking": "tracking"}  # the planner'
 
 @dataclass
 class Setup:
-    """Everything but the version: ``planner`` the planner's settings, ``model``
-    the fitter's (kind + network options), ``box`` the target workspace (min, max) in m."""
+    """Everything but the version: ``planner`` the planner's settings (π0's amplitude and hold
+    included), ``model`` the fitter's (kind + network options), ``box`` the target workspace
+    (min, max) in m."""
 
     robot: RobotDescription
     sim: SimConfig
@@ -62,8 +63,6 @@ class Setup:
     tolerance: float = 0.02
     train_seed: int = 1
     eval_seed: int = 1000
-    random_scale: float = 0.3
-    random_hold_steps: int = 2
     open_loop_iterations: int = 30  # iLQR iterations of a once-per-episode plan
     feedback_every: int = 5  # v1.5+ilqr: control steps between replans
 
@@ -233,7 +232,10 @@ def run_version(
         ),
     )
     policy = RandomTorquePolicy(
-        setup.robot.limits.effort, setup.random_scale, setup.random_hold_steps, seed + 1
+        setup.robot.limits.effort,
+        setup.planner.random_scale,
+        setup.planner.random_hold_steps,
+        seed + 1,
     )
     parts = []
     random_s = budget_seconds if version == "v0.5" else seed_seconds
