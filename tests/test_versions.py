@@ -1,6 +1,10 @@
 """The lecture's versions run offline (``mbrl_ros.experiments.versions``): each spends exactly its
 data budget, plans as its version prescribes, and v1.5 learns to reach on the 2-link arm."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -50,3 +54,16 @@ def test_unknown_version_and_short_seed_data_are_named():
         run_version("v3", setup(), 6.0, 4.0, 1)
     with pytest.raises(ValueError, match="shorter than one episode"):
         run_version("v1.5", setup(), 6.0, 0.5, 1)
+
+
+@pytest.mark.slow
+def test_the_comparison_script_runs_with_the_graph_settings():
+    """``benchmarks/compare_versions.py`` builds its set-up from the mpc graph's config files and
+    prints the table (a tiny budget: this checks the wiring, not the figures)."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "compare_versions.py"
+    args = ["--robot", "arm2", "--budget", "12", "--eval", "1", "--versions", "v1.5"]
+    result = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| v1.5 | 1 | 12 |" in result.stdout, result.stdout[-2000:]
