@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mbrl_ros.control.safety import SafetyConfig
 from mbrl_ros.graphs.param_files import ANY_NODE
 from mbrl_ros.nodes.params import ConfigError
 
@@ -38,3 +39,30 @@ def test_every_key_of_a_parameter_file_is_a_declared_parameter_with_a_valid_valu
                     params[name].check(value)
                 except ConfigError as exc:
                     pytest.fail(f"{path.name}: /**/{node}: {exc}")
+
+
+# node → the core settings it declares (``Settings.params()``); its parameter values build them
+NODE_SETTINGS = {
+    "lg_executor": SafetyConfig,
+    "policy_runner": SafetyConfig,
+    "solar_runner": SafetyConfig,
+}
+
+
+@pytest.mark.parametrize("node", sorted(NODE_SETTINGS))
+def test_a_node_declares_its_core_settings_as_they_are(node):
+    declared = importlib.import_module(f"mbrl_ros.nodes.{node}").PARAMS
+    names = [p.name for p in declared]
+    assert len(names) == len(set(names)), f"{node} declares a parameter twice"
+    for p in NODE_SETTINGS[node].params():
+        assert p in declared, f"{node} does not declare {NODE_SETTINGS[node].__name__}.{p.name}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.name for f in FILES])
+def test_the_settings_of_a_parameter_file_build_the_core_settings(path):
+    for node, values in sections(path):
+        if node in NODE_SETTINGS:
+            try:
+                NODE_SETTINGS[node].select(values)
+            except ConfigError as exc:
+                pytest.fail(f"{path.name}: /**/{node}: {exc}")
