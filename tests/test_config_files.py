@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from mbrl_ros.control.safety import SafetyConfig
+from mbrl_ros.dynamics.catalog import FitterSettings
 from mbrl_ros.graphs.param_files import ANY_NODE
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.simulator.simulation import SimConfig
@@ -48,6 +49,7 @@ NODE_SETTINGS = {
     "policy_runner": SafetyConfig,
     "solar_runner": SafetyConfig,
     "arm_sim": SimConfig,
+    "dynamics_fitter": FitterSettings,
 }
 # declared by the node with its own default (arm_sim: control_period 0 = the mode's default)
 NODE_OWN = {"arm_sim": {"control_period"}}
