@@ -56,8 +56,8 @@ def setup_for(robot_name: str, episode_length: float) -> Setup:
         tolerance=episodes["success_tolerance"],
         train_seed=episodes["train_seed"],
         eval_seed=episodes["eval_seed"],
-        random_scale=plan["random_scale"],
-        random_hold_steps=plan["random_hold_steps"],
+        random_scale=plan.random_scale,
+        random_hold_steps=plan.random_hold_steps,
     )
 
 
