@@ -20,10 +20,11 @@ import torch
 import yaml
 
 from mbrl_ros.common.settings import ConfigError
+from mbrl_ros.dynamics.catalog import FitterSettings
 from mbrl_ros.experiments.versions import VERSIONS, Setup, run_version, table
 from mbrl_ros.graphs.description import MPC_CONTROL_PERIOD
 from mbrl_ros.graphs.param_files import node_parameters
-from mbrl_ros.nodes import arm_sim, dynamics_fitter, episode_manager
+from mbrl_ros.nodes import episode_manager
 from mbrl_ros.planning.mpc import PlannerSettings
 from mbrl_ros.robot.description import load_robot
 from mbrl_ros.simulator.simulation import SimConfig
@@ -41,28 +42,15 @@ def setup_for(robot_name: str, episode_length: float) -> Setup:
         (CONFIG / ("mpc.yaml" if robot_name == "arm7" else f"mpc_{robot_name}.yaml")).read_text()
     )
     period = MPC_CONTROL_PERIOD[robot_name]
-    sim = node_settings(config, "arm_sim", arm_sim.PARAMS)
-    fit = node_settings(config, "dynamics_fitter", dynamics_fitter.PARAMS)
     plan = PlannerSettings.select(node_parameters(config, "mpc_planner")).replace(
         control_period=period
     )
     episodes = node_settings(config, "episode_manager", episode_manager.PARAMS)
-    model = {"kind": fit["model"]}
-    if fit["model"] in ("ensemble", "mlp"):
-        model |= {k: fit[k] for k in ("members", "hidden", "layers", "max_epochs", "patience")}
-        model["max_seconds"] = fit["max_fit_seconds"]
     return Setup(
         robot=load_robot(robot_name),
-        sim=SimConfig(
-            physics_timestep=sim["physics_timestep"],
-            control_period=period,
-            initial_position=tuple(sim["initial_position"]),
-            initial_position_noise=sim["initial_position_noise"],
-            hold_damping=sim["hold_damping"],
-            gravity_compensation=sim["gravity_compensation"],
-        ),
+        sim=SimConfig.select(node_parameters(config, "arm_sim") | {"control_period": period}),
         planner=plan,
-        model=model,
+        fitter=FitterSettings.select(node_parameters(config, "dynamics_fitter")),
         box=(np.array(episodes["target_box_min"]), np.array(episodes["target_box_max"])),
         episode_steps=int(round(episode_length / period)),
         tolerance=episodes["success_tolerance"],

@@ -40,7 +40,7 @@ from mbrl_ros.control.random_torque import RandomTorquePolicy
 from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelSignature
-from mbrl_ros.dynamics.catalog import new_model
+from mbrl_ros.dynamics.catalog import FitterSettings
 from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.planning import ILQR
 from mbrl_ros.planning.mpc import MPC
@@ -57,7 +57,9 @@ from mbrl_ros.tasks.reach import ReachCost
 DT = 0.05
 STEPS = 60  # 3 s episodes
 BOX = (np.array([-0.27, -0.27, 0.0]), np.array([0.27, 0.27, 0.15]))
-ENSEMBLE = dict(members=3, hidden=64, layers=2, max_epochs=200, patience=15, max_seconds=30.0)
+FITTER = FitterSettings(
+    members=3, hidden=64, layers=2, max_epochs=200, patience=15, max_fit_seconds=30.0
+)
 
 
 def setup(seed: int):
@@ -75,12 +77,8 @@ def setup(seed: int):
         robot_gain_caps(robot, robot.joint_names, DT),
     )
     sig = PolicySignature.for_joints(robot.name, robot.joint_names, DT)
-    model = new_model(
-        "ensemble",
-        ModelSignature(sig.joint_names, sig.state_names, DT),
-        device="cpu",
-        seed=seed,
-        **ENSEMBLE,
+    model = FITTER.replace(seed=seed).new_model(
+        ModelSignature(sig.joint_names, sig.state_names, DT), "cpu"
     )
     return robot, sim, safety, sig, model
 

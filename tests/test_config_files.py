@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mbrl_ros.control.safety import SafetyConfig
+from mbrl_ros.dynamics.catalog import FitterSettings
 from mbrl_ros.graphs.param_files import ANY_NODE
 from mbrl_ros.nodes.params import ConfigError
+from mbrl_ros.simulator.simulation import SimConfig
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 # ros2_controllers.yaml configures ros2_control's controller_manager, not this package's nodes
@@ -38,3 +41,38 @@ def test_every_key_of_a_parameter_file_is_a_declared_parameter_with_a_valid_valu
                     params[name].check(value)
                 except ConfigError as exc:
                     pytest.fail(f"{path.name}: /**/{node}: {exc}")
+
+
+# node → the core settings it declares (``Settings.params()``); its parameter values build them
+NODE_SETTINGS = {
+    "lg_executor": SafetyConfig,
+    "policy_runner": SafetyConfig,
+    "solar_runner": SafetyConfig,
+    "arm_sim": SimConfig,
+    "dynamics_fitter": FitterSettings,
+}
+# declared by the node with its own default (arm_sim: control_period 0 = the mode's default)
+NODE_OWN = {"arm_sim": {"control_period"}}
+
+
+@pytest.mark.parametrize("node", sorted(NODE_SETTINGS))
+def test_a_node_declares_its_core_settings_as_they_are(node):
+    declared = importlib.import_module(f"mbrl_ros.nodes.{node}").PARAMS
+    names = [p.name for p in declared]
+    assert len(names) == len(set(names)), f"{node} declares a parameter twice"
+    for p in NODE_SETTINGS[node].params():
+        if p.name in NODE_OWN.get(node, ()):
+            assert p.name in names, f"{node} does not declare {p.name}"
+            continue
+        assert p in declared, f"{node} does not declare {NODE_SETTINGS[node].__name__}.{p.name}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.name for f in FILES])
+def test_the_settings_of_a_parameter_file_build_the_core_settings(path):
+    for node, values in sections(path):
+        if node in NODE_SETTINGS:
+            own = NODE_OWN.get(node, set())
+            try:
+                NODE_SETTINGS[node].select({k: v for k, v in values.items() if k not in own})
+            except ConfigError as exc:
+                pytest.fail(f"{path.name}: /**/{node}: {exc}")

@@ -5,6 +5,7 @@ import mujoco
 import numpy as np
 import pytest
 
+from mbrl_ros.common.settings import ConfigError
 from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
 from mbrl_ros.robot.description import build_mujoco_model, load_robot
 from mbrl_ros.robot.gains import effective_inertia, gain_caps, robot_gain_caps
@@ -15,8 +16,8 @@ VEL, EFFORT = np.array([2.0, 3.0]), np.array([10.0, 5.0])
 MS = 1_000_000
 
 
-def layer(**config):
-    return SafetyLayer(LOWER, UPPER, VEL, EFFORT, SafetyConfig(**config))
+def layer(max_plan_age=0.0, **config):
+    return SafetyLayer(LOWER, UPPER, VEL, EFFORT, SafetyConfig(**config), max_plan_age=max_plan_age)
 
 
 def keys(events):
@@ -137,7 +138,7 @@ def test_velocity_guard_brakes_along_the_motion():
 
 
 def test_disabled_layer_still_clamps_and_guards_nan():
-    s = layer(enabled=False, max_state_age=0.01, position_margin=0.1)
+    s = layer(safety_enabled=False, max_state_age=0.01, position_margin=0.1)
     u, ev = s.filter([0.99, 0.0], [2.5, 0.0], [50.0, 0.0], 10**9, state_time_ns=0)
     np.testing.assert_array_equal(u, [10.0, 0.0])
     assert keys(ev) == ["effort_clamped"]
@@ -146,12 +147,18 @@ def test_disabled_layer_still_clamps_and_guards_nan():
 
 
 def test_invalid_configuration_is_rejected():
-    with pytest.raises(ValueError, match="hold_law"):
+    with pytest.raises(ConfigError, match=r"'hold_law' = 'brake' must be one of \['zero'"):
         layer(hold_law="brake")
     with pytest.raises(ValueError, match="effort limits"):
         SafetyLayer(LOWER, UPPER, VEL, [10.0, np.inf])
-    with pytest.raises(ValueError, match="damping"):
+    with pytest.raises(ConfigError, match=r"'damping' = -1.0 is out of range \[0.0, 10000.0\]"):
         layer(damping=-1.0)
+    with pytest.raises(ConfigError, match="'brake_kd' = nan must be finite"):
+        layer(brake_kd=float("nan"))
+    with pytest.raises(
+        ConfigError, match="unknown SafetyConfig setting.*'enabled'.*safety_enabled"
+    ):
+        SafetyConfig.from_mapping({"enabled": False})
 
 
 def test_filter_fuzz_output_always_finite_and_within_limits():

@@ -4,6 +4,7 @@ import mujoco
 import numpy as np
 import pytest
 
+from mbrl_ros.common.settings import ConfigError
 from mbrl_ros.robot.description import (
     build_mujoco_model,
     home_position,
@@ -111,6 +112,18 @@ def test_hold_torque_damps_velocity_with_capped_gain():
 def test_bad_configuration_is_named(cfg, match):
     with pytest.raises(ValueError, match=match):
         ArmSimulator(load_robot("arm2"), cfg)
+
+
+def test_settings_are_checked_and_unknown_keys_named():
+    with pytest.raises(ConfigError, match=r"'hold_damping' = -1.0 is out of range \[0.0, 1000.0\]"):
+        SimConfig(hold_damping=-1.0)
+    with pytest.raises(ConfigError, match=r"'initial_position' = .*: element 1 is out of range"):
+        SimConfig(initial_position=(0.0, 11.0))
+    with pytest.raises(ConfigError, match="unknown SimConfig setting.*'hold_dampng'.*hold_damping"):
+        SimConfig.from_mapping({"hold_dampng": 2.0})
+    assert SimConfig(initial_position=(0.1, 0.2)).initial_position == [0.1, 0.2]
+    assert SimConfig(scene=None).scene is None  # a plain field: no parameter, not checked
+    assert "scene" not in {p.name for p in SimConfig.params()}
 
 
 def test_step_rejects_bad_torque():

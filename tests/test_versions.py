@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from mbrl_ros.dynamics.catalog import FitterSettings
 from mbrl_ros.experiments.versions import Setup, run_version, table
 from mbrl_ros.planning.mpc import PlannerSettings
 from mbrl_ros.robot.description import load_robot
@@ -25,7 +26,7 @@ def setup(steps=20):
         robot=load_robot("arm2"),
         sim=SimConfig(control_period=0.05, initial_position_noise=0.3),
         planner=planner,
-        model=dict(kind="ensemble", members=2, hidden=32, layers=2, max_epochs=100),
+        fitter=FitterSettings(model="ensemble", members=2, hidden=32, layers=2, max_epochs=100),
         box=(np.array([-0.27, -0.27, 0.0]), np.array([0.27, 0.27, 0.15])),
         episode_steps=steps,
     )

@@ -111,7 +111,9 @@ def setting(
 @dataclass(frozen=True)
 class Settings:
     """Base of the components' settings (frozen dataclasses whose fields come from ``setting``);
-    every value is checked and converted on construction."""
+    every value is checked and converted on construction. A plain dataclass field (no
+    ``setting``) is a value offline code may give but no parameter (not in ``params``, not
+    checked): e.g. the simulator's ``scene``, which may be None."""
 
     def __post_init__(self) -> None:
         for p in self.params():
@@ -122,6 +124,8 @@ class Settings:
         """The settings as ``Param`` entries (name, default, description, range, choices)."""
         out = []
         for f in dataclasses.fields(cls):
+            if "setting" not in f.metadata:
+                continue
             description, range_, choices, runtime, safer = f.metadata["setting"]
             factory = f.default_factory
             default = f.default if factory is dataclasses.MISSING else factory()
@@ -130,6 +134,7 @@ class Settings:
 
     @classmethod
     def names(cls) -> set[str]:
+        """The fields' names (settings and plain fields alike)."""
         return {f.name for f in dataclasses.fields(cls)}
 
     @classmethod

@@ -20,7 +20,7 @@ safe to send, and reports what it did as events. In order:
    the gravity model (before any plausible state, no gravity term).
 4. effort clamp to ±effort limit.
 
-The effort clamp and the non-finite guard always run; ``enabled = False`` switches off the
+The effort clamp and the non-finite guard always run; ``safety_enabled = False`` switches off the
 watchdogs and limit guards only. The output is always finite and within the effort limits.
 
 The configured gains are bounded by the stable caps of ``mbrl_ros.robot.gains`` at the control
@@ -30,11 +30,12 @@ period (``caps``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
+from mbrl_ros.common.settings import Settings, setting
 from mbrl_ros.control.plausibility import CONTINUOUS_BOUND, StateGate
 
 HOLD_LAWS = ("zero", "damping", "pd")
@@ -49,21 +50,48 @@ class SafetyEvent(NamedTuple):
 
 
 @dataclass(frozen=True)
-class SafetyConfig:
-    """Gains are scalars or (n,) arrays; times in seconds (0 switches a watchdog off)."""
+class SafetyConfig(Settings):
+    """The safety layer's settings (the parameters of the torque-commanding nodes, built offline
+    without ROS); gains are per joint (the same for every joint), times in s (0 switches a
+    watchdog off)."""
 
-    enabled: bool = True
-    hold_law: str = "damping"
-    damping: float | np.ndarray = 2.0  # N·m·s/rad
-    hold_kp: float | np.ndarray = 50.0  # N·m/rad
-    hold_kd: float | np.ndarray = 5.0  # N·m·s/rad
-    position_margin: float = 0.05  # rad
-    velocity_margin: float = 0.2  # rad/s
-    limit_response: str = "brake"
-    brake_kp: float | np.ndarray = 200.0  # N·m/rad
-    brake_kd: float | np.ndarray = 10.0  # N·m·s/rad
-    max_state_age: float = 0.05  # s
-    max_plan_age: float = 0.0  # s
+    max_state_age: float = setting(
+        0.05, "realtime: hold when no joint state for this long (s); 0 = off", (0.0, 3600.0)
+    )
+    safety_enabled: bool = setting(
+        True, "watchdogs and limit guards (clamp and NaN guard always run)"
+    )
+    hold_law: str = setting(
+        "damping",
+        "safe hold: zero torque, joint damping, or PD at the position where the hold began",
+        choices=HOLD_LAWS,
+    )
+    damping: float = setting(2.0, "damping hold gain (N·m·s/rad)", (0.0, 1e4))
+    hold_kp: float = setting(50.0, "PD hold stiffness (N·m/rad)", (0.0, 1e5))
+    hold_kd: float = setting(5.0, "PD hold damping (N·m·s/rad)", (0.0, 1e4))
+    position_margin: float = setting(
+        0.05,
+        "distance from a position limit where the guard acts (rad)",
+        (0.0, 3.2),
+        runtime=True,
+        safer="higher",
+    )
+    velocity_margin: float = setting(
+        0.2,
+        "distance from the velocity limit where the guard acts (rad/s)",
+        (0.0, 100.0),
+        runtime=True,
+        safer="higher",
+    )
+    limit_response: str = setting(
+        "brake", "at a limit guard: brake the joint or hold the arm", choices=LIMIT_RESPONSES
+    )
+    brake_kp: float = setting(
+        200.0, "stiffness of the virtual wall at the position margin (N·m/rad)", (0.0, 1e5)
+    )
+    brake_kd: float = setting(
+        10.0, "damping of the position wall and velocity brake (N·m·s/rad)", (0.0, 1e4)
+    )
 
 
 class SafetyLayer:
@@ -71,7 +99,9 @@ class SafetyLayer:
     ``effort`` (N·m), each (n,), in the order of the q, q̇, u arrays given to ``filter``.
     ``caps`` = (kp_max, kd_max) from ``gain_caps`` bounds the configured gains (``self.gains``).
     ``gravity``: q (n,) rad → g(q) (n,) N·m in the same joint order, added to every output (a
-    robot that does not compensate gravity); None: the robot compensates."""
+    robot that does not compensate gravity); None: the robot compensates. ``max_plan_age`` (s, 0
+    = off): hold when the plan (``plan_time_ns`` of ``filter``) is older, for a command source
+    whose plans go stale."""
 
     def __init__(
         self,
@@ -82,6 +112,7 @@ class SafetyLayer:
         config: SafetyConfig = SafetyConfig(),
         caps: tuple[np.ndarray, np.ndarray] | None = None,
         gravity: Callable[[np.ndarray], np.ndarray] | None = None,
+        max_plan_age: float = 0.0,
     ):
         self.lower, self.upper, self.velocity, self.effort = (
             np.asarray(a, dtype=np.float64) for a in (lower, upper, velocity, effort)
@@ -97,13 +128,7 @@ class SafetyLayer:
             or np.any(self.velocity <= 0)
         ):
             raise ValueError("position limits must satisfy lower < upper and velocity limits > 0")
-        if config.hold_law not in HOLD_LAWS:
-            raise ValueError(f"hold_law must be one of {HOLD_LAWS}, got {config.hold_law!r}")
-        if config.limit_response not in LIMIT_RESPONSES:
-            raise ValueError(
-                f"limit_response must be one of {LIMIT_RESPONSES}, got {config.limit_response!r}"
-            )
-        self.config = config
+        self.config, self.max_plan_age = config, max_plan_age
         self.n = n
         self.gate = StateGate(
             np.where(np.isfinite(self.lower), self.lower, -CONTINUOUS_BOUND),
@@ -114,9 +139,7 @@ class SafetyLayer:
         self.set_margins(config.position_margin, config.velocity_margin)
         gains = {}
         for name in ("damping", "hold_kp", "hold_kd", "brake_kp", "brake_kd"):
-            g = np.broadcast_to(np.asarray(getattr(config, name), dtype=np.float64), (n,)).copy()
-            if not (np.all(np.isfinite(g)) and np.all(g >= 0)):
-                raise ValueError(f"{name} must be finite and ≥ 0, got {g}")
+            g = np.full(n, getattr(config, name))
             if caps is not None:
                 g = np.minimum(g, caps[0] if name.endswith("kp") else caps[1])
             gains[name] = g
@@ -130,8 +153,8 @@ class SafetyLayer:
     def set_margins(self, position_margin: float, velocity_margin: float) -> None:
         """Where the limit guards act: ``position_margin`` rad inside the position limits,
         ``velocity_margin`` rad/s below the velocity limits (also on a running layer)."""
-        self.config = replace(
-            self.config, position_margin=position_margin, velocity_margin=velocity_margin
+        self.config = self.config.replace(
+            position_margin=position_margin, velocity_margin=velocity_margin
         )
         self._hi_edge = self.upper - position_margin
         self._lo_edge = self.lower + position_margin
@@ -195,12 +218,18 @@ class SafetyLayer:
         elif self.estopped:
             hold = SafetyEvent("estop", "e-stop engaged: hold (call ~/estop false to release)")
         elif (
-            cfg.enabled and now_ns is not None and _older(now_ns, state_time_ns, cfg.max_state_age)
+            cfg.safety_enabled
+            and now_ns is not None
+            and _older(now_ns, state_time_ns, cfg.max_state_age)
         ):
             hold = SafetyEvent("stale_state", f"joint state older than {cfg.max_state_age} s: hold")
             qd = np.zeros(self.n)
-        elif cfg.enabled and now_ns is not None and _older(now_ns, plan_time_ns, cfg.max_plan_age):
-            hold = SafetyEvent("stale_plan", f"controller older than {cfg.max_plan_age} s: hold")
+        elif (
+            cfg.safety_enabled
+            and now_ns is not None
+            and _older(now_ns, plan_time_ns, self.max_plan_age)
+        ):
+            hold = SafetyEvent("stale_plan", f"controller older than {self.max_plan_age} s: hold")
         elif u is None:
             hold = SafetyEvent(why, f"no command ({why}): hold")
         else:
@@ -210,7 +239,7 @@ class SafetyLayer:
                     "non_finite_command",
                     f"command of shape {u.shape} is not {self.n} finite values: hold",
                 )
-        if hold is None and cfg.enabled:
+        if hold is None and cfg.safety_enabled:
             u, guard_events = self._guard(q, qd, u)
             events += guard_events
             if guard_events and cfg.limit_response == "hold":

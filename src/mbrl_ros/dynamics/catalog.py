@@ -1,13 +1,16 @@
 """The model kinds by name, for the command line and the fitter node: which module defines each,
-which exist in this install, how to make a new one and how to load any from its artifact."""
+which exist in this install, how to make a new one and how to load any from its artifact; the
+fitter's settings (``FitterSettings``: which model, how it is trained, when it is refitted),
+declared by the fitter node and built offline by ``experiments.versions``."""
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 
+from mbrl_ros.common.settings import Settings, setting
 from mbrl_ros.dynamics.base import (
     _REGISTRY,
     DynamicsModel,
@@ -101,3 +104,62 @@ def load_model(data: bytes, device: str | torch.device | None = None) -> Dynamic
     """Any model of an available kind from its artifact bytes."""
     _classes()
     return model_from_bytes(data, device)
+
+
+@dataclass(frozen=True)
+class FitterSettings(Settings):
+    """What the dynamics fitter fits and when: the model kind, the network options (network kinds
+    only), the validation split and the refit schedule."""
+
+    model: str = setting("ensemble", "model kind", choices=tuple(MODEL_MODULES))
+    min_transitions: int = setting(
+        500,
+        "first fit once this many transitions are there (and at least the model's minimum)",
+        (1, 10**9),
+        runtime=True,
+    )
+    refit_every: int = setting(1000, "new transitions between fits", (1, 10**9), runtime=True)
+    val_fraction: float = setting(
+        0.2,
+        "fraction of episodes held out for early stopping and the validation error",
+        (0.0, 0.9),
+        runtime=True,
+    )
+    warm_start: bool = setting(
+        True,
+        "network models: continue from the previous weights (and the "
+        "first fit's input normalisation); false = a fresh fit each time",
+    )
+    members: int = setting(5, "network models: ensemble members (mlp: use 1)", (1, 100))
+    hidden: int = setting(200, "network models: units per hidden layer", (1, 4096))
+    layers: int = setting(3, "network models: hidden layers", (1, 16))
+    max_epochs: int = setting(100, "network models: most epochs per fit", (1, 100000))
+    patience: int = setting(
+        10, "network models: epochs without improvement before a fit stops", (1, 100000)
+    )
+    max_fit_seconds: float = setting(
+        300.0,
+        "network models: time budget of one fit (s); 0 = none "
+        "(max_epochs bounds it: lockstep runs must not depend on "
+        "the machine's speed)",
+        (0.0, 1e6),
+    )
+    seed: int = setting(0, "seed of the split and the training", (0, 2**31 - 1))
+
+    def new_model(
+        self,
+        signature: ModelSignature,
+        device: str | torch.device | None = None,
+        robot: str | None = None,
+        gravity_compensation: bool = False,
+    ) -> DynamicsModel:
+        """An unfitted model of this kind (``new_model``), with these network options for the
+        network kinds."""
+        options = {}
+        if self.model in NETWORK_KINDS:
+            options = {
+                k: getattr(self, k)
+                for k in ("members", "hidden", "layers", "max_epochs", "patience", "seed")
+            }
+            options["max_seconds"] = self.max_fit_seconds
+        return new_model(self.model, signature, device, robot, gravity_compensation, **options)

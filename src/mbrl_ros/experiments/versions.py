@@ -17,16 +17,15 @@ The two feedback versions plan ``feedback_every`` times less often, with ``feedb
 the iterations per plan: the same planning budget as v1.5.
 
 Every command goes through the executor's ``SafetyLayer``. The settings are the mpc graph's: the
-planner node's parameters (``mpc.build_mpc``), the fitter's model options, the sim's and the
+planner node's parameters (``mpc.build_mpc``), the fitter's (``FitterSettings``), the sim's and the
 episode manager's (target box, tolerance, seeds).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ from mbrl_ros.control.random_torque import RandomTorquePolicy
 from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelSignature
-from mbrl_ros.dynamics.catalog import new_model
+from mbrl_ros.dynamics.catalog import FitterSettings
 from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.planning.mpc import MPC, PlannerSettings, build_mpc
 from mbrl_ros.policy.rollout import run_episode
@@ -51,13 +50,13 @@ FEEDBACK = {"v1.5+ilqr": "bounded", "v1.5+tracking": "tracking"}  # the planner'
 @dataclass
 class Setup:
     """Everything but the version: ``planner`` the planner's settings (π0's amplitude and hold
-    included), ``model`` the fitter's (kind + network options), ``box`` the target workspace
-    (min, max) in m."""
+    included), ``fitter`` the fitter's (model kind, network options, validation fraction),
+    ``box`` the target workspace (min, max) in m."""
 
     robot: RobotDescription
     sim: SimConfig
     planner: PlannerSettings
-    model: Mapping[str, Any]
+    fitter: FitterSettings
     box: tuple[np.ndarray, np.ndarray]
     episode_steps: int
     tolerance: float = 0.02
@@ -140,17 +139,10 @@ class _Arm:
 
 
 def _fit(setup: Setup, data: Dataset, seed: int):
-    options = dict(setup.model)
-    kind = options.pop("kind")
-    model = new_model(
-        kind,
-        ModelSignature.of(data),
-        "cpu",
-        setup.robot.name,
-        setup.sim.gravity_compensation,
-        **options,
+    model = setup.fitter.new_model(
+        ModelSignature.of(data), "cpu", setup.robot.name, setup.sim.gravity_compensation
     )
-    train, val = holdout_split(data, 0.2, seed)
+    train, val = holdout_split(data, setup.fitter.val_fraction, seed)
     model.fit(train, val)
     return model
 

@@ -106,12 +106,6 @@ PARAMS = [
         choices=("lockstep", "realtime", "hardware"),
     ),
     Param(
-        "physics_timestep",
-        0.002,
-        "MuJoCo timestep (s; hardware: the longest substep)",
-        (1e-5, 0.05),
-    ),
-    Param(
         "control_period",
         0.0,
         "time between joint states / commands (s); 0 = the mode's "
@@ -158,24 +152,8 @@ PARAMS = [
         (1e-3, 60.0),
     ),
     Param("real_time_factor", 1.0, "realtime: sim seconds per wall second", (0.01, 100.0)),
-    Param("torque_noise_std", 0.0, "Gaussian noise added to applied torques (N·m)", (0.0, 100.0)),
-    Param("position_noise_std", 0.0, "Gaussian noise on published positions (rad)", (0.0, 1.0)),
-    Param("velocity_noise_std", 0.0, "Gaussian noise on published velocities (rad/s)", (0.0, 10.0)),
-    Param(
-        "initial_position",
-        [],
-        "reset position (rad, robot joint order); [] = zero or mid-range",
-        (-10.0, 10.0),
-    ),
-    Param("initial_position_noise", 0.0, "uniform ± noise on the reset position (rad)", (0.0, 3.2)),
-    Param("hold_damping", 1.0, "safe hold: torque −d·q̇ (N·m·s/rad)", (0.0, 1000.0)),
-    Param(
-        "gravity_compensation",
-        False,
-        "the arm cancels its own weight; commands are torques on top of it (as Franka's FCI); "
-        "false: a plain effort interface, where the arm has weight",
-    ),
-    Param("seed", 0, "seed of the noise and reset randomisation", (0, 2**31 - 1)),
+    # the simulator's settings; control_period is the node's own (0 = the mode's default)
+    *(p for p in SimConfig.params() if p.name != "control_period"),
     Param(
         "episode_steps",
         0,
@@ -222,19 +200,7 @@ class ArmSimNode(Node):
         try:
             self.sim = ArmSimulator(
                 robot,
-                SimConfig(
-                    physics_timestep=p.physics_timestep,
-                    control_period=p.control_period,
-                    torque_noise_std=p.torque_noise_std,
-                    position_noise_std=p.position_noise_std,
-                    velocity_noise_std=p.velocity_noise_std,
-                    initial_position=tuple(p.initial_position),
-                    initial_position_noise=p.initial_position_noise,
-                    hold_damping=p.hold_damping,
-                    gravity_compensation=p.gravity_compensation,
-                    seed=p.seed,
-                    scene=p.scene,
-                ),
+                SimConfig.select(vars(p)),
             )
         except ValueError as exc:  # period/timestep mismatch, initial position
             raise ConfigError(str(exc)) from None

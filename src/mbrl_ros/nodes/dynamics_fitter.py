@@ -59,7 +59,7 @@ from mbrl_ros.data.resample import Resampler
 from mbrl_ros.data.topics import COMMANDS, DYNAMICS_MODEL, EVENTS, STATES, TopicNames
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.dynamics.base import FitStopped, ModelError, ModelSignature, model_from_bytes
-from mbrl_ros.dynamics.catalog import MODEL_MODULES, NETWORK_KINDS, new_model
+from mbrl_ros.dynamics.catalog import NETWORK_KINDS, FitterSettings
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
@@ -107,16 +107,8 @@ PARAMS = [
         True,
         "false: subtract the URDF's gravity torque g(q) from the recorded commands",
     ),
-    Param("model", "ensemble", "model kind", choices=tuple(MODEL_MODULES)),
+    *FitterSettings.params(),
     Param("dataset", "", "dataset file to start from (mbrl-ros dataset); '' = live data only"),
-    Param(
-        "min_transitions",
-        500,
-        "first fit once this many transitions are there (and at least the model's minimum)",
-        (1, 10**9),
-        runtime=True,
-    ),
-    Param("refit_every", 1000, "new transitions between fits", (1, 10**9), runtime=True),
     Param(
         "episode_steps",
         0,
@@ -124,35 +116,6 @@ PARAMS = [
         "only at episode ends; 0 = by the counts alone",
         (0, 10**7),
     ),
-    Param(
-        "val_fraction",
-        0.2,
-        "fraction of episodes held out for early stopping and the validation error",
-        (0.0, 0.9),
-        runtime=True,
-    ),
-    Param(
-        "warm_start",
-        True,
-        "network models: continue from the previous weights (and the "
-        "first fit's input normalisation); false = a fresh fit each time",
-    ),
-    Param("members", 5, "network models: ensemble members (mlp: use 1)", (1, 100)),
-    Param("hidden", 200, "network models: units per hidden layer", (1, 4096)),
-    Param("layers", 3, "network models: hidden layers", (1, 16)),
-    Param("max_epochs", 100, "network models: most epochs per fit", (1, 100000)),
-    Param(
-        "patience", 10, "network models: epochs without improvement before a fit stops", (1, 100000)
-    ),
-    Param(
-        "max_fit_seconds",
-        300.0,
-        "network models: time budget of one fit (s); 0 = none "
-        "(max_epochs bounds it: lockstep runs must not depend on "
-        "the machine's speed)",
-        (0.0, 1e6),
-    ),
-    Param("seed", 0, "seed of the split and the training", (0, 2**31 - 1)),
     Param("device", "", "torch device; '' = cuda if available, else cpu"),
     Param(
         "torch_threads",
@@ -206,19 +169,9 @@ class DynamicsFitterNode(Node):
             except (DataError, ModelError, OSError) as exc:
                 raise ConfigError(f"parameter 'dataset': {exc}") from None
             self._start = start
-        options = (
-            {
-                k: getattr(p, k)
-                for k in ("members", "hidden", "layers", "max_epochs", "patience", "seed")
-            }
-            if p.model in NETWORK_KINDS
-            else {}
-        )
-        if options:
-            options["max_seconds"] = p.max_fit_seconds
         try:
-            self.model = new_model(
-                p.model, signature, p.device or None, p.robot, p.gravity_compensation, **options
+            self.model = FitterSettings.select(vars(p)).new_model(
+                signature, p.device or None, p.robot, p.gravity_compensation
             )
         except ModelError as exc:
             raise ConfigError(f"parameter 'model': {exc}") from None

@@ -63,7 +63,7 @@ from mbrl_ros.common.artifacts import ArtifactError
 from mbrl_ros.common.msgconv import JointSample, seconds_to_ns, stamp_to_ns
 from mbrl_ros.control.controller import STATE_LAYOUT_QQD, LinearGaussianController
 from mbrl_ros.control.plausibility import ControllerBounds
-from mbrl_ros.control.safety import HOLD_LAWS, LIMIT_RESPONSES, SafetyConfig, SafetyLayer
+from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
 from mbrl_ros.data.topics import COMMANDS, HOMING_CONTROLLER
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, describe, subscribe
@@ -84,53 +84,7 @@ SAFETY_PARAMS = [
         "the robot's control period (s): watchdog period, gain caps",
         (1e-4, 1.0),
     ),
-    Param(
-        "max_state_age",
-        0.05,
-        "realtime: hold when no joint state for this long (s); 0 = off",
-        (0.0, 3600.0),
-    ),
-    Param("safety_enabled", True, "watchdogs and limit guards (clamp and NaN guard always run)"),
-    Param(
-        "hold_law",
-        "damping",
-        "safe hold: zero torque, joint damping, or PD at the position where the hold began",
-        choices=HOLD_LAWS,
-    ),
-    Param("damping", 2.0, "damping hold gain (N·m·s/rad)", (0.0, 1e4)),
-    Param("hold_kp", 50.0, "PD hold stiffness (N·m/rad)", (0.0, 1e5)),
-    Param("hold_kd", 5.0, "PD hold damping (N·m·s/rad)", (0.0, 1e4)),
-    Param(
-        "position_margin",
-        0.05,
-        "distance from a position limit where the guard acts (rad)",
-        (0.0, 3.2),
-        runtime=True,
-        safer="higher",
-    ),
-    Param(
-        "velocity_margin",
-        0.2,
-        "distance from the velocity limit where the guard acts (rad/s)",
-        (0.0, 100.0),
-        runtime=True,
-        safer="higher",
-    ),
-    Param(
-        "limit_response",
-        "brake",
-        "at a limit guard: brake the joint or hold the arm",
-        choices=LIMIT_RESPONSES,
-    ),
-    Param(
-        "brake_kp",
-        200.0,
-        "stiffness of the virtual wall at the position margin (N·m/rad)",
-        (0.0, 1e5),
-    ),
-    Param(
-        "brake_kd", 10.0, "damping of the position wall and velocity brake (N·m·s/rad)", (0.0, 1e4)
-    ),
+    *SafetyConfig.params(),
     Param(
         "robot_compensates_gravity",
         True,
@@ -210,8 +164,9 @@ def gravity_in_order(robot, names) -> JointGravity:
 
 
 class SafeCommandNode(Node):
-    """Base of the torque-commanding nodes. ``params`` must contain ``SAFETY_PARAMS`` and a
-    ``mode`` parameter (sync or realtime); a node whose commands come from plans that go stale
+    """Base of the torque-commanding nodes. ``params`` must contain ``SAFETY_PARAMS`` (the safety
+    layer's ``SafetyConfig.params()`` and the node's wiring) and a ``mode`` parameter (sync or
+    realtime); a node whose commands come from plans that go stale
     also declares ``max_plan_age`` (s, 0 = off): the safety layer's watchdog on
     ``self.plan_time_ns``. ``title`` names the diagnostics status. Subclasses implement
     ``_answer`` and ``_status``."""
@@ -231,22 +186,10 @@ class SafeCommandNode(Node):
             lim.upper[idx],
             lim.velocity[idx],
             lim.effort[idx],
-            SafetyConfig(
-                enabled=p.safety_enabled,
-                hold_law=p.hold_law,
-                damping=p.damping,
-                hold_kp=p.hold_kp,
-                hold_kd=p.hold_kd,
-                position_margin=p.position_margin,
-                velocity_margin=p.velocity_margin,
-                limit_response=p.limit_response,
-                brake_kp=p.brake_kp,
-                brake_kd=p.brake_kd,
-                max_state_age=p.max_state_age,
-                max_plan_age=getattr(p, "max_plan_age", 0.0),
-            ),
+            SafetyConfig.select(vars(p)),
             caps,
             gravity,
+            getattr(p, "max_plan_age", 0.0),
         )
         self.n = len(self.names)
         self.realtime = p.mode == "realtime"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from mbrl_ros.common.settings import Settings, setting
 from mbrl_ros.robot.description import (
     RobotDescription,
     build_mujoco_model,
@@ -28,21 +29,41 @@ from mbrl_ros.robot.gains import robot_gain_caps
 
 
 @dataclass(frozen=True)
-class SimConfig:
-    """Physics and noise settings. Times in s, noise standard deviations in the state's units."""
+class SimConfig(Settings):
+    """Physics, noise and reset settings (the simulator node's parameters, built offline without
+    ROS). ``scene``: the MuJoCo scene parts (a name in sim/ or an MJCF path; None = the arm
+    alone), a plain field: the node declares its own parameter for it."""
 
-    physics_timestep: float = 0.002
-    control_period: float = 0.01
-    torque_noise_std: float = 0.0  # N·m, added to the commanded torque before the clamp
-    position_noise_std: float = 0.0  # rad, added to the published position
-    velocity_noise_std: float = 0.0  # rad/s, added to the published velocity
-    initial_position: tuple[float, ...] = ()  # rad, robot joint order; () = home_position()
-    initial_position_noise: float = 0.0  # rad, uniform ± on reset
-    hold_damping: float = 1.0  # N·m·s/rad of the safe hold (−d·q̇), capped per
-    # joint so the held torque cannot oscillate
-    gravity_compensation: bool = False  # the robot cancels its own weight (see
-    # robot.build_mujoco_model)
-    seed: int = 0
+    physics_timestep: float = setting(
+        0.002, "MuJoCo timestep (s; hardware: the longest substep)", (1e-5, 0.05)
+    )
+    control_period: float = setting(0.01, "time between joint states / commands (s)", (1e-5, 1.0))
+    torque_noise_std: float = setting(
+        0.0, "Gaussian noise added to applied torques, before the clamp (N·m)", (0.0, 100.0)
+    )
+    position_noise_std: float = setting(
+        0.0, "Gaussian noise on published positions (rad)", (0.0, 1.0)
+    )
+    velocity_noise_std: float = setting(
+        0.0, "Gaussian noise on published velocities (rad/s)", (0.0, 10.0)
+    )
+    initial_position: list = setting(
+        [], "reset position (rad, robot joint order); [] = zero or mid-range", (-10.0, 10.0)
+    )
+    initial_position_noise: float = setting(
+        0.0, "uniform ± noise on the reset position (rad)", (0.0, 3.2)
+    )
+    hold_damping: float = setting(
+        1.0,
+        "safe hold: torque −d·q̇ (N·m·s/rad), capped per joint so that it cannot oscillate",
+        (0.0, 1000.0),
+    )
+    gravity_compensation: bool = setting(
+        False,
+        "the arm cancels its own weight; commands are torques on top of it (as Franka's FCI); "
+        "false: a plain effort interface, where the arm has weight",
+    )
+    seed: int = setting(0, "seed of the noise and reset randomisation", (0, 2**31 - 1))
     scene: str | None = "scene"
 
     @property
