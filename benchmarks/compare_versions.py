@@ -15,7 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -23,10 +22,11 @@ from mbrl_ros.common.settings import ConfigError
 from mbrl_ros.experiments.versions import VERSIONS, Setup, run_version, table
 from mbrl_ros.graphs.description import MPC_CONTROL_PERIOD
 from mbrl_ros.graphs.param_files import node_parameters
-from mbrl_ros.nodes import arm_sim, dynamics_fitter, episode_manager
+from mbrl_ros.nodes import arm_sim, dynamics_fitter
 from mbrl_ros.planning.mpc import PlannerSettings
 from mbrl_ros.robot.description import load_robot
 from mbrl_ros.simulator.simulation import SimConfig
+from mbrl_ros.tasks.episodes import EpisodeSettings
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -46,7 +46,9 @@ def setup_for(robot_name: str, episode_length: float) -> Setup:
     plan = PlannerSettings.select(node_parameters(config, "mpc_planner")).replace(
         control_period=period
     )
-    episodes = node_settings(config, "episode_manager", episode_manager.PARAMS)
+    episodes = EpisodeSettings.select(node_parameters(config, "episode_manager")).replace(
+        episode_steps=int(round(episode_length / period))
+    )
     model = {"kind": fit["model"]}
     if fit["model"] in ("ensemble", "mlp"):
         model |= {k: fit[k] for k in ("members", "hidden", "layers", "max_epochs", "patience")}
@@ -63,11 +65,7 @@ def setup_for(robot_name: str, episode_length: float) -> Setup:
         ),
         planner=plan,
         model=model,
-        box=(np.array(episodes["target_box_min"]), np.array(episodes["target_box_max"])),
-        episode_steps=int(round(episode_length / period)),
-        tolerance=episodes["success_tolerance"],
-        train_seed=episodes["train_seed"],
-        eval_seed=episodes["eval_seed"],
+        episodes=episodes,
         random_scale=plan["random_scale"],
         random_hold_steps=plan["random_hold_steps"],
     )
@@ -135,7 +133,7 @@ def main() -> int:
         f"\n{args.robot}, {args.budget:g} s of robot data per version, seeds {seeds}, "
         f"{args.eval} held-out targets each\n"
     )
-    print(table(results, setup.tolerance))
+    print(table(results, setup.episodes.success_tolerance))
     return 0
 
 

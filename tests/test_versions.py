@@ -1,7 +1,6 @@
 """The lecture's versions run offline (``mbrl_ros.experiments.versions``): each spends exactly its
 data budget, plans as its version prescribes, and v1.5 learns to reach on the 2-link arm."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -9,6 +8,7 @@ from mbrl_ros.experiments.versions import Setup, run_version, table
 from mbrl_ros.planning.mpc import PlannerSettings
 from mbrl_ros.robot.description import load_robot
 from mbrl_ros.simulator.simulation import SimConfig
+from mbrl_ros.tasks.episodes import EpisodeSettings
 
 torch.set_num_threads(1)
 
@@ -22,8 +22,11 @@ def setup(steps=20):
         sim=SimConfig(control_period=0.05, initial_position_noise=0.3),
         planner=planner,
         model=dict(kind="ensemble", members=2, hidden=32, layers=2, max_epochs=100),
-        box=(np.array([-0.27, -0.27, 0.0]), np.array([0.27, 0.27, 0.15])),
-        episode_steps=steps,
+        episodes=EpisodeSettings(
+            target_box_min=[-0.27, -0.27, 0.0],
+            target_box_max=[0.27, 0.27, 0.15],
+            episode_steps=steps,
+        ),
         random_scale=0.5,
     )
 
