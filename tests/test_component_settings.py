@@ -9,8 +9,9 @@ from mbrl_ros.common.settings import ConfigError
 from mbrl_ros.control.homing import HomingSettings
 from mbrl_ros.robot.description import load_robot
 from mbrl_ros.tasks.episodes import EpisodeSettings, TargetRegionSettings
+from mbrl_ros.trajopt.gps import GPSConfig
 
-CLASSES = [EpisodeSettings, TargetRegionSettings, HomingSettings]
+CLASSES = [EpisodeSettings, TargetRegionSettings, HomingSettings, GPSConfig]
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
@@ -40,6 +41,18 @@ def test_defaults_build_and_match_the_declared_params(cls):
         (HomingSettings, {"homing_speed": 0.0}, r"'homing_speed' = 0.0 is out of range"),
         (HomingSettings, {"homing_retries": 1.5}, r"'homing_retries' = 1.5 must be an integer"),
         (HomingSettings, {"settle_time": "long"}, r"'settle_time' = 'long' must be a number"),
+        (
+            GPSConfig,
+            {"min_step_mult": 2.0},
+            r"'min_step_mult' = 2.0 is out of range \[1e-06, 1.0\]",
+        ),
+        (GPSConfig, {"prior": "gp"}, r"'prior' = 'gp' must be one of \['gmm', 'none'\]"),
+        (GPSConfig, {"eta_step": 1.0}, r"'eta_step' = 1.0 is out of range"),
+        (
+            GPSConfig,
+            {"eta_min": 1e-2, "eta_max": 1e-3},
+            r"GPS settings: need 0 < eta_min < eta_max",
+        ),
     ],
 )
 def test_bad_values_are_refused_by_name(cls, values, message):
@@ -75,3 +88,12 @@ def test_homing_settings_build_the_settle_detector():
     assert detector.dwell_ns == 100_000_000 and detector.timeout_ns == 1_000_000_000
     assert not detector.update(0, np.zeros(2), np.zeros(2))
     assert detector.update(100_000_000, np.zeros(2), np.zeros(2))
+
+
+def test_gps_config_offline_carries_the_eta_search_and_per_condition_seeds():
+    config = GPSConfig(prior="none", eta_min=1e-9, eta_max=1e-6, eta_iterations=3)
+    assert (config.kl.eta_min, config.kl.eta_max, config.kl.max_iterations) == (1e-9, 1e-6, 3)
+    assert GPSConfig().kl == type(config.kl)()  # the η search's own defaults
+    assert config.replace(seed=config.seed + 2).seed == 2
+    with pytest.raises(ConfigError, match="'seed' = -1"):
+        config.replace(seed=-1)

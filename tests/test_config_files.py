@@ -13,6 +13,7 @@ from mbrl_ros.control.homing import HomingSettings
 from mbrl_ros.graphs.param_files import ANY_NODE
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.tasks.episodes import EpisodeSettings, TargetRegionSettings
+from mbrl_ros.trajopt.gps import GPSConfig
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 # ros2_controllers.yaml configures ros2_control's controller_manager, not this package's nodes
@@ -21,7 +22,7 @@ ROS_OWN = {"use_sim_time"}  # declared by rclpy itself
 # the core settings each node declares as parameters (besides its own wiring parameters)
 NODE_SETTINGS = {
     "episode_manager": [EpisodeSettings, TargetRegionSettings, HomingSettings],
-    "gps_trainer": [HomingSettings, TargetRegionSettings],
+    "gps_trainer": [GPSConfig, HomingSettings, TargetRegionSettings],
 }
 
 

@@ -117,7 +117,7 @@ from mbrl_ros.trajopt.gps import (
     learning_curve,
     plot_curves,
 )
-from mbrl_ros.trajopt.kl_update import KLSettings, KLUpdateError
+from mbrl_ros.trajopt.kl_update import KLUpdateError
 from mbrl_ros.trajopt.local_dynamics import FitError
 from mbrl_ros.trajopt.mdgps import MDGPS, SStepConfig
 from mbrl_ros.trajopt.stream_sample import SampleError, StreamSample
@@ -204,27 +204,6 @@ PARAMS = (
             (1e-4, 1.0),
         ),
         Param(
-            "kl_step",
-            0.3,
-            "trust region per time step (nats); ε = kl_step · step_mult · T",
-            (1e-6, 1e6),
-        ),
-        Param("min_step_mult", 0.01, "smallest step multiplier of ε", (1e-6, 1.0)),
-        Param("max_step_mult", 3.0, "largest step multiplier of ε", (1.0, 1e6)),
-        Param("eta_max", 1e16, "upper bound of the dual variable η", (1e-3, 1e30)),
-        Param(
-            "prior",
-            "gmm",
-            "local dynamics: Bayesian with a GMM prior, or ridge regression",
-            choices=("gmm", "none"),
-        ),
-        Param("prior_strength", 1.0, "scale of the prior's pseudo-counts", (0.0, 1e6)),
-        Param("prior_samples", 20, "recent samples the GMM prior is fit on", (1, 100_000)),
-        Param("prior_clusters", 20, "largest number of GMM clusters", (2, 1000)),
-        Param(
-            "regularization", 1e-6, "ridge on the (x, u) covariance of the regression", (0.0, 1e6)
-        ),
-        Param(
             "init_kp",
             0.2,
             "initial PD hold stiffness (fraction of effort limit per rad)",
@@ -259,11 +238,11 @@ PARAMS = (
             "folder for summary.txt, learning_curve.png (and mdgps: "
             "policy.safetensors); '' = gps_<UTC date and time>",
         ),
-        Param("seed", 0, "seed of the GMM fits", (0, 2**31 - 1)),
         Param(
             "diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)
         ),
     ]
+    + GPSConfig.params()
     + HomingSettings.params()  # homing: as the episode manager's
     + TargetRegionSettings.params()
     + STATE_GATE_PARAMS
@@ -292,21 +271,7 @@ class GPSTrainerNode(Node):
             )
         self.hidden = policy_hidden(p.policy_hidden)
         self.T, self.dt_ns = p.horizon, seconds_to_ns(p.control_period)
-        try:
-            self.config = GPSConfig(
-                kl_step=p.kl_step,
-                min_step_mult=p.min_step_mult,
-                max_step_mult=p.max_step_mult,
-                prior=p.prior,
-                prior_samples=p.prior_samples,
-                prior_clusters=p.prior_clusters,
-                prior_strength=p.prior_strength,
-                regularization=p.regularization,
-                kl=KLSettings(eta_max=p.eta_max),
-                seed=p.seed,
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self.config = GPSConfig.select(vars(p))
         self.gravity = None
         if self.homing_mode and not p.robot_compensates_gravity:
             try:
