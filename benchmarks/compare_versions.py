@@ -66,8 +66,8 @@ def setup_for(robot_name: str, episode_length: float) -> Setup:
         planner=plan,
         model=model,
         episodes=episodes,
-        random_scale=plan["random_scale"],
-        random_hold_steps=plan["random_hold_steps"],
+        random_scale=plan.random_scale,
+        random_hold_steps=plan.random_hold_steps,
     )
 
 
