@@ -1,6 +1,7 @@
-"""The core's typed settings of the episodes, homing, GPS and policy components (no ROS): offline
-code builds them directly, unknown names and bad values are refused by name, and the
-cross-setting rules hold. (``test_node_settings`` checks that the nodes declare them.)"""
+"""The core's typed settings of the episodes, homing and GPS components (no ROS): offline code
+builds them directly, unknown names and bad values are refused by name, and the cross-setting
+rules hold. (``test_config_files`` checks that the nodes declare them and that the shipped YAML
+files build them.)"""
 
 import numpy as np
 import pytest
