@@ -15,7 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -24,17 +23,12 @@ from mbrl_ros.dynamics.catalog import FitterSettings
 from mbrl_ros.experiments.versions import VERSIONS, Setup, run_version, table
 from mbrl_ros.graphs.description import MPC_CONTROL_PERIOD
 from mbrl_ros.graphs.param_files import node_parameters
-from mbrl_ros.nodes import episode_manager
 from mbrl_ros.planning.mpc import PlannerSettings
 from mbrl_ros.robot.description import load_robot
 from mbrl_ros.simulator.simulation import SimConfig
+from mbrl_ros.tasks.episodes import EpisodeSettings
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
-
-
-def node_settings(config: dict, node: str, params) -> dict:
-    """The node's parameter defaults overlaid with its section of the graph config."""
-    return {p.name: p.default for p in params} | node_parameters(config, node)
 
 
 def setup_for(robot_name: str, episode_length: float) -> Setup:
@@ -45,17 +39,15 @@ def setup_for(robot_name: str, episode_length: float) -> Setup:
     plan = PlannerSettings.select(node_parameters(config, "mpc_planner")).replace(
         control_period=period
     )
-    episodes = node_settings(config, "episode_manager", episode_manager.PARAMS)
+    episodes = EpisodeSettings.select(node_parameters(config, "episode_manager")).replace(
+        episode_steps=int(round(episode_length / period))
+    )
     return Setup(
         robot=load_robot(robot_name),
         sim=SimConfig.select(node_parameters(config, "arm_sim") | {"control_period": period}),
         planner=plan,
         fitter=FitterSettings.select(node_parameters(config, "dynamics_fitter")),
-        box=(np.array(episodes["target_box_min"]), np.array(episodes["target_box_max"])),
-        episode_steps=int(round(episode_length / period)),
-        tolerance=episodes["success_tolerance"],
-        train_seed=episodes["train_seed"],
-        eval_seed=episodes["eval_seed"],
+        episodes=episodes,
     )
 
 
@@ -121,7 +113,7 @@ def main() -> int:
         f"\n{args.robot}, {args.budget:g} s of robot data per version, seeds {seeds}, "
         f"{args.eval} held-out targets each\n"
     )
-    print(table(results, setup.tolerance))
+    print(table(results, setup.episodes.success_tolerance))
     return 0
 
 

@@ -114,7 +114,12 @@ def state_gps(iterations: int, samples: int, seed: int) -> dict:
         finals.extend(np.atleast_1d(d).tolist())
         return d
 
-    gps = GPS(cost, initial_controllers(sim, [START], T), GPSConfig(prior="gmm"), final_distance)
+    gps = GPS(
+        cost,
+        initial_controllers(sim, [START], T),
+        GPSConfig(prior="gmm", kl_step=0.5, max_step_mult=10.0),
+        final_distance,
+    )
     run_offline(gps, sim, [START], iterations, samples, seed=seed)
     return _curve(finals, samples)
 

@@ -143,7 +143,9 @@ def _samples(act, rng, n, noise=0.01):
 
 def _learner(goal, seed=0):
     ctrl = initial_controller([0.0], [0.0], T, int(DT * 1e9), 2.0, 1.0, 1.0)
-    return GPS(ReachCost(goal), [ctrl], GPSConfig(prior="none", kl_step=1.0, seed=seed))
+    return GPS(
+        ReachCost(goal), [ctrl], GPSConfig(prior="none", kl_step=1.0, max_step_mult=10.0, seed=seed)
+    )
 
 
 def test_c_step_against_a_policy_equal_to_the_controller_is_the_plain_kl_update():
@@ -226,7 +228,9 @@ def test_mdgps_insertion_loop_runs_and_its_policy_is_the_network_artifact():
 
     arm7 = load_robot("arm7")
     setup = InsertionSetup([(-0.45, 0.0, 0.2), (-0.43, 0.02, 0.2)], start_height=0.07, T=20)
-    conditions = InsertionConditions(arm7, setup, GPSConfig(prior="none", kl_step=0.3))
+    conditions = InsertionConditions(
+        arm7, setup, GPSConfig(prior="none", kl_step=0.3, max_step_mult=10.0)
+    )
     sig = PolicySignature.for_joints(
         arm7.name, arm7.joint_names, conditions.sims[0].config.control_period
     )

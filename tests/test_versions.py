@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,6 +13,7 @@ from mbrl_ros.experiments.versions import Setup, run_version, table
 from mbrl_ros.planning.mpc import PlannerSettings
 from mbrl_ros.robot.description import load_robot
 from mbrl_ros.simulator.simulation import SimConfig
+from mbrl_ros.tasks.episodes import EpisodeSettings
 
 torch.set_num_threads(1)
 
@@ -27,8 +27,11 @@ def setup(steps=20):
         sim=SimConfig(control_period=0.05, initial_position_noise=0.3),
         planner=planner,
         fitter=FitterSettings(model="ensemble", members=2, hidden=32, layers=2, max_epochs=100),
-        box=(np.array([-0.27, -0.27, 0.0]), np.array([0.27, 0.27, 0.15])),
-        episode_steps=steps,
+        episodes=EpisodeSettings(
+            target_box_min=[-0.27, -0.27, 0.0],
+            target_box_max=[0.27, 0.27, 0.15],
+            episode_steps=steps,
+        ),
     )
 
 

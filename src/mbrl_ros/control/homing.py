@@ -16,16 +16,21 @@ zero (a robot that does not compensate gravity gets g(q) from the executor's saf
 ``SettleDetector`` says when a stream of joint states (stamps in ns, any rate) has stayed within
 position and velocity tolerances of the goal for a dwell time, or that it timed out, naming the
 joints that did not settle and by how much.
+
+``HomingSettings``: the homing and settling settings of a node that homes the arm between
+episodes or samples (``episode_manager``, ``gps_trainer`` declare them as parameters).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from mbrl_ros.common.msgconv import seconds_to_ns
+from mbrl_ros.common.settings import Settings, setting
 from mbrl_ros.control.controller import MAX_STEPS, LinearGaussianController
 from mbrl_ros.robot.description import RobotDescription
 from mbrl_ros.robot.gains import robot_gain_caps
@@ -126,6 +131,51 @@ def homing_controller(
         start_ns=start_ns,
         joint_names=names,
     )
+
+
+@dataclass(frozen=True)
+class HomingSettings(Settings):
+    """How the arm is homed to a start pose and when it counts as settled there."""
+
+    homing_speed: float = setting(
+        0.3, "homing: peak joint speed, fraction of the velocity limits", (0.01, 1.0)
+    )
+    homing_period: float = setting(
+        0.01,
+        "homing: time step of the homing controller and the period its "
+        "PD gains are stable at (s): not shorter than the robot's joint-state period",
+        (1e-4, 1.0),
+    )
+    settle_position_tolerance: float = setting(
+        0.02, "homing: settled within this of the start pose (rad)", (1e-4, 1.0)
+    )
+    settle_velocity_tolerance: float = setting(
+        0.05, "homing, service: settled below this speed (rad/s)", (1e-4, 10.0)
+    )
+    settle_time: float = setting(
+        0.2, "homing, service: settled for this long (s of stamps)", (0.0, 60.0)
+    )
+    homing_timeout: float = setting(
+        20.0,
+        "homing, service: the run fails if the arm has not settled after this long (s of stamps)",
+        (0.1, 3600.0),
+    )
+    homing_retries: int = setting(
+        2,
+        "homing: homings from where the arm is after one did not settle, before the run fails",
+        (0, 100),
+    )
+
+    def settle_detector(self, goal, joint_names: Sequence[str] | None = None) -> SettleDetector:
+        """A fresh SettleDetector for ``goal`` (n,) rad with these tolerances and time-out."""
+        return SettleDetector(
+            goal,
+            self.settle_position_tolerance,
+            self.settle_velocity_tolerance,
+            self.settle_time,
+            self.homing_timeout,
+            joint_names,
+        )
 
 
 class SettleDetector:

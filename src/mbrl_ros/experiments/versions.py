@@ -41,7 +41,7 @@ from mbrl_ros.policy.rollout import run_episode
 from mbrl_ros.robot.description import ForwardKinematics, RobotDescription
 from mbrl_ros.robot.gains import robot_gain_caps
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
-from mbrl_ros.tasks.episodes import EpisodeResult, TargetSampler, score
+from mbrl_ros.tasks.episodes import EpisodeResult, EpisodeSettings, TargetSampler, score
 
 VERSIONS = ("v0.5", "v1.0", "v1.5", "v1.5+ilqr", "v1.5+tracking")
 FEEDBACK = {"v1.5+ilqr": "bounded", "v1.5+tracking": "tracking"}  # the planner's feedback setting
@@ -51,17 +51,14 @@ FEEDBACK = {"v1.5+ilqr": "bounded", "v1.5+tracking": "tracking"}  # the planner'
 class Setup:
     """Everything but the version: ``planner`` the planner's settings (π0's amplitude and hold
     included), ``fitter`` the fitter's (model kind, network options, validation fraction),
-    ``box`` the target workspace (min, max) in m."""
+    ``episodes`` the episode manager's (episode_steps, the target box, success_tolerance,
+    train_seed and eval_seed are used)."""
 
     robot: RobotDescription
     sim: SimConfig
     planner: PlannerSettings
     fitter: FitterSettings
-    box: tuple[np.ndarray, np.ndarray]
-    episode_steps: int
-    tolerance: float = 0.02
-    train_seed: int = 1
-    eval_seed: int = 1000
+    episodes: EpisodeSettings
     open_loop_iterations: int = 30  # iLQR iterations of a once-per-episode plan
     feedback_every: int = 5  # v1.5+ilqr: control steps between replans
 
@@ -120,7 +117,7 @@ class _Arm:
             self.sim,
             act,
             np.zeros(3) if target is None else target,
-            self.setup.episode_steps,
+            self.setup.episodes.episode_steps,
             safety=self.safety,
         )
         data = Dataset.from_rollout(
@@ -201,9 +198,9 @@ def run_version(
     setup = replace(setup, sim=replace(setup.sim, seed=seed))
     arm = _Arm(setup)
     dt = setup.sim.control_period
-    episode_s = setup.episode_steps * dt
+    episode_s = setup.episodes.episode_steps * dt
     result = VersionResult(version, 0.0)
-    horizon = setup.episode_steps if version in ("v0.5", "v1.0") else setup.planner.horizon
+    horizon = setup.episodes.episode_steps if version in ("v0.5", "v1.0") else setup.planner.horizon
     replan = setup.feedback_every if version in FEEDBACK else 1
     iterations = (
         setup.open_loop_iterations
@@ -241,7 +238,7 @@ def run_version(
     mpc.set_model(model)
     say(f"{version}: π0 data {result.data_seconds:.0f} s, model fitted")
     episode = _controller(version, setup, result)
-    train_targets = TargetSampler(setup.robot, setup.box, setup.train_seed)
+    train_targets = TargetSampler(setup.robot, setup.episodes.box, setup.episodes.train_seed)
     while result.data_seconds + episode_s <= budget_seconds + 1e-9:
         target = train_targets.sample()
         data, dist = arm.run(episode(mpc, target), target)
@@ -254,15 +251,18 @@ def run_version(
             f"{version}: data {result.data_seconds:5.1f} s | train episode final distance "
             f"{100 * dist[-1]:5.1f} cm | refit #{result.fits}"
         )
-    eval_targets = TargetSampler(setup.robot, setup.box, setup.eval_seed)
+    eval_targets = TargetSampler(setup.robot, setup.episodes.box, setup.episodes.eval_seed)
     for k in range(eval_episodes):
         target = eval_targets.sample()
         _, dist = arm.run(episode(mpc, target), target)
-        result.episodes.append(score(k, True, target, dist, setup.tolerance, result.data_seconds))
+        result.episodes.append(
+            score(k, True, target, dist, setup.episodes.success_tolerance, result.data_seconds)
+        )
     result.wall_seconds = time.perf_counter() - wall
     say(
         f"{version}: held-out success {100 * result.success_rate:.0f} % (tol "
-        f"{100 * setup.tolerance:g} cm), mean final distance {100 * result.mean_final:.1f} cm"
+        f"{100 * setup.episodes.success_tolerance:g} cm), mean final distance "
+        f"{100 * result.mean_final:.1f} cm"
     )
     return result
 

@@ -45,7 +45,7 @@ from std_srvs.srv import Trigger
 
 from mbrl_ros.common.artifacts import read_header
 from mbrl_ros.common.msgconv import JointSample, seconds_to_ns
-from mbrl_ros.control.homing import SettleDetector
+from mbrl_ros.control.homing import HomingSettings
 from mbrl_ros.data.topics import DIAGNOSTICS, DYNAMICS_MODEL, EVENTS, RESET_SERVICE, TARGET, resolve
 from mbrl_ros.dynamics.base import model_info
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
@@ -65,9 +65,9 @@ from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.robot.description import ForwardKinematics, load_robot
 from mbrl_ros.tasks.episodes import (
     EpisodeClock,
-    StartPoseSampler,
+    EpisodeSettings,
     Summary,
-    TargetSampler,
+    TargetRegionSettings,
     progress_line,
     score,
 )
@@ -75,137 +75,44 @@ from mbrl_ros.tasks.robot_episodes import HOMING, SERVICE, EpisodeSequencer, Ste
 
 SPIN_INTERVAL = 0.01  # s, between callbacks without the clock
 
-PARAMS = [
-    Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
-    Param("control_period", 0.01, "control period of the learning run (s)", (1e-4, 1.0)),
-    Param(
-        "episode_steps", 200, "control steps per episode (clock: the simulator's value)", (1, 10**7)
-    ),
-    Param(
-        "episode_source",
-        "clock",
-        "clock: the simulator's automatic episodes; homing: the "
-        "manager brings the arm to each start pose; service: a reset service does",
-        choices=("clock", HOMING, SERVICE),
-    ),
-    Param("reset_service", RESET_SERVICE, "service: the std_srvs/Trigger that resets the arm"),
-    Param("train_episodes", 10, "episodes on training targets", (0, 100000)),
-    Param(
-        "eval_every", 0, "a held-out episode after every k training episodes; 0 = none", (0, 100000)
-    ),
-    Param("final_eval_episodes", 10, "held-out episodes at the end", (0, 100000)),
-    Param(
-        "success_tolerance",
-        0.02,
-        "final end-effector distance that counts as success (m)",
-        (1e-4, 1.0),
-    ),
-    Param(
-        "target_box_min",
-        [0.2, -0.5, 0.2],
-        "clock: workspace box for targets, min corner (m)",
-        (-10.0, 10.0),
-    ),
-    Param(
-        "target_box_max",
-        [0.7, 0.5, 0.8],
-        "clock: workspace box for targets, max corner (m)",
-        (-10.0, 10.0),
-    ),
-    Param(
-        "target",
-        [],
-        "clock: the same end-effector target (m, x y z) for every episode; [] = sampled in the box",
-        (-10.0, 10.0),
-    ),
-    Param(
-        "home",
-        [],
-        "homing, service: home pose (rad, robot joint order); [] = the pose at start-up",
-        (-10.0, 10.0),
-    ),
-    Param(
-        "start_radius",
-        0.2,
-        "homing: start poses uniform within ± this around home (rad)",
-        (0.0, 3.2),
-    ),
-    Param(
-        "target_radius",
-        0.6,
-        "homing, service: targets are end-effector points of poses within ± this around home (rad)",
-        (0.0, 6.3),
-    ),
-    Param(
-        "target_min_height",
-        0.1,
-        "homing, service: targets at least this high above the base (m)",
-        (-10.0, 10.0),
-    ),
-    Param(
-        "limit_margin",
-        0.1,
-        "start poses and target poses stay this far inside the joint limits (rad)",
-        (0.0, 3.2),
-    ),
-    Param(
-        "homing_speed",
-        0.3,
-        "homing: peak joint speed, fraction of the velocity limits",
-        (0.01, 1.0),
-    ),
-    Param(
-        "homing_period",
-        0.01,
-        "homing: time step of the homing controller and the period its "
-        "PD gains are stable at (s): not shorter than the robot's joint-state period",
-        (1e-4, 1.0),
-    ),
-    Param(
-        "settle_position_tolerance",
-        0.02,
-        "homing: settled within this of the start pose (rad)",
-        (1e-4, 1.0),
-    ),
-    Param(
-        "settle_velocity_tolerance",
-        0.05,
-        "homing, service: settled below this speed (rad/s)",
-        (1e-4, 10.0),
-    ),
-    Param("settle_time", 0.2, "homing, service: settled for this long (s of stamps)", (0.0, 60.0)),
-    Param(
-        "homing_timeout",
-        20.0,
-        "homing, service: the run fails if the arm has not settled after this long (s of stamps)",
-        (0.1, 3600.0),
-    ),
-    Param(
-        "homing_retries",
-        2,
-        "homing: homings from where the arm is after one did not settle, before the run fails",
-        (0, 100),
-    ),
-    Param("train_seed", 1, "seed of the training targets (and start poses)", (0, 2**31 - 1)),
-    Param("eval_seed", 1000, "seed of the held-out targets", (0, 2**31 - 1)),
-    Param("output_dir", "", "folder for summary.md, results.json, learning_curve.png; '' = none"),
-    Param("planner_name", "mpc_planner", "node whose /diagnostics carry plan_rate_hz"),
-] + STATE_GATE_PARAMS
+PARAMS = (
+    [
+        Param("robot", "arm7", "robot description: a name in urdf/ or a URDF path"),
+        Param("control_period", 0.01, "control period of the learning run (s)", (1e-4, 1.0)),
+        Param(
+            "episode_source",
+            "clock",
+            "clock: the simulator's automatic episodes; homing: the "
+            "manager brings the arm to each start pose; service: a reset service does",
+            choices=("clock", HOMING, SERVICE),
+        ),
+        Param("reset_service", RESET_SERVICE, "service: the std_srvs/Trigger that resets the arm"),
+        Param(
+            "output_dir", "", "folder for summary.md, results.json, learning_curve.png; '' = none"
+        ),
+        Param("planner_name", "mpc_planner", "node whose /diagnostics carry plan_rate_hz"),
+    ]
+    + EpisodeSettings.params()
+    + TargetRegionSettings.params()
+    + HomingSettings.params()
+    + STATE_GATE_PARAMS
+)
 
 
 class EpisodeManagerNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("episode_manager", **node_kwargs)
         p = self.p = declare_params(self, PARAMS)
+        self.episodes = EpisodeSettings.select(vars(p))
+        self.region = TargetRegionSettings.select(vars(p))
+        self.homing_settings = HomingSettings.select(vars(p))
         robot = self.robot = load_robot(p.robot)
         self.joint_names = robot.joint_names
         self.frame = robot.link_names[0]
         self.fk = ForwardKinematics(robot)
         self.period_ns = seconds_to_ns(p.control_period)
         self.clock = EpisodeClock(p.episode_steps, self.period_ns)
-        self.schedule = self._schedule()
-        if not self.schedule:
-            raise ConfigError("no episodes to run: set 'train_episodes' or 'final_eval_episodes'")
+        self.schedule = self.episodes.schedule()
         if len(self.schedule) > MAX_TARGETS:
             raise ConfigError(
                 f"{len(self.schedule)} episodes: at most {MAX_TARGETS} per run "
@@ -221,15 +128,14 @@ class EpisodeManagerNode(Node):
                 p.episode_steps * self.period_ns,
                 p.episode_source,
                 self._start_pose,
-                self._settle_detector,
+                lambda goal: self.homing_settings.settle_detector(goal, self.joint_names),
                 p.homing_retries,
             )
-        elif p.target:
-            if len(p.target) != 3:
-                raise ConfigError(f"parameter 'target' = {p.target} needs 3 values (m)")
-            self.targets = [np.array(p.target, float)] * len(self.schedule)
         else:
-            self._sample_box_targets(robot)
+            try:
+                self.targets = self.episodes.box_targets(robot)
+            except ValueError as exc:
+                raise ConfigError(f"target box: {exc}") from None
         self.distances: dict[int, list[float]] = {}
         self.summary = Summary()
         self.models: deque[dict] = deque(maxlen=MAX_TARGETS)  # infos of the models received
@@ -244,9 +150,7 @@ class EpisodeManagerNode(Node):
         self.target_pub = self.create_publisher(PointStamped, TARGET, TARGET_QOS)
         self.event_pub = self.create_publisher(String, EVENTS, EVENT_QOS)
         self.homing = (
-            HomingSender(
-                self, robot, robot.joint_names, p.homing_period, p.homing_speed, p.homing_timeout
-            )
+            HomingSender(self, robot, robot.joint_names, self.homing_settings)
             if self.external
             else None
         )
@@ -300,29 +204,6 @@ class EpisodeManagerNode(Node):
         )
 
     # -- set-up --------------------------------------------------------------------------------
-    def _schedule(self) -> list[bool]:
-        """held_out flag of each episode in order."""
-        out = []
-        for i in range(self.p.train_episodes):
-            out.append(False)
-            if self.p.eval_every and (i + 1) % self.p.eval_every == 0:
-                out.append(True)
-        return out + [True] * self.p.final_eval_episodes
-
-    def _sample_box_targets(self, robot) -> None:
-        p = self.p
-        if len(p.target_box_min) != 3 or len(p.target_box_max) != 3:
-            raise ConfigError("parameters 'target_box_min' and 'target_box_max' need 3 values")
-        box = (np.array(p.target_box_min), np.array(p.target_box_max))
-        try:
-            samplers = {
-                False: TargetSampler(robot, box, p.train_seed),
-                True: TargetSampler(robot, box, p.eval_seed),
-            }
-        except ValueError as exc:
-            raise ConfigError(f"target box: {exc}") from None
-        self.targets = [samplers[held_out].sample() for held_out in self.schedule]
-
     def _check_home(self, robot) -> None:
         home = self.p.home
         if home and (
@@ -336,28 +217,15 @@ class EpisodeManagerNode(Node):
                 f"within the joint limits of {robot.name}"
             )
 
-    def _sample_region_targets(self, home: np.ndarray) -> None:
-        """Targets around ``home`` (training and held-out from their own seeds)."""
-        p = self.p
-        try:
-            samplers = {
-                held_out: TargetSampler.around(
-                    self.robot, home, p.target_radius, p.target_min_height, p.limit_margin, seed
-                )
-                for held_out, seed in ((False, p.train_seed), (True, p.eval_seed))
-            }
-            self.targets = [samplers[held_out].sample() for held_out in self.schedule]
-        except ValueError as exc:
-            raise ConfigError(f"targets around the home pose: {exc}") from None
-
     def _set_home(self, q: np.ndarray) -> None:
         """At the first state: home (the parameter, or this pose), the targets around it and
         the start poses."""
         home = np.array(self.p.home, float) if self.p.home else np.array(q, float)
-        self._sample_region_targets(home)
-        self.start_poses = StartPoseSampler(
-            self.robot, home, self.p.start_radius, self.p.limit_margin, self.p.train_seed
-        )
+        try:
+            self.targets = self.episodes.region_targets(self.robot, home, self.region)
+        except ValueError as exc:
+            raise ConfigError(f"targets around the home pose: {exc}") from None
+        self.start_poses = self.episodes.start_poses(self.robot, home, self.region)
         self.get_logger().info(
             f"home pose {np.round(home, 3).tolist()} rad; {len(self.targets)} targets around it"
         )
@@ -365,17 +233,6 @@ class EpisodeManagerNode(Node):
     def _start_pose(self, e: int, q: np.ndarray) -> np.ndarray:
         """Episode e's start pose: home ± start_radius within the limits minus the margin."""
         return self.start_poses.pose(e)
-
-    def _settle_detector(self, goal: np.ndarray) -> SettleDetector:
-        p = self.p
-        return SettleDetector(
-            goal,
-            p.settle_position_tolerance,
-            p.settle_velocity_tolerance,
-            p.settle_time,
-            p.homing_timeout,
-            self.joint_names,
-        )
 
     # -- output --------------------------------------------------------------------------------
     def _publish_target(self, e: int, stamp_ns: int) -> None:

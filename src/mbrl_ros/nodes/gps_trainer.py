@@ -81,7 +81,7 @@ from std_srvs.srv import Trigger
 
 from mbrl_ros.common.artifacts import write_file
 from mbrl_ros.common.msgconv import JointSample, read_command, seconds_to_ns
-from mbrl_ros.control.homing import SettleDetector
+from mbrl_ros.control.homing import HomingSettings, SettleDetector
 from mbrl_ros.control.plausibility import ControllerBounds
 from mbrl_ros.data.topics import (
     COMMANDS,
@@ -95,7 +95,6 @@ from mbrl_ros.data.topics import (
     read_episode_event,
 )
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
-from mbrl_ros.nodes.episode_manager import PARAMS as EPISODE_PARAMS
 from mbrl_ros.nodes.homing_sender import HomingSender
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
@@ -105,7 +104,7 @@ from mbrl_ros.policy.network import GoalPolicy, PolicyError, PolicySignature
 from mbrl_ros.robot.description import RobotDescriptionError, home_position, load_robot
 from mbrl_ros.robot.gravity import GravityModel
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
-from mbrl_ros.tasks.episodes import TargetSampler
+from mbrl_ros.tasks.episodes import TargetRegionSettings
 from mbrl_ros.tasks.reach import ReachCost
 from mbrl_ros.tasks.robot_episodes import HOMING, EpisodeSequencer, Step
 from mbrl_ros.trajopt.gps import (
@@ -118,7 +117,7 @@ from mbrl_ros.trajopt.gps import (
     learning_curve,
     plot_curves,
 )
-from mbrl_ros.trajopt.kl_update import KLSettings, KLUpdateError
+from mbrl_ros.trajopt.kl_update import KLUpdateError
 from mbrl_ros.trajopt.local_dynamics import FitError
 from mbrl_ros.trajopt.mdgps import MDGPS, SStepConfig
 from mbrl_ros.trajopt.stream_sample import SampleError, StreamSample
@@ -127,25 +126,6 @@ RESET = "reset"
 LQR, MDGPS_ALGORITHM = "lqr", "mdgps"
 POLICY_FILE = "policy.safetensors"
 RECENT_COMMANDS = 1000  # homing: commands kept for the next sample's start (the one in force)
-# homing: the episode manager's homing and settling parameters, the same names and meaning
-HOMING_PARAMS = [
-    p
-    for p in EPISODE_PARAMS
-    if p.name
-    in (
-        "homing_speed",
-        "homing_period",
-        "settle_position_tolerance",
-        "settle_velocity_tolerance",
-        "settle_time",
-        "homing_timeout",
-        "homing_retries",
-        "target_radius",
-        "target_min_height",
-        "limit_margin",
-    )
-]
-
 PARAMS = (
     [
         Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2) or a URDF path"),
@@ -224,27 +204,6 @@ PARAMS = (
             (1e-4, 1.0),
         ),
         Param(
-            "kl_step",
-            0.3,
-            "trust region per time step (nats); ε = kl_step · step_mult · T",
-            (1e-6, 1e6),
-        ),
-        Param("min_step_mult", 0.01, "smallest step multiplier of ε", (1e-6, 1.0)),
-        Param("max_step_mult", 3.0, "largest step multiplier of ε", (1.0, 1e6)),
-        Param("eta_max", 1e16, "upper bound of the dual variable η", (1e-3, 1e30)),
-        Param(
-            "prior",
-            "gmm",
-            "local dynamics: Bayesian with a GMM prior, or ridge regression",
-            choices=("gmm", "none"),
-        ),
-        Param("prior_strength", 1.0, "scale of the prior's pseudo-counts", (0.0, 1e6)),
-        Param("prior_samples", 20, "recent samples the GMM prior is fit on", (1, 100_000)),
-        Param("prior_clusters", 20, "largest number of GMM clusters", (2, 1000)),
-        Param(
-            "regularization", 1e-6, "ridge on the (x, u) covariance of the regression", (0.0, 1e6)
-        ),
-        Param(
             "init_kp",
             0.2,
             "initial PD hold stiffness (fraction of effort limit per rad)",
@@ -279,12 +238,13 @@ PARAMS = (
             "folder for summary.txt, learning_curve.png (and mdgps: "
             "policy.safetensors); '' = gps_<UTC date and time>",
         ),
-        Param("seed", 0, "seed of the GMM fits", (0, 2**31 - 1)),
         Param(
             "diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.0, 3600.0)
         ),
     ]
-    + HOMING_PARAMS
+    + GPSConfig.params()
+    + HomingSettings.params()  # homing: as the episode manager's
+    + TargetRegionSettings.params()
     + STATE_GATE_PARAMS
 )
 
@@ -295,6 +255,8 @@ class GPSTrainerNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("gps_trainer", **node_kwargs)
         p = self.p = declare_params(self, PARAMS)
+        self.homing_settings = HomingSettings.select(vars(p))
+        self.region = TargetRegionSettings.select(vars(p))
         robot = self.robot = load_robot(p.robot)
         self.names = list(robot.joint_names)
         self.n = robot.n_joints
@@ -309,21 +271,7 @@ class GPSTrainerNode(Node):
             )
         self.hidden = policy_hidden(p.policy_hidden)
         self.T, self.dt_ns = p.horizon, seconds_to_ns(p.control_period)
-        try:
-            self.config = GPSConfig(
-                kl_step=p.kl_step,
-                min_step_mult=p.min_step_mult,
-                max_step_mult=p.max_step_mult,
-                prior=p.prior,
-                prior_samples=p.prior_samples,
-                prior_clusters=p.prior_clusters,
-                prior_strength=p.prior_strength,
-                regularization=p.regularization,
-                kl=KLSettings(eta_max=p.eta_max),
-                seed=p.seed,
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self.config = GPSConfig.select(vars(p))
         self.gravity = None
         if self.homing_mode and not p.robot_compensates_gravity:
             try:
@@ -375,9 +323,7 @@ class GPSTrainerNode(Node):
             "command",
         )
         if self.homing_mode:
-            self.homing = HomingSender(
-                self, robot, self.names, p.homing_period, p.homing_speed, p.homing_timeout
-            )
+            self.homing = HomingSender(self, robot, self.names, self.homing_settings)
             self.event_pub = self.create_publisher(String, EVENTS, EVENT_QOS)
         else:
             subscribe(
@@ -438,9 +384,7 @@ class GPSTrainerNode(Node):
                         p.target[3 * m : 3 * m + 3] if len(p.target) > 3 else p.target, float
                     )
                     if p.target
-                    else TargetSampler.around(
-                        robot, q0, p.target_radius, p.target_min_height, p.limit_margin, p.seed + m
-                    ).sample()
+                    else self.region.sampler(robot, q0, p.seed + m).sample()
                 )
                 cost = ReachCost(
                     robot,
@@ -725,15 +669,7 @@ class GPSTrainerNode(Node):
             self._sample_if_done()
 
     def _settle_detector(self, goal: np.ndarray) -> SettleDetector:
-        p = self.p
-        self.detector = SettleDetector(
-            goal,
-            p.settle_position_tolerance,
-            p.settle_velocity_tolerance,
-            p.settle_time,
-            p.homing_timeout,
-            self.names,
-        )
+        self.detector = self.homing_settings.settle_detector(goal, self.names)
         return self.detector
 
     def _homing_validity(self, stamp_ns: int) -> int:

@@ -14,30 +14,28 @@ from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros.common.msgconv import JointSample, seconds_to_ns
 from mbrl_ros.control.controller import LinearGaussianController
-from mbrl_ros.control.homing import homing_controller, homing_gains
+from mbrl_ros.control.homing import HomingSettings, homing_controller, homing_gains
 from mbrl_ros.data.topics import HOMING_CONTROLLER
 from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.robot.description import RobotDescription
 
 
 class HomingSender:
-    """Homing controllers for ``joint_names`` of ``robot``: steps of ``period`` s, PD gains
-    stable at it, the move at ``speed_fraction`` of the velocity limits, then a hold of ``hold``
-    s."""
+    """Homing controllers for ``joint_names`` of ``robot`` (``settings``): steps of
+    ``homing_period`` s, PD gains stable at it, the move at ``homing_speed`` of the velocity
+    limits, then a hold of ``homing_timeout`` s (the longest wait for settling)."""
 
     def __init__(
         self,
         node: Node,
         robot: RobotDescription,
         joint_names: Sequence[str],
-        period: float,
-        speed_fraction: float,
-        hold: float,
+        settings: HomingSettings,
     ):
         self.robot, self.names = robot, list(joint_names)
-        self.dt_ns = seconds_to_ns(period)
-        self.gains = homing_gains(robot, self.names, period)
-        self.speed_fraction, self.hold = speed_fraction, hold
+        self.dt_ns = seconds_to_ns(settings.homing_period)
+        self.gains = homing_gains(robot, self.names, settings.homing_period)
+        self.speed_fraction, self.hold = settings.homing_speed, settings.homing_timeout
         self.controller: LinearGaussianController | None = None
         self.pub = node.create_publisher(UInt8MultiArray, HOMING_CONTROLLER, LATCHED_QOS)
 

@@ -5,16 +5,22 @@ Targets are end-effector points of random joint configurations (so every target 
 kept inside a workspace box, or (per robot, from a RobotConfig) drawn around the home pose above
 the base; start poses are drawn around the home pose. Training and held-out targets come from
 separate seeds, so held-out targets are never used while learning.
+
+``EpisodeSettings`` (the run's episodes and targets) and ``TargetRegionSettings`` (targets around
+a pose) are what the episode manager declares as parameters (the GPS trainer the latter) and
+offline drivers (``experiments.versions``) build directly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mbrl_ros.common.settings import ConfigError, Settings, setting
 from mbrl_ros.robot.config import RobotConfig, joint_box
 from mbrl_ros.robot.description import ForwardKinematics, RobotDescription
 
@@ -164,6 +170,122 @@ class StartPoseSampler:
 
     def pose(self, episode: int) -> np.ndarray:
         return np.random.default_rng((self.seed, int(episode))).uniform(self.low, self.high)
+
+
+@dataclass(frozen=True)
+class TargetRegionSettings(Settings):
+    """Targets (and start poses) around a home pose, inside the joint limits minus a margin."""
+
+    target_radius: float = setting(
+        0.6,
+        "homing, service: targets are end-effector points of poses within ± this around home (rad)",
+        (0.0, 6.3),
+    )
+    target_min_height: float = setting(
+        0.1, "homing, service: targets at least this high above the base (m)", (-10.0, 10.0)
+    )
+    limit_margin: float = setting(
+        0.1,
+        "start poses and target poses stay this far inside the joint limits (rad)",
+        (0.0, 3.2),
+    )
+
+    def sampler(self, robot: RobotDescription, home, seed: int) -> TargetSampler:
+        """``TargetSampler.around`` ``home`` (n,) rad with these settings."""
+        return TargetSampler.around(
+            robot, home, self.target_radius, self.target_min_height, self.limit_margin, seed
+        )
+
+
+@dataclass(frozen=True)
+class EpisodeSettings(Settings):
+    """A learning run's episodes: how many on training and on held-out targets in which order
+    (``schedule``), how long, what counts as success, and where the targets come from (a box or
+    one fixed target for the simulator's automatic episodes, else a ``TargetRegionSettings``
+    region around ``home``)."""
+
+    episode_steps: int = setting(
+        200, "control steps per episode (clock: the simulator's value)", (1, 10**7)
+    )
+    train_episodes: int = setting(10, "episodes on training targets", (0, 100000))
+    eval_every: int = setting(
+        0, "a held-out episode after every k training episodes; 0 = none", (0, 100000)
+    )
+    final_eval_episodes: int = setting(10, "held-out episodes at the end", (0, 100000))
+    success_tolerance: float = setting(
+        0.02, "final end-effector distance that counts as success (m)", (1e-4, 1.0)
+    )
+    target_box_min: list = setting(
+        [0.2, -0.5, 0.2], "clock: workspace box for targets, min corner (m)", (-10.0, 10.0)
+    )
+    target_box_max: list = setting(
+        [0.7, 0.5, 0.8], "clock: workspace box for targets, max corner (m)", (-10.0, 10.0)
+    )
+    target: list = setting(
+        [],
+        "clock: the same end-effector target (m, x y z) for every episode; [] = sampled in the box",
+        (-10.0, 10.0),
+    )
+    home: list = setting(
+        [],
+        "homing, service: home pose (rad, robot joint order); [] = the pose at start-up",
+        (-10.0, 10.0),
+    )
+    start_radius: float = setting(
+        0.2, "homing: start poses uniform within ± this around home (rad)", (0.0, 3.2)
+    )
+    train_seed: int = setting(1, "seed of the training targets (and start poses)", (0, 2**31 - 1))
+    eval_seed: int = setting(1000, "seed of the held-out targets", (0, 2**31 - 1))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.target and len(self.target) != 3:
+            raise ConfigError(f"parameter 'target' = {self.target} needs 3 values (m)")
+        if len(self.target_box_min) != 3 or len(self.target_box_max) != 3:
+            raise ConfigError("parameters 'target_box_min' and 'target_box_max' need 3 values")
+        if not self.schedule():
+            raise ConfigError("no episodes to run: set 'train_episodes' or 'final_eval_episodes'")
+
+    def schedule(self) -> list[bool]:
+        """held_out flag of each episode in order."""
+        out = []
+        for i in range(self.train_episodes):
+            out.append(False)
+            if self.eval_every and (i + 1) % self.eval_every == 0:
+                out.append(True)
+        return out + [True] * self.final_eval_episodes
+
+    @property
+    def box(self) -> tuple[np.ndarray, np.ndarray]:
+        """The target box (min xyz, max xyz) m."""
+        return np.array(self.target_box_min, float), np.array(self.target_box_max, float)
+
+    def box_targets(self, robot: RobotDescription) -> list[np.ndarray]:
+        """Each episode's target (3,) m in ``schedule`` order: ``target``, or sampled in the box
+        (training and held-out targets from their own seeds); ValueError if the box is empty or
+        out of reach."""
+        if self.target:
+            return [np.array(self.target, float)] * len(self.schedule())
+        return self._targets(lambda seed: TargetSampler(robot, self.box, seed))
+
+    def region_targets(
+        self, robot: RobotDescription, home, region: TargetRegionSettings
+    ) -> list[np.ndarray]:
+        """Each episode's target (3,) m in ``schedule`` order, around ``home`` (n,) rad."""
+        return self._targets(lambda seed: region.sampler(robot, home, seed))
+
+    def _targets(self, sampler: Callable[[int], TargetSampler]) -> list[np.ndarray]:
+        samplers = {False: sampler(self.train_seed), True: sampler(self.eval_seed)}
+        return [samplers[held_out].sample() for held_out in self.schedule()]
+
+    def start_poses(
+        self, robot: RobotDescription, home, region: TargetRegionSettings
+    ) -> StartPoseSampler:
+        """The episodes' start poses around ``home`` (n,) rad (``start_radius``, the region's
+        limit margin, ``train_seed``)."""
+        return StartPoseSampler(
+            robot, home, self.start_radius, region.limit_margin, self.train_seed
+        )
 
 
 @dataclass

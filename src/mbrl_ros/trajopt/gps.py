@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mbrl_ros.common.msgconv import seconds_to_ns
+from mbrl_ros.common.settings import ConfigError, Settings, setting
 from mbrl_ros.control.controller import LinearGaussianController, exploration_noise
 from mbrl_ros.control.scripted import hold_controller
 from mbrl_ros.dynamics.gmm import GMM, GMMConfig
@@ -43,54 +44,64 @@ from mbrl_ros.trajopt.trajectory import (
 
 
 @dataclass(frozen=True)
-class GPSConfig:
-    """kl_step: trust region in nats per time step (ε = kl_step · step_mult · T); step_mult
-    bounds; prior: 'gmm' or 'none'; prior_samples: recent samples (per condition) the GMM is fit
-    on; prior_clusters (max) and points_per_cluster set its size; prior_strength scales the N-IW
-    pseudo-counts (of the dynamics and, as in GPS, of the initial state's prior from the recent
-    samples' first states); prior_em_iterations: EM iterations of its fit; regularization: ridge
-    on the (x, u) covariance (regularization_mode 'block': on all its entries, as cbfinn/gps);
-    eta0: the first η; kl: the η search settings."""
+class GPSConfig(Settings):
+    """What a ``GPS`` learner runs with: trust region and its step multiplier, local dynamics
+    (prior, regression), η search. The GPS trainer node declares these as its parameters (with
+    its own); offline code builds them directly. ``kl``: the η search as ``KLSettings``."""
 
-    kl_step: float = 0.5
-    min_step_mult: float = 0.01
-    max_step_mult: float = 10.0
-    prior: str = "gmm"
-    prior_samples: int = 20
-    prior_clusters: int = 20
-    points_per_cluster: int = 40
-    prior_strength: float = 1.0
-    prior_em_iterations: int = 30
-    regularization: float = 1e-6
-    regularization_mode: str = "diagonal"
-    eta0: float = 1.0
-    kl: KLSettings = field(default_factory=KLSettings)
-    seed: int = 0
+    kl_step: float = setting(
+        0.3, "trust region per time step (nats); ε = kl_step · step_mult · T", (1e-6, 1e6)
+    )
+    min_step_mult: float = setting(0.01, "smallest step multiplier of ε", (1e-6, 1.0))
+    max_step_mult: float = setting(3.0, "largest step multiplier of ε", (1.0, 1e6))
+    prior: str = setting(
+        "gmm",
+        "local dynamics: Bayesian with a GMM prior, or ridge regression",
+        choices=("gmm", "none"),
+    )
+    prior_samples: int = setting(20, "recent samples the GMM prior is fit on", (1, 100_000))
+    prior_clusters: int = setting(20, "largest number of GMM clusters", (2, 1000))
+    points_per_cluster: int = setting(
+        40, "GMM prior: (x, u, x') points per cluster (fewer points, fewer clusters)", (1, 10**6)
+    )
+    prior_strength: float = setting(
+        1.0,
+        "scale of the prior's pseudo-counts (of the dynamics and of the initial state's prior "
+        "from the recent samples' first states)",
+        (0.0, 1e6),
+    )
+    prior_em_iterations: int = setting(30, "EM iterations of the GMM prior's fit", (1, 100_000))
+    regularization: float = setting(
+        1e-6, "ridge on the (x, u) covariance of the regression", (0.0, 1e6)
+    )
+    regularization_mode: str = setting(
+        "diagonal",
+        "where the ridge goes: diagonal, or block (all entries of the (x, u) block, as cbfinn/gps)",
+        choices=REGULARIZATION_MODES,
+    )
+    eta0: float = setting(1.0, "first η of every condition", (1e-30, 1e30))
+    eta_min: float = setting(1e-8, "lower bound of the dual variable η (< eta_max)", (1e-30, 1e30))
+    eta_max: float = setting(1e16, "upper bound of the dual variable η", (1e-30, 1e30))
+    eta_step: float = setting(10.0, "η search: first geometric step factor", (1.001, 1e6))
+    kl_tolerance: float = setting(0.1, "η search: relative tolerance on KL − ε", (1e-6, 0.999))
+    eta_iterations: int = setting(50, "η search: most iterations", (1, 100_000))
+    seed: int = setting(
+        0, "seed of the GMM fits (a trainer's condition m: seed + m)", (0, 2**31 - 1)
+    )
 
-    def __post_init__(self):
-        if self.prior not in ("gmm", "none"):
-            raise ValueError(f"prior must be 'gmm' or 'none', got {self.prior!r}")
-        if self.regularization_mode not in REGULARIZATION_MODES:
-            raise ValueError(
-                f"regularization_mode must be one of {REGULARIZATION_MODES}, got "
-                f"{self.regularization_mode!r}"
-            )
-        if not 0 < self.min_step_mult <= 1 <= self.max_step_mult:
-            raise ValueError(
-                f"need 0 < min_step_mult ≤ 1 ≤ max_step_mult, got "
-                f"{self.min_step_mult}, {self.max_step_mult}"
-            )
-        for name in ("kl_step", "eta0"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in (
-            "prior_samples",
-            "prior_clusters",
-            "points_per_cluster",
-            "prior_em_iterations",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            self.kl  # noqa: B018 -- KLSettings checks eta_min < eta_max
+        except ValueError as exc:
+            raise ConfigError(f"GPS settings: {exc}") from None
+
+    @property
+    def kl(self) -> KLSettings:
+        """The η search's settings."""
+        return KLSettings(
+            self.eta_min, self.eta_max, self.eta_step, self.kl_tolerance, self.eta_iterations
+        )
 
 
 @dataclass(frozen=True)
