@@ -64,6 +64,7 @@ not trained that iteration).
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import deque
@@ -415,7 +416,9 @@ class GPSTrainerNode(Node):
                     robot,
                     SimConfig(
                         control_period=p.control_period,
-                        physics_timestep=p.control_period,
+                        # one substep per control period, or the fewest of at most 0.05 s (the
+                        # model is used for its gravity torque only, so the step size is moot)
+                        physics_timestep=p.control_period / math.ceil(p.control_period / 0.05),
                         scene=None,
                     ),
                 )
