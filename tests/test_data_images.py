@@ -12,6 +12,7 @@ from ros_harness import launch_graph
 
 from mbrl_ros import cli as main_cli
 from mbrl_ros.common.msgconv import MessageError
+from mbrl_ros.data.bags import BagReader
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import DataError
 from mbrl_ros.data.extract import dataset_from_bag, describe_bag
@@ -163,6 +164,10 @@ def test_record_graph_records_the_rendered_frames(tmp_path):
         timeout=100,
     )
     assert result.returncode == 0, result.stdout
+    with BagReader(bag) as r:
+        topics = {name: info.count for name, info in r.topics.items()}
+    # Once (under load) the bag lacked /joint_states; say what the graph said when it does.
+    assert resolve(STATES) in topics, f"topics {topics}; graph output:\n{result.stdout[-6000:]}"
     ex = dataset_from_bag(bag, images=True)
     ds = ex.dataset
     assert len(ds) == 60 and ex.counts["no_image"] == 0 and not ex.skipped
