@@ -105,10 +105,14 @@ def backward_pass(Fx, fx, Cxx, cx, *, reg: float = 0.0, Vxx_T=None, vx_T=None) -
     # Homogeneous form z̃ = [x; 1; u]: Q̃ = C̃ + F̃ᵀ Ṽ F̃ carries Q, q (and a constant) in one
     # matrix, so each step is a few small products; Ṽ is the value as ½ [x; 1]ᵀ Ṽ [x; 1].
     a = dx + 1
-    Fa = np.zeros((T, a, a + du))
+    Fa = np.empty((T, a, a + du))  # every block written: [F_x f F_u; 0 1 0]
     Fa[:, :dx, :dx], Fa[:, :dx, dx], Fa[:, :dx, a:] = Fx[:, :, :dx], fx, Fx[:, :, dx:]
+    Fa[:, dx] = 0.0
     Fa[:, dx, dx] = 1.0
-    Ca = np.zeros((T, a + du, a + du))
+    FaT = np.ascontiguousarray(np.swapaxes(Fa, 1, 2))
+    Fh = np.multiply(Fa, 0.5, out=Fa)  # in place: Fa is not needed again
+    Ca = np.empty((T, a + du, a + du))  # every block written, the constant's corner zero
+    Ca[:, dx, dx] = 0.0
     Ca[:, :dx, :dx], Ca[:, :dx, a:] = Cxx[:, :dx, :dx], Cxx[:, :dx, dx:]
     Ca[:, a:, :dx], Ca[:, a:, a:] = Cxx[:, dx:, :dx], Cxx[:, dx:, dx:]
     Ca[:, :dx, dx] = Ca[:, dx, :dx] = cx[:, :dx]
@@ -121,8 +125,6 @@ def backward_pass(Fx, fx, Cxx, cx, *, reg: float = 0.0, Vxx_T=None, vx_T=None) -
     # views of it); one LAPACK call factors Q_uu and solves for the gains. Vs holds 2Ṽ = Ṽ' + Ṽ'ᵀ
     # (symmetric: rounding asymmetry grows through the recursion otherwise), its ½ carried by the
     # halved F̃ of the next product (exact in binary floating point).
-    Fh = 0.5 * Fa
-    FaT = np.ascontiguousarray(np.swapaxes(Fa, 1, 2))
     gains = np.empty((T, du, a))  # [K_t | k_t]
     Qs = np.empty((T, a + du, a + du))
     Vs = np.empty((T + 1, a, a))

@@ -140,9 +140,15 @@ def forward_pass(dyn: LocalDynamics, K, k_abs, cov) -> TrajectoryDistribution:
     mx = np.empty((T + 1, dx))
     Px = np.empty((T + 1, dx, dx))
     mx[0], Px[0] = dyn.x0_mean, dyn.x0_cov
+    # The same products as (A P) Aᵀ + W, written into preallocated rows (no temporaries).
+    AclT = np.swapaxes(Acl, 1, 2)
+    AP = np.empty((dx, dx))
     for t in range(T):
-        mx[t + 1] = Acl[t] @ mx[t] + off[t]
-        Px[t + 1] = Acl[t] @ Px[t] @ Acl[t].T + W[t]
+        np.matmul(Acl[t], mx[t], out=mx[t + 1])
+        mx[t + 1] += off[t]
+        np.matmul(Acl[t], Px[t], out=AP)
+        np.matmul(AP, AclT[t], out=Px[t + 1])
+        Px[t + 1] += W[t]
     Px = 0.5 * (Px + np.swapaxes(Px, 1, 2))
     return TrajectoryDistribution(mx, Px, K, k_abs, cov)
 
