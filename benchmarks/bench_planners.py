@@ -64,10 +64,10 @@ import torch
 import yaml
 
 from mbrl_ros.common.msgconv import seconds_to_ns
+from mbrl_ros.common.param_files import node_parameters
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel
 from mbrl_ros.dynamics.simdata import random_torque_dataset
-from mbrl_ros.graphs.param_files import node_parameters
 from mbrl_ros.planning import CEM, ICEM, ILQR, MPPI, RandomShooting, predict_ahead
 from mbrl_ros.planning.mpc import PlannerSettings, build_mpc
 from mbrl_ros.robot.description import ForwardKinematics, home_position, load_robot

@@ -33,11 +33,11 @@ import yaml
 
 from mbrl_ros.common.artifacts import write_file
 from mbrl_ros.common.msgconv import seconds_to_ns
+from mbrl_ros.common.param_files import node_parameters
 from mbrl_ros.common.paths import share_path
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
-from mbrl_ros.graphs.param_files import node_parameters
 from mbrl_ros.planning import CEM
 from mbrl_ros.robot.description import ForwardKinematics, load_robot
 from mbrl_ros.simulator.camera import Camera

@@ -341,6 +341,20 @@ CASES = {
         "robot-config arm2 -o {out}/r.yaml --ee-link hand",
         ["ee_link 'hand' is not a link"],
     ),
+    # versions
+    "versions --robot unknown": ("versions --robot arm9", ["--robot", "'arm9'"]),
+    "versions --budget 0": ("versions --budget 0", ["--budget", "'0' is not a finite number > 0"]),
+    "versions --seeds x": ("versions --seeds 0,x", ["--seeds", "'x' is not an integer"]),
+    "versions --versions unknown": (
+        "versions --versions v1.5,v3",
+        ["--versions", "unknown versions ['v3']"],
+    ),
+    "versions --set not NAME=VALUE": ("versions --set horizon", ["--set", "NAME=VALUE"]),
+    "versions --set unknown setting": (
+        "versions --set horizn=5 --budget 1",
+        ["unknown PlannerSettings setting(s) 'horizn' (did you mean 'horizon'?)"],
+    ),
+    "versions --set bad value": ("versions --set horizon=0", ["'horizon' = 0", "out of range"]),
     # replay (the checks come before any ROS)
     "replay missing bag": ("replay {out}/nobag", ["nobag", "does not exist"]),
     "replay --rate 0": ("replay {bag} --rate 0", ["--rate", "≥ 0.01"]),

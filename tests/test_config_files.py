@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mbrl_ros.common.param_files import ANY_NODE
 from mbrl_ros.control.homing import HomingSettings
 from mbrl_ros.control.safety import SafetyConfig
 from mbrl_ros.dynamics.catalog import FitterSettings
-from mbrl_ros.graphs.param_files import ANY_NODE
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.simulator.simulation import SimConfig
 from mbrl_ros.tasks.episodes import EpisodeSettings, TargetRegionSettings

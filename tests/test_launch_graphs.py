@@ -16,10 +16,10 @@ import yaml
 from launch_kit import KIT, kit_environment, requires_kit
 from ros_harness import get_parameters, wait_for
 
+from mbrl_ros.common.param_files import node_parameters
 from mbrl_ros.common.paths import share_path
 from mbrl_ros.data.topics import resolve
 from mbrl_ros.graphs.description import graph
-from mbrl_ros.graphs.param_files import node_parameters
 
 if not KIT.is_dir():
     pytest.skip(requires_kit.kwargs["reason"], allow_module_level=True)

@@ -23,12 +23,12 @@ from launch_kit import ROOT
 from ros_harness import get_parameters, wait_for
 
 from mbrl_ros.cli import data as cli
+from mbrl_ros.common.param_files import node_key, node_parameters
 from mbrl_ros.data.errors import BagError
 from mbrl_ros.data.extract import dataset_from_bag
 from mbrl_ros.data.topics import TopicNames, check_namespace, resolve
 from mbrl_ros.graphs.description import GRAPHS, graph
 from mbrl_ros.graphs.launcher import node_command
-from mbrl_ros.graphs.param_files import node_key, node_parameters
 
 CONFIGS = sorted(p for p in (ROOT / "config").glob("*.yaml") if p.name != "ros2_controllers.yaml")
 

@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mbrl_ros.cli.robot_config",
         "write a robot's per-robot settings, derived from its URDF, for review",
     ),
+    "versions": (
+        "mbrl_ros.cli.experiments",
+        "compare the lecture's MBRL versions offline on the simulated arm",
+    ),
     "replay": ("mbrl_ros.nodes.replay", "publish a bag's topics with their original timing"),
     "send-controller": (
         "mbrl_ros.nodes.send_controller",

@@ -18,7 +18,8 @@ the iterations per plan: the same planning budget as v1.5.
 
 Every command goes through the executor's ``SafetyLayer``. The settings are the mpc graph's: the
 planner node's parameters (``mpc.build_mpc``), the fitter's (``FitterSettings``), the sim's and the
-episode manager's (target box, tolerance, seeds).
+episode manager's (target box, tolerance, seeds): ``graph_setup`` reads them from the graph's
+parameter file. ``mbrl-ros versions`` (``cli.experiments``) runs and tabulates them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+import yaml
 
+from mbrl_ros.common.param_files import MPC_CONTROL_PERIOD, lockstep_mpc_config, node_parameters
+from mbrl_ros.common.paths import share_path
 from mbrl_ros.control.random_torque import RandomTorquePolicy
 from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
 from mbrl_ros.data.dataset import Dataset
@@ -38,7 +42,7 @@ from mbrl_ros.dynamics.catalog import FitterSettings
 from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.planning.mpc import MPC, PlannerSettings, build_mpc
 from mbrl_ros.policy.rollout import run_episode
-from mbrl_ros.robot.description import ForwardKinematics, RobotDescription
+from mbrl_ros.robot.description import ForwardKinematics, RobotDescription, load_robot
 from mbrl_ros.robot.gains import robot_gain_caps
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.episodes import EpisodeResult, EpisodeSettings, TargetSampler, score
@@ -176,6 +180,30 @@ def _controller(
         return act
 
     return episode
+
+
+def graph_setup(robot: str, episode_length: float) -> Setup:
+    """The set-up of the lockstep 'mpc' graph on ``robot`` (a name in ``MPC_CONTROL_PERIOD``):
+    each component's settings from its section of the graph's parameter file over its defaults;
+    episodes of ``episode_length`` s. ConfigError naming a bad value."""
+    if robot not in MPC_CONTROL_PERIOD:
+        raise ValueError(f"robot {robot!r}: the versions run on {sorted(MPC_CONTROL_PERIOD)}")
+    config = yaml.safe_load(share_path("config", lockstep_mpc_config(robot)).read_text())
+    period = MPC_CONTROL_PERIOD[robot]
+    steps = int(round(episode_length / period))
+    if steps < 1:
+        raise ValueError(f"episode length {episode_length} s is shorter than a control period")
+    return Setup(
+        robot=load_robot(robot),
+        sim=SimConfig.select(node_parameters(config, "arm_sim") | {"control_period": period}),
+        planner=PlannerSettings.select(node_parameters(config, "mpc_planner")).replace(
+            control_period=period
+        ),
+        fitter=FitterSettings.select(node_parameters(config, "dynamics_fitter")),
+        episodes=EpisodeSettings.select(node_parameters(config, "episode_manager")).replace(
+            episode_steps=steps
+        ),
+    )
 
 
 def run_version(

@@ -18,9 +18,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mbrl_ros.common.artifacts import ArtifactError, read_file, read_header
+from mbrl_ros.common.param_files import (
+    MPC_CONTROL_PERIOD,
+    lockstep_mpc_config,
+    node_parameters,
+)
 from mbrl_ros.common.paths import resolve_resource, share_path
 from mbrl_ros.data.topics import COMMANDS, STATES, check_namespace, resolve
-from mbrl_ros.graphs.param_files import node_parameters
 
 if TYPE_CHECKING:
     from mbrl_ros.robot.config import RobotConfig
@@ -96,8 +100,6 @@ class Graph:
     build: Callable[..., list[NodeSpec]]
 
 
-# Control period (s) of each robot in the 'mpc' graph; other robots (URDF paths) use arm7's.
-MPC_CONTROL_PERIOD = {"arm2": 0.05, "arm7": 0.05}
 ROBOT_TOPICS = {"joint_states": STATES, "commands": COMMANDS}
 HARDWARE_PERIOD = 0.002  # s: the hardware-like fixture's joint states, 500 Hz as on many arms
 REALTIME_SIM_PERIOD = 0.01  # s: the simulator's joint states in real time, 100 Hz (the slowest
@@ -540,11 +542,6 @@ class Target:
         return self.sim == "true"
 
 
-def _lockstep_config(robot: str) -> str:
-    """config/ file of the lockstep 'mpc' graph for ``robot`` (other robots: arm7's)."""
-    return "mpc.yaml" if robot not in MPC_CONTROL_PERIOD or robot == "arm7" else f"mpc_{robot}.yaml"
-
-
 def robot_target(
     robot: str,
     sim: str,
@@ -637,7 +634,7 @@ def _realtime_mpc_nodes(
     nodes = []
     if target.sim == "true":  # the lockstep graph's arm (start pose), reset around it
         nodes = _sim_nodes(robot, "realtime", 0.0, seed, status_period, config[0], 1)
-        nodes[0] = replace(nodes[0], config=(_lockstep_config(robot),) + config)
+        nodes[0] = replace(nodes[0], config=(lockstep_mpc_config(robot),) + config)
         nodes[0].parameters.update(
             control_period=REALTIME_SIM_PERIOD,
             initial_position_noise=cfg.start_radius,
@@ -762,7 +759,7 @@ def mpc_graph(
             planner_args,
             fitter_args,
         )
-    config = _lockstep_config(robot)
+    config = lockstep_mpc_config(robot)
     timing = {"robot": robot, "control_period": period, "use_sim_time": True}
     sim_nodes = _sim_nodes(
         robot, "lockstep", 0.0, seed_i, float(status_period), config, 4 + len(recorder)
@@ -857,7 +854,7 @@ def policy_graph(
     target = robot_target(
         robot, sim, mode, robot_config, robot_compensates_gravity, joint_states, commands
     )
-    task = _lockstep_config(robot)  # the mpc graph's task
+    task = lockstep_mpc_config(robot)  # the mpc graph's task
     out = output_dir or f"runs/policy_{Path(robot).stem}"
     runner = {"robot": robot, "control_period": period, "use_sim_time": target.use_sim_time} | (
         {"policy_file": str(Path(policy_file).resolve())} if policy_file else {}

@@ -22,9 +22,9 @@ from pathlib import Path
 import yaml
 
 from mbrl_ros.common.dds import ros_environment
+from mbrl_ros.common.param_files import parameter_file
 from mbrl_ros.common.paths import share_path
 from mbrl_ros.graphs.description import NodeSpec, graph
-from mbrl_ros.graphs.param_files import parameter_file
 
 PR_SET_PDEATHSIG = 1
 

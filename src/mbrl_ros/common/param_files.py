@@ -1,4 +1,5 @@
-"""ROS 2 parameter files of the package, written so they apply in any namespace.
+"""ROS 2 parameter files of the package (config/), written so they apply in any namespace, and
+which of them the lockstep 'mpc' graph uses for a robot.
 
 A node's section is keyed ``/**/<node name>``: rcl matches ``/**`` against any namespace, so the
 section applies to ``/planner`` and to ``/robot1/planner`` alike, while sections stay per node
@@ -11,6 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 ANY_NODE = "/**"
+# Control period (s) of each robot in the 'mpc' graph; other robots (URDF paths) use arm7's.
+MPC_CONTROL_PERIOD = {"arm2": 0.05, "arm7": 0.05}
+
+
+def lockstep_mpc_config(robot: str) -> str:
+    """config/ file of the lockstep 'mpc' graph for ``robot`` (other robots: arm7's)."""
+    return "mpc.yaml" if robot not in MPC_CONTROL_PERIOD or robot == "arm7" else f"mpc_{robot}.yaml"
 
 
 def node_key(name: str) -> str:
