@@ -106,6 +106,10 @@ def load_model(data: bytes, device: str | torch.device | None = None) -> Dynamic
     return model_from_bytes(data, device)
 
 
+# FitterSettings fields that are EnsembleConfig fields of the same name
+NETWORK_OPTIONS = ("members", "hidden", "layers", "max_epochs", "patience", "seed")
+
+
 @dataclass(frozen=True)
 class FitterSettings(Settings):
     """What the dynamics fitter fits and when: the model kind, the network options (network kinds
@@ -153,13 +157,15 @@ class FitterSettings(Settings):
         robot: str | None = None,
         gravity_compensation: bool = False,
     ) -> DynamicsModel:
-        """An unfitted model of this kind (``new_model``), with these network options for the
-        network kinds."""
-        options = {}
-        if self.model in NETWORK_KINDS:
-            options = {
-                k: getattr(self, k)
-                for k in ("members", "hidden", "layers", "max_epochs", "patience", "seed")
-            }
-            options["max_seconds"] = self.max_fit_seconds
-        return new_model(self.model, signature, device, robot, gravity_compensation, **options)
+        """An unfitted model of this kind (``new_model``, which applies the network options to
+        the network kinds only)."""
+        options = {k: getattr(self, k) for k in NETWORK_OPTIONS}
+        return new_model(
+            self.model,
+            signature,
+            device,
+            robot,
+            gravity_compensation,
+            max_seconds=self.max_fit_seconds,
+            **options,
+        )
