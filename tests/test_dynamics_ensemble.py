@@ -116,6 +116,45 @@ def test_prediction_is_the_mixture_of_the_members(fitted, linear):
     assert np.all(v > 0)
 
 
+@pytest.mark.parametrize("cls", [EnsembleModel, MLPModel])
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_closed_form_jacobians_are_autograds_and_finite_differences(cls, layers, dtype):
+    """The ensemble's closed-form ∂s'/∂s, ∂s'/∂a of the mean equal the generic batched
+    autograd ones (DynamicsModel.mean_jacobians) and central differences, with non-unit
+    normalisation, on arm7's dimensions (dx 14, du 7)."""
+    robot = load_robot("arm7")
+    data = random_torque_dataset(robot, episodes=2, steps=30, seed=0, scale=0.3)
+    config = replace(SMALL, layers=layers, members=1 if cls is MLPModel else 3, seed=3)
+    model = cls(ModelSignature.of(data), device="cpu", config=config)
+    model.stats = data.stats()
+    s = torch.as_tensor(data.states[:5], dtype=dtype)
+    a = torch.as_tensor(data.actions[:5], dtype=dtype)
+    A, B = model.mean_jacobians(s, a)
+    A_ref, B_ref = super(EnsembleModel, model).mean_jacobians(s, a)
+    assert A.shape == (5, 14, 14) and B.shape == (5, 14, 7) and A.dtype == dtype
+    scale = float(torch.cat([A_ref, B_ref], -1).abs().max())
+    np.testing.assert_allclose(A.numpy(), A_ref.numpy(), atol=1e-5 * scale)
+    np.testing.assert_allclose(B.numpy(), B_ref.numpy(), atol=1e-5 * scale)
+    z = torch.cat([s[0], a[0]]).double()
+    eps = 1e-3 * z.abs().clamp(min=1.0)
+
+    def f(z):
+        return model.propagate(z[None, :14], z[None, 14:], "mean")[0]
+
+    with torch.no_grad():
+        fd = torch.stack(
+            [
+                (f(z + e * h) - f(z - e * h)) / (2 * h)
+                for e, h in zip(torch.eye(21, dtype=z.dtype), eps)
+            ],
+            -1,
+        )
+    np.testing.assert_allclose(
+        torch.cat([A[0], B[0]], -1).double().numpy(), fd.numpy(), atol=2e-3 * scale
+    )
+
+
 def test_propagation_modes(fitted, linear):
     """ts1: each particle through a random member at each step; tsinf: particle p through member
     p mod E; both draw from that member's Gaussian. Replayed with the same generator seed."""

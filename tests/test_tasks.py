@@ -33,6 +33,7 @@ def test_reach_cost_is_the_gps_formula(arm7):
         alpha=1e-3,
         terminal_weight=7.0,
         w_velocity=0.3,
+        w_speed=0.2,
         w_action=0.01,
         w_limit=3.0,
         limit_margin=0.2,
@@ -53,6 +54,7 @@ def test_reach_cost_is_the_gps_formula(arm7):
         )
         fast = np.maximum(0, np.abs(states[t, n:].numpy()) - (arm7.limits.velocity - 1.5))
         expected += w["w_limit"] * np.sum(fast**2 / 1.5**2)
+        expected += w["w_speed"] * float((states[t, n:] ** 2).sum())
     expected += w["w_velocity"] * float((states[5, n:] ** 2).sum())
     expected += w["w_action"] * float(((actions / torch.tensor(arm7.limits.effort)) ** 2).sum())
     assert float(cost(states, actions)) == pytest.approx(expected, rel=1e-12)

@@ -2,7 +2,8 @@
 
 Each iteration:
 1. linearises the model along the nominal trajectory: A_t = ∂f/∂x, B_t = ∂f/∂u for all t at
-   once by reverse-mode autograd through the batched model (``dynamics_jacobians``);
+   once (``DynamicsModel.mean_jacobians``: batched reverse-mode autograd, or the model's closed
+   form);
 2. takes the cost's gradient and per-step Hessians by autograd (``cost_derivatives``; the cost is
    a sum of per-step terms, so its Hessian is block diagonal and dx + du batched
    Hessian-vector products give every block), each block projected onto the positive
@@ -30,32 +31,6 @@ from mbrl_ros.planning.base import NonFinite, PlanError, Planner, positive_float
 from mbrl_ros.planning.lqr import lqr_backward
 
 DEFAULT_ALPHAS = tuple(0.5**i for i in range(8))
-
-
-def dynamics_jacobians(
-    model, X: torch.Tensor, U: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A (T, dx, dx), B (T, dx, du) of the model's mean at (X[t], U[t]); X (T, dx), U (T, du).
-
-    One forward pass of the model over all T steps as a batch, then the dx vector-Jacobian
-    products of the unit directions e_i (the gradient of Σ_t f_i(x_t, u_t) holds row i of every
-    A_t, B_t, as steps do not couple) batched into one reverse pass (``is_grads_batched``). For
-    the ensemble this is ~100× faster than ``vmap(jacrev)`` per step, and 1.6× faster than dx
-    separate reverse passes."""
-    with torch.enable_grad():
-        x, u = X.detach().requires_grad_(), U.detach().requires_grad_()
-        Y = model.propagate(x, u, "mean")
-        n = Y.shape[-1]
-        basis = torch.eye(n, dtype=Y.dtype, device=Y.device)[:, None, :].expand(n, *Y.shape)
-        A, B = torch.autograd.grad(
-            Y,
-            (x, u),
-            grad_outputs=basis,
-            is_grads_batched=True,
-            allow_unused=True,
-            materialize_grads=True,
-        )
-    return A.transpose(0, 1), B.transpose(0, 1)
 
 
 def cost_derivatives(cost, X: torch.Tensor, U: torch.Tensor):
@@ -179,7 +154,7 @@ class ILQR(Planner):
         failed = False  # the last line search found no decrease (μ was raised)
         transitions = T
         for iteration in range(1, self.iterations + 1):  # noqa: B007 (reported after the loop)
-            A, Bm = dynamics_jacobians(model, X[:-1], U)
+            A, Bm = model.mean_jacobians(X[:-1], U)
             _, g, H = cost_derivatives(cost, X, U)
             if not (
                 torch.isfinite(A).all()

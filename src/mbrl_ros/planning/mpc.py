@@ -101,6 +101,13 @@ class PlannerSettings(Settings):
     w_velocity: float = setting(
         0.0, "reach cost: weight of the final joint speed²", (0.0, 1e6), runtime=True
     )
+    w_speed: float = setting(
+        0.0,
+        "reach cost: weight of the joint speed² at every step (damps the joints the target "
+        "leaves free)",
+        (0.0, 1e6),
+        runtime=True,
+    )
     w_action: float = setting(1e-3, "action penalty weight (per (N·m)²)", (0.0, 1e6), runtime=True)
     w_limit: float = setting(
         1.0, "joint position and velocity limit penalty weight", (0.0, 1e6), runtime=True
@@ -345,6 +352,7 @@ def build_mpc(robot: RobotDescription, joint_index: Sequence[int], s: PlannerSet
         alpha=s.alpha,
         terminal_weight=s.terminal_weight,
         w_velocity=s.w_velocity,
+        w_speed=s.w_speed,
         w_action=s.w_action,
         w_limit=s.w_limit,
         limit_margin=s.limit_margin,
