@@ -200,6 +200,8 @@ class DynamicsFitterNode(Node):
         else:
             self.builder = TransitionBuilder(names, p.control_period, topics=self.topics)
         self._lockstep_gravity = None if p.resample else joint_gravity
+        # a robot's streams: every state and command at 500 Hz or more (see nodes.runner)
+        self.events_executor = p.resample
         self._lock = threading.Lock()  # guards _parts, the counts and the status
         self._parts = [Dataset.empty(names, p.control_period, signature.state_names)]
         self._new = self._total = len(self._start) if self._start is not None else 0

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
@@ -134,8 +135,14 @@ def _spin(node: Node, signals: StopSignals) -> None:
     """Spin ``node`` until a stop signal or the end of its context (the node shut it down). A
     node with a ``spin_interval`` (s) > 0 handles at most one callback per interval: its
     newest-only subscriptions then skip the messages in between (a node that needs only the
-    latest of a robot's 500 Hz joint states does not pay for all of them)."""
-    executor = SingleThreadedExecutor()
+    latest of a robot's 500 Hz joint states does not pay for all of them). A node whose
+    ``events_executor`` is true runs under rclpy's EventsExecutor (``rclpy.experimental`` in
+    Kilted): a node that takes every message of a robot's 500 Hz streams (the fitter, on a real
+    robot) spends about 40 % of the CPU time per message it spends under the
+    SingleThreadedExecutor, whose wait set is rebuilt in Python for every message."""
+    executor = (
+        EventsExecutor() if getattr(node, "events_executor", False) else SingleThreadedExecutor()
+    )
     executor.add_node(node)
     interval = getattr(node, "spin_interval", 0.0)
     try:
