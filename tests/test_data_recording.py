@@ -135,6 +135,28 @@ def test_events_delivered_late_begin_episodes_only_if_every_message_is_held(prer
     assert rec.complete
 
 
+def test_events_that_overtake_the_states_do_not_end_the_recording_early():
+    """The recorder fell behind on the busy states and commands while the rare events got
+    through: episodes 1-3's events arrive before any of their messages. The recording is not
+    complete until states and commands past the last episode have come (a stream with nothing
+    kept yet counts too), and the episodes are then whole."""
+    period = 11 * DT_NS
+    stream = sim_stream(5, 10)
+    behind = [
+        m for m in stream if m[2] is not None and m[0] != EVENTS and period <= m[2] < 4 * period
+    ]
+    stream = [m for m in stream if m not in behind]
+    at = index(stream, EVENTS, 3 * period) + 1
+    rec = recording(2, length_ns=10 * DT_NS)
+    record(stream[:at], rec)
+    assert rec.ended and not rec.complete and rec.waiting_for == [COMMANDS, STATES]
+    kept = record(behind + stream[at:], rec)
+    assert rec.complete
+    episodes = [e * period + k * DT_NS for e in (1, 2) for k in range(11)]
+    assert sorted(s for t, s in kept if t == STATES) == episodes
+    assert sorted(s for t, s in kept if t == COMMANDS) == episodes
+
+
 def test_stream_waits_for_the_last_messages_in_flight():
     stream = sim_stream(3, 10)
     end = 2 * 11 * DT_NS

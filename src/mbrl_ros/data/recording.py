@@ -28,9 +28,11 @@ time base (sim time in a simulation). Episodes are stamp windows:
   episode that arrived before it were kept (their episode's end was not known yet), and the event
   marks the boundary for readers of the bag.
 * the recording is complete once the last episode is over and every stamp stream that had a
-  message kept (``streams``: states, commands, clock; events are rare) has delivered a message
-  stamped after the episode: a topic is delivered in order, so nothing of the episode is still in
-  flight. ``waiting_for`` names the streams that have not.
+  message kept (``streams``: states, commands, clock; events are rare), and every ``required``
+  one whether or not it had, has delivered a message stamped after the episode: a topic is
+  delivered in order, so nothing of the episode is still in flight (events can overtake a
+  backlog of states; the episodes they end are not recorded until those states are in).
+  ``waiting_for`` names the streams that have not.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class EpisodeRecording:
     @property
     def waiting_for(self) -> list[str]:
         """Streams that have not yet delivered past the last episode (once it is over)."""
-        return sorted(self._active - self._passed) if self.ended else []
+        return sorted((self._active | self.required) - self._passed) if self.ended else []
 
     @property
     def complete(self) -> bool:
