@@ -411,9 +411,9 @@ def main() -> None:
         for name in ("ilqr", "icem")
     }
     print(
-        f"\nreplanning at the mpc graph's arm7 settings (horizon {settings['horizon']}, "
-        f"iLQR {settings['iterations']} iterations, iCEM {settings['samples']} samples × "
-        f"{settings['iterations']} iterations, '{settings['propagation']}' propagation, "
+        f"\nreplanning at the mpc graph's arm7 settings (horizon {settings.horizon}, "
+        f"iLQR {settings.iterations} iterations, iCEM {settings.samples} samples × "
+        f"{settings.iterations} iterations, '{settings.propagation}' propagation, "
         f"ensemble 3 × 2×200, warm starts): iLQR {replan_hz['ilqr']:.1f} Hz, "
         f"iCEM {replan_hz['icem']:.1f} Hz (goal ≥ 20 Hz in the graph)"
     )
