@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from mbrl_ros.data.dataset import joint_state_names
+from mbrl_ros.data.dataset import NormStats, joint_state_names
 from mbrl_ros.dynamics.base import DynamicsModel, ModelSignature
 
 
@@ -17,10 +18,18 @@ def signature(n: int, dt: float) -> ModelSignature:
 
 
 class _ExactModel(DynamicsModel):
+    """Identity normalisation, so that ``with_offset`` shifts the predictions (``shifted``)."""
+
     kind = "exact-test"
 
     def __init__(self, n: int, dt: float):
-        super().__init__(signature(n, dt), device="cpu")
+        zeros, ones = np.zeros(2 * n), np.ones(2 * n)
+        stats = NormStats(zeros, ones, zeros[:n], ones[:n], zeros, ones)
+        super().__init__(signature(n, dt), stats, device="cpu")
+
+    def shifted(self, mean: torch.Tensor) -> torch.Tensor:
+        """The mean prediction plus the stats' delta_mean (0 unless ``with_offset``)."""
+        return mean + self._norm(mean.dtype)["delta_mean"]
 
     def fit(self, train, val=None, progress=None):
         raise NotImplementedError("exact test model")
@@ -43,7 +52,7 @@ class LinearModel(_ExactModel):
 
     def predict(self, s, a):
         A, B = self.A.to(s.dtype), self.B.to(s.dtype)
-        mean = s @ A.T + a @ B.T
+        mean = self.shifted(s @ A.T + a @ B.T)
         return mean, torch.full_like(mean, self.noise**2)
 
     @classmethod
@@ -91,7 +100,7 @@ class TwoLinkArm(_ExactModel):
         for _ in range(self.substeps):
             qd = qd + h * self.acceleration(q, qd, a)
             q = q + h * qd
-        mean = torch.cat([q, qd], -1)
+        mean = self.shifted(torch.cat([q, qd], -1))
         return mean, torch.full_like(mean, 1e-6)
 
 

@@ -14,7 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.parameter import Parameter
 from ros_harness import wait_for
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, UInt8MultiArray
+from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from test_data_resample import messages, robot_stream
 
 from mbrl_ros.data.topics import STATES
@@ -384,3 +384,72 @@ def test_fit_thread_priority_is_lowered_for_that_thread_only():
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
     lower_thread_priority(0)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_publishes_the_models_recent_residual_for_offset_free_mpc(ros, tmp_path):
+    """offset_window: once model v1 (fitted on a dataset file) is out, every new live transition
+    brings a model offset for v1: the published model's mean one-step residual over the newest
+    episode's transitions within the window (computed here from the received artifact)."""
+    from mbrl_ros.dynamics.offset import ModelOffset
+    from mbrl_ros.nodes.messages import command_msg, joint_state_msg
+
+    robot = load_robot("arm2")
+    random_torque_dataset(robot, 4, 100, seed=5).save(tmp_path / "d.safetensors")
+    params = {
+        "robot": "arm2",
+        "dataset": str(tmp_path / "d.safetensors"),
+        "model": "mlp",
+        "members": 1,
+        "min_transitions": 100,
+        "refit_every": 10**6,
+        "offset_window": 0.05,  # s: 5 transitions of 10 ms
+        **SMALL_NET,
+    }
+    node = ros.add(
+        DynamicsFitterNode(
+            context=ros.context,
+            parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+        )
+    )
+    receiver = ModelReceiver(ros)
+    wait_for(lambda: receiver.versions() == [1], 90, "model v1")
+    offsets: list[ModelOffset] = []
+    pub = ros.node("robot")
+    pub.create_subscription(
+        String, "/mbrl/model_offset", lambda m: offsets.append(ModelOffset.from_msg(m)), 10
+    )
+    states = pub.create_publisher(JointState, "/joint_states", STATE_QOS)
+    commands = pub.create_publisher(Float64MultiArray, "/effort_controller/commands", COMMAND_QOS)
+    wait_for(
+        lambda: (
+            states.get_subscription_count()
+            and commands.get_subscription_count()
+            and pub.count_publishers("/mbrl/model_offset")
+        ),
+        30,
+        "the fitter's topics",
+    )
+    rng = np.random.default_rng(2)
+    start = time.time_ns()
+    for k in range(12):
+        stamp = start + k * 10_000_000
+        qd = np.array([0.5, -0.4]) + rng.uniform(-0.1, 0.1, 2)
+        q = np.array([0.3, 0.2]) + np.array([0.5, -0.4]) * k * 0.01
+        states.publish(joint_state_msg(stamp, ARM2, q, qd, np.zeros(2)))
+        commands.publish(command_msg(rng.uniform(-0.3, 0.3, 2), stamp))
+    end = start + 10 * 10_000_000  # the newest decided transition's next state (the builder
+    # decides a transition once a state after it has come)
+    wait_for(lambda: offsets and offsets[-1].stamp_ns == end, 30, "the offset up to state 10")
+    got = offsets[-1]
+    live = node.dataset()
+    rows = (live.stamps > end - 10_000_000 - 50_000_000) & (live.stamps < end)
+    assert got.model_version == 1 and got.transitions == rows.sum() == 5
+    model = receiver.models[0]
+    with torch.no_grad():
+        mean, _ = model.predict(
+            torch.as_tensor(live.states[rows]), torch.as_tensor(live.actions[rows])
+        )
+    residuals = live.next_states[rows] - mean.numpy()
+    r, se2 = residuals.mean(0), residuals.var(0, ddof=1) / 5  # shrunk by the standard error
+    expected = r * np.clip(1 - se2 / r**2, 0, 1)
+    np.testing.assert_allclose(got.offset, expected, rtol=1e-5, atol=1e-9)

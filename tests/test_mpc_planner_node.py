@@ -255,3 +255,52 @@ def test_with_episode_events_it_plans_only_inside_episodes_and_leads_its_latency
         probe.send_state(k, base)
         wait_for(lambda: node.intake.last_stamp == base + k * PERIOD_NS, 10, f"state {k}")
     assert len(probe.starts()) == 2  # between episodes: nothing
+
+
+def test_model_offset_is_planned_with_only_for_its_model_and_while_fresh(ros):
+    """model_offset: a plan's nominal states follow the model plus the fitter's offset d
+    (x̂_{t+1} = f̄(x̂_t, û_t) + d, checked with the model itself) when the offset is for the
+    model in use and within offset_max_age of the state; an offset for another version or an
+    old one is not used (x̂_{t+1} = f̄(x̂_t, û_t))."""
+    from mbrl_ros.dynamics.catalog import load_model
+    from mbrl_ros.dynamics.offset import ModelOffset
+
+    node, probe = _planner(
+        ros, random_seconds=0.0, wait_for_model=False, model_offset=True, offset_max_age=0.2
+    )
+    offsets = probe.node.create_publisher(String, "/mbrl/model_offset", 10)
+    blob = _model_bytes(seen_until_ns=0)  # version 1
+    model = load_model(blob, device="cpu")
+    probe.model_pub.publish(UInt8MultiArray(data=blob))
+    wait_for(lambda: node.model_version == 1, 10, "model v1")
+    d = np.array([0.0, 0.0, 0.05, -0.04])
+
+    def residual(c: LinearGaussianController) -> np.ndarray:
+        with torch.no_grad():
+            mean, _ = model.predict(torch.tensor(c.x_hat[:-1]), torch.tensor(c.u_hat[:-1]))
+        return c.x_hat[1:] - mean.numpy()
+
+    def plan_after(k: int, offset: ModelOffset) -> LinearGaussianController:
+        offsets.publish(String(data=offset.to_json()))
+        key = (offset.model_version, offset.stamp_ns)
+        wait_for(
+            lambda: (
+                node.offset is not None and (node.offset.model_version, node.offset.stamp_ns) == key
+            ),
+            10,
+            "the offset",
+        )
+        n = len(probe.starts())
+        probe.send_state(k)
+        wait_for(lambda: len(probe.starts()) == n + 1, 30, f"the plan for state {k}")
+        with probe.lock:
+            return probe.controllers[-1]
+
+    c = plan_after(1, ModelOffset(2, PERIOD_NS, 5, d))  # for another model
+    np.testing.assert_allclose(residual(c), 0.0, atol=1e-6)
+    c = plan_after(2, ModelOffset(1, PERIOD_NS, 5, d))  # 50 ms old
+    np.testing.assert_allclose(residual(c), np.broadcast_to(d, (c.T - 1, 4)), atol=1e-6)
+    assert node.diag.counters["plans_with_offset"] == 1
+    c = plan_after(8, ModelOffset(1, 3 * PERIOD_NS, 5, d))  # 0.25 s old
+    np.testing.assert_allclose(residual(c), 0.0, atol=1e-6)
+    assert node.diag.counters["plans_with_offset"] == 1

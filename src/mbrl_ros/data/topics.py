@@ -29,6 +29,7 @@ CONTROLLER = "mbrl/controller"
 HOMING_CONTROLLER = "mbrl/homing_controller"
 PLANNER_HEARTBEAT = "mbrl/planner_heartbeat"
 DYNAMICS_MODEL = "mbrl/dynamics_model"
+MODEL_OFFSET = "mbrl/model_offset"  # offset-free MPC's model bias (mbrl_ros.dynamics.offset)
 POLICY = "mbrl/policy"
 SOLAR_MODEL = "mbrl/solar_model"  # SOLAR model artifacts (mbrl_ros.solar.model)
 PLANNED_PATH = "mbrl/planned_path"

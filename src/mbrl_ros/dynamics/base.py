@@ -13,6 +13,7 @@ Units: the dataset's (rad, rad/s, N·m, and m for end-effector features).
 from __future__ import annotations
 
 import abc
+import copy
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -105,6 +106,8 @@ class DynamicsModel(abc.ABC):
     kind: ClassVar[str]
     SCHEMA: ClassVar[Schema]
     min_transitions: int = 1  # a class constant, or set per instance (physics, gmm)
+    # s' = s + the de-normalised Δs of ``delta_to_next`` (the stats' delta_mean): ``with_offset``
+    predicts_delta: ClassVar[bool] = True
     config: Any  # the kind's configuration dataclass
     _norm_tensors: dict[torch.dtype, dict[str, torch.Tensor]]
 
@@ -224,6 +227,22 @@ class DynamicsModel(abc.ABC):
         n = self._norm(delta_mean_n.dtype)
         mean = s + n["delta_mean"] + n["delta_std"] * delta_mean_n
         return mean, delta_var_n * n["delta_std"] ** 2
+
+    def with_offset(self, offset) -> DynamicsModel:
+        """This model with every mean prediction s' shifted by ``offset`` (dx,), state units (the
+        disturbance estimate of offset-free MPC, ``dynamics.offset``): a shallow copy sharing the
+        parameters, whose normalised change Δs is taken around ``delta_mean + offset``, so every
+        prediction path (propagation modes, batched rollouts) shifts alike and the Jacobians stay.
+        ModelError for a kind that does not predict through ``delta_to_next``."""
+        if not self.predicts_delta:
+            raise ModelError(f"{self.kind} model predictions cannot take an offset")
+        stats = self.fitted_stats()
+        d = np.asarray(offset, dtype=np.float64)
+        if d.shape != (self.dx,) or not np.all(np.isfinite(d)):
+            raise ModelError(f"model offset must be {self.dx} finite values, got shape {d.shape}")
+        shifted = copy.copy(self)
+        shifted.stats = replace(stats, delta_mean=stats.delta_mean + d)
+        return shifted
 
     def sample(
         self, s: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None

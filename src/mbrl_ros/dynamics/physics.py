@@ -251,6 +251,7 @@ class PhysicsModel(DynamicsModel):
     joint positions and velocities of the robot's joints."""
 
     kind = "physics"
+    predicts_delta = False  # a MuJoCo step
     SCHEMA = _schema()
 
     def __init__(

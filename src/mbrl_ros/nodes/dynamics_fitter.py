@@ -29,6 +29,10 @@
   ``stamp_ns`` (newest transition) and ``seen_until_ns`` (the newest joint state when the fit
   took its data: every transition it decided is in the fit). A fit that diverges is rolled back
   and never published. ``max_fit_seconds`` = 0 bounds fits by epochs only (lockstep graphs).
+* ``offset_window`` > 0 (offset-free MPC, ``dynamics.offset``): with every new transition the
+  last published model's mean one-step residual over the newest episode's transitions within
+  that window goes to ``/mbrl/model_offset`` (std_msgs/String JSON, for the planner's
+  ``model_offset``), tagged with the model's version.
 * /diagnostics: model version, age, data size, validation loss and error, fit time; when
   resampling also the source joint-state rate and the intervals dropped by reason.
 * Run control: ``~/pause`` (std_srvs/SetBool) stops and resumes learning (``_on_pause``);
@@ -56,11 +60,25 @@ from mbrl_ros.common.msgconv import JointSample, MessageError, seconds_to_ns
 from mbrl_ros.data.dataset import Dataset, joint_state_names
 from mbrl_ros.data.errors import DataError, StampOrderError
 from mbrl_ros.data.resample import Resampler
-from mbrl_ros.data.topics import COMMANDS, DYNAMICS_MODEL, EVENTS, STATES, TopicNames
+from mbrl_ros.data.topics import (
+    COMMANDS,
+    DYNAMICS_MODEL,
+    EVENTS,
+    MODEL_OFFSET,
+    STATES,
+    TopicNames,
+)
 from mbrl_ros.data.transitions import TransitionBuilder
-from mbrl_ros.dynamics.base import FitStopped, ModelError, ModelSignature, model_from_bytes
+from mbrl_ros.dynamics.base import (
+    DynamicsModel,
+    FitStopped,
+    ModelError,
+    ModelSignature,
+    model_from_bytes,
+)
 from mbrl_ros.dynamics.catalog import NETWORK_KINDS, FitterSettings
 from mbrl_ros.dynamics.evaluation import evaluate, holdout_split
+from mbrl_ros.dynamics.offset import OffsetEstimator
 from mbrl_ros.nodes.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
@@ -134,6 +152,15 @@ PARAMS = [
     ),
     save_path_param("model"),
     Param("model_topic", DYNAMICS_MODEL, "topic of the model artifacts"),
+    Param(
+        "offset_window",
+        0.0,
+        "offset-free MPC: publish the last model's mean one-step residual over the newest "
+        "episode's transitions within this much robot time (s) on offset_topic with every new "
+        "transition; 0 = off",
+        (0.0, 60.0),
+    ),
+    Param("offset_topic", MODEL_OFFSET, "topic of the model offsets (std_msgs/String JSON)"),
     Param("states_topic", STATES, "joint states"),
     Param("commands_topic", COMMANDS, "torque commands"),
     Param("events_topic", EVENTS, "episode events"),
@@ -221,6 +248,12 @@ class DynamicsFitterNode(Node):
         self._short_at = -1  # the episode start last reported short of data
         self.failure: str | None = None
         self.pub = self.create_publisher(UInt8MultiArray, p.model_topic, LATCHED_QOS)
+        self.offsets = (
+            OffsetEstimator(seconds_to_ns(p.offset_window)) if p.offset_window > 0 else None
+        )
+        self._offset_model: tuple[DynamicsModel, int] | None = None  # a copy, not being fitted
+        if self.offsets is not None:
+            self.offset_pub = self.create_publisher(String, p.offset_topic, 10)
         self.diag = Diagnostics(self, "dynamics fitter", self._report)
         self.intake = JointStateIntake(
             self, self.diag, robot, names, p, self._on_state, STATE_QOS, topic=p.states_topic
@@ -280,6 +313,8 @@ class DynamicsFitterNode(Node):
         new = self.builder.take()
         if self._lockstep_gravity is not None and len(new):
             new = self._lockstep_gravity.subtract(new)
+        if self.offsets is not None and len(new):
+            self._publish_offset(new)
         complete = self.builder.undecided(self._seen_until) == 0
         with self._lock:
             if len(new):
@@ -309,6 +344,19 @@ class DynamicsFitterNode(Node):
                 f"{self._rejected or 'none'}"
             )
         self._maybe_fit()
+
+    def _publish_offset(self, new: Dataset) -> None:
+        """Add the new transitions to the offset window and publish the last model's residual
+        on it (once a model is published and the window holds enough transitions)."""
+        assert self.offsets is not None
+        self.offsets.add(new)
+        with self._lock:
+            frozen = self._offset_model
+        if frozen is None:
+            return
+        estimate = self.offsets.estimate(*frozen)
+        if estimate is not None:
+            self.offset_pub.publish(String(data=estimate.to_json()))
 
     def _rejections(self) -> dict[str, int]:
         """The builder's rejected candidates and the resampler's dropped intervals, by reason."""
@@ -402,9 +450,13 @@ class DynamicsFitterNode(Node):
         if self._closing:
             return
         self.pub.publish(UInt8MultiArray(data=blob))
+        frozen = None
+        if self.offsets is not None:  # the residuals of the model as published, not as fitted on
+            frozen = (model_from_bytes(blob, device=self.model.device), info["version"])
         with self._lock:
             self.version, self.published_at, self.failure = info["version"], time.monotonic(), None
             self.last_fit, self._last_blob = info, blob
+            self._offset_model = frozen or self._offset_model
         self.get_logger().info(
             f"model v{self.version}: {len(data)} transitions, {data.n_episodes} episodes, "
             f"1-step validation RMSE {error:.4g}, fitted in {report.seconds:.1f} s "

@@ -27,7 +27,10 @@ inside an episode, from a ``start`` to an ``end`` event on ``/mbrl/episode_event
 episodes the episode manager's homing controller drives the arm), and starts cold at each start.
 With ``compensate_latency`` (real time) it plans from the model's prediction of the state at the
 moment its plan takes effect: the median of its recent latencies (state stamp → plan published,
-on the node clock) ahead, under the previous plan's actions. A plan is cut at its first nominal
+on the node clock) ahead, under the previous plan's actions. With ``model_offset`` (offset-free
+MPC) it adds the fitter's estimate of the model's recent one-step bias (``/mbrl/model_offset``,
+``dynamics.offset``) to every predicted step, while that estimate is for the model in use, at
+most ``offset_max_age`` from the state and from the same episode. A plan is cut at its first nominal
 state the executor would refuse (beyond the joint limits: a young model's prediction). The gains
 it carries are ``feedback``'s (``mpc.MPC``): the planner's own, none, or PD tracking of the plan.
 
@@ -57,6 +60,7 @@ from mbrl_ros.data.topics import (
     CONTROLLER,
     DYNAMICS_MODEL,
     EVENTS,
+    MODEL_OFFSET,
     PLANNED_PATH,
     PLANNER_HEARTBEAT,
     TARGET,
@@ -64,6 +68,7 @@ from mbrl_ros.data.topics import (
 )
 from mbrl_ros.dynamics.base import DynamicsModel
 from mbrl_ros.dynamics.catalog import available_kinds, load_model
+from mbrl_ros.dynamics.offset import ModelOffset
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
 from mbrl_ros.nodes.markers import PlanMarkers
@@ -160,6 +165,18 @@ PARAMS = (
             "dependence of a lockstep run, so far above any fit time",
             (0.1, 1e6),
         ),
+        Param(
+            "model_offset",
+            False,
+            "offset-free MPC: add the fitter's estimate of the model's recent one-step bias "
+            "(mbrl/model_offset; the fitter's offset_window) to the model's predictions",
+        ),
+        Param(
+            "offset_max_age",
+            0.5,
+            "model_offset: use an estimate only this close to the state's stamp (s)",
+            (0.0, 3600.0),
+        ),
         save_path_param("controller"),
         Param(
             "torch_threads",
@@ -212,6 +229,8 @@ class MPCPlannerNode(Node):
         self.last_planned_ns = -1  # stamp of the last state answered
         self.last_controller: bytes | None = None  # the last controller published
         self.paused = False  # ~/pause: no plans, no heartbeat
+        self.offset: ModelOffset | None = None  # the fitter's newest model offset
+        self.offset_norm = float("nan")  # |offset| of the last plan that used one
 
         self.controller_pub = self.create_publisher(UInt8MultiArray, CONTROLLER, LATCHED_QOS)
         self.path_pub = self.create_publisher(Path, PLANNED_PATH, 10)
@@ -260,6 +279,17 @@ class MPCPlannerNode(Node):
                 self._on_event,
                 read_episode_event,
                 "event",
+            )
+        if p.model_offset:
+            subscribe(
+                self,
+                self.diag,
+                String,
+                MODEL_OFFSET,
+                10,
+                self._on_offset,
+                ModelOffset.from_msg,
+                "model offset",
             )
         add_save_service(self, "controller", lambda: self.last_controller)
         self.create_service(SetBool, "~/pause", self._on_pause)
@@ -316,6 +346,28 @@ class MPCPlannerNode(Node):
             self.episode_events.append((event.stamp_ns, event.kind))
             self.episode_events.sort()
             del self.episode_events[:-4]
+
+    def _on_offset(self, offset: ModelOffset) -> None:
+        self.offset = offset
+
+    def _offset_for(self, s: JointSample) -> np.ndarray | None:
+        """The model offset to plan ``s`` with (``model_offset``): the newest estimate if it is
+        for the model in use and its state layout, within ``offset_max_age`` of ``s`` and from
+        ``s``'s episode (no start event between them); else None."""
+        o, model = self.offset, self.mpc.model
+        if o is None or model is None or o.model_version != self.model_version:
+            return None
+        if abs(s.stamp_ns - o.stamp_ns) > seconds_to_ns(self.p.offset_max_age):
+            return None
+        if any(k == "start" and o.stamp_ns < t <= s.stamp_ns for t, k in self.episode_events):
+            return None
+        if o.offset.shape != (model.dx,):
+            self.diag.warn(
+                "rejected_model_offset",
+                f"model offset has {o.offset.size} values, the model's state {model.dx}",
+            )
+            return None
+        return o.offset
 
     def _in_episode(self, stamp_ns: int) -> bool:
         """Whether the newest start/end event at or before ``stamp_ns`` is a start."""
@@ -445,9 +497,18 @@ class MPCPlannerNode(Node):
         if self.p.episodes_from_events and self.episodes_started <= self.p.random_episodes:
             step = MPCStep(self.mpc.pi0(s.stamp_ns), "pi0")
         else:
+            offset = self._offset_for(s) if self.p.model_offset else None
             step = self.mpc.act(
-                s.position, s.velocity, s.stamp_ns, self.targets.at(s.stamp_ns), lead
+                s.position, s.velocity, s.stamp_ns, self.targets.at(s.stamp_ns), lead, offset
             )
+            if offset is not None and step.plan is not None:
+                if not self.diag.counters["plans_with_offset"]:
+                    self.get_logger().info(
+                        f"planning with the fitter's model offset from now on (model "
+                        f"v{self.model_version}, |offset| {np.linalg.norm(offset):.3g})"
+                    )
+                self.diag.count("plans_with_offset")
+                self.offset_norm = float(np.linalg.norm(offset))
         controller = step.controller
         if cover is not None and controller.T > cover:
             controller = controller.slice(0, cover)
@@ -542,6 +603,7 @@ class MPCPlannerNode(Node):
                 "last_cost": self.last_cost,
                 "model_version": self.model_version,
                 "plan_latency_ms": latency,
+                "model_offset_norm": self.offset_norm,
                 "paused": self.paused,
             },
         )

@@ -242,16 +242,20 @@ class MPC:
         stamp_ns: int,
         target: np.ndarray | None,
         lead_ns: int = 0,
+        offset: np.ndarray | None = None,
     ) -> MPCStep:
         """The controller to run from ``stamp_ns``, or with ``lead_ns`` > 0 from the first control
-        step at or after ``stamp_ns + lead_ns`` (see the module docstring)."""
+        step at or after ``stamp_ns + lead_ns`` (see the module docstring); ``offset`` (dx,): a
+        disturbance estimate added to every predicted step (offset-free MPC,
+        ``dynamics.offset``)."""
         if self.first_stamp is None:  # the warm-up counts from here, model or not
             self.first_stamp = stamp_ns
         if self.model is None or target is None or self.warming_up(stamp_ns):
             return MPCStep(self.pi0(stamp_ns), "pi0")
         self.cost.set_target(target)
-        x, start_ns = self.predict_ahead(self.model_state(q, qd), stamp_ns, lead_ns)
-        result = self.planner.plan(x, self.model, self.cost, warm=self.previous, start_ns=start_ns)
+        model = self.model if offset is None else self.model.with_offset(offset)
+        x, start_ns = self.predict_ahead(self.model_state(q, qd), stamp_ns, lead_ns, model)
+        result = self.planner.plan(x, model, self.cost, warm=self.previous, start_ns=start_ns)
         if result.ok and result.controller is not None:  # (an ok plan has a controller)
             self.previous = self._with_feedback(result.controller)
             return MPCStep(self.previous, "plan", result)
@@ -274,17 +278,20 @@ class MPC:
         K[:, :n], K[:, n : 2 * n] = -np.diag(kp), -np.diag(kd)
         return c.with_gains(K)
 
-    def predict_ahead(self, x: np.ndarray, stamp_ns: int, lead_ns: int) -> tuple[np.ndarray, int]:
-        """(model state (dx,), stamp ns) ⌈lead/dt⌉ control periods after ``stamp_ns``: the model's
-        mean prediction from x under the previous plan's actions where it covers the step (as the
-        executor runs it, clamped to the planner's torque box), zero torque elsewhere. x unchanged
-        for lead ≤ 0."""
-        if self.model is None:
+    def predict_ahead(
+        self, x: np.ndarray, stamp_ns: int, lead_ns: int, model: DynamicsModel | None = None
+    ) -> tuple[np.ndarray, int]:
+        """(model state (dx,), stamp ns) ⌈lead/dt⌉ control periods after ``stamp_ns``: ``model``'s
+        (default: the MPC's) mean prediction from x under the previous plan's actions where it
+        covers the step (as the executor runs it, clamped to the planner's torque box), zero
+        torque elsewhere. x unchanged for lead ≤ 0."""
+        model = self.model if model is None else model
+        if model is None:
             raise ValueError("MPC.predict_ahead needs a model")
         steps = -(-int(lead_ns) // self.dt_ns) if lead_ns > 0 else 0
         until_ns = stamp_ns + steps * self.dt_ns
         return predict_ahead(
-            self.model,
+            model,
             x,
             stamp_ns,
             until_ns,
