@@ -99,14 +99,30 @@ def test_model_jacobians_match_finite_differences():
         np.testing.assert_allclose(torch.cat([A[t], B[t]], -1).numpy(), fd.numpy(), atol=1e-6)
 
 
+class GenericCost(torch.nn.Module):
+    """A cost the planners know nothing about (``cost_derivatives``' generic path)."""
+
+    def __init__(self, cost):
+        super().__init__()
+        self.cost = cost
+
+    def forward(self, states, actions):
+        return self.cost(states, actions)
+
+
 @pytest.mark.parametrize(
     "make_cost",
     [
         lambda r: ReachCost(r, (0.1, 0.1, 0.07), w_velocity=0.3, w_limit=5.0, limit_margin=1.0),
+        lambda r: ReachCost(r, (0.1, 0.1, 0.07), w_speed=0.2, w_velocity=0.5, w_limit=0.0),
         lambda r: TrackingCost(r, [(0.27, 0.0, 0.07), (0.1, 0.2, 0.07), (0.0, 0.25, 0.07)]),
+        lambda r: GenericCost(ReachCost(r, (0.1, 0.1, 0.07), w_speed=0.2, limit_margin=1.0)),
     ],
 )
 def test_cost_derivatives_are_the_blocks_of_the_full_hessian(make_cost):
+    """The arm tasks' split derivatives (``arm_cost_derivatives``: separable terms by their
+    diagonal, position terms on q only) and the generic ones (any cost) against autograd's full
+    Hessian and Jacobian."""
     cost = make_cost(load_robot("arm2"))
     rng = np.random.default_rng(1)
     T = 4
@@ -134,6 +150,36 @@ def test_cost_derivatives_are_the_blocks_of_the_full_hessian(make_cost):
     for t in range(T + 1):
         off[t, :, t, :] = 0
     assert float(off.abs().max()) < 1e-12
+
+
+@pytest.mark.parametrize("robot_name", ["arm2", "arm6", "arm7"])
+def test_closed_form_reach_derivatives_match_autograd(robot_name):
+    """``ForwardKinematics.ee_derivatives`` against autograd's Jacobian and Hessian of the end
+    effector, and the reach cost's closed-form position derivatives against ``ArmTerms``'
+    autograd ones, at random poses (arm6 and arm7: fixed joints in the chain)."""
+    from mbrl_ros.robot.description import ForwardKinematics
+    from mbrl_ros.tasks.terms import ArmTerms
+
+    robot = load_robot(robot_name)
+    n = robot.n_joints
+    rng = np.random.default_rng(4)
+    q = torch.as_tensor(rng.uniform(-1.5, 1.5, (5, n)))
+    fk = ForwardKinematics(robot)
+    p, J, second = fk.ee_derivatives(q)
+    for b in range(5):
+        f = lambda x: fk.ee_position(x)  # noqa: E731
+        np.testing.assert_allclose(p[b].numpy(), f(q[b]).numpy(), atol=1e-12)
+        np.testing.assert_allclose(
+            J[b].numpy(), torch.autograd.functional.jacobian(f, q[b]), atol=1e-12
+        )
+        for k in range(3):
+            hk = torch.autograd.functional.hessian(lambda x: f(x)[k], q[b])
+            np.testing.assert_allclose(second[b, k].numpy(), hk.numpy(), atol=1e-12)
+    cost = ReachCost(robot, (0.3, -0.1, 0.4), w_l2=100.0, terminal_weight=7.0, alpha=1e-3)
+    got = cost.position_derivatives(q)
+    want = ArmTerms.position_derivatives(cost, q)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-10)
 
 
 @pytest.fixture(scope="module")

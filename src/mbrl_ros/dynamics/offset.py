@@ -66,7 +66,7 @@ class ModelOffset:
             raise MessageError(f"model offset {text[:80]!r} is not JSON") from None
         if not isinstance(obj, dict):
             raise MessageError(f"model offset {text[:80]!r} is not a JSON object")
-        values = []
+        values: list[int] = []
         for key in ("model_version", "stamp_ns", "transitions"):
             v = obj.get(key)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
@@ -79,7 +79,8 @@ class ModelOffset:
             d = np.array([np.nan])
         if d.ndim != 1 or not d.size or not np.all(np.isfinite(d)):
             raise MessageError(f"model offset 'offset' = {str(offset)[:80]} is not finite numbers")
-        return cls(*values, d)
+        version, stamp_ns, transitions = values
+        return cls(version, stamp_ns, transitions, d)
 
 
 class OffsetEstimator:

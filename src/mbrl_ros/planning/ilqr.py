@@ -6,8 +6,9 @@ Each iteration:
    form);
 2. takes the cost's gradient and per-step Hessians by autograd (``cost_derivatives``; the cost is
    a sum of per-step terms, so its Hessian is block diagonal and dx + du batched
-   Hessian-vector products give every block), each block projected onto the positive
-   semidefinite cone (the reach cost's log term and the kinematics curve downwards);
+   Hessian-vector products give every block; n + 1 for an arm task's cost), each block projected
+   onto the positive semidefinite cone (the reach cost's log term and the kinematics curve
+   downwards);
 3. runs the shared LQR backward pass (``planning.lqr``) with Levenberg–Marquardt regularisation
    μ·I on Q_uu, raising μ until Q_uu is positive definite;
 4. handles the torque limits by clamping: torques at a limit whose step k_t points further out
@@ -29,6 +30,7 @@ import torch
 
 from mbrl_ros.planning.base import NonFinite, PlanError, Planner, positive_float, positive_int
 from mbrl_ros.planning.lqr import lqr_backward
+from mbrl_ros.tasks.terms import ArmTerms
 
 DEFAULT_ALPHAS = tuple(0.5**i for i in range(8))
 
@@ -37,7 +39,10 @@ def cost_derivatives(cost, X: torch.Tensor, U: torch.Tensor):
     """Total cost, gradient g (T+1, n) and per-step Hessians H (T+1, n, n) (n = dx + du) of a
     per-step-additive cost at states X (T+1, dx) and actions U (T, du); row T's action part is
     zero (no action at the end). Exact second derivatives: one backward pass with graph, then n
-    Hessian-vector products batched into one double-backward pass (``is_grads_batched``)."""
+    Hessian-vector products batched into one double-backward pass (``is_grads_batched``); for an
+    arm task's cost (``ArmTerms``) ``arm_cost_derivatives``."""
+    if isinstance(cost, ArmTerms):
+        return arm_cost_derivatives(cost, X, U)
     T, du = U.shape
     dx = X.shape[-1]
     n = dx + du
@@ -60,6 +65,31 @@ def cost_derivatives(cost, X: torch.Tensor, U: torch.Tensor):
         else:  # a linear cost
             Hv = torch.zeros_like(basis)
     return value.detach(), g.detach(), Hv.permute(1, 2, 0)
+
+
+def arm_cost_derivatives(cost: ArmTerms, X: torch.Tensor, U: torch.Tensor):
+    """``cost_derivatives`` of an arm task's cost from its split (``ArmTerms.forward``): the
+    separable terms' Hessian is diagonal, so one Hessian-vector product along the all-ones
+    direction gives it; the position terms' derivatives on the joint positions come from
+    ``position_derivatives`` (the reach cost's in closed form)."""
+    cost.check(X, U)
+    T, du = U.shape
+    dx, n = X.shape[-1], cost.n
+    with torch.enable_grad():
+        Z = torch.cat([X, torch.cat([U, U.new_zeros(1, du)])], dim=-1).detach().requires_grad_()
+        separable = cost.separable_terms(Z[:, :dx], Z[:T, dx:])
+        (g,) = torch.autograd.grad(separable, Z, create_graph=True)
+        diagonal = (
+            torch.autograd.grad(g, Z, grad_outputs=torch.ones_like(g))[0]
+            if g.requires_grad
+            else torch.zeros_like(g)
+        )
+    position, gq, Hq = cost.position_derivatives(X[:, :n].detach())
+    g = g.detach().clone()
+    g[:, :n] += gq
+    H = torch.diag_embed(diagonal.detach())
+    H[:, :n, :n] += Hq
+    return separable.detach() + position, g, H
 
 
 class ILQR(Planner):

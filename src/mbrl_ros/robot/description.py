@@ -464,17 +464,35 @@ class ForwardKinematics(torch.nn.Module):
             p = t[j] + (locals_[j] * p.unsqueeze(0)).sum(1)
         return p.expand(3, q.reshape(-1, q.shape[-1]).shape[0]).T.reshape(q.shape[:-1] + (3,))
 
-    def jacobian(self, q: torch.Tensor) -> torch.Tensor:
-        """Position Jacobian d ee_position / dq, shape (..., 3, n) in m/rad (analytic: axis ×
-        lever)."""
+    def _ee_columns(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """End-effector position (..., 3), the joints' world axes z_j (..., n, 3) and the
+        Jacobian's columns J_j = z_j × (ee − o_j) (..., n, 3), o_j the joint's origin."""
         positions, rotations = self._frames(q, self._ee_index)
         links = self._joint_links
         axes = torch.stack(
             [rotations[link] @ axis for link, axis in zip(links, self._axes.unbind(0))], -2
         )
-        ee = positions[self._ee_index][..., None, :]
-        levers = ee - torch.stack([positions[link] for link in links], -2)
-        return torch.linalg.cross(axes, levers, dim=-1).transpose(-1, -2)
+        ee = positions[self._ee_index]
+        levers = ee[..., None, :] - torch.stack([positions[link] for link in links], -2)
+        return ee, axes, torch.linalg.cross(axes, levers, dim=-1)
+
+    def jacobian(self, q: torch.Tensor) -> torch.Tensor:
+        """Position Jacobian d ee_position / dq, shape (..., 3, n) in m/rad (analytic: axis ×
+        lever)."""
+        return self._ee_columns(q)[2].transpose(-1, -2)
+
+    def ee_derivatives(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """End-effector position p (..., 3) m, Jacobian (..., 3, n) m/rad and second derivatives
+        (..., 3, n, n) m/rad² in closed form: ∂²p/∂q_i∂q_j = z_i × J_j for joint i at or before
+        joint j in the chain (and symmetric), as joint i turns axis, origin and end effector of
+        joint j alike (all joints revolute)."""
+        ee, axes, cols = self._ee_columns(q)
+        n = axes.shape[-2]
+        z, J = torch.broadcast_tensors(axes[..., :, None, :], cols[..., None, :, :])
+        pairs = torch.linalg.cross(z, J, dim=-1)  # (..., n, n, 3): [i, j] = z_i × J_j
+        before = torch.ones(n, n, dtype=torch.bool, device=ee.device).triu()[..., None]
+        second = torch.where(before, pairs, pairs.transpose(-2, -3))
+        return ee, cols.transpose(-1, -2), second.movedim(-1, -3)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         """Same as ``positions``."""

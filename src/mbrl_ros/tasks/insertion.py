@@ -109,21 +109,18 @@ class InsertionCost(ArmTerms):
         p = self.peg_fk.positions(states[..., : self.n]).to(states.dtype)
         return ((p - self.target.to(states.dtype)) ** 2).sum((-1, -2))
 
-    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        self.check(states, actions)
-        d2 = self.distance2(states[..., 1:, :])
+    def position_terms(self, q: torch.Tensor) -> torch.Tensor:
+        d2 = self.distance2(q[..., 1:, :])
         ell = l2_log(d2, self.w_l2, self.w_log, self.alpha)
         weights = torch.as_tensor(
             ramp_weights(self.ramp, d2.shape[-1]), dtype=d2.dtype, device=d2.device
         )
         weights[-1] *= self.terminal_weight
+        return (ell * weights).sum(-1)
+
+    def separable_terms(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         qd_T = states[..., -1, self.n : 2 * self.n]
-        return (
-            (ell * weights).sum(-1)
-            + self.w_velocity * (qd_T**2).sum(-1)
-            + self.action_penalty(actions)
-            + self.limit_penalty(states)
-        )
+        return self.w_velocity * (qd_T**2).sum(-1) + super().separable_terms(states, actions)
 
     def insertion_depth(self, states) -> np.ndarray:
         """``insertion_depth`` of the peg tip for states (..., dx) (array or tensor)."""

@@ -63,17 +63,41 @@ class ReachCost(ArmTerms):
         """Squared end-effector distance to the target (...) in m² for states (..., dx)."""
         return ((self.ee(states) - self.target.to(states.dtype)) ** 2).sum(-1)
 
-    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        self.check(states, actions)
-        d2 = self.distance2(states[..., 1:, :])
+    def position_terms(self, q: torch.Tensor) -> torch.Tensor:
+        d2 = self.distance2(q[..., 1:, :])
         ell = l2_log(d2, self.w_l2, self.w_log, self.alpha)
         weights = torch.ones(d2.shape[-1], dtype=d2.dtype, device=d2.device)
         weights[-1] = self.terminal_weight
+        return (ell * weights).sum(-1)
+
+    def position_derivatives(
+        self, q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``ArmTerms.position_derivatives`` in closed form, from the end effector's Jacobian J
+        and second derivatives ∇²p (``ForwardKinematics.ee_derivatives``): with e = p − target,
+        d² = ‖e‖² and step weight w_t (0 at t = 0), the gradient is w_t·ℓ'·2Jᵀe and the Hessian
+        w_t·(4ℓ''·(Jᵀe)(Jᵀe)ᵀ + 2ℓ'·(JᵀJ + Σ_k e_k ∇²p_k)), ℓ' = ½w_l2 + w_log/(d² + α),
+        ℓ'' = −w_log/(d² + α)². Revolute joints only (the kinematics' own rule)."""
+        p, J, second = self.fk.ee_derivatives(q)
+        e = p.to(q.dtype) - self.target.to(q.dtype)
+        d2 = (e * e).sum(-1)
+        weights = torch.ones_like(d2)
+        weights[0], weights[-1] = 0.0, self.terminal_weight
+        value = (l2_log(d2[1:], self.w_l2, self.w_log, self.alpha) * weights[1:]).sum()
+        slope = weights * (0.5 * self.w_l2 + self.w_log / (d2 + self.alpha))
+        curvature = weights * (-self.w_log / (d2 + self.alpha) ** 2)
+        Je = (J * e[:, :, None]).sum(-2)  # Jᵀe (T+1, n)
+        JJ = J.transpose(-1, -2) @ J
+        eH = (second * e[:, :, None, None]).sum(-3)  # Σ_k e_k ∇²p_k
+        H = 4 * curvature[:, None, None] * Je[:, :, None] * Je[:, None, :] + 2 * slope[
+            :, None, None
+        ] * (JJ + eH)
+        return value, 2 * slope[:, None] * Je, H
+
+    def separable_terms(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         qd = states[..., 1:, self.n : 2 * self.n]
         return (
-            (ell * weights).sum(-1)
-            + self.w_velocity * (qd[..., -1, :] ** 2).sum(-1)
+            self.w_velocity * (qd[..., -1, :] ** 2).sum(-1)
             + self.w_speed * (qd**2).sum((-1, -2))
-            + self.action_penalty(actions)
-            + self.limit_penalty(states)
+            + super().separable_terms(states, actions)
         )

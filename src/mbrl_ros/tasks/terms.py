@@ -94,6 +94,46 @@ class ArmTerms(torch.nn.Module):
         ):
             self.register_buffer(f"_{name}", torch.tensor(bound, dtype=dtype))
 
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The cost (...) of states (..., T+1, dx) and actions (..., T, du): ``position_terms`` of
+        the joint positions plus ``separable_terms``."""
+        self.check(states, actions)
+        return self.position_terms(states[..., : self.n]) + self.separable_terms(states, actions)
+
+    def position_terms(self, q: torch.Tensor) -> torch.Tensor:
+        """The terms that couple joints through the kinematics, of positions q (..., T+1, n) →
+        (...). Subclasses implement it."""
+        raise NotImplementedError
+
+    def position_derivatives(
+        self, q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``position_terms`` at positions q (T+1, n): value, gradient (T+1, n) and per-step
+        Hessians (T+1, n, n) (the terms are per-step additive). By autograd: one backward pass
+        with graph and n Hessian-vector products batched into one; costs with a closed form
+        override it."""
+        T1, n = q.shape
+        with torch.enable_grad():
+            Q = q.detach().requires_grad_()
+            value = self.position_terms(Q)
+            (g,) = torch.autograd.grad(value, Q, create_graph=True)
+            basis = torch.eye(n, dtype=Q.dtype, device=Q.device)[:, None, :].expand(n, T1, n)
+            (H,) = torch.autograd.grad(
+                g,
+                Q,
+                grad_outputs=basis,
+                is_grads_batched=True,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+        return value.detach(), g.detach(), H.permute(1, 2, 0)
+
+    def separable_terms(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The terms that are sums of functions of single entries of states and actions, so their
+        Hessian is diagonal (``planning.ilqr.cost_derivatives`` relies on it): the action and
+        joint-limit penalties; subclasses add their velocity terms."""
+        return self.action_penalty(actions) + self.limit_penalty(states)
+
     def check(self, states: torch.Tensor, actions: torch.Tensor) -> None:
         if (
             states.ndim < 2

@@ -82,12 +82,8 @@ class TrackingCost(ArmTerms):
         arc = torch.gather(self._arc0 + lam * self._len, -1, nearest)[..., 0]
         return torch.sqrt(d2 + SMOOTHING_M**2), arc
 
-    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        self.check(states, actions)
-        dist, arc = self.project(self.ee(states))
-        return (
-            self.w_distance * dist[..., 1:].sum(-1)
-            - self.w_progress * (arc[..., -1] - arc[..., 0])
-            + self.action_penalty(actions)
-            + self.limit_penalty(states)
+    def position_terms(self, q: torch.Tensor) -> torch.Tensor:
+        dist, arc = self.project(self.ee(q))
+        return self.w_distance * dist[..., 1:].sum(-1) - self.w_progress * (
+            arc[..., -1] - arc[..., 0]
         )
