@@ -11,6 +11,7 @@ wall time, as mean and spread over the seeds; ``--json FILE`` writes them.
 
     python benchmarks/bench_real_robot.py [--seeds 0,1,2] [--train 40] [--eval 8]
                                           [--settings fixture,arm7] [--json FILE]
+                                          [--keep DIR]
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def run(setting: str, seed: int, train: int, n_eval: int, length: float, out: Pa
     tic = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.monotonic() - tic
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "launch.log").write_text(proc.stdout + proc.stderr)  # every node's log, for --keep
     results = out / "results.json"
     if proc.returncode != 0 or not results.exists():
         print(proc.stdout[-3000:] + proc.stderr[-3000:], file=sys.stderr)
@@ -78,10 +81,16 @@ def main() -> int:
     ap.add_argument("--episode-length", type=float, default=3.0, help="s")
     ap.add_argument("--settings", default="fixture,arm7")
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        help="keep each run's output_dir (results, summary, plot, launch.log) under this folder",
+    )
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     table = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         for setting in args.settings.split(","):
             runs = [
                 run(
