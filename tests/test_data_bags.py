@@ -90,6 +90,48 @@ def test_dataset_from_bag_equals_the_builder_on_the_original_messages(tmp_path):
     assert ex.dataset.sources == ("bag",)
 
 
+def late_events(msgs, by: int):
+    """``msgs`` with each event moved ``by`` messages later (as a recorder that took it after
+    the next states and commands writes it)."""
+    out = list(msgs)
+    for i in [i for i, (topic, _) in enumerate(msgs) if topic == EVENTS]:
+        j = out.index(msgs[i])
+        out.insert(min(j + by, len(out) - 1), out.pop(j))
+    return out
+
+
+@pytest.mark.parametrize("by", [3, 40])
+def test_events_recorded_after_later_states_bound_their_episodes(tmp_path, by):
+    """Each reset event written ``by`` messages late (states stamped after it before it): the
+    dataset equals that of the bag in stamp order; read in recorded order the transition across
+    the reset would count and the episodes would merge."""
+    msgs = lockstep_messages(300, resets=(100, 200))
+    timely, late = tmp_path / "timely", tmp_path / "late"
+    write_bag(timely, msgs)
+    write_bag(late, late_events(msgs, by))
+    expected, ex = dataset_from_bag(timely), dataset_from_bag(late)
+    assert expected.counts["boundary"] == 2 and expected.counts["late_event"] == 0
+    assert ex.counts == expected.counts
+    for name in ("states", "actions", "next_states", "episodes", "stamps"):
+        np.testing.assert_array_equal(getattr(ex.dataset, name), getattr(expected.dataset, name))
+    builder = TransitionBuilder(("a", "b"), DT_NS / 1e9)  # the recorded order, fed as is
+    for topic, msg in late_events(msgs, by):
+        builder.feed(topic, msg)
+    builder.finish()
+    assert builder.counts["late_event"] == 2 and builder.counts["boundary"] < 2
+
+
+def test_a_late_event_is_not_moved_into_the_segment_before_a_clock_restart(tmp_path):
+    """A segment restarts its clock (stamps from 0 again) and its reset event is written
+    before its states: the event stays in the new segment, not among the earlier, later-stamped
+    states of the old one."""
+    old = lockstep_messages(100, stamp0=50 * DT_NS)
+    new = lockstep_messages(100, resets=(0,), seed=1)
+    ex = dataset_from_bag(write_bag(tmp_path / "bag", old + new) and tmp_path / "bag")
+    assert ex.counts["stamp_backwards"] == 1 and ex.counts["late_event"] == 0
+    assert [int(np.sum(ex.dataset.episodes == e)) for e in ex.dataset.episode_ids] == [99, 99]
+
+
 def test_datasets_of_several_bags_keep_episodes_apart(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     write_bag(a, lockstep_messages(50, resets=(20,)))

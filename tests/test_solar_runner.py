@@ -292,7 +292,11 @@ def test_solar_graph_equals_the_controller_run_offline(tmp_path):
     want = offline_final_distance(model, controller, steps)
     start = offline_final_distance(model, controller, 0)
     assert abs(want - start) > 0.01  # the controller moves the arm
-    assert records[0]["final_distance"] == pytest.approx(want, abs=1e-6)
+    # Once failed in a full suite run (0.0709 vs 0.0626 m), never alone nor beside a CPU hog:
+    # say everything the graph said when it does.
+    assert records[0]["final_distance"] == pytest.approx(want, abs=1e-6), (
+        f"{records}; graph output:\n{result.stdout[-6000:]}"
+    )
 
 
 class Probe(CommandProbe):

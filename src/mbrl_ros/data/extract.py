@@ -11,6 +11,13 @@ skipped, and a joint-state stamp going backwards starts a new segment there (the
 Both are counted by reason in ``Extraction.counts``, with the first occurrence in
 ``Extraction.skipped``.
 
+An episode event that the recorder received after joint states stamped later than it (its
+callbacks run in any order across topics) is read before them (``events_by_stamp``): the builder
+applies events when it decides the transitions they bound, so read late it would merge two episodes
+and keep the jump across the reset as a transition. Only states recorded at most
+``EVENT_REORDER_MESSAGES`` messages before the event and stamped at most ``EVENT_REORDER_S`` after
+it are passed over (a segment whose clock restarts is never mixed with the one before).
+
 ``images=True`` adds the camera's frames (``topics.images``) as image observations
 (``data.images``: the frames stamped nearest to s and s'); transitions without both are dropped
 (``no_image``).
@@ -19,8 +26,8 @@ Both are counted by reason in ``Extraction.counts``, with the first occurrence i
 from __future__ import annotations
 
 import os
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,7 +39,15 @@ from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import BagError, StampOrderError
 from mbrl_ros.data.images import ImageFrames
 from mbrl_ros.data.resample import Resampler
-from mbrl_ros.data.topics import COMMANDS, EVENTS, IMAGES, KNOWN_TYPES, STATES, TopicNames
+from mbrl_ros.data.topics import (
+    COMMANDS,
+    EVENTS,
+    IMAGES,
+    KNOWN_TYPES,
+    STATES,
+    TopicNames,
+    read_episode_event,
+)
 from mbrl_ros.data.transitions import TransitionBuilder
 from mbrl_ros.robot.gravity import JointGravity
 
@@ -42,6 +57,8 @@ LAYOUT_SAMPLE = 200
 
 
 STAMP_BACKWARDS = "stamp_backwards"  # the builder's count of segments restarted there
+EVENT_REORDER_MESSAGES = 1000  # how far back (messages) a late event is moved at most
+EVENT_REORDER_S = 1.0  # how much later (s of stamp) the states it is moved before may be
 
 
 @dataclass(frozen=True)
@@ -145,6 +162,60 @@ def bag_layout(
     return names, float(np.median(steps)) / 1e9
 
 
+Message = tuple[str, int, object]  # (topic, log time ns, decoded message or its decode error)
+
+
+def _decoded(bag: BagReader, topics: list[str]) -> Iterator[Message]:
+    """The messages of ``topics`` in recorded order, decoded (an undecodable one: the error)."""
+    for topic, log_ns, cdr in bag.messages(topics, raw=True, recorded_order=True):
+        try:
+            yield topic, log_ns, bag.decode(topic, cdr)
+        except Exception as exc:  # damaged CDR: rosbags' parser raises many kinds
+            yield topic, log_ns, exc
+
+
+def _stamp(topic: str, msg: object, topics: TopicNames) -> int | None:
+    """The stamp (ns) of a readable joint state or episode event; None for anything else."""
+    try:
+        if topic == topics.states:
+            return stamp_to_ns(msg.header.stamp)  # type: ignore[attr-defined]
+        if topic == topics.events:
+            return read_episode_event(msg).stamp_ns
+    except Exception:  # malformed: the builder counts it when it is fed
+        return None
+    return None
+
+
+def events_by_stamp(messages: Iterable[Message], topics: TopicNames) -> Iterator[Message]:
+    """``messages`` with each episode event moved before the joint states recorded shortly
+    before it that are stamped after it (see the module docstring); everything else keeps its
+    recorded order."""
+    window_ns = round(EVENT_REORDER_S * 1e9)
+    held: deque[tuple[Message, int | None]] = deque()  # (message, stamp if a state)
+    for item in messages:
+        topic, _, msg = item
+        stamp = _stamp(topic, msg, topics)
+        if topic == topics.events and stamp is not None:
+            at, newest = len(held), None
+            while at > 0:
+                prev, prev_stamp = held[at - 1]
+                if prev[0] == topics.events:
+                    break
+                if prev_stamp is not None:
+                    late = prev_stamp > stamp and prev_stamp - stamp <= window_ns
+                    if not late or (newest is not None and prev_stamp > newest):
+                        break  # stamped before the event, or a segment's clock restarted
+                    newest = prev_stamp
+                at -= 1
+            held.insert(at, (item, None))
+        else:
+            held.append((item, stamp if topic == topics.states else None))
+        while len(held) > EVENT_REORDER_MESSAGES:
+            yield held.popleft()[0]
+    while held:
+        yield held.popleft()[0]
+
+
 def dataset_from_bag(
     path: str | os.PathLike,
     *,
@@ -182,13 +253,11 @@ def dataset_from_bag(
         }
         skipped: dict[str, Skipped] = {}
         total = sum(bag.topics[t].count for t in wanted)
-        messages = bag.messages(wanted, raw=True, recorded_order=True)
-        for i, (topic, log_ns, cdr) in enumerate(messages):
+        messages = events_by_stamp(_decoded(bag, wanted), topics)
+        for i, (topic, log_ns, msg) in enumerate(messages):
             reason = None
-            try:
-                msg = bag.decode(topic, cdr)
-            except Exception as exc:  # damaged CDR: rosbags' parser raises many kinds
-                reason, why = f"malformed_{kinds[topic]}", f"cannot be decoded ({exc!r})"
+            if isinstance(msg, Exception):  # damaged CDR: rosbags' parser raises many kinds
+                reason, why = f"malformed_{kinds[topic]}", f"cannot be decoded ({msg!r})"
             else:
                 try:
                     if frames is not None and topic == topics.images:

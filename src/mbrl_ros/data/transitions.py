@@ -133,7 +133,8 @@ class TransitionBuilder(MessageStream):
         self._held_after = -1
         self._tagged: dict[int, np.ndarray] = {}
         self._tagged_stream = False  # a tagged command has been seen
-        self._events: list[tuple[int, int, str]] = []  # (stamp, arrival index, kind), not applied
+        # (stamp, arrival index, kind, counted late), not applied
+        self._events: list[tuple[int, int, str, bool]] = []
         self._event_seq = 0
         self._last_boundary = -1  # stamp of the last applied event
         self._episode_start = -1  # stamp of the last applied reset/start
@@ -197,10 +198,10 @@ class TransitionBuilder(MessageStream):
         """A std_msgs/String episode event. Raises MessageError if malformed."""
         event = read_episode_event(msg)
         self.counts[f"event_{event.kind}"] += 1
-        if event.stamp_ns <= self._decided_until:
-            self.counts["late_event"] += 1
+        late = event.stamp_ns <= self._decided_until
+        self.counts["late_event"] += late
         self._event_seq += 1
-        insort(self._events, (event.stamp_ns, self._event_seq, event.kind))
+        insort(self._events, (event.stamp_ns, self._event_seq, event.kind, late))
 
     def finish(self) -> None:
         """End of the stream: decide every waiting transition."""
@@ -231,11 +232,16 @@ class TransitionBuilder(MessageStream):
 
     # -- internals -------------------------------------------------------------------------------
     def _restart(self, s: JointSample) -> None:
+        # Events stamped after s are the old segment's; those up to s came (before s) for the
+        # new one, and were late only by the old segment's clock.
+        new = [e for e in self._events if e[0] <= s.stamp_ns]
+        self._events = [e for e in self._events if e[0] > s.stamp_ns]
         self.finish()
         self.counts["stamp_backwards"] += 1
+        self.counts["late_event"] -= sum(e[3] for e in new)
         self._prev, self._held, self._held_after = s, None, -1
         self._tagged.clear()
-        self._events.clear()
+        self._events = new
         self._episode += 1
         self._active = True
         self._last_boundary = self._episode_start = self._decided_until = -1
@@ -263,7 +269,7 @@ class TransitionBuilder(MessageStream):
 
     def _apply_events(self, upto: int) -> None:
         while self._events and self._events[0][0] <= upto:
-            stamp, _, kind = self._events.pop(0)
+            stamp, _, kind, _ = self._events.pop(0)
             if kind == "end":
                 if stamp < self._episode_start:
                     continue  # an end of an episode already followed by a new one: stale
@@ -291,7 +297,7 @@ class TransitionBuilder(MessageStream):
         action = self._tagged.pop(a, None)
         if action is None and c.held is not None and c.held_after >= self._last_boundary:
             action = c.held
-        ahead = [(stamp, kind) for stamp, _, kind in self._events if stamp <= b]
+        ahead = [(stamp, kind) for stamp, _, kind, _ in self._events if stamp <= b]
         if any(kind != "end" and stamp != self._episode_start for stamp, kind in ahead):
             self.counts["boundary"] += 1
         elif not self._active or any(kind == "end" and stamp < b for stamp, kind in ahead):
