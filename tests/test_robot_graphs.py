@@ -157,7 +157,7 @@ def test_several_conditions_or_mdgps_home_the_lockstep_arm():
                 initial_position="0,0,0,0,0,0;1,1,1,1,1,1",
                 target="0.1,0.2,0.3;0.1,0.2,0.3;0.1,0.2,0.3",
             ),
-            "3 targets for 2 conditions",
+            "3 targets for 2 start poses",
         ),
         ("gps", dict(algorithm="ppo"), "algorithm = 'ppo' must be one of: lqr, mdgps"),
         ("record", dict(sim="hardware", episodes="0"), "at least 1"),

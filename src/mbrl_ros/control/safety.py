@@ -261,7 +261,7 @@ class SafetyLayer:
         if over.any():
             events.append(
                 SafetyEvent(
-                    "effort_clamped", f"torque clamped on joints {list(np.flatnonzero(over))}"
+                    "effort_clamped", f"torque clamped on joints {np.flatnonzero(over).tolist()}"
                 )
             )
         if not np.isfinite(clamped).all():  # cannot happen; the output must be finite regardless
@@ -285,7 +285,7 @@ class SafetyLayer:
             events.append(
                 SafetyEvent(
                     "position_guard",
-                    f"joints {list(hit)} within {cfg.position_margin} rad of a "
+                    f"joints {hit.tolist()} within {cfg.position_margin} rad of a "
                     "position limit: braking",
                 )
             )
@@ -297,7 +297,7 @@ class SafetyLayer:
             events.append(
                 SafetyEvent(
                     "velocity_guard",
-                    f"joints {list(hit)} within {cfg.velocity_margin} rad/s of "
+                    f"joints {hit.tolist()} within {cfg.velocity_margin} rad/s of "
                     "the velocity limit: braking",
                 )
             )

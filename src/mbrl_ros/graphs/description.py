@@ -381,6 +381,7 @@ def _groups(name: str, text: str, size: int | None = None) -> list[list[float]]:
 def gps_graph(
     *,
     robot: str,
+    task: str,
     target: str,
     initial_position: str,
     iterations: str,
@@ -402,8 +403,8 @@ def gps_graph(
     the KL-constrained updates (``algorithm:=mdgps``: against a network policy's linearisation,
     the policy trained from all conditions' samples, published on /mbrl/policy and written to
     output_dir/policy.safetensors); it ends the graph after the last iteration. Conditions:
-    ``initial_position`` and ``target`` with ';' between conditions (one target for all, or one
-    per condition).
+    ``initial_position`` and ``target`` with ';' between conditions (one target for all, one
+    start pose for all, or one of each per condition).
 
     In lockstep with one condition and ``algorithm:=lqr`` the trainer resets the sim arm before
     each sample (exactly reproducible); with several conditions or mdgps it homes the lockstep
@@ -411,14 +412,19 @@ def gps_graph(
     graph's: the samples and the policy are torques on a weightless arm). In real time (a robot,
     the hardware-like fixture, the simulator in ``mode:=realtime``) it homes the arm to the
     condition's pose (``initial_position``, else the robot configuration's home, else the pose at
-    start-up) and starts each sample once the arm has settled there."""
+    start-up) and starts each sample once the arm has settled there.
+
+    ``task:=insertion`` (lockstep, arm7's scene): the peg into the hole; ``target`` gives the holes'
+    top centres (default ``config/gps_insertion.yaml``'s two holes), the arm starts every sample
+    from one pose above the first hole (that file's, or ``initial_position``) by the sim's
+    reset, which also moves the hole to the condition's (with mdgps too)."""
     seed_i = int(seed)
     starts = _groups("initial_position", initial_position)
     goals = _groups("target", target, 3)
-    if len(goals) > 1 and len(goals) != max(len(starts), 1):
+    if len(goals) > 1 and len(starts) > 1 and len(goals) != len(starts):
         raise ValueError(
-            f"target = {target!r} gives {len(goals)} targets for "
-            f"{max(len(starts), 1)} conditions: give one, or one per condition"
+            f"target = {target!r} gives {len(goals)} targets for {len(starts)} start "
+            "poses: give one target, one start pose, or one of each per condition"
         )
     if algorithm not in ("lqr", "mdgps"):
         raise ValueError(f"algorithm = {algorithm!r} must be lqr or mdgps")
@@ -438,6 +444,13 @@ def gps_graph(
     }
     if algorithm == "mdgps":
         runs["max_step_mult"] = MDGPS_MAX_STEP_MULT
+    if task == "insertion":
+        if where.realtime or sim != "true" or len(starts) > 1:
+            raise ValueError(
+                "task:=insertion runs on the package's lockstep simulator (sim:=true "
+                "mode:=lockstep) from one start pose: its hole moves at the sim's resets"
+            )
+        return _gps_insertion_nodes(robot, start, goal, runs, float(status_period))
     if where.realtime:
         return _gps_realtime_nodes(robot, where, starts, goal, runs, float(status_period))
     homing = len(starts) > 1 or algorithm == "mdgps"
@@ -465,6 +478,39 @@ def gps_graph(
 
 
 LOCKSTEP_GPS_TARGET = [0.4, 0.0, 0.6]  # m: the lockstep gps graph's default (arm7's workspace)
+
+
+def _gps_insertion_nodes(
+    robot: str, start: list[float], holes: list[float], runs: dict, status_period: float
+) -> list[NodeSpec]:
+    """The 'gps' graph for peg insertion: the lockstep sim with the peg and the hole (which it
+    moves to each condition's at its resets), the stochastic executor and the trainer resetting
+    the sim before every sample; settings from gps.yaml and gps_insertion.yaml."""
+    config = ("gps.yaml", "gps_insertion.yaml")
+    sim_nodes = _sim_nodes(robot, "lockstep", 0.0, runs["seed"], status_period, config[0], 2)
+    sim = replace(sim_nodes[0], config=config)
+    pose = {"initial_position": start} if start else {}
+    sim.parameters.update(pose)
+    trainer = runs | pose | {"task": "insertion", "use_sim_time": True}
+    if holes:
+        trainer["target"] = holes
+    return [
+        sim,
+        NodeSpec(
+            "lg_executor",
+            "lg_executor",
+            config,
+            {
+                "robot": robot,
+                "seed": runs["seed"] + 1,
+                "use_sim_time": True,
+                "min_command_subscribers": 2,
+            },
+        ),
+        NodeSpec("gps_trainer", "gps_trainer", config, trainer, required=True),
+    ]
+
+
 # mdgps: the largest step multiplier of ε. Measured on arm2 (2 conditions × 5 samples): with the
 # lqr default 3 the controllers outran the policy's linearisation and 3 of 8 updates asked for
 # more feedforward than the executor takes; with 1 none did and both conditions converged.
@@ -807,6 +853,7 @@ def mpc_graph(
 def policy_graph(
     *,
     policy_file: str,
+    task: str,
     robot: str,
     episodes: str,
     episode_length: str,
@@ -830,7 +877,12 @@ def policy_graph(
     hardware-like fixture, the simulator in ``mode:=realtime``): the runner answers the newest
     state at the robot's rate (commands tagged with their send time) and the episode manager
     homes the arm to a start pose around home before each episode (the runner follows the homing
-    controller), with targets around home."""
+    controller), with targets around home.
+
+    ``task:=insertion`` (lockstep, arm7; a policy from ``gps task:=insertion algorithm:=mdgps``):
+    the sim holds the peg and moves its hole to each episode's target at the episode's reset;
+    held-out hole positions, start pose and scoring (the peg tip within 5 mm of the hole's floor)
+    from config/policy_insertion.yaml."""
     if policy_file:
         try:
             _, meta = read_header(read_file(policy_file))
@@ -854,36 +906,42 @@ def policy_graph(
     target = robot_target(
         robot, sim, mode, robot_config, robot_compensates_gravity, joint_states, commands
     )
-    task = lockstep_mpc_config(robot)  # the mpc graph's task
+    if task == "insertion" and target.realtime:
+        raise ValueError(
+            "task:=insertion runs on the package's lockstep simulator (sim:=true mode:=lockstep)"
+        )
+    config = lockstep_mpc_config(robot)  # the mpc graph's task
     out = output_dir or f"runs/policy_{Path(robot).stem}"
     runner = {"robot": robot, "control_period": period, "use_sim_time": target.use_sim_time} | (
         {"policy_file": str(Path(policy_file).resolve())} if policy_file else {}
     )
     if target.realtime:
         cfg = target.robot_settings
-        config = (task, "policy.yaml", "policy_realtime.yaml")
-        nodes = _stand_in_nodes(robot, target, seed_i, float(status_period), config) + [
+        files: tuple[str, ...] = (config, "policy.yaml", "policy_realtime.yaml")
+        nodes = _stand_in_nodes(robot, target, seed_i, float(status_period), files) + [
             NodeSpec(
                 "policy_runner",
                 "policy_runner",
-                config,
+                files,
                 runner | {"robot_compensates_gravity": cfg.compensates_gravity},
             ),
             replace(
-                _episode_manager(robot, target, steps, period, 0, n, out, "homing", config),
+                _episode_manager(robot, target, steps, period, 0, n, out, "homing", files),
                 required=True,
             ),
         ]
         return [replace(node, remappings=node.remappings + target.remappings) for node in nodes]
     timing = {"robot": robot, "control_period": period, "use_sim_time": True}
-    sim_nodes = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), task, 2)
+    files = (config, "policy_insertion.yaml") if task == "insertion" else (config,)
+    sim_nodes = _sim_nodes(robot, "lockstep", 0.0, seed_i, float(status_period), config, 2)
+    sim_nodes[0] = replace(sim_nodes[0], config=files)
     sim_nodes[0].parameters.update(control_period=period, episode_steps=steps)
     return sim_nodes + [
         NodeSpec("policy_runner", "policy_runner", ("policy.yaml",), runner),
         NodeSpec(
             "episode_manager",
             "episode_manager",
-            (task,),
+            files,
             timing
             | {
                 "episode_steps": steps,
@@ -1014,12 +1072,20 @@ GRAPHS: dict[str, Graph] = {
         (
             ROBOT_ARG,
             GraphArg(
+                "task",
+                "reach",
+                "reach: the end effector to the target; insertion (arm7, lockstep "
+                "simulator): a peg into the hole whose top centre is the target",
+                node_choice("gps_trainer", "task"),
+            ),
+            GraphArg(
                 "target",
                 "",
                 "end-effector target x,y,z in the base frame (m), for every "
                 "condition or one per condition separated by ';'; '' = "
                 "lockstep: 0.4,0.0,0.6 (arm7's workspace); real time: one "
-                "sampled around each start pose",
+                "sampled around each start pose; insertion: the holes' top "
+                "centres, '' = config/gps_insertion.yaml's",
             ),
             GraphArg(
                 "initial_position",
@@ -1107,6 +1173,13 @@ GRAPHS: dict[str, Graph] = {
             ),
             GraphArg(
                 "robot", "", "robot; '' = the policy's (arm2 without a policy file)", robot_choice
+            ),
+            GraphArg(
+                "task",
+                "reach",
+                "reach: end-effector targets; insertion (a policy of 'gps task:=insertion "
+                "algorithm:=mdgps'): the peg into held-out hole positions",
+                node_choice("gps_trainer", "task"),
             ),
             GraphArg("episodes", "10", "episodes on held-out targets"),
             GraphArg("episode_length", "3.0", "sim seconds per episode"),

@@ -29,6 +29,16 @@ it on ``/camera/image_raw`` (sensor_msgs/Image, rgb8) and ``/camera/camera_info`
 marker follows ``/mbrl/target`` (the target that holds at the state's stamp), so the images show the
 goal.
 
+Tool (``tool``, e.g. ``peg`` with ``scene`` ``insertion``; lockstep and realtime): the arm holds the
+tool at its end effector and the scene's block ``hole`` (``tasks.insertion_scene``) is moved at each
+reset so that the hole's top centre is the ``/mbrl/target`` that holds at the reset state's stamp
+(else the newest one): the conditions of peg insertion are hole positions, moved only while the arm
+is put back to its reset pose, never under the peg. The reset event carries the hole's top centre
+(``hole``, m), so a trainer can check the hole is where it asked. With automatic episodes
+(``episode_steps`` > 0) in lockstep the first state also waits for its target (the episode
+manager sends every episode's at start-up) and the hole is placed for it, so episode 0 has its
+own hole. The arm has weight (the tool is not in the URDF the compensation would use).
+
 A reset advances sim time by one control period without physics, so a command computed for the
 state before the reset is stale and cannot be applied to the state after it. With
 ``episode_steps`` = N > 0 the sim resets by itself: an episode is N control steps, its terminal
@@ -82,9 +92,10 @@ from mbrl_ros.nodes.messages import (
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.targets import TargetSchedule
-from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.description import RobotDescriptionError, load_robot
 from mbrl_ros.simulator.camera import SOLAR_CAMERA, Camera, CameraError
 from mbrl_ros.simulator.simulation import ArmSimulator, CommandHold, SimConfig
+from mbrl_ros.tasks.insertion_scene import InsertionSimulator
 
 MODE_PERIODS = {"lockstep": 0.01, "realtime": 0.01, "hardware": 0.002}  # control_period 0 → s
 MAX_CATCH_UP_S = 0.25  # hardware: a loop stalled longer skips the rest instead of simulating it
@@ -92,6 +103,12 @@ MAX_CATCH_UP_S = 0.25  # hardware: a loop stalled longer skips the rest instead 
 PARAMS = [
     Param("robot", "arm7", "robot description: a name in urdf/ (arm7, arm2, arm6) or a URDF path"),
     Param("scene", "scene", "MuJoCo scene parts: a name in sim/ or an MJCF path"),
+    Param(
+        "tool",
+        "",
+        "a tool at the end effector ('' = none; a name in sim/, e.g. peg, or an MJCF path): "
+        "the scene's block 'hole' then follows /mbrl/target at each reset (peg insertion)",
+    ),
     Param(
         "joint_names",
         [],
@@ -197,12 +214,19 @@ class ArmSimNode(Node):
                 f"{robot.name} once: {list(robot.joint_names)}"
             )
         self.state_names = names
-        try:
-            self.sim = ArmSimulator(
-                robot,
-                SimConfig.select(vars(p)),
+        if p.tool and p.mode == "hardware":
+            raise ConfigError(
+                f"parameter 'tool' = {p.tool!r} needs mode lockstep or realtime: the hole moves "
+                "at resets, and the hardware mode has none"
             )
-        except ValueError as exc:  # period/timestep mismatch, initial position
+        try:
+            config = SimConfig.select(vars(p))
+            self.sim = (
+                InsertionSimulator(robot, None, config, p.tool)
+                if p.tool
+                else ArmSimulator(robot, config)
+            )
+        except (ValueError, RobotDescriptionError) as exc:  # period/timestep, pose, scene, tool
             raise ConfigError(str(exc)) from None
         self.robot = robot
         self.period_ns = seconds_to_ns(p.control_period)
@@ -233,6 +257,19 @@ class ArmSimNode(Node):
             self._on_command,
             what="command",
         )
+        self.targets: TargetSchedule | None = None  # /mbrl/target, for the camera or the hole
+        if p.camera or p.tool:
+            self.targets = TargetSchedule(TargetGate.for_robot(robot))
+            subscribe(
+                self,
+                self.diag,
+                PointStamped,
+                TARGET,
+                TARGET_QOS,
+                lambda _: None,
+                self.targets.add_msg,
+                "target",
+            )
         self.camera = _CameraPublisher(self) if p.camera else None
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.wall_start: float | None = None
@@ -365,16 +402,30 @@ class ArmSimNode(Node):
     # -- scheduling ----------------------------------------------------------------------------
     def _peers_ready(self) -> bool:
         """A command publisher is there and the state publisher is matched with enough
-        subscriptions (matched: they will get the first state)."""
+        subscriptions (matched: they will get the first state); with a tool and automatic
+        episodes the first episode's target has come."""
         return (
             self.count_publishers(self.p.command_topic) > 0
             and self.state_pub.get_subscription_count() >= self.p.min_state_subscribers
+            and not (self._hole_follows_episodes and self._hole_target() is None)
         )
+
+    @property
+    def _hole_follows_episodes(self) -> bool:
+        return isinstance(self.sim, InsertionSimulator) and self.p.episode_steps > 0
+
+    def _hole_target(self) -> np.ndarray | None:
+        """The target that holds at the current stamp, else the newest (with a tool)."""
+        assert self.targets is not None  # subscribed with a tool
+        hole = self.targets.at(self.stamp_ns)
+        return hole if hole is not None else self.targets.newest
 
     def _lockstep_tick(self) -> None:
         if self.pending_stamp is None:
             if self.wall_start is None and (not self.p.wait_for_peers or self._peers_ready()):
                 self.wall_start = time.monotonic()
+                if self._hole_follows_episodes:
+                    self._place_hole()
                 self._publish_state()
             return
         if not self.answered and time.monotonic() - self._sent_at > 0.25:
@@ -429,11 +480,15 @@ class ArmSimNode(Node):
         return response
 
     def _reset(self) -> None:
-        """New episode: reset the arm, advance time one period, announce it, publish the state."""
-        self.sim.reset(randomize=True)
+        """New episode: reset the arm (and with a tool move the hole to the target), advance time
+        one period, announce it, publish the state."""
         self.episode += 1
         self.episode_step = 0
         self.step_index += 1
+        extra = {}
+        if isinstance(self.sim, InsertionSimulator):
+            extra["hole"] = self._place_hole().tolist()
+        self.sim.reset(randomize=True)
         self.latest_command = None
         self.diag.count("resets")
         self.event_pub.publish(
@@ -445,11 +500,20 @@ class ArmSimNode(Node):
                         "stamp_ns": self.stamp_ns,
                         "source": self.get_name(),
                     }
+                    | extra
                 )
             )
         )
         if self.pending_stamp is not None or self.p.mode == "realtime":
             self._publish_state()
+
+    def _place_hole(self) -> np.ndarray:
+        """Tool: move the hole to the target that holds now (if any); its top centre (3,) m."""
+        assert isinstance(self.sim, InsertionSimulator)
+        hole = self._hole_target()
+        if hole is not None:
+            self.sim.set_hole(hole)
+        return self.sim.hole.top
 
     def _report(self) -> tuple[int, str, dict]:
         if self.hardware is not None:
@@ -510,18 +574,9 @@ class _CameraPublisher:
         )
         self.image_pub = node.create_publisher(Image, IMAGES, STATE_QOS)
         self.info_pub = node.create_publisher(CameraInfo, CAMERA_INFO, STATE_QOS)
-        self.targets = TargetSchedule(TargetGate.for_robot(node.robot))
+        assert node.targets is not None  # the node subscribes for its camera
+        self.targets = node.targets
         self.has_target = True
-        subscribe(
-            node,
-            node.diag,
-            PointStamped,
-            TARGET,
-            TARGET_QOS,
-            lambda _: None,
-            self.targets.add_msg,
-            "target",
-        )
         self.frames, self.render_s = 0, 0.0
 
     def publish(self, stamp_ns: int) -> None:

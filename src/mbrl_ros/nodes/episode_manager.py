@@ -26,6 +26,11 @@ targets and held-out targets come from separate seeds (or every episode has the 
 as in the 'solar' graph's task). Each episode's start and end go to ``/mbrl/episode_events``;
 one progress line per episode; at the end a summary table, ``results.json`` and a learning-curve
 PNG in ``output_dir``, then the node exits (the graph ends with it).
+
+Peg insertion (``tool``, e.g. ``peg``, with the simulator's ``scene``; clock source): each target
+is the top centre of the episode's hole (the simulator moves its block there at the episode's
+reset), and the distance scored is the peg tip's (``tool``'s site ``peg_tip``) to where it is when
+fully inserted, the hole's floor centre: within ``success_tolerance`` (e.g. 5 mm) = inserted.
 """
 
 from __future__ import annotations
@@ -58,11 +63,12 @@ from mbrl_ros.nodes.messages import (
     NEWEST_ONLY,
     STATE_QOS,
     TARGET_QOS,
-    time_msg,
+    target_msg,
 )
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import ForwardKinematics, RobotDescriptionError, load_robot
+from mbrl_ros.simulator.simulation import SimConfig
 from mbrl_ros.tasks.episodes import (
     EpisodeClock,
     EpisodeSettings,
@@ -71,6 +77,7 @@ from mbrl_ros.tasks.episodes import (
     progress_line,
     score,
 )
+from mbrl_ros.tasks.insertion_scene import InsertionSimulator
 from mbrl_ros.tasks.robot_episodes import HOMING, SERVICE, EpisodeSequencer, Step
 
 SPIN_INTERVAL = 0.01  # s, between callbacks without the clock
@@ -91,6 +98,13 @@ PARAMS = (
             "output_dir", "", "folder for summary.md, results.json, learning_curve.png; '' = none"
         ),
         Param("planner_name", "mpc_planner", "node whose /diagnostics carry plan_rate_hz"),
+        Param(
+            "tool",
+            "",
+            "'' = score the end effector against the target; a tool (e.g. peg, with 'scene'): "
+            "targets are hole positions and the peg tip is scored against the hole's floor",
+        ),
+        Param("scene", "insertion", "tool: the simulator's scene with the hole"),
     ]
     + EpisodeSettings.params()
     + TargetRegionSettings.params()
@@ -133,9 +147,14 @@ class EpisodeManagerNode(Node):
             )
         else:
             try:
-                self.targets = self.episodes.box_targets(robot)
+                self.targets = (
+                    self.episodes.uniform_targets() if p.tool else self.episodes.box_targets(robot)
+                )
             except ValueError as exc:
                 raise ConfigError(f"target box: {exc}") from None
+        self.scene = self._insertion_scene() if p.tool else None
+        # the point scored per episode: the target, or (tool) the floor of the hole there
+        self.goals = [self._goal(t) for t in self.targets]
         self.distances: dict[int, list[float]] = {}
         self.summary = Summary()
         self.models: deque[dict] = deque(maxlen=MAX_TARGETS)  # infos of the models received
@@ -223,6 +242,7 @@ class EpisodeManagerNode(Node):
         home = np.array(self.p.home, float) if self.p.home else np.array(q, float)
         try:
             self.targets = self.episodes.region_targets(self.robot, home, self.region)
+            self.goals = list(self.targets)  # a tool needs the clock
         except ValueError as exc:
             raise ConfigError(f"targets around the home pose: {exc}") from None
         self.start_poses = self.episodes.start_poses(self.robot, home, self.region)
@@ -236,11 +256,7 @@ class EpisodeManagerNode(Node):
 
     # -- output --------------------------------------------------------------------------------
     def _publish_target(self, e: int, stamp_ns: int) -> None:
-        msg = PointStamped()
-        msg.header.stamp = time_msg(stamp_ns)
-        msg.header.frame_id = self.frame
-        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in self.targets[e])
-        self.target_pub.publish(msg)
+        self.target_pub.publish(target_msg(stamp_ns, self.frame, self.targets[e]))
 
     def _event(self, kind: str, e: int, stamp_ns: int) -> None:
         self.event_pub.publish(
@@ -287,8 +303,39 @@ class EpisodeManagerNode(Node):
             self._finish_episode(e, self.clock.start_ns(e))
 
     def _track(self, e: int, s: JointSample) -> None:
-        ee = self.fk.ee_position(torch.as_tensor(s.position)).numpy()
-        self.distances.setdefault(e, []).append(float(np.linalg.norm(ee - self.targets[e])))
+        q = torch.as_tensor(s.position)
+        with torch.no_grad():
+            point = self.fk.positions(q)[0] if self.scene else self.fk.ee_position(q)
+        self.distances.setdefault(e, []).append(
+            float(np.linalg.norm(point.numpy() - self.goals[e]))
+        )
+
+    def _insertion_scene(self) -> InsertionSimulator:
+        """The simulator's scene with the tool: the peg tip is what ``fk`` then measures."""
+        p = self.p
+        if self.external:
+            raise ConfigError(
+                f"parameter 'tool' = {p.tool!r} needs episode_source clock: the lockstep "
+                "simulator moves its hole at the episodes' resets"
+            )
+        try:
+            scene = InsertionSimulator(
+                self.robot, None, SimConfig(control_period=p.control_period, scene=p.scene), p.tool
+            )
+        except (ValueError, RobotDescriptionError) as exc:
+            raise ConfigError(
+                f"parameters 'scene' = {p.scene!r}, 'tool' = {p.tool!r}: {exc}"
+            ) from None
+        tip = scene.peg_points["peg_tip"]
+        self.fk = ForwardKinematics(self.robot, {"peg_tip": (self.robot.ee_link, tip)})
+        return scene
+
+    def _goal(self, target: np.ndarray) -> np.ndarray:
+        """Where the scored point should end (3,) m: the target, or the floor of its hole."""
+        if self.scene is None:
+            return target
+        self.scene.set_hole(target)
+        return self.scene.hole.bottom
 
     def _sequencer(self) -> EpisodeSequencer:
         """The sequencer of an external episode source (the clock source has none)."""

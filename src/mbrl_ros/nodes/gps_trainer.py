@@ -2,7 +2,14 @@
 initial conditions.
 
 A condition is a start pose (``initial_position``: n angles per condition, K·n values for K
-conditions) and a reach target (``target``: 3 values shared, or 3 per condition). Per iteration,
+conditions, or one pose for all) and a target (``target``: 3 values shared, or 3 per condition).
+``task`` ``reach``: the target is the end effector's (``tasks.reach.ReachCost``); ``insertion``
+(lockstep simulator with ``tool`` and ``scene``): the target is the top centre of the hole the peg
+goes into (``tasks.insertion.InsertionCost`` on the peg's axis points, geometry from the same
+scene files as the simulator's); before each reset the trainer publishes the condition's hole on
+``/mbrl/target``, the simulator moves its block there at the reset, and a reset whose announced
+``hole`` is elsewhere is asked for again. The metric is then the peg tip's final depth in the
+hole (mm; full depth = the hole's depth − ``full_depth_tolerance``). Per iteration,
 for each condition in turn, ``samples`` times: bring the arm to the condition's start pose,
 publish the condition's current linear-Gaussian controller restamped to start at the start
 state's stamp on ``/mbrl/controller`` (the executor with ``stochastic`` samples it) and record
@@ -25,7 +32,8 @@ After the last iteration the node writes ``summary.txt`` (the learning curve tab
 final distances) and ``learning_curve.png`` (one curve per condition) to ``output_dir`` and stops.
 ``episode_source`` says how a sample starts:
 
-* ``reset`` (the lockstep simulator, one condition): the trainer calls ``reset_service``
+* ``reset`` (the lockstep simulator, one start pose; several conditions differ by target): the
+  trainer calls ``reset_service``
   (std_srvs/Trigger); the sim announces the reset state's stamp on /mbrl/episode_events (the
   reset is asked for again after ``reset_timeout`` without one, as is a sample that stalls that
   long: a lost state or command); the executor in sync mode answers each state with a command
@@ -64,6 +72,7 @@ not trained that iteration).
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -74,6 +83,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from geometry_msgs.msg import PointStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
@@ -91,6 +101,7 @@ from mbrl_ros.data.topics import (
     POLICY,
     RESET_SERVICE,
     STATES,
+    TARGET,
     EpisodeEvent,
     episode_event_json,
     read_episode_event,
@@ -98,7 +109,14 @@ from mbrl_ros.data.topics import (
 from mbrl_ros.nodes.diagnostics import ERROR, OK, Diagnostics
 from mbrl_ros.nodes.homing_sender import HomingSender
 from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, subscribe
-from mbrl_ros.nodes.messages import COMMAND_QOS, EVENT_QOS, LATCHED_QOS, STATE_QOS
+from mbrl_ros.nodes.messages import (
+    COMMAND_QOS,
+    EVENT_QOS,
+    LATCHED_QOS,
+    STATE_QOS,
+    TARGET_QOS,
+    target_msg,
+)
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.policy.network import GoalPolicy, PolicyError, PolicySignature
@@ -106,6 +124,8 @@ from mbrl_ros.robot.description import RobotDescriptionError, home_position, loa
 from mbrl_ros.robot.gravity import GravityModel
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.episodes import TargetRegionSettings
+from mbrl_ros.tasks.insertion import InsertionCost
+from mbrl_ros.tasks.insertion_scene import InsertionSimulator
 from mbrl_ros.tasks.reach import ReachCost
 from mbrl_ros.tasks.robot_episodes import HOMING, EpisodeSequencer, Step
 from mbrl_ros.trajopt.gps import (
@@ -125,6 +145,8 @@ from mbrl_ros.trajopt.stream_sample import SampleError, StreamSample
 
 RESET = "reset"
 LQR, MDGPS_ALGORITHM = "lqr", "mdgps"
+REACH, INSERTION = "reach", "insertion"
+HOLE_TOLERANCE = 1e-6  # m: how far the announced hole may be from the condition's
 POLICY_FILE = "policy.safetensors"
 RECENT_COMMANDS = 1000  # homing: commands kept for the next sample's start (the one in force)
 PARAMS = (
@@ -151,6 +173,22 @@ PARAMS = (
             "end-effector target in the base frame (m): x, y, z for "
             "every condition, or 3 values per condition (3·K); [] = one sampled around each "
             "condition's pose (target_radius, target_min_height, seed + condition)",
+        ),
+        Param(
+            "task",
+            REACH,
+            "reach: the end effector to the target; insertion: the peg (tool) into the hole "
+            "whose top centre is the target (episode_source reset: the lockstep simulator with "
+            "the same tool and scene)",
+            choices=(REACH, INSERTION),
+        ),
+        Param("scene", "insertion", "insertion: the simulator's scene (a name in sim/ or a path)"),
+        Param("tool", "peg", "insertion: the simulator's tool (a name in sim/ or a path)"),
+        Param(
+            "full_depth_tolerance",
+            0.005,
+            "insertion: a sample counts as inserted within this distance of the hole's floor (m)",
+            (0.0, 1.0),
         ),
         Param(
             "algorithm",
@@ -264,11 +302,19 @@ class GPSTrainerNode(Node):
         self.homing_mode = p.episode_source == HOMING
         torch.set_num_threads(p.torch_threads)
         self.starts = condition_poses(p.initial_position, self.n, self.homing_mode)
-        self.K = max(len(self.starts), 1)  # [] in homing: one condition, at the first state
+        # [] in homing: one condition, at the first state; one pose: as many as targets
+        self.K = max(len(self.starts), len(p.target) // 3 if len(self.starts) <= 1 else 1, 1)
         if p.target and len(p.target) not in (3, 3 * self.K):
             raise ConfigError(
                 f"parameter 'target' = {p.target} must be 3 numbers (m), 3 per "
                 f"condition ({3 * self.K} for {self.K}) or []"
+            )
+        self.insertion = p.task == INSERTION
+        if self.insertion and (self.homing_mode or not p.target):
+            raise ConfigError(
+                "parameter 'task' = insertion needs episode_source reset and the holes as "
+                "'target': the lockstep simulator moves its hole at resets (homing a peg out of "
+                "one hole into another is not supported)"
             )
         self.hidden = policy_hidden(p.policy_hidden)
         self.T, self.dt_ns = p.horizon, seconds_to_ns(p.control_period)
@@ -290,6 +336,8 @@ class GPSTrainerNode(Node):
         self.output_dir = Path(p.output_dir or f"gps_{stamp}")
         self.records: list[IterationRecord] = []
         self.policy_log: list[tuple[int, float, float]] = []  # (iteration, S-step loss, std)
+        # insertion: (iteration, samples used, per condition the fraction fully inserted)
+        self.inserted: list[tuple[int, int, list[float]]] = []
         self.batches = [[] for _ in range(self.K)]  # per condition: the iteration's (X, U)
         self.phase = "waiting"  # waiting → resetting | homing → sampling → … → done
         self.start_ns = None
@@ -334,22 +382,23 @@ class GPSTrainerNode(Node):
                 EVENTS,
                 EVENT_QOS,
                 self._on_event,
-                read_episode_event,
+                lambda m: (read_episode_event(m), m.data),
                 "event",
             )
             self.reset_client = self.create_client(Trigger, p.reset_service)
+            self.target_pub = self.create_publisher(PointStamped, TARGET, TARGET_QOS)
         self.reset_future = None
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(0.05, self._tick, clock=wall)
         where = (
             f"from {np.round(self.q0s[0], 3).tolist()} rad"
-            if self.K == 1 and self.q0s
+            if len(self.starts) <= 1 and self.q0s
             else f"from {self.K} start poses"
             if self.q0s
             else "from the pose at the first joint state"
         )
         self.get_logger().info(
-            f"{robot.name}: reach {where}; {p.iterations} iterations × {self.K} condition"
+            f"{robot.name}: {p.task} {where}; {p.iterations} iterations × {self.K} condition"
             f"{'s' if self.K > 1 else ''} × {p.samples} samples of T = {self.T} steps; prior "
             f"{p.prior}; algorithm {p.algorithm}; samples start by {p.episode_source}; "
             f"output {self.output_dir}"
@@ -371,6 +420,8 @@ class GPSTrainerNode(Node):
         for mdgps the policy."""
         p, robot = self.p, self.robot
         lim = robot.limits
+        poses = poses * self.K if len(poses) == 1 else poses
+        scene = self._insertion_scene() if self.insertion else None
         for q0 in poses:
             if np.any(q0 < lim.lower) or np.any(q0 > lim.upper):
                 raise ConfigError(
@@ -387,9 +438,7 @@ class GPSTrainerNode(Node):
                     if p.target
                     else self.region.sampler(robot, q0, p.seed + m).sample()
                 )
-                cost = ReachCost(
-                    robot,
-                    target,
+                weights = dict(
                     w_l2=p.w_l2,
                     w_log=p.w_log,
                     alpha=p.alpha,
@@ -398,6 +447,12 @@ class GPSTrainerNode(Node):
                     w_action=p.w_action,
                     w_limit=p.w_limit,
                 )
+                cost: ReachCost | InsertionCost
+                if scene is not None:
+                    scene.set_hole(target)
+                    cost = InsertionCost(robot, scene.peg_points, scene.hole, **weights)
+                else:
+                    cost = ReachCost(robot, target, **weights)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
             if self.homing_mode:  # the robot or the executor cancels the weight: no feedforward
@@ -428,7 +483,7 @@ class GPSTrainerNode(Node):
             self.goals.append(np.asarray(target, float))
             self.costs.append(cost)
             self.learners.append(
-                GPS(cost, [ctrl], config, self._final_distance(cost), self._check_controller)
+                GPS(cost, [ctrl], config, self._final_metric(cost), self._check_controller)
             )
             if not p.target:
                 self.get_logger().info(
@@ -456,15 +511,50 @@ class GPSTrainerNode(Node):
         """ValueError (MessageError) for a controller the executor's default bounds refuse."""
         ControllerBounds(self.robot.limits.effort, self.intake.gate).check(ctrl)
 
-    @staticmethod
-    def _final_distance(cost: ReachCost):
-        """The metric of a condition's samples: final end-effector distance (M,) m."""
+    def _insertion_scene(self) -> InsertionSimulator:
+        """The simulator's scene with tool (the hole's and the peg's geometry); ConfigError
+        naming the parameters if they do not make one."""
+        p = self.p
+        try:
+            return InsertionSimulator(
+                self.robot,
+                None,
+                SimConfig(
+                    control_period=p.control_period,
+                    physics_timestep=p.control_period / math.ceil(p.control_period / 0.002),
+                    scene=p.scene,
+                ),
+                p.tool,
+            )
+        except (ValueError, RobotDescriptionError) as exc:
+            raise ConfigError(
+                f"parameters 'scene' = {p.scene!r}, 'tool' = {p.tool!r}: {exc}"
+            ) from None
 
-        def final_distance(X) -> np.ndarray:
+    @staticmethod
+    def _final_metric(cost: ReachCost | InsertionCost):
+        """The metric of a condition's samples (M,) m: the final end-effector distance (reach)
+        or the peg tip's final depth in the hole (insertion)."""
+
+        def final_metric(X) -> np.ndarray:
+            if isinstance(cost, InsertionCost):
+                return cost.insertion_depth(X[:, -1])
             with torch.no_grad():
                 return cost.distance2(torch.as_tensor(X))[..., -1].sqrt().numpy()
 
-        return final_distance
+        return final_metric
+
+    def _full_depth(self, m: int) -> float:
+        """Insertion: the depth (m) that counts as fully inserted in condition m."""
+        cost = self.costs[m]
+        assert isinstance(cost, InsertionCost)
+        return cost.hole.depth - self.p.full_depth_tolerance
+
+    def _metric_format(self) -> tuple[str, float, str]:
+        """(what, scale, unit) of the metric in progress lines, tables and plots."""
+        if self.insertion:
+            return "final depth", 1000.0, "mm"
+        return "final distance", 100.0, "cm"
 
     # -- episode driving -------------------------------------------------------------------------
     def _tick(self) -> None:
@@ -519,11 +609,27 @@ class GPSTrainerNode(Node):
     def _reset(self) -> None:
         self.phase, self.reset_stamp = "resetting", None
         self.reset_sent = time.monotonic()
+        if self.insertion:  # the hole of the condition to sample, stamped before the reset
+            stamp = self.latest[0] if self.latest else 0
+            base = self.robot.link_names[0]
+            self.target_pub.publish(target_msg(stamp, base, self.goals[self.condition]))
         self.reset_future = self.reset_client.call_async(Trigger.Request())
 
-    def _on_event(self, event: EpisodeEvent) -> None:
+    def _on_event(self, item: tuple[EpisodeEvent, str]) -> None:
+        event, text = item
         if event.kind != "reset" or self.phase != "resetting":
             return
+        if self.insertion:
+            hole = announced_hole(text)
+            goal = self.goals[self.condition]
+            if hole is None or np.abs(hole - goal).max() > HOLE_TOLERANCE:
+                self.diag.warn(
+                    "hole_retries",
+                    f"reset announced the hole at {hole if hole is None else hole.tolist()}, "
+                    f"not condition {self.condition}'s {goal.tolist()} m: resetting again",
+                )
+                self._reset()
+                return
         self.reset_stamp = event.stamp_ns
         if self.latest is not None and self.latest[0] == event.stamp_ns:
             self._start_sample(*self.latest)
@@ -748,6 +854,17 @@ class GPSTrainerNode(Node):
         """Every condition's update from its samples (X (S, T+1, 2n), U (S, T, n)); mdgps: then
         the policy's training."""
         it = self.iteration
+        if self.insertion:  # the samples' success, before the update (as their final metric)
+            self.inserted.append(
+                (
+                    it + 1,
+                    sum(g.samples_used for g in self.learners) + sum(len(X) for X, _ in batches),
+                    [
+                        float(np.mean(cost.insertion_depth(X[:, -1]) >= self._full_depth(m)))
+                        for m, (cost, (X, _)) in enumerate(zip(self.costs, batches))
+                    ],
+                )
+            )
         if self.mdgps is not None:
             self._mdgps_update(it, batches)
         else:
@@ -805,12 +922,13 @@ class GPSTrainerNode(Node):
         self.records.append(rec)
         self.failure = ""
         where = f", condition {m}" if self.K > 1 else ""
+        what, scale, unit = self._metric_format()
         self.get_logger().info(
             f"iteration {self.iteration + 1}/{self.p.iterations}{where}: cost {rec.cost:.2f}, "
             f"KL {rec.kl:.2f} nats, ε {rec.epsilon:.2f}"
             + ("" if rec.kl_converged else " (η search ran out: best controller inside it)")
-            + f", η {rec.eta:.3g}, step × {rec.step_mult:.2f}, final distance "
-            f"{100 * rec.final_metric:.2f} cm, {rec.samples_used} samples"
+            + f", η {rec.eta:.3g}, step × {rec.step_mult:.2f}, {what} "
+            f"{scale * rec.final_metric:.2f} {unit}, {rec.samples_used} samples"
         )
 
     def _update_failed(self, it: int, m: int | None, exc: Exception) -> None:
@@ -832,8 +950,19 @@ class GPSTrainerNode(Node):
         if not self.records:
             self._stop("no iteration succeeded")
             return
-        rows = learning_curve(self.records)
-        table = format_curve(rows)
+        what, scale, unit = self._metric_format()
+        rows = learning_curve(self.records, higher_is_better=self.insertion)
+        table = format_curve(rows, scale, unit)
+        if self.inserted:
+            table += "\n\ninserted to full depth (fraction of the iteration's samples)\n" + (
+                f"{'iter':>4} {'samples':>7} "
+                + " ".join(f"{f'c{m}':>6}" for m in range(self.K))
+                + "\n"
+                + "\n".join(
+                    f"{it:>4} {used:>7} " + " ".join(f"{v:>6.2f}" for v in fractions)
+                    for it, used, fractions in self.inserted
+                )
+            )
         if self.policy_log:
             table += (
                 "\n\npolicy (mdgps)\n"
@@ -847,25 +976,29 @@ class GPSTrainerNode(Node):
             {f"prior {p.prior}": rows}
             if self.K == 1
             else {
-                f"condition {m}": learning_curve([r for r in self.records if r.condition == m])
+                f"condition {m}": learning_curve(
+                    [r for r in self.records if r.condition == m], self.insertion
+                )
                 for m in range(self.K)
             }
         )
         plot_curves(
             curves,
             self.output_dir / "learning_curve.png",
-            f"GPS reach ({p.robot}), {self.K} condition{'s' if self.K > 1 else ''} × "
+            f"GPS {p.task} ({p.robot}), {self.K} condition{'s' if self.K > 1 else ''} × "
             f"{p.samples} samples per iteration, {p.algorithm}",
-            goal=2.0,
+            goal=scale * self._full_depth(0) if self.insertion else 2.0,
+            metric_scale=scale,
+            unit=unit,
+            metric=what,
         )
         wrote = "summary.txt and learning_curve.png"
         if self.mdgps is not None:
             self._publish_policy(rows)
             wrote = "summary.txt, learning_curve.png and " + POLICY_FILE
         self.get_logger().info(
-            f"done: {len(rows)} iterations, final distance "
-            f"{100 * rows[-1]['final']:.2f} cm\n{table}\nwrote "
-            f"{self.output_dir}/{wrote}"
+            f"done: {len(rows)} iterations, {what} {scale * rows[-1]['final']:.2f} {unit}\n"
+            f"{table}\nwrote {self.output_dir}/{wrote}"
         )
         self.context.try_shutdown()
 
@@ -879,7 +1012,7 @@ class GPSTrainerNode(Node):
             "samples": rows[-1]["samples"],
             "targets": [g.tolist() for g in self.goals],
             "starts": [q.tolist() for q in self.q0s],
-            "final_distance_m": rows[-1]["per_condition"],
+            ("final_depth_m" if self.insertion else "final_distance_m"): rows[-1]["per_condition"],
         }
         data = policy.to_bytes()
         write_file(self.output_dir / POLICY_FILE, data)
@@ -917,6 +1050,18 @@ class GPSTrainerNode(Node):
         if self.failure:
             return ERROR, self.failure, values
         return OK, f"iteration {self.iteration}/{self.p.iterations}", values
+
+
+def announced_hole(text: str) -> np.ndarray | None:
+    """The ``hole`` (3,) m of a reset event's JSON text, or None if it has none."""
+    hole = json.loads(text).get("hole")
+    if not isinstance(hole, list) or len(hole) != 3:
+        return None
+    try:
+        out = np.asarray(hole, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return out if np.all(np.isfinite(out)) else None
 
 
 def condition_poses(values: list[float], n: int, homing: bool) -> list[np.ndarray]:

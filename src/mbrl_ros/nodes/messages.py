@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PointStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -40,6 +41,15 @@ LATCHED_QOS = QoSProfile(
 def time_msg(ns: int) -> Time:
     sec, nanosec = ns_to_sec_nanosec(ns)
     return Time(sec=sec, nanosec=nanosec)
+
+
+def target_msg(stamp_ns: int, frame_id: str, point) -> PointStamped:
+    """A target (3,) m in ``frame_id`` that holds from ``stamp_ns`` on (``/mbrl/target``)."""
+    msg = PointStamped()
+    msg.header.stamp = time_msg(stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.point.x, msg.point.y, msg.point.z = (float(v) for v in point)
+    return msg
 
 
 def clock_msg(ns: int) -> Clock:

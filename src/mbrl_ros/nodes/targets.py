@@ -33,6 +33,11 @@ class TargetSchedule:
         del self._stamps[: -self.keep], self._targets[: -self.keep]
         return target
 
+    @property
+    def newest(self) -> np.ndarray | None:
+        """The target with the latest stamp, or None."""
+        return self._targets[-1] if self._targets else None
+
     def at(self, stamp_ns: int) -> np.ndarray | None:
         """The target that holds at ``stamp_ns``, or None."""
         i = bisect.bisect_right(self._stamps, stamp_ns)

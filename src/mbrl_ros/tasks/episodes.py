@@ -268,6 +268,22 @@ class EpisodeSettings(Settings):
             return [np.array(self.target, float)] * len(self.schedule())
         return self._targets(lambda seed: TargetSampler(robot, self.box, seed))
 
+    def uniform_targets(self) -> list[np.ndarray]:
+        """Each episode's target (3,) m in ``schedule`` order drawn uniformly in the box, whether
+        the end effector reaches it or not (e.g. hole positions: the peg reaches them, not the
+        end effector); a box may be flat (min = max along an axis). ValueError if inverted.
+        ``target``, if set, for every episode."""
+        if self.target:
+            return [np.array(self.target, float)] * len(self.schedule())
+        low, high = (np.asarray(v, float) for v in self.box)
+        if np.any(low > high):
+            raise ValueError(f"target box {low.tolist()}..{high.tolist()} has min > max")
+        rngs = {
+            False: np.random.default_rng(self.train_seed),
+            True: np.random.default_rng(self.eval_seed),
+        }
+        return [rngs[held_out].uniform(low, high) for held_out in self.schedule()]
+
     def region_targets(
         self, robot: RobotDescription, home, region: TargetRegionSettings
     ) -> list[np.ndarray]:
@@ -341,7 +357,7 @@ def progress_line(r: EpisodeResult, tolerance: float) -> str:
         f"episode {r.episode:3d} {kind:8s} | data {r.robot_seconds:6.1f} s | {model} | "
         f"plan {r.plan_rate_hz:5.1f} Hz | final {100 * r.final_distance:5.1f} cm, mean "
         f"{100 * r.mean_distance:5.1f} cm | {'SUCCESS' if r.success else 'miss'} "
-        f"(tol {100 * tolerance:.0f} cm)"
+        f"(tol {100 * tolerance:g} cm)"
     )
 
 
@@ -369,7 +385,7 @@ class Summary:
             rate = np.mean([r.success for r in ho])
             rows.append(
                 f"\nheld-out success: {100 * rate:.0f} % of {len(ho)} (tolerance "
-                f"{100 * tolerance:.0f} cm), mean final distance "
+                f"{100 * tolerance:g} cm), mean final distance "
                 f"{100 * np.mean([r.final_distance for r in ho]):.1f} cm"
             )
         return "\n".join(rows)

@@ -369,9 +369,10 @@ def run_offline(
     return records
 
 
-def learning_curve(records: list[IterationRecord]) -> list[dict]:
+def learning_curve(records: list[IterationRecord], higher_is_better: bool = False) -> list[dict]:
     """One row per iteration: samples used by then, mean cost and mean / worst final metric over
-    the conditions, and the per-condition final metrics, mean KL, ε, η and step multiplier."""
+    the conditions (worst: the largest, or the smallest if ``higher_is_better``, e.g. a depth),
+    and the per-condition final metrics, mean KL, ε, η and step multiplier."""
     rows = []
     for it in sorted({r.iteration for r in records}):
         rs = [r for r in records if r.iteration == it]
@@ -382,7 +383,7 @@ def learning_curve(records: list[IterationRecord]) -> list[dict]:
                 "samples": rs[-1].samples_used,
                 "cost": float(np.mean([r.cost for r in rs])),
                 "final": float(np.mean(finals)),
-                "worst": float(np.max(finals)),
+                "worst": float(np.min(finals) if higher_is_better else np.max(finals)),
                 "per_condition": finals,
                 "kl": float(np.mean([r.kl for r in rs])),
                 "epsilon": float(np.mean([r.epsilon for r in rs])),
@@ -421,10 +422,11 @@ def plot_curves(
     goal: float | None = None,
     metric_scale: float = 100.0,
     unit: str = "cm",
+    metric: str = "final end-effector distance",
 ) -> None:
-    """PNG at ``path``: mean cost and final metric (mean and, for several conditions, worst
+    """PNG at ``path``: mean cost and final ``metric`` (mean and, for several conditions, worst
     condition) against samples, one line per labelled learning curve; ``goal`` (in ``unit``) as
-    a dotted line."""
+    a dotted line. The metric's axis is logarithmic unless a value is ≤ 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -447,13 +449,10 @@ def plot_curves(
             )
     if goal is not None:
         ax_d.axhline(goal, color="k", lw=0.8, ls=":")
-    ax_d.set_yscale("log")
+    if all(min(r["final"], r["worst"]) > 0 for rows in curves.values() for r in rows):
+        ax_d.set_yscale("log")
     ax_c.set(xlabel="samples (all conditions)", ylabel="mean sample cost", title="cost")
-    ax_d.set(
-        xlabel="samples (all conditions)",
-        ylabel=f"final distance ({unit})",
-        title="final end-effector distance",
-    )
+    ax_d.set(xlabel="samples (all conditions)", ylabel=f"{metric} ({unit})", title=metric)
     ax_c.legend(fontsize=8)
     ax_d.legend(fontsize=8)
     fig.suptitle(title)
