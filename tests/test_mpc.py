@@ -226,3 +226,25 @@ def test_feedback_setting_gives_each_plan_the_gains_the_executor_runs():
         linear_mpc(feedback="tracking")
     with pytest.raises(ValueError, match="must be one of"):
         linear_mpc(feedback="yes")
+
+
+def test_tracking_damping_scales_only_the_tracking_gains_damping():
+    """build_mpc's feedback tracking: kp, kd are homing's gains at the control period (the
+    closed-form caps 0.25·I/h², 0.5·I/h, times tracking_gain_fraction); tracking_damping
+    multiplies kd alone."""
+    from mbrl_ros.control.homing import homing_gains
+    from mbrl_ros.planning.mpc import PlannerSettings, build_mpc
+
+    robot = load_robot("arm2")
+    base = dict(planner="ilqr", feedback="tracking", control_period=0.05)
+    gains = {
+        damping: build_mpc(
+            robot, range(2), PlannerSettings(**base, tracking_damping=damping)
+        ).tracking_gains
+        for damping in (1.0, 3.0)
+    }
+    kp, kd = homing_gains(robot, robot.joint_names, 0.05, PlannerSettings().tracking_gain_fraction)
+    np.testing.assert_array_equal(gains[1.0][0], kp)
+    np.testing.assert_array_equal(gains[1.0][1], kd)
+    np.testing.assert_array_equal(gains[3.0][0], kp)
+    np.testing.assert_allclose(gains[3.0][1], 3.0 * kd, rtol=1e-15)

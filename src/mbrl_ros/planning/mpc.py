@@ -88,6 +88,13 @@ class PlannerSettings(Settings):
         "stable at the control period (homing's rule)",
         (1e-3, 1.0),
     )
+    tracking_damping: float = setting(
+        1.0,
+        "feedback tracking and bounded: the damping gains as this multiple of the tracking "
+        "gains' (above 1 only where the executor runs faster than control_period: its own "
+        "period's limit is what keeps it stable)",
+        (0.0, 10.0),
+    )
     random_scale: float = setting(
         0.3, "π0 torque amplitude, fraction of the effort limits", (0.0, 1.0)
     )
@@ -376,7 +383,12 @@ def build_mpc(robot: RobotDescription, joint_index: Sequence[int], s: PlannerSet
         random_steps=int(round(s.random_seconds / s.control_period)),
         base_policy=base_policy,
         feedback=s.feedback,
-        tracking_gains=homing_gains(robot, names, s.control_period, s.tracking_gain_fraction)
-        if tracking
-        else None,
+        tracking_gains=_tracking_gains(robot, names, s) if tracking else None,
     )
+
+
+def _tracking_gains(robot, names, s: PlannerSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(kp, kd) of feedback tracking / bounded: homing's gains at the control period, the
+    damping scaled by ``tracking_damping``."""
+    kp, kd = homing_gains(robot, names, s.control_period, s.tracking_gain_fraction)
+    return kp, s.tracking_damping * kd
