@@ -49,7 +49,6 @@ from mbrl_ros.policy.distill import DistillConfig, MPCExpert, distill
 from mbrl_ros.policy.network import GoalPolicy, PolicySignature
 from mbrl_ros.policy.rollout import episodes_dataset, final_distance, run_episode
 from mbrl_ros.robot.description import ForwardKinematics, load_robot
-from mbrl_ros.robot.gains import robot_gain_caps
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.episodes import TargetSampler
 from mbrl_ros.tasks.reach import ReachCost
@@ -67,15 +66,7 @@ def setup(seed: int):
     sim = ArmSimulator(
         robot, SimConfig(control_period=DT, initial_position_noise=0.3, hold_damping=0.1, seed=seed)
     )
-    lim = robot.limits
-    safety = SafetyLayer(
-        lim.lower,
-        lim.upper,
-        lim.velocity,
-        lim.effort,
-        SafetyConfig(),
-        robot_gain_caps(robot, robot.joint_names, DT),
-    )
+    safety = SafetyLayer.for_robot(robot, robot.joint_names, DT, SafetyConfig())
     sig = PolicySignature.for_joints(robot.name, robot.joint_names, DT)
     model = FITTER.replace(seed=seed).new_model(
         ModelSignature(sig.joint_names, sig.state_names, DT), "cpu"

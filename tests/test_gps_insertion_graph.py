@@ -16,13 +16,12 @@ from ros_harness import launch_graph
 
 from mbrl_ros.common.artifacts import read_file
 from mbrl_ros.common.paths import resolve_resource
-from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
+from mbrl_ros.control.safety import SafetyLayer
 from mbrl_ros.experiments.insertion_gps import InsertionSetup
 from mbrl_ros.graphs.description import graph
 from mbrl_ros.policy.network import GoalPolicy
 from mbrl_ros.policy.rollout import run_episode
 from mbrl_ros.robot.description import ForwardKinematics, load_robot
-from mbrl_ros.robot.gains import robot_gain_caps
 from mbrl_ros.simulator.simulation import SimConfig
 from mbrl_ros.tasks.insertion import peg_pose
 from mbrl_ros.tasks.insertion_scene import InsertionSimulator
@@ -129,15 +128,7 @@ def test_insertion_learns_over_ros_and_its_policy_inserts_as_offline(tmp_path):
 
     sim_cfg = section("policy_insertion", "arm_sim")
     start = np.array(sim_cfg["initial_position"])
-    lim = ROBOT.limits
-    safety = SafetyLayer(
-        lim.lower,
-        lim.upper,
-        lim.velocity,
-        lim.effort,
-        SafetyConfig(),
-        robot_gain_caps(ROBOT, list(ROBOT.joint_names), DT),
-    )
+    safety = SafetyLayer.for_robot(ROBOT, ROBOT.joint_names, DT)  # the runner's default
     frozen = policy.frozen()
     offline = []
     for hole in holes:

@@ -26,7 +26,6 @@ from mbrl_ros.nodes.policy_runner import PolicyRunnerNode
 from mbrl_ros.policy.network import GoalPolicy, PolicySignature
 from mbrl_ros.policy.rollout import final_distance, run_episode
 from mbrl_ros.robot.description import ForwardKinematics, home_position, load_robot
-from mbrl_ros.robot.gains import robot_gain_caps
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.episodes import TargetSampler
 
@@ -258,15 +257,7 @@ def test_policy_graph_in_lockstep_equals_the_policy_run_offline(tmp_path):
     sim = ArmSimulator(
         ROBOT, SimConfig(control_period=DT, initial_position_noise=0.3, hold_damping=0.1, seed=0)
     )  # config/mpc_arm2.yaml
-    lim = ROBOT.limits
-    safety = SafetyLayer(
-        lim.lower,
-        lim.upper,
-        lim.velocity,
-        lim.effort,
-        SafetyConfig(),
-        robot_gain_caps(ROBOT, NAMES, DT),
-    )
+    safety = SafetyLayer.for_robot(ROBOT, NAMES, DT, SafetyConfig())
     sampler = TargetSampler(
         ROBOT, (np.array([-0.27, -0.27, 0.0]), np.array([0.27, 0.27, 0.15])), 1000
     )

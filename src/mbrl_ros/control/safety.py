@@ -37,6 +37,8 @@ import numpy as np
 
 from mbrl_ros.common.settings import Settings, setting
 from mbrl_ros.control.plausibility import CONTINUOUS_BOUND, StateGate
+from mbrl_ros.robot.description import RobotDescription
+from mbrl_ros.robot.gains import robot_gain_caps
 
 HOLD_LAWS = ("zero", "damping", "pd")
 LIMIT_RESPONSES = ("brake", "hold")
@@ -149,6 +151,35 @@ class SafetyLayer:
         self.estopped = False
         self.holding = False
         self._hold_position: np.ndarray | None = None
+
+    @classmethod
+    def for_robot(
+        cls,
+        robot: RobotDescription,
+        joint_names,
+        period: float,
+        config: SafetyConfig = SafetyConfig(),
+        *,
+        cap_gains: bool = True,
+        gravity: Callable[[np.ndarray], np.ndarray] | None = None,
+        max_plan_age: float = 0.0,
+    ) -> SafetyLayer:
+        """The layer for ``joint_names`` of ``robot`` (its URDF limits in that order), with the
+        configured gains capped to be stable at ``period`` s (``robot_gain_caps``) unless
+        ``cap_gains`` is false; ``gravity`` and ``max_plan_age`` as in ``__init__``."""
+        names = list(joint_names)
+        idx, lim = robot.index_of(names), robot.limits
+        caps = robot_gain_caps(robot, names, period) if cap_gains else None
+        return cls(
+            lim.lower[idx],
+            lim.upper[idx],
+            lim.velocity[idx],
+            lim.effort[idx],
+            config,
+            caps,
+            gravity,
+            max_plan_age,
+        )
 
     def set_margins(self, position_margin: float, velocity_margin: float) -> None:
         """Where the limit guards act: ``position_margin`` rad inside the position limits,

@@ -43,7 +43,6 @@ from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.planning.mpc import MPC, PlannerSettings, build_mpc
 from mbrl_ros.policy.rollout import run_episode
 from mbrl_ros.robot.description import ForwardKinematics, RobotDescription, load_robot
-from mbrl_ros.robot.gains import robot_gain_caps
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.episodes import EpisodeResult, EpisodeSettings, TargetSampler, score
 
@@ -100,14 +99,8 @@ class _Arm:
         robot = setup.robot
         self.setup, self.n = setup, robot.n_joints
         self.sim = ArmSimulator(robot, setup.sim)
-        lim = robot.limits
-        self.safety = SafetyLayer(
-            lim.lower,
-            lim.upper,
-            lim.velocity,
-            lim.effort,
-            SafetyConfig(max_state_age=0.0),
-            robot_gain_caps(robot, robot.joint_names, setup.sim.control_period),
+        self.safety = SafetyLayer.for_robot(
+            robot, robot.joint_names, setup.sim.control_period, SafetyConfig(max_state_age=0.0)
         )
         self.fk = ForwardKinematics(robot)
         self.episode = 0

@@ -55,7 +55,6 @@ import threading
 import time
 
 import numpy as np
-from geometry_msgs.msg import PointStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -73,7 +72,6 @@ from mbrl_ros.data.topics import (
     IMAGES,
     ROBOT_DESCRIPTION,
     STATES,
-    TARGET,
 )
 from mbrl_ros.nodes.diagnostics import OK, WARN, Diagnostics
 from mbrl_ros.nodes.intake import subscribe
@@ -82,7 +80,6 @@ from mbrl_ros.nodes.messages import (
     EVENT_QOS,
     LATCHED_QOS,
     STATE_QOS,
-    TARGET_QOS,
     camera_info_msg,
     clock_msg,
     image_msg,
@@ -91,7 +88,7 @@ from mbrl_ros.nodes.messages import (
 )
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.nodes.targets import TargetSchedule
+from mbrl_ros.nodes.targets import TargetSchedule, subscribe_targets
 from mbrl_ros.robot.description import RobotDescriptionError, load_robot
 from mbrl_ros.simulator.camera import SOLAR_CAMERA, Camera, CameraError
 from mbrl_ros.simulator.simulation import ArmSimulator, CommandHold, SimConfig
@@ -260,16 +257,7 @@ class ArmSimNode(Node):
         self.targets: TargetSchedule | None = None  # /mbrl/target, for the camera or the hole
         if p.camera or p.tool:
             self.targets = TargetSchedule(TargetGate.for_robot(robot))
-            subscribe(
-                self,
-                self.diag,
-                PointStamped,
-                TARGET,
-                TARGET_QOS,
-                lambda _: None,
-                self.targets.add_msg,
-                "target",
-            )
+            subscribe_targets(self, self.diag, self.targets)
         self.camera = _CameraPublisher(self) if p.camera else None
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.wall_start: float | None = None

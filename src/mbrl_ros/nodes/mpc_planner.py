@@ -47,7 +47,7 @@ import time
 
 import numpy as np
 import torch
-from geometry_msgs.msg import PointStamped, PoseStamped
+from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -63,7 +63,6 @@ from mbrl_ros.data.topics import (
     MODEL_OFFSET,
     PLANNED_PATH,
     PLANNER_HEARTBEAT,
-    TARGET,
     read_episode_event,
 )
 from mbrl_ros.dynamics.base import DynamicsModel
@@ -77,13 +76,12 @@ from mbrl_ros.nodes.messages import (
     LATCHED_QOS,
     NEWEST_ONLY,
     STATE_QOS,
-    TARGET_QOS,
     time_msg,
 )
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.run_control import add_save_service, save_path_param
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.nodes.targets import TargetSchedule
+from mbrl_ros.nodes.targets import TargetSchedule, subscribe_targets
 from mbrl_ros.planning import PlanError
 from mbrl_ros.planning.mpc import MPCStep, PlannerSettings, build_mpc
 from mbrl_ros.robot.description import load_robot
@@ -249,16 +247,7 @@ class MPCPlannerNode(Node):
             self._on_state,
             NEWEST_ONLY if p.mode == "realtime" else STATE_QOS,
         )
-        subscribe(
-            self,
-            self.diag,
-            PointStamped,
-            TARGET,
-            TARGET_QOS,
-            self._on_target,
-            self.targets.add_msg,
-            "target",
-        )
+        subscribe_targets(self, self.diag, self.targets, self._on_target)
         subscribe(
             self,
             self.diag,

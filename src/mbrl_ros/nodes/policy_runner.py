@@ -38,20 +38,19 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from geometry_msgs.msg import PointStamped
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_ros.common.artifacts import ArtifactError, read_file
 from mbrl_ros.common.msgconv import JointSample
 from mbrl_ros.control.plausibility import TargetGate
-from mbrl_ros.data.topics import POLICY, TARGET
+from mbrl_ros.data.topics import POLICY
 from mbrl_ros.nodes.intake import subscribe
-from mbrl_ros.nodes.messages import LATCHED_QOS, TARGET_QOS
+from mbrl_ros.nodes.messages import LATCHED_QOS
 from mbrl_ros.nodes.params import ConfigError, Param
 from mbrl_ros.nodes.run_control import add_save_service, save_path_param
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.safe_command_node import SAFETY_PARAMS, SafeCommandNode
-from mbrl_ros.nodes.targets import TargetSchedule
+from mbrl_ros.nodes.targets import TargetSchedule, subscribe_targets
 from mbrl_ros.policy.network import FrozenPolicy, GoalPolicy, PolicyError
 
 PARAMS = SAFETY_PARAMS + [
@@ -94,16 +93,7 @@ class PolicyRunnerNode(SafeCommandNode):
             self._read_policy,
             "policy",
         )
-        subscribe(
-            self,
-            self.diag,
-            PointStamped,
-            TARGET,
-            TARGET_QOS,
-            lambda _: self._answer_if_ready(),
-            self.targets.add_msg,
-            "target",
-        )
+        subscribe_targets(self, self.diag, self.targets, lambda _: self._answer_if_ready())
         add_save_service(
             self, "policy", lambda: self.policy.to_bytes() if self.policy is not None else None
         )

@@ -70,7 +70,6 @@ from mbrl_ros.nodes.intake import STATE_GATE_PARAMS, JointStateIntake, describe,
 from mbrl_ros.nodes.messages import COMMAND_QOS, LATCHED_QOS, NEWEST_ONLY, STATE_QOS, command_msg
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.robot.description import RobotDescriptionError, load_robot
-from mbrl_ros.robot.gains import robot_gain_caps
 from mbrl_ros.robot.gravity import GravityModel, JointGravity
 
 LATENCY_WINDOW = 2000  # commands in the latency statistics
@@ -177,19 +176,16 @@ class SafeCommandNode(Node):
         super().__init__(node_name, **node_kwargs)
         p = self.p = declare_params(self, params, self._set_params)
         self.robot = load_robot(p.robot)
-        self.names, idx = select_joints(self.robot, p.joint_names)
-        lim = self.robot.limits
-        caps = robot_gain_caps(self.robot, self.names, p.control_period) if p.cap_gains else None
+        self.names, _ = select_joints(self.robot, p.joint_names)
         gravity = None if p.robot_compensates_gravity else gravity_in_order(self.robot, self.names)
-        self.safety = SafetyLayer(
-            lim.lower[idx],
-            lim.upper[idx],
-            lim.velocity[idx],
-            lim.effort[idx],
+        self.safety = SafetyLayer.for_robot(
+            self.robot,
+            self.names,
+            p.control_period,
             SafetyConfig.select(vars(p)),
-            caps,
-            gravity,
-            getattr(p, "max_plan_age", 0.0),
+            cap_gains=p.cap_gains,
+            gravity=gravity,
+            max_plan_age=getattr(p, "max_plan_age", 0.0),
         )
         self.n = len(self.names)
         self.realtime = p.mode == "realtime"

@@ -6,12 +6,18 @@ not after the state's."""
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 import numpy as np
+from geometry_msgs.msg import PointStamped
+from rclpy.node import Node
 
 from mbrl_ros.common.msgconv import stamp_to_ns
 from mbrl_ros.control.plausibility import TargetGate
-from mbrl_ros.nodes.messages import MAX_TARGETS
+from mbrl_ros.data.topics import TARGET
+from mbrl_ros.nodes.diagnostics import Diagnostics
+from mbrl_ros.nodes.intake import subscribe
+from mbrl_ros.nodes.messages import MAX_TARGETS, TARGET_QOS
 
 
 class TargetSchedule:
@@ -42,3 +48,15 @@ class TargetSchedule:
         """The target that holds at ``stamp_ns``, or None."""
         i = bisect.bisect_right(self._stamps, stamp_ns)
         return self._targets[i - 1] if i else None
+
+
+def subscribe_targets(
+    node: Node,
+    diag: Diagnostics,
+    schedule: TargetSchedule,
+    on_target: Callable[[np.ndarray], None] = lambda _: None,
+) -> None:
+    """``node``'s subscription to ``/mbrl/target`` (transient local: a late node gets every
+    target of the run) into ``schedule``; ``on_target`` gets each accepted target (3,) m; one
+    out of reach or not finite is counted and warned on ``diag`` (``rejected_target``)."""
+    subscribe(node, diag, PointStamped, TARGET, TARGET_QOS, on_target, schedule.add_msg, "target")
