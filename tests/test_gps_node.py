@@ -210,6 +210,14 @@ def test_failed_update_publishes_nothing_and_is_reported(node_process, tmp_path)
         ),
         (["algorithm:=ppo"], "parameter 'algorithm' = 'ppo' must be one of"),
         (
+            ["task:=insertion", "episode_source:=homing"],
+            "parameter 'task' = insertion needs episode_source reset",
+        ),
+        (
+            ["task:=insertion", "tool:=nosuch"],
+            "parameters 'scene' = 'insertion', 'tool' = 'nosuch': no file 'nosuch'",
+        ),
+        (
             ["algorithm:=mdgps", "policy_hidden:=[64.5]"],
             "parameter 'policy_hidden' = [64.5] must be",
         ),

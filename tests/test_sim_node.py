@@ -213,6 +213,13 @@ def test_lockstep_timeout_applies_the_safe_hold(ros, node_process):
         ({"control_period": 5.0}, "'control_period' = 5.0 is out of range"),
         ({"mode": "fast"}, "'mode' = 'fast' must be one of"),
         ({"control_period": 0.005, "physics_timestep": 0.002}, "whole multiple"),
+        ({"tool": "peg"}, "'tool' = 'peg': scene 'scene' has no body 'hole'"),
+        ({"tool": "nosuch", "scene": "insertion"}, "'tool' = 'nosuch': no file 'nosuch'"),
+        (
+            {"tool": "peg", "scene": "insertion", "gravity_compensation": True},
+            "without gravity compensation",
+        ),
+        ({"tool": "peg", "scene": "insertion", "mode": "hardware"}, "needs mode lockstep"),
         (
             {"control_perod": 0.01},
             "unknown parameter(s) for node 'arm_sim': 'control_perod' (did "

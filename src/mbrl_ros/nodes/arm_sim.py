@@ -223,8 +223,9 @@ class ArmSimNode(Node):
                 if p.tool
                 else ArmSimulator(robot, config)
             )
-        except (ValueError, RobotDescriptionError) as exc:  # period/timestep, pose, scene, tool
-            raise ConfigError(str(exc)) from None
+        except (ValueError, RobotDescriptionError, FileNotFoundError) as exc:  # period, pose, files
+            where = f"parameters 'scene' = {p.scene!r}, 'tool' = {p.tool!r}: " if p.tool else ""
+            raise ConfigError(f"{where}{exc}") from None
         self.robot = robot
         self.period_ns = seconds_to_ns(p.control_period)
         self.step_index = 0  # time index; advances on steps and on resets

@@ -322,7 +322,7 @@ class EpisodeManagerNode(Node):
             scene = InsertionSimulator(
                 self.robot, None, SimConfig(control_period=p.control_period, scene=p.scene), p.tool
             )
-        except (ValueError, RobotDescriptionError) as exc:
+        except (ValueError, RobotDescriptionError, FileNotFoundError) as exc:
             raise ConfigError(
                 f"parameters 'scene' = {p.scene!r}, 'tool' = {p.tool!r}: {exc}"
             ) from None

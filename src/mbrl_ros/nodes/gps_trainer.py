@@ -526,7 +526,7 @@ class GPSTrainerNode(Node):
                 ),
                 p.tool,
             )
-        except (ValueError, RobotDescriptionError) as exc:
+        except (ValueError, RobotDescriptionError, FileNotFoundError) as exc:
             raise ConfigError(
                 f"parameters 'scene' = {p.scene!r}, 'tool' = {p.tool!r}: {exc}"
             ) from None

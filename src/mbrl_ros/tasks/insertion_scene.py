@@ -87,7 +87,9 @@ def insertion_model(
             f"{robot.urdf_path} with {scene} and {tool}: MuJoCo cannot compile the scene ({e})"
         ) from None
     if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "hole") < 0:
-        raise RobotDescriptionError(f"scene {scene} has no body 'hole'")
+        raise RobotDescriptionError(
+            f"scene {scene!r} has no body 'hole' (a scene for a tool: e.g. 'insertion')"
+        )
     return model
 
 
