@@ -89,10 +89,10 @@ from mbrl_ros.nodes.messages import (
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params, select_joints
 from mbrl_ros.nodes.runner import run_node
 from mbrl_ros.nodes.targets import TargetSchedule, subscribe_targets
-from mbrl_ros.robot.description import RobotDescriptionError, load_robot
+from mbrl_ros.robot.description import load_robot
 from mbrl_ros.simulator.camera import SOLAR_CAMERA, Camera, CameraError
 from mbrl_ros.simulator.simulation import ArmSimulator, CommandHold, SimConfig
-from mbrl_ros.tasks.insertion_scene import InsertionSimulator
+from mbrl_ros.tasks.insertion_scene import InsertionSimulator, tool_scene
 
 MODE_PERIODS = {"lockstep": 0.01, "realtime": 0.01, "hardware": 0.002}  # control_period 0 → s
 MAX_CATCH_UP_S = 0.25  # hardware: a loop stalled longer skips the rest instead of simulating it
@@ -219,13 +219,14 @@ class ArmSimNode(Node):
         try:
             config = SimConfig.select(vars(p))
             self.sim = (
-                InsertionSimulator(robot, None, config, p.tool)
+                tool_scene(robot, p.scene, p.tool, config)
                 if p.tool
                 else ArmSimulator(robot, config)
             )
-        except (ValueError, RobotDescriptionError, FileNotFoundError) as exc:  # period, pose, files
-            where = f"parameters 'scene' = {p.scene!r}, 'tool' = {p.tool!r}: " if p.tool else ""
-            raise ConfigError(f"{where}{exc}") from None
+        except ConfigError:
+            raise
+        except ValueError as exc:  # period/timestep mismatch, initial position
+            raise ConfigError(str(exc)) from None
         self.robot = robot
         self.period_ns = seconds_to_ns(p.control_period)
         self.step_index = 0  # time index; advances on steps and on resets

@@ -67,8 +67,7 @@ from mbrl_ros.nodes.messages import (
 )
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.robot.description import ForwardKinematics, RobotDescriptionError, load_robot
-from mbrl_ros.simulator.simulation import SimConfig
+from mbrl_ros.robot.description import ForwardKinematics, load_robot
 from mbrl_ros.tasks.episodes import (
     EpisodeClock,
     EpisodeSettings,
@@ -77,7 +76,7 @@ from mbrl_ros.tasks.episodes import (
     progress_line,
     score,
 )
-from mbrl_ros.tasks.insertion_scene import InsertionSimulator
+from mbrl_ros.tasks.insertion_scene import InsertionSimulator, tool_scene
 from mbrl_ros.tasks.robot_episodes import HOMING, SERVICE, EpisodeSequencer, Step
 
 SPIN_INTERVAL = 0.01  # s, between callbacks without the clock
@@ -318,14 +317,7 @@ class EpisodeManagerNode(Node):
                 f"parameter 'tool' = {p.tool!r} needs episode_source clock: the lockstep "
                 "simulator moves its hole at the episodes' resets"
             )
-        try:
-            scene = InsertionSimulator(
-                self.robot, None, SimConfig(control_period=p.control_period, scene=p.scene), p.tool
-            )
-        except (ValueError, RobotDescriptionError, FileNotFoundError) as exc:
-            raise ConfigError(
-                f"parameters 'scene' = {p.scene!r}, 'tool' = {p.tool!r}: {exc}"
-            ) from None
+        scene = tool_scene(self.robot, p.scene, p.tool)
         tip = scene.peg_points["peg_tip"]
         self.fk = ForwardKinematics(self.robot, {"peg_tip": (self.robot.ee_link, tip)})
         return scene

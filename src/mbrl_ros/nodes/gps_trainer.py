@@ -125,7 +125,7 @@ from mbrl_ros.robot.gravity import GravityModel
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.episodes import TargetRegionSettings
 from mbrl_ros.tasks.insertion import InsertionCost
-from mbrl_ros.tasks.insertion_scene import InsertionSimulator
+from mbrl_ros.tasks.insertion_scene import tool_scene
 from mbrl_ros.tasks.reach import ReachCost
 from mbrl_ros.tasks.robot_episodes import HOMING, EpisodeSequencer, Step
 from mbrl_ros.trajopt.gps import (
@@ -421,7 +421,7 @@ class GPSTrainerNode(Node):
         p, robot = self.p, self.robot
         lim = robot.limits
         poses = poses * self.K if len(poses) == 1 else poses
-        scene = self._insertion_scene() if self.insertion else None
+        scene = tool_scene(robot, p.scene, p.tool) if self.insertion else None
         for q0 in poses:
             if np.any(q0 < lim.lower) or np.any(q0 > lim.upper):
                 raise ConfigError(
@@ -510,26 +510,6 @@ class GPSTrainerNode(Node):
     def _check_controller(self, ctrl) -> None:
         """ValueError (MessageError) for a controller the executor's default bounds refuse."""
         ControllerBounds(self.robot.limits.effort, self.intake.gate).check(ctrl)
-
-    def _insertion_scene(self) -> InsertionSimulator:
-        """The simulator's scene with tool (the hole's and the peg's geometry); ConfigError
-        naming the parameters if they do not make one."""
-        p = self.p
-        try:
-            return InsertionSimulator(
-                self.robot,
-                None,
-                SimConfig(
-                    control_period=p.control_period,
-                    physics_timestep=p.control_period / math.ceil(p.control_period / 0.002),
-                    scene=p.scene,
-                ),
-                p.tool,
-            )
-        except (ValueError, RobotDescriptionError, FileNotFoundError) as exc:
-            raise ConfigError(
-                f"parameters 'scene' = {p.scene!r}, 'tool' = {p.tool!r}: {exc}"
-            ) from None
 
     @staticmethod
     def _final_metric(cost: ReachCost | InsertionCost):

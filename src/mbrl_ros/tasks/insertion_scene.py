@@ -15,6 +15,7 @@ import mujoco
 import numpy as np
 
 from mbrl_ros.common.paths import resolve_resource
+from mbrl_ros.common.settings import ConfigError
 from mbrl_ros.robot.description import (
     RobotDescription,
     RobotDescriptionError,
@@ -163,3 +164,15 @@ class InsertionSimulator(ArmSimulator):
         i = _site(self.model, "peg_tip", "the peg's tip")
         mujoco.mj_kinematics(self.model, self.data)
         return self.data.site_xpos[i].copy()
+
+
+def tool_scene(
+    robot: RobotDescription, scene: str, tool: str, config: SimConfig | None = None
+) -> InsertionSimulator:
+    """``InsertionSimulator`` of ``scene`` with ``tool`` (``config``: its settings; None: only
+    its geometry is wanted); ConfigError naming the parameters 'scene' and 'tool' (as the nodes
+    call them) when they do not make one."""
+    try:
+        return InsertionSimulator(robot, None, replace(config or SimConfig(), scene=scene), tool)
+    except (ValueError, RobotDescriptionError, FileNotFoundError) as exc:
+        raise ConfigError(f"parameters 'scene' = {scene!r}, 'tool' = {tool!r}: {exc}") from None
