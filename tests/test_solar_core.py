@@ -19,7 +19,7 @@ from mbrl_ros.solar.inference import (
 from mbrl_ros.solar.latent_cost import fit_latent_cost
 from mbrl_ros.solar.latent_dynamics import MNIW, transition_statistics
 from mbrl_ros.solar.latent_lqr import initial_latent_controller
-from mbrl_ros.solar.model import SolarModel
+from mbrl_ros.solar.model import FitSettings, SolarModel
 from mbrl_ros.solar.vae import ImageDecoder, VAEConfig
 
 
@@ -214,6 +214,37 @@ def test_model_artifact_round_trip_and_rejection():
         SolarModel.from_bytes(bytes(bad))
     with pytest.raises(ValueError, match="images must be uint8"):
         model.encode(images.astype(np.float32))
+    assert not back.calibrated
+    model.pretrain(images, iterations=1)
+    back = SolarModel.from_bytes(model.to_bytes())
+    assert back.calibrated
+    np.testing.assert_array_equal(back.encode(images), model.encode(images))
+    np.testing.assert_array_equal(back.decode([[0.5, -1.0]]), model.decode([[0.5, -1.0]]))
+
+
+def test_the_first_training_calibrates_the_networks_to_its_mean_frame_once():
+    """The encoder sees (x − mean frame) / pixel scale and the decoder adds the mean frame
+    (``vae.calibrate``): set from the images of the first pretrain or fit, kept by later fits."""
+    rng = np.random.default_rng(10)
+    first = rng.integers(0, 256, (2, 3, 8, 8, 3), dtype=np.uint8)
+    frames = first.reshape(-1, 8, 8, 3).astype(np.float64) / 255.0
+    mean = frames.mean(0).transpose(2, 0, 1)
+    scale = (frames.transpose(0, 3, 1, 2) - mean).std()
+    for train in ("pretrain", "fit"):
+        model = tiny_model()
+        assert not model.calibrated
+        if train == "pretrain":
+            model.pretrain(first, iterations=1)
+        else:
+            model.fit(first, np.zeros((2, 2, 1)), FitSettings(iterations=1, batch_size=1))
+        assert model.calibrated
+        for net in (model.encoder, model.decoder):
+            np.testing.assert_allclose(net.pixel_mean.numpy(), mean, atol=1e-6)
+        assert model.encoder.pixel_scale.item() == pytest.approx(scale, rel=1e-5)
+        other = rng.integers(0, 256, (2, 3, 8, 8, 3), dtype=np.uint8)
+        model.fit(other, np.zeros((2, 2, 1)), FitSettings(iterations=1, batch_size=1))
+        np.testing.assert_allclose(model.decoder.pixel_mean.numpy(), mean, atol=1e-6)
+        assert model.encoder.pixel_scale.item() == pytest.approx(scale, rel=1e-5)
 
 
 def test_image_controller_encodes_acts_and_clamps():

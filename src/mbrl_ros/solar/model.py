@@ -4,7 +4,9 @@ Training alternates, per iteration on a minibatch of trajectories: a gradient st
 networks on the local ELBO (``inference``) under the current q(θ), and a natural-gradient step
 of q(θ) towards the conjugate posterior of the minibatch's expected statistics scaled to the
 whole data set (stochastic variational inference). Data: images uint8 (B, T, H, W, 3), actions
-(B, T−1, du) (the action between consecutive images). Artifacts: safetensors (``to_bytes``).
+(B, T−1, du) (the action between consecutive images). The first ``pretrain`` or ``fit`` calibrates
+the networks to its images' mean frame (``vae.calibrate``); later fits keep that calibration.
+Artifacts: safetensors (``to_bytes``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,19 @@ import torch
 from mbrl_ros.common import artifacts
 from mbrl_ros.solar.inference import LatentPosterior, chain_prior, local_elbo, structured_posterior
 from mbrl_ros.solar.latent_dynamics import MNIW, transition_statistics
-from mbrl_ros.solar.vae import ImageDecoder, ImageEncoder, VAEConfig, image_tensor, stack_frames
+from mbrl_ros.solar.vae import (
+    ImageDecoder,
+    ImageEncoder,
+    VAEConfig,
+    calibrate,
+    image_tensor,
+    stack_frames,
+)
 
 MODEL_SCHEMA = artifacts.Schema(
     name="mbrl_ros/solar_model",
-    version=1,
+    version=2,  # 2: networks relative to a calibrated mean frame
+    min_version=2,
     tensors={
         name: artifacts.TensorSpec(shape)
         for name, shape in (
@@ -35,7 +45,7 @@ MODEL_SCHEMA = artifacts.Schema(
         )
     },
     dim_limits={"dz": 256, "p": 1024},
-    required_meta=("vae", "du", "nu", "prior_nu"),
+    required_meta=("vae", "du", "nu", "prior_nu", "calibrated"),
     extra_tensors=True,
     extra_dtypes=("float32", "float64"),
 )
@@ -98,6 +108,17 @@ class SolarModel:
                 f"model for {(config.latent_dim, du)}"
             )
         self.dynamics = self.prior
+        self.calibrated = False
+
+    def _calibrate(self, images: np.ndarray) -> None:
+        """``vae.calibrate`` on images uint8 (B, T, H, W, 3) once, before the first training."""
+        if not self.calibrated:
+            calibrate(
+                self.encoder,
+                self.decoder,
+                image_tensor(images.reshape(-1, *images.shape[2:]), self.dtype),
+            )
+            self.calibrated = True
 
     def _check(self, images, actions=None):
         images = np.asarray(images)
@@ -136,6 +157,7 @@ class SolarModel:
         """Fit on trajectories; returns the ELBO per image of each iteration (the β-annealed
         bound during ``kl_warmup``). ``callback(it, elbo)`` is called after each."""
         images, actions = self._check(images, actions)
+        self._calibrate(images)
         B_all, T = images.shape[:2]
         rng = np.random.default_rng(seed)
         gen = torch.Generator().manual_seed(seed)
@@ -188,6 +210,7 @@ class SolarModel:
                 f"need iterations, batch_frames ≥ 1 and 0 < learning_rate < 1, got "
                 f"{iterations}, {batch_frames}, {learning_rate}"
             )
+        self._calibrate(images)
         B, T = images.shape[:2]
         rng = np.random.default_rng(seed)
         opt = torch.optim.Adam(
@@ -245,6 +268,7 @@ class SolarModel:
             "du": self.du,
             "nu": self.dynamics.nu,
             "prior_nu": self.prior.nu,
+            "calibrated": self.calibrated,
         }
         return artifacts.encode(MODEL_SCHEMA, tensors, meta)
 
@@ -275,6 +299,7 @@ class SolarModel:
                     if k.startswith(name + ".")
                 }
                 net.load_state_dict(state)
+            model.calibrated = bool(meta["calibrated"])
         except (TypeError, ValueError, KeyError, RuntimeError) as exc:
             raise artifacts.ArtifactError(
                 f"solar model artifact does not fit its metadata: {json.dumps(str(exc))[:300]}"
