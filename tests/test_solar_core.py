@@ -16,7 +16,7 @@ from mbrl_ros.solar.inference import (
     local_elbo,
     structured_posterior,
 )
-from mbrl_ros.solar.latent_cost import fit_latent_cost
+from mbrl_ros.solar.latent_cost import CostModel, fit_latent_cost
 from mbrl_ros.solar.latent_dynamics import MNIW, transition_statistics
 from mbrl_ros.solar.latent_lqr import initial_latent_controller
 from mbrl_ros.solar.model import FitSettings, SolarModel
@@ -166,6 +166,57 @@ def test_elbo_gradients_match_finite_differences():
         )
 
 
+def test_observed_costs_add_their_gaussian_log_likelihood_at_the_images_sample():
+    """SOLAR's cost model in the ELBO: + Σ_t log N(y_t; c(z_t), σ²) at the reparameterised
+    sample (scipy's normal density), with gradients to the cost's parameters and the
+    potentials matching finite differences."""
+    torch.manual_seed(1)
+    rng = np.random.default_rng(11)
+    config = VAEConfig(image_size=8, latent_dim=2, frames=1, channels=2, hidden=3, pixel_std=0.3)
+    decoder = ImageDecoder(config).double()
+    cost = CostModel(2, torch.float64)
+    with torch.no_grad():
+        cost.L.copy_(torch.as_tensor(rng.normal(size=(2, 2))))
+        cost.c.copy_(torch.as_tensor(rng.normal(size=2)))
+        cost.c0.fill_(0.3)
+    B, T, std = 2, 3, 0.2
+    prior = chain_prior(
+        random_mniw(rng, dz=2, du=1).expected(), torch.as_tensor(rng.normal(size=(B, T - 1, 1)))
+    )
+    images = torch.rand(B, T, 3, 8, 8, dtype=torch.float64)
+    eps = torch.randn(B, T, 2, dtype=torch.float64)
+    y = torch.as_tensor(rng.normal(size=(B, T)))
+    m = torch.randn(B, T, 2, dtype=torch.float64, requires_grad=True)
+    s = (0.3 * torch.randn(B, T, 2, dtype=torch.float64)).requires_grad_(True)
+    with torch.no_grad():
+        plain, q = local_elbo(prior, m, s, decoder, images, config.pixel_std, eps)
+        z = q.sample(eps).numpy()
+        C = cost.latent_cost()
+        expected = stats.norm.logpdf(y.numpy(), C(z), std).sum(1)
+        with_costs, _ = local_elbo(
+            prior,
+            m,
+            s,
+            decoder,
+            images,
+            config.pixel_std,
+            eps,
+            observed=lambda z: cost.log_likelihood(z, y, std),
+        )
+    np.testing.assert_allclose((with_costs - plain).numpy(), expected, rtol=1e-10)
+
+    def pure(m, s, L, c):
+        def observed(z):  # the cost model's c(z) with L and c as inputs
+            cz = torch.func.functional_call(cost, {"L": L, "c": c, "c0": cost.c0.detach()}, (z,))
+            return -0.5 * (((y - cz) / std) ** 2).sum(-1)
+
+        return local_elbo(prior, m, s, decoder, images, config.pixel_std, eps, observed=observed)[0]
+
+    L = cost.L.detach().clone().requires_grad_(True)
+    c = cost.c.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(pure, (m, s, L, c), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
 def test_latent_cost_recovers_a_positive_semidefinite_quadratic():
     rng = np.random.default_rng(7)
     L = rng.normal(size=(3, 2))
@@ -214,12 +265,20 @@ def test_model_artifact_round_trip_and_rejection():
         SolarModel.from_bytes(bytes(bad))
     with pytest.raises(ValueError, match="images must be uint8"):
         model.encode(images.astype(np.float32))
-    assert not back.calibrated
+    assert not back.calibrated and not back.cost_fitted
+    with pytest.raises(ValueError, match="cost model has not been fitted"):
+        model.latent_cost()
+    with pytest.raises(ValueError, match="costs must be finite"):
+        model.fit(images, np.zeros((1, 2, 1)), FitSettings(iterations=1), costs=np.zeros((1, 2)))
     model.pretrain(images, iterations=1)
+    model.fit(images, np.zeros((1, 2, 1)), FitSettings(iterations=2), costs=np.ones((1, 3)))
     back = SolarModel.from_bytes(model.to_bytes())
     assert back.calibrated
     np.testing.assert_array_equal(back.encode(images), model.encode(images))
     np.testing.assert_array_equal(back.decode([[0.5, -1.0]]), model.decode([[0.5, -1.0]]))
+    assert back.cost_fitted
+    np.testing.assert_array_equal(back.latent_cost().C, model.latent_cost().C)
+    assert back.latent_cost().c0 == model.latent_cost().c0 != 0.0
 
 
 def test_the_first_training_calibrates_the_networks_to_its_mean_frame_once():

@@ -65,6 +65,36 @@ def test_the_latent_recovers_the_position_up_to_a_linear_map(fitted):
     assert np.abs(recon - images[:4]).mean() < 0.1 * np.abs(images[:4] - 128.0).mean()
 
 
+@pytest.mark.slow
+def test_the_cost_model_learnt_with_the_latent_predicts_the_observed_cost():
+    """SOLAR's cost model: fitted jointly with the networks from the observed costs (the squared
+    distance to the target), it predicts them from the encoded frames of held-out episodes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        X, images, U = random_data(np.random.default_rng(2), 40, 10)
+        config = VAEConfig(
+            image_size=16, latent_dim=4, frames=1, channels=16, hidden=64, pixel_std=0.1
+        )
+        model = SolarModel(config, du=2, seed=0)
+        costs = ((X - TARGET) ** 2).sum(-1)
+        model.fit(
+            images[:32],
+            U[:32],
+            FitSettings(
+                iterations=200, batch_size=16, learning_rate=3e-3, warmup=100, cost_std=0.1
+            ),
+            seed=0,
+            costs=costs[:32],
+        )
+    finally:
+        torch.set_num_threads(threads)
+    learnt = model.latent_cost()
+    held = model.encode(images[32:]).reshape(-1, 4)
+    assert learnt.r2(held, costs[32:].ravel()) > 0.9
+    assert np.all(np.linalg.eigvalsh(learnt.C) >= -1e-12)
+
+
 def rollouts(model, ctrl, rng, n, limit=3.0):
     Z, U, final = [], [], []
     for _ in range(n):

@@ -20,6 +20,7 @@ p(z_0) = N(0, I).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,14 +142,20 @@ def local_elbo(
     pixel_std: float,
     eps: torch.Tensor,
     beta: float = 1.0,
+    observed: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, LatentPosterior]:
     """The local ELBO (B,) of trajectories ``images`` (B, T, 3, H, W) in [0, 1], given encoder
     potentials (B, T, dz), a decoder ``decode(z (N, dz)) → (N, 3, H, W)`` and the
     reparameterisation noise eps (B, T, dz); and q(z). ``beta`` < 1 weights the prior and
     entropy terms down (a β-annealed bound, below the ELBO's value for β < 1: training starts
-    with it so the decoder does not learn to ignore the latent)."""
+    with it so the decoder does not learn to ignore the latent). ``observed(z (B, T, dz)) → (B,)``:
+    the log-likelihood of further observations of the latents (SOLAR's observed costs), taken
+    at the same sample as the images'."""
     q = structured_posterior(prior, enc_mean, enc_logvar)
     z = q.sample(eps)
     B, T = images.shape[:2]
     recon = gaussian_log_likelihood(images.flatten(0, 1), decode(z.flatten(0, 1)), pixel_std)
-    return recon.view(B, T).sum(1) + beta * (expected_log_prior(prior, q) + q.entropy()), q
+    likelihood = recon.view(B, T).sum(1)
+    if observed is not None:
+        likelihood = likelihood + observed(z)
+    return likelihood + beta * (expected_log_prior(prior, q) + q.entropy()), q

@@ -2,18 +2,22 @@
 
     c(z) = ½ zᵀC z + cᵀz + c0,   C ⪰ 0,
 
-by least squares of latents Z (N, dz) against observed scalar costs (N,) (e.g. the task's cost
-the robot reports; no state is needed), with C = L Lᵀ kept positive semidefinite so the LQR
-subproblem stays convex. The
-trajectory cost for ``trajopt`` adds ½ uᵀ(action_weight·I)u per step.
+with C = L Lᵀ kept positive semidefinite so the LQR subproblem stays convex, either fitted after
+the fact by least squares of latents Z (N, dz) against observed scalar costs (N,) (e.g. the task's
+cost the robot reports; no state is needed: ``fit_latent_cost``), or learnt with the model as one
+more observation of the latent, y_t ~ N(c(z_t), σ²) (``CostModel``; SOLAR's cost model), which
+shapes the latent so that the cost is quadratic in it. The trajectory cost for ``trajopt`` adds
+½ uᵀ(action_weight·I)u per step.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from mbrl_ros.trajopt.trajectory import QuadraticCost
 
@@ -30,6 +34,11 @@ class LatentQuadraticCost:
     def __call__(self, Z) -> np.ndarray:
         Z = np.asarray(Z, dtype=np.float64)
         return 0.5 * np.einsum("...i,ij,...j->...", Z, self.C, Z) + Z @ self.c + self.c0
+
+    def r2(self, Z, costs) -> float:
+        """R² of this cost on latents Z (N, dz) against observed costs (N,)."""
+        y = np.asarray(costs, dtype=np.float64)
+        return float(1.0 - np.var(y - self(Z)) / max(np.var(y), 1e-300))
 
     def trajectory_cost(
         self, T: int, du: int, action_weight: float, terminal_weight: float = 1.0
@@ -60,6 +69,41 @@ class LatentQuadraticCost:
             return (per * w).sum(-1) + 0.5 * action_weight * (U * U).sum((-2, -1))
 
         return cost
+
+
+def quadratic_value(Z: torch.Tensor, L: torch.Tensor, c: torch.Tensor, c0) -> torch.Tensor:
+    """½ zᵀ(L Lᵀ)z + cᵀz + c0 of latents Z (..., dz) → (...)."""
+    return 0.5 * ((Z @ L) ** 2).sum(-1) + Z @ c + c0
+
+
+class CostModel(nn.Module):
+    """SOLAR's cost model: observed costs y_t ~ N(c(z_t), std²) with c(z) = ½ zᵀ(L Lᵀ)z + cᵀz +
+    c0, trained with the networks (``SolarModel.fit`` given costs). Starts at C = 0.01·I, c = 0,
+    c0 = 0."""
+
+    def __init__(self, dz: int, dtype=torch.float32):
+        super().__init__()
+        self.L = nn.Parameter(0.1 * torch.eye(dz, dtype=dtype))
+        self.c = nn.Parameter(torch.zeros(dz, dtype=dtype))
+        self.c0 = nn.Parameter(torch.zeros((), dtype=dtype))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """c(z) (...) of latents (..., dz)."""
+        return quadratic_value(z, self.L, self.c, self.c0)
+
+    def log_likelihood(self, z: torch.Tensor, costs: torch.Tensor, std: float) -> torch.Tensor:
+        """Σ_t log N(y_t; c(z_t), std²) (B,) of latents (B, T, dz) and costs (B, T)."""
+        r = (costs - self(z)) / std
+        return -0.5 * (r * r).sum(-1) - costs.shape[-1] * (
+            math.log(std) + 0.5 * math.log(2 * math.pi)
+        )
+
+    def latent_cost(self) -> LatentQuadraticCost:
+        """The cost as a ``LatentQuadraticCost`` (float64)."""
+        L = self.L.detach().double().numpy()
+        return LatentQuadraticCost(
+            L @ L.T, self.c.detach().double().numpy(), float(self.c0.detach())
+        )
 
 
 def quadratic_features(Z: np.ndarray) -> np.ndarray:
@@ -93,8 +137,7 @@ def fit_latent_cost(Z, costs, ridge: float = 1e-6, iterations: int = 200) -> Lat
     c = S * cs - C @ mu
     c0 = c0s - (S * cs) @ mu + 0.5 * mu @ C @ mu
     fit = LatentQuadraticCost(0.5 * (C + C.T), c, float(c0))
-    r2 = 1.0 - np.var(y - fit(Z)) / max(np.var(y), 1e-300)
-    return LatentQuadraticCost(fit.C, fit.c, fit.c0, float(r2))
+    return LatentQuadraticCost(fit.C, fit.c, fit.c0, fit.r2(Z, y))
 
 
 def _fit_standardised(Z, y, ridge: float, iterations: int):
@@ -111,7 +154,7 @@ def _fit_standardised(Z, y, ridge: float, iterations: int):
     Zt, yt = torch.as_tensor(Z), torch.as_tensor(y)
 
     def residual(L, c, c0):
-        return 0.5 * ((Zt @ L) ** 2).sum(1) + Zt @ c + c0 - yt
+        return quadratic_value(Zt, L, c, c0) - yt
 
     starts = [
         (V * np.sqrt(np.maximum(ev, 1e-8)), w[len(iu) : len(iu) + dz], w[-1]),

@@ -4,7 +4,9 @@ Training alternates, per iteration on a minibatch of trajectories: a gradient st
 networks on the local ELBO (``inference``) under the current q(θ), and a natural-gradient step
 of q(θ) towards the conjugate posterior of the minibatch's expected statistics scaled to the
 whole data set (stochastic variational inference). Data: images uint8 (B, T, H, W, 3), actions
-(B, T−1, du) (the action between consecutive images). The first ``pretrain`` or ``fit`` calibrates
+(B, T−1, du) (the action between consecutive images), optionally the observed costs (B, T) of the
+images, which train the latent cost model with the rest (``latent_cost.CostModel``, SOLAR's
+quadratic cost in latent space). The first ``pretrain`` or ``fit`` calibrates
 the networks to its images' mean frame (``vae.calibrate``); later fits keep that calibration.
 Artifacts: safetensors (``to_bytes``).
 """
@@ -19,6 +21,7 @@ import torch
 
 from mbrl_ros.common import artifacts
 from mbrl_ros.solar.inference import LatentPosterior, chain_prior, local_elbo, structured_posterior
+from mbrl_ros.solar.latent_cost import CostModel, LatentQuadraticCost
 from mbrl_ros.solar.latent_dynamics import MNIW, transition_statistics
 from mbrl_ros.solar.vae import (
     ImageDecoder,
@@ -45,7 +48,7 @@ MODEL_SCHEMA = artifacts.Schema(
         )
     },
     dim_limits={"dz": 256, "p": 1024},
-    required_meta=("vae", "du", "nu", "prior_nu", "calibrated"),
+    required_meta=("vae", "du", "nu", "prior_nu", "calibrated", "cost_fitted"),
     extra_tensors=True,
     extra_dtypes=("float32", "float64"),
 )
@@ -58,7 +61,8 @@ class FitSettings:
     before the dynamics adapt to the latents, as SOLAR pretrains its VAE); ``kl_warmup``: first
     iterations over which the prior and entropy terms rise linearly from 0 to their full weight
     (β-annealing against posterior collapse: a decoder that learns to ignore z reconstructs the
-    mean image whatever the pose)."""
+    mean image whatever the pose); ``cost_std``: the standard deviation of observed costs about the
+    cost model's c(z), in the costs' units (used when ``fit`` is given costs)."""
 
     iterations: int = 500
     batch_size: int = 16
@@ -66,6 +70,7 @@ class FitSettings:
     dynamics_step: float = 0.2
     warmup: int = 0
     kl_warmup: int = 0
+    cost_std: float = 1.0
 
     def __post_init__(self):
         if self.warmup < 0 or self.kl_warmup < 0:
@@ -76,6 +81,8 @@ class FitSettings:
             raise ValueError(
                 f"iterations and batch_size must be ≥ 1, got {self.iterations}, {self.batch_size}"
             )
+        if not (np.isfinite(self.cost_std) and self.cost_std > 0):
+            raise ValueError(f"cost_std must be positive, got {self.cost_std}")
         if not (0 < self.learning_rate < 1 and 0 < self.dynamics_step <= 1):
             raise ValueError(
                 f"need 0 < learning_rate < 1 and 0 < dynamics_step ≤ 1, got "
@@ -84,8 +91,8 @@ class FitSettings:
 
 
 class SolarModel:
-    """Encoder, decoder (torch, ``dtype``), q(θ) ``dynamics`` and its prior (MNIW) for du
-    actions."""
+    """Encoder, decoder, cost model (torch, ``dtype``), q(θ) ``dynamics`` and its prior (MNIW)
+    for du actions."""
 
     def __init__(
         self,
@@ -101,6 +108,8 @@ class SolarModel:
         self.config, self.du, self.dtype = config, du, dtype
         self.encoder = ImageEncoder(config).to(dtype)
         self.decoder = ImageDecoder(config).to(dtype)
+        self.cost = CostModel(config.latent_dim, dtype)
+        self.cost_fitted = False
         self.prior = prior if prior is not None else MNIW.prior(config.latent_dim, du)
         if (self.prior.dz, self.prior.du) != (config.latent_dim, du):
             raise ValueError(
@@ -145,30 +154,63 @@ class SolarModel:
         mean, logvar = self.encoder(stack_frames(x, self.config.frames).flatten(0, 1))
         return mean.view(B, T, -1), logvar.view(B, T, -1), x
 
-    def elbo(self, images, actions, eps, beta: float = 1.0) -> tuple[torch.Tensor, LatentPosterior]:
-        """Local ELBO (B,) and q(z) (see ``inference.local_elbo``)."""
+    def elbo(
+        self, images, actions, eps, beta: float = 1.0, costs=None, cost_std: float = 1.0
+    ) -> tuple[torch.Tensor, LatentPosterior]:
+        """Local ELBO (B,) and q(z) (see ``inference.local_elbo``), with the observed costs
+        (B, T) (standard deviation ``cost_std``) under the cost model when given."""
         mean, logvar, x = self.potentials(images)
         prior = chain_prior(self.dynamics.expected(), torch.as_tensor(actions, dtype=self.dtype))
-        return local_elbo(prior, mean, logvar, self.decoder, x, self.config.pixel_std, eps, beta)
+        observed = None
+        if costs is not None:
+            y = torch.as_tensor(costs, dtype=self.dtype)
+            observed = lambda z: self.cost.log_likelihood(z, y, cost_std)  # noqa: E731
+        return local_elbo(
+            prior, mean, logvar, self.decoder, x, self.config.pixel_std, eps, beta, observed
+        )
 
     def fit(
-        self, images, actions, settings: FitSettings = FitSettings(), seed: int = 0, callback=None
+        self,
+        images,
+        actions,
+        settings: FitSettings = FitSettings(),
+        seed: int = 0,
+        callback=None,
+        costs=None,
     ) -> list[float]:
-        """Fit on trajectories; returns the ELBO per image of each iteration (the β-annealed
+        """Fit on trajectories (with their observed costs (B, T) when given: the cost model
+        learns with the rest); returns the ELBO per image of each iteration (the β-annealed
         bound during ``kl_warmup``). ``callback(it, elbo)`` is called after each."""
         images, actions = self._check(images, actions)
+        if costs is not None:
+            costs = np.asarray(costs, dtype=np.float64)
+            if costs.shape != images.shape[:2] or not np.all(np.isfinite(costs)):
+                raise ValueError(
+                    f"costs must be finite (B, T) = {images.shape[:2]}, got shape {costs.shape}"
+                )
         self._calibrate(images)
         B_all, T = images.shape[:2]
         rng = np.random.default_rng(seed)
         gen = torch.Generator().manual_seed(seed)
-        params = list(self.encoder.parameters()) + list(self.decoder.parameters())
+        params = [
+            *self.encoder.parameters(),
+            *self.decoder.parameters(),
+            *(self.cost.parameters() if costs is not None else ()),
+        ]
         opt = torch.optim.Adam(params, lr=settings.learning_rate)
         history = []
         for it in range(settings.iterations):
             idx = rng.choice(B_all, size=min(settings.batch_size, B_all), replace=False)
             eps = torch.randn(len(idx), T, self.config.latent_dim, generator=gen, dtype=self.dtype)
             beta = min(1.0, (it + 1) / settings.kl_warmup) if settings.kl_warmup else 1.0
-            elbo, q = self.elbo(images[idx], actions[idx], eps, beta)
+            elbo, q = self.elbo(
+                images[idx],
+                actions[idx],
+                eps,
+                beta,
+                None if costs is None else costs[idx],
+                settings.cost_std,
+            )
             loss = -elbo.sum() / (len(idx) * T)
             opt.zero_grad()
             loss.backward()
@@ -187,7 +229,14 @@ class SolarModel:
             history.append(-loss.item())
             if callback is not None:
                 callback(it, history[-1])
+        self.cost_fitted = self.cost_fitted or costs is not None
         return history
+
+    def latent_cost(self) -> LatentQuadraticCost:
+        """The cost model learnt with the latent (``fit`` given costs); ValueError before."""
+        if not self.cost_fitted:
+            raise ValueError("the cost model has not been fitted: pass costs to SolarModel.fit")
+        return self.cost.latent_cost()
 
     def pretrain(
         self,
@@ -261,6 +310,7 @@ class SolarModel:
         """The model as a safetensors artifact (schema ``mbrl_ros/solar_model``)."""
         tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
         tensors |= {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
+        tensors |= {f"cost.{k}": v.detach() for k, v in self.cost.state_dict().items()}
         for tag, d in (("dyn", self.dynamics), ("prior", self.prior)):
             tensors |= {f"{tag}_M": d.M, f"{tag}_V": d.V, f"{tag}_Psi": d.Psi}
         meta = {
@@ -269,6 +319,7 @@ class SolarModel:
             "nu": self.dynamics.nu,
             "prior_nu": self.prior.nu,
             "calibrated": self.calibrated,
+            "cost_fitted": self.cost_fitted,
         }
         return artifacts.encode(MODEL_SCHEMA, tensors, meta)
 
@@ -292,7 +343,8 @@ class SolarModel:
             model.dynamics = MNIW(
                 tensors["dyn_M"], tensors["dyn_V"], tensors["dyn_Psi"], float(meta["nu"])
             )
-            for name, net in (("encoder", model.encoder), ("decoder", model.decoder)):
+            nets = (("encoder", model.encoder), ("decoder", model.decoder), ("cost", model.cost))
+            for name, net in nets:
                 state = {
                     k[len(name) + 1 :]: torch.as_tensor(v)
                     for k, v in tensors.items()
@@ -300,6 +352,7 @@ class SolarModel:
                 }
                 net.load_state_dict(state)
             model.calibrated = bool(meta["calibrated"])
+            model.cost_fitted = bool(meta["cost_fitted"])
         except (TypeError, ValueError, KeyError, RuntimeError) as exc:
             raise artifacts.ArtifactError(
                 f"solar model artifact does not fit its metadata: {json.dumps(str(exc))[:300]}"
