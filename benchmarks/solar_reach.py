@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ _CONFIG = yaml.safe_load(share_path("config", "solar.yaml").read_text())
 T = node_parameters(_CONFIG, "solar_runner")["episode_steps"]
 START = np.array(node_parameters(_CONFIG, "arm_sim")["initial_position"])
 TARGET = np.array(node_parameters(_CONFIG, "episode_manager")["target"])  # m: ee at (0.8, 1.2)
-ACTION_WEIGHT, TERMINAL_WEIGHT = 1e-3, 10.0  # of the latent cost (SOLAR's LQR and the baseline)
+TERMINAL_WEIGHT = 10.0  # of the latent cost (SOLAR's LQR and the baseline)
 
 
 class Task:
@@ -159,7 +160,7 @@ def pixel_mpc(task: Task, model: SolarModel, images, torques, costs, args) -> di
         iterations=3,
         seed=args.seed,
     )
-    plan_cost = cost.planning_cost(ACTION_WEIGHT, TERMINAL_WEIGHT)
+    plan_cost = cost.planning_cost(args.action_weight, TERMINAL_WEIGHT)
     finals, log, fit_s, plan_s, plans = [], [], 0.0, 0.0, 0
     for it in range(args.iterations):
         data = latent_dataset(model, images, torques, dt, names)
@@ -293,12 +294,12 @@ def main() -> None:
     parser.add_argument("--json", required=True, help="result file")
     parser.add_argument("--png", default="solar_reach.png")
     parser.add_argument("--random-episodes", type=int, default=16)
-    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--iterations", type=int, default=15)
     parser.add_argument("--samples", type=int, default=5, help="episodes per iteration")
     parser.add_argument(
         "--random-bias",
         type=float,
-        default=0.0,
+        default=0.5,
         help="random episodes: a constant torque per episode, uniform within "
         "± this fraction of the effort limits (spreads the poses seen)",
     )
@@ -306,7 +307,7 @@ def main() -> None:
     parser.add_argument(
         "--pretrain-iterations",
         type=int,
-        default=0,
+        default=1000,
         help="autoencoder pre-training of the networks first (minibatches of 64 "
         "frames; SolarModel.pretrain)",
     )
@@ -326,6 +327,27 @@ def main() -> None:
         help="pixel likelihood standard deviation (intensity in [0, 1])",
     )
     parser.add_argument("--epsilon", type=float, default=20.0, help="KL step (nats)")
+    parser.add_argument(
+        "--action-weight",
+        type=float,
+        default=1e-3,
+        help="½·w·‖u‖² per step beside the latent cost (observed costs in m²; SOLAR and the "
+        "pixel-MPC baseline)",
+    )
+    parser.add_argument(
+        "--cost-std",
+        type=float,
+        default=0.0,
+        help="learn the latent cost with the model (SOLAR's cost model): observed costs "
+        "(m²) ~ N(c(z), this²); 0: fit it after the fact on the encoder means",
+    )
+    parser.add_argument(
+        "--cost-episodes",
+        type=int,
+        default=0,
+        help="fit SOLAR's latent cost on the newest N episodes only (0: all): a quadratic in the "
+        "latent fits d² locally, around where the controller goes",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-gps", action="store_true")
@@ -380,8 +402,10 @@ def main() -> None:
             learning_rate=1e-3,
             warmup=args.fit_iterations // 2,
             kl_warmup=args.kl_warmup,
+            cost_std=args.cost_std or 1.0,
         ),
         seed=args.seed,
+        costs=np.stack(data_c) if args.cost_std else None,
     )
     fit_s = time.perf_counter() - fit_s
     check = latent_check(model, np.stack(data_i))
@@ -396,9 +420,13 @@ def main() -> None:
     )
     eta, log = 1.0, []
     for it in range(args.iterations):
-        cost = fit_latent_cost(
-            model.encode(np.stack(data_i)).reshape(-1, config.latent_dim), np.concatenate(data_c)
-        )
+        recent = slice(-args.cost_episodes if args.cost_episodes else None, None)
+        Z_recent = model.encode(np.stack(data_i[recent])).reshape(-1, config.latent_dim)
+        if args.cost_std:
+            learnt = model.latent_cost()
+            cost = replace(learnt, fit_r2=learnt.r2(Z_recent, np.concatenate(data_c[recent])))
+        else:
+            cost = fit_latent_cost(Z_recent, np.concatenate(data_c[recent]))
         Z, U = [], []
         for _ in range(args.samples):
             ic = ImageController(model, ctrl, effort)
@@ -417,7 +445,7 @@ def main() -> None:
             np.stack(Z),
             np.stack(U),
             args.epsilon,
-            action_weight=ACTION_WEIGHT,
+            action_weight=args.action_weight,
             terminal_weight=TERMINAL_WEIGHT,
             strength=0.01,
             eta0=eta,
@@ -440,9 +468,13 @@ def main() -> None:
             np.stack(data_i),
             np.stack(data_u),
             FitSettings(
-                iterations=args.finetune_iterations, batch_size=args.batch, learning_rate=1e-3
+                iterations=args.finetune_iterations,
+                batch_size=args.batch,
+                learning_rate=1e-3,
+                cost_std=args.cost_std or 1.0,
             ),
             seed=args.seed + it + 1,
+            costs=np.stack(data_c) if args.cost_std else None,
         )
     figure(model, data_i[-1], data_u[-1], args.png)
     solar = _curve(finals[args.random_episodes :], args.samples, args.random_episodes)
