@@ -18,25 +18,27 @@ TARGET = np.array([0.4, -0.3])
 START = np.array([-0.5, 0.5])
 
 
-@pytest.fixture(scope="module")
-def fitted():
+def fit_pointmass(images, U, settings: FitSettings, costs=None):
+    """A SolarModel (dz 4, one frame) fitted on one torch thread."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        X, images, U = random_data(np.random.default_rng(0), 48, 10)
         config = VAEConfig(
             image_size=16, latent_dim=4, frames=1, channels=16, hidden=64, pixel_std=0.1
         )
         model = SolarModel(config, du=2, seed=0)
-        elbo = model.fit(
-            images,
-            U,
-            FitSettings(iterations=300, batch_size=24, learning_rate=3e-3, warmup=150),
-            seed=0,
-        )
-        yield model, X, images, U, elbo
+        elbo = model.fit(images, U, settings, seed=0, costs=costs)
     finally:
         torch.set_num_threads(threads)
+    return model, elbo
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, images, U = random_data(np.random.default_rng(0), 48, 10)
+    settings = FitSettings(iterations=300, batch_size=24, learning_rate=3e-3, warmup=150)
+    model, elbo = fit_pointmass(images, U, settings)
+    return model, X, images, U, elbo
 
 
 def r2_affine(Z, P):
@@ -69,26 +71,12 @@ def test_the_latent_recovers_the_position_up_to_a_linear_map(fitted):
 def test_the_cost_model_learnt_with_the_latent_predicts_the_observed_cost():
     """SOLAR's cost model: fitted jointly with the networks from the observed costs (the squared
     distance to the target), it predicts them from the encoded frames of held-out episodes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        X, images, U = random_data(np.random.default_rng(2), 40, 10)
-        config = VAEConfig(
-            image_size=16, latent_dim=4, frames=1, channels=16, hidden=64, pixel_std=0.1
-        )
-        model = SolarModel(config, du=2, seed=0)
-        costs = ((X - TARGET) ** 2).sum(-1)
-        model.fit(
-            images[:32],
-            U[:32],
-            FitSettings(
-                iterations=200, batch_size=16, learning_rate=3e-3, warmup=100, cost_std=0.1
-            ),
-            seed=0,
-            costs=costs[:32],
-        )
-    finally:
-        torch.set_num_threads(threads)
+    X, images, U = random_data(np.random.default_rng(2), 40, 10)
+    costs = ((X - TARGET) ** 2).sum(-1)
+    settings = FitSettings(
+        iterations=200, batch_size=16, learning_rate=3e-3, warmup=100, cost_std=0.1
+    )
+    model, _ = fit_pointmass(images[:32], U[:32], settings, costs[:32])
     learnt = model.latent_cost()
     held = model.encode(images[32:]).reshape(-1, 4)
     assert learnt.r2(held, costs[32:].ravel()) > 0.9
