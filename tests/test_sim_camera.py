@@ -3,6 +3,7 @@ to exactly the frame the simulator renders offline, the target marker follows /m
 the camera's start-up errors name the problem."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -108,6 +109,43 @@ def test_images_decode_to_the_rendered_frames(ros, node_process):
     fx, fy, cx, cy = intrinsics
     np.testing.assert_allclose(infos[0].k, [fx, 0, cx, 0, fy, cy, 0, 0, 1])
     assert infos[0].header.frame_id == images[0].header.frame_id == "solar_camera_optical_frame"
+
+
+def test_wait_for_target_holds_the_first_state_until_the_target_so_every_frame_draws_it(
+    ros, node_process
+):
+    """Automatic episodes with wait_for_target (the 'solar' graph): with its peers there the sim
+    publishes nothing until the first episode's target comes; then the first frame already
+    shows it (the episode manager's target came late under load once, and the first frames of
+    a SOLAR episode were rendered without the goal)."""
+    require_gl()
+    robot = load_robot("arm2")
+    steps = 3
+    driver = Driver(ros, robot, answer=lambda k, s: command_msg(np.zeros(2), s.stamp_ns))
+    images = []
+    driver.node.create_subscription(Image, IMAGES, images.append, STATE_QOS)
+    node_process(
+        "arm_sim",
+        sim_params(robot="arm2", camera=True, episode_steps=steps, wait_for_target=True, seed=2),
+    )
+    target_pub = driver.node.create_publisher(PointStamped, "/mbrl/target", TARGET_QOS)
+    wait_for(
+        lambda: target_pub.get_subscription_count() > 0 and driver.pub.get_subscription_count() > 0,
+        60,
+        "the sim's target and command subscriptions",
+    )
+    time.sleep(1.0)  # the sim's peers are there; only the target is missing
+    assert driver.count() == 0 and not images
+    target = PointStamped()
+    target.header.stamp = time_msg(0)
+    target.point.x, target.point.y, target.point.z = TARGET
+    target_pub.publish(target)
+    wait_for(lambda: len(images) > steps, 60, "the first episode's images")
+    offline = ArmSimulator(robot, SimConfig(seed=2))
+    offline.set_target(np.array(TARGET))
+    with Camera(offline.model, "solar", 64, 64) as camera:
+        np.testing.assert_array_equal(read_image(images[0]), offline.render(camera))
+    assert stamp_to_ns(images[0].header.stamp) == driver.states[0].stamp_ns == 0
 
 
 @pytest.mark.parametrize(

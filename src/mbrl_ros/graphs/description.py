@@ -1231,7 +1231,9 @@ def solar_graph(
     sim_nodes = _sim_nodes(
         "arm2", "lockstep", 0.0, int(seed), float(status_period), "solar.yaml", 2
     )
-    sim_nodes[0].parameters.update(control_period=SOLAR_PERIOD, episode_steps=steps)
+    sim_nodes[0].parameters.update(
+        control_period=SOLAR_PERIOD, episode_steps=steps, wait_for_target=True
+    )
     return sim_nodes + [
         NodeSpec("solar_runner", "solar_runner", ("solar.yaml",), timing | files),
         NodeSpec(

@@ -27,7 +27,8 @@ MuJoCo camera ``camera_name`` of the scene offscreen (``mbrl_ros.simulator.camer
 it on ``/camera/image_raw`` (sensor_msgs/Image, rgb8) and ``/camera/camera_info``
 (sensor_msgs/CameraInfo) with the joint state's stamp, just before the state. The scene's target
 marker follows ``/mbrl/target`` (the target that holds at the state's stamp), so the images show the
-goal.
+goal. With ``wait_for_target`` and automatic episodes in lockstep the first state waits for the
+first episode's target, so no frame is rendered before the goal is known (the 'solar' graph).
 
 Tool (``tool``, e.g. ``peg`` with ``scene`` ``insertion``; lockstep and realtime): the arm holds the
 tool at its end effector and the scene's block ``hole`` (``tasks.insertion_scene``) is moved at each
@@ -152,6 +153,12 @@ PARAMS = [
         "'min_state_subscribers' joint-state subscribers are matched",
     ),
     Param(
+        "wait_for_target",
+        False,
+        "lockstep with episode_steps > 0: the first state also waits for the first episode's "
+        "/mbrl/target, so the camera's first frames draw it (always so with a tool)",
+    ),
+    Param(
         "min_state_subscribers",
         1,
         "lockstep: joint-state subscribers to wait for (every node "
@@ -257,7 +264,7 @@ class ArmSimNode(Node):
             what="command",
         )
         self.targets: TargetSchedule | None = None  # /mbrl/target, for the camera or the hole
-        if p.camera or p.tool:
+        if p.camera or p.tool or p.wait_for_target:
             self.targets = TargetSchedule(TargetGate.for_robot(robot))
             subscribe_targets(self, self.diag, self.targets)
         self.camera = _CameraPublisher(self) if p.camera else None
@@ -392,23 +399,27 @@ class ArmSimNode(Node):
     # -- scheduling ----------------------------------------------------------------------------
     def _peers_ready(self) -> bool:
         """A command publisher is there and the state publisher is matched with enough
-        subscriptions (matched: they will get the first state); with a tool and automatic
-        episodes the first episode's target has come."""
+        subscriptions (matched: they will get the first state); with automatic episodes and a
+        tool or ``wait_for_target`` the first episode's target has come."""
+        waits_for_target = self.p.episode_steps > 0 and (
+            self.p.wait_for_target or self._hole_follows_episodes
+        )
         return (
             self.count_publishers(self.p.command_topic) > 0
             and self.state_pub.get_subscription_count() >= self.p.min_state_subscribers
-            and not (self._hole_follows_episodes and self._hole_target() is None)
+            and not (waits_for_target and self._first_target() is None)
         )
 
     @property
     def _hole_follows_episodes(self) -> bool:
         return isinstance(self.sim, InsertionSimulator) and self.p.episode_steps > 0
 
-    def _hole_target(self) -> np.ndarray | None:
-        """The target that holds at the current stamp, else the newest (with a tool)."""
-        assert self.targets is not None  # subscribed with a tool
-        hole = self.targets.at(self.stamp_ns)
-        return hole if hole is not None else self.targets.newest
+    def _first_target(self) -> np.ndarray | None:
+        """The /mbrl/target that holds at the current stamp, else the newest (3,) m; None
+        before the first."""
+        assert self.targets is not None
+        target = self.targets.at(self.stamp_ns)
+        return target if target is not None else self.targets.newest
 
     def _lockstep_tick(self) -> None:
         if self.pending_stamp is None:
@@ -500,7 +511,7 @@ class ArmSimNode(Node):
     def _place_hole(self) -> np.ndarray:
         """Tool: move the hole to the target that holds now (if any); its top centre (3,) m."""
         assert isinstance(self.sim, InsertionSimulator)
-        hole = self._hole_target()
+        hole = self._first_target()
         if hole is not None:
             self.sim.set_hole(hole)
         return self.sim.hole.top
