@@ -52,7 +52,8 @@ from mbrl_ros.solar.vae import VAEConfig
 _CONFIG = yaml.safe_load(share_path("config", "solar.yaml").read_text())
 T = node_parameters(_CONFIG, "solar_runner")["episode_steps"]
 START = np.array(node_parameters(_CONFIG, "arm_sim")["initial_position"])
-TARGET = np.array(node_parameters(_CONFIG, "episode_manager")["target"])  # m: ee at (0.8, 1.2)
+TARGET = np.array(node_parameters(_CONFIG, "episode_manager")["target"])  # m: ee at GOAL_POSE
+GOAL_POSE = np.array([0.8, 1.2])  # rad: the pose of --goal-image's frame
 TERMINAL_WEIGHT = 10.0  # of the latent cost (SOLAR's LQR and the baseline)
 
 
@@ -66,11 +67,21 @@ class Task:
         self.target = TARGET
         self.camera = Camera(self.sim.model, "solar", 64, 64)
         self.dt_ns = seconds_to_ns(self.sim.config.control_period)
+        if abs(self.distance(GOAL_POSE)) > 1e-6:
+            raise ValueError(f"GOAL_POSE {GOAL_POSE} does not reach the target {TARGET}")
 
     def distance(self, q) -> float:
         with torch.no_grad():
             ee = self.fk.ee_position(torch.as_tensor(q, dtype=torch.float64)).numpy()
         return float(np.linalg.norm(ee - self.target))
+
+    def goal_frame(self) -> np.ndarray:
+        """The camera's image (64, 64, 3) of the arm at rest at GOAL_POSE, the target drawn: what
+        a user would take with the arm jogged to the goal."""
+        self.sim.initial_position = GOAL_POSE
+        self.sim.reset(randomize=False)
+        self.sim.set_target(self.target)
+        return self.sim.render(self.camera)
 
     def episode(self, act):
         """Images (T+1, 64, 64, 3), applied torques (T, 2), observed costs (T+1,), final
@@ -142,6 +153,11 @@ def latent_dataset(model: SolarModel, images, torques, dt: float, names) -> Data
     )
 
 
+def goal_latent(task: Task, model: SolarModel, args) -> np.ndarray | None:
+    """``--goal-image``: the encoding (dz,) of the goal frame (standing still), else None."""
+    return model.encode(task.goal_frame()[None, None])[0, 0] if args.goal_image else None
+
+
 def pixel_mpc(task: Task, model: SolarModel, images, torques, costs, args) -> dict:
     """The pixel-MPC baseline (issue 17, deliverable 5): per iteration ``args.samples`` episodes
     of CEM through a latent ensemble from the encoded frame stack, replanning every control
@@ -149,7 +165,11 @@ def pixel_mpc(task: Task, model: SolarModel, images, torques, costs, args) -> di
     images, torques = list(images), list(torques)
     names, dt = task.robot.joint_names, task.sim.config.control_period
     dz = model.config.latent_dim
-    cost = fit_latent_cost(model.encode(np.stack(images)).reshape(-1, dz), np.concatenate(costs))
+    cost = fit_latent_cost(
+        model.encode(np.stack(images)).reshape(-1, dz),
+        np.concatenate(costs),
+        goal=goal_latent(task, model, args),
+    )
     effort = task.robot.limits.effort
     planner = CEM(
         args.mpc_horizon,
@@ -348,6 +368,12 @@ def main() -> None:
         help="fit SOLAR's latent cost on the newest N episodes only (0: all): a quadratic in the "
         "latent fits d² locally, around where the controller goes",
     )
+    parser.add_argument(
+        "--goal-image",
+        action="store_true",
+        help="the latent cost's minimum at the encoding of an image of the arm at the goal "
+        "(GOAL_POSE; only C and c0 fitted), for SOLAR and the pixel-MPC baseline",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-gps", action="store_true")
@@ -420,14 +446,7 @@ def main() -> None:
     )
     eta, log = 1.0, []
     for it in range(args.iterations):
-        recent = slice(-args.cost_episodes if args.cost_episodes else None, None)
-        Z_recent = model.encode(np.stack(data_i[recent])).reshape(-1, config.latent_dim)
-        if args.cost_std:
-            learnt = model.latent_cost()
-            cost = replace(learnt, fit_r2=learnt.r2(Z_recent, np.concatenate(data_c[recent])))
-        else:
-            cost = fit_latent_cost(Z_recent, np.concatenate(data_c[recent]))
-        Z, U = [], []
+        new_episodes = []
         for _ in range(args.samples):
             ic = ImageController(model, ctrl, effort)
 
@@ -435,15 +454,37 @@ def main() -> None:
                 ic.push(image)
                 return ic.act(t, rng)
 
-            ep = task.episode(act)
-            record(ep)
-            Z.append(model.encode(ep[0][None])[0]), U.append(ep[1])
+            new_episodes.append(task.episode(act))
+            record(new_episodes[-1])
+        # SOLAR's order: the model on all data first, then the policy in its latent space (the
+        # controller is run next with this encoder)
+        model.fit(
+            np.stack(data_i),
+            np.stack(data_u),
+            FitSettings(
+                iterations=args.finetune_iterations,
+                batch_size=args.batch,
+                learning_rate=1e-3,
+                cost_std=args.cost_std or 1.0,
+            ),
+            seed=args.seed + it + 1,
+            costs=np.stack(data_c) if args.cost_std else None,
+        )
+        recent = slice(-args.cost_episodes if args.cost_episodes else None, None)
+        Z_recent = model.encode(np.stack(data_i[recent])).reshape(-1, config.latent_dim)
+        if args.cost_std:
+            learnt = model.latent_cost()
+            cost = replace(learnt, fit_r2=learnt.r2(Z_recent, np.concatenate(data_c[recent])))
+        else:
+            cost = fit_latent_cost(
+                Z_recent, np.concatenate(data_c[recent]), goal=goal_latent(task, model, args)
+            )
         result = latent_update(
             model.dynamics,
             cost,
             ctrl,
-            np.stack(Z),
-            np.stack(U),
+            model.encode(np.stack([ep[0] for ep in new_episodes])),
+            np.stack([ep[1] for ep in new_episodes]),
             args.epsilon,
             action_weight=args.action_weight,
             terminal_weight=TERMINAL_WEIGHT,
@@ -464,18 +505,6 @@ def main() -> None:
             }
         )
         print(json.dumps(log[-1]), flush=True)
-        model.fit(
-            np.stack(data_i),
-            np.stack(data_u),
-            FitSettings(
-                iterations=args.finetune_iterations,
-                batch_size=args.batch,
-                learning_rate=1e-3,
-                cost_std=args.cost_std or 1.0,
-            ),
-            seed=args.seed + it + 1,
-            costs=np.stack(data_c) if args.cost_std else None,
-        )
     figure(model, data_i[-1], data_u[-1], args.png)
     solar = _curve(finals[args.random_episodes :], args.samples, args.random_episodes)
     out = {
@@ -486,6 +515,7 @@ def main() -> None:
             "start_q": START.tolist(),
             "target": task.target.tolist(),
             "image": "64x64 rgb, 2 stacked frames",
+            "goal_image_q": GOAL_POSE.tolist() if args.goal_image else None,
         },
         **solar,
         "random_episodes": args.random_episodes,

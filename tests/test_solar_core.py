@@ -246,6 +246,28 @@ def test_latent_cost_recovers_a_positive_semidefinite_quadratic():
         fit_latent_cost(np.full((50, 3), np.nan), y[:50])
 
 
+def test_latent_cost_about_a_goal_has_its_minimum_there():
+    """With a goal latent (a goal image's encoding) the fit is ½ (z − g)ᵀC(z − g) + c0: the
+    true quadratic when the data has that form, else the best one with its minimum at g (the
+    unconstrained fit's minimum lies elsewhere)."""
+    rng = np.random.default_rng(8)
+    L = rng.normal(size=(3, 3))
+    C, g, c0 = L @ L.T, np.array([0.4, -0.2, 0.3]), 0.25
+    Z = rng.normal(size=(400, 3))
+    y = 0.5 * np.einsum("ni,ij,nj->n", Z - g, C, Z - g) + c0
+    fit = fit_latent_cost(Z, y, goal=g)
+    np.testing.assert_allclose(fit.C, C, atol=1e-4)
+    np.testing.assert_allclose(fit.c, -C @ g, atol=1e-4)
+    assert fit(g) == pytest.approx(c0, abs=1e-4) and fit.fit_r2 > 0.9999
+    # a goal off the data's minimum: the minimum is the goal all the same, at a worse fit
+    other = np.array([-0.5, 0.5, 0.0])
+    off = fit_latent_cost(Z, y, goal=other)
+    np.testing.assert_allclose(np.linalg.lstsq(off.C, -off.c, rcond=None)[0], other, atol=1e-8)
+    assert off.fit_r2 < fit.fit_r2 - 0.01
+    with pytest.raises(ValueError, match="goal latent"):
+        fit_latent_cost(Z, y, goal=[0.0, 1.0])
+
+
 def tiny_model():
     return SolarModel(VAEConfig(image_size=8, latent_dim=2, frames=2, channels=2, hidden=4), 1)
 

@@ -4,10 +4,11 @@
 
 with C = L Lᵀ kept positive semidefinite so the LQR subproblem stays convex, either fitted after
 the fact by least squares of latents Z (N, dz) against observed scalar costs (N,) (e.g. the task's
-cost the robot reports; no state is needed: ``fit_latent_cost``), or learnt with the model as one
-more observation of the latent, y_t ~ N(c(z_t), σ²) (``CostModel``; SOLAR's cost model), which
-shapes the latent so that the cost is quadratic in it. The trajectory cost for ``trajopt`` adds
-½ uᵀ(action_weight·I)u per step.
+cost the robot reports; no state is needed: ``fit_latent_cost``; optionally about a goal latent,
+e.g. the encoding of an image of the arm at the goal, which fixes the cost's minimum there), or
+learnt with the model as one more observation of the latent, y_t ~ N(c(z_t), σ²) (``CostModel``;
+SOLAR's cost model), which shapes the latent so that the cost is quadratic in it. The trajectory
+cost for ``trajopt`` adds ½ uᵀ(action_weight·I)u per step.
 """
 
 from __future__ import annotations
@@ -112,11 +113,14 @@ def quadratic_features(Z: np.ndarray) -> np.ndarray:
     return np.concatenate([Z[:, i] * Z[:, j], Z, np.ones((len(Z), 1))], axis=1)
 
 
-def fit_latent_cost(Z, costs, ridge: float = 1e-6, iterations: int = 200) -> LatentQuadraticCost:
+def fit_latent_cost(
+    Z, costs, ridge: float = 1e-6, iterations: int = 200, goal=None
+) -> LatentQuadraticCost:
     """Quadratic cost with C = L Lᵀ ⪰ 0 of latents Z (N, dz) against costs (N,), least squares:
     the unconstrained fit with C clipped to its PSD part starts an L-BFGS fit of (L, c, c0)
-    (SOLAR fits its cost model by gradient descent). ValueError on non-finite input or fewer
-    samples than coefficients."""
+    (SOLAR fits its cost model by gradient descent). ``goal`` (dz,): the latent where the cost
+    is least (e.g. a goal image's encoding); then c(z) = ½ (z − goal)ᵀC(z − goal) + c0 and only
+    C and c0 are fitted. ValueError on non-finite input or fewer samples than coefficients."""
     Z = np.asarray(Z, dtype=np.float64)
     y = np.asarray(costs, dtype=np.float64)
     if Z.ndim != 2 or y.shape != (len(Z),):
@@ -124,14 +128,18 @@ def fit_latent_cost(Z, costs, ridge: float = 1e-6, iterations: int = 200) -> Lat
     if not (np.all(np.isfinite(Z)) and np.all(np.isfinite(y))):
         raise ValueError("latents or costs have non-finite values")
     dz = Z.shape[1]
+    if goal is not None:
+        goal = np.asarray(goal, dtype=np.float64)
+        if goal.shape != (dz,) or not np.all(np.isfinite(goal)):
+            raise ValueError(f"the goal latent must be finite of shape ({dz},), got {goal.shape}")
     if len(Z) < (dz + 1) * (dz + 2) // 2:
         raise ValueError(
             f"{len(Z)} samples are too few for a quadratic in {dz} latents "
             f"({(dz + 1) * (dz + 2) // 2} coefficients)"
         )
-    mu, sd = Z.mean(0), np.maximum(Z.std(0), 1e-9)
-    Cs, cs, c0s = _fit_standardised((Z - mu) / sd, y, ridge, iterations)
-    # back from z̃ = S (z − μ), S = diag(1/sd)
+    # standardised z̃ = S (z − μ), S = diag(1/sd); about the goal without a linear term
+    mu, sd = (Z.mean(0) if goal is None else goal), np.maximum(Z.std(0), 1e-9)
+    Cs, cs, c0s = _fit_standardised((Z - mu) / sd, y, ridge, iterations, linear=goal is None)
     S = 1.0 / sd
     C = Cs * S[:, None] * S[None, :]
     c = S * cs - C @ mu
@@ -140,13 +148,15 @@ def fit_latent_cost(Z, costs, ridge: float = 1e-6, iterations: int = 200) -> Lat
     return LatentQuadraticCost(fit.C, fit.c, fit.c0, fit.r2(Z, y))
 
 
-def _fit_standardised(Z, y, ridge: float, iterations: int):
+def _fit_standardised(Z, y, ridge: float, iterations: int, linear: bool = True):
     """(C, c, c0) on standardised latents: the better of the clipped least-squares quadratic
-    and the constant mean starts L-BFGS on (L, c, c0)."""
+    and the constant mean starts L-BFGS on (L, c, c0); ``linear`` False: c = 0."""
     dz = Z.shape[1]
-    Phi = quadratic_features(Z)
-    w = np.linalg.solve(Phi.T @ Phi + ridge * len(Z) * np.eye(Phi.shape[1]), Phi.T @ y)
     iu, ju = np.triu_indices(dz)
+    Phi = quadratic_features(Z)
+    if not linear:
+        Phi = np.delete(Phi, np.s_[len(iu) : len(iu) + dz], axis=1)
+    w = np.linalg.solve(Phi.T @ Phi + ridge * len(Z) * np.eye(Phi.shape[1]), Phi.T @ y)
     C = np.zeros((dz, dz))
     C[iu, ju] = w[: len(iu)]
     C = C + C.T  # off-diagonal z_i z_j: C_ij; diagonal ½ C_ii z_i² = w_ii z_i²
@@ -156,8 +166,9 @@ def _fit_standardised(Z, y, ridge: float, iterations: int):
     def residual(L, c, c0):
         return quadratic_value(Zt, L, c, c0) - yt
 
+    c_ls = w[len(iu) : len(iu) + dz] if linear else np.zeros(dz)
     starts = [
-        (V * np.sqrt(np.maximum(ev, 1e-8)), w[len(iu) : len(iu) + dz], w[-1]),
+        (V * np.sqrt(np.maximum(ev, 1e-8)), c_ls, w[-1]),
         (1e-3 * np.eye(dz), np.zeros(dz), y.mean()),
     ]
     errors = [
@@ -166,9 +177,11 @@ def _fit_standardised(Z, y, ridge: float, iterations: int):
     ]
     L0, c_init, c0_init = starts[int(np.argmin(errors))]
     L = torch.tensor(L0, requires_grad=True)
-    c = torch.tensor(np.asarray(c_init, float), requires_grad=True)
+    c = torch.tensor(np.asarray(c_init, float), requires_grad=linear)
     c0 = torch.tensor(float(c0_init), requires_grad=True)
-    opt = torch.optim.LBFGS([L, c, c0], max_iter=iterations, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [L, c, c0] if linear else [L, c0], max_iter=iterations, line_search_fn="strong_wolfe"
+    )
 
     def loss():
         opt.zero_grad()
