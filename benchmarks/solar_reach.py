@@ -176,7 +176,7 @@ def pixel_mpc(task: Task, model: SolarModel, images, torques, costs, args) -> di
         -effort,
         effort,
         population=args.mpc_population,
-        elites=args.mpc_population // 10,
+        elites=max(2, args.mpc_population // 10),
         iterations=3,
         seed=args.seed,
     )
