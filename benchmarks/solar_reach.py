@@ -444,7 +444,7 @@ def main() -> None:
     ctrl = initial_latent_controller(
         T, config.latent_dim, 2, noise, task.dt_ns, joint_names=task.robot.joint_names
     )
-    eta, log = 1.0, []
+    eta, log, last = 1.0, [], None
     for it in range(args.iterations):
         new_episodes = []
         for _ in range(args.samples):
@@ -456,6 +456,12 @@ def main() -> None:
 
             new_episodes.append(task.episode(act))
             record(new_episodes[-1])
+        realised = None
+        if last is not None:  # the last update's cost on what its controller did
+            zu = np.zeros((args.samples, T + 1, config.latent_dim + 2))
+            zu[:, :, : config.latent_dim] = model.encode(np.stack([e[0] for e in new_episodes]))
+            zu[:, :T, config.latent_dim :] = np.stack([e[1] for e in new_episodes])
+            realised = float(last(zu).mean())
         # SOLAR's order: the model on all data first, then the policy in its latent space (the
         # controller is run next with this encoder)
         model.fit(
@@ -492,6 +498,7 @@ def main() -> None:
             eta0=eta,
         )
         ctrl, eta = result.controller, result.eta
+        last = cost.trajectory_cost(T, 2, args.action_weight, TERMINAL_WEIGHT)
         recent = np.array(finals[-args.samples :])
         log.append(
             {
@@ -500,6 +507,8 @@ def main() -> None:
                 "cost_r2": cost.fit_r2,
                 "kl": result.kl,
                 "eta": result.eta,
+                "predicted_cost": result.expected_cost,
+                "last_update_realised_cost": realised,
                 "mean_final_distance_m": float(recent.mean()),
                 "min_final_distance_m": float(recent.min()),
             }
