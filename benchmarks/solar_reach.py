@@ -419,20 +419,21 @@ def main() -> None:
             ),
             flush=True,
         )
-    model.fit(
-        np.stack(data_i),
-        np.stack(data_u),
-        FitSettings(
-            iterations=args.fit_iterations,
+
+    def fit_model(iterations: int, seed: int, warmup: int = 0, kl_warmup: int = 0) -> None:
+        """The SOLAR model on all episodes so far (with their costs for --cost-std)."""
+        settings = FitSettings(
+            iterations=iterations,
             batch_size=args.batch,
             learning_rate=1e-3,
-            warmup=args.fit_iterations // 2,
-            kl_warmup=args.kl_warmup,
+            warmup=warmup,
+            kl_warmup=kl_warmup,
             cost_std=args.cost_std or 1.0,
-        ),
-        seed=args.seed,
-        costs=np.stack(data_c) if args.cost_std else None,
-    )
+        )
+        costs = np.stack(data_c) if args.cost_std else None
+        model.fit(np.stack(data_i), np.stack(data_u), settings, seed=seed, costs=costs)
+
+    fit_model(args.fit_iterations, args.seed, args.fit_iterations // 2, args.kl_warmup)
     fit_s = time.perf_counter() - fit_s
     check = latent_check(model, np.stack(data_i))
     print(json.dumps({"latent_check": check}), flush=True)
@@ -464,18 +465,7 @@ def main() -> None:
             realised = float(last(zu).mean())
         # SOLAR's order: the model on all data first, then the policy in its latent space (the
         # controller is run next with this encoder)
-        model.fit(
-            np.stack(data_i),
-            np.stack(data_u),
-            FitSettings(
-                iterations=args.finetune_iterations,
-                batch_size=args.batch,
-                learning_rate=1e-3,
-                cost_std=args.cost_std or 1.0,
-            ),
-            seed=args.seed + it + 1,
-            costs=np.stack(data_c) if args.cost_std else None,
-        )
+        fit_model(args.finetune_iterations, args.seed + it + 1)
         recent = slice(-args.cost_episodes if args.cost_episodes else None, None)
         Z_recent = model.encode(np.stack(data_i[recent])).reshape(-1, config.latent_dim)
         if args.cost_std:
