@@ -220,6 +220,11 @@ def test_lockstep_timeout_applies_the_safe_hold(ros, node_process):
             "without gravity compensation",
         ),
         ({"tool": "peg", "scene": "insertion", "mode": "hardware"}, "needs mode lockstep"),
+        ({"wait_for_target": True}, "'wait_for_target' = True needs mode lockstep and episode"),
+        (
+            {"wait_for_target": True, "episode_steps": 5, "mode": "realtime"},
+            "(got mode 'realtime', episode_steps 5)",
+        ),
         (
             {"control_perod": 0.01},
             "unknown parameter(s) for node 'arm_sim': 'control_perod' (did "

@@ -155,8 +155,9 @@ PARAMS = [
     Param(
         "wait_for_target",
         False,
-        "lockstep with episode_steps > 0: the first state also waits for the first episode's "
-        "/mbrl/target, so the camera's first frames draw it (always so with a tool)",
+        "lockstep with episode_steps > 0 (refused otherwise): the first state also waits for "
+        "the first episode's /mbrl/target, so the camera's first frames draw it (always so "
+        "with a tool)",
     ),
     Param(
         "min_state_subscribers",
@@ -218,6 +219,12 @@ class ArmSimNode(Node):
                 f"{robot.name} once: {list(robot.joint_names)}"
             )
         self.state_names = names
+        if p.wait_for_target and (p.mode != "lockstep" or not p.episode_steps):
+            raise ConfigError(
+                "parameter 'wait_for_target' = True needs mode lockstep and episode_steps > 0 "
+                f"(got mode {p.mode!r}, episode_steps {p.episode_steps}): the first episode's "
+                "target is what it waits for"
+            )
         if p.tool and p.mode == "hardware":
             raise ConfigError(
                 f"parameter 'tool' = {p.tool!r} needs mode lockstep or realtime: the hole moves "
@@ -401,9 +408,7 @@ class ArmSimNode(Node):
         """A command publisher is there and the state publisher is matched with enough
         subscriptions (matched: they will get the first state); with automatic episodes and a
         tool or ``wait_for_target`` the first episode's target has come."""
-        waits_for_target = self.p.episode_steps > 0 and (
-            self.p.wait_for_target or self._hole_follows_episodes
-        )
+        waits_for_target = self.p.wait_for_target or self._hole_follows_episodes
         return (
             self.count_publishers(self.p.command_topic) > 0
             and self.state_pub.get_subscription_count() >= self.p.min_state_subscribers
