@@ -67,7 +67,7 @@ class Task:
         self.target = TARGET
         self.camera = Camera(self.sim.model, "solar", 64, 64)
         self.dt_ns = seconds_to_ns(self.sim.config.control_period)
-        if abs(self.distance(GOAL_POSE)) > 1e-6:
+        if self.distance(GOAL_POSE) > 1e-6:
             raise ValueError(f"GOAL_POSE {GOAL_POSE} does not reach the target {TARGET}")
 
     def distance(self, q) -> float:
