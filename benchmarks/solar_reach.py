@@ -75,20 +75,22 @@ class Task:
             ee = self.fk.ee_position(torch.as_tensor(q, dtype=torch.float64)).numpy()
         return float(np.linalg.norm(ee - self.target))
 
+    def _rest_at(self, q) -> None:
+        """The arm at rest at q (rad), the target drawn (a reset puts the marker out of view)."""
+        self.sim.initial_position = q
+        self.sim.reset(randomize=False)
+        self.sim.set_target(self.target)
+
     def goal_frame(self) -> np.ndarray:
         """The camera's image (64, 64, 3) of the arm at rest at GOAL_POSE, the target drawn: what
         a user would take with the arm jogged to the goal."""
-        self.sim.initial_position = GOAL_POSE
-        self.sim.reset(randomize=False)
-        self.sim.set_target(self.target)
+        self._rest_at(GOAL_POSE)
         return self.sim.render(self.camera)
 
     def episode(self, act):
         """Images (T+1, 64, 64, 3), applied torques (T, 2), observed costs (T+1,), final
         distance (m). ``act(t, image)`` gives the torque or None (then zero torque)."""
-        self.sim.initial_position = START
-        self.sim.reset(randomize=False)
-        self.sim.set_target(self.target)  # a reset puts the marker back out of view
+        self._rest_at(START)
         images, torques, costs = [], [], []
         for t in range(T + 1):
             images.append(self.sim.render(self.camera))
@@ -153,22 +155,23 @@ def latent_dataset(model: SolarModel, images, torques, dt: float, names) -> Data
     )
 
 
-def goal_latent(task: Task, model: SolarModel, args) -> np.ndarray | None:
-    """``--goal-image``: the encoding (dz,) of the goal frame (standing still), else None."""
-    return model.encode(task.goal_frame()[None, None])[0, 0] if args.goal_image else None
+def goal_latent(model: SolarModel, goal_image) -> np.ndarray | None:
+    """The encoding (dz,) of the goal image (64, 64, 3) standing still; None without one."""
+    return None if goal_image is None else model.encode(goal_image[None, None])[0, 0]
 
 
-def pixel_mpc(task: Task, model: SolarModel, images, torques, costs, args) -> dict:
+def pixel_mpc(task: Task, model: SolarModel, images, torques, costs, goal_image, args) -> dict:
     """The pixel-MPC baseline (issue 17, deliverable 5): per iteration ``args.samples`` episodes
     of CEM through a latent ensemble from the encoded frame stack, replanning every control
-    period, then a fresh ensemble fit on all latent transitions. ``model``: the fixed VAE."""
+    period, then a fresh ensemble fit on all latent transitions. ``model``: the fixed VAE;
+    ``goal_image``: see ``goal_latent``."""
     images, torques = list(images), list(torques)
     names, dt = task.robot.joint_names, task.sim.config.control_period
     dz = model.config.latent_dim
     cost = fit_latent_cost(
         model.encode(np.stack(images)).reshape(-1, dz),
         np.concatenate(costs),
-        goal=goal_latent(task, model, args),
+        goal=goal_latent(model, goal_image),
     )
     effort = task.robot.limits.effort
     planner = CEM(
@@ -387,6 +390,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     task = Task()
+    goal_image = task.goal_frame() if args.goal_image else None  # rendered once
     effort = task.robot.limits.effort
     t0 = time.perf_counter()
     data_i, data_u, data_c, finals = [], [], [], []
@@ -440,7 +444,7 @@ def main() -> None:
     baseline = (
         {"status": "skipped"}
         if args.skip_mpc
-        else pixel_mpc(task, model, data_i, data_u, data_c, args)
+        else pixel_mpc(task, model, data_i, data_u, data_c, goal_image, args)
     )
     ctrl = initial_latent_controller(
         T, config.latent_dim, 2, noise, task.dt_ns, joint_names=task.robot.joint_names
@@ -473,7 +477,7 @@ def main() -> None:
             cost = replace(learnt, fit_r2=learnt.r2(Z_recent, np.concatenate(data_c[recent])))
         else:
             cost = fit_latent_cost(
-                Z_recent, np.concatenate(data_c[recent]), goal=goal_latent(task, model, args)
+                Z_recent, np.concatenate(data_c[recent]), goal=goal_latent(model, goal_image)
             )
         result = latent_update(
             model.dynamics,
