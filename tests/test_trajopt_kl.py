@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.linalg import solve_discrete_are
 
-from mbrl_ros.control.controller import LinearGaussianController
+from mbrl_ros.control.controller import LinearGaussianController, kl_divergence
 from mbrl_ros.planning.lqr import backward_pass
 from mbrl_ros.trajopt.kl_update import (
     KLSearchWarning,
@@ -209,6 +209,61 @@ def test_previous_controller_must_be_gaussian():
         kl_update(cost, dyn, det, 1.0)
     with pytest.raises(ValueError, match="epsilon must be"):
         kl_update(cost, dyn, prev, -1.0)
+
+
+def lagrangian(cost, dyn, prev, eta, nu, K, k, Sigma):
+    """E_p[Σ c] − ν H(p) + η D_KL(p ‖ p̄) of p = N(K x + k, Σ) (absolute gains), exactly from
+    the forward pass; H(p) counts the controller's conditional entropies (the dynamics' own
+    entropy does not depend on p)."""
+    traj = forward_pass(dyn, K, k, Sigma)
+    p = LinearGaussianController.gaussian(np.zeros((T, DX)), k, K, None, Sigma, dt_ns=DT_NS)
+    kl = kl_divergence(p, prev, traj.x_mean[:T], traj.x_cov[:T]).sum()
+    entropy = 0.5 * np.linalg.slogdet(2 * np.pi * np.e * Sigma)[1].sum()
+    return expected_cost(cost, traj) - nu * entropy + eta * kl
+
+
+@pytest.mark.parametrize("eta, nu", [(0.05, 0.3), (2.0, 0.5), (0.01, 2.0)])
+def test_entropy_weighted_solution_is_the_stationary_point_of_its_lagrangian(eta, nu):
+    """solve_for_eta with ν > 0 minimises E[c] − νH + η KL (checked by central differences of
+    the exact Lagrangian along random directions of K, k and Σ, and by random perturbations)."""
+    dyn, prev, cost = problem()
+    K, k, Sigma, _, _ = solve_for_eta(cost, dyn, prev, eta, entropy=nu)
+    L0 = lagrangian(cost, dyn, prev, eta, nu, K, k, Sigma)
+    rng = np.random.default_rng(4)
+    h = 1e-5
+    for _ in range(6):
+        dK, dk = rng.standard_normal(K.shape), rng.standard_normal(k.shape)
+        A = rng.standard_normal(Sigma.shape)
+        dS = A + np.swapaxes(A, 1, 2)
+        up = lagrangian(cost, dyn, prev, eta, nu, K + h * dK, k + h * dk, Sigma + h * dS)
+        down = lagrangian(cost, dyn, prev, eta, nu, K - h * dK, k - h * dk, Sigma - h * dS)
+        scale = np.abs(up - L0) + np.abs(down - L0) + 1e-12
+        assert abs(up - down) / (2 * h) <= 1e-4 * (1 + abs(L0)), "gradient not zero"
+        assert up - L0 > -1e-9 * scale and down - L0 > -1e-9 * scale
+        big = lagrangian(cost, dyn, prev, eta, nu, K + 0.05 * dK, k + 0.05 * dk, Sigma)
+        assert big > L0
+
+
+def test_entropy_keeps_the_covariance_the_cost_would_shrink_and_still_meets_the_bound():
+    """A large trust region lets η fall and the cost shrink Σ = Q̃_uu⁻¹; with ν > 0 the update
+    keeps more covariance (larger log|Σ|) at the same KL bound, monotonically in ν."""
+    dyn, prev, cost = problem()
+    plain = kl_update(cost, dyn, prev, 50.0)
+    log_dets = [np.linalg.slogdet(plain.controller.cov)[1].sum()]
+    for nu in (0.01, 0.1, 1.0):
+        result = kl_update(cost, dyn, prev, 50.0, entropy=nu)
+        assert abs(result.kl - 50.0) <= 5.0 and result.active
+        log_dets.append(np.linalg.slogdet(result.controller.cov)[1].sum())
+        K, k, Sigma, _, _ = solve_for_eta(cost, dyn, prev, result.eta, entropy=nu)
+        np.testing.assert_allclose(result.controller.cov, Sigma, rtol=1e-12)
+    assert log_dets == sorted(log_dets) and log_dets[-1] > log_dets[0] + 1.0
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
+def test_entropy_weight_must_be_finite_and_non_negative(bad):
+    dyn, prev, cost = problem()
+    with pytest.raises(ValueError, match="entropy must be a finite weight ≥ 0, got"):
+        kl_update(cost, dyn, prev, 1.0, entropy=bad)
 
 
 def test_step_adaptation():

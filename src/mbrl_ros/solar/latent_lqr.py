@@ -67,8 +67,10 @@ def latent_update(
     strength: float = 1.0,
     eta0: float = 1.0,
     settings: KLSettings = KLSettings(),
+    entropy: float = 0.0,
 ) -> KLUpdateResult:
-    """One SOLAR iteration on latent rollouts of ``prev``: local fit, then ``kl_update``."""
+    """One SOLAR iteration on latent rollouts of ``prev``: local fit, then ``kl_update`` (with
+    entropy weight ``entropy``)."""
     dyn = fit_latent_dynamics(dynamics, Z, U, strength)
     quad = cost.trajectory_cost(dyn.T, dyn.du, action_weight, terminal_weight)
-    return kl_update(quad, dyn, prev, epsilon, eta0, settings)
+    return kl_update(quad, dyn, prev, epsilon, eta0, settings, entropy)

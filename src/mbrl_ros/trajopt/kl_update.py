@@ -13,6 +13,12 @@ inside the bracket by the same secant (bisection in log η as a safeguard), unti
 region with a warning (as GPS does). ε (``epsilon``) is the trust region in nats over the whole
 trajectory; ``adapt_step`` rescales it from predicted against actual improvement, as guided policy
 search does.
+
+With an entropy weight ν > 0 (``entropy``; cbfinn/gps's ``max_ent_traj``) the objective is
+E_p[Σ c] − ν H(p) under the same bound. Its Lagrangian divided by η + ν has the cost
+c/(η+ν) − η/(η+ν) log p̄(u|x), so Σ = Q̃_uu⁻¹ keeps a share ν/(η+ν) of the cost's own
+covariance however small η gets: exploration does not collapse while the cost dominates.
+ν = 0 is the plain update, bit for bit.
 """
 
 from __future__ import annotations
@@ -102,19 +108,28 @@ def kl_cost_terms(prev: LinearGaussianController) -> tuple[np.ndarray, np.ndarra
 
 
 def solve_for_eta(
-    cost: QuadraticCost, dyn: LocalDynamics, prev: LinearGaussianController, eta: float, terms=None
+    cost: QuadraticCost,
+    dyn: LocalDynamics,
+    prev: LinearGaussianController,
+    eta: float,
+    terms=None,
+    entropy: float = 0.0,
 ):
-    """argmin_p of the Lagrangian at η: (absolute K, k, Σ, trajectory, KL in nats); raises
-    NotPositiveDefinite when Q̃_uu is not. The terminal row of ``cost`` is the value at x_T."""
+    """argmin_p of the Lagrangian at η with entropy weight ν = ``entropy`` (module docstring):
+    (absolute K, k, Σ, trajectory, KL in nats); raises NotPositiveDefinite when Q̃_uu is not.
+    The terminal row of ``cost`` is the value at x_T."""
     H, g = kl_cost_terms(prev) if terms is None else terms
     T, dx = dyn.T, dyn.dx
+    scale, prior = eta + entropy, eta / (eta + entropy)  # ν = 0: η and exactly 1
+    if prior != 1.0:
+        H, g = prior * H, prior * g
     sol = backward_pass(
         dyn.Fx,
         dyn.fx,
-        cost.C[:T] / eta + H,
-        cost.c[:T] / eta + g,
-        Vxx_T=cost.C[T, :dx, :dx] / eta,
-        vx_T=cost.c[T, :dx] / eta,
+        cost.C[:T] / scale + H,
+        cost.c[:T] / scale + g,
+        Vxx_T=cost.C[T, :dx, :dx] / scale,
+        vx_T=cost.c[T, :dx] / scale,
     )
     traj = forward_pass(dyn, sol.K, sol.k, sol.Quu_inv)
     p = LinearGaussianController.gaussian(
@@ -131,10 +146,12 @@ def kl_update(
     epsilon: float,
     eta0: float = 1.0,
     settings: KLSettings = KLSettings(),
+    entropy: float = 0.0,
 ) -> KLUpdateResult:
     """The KL-constrained update of ``prev`` (Gaussian, PD Σ̄, T = dyn.T steps) on the local
     dynamics ``dyn`` and the cost expansion ``cost``, with trust region ``epsilon`` nats, starting
-    the dual search at ``eta0`` (e.g. the last iteration's η). When the search runs out of
+    the dual search at ``eta0`` (e.g. the last iteration's η), with entropy weight ``entropy``
+    (ν ≥ 0, in cost units per nat; module docstring). When the search runs out of
     iterations it returns the best controller found inside the trust region (the largest KL ≤ ε)
     with ``converged`` False and a KLSearchWarning, as GPS does. Raises KLUpdateError when η
     reaches eta_max with the KL still above ε (or Q̃_uu never positive definite), or the search
@@ -146,6 +163,8 @@ def kl_update(
         )
     if not np.isfinite(epsilon) or epsilon <= 0:
         raise ValueError(f"epsilon must be a positive number of nats, got {epsilon}")
+    if not np.isfinite(entropy) or entropy < 0:
+        raise ValueError(f"entropy must be a finite weight ≥ 0, got {entropy}")
     s = settings
     terms = kl_cost_terms(prev)
     eta = min(max(float(eta0), s.eta_min), s.eta_max)
@@ -155,7 +174,7 @@ def kl_update(
     converged = False
     for it in range(1, s.max_iterations + 1):
         try:
-            solution = solve_for_eta(cost, dyn, prev, eta, terms)
+            solution = solve_for_eta(cost, dyn, prev, eta, terms, entropy)
             kl = solution[-1]
         except NotPositiveDefinite:
             solution, kl = None, math.inf
