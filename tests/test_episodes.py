@@ -10,7 +10,13 @@ import pytest
 from mbrl_ros.common.paths import share_path
 from mbrl_ros.robot.config import derive_robot_config
 from mbrl_ros.robot.description import build_mujoco_model, load_robot
-from mbrl_ros.tasks.episodes import StartPoseSampler, Summary, TargetSampler, score
+from mbrl_ros.tasks.episodes import (
+    StartPoseSampler,
+    Summary,
+    TargetSampler,
+    progress_line,
+    score,
+)
 
 ARM2_BOX = (np.array([-0.3, -0.3, -1.0]), np.array([0.3, 0.3, 1.0]))
 
@@ -151,6 +157,19 @@ def test_score_and_summary(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no states"):
         score(2, True, np.zeros(3), np.array([]), 0.02, 3.0)
+
+
+def test_progress_line_shows_model_and_plan_rate_only_where_the_graph_has_them():
+    first = score(0, False, np.zeros(3), np.array([0.5, 0.3]), 0.02, 1.0)
+    assert progress_line(first, 0.02) == (
+        "episode   0 train    | data    1.0 s | no model yet (π0) | final  30.0 cm, mean  40.0 cm"
+        " | miss (tol 2 cm)"
+    )
+    later = replace(first, model_version=3, data_size=500, val_error=0.012, plan_rate_hz=21.5)
+    assert "| model v3 (500 tr, val 0.012) | plan  21.5 Hz |" in progress_line(later, 0.02)
+    fixed = progress_line(later, 0.02, learner=False)
+    assert "model" not in fixed and "plan" not in fixed and "nan" not in fixed
+    assert fixed.startswith("episode   0 train    | data    1.0 s | final  30.0 cm")
 
 
 @pytest.mark.ros

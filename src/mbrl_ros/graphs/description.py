@@ -283,7 +283,7 @@ def _record_realtime_nodes(
             common | {"seed": seed + 1, "joint_scale": list(cfg.effort_fraction)},
         ),
         _episode_manager(
-            robot, target, steps, period, min(2 * n + 2, MAX_TARGETS), 0, "", "homing", config
+            robot, target, steps, period, min(2 * n + 2, MAX_TARGETS), 0, "", "homing", config, ""
         ),
         replace(recorder, config=recorder.config + ("record_realtime.yaml",)),
     ]
@@ -323,11 +323,12 @@ def _episode_manager(
     out: str,
     source: str,
     config: tuple[str, ...],
+    planner_name: str = "mpc_planner",
 ) -> NodeSpec:
     """The episode manager of a real-time graph: ``n_train`` training then ``n_eval`` held-out
     episodes of ``steps`` control periods, each begun by ``source`` (homing to a start pose
     around home, or the simulator's reset service), targets around home; the robot facts from
-    the target's robot configuration."""
+    the target's robot configuration; ``planner_name`` '' for a graph without a planner."""
     cfg = target.robot_settings
     return NodeSpec(
         "episode_manager",
@@ -342,6 +343,7 @@ def _episode_manager(
             "train_episodes": n_train,
             "final_eval_episodes": n_eval,
             "output_dir": out,
+            "planner_name": planner_name,
             "start_radius": cfg.start_radius,
             "target_radius": cfg.target_radius,
             "target_min_height": cfg.target_min_height,
@@ -926,7 +928,7 @@ def policy_graph(
                 runner | {"robot_compensates_gravity": cfg.compensates_gravity},
             ),
             replace(
-                _episode_manager(robot, target, steps, period, 0, n, out, "homing", files),
+                _episode_manager(robot, target, steps, period, 0, n, out, "homing", files, ""),
                 required=True,
             ),
         ]
@@ -948,6 +950,7 @@ def policy_graph(
                 "train_episodes": 0,
                 "final_eval_episodes": n,
                 "output_dir": out,
+                "planner_name": "",
             },
             required=True,
         ),
@@ -1245,6 +1248,7 @@ def solar_graph(
                 "episode_steps": steps,
                 "final_eval_episodes": n,
                 "output_dir": output_dir or "runs/solar_arm2",
+                "planner_name": "",
             },
             required=True,
         ),

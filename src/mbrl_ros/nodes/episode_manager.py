@@ -67,7 +67,8 @@ from mbrl_ros.nodes.messages import (
 )
 from mbrl_ros.nodes.params import ConfigError, Param, declare_params
 from mbrl_ros.nodes.runner import run_node
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.tasks.episodes import (
     EpisodeClock,
     EpisodeSettings,
@@ -96,7 +97,12 @@ PARAMS = (
         Param(
             "output_dir", "", "folder for summary.md, results.json, learning_curve.png; '' = none"
         ),
-        Param("planner_name", "mpc_planner", "node whose /diagnostics carry plan_rate_hz"),
+        Param(
+            "planner_name",
+            "mpc_planner",
+            "node whose /diagnostics carry plan_rate_hz; '' = a graph without a planner and "
+            "fitter (the controller comes from a file): no model or plan rate is reported",
+        ),
         Param(
             "tool",
             "",
@@ -187,27 +193,29 @@ class EpisodeManagerNode(Node):
             self._on_state,
             NEWEST_ONLY if self.external else STATE_QOS,
         )
-        subscribe(
-            self,
-            self.diag,
-            UInt8MultiArray,
-            DYNAMICS_MODEL,
-            LATCHED_QOS,
-            self.models.append,
-            lambda m: model_info(read_header(bytes(m.data))[1]),
-            "model",
-        )
-        # the planner's status on /diagnostics, named with its namespace (as Diagnostics does)
-        self._planner_status = resolve(p.planner_name, self.get_namespace()).lstrip("/") + ":"
-        subscribe(
-            self,
-            self.diag,
-            DiagnosticArray,
-            DIAGNOSTICS,
-            10,
-            self._on_diagnostics,
-            what="diagnostics",
-        )
+        if p.planner_name:
+            subscribe(
+                self,
+                self.diag,
+                UInt8MultiArray,
+                DYNAMICS_MODEL,
+                LATCHED_QOS,
+                self.models.append,
+                lambda m: model_info(read_header(bytes(m.data))[1]),
+                "model",
+            )
+            # the planner's status on /diagnostics, named with its namespace (as Diagnostics
+            # does)
+            self._planner_status = resolve(p.planner_name, self.get_namespace()).lstrip("/") + ":"
+            subscribe(
+                self,
+                self.diag,
+                DiagnosticArray,
+                DIAGNOSTICS,
+                10,
+                self._on_diagnostics,
+                what="diagnostics",
+            )
         if not self.external:
             # Every episode's target at once, each stamped with its episode's start: a node
             # acting on a state then never races the delivery of the next target (lockstep
@@ -409,7 +417,9 @@ class EpisodeManagerNode(Node):
             **info,
         )
         self.summary.results.append(result)
-        self.get_logger().info(progress_line(result, self.p.success_tolerance))
+        self.get_logger().info(
+            progress_line(result, self.p.success_tolerance, learner=bool(self.p.planner_name))
+        )
         if len(self.summary.results) == len(self.schedule):
             self._write_summary()
             self.context.try_shutdown()

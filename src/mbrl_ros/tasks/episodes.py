@@ -22,7 +22,8 @@ import torch
 
 from mbrl_ros.common.settings import ConfigError, Settings, setting
 from mbrl_ros.robot.config import RobotConfig, joint_box
-from mbrl_ros.robot.description import ForwardKinematics, RobotDescription
+from mbrl_ros.robot.description import RobotDescription
+from mbrl_ros.robot.kinematics import ForwardKinematics
 
 
 @dataclass(frozen=True)
@@ -346,19 +347,24 @@ def score(
     )
 
 
-def progress_line(r: EpisodeResult, tolerance: float) -> str:
+def progress_line(r: EpisodeResult, tolerance: float, learner: bool = True) -> str:
+    """One status line per episode; ``learner``: the graph fits models and plans (its model
+    version and plan rate are shown; a rate not yet known is left out)."""
     kind = "held-out" if r.held_out else "train"
-    model = (
-        f"model v{r.model_version} ({r.data_size} tr, val {r.val_error:.3g})"
-        if r.model_version >= 0
-        else "no model yet (π0)"
-    )
-    return (
-        f"episode {r.episode:3d} {kind:8s} | data {r.robot_seconds:6.1f} s | {model} | "
-        f"plan {r.plan_rate_hz:5.1f} Hz | final {100 * r.final_distance:5.1f} cm, mean "
-        f"{100 * r.mean_distance:5.1f} cm | {'SUCCESS' if r.success else 'miss'} "
-        f"(tol {100 * tolerance:g} cm)"
-    )
+    fields = [f"episode {r.episode:3d} {kind:8s}", f"data {r.robot_seconds:6.1f} s"]
+    if learner:
+        fields.append(
+            f"model v{r.model_version} ({r.data_size} tr, val {r.val_error:.3g})"
+            if r.model_version >= 0
+            else "no model yet (π0)"
+        )
+        if np.isfinite(r.plan_rate_hz):
+            fields.append(f"plan {r.plan_rate_hz:5.1f} Hz")
+    fields += [
+        f"final {100 * r.final_distance:5.1f} cm, mean {100 * r.mean_distance:5.1f} cm",
+        f"{'SUCCESS' if r.success else 'miss'} (tol {100 * tolerance:g} cm)",
+    ]
+    return " | ".join(fields)
 
 
 @dataclass
