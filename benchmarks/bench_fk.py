@@ -1,4 +1,4 @@
-"""Forward kinematics speed: mbrl_ros.robot.description.ForwardKinematics against
+"""Forward kinematics speed: mbrl_ros.robot.kinematics.ForwardKinematics against
 pytorch-kinematics (if installed).
 
 End-effector positions of arm7 for random joint configurations, float64, CPU, batch sizes 1 to 100k,
@@ -18,7 +18,8 @@ from importlib import metadata
 import numpy as np
 import torch
 
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 
 BATCHES = (1, 1_000, 10_000, 100_000)
 

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from mbrl_ros.robot.config import load_robot_config
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 
 CONFIG = Path(__file__).parents[1] / "config" / "robots" / "arm6.yaml"
 OFFSET = np.array([0.3, -0.2, 0.25, 0.0, 0.0, 0.0])  # rad from home: the default target's pose

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from mbrl_ros.control.controller import LinearGaussianController
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.reach import ReachCost
 from mbrl_ros.trajopt.gps import initial_controllers, rollout

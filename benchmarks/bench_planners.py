@@ -70,9 +70,10 @@ from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel
 from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.planning import CEM, ICEM, ILQR, MPPI, RandomShooting, predict_ahead
 from mbrl_ros.planning.mpc import PlannerSettings, build_mpc
-from mbrl_ros.robot.description import ForwardKinematics, home_position, load_robot
+from mbrl_ros.robot.description import home_position, load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
-from mbrl_ros.tasks import ReachCost
+from mbrl_ros.tasks.reach import ReachCost
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMBERS, HIDDEN, LAYERS = 5, 200, 3

@@ -24,7 +24,8 @@ import time
 import numpy as np
 import torch
 
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.reach import ReachCost
 from mbrl_ros.trajopt.gps import (

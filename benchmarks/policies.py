@@ -48,7 +48,8 @@ from mbrl_ros.policy.bptt import BPTTConfig, V2Config, run_v2
 from mbrl_ros.policy.distill import DistillConfig, MPCExpert, distill
 from mbrl_ros.policy.network import GoalPolicy, PolicySignature
 from mbrl_ros.policy.rollout import episodes_dataset, final_distance, run_episode
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.episodes import TargetSampler
 from mbrl_ros.tasks.reach import ReachCost

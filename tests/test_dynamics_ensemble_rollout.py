@@ -15,7 +15,7 @@ from mbrl_ros.dynamics.simdata import random_torque_dataset
 from mbrl_ros.planning import rollout_costs
 from mbrl_ros.planning.mpc import PlannerSettings, build_mpc
 from mbrl_ros.robot.description import load_robot
-from mbrl_ros.tasks import ReachCost
+from mbrl_ros.tasks.reach import ReachCost
 
 torch.set_num_threads(1)
 H = 6

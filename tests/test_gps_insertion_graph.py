@@ -21,7 +21,8 @@ from mbrl_ros.experiments.insertion_gps import InsertionSetup
 from mbrl_ros.graphs.description import graph
 from mbrl_ros.policy.network import GoalPolicy
 from mbrl_ros.policy.rollout import run_episode
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import SimConfig
 from mbrl_ros.tasks.insertion import peg_pose
 from mbrl_ros.tasks.insertion_scene import InsertionSimulator

@@ -17,8 +17,9 @@ from std_msgs.msg import Float64MultiArray
 
 from mbrl_ros.common.msgconv import read_joint_state
 from mbrl_ros.nodes.messages import COMMAND_QOS, STATE_QOS, command_msg
-from mbrl_ros.robot.description import ForwardKinematics, build_mujoco_model, load_robot
+from mbrl_ros.robot.description import build_mujoco_model, load_robot
 from mbrl_ros.robot.gravity import GravityModel
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, CommandHold, SimConfig
 
 ALPHABETICAL = sorted(load_robot("arm6").joint_names)  # differs from the chain order

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.robot.description import ForwardKinematics, RobotDescriptionError, load_robot
+from mbrl_ros.robot.description import RobotDescriptionError, load_robot
 from mbrl_ros.robot.gravity import GravityModel
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import SimConfig
-from mbrl_ros.tasks import TaskError
+from mbrl_ros.tasks.checks import TaskError
 from mbrl_ros.tasks.insertion import InsertionCost, insertion_depth, peg_pose, ramp_weights, targets
 from mbrl_ros.tasks.insertion_scene import Hole, InsertionSimulator
 

@@ -16,7 +16,8 @@ from mbrl_ros.dynamics.ensemble import EnsembleConfig, EnsembleModel
 from mbrl_ros.dynamics.offset import ModelOffset, OffsetEstimator
 from mbrl_ros.planning import ILQR
 from mbrl_ros.planning.mpc import MPC
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.reach import ReachCost
 

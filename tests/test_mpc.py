@@ -10,7 +10,8 @@ from mbrl_ros.control.random_torque import RandomTorquePolicy
 from mbrl_ros.dynamics.base import ModelError, ModelSignature
 from mbrl_ros.planning import ICEM, ILQR
 from mbrl_ros.planning.mpc import MPC
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.reach import ReachCost
 

@@ -11,7 +11,8 @@ from scipy.linalg import solve_discrete_are
 from mbrl_ros.planning import ILQR, PlanError
 from mbrl_ros.planning.ilqr import cost_derivatives
 from mbrl_ros.robot.description import load_robot
-from mbrl_ros.tasks import ReachCost, TrackingCost
+from mbrl_ros.tasks.reach import ReachCost
+from mbrl_ros.tasks.tracking import TrackingCost
 
 
 class Quadratic(torch.nn.Module):
@@ -157,7 +158,7 @@ def test_closed_form_reach_derivatives_match_autograd(robot_name):
     """``ForwardKinematics.ee_derivatives`` against autograd's Jacobian and Hessian of the end
     effector, and the reach cost's closed-form position derivatives against ``ArmTerms``'
     autograd ones, at random poses (arm6 and arm7: fixed joints in the chain)."""
-    from mbrl_ros.robot.description import ForwardKinematics
+    from mbrl_ros.robot.kinematics import ForwardKinematics
     from mbrl_ros.tasks.terms import ArmTerms
 
     robot = load_robot(robot_name)

@@ -19,7 +19,7 @@ from mbrl_ros.planning import (
 )
 from mbrl_ros.planning.noise import coloured_noise
 from mbrl_ros.robot.description import load_robot
-from mbrl_ros.tasks import ReachCost
+from mbrl_ros.tasks.reach import ReachCost
 
 H = 15
 TARGET = (0.15, 0.15, 0.07)  # reachable by arm2 (links 0.15 m and 0.12 m)

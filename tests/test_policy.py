@@ -29,7 +29,8 @@ from mbrl_ros.policy.distill import ControllerExpert, DistillConfig, MPCExpert, 
 from mbrl_ros.policy.errors import PolicyError
 from mbrl_ros.policy.network import POLICY_SCHEMA, GoalPolicy, PolicySignature
 from mbrl_ros.policy.rollout import final_distance, run_episode
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.episodes import TargetSampler
 from mbrl_ros.tasks.reach import ReachCost

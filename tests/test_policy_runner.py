@@ -25,7 +25,8 @@ from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.nodes.policy_runner import PolicyRunnerNode
 from mbrl_ros.policy.network import GoalPolicy, PolicySignature
 from mbrl_ros.policy.rollout import final_distance, run_episode
-from mbrl_ros.robot.description import ForwardKinematics, home_position, load_robot
+from mbrl_ros.robot.description import home_position, load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.episodes import TargetSampler
 

@@ -12,13 +12,13 @@ import torch
 
 from mbrl_ros.common.paths import share_path
 from mbrl_ros.robot.description import (
-    ForwardKinematics,
     RobotDescriptionError,
     build_mujoco_model,
     build_mujoco_spec,
     load_robot,
     mujoco_joint_indices,
 )
+from mbrl_ros.robot.kinematics import ForwardKinematics
 
 ARMS = ("arm2", "arm7")
 TOL = 1e-9

@@ -24,8 +24,9 @@ from mbrl_ros.robot.config import (
     derive_robot_config,
     load_robot_config,
 )
-from mbrl_ros.robot.description import ForwardKinematics, RobotDescriptionError, load_robot
+from mbrl_ros.robot.description import RobotDescriptionError, load_robot
 from mbrl_ros.robot.gravity import GravityModel
+from mbrl_ros.robot.kinematics import ForwardKinematics
 
 ROBOTS = sorted(p.stem for p in share_path("urdf").glob("*.urdf"))
 ARM7_HOME = (0.0, -0.3, 0.0, -2.0, 0.0, 1.7, 0.0)

@@ -25,7 +25,8 @@ from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.nodes.messages import LATCHED_QOS, STATE_QOS, image_msg, joint_state_msg
 from mbrl_ros.nodes.params import ConfigError
 from mbrl_ros.nodes.solar_runner import SolarRunnerNode
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.camera import Camera
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.solar.controller import LATENT_LAYOUT, ImageController
@@ -173,6 +174,9 @@ def test_runner_drives_the_sim_arm_from_camera_images_and_holds_on_a_stale_image
                 "hold_law": "zero",
                 "image_timeout": 1.0,
                 "use_sim_time": True,
+                # the sim and the relay: with the relay alone the first command could go out
+                # before DDS had matched the sim (which then waits lockstep_timeout)
+                "min_command_subscribers": 2,
             },
             tmp_path,
             remappings={"joint_states": "/relay/joint_states", "camera/image_raw": "/relay/image"},
@@ -185,6 +189,7 @@ def test_runner_drives_the_sim_arm_from_camera_images_and_holds_on_a_stale_image
         assert runner.stop() == 0 and sim.stop() == 0
         out = runner.log_path.read_text()
         assert "Traceback" not in out and "[ERROR]" not in out, out
+        assert "lockstep_timeouts" not in sim.log_path.read_text()  # every state answered
     finally:
         for proc in (runner, sim):
             if proc is not None:

@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
-from mbrl_ros.tasks import ReachCost, TaskError, TrackingCost
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
+from mbrl_ros.tasks.checks import TaskError
+from mbrl_ros.tasks.reach import ReachCost
+from mbrl_ros.tasks.tracking import TrackingCost
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import torch
 
 from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.planning.tube import ee_tube, state_tube
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 
 T, DX, DU = 6, 4, 2
 

@@ -6,7 +6,8 @@ import torch
 
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.data.errors import DataError
-from mbrl_ros.robot.description import ForwardKinematics, RobotDescription
+from mbrl_ros.robot.description import RobotDescription
+from mbrl_ros.robot.kinematics import ForwardKinematics
 
 EE_NAMES = ("ee/x", "ee/y", "ee/z")
 

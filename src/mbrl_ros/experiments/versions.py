@@ -42,7 +42,8 @@ from mbrl_ros.dynamics.catalog import FitterSettings
 from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.planning.mpc import MPC, PlannerSettings, build_mpc
 from mbrl_ros.policy.rollout import run_episode
-from mbrl_ros.robot.description import ForwardKinematics, RobotDescription, load_robot
+from mbrl_ros.robot.description import RobotDescription, load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.episodes import EpisodeResult, EpisodeSettings, TargetSampler, score
 

@@ -85,8 +85,8 @@ from mbrl_ros.nodes.targets import TargetSchedule, subscribe_targets
 from mbrl_ros.planning import PlanError
 from mbrl_ros.planning.mpc import MPCStep, PlannerSettings, build_mpc
 from mbrl_ros.robot.description import load_robot
+from mbrl_ros.tasks.checks import TaskError
 from mbrl_ros.tasks.episodes import EpisodeClock
-from mbrl_ros.tasks.terms import TaskError
 
 HEARTBEAT_PERIOD = 0.1  # s of wall time
 SPIN_INTERVAL = 0.005  # s between callbacks in real time: the newest state is all it plans for

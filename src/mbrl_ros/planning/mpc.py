@@ -42,7 +42,8 @@ from mbrl_ros.data.features import EE_NAMES
 from mbrl_ros.dynamics.base import DynamicsModel, ModelError
 from mbrl_ros.planning import PLANNERS, predict_ahead
 from mbrl_ros.planning.base import Planner, PlanResult
-from mbrl_ros.robot.description import ForwardKinematics, RobotDescription
+from mbrl_ros.robot.description import RobotDescription
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.tasks.reach import ReachCost
 
 FEEDBACK = ("plan", "none", "tracking", "bounded")  # the gains between replans (see above)

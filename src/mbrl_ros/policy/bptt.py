@@ -35,7 +35,7 @@ from mbrl_ros.dynamics.evaluation import holdout_split
 from mbrl_ros.policy.errors import PolicyError
 from mbrl_ros.policy.network import FrozenPolicy, GoalPolicy
 from mbrl_ros.policy.rollout import episodes_dataset, final_distance, run_episode
-from mbrl_ros.robot.description import ForwardKinematics
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator
 from mbrl_ros.tasks.episodes import TargetSampler
 from mbrl_ros.tasks.reach import ReachCost

@@ -38,7 +38,7 @@ from mbrl_ros.planning.mpc import MPC
 from mbrl_ros.policy.errors import PolicyError
 from mbrl_ros.policy.network import TARGET_DIM, FrozenPolicy, GoalPolicy
 from mbrl_ros.policy.rollout import final_distance, run_episode
-from mbrl_ros.robot.description import ForwardKinematics
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator
 
 Condition = tuple[np.ndarray | None, np.ndarray]  # (start (n,) rad or None, target (3,) m)

@@ -16,7 +16,7 @@ import torch
 
 from mbrl_ros.control.safety import SafetyLayer
 from mbrl_ros.data.dataset import Dataset
-from mbrl_ros.robot.description import ForwardKinematics
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, simulate
 
 Act = Callable[[np.ndarray, int], np.ndarray]  # (x (2n,), step t) → torque (n,) N·m

@@ -38,7 +38,6 @@ import numpy as np
 
 from mbrl_ros.common.paths import resolve_resource, share_path
 from mbrl_ros.robot.description import (
-    ForwardKinematics,
     RobotDescription,
     RobotDescriptionError,
     build_mujoco_model,
@@ -46,6 +45,7 @@ from mbrl_ros.robot.description import (
 )
 from mbrl_ros.robot.gains import effective_inertia
 from mbrl_ros.robot.gravity import GravityModel
+from mbrl_ros.robot.kinematics import ForwardKinematics
 
 LIMIT_MARGIN_FRACTION = 0.05  # of the smallest joint range
 LIMIT_MARGIN_CAP = 0.1  # rad

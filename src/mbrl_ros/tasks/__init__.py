@@ -1,14 +1,9 @@
-"""Task costs for the planners: torch functions cost(states (..., T+1, dx), actions (..., T, du))
-→ (...), sums of per-step terms, built on the batched forward kinematics of
-``mbrl_ros.robot.description``.
+"""Tasks: what the planners and learners optimise, and the scenes they run in.
 
-``ReachCost`` (reach.py): end-effector reach as in guided policy search; ``TrackingCost``
-(tracking.py): following an end-effector path as in Nagabandi et al.; the shared action and
-joint-limit penalties are in terms.py.
+Task costs are torch functions cost(states (..., T+1, dx), actions (..., T, du)) → (...), sums of
+per-step terms, built on the batched forward kinematics of ``mbrl_ros.robot.kinematics``:
+``reach.ReachCost`` (end-effector reach as in guided policy search), ``tracking.TrackingCost``
+(following an end-effector path as in Nagabandi et al.); the shared action and joint-limit
+penalties and ``TaskError`` are in ``terms``. Import them from their modules: the package itself
+imports nothing, so a node that needs only ``insertion_scene`` (the simulator) starts without torch.
 """
-
-from mbrl_ros.tasks.reach import ReachCost
-from mbrl_ros.tasks.terms import TaskError
-from mbrl_ros.tasks.tracking import TrackingCost
-
-__all__ = ["ReachCost", "TaskError", "TrackingCost"]

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from scipy.optimize import least_squares
 
-from mbrl_ros.robot.description import ForwardKinematics, RobotDescription
+from mbrl_ros.robot.description import RobotDescription
+from mbrl_ros.robot.kinematics import ForwardKinematics
+from mbrl_ros.tasks.checks import TaskError, nonnegative, point3
 from mbrl_ros.tasks.insertion_scene import Hole
-from mbrl_ros.tasks.terms import ArmTerms, TaskError, l2_log, l2_log_weights, nonnegative, point3
+from mbrl_ros.tasks.terms import ArmTerms, l2_log, l2_log_weights
 
 RAMPS = ("constant", "linear", "quadratic", "final")
 

@@ -23,7 +23,7 @@ from mbrl_ros.robot.description import (
     mujoco_joint_indices,
 )
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
-from mbrl_ros.tasks.terms import point3
+from mbrl_ros.tasks.checks import point3
 
 PEG_PREFIX = "tool:"
 

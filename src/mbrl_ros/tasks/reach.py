@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 
 from mbrl_ros.robot.description import RobotDescription
-from mbrl_ros.tasks.terms import ArmTerms, l2_log, l2_log_weights, nonnegative, point3
+from mbrl_ros.tasks.checks import nonnegative, point3
+from mbrl_ros.tasks.terms import ArmTerms, l2_log, l2_log_weights
 
 
 class ReachCost(ArmTerms):

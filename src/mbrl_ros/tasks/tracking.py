@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from mbrl_ros.robot.description import RobotDescription
-from mbrl_ros.tasks.terms import ArmTerms, TaskError, nonnegative
+from mbrl_ros.tasks.checks import TaskError, nonnegative
+from mbrl_ros.tasks.terms import ArmTerms
 
 SMOOTHING_M = 1e-3
 

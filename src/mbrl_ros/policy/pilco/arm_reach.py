@@ -20,7 +20,8 @@ from mbrl_ros.policy.errors import PolicyError
 from mbrl_ros.policy.pilco.cost import SaturatingCost
 from mbrl_ros.policy.pilco.loop import PilcoConfig, PilcoResult, PilcoTask, run_pilco
 from mbrl_ros.policy.pilco.policies import LinearPolicy
-from mbrl_ros.robot.description import ForwardKinematics, RobotDescription, load_robot
+from mbrl_ros.robot.description import RobotDescription, load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 
 MAX_IK_STEP = 0.2  # rad
