@@ -40,7 +40,8 @@ from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
 from mbrl_ros.planning import CEM
-from mbrl_ros.robot.description import ForwardKinematics, load_robot
+from mbrl_ros.robot.description import load_robot
+from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.camera import Camera
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.solar.controller import FrameStack, ImageController
@@ -351,6 +352,13 @@ def main() -> None:
     )
     parser.add_argument("--epsilon", type=float, default=20.0, help="KL step (nats)")
     parser.add_argument(
+        "--entropy",
+        type=float,
+        default=0.0,
+        help="entropy weight ν of the latent KL-LQR (E[c] − ν·H under the KL bound; cost units "
+        "per nat): keeps exploring where the cost alone would shrink Σ",
+    )
+    parser.add_argument(
         "--action-weight",
         type=float,
         default=1e-3,
@@ -490,6 +498,7 @@ def main() -> None:
             terminal_weight=TERMINAL_WEIGHT,
             strength=0.01,
             eta0=eta,
+            entropy=args.entropy,
         )
         ctrl, eta = result.controller, result.eta
         last = cost.trajectory_cost(T, 2, args.action_weight, TERMINAL_WEIGHT)
@@ -501,6 +510,7 @@ def main() -> None:
                 "cost_r2": cost.fit_r2,
                 "kl": result.kl,
                 "eta": result.eta,
+                "action_std": float(np.sqrt(np.diagonal(ctrl.cov, axis1=1, axis2=2)).mean()),
                 "predicted_cost": result.expected_cost,
                 "last_update_realised_cost": realised,
                 "mean_final_distance_m": float(recent.mean()),
