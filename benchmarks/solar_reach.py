@@ -36,6 +36,7 @@ from mbrl_ros.common.artifacts import write_file
 from mbrl_ros.common.msgconv import seconds_to_ns
 from mbrl_ros.common.param_files import node_parameters
 from mbrl_ros.common.paths import share_path
+from mbrl_ros.control.controller import exploration_noise
 from mbrl_ros.data.dataset import Dataset
 from mbrl_ros.dynamics.base import ModelSignature
 from mbrl_ros.dynamics.catalog import new_model
@@ -359,6 +360,13 @@ def main() -> None:
         "per nat): keeps exploring where the cost alone would shrink Σ",
     )
     parser.add_argument(
+        "--noise-smoothing",
+        type=float,
+        default=0.0,
+        help="SOLAR's episodes: the controller's noise smoothed in time by a Gaussian kernel "
+        "of this std (steps), each step still N(0, Σ_t) (exploration_noise, as GPS); 0: white",
+    )
+    parser.add_argument(
         "--action-weight",
         type=float,
         default=1e-3,
@@ -462,10 +470,15 @@ def main() -> None:
         new_episodes = []
         for _ in range(args.samples):
             ic = ImageController(model, ctrl, effort)
+            noise = (
+                exploration_noise(T, 2, rng, args.noise_smoothing)
+                if args.noise_smoothing > 0
+                else None  # white: drawn step by step, as before the option
+            )
 
             def act(t, image):
                 ic.push(image)
-                return ic.act(t, rng)
+                return ic.act(t, rng, noise)
 
             new_episodes.append(task.episode(act))
             record(new_episodes[-1])

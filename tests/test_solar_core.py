@@ -338,6 +338,8 @@ def test_image_controller_encodes_acts_and_clamps():
         ic.push(np.zeros((8, 8), np.uint8))
     ic.push(image)
     np.testing.assert_array_equal(ic.act(0), [2.0])  # 50 clamped to the limit
+    noise = np.array([[-49.5], [0.0], [0.0], [0.0]])  # given noise: mean + L_t z_t (std 1)
+    np.testing.assert_allclose(ic.act(0, noise=noise), [0.5])
     assert ic.act(4) is None and ic.act_at(10**9) is None
     np.testing.assert_allclose(ic.latent(), model.encode(np.stack([image, image])[None])[0, 1])
     with pytest.raises(ValueError, match="does not fit"):

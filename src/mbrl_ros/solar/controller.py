@@ -78,13 +78,21 @@ class ImageController:
             return None
         return self.model.encode(seq[None])[0, -1]
 
-    def act(self, t: int, rng: np.random.Generator | None = None) -> np.ndarray | None:
-        """Torque (du,) at controller step t (sampled with ``rng``, else the mean), clamped to the
-        effort limits; None without an image or outside 0..T−1 or if not finite."""
+    def act(
+        self, t: int, rng: np.random.Generator | None = None, noise=None
+    ) -> np.ndarray | None:
+        """Torque (du,) at controller step t (sampled with ``rng``, or with row t of ``noise``
+        (T, du), e.g. ``exploration_noise``, else the mean), clamped to the effort limits; None
+        without an image or outside 0..T−1 or if not finite."""
         z = self.latent()
         if z is None or not 0 <= t < self.controller.T:
             return None
-        u = self.controller.sample(z, t, rng) if rng is not None else self.controller.act(z, t)
+        if noise is not None:
+            u = self.controller.sample(z, t, z=np.asarray(noise)[t])
+        elif rng is not None:
+            u = self.controller.sample(z, t, rng)
+        else:
+            u = self.controller.act(z, t)
         if not np.all(np.isfinite(u)):
             return None
         return np.clip(u, -self.effort_limit, self.effort_limit)
