@@ -78,9 +78,7 @@ class ImageController:
             return None
         return self.model.encode(seq[None])[0, -1]
 
-    def act(
-        self, t: int, rng: np.random.Generator | None = None, noise=None
-    ) -> np.ndarray | None:
+    def act(self, t: int, rng: np.random.Generator | None = None, noise=None) -> np.ndarray | None:
         """Torque (du,) at controller step t (sampled with ``rng``, or with row t of ``noise``
         (T, du), e.g. ``exploration_noise``, else the mean), clamped to the effort limits; None
         without an image or outside 0..T−1 or if not finite."""
