@@ -362,9 +362,10 @@ def main() -> None:
     parser.add_argument(
         "--noise-smoothing",
         type=float,
-        default=0.0,
+        default=3.0,
         help="SOLAR's episodes: the controller's noise smoothed in time by a Gaussian kernel "
-        "of this std (steps), each step still N(0, Σ_t) (exploration_noise, as GPS); 0: white",
+        "of this std (steps), each step still N(0, Σ_t) (exploration_noise, as GPS's agents); "
+        "0: white (drawn independently every step, which averages out through the arm)",
     )
     parser.add_argument(
         "--action-weight",
@@ -473,7 +474,7 @@ def main() -> None:
             noise = (
                 exploration_noise(T, 2, rng, args.noise_smoothing)
                 if args.noise_smoothing > 0
-                else None  # white: drawn step by step, as before the option
+                else None  # white: drawn step by step
             )
 
             def act(t, image):
