@@ -16,9 +16,8 @@ search does.
 
 With an entropy weight ν > 0 (``entropy``; cbfinn/gps's ``max_ent_traj``) the objective is
 E_p[Σ c] − ν H(p) under the same bound. Its Lagrangian divided by η + ν has the cost
-c/(η+ν) − η/(η+ν) log p̄(u|x), so Σ = Q̃_uu⁻¹ keeps a share ν/(η+ν) of the cost's own
-covariance however small η gets: exploration does not collapse while the cost dominates.
-ν = 0 is the plain update, bit for bit.
+c/(η+ν) − η/(η+ν) log p̄(u|x): as η → 0, Σ = Q̃_uu⁻¹ tends to the cost's maximum-entropy
+covariance ν·Q_uu⁻¹ instead of to 0. ν = 0 is the plain update, bit for bit.
 """
 
 from __future__ import annotations
