@@ -6,13 +6,13 @@ What the learning test asserts and why:
   within 2 cm of the target in at least 7 of 8 and all within 5 cm (seed 0: 8 of 8, mean 0.1 cm);
 * their median final distance is below a third of the π0 episodes' (no model yet) mean of the
   same run: the learning curve improves.
-The run is bit-identical under any load (the determinism test runs it again beside three CPU
-hogs and compares results.json): π0 runs for whole episodes; the fitter decides each transition
-only once its command and the next state are in, and fits at every episode start once the
-episode before is complete, bounded by epochs, not seconds; the planner (one torch thread)
-holds the graph until that model (and its target) has arrived; each controller ends at the next
-replan (``cover_until_replan``), so every state is answered by the plan made for it; and no
-wall-clock timeout of the graph (sim, planner) is near any fit or plan time.
+The run is bit-identical under any load (the determinism test runs its first 8 training
+episodes again beside three CPU hogs and compares results.json): π0 runs for whole episodes; the
+fitter decides each transition only once its command and the next state are in, and fits at every
+episode start once the episode before is complete, bounded by epochs, not seconds; the planner
+(one torch thread) holds the graph until that model (and its target) has arrived; each controller
+ends at the next replan (``cover_until_replan``), so every state is answered by the plan made for
+it; and no wall-clock timeout of the graph (sim, planner) is near any fit or plan time.
 """
 
 import json
