@@ -257,6 +257,38 @@ def test_with_episode_events_it_plans_only_inside_episodes_and_leads_its_latency
     assert len(probe.starts()) == 2  # between episodes: nothing
 
 
+def test_in_real_time_the_lead_is_measured_in_the_joint_states_own_clock(ros):
+    """mode realtime, compensate_latency: a latency is the stamp of the first state received
+    after a plan went out minus the stamp of the state it was planned for, in the states' own
+    clock, here a robot's that is 1000 s past the epoch, far from this node's wall clock (the
+    node clock measured 56 years: no lead and ``latency_beyond_horizon``; under use_sim_time it
+    stood still while the callback planned: no lead either). The lead is the median latency
+    rounded up to whole control periods."""
+    node, probe = _planner(
+        ros,
+        mode="realtime",
+        random_seconds=0.0,
+        wait_for_model=False,
+        compensate_latency=True,
+        horizon=20,
+    )
+    probe.model_pub.publish(UInt8MultiArray(data=_model_bytes()))
+    wait_for(lambda: node.mpc.model is not None, 10, "the model")
+    base = 1000 * 10**9
+    probe.send_state(0, base)
+    wait_for(lambda: len(probe.starts()) == 1, 30, "the first plan (no latency known yet)")
+    probe.send_state(3, base)  # the plan went out 3 periods after its state
+    wait_for(lambda: len(probe.starts()) == 2, 30, "a plan with a lead of 3 periods")
+    probe.send_state(5, base)  # latencies 3 and 2 periods: median 2.5, rounded up
+    wait_for(lambda: len(probe.starts()) == 3, 30, "a plan with a lead of 3 periods")
+    assert probe.starts() == [base, base + 6 * PERIOD_NS, base + 8 * PERIOD_NS]
+    with probe.lock:
+        starts = [c.x_hat[0] for c in probe.controllers]
+    assert not np.allclose(starts[1], starts[0])  # planned from the predicted state
+    assert node.diag.counters["latency_beyond_horizon"] == 0
+    assert node._report()[2]["plan_latency_ms"] == 125.0
+
+
 def test_model_offset_is_planned_with_only_for_its_model_and_while_fresh(ros):
     """model_offset: a plan's nominal states follow the model plus the fitter's offset d
     (x̂_{t+1} = f̄(x̂_t, û_t) + d, checked with the model itself) when the offset is for the

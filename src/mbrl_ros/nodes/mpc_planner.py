@@ -26,8 +26,12 @@ On a robot without the simulator's episodes (``episodes_from_events``) the plann
 inside an episode, from a ``start`` to an ``end`` event on ``/mbrl/episode_events`` (between
 episodes the episode manager's homing controller drives the arm), and starts cold at each start.
 With ``compensate_latency`` (real time) it plans from the model's prediction of the state at the
-moment its plan takes effect: the median of its recent latencies (state stamp → plan published,
-on the node clock) ahead, under the previous plan's actions. With ``model_offset`` (offset-free
+moment its plan takes effect: the median of its recent latencies ahead, under the previous plan's
+actions. A latency is measured in the joint states' own clock, whatever it is (a robot's, the
+simulator's): the stamp of the first state received after a plan went out minus the stamp of the
+state it was planned for. (The node clock cannot measure it: under ``use_sim_time`` it stands
+still while the callback plans, and a robot's clock need not be this computer's.) In lockstep
+the latency is the node clock's: the simulator waits for the plan. With ``model_offset`` (offset-free
 MPC) it adds the fitter's estimate of the model's recent one-step bias (``/mbrl/model_offset``,
 ``dynamics.offset``) to every predicted step, while that estimate is for the model in use, at
 most ``offset_max_age`` from the state and from the same episode. A plan is cut at its first nominal
@@ -222,6 +226,7 @@ class MPCPlannerNode(Node):
         self.pending: JointSample | None = None  # a state held back until its model arrives
         self.pending_since = 0.0  # monotonic s
         self.latencies: list[int] = []  # ns, state stamp → controller published
+        self.sent_for_ns: int | None = None  # real time: the stamp of the state last planned for
         self.episode_events: list[tuple[int, str]] = []  # (stamp, kind) of starts and ends
         self.episodes_started = 0  # with episodes_from_events
         self.last_planned_ns = -1  # stamp of the last state answered
@@ -423,6 +428,7 @@ class MPCPlannerNode(Node):
         after the next replan was due; in real time also ``heartbeat_timeout``) and then holds;
         false resumes with the next joint state, planning cold."""
         self.paused = request.data
+        self.sent_for_ns = None  # the pause is no latency
         if request.data:
             self.pending = None
         else:
@@ -447,6 +453,9 @@ class MPCPlannerNode(Node):
     def _on_state(self, s: JointSample) -> None:
         if self.paused:
             return
+        if self.sent_for_ns is not None:  # the first state after a controller went out
+            self._add_latency(s.stamp_ns - self.sent_for_ns)
+            self.sent_for_ns = None
         if not self.realtime:  # lockstep: with every state (in real time: the timer's)
             self._heartbeat()
         if self.p.episodes_from_events and not self._in_episode(s.stamp_ns):
@@ -524,11 +533,17 @@ class MPCPlannerNode(Node):
         )
         self.last_controller = controller.to_bytes()
         self.controller_pub.publish(UInt8MultiArray(data=self.last_controller))
-        self.latencies.append(self.get_clock().now().nanoseconds - s.stamp_ns)
-        del self.latencies[:-20]
+        if self.realtime:
+            self.sent_for_ns = s.stamp_ns
+        else:
+            self._add_latency(self.get_clock().now().nanoseconds - s.stamp_ns)
         if step.source == "plan" and step.plan is not None and step.plan.states is not None:
             self._publish_path(step.plan.states, s.stamp_ns)
             self.markers.publish(step.plan, self.mpc.model, self.targets.at(s.stamp_ns), s.stamp_ns)
+
+    def _add_latency(self, ns: int) -> None:
+        self.latencies.append(ns)
+        del self.latencies[:-20]
 
     def _plausible_part(self, c):
         """The controller up to the first step whose nominal state the executor would find
@@ -547,17 +562,16 @@ class MPCPlannerNode(Node):
 
     def _lead(self) -> int:
         """ns to plan ahead: the median recent latency, with ``compensate_latency``; 0 (and a
-        warning) when it exceeds the plan's horizon: the node clock and the joint-state stamps
-        are then not one clock."""
+        warning) when it exceeds the plan's horizon: the plan would end before it took effect."""
         if not (self.p.compensate_latency and self.latencies):
             return 0
         lead = int(np.median(self.latencies))
         if lead >= self.p.horizon * self.period_ns:
             self.diag.warn(
                 "latency_beyond_horizon",
-                f"latency {lead * 1e-9:.3g} s is longer "
-                f"than the plan: are the joint states stamped with this node's "
-                f"clock (use_sim_time)? planning without a lead",
+                f"plans take effect {lead * 1e-9:.3g} s after their joint state, later "
+                f"than the plan's end: planning without a lead (is the planner short of "
+                f"CPU? torch_threads, and the other nodes on its cores)",
             )
             return 0
         return lead
