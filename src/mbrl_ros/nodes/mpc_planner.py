@@ -31,11 +31,11 @@ actions. A latency is measured in the joint states' own clock, whatever it is (a
 simulator's): the stamp of the first state received after a plan went out minus the stamp of the
 state it was planned for. (The node clock cannot measure it: under ``use_sim_time`` it stands
 still while the callback plans, and a robot's clock need not be this computer's.) In lockstep
-the latency is the node clock's: the simulator waits for the plan. With ``model_offset`` (offset-free
-MPC) it adds the fitter's estimate of the model's recent one-step bias (``/mbrl/model_offset``,
-``dynamics.offset``) to every predicted step, while that estimate is for the model in use, at
-most ``offset_max_age`` from the state and from the same episode. A plan is cut at its first nominal
-state the executor would refuse (beyond the joint limits: a young model's prediction). The gains
+the latency is the node clock's: the simulator waits for the plan. With ``model_offset``
+(offset-free MPC) it adds the fitter's estimate of the model's recent one-step bias
+(``/mbrl/model_offset``, ``dynamics.offset``) to every predicted step, while that estimate is for
+the model in use, at most ``offset_max_age`` from the state and from the same episode. A plan is
+cut at its first nominal state the executor would refuse (beyond the joint limits: a young model's prediction). The gains
 it carries are ``feedback``'s (``mpc.MPC``): the planner's own, none, or PD tracking of the plan.
 
 Run control: ``~/pause`` (std_srvs/SetBool, ``_on_pause``) stops and resumes planning,
