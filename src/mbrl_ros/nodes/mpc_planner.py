@@ -35,8 +35,9 @@ the latency is the node clock's: the simulator waits for the plan. With ``model_
 (offset-free MPC) it adds the fitter's estimate of the model's recent one-step bias
 (``/mbrl/model_offset``, ``dynamics.offset``) to every predicted step, while that estimate is for
 the model in use, at most ``offset_max_age`` from the state and from the same episode. A plan is
-cut at its first nominal state the executor would refuse (beyond the joint limits: a young model's prediction). The gains
-it carries are ``feedback``'s (``mpc.MPC``): the planner's own, none, or PD tracking of the plan.
+cut at its first nominal state the executor would refuse (beyond the joint limits: a young
+model's prediction). The gains it carries are ``feedback``'s (``mpc.MPC``): the planner's own,
+none, or PD tracking of the plan.
 
 Run control: ``~/pause`` (std_srvs/SetBool, ``_on_pause``) stops and resumes planning,
 ``~/save_controller`` (std_srvs/Trigger) writes the last controller to ``controller_path``; cost
