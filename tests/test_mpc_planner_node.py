@@ -283,8 +283,8 @@ def test_in_real_time_the_lead_is_measured_in_the_joint_states_own_clock(ros):
     wait_for(lambda: len(probe.starts()) == 3, 30, "a plan with a lead of 3 periods")
     assert probe.starts() == [base, base + 6 * PERIOD_NS, base + 8 * PERIOD_NS]
     with probe.lock:
-        starts = [c.x_hat[0] for c in probe.controllers]
-    assert not np.allclose(starts[1], starts[0])  # planned from the predicted state
+        first_states = [c.x_hat[0] for c in probe.controllers]
+    assert not np.allclose(first_states[1], first_states[0])  # from the predicted state
     assert node.diag.counters["latency_beyond_horizon"] == 0
     assert node._report()[2]["plan_latency_ms"] == 125.0
 

@@ -28,12 +28,12 @@ episodes the episode manager's homing controller drives the arm), and starts col
 With ``compensate_latency`` (real time) it plans from the model's prediction of the state at the
 moment its plan takes effect: the median of its recent latencies ahead, under the previous plan's
 actions. A latency is measured in the joint states' own clock, whatever it is (a robot's, the
-simulator's): the stamp of the first state received after a plan went out minus the stamp of the
-state it was planned for: the planning time and any queueing, but not the network transit of the
-state and the controller (about a millisecond each on a LAN; the lead is rounded up to whole
-control periods). (The node clock cannot measure it: under ``use_sim_time`` it stands still while
-the callback plans, and a robot's clock need not be this computer's.) In lockstep
-the latency is the node clock's: the simulator waits for the plan. With ``model_offset``
+simulator's), as the stamp of the first state received after a plan went out minus the stamp of
+the state it was planned for. That covers the planning time and any queueing, not the network
+transit of the state and the controller (about a millisecond each on a LAN; the lead is rounded
+up to whole control periods). The node clock cannot measure it: under ``use_sim_time`` it stands
+still while the callback plans, and a robot's clock need not be this computer's. In lockstep the
+latency is the node clock's: the simulator waits for the plan. With ``model_offset``
 (offset-free MPC) it adds the fitter's estimate of the model's recent one-step bias
 (``/mbrl/model_offset``, ``dynamics.offset``) to every predicted step, while that estimate is for
 the model in use, at most ``offset_max_age`` from the state and from the same episode. A plan is
