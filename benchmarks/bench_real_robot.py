@@ -6,8 +6,10 @@ the package's simulator in ``mode:=realtime`` (arm7). Each run is ``mbrl-ros lau
 user's command; the figures come from its ``results.json``.
 
 Prints, per setting: held-out success within 2 cm and 5 cm, mean final distance (and that of the
-π0 episodes before the first model, for comparison), seconds of robot data (training episodes),
-wall time, as mean and spread over the seeds; ``--json FILE`` writes them.
+π0 episodes before the first model, for comparison), the planner's rate (median over the
+held-out episodes of the rate the episode manager logs: 1 / mean time per plan), seconds of robot
+data (training episodes), wall time, as mean and spread over the seeds; ``--json FILE`` writes
+them.
 
     python benchmarks/bench_real_robot.py [--seeds 0,1,2] [--train 40] [--eval 8]
                                           [--settings fixture,arm7] [--json FILE]
@@ -66,6 +68,7 @@ def run(setting: str, seed: int, train: int, n_eval: int, length: float, out: Pa
         "within_5cm": float(np.mean(final <= 0.05)),
         "mean_final_cm": float(100 * final.mean()),
         "pi0_final_cm": float(100 * np.mean(pi0)) if pi0 else float("nan"),
+        "plan_hz": float(np.nanmedian([r["plan_rate_hz"] for r in held])),
         "robot_data_s": train * length,
         "wall_s": wall,
     }
@@ -108,9 +111,9 @@ def main() -> int:
                 print(f"{setting} seed {s}: {r}", flush=True)
     print(
         "\n| setting | within 2 cm (%) | within 5 cm (%) | mean final (cm) | π0 episodes' final "
-        "(cm) | robot data (s) | wall (s) |"
+        "(cm) | plans (Hz) | robot data (s) | wall (s) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for setting, t in table.items():
         cols = []
         for key, scale in (
@@ -118,6 +121,7 @@ def main() -> int:
             ("within_5cm", 100),
             ("mean_final_cm", 1),
             ("pi0_final_cm", 1),
+            ("plan_hz", 1),
             ("robot_data_s", 1),
             ("wall_s", 1),
         ):
