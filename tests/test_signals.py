@@ -251,3 +251,47 @@ def test_node_exits_cleanly_within_2_s_of_sigint_and_sigterm_under_load(
         for p in hog:
             p.kill()
             p.wait()
+
+
+STUCK_TEARDOWN = """
+import sys, time
+from rclpy.node import Node
+from mbrl_ros.nodes.runner import run_node
+
+class StuckTeardown(Node):
+    def __init__(self):
+        super().__init__("stuck_teardown")
+        self.exit_status = 0
+        print("ready", flush=True)
+
+    def destroy_node(self):  # the middleware's teardown of a node, hanging
+        time.sleep(60)
+
+sys.exit(run_node(StuckTeardown, "stuck_teardown"))
+"""
+
+
+def test_a_node_whose_teardown_hangs_ends_with_its_status_before_a_launchers_sigkill():
+    """A ``destroy_node`` that hangs after the node's work is done (Fast DDS's teardown did, now
+    and then, under load: the launcher then killed the node and failed a finished run) is given
+    up after DESTROY_LIMIT_S: the process says so and exits with the node's status, before the
+    launcher's SIGKILL 7 s after its SIGTERM."""
+    from mbrl_ros.nodes.runner import DESTROY_LIMIT_S
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_TEARDOWN],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        tic = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - tic
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert DESTROY_LIMIT_S <= elapsed < 7.0, elapsed
+    assert "[stuck_teardown] destroying the node in the middleware took more than" in err, err

@@ -12,9 +12,12 @@ still running ``INTERRUPT_AFTER_S`` after the signal (a plan, a fit in a callbac
 undisturbed. A process still running ``STUCK_AFTER_S`` after the signal prints every thread's
 stack to stderr, so a stop that hangs says where. Later signals are ignored, so ``close()`` (which
 nodes keep short: a worker thread is stopped and joined with a bound), ``destroy_node`` and the
-shutdown of the context run to their end. Then the process ends at once (``os._exit`` once stdout
-and stderr are flushed): the interpreter's own teardown of torch, mujoco and DDS takes seconds under
-load.
+shutdown of the context run to their end; a ``destroy_node`` still running after
+``DESTROY_LIMIT_S`` (the middleware's teardown of the node hangs now and then under load, after
+the node's own work and ``close()`` are done) is given up: the process says so and ends with the
+node's status rather than wait for a launcher's SIGKILL. Then the process ends at once
+(``os._exit`` once stdout and stderr are flushed): the interpreter's own teardown of torch, mujoco
+and DDS takes seconds under load.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ INTERRUPT_AFTER_S = 0.3  # a callback still running this long after a stop signa
 SPIN_PERIOD_S = 0.1  # the longest wait of the executor: a signal's handler runs within it
 STUCK_AFTER_S = 4.0  # still running this long after a stop signal: every thread's stack to
 # stderr (before a launcher's SIGKILL, which comes after 5 s + 2 s)
+DESTROY_LIMIT_S = 3.0  # destroy_node still running this long: the process ends without it
 
 
 class NodeInterrupted(BaseException):
@@ -127,7 +131,7 @@ def _run(
         _spin(node, signals)
     finally:
         signals.active = False
-        _close(node)
+        _close(node, name)
     return getattr(node, "exit_status", 0)
 
 
@@ -166,11 +170,27 @@ def _end_process(status: int) -> None:
     os._exit(status)
 
 
-def _close(node: Node) -> None:
-    """The node's ``close()`` (if it has one), then ``destroy_node``."""
+def _close(node: Node, name: str) -> None:
+    """The node's ``close()`` (if it has one), then ``destroy_node``, given up after
+    ``DESTROY_LIMIT_S``: the process then ends with the node's ``exit_status``."""
     close = getattr(node, "close", None)
     try:
         if close is not None:
             close()
     finally:
-        node.destroy_node()
+        watchdog = threading.Timer(DESTROY_LIMIT_S, _destroy_hung, (node, name))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            node.destroy_node()
+        finally:
+            watchdog.cancel()
+
+
+def _destroy_hung(node: Node, name: str) -> None:
+    print(
+        f"[{name}] destroying the node in the middleware took more than {DESTROY_LIMIT_S:g} s "
+        "(its work and close() had ended): ending the process without it",
+        file=sys.stderr,
+    )
+    _end_process(getattr(node, "exit_status", 0))
