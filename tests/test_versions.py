@@ -37,7 +37,14 @@ def setup(steps=20):
 
 @pytest.mark.parametrize(
     "version, plans_per_episode, fits",
-    [("v0.5", 1, 1), ("v1.0", 1, 3), ("v1.5", 20, 3), ("v1.5+ilqr", 4, 3), ("v1.5+tracking", 4, 3)],
+    [
+        ("v0.5", 1, 1),
+        ("v1.0", 1, 3),
+        ("v1.5", 20, 3),
+        ("v1.5+open", 4, 3),
+        ("v1.5+ilqr", 4, 3),
+        ("v1.5+tracking", 4, 3),
+    ],
 )
 def test_budget_and_planning_schedule(version, plans_per_episode, fits):
     """6 s of data in 1 s episodes: v0.5 all π0; the others 4 s π0 + 2 aggregated episodes."""

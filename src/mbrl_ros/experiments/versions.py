@@ -6,6 +6,9 @@ be compared on the same seeds, the same data budget and the same held-out target
 * ``v1.0``: as v0.5 but with data aggregation: π0 only for the seed data, then repeat (plan
   open-loop, execute, append the episode to D, refit) until the budget is spent;
 * ``v1.5``: v1.0 with MPC: replan at every control step and execute only the first action;
+* ``v1.5+open``: MPC replanning every ``feedback_every`` steps, executing the plan's actions open
+  loop between replans (what v1.5 does when a plan takes longer than a control period: the
+  baseline of the feedback versions at their replanning rate);
 * ``v1.5+ilqr``: MPC replanning every ``feedback_every`` steps, executing the plan's iLQR feedback
   K_t (x − x̂_t) between replans, as the graph's executor does, each joint's gains bounded by
   the tracking gains (the planner's ``feedback`` 'bounded': iLQR's raw K_t from a young 7-DOF
@@ -13,8 +16,8 @@ be compared on the same seeds, the same data budget and the same held-out target
 * ``v1.5+tracking``: the same with PD tracking of the plan's nominal states instead of K_t
   (gains in physical units: the planner's ``feedback`` 'tracking').
 
-The two feedback versions plan ``feedback_every`` times less often, with ``feedback_every`` times
-the iterations per plan: the same planning budget as v1.5.
+These three plan ``feedback_every`` times less often, with ``feedback_every`` times the iterations
+per plan: the same planning budget as v1.5.
 
 Every command goes through the executor's ``SafetyLayer``. The settings are the mpc graph's: the
 planner node's parameters (``mpc.build_mpc``), the fitter's (``FitterSettings``), the sim's and the
@@ -47,8 +50,9 @@ from mbrl_ros.robot.kinematics import ForwardKinematics
 from mbrl_ros.simulator.simulation import ArmSimulator, SimConfig
 from mbrl_ros.tasks.episodes import EpisodeResult, EpisodeSettings, TargetSampler, score
 
-VERSIONS = ("v0.5", "v1.0", "v1.5", "v1.5+ilqr", "v1.5+tracking")
-FEEDBACK = {"v1.5+ilqr": "bounded", "v1.5+tracking": "tracking"}  # the planner's feedback setting
+VERSIONS = ("v0.5", "v1.0", "v1.5", "v1.5+open", "v1.5+ilqr", "v1.5+tracking")
+# the versions that replan every ``feedback_every`` steps: the planner's feedback setting
+FEEDBACK = {"v1.5+open": "none", "v1.5+ilqr": "bounded", "v1.5+tracking": "tracking"}
 
 
 @dataclass
@@ -64,7 +68,7 @@ class Setup:
     fitter: FitterSettings
     episodes: EpisodeSettings
     open_loop_iterations: int = 30  # iLQR iterations of a once-per-episode plan
-    feedback_every: int = 5  # v1.5+ilqr: control steps between replans
+    feedback_every: int = 5  # v1.5+open, +ilqr, +tracking: control steps between replans
 
 
 @dataclass
