@@ -1,8 +1,8 @@
-"""``mbrl-ros versions``: the lecture's MBRL versions (v0.5, v1.0, v1.5, v1.5 with bounded iLQR
-feedback or with PD tracking of the plan) compared offline on the simulated arm with the mpc
-graph's settings (``experiments.versions``): the same seeds, data budget and held-out targets for
-each; a progress line per training episode and a markdown table (mean ± standard deviation over
-the seeds) at the end."""
+"""``mbrl-ros versions``: the lecture's MBRL versions (v0.5, v1.0, v1.5, and v1.5 replanning every
+few steps with the plan open loop, bounded iLQR feedback or PD tracking between) compared offline
+on the simulated arm with the mpc graph's settings (``experiments.versions``): the same seeds, data
+budget and held-out targets for each; a progress line per training episode and a markdown table
+(mean ± standard deviation over the seeds) at the end."""
 
 from __future__ import annotations
 
