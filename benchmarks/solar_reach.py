@@ -384,9 +384,10 @@ def main() -> None:
     parser.add_argument(
         "--cost-episodes",
         type=int,
-        default=0,
-        help="fit SOLAR's latent cost on the newest N episodes only (0: all): a quadratic in the "
-        "latent fits d² locally, around where the controller goes",
+        default=5,
+        help="fit SOLAR's latent cost on the newest N episodes only (0: all; default 5, one "
+        "iteration's episodes): a quadratic in the latent fits d² locally, around where the "
+        "controller goes (five seeds: 3.9 ± 1.1 cm at 91 episodes, 5.2 ± 2.2 cm on all episodes)",
     )
     parser.add_argument(
         "--goal-image",
