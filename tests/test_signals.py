@@ -264,6 +264,10 @@ class StuckTeardown(Node):
         self.exit_status = 0
         print("ready", flush=True)
 
+    def close(self):
+        if sys.argv[1] == "close-fails":
+            raise RuntimeError("close failed")
+
     def destroy_node(self):  # the middleware's teardown of a node, hanging
         time.sleep(60)
 
@@ -271,13 +275,14 @@ sys.exit(run_node(StuckTeardown, "stuck_teardown"))
 """
 
 
-def test_a_node_whose_teardown_hangs_ends_by_itself_with_its_status():
+@pytest.mark.parametrize("close, status", [("close-ok", 0), ("close-fails", 1)])
+def test_a_node_whose_teardown_hangs_ends_by_itself_with_its_status(close, status):
     """A ``destroy_node`` that hangs after the node's work is done (Fast DDS's teardown did, now
     and then, under load: the launcher then killed the node and failed a finished run) is given
-    up: the process says so and exits by itself with the node's status (the teardown here would
-    hang for 60 s, longer than the test waits)."""
+    up: the process says so and exits by itself with the node's status, 1 where ``close()``
+    raised (the teardown here would hang for 60 s, longer than the test waits)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", STUCK_TEARDOWN],
+        [sys.executable, "-c", STUCK_TEARDOWN, close],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -288,5 +293,5 @@ def test_a_node_whose_teardown_hangs_ends_by_itself_with_its_status():
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err
+    assert proc.returncode == status, err
     assert "[stuck_teardown] destroying the node in the middleware took more than" in err, err

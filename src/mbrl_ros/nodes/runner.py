@@ -127,11 +127,13 @@ def _run(
         return EXIT_CONFIG
     except NodeInterrupted:  # a stop signal during a long start-up
         return 0
+    ok = False
     try:
         _spin(node, signals)
+        ok = True
     finally:
         signals.active = False
-        _close(node, name)
+        _close(node, name, ok)
     return getattr(node, "exit_status", 0)
 
 
@@ -170,15 +172,19 @@ def _end_process(status: int) -> None:
     os._exit(status)
 
 
-def _close(node: Node, name: str) -> None:
+def _close(node: Node, name: str, ok: bool) -> None:
     """The node's ``close()`` (if it has one), then ``destroy_node``, given up after
-    ``DESTROY_LIMIT_S``: the process then ends with the node's ``exit_status``."""
+    ``DESTROY_LIMIT_S``: the process then ends with the node's ``exit_status``, or 1 where its
+    work (``ok`` False) or ``close()`` raised."""
     close = getattr(node, "close", None)
     try:
         if close is not None:
             close()
+    except BaseException:
+        ok = False
+        raise
     finally:
-        watchdog = threading.Timer(DESTROY_LIMIT_S, _destroy_hung, (node, name))
+        watchdog = threading.Timer(DESTROY_LIMIT_S, _destroy_hung, (node, name, ok))
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -187,10 +193,11 @@ def _close(node: Node, name: str) -> None:
             watchdog.cancel()
 
 
-def _destroy_hung(node: Node, name: str) -> None:
+def _destroy_hung(node: Node, name: str, ok: bool) -> None:
     print(
         f"[{name}] destroying the node in the middleware took more than {DESTROY_LIMIT_S:g} s "
-        "(its work and close() had ended): ending the process without it",
+        f"(its work and close() had ended{'' if ok else ', with an error'}): ending the "
+        "process without it",
         file=sys.stderr,
     )
-    _end_process(getattr(node, "exit_status", 0))
+    _end_process(getattr(node, "exit_status", 0) if ok else 1)
