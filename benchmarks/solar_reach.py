@@ -108,7 +108,7 @@ class Task:
 def state_gps(iterations: int, samples: int, seed: int) -> dict:
     """GPS with the GMM prior on joint states, same start and target, one condition."""
     from mbrl_ros.tasks.reach import ReachCost
-    from mbrl_ros.trajopt.gps import GPS, GPSConfig, initial_controllers, run_offline
+    from mbrl_ros.trajopt.gps import GPS, GPSConfig, initial_controllers, rollout, run_offline
 
     robot = load_robot("arm2")
     sim = ArmSimulator(robot, SimConfig(scene=None))
@@ -122,7 +122,7 @@ def state_gps(iterations: int, samples: int, seed: int) -> dict:
         w_action=1e-3,
         w_limit=1.0,
     )
-    finals = []
+    finals, means = [], []
 
     def final_distance(X):
         with torch.no_grad():
@@ -130,14 +130,21 @@ def state_gps(iterations: int, samples: int, seed: int) -> dict:
         finals.extend(np.atleast_1d(d).tolist())
         return d
 
+    def evaluate_mean(record) -> None:
+        """The updated controller's mean, run once without noise (no data, no effect on
+        learning: the simulator has no noise and every rollout starts from rest)."""
+        X, _ = rollout(sim, gps.controller(0), START, np.zeros((T, 2)))
+        with torch.no_grad():
+            means.append(float(cost.distance2(torch.as_tensor(X))[-1].sqrt()))
+
     gps = GPS(
         cost,
         initial_controllers(sim, [START], T),
         GPSConfig(prior="gmm", kl_step=0.5, max_step_mult=10.0),
         final_distance,
     )
-    run_offline(gps, sim, [START], iterations, samples, seed=seed)
-    return _curve(finals, samples)
+    run_offline(gps, sim, [START], iterations, samples, seed=seed, log=evaluate_mean)
+    return _curve(finals, samples) | {"mean_controller": _mean_curve(means, samples)}
 
 
 def latent_dataset(model: SolarModel, images, torques, dt: float, names) -> Dataset:
@@ -280,6 +287,19 @@ def _curve(finals, per_iteration: int, offset: int = 0) -> dict:
         "success_2cm": [float((r <= 0.02).mean()) for r in f],
         "success_5cm": [float((r <= 0.05).mean()) for r in f],
         "mean_final_distance_m": [float(r.mean()) for r in f],
+    }
+
+
+def _mean_curve(finals, per_iteration: int, offset: int = 0) -> dict:
+    """The noise-free runs of the controller's mean, one after each iteration's update: its
+    final distances (m) and whether each is within 2 / 5 cm, against the number of episodes
+    learnt from."""
+    f = np.asarray(finals)
+    return {
+        "episodes": [offset + per_iteration * (i + 1) for i in range(len(f))],
+        "final_distance_m": f.tolist(),
+        "success_2cm": (f <= 0.02).astype(float).tolist(),
+        "success_5cm": (f <= 0.05).astype(float).tolist(),
     }
 
 
@@ -467,7 +487,7 @@ def main() -> None:
     ctrl = initial_latent_controller(
         T, config.latent_dim, 2, noise, task.dt_ns, joint_names=task.robot.joint_names
     )
-    eta, log, last = 1.0, [], None
+    eta, log, last, mean_finals = 1.0, [], None, []
     for it in range(args.iterations):
         new_episodes = []
         for _ in range(args.samples):
@@ -516,6 +536,13 @@ def main() -> None:
             entropy=args.entropy,
         )
         ctrl, eta = result.controller, result.eta
+        mean_ic = ImageController(model, ctrl, effort)
+
+        def act_mean(t, image):  # the controller's mean: no noise, not added to the data
+            mean_ic.push(image)
+            return mean_ic.act(t)
+
+        mean_finals.append(task.episode(act_mean)[3])
         last = cost.trajectory_cost(T, 2, args.action_weight, TERMINAL_WEIGHT)
         recent = np.array(finals[-args.samples :])
         log.append(
@@ -530,6 +557,7 @@ def main() -> None:
                 "last_update_realised_cost": realised,
                 "mean_final_distance_m": float(recent.mean()),
                 "min_final_distance_m": float(recent.min()),
+                "mean_controller_final_distance_m": mean_finals[-1],
             }
         )
         print(json.dumps(log[-1]), flush=True)
@@ -546,6 +574,7 @@ def main() -> None:
             "goal_image_q": GOAL_POSE.tolist() if args.goal_image else None,
         },
         **solar,
+        "mean_controller": _mean_curve(mean_finals, args.samples, args.random_episodes),
         "random_episodes": args.random_episodes,
         "random_success_5cm": float((np.array(finals[: args.random_episodes]) <= 0.05).mean()),
         "iterations": log,

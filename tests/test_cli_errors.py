@@ -355,6 +355,16 @@ CASES = {
         ["unknown PlannerSettings setting(s) 'horizn' (did you mean 'horizon'?)"],
     ),
     "versions --set bad value": ("versions --set horizon=0", ["'horizon' = 0", "out of range"]),
+    "versions --executor-rate 3": (
+        "versions --executor-rate 3",
+        ["executor_rate 3 does not divide the control period", "whole physics steps"],
+    ),
+    "versions --executor-rate 0": ("versions --executor-rate 0", ["--executor-rate", "≥ 1"]),
+    "versions --plan-latency 2": (
+        "versions --versions v1.5 --plan-latency 2",
+        ["plan_latency 2", "v1.5 replans every 1", "0..1"],
+    ),
+    "versions --feedback-every 0": ("versions --feedback-every 0", ["--feedback-every"]),
     # replay (the checks come before any ROS)
     "replay missing bag": ("replay {out}/nobag", ["nobag", "does not exist"]),
     "replay --rate 0": ("replay {bag} --rate 0", ["--rate", "≥ 0.01"]),

@@ -49,6 +49,14 @@ def test_the_solar_benchmark_runs_and_writes_its_figures(tmp_path):
         assert len(out[key]) == 2 and all(0.0 <= v <= 1.0 for v in out[key])
     for baseline in ("baseline_pixel_mpc", "state_gps"):
         assert len(out[baseline]["success_5cm"]) == 2, out[baseline]
+    # the noise-free run of each updated controller's mean, SOLAR's and state GPS's
+    for mean in (out["mean_controller"], out["state_gps"]["mean_controller"]):
+        assert len(mean["final_distance_m"]) == 2 and all(d >= 0 for d in mean["final_distance_m"])
+        assert mean["success_2cm"] == [float(d <= 0.02) for d in mean["final_distance_m"]]
+    assert out["mean_controller"]["episodes"] == [5, 7]
+    assert [it["mean_controller_final_distance_m"] for it in out["iterations"]] == (
+        out["mean_controller"]["final_distance_m"]
+    )
     assert out["task"]["goal_image_q"] == [0.8, 1.2]
     assert (tmp_path / "solar.png").stat().st_size > 0
     model = SolarModel.from_bytes(read_file(tmp_path / "saved" / "solar_model.safetensors"))

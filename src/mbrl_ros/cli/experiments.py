@@ -62,6 +62,26 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "versions") ->
         "--versions", type=_versions, default=list(VERSIONS), metavar="V1,V2,...", help="versions"
     )
     parser.add_argument(
+        "--feedback-every",
+        type=number(int, ge=1),
+        default=5,
+        help="v1.5+open, +ilqr, +tracking: control periods between replans (1: as often as v1.5)",
+    )
+    parser.add_argument(
+        "--executor-rate",
+        type=number(int, ge=1),
+        default=1,
+        help="executor commands per control period, each from the state then (the real-time "
+        "graph's executor; must divide the period into whole physics steps)",
+    )
+    parser.add_argument(
+        "--plan-latency",
+        type=number(int, ge=0),
+        default=0,
+        help="control periods a plan takes: it starts from the model's prediction that far "
+        "ahead and acts from then, the previous plan meanwhile (as the real-time graph's lead)",
+    )
+    parser.add_argument(
         "--set",
         type=_setting,
         nargs="*",
@@ -75,11 +95,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import yaml
 
-    from mbrl_ros.experiments.versions import graph_setup, run_version, table
+    from mbrl_ros.experiments.versions import check, graph_setup, run_version, table
     from mbrl_ros.planning.mpc import PlannerSettings
 
     torch.set_num_threads(args.threads)
     setup = graph_setup(args.robot, args.episode_length)
+    setup.feedback_every = args.feedback_every
+    setup.executor_rate = args.executor_rate
+    setup.plan_latency = args.plan_latency
+    for version in args.versions:  # before the first run, not after an hour of it
+        check(setup, version)
     for name, value in args.set:
         setup.planner = PlannerSettings.from_mapping(
             setup.planner.as_dict() | {name: yaml.safe_load(value)}, f"--set {name}={value}"
@@ -99,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     ]
     print(
         f"\n{args.robot}, {args.budget:g} s of robot data per version, seeds {args.seeds}, "
-        f"{args.eval} held-out targets each\n"
+        f"{args.eval} held-out targets each; feedback versions replan every "
+        f"{args.feedback_every} periods; executor {args.executor_rate}× per period; plan "
+        f"latency {args.plan_latency} periods\n"
     )
     print(table(results, setup.episodes.success_tolerance))
     return 0

@@ -19,6 +19,16 @@ be compared on the same seeds, the same data budget and the same held-out target
 These three plan ``feedback_every`` times less often, with ``feedback_every`` times the iterations
 per plan: the same planning budget as v1.5.
 
+By default every version acts once per control period and a plan acts from the state it started
+from (lockstep, as the lockstep graph runs). Two settings emulate the real-time graph
+deterministically: ``executor_rate`` K, the executor's commands per control period (each from the
+state measured then, as the graph's executor answers every joint state: feedback acts K times
+per plan step, a plan without gains holds its action), and ``plan_latency`` D, the control periods
+a plan takes: it is planned from the model's prediction D periods ahead under the previous plan
+(the planner's ``lead``) and acts from then, the previous plan acting meanwhile. The data keep
+the control period: states on its grid, actions the mean torque over each period (what
+``data.resample`` builds from a real stream).
+
 Every command goes through the executor's ``SafetyLayer``. The settings are the mpc graph's: the
 planner node's parameters (``mpc.build_mpc``), the fitter's (``FitterSettings``), the sim's and the
 episode manager's (target box, tolerance, seeds): ``graph_setup`` reads them from the graph's
@@ -35,8 +45,10 @@ import numpy as np
 import torch
 import yaml
 
+from mbrl_ros.common.msgconv import seconds_to_ns
 from mbrl_ros.common.param_files import MPC_CONTROL_PERIOD, lockstep_mpc_config, node_parameters
 from mbrl_ros.common.paths import share_path
+from mbrl_ros.control.controller import LinearGaussianController
 from mbrl_ros.control.random_torque import RandomTorquePolicy
 from mbrl_ros.control.safety import SafetyConfig, SafetyLayer
 from mbrl_ros.data.dataset import Dataset
@@ -69,6 +81,8 @@ class Setup:
     episodes: EpisodeSettings
     open_loop_iterations: int = 30  # iLQR iterations of a once-per-episode plan
     feedback_every: int = 5  # v1.5+open, +ilqr, +tracking: control steps between replans
+    executor_rate: int = 1  # executor commands per control period
+    plan_latency: int = 0  # control periods from a plan's state to its first step
 
 
 @dataclass
@@ -103,28 +117,33 @@ class _Arm:
     def __init__(self, setup: Setup):
         robot = setup.robot
         self.setup, self.n = setup, robot.n_joints
-        self.sim = ArmSimulator(robot, setup.sim)
+        self.k = executor_steps(setup)
+        period = setup.sim.control_period / self.k  # the executor's
+        self.sim = ArmSimulator(robot, replace(setup.sim, control_period=period))
         self.safety = SafetyLayer.for_robot(
-            robot, robot.joint_names, setup.sim.control_period, SafetyConfig(max_state_age=0.0)
+            robot, robot.joint_names, period, SafetyConfig(max_state_age=0.0)
         )
         self.fk = ForwardKinematics(robot)
         self.episode = 0
 
     def run(
-        self, act: Callable[[np.ndarray, int], np.ndarray], target: np.ndarray | None
+        self, act: Callable[[np.ndarray, int, int], np.ndarray], target: np.ndarray | None
     ) -> tuple[Dataset, np.ndarray]:
-        """One episode from a reset: ``act(x, t)`` → torque (n,); returns its transitions and the
-        end-effector distances (T,) m to ``target`` after each step (empty without target)."""
+        """One episode from a reset: ``act(x, t, j)`` → torque (n,) at executor step j of
+        control step t; returns its transitions on the control period's grid and the end-effector
+        distances (T,) m to ``target`` after each control step (empty without target)."""
+        k, steps = self.k, self.setup.episodes.episode_steps
         ep = run_episode(
             self.sim,
-            act,
+            lambda x, s: act(x, s // k, s % k),
             np.zeros(3) if target is None else target,
-            self.setup.episodes.episode_steps,
+            steps * k,
             safety=self.safety,
         )
+        states = ep.states[::k]
         data = Dataset.from_rollout(
-            ep.states,
-            ep.actions,
+            states,
+            ep.actions.reshape(steps, k, self.n).mean(axis=1),
             self.episode,
             self.setup.robot.joint_names,
             self.setup.sim.control_period,
@@ -132,9 +151,44 @@ class _Arm:
         self.episode += 1
         dist = np.empty(0)
         if target is not None:
-            ee = self.fk.ee_position(torch.as_tensor(ep.states[1:, : self.n])).numpy()
+            ee = self.fk.ee_position(torch.as_tensor(states[1:, : self.n])).numpy()
             dist = np.linalg.norm(ee - target, axis=1)
         return data, dist
+
+
+def executor_steps(setup: Setup) -> int:
+    """``setup.executor_rate``, checked: the executor's period must be whole physics steps and
+    whole nanoseconds. ValueError naming the rate otherwise."""
+    k, period = setup.executor_rate, setup.sim.control_period
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"executor_rate must be a positive integer, got {k!r}")
+    n = setup.sim.n_substeps
+    if n % k or seconds_to_ns(period) % k:
+        raise ValueError(
+            f"executor_rate {k} does not divide the control period ({period} s = {n} physics "
+            f"steps of {setup.sim.physics_timestep} s) into whole physics steps"
+        )
+    return k
+
+
+def check(setup: Setup, version: str) -> None:
+    """ValueError naming what does not fit: an unknown version, an executor rate that does not
+    divide the control period, a feedback interval < 1, or a plan latency outside
+    0..(the version's replanning interval): one plan in flight at a time."""
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+    executor_steps(setup)
+    if not isinstance(setup.feedback_every, int) or setup.feedback_every < 1:
+        raise ValueError(f"feedback_every must be a positive integer, got {setup.feedback_every!r}")
+    replan = setup.feedback_every if version in FEEDBACK else 1
+    latency = setup.plan_latency
+    if version not in ("v0.5", "v1.0") and not (
+        isinstance(latency, int) and 0 <= latency <= replan
+    ):
+        raise ValueError(
+            f"plan_latency {latency!r} control periods: {version} replans every {replan}, so it "
+            f"must be 0..{replan} (one plan in flight at a time)"
+        )
 
 
 def _fit(setup: Setup, data: Dataset, seed: int):
@@ -148,12 +202,13 @@ def _fit(setup: Setup, data: Dataset, seed: int):
 
 def _controller(
     version: str, setup: Setup, result: VersionResult
-) -> Callable[[MPC, np.ndarray], Callable[[np.ndarray, int], np.ndarray]]:
-    """For ``version``: a factory (mpc, target) → act(x, t) for one episode."""
+) -> Callable[[MPC, np.ndarray], Callable[[np.ndarray, int, int], np.ndarray]]:
+    """For ``version``: a factory (mpc, target) → act(x, t, j) for one episode (``_Arm.run``)."""
 
-    def timed_act(mpc, x, stamp, target):
+    def timed_act(mpc, x, stamp, target, lead_ns=0):
         tic = time.perf_counter()
-        step = mpc.act(x[: setup.robot.n_joints], x[setup.robot.n_joints :], stamp, target)
+        n = setup.robot.n_joints
+        step = mpc.act(x[:n], x[n:], stamp, target, lead_ns=lead_ns)
         result.plan_seconds += time.perf_counter() - tic
         result.plans += 1
         return step.controller
@@ -162,16 +217,27 @@ def _controller(
         1 if version == "v1.5" else setup.feedback_every if version in FEEDBACK else None
     )  # None: plan once
 
+    latency = setup.plan_latency
+
     def episode(mpc: MPC, target: np.ndarray):
         mpc.reset()
-        plan = None
+        plan: LinearGaussianController | None = None
+        pending: list[tuple[int, LinearGaussianController]] = []  # (first step, plan) in flight
         dt_ns = mpc.dt_ns
+        sub_ns = dt_ns // setup.executor_rate
 
-        def act(x: np.ndarray, t: int) -> np.ndarray:
+        def act(x: np.ndarray, t: int, j: int) -> np.ndarray:
             nonlocal plan
-            if plan is None or (every is not None and t % every == 0):
-                plan = timed_act(mpc, x, t * dt_ns, target)
-            i = plan.index(t * dt_ns)
+            if j == 0:
+                if plan is None:  # the episode's first plan: made at rest, before it starts
+                    plan = timed_act(mpc, x, 0, target)
+                elif every is not None and t % every == 0:
+                    new = timed_act(mpc, x, t * dt_ns, target, latency * dt_ns)
+                    pending.append((t + latency, new))
+                while pending and pending[0][0] <= t:
+                    plan = pending.pop(0)[1]
+            assert plan is not None  # made at the episode's first step
+            i = plan.index(t * dt_ns + j * sub_ns)
             i = plan.T - 1 if i is None else i
             return plan.act(x, i) if version in FEEDBACK else plan.u_hat[i]
 
@@ -215,9 +281,8 @@ def run_version(
 ) -> VersionResult:
     """Learn with ``version`` on ``budget_seconds`` of robot data (π0 for the first
     ``seed_seconds``, or all of it for v0.5), then evaluate on ``eval_episodes`` held-out
-    targets."""
-    if version not in VERSIONS:
-        raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+    targets. ValueError naming a setting that does not fit (``check``)."""
+    check(setup, version)
     say = progress or (lambda line: None)
     torch.manual_seed(seed)
     wall = time.perf_counter()
@@ -252,10 +317,17 @@ def run_version(
         setup.planner.random_hold_steps,
         seed + 1,
     )
+    torque = np.zeros(setup.robot.n_joints)
+
+    def random_act(x, t, j):  # π0: a new draw per control period, held by the executor
+        nonlocal torque
+        torque = policy.act() if j == 0 else torque
+        return torque
+
     parts = []
     random_s = budget_seconds if version == "v0.5" else seed_seconds
     while result.data_seconds + episode_s <= random_s + 1e-9:
-        parts.append(arm.run(lambda x, t: policy.act(), None)[0])
+        parts.append(arm.run(random_act, None)[0])
         result.data_seconds += episode_s
     if not parts:
         raise ValueError(f"seed data of {random_s} s is shorter than one episode ({episode_s} s)")
