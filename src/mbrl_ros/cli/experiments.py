@@ -1,8 +1,9 @@
 """``mbrl-ros versions``: the lecture's MBRL versions (v0.5, v1.0, v1.5, and v1.5 replanning every
 few steps with the plan open loop, bounded iLQR feedback or PD tracking between) compared offline
 on the simulated arm with the mpc graph's settings (``experiments.versions``): the same seeds, data
-budget and held-out targets for each; a progress line per training episode and a markdown table
-(mean ± standard deviation over the seeds) at the end."""
+budget and held-out targets for each, in lockstep or with the real-time graph's executor rate and
+plan latency emulated (``--executor-rate``, ``--plan-latency``); a progress line per training
+episode and a markdown table (mean ± standard deviation over the seeds) at the end."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "versions") ->
         type=number(int, ge=0),
         default=0,
         help="control periods a plan takes: it starts from the model's prediction that far "
-        "ahead and acts from then, the previous plan meanwhile (as the real-time graph's lead)",
+        "ahead and acts from then, the previous plan meanwhile (the planner's compensate_latency)",
     )
     parser.add_argument(
         "--set",
