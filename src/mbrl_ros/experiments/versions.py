@@ -25,7 +25,8 @@ deterministically: ``executor_rate`` K, the executor's commands per control peri
 state measured then, as the graph's executor answers every joint state: feedback acts K times
 per plan step, a plan without gains holds its action), and ``plan_latency`` D, the control periods
 a plan takes: it is planned from the model's prediction D periods ahead under the previous plan
-(the planner's ``lead``) and acts from then, the previous plan acting meanwhile. The data keep
+(``MPC.act(lead_ns=…)``, as the planner's ``compensate_latency``) and acts from then, the previous
+plan acting meanwhile; an episode's first plan is made at rest, before it starts. The data keep
 the control period: states on its grid, actions the mean torque over each period (what
 ``data.resample`` builds from a real stream).
 
