@@ -172,6 +172,14 @@ def executor_steps(setup: Setup) -> int:
     return k
 
 
+def replan_interval(setup: Setup, version: str) -> int | None:
+    """Control periods between ``version``'s plans: 1 for v1.5, ``feedback_every`` for the
+    feedback versions, None for v0.5 and v1.0 (one open-loop plan per episode)."""
+    if version in FEEDBACK:
+        return setup.feedback_every
+    return 1 if version == "v1.5" else None
+
+
 def check(setup: Setup, version: str) -> None:
     """ValueError naming what does not fit: an unknown version, an executor rate that does not
     divide the control period, a feedback interval < 1, or a plan latency outside
@@ -181,11 +189,9 @@ def check(setup: Setup, version: str) -> None:
     executor_steps(setup)
     if not isinstance(setup.feedback_every, int) or setup.feedback_every < 1:
         raise ValueError(f"feedback_every must be a positive integer, got {setup.feedback_every!r}")
-    replan = setup.feedback_every if version in FEEDBACK else 1
+    replan = replan_interval(setup, version)
     latency = setup.plan_latency
-    if version not in ("v0.5", "v1.0") and not (
-        isinstance(latency, int) and 0 <= latency <= replan
-    ):
+    if replan is not None and not (isinstance(latency, int) and 0 <= latency <= replan):
         raise ValueError(
             f"plan_latency {latency!r} control periods: {version} replans every {replan}, so it "
             f"must be 0..{replan} (one plan in flight at a time)"
@@ -214,9 +220,7 @@ def _controller(
         result.plans += 1
         return step.controller
 
-    every = (
-        1 if version == "v1.5" else setup.feedback_every if version in FEEDBACK else None
-    )  # None: plan once
+    every = replan_interval(setup, version)  # None: plan once
 
     latency = setup.plan_latency
 
@@ -292,13 +296,10 @@ def run_version(
     dt = setup.sim.control_period
     episode_s = setup.episodes.episode_steps * dt
     result = VersionResult(version, 0.0)
-    horizon = setup.episodes.episode_steps if version in ("v0.5", "v1.0") else setup.planner.horizon
-    replan = setup.feedback_every if version in FEEDBACK else 1
-    iterations = (
-        setup.open_loop_iterations
-        if version in ("v0.5", "v1.0")
-        else setup.planner.iterations * replan
-    )
+    every = replan_interval(setup, version)
+    replan = every or 1
+    horizon = setup.episodes.episode_steps if every is None else setup.planner.horizon
+    iterations = setup.open_loop_iterations if every is None else setup.planner.iterations * replan
     mpc = build_mpc(
         setup.robot,
         range(setup.robot.n_joints),
