@@ -449,14 +449,15 @@ class DynamicsFitterNode(Node):
             return
         if self._closing:
             return
-        self.pub.publish(UInt8MultiArray(data=blob))
         frozen = None
         if self.offsets is not None:  # the residuals of the model as published, not as fitted on
             frozen = (model_from_bytes(blob, device=self.model.device), info["version"])
-        with self._lock:
+        with self._lock:  # before the model goes out: a transition that comes after a subscriber
+            # has it gets an offset for it (the fit thread runs niced and may wait long here)
             self.version, self.published_at, self.failure = info["version"], time.monotonic(), None
             self.last_fit, self._last_blob = info, blob
             self._offset_model = frozen or self._offset_model
+        self.pub.publish(UInt8MultiArray(data=blob))
         self.get_logger().info(
             f"model v{self.version}: {len(data)} transitions, {data.n_episodes} episodes, "
             f"1-step validation RMSE {error:.4g}, fitted in {report.seconds:.1f} s "
